@@ -1,0 +1,96 @@
+# Bowtie developer tasks.
+#
+#   make            list the targets
+#   make run        run every service in one process (`bowtie dev`)
+#   make lint       rustfmt check, clippy (warnings are errors), buf lint
+#   make test       the whole workspace's tests
+#
+# buf is not needed on the machine: it is installed from the npm registry
+# (package @bufbuild/buf, pinned below) into the gitignored .tools/ the first
+# time a target needs it. Set BUF=/path/to/buf to use another one instead.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# --- tools -------------------------------------------------------------------
+
+CARGO       ?= cargo
+# Extra flags for every cargo build/test/clippy call, e.g. CARGO_FLAGS=--locked.
+CARGO_FLAGS ?=
+NPM         ?= npm
+
+TOOLS_DIR   := .tools
+BUF_VERSION := 1.75.0
+BUF_DIR     := $(TOOLS_DIR)/buf-$(BUF_VERSION)
+BUF_LOCAL   := $(BUF_DIR)/node_modules/.bin/buf
+BUF         ?= $(BUF_LOCAL)
+# Install the pinned buf only when it is the one in use.
+BUF_DEP     := $(filter $(BUF_LOCAL),$(BUF))
+
+PROTO_DIR   := proto
+
+# Extra arguments for `make run`, e.g. make run ARGS="--help".
+ARGS        ?=
+# Extra arguments for the test binaries, e.g. make test TEST_ARGS="accounts".
+TEST_ARGS   ?=
+
+.PHONY: help run build test lint fmt fmt-check clippy buf-lint proto-fmt \
+        tools bench clean distclean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) \
+	  | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-10s %s\n", $$1, $$2}'
+
+# --- build and run -----------------------------------------------------------
+
+run: ## Run all services in one process: bowtie dev (release build)
+	$(CARGO) run $(CARGO_FLAGS) -p bowtie --release -- dev $(ARGS)
+
+build: ## Build the whole workspace (debug)
+	$(CARGO) build $(CARGO_FLAGS) --workspace --all-targets
+
+test: ## Run the workspace's tests (PostgreSQL ones need BOWTIE_TEST_DATABASE_URL)
+	$(CARGO) test $(CARGO_FLAGS) --workspace --all-targets -- $(TEST_ARGS)
+
+bench: ## Benchmarks (placeholder)
+	@echo "benchmarks arrive with the benchmark suite"
+
+# --- style -------------------------------------------------------------------
+
+lint: fmt-check clippy buf-lint ## All checks CI runs before the tests
+
+fmt: ## Format the Rust code in place
+	$(CARGO) fmt --all
+
+fmt-check: ## Check the Rust formatting
+	$(CARGO) fmt --all -- --check
+
+clippy: ## Clippy on every target, warnings are errors
+	$(CARGO) clippy $(CARGO_FLAGS) --workspace --all-targets -- -D warnings
+
+buf-lint: $(BUF_DEP) ## Lint the .proto files (buf.yaml: STANDARD rules)
+	$(BUF) lint $(PROTO_DIR)
+
+proto-fmt: $(BUF_DEP) ## Format the .proto files in place
+	$(BUF) format -w $(PROTO_DIR)
+
+# --- tools -------------------------------------------------------------------
+
+tools: $(BUF_LOCAL) ## Install the pinned helper tools into .tools/
+
+# The npm package ships the prebuilt buf binary for the platform as an
+# optional dependency; the install dir carries the version, so bumping
+# BUF_VERSION installs the new one beside the old.
+$(BUF_LOCAL):
+	@mkdir -p $(BUF_DIR)
+	$(NPM) install --prefix $(BUF_DIR) --no-save --no-audit --no-fund \
+	  --loglevel=error @bufbuild/buf@$(BUF_VERSION)
+	@$@ --version >/dev/null
+
+# --- cleanup -----------------------------------------------------------------
+
+clean: ## Remove build output
+	$(CARGO) clean
+
+distclean: clean ## Also remove the installed tools
+	rm -rf $(TOOLS_DIR)

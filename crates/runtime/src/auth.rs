@@ -1,0 +1,345 @@
+//! Bearer API keys with scopes, checked by a tower layer in front of every
+//! service.
+//!
+//! Keys are configured as SHA-256 hashes, never in clear. API keys are long
+//! random strings, so a fast hash is enough (a slow password hash would only
+//! add latency to every call); the presented key is hashed and compared with
+//! every configured hash in constant time, without stopping at the first match,
+//! so timing does not reveal which or how many keys exist. Health checks and
+//! reflection are open: orchestrators and `grpcurl list` need no key.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::future::BoxFuture;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tonic::Status;
+use tower::{Layer, Service};
+
+use crate::config::AuthSettings;
+
+/// What a key may do. Each scope includes the ones below it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Scope {
+    /// Get, List and Watch calls.
+    Read,
+    /// Every write.
+    Write,
+    /// Administrative calls (configuration such as scorecards).
+    Admin,
+}
+
+impl Scope {
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "read" => Some(Scope::Read),
+            "write" => Some(Scope::Write),
+            "admin" => Some(Scope::Admin),
+            _ => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Write => "write",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
+/// The caller a request was authenticated as; handlers find it in the
+/// request extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The key's configured name.
+    pub name: String,
+    /// Its highest scope.
+    pub scope: Scope,
+}
+
+#[derive(Debug)]
+struct Key {
+    hash: [u8; 32],
+    principal: Principal,
+}
+
+/// The configured keys.
+#[derive(Debug, Default)]
+pub struct ApiKeys {
+    keys: Vec<Key>,
+}
+
+/// `sha256:<hex>` of a key, the form the configuration holds.
+pub fn hash_key(key: &str) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(key.as_bytes())))
+}
+
+/// A new random key (two v4 UUIDs from the OS generator: 244 random bits) and
+/// its configuration hash.
+pub fn generate_key() -> (String, String) {
+    let key = format!(
+        "bt_{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let hash = hash_key(&key);
+    (key, hash)
+}
+
+impl ApiKeys {
+    /// Parses the configured keys; a malformed entry is a startup error.
+    pub fn from_settings(settings: &AuthSettings) -> anyhow::Result<Self> {
+        let mut keys = Vec::with_capacity(settings.keys.len());
+        for entry in &settings.keys {
+            let hex_part = entry.hash.strip_prefix("sha256:").ok_or_else(|| {
+                anyhow::anyhow!("auth key {:?}: hash must start with sha256:", entry.name)
+            })?;
+            let bytes = hex::decode(hex_part)
+                .map_err(|_| anyhow::anyhow!("auth key {:?}: hash is not hex", entry.name))?;
+            let hash: [u8; 32] = bytes.try_into().map_err(|_| {
+                anyhow::anyhow!("auth key {:?}: hash must be 64 hex digits", entry.name)
+            })?;
+            let mut scope = None;
+            for s in &entry.scopes {
+                let parsed = Scope::parse(s).ok_or_else(|| {
+                    anyhow::anyhow!("auth key {:?}: unknown scope {s:?}", entry.name)
+                })?;
+                scope = scope.max(Some(parsed));
+            }
+            let scope =
+                scope.ok_or_else(|| anyhow::anyhow!("auth key {:?}: no scopes", entry.name))?;
+            keys.push(Key {
+                hash,
+                principal: Principal {
+                    name: entry.name.clone(),
+                    scope,
+                },
+            });
+        }
+        Ok(Self { keys })
+    }
+
+    /// The principal of a presented key, comparing against every key in constant time.
+    pub fn authenticate(&self, presented: &str) -> Option<&Principal> {
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        let mut found = None;
+        for key in &self.keys {
+            if bool::from(key.hash.ct_eq(&digest)) {
+                found = Some(&key.principal);
+            }
+        }
+        found
+    }
+
+    /// Decides one request: `Ok(None)` for an open method, the principal when
+    /// allowed, else the status to answer with.
+    pub fn authorize(
+        &self,
+        path: &str,
+        authorization: Option<&str>,
+        admin_methods: &[&str],
+    ) -> Result<Option<Principal>, Status> {
+        let Some(needed) = required_scope(path, admin_methods) else {
+            return Ok(None);
+        };
+        let token = authorization
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                Status::unauthenticated("missing API key: send `authorization: Bearer <key>`")
+            })?;
+        let principal = self
+            .authenticate(token)
+            .ok_or_else(|| Status::unauthenticated("unknown API key"))?;
+        if principal.scope < needed {
+            return Err(Status::permission_denied(format!(
+                "API key {:?} has scope {}; this call needs {}",
+                principal.name,
+                principal.scope.as_str(),
+                needed.as_str()
+            )));
+        }
+        Ok(Some(principal.clone()))
+    }
+}
+
+/// The scope a gRPC method path needs, or `None` for open ones (health,
+/// reflection). Get/List/Watch need read, `admin_methods` need admin, every
+/// other call writes.
+pub fn required_scope(path: &str, admin_methods: &[&str]) -> Option<Scope> {
+    if path.starts_with("/grpc.health.") || path.starts_with("/grpc.reflection.") {
+        return None;
+    }
+    let method = path.rsplit('/').next().unwrap_or_default();
+    if admin_methods.contains(&method) {
+        Some(Scope::Admin)
+    } else if ["Get", "List", "Watch"]
+        .iter()
+        .any(|p| method.starts_with(p))
+    {
+        Some(Scope::Read)
+    } else {
+        Some(Scope::Write)
+    }
+}
+
+/// Tower layer that authenticates and authorizes every gRPC call.
+#[derive(Debug, Clone)]
+pub struct AuthLayer {
+    keys: Arc<ApiKeys>,
+    admin_methods: &'static [&'static str],
+}
+
+impl AuthLayer {
+    /// Checks calls against `keys`; `admin_methods` are method names that need admin.
+    pub fn new(keys: Arc<ApiKeys>, admin_methods: &'static [&'static str]) -> Self {
+        Self {
+            keys,
+            admin_methods,
+        }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service produced by [`AuthLayer`].
+#[derive(Debug, Clone)]
+pub struct AuthService<S> {
+    inner: S,
+    layer: AuthLayer,
+}
+
+impl<S, B> Service<http::Request<B>> for AuthService<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let authorization = request
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        match self.layer.keys.authorize(
+            request.uri().path(),
+            authorization,
+            self.layer.admin_methods,
+        ) {
+            Ok(principal) => {
+                if let Some(principal) = principal {
+                    request.extensions_mut().insert(principal);
+                }
+                Box::pin(self.inner.call(request))
+            }
+            Err(status) => Box::pin(async move { Ok(status.into_http()) }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ApiKeySettings;
+
+    fn keys() -> anyhow::Result<ApiKeys> {
+        ApiKeys::from_settings(&AuthSettings {
+            keys: vec![
+                ApiKeySettings {
+                    name: "dashboard".into(),
+                    hash: hash_key("reader-secret"),
+                    scopes: vec!["read".into()],
+                },
+                ApiKeySettings {
+                    name: "crm".into(),
+                    hash: hash_key("writer-secret"),
+                    scopes: vec!["read".into(), "write".into()],
+                },
+            ],
+        })
+    }
+
+    #[test]
+    fn read_calls_need_read_writes_need_write_and_health_is_open() {
+        let path = |m: &str| format!("/bowtie.accounts.v1.AccountsService/{m}");
+        assert_eq!(required_scope(&path("GetAccount"), &[]), Some(Scope::Read));
+        assert_eq!(
+            required_scope(&path("ListAccounts"), &[]),
+            Some(Scope::Read)
+        );
+        assert_eq!(required_scope(&path("WatchEvents"), &[]), Some(Scope::Read));
+        assert_eq!(
+            required_scope(&path("CreateAccount"), &[]),
+            Some(Scope::Write)
+        );
+        assert_eq!(
+            required_scope(&path("UpdateScorecard"), &["UpdateScorecard"]),
+            Some(Scope::Admin)
+        );
+        assert_eq!(required_scope("/grpc.health.v1.Health/Check", &[]), None);
+    }
+
+    #[test]
+    fn a_read_key_cannot_write_and_a_wrong_key_is_unauthenticated() -> anyhow::Result<()> {
+        let keys = keys()?;
+        let create = "/bowtie.accounts.v1.AccountsService/CreateAccount";
+        let denied = keys.authorize(create, Some("Bearer reader-secret"), &[]);
+        assert_eq!(
+            denied.err().map(|s| s.code()),
+            Some(tonic::Code::PermissionDenied)
+        );
+        let wrong = keys.authorize(create, Some("Bearer nope"), &[]);
+        assert_eq!(
+            wrong.err().map(|s| s.code()),
+            Some(tonic::Code::Unauthenticated)
+        );
+        let missing = keys.authorize(create, None, &[]);
+        assert_eq!(
+            missing.err().map(|s| s.code()),
+            Some(tonic::Code::Unauthenticated)
+        );
+        let allowed = keys.authorize(create, Some("Bearer writer-secret"), &[]);
+        assert_eq!(allowed.ok().flatten().map(|p| p.name), Some("crm".into()));
+        Ok(())
+    }
+
+    #[test]
+    fn malformed_key_hashes_are_a_startup_error() {
+        let settings = AuthSettings {
+            keys: vec![ApiKeySettings {
+                name: "x".into(),
+                hash: "md5:abc".into(),
+                scopes: vec!["read".into()],
+            }],
+        };
+        assert!(ApiKeys::from_settings(&settings).is_err());
+    }
+
+    #[test]
+    fn generated_keys_match_their_hash_and_differ_each_time() {
+        let (key, hash) = generate_key();
+        assert_eq!(hash_key(&key), hash);
+        assert_ne!(generate_key().0, key);
+    }
+}

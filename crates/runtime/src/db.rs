@@ -1,0 +1,140 @@
+//! Database connection and migrations.
+//!
+//! Each service owns its database: an SQLite file by default (WAL journal, so
+//! readers never wait for the writer) or, in production, its own schema in
+//! PostgreSQL, selected through `search_path` so that the same SQL runs on
+//! both. SQLite gets a pool of readers and a single writer connection: SQLite
+//! admits one writer at a time anyway, and a single writer connection avoids
+//! the `SQLITE_BUSY` failures that deferred transactions hit when two
+//! connections race to upgrade from reading to writing.
+
+use std::time::Duration;
+
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend};
+use sea_orm_migration::MigratorTrait;
+
+use crate::config::DatabaseSettings;
+use crate::error::Error;
+
+/// A service's database: a reader and a writer handle (the same pool on PostgreSQL).
+#[derive(Debug, Clone)]
+pub struct Db {
+    reader: DatabaseConnection,
+    writer: DatabaseConnection,
+}
+
+impl Db {
+    /// Connects (creating the SQLite file or the PostgreSQL schema when missing).
+    pub async fn connect(settings: &DatabaseSettings) -> Result<Self, Error> {
+        let url = settings.url();
+        if url.starts_with("sqlite:") {
+            Self::connect_sqlite(settings).await
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Self::connect_postgres(settings).await
+        } else {
+            Err(Error::Internal(anyhow::anyhow!(
+                "database.url must start with sqlite:// or postgres://"
+            )))
+        }
+    }
+
+    async fn connect_sqlite(settings: &DatabaseSettings) -> Result<Self, Error> {
+        let url = settings.url();
+        let path = url
+            .trim_start_matches("sqlite://")
+            .trim_start_matches("sqlite:");
+        let path = path.split('?').next().unwrap_or_default();
+        if let Some(parent) = std::path::Path::new(path).parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    Error::Internal(anyhow::Error::new(e).context("creating the SQLite directory"))
+                })?;
+            }
+        }
+        let open = |max: u32| {
+            let mut options = Self::options(settings, url, max);
+            options.map_sqlx_sqlite_opts(|o| {
+                o.create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(5))
+                    .foreign_keys(true)
+            });
+            options
+        };
+        let writer = Database::connect(open(1)).await?;
+        // Switch to WAL once through the writer before readers open the file.
+        writer.execute_unprepared("PRAGMA journal_mode=WAL").await?;
+        let reader = Database::connect(open(settings.max_connections.max(1))).await?;
+        Ok(Self { reader, writer })
+    }
+
+    async fn connect_postgres(settings: &DatabaseSettings) -> Result<Self, Error> {
+        let schema = &settings.schema;
+        let valid = !schema.is_empty()
+            && schema.len() <= 63
+            && schema.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+            && schema
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !valid {
+            return Err(Error::Internal(anyhow::anyhow!(
+                "database.schema must be a lower-case identifier, got {schema:?}"
+            )));
+        }
+        let mut options = Self::options(settings, settings.url(), settings.max_connections);
+        options.set_schema_search_path(schema.clone());
+        let pool = Database::connect(options).await?;
+        pool.execute_unprepared(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+            .await?;
+        Ok(Self {
+            reader: pool.clone(),
+            writer: pool,
+        })
+    }
+
+    fn options(settings: &DatabaseSettings, url: &str, max: u32) -> ConnectOptions {
+        let mut options = ConnectOptions::new(url.to_owned());
+        options
+            .max_connections(max)
+            .min_connections(0)
+            .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
+            .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
+            .sqlx_logging(false);
+        options
+    }
+
+    /// The handle for reads.
+    pub fn reader(&self) -> &DatabaseConnection {
+        &self.reader
+    }
+
+    /// The handle for writes and transactions.
+    pub fn writer(&self) -> &DatabaseConnection {
+        &self.writer
+    }
+
+    /// SQLite or PostgreSQL.
+    pub fn backend(&self) -> DbBackend {
+        self.writer.get_database_backend()
+    }
+
+    /// Applies every pending migration of `M`.
+    pub async fn migrate<M: MigratorTrait>(&self) -> Result<(), Error> {
+        M::up(&self.writer, None).await?;
+        Ok(())
+    }
+
+    /// Round trip to the database, for health checks.
+    pub async fn ping(&self) -> Result<(), Error> {
+        self.reader.ping().await?;
+        Ok(())
+    }
+
+    /// Closes both pools.
+    pub async fn close(self) {
+        let _ = self.reader.close_by_ref().await;
+        let _ = self.writer.close_by_ref().await;
+    }
+}

@@ -1,0 +1,226 @@
+//! The one error type of every service and its exhaustive mapping to
+//! `tonic::Status`.
+//!
+//! Handlers return [`Error`]; the `From<Error> for Status` impl below is the
+//! only place that decides what a client sees. Database and internal errors are
+//! logged with their cause chain and reach the client as a generic message, so
+//! no SQL text or internal detail ever leaves the server.
+
+use std::fmt;
+
+use sea_orm::{DbErr, RuntimeErr};
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// A request field that failed validation, with a human description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    /// Path of the field in the request, for example `account.name`.
+    pub field: String,
+    /// What is wrong with it.
+    pub description: String,
+}
+
+/// The field violations of one request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FieldViolations(pub Vec<FieldViolation>);
+
+impl FieldViolations {
+    /// Records a violation.
+    pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        self.0.push(FieldViolation {
+            field: field.into(),
+            description: description.into(),
+        });
+    }
+
+    /// `Ok(())` when nothing was recorded, else the INVALID_ARGUMENT error.
+    pub fn into_result(self) -> Result<(), Error> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument(self))
+        }
+    }
+
+    /// True when nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Display for FieldViolations {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|v| format!("{}: {}", v.field, v.description))
+            .collect();
+        f.write_str(&parts.join("; "))
+    }
+}
+
+/// Everything that can go wrong in a service.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed; names every offending field.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(FieldViolations),
+    /// The addressed resource does not exist.
+    #[error("{resource} {id} not found")]
+    NotFound {
+        /// Kind of resource, for example `account`.
+        resource: &'static str,
+        /// The id that was asked for.
+        id: String,
+    },
+    /// The resource to create exists already.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// A concurrency conflict, such as a stale expected version; retry after re-reading.
+    #[error("{0}")]
+    Aborted(String),
+    /// The system is not in a state that allows the operation.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// No or an unknown credential.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The credential lacks the scope.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// A dependency (database, peer service) cannot be reached; safe to retry.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A database error; classified into UNAVAILABLE or INTERNAL.
+    #[error("database error")]
+    Database(#[from] DbErr),
+    /// A bug or an unexpected state.
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl Error {
+    /// INVALID_ARGUMENT for one field.
+    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
+        let mut v = FieldViolations::default();
+        v.add(field, description);
+        Error::InvalidArgument(v)
+    }
+
+    /// NOT_FOUND for a resource id.
+    pub fn not_found(resource: &'static str, id: impl Into<String>) -> Self {
+        Error::NotFound {
+            resource,
+            id: id.into(),
+        }
+    }
+
+    /// True when the database error means "cannot reach the database" rather than a bug.
+    fn is_connectivity(err: &DbErr) -> bool {
+        match err {
+            DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+            DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+                matches!(
+                    e,
+                    sea_orm::sqlx::Error::Io(_)
+                        | sea_orm::sqlx::Error::PoolTimedOut
+                        | sea_orm::sqlx::Error::PoolClosed
+                        | sea_orm::sqlx::Error::WorkerCrashed
+                        | sea_orm::sqlx::Error::Tls(_)
+                )
+            }
+            _ => false,
+        }
+    }
+
+    /// True for a unique-constraint violation, which callers may turn into a
+    /// domain answer (ALREADY_EXISTS, an idempotent replay).
+    pub fn is_unique_violation(&self) -> bool {
+        match self {
+            Error::Database(e) => matches!(
+                e.sql_err(),
+                Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+            ),
+            _ => false,
+        }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Self {
+        match error {
+            Error::InvalidArgument(violations) => {
+                let message = format!("invalid argument: {violations}");
+                let mut details = ErrorDetails::new();
+                for v in &violations.0 {
+                    details.add_bad_request_violation(v.field.clone(), v.description.clone());
+                }
+                Status::with_error_details(Code::InvalidArgument, message, details)
+            }
+            e @ Error::NotFound { .. } => Status::not_found(e.to_string()),
+            Error::AlreadyExists(m) => Status::already_exists(m),
+            Error::Aborted(m) => Status::aborted(m),
+            Error::FailedPrecondition(m) => Status::failed_precondition(m),
+            Error::Unauthenticated(m) => Status::unauthenticated(m),
+            Error::PermissionDenied(m) => Status::permission_denied(m),
+            Error::Unavailable(m) => Status::unavailable(m),
+            Error::Database(e) if Error::is_connectivity(&e) => {
+                tracing::warn!(error.cause_chain = ?e, "database unavailable");
+                Status::unavailable("database unavailable, retry later")
+            }
+            Error::Database(e) => {
+                tracing::error!(error.cause_chain = ?e, "database error");
+                Status::internal("internal error")
+            }
+            Error::Internal(e) => {
+                tracing::error!(error.cause_chain = ?e, "internal error");
+                Status::internal("internal error")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_argument_names_each_field_in_message_and_bad_request_details() {
+        let mut v = FieldViolations::default();
+        v.add("account.name", "must not be blank");
+        v.add("account.segment", "must be set");
+        let status = Status::from(Error::InvalidArgument(v));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().contains("account.name: must not be blank"));
+        let details = status.get_details_bad_request();
+        let fields: Vec<String> = details
+            .map(|b| b.field_violations.into_iter().map(|f| f.field).collect())
+            .unwrap_or_default();
+        assert_eq!(fields, vec!["account.name", "account.segment"]);
+    }
+
+    #[test]
+    fn database_errors_never_show_sql_to_the_client() {
+        let status = Status::from(Error::Database(DbErr::Custom(
+            "syntax error at or near SELECT * FROM accounts".into(),
+        )));
+        assert_eq!(status.code(), Code::Internal);
+        assert_eq!(status.message(), "internal error");
+    }
+
+    #[test]
+    fn an_unreachable_database_is_unavailable() {
+        let status = Status::from(Error::Database(DbErr::ConnectionAcquire(
+            sea_orm::ConnAcquireErr::Timeout,
+        )));
+        assert_eq!(status.code(), Code::Unavailable);
+    }
+
+    #[test]
+    fn not_found_says_what_was_missing() {
+        let status = Status::from(Error::not_found("account", "42"));
+        assert_eq!(status.code(), Code::NotFound);
+        assert_eq!(status.message(), "account 42 not found");
+    }
+}

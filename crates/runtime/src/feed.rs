@@ -1,0 +1,278 @@
+//! The change feed: an outbox table written in the same transaction as each
+//! change, served in sequence order by `WatchEvents`, and the cursors that
+//! consumers keep so a restart neither loses nor repeats an event.
+//!
+//! Ordering on PostgreSQL: sequences come from a `bigserial`, and two
+//! transactions can commit out of sequence order, which would let a reader at
+//! cursor 10 skip event 9 committed a moment later. Appends therefore take a
+//! transaction-scoped advisory lock, so outbox rows become visible in sequence
+//! order. SQLite has a single writer and needs no lock.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use bowtie_proto::common;
+use futures::Stream;
+use prost::Name;
+use sea_orm::sea_query::{Expr, OnConflict, Order, Query};
+use sea_orm::{ConnectionTrait, DbBackend, StatementBuilder};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+
+use crate::db::Db;
+use crate::error::Error;
+use crate::schema::{FeedCursors, OutboxEvents};
+use crate::shutdown::Shutdown;
+use crate::validate::to_timestamp;
+
+/// Rows read per batch when streaming.
+const BATCH: u64 = 500;
+/// How often an idle stream looks for events written by another replica.
+const POLL: Duration = Duration::from_millis(500);
+/// Key of the advisory lock that orders outbox appends on PostgreSQL.
+const OUTBOX_LOCK: i64 = 0x626f_7774_6965;
+
+/// An event to append when the surrounding transaction commits.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    aggregate_type: &'static str,
+    aggregate_id: String,
+    event_type: &'static str,
+    payload: prost_types::Any,
+}
+
+impl NewEvent {
+    /// An event whose payload is the state of `payload` after the change.
+    pub fn new<M: Name>(
+        aggregate_type: &'static str,
+        aggregate_id: impl Into<String>,
+        event_type: &'static str,
+        payload: &M,
+    ) -> Self {
+        Self {
+            aggregate_type,
+            aggregate_id: aggregate_id.into(),
+            event_type,
+            payload: prost_types::Any {
+                type_url: M::type_url(),
+                value: payload.encode_to_vec(),
+            },
+        }
+    }
+}
+
+/// Appends events inside the caller's transaction.
+pub(crate) async fn append<C: ConnectionTrait>(
+    conn: &C,
+    events: &[NewEvent],
+    now: i64,
+) -> Result<(), Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let backend = conn.get_database_backend();
+    if backend == DbBackend::Postgres {
+        conn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({OUTBOX_LOCK})"))
+            .await?;
+    }
+    let mut insert = Query::insert();
+    insert.into_table(OutboxEvents::Table).columns([
+        OutboxEvents::EventId,
+        OutboxEvents::AggregateType,
+        OutboxEvents::AggregateId,
+        OutboxEvents::EventType,
+        OutboxEvents::PayloadType,
+        OutboxEvents::Payload,
+        OutboxEvents::OccurredAt,
+    ]);
+    for e in events {
+        insert
+            .values([
+                uuid::Uuid::now_v7().to_string().into(),
+                e.aggregate_type.into(),
+                e.aggregate_id.clone().into(),
+                e.event_type.into(),
+                e.payload.type_url.clone().into(),
+                e.payload.value.clone().into(),
+                now.into(),
+            ])
+            .map_err(|e| Error::Internal(e.into()))?;
+    }
+    conn.execute(StatementBuilder::build(&insert, &backend))
+        .await?;
+    Ok(())
+}
+
+/// Up to `limit` events with a sequence greater than `after`, in order.
+pub async fn read_after<C: ConnectionTrait>(
+    conn: &C,
+    after: i64,
+    limit: u64,
+) -> Result<Vec<common::Event>, Error> {
+    let stmt = Query::select()
+        .columns([
+            OutboxEvents::Sequence,
+            OutboxEvents::EventId,
+            OutboxEvents::AggregateType,
+            OutboxEvents::AggregateId,
+            OutboxEvents::EventType,
+            OutboxEvents::PayloadType,
+            OutboxEvents::Payload,
+            OutboxEvents::OccurredAt,
+        ])
+        .from(OutboxEvents::Table)
+        .and_where(Expr::col(OutboxEvents::Sequence).gt(after))
+        .order_by(OutboxEvents::Sequence, Order::Asc)
+        .limit(limit)
+        .to_owned();
+    let rows = conn
+        .query_all(StatementBuilder::build(&stmt, &conn.get_database_backend()))
+        .await?;
+    rows.into_iter()
+        .map(|row| {
+            Ok(common::Event {
+                sequence: row.try_get("", "sequence")?,
+                event_id: row.try_get("", "event_id")?,
+                aggregate_type: row.try_get("", "aggregate_type")?,
+                aggregate_id: row.try_get("", "aggregate_id")?,
+                event_type: row.try_get("", "event_type")?,
+                occurred_at: Some(to_timestamp(row.try_get("", "occurred_at")?)),
+                payload: Some(prost_types::Any {
+                    type_url: row.try_get("", "payload_type")?,
+                    value: row.try_get("", "payload")?,
+                }),
+            })
+        })
+        .collect::<Result<_, sea_orm::DbErr>>()
+        .map_err(Error::from)
+}
+
+/// The sequence a consumer applied last (0 when it never ran).
+pub async fn load_cursor<C: ConnectionTrait>(conn: &C, consumer: &str) -> Result<i64, Error> {
+    let stmt = Query::select()
+        .column(FeedCursors::Position)
+        .from(FeedCursors::Table)
+        .and_where(Expr::col(FeedCursors::Consumer).eq(consumer))
+        .to_owned();
+    let row = conn
+        .query_one(StatementBuilder::build(&stmt, &conn.get_database_backend()))
+        .await?;
+    Ok(match row {
+        Some(row) => row.try_get("", "position")?,
+        None => 0,
+    })
+}
+
+/// Stores a consumer's position; call it in the transaction that applied the event.
+pub async fn save_cursor<C: ConnectionTrait>(
+    conn: &C,
+    consumer: &str,
+    position: i64,
+    now: i64,
+) -> Result<(), Error> {
+    let stmt = Query::insert()
+        .into_table(FeedCursors::Table)
+        .columns([
+            FeedCursors::Consumer,
+            FeedCursors::Position,
+            FeedCursors::UpdatedAt,
+        ])
+        .values([consumer.into(), position.into(), now.into()])
+        .map_err(|e| Error::Internal(e.into()))?
+        .on_conflict(
+            OnConflict::column(FeedCursors::Consumer)
+                .update_columns([FeedCursors::Position, FeedCursors::UpdatedAt])
+                .to_owned(),
+        )
+        .to_owned();
+    conn.execute(StatementBuilder::build(&stmt, &conn.get_database_backend()))
+        .await?;
+    Ok(())
+}
+
+/// A stream of responses for a `WatchEvents` server-streaming RPC.
+pub type EventStream<R> = Pin<Box<dyn Stream<Item = Result<R, Status>> + Send + 'static>>;
+
+/// Serves a service's feed to watchers and wakes them when a write commits.
+#[derive(Debug, Clone)]
+pub struct Feed {
+    db: Db,
+    committed: watch::Sender<u64>,
+    shutdown: Shutdown,
+}
+
+impl Feed {
+    /// A feed over `db`'s outbox; streams end when `shutdown` fires.
+    pub fn new(db: Db, shutdown: Shutdown) -> Self {
+        let (committed, _) = watch::channel(0);
+        Self {
+            db,
+            committed,
+            shutdown,
+        }
+    }
+
+    /// Wakes the watchers: events were committed.
+    pub fn notify(&self) {
+        self.committed.send_modify(|generation| *generation += 1);
+    }
+
+    /// Every event after `after_sequence`, then new ones as they commit, each
+    /// wrapped by `wrap` into the service's response type. The stream ends with
+    /// UNAVAILABLE when the server shuts down; the client resumes from the last
+    /// sequence it received.
+    pub fn watch<R, F>(&self, after_sequence: i64, wrap: F) -> Result<EventStream<R>, Error>
+    where
+        R: Send + 'static,
+        F: Fn(common::Event) -> R + Send + 'static,
+    {
+        if after_sequence < 0 {
+            return Err(Error::invalid("after_sequence", "must not be negative"));
+        }
+        let (tx, rx) = mpsc::channel(64);
+        let db = self.db.clone();
+        let mut committed = self.committed.subscribe();
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            let mut cursor = after_sequence;
+            loop {
+                let batch = match read_after(db.reader(), cursor, BATCH).await {
+                    Ok(batch) => batch,
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::from(e))).await;
+                        return;
+                    }
+                };
+                let full = batch.len() as u64 == BATCH;
+                for event in batch {
+                    cursor = event.sequence;
+                    if tx.send(Ok(wrap(event))).await.is_err() {
+                        return;
+                    }
+                }
+                if full {
+                    continue;
+                }
+                tokio::select! {
+                    changed = committed.changed() => {
+                        if changed.is_err() {
+                            tokio::time::sleep(POLL).await;
+                        }
+                    }
+                    () = tokio::time::sleep(POLL) => {}
+                    () = tx.closed() => return,
+                    () = shutdown.wait() => {
+                        let _ = tx
+                            .send(Err(Status::unavailable(
+                                "server is shutting down; resume from the last sequence received",
+                            )))
+                            .await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Box::pin(ReceiverStream::new(rx)))
+    }
+}

@@ -1,0 +1,108 @@
+//! The unit of work of every write: one transaction that applies the change,
+//! appends its events to the outbox and records the idempotency key, so a
+//! write is either entirely there (change, events, key) or not at all.
+
+use futures::future::BoxFuture;
+use sea_orm::{DatabaseTransaction, TransactionTrait};
+
+use crate::db::Db;
+use crate::error::Error;
+use crate::feed::{self, Feed, NewEvent};
+use crate::idempotency::{self, Idempotency};
+use crate::validate::now_micros;
+
+/// An open write transaction.
+pub struct Tx {
+    txn: DatabaseTransaction,
+    events: Vec<NewEvent>,
+    now: i64,
+}
+
+impl Tx {
+    /// The transaction, for the service's queries.
+    pub fn conn(&self) -> &DatabaseTransaction {
+        &self.txn
+    }
+
+    /// Queues an event; it is appended to the outbox when the work commits.
+    pub fn emit(&mut self, event: NewEvent) {
+        self.events.push(event);
+    }
+
+    /// The time of this unit of work, in microseconds since the epoch; every
+    /// row it touches carries the same instant.
+    pub fn now(&self) -> i64 {
+        self.now
+    }
+}
+
+/// A service's database together with its change feed.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: Db,
+    feed: Feed,
+}
+
+impl Store {
+    /// Wraps a migrated database and its feed.
+    pub fn new(db: Db, feed: Feed) -> Self {
+        Self { db, feed }
+    }
+
+    /// The database, for reads.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// The change feed, for `WatchEvents`.
+    pub fn feed(&self) -> &Feed {
+        &self.feed
+    }
+
+    /// Runs `work` in a transaction with idempotency and the outbox.
+    ///
+    /// With a key that was seen before, returns the stored response without
+    /// running `work` (or INVALID_ARGUMENT when the request differs). When two
+    /// requests with the same new key race, the loser's transaction rolls back
+    /// and it answers with the winner's response.
+    pub async fn write<R, F>(&self, idem: Option<Idempotency>, work: F) -> Result<R, Error>
+    where
+        R: prost::Message + Default,
+        F: for<'c> FnOnce(&'c mut Tx) -> BoxFuture<'c, Result<R, Error>> + Send,
+    {
+        if let Some(idem) = &idem {
+            if let Some(response) = idempotency::replay(self.db.writer(), idem).await? {
+                return Ok(response);
+            }
+        }
+        let txn = self.db.writer().begin().await?;
+        let mut tx = Tx {
+            txn,
+            events: Vec::new(),
+            now: now_micros(),
+        };
+        let response = work(&mut tx).await?;
+        let Tx { txn, events, now } = tx;
+        feed::append(&txn, &events, now).await?;
+        if let Some(idem) = &idem {
+            if let Err(e) = idempotency::record(&txn, idem, &response.encode_to_vec(), now).await {
+                if !e.is_unique_violation() {
+                    return Err(e);
+                }
+                txn.rollback().await?;
+                return idempotency::replay(self.db.writer(), idem)
+                    .await?
+                    .ok_or_else(|| {
+                        Error::Aborted(
+                            "concurrent request with the same idempotency key; retry".into(),
+                        )
+                    });
+            }
+        }
+        txn.commit().await?;
+        if !events.is_empty() {
+            self.feed.notify();
+        }
+        Ok(response)
+    }
+}
