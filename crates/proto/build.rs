@@ -15,6 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     config.enable_type_names();
+    config.type_name_domain(["."], "type.googleapis.com");
 
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("bowtie_descriptor.bin"))

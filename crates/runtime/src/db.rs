@@ -45,12 +45,12 @@ impl Db {
             .trim_start_matches("sqlite://")
             .trim_start_matches("sqlite:");
         let path = path.split('?').next().unwrap_or_default();
-        if let Some(parent) = std::path::Path::new(path).parent() {
-            if !parent.as_os_str().is_empty() {
-                std::fs::create_dir_all(parent).map_err(|e| {
-                    Error::Internal(anyhow::Error::new(e).context("creating the SQLite directory"))
-                })?;
-            }
+        if let Some(parent) = std::path::Path::new(path).parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                Error::Internal(anyhow::Error::new(e).context("creating the SQLite directory"))
+            })?;
         }
         let open = |max: u32| {
             let mut options = Self::options(settings, url, max);

@@ -70,10 +70,10 @@ impl Store {
         R: prost::Message + Default,
         F: for<'c> FnOnce(&'c mut Tx) -> BoxFuture<'c, Result<R, Error>> + Send,
     {
-        if let Some(idem) = &idem {
-            if let Some(response) = idempotency::replay(self.db.writer(), idem).await? {
-                return Ok(response);
-            }
+        if let Some(idem) = &idem
+            && let Some(response) = idempotency::replay(self.db.writer(), idem).await?
+        {
+            return Ok(response);
         }
         let txn = self.db.writer().begin().await?;
         let mut tx = Tx {
@@ -84,20 +84,18 @@ impl Store {
         let response = work(&mut tx).await?;
         let Tx { txn, events, now } = tx;
         feed::append(&txn, &events, now).await?;
-        if let Some(idem) = &idem {
-            if let Err(e) = idempotency::record(&txn, idem, &response.encode_to_vec(), now).await {
-                if !e.is_unique_violation() {
-                    return Err(e);
-                }
-                txn.rollback().await?;
-                return idempotency::replay(self.db.writer(), idem)
-                    .await?
-                    .ok_or_else(|| {
-                        Error::Aborted(
-                            "concurrent request with the same idempotency key; retry".into(),
-                        )
-                    });
+        if let Some(idem) = &idem
+            && let Err(e) = idempotency::record(&txn, idem, &response.encode_to_vec(), now).await
+        {
+            if !e.is_unique_violation() {
+                return Err(e);
             }
+            txn.rollback().await?;
+            return idempotency::replay(self.db.writer(), idem)
+                .await?
+                .ok_or_else(|| {
+                    Error::Aborted("concurrent request with the same idempotency key; retry".into())
+                });
         }
         txn.commit().await?;
         if !events.is_empty() {

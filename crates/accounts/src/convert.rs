@@ -1,0 +1,333 @@
+//! Between the wire and the domain: every request is parsed into checked
+//! domain values with field-named violations (parse, don't validate), and
+//! domain values are rendered back into protobuf messages.
+
+use std::collections::BTreeSet;
+
+use bowtie_proto::accounts as pb;
+use bowtie_proto::common;
+use bowtie_runtime::error::{Error, FieldViolations};
+use bowtie_runtime::validate::{
+    enum_value, optional_text, required_text, timestamp_micros, to_timestamp,
+};
+
+use crate::domain::*;
+
+fn segment_from_pb(v: &mut FieldViolations, field: &str, raw: i32) -> Option<Segment> {
+    match enum_value::<common::Segment>(v, field, raw, true)? {
+        common::Segment::Smb => Some(Segment::Smb),
+        common::Segment::MidMarket => Some(Segment::MidMarket),
+        common::Segment::Enterprise => Some(Segment::Enterprise),
+        common::Segment::Unspecified => None,
+    }
+}
+
+/// Parses an optional segment filter (0 = any).
+pub fn segment_filter(v: &mut FieldViolations, field: &str, raw: i32) -> Option<Segment> {
+    if raw == 0 {
+        None
+    } else {
+        segment_from_pb(v, field, raw)
+    }
+}
+
+/// Parses an optional status filter (0 = any).
+pub fn status_filter(v: &mut FieldViolations, field: &str, raw: i32) -> Option<AccountStatus> {
+    match enum_value::<pb::AccountStatus>(v, field, raw, false)? {
+        pb::AccountStatus::Unspecified => None,
+        pb::AccountStatus::Active => Some(AccountStatus::Active),
+        pb::AccountStatus::Archived => Some(AccountStatus::Archived),
+    }
+}
+
+fn valid_source(source: &str) -> bool {
+    !source.is_empty()
+        && source.len() <= MAX_SOURCE
+        && source
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+/// Parses one external id.
+pub fn external_id(v: &mut FieldViolations, field: &str, e: &pb::ExternalId) -> Option<ExternalId> {
+    let source_ok = valid_source(&e.source);
+    if !source_ok {
+        v.add(
+            format!("{field}.source"),
+            format!("must be 1 to {MAX_SOURCE} lower-case letters, digits, '-' or '_'"),
+        );
+    }
+    let id = required_text(
+        v,
+        &format!("{field}.external_id"),
+        &e.external_id,
+        MAX_EXTERNAL_ID,
+    );
+    Some(ExternalId {
+        source: source_ok.then(|| e.source.clone())?,
+        id: id?,
+    })
+}
+
+fn external_ids(v: &mut FieldViolations, field: &str, ids: &[pb::ExternalId]) -> Vec<ExternalId> {
+    if ids.len() > MAX_EXTERNAL_IDS {
+        v.add(field, format!("must hold at most {MAX_EXTERNAL_IDS} ids"));
+        return Vec::new();
+    }
+    let mut parsed: Vec<ExternalId> = ids
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| external_id(v, &format!("{field}[{i}]"), e))
+        .collect();
+    parsed.sort();
+    let sources: BTreeSet<&str> = parsed.iter().map(|e| e.source.as_str()).collect();
+    if sources.len() != parsed.len() {
+        v.add(field, "must hold at most one id per source");
+    }
+    parsed
+}
+
+/// Parses every writable field of an account (create, upsert).
+pub fn account_fields(
+    v: &mut FieldViolations,
+    field: &str,
+    a: &pb::Account,
+) -> Option<AccountFields> {
+    let name = required_text(v, &format!("{field}.name"), &a.name, MAX_NAME);
+    let segment = segment_from_pb(v, &format!("{field}.segment"), a.segment);
+    let industry = optional_text(v, &format!("{field}.industry"), &a.industry, MAX_INDUSTRY);
+    let owner = optional_text(v, &format!("{field}.owner"), &a.owner, MAX_PERSON);
+    let csm = optional_text(v, &format!("{field}.csm"), &a.csm, MAX_PERSON);
+    let external_ids = external_ids(v, &format!("{field}.external_ids"), &a.external_ids);
+    Some(AccountFields {
+        name: name?,
+        segment: segment?,
+        industry: industry?,
+        owner: owner?,
+        csm: csm?,
+        strategic: a.strategic,
+        external_ids,
+    })
+}
+
+fn mask_paths<'a>(
+    v: &mut FieldViolations,
+    mask: Option<&'a prost_types::FieldMask>,
+) -> &'a [String] {
+    match mask {
+        Some(m) if !m.paths.is_empty() => &m.paths,
+        _ => {
+            v.add("update_mask", "must name at least one field");
+            &[]
+        }
+    }
+}
+
+/// Parses the masked fields of an UpdateAccount request.
+pub fn account_patch(
+    v: &mut FieldViolations,
+    a: &pb::Account,
+    mask: Option<&prost_types::FieldMask>,
+) -> AccountPatch {
+    let mut patch = AccountPatch::default();
+    for path in mask_paths(v, mask) {
+        match AccountField::parse(path) {
+            Some(AccountField::Name) => {
+                patch.name = required_text(v, "account.name", &a.name, MAX_NAME);
+            }
+            Some(AccountField::Segment) => {
+                patch.segment = segment_from_pb(v, "account.segment", a.segment);
+            }
+            Some(AccountField::Industry) => {
+                patch.industry = optional_text(v, "account.industry", &a.industry, MAX_INDUSTRY);
+            }
+            Some(AccountField::Owner) => {
+                patch.owner = optional_text(v, "account.owner", &a.owner, MAX_PERSON);
+            }
+            Some(AccountField::Csm) => {
+                patch.csm = optional_text(v, "account.csm", &a.csm, MAX_PERSON);
+            }
+            Some(AccountField::Strategic) => patch.strategic = Some(a.strategic),
+            Some(AccountField::ExternalIds) => {
+                patch.external_ids = Some(external_ids(v, "account.external_ids", &a.external_ids));
+            }
+            None => v.add(
+                "update_mask",
+                format!(
+                    "unknown path {path:?}; allowed: name, segment, industry, owner, csm, strategic, external_ids"
+                ),
+            ),
+        }
+    }
+    patch
+}
+
+/// Parses an optional expected version.
+pub fn expected_version(v: &mut FieldViolations, raw: Option<i64>) -> Option<i64> {
+    match raw {
+        Some(n) if n < 1 => {
+            v.add("expected_version", "must be at least 1");
+            None
+        }
+        other => other,
+    }
+}
+
+fn role_from_pb(v: &mut FieldViolations, field: &str, raw: i32) -> Option<ContactRole> {
+    match enum_value::<pb::ContactRole>(v, field, raw, true)? {
+        pb::ContactRole::Champion => Some(ContactRole::Champion),
+        pb::ContactRole::DecisionMaker => Some(ContactRole::DecisionMaker),
+        pb::ContactRole::User => Some(ContactRole::User),
+        pb::ContactRole::Unspecified => None,
+    }
+}
+
+fn roles(v: &mut FieldViolations, field: &str, raw: &[i32]) -> Vec<ContactRole> {
+    let set: BTreeSet<ContactRole> = raw
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| role_from_pb(v, &format!("{field}[{i}]"), *r))
+        .collect();
+    set.into_iter().collect()
+}
+
+fn email(v: &mut FieldViolations, field: &str, raw: &str) -> Option<String> {
+    let email = optional_text(v, field, raw, MAX_EMAIL)?;
+    let plausible = email.is_empty()
+        || email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && domain.contains('.') && !email.contains(' ')
+        });
+    if plausible {
+        Some(email)
+    } else {
+        v.add(field, "must be an email address such as ana@example.com");
+        None
+    }
+}
+
+/// Parses every writable field of a contact.
+pub fn contact_fields(v: &mut FieldViolations, c: &pb::Contact) -> Option<ContactFields> {
+    let name = required_text(v, "contact.name", &c.name, MAX_NAME);
+    let email = email(v, "contact.email", &c.email);
+    let title = optional_text(v, "contact.title", &c.title, MAX_NAME);
+    let roles = roles(v, "contact.roles", &c.roles);
+    Some(ContactFields {
+        name: name?,
+        email: email?,
+        title: title?,
+        roles,
+    })
+}
+
+/// Parses the masked fields of an UpdateContact request.
+pub fn contact_patch(
+    v: &mut FieldViolations,
+    c: &pb::Contact,
+    mask: Option<&prost_types::FieldMask>,
+) -> ContactPatch {
+    let mut patch = ContactPatch::default();
+    for path in mask_paths(v, mask) {
+        match path.as_str() {
+            "name" => patch.name = required_text(v, "contact.name", &c.name, MAX_NAME),
+            "email" => patch.email = email(v, "contact.email", &c.email),
+            "title" => patch.title = optional_text(v, "contact.title", &c.title, MAX_NAME),
+            "roles" => patch.roles = Some(roles(v, "contact.roles", &c.roles)),
+            other => v.add(
+                "update_mask",
+                format!("unknown path {other:?}; allowed: name, email, title, roles"),
+            ),
+        }
+    }
+    patch
+}
+
+/// Parses an optional time that may not lie in the future (a small clock
+/// skew is tolerated).
+pub fn past_time(
+    v: &mut FieldViolations,
+    field: &str,
+    ts: Option<&prost_types::Timestamp>,
+    now: i64,
+) -> Option<i64> {
+    const SKEW_MICROS: i64 = 5 * 60 * 1_000_000;
+    let Some(ts) = ts else { return Some(now) };
+    let micros = timestamp_micros(v, field, ts)?;
+    if micros > now + SKEW_MICROS {
+        v.add(field, "must not lie in the future");
+        return None;
+    }
+    Some(micros)
+}
+
+/// Checks the collected violations.
+pub fn finish(v: FieldViolations) -> Result<(), Error> {
+    v.into_result()
+}
+
+/// Renders an account.
+pub fn account_to_pb(a: &Account) -> pb::Account {
+    pb::Account {
+        id: a.id.to_string(),
+        name: a.fields.name.clone(),
+        segment: match a.fields.segment {
+            Segment::Smb => common::Segment::Smb,
+            Segment::MidMarket => common::Segment::MidMarket,
+            Segment::Enterprise => common::Segment::Enterprise,
+        } as i32,
+        coverage_model: match a.fields.segment.coverage() {
+            CoverageModel::TechTouch => common::CoverageModel::TechTouch,
+            CoverageModel::PooledCsm => common::CoverageModel::PooledCsm,
+            CoverageModel::NamedCsm => common::CoverageModel::NamedCsm,
+        } as i32,
+        industry: a.fields.industry.clone(),
+        owner: a.fields.owner.clone(),
+        csm: a.fields.csm.clone(),
+        strategic: a.fields.strategic,
+        external_ids: a
+            .fields
+            .external_ids
+            .iter()
+            .map(|e| pb::ExternalId {
+                source: e.source.clone(),
+                external_id: e.id.clone(),
+            })
+            .collect(),
+        status: match a.status {
+            AccountStatus::Active => pb::AccountStatus::Active,
+            AccountStatus::Archived => pb::AccountStatus::Archived,
+        } as i32,
+        version: a.version,
+        create_time: Some(to_timestamp(a.created_at)),
+        update_time: Some(to_timestamp(a.updated_at)),
+    }
+}
+
+/// Renders a contact.
+pub fn contact_to_pb(c: &Contact) -> pb::Contact {
+    pb::Contact {
+        id: c.id.to_string(),
+        account_id: c.account_id.to_string(),
+        name: c.fields.name.clone(),
+        email: c.fields.email.clone(),
+        title: c.fields.title.clone(),
+        roles: c
+            .fields
+            .roles
+            .iter()
+            .map(|r| match r {
+                ContactRole::Champion => pb::ContactRole::Champion,
+                ContactRole::DecisionMaker => pb::ContactRole::DecisionMaker,
+                ContactRole::User => pb::ContactRole::User,
+            } as i32)
+            .collect(),
+        status: if c.left_at.is_some() {
+            pb::ContactStatus::Left
+        } else {
+            pb::ContactStatus::Active
+        } as i32,
+        left_time: c.left_at.map(to_timestamp),
+        version: c.version,
+        create_time: Some(to_timestamp(c.created_at)),
+        update_time: Some(to_timestamp(c.updated_at)),
+    }
+}

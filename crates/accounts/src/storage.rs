@@ -1,0 +1,593 @@
+//! The accounts service's own tables and the queries on them. Nothing outside
+//! this module knows the table layout, and no other service reads it.
+//!
+//! External ids live twice: in a lookup table whose primary key makes each
+//! (source, id) belong to one account, and as a JSON column on the account
+//! row, so the hot `GetAccount` path is a single-row primary-key read.
+
+use sea_orm::entity::prelude::*;
+use sea_orm::sea_query::{Expr, Func, LikeExpr};
+use sea_orm::{ActiveValue::Set, Condition, QueryOrder, QuerySelect};
+use sea_orm_migration::prelude::{
+    ColumnDef, Index, MigrationName, MigrationTrait, MigratorTrait, SchemaManager, Table,
+};
+use uuid::Uuid;
+
+use bowtie_runtime::error::Error;
+
+use crate::domain::*;
+
+/// Table definitions (sea-orm entities; the derive macros generate items
+/// that cannot carry doc comments).
+#[allow(missing_docs)]
+pub mod entity {
+    /// `accounts`
+    pub mod account {
+        use sea_orm::entity::prelude::*;
+
+        #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+        #[sea_orm(table_name = "accounts")]
+        pub struct Model {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub id: String,
+            pub name: String,
+            pub segment: i32,
+            pub industry: String,
+            pub owner: String,
+            pub csm: String,
+            pub strategic: bool,
+            pub external_ids: String,
+            pub status: i32,
+            pub version: i64,
+            pub created_at: i64,
+            pub updated_at: i64,
+        }
+
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+
+        impl ActiveModelBehavior for ActiveModel {}
+    }
+
+    /// `account_external_ids`
+    pub mod external_id {
+        use sea_orm::entity::prelude::*;
+
+        #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+        #[sea_orm(table_name = "account_external_ids")]
+        pub struct Model {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub source: String,
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub external_id: String,
+            pub account_id: String,
+        }
+
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+
+        impl ActiveModelBehavior for ActiveModel {}
+    }
+
+    /// `contacts`
+    pub mod contact {
+        use sea_orm::entity::prelude::*;
+
+        #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+        #[sea_orm(table_name = "contacts")]
+        pub struct Model {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub id: String,
+            pub account_id: String,
+            pub name: String,
+            pub email: String,
+            pub title: String,
+            pub roles: String,
+            pub left_at: Option<i64>,
+            pub version: i64,
+            pub created_at: i64,
+            pub updated_at: i64,
+        }
+
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+
+        impl ActiveModelBehavior for ActiveModel {}
+    }
+}
+
+use entity::{account, contact, external_id};
+
+struct CreateAccountTables;
+
+impl MigrationName for CreateAccountTables {
+    fn name(&self) -> &str {
+        "m0100_accounts_tables"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateAccountTables {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        use account::Column as A;
+        use contact::Column as C;
+        use external_id::Column as E;
+        manager
+            .create_table(
+                Table::create()
+                    .table(account::Entity)
+                    .if_not_exists()
+                    .col(ColumnDef::new(A::Id).string().not_null().primary_key())
+                    .col(ColumnDef::new(A::Name).string().not_null())
+                    .col(ColumnDef::new(A::Segment).integer().not_null())
+                    .col(ColumnDef::new(A::Industry).string().not_null())
+                    .col(ColumnDef::new(A::Owner).string().not_null())
+                    .col(ColumnDef::new(A::Csm).string().not_null())
+                    .col(ColumnDef::new(A::Strategic).boolean().not_null())
+                    .col(ColumnDef::new(A::ExternalIds).text().not_null())
+                    .col(ColumnDef::new(A::Status).integer().not_null())
+                    .col(ColumnDef::new(A::Version).big_integer().not_null())
+                    .col(ColumnDef::new(A::CreatedAt).big_integer().not_null())
+                    .col(ColumnDef::new(A::UpdatedAt).big_integer().not_null())
+                    .to_owned(),
+            )
+            .await?;
+        for (name, column) in [
+            ("accounts_owner", A::Owner),
+            ("accounts_csm", A::Csm),
+            ("accounts_segment", A::Segment),
+        ] {
+            manager
+                .create_index(
+                    Index::create()
+                        .name(name)
+                        .table(account::Entity)
+                        .col(column)
+                        .col(A::Id)
+                        .if_not_exists()
+                        .to_owned(),
+                )
+                .await?;
+        }
+        manager
+            .create_table(
+                Table::create()
+                    .table(external_id::Entity)
+                    .if_not_exists()
+                    .col(ColumnDef::new(E::Source).string().not_null())
+                    .col(ColumnDef::new(E::ExternalId).string().not_null())
+                    .col(ColumnDef::new(E::AccountId).string().not_null())
+                    .primary_key(Index::create().col(E::Source).col(E::ExternalId))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(contact::Entity)
+                    .if_not_exists()
+                    .col(ColumnDef::new(C::Id).string().not_null().primary_key())
+                    .col(ColumnDef::new(C::AccountId).string().not_null())
+                    .col(ColumnDef::new(C::Name).string().not_null())
+                    .col(ColumnDef::new(C::Email).string().not_null())
+                    .col(ColumnDef::new(C::Title).string().not_null())
+                    .col(ColumnDef::new(C::Roles).string().not_null())
+                    .col(ColumnDef::new(C::LeftAt).big_integer().null())
+                    .col(ColumnDef::new(C::Version).big_integer().not_null())
+                    .col(ColumnDef::new(C::CreatedAt).big_integer().not_null())
+                    .col(ColumnDef::new(C::UpdatedAt).big_integer().not_null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("contacts_account")
+                    .table(contact::Entity)
+                    .col(C::AccountId)
+                    .col(C::Id)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(contact::Entity).if_exists().to_owned())
+            .await?;
+        manager
+            .drop_table(
+                Table::drop()
+                    .table(external_id::Entity)
+                    .if_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .drop_table(Table::drop().table(account::Entity).if_exists().to_owned())
+            .await
+    }
+}
+
+/// The accounts service's migrations: the runtime's tables, then its own.
+#[derive(Debug)]
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        let mut migrations = bowtie_runtime::schema::runtime_migrations();
+        migrations.push(Box::new(CreateAccountTables));
+        migrations
+    }
+}
+
+fn corrupt(what: &str) -> Error {
+    Error::Internal(anyhow::anyhow!("corrupt row: {what}"))
+}
+
+fn parse_id(raw: &str) -> Result<Uuid, Error> {
+    Uuid::parse_str(raw).map_err(|_| corrupt("id"))
+}
+
+fn account_from_row(m: account::Model) -> Result<Account, Error> {
+    let ids: Vec<(String, String)> =
+        serde_json::from_str(&m.external_ids).map_err(|_| corrupt("external_ids"))?;
+    Ok(Account {
+        id: parse_id(&m.id)?,
+        fields: AccountFields {
+            name: m.name,
+            segment: Segment::from_code(m.segment).ok_or_else(|| corrupt("segment"))?,
+            industry: m.industry,
+            owner: m.owner,
+            csm: m.csm,
+            strategic: m.strategic,
+            external_ids: ids
+                .into_iter()
+                .map(|(source, id)| ExternalId { source, id })
+                .collect(),
+        },
+        status: AccountStatus::from_code(m.status).ok_or_else(|| corrupt("status"))?,
+        version: m.version,
+        created_at: m.created_at,
+        updated_at: m.updated_at,
+    })
+}
+
+fn external_ids_json(ids: &[ExternalId]) -> String {
+    let pairs: Vec<(&str, &str)> = ids
+        .iter()
+        .map(|e| (e.source.as_str(), e.id.as_str()))
+        .collect();
+    serde_json::Value::from(
+        pairs
+            .iter()
+            .map(|(s, i)| serde_json::json!([s, i]))
+            .collect::<Vec<_>>(),
+    )
+    .to_string()
+}
+
+fn account_row(a: &Account) -> account::ActiveModel {
+    account::ActiveModel {
+        id: Set(a.id.to_string()),
+        name: Set(a.fields.name.clone()),
+        segment: Set(a.fields.segment.code()),
+        industry: Set(a.fields.industry.clone()),
+        owner: Set(a.fields.owner.clone()),
+        csm: Set(a.fields.csm.clone()),
+        strategic: Set(a.fields.strategic),
+        external_ids: Set(external_ids_json(&a.fields.external_ids)),
+        status: Set(a.status.code()),
+        version: Set(a.version),
+        created_at: Set(a.created_at),
+        updated_at: Set(a.updated_at),
+    }
+}
+
+/// Reads one account.
+pub async fn get_account<C: ConnectionTrait>(conn: &C, id: Uuid) -> Result<Option<Account>, Error> {
+    account::Entity::find_by_id(id.to_string())
+        .one(conn)
+        .await?
+        .map(account_from_row)
+        .transpose()
+}
+
+/// Reads one account or fails with NOT_FOUND.
+pub async fn require_account<C: ConnectionTrait>(conn: &C, id: Uuid) -> Result<Account, Error> {
+    get_account(conn, id)
+        .await?
+        .ok_or_else(|| Error::not_found("account", id.to_string()))
+}
+
+/// Makes `ids` point at `account`, failing with ALREADY_EXISTS when one of
+/// them belongs to another account; ids in `previous` that are gone are freed.
+async fn claim_external_ids<C: ConnectionTrait>(
+    conn: &C,
+    account: Uuid,
+    previous: &[ExternalId],
+    ids: &[ExternalId],
+) -> Result<(), Error> {
+    for gone in previous.iter().filter(|p| !ids.contains(p)) {
+        external_id::Entity::delete_by_id((gone.source.clone(), gone.id.clone()))
+            .exec(conn)
+            .await?;
+    }
+    for new in ids.iter().filter(|i| !previous.contains(i)) {
+        let owner = external_id::Entity::find_by_id((new.source.clone(), new.id.clone()))
+            .one(conn)
+            .await?;
+        if let Some(owner) = owner {
+            return Err(Error::AlreadyExists(format!(
+                "external id {}/{} already belongs to account {}",
+                new.source, new.id, owner.account_id
+            )));
+        }
+        external_id::ActiveModel {
+            source: Set(new.source.clone()),
+            external_id: Set(new.id.clone()),
+            account_id: Set(account.to_string()),
+        }
+        .insert(conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Inserts a new account and claims its external ids.
+pub async fn insert_account<C: ConnectionTrait>(conn: &C, a: &Account) -> Result<(), Error> {
+    claim_external_ids(conn, a.id, &[], &a.fields.external_ids).await?;
+    account_row(a).insert(conn).await?;
+    Ok(())
+}
+
+/// Writes `next` over `previous` if the row is still at `previous.version`;
+/// ABORTED when a concurrent writer got there first.
+pub async fn update_account<C: ConnectionTrait>(
+    conn: &C,
+    previous: &Account,
+    next: &Account,
+) -> Result<(), Error> {
+    claim_external_ids(
+        conn,
+        next.id,
+        &previous.fields.external_ids,
+        &next.fields.external_ids,
+    )
+    .await?;
+    let result = account::Entity::update_many()
+        .set(account_row(next))
+        .filter(account::Column::Id.eq(next.id.to_string()))
+        .filter(account::Column::Version.eq(previous.version))
+        .exec(conn)
+        .await?;
+    if result.rows_affected == 1 {
+        Ok(())
+    } else {
+        Err(Error::Aborted(format!(
+            "account {} changed concurrently; re-read it and retry",
+            next.id
+        )))
+    }
+}
+
+/// The account a CRM knows by `id`, if any.
+pub async fn find_by_external_id<C: ConnectionTrait>(
+    conn: &C,
+    id: &ExternalId,
+) -> Result<Option<Uuid>, Error> {
+    external_id::Entity::find_by_id((id.source.clone(), id.id.clone()))
+        .one(conn)
+        .await?
+        .map(|row| parse_id(&row.account_id))
+        .transpose()
+}
+
+/// Filters of ListAccounts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountFilter {
+    /// Segment.
+    pub segment: Option<Segment>,
+    /// Exact owner.
+    pub owner: Option<String>,
+    /// Exact CSM.
+    pub csm: Option<String>,
+    /// Status.
+    pub status: Option<AccountStatus>,
+    /// Case-insensitive name substring.
+    pub text: Option<String>,
+}
+
+impl AccountFilter {
+    /// A stable rendering, to bind page tokens to the filters.
+    pub fn fingerprint(&self) -> String {
+        format!(
+            "{:?}|{:?}|{:?}|{:?}|{:?}",
+            self.segment.map(Segment::code),
+            self.owner,
+            self.csm,
+            self.status.map(AccountStatus::code),
+            self.text
+        )
+    }
+}
+
+/// Escapes LIKE wildcards so user text matches literally.
+fn like_pattern(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len() + 2);
+    escaped.push('%');
+    for c in text.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped.push('%');
+    escaped
+}
+
+/// Up to `limit` accounts matching `filter` with ids after `after`, by id.
+pub async fn list_accounts<C: ConnectionTrait>(
+    conn: &C,
+    filter: &AccountFilter,
+    after: Option<&str>,
+    limit: u64,
+) -> Result<Vec<Account>, Error> {
+    let mut condition = Condition::all();
+    if let Some(segment) = filter.segment {
+        condition = condition.add(account::Column::Segment.eq(segment.code()));
+    }
+    if let Some(owner) = &filter.owner {
+        condition = condition.add(account::Column::Owner.eq(owner.as_str()));
+    }
+    if let Some(csm) = &filter.csm {
+        condition = condition.add(account::Column::Csm.eq(csm.as_str()));
+    }
+    if let Some(status) = filter.status {
+        condition = condition.add(account::Column::Status.eq(status.code()));
+    }
+    if let Some(text) = &filter.text {
+        condition = condition.add(
+            Expr::expr(Func::lower(Expr::col(account::Column::Name)))
+                .like(LikeExpr::new(like_pattern(text)).escape('\\')),
+        );
+    }
+    if let Some(after) = after {
+        condition = condition.add(account::Column::Id.gt(after));
+    }
+    account::Entity::find()
+        .filter(condition)
+        .order_by_asc(account::Column::Id)
+        .limit(limit)
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(account_from_row)
+        .collect()
+}
+
+fn contact_from_row(m: contact::Model) -> Result<Contact, Error> {
+    let roles = if m.roles.is_empty() {
+        Vec::new()
+    } else {
+        m.roles
+            .split(',')
+            .map(|r| ContactRole::from_code(r).ok_or_else(|| corrupt("roles")))
+            .collect::<Result<_, _>>()?
+    };
+    Ok(Contact {
+        id: parse_id(&m.id)?,
+        account_id: parse_id(&m.account_id)?,
+        fields: ContactFields {
+            name: m.name,
+            email: m.email,
+            title: m.title,
+            roles,
+        },
+        left_at: m.left_at,
+        version: m.version,
+        created_at: m.created_at,
+        updated_at: m.updated_at,
+    })
+}
+
+fn contact_row(c: &Contact) -> contact::ActiveModel {
+    contact::ActiveModel {
+        id: Set(c.id.to_string()),
+        account_id: Set(c.account_id.to_string()),
+        name: Set(c.fields.name.clone()),
+        email: Set(c.fields.email.clone()),
+        title: Set(c.fields.title.clone()),
+        roles: Set(c
+            .fields
+            .roles
+            .iter()
+            .map(|r| r.code())
+            .collect::<Vec<_>>()
+            .join(",")),
+        left_at: Set(c.left_at),
+        version: Set(c.version),
+        created_at: Set(c.created_at),
+        updated_at: Set(c.updated_at),
+    }
+}
+
+/// Reads one contact or fails with NOT_FOUND.
+pub async fn require_contact<C: ConnectionTrait>(conn: &C, id: Uuid) -> Result<Contact, Error> {
+    contact::Entity::find_by_id(id.to_string())
+        .one(conn)
+        .await?
+        .map(contact_from_row)
+        .transpose()?
+        .ok_or_else(|| Error::not_found("contact", id.to_string()))
+}
+
+/// Inserts a contact.
+pub async fn insert_contact<C: ConnectionTrait>(conn: &C, c: &Contact) -> Result<(), Error> {
+    contact_row(c).insert(conn).await?;
+    Ok(())
+}
+
+/// Writes `next` if the row is still at `previous_version`, else ABORTED.
+pub async fn update_contact<C: ConnectionTrait>(
+    conn: &C,
+    previous_version: i64,
+    next: &Contact,
+) -> Result<(), Error> {
+    let result = contact::Entity::update_many()
+        .set(contact_row(next))
+        .filter(contact::Column::Id.eq(next.id.to_string()))
+        .filter(contact::Column::Version.eq(previous_version))
+        .exec(conn)
+        .await?;
+    if result.rows_affected == 1 {
+        Ok(())
+    } else {
+        Err(Error::Aborted(format!(
+            "contact {} changed concurrently; re-read it and retry",
+            next.id
+        )))
+    }
+}
+
+/// Deletes a contact.
+pub async fn delete_contact<C: ConnectionTrait>(conn: &C, id: Uuid) -> Result<(), Error> {
+    contact::Entity::delete_by_id(id.to_string())
+        .exec(conn)
+        .await?;
+    Ok(())
+}
+
+/// Up to `limit` contacts of an account with ids after `after`, by id.
+pub async fn list_contacts<C: ConnectionTrait>(
+    conn: &C,
+    account: Uuid,
+    after: Option<&str>,
+    limit: u64,
+) -> Result<Vec<Contact>, Error> {
+    let mut query =
+        contact::Entity::find().filter(contact::Column::AccountId.eq(account.to_string()));
+    if let Some(after) = after {
+        query = query.filter(contact::Column::Id.gt(after));
+    }
+    query
+        .order_by_asc(contact::Column::Id)
+        .limit(limit)
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(contact_from_row)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_patterns_match_wildcards_literally() {
+        assert_eq!(like_pattern("50%_Off"), "%50\\%\\_off%");
+        assert_eq!(like_pattern("a\\b"), "%a\\\\b%");
+    }
+}
