@@ -9,6 +9,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "bowtie/common/v1/common.proto",
         "bowtie/accounts/v1/accounts.proto",
+        // Only for the descriptor set, so reflection clients such as grpcurl
+        // can decode the google.rpc.BadRequest details of INVALID_ARGUMENT.
+        "google/rpc/error_details.proto",
     ];
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
 
