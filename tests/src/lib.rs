@@ -1,1 +1,450 @@
-//! placeholder
+//! The test harness shared by Bowtie's integration tests: it starts the real
+//! accounts server on `127.0.0.1:0` over a fresh database per test and hands
+//! out generated gRPC clients that already carry an API key.
+//!
+//! Every scenario runs twice, once on SQLite (a file in a temporary directory)
+//! and once on PostgreSQL (a throw-away schema in the database named by
+//! `BOWTIE_TEST_DATABASE_URL`), through [`backend_test!`]. Settings are built
+//! from [`Settings::defaults`] with fields changed in place, never through
+//! environment variables, so tests running in parallel in one process cannot
+//! see each other's configuration.
+//!
+//! PostgreSQL is optional on a developer machine and mandatory in CI: when
+//! `BOWTIE_TEST_DATABASE_URL` is unset the PostgreSQL half of each test prints
+//! `skipped: BOWTIE_TEST_DATABASE_URL not set` and passes, unless `CI=true`,
+//! where it fails, so a misconfigured pipeline cannot go green by silently
+//! skipping half of the suite.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bowtie_proto::accounts::accounts_service_client::AccountsServiceClient;
+use bowtie_runtime::auth::{ApiKeys, hash_key};
+use bowtie_runtime::config::{ApiKeySettings, DatabaseSettings, Settings};
+use bowtie_runtime::shutdown::Shutdown;
+use sea_orm::{ConnectOptions, ConnectionTrait, Database};
+use tokio::task::JoinHandle;
+use tonic::metadata::MetadataValue;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+
+pub mod assert;
+pub mod fixtures;
+
+/// Environment variable naming the PostgreSQL database the tests may use.
+pub const DATABASE_URL_VAR: &str = "BOWTIE_TEST_DATABASE_URL";
+
+/// An API key with the admin scope (and so every other scope).
+pub const ADMIN_KEY: &str = "bt_test_admin_0b8f3c1e6d2a4f5b9c7e1d3a5f7b9c1e";
+/// An API key with the read and write scopes, the key a CRM integration holds.
+pub const WRITE_KEY: &str = "bt_test_writer_4e6a8c0b2d4f6a8c0e2b4d6f8a0c2e4b";
+/// An API key with the read scope only, the key a dashboard holds.
+pub const READ_KEY: &str = "bt_test_reader_7d9b1f3a5c7e9b1d3f5a7c9e1b3d5f7a";
+
+/// Longest time the harness waits for a server to start or stop before
+/// failing the test, so a hung server is a failure rather than a hung suite.
+pub const SERVER_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The database engine a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A fresh SQLite file in a temporary directory.
+    Sqlite,
+    /// A fresh schema in the PostgreSQL database at `BOWTIE_TEST_DATABASE_URL`.
+    Postgres,
+}
+
+/// A PostgreSQL schema created for one test.
+#[derive(Debug)]
+struct PostgresSchema {
+    url: String,
+    schema: String,
+}
+
+/// A database nobody else uses, removed when dropped.
+///
+/// The PostgreSQL schema is dropped in `Drop` rather than in an async
+/// `cleanup` method because a failing assertion panics: a method the test has
+/// to reach would be skipped exactly when the schema is interesting, and the
+/// database would fill up with leftovers. Dropping is best effort.
+#[derive(Debug)]
+pub struct TestDatabase {
+    backend: Backend,
+    settings: DatabaseSettings,
+    /// Keeps the SQLite directory alive for the test's duration.
+    _dir: Option<tempfile::TempDir>,
+    postgres: Option<PostgresSchema>,
+}
+
+impl TestDatabase {
+    /// A fresh database on `backend`, or `None` when the test should be
+    /// skipped (PostgreSQL without `BOWTIE_TEST_DATABASE_URL` outside CI).
+    ///
+    /// # Panics
+    ///
+    /// With `CI=true` and no `BOWTIE_TEST_DATABASE_URL`, because CI must run
+    /// the PostgreSQL half of the suite.
+    pub async fn create(backend: Backend) -> anyhow::Result<Option<Self>> {
+        bowtie_runtime::telemetry::init_for_tests();
+        let defaults = Settings::defaults()?.accounts.database;
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::Builder::new().prefix("bowtie-test-").tempdir()?;
+                let path = dir.path().join("accounts.db");
+                let url = format!("sqlite://{}", path.display());
+                Ok(Some(Self {
+                    backend,
+                    settings: defaults.with_url(&url, "accounts"),
+                    _dir: Some(dir),
+                    postgres: None,
+                }))
+            }
+            Backend::Postgres => {
+                let Some(url) = postgres_url() else {
+                    return Ok(None);
+                };
+                let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+                let conn = connect(&url).await?;
+                conn.execute_unprepared(&format!("CREATE SCHEMA \"{schema}\""))
+                    .await
+                    .with_context(|| format!("creating test schema {schema}"))?;
+                let _ = conn.close().await;
+                Ok(Some(Self {
+                    backend,
+                    settings: defaults.with_url(&url, &schema),
+                    _dir: None,
+                    postgres: Some(PostgresSchema { url, schema }),
+                }))
+            }
+        }
+    }
+
+    /// The engine this database runs on.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Settings of a service using this database.
+    pub fn settings(&self) -> &DatabaseSettings {
+        &self.settings
+    }
+
+    /// Settings for a test server on this database: the built-in defaults
+    /// with a random port, no drain delay and the test keys.
+    pub fn server_settings(&self) -> anyhow::Result<Settings> {
+        let mut settings = Settings::defaults()?;
+        settings.accounts.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        settings.accounts.database = self.settings.clone();
+        // A handful of connections is plenty for one test, and keeps many
+        // tests in parallel under PostgreSQL's connection limit.
+        settings.accounts.database.max_connections = 4;
+        settings.server.drain_seconds = 0;
+        settings.auth.keys = test_keys();
+        Ok(settings)
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some(PostgresSchema { url, schema }) = self.postgres.take() else {
+            return;
+        };
+        // Drop runs inside the test's Tokio runtime, where blocking on a
+        // future is not allowed; a short-lived thread with its own runtime
+        // does the async work instead.
+        let outcome = std::thread::spawn(move || -> anyhow::Result<()> {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let conn = connect(&url).await?;
+                conn.execute_unprepared(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+                    .await?;
+                let _ = conn.close().await;
+                Ok(())
+            })
+        })
+        .join();
+        if let Ok(Err(e)) = outcome {
+            eprintln!("warning: could not drop a test schema: {e:#}");
+        }
+    }
+}
+
+/// The PostgreSQL URL, `None` to skip; panics in CI without one.
+fn postgres_url() -> Option<String> {
+    match std::env::var(DATABASE_URL_VAR) {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => panic!(
+            "{DATABASE_URL_VAR} is not set, but CI=true requires the PostgreSQL tests to run; \
+             point it at a database, e.g. postgres://bowtie:bowtie@127.0.0.1:5432/bowtie_test \
+             (`bash .ci/run postgres` starts one)"
+        ),
+        _ => {
+            eprintln!("skipped: {DATABASE_URL_VAR} not set");
+            None
+        }
+    }
+}
+
+async fn connect(url: &str) -> anyhow::Result<sea_orm::DatabaseConnection> {
+    let mut options = ConnectOptions::new(url.to_owned());
+    options
+        .max_connections(1)
+        .connect_timeout(Duration::from_secs(5))
+        .sqlx_logging(false);
+    Database::connect(options)
+        .await
+        .with_context(|| format!("connecting to the test database ({DATABASE_URL_VAR})"))
+}
+
+/// The configured test keys: [`ADMIN_KEY`], [`WRITE_KEY`] and [`READ_KEY`].
+pub fn test_keys() -> Vec<ApiKeySettings> {
+    let key = |name: &str, key: &str, scopes: &[&str]| ApiKeySettings {
+        name: name.to_owned(),
+        hash: hash_key(key),
+        scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+    };
+    vec![
+        key("test-admin", ADMIN_KEY, &["admin"]),
+        key("test-writer", WRITE_KEY, &["read", "write"]),
+        key("test-reader", READ_KEY, &["read"]),
+    ]
+}
+
+/// Client interceptor adding `authorization: Bearer <key>` to every call
+/// (or nothing, to test what happens without a key).
+#[derive(Debug, Clone)]
+pub struct Bearer(Option<String>);
+
+impl Bearer {
+    /// Sends `key` on every call.
+    pub fn new(key: &str) -> Self {
+        Self(Some(key.to_owned()))
+    }
+
+    /// Sends no key at all.
+    pub fn none() -> Self {
+        Self(None)
+    }
+}
+
+impl Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(key) = &self.0 {
+            let value = MetadataValue::try_from(format!("Bearer {key}"))
+                .map_err(|_| tonic::Status::internal("test API key is not printable ASCII"))?;
+            request.metadata_mut().insert("authorization", value);
+        }
+        Ok(request)
+    }
+}
+
+/// An accounts client that sends an API key.
+pub type AccountsClient = AccountsServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// The full name of the accounts service, as health and reflection report it.
+pub const ACCOUNTS_SERVICE: &str = "bowtie.accounts.v1.AccountsService";
+
+/// A running accounts server on a random port.
+///
+/// Dropping it fires the shutdown and aborts the server task; call
+/// [`TestServer::stop`] to stop it gracefully and learn how it ended (a
+/// restart test must, so that the next server finds the database released).
+#[derive(Debug)]
+pub struct TestServer {
+    addr: SocketAddr,
+    channel: Channel,
+    shutdown: Shutdown,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestServer {
+    /// Starts the accounts service on `db` with [`TestDatabase::server_settings`].
+    pub async fn start(db: &TestDatabase) -> anyhow::Result<Self> {
+        Self::start_with(&db.server_settings()?).await
+    }
+
+    /// Starts the accounts service with the given settings.
+    pub async fn start_with(settings: &Settings) -> anyhow::Result<Self> {
+        bowtie_runtime::telemetry::init_for_tests();
+        let keys = Arc::new(ApiKeys::from_settings(&settings.auth)?);
+        let shutdown = Shutdown::new();
+        let server = bowtie_accounts::build(settings, keys, shutdown.clone())
+            .await
+            .context("building the accounts server")?;
+        let addr = server.local_addr();
+        let task = tokio::spawn(server.run_until_stopped(std::future::pending()));
+        let channel = Endpoint::from_shared(format!("http://{addr}"))?
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .with_context(|| format!("connecting to the test server at {addr}"))?;
+        let server = Self {
+            addr,
+            channel,
+            shutdown,
+            task: Some(task),
+        };
+        server.wait_until_serving().await?;
+        Ok(server)
+    }
+
+    /// Waits until health reports the accounts service SERVING: the server
+    /// marks itself serving from its own task, a moment after `start`.
+    async fn wait_until_serving(&self) -> anyhow::Result<()> {
+        let mut health = self.health();
+        let deadline = tokio::time::Instant::now() + SERVER_TIMEOUT;
+        loop {
+            let status = health
+                .check(HealthCheckRequest {
+                    service: ACCOUNTS_SERVICE.to_owned(),
+                })
+                .await
+                .map(|r| r.into_inner().status);
+            if status
+                .as_ref()
+                .is_ok_and(|s| *s == ServingStatus::Serving as i32)
+            {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                anyhow::bail!("the accounts server did not report SERVING in time: {status:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A channel to the server, shared by every client it hands out.
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    /// An accounts client using [`WRITE_KEY`].
+    pub fn accounts(&self) -> AccountsClient {
+        self.accounts_with(Bearer::new(WRITE_KEY))
+    }
+
+    /// An accounts client using [`READ_KEY`].
+    pub fn accounts_read_only(&self) -> AccountsClient {
+        self.accounts_with(Bearer::new(READ_KEY))
+    }
+
+    /// An accounts client using [`ADMIN_KEY`].
+    pub fn accounts_admin(&self) -> AccountsClient {
+        self.accounts_with(Bearer::new(ADMIN_KEY))
+    }
+
+    /// An accounts client with the given credentials (see [`Bearer`]).
+    pub fn accounts_with(&self, bearer: Bearer) -> AccountsClient {
+        AccountsServiceClient::with_interceptor(self.channel(), bearer)
+    }
+
+    /// A health client; health needs no key.
+    pub fn health(&self) -> HealthClient<Channel> {
+        HealthClient::new(self.channel())
+    }
+
+    /// A reflection (v1) client; reflection needs no key.
+    pub fn reflection(&self) -> ServerReflectionClient<Channel> {
+        ServerReflectionClient::new(self.channel())
+    }
+
+    /// Fires the shutdown and waits for the server to finish, failing when it
+    /// returns an error or takes longer than [`SERVER_TIMEOUT`].
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown.trigger();
+        let Some(task) = self.task.take() else {
+            return Ok(());
+        };
+        match tokio::time::timeout(SERVER_TIMEOUT, task).await {
+            Ok(joined) => joined.context("the server task panicked")?,
+            Err(_) => anyhow::bail!("the server did not stop within {SERVER_TIMEOUT:?}"),
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Awaits `future` for at most `seconds`, failing with `what` when it takes
+/// longer: a stream that never delivers must fail the test, not hang it.
+pub async fn within<T>(
+    seconds: u64,
+    what: &str,
+    future: impl Future<Output = T>,
+) -> anyhow::Result<T> {
+    tokio::time::timeout(Duration::from_secs(seconds), future)
+        .await
+        .map_err(|_| anyhow::anyhow!("timed out after {seconds}s waiting for {what}"))
+}
+
+/// Defines each named scenario as two tests, `<name>::sqlite` and
+/// `<name>::postgres`.
+///
+/// A scenario is `async fn <name>(db: &TestDatabase) -> anyhow::Result<()>`
+/// in the calling module. `backend_test!(a, b)` generates
+///
+/// ```ignore
+/// mod a {
+///     #[tokio::test] async fn sqlite() -> anyhow::Result<()> { /* super::a(&db) on SQLite */ }
+///     #[tokio::test] async fn postgres() -> anyhow::Result<()> { /* ... on PostgreSQL */ }
+/// }
+/// ```
+///
+/// so `cargo test a::` runs one scenario on both engines and
+/// `cargo test postgres` the whole PostgreSQL half. Tests use the
+/// multi-threaded runtime so that the server and the client make progress
+/// independently, as they do in production. The calling crate needs `tokio`
+/// and `anyhow` as dependencies (the `#[tokio::test]` expansion names them).
+#[macro_export]
+macro_rules! backend_test {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() -> anyhow::Result<()> {
+                    $crate::run_scenario($crate::Backend::Sqlite, super::$name).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() -> anyhow::Result<()> {
+                    $crate::run_scenario($crate::Backend::Postgres, super::$name).await
+                }
+            }
+        )+
+    };
+}
+
+/// Runs one scenario on a fresh database of `backend` (used by [`backend_test!`]).
+pub async fn run_scenario<F>(backend: Backend, scenario: F) -> anyhow::Result<()>
+where
+    F: AsyncFnOnce(&TestDatabase) -> anyhow::Result<()>,
+{
+    let Some(db) = TestDatabase::create(backend).await? else {
+        return Ok(());
+    };
+    scenario(&db).await
+}

@@ -4,9 +4,13 @@
 //! External ids live twice: in a lookup table whose primary key makes each
 //! (source, id) belong to one account, and as a JSON column on the account
 //! row, so the hot `GetAccount` path is a single-row primary-key read.
+//!
+//! The name is also stored case-folded by Rust (`name_folded`) for the text
+//! filter: SQLite's `LOWER()` folds only ASCII, so folding in SQL would make
+//! "émile" miss "Émile" on SQLite but not on PostgreSQL.
 
 use sea_orm::entity::prelude::*;
-use sea_orm::sea_query::{Expr, Func, LikeExpr};
+use sea_orm::sea_query::{Expr, LikeExpr};
 use sea_orm::{ActiveValue::Set, Condition, QueryOrder, QuerySelect};
 use sea_orm_migration::prelude::{
     ColumnDef, Index, MigrationName, MigrationTrait, MigratorTrait, SchemaManager, Table,
@@ -31,6 +35,7 @@ pub mod entity {
             #[sea_orm(primary_key, auto_increment = false)]
             pub id: String,
             pub name: String,
+            pub name_folded: String,
             pub segment: i32,
             pub industry: String,
             pub owner: String,
@@ -119,6 +124,7 @@ impl MigrationTrait for CreateAccountTables {
                     .if_not_exists()
                     .col(ColumnDef::new(A::Id).string().not_null().primary_key())
                     .col(ColumnDef::new(A::Name).string().not_null())
+                    .col(ColumnDef::new(A::NameFolded).string().not_null())
                     .col(ColumnDef::new(A::Segment).integer().not_null())
                     .col(ColumnDef::new(A::Industry).string().not_null())
                     .col(ColumnDef::new(A::Owner).string().not_null())
@@ -272,6 +278,7 @@ fn account_row(a: &Account) -> account::ActiveModel {
     account::ActiveModel {
         id: Set(a.id.to_string()),
         name: Set(a.fields.name.clone()),
+        name_folded: Set(a.fields.name.to_lowercase()),
         segment: Set(a.fields.segment.code()),
         industry: Set(a.fields.industry.clone()),
         owner: Set(a.fields.owner.clone()),
@@ -449,7 +456,7 @@ pub async fn list_accounts<C: ConnectionTrait>(
     }
     if let Some(text) = &filter.text {
         condition = condition.add(
-            Expr::expr(Func::lower(Expr::col(account::Column::Name)))
+            Expr::col(account::Column::NameFolded)
                 .like(LikeExpr::new(like_pattern(text)).escape('\\')),
         );
     }
