@@ -7,7 +7,7 @@ use bowtie_runtime::error::Error;
 use bowtie_runtime::feed::NewEvent;
 use bowtie_runtime::idempotency::Idempotency;
 use bowtie_runtime::paging::Page;
-use bowtie_runtime::store::Store;
+use bowtie_runtime::store::{Store, Tx};
 use uuid::Uuid;
 
 use crate::convert::{account_to_pb, contact_to_pb};
@@ -41,6 +41,40 @@ fn check_active(a: &Account) -> Result<(), Error> {
     Ok(())
 }
 
+/// Inserts a new active account at version 1 and queues `account.created`.
+async fn insert_new(tx: &mut Tx, fields: AccountFields) -> Result<pb::Account, Error> {
+    let account = Account {
+        id: Uuid::now_v7(),
+        fields,
+        status: AccountStatus::Active,
+        version: 1,
+        created_at: tx.now(),
+        updated_at: tx.now(),
+    };
+    storage::insert_account(tx.conn(), &account).await?;
+    let account = account_to_pb(&account);
+    tx.emit(account_event("account.created", &account));
+    Ok(account)
+}
+
+/// Writes `next` as the version after `current` and queues `event_type`.
+async fn write_next(
+    tx: &mut Tx,
+    current: &Account,
+    next: Account,
+    event_type: &'static str,
+) -> Result<pb::Account, Error> {
+    let next = Account {
+        version: current.version + 1,
+        updated_at: tx.now(),
+        ..next
+    };
+    storage::update_account(tx.conn(), current, &next).await?;
+    let account = account_to_pb(&next);
+    tx.emit(account_event(event_type, &account));
+    Ok(account)
+}
+
 /// The accounts service's operations.
 #[derive(Debug, Clone)]
 pub struct Accounts {
@@ -67,19 +101,8 @@ impl Accounts {
         self.store
             .write(idem, move |tx| {
                 Box::pin(async move {
-                    let account = Account {
-                        id: Uuid::now_v7(),
-                        fields,
-                        status: AccountStatus::Active,
-                        version: 1,
-                        created_at: tx.now(),
-                        updated_at: tx.now(),
-                    };
-                    storage::insert_account(tx.conn(), &account).await?;
-                    let account = account_to_pb(&account);
-                    tx.emit(account_event("account.created", &account));
                     Ok(pb::CreateAccountResponse {
-                        account: Some(account),
+                        account: Some(insert_new(tx, fields).await?),
                     })
                 })
             })
@@ -114,15 +137,10 @@ impl Accounts {
                     }
                     let next = Account {
                         fields,
-                        version: current.version + 1,
-                        updated_at: tx.now(),
                         ..current.clone()
                     };
-                    storage::update_account(tx.conn(), &current, &next).await?;
-                    let account = account_to_pb(&next);
-                    tx.emit(account_event("account.updated", &account));
                     Ok(pb::UpdateAccountResponse {
-                        account: Some(account),
+                        account: Some(write_next(tx, &current, next, "account.updated").await?),
                     })
                 })
             })
@@ -163,19 +181,8 @@ impl Accounts {
             .write(idem, move |tx| {
                 Box::pin(async move {
                     let Some(id) = storage::find_by_external_id(tx.conn(), &external).await? else {
-                        let account = Account {
-                            id: Uuid::now_v7(),
-                            fields,
-                            status: AccountStatus::Active,
-                            version: 1,
-                            created_at: tx.now(),
-                            updated_at: tx.now(),
-                        };
-                        storage::insert_account(tx.conn(), &account).await?;
-                        let account = account_to_pb(&account);
-                        tx.emit(account_event("account.created", &account));
                         return Ok(pb::UpsertAccountByExternalIdResponse {
-                            account: Some(account),
+                            account: Some(insert_new(tx, fields).await?),
                             created: true,
                         });
                     };
@@ -190,15 +197,10 @@ impl Accounts {
                     check_active(&current)?;
                     let next = Account {
                         fields: merged,
-                        version: current.version + 1,
-                        updated_at: tx.now(),
                         ..current.clone()
                     };
-                    storage::update_account(tx.conn(), &current, &next).await?;
-                    let account = account_to_pb(&next);
-                    tx.emit(account_event("account.updated", &account));
                     Ok(pb::UpsertAccountByExternalIdResponse {
-                        account: Some(account),
+                        account: Some(write_next(tx, &current, next, "account.updated").await?),
                         created: false,
                     })
                 })
@@ -225,15 +227,10 @@ impl Accounts {
                     }
                     let next = Account {
                         status: AccountStatus::Archived,
-                        version: current.version + 1,
-                        updated_at: tx.now(),
                         ..current.clone()
                     };
-                    storage::update_account(tx.conn(), &current, &next).await?;
-                    let account = account_to_pb(&next);
-                    tx.emit(account_event("account.archived", &account));
                     Ok(pb::ArchiveAccountResponse {
-                        account: Some(account),
+                        account: Some(write_next(tx, &current, next, "account.archived").await?),
                     })
                 })
             })
