@@ -10,7 +10,7 @@ use bowtie_runtime::paging::Page;
 use bowtie_runtime::validate::{self, now_micros};
 use tonic::{Request, Response, Status};
 
-use crate::convert::{self, finish};
+use crate::convert;
 use crate::domain::MAX_NAME;
 use crate::service::Accounts;
 use crate::storage::AccountFilter;
@@ -64,7 +64,7 @@ impl AccountsService for AccountsApi {
         let fields = required(&mut v, "account", req.account.as_ref())
             .and_then(|a| convert::account_fields(&mut v, "account", a));
         let idem = idempotency(&mut v, &req.idempotency_key, "CreateAccount", &req);
-        finish(v)?;
+        v.into_result()?;
         Ok(Response::new(
             self.app.create_account(parsed(fields)?, idem).await?,
         ))
@@ -78,7 +78,7 @@ impl AccountsService for AccountsApi {
         let req = request.into_inner();
         let mut v = FieldViolations::default();
         let id = validate::uuid(&mut v, "id", &req.id);
-        finish(v)?;
+        v.into_result()?;
         let account = self.app.get_account(parsed(id)?).await?;
         Ok(Response::new(pb::GetAccountResponse {
             account: Some(account),
@@ -97,7 +97,7 @@ impl AccountsService for AccountsApi {
         let patch = account.map(|a| convert::account_patch(&mut v, a, req.update_mask.as_ref()));
         let expected = convert::expected_version(&mut v, req.expected_version);
         let idem = idempotency(&mut v, &req.idempotency_key, "UpdateAccount", &req);
-        finish(v)?;
+        v.into_result()?;
         Ok(Response::new(
             self.app
                 .update_account(parsed(id)?, parsed(patch)?, expected, idem)
@@ -122,7 +122,7 @@ impl AccountsService for AccountsApi {
             status: convert::status_filter(&mut v, "status", req.status),
             text: non_empty(validate::optional_text(&mut v, "text", &req.text, MAX_NAME)),
         };
-        finish(v)?;
+        v.into_result()?;
         let page = Page::parse(req.page.as_ref(), &filter.fingerprint())?;
         Ok(Response::new(self.app.list_accounts(filter, page).await?))
     }
@@ -144,7 +144,7 @@ impl AccountsService for AccountsApi {
             "UpsertAccountByExternalId",
             &req,
         );
-        finish(v)?;
+        v.into_result()?;
         Ok(Response::new(
             self.app
                 .upsert_by_external_id(parsed(external)?, parsed(fields)?, idem)
@@ -162,7 +162,7 @@ impl AccountsService for AccountsApi {
         let id = validate::uuid(&mut v, "id", &req.id);
         let expected = convert::expected_version(&mut v, req.expected_version);
         let idem = idempotency(&mut v, &req.idempotency_key, "ArchiveAccount", &req);
-        finish(v)?;
+        v.into_result()?;
         Ok(Response::new(
             self.app
                 .archive_account(parsed(id)?, expected, idem)
@@ -182,7 +182,7 @@ impl AccountsService for AccountsApi {
             contact.and_then(|c| validate::uuid(&mut v, "contact.account_id", &c.account_id));
         let fields = contact.and_then(|c| convert::contact_fields(&mut v, c));
         let idem = idempotency(&mut v, &req.idempotency_key, "CreateContact", &req);
-        finish(v)?;
+        v.into_result()?;
         Ok(Response::new(
             self.app
                 .create_contact(parsed(account_id)?, parsed(fields)?, idem)
@@ -198,7 +198,7 @@ impl AccountsService for AccountsApi {
         let req = request.into_inner();
         let mut v = FieldViolations::default();
         let id = validate::uuid(&mut v, "id", &req.id);
-        finish(v)?;
+        v.into_result()?;
         let contact = self.app.get_contact(parsed(id)?).await?;
         Ok(Response::new(pb::GetContactResponse {
             contact: Some(contact),
@@ -217,7 +217,7 @@ impl AccountsService for AccountsApi {
         let patch = contact.map(|c| convert::contact_patch(&mut v, c, req.update_mask.as_ref()));
         let expected = convert::expected_version(&mut v, req.expected_version);
         let idem = idempotency(&mut v, &req.idempotency_key, "UpdateContact", &req);
-        finish(v)?;
+        v.into_result()?;
         Ok(Response::new(
             self.app
                 .update_contact(parsed(id)?, parsed(patch)?, expected, idem)
@@ -233,7 +233,7 @@ impl AccountsService for AccountsApi {
         let req = request.into_inner();
         let mut v = FieldViolations::default();
         let account_id = validate::uuid(&mut v, "account_id", &req.account_id);
-        finish(v)?;
+        v.into_result()?;
         let account_id = parsed(account_id)?;
         let page = Page::parse(req.page.as_ref(), &account_id.to_string())?;
         Ok(Response::new(
@@ -250,7 +250,7 @@ impl AccountsService for AccountsApi {
         let mut v = FieldViolations::default();
         let id = validate::uuid(&mut v, "id", &req.id);
         let idem = idempotency(&mut v, &req.idempotency_key, "DeleteContact", &req);
-        finish(v)?;
+        v.into_result()?;
         Ok(Response::new(
             self.app.delete_contact(parsed(id)?, idem).await?,
         ))
@@ -266,7 +266,7 @@ impl AccountsService for AccountsApi {
         let id = validate::uuid(&mut v, "id", &req.id);
         let left_at = convert::past_time(&mut v, "left_time", req.left_time.as_ref(), now_micros());
         let idem = idempotency(&mut v, &req.idempotency_key, "MarkContactLeft", &req);
-        finish(v)?;
+        v.into_result()?;
         Ok(Response::new(
             self.app
                 .mark_contact_left(parsed(id)?, parsed(left_at)?, idem)

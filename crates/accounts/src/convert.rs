@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use bowtie_proto::accounts as pb;
 use bowtie_proto::common;
-use bowtie_runtime::error::{Error, FieldViolations};
+use bowtie_runtime::error::FieldViolations;
 use bowtie_runtime::validate::{
     enum_value, optional_text, required_text, timestamp_micros, to_timestamp,
 };
@@ -257,11 +257,6 @@ pub fn past_time(
         return None;
     }
     Some(micros)
-}
-
-/// Checks the collected violations.
-pub fn finish(v: FieldViolations) -> Result<(), Error> {
-    v.into_result()
 }
 
 /// Renders an account.

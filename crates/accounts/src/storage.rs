@@ -261,14 +261,9 @@ fn account_from_row(m: account::Model) -> Result<Account, Error> {
 }
 
 fn external_ids_json(ids: &[ExternalId]) -> String {
-    let pairs: Vec<(&str, &str)> = ids
-        .iter()
-        .map(|e| (e.source.as_str(), e.id.as_str()))
-        .collect();
     serde_json::Value::from(
-        pairs
-            .iter()
-            .map(|(s, i)| serde_json::json!([s, i]))
+        ids.iter()
+            .map(|e| serde_json::json!([e.source, e.id]))
             .collect::<Vec<_>>(),
     )
     .to_string()
