@@ -33,6 +33,8 @@ PROTO_DIR   := proto
 ARGS        ?=
 # Extra arguments for the test binaries, e.g. make test TEST_ARGS="accounts".
 TEST_ARGS   ?=
+# Arguments for the benchmark runner, e.g. make bench BENCH_ARGS="funnel".
+BENCH_ARGS  ?=
 
 .PHONY: help run build test lint fmt fmt-check clippy buf-lint proto-fmt \
         tools bench clean distclean
@@ -52,8 +54,8 @@ build: ## Build the whole workspace (debug)
 test: ## Run the workspace's tests (PostgreSQL ones need BOWTIE_TEST_DATABASE_URL)
 	$(CARGO) test $(CARGO_FLAGS) --workspace --all-targets -- $(TEST_ARGS)
 
-bench: ## Benchmarks (placeholder)
-	@echo "benchmarks arrive with the benchmark suite"
+bench: ## Benchmarks (release build): prints a table, writes bench-results/results.json
+	$(CARGO) run $(CARGO_FLAGS) -p bowtie-bench --release -- $(BENCH_ARGS)
 
 # --- style -------------------------------------------------------------------
 

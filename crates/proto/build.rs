@@ -6,13 +6,12 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let protos = [
-        "bowtie/common/v1/common.proto",
-        "bowtie/accounts/v1/accounts.proto",
-        // Only for the descriptor set, so reflection clients such as grpcurl
-        // can decode the google.rpc.BadRequest details of INVALID_ARGUMENT.
-        "google/rpc/error_details.proto",
-    ];
+    // Every contract under proto/bowtie, plus google.rpc's error details: only
+    // for the descriptor set, so reflection clients such as grpcurl can decode
+    // the google.rpc.BadRequest details of INVALID_ARGUMENT.
+    let mut protos = vec![root.join("google/rpc/error_details.proto")];
+    collect_protos(&root.join("bowtie"), &mut protos)?;
+    protos.sort();
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
 
     let mut config = prost_build::Config::new();
@@ -24,9 +23,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file_descriptor_set_path(out_dir.join("bowtie_descriptor.bin"))
         .compile_with_config(
             config,
-            &protos.map(|p| root.join(p)),
+            &protos,
             &[root.clone(), protoc_bin_vendored::include_path()?],
         )?;
     println!("cargo:rerun-if-changed={}", root.display());
+    Ok(())
+}
+
+/// Every `.proto` file under `dir`, recursively.
+fn collect_protos(dir: &std::path::Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            collect_protos(&path, out)?;
+        } else if path.extension().is_some_and(|e| e == "proto") {
+            out.push(path);
+        }
+    }
     Ok(())
 }

@@ -24,6 +24,7 @@ use anyhow::Context as _;
 use bowtie_proto::accounts::accounts_service_client::AccountsServiceClient;
 use bowtie_runtime::auth::{ApiKeys, hash_key};
 use bowtie_runtime::config::{ApiKeySettings, DatabaseSettings, Settings};
+use bowtie_runtime::server::GrpcServer;
 use bowtie_runtime::shutdown::Shutdown;
 use sea_orm::{ConnectOptions, ConnectionTrait, Database};
 use tokio::task::JoinHandle;
@@ -82,6 +83,8 @@ pub struct TestDatabase {
     /// Keeps the SQLite directory alive for the test's duration.
     _dir: Option<tempfile::TempDir>,
     postgres: Option<PostgresSchema>,
+    /// Extra per-service schemas created on PostgreSQL, dropped with the database.
+    extra_schemas: std::sync::Mutex<Vec<String>>,
 }
 
 impl TestDatabase {
@@ -105,6 +108,7 @@ impl TestDatabase {
                     settings: defaults.with_url(&url, "accounts"),
                     _dir: Some(dir),
                     postgres: None,
+                    extra_schemas: std::sync::Mutex::default(),
                 }))
             }
             Backend::Postgres => {
@@ -122,6 +126,7 @@ impl TestDatabase {
                     settings: defaults.with_url(&url, &schema),
                     _dir: None,
                     postgres: Some(PostgresSchema { url, schema }),
+                    extra_schemas: std::sync::Mutex::default(),
                 }))
             }
         }
@@ -137,17 +142,56 @@ impl TestDatabase {
         &self.settings
     }
 
-    /// Settings for a test server on this database: the built-in defaults
-    /// with a random port, no drain delay and the test keys.
+    /// The database of `service` next to this one: another SQLite file in
+    /// the same directory, or another schema (`<schema>_<service>`) in the
+    /// same PostgreSQL database. Each service owns its own, as in production.
+    pub fn service_database(&self, service: &str) -> DatabaseSettings {
+        if service == "accounts" {
+            return self.settings.clone();
+        }
+        match (&self.postgres, &self._dir) {
+            (Some(pg), _) => {
+                let schema = format!("{}_{service}", pg.schema);
+                if let Ok(mut extra) = self.extra_schemas.lock()
+                    && !extra.contains(&schema)
+                {
+                    extra.push(schema.clone());
+                }
+                self.settings.with_url(&pg.url, &schema)
+            }
+            (None, Some(dir)) => {
+                let url = format!(
+                    "sqlite://{}",
+                    dir.path().join(format!("{service}.db")).display()
+                );
+                self.settings.with_url(&url, service)
+            }
+            (None, None) => self.settings.clone(),
+        }
+    }
+
+    /// Settings for test servers on this database: the built-in defaults
+    /// with random ports, each service on its own database, no drain delay,
+    /// the test keys, and [`READ_KEY`] as the key services present to peers.
     pub fn server_settings(&self) -> anyhow::Result<Settings> {
         let mut settings = Settings::defaults()?;
-        settings.accounts.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-        settings.accounts.database = self.settings.clone();
-        // A handful of connections is plenty for one test, and keeps many
-        // tests in parallel under PostgreSQL's connection limit.
-        settings.accounts.database.max_connections = 4;
+        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+        for (service, name) in [
+            (&mut settings.accounts, "accounts"),
+            (&mut settings.funnel, "funnel"),
+            (&mut settings.revenue, "revenue"),
+        ] {
+            service.listen = any_port;
+            service.database = self.service_database(name);
+            // A handful of connections is plenty for one test, and keeps many
+            // tests in parallel under PostgreSQL's connection limit.
+            service.database.max_connections = 4;
+        }
         settings.server.drain_seconds = 0;
         settings.auth.keys = test_keys();
+        settings.peers.api_key = READ_KEY.to_owned().into();
+        settings.peers.connect_timeout_ms = 1000;
+        settings.peers.request_timeout_ms = 3000;
         Ok(settings)
     }
 }
@@ -157,6 +201,10 @@ impl Drop for TestDatabase {
         let Some(PostgresSchema { url, schema }) = self.postgres.take() else {
             return;
         };
+        let mut schemas = vec![schema];
+        if let Ok(mut extra) = self.extra_schemas.lock() {
+            schemas.append(&mut extra);
+        }
         // Drop runs inside the test's Tokio runtime, where blocking on a
         // future is not allowed; a short-lived thread with its own runtime
         // does the async work instead.
@@ -166,8 +214,10 @@ impl Drop for TestDatabase {
                 .build()?;
             runtime.block_on(async {
                 let conn = connect(&url).await?;
-                conn.execute_unprepared(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-                    .await?;
+                for schema in schemas {
+                    conn.execute_unprepared(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+                        .await?;
+                }
                 let _ = conn.close().await;
                 Ok(())
             })
@@ -264,6 +314,7 @@ pub const ACCOUNTS_SERVICE: &str = "bowtie.accounts.v1.AccountsService";
 /// restart test must, so that the next server finds the database released).
 #[derive(Debug)]
 pub struct TestServer {
+    service: &'static str,
     addr: SocketAddr,
     channel: Channel,
     shutdown: Shutdown,
@@ -278,12 +329,25 @@ impl TestServer {
 
     /// Starts the accounts service with the given settings.
     pub async fn start_with(settings: &Settings) -> anyhow::Result<Self> {
+        Self::start_service(ACCOUNTS_SERVICE, settings, bowtie_accounts::build).await
+    }
+
+    /// Starts any service: `build` is the service crate's `build` function
+    /// and `service` the full gRPC name its health status is reported under.
+    pub async fn start_service<F>(
+        service: &'static str,
+        settings: &Settings,
+        build: F,
+    ) -> anyhow::Result<Self>
+    where
+        F: AsyncFnOnce(&Settings, Arc<ApiKeys>, Shutdown) -> anyhow::Result<GrpcServer>,
+    {
         bowtie_runtime::telemetry::init_for_tests();
         let keys = Arc::new(ApiKeys::from_settings(&settings.auth)?);
         let shutdown = Shutdown::new();
-        let server = bowtie_accounts::build(settings, keys, shutdown.clone())
+        let server = build(settings, keys, shutdown.clone())
             .await
-            .context("building the accounts server")?;
+            .with_context(|| format!("building the {service} server"))?;
         let addr = server.local_addr();
         let task = tokio::spawn(server.run_until_stopped(std::future::pending()));
         let channel = Endpoint::from_shared(format!("http://{addr}"))?
@@ -292,6 +356,7 @@ impl TestServer {
             .await
             .with_context(|| format!("connecting to the test server at {addr}"))?;
         let server = Self {
+            service,
             addr,
             channel,
             shutdown,
@@ -301,7 +366,7 @@ impl TestServer {
         Ok(server)
     }
 
-    /// Waits until health reports the accounts service SERVING: the server
+    /// Waits until health reports the service SERVING: the server
     /// marks itself serving from its own task, a moment after `start`.
     async fn wait_until_serving(&self) -> anyhow::Result<()> {
         let mut health = self.health();
@@ -309,7 +374,7 @@ impl TestServer {
         loop {
             let status = health
                 .check(HealthCheckRequest {
-                    service: ACCOUNTS_SERVICE.to_owned(),
+                    service: self.service.to_owned(),
                 })
                 .await
                 .map(|r| r.into_inner().status);
@@ -320,7 +385,10 @@ impl TestServer {
                 return Ok(());
             }
             if tokio::time::Instant::now() > deadline {
-                anyhow::bail!("the accounts server did not report SERVING in time: {status:?}");
+                anyhow::bail!(
+                    "{} did not report SERVING in time: {status:?}",
+                    self.service
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -334,6 +402,16 @@ impl TestServer {
     /// A channel to the server, shared by every client it hands out.
     pub fn channel(&self) -> Channel {
         self.channel.clone()
+    }
+
+    /// The server's channel with `key` on every call, for any service's client.
+    pub fn with_key(&self, key: &str) -> InterceptedService<Channel, Bearer> {
+        InterceptedService::new(self.channel(), Bearer::new(key))
+    }
+
+    /// The `http://` address peers use to reach this server.
+    pub fn uri(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
     /// An accounts client using [`WRITE_KEY`].

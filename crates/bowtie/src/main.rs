@@ -164,6 +164,17 @@ fn dev(settings: &mut Settings, data_dir: &std::path::Path) {
         ];
         println!("development API keys: {DEV_ADMIN_KEY} (admin), {DEV_READ_KEY} (read)");
     }
+    if secrecy::ExposeSecret::expose_secret(&settings.peers.api_key).is_empty() {
+        // The services of this process call each other with a key that lives
+        // only as long as the process.
+        let (key, hash) = generate_key();
+        settings.auth.keys.push(ApiKeySettings {
+            name: "dev-peers".into(),
+            hash,
+            scopes: vec!["read".into()],
+        });
+        settings.peers.api_key = key.into();
+    }
     settings.server.drain_seconds = 0;
 }
 

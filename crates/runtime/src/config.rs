@@ -25,6 +25,30 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// The accounts service.
     pub accounts: ServiceSettings,
+    /// The funnel service.
+    pub funnel: ServiceSettings,
+    /// The revenue service.
+    pub revenue: ServiceSettings,
+    /// How services reach each other.
+    pub peers: PeerSettings,
+}
+
+/// How a service reaches the others (their gRPC addresses and the key it
+/// presents). `bowtie dev` points these at its own listeners.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PeerSettings {
+    /// The accounts service, e.g. `http://accounts:50051`.
+    pub accounts: String,
+    /// The funnel service.
+    pub funnel: String,
+    /// The revenue service.
+    pub revenue: String,
+    /// API key (read scope is enough) presented to peers. Secret.
+    pub api_key: SecretString,
+    /// Time allowed to connect to a peer.
+    pub connect_timeout_ms: u64,
+    /// Deadline of each unary call to a peer.
+    pub request_timeout_ms: u64,
 }
 
 /// Logging and tracing.

@@ -13,6 +13,7 @@ pub mod error;
 pub mod feed;
 pub mod idempotency;
 pub mod paging;
+pub mod peer;
 pub mod schema;
 pub mod server;
 pub mod shutdown;

@@ -3,7 +3,7 @@
 //! write is either entirely there (change, events, key) or not at all.
 
 use futures::future::BoxFuture;
-use sea_orm::{DatabaseTransaction, TransactionTrait};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, Statement, TransactionTrait};
 
 use crate::db::Db;
 use crate::error::Error;
@@ -102,5 +102,43 @@ impl Store {
             self.feed.notify();
         }
         Ok(response)
+    }
+
+    /// Applies event `sequence` of another service's feed for `consumer`:
+    /// `work`, the consumer's new cursor and any events `work` emits commit
+    /// together, and an event at or below the stored cursor is skipped, so a
+    /// redelivered event is never applied twice. Returns whether it ran.
+    pub async fn consume<F>(&self, consumer: &str, sequence: i64, work: F) -> Result<bool, Error>
+    where
+        F: for<'c> FnOnce(&'c mut Tx) -> BoxFuture<'c, Result<(), Error>> + Send,
+    {
+        let txn = self.db.writer().begin().await?;
+        if txn.get_database_backend() == DbBackend::Postgres {
+            // Replicas running the same consumer take turns per event.
+            txn.execute(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT pg_advisory_xact_lock(hashtext($1))",
+                [consumer.into()],
+            ))
+            .await?;
+        }
+        if feed::load_cursor(&txn, consumer).await? >= sequence {
+            txn.rollback().await?;
+            return Ok(false);
+        }
+        let mut tx = Tx {
+            txn,
+            events: Vec::new(),
+            now: now_micros(),
+        };
+        work(&mut tx).await?;
+        let Tx { txn, events, now } = tx;
+        feed::save_cursor(&txn, consumer, sequence, now).await?;
+        feed::append(&txn, &events, now).await?;
+        txn.commit().await?;
+        if !events.is_empty() {
+            self.feed.notify();
+        }
+        Ok(true)
     }
 }

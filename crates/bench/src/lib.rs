@@ -1,0 +1,4 @@
+//! Bowtie's benchmark cases and the measuring helpers they share; the
+//! `bowtie-bench` binary runs them (`make bench`).
+
+pub mod measure;

