@@ -78,7 +78,12 @@ enum KeysCommand {
 enum Service {
     /// The accounts service.
     Accounts,
+    /// The funnel service.
+    Funnel,
 }
+
+/// Every service, in start order (each service's peers start before it).
+const ALL_SERVICES: &[Service] = &[Service::Accounts, Service::Funnel];
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -104,7 +109,7 @@ async fn run(command: Command, mut settings: Settings) -> anyhow::Result<()> {
         Command::Dev { data_dir } => {
             let _telemetry = bowtie_runtime::telemetry::init("bowtie", &settings.telemetry)?;
             dev(&mut settings, &data_dir);
-            serve_all(settings, true).await
+            serve(settings, ALL_SERVICES, true).await
         }
         Command::Serve { service } => {
             let _telemetry = bowtie_runtime::telemetry::init(
@@ -116,7 +121,7 @@ async fn run(command: Command, mut settings: Settings) -> anyhow::Result<()> {
                     "no API keys configured: every call will be refused (see `bowtie keys generate`)"
                 );
             }
-            serve_all(settings, false).await
+            serve(settings, &[service], false).await
         }
         Command::Migrate { service } => {
             let _telemetry =
@@ -125,6 +130,11 @@ async fn run(command: Command, mut settings: Settings) -> anyhow::Result<()> {
                 Service::Accounts => {
                     let db = Db::connect(&settings.accounts.database).await?;
                     db.migrate::<bowtie_accounts::storage::Migrator>().await?;
+                    db.close().await;
+                }
+                Service::Funnel => {
+                    let db = Db::connect(&settings.funnel.database).await?;
+                    db.migrate::<bowtie_funnel::storage::Migrator>().await?;
                     db.close().await;
                 }
             }
@@ -138,16 +148,23 @@ async fn run(command: Command, mut settings: Settings) -> anyhow::Result<()> {
 fn service_name(service: Service) -> &'static str {
     match service {
         Service::Accounts => "accounts",
+        Service::Funnel => "funnel",
     }
 }
 
 /// Development defaults: SQLite files under `data_dir` (unless configured
 /// otherwise), the documented keys when none are configured, no drain delay.
 fn dev(settings: &mut Settings, data_dir: &std::path::Path) {
-    let default_url = "sqlite://data/accounts.db";
-    if settings.accounts.database.url() == default_url {
-        let url = format!("sqlite://{}", data_dir.join("accounts.db").display());
-        settings.accounts.database = settings.accounts.database.with_url(&url, "accounts");
+    for (service, name) in [
+        (&mut settings.accounts, "accounts"),
+        (&mut settings.funnel, "funnel"),
+        (&mut settings.revenue, "revenue"),
+    ] {
+        let default_url = format!("sqlite://data/{name}.db");
+        if service.database.url() == default_url {
+            let url = format!("sqlite://{}", data_dir.join(format!("{name}.db")).display());
+            service.database = service.database.with_url(&url, name);
+        }
     }
     if settings.auth.keys.is_empty() {
         settings.auth.keys = vec![
@@ -200,19 +217,51 @@ async fn stop_signal() {
     }
 }
 
-async fn serve_all(settings: Settings, print: bool) -> anyhow::Result<()> {
+async fn serve(settings: Settings, services: &[Service], print: bool) -> anyhow::Result<()> {
     let keys = Arc::new(ApiKeys::from_settings(&settings.auth)?);
     let shutdown = Shutdown::new();
-    let accounts = bowtie_accounts::build(&settings, keys.clone(), shutdown.clone())
-        .await
-        .context("starting accounts")?;
-    let addr = accounts.local_addr();
-    tracing::info!(service = "accounts", %addr, "listening");
-    if print {
-        println!("accounts  grpc://{addr}");
-        println!("ready: try `grpcurl -plaintext {addr} list`");
+    // One OS signal stops every server of the process: each reports
+    // NOT_SERVING, drains, then the shared shutdown fires.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        stop_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let mut running = tokio::task::JoinSet::new();
+    for service in services {
+        let name = service_name(*service);
+        let server = match service {
+            Service::Accounts => {
+                bowtie_accounts::build(&settings, keys.clone(), shutdown.clone()).await
+            }
+            Service::Funnel => {
+                bowtie_funnel::build(&settings, keys.clone(), shutdown.clone()).await
+            }
+        }
+        .with_context(|| format!("starting {name}"))?;
+        let addr = server.local_addr();
+        tracing::info!(service = name, %addr, "listening");
+        if print {
+            println!("{name:<9} grpc://{addr}");
+        }
+        let mut stop = stop_rx.clone();
+        running.spawn(server.run_until_stopped(async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        }));
     }
-    // On the signal the server reports NOT_SERVING, drains, then fires the
-    // shared shutdown that every server of the process stops on.
-    accounts.run_until_stopped(stop_signal()).await
+    if print {
+        println!(
+            "ready: try `grpcurl -plaintext {} list`",
+            settings.accounts.listen
+        );
+    }
+    let mut outcome = Ok(());
+    while let Some(joined) = running.join_next().await {
+        let result = joined.map_err(anyhow::Error::from).and_then(|r| r);
+        if let Err(e) = result {
+            shutdown.trigger();
+            outcome = Err(e);
+        }
+    }
+    outcome
 }

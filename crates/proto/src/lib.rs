@@ -14,6 +14,13 @@ pub mod bowtie {
             tonic::include_proto!("bowtie.common.v1");
         }
     }
+    /// The funnel service contract.
+    pub mod funnel {
+        /// Version 1.
+        pub mod v1 {
+            tonic::include_proto!("bowtie.funnel.v1");
+        }
+    }
     /// The accounts service contract.
     pub mod accounts {
         /// Version 1.
@@ -25,6 +32,7 @@ pub mod bowtie {
 
 pub use bowtie::accounts::v1 as accounts;
 pub use bowtie::common::v1 as common;
+pub use bowtie::funnel::v1 as funnel;
 
 /// The encoded `FileDescriptorSet` of every Bowtie proto, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("bowtie_descriptor");

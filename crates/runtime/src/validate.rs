@@ -86,6 +86,50 @@ pub fn timestamp_micros(v: &mut FieldViolations, field: &str, ts: &Timestamp) ->
     Some(ts.seconds * 1_000_000 + i64::from(ts.nanos / 1000))
 }
 
+/// Longest period a report may cover: ten years (of 366 days, to be generous
+/// with leap years).
+pub const MAX_PERIOD_MICROS: i64 = 10 * 366 * 24 * 3600 * 1_000_000;
+
+/// Parses a required report period into `[start, end)` microseconds: both
+/// ends set and valid, end after start, at most ten years long.
+pub fn period(
+    v: &mut FieldViolations,
+    field: &str,
+    period: Option<&bowtie_proto::common::Period>,
+) -> Option<(i64, i64)> {
+    let Some(period) = period else {
+        v.add(field, "is required");
+        return None;
+    };
+    let start = required_timestamp(v, &format!("{field}.start"), period.start.as_ref());
+    let end = required_timestamp(v, &format!("{field}.end"), period.end.as_ref());
+    let (start, end) = (start?, end?);
+    if end <= start {
+        v.add(format!("{field}.end"), "must be after period.start");
+        return None;
+    }
+    if end - start > MAX_PERIOD_MICROS {
+        v.add(format!("{field}.end"), "a period may span at most 10 years");
+        return None;
+    }
+    Some((start, end))
+}
+
+/// A required timestamp field in microseconds.
+pub fn required_timestamp(
+    v: &mut FieldViolations,
+    field: &str,
+    ts: Option<&Timestamp>,
+) -> Option<i64> {
+    match ts {
+        Some(ts) => timestamp_micros(v, field, ts),
+        None => {
+            v.add(field, "is required");
+            None
+        }
+    }
+}
+
 /// Converts microseconds since the epoch into a protobuf timestamp.
 pub fn to_timestamp(micros: i64) -> Timestamp {
     Timestamp {
@@ -160,6 +204,26 @@ mod tests {
             .is_none()
         );
         assert!(v.0.len() == 1 && v.0[0].field == "t");
+    }
+
+    #[test]
+    fn a_period_must_end_after_it_starts_and_span_at_most_ten_years() {
+        let at = |seconds| Some(Timestamp { seconds, nanos: 0 });
+        let p = |start, end| bowtie_proto::common::Period {
+            start: at(start),
+            end: at(end),
+        };
+        let mut v = FieldViolations::default();
+        assert_eq!(
+            period(&mut v, "period", Some(&p(10, 20))),
+            Some((10_000_000, 20_000_000))
+        );
+        assert!(v.is_empty());
+        assert!(period(&mut v, "period", Some(&p(20, 10))).is_none());
+        assert!(period(&mut v, "period", Some(&p(0, 11 * 366 * 86_400))).is_none());
+        assert!(period(&mut v, "period", None).is_none());
+        let fields: Vec<_> = v.0.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(fields, ["period.end", "period.end", "period"]);
     }
 
     #[test]

@@ -1,0 +1,256 @@
+//! Wire <-> domain: parse requests into checked values (every problem named
+//! by field) and render domain values as protobuf messages.
+
+use bowtie_proto::common::{Segment, Stage};
+use bowtie_proto::funnel as pb;
+use bowtie_runtime::error::FieldViolations;
+use bowtie_runtime::validate::{self, to_timestamp};
+use prost_types::Duration;
+
+use crate::domain::{self, Cohort, Entry, FunnelReport, Transition};
+use crate::storage::{Filters, JourneyRow, Selection};
+
+/// Longest reason code.
+pub const MAX_REASON: usize = 64;
+/// Longest source.
+pub const MAX_SOURCE: usize = 64;
+/// Longest owner filter.
+pub const MAX_OWNER: usize = 200;
+/// How far ahead of now a transition may be dated (clock skew allowance).
+pub const MAX_FUTURE_MICROS: i64 = 24 * 3600 * 1_000_000;
+
+/// A transition to record, as the client asked for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTransition {
+    /// The account.
+    pub account_id: uuid::Uuid,
+    /// The stage or outcome.
+    pub stage: Stage,
+    /// Business time.
+    pub occurred_at: i64,
+    /// Reason code.
+    pub reason: String,
+    /// Origin.
+    pub source: String,
+}
+
+/// A reason code: lower-case ASCII letters, digits and underscores; required
+/// for LOST and CHURNED.
+pub fn reason(
+    v: &mut FieldViolations,
+    field: &str,
+    raw: &str,
+    stage: Option<Stage>,
+) -> Option<String> {
+    let reason = raw.trim();
+    if reason.len() > MAX_REASON
+        || !reason
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        v.add(
+            field,
+            format!("must be at most {MAX_REASON} lower-case letters, digits or underscores"),
+        );
+        return None;
+    }
+    if reason.is_empty() && stage.is_some_and(domain::is_outcome) {
+        v.add(field, "is required for LOST and CHURNED");
+        return None;
+    }
+    Some(reason.to_owned())
+}
+
+/// Parses RecordTransition.
+pub fn new_transition(
+    v: &mut FieldViolations,
+    req: &pb::RecordTransitionRequest,
+    now: i64,
+) -> Option<NewTransition> {
+    let account_id = validate::uuid(v, "account_id", &req.account_id);
+    let stage: Option<Stage> = validate::enum_value(v, "to_stage", req.to_stage, true);
+    let occurred_at = validate::required_timestamp(v, "occurred_at", req.occurred_at.as_ref());
+    if let Some(at) = occurred_at
+        && at > now + MAX_FUTURE_MICROS
+    {
+        v.add("occurred_at", "must not be more than one day in the future");
+    }
+    let reason = reason(v, "reason", &req.reason, stage);
+    let source = validate::optional_text(v, "source", &req.source, MAX_SOURCE)
+        .map(|s| if s.is_empty() { "api".to_owned() } else { s });
+    Some(NewTransition {
+        account_id: account_id?,
+        stage: stage?,
+        occurred_at: occurred_at?,
+        reason: reason?,
+        source: source?,
+    })
+}
+
+/// Parses the segment and owner filters.
+pub fn filters(v: &mut FieldViolations, segment: i32, owner: &str) -> Filters {
+    let segment: Option<Segment> = validate::enum_value(v, "segment", segment, false);
+    let owner = validate::optional_text(v, "owner", owner, MAX_OWNER);
+    Filters {
+        segment: segment.filter(|s| *s != Segment::Unspecified),
+        owner: owner.filter(|o| !o.is_empty()),
+    }
+}
+
+/// Parses the report's cohort choice.
+pub fn selection(v: &mut FieldViolations, raw: i32) -> Option<Selection> {
+    let by: Option<pb::CohortBy> = validate::enum_value(v, "cohort_by", raw, false);
+    by.map(|by| match by {
+        pb::CohortBy::AttemptStart => Selection::AttemptStartedIn,
+        pb::CohortBy::Unspecified | pb::CohortBy::StageEntry => Selection::EnteredIn,
+    })
+}
+
+/// Parses the cohort-defining stage: AWARENESS (default) or COMMIT.
+pub fn cohort_stage(v: &mut FieldViolations, raw: i32) -> Option<Stage> {
+    match Stage::try_from(raw) {
+        Ok(Stage::Unspecified) => Some(Stage::Awareness),
+        Ok(s @ (Stage::Awareness | Stage::Commit)) => Some(s),
+        _ => {
+            v.add("cohort_stage", "must be STAGE_AWARENESS or STAGE_COMMIT");
+            None
+        }
+    }
+}
+
+/// A duration in microseconds (possibly fractional) as a protobuf Duration,
+/// rounded to the nanosecond.
+pub fn duration(micros: f64) -> Duration {
+    let nanos = (micros * 1000.0).round() as i128;
+    Duration {
+        seconds: (nanos / 1_000_000_000) as i64,
+        nanos: (nanos % 1_000_000_000) as i32,
+    }
+}
+
+/// A stored transition on the wire.
+pub fn transition_to_pb(t: &Transition) -> pb::Transition {
+    pb::Transition {
+        id: t.id.to_string(),
+        account_id: t.account_id.to_string(),
+        to_stage: t.stage as i32,
+        occurred_at: Some(to_timestamp(t.occurred_at)),
+        record_time: Some(to_timestamp(t.recorded_at)),
+        reason: t.reason.clone(),
+        source: t.source.clone(),
+    }
+}
+
+/// A journey on the wire.
+pub fn journey_to_pb(
+    account_id: uuid::Uuid,
+    transitions: &[Transition],
+    entries: &[Entry],
+    now: i64,
+) -> pb::Journey {
+    let last = entries.last();
+    pb::Journey {
+        account_id: account_id.to_string(),
+        current_stage: last.map_or(0, |e| e.stage as i32),
+        current_since: last.map(|e| to_timestamp(e.entered_at)),
+        transitions: transitions.iter().map(transition_to_pb).collect(),
+        visits: entries
+            .iter()
+            .map(|e| pb::StageVisit {
+                stage: e.stage as i32,
+                enter_time: Some(to_timestamp(e.entered_at)),
+                exit_time: e.exited_at.map(to_timestamp),
+                duration: Some(duration(
+                    (e.exited_at.unwrap_or(now) - e.entered_at).max(0) as f64
+                )),
+                attempt: e.attempt,
+            })
+            .collect(),
+        time_in_stage: domain::time_in_stages(entries, now)
+            .into_iter()
+            .map(|(stage, total, visits)| pb::StageTime {
+                stage: stage as i32,
+                total: Some(duration(total as f64)),
+                visits,
+            })
+            .collect(),
+        attempts: last.map_or(0, |e| e.attempt),
+    }
+}
+
+/// A journeys row on the wire.
+pub fn account_in_stage(row: &JourneyRow) -> pb::AccountInStage {
+    pb::AccountInStage {
+        account_id: row.account_id.to_string(),
+        stage: row.current_stage as i32,
+        since: Some(to_timestamp(row.current_since)),
+        segment: row.profile.segment as i32,
+        owner: row.profile.owner.clone(),
+    }
+}
+
+/// A funnel report on the wire.
+pub fn report_to_pb(r: &FunnelReport) -> pb::GetFunnelReportResponse {
+    pb::GetFunnelReportResponse {
+        stages: r
+            .stages
+            .iter()
+            .map(|s| pb::StageMetrics {
+                stage: s.stage as i32,
+                volume: s.volume,
+                converted: s.converted,
+                conversion_rate: s.conversion_rate.unwrap_or(0.0),
+                dropped: s.drop_offs.iter().map(|d| d.2).sum(),
+                drop_offs: s
+                    .drop_offs
+                    .iter()
+                    .map(|(outcome, reason, count)| pb::DropOff {
+                        outcome: *outcome as i32,
+                        reason: reason.clone(),
+                        count: *count,
+                    })
+                    .collect(),
+                median_time_to_next: s.median_to_next.map(duration),
+                p90_time_to_next: s.p90_to_next.map(duration),
+            })
+            .collect(),
+        left_side_win_rate_product: r.left_side_win_rate_product,
+        measured_win_rate: r.measured_win_rate,
+        awareness_attempts: r.awareness_attempts,
+        won_attempts: r.won_attempts,
+        median_cycle_time: r.median_cycle_time.map(duration),
+        p90_cycle_time: r.p90_cycle_time.map(duration),
+    }
+}
+
+/// Cohorts on the wire.
+pub fn cohorts_to_pb(stage: Stage, cohorts: &[Cohort]) -> pb::GetCohortReportResponse {
+    pb::GetCohortReportResponse {
+        cohort_stage: stage as i32,
+        cohorts: cohorts
+            .iter()
+            .map(|c| pb::Cohort {
+                month: format!("{:04}-{:02}", c.month.0, c.month.1),
+                size: c.size,
+                progress: c
+                    .progress
+                    .iter()
+                    .map(|(stage, reached)| pb::CohortProgress {
+                        stage: *stage as i32,
+                        share: reached
+                            .iter()
+                            .map(|n| {
+                                if c.size == 0 {
+                                    0.0
+                                } else {
+                                    *n as f64 / c.size as f64
+                                }
+                            })
+                            .collect(),
+                        reached: reached.clone(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,293 @@
+//! The funnel application: each write is one unit of work (transitions,
+//! derived stage entries, journey row, events and idempotency key in one
+//! transaction); reads go to the reader pool.
+
+use bowtie_proto::accounts as accounts_pb;
+use bowtie_proto::common::{Segment, Stage};
+use bowtie_proto::funnel as pb;
+use bowtie_runtime::error::Error;
+use bowtie_runtime::feed::NewEvent;
+use bowtie_runtime::idempotency::Idempotency;
+use bowtie_runtime::paging::Page;
+use bowtie_runtime::peer::AccountDirectory;
+use bowtie_runtime::store::{Store, Tx};
+use bowtie_runtime::validate::now_micros;
+use uuid::Uuid;
+
+use crate::convert::{self, NewTransition};
+use crate::domain::{self, Admission, Transition};
+use crate::storage::{self, Filters, JourneyRow, Profile, Selection};
+
+/// Event type of every recorded transition.
+pub const TRANSITION_RECORDED: &str = "transition.recorded";
+
+/// The funnel service's operations.
+#[derive(Debug, Clone)]
+pub struct Funnel {
+    store: Store,
+    accounts: AccountDirectory,
+}
+
+/// The profile the accounts service reports for an account.
+pub fn profile_of(account: &accounts_pb::Account) -> Profile {
+    Profile {
+        segment: Segment::try_from(account.segment).unwrap_or(Segment::Unspecified),
+        owner: account.owner.clone(),
+    }
+}
+
+/// What recording a transition did.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// The stored (or already existing) transition.
+    pub transition: Transition,
+    /// False for an idempotent no-op.
+    pub applied: bool,
+    /// The current stage afterwards.
+    pub current_stage: Stage,
+}
+
+/// Records one transition inside `tx`: admission, insert, re-derivation of
+/// the account's stage entries and journey row, and the event.
+pub async fn apply_transition(
+    tx: &mut Tx,
+    new: NewTransition,
+    profile: &Profile,
+) -> Result<Recorded, Error> {
+    let mut journey = storage::load_transitions(tx.conn(), new.account_id).await?;
+    domain::sort_journey(&mut journey);
+    let transition = Transition {
+        id: Uuid::now_v7(),
+        account_id: new.account_id,
+        stage: new.stage,
+        occurred_at: new.occurred_at,
+        recorded_at: tx.now(),
+        reason: new.reason,
+        source: new.source,
+    };
+    match domain::admit(&journey, &transition) {
+        Admission::AlreadyThere(existing) => {
+            let current = journey.last().map_or(existing.stage, |t| t.stage);
+            return Ok(Recorded {
+                transition: existing,
+                applied: false,
+                current_stage: current,
+            });
+        }
+        Admission::Contradicts(why) => return Err(Error::FailedPrecondition(why)),
+        Admission::Apply => {}
+    }
+    storage::insert_transitions(tx.conn(), std::slice::from_ref(&transition)).await?;
+    journey.push(transition.clone());
+    domain::sort_journey(&mut journey);
+    let entries = domain::entries(&journey);
+    storage::save_journey(
+        tx.conn(),
+        transition.account_id,
+        &entries,
+        profile,
+        tx.now(),
+    )
+    .await?;
+    tx.emit(NewEvent::new(
+        "account",
+        transition.account_id.to_string(),
+        TRANSITION_RECORDED,
+        &convert::transition_to_pb(&transition),
+    ));
+    Ok(Recorded {
+        current_stage: entries.last().map_or(transition.stage, |e| e.stage),
+        transition,
+        applied: true,
+    })
+}
+
+impl Funnel {
+    /// The application over a migrated store, checking accounts with `accounts`.
+    pub fn new(store: Store, accounts: AccountDirectory) -> Self {
+        Self { store, accounts }
+    }
+
+    /// The store (for the change-feed consumers).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Records a transition after checking with the accounts service that
+    /// the account exists (NOT_FOUND, or UNAVAILABLE with nothing written).
+    pub async fn record_transition(
+        &self,
+        new: NewTransition,
+        idem: Option<Idempotency>,
+    ) -> Result<pb::RecordTransitionResponse, Error> {
+        let account = self.accounts.get(new.account_id).await?;
+        let profile = profile_of(&account);
+        self.store
+            .write(idem, move |tx| {
+                Box::pin(async move {
+                    let r = apply_transition(tx, new, &profile).await?;
+                    Ok(pb::RecordTransitionResponse {
+                        transition: Some(convert::transition_to_pb(&r.transition)),
+                        applied: r.applied,
+                        current_stage: r.current_stage as i32,
+                    })
+                })
+            })
+            .await
+    }
+
+    /// An account's journey; NOT_FOUND when it has no transitions.
+    pub async fn get_journey(&self, account_id: Uuid) -> Result<pb::Journey, Error> {
+        let mut transitions =
+            storage::load_transitions(self.store.db().reader(), account_id).await?;
+        if transitions.is_empty() {
+            return Err(Error::not_found("journey", account_id.to_string()));
+        }
+        domain::sort_journey(&mut transitions);
+        let entries = domain::entries(&transitions);
+        Ok(convert::journey_to_pb(
+            account_id,
+            &transitions,
+            &entries,
+            now_micros(),
+        ))
+    }
+
+    /// Accounts currently in `stage`, longest there first.
+    pub async fn list_in_stage(
+        &self,
+        stage: Stage,
+        filters: &Filters,
+        page: &Page,
+    ) -> Result<pb::ListAccountsInStageResponse, Error> {
+        let after = match &page.after {
+            None => None,
+            Some(token) => {
+                let bad =
+                    || Error::invalid("page.page_token", "is not a token issued for this query");
+                let (since, id) = token.split_once(',').ok_or_else(bad)?;
+                Some((since.parse::<i64>().map_err(|_| bad())?, id.to_owned()))
+            }
+        };
+        let rows = storage::list_in_stage(
+            self.store.db().reader(),
+            stage,
+            filters,
+            after,
+            page.fetch_limit(),
+        )
+        .await?;
+        let (rows, paging) = page.finish(rows, |r: &JourneyRow| {
+            format!("{},{}", r.current_since, r.account_id)
+        });
+        Ok(pb::ListAccountsInStageResponse {
+            accounts: rows.iter().map(convert::account_in_stage).collect(),
+            page: Some(paging),
+        })
+    }
+
+    /// The funnel report over `period`.
+    pub async fn funnel_report(
+        &self,
+        period: (i64, i64),
+        filters: &Filters,
+        selection: Selection,
+    ) -> Result<pb::GetFunnelReportResponse, Error> {
+        let rows =
+            storage::report_rows(self.store.db().reader(), selection, period, filters).await?;
+        Ok(convert::report_to_pb(&domain::funnel_report(&rows)))
+    }
+
+    /// Monthly cohorts entering `cohort_stage` in `period`.
+    pub async fn cohort_report(
+        &self,
+        period: (i64, i64),
+        cohort_stage: Stage,
+        filters: &Filters,
+    ) -> Result<pb::GetCohortReportResponse, Error> {
+        let members =
+            storage::cohort_members(self.store.db().reader(), cohort_stage, period, filters)
+                .await?;
+        let followed = domain::cohort_stages(cohort_stage);
+        let cohorts = domain::cohorts(&members, &followed, period.0, period.1, now_micros());
+        Ok(convert::cohorts_to_pb(cohort_stage, &cohorts))
+    }
+
+    /// Loads whole journeys of accounts that have none yet, many per
+    /// transaction, without asking the accounts service (the caller vouches
+    /// for the accounts and their profiles): the path of bulk imports and the
+    /// benchmark. Each transition is admitted exactly as `RecordTransition`
+    /// would in journey order; refused ones are dropped. Returns how many
+    /// transitions were stored.
+    pub async fn import_journeys(
+        &self,
+        journeys: Vec<(Uuid, Profile, Vec<NewTransition>)>,
+    ) -> Result<u64, Error> {
+        let ids: Vec<Uuid> = journeys.iter().map(|(id, _, _)| *id).collect();
+        if storage::any_journey_exists(self.store.db().reader(), &ids).await? {
+            return Err(Error::FailedPrecondition(
+                "bulk import is for accounts without a journey; record transitions one by one instead"
+                    .into(),
+            ));
+        }
+        let stored: u64 = self
+            .store
+            .write(None, move |tx| {
+                Box::pin(async move {
+                    let now = tx.now();
+                    let mut all = Vec::new();
+                    let mut derived = Vec::new();
+                    let mut rows = Vec::new();
+                    for (account_id, profile, news) in journeys {
+                        let mut journey: Vec<Transition> = Vec::with_capacity(news.len());
+                        let mut news = news;
+                        news.sort_by_key(|n| (n.occurred_at, n.stage as i32));
+                        for n in news {
+                            let t = Transition {
+                                id: Uuid::now_v7(),
+                                account_id,
+                                stage: n.stage,
+                                occurred_at: n.occurred_at,
+                                recorded_at: now,
+                                reason: n.reason,
+                                source: n.source,
+                            };
+                            if domain::admit(&journey, &t) == Admission::Apply {
+                                journey.push(t);
+                            }
+                        }
+                        let entries = domain::entries(&journey);
+                        if let Some(last) = entries.last() {
+                            rows.push(JourneyRow {
+                                account_id,
+                                current_stage: last.stage,
+                                current_since: last.entered_at,
+                                attempts: last.attempt,
+                                profile: profile.clone(),
+                            });
+                        }
+                        for t in &journey {
+                            tx.emit(NewEvent::new(
+                                "account",
+                                account_id.to_string(),
+                                TRANSITION_RECORDED,
+                                &convert::transition_to_pb(t),
+                            ));
+                        }
+                        all.extend(journey);
+                        derived.push((account_id, entries, profile));
+                    }
+                    storage::insert_transitions(tx.conn(), &all).await?;
+                    let refs: Vec<(Uuid, &[domain::Entry], &Profile)> = derived
+                        .iter()
+                        .map(|(id, e, p)| (*id, e.as_slice(), p))
+                        .collect();
+                    storage::insert_entries(tx.conn(), &refs).await?;
+                    storage::insert_journeys(tx.conn(), &rows, now).await?;
+                    Ok(all.len() as u64)
+                })
+            })
+            .await?;
+        Ok(stored)
+    }
+}
