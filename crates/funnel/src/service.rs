@@ -54,6 +54,7 @@ pub async fn apply_transition(
     new: NewTransition,
     profile: &Profile,
 ) -> Result<Recorded, Error> {
+    storage::lock_journey(tx.conn(), new.account_id).await?;
     let mut journey = storage::load_transitions(tx.conn(), new.account_id).await?;
     domain::sort_journey(&mut journey);
     let transition = Transition {
@@ -74,7 +75,6 @@ pub async fn apply_transition(
                 current_stage: current,
             });
         }
-        Admission::Contradicts(why) => return Err(Error::FailedPrecondition(why)),
         Admission::Apply => {}
     }
     storage::insert_transitions(tx.conn(), std::slice::from_ref(&transition)).await?;
@@ -121,6 +121,12 @@ impl Funnel {
         idem: Option<Idempotency>,
     ) -> Result<pb::RecordTransitionResponse, Error> {
         let account = self.accounts.get(new.account_id).await?;
+        if account.status == accounts_pb::AccountStatus::Archived as i32 {
+            return Err(Error::FailedPrecondition(format!(
+                "account {} is archived; its journey can no longer change",
+                account.id
+            )));
+        }
         let profile = profile_of(&account);
         self.store
             .write(idem, move |tx| {

@@ -131,6 +131,8 @@ impl MigrationTrait for CreateFunnelTables {
                     .table(T::Table)
                     .col(T::AccountId)
                     .col(T::OccurredAt)
+                    .col(T::Stage)
+                    .unique()
                     .if_not_exists()
                     .to_owned(),
             )
@@ -305,6 +307,21 @@ pub async fn insert_transitions<C: ConnectionTrait>(
                 .map_err(internal)?;
         }
         execute(conn, &insert).await?;
+    }
+    Ok(())
+}
+
+/// Serialises writers of one account's journey until the transaction ends
+/// (PostgreSQL; SQLite has a single writer already), so two concurrent
+/// transitions cannot each derive the journey without the other.
+pub async fn lock_journey<C: ConnectionTrait>(conn: &C, account_id: Uuid) -> Result<(), Error> {
+    if conn.get_database_backend() == sea_orm::DbBackend::Postgres {
+        conn.execute(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            "SELECT pg_advisory_xact_lock(hashtext($1))",
+            [format!("funnel.journey.{account_id}").into()],
+        ))
+        .await?;
     }
     Ok(())
 }
