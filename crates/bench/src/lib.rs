@@ -1,4 +1,5 @@
 //! Bowtie's benchmark cases and the measuring helpers they share; the
 //! `bowtie-bench` binary runs them (`make bench`).
 
+pub mod funnel;
 pub mod measure;

@@ -25,6 +25,8 @@ struct Cli {
 enum Case {
     /// Every case.
     All,
+    /// Funnel report and journey lookups over 1M transitions.
+    Funnel,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -33,8 +35,10 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let report = runtime.block_on(async {
-        let report = Report::default();
-        let _ = cli.case;
+        let mut report = Report::default();
+        if matches!(cli.case, Case::All | Case::Funnel) {
+            bowtie_bench::funnel::run(&mut report).await?;
+        }
         anyhow::Ok(report)
     })?;
     report.print();

@@ -103,7 +103,7 @@ impl FunnelService for FunnelApi {
         v.into_result()?;
         Ok(Response::new(
             self.app
-                .funnel_report(parsed(period)?, &filters, parsed(selection)?)
+                .funnel_report(parsed(period)?, filters, parsed(selection)?)
                 .await?,
         ))
     }
@@ -121,7 +121,7 @@ impl FunnelService for FunnelApi {
         v.into_result()?;
         Ok(Response::new(
             self.app
-                .cohort_report(parsed(period)?, parsed(stage)?, &filters)
+                .cohort_report(parsed(period)?, parsed(stage)?, filters)
                 .await?,
         ))
     }

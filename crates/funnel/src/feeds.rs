@@ -17,8 +17,14 @@ use futures::StreamExt;
 use prost::Name;
 use uuid::Uuid;
 
+use bowtie_runtime::feed::NewEvent;
+
+use crate::convert;
 use crate::service::profile_of;
 use crate::storage;
+
+/// Event type published when an account's segment or owner changed.
+pub const PROFILE_CHANGED: &str = "journey.profile_changed";
 
 /// Cursor name of the accounts feed consumer.
 pub const ACCOUNTS_CONSUMER: &str = "funnel.accounts";
@@ -70,7 +76,17 @@ pub fn accounts_consumer(
             };
             let id = Uuid::parse_str(&account.id)
                 .map_err(|_| Error::invalid("payload.id", "is not a UUID"))?;
-            storage::update_profile(tx.conn(), id, &profile_of(&account)).await
+            if let Some(journey) =
+                storage::update_profile(tx.conn(), id, &profile_of(&account)).await?
+            {
+                tx.emit(NewEvent::new(
+                    "account",
+                    id.to_string(),
+                    PROFILE_CHANGED,
+                    &convert::account_in_stage(&journey),
+                ));
+            }
+            Ok(())
         })
     });
     Ok(Consumer::new(

@@ -12,6 +12,7 @@ pub mod api;
 pub mod convert;
 pub mod domain;
 pub mod feeds;
+pub mod index;
 pub mod service;
 pub mod storage;
 
@@ -42,7 +43,9 @@ pub async fn build(
     let store = Store::new(db.clone(), Feed::new(db.clone(), shutdown.clone()));
     let accounts = AccountDirectory::connect(&settings.peers)?;
     feeds::accounts_consumer(&settings.peers, store.clone(), shutdown.clone())?.spawn();
-    let app = service::Funnel::new(store, accounts);
+    let index = index::JourneyIndex::new();
+    index.spawn(store.clone(), shutdown.clone());
+    let app = service::Funnel::new(store, accounts, index);
     let max = settings.server.max_message_bytes;
     let service = FunnelServiceServer::new(api::FunnelApi::new(app))
         .max_decoding_message_size(max)

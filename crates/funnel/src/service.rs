@@ -12,7 +12,11 @@ use bowtie_runtime::paging::Page;
 use bowtie_runtime::peer::AccountDirectory;
 use bowtie_runtime::store::{Store, Tx};
 use bowtie_runtime::validate::now_micros;
+use std::sync::Arc;
+
 use uuid::Uuid;
+
+use crate::index::JourneyIndex;
 
 use crate::convert::{self, NewTransition};
 use crate::domain::{self, Admission, Transition};
@@ -26,6 +30,7 @@ pub const TRANSITION_RECORDED: &str = "transition.recorded";
 pub struct Funnel {
     store: Store,
     accounts: AccountDirectory,
+    index: Arc<JourneyIndex>,
 }
 
 /// The profile the accounts service reports for an account.
@@ -103,9 +108,14 @@ pub async fn apply_transition(
 }
 
 impl Funnel {
-    /// The application over a migrated store, checking accounts with `accounts`.
-    pub fn new(store: Store, accounts: AccountDirectory) -> Self {
-        Self { store, accounts }
+    /// The application over a migrated store, checking accounts with
+    /// `accounts` and answering reports from `index`.
+    pub fn new(store: Store, accounts: AccountDirectory, index: Arc<JourneyIndex>) -> Self {
+        Self {
+            store,
+            accounts,
+            index,
+        }
     }
 
     /// The store (for the change-feed consumers).
@@ -192,16 +202,21 @@ impl Funnel {
         })
     }
 
-    /// The funnel report over `period`.
+    /// The funnel report over `period`, from the journey index once it
+    /// holds everything committed so far.
     pub async fn funnel_report(
         &self,
         period: (i64, i64),
-        filters: &Filters,
+        filters: Filters,
         selection: Selection,
     ) -> Result<pb::GetFunnelReportResponse, Error> {
-        let rows =
-            storage::report_rows(self.store.db().reader(), selection, period, filters).await?;
-        Ok(convert::report_to_pb(&domain::funnel_report(&rows)))
+        self.index.catch_up(&self.store).await?;
+        let index = Arc::clone(&self.index);
+        let report =
+            tokio::task::spawn_blocking(move || index.funnel_report(selection, period, &filters))
+                .await
+                .map_err(|e| Error::Internal(e.into()))?;
+        Ok(convert::report_to_pb(&report))
     }
 
     /// Monthly cohorts entering `cohort_stage` in `period`.
@@ -209,13 +224,17 @@ impl Funnel {
         &self,
         period: (i64, i64),
         cohort_stage: Stage,
-        filters: &Filters,
+        filters: Filters,
     ) -> Result<pb::GetCohortReportResponse, Error> {
-        let members =
-            storage::cohort_members(self.store.db().reader(), cohort_stage, period, filters)
-                .await?;
-        let followed = domain::cohort_stages(cohort_stage);
-        let cohorts = domain::cohorts(&members, &followed, period.0, period.1, now_micros());
+        self.index.catch_up(&self.store).await?;
+        let index = Arc::clone(&self.index);
+        let cohorts = tokio::task::spawn_blocking(move || {
+            let members = index.cohort_members(cohort_stage, period, &filters);
+            let followed = domain::cohort_stages(cohort_stage);
+            domain::cohorts(&members, &followed, period.0, period.1, now_micros())
+        })
+        .await
+        .map_err(|e| Error::Internal(e.into()))?;
         Ok(convert::cohorts_to_pb(cohort_stage, &cohorts))
     }
 

@@ -9,7 +9,7 @@
 //!   segment and owner the accounts service last reported (report filters).
 
 use bowtie_proto::common::{Segment, Stage};
-use sea_orm::sea_query::{Alias, Cond, Expr, JoinType, OnConflict, Order, Query, SelectStatement};
+use sea_orm::sea_query::{Alias, Cond, Expr, OnConflict, Order, Query, SelectStatement};
 use sea_orm::{ConnectionTrait, DbErr, QueryResult, StatementBuilder};
 use sea_orm_migration::prelude::{
     ColumnDef, DeriveIden, Index, MigrationName, MigrationTrait, MigratorTrait, SchemaManager,
@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use bowtie_runtime::error::Error;
 
-use crate::domain::{CohortMember, Entry, ReportRow, Transition};
+use crate::domain::{Entry, Transition};
 
 /// `transitions`
 #[derive(DeriveIden, Clone, Copy)]
@@ -664,139 +664,18 @@ pub enum Selection {
     AttemptStartedIn,
 }
 
-/// The stage entries a funnel report counts.
-pub async fn report_rows<C: ConnectionTrait>(
-    conn: &C,
-    selection: Selection,
-    (start, end): (i64, i64),
-    filters: &Filters,
-) -> Result<Vec<ReportRow>, Error> {
-    use StageEntries as E;
-    let time = match selection {
-        Selection::EnteredIn => E::EnteredAt,
-        Selection::AttemptStartedIn => E::AttemptStartedAt,
-    };
-    let stmt = Query::select()
-        .columns([
-            E::Stage,
-            E::EnteredAt,
-            E::NextAt,
-            E::CommitAt,
-            E::ExitStage,
-            E::ExitReason,
-        ])
-        .from(E::Table)
-        .and_where(Expr::col(time).gte(start))
-        .and_where(Expr::col(time).lt(end))
-        .and_where(Expr::col(E::Stage).lte(Stage::Growth as i32))
-        .cond_where(filters.condition(E::Segment, E::Owner))
-        .to_owned();
-    query(conn, &stmt)
-        .await?
-        .iter()
-        .map(|row| {
-            Ok(ReportRow {
-                stage: stage(row.try_get("", "stage")?)?,
-                entered_at: row.try_get("", "entered_at")?,
-                next_at: row.try_get("", "next_at")?,
-                commit_at: row.try_get("", "commit_at")?,
-                exit_stage: row
-                    .try_get::<Option<i32>>("", "exit_stage")?
-                    .map(stage)
-                    .transpose()?,
-                exit_reason: row.try_get("", "exit_reason")?,
-            })
-        })
-        .collect()
-}
-
-/// Attempts that entered `cohort_stage` in the period, with the first time
-/// each later stage of the same attempt was reached.
-pub async fn cohort_members<C: ConnectionTrait>(
-    conn: &C,
-    cohort_stage: Stage,
-    (start, end): (i64, i64),
-    filters: &Filters,
-) -> Result<Vec<CohortMember>, Error> {
-    use StageEntries as E;
-    let (c, e) = (Alias::new("c"), Alias::new("e"));
-    let mut on = Cond::all()
-        .add(Expr::col((e.clone(), E::AccountId)).equals((c.clone(), E::AccountId)))
-        .add(Expr::col((e.clone(), E::Attempt)).equals((c.clone(), E::Attempt)))
-        .add(Expr::col((e.clone(), E::Position)).gt(Expr::col((c.clone(), E::Position))));
-    on = on.add(Expr::col((e.clone(), E::Stage)).ne(cohort_stage as i32));
-    let mut cond = Cond::all()
-        .add(Expr::col((c.clone(), E::Stage)).eq(cohort_stage as i32))
-        .add(Expr::col((c.clone(), E::EnteredAt)).gte(start))
-        .add(Expr::col((c.clone(), E::EnteredAt)).lt(end));
-    if let Some(s) = filters.segment {
-        cond = cond.add(Expr::col((c.clone(), E::Segment)).eq(s as i32));
-    }
-    if let Some(o) = &filters.owner {
-        cond = cond.add(Expr::col((c.clone(), E::Owner)).eq(o.clone()));
-    }
-    let stmt = Query::select()
-        .expr_as(
-            Expr::col((c.clone(), E::AccountId)),
-            Alias::new("account_id"),
-        )
-        .expr_as(Expr::col((c.clone(), E::Position)), Alias::new("position"))
-        .expr_as(
-            Expr::col((c.clone(), E::EnteredAt)),
-            Alias::new("entered_at"),
-        )
-        .expr_as(
-            Expr::col((e.clone(), E::Stage)),
-            Alias::new("reached_stage"),
-        )
-        .expr_as(
-            Expr::col((e.clone(), E::EnteredAt)).min(),
-            Alias::new("reached_at"),
-        )
-        .from_as(E::Table, c.clone())
-        .join_as(JoinType::LeftJoin, E::Table, e.clone(), on)
-        .cond_where(cond)
-        .group_by_columns([
-            (c.clone(), E::AccountId),
-            (c.clone(), E::Position),
-            (c.clone(), E::EnteredAt),
-            (e.clone(), E::Stage),
-        ])
-        .order_by((c.clone(), E::AccountId), Order::Asc)
-        .order_by((c, E::Position), Order::Asc)
-        .to_owned();
-    let mut members: Vec<CohortMember> = Vec::new();
-    let mut current: Option<(String, i32)> = None;
-    for row in query(conn, &stmt).await? {
-        let key = (
-            row.try_get::<String>("", "account_id")?,
-            row.try_get::<i32>("", "position")?,
-        );
-        if current.as_ref() != Some(&key) {
-            members.push(CohortMember {
-                entered_at: row.try_get("", "entered_at")?,
-                reached: Vec::new(),
-            });
-            current = Some(key);
-        }
-        if let (Some(raw), Some(at)) = (
-            row.try_get::<Option<i32>>("", "reached_stage")?,
-            row.try_get::<Option<i64>>("", "reached_at")?,
-        ) && let Some(member) = members.last_mut()
-        {
-            member.reached.push((stage(raw)?, at));
-        }
-    }
-    Ok(members)
-}
-
-/// Updates the segment and owner that filter an account's rows.
+/// Updates the segment and owner that filter an account's rows; returns
+/// the journey row when the account has one and it changed.
 pub async fn update_profile<C: ConnectionTrait>(
     conn: &C,
     account_id: Uuid,
     profile: &Profile,
-) -> Result<(), Error> {
+) -> Result<Option<JourneyRow>, Error> {
     use StageEntries as E;
+    match get_journey(conn, account_id).await? {
+        Some(row) if row.profile != *profile => {}
+        _ => return Ok(None),
+    }
     let id = account_id.to_string();
     execute(
         conn,
@@ -819,5 +698,6 @@ pub async fn update_profile<C: ConnectionTrait>(
             ])
             .and_where(Expr::col(E::AccountId).eq(id)),
     )
-    .await
+    .await?;
+    get_journey(conn, account_id).await
 }

@@ -30,6 +30,8 @@ use crate::validate::to_timestamp;
 const BATCH: u64 = 500;
 /// How often an idle stream looks for events written by another replica.
 const POLL: Duration = Duration::from_millis(500);
+/// Events per INSERT statement when appending.
+const APPEND_CHUNK: usize = 1000;
 /// Key of the advisory lock that orders outbox appends on PostgreSQL.
 const OUTBOX_LOCK: i64 = 0x626f_7774_6965;
 
@@ -76,31 +78,34 @@ pub(crate) async fn append<C: ConnectionTrait>(
         conn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({OUTBOX_LOCK})"))
             .await?;
     }
-    let mut insert = Query::insert();
-    insert.into_table(OutboxEvents::Table).columns([
-        OutboxEvents::EventId,
-        OutboxEvents::AggregateType,
-        OutboxEvents::AggregateId,
-        OutboxEvents::EventType,
-        OutboxEvents::PayloadType,
-        OutboxEvents::Payload,
-        OutboxEvents::OccurredAt,
-    ]);
-    for e in events {
-        insert
-            .values([
-                uuid::Uuid::now_v7().to_string().into(),
-                e.aggregate_type.into(),
-                e.aggregate_id.clone().into(),
-                e.event_type.into(),
-                e.payload.type_url.clone().into(),
-                e.payload.value.clone().into(),
-                now.into(),
-            ])
-            .map_err(|e| Error::Internal(e.into()))?;
+    // Bounded statements: SQLite accepts at most 32,766 bound values.
+    for chunk in events.chunks(APPEND_CHUNK) {
+        let mut insert = Query::insert();
+        insert.into_table(OutboxEvents::Table).columns([
+            OutboxEvents::EventId,
+            OutboxEvents::AggregateType,
+            OutboxEvents::AggregateId,
+            OutboxEvents::EventType,
+            OutboxEvents::PayloadType,
+            OutboxEvents::Payload,
+            OutboxEvents::OccurredAt,
+        ]);
+        for e in chunk {
+            insert
+                .values([
+                    uuid::Uuid::now_v7().to_string().into(),
+                    e.aggregate_type.into(),
+                    e.aggregate_id.clone().into(),
+                    e.event_type.into(),
+                    e.payload.type_url.clone().into(),
+                    e.payload.value.clone().into(),
+                    now.into(),
+                ])
+                .map_err(|e| Error::Internal(e.into()))?;
+        }
+        conn.execute(StatementBuilder::build(&insert, &backend))
+            .await?;
     }
-    conn.execute(StatementBuilder::build(&insert, &backend))
-        .await?;
     Ok(())
 }
 
@@ -146,6 +151,24 @@ pub async fn read_after<C: ConnectionTrait>(
         })
         .collect::<Result<_, sea_orm::DbErr>>()
         .map_err(Error::from)
+}
+
+/// The highest sequence in the outbox (0 when empty).
+pub async fn last_sequence<C: ConnectionTrait>(conn: &C) -> Result<i64, Error> {
+    let stmt = Query::select()
+        .expr_as(
+            Expr::col(OutboxEvents::Sequence).max(),
+            sea_orm::sea_query::Alias::new("last"),
+        )
+        .from(OutboxEvents::Table)
+        .to_owned();
+    let row = conn
+        .query_one(StatementBuilder::build(&stmt, &conn.get_database_backend()))
+        .await?;
+    Ok(match row {
+        Some(row) => row.try_get::<Option<i64>>("", "last")?.unwrap_or(0),
+        None => 0,
+    })
 }
 
 /// The sequence a consumer applied last (0 when it never ran).
@@ -211,6 +234,12 @@ impl Feed {
             committed,
             shutdown,
         }
+    }
+
+    /// A receiver that changes whenever events commit on this process, for
+    /// in-process followers of the service's own feed.
+    pub fn commits(&self) -> watch::Receiver<u64> {
+        self.committed.subscribe()
     }
 
     /// Wakes the watchers: events were committed.

@@ -19,7 +19,7 @@ backend_test!(the_report_on_generated_journeys_equals_an_independent_sql_computa
 struct Lcg(u64);
 
 impl Lcg {
-    fn next(&mut self) -> u64 {
+    fn step(&mut self) -> u64 {
         self.0 = self
             .0
             .wrapping_mul(6_364_136_223_846_793_005)
@@ -27,7 +27,7 @@ impl Lcg {
         self.0 >> 33
     }
     fn below(&mut self, n: u64) -> i64 {
-        (self.next() % n) as i64
+        (self.step() % n) as i64
     }
     fn chance(&mut self, percent: u64) -> bool {
         self.below(100) < percent as i64
