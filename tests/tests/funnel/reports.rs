@@ -17,6 +17,7 @@ backend_test!(
     bad_periods_are_refused_with_the_field_named,
     the_cohort_report_shows_who_reached_commit_by_month_since_entry,
     the_cohort_view_follows_attempts_that_started_in_the_period,
+    a_second_replica_reports_what_the_first_recorded,
 );
 
 fn report(period: Option<Period>, segment: Segment, owner: &str) -> GetFunnelReportRequest {
@@ -266,5 +267,28 @@ async fn the_cohort_view_follows_attempts_that_started_in_the_period(
             .map(|d| d.seconds / DAY),
         Some(47)
     );
+    Ok(())
+}
+
+async fn a_second_replica_reports_what_the_first_recorded(db: &TestDatabase) -> anyhow::Result<()> {
+    let suite = Suite::start(db).await?;
+    let replica = start_funnel(db, &suite.accounts.uri()).await?;
+    let mut on_replica = bowtie_proto::funnel::funnel_service_client::FunnelServiceClient::new(
+        replica.with_key(bowtie_testkit::WRITE_KEY),
+    );
+    let empty = on_replica
+        .get_funnel_report(report(period(0, 31), Segment::Unspecified, ""))
+        .await?
+        .into_inner();
+    assert_eq!(volume(&empty, Stage::Awareness), 0);
+
+    let id = suite.customer("A", Segment::Smb, "ana").await?;
+    record(&mut suite.funnel(), &id, Stage::Awareness, 1).await?;
+    // The replica's report waits for its index to catch up with the shared feed.
+    let seen = on_replica
+        .get_funnel_report(report(period(0, 31), Segment::Unspecified, ""))
+        .await?
+        .into_inner();
+    assert_eq!(volume(&seen, Stage::Awareness), 1);
     Ok(())
 }
