@@ -106,6 +106,19 @@ fn settings(dir: &std::path::Path) -> anyhow::Result<Settings> {
     Ok(settings)
 }
 
+/// The 24-month report request.
+fn two_years(cohort_by: CohortBy) -> GetFunnelReportRequest {
+    GetFunnelReportRequest {
+        period: Some(Period {
+            start: Some(bowtie_runtime::validate::to_timestamp(START)),
+            end: Some(bowtie_runtime::validate::to_timestamp(START + 730 * DAY)),
+        }),
+        segment: 0,
+        owner: String::new(),
+        cohort_by: cohort_by as i32,
+    }
+}
+
 /// Runs the case and adds its figures to `report`.
 pub async fn run(report: &mut Report) -> anyhow::Result<()> {
     // BOWTIE_BENCH_DATA=<dir> keeps the data set between runs (and reuses it).
@@ -186,17 +199,10 @@ pub async fn run(report: &mut Report) -> anyhow::Result<()> {
         .max_decoding_message_size(64 << 20);
 
     // The first report waits for the journey index to load from the database.
-    let request = GetFunnelReportRequest {
-        period: Some(Period {
-            start: Some(bowtie_runtime::validate::to_timestamp(START)),
-            end: Some(bowtie_runtime::validate::to_timestamp(START + 730 * DAY)),
-        }),
-        segment: 0,
-        owner: String::new(),
-        cohort_by: CohortBy::StageEntry as i32,
-    };
     let started = Instant::now();
-    client.get_funnel_report(request).await?;
+    client
+        .get_funnel_report(two_years(CohortBy::StageEntry))
+        .await?;
     report.add(
         "funnel",
         "first report after start (loads the index)",
@@ -215,15 +221,7 @@ pub async fn run(report: &mut Report) -> anyhow::Result<()> {
             CohortBy::AttemptStart,
         ),
     ] {
-        let request = GetFunnelReportRequest {
-            period: Some(Period {
-                start: Some(bowtie_runtime::validate::to_timestamp(START)),
-                end: Some(bowtie_runtime::validate::to_timestamp(START + 730 * DAY)),
-            }),
-            segment: 0,
-            owner: String::new(),
-            cohort_by: cohort_by as i32,
-        };
+        let request = two_years(cohort_by);
         let mut samples = Vec::new();
         let mut volume = 0;
         for _ in 0..5 {

@@ -28,7 +28,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::domain::{self, CohortMember, FunnelReport, ReportRow};
-use crate::storage::{Filters, Selection, StageEntries as E};
+use crate::storage::{ENTRY_COLUMNS, Filters, Selection, StageEntries as E};
 
 /// "No time" in a compact entry.
 const NONE: i64 = i64::MIN;
@@ -133,20 +133,7 @@ fn loaded(row: &sea_orm::QueryResult) -> Result<Loaded, Error> {
 
 fn select() -> sea_orm::sea_query::SelectStatement {
     Query::select()
-        .columns([
-            E::AccountId,
-            E::Position,
-            E::Attempt,
-            E::Stage,
-            E::EnteredAt,
-            E::NextAt,
-            E::CommitAt,
-            E::ExitStage,
-            E::ExitReason,
-            E::AttemptStartedAt,
-            E::Segment,
-            E::Owner,
-        ])
+        .columns(ENTRY_COLUMNS)
         .from(E::Table)
         .order_by(E::AccountId, Order::Asc)
         .order_by(E::Position, Order::Asc)

@@ -444,6 +444,23 @@ pub async fn save_journey<C: ConnectionTrait>(
     execute(conn, &stmt).await
 }
 
+/// Every column of `stage_entries`, in insert order.
+pub const ENTRY_COLUMNS: [StageEntries; 13] = [
+    StageEntries::AccountId,
+    StageEntries::Position,
+    StageEntries::Attempt,
+    StageEntries::Stage,
+    StageEntries::EnteredAt,
+    StageEntries::ExitedAt,
+    StageEntries::NextAt,
+    StageEntries::CommitAt,
+    StageEntries::ExitStage,
+    StageEntries::ExitReason,
+    StageEntries::AttemptStartedAt,
+    StageEntries::Segment,
+    StageEntries::Owner,
+];
+
 /// Inserts the stage entries of several accounts (multi-row).
 pub async fn insert_entries<C: ConnectionTrait>(
     conn: &C,
@@ -458,21 +475,7 @@ pub async fn insert_entries<C: ConnectionTrait>(
         .collect();
     for chunk in rows.chunks(400) {
         let mut insert = Query::insert();
-        insert.into_table(E::Table).columns([
-            E::AccountId,
-            E::Position,
-            E::Attempt,
-            E::Stage,
-            E::EnteredAt,
-            E::ExitedAt,
-            E::NextAt,
-            E::CommitAt,
-            E::ExitStage,
-            E::ExitReason,
-            E::AttemptStartedAt,
-            E::Segment,
-            E::Owner,
-        ]);
+        insert.into_table(E::Table).columns(ENTRY_COLUMNS);
         for (id, e, profile) in chunk {
             insert
                 .values([

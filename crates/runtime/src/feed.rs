@@ -30,6 +30,16 @@ use crate::validate::to_timestamp;
 const BATCH: u64 = 500;
 /// How often an idle stream looks for events written by another replica.
 const POLL: Duration = Duration::from_millis(500);
+/// The columns an event is written with (the sequence is assigned).
+const EVENT_COLUMNS: [OutboxEvents; 7] = [
+    OutboxEvents::EventId,
+    OutboxEvents::AggregateType,
+    OutboxEvents::AggregateId,
+    OutboxEvents::EventType,
+    OutboxEvents::PayloadType,
+    OutboxEvents::Payload,
+    OutboxEvents::OccurredAt,
+];
 /// Events per INSERT statement when appending.
 const APPEND_CHUNK: usize = 1000;
 /// Key of the advisory lock that orders outbox appends on PostgreSQL.
@@ -81,15 +91,9 @@ pub(crate) async fn append<C: ConnectionTrait>(
     // Bounded statements: SQLite accepts at most 32,766 bound values.
     for chunk in events.chunks(APPEND_CHUNK) {
         let mut insert = Query::insert();
-        insert.into_table(OutboxEvents::Table).columns([
-            OutboxEvents::EventId,
-            OutboxEvents::AggregateType,
-            OutboxEvents::AggregateId,
-            OutboxEvents::EventType,
-            OutboxEvents::PayloadType,
-            OutboxEvents::Payload,
-            OutboxEvents::OccurredAt,
-        ]);
+        insert
+            .into_table(OutboxEvents::Table)
+            .columns(EVENT_COLUMNS);
         for e in chunk {
             insert
                 .values([
@@ -116,16 +120,8 @@ pub async fn read_after<C: ConnectionTrait>(
     limit: u64,
 ) -> Result<Vec<common::Event>, Error> {
     let stmt = Query::select()
-        .columns([
-            OutboxEvents::Sequence,
-            OutboxEvents::EventId,
-            OutboxEvents::AggregateType,
-            OutboxEvents::AggregateId,
-            OutboxEvents::EventType,
-            OutboxEvents::PayloadType,
-            OutboxEvents::Payload,
-            OutboxEvents::OccurredAt,
-        ])
+        .column(OutboxEvents::Sequence)
+        .columns(EVENT_COLUMNS)
         .from(OutboxEvents::Table)
         .and_where(Expr::col(OutboxEvents::Sequence).gt(after))
         .order_by(OutboxEvents::Sequence, Order::Asc)
