@@ -24,6 +24,8 @@ use crate::storage::{self, Filters, JourneyRow, Profile, Selection};
 
 /// Event type of every recorded transition.
 pub const TRANSITION_RECORDED: &str = "transition.recorded";
+/// Event type of a transition removed because its upstream fact was revised.
+pub const TRANSITION_RETRACTED: &str = "transition.retracted";
 
 /// The funnel service's operations.
 #[derive(Debug, Clone)]
@@ -105,6 +107,48 @@ pub async fn apply_transition(
         transition,
         applied: true,
     })
+}
+
+/// Removes the transitions of `account_id` to any of `stages` at
+/// `occurred_at` that came from `source` (an upstream fact that was revised),
+/// re-derives the journey and publishes `transition.retracted` for each.
+/// Returns how many were removed.
+pub async fn retract_transitions(
+    tx: &mut Tx,
+    account_id: Uuid,
+    stages: &[Stage],
+    occurred_at: i64,
+    source: &str,
+) -> Result<usize, Error> {
+    storage::lock_journey(tx.conn(), account_id).await?;
+    let mut journey = storage::load_transitions(tx.conn(), account_id).await?;
+    let (gone, kept): (Vec<Transition>, Vec<Transition>) = journey.drain(..).partition(|t| {
+        stages.contains(&t.stage) && t.occurred_at == occurred_at && t.source == source
+    });
+    if gone.is_empty() {
+        return Ok(0);
+    }
+    let profile = match storage::get_journey(tx.conn(), account_id).await? {
+        Some(row) => row.profile,
+        None => Profile {
+            segment: Segment::Unspecified,
+            owner: String::new(),
+        },
+    };
+    let mut kept = kept;
+    domain::sort_journey(&mut kept);
+    storage::delete_transitions(tx.conn(), &gone.iter().map(|t| t.id).collect::<Vec<_>>()).await?;
+    let entries = domain::entries(&kept);
+    storage::save_journey(tx.conn(), account_id, &entries, &profile, tx.now()).await?;
+    for t in &gone {
+        tx.emit(NewEvent::new(
+            "account",
+            account_id.to_string(),
+            TRANSITION_RETRACTED,
+            &convert::transition_to_pb(t),
+        ));
+    }
+    Ok(gone.len())
 }
 
 impl Funnel {

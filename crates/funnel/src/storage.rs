@@ -326,6 +326,20 @@ pub async fn lock_journey<C: ConnectionTrait>(conn: &C, account_id: Uuid) -> Res
     Ok(())
 }
 
+/// Deletes transitions by id.
+pub async fn delete_transitions<C: ConnectionTrait>(conn: &C, ids: &[Uuid]) -> Result<(), Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    execute(
+        conn,
+        Query::delete()
+            .from_table(Transitions::Table)
+            .and_where(Expr::col(Transitions::Id).is_in(ids.iter().map(Uuid::to_string))),
+    )
+    .await
+}
+
 /// An account's transitions (unsorted).
 pub async fn load_transitions<C: ConnectionTrait>(
     conn: &C,
@@ -405,7 +419,13 @@ pub async fn save_journey<C: ConnectionTrait>(
     .await?;
     insert_entries(conn, &[(account_id, entries, profile)]).await?;
     let Some(last) = entries.last() else {
-        return Ok(());
+        return execute(
+            conn,
+            Query::delete()
+                .from_table(Journeys::Table)
+                .and_where(Expr::col(Journeys::AccountId).eq(id)),
+        )
+        .await;
     };
     let stmt = Query::insert()
         .into_table(Journeys::Table)

@@ -25,6 +25,7 @@ backend_test!(
     accounts_in_a_stage_are_listed_longest_waiting_first_page_by_page,
     every_transition_is_published_on_the_funnel_feed,
     a_read_only_key_cannot_record_transitions,
+    concurrent_transitions_of_one_journey_all_land_in_order,
 );
 
 async fn a_back_dated_import_yields_the_journey_in_business_time(
@@ -384,5 +385,39 @@ async fn a_read_only_key_cannot_record_transitions(db: &TestDatabase) -> anyhow:
             .await,
         Code::NotFound,
     );
+    Ok(())
+}
+
+async fn concurrent_transitions_of_one_journey_all_land_in_order(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let suite = Suite::start(db).await?;
+    let acme = suite.customer("Acme", Segment::Smb, "ana").await?;
+    // Sixteen transitions at once: AWARENESS..GROWTH cycling, a day apart.
+    let calls = (0..16).map(|i| {
+        let mut funnel = suite.funnel();
+        let stage = Stage::try_from(1 + (i % 7) as i32).unwrap_or(Stage::Awareness);
+        let acme = acme.clone();
+        async move { record(&mut funnel, &acme, stage, i64::from(i)).await }
+    });
+    for outcome in futures::future::join_all(calls).await {
+        assert!(outcome?.applied);
+    }
+    let j = journey(&mut suite.funnel(), &acme).await?;
+    assert_eq!(j.transitions.len(), 16);
+    let days: Vec<i64> = j
+        .transitions
+        .iter()
+        .filter_map(|t| {
+            t.occurred_at
+                .as_ref()
+                .map(|at| (at.seconds - JAN_2026) / DAY)
+        })
+        .collect();
+    assert_eq!(days, (0..16).collect::<Vec<_>>());
+    // Every transition changes the stage, so every one is a visit of its own,
+    // derived from the complete journey rather than from a racing partial view.
+    assert_eq!(j.visits.len(), 16);
+    assert_eq!(j.current_stage, Stage::Awareness as i32 + 1);
     Ok(())
 }
