@@ -396,7 +396,7 @@ async fn concurrent_transitions_of_one_journey_all_land_in_order(
     // Sixteen transitions at once: AWARENESS..GROWTH cycling, a day apart.
     let calls = (0..16).map(|i| {
         let mut funnel = suite.funnel();
-        let stage = Stage::try_from(1 + (i % 7) as i32).unwrap_or(Stage::Awareness);
+        let stage = Stage::try_from(1 + (i % 7)).unwrap_or(Stage::Awareness);
         let acme = acme.clone();
         async move { record(&mut funnel, &acme, stage, i64::from(i)).await }
     });
