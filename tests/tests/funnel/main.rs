@@ -6,6 +6,7 @@
 mod crosscheck;
 mod journeys;
 mod reports;
+mod robustness;
 
 use anyhow::Context as _;
 use bowtie_proto::accounts::Account;
