@@ -78,6 +78,8 @@ enum KeysCommand {
 enum Service {
     /// The accounts service.
     Accounts,
+    /// The revenue service.
+    Revenue,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -104,7 +106,7 @@ async fn run(command: Command, mut settings: Settings) -> anyhow::Result<()> {
         Command::Dev { data_dir } => {
             let _telemetry = bowtie_runtime::telemetry::init("bowtie", &settings.telemetry)?;
             dev(&mut settings, &data_dir);
-            serve_all(settings, true).await
+            serve_all(settings, &[Service::Accounts, Service::Revenue], true).await
         }
         Command::Serve { service } => {
             let _telemetry = bowtie_runtime::telemetry::init(
@@ -116,7 +118,7 @@ async fn run(command: Command, mut settings: Settings) -> anyhow::Result<()> {
                     "no API keys configured: every call will be refused (see `bowtie keys generate`)"
                 );
             }
-            serve_all(settings, false).await
+            serve_all(settings, &[service], false).await
         }
         Command::Migrate { service } => {
             let _telemetry =
@@ -125,6 +127,11 @@ async fn run(command: Command, mut settings: Settings) -> anyhow::Result<()> {
                 Service::Accounts => {
                     let db = Db::connect(&settings.accounts.database).await?;
                     db.migrate::<bowtie_accounts::storage::Migrator>().await?;
+                    db.close().await;
+                }
+                Service::Revenue => {
+                    let db = Db::connect(&settings.revenue.database).await?;
+                    db.migrate::<bowtie_revenue::storage::Migrator>().await?;
                     db.close().await;
                 }
             }
@@ -138,6 +145,7 @@ async fn run(command: Command, mut settings: Settings) -> anyhow::Result<()> {
 fn service_name(service: Service) -> &'static str {
     match service {
         Service::Accounts => "accounts",
+        Service::Revenue => "revenue",
     }
 }
 
@@ -148,6 +156,10 @@ fn dev(settings: &mut Settings, data_dir: &std::path::Path) {
     if settings.accounts.database.url() == default_url {
         let url = format!("sqlite://{}", data_dir.join("accounts.db").display());
         settings.accounts.database = settings.accounts.database.with_url(&url, "accounts");
+    }
+    if settings.revenue.database.url() == "sqlite://data/revenue.db" {
+        let url = format!("sqlite://{}", data_dir.join("revenue.db").display());
+        settings.revenue.database = settings.revenue.database.with_url(&url, "revenue");
     }
     if settings.auth.keys.is_empty() {
         settings.auth.keys = vec![
@@ -200,19 +212,61 @@ async fn stop_signal() {
     }
 }
 
-async fn serve_all(settings: Settings, print: bool) -> anyhow::Result<()> {
+async fn serve_all(
+    mut settings: Settings,
+    services: &[Service],
+    print: bool,
+) -> anyhow::Result<()> {
     let keys = Arc::new(ApiKeys::from_settings(&settings.auth)?);
     let shutdown = Shutdown::new();
-    let accounts = bowtie_accounts::build(&settings, keys.clone(), shutdown.clone())
-        .await
-        .context("starting accounts")?;
-    let addr = accounts.local_addr();
-    tracing::info!(service = "accounts", %addr, "listening");
-    if print {
-        println!("accounts  grpc://{addr}");
-        println!("ready: try `grpcurl -plaintext {addr} list`");
+    let mut servers = Vec::new();
+    for service in services {
+        let server = match service {
+            Service::Accounts => {
+                let server = bowtie_accounts::build(&settings, keys.clone(), shutdown.clone())
+                    .await
+                    .context("starting accounts")?;
+                if services.len() > 1 {
+                    // Services of one process reach accounts where it listens.
+                    settings.peers.accounts = format!("http://{}", server.local_addr());
+                }
+                server
+            }
+            Service::Revenue => bowtie_revenue::build(&settings, keys.clone(), shutdown.clone())
+                .await
+                .context("starting revenue")?,
+        };
+        let name = service_name(*service);
+        let addr = server.local_addr();
+        tracing::info!(service = name, %addr, "listening");
+        if print {
+            println!("{name:<9} grpc://{addr}");
+        }
+        servers.push(server);
     }
-    // On the signal the server reports NOT_SERVING, drains, then fires the
-    // shared shutdown that every server of the process stops on.
-    accounts.run_until_stopped(stop_signal()).await
+    if print && let Some(first) = servers.first() {
+        println!(
+            "ready: try `grpcurl -plaintext {} list`",
+            first.local_addr()
+        );
+    }
+    // On the signal the first server reports NOT_SERVING, drains, then fires
+    // the shared shutdown that every server of the process stops on.
+    let mut runs = Vec::new();
+    for (i, server) in servers.into_iter().enumerate() {
+        let stopped = shutdown.clone();
+        runs.push(tokio::spawn(async move {
+            if i == 0 {
+                server.run_until_stopped(stop_signal()).await
+            } else {
+                server
+                    .run_until_stopped(async move { stopped.wait().await })
+                    .await
+            }
+        }));
+    }
+    for run in runs {
+        run.await.context("a server task panicked")??;
+    }
+    Ok(())
 }
