@@ -1,1 +1,8 @@
-//! Integration tests of the revenue service.
+//! Integration tests of the revenue service through its public gRPC API: a
+//! real accounts server and a real revenue server on random ports over fresh
+//! databases, driven with the generated clients. Every scenario runs on
+//! SQLite and on PostgreSQL (`<scenario>::sqlite`, `<scenario>::postgres`).
+
+mod feed;
+mod reports;
+mod subscriptions;
