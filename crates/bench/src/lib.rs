@@ -2,3 +2,4 @@
 //! `bowtie-bench` binary runs them (`make bench`).
 
 pub mod measure;
+pub mod revenue;

@@ -25,6 +25,8 @@ struct Cli {
 enum Case {
     /// Every case.
     All,
+    /// The revenue service: MRR report and retention over 1M changes.
+    Revenue,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -33,8 +35,10 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let report = runtime.block_on(async {
-        let report = Report::default();
-        let _ = cli.case;
+        let mut report = Report::default();
+        if matches!(cli.case, Case::All | Case::Revenue) {
+            bowtie_bench::revenue::run(&mut report).await?;
+        }
         anyhow::Ok(report)
     })?;
     report.print();

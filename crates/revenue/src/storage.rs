@@ -93,8 +93,17 @@ impl MigrationName for CreateRevenueTables {
 #[async_trait::async_trait]
 impl MigrationTrait for CreateRevenueTables {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let sqlite = manager.get_database_backend() == DbBackend::Sqlite;
         for sql in CREATE_TABLES {
-            manager.get_connection().execute_unprepared(sql).await?;
+            // On SQLite the span and movement tables are clustered by their
+            // primary key (account first), so per-account reads are one range.
+            let clustered = sqlite && sql.contains("PRIMARY KEY (account_id");
+            let sql = if clustered {
+                format!("{sql} WITHOUT ROWID")
+            } else {
+                (*sql).to_owned()
+            };
+            manager.get_connection().execute_unprepared(&sql).await?;
         }
         Ok(())
     }
@@ -541,25 +550,39 @@ pub async fn retention<C: ConnectionTrait>(
     t1: i64,
     filter: &CohortFilter,
 ) -> Result<Retention, Error> {
+    // One pass over the spans that overlap [t0, t1], grouped by account
+    // (the table is clustered by account), rather than a join of two
+    // point-in-time lookups.
     let mut sql = String::from(
-        "SELECT CAST(COUNT(*) AS BIGINT) AS accounts_start, \
-         CAST(COALESCE(SUM(CASE WHEN e.mrr IS NULL THEN 0 ELSE 1 END), 0) AS BIGINT) AS accounts_retained, \
-         CAST(COALESCE(SUM(s.mrr), 0) AS BIGINT) AS mrr_start, \
-         CAST(COALESCE(SUM(CASE WHEN e.mrr IS NULL THEN 0 WHEN e.mrr < s.mrr THEN e.mrr ELSE s.mrr END), 0) AS BIGINT) AS mrr_retained, \
-         CAST(COALESCE(SUM(COALESCE(e.mrr, 0)), 0) AS BIGINT) AS mrr_end \
-         FROM paying_spans s LEFT JOIN paying_spans e \
-         ON e.account_id = s.account_id AND e.valid_from <= ? AND e.valid_to > ? \
-         WHERE s.valid_from <= ? AND s.valid_to > ?",
+        "SELECT account_id, \
+         SUM(CASE WHEN valid_from <= ? AND valid_to > ? THEN mrr ELSE 0 END) AS m0, \
+         SUM(CASE WHEN valid_from <= ? AND valid_to > ? THEN mrr ELSE 0 END) AS m1 \
+         FROM paying_spans WHERE valid_from <= ? AND valid_to > ?",
     );
-    let mut values: Vec<Value> = vec![t1.into(), t1.into(), t0.into(), t0.into()];
+    let mut values: Vec<Value> = vec![
+        t0.into(),
+        t0.into(),
+        t1.into(),
+        t1.into(),
+        t1.into(),
+        t0.into(),
+    ];
     if let Some(segment) = filter.segment {
-        sql.push_str(" AND s.segment = ?");
+        sql.push_str(" AND segment = ?");
         values.push(segment.into());
     }
     if let Some(owner) = &filter.owner {
-        sql.push_str(" AND s.owner = ?");
+        sql.push_str(" AND owner = ?");
         values.push(owner.clone().into());
     }
+    let sql = format!(
+        "SELECT CAST(COUNT(*) AS BIGINT) AS accounts_start, \
+         CAST(COALESCE(SUM(CASE WHEN m1 > 0 THEN 1 ELSE 0 END), 0) AS BIGINT) AS accounts_retained, \
+         CAST(COALESCE(SUM(m0), 0) AS BIGINT) AS mrr_start, \
+         CAST(COALESCE(SUM(CASE WHEN m1 < m0 THEN m1 ELSE m0 END), 0) AS BIGINT) AS mrr_retained, \
+         CAST(COALESCE(SUM(m1), 0) AS BIGINT) AS mrr_end \
+         FROM ({sql} GROUP BY account_id) x WHERE m0 > 0"
+    );
     let rows = query(conn, &sql, values).await?;
     let row = rows.first().ok_or_else(|| corrupt("retention"))?;
     Ok(Retention {
