@@ -153,6 +153,7 @@ pub fn change(id: &str, at: Timestamp, terms: Terms) -> ChangeSubscriptionReques
         terms: Some(terms),
         effective_at: Some(at),
         idempotency_key: String::new(),
+        expected_version: None,
     }
 }
 

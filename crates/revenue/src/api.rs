@@ -100,7 +100,14 @@ impl RevenueService for RevenueApi {
         let (terms, currency) = parsed(terms)?;
         Ok(Response::new(
             self.app
-                .change_subscription(parsed(id)?, parsed(at)?, terms, currency, idem)
+                .change_subscription(
+                    parsed(id)?,
+                    parsed(at)?,
+                    terms,
+                    currency,
+                    req.expected_version,
+                    idem,
+                )
                 .await?,
         ))
     }
@@ -118,7 +125,12 @@ impl RevenueService for RevenueApi {
         v.into_result()?;
         Ok(Response::new(
             self.app
-                .cancel_subscription(parsed(id)?, parsed(cancellation)?, idem)
+                .cancel_subscription(
+                    parsed(id)?,
+                    parsed(cancellation)?,
+                    req.expected_version,
+                    idem,
+                )
                 .await?,
         ))
     }
@@ -253,6 +265,29 @@ impl RevenueService for RevenueApi {
         );
         let page = Page::parse(req.page.as_ref(), &fingerprint)?;
         Ok(Response::new(self.app.list_movements(filter, page).await?))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_renewals(
+        &self,
+        request: Request<pb::ListRenewalsRequest>,
+    ) -> Answer<pb::ListRenewalsResponse> {
+        let req = request.into_inner();
+        let mut v = FieldViolations::default();
+        let start = convert::required_time(&mut v, "start_at", req.start_at.as_ref());
+        let end = convert::required_time(&mut v, "end_at", req.end_at.as_ref());
+        let account = convert::optional_uuid(&mut v, "account_id", &req.account_id);
+        if let (Some(start), Some(end)) = (start, end)
+            && end <= start
+        {
+            v.add("end_at", "must be after start_at");
+        }
+        v.into_result()?;
+        let (start, end, account) = (parsed(start)?, parsed(end)?, parsed(account)?);
+        let page = Page::parse(req.page.as_ref(), &format!("{start}|{end}|{account:?}"))?;
+        Ok(Response::new(
+            self.app.list_renewals(start, end, account, page).await?,
+        ))
     }
 
     #[tracing::instrument(skip_all)]

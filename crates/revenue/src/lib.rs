@@ -40,6 +40,12 @@ pub fn policy(settings: &Settings) -> anyhow::Result<service::Policy> {
     Ok(service::Policy {
         reporting_currency: reporting,
         churn_reasons: settings.revenue_policy.churn_reasons.clone(),
+        default_renewal_likelihood_bp: i64::from(
+            settings
+                .revenue_policy
+                .default_renewal_likelihood_bp
+                .min(10_000),
+        ),
     })
 }
 

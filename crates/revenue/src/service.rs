@@ -33,6 +33,8 @@ pub struct Policy {
     pub reporting_currency: String,
     /// Accepted cancellation reason codes.
     pub churn_reasons: Vec<String>,
+    /// Renewal likelihood (basis points) when no score exists.
+    pub default_renewal_likelihood_bp: i64,
 }
 
 /// Where an account reports: its segment code and owner.
@@ -140,6 +142,7 @@ impl Revenue {
         effective_at: i64,
         terms: Terms,
         currency: String,
+        expected_version: Option<i64>,
         idem: Option<Idempotency>,
     ) -> Result<pb::ChangeSubscriptionResponse, Error> {
         let current = storage::require_subscription(self.store.db().reader(), id).await?;
@@ -150,6 +153,7 @@ impl Revenue {
                 Box::pin(async move {
                     storage::lock_account(tx.conn(), account.id).await?;
                     let mut s = storage::require_subscription(tx.conn(), id).await?;
+                    check_version(&s, expected_version)?;
                     if currency != s.currency {
                         return Err(Error::invalid(
                             "terms.unit_price.currency_code",
@@ -171,6 +175,7 @@ impl Revenue {
         &self,
         id: Uuid,
         cancellation: Cancellation,
+        expected_version: Option<i64>,
         idem: Option<Idempotency>,
     ) -> Result<pb::CancelSubscriptionResponse, Error> {
         if !self.policy.churn_reasons.contains(&cancellation.reason) {
@@ -190,6 +195,7 @@ impl Revenue {
                 Box::pin(async move {
                     storage::lock_account(tx.conn(), account.id).await?;
                     let mut s = storage::require_subscription(tx.conn(), id).await?;
+                    check_version(&s, expected_version)?;
                     s.cancel(cancellation)?;
                     let out = apply(tx, &policy, &account, s, "subscription.cancelled").await?;
                     Ok(pb::CancelSubscriptionResponse {
@@ -269,7 +275,20 @@ impl Revenue {
             .write(idem, move |tx| {
                 Box::pin(async move {
                     let s = storage::require_subscription(tx.conn(), subscription_id).await?;
-                    let renewal_at = s.term_end.unwrap_or(decided_at).max(decided_at);
+                    let Some(term_end) = s.term_end else {
+                        return Err(Error::FailedPrecondition(format!(
+                            "subscription {subscription_id} has no term, so nothing to renew"
+                        )));
+                    };
+                    storage::save_renewal_outcome(
+                        tx.conn(),
+                        subscription_id,
+                        term_end,
+                        outcome as i32,
+                        decided_at,
+                    )
+                    .await?;
+                    let renewal_at = term_end.max(decided_at);
                     let renewal = pb::Renewal {
                         account_id: s.account_id.to_string(),
                         subscription_id: s.id.to_string(),
@@ -351,6 +370,71 @@ impl Revenue {
                 .iter()
                 .map(|m| movement_to_pb(&m.account_id, &m.movement, m.segment, currency))
                 .collect(),
+            page: Some(paging),
+        })
+    }
+
+    /// The renewal book for renewal dates in `[start, end)`.
+    pub async fn list_renewals(
+        &self,
+        start: i64,
+        end: i64,
+        account: Option<Uuid>,
+        page: Page,
+    ) -> Result<pb::ListRenewalsResponse, Error> {
+        let after = match page.after.as_deref() {
+            None => None,
+            Some(key) => {
+                let bad = || Error::invalid("page.page_token", "is not a valid token");
+                let (at, id) = key.split_once('/').ok_or_else(bad)?;
+                Some((at.parse::<i64>().map_err(|_| bad())?, id.to_owned()))
+            }
+        };
+        let rows = storage::renewals(
+            self.store.db().reader(),
+            start,
+            end,
+            account,
+            after,
+            page.fetch_limit(),
+        )
+        .await?;
+        let (rows, paging) = page.finish(rows, |(s, _)| {
+            format!("{}/{}", s.term_end.unwrap_or_default(), s.id)
+        });
+        let now = now_micros();
+        let likelihood = self.policy.default_renewal_likelihood_bp;
+        let renewals = rows
+            .iter()
+            .map(|(s, outcome)| {
+                let renewal_at = s.term_end.unwrap_or_default();
+                let amount = s.mrr_at(renewal_at - 1).saturating_mul(12);
+                let forecast = i64::try_from(
+                    (i128::from(amount) * i128::from(likelihood) * 2 + 10_000) / 20_000,
+                )
+                .unwrap_or(i64::MAX);
+                let cancelled = s
+                    .cancellation
+                    .as_ref()
+                    .is_some_and(|c| c.effective_at <= renewal_at);
+                let outcome = match (*outcome, cancelled) {
+                    (0, true) => pb::RenewalOutcome::Churned as i32,
+                    (o, _) => o,
+                };
+                pb::RenewalBookEntry {
+                    subscription_id: s.id.to_string(),
+                    account_id: s.account_id.to_string(),
+                    renewal_at: Some(to_timestamp(renewal_at)),
+                    days_to_renewal: (renewal_at - now).div_euclid(86_400_000_000),
+                    amount_at_stake: Some(money(&s.currency, amount)),
+                    likelihood_basis_points: i32::try_from(likelihood).unwrap_or(0),
+                    forecast: Some(money(&s.currency, forecast)),
+                    outcome,
+                }
+            })
+            .collect();
+        Ok(pb::ListRenewalsResponse {
+            renewals,
             page: Some(paging),
         })
     }
@@ -445,6 +529,16 @@ impl Revenue {
         let revisions = storage::recompute(&txn, &histories, &fx).await?;
         txn.commit().await?;
         Ok(revisions.iter().map(|r| r.recorded.len()).sum())
+    }
+}
+
+fn check_version(s: &Subscription, expected: Option<i64>) -> Result<(), Error> {
+    match expected {
+        Some(expected) if expected != s.version => Err(Error::Aborted(format!(
+            "subscription {} is at version {}, not {expected}; re-read it and retry",
+            s.id, s.version
+        ))),
+        _ => Ok(()),
     }
 }
 

@@ -80,6 +80,12 @@ const CREATE_TABLES: &[&str] = &[
         paid_at BIGINT NULL,
         created_at BIGINT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS invoices_account ON invoices (account_id)",
+    "CREATE TABLE IF NOT EXISTS renewal_outcomes (
+        subscription_id VARCHAR(36) NOT NULL,
+        renewal_at BIGINT NOT NULL,
+        outcome INTEGER NOT NULL,
+        decided_at BIGINT NOT NULL,
+        PRIMARY KEY (subscription_id, renewal_at))",
 ];
 
 struct CreateRevenueTables;
@@ -110,6 +116,7 @@ impl MigrationTrait for CreateRevenueTables {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         for table in [
+            "renewal_outcomes",
             "invoices",
             "fx_rates",
             "paying_spans",
@@ -705,4 +712,67 @@ pub async fn insert_invoice<C: ConnectionTrait>(
         ],
     )
     .await
+}
+
+/// Records (or replaces) the outcome of the renewal at `renewal_at`.
+pub async fn save_renewal_outcome<C: ConnectionTrait>(
+    conn: &C,
+    subscription: Uuid,
+    renewal_at: i64,
+    outcome: i32,
+    decided_at: i64,
+) -> Result<(), Error> {
+    exec(
+        conn,
+        "INSERT INTO renewal_outcomes (subscription_id, renewal_at, outcome, decided_at) \
+         VALUES (?, ?, ?, ?) ON CONFLICT (subscription_id, renewal_at) DO UPDATE SET \
+         outcome = excluded.outcome, decided_at = excluded.decided_at",
+        vec![
+            subscription.to_string().into(),
+            renewal_at.into(),
+            outcome.into(),
+            decided_at.into(),
+        ],
+    )
+    .await
+}
+
+/// Subscriptions renewing in `[start, end)` with their recorded outcome
+/// (0 when none), ordered by (renewal date, id) after the cursor.
+pub async fn renewals<C: ConnectionTrait>(
+    conn: &C,
+    start: i64,
+    end: i64,
+    account: Option<Uuid>,
+    after: Option<(i64, String)>,
+    limit: u64,
+) -> Result<Vec<(Subscription, i32)>, Error> {
+    let mut sql = String::from(
+        "SELECT s.data, COALESCE(o.outcome, 0) AS outcome FROM subscriptions s \
+         LEFT JOIN renewal_outcomes o ON o.subscription_id = s.id AND o.renewal_at = s.renewal_at \
+         WHERE s.renewal_at >= ? AND s.renewal_at < ?",
+    );
+    let mut values: Vec<Value> = vec![start.into(), end.into()];
+    if let Some(account) = account {
+        sql.push_str(" AND s.account_id = ?");
+        values.push(account.to_string().into());
+    }
+    if let Some((at, id)) = after {
+        sql.push_str(" AND (s.renewal_at > ? OR (s.renewal_at = ? AND s.id > ?))");
+        values.extend([at.into(), at.into(), id.into()]);
+    }
+    sql.push_str(&format!(
+        " ORDER BY s.renewal_at, s.id LIMIT {}",
+        limit.min(10_000)
+    ));
+    query(conn, &sql, values)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok((
+                subscription_from_json(&row.try_get::<String>("", "data")?)?,
+                row.try_get("", "outcome")?,
+            ))
+        })
+        .collect()
 }

@@ -20,7 +20,10 @@ async fn the_feed_announces_subscriptions_movements_renewals_and_late_invoices(
     let mut client = suite.client();
     let account = suite.account("Acme", Segment::Smb, "ana").await?;
     let id = client
-        .create_subscription(create(monthly(&account, day(2025, 1, 1), 2, 5_000)))
+        .create_subscription(create(Subscription {
+            term_end_at: Some(day(2026, 1, 1)),
+            ..monthly(&account, day(2025, 1, 1), 2, 5_000)
+        }))
         .await?
         .into_inner()
         .subscription
@@ -38,6 +41,7 @@ async fn the_feed_announces_subscriptions_movements_renewals_and_late_invoices(
             id: id.clone(),
             cancellation: cancellation(day(2025, 6, 1)),
             idempotency_key: String::new(),
+            expected_version: None,
         })
         .await?;
     let invoice = |paid: bowtie_proto::revenue::Invoice| RecordInvoiceRequest {

@@ -4,5 +4,6 @@
 //! SQLite and on PostgreSQL (`<scenario>::sqlite`, `<scenario>::postgres`).
 
 mod feed;
+mod renewals;
 mod reports;
 mod subscriptions;

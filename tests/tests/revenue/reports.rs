@@ -232,6 +232,7 @@ async fn mrr_report_and_retention_equal_an_independent_sql_computation(
                     id: subscription_ids[i].clone(),
                     cancellation: cancellation(at(c)),
                     idempotency_key: String::new(),
+                    expected_version: None,
                 })
                 .await?;
         }

@@ -46,6 +46,7 @@ async fn a_subscription_lifecycle_records_each_movement_type(
             id: created.id.clone(),
             cancellation: cancellation(day(2025, 4, 1)),
             idempotency_key: String::new(),
+            expected_version: None,
         })
         .await?;
     client
@@ -321,6 +322,7 @@ async fn a_change_before_the_start_is_invalid_and_a_second_cancel_is_a_failed_pr
             c
         }),
         idempotency_key: String::new(),
+        expected_version: None,
     };
     invalid_field(
         client.cancel_subscription(cancel("astrology")).await,
