@@ -17,6 +17,8 @@ use crate::storage::{CohortFilter, InvoiceRow, MovementFilter};
 
 /// Longest report range in months.
 const MAX_REPORT_MONTHS: i32 = 120;
+/// Most cohorts, and most months since the first payment, of a cohort grid.
+const MAX_COHORT_MONTHS: i32 = 36;
 
 /// The tonic service.
 #[derive(Debug, Clone)]
@@ -372,6 +374,53 @@ impl RevenueService for RevenueApi {
         };
         Ok(Response::new(
             self.app.retention(parsed(t0)?, parsed(t1)?, filter).await?,
+        ))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_cohort_retention(
+        &self,
+        request: Request<pb::GetCohortRetentionRequest>,
+    ) -> Answer<pb::GetCohortRetentionResponse> {
+        let req = request.into_inner();
+        let mut v = FieldViolations::default();
+        let first = parse_month(&req.start_month);
+        if first.is_none() {
+            v.add("start_month", "must be a month written YYYY-MM");
+        }
+        let last = parse_month(&req.end_month);
+        if last.is_none() {
+            v.add("end_month", "must be a month written YYYY-MM");
+        }
+        if let (Some(first), Some(last)) = (first, last)
+            && !(0..=MAX_COHORT_MONTHS).contains(&(last - first))
+        {
+            v.add(
+                "end_month",
+                format!("must be within {MAX_COHORT_MONTHS} months after start_month"),
+            );
+        }
+        if !(0..=MAX_COHORT_MONTHS).contains(&req.months) {
+            v.add(
+                "months",
+                format!("must be between 0 and {MAX_COHORT_MONTHS}"),
+            );
+        }
+        let months = if req.months == 0 { 12 } else { req.months };
+        let segment = validate::enum_value::<bowtie_proto::common::Segment>(
+            &mut v,
+            "segment",
+            req.segment,
+            false,
+        );
+        v.into_result()?;
+        let segment = parsed(segment)?;
+        let segment =
+            (segment != bowtie_proto::common::Segment::Unspecified).then_some(segment as i32);
+        Ok(Response::new(
+            self.app
+                .cohort_retention(parsed(first)?, parsed(last)?, months, segment)
+                .await?,
         ))
     }
 

@@ -809,5 +809,53 @@ impl Retention {
     }
 }
 
+/// One cell of the cohort grid: accounts paying and their MRR at the end of
+/// month `cohort + month`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CohortCell {
+    /// Accounts paying.
+    pub paying: i64,
+    /// Their MRR.
+    pub mrr: i64,
+}
+
+/// The cohort grid: for each cohort month (of the first payment), its size
+/// and a cell per month since the first payment, for month ends before
+/// `until` and at most `months` after the cohort month. `spans` are the
+/// paying spans of the cohorts' accounts.
+pub fn cohort_grid<K: Ord + Clone>(
+    cohort_of: &BTreeMap<K, Month>,
+    spans: &[(K, PayingSpan)],
+    months: i32,
+    until: i64,
+) -> BTreeMap<Month, (i64, Vec<CohortCell>)> {
+    let mut grid: BTreeMap<Month, (i64, Vec<CohortCell>)> = BTreeMap::new();
+    for cohort in cohort_of.values() {
+        let entry = grid.entry(*cohort).or_insert_with(|| {
+            let ended = (0..=months)
+                .take_while(|k| month_start(cohort + k + 1) <= until)
+                .count();
+            (0, vec![CohortCell::default(); ended])
+        });
+        entry.0 += 1;
+    }
+    for (account, span) in spans {
+        let Some(cohort) = cohort_of.get(account) else {
+            continue;
+        };
+        let Some((_, cells)) = grid.get_mut(cohort) else {
+            continue;
+        };
+        for (k, cell) in cells.iter_mut().enumerate() {
+            let end = month_start(cohort + k as i32 + 1) - 1;
+            if span.from <= end && span.to.is_none_or(|to| end < to) {
+                cell.paying += 1;
+                cell.mrr += span.mrr;
+            }
+        }
+    }
+    grid
+}
+
 #[cfg(test)]
 mod tests;

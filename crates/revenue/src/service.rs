@@ -477,6 +477,53 @@ impl Revenue {
         })
     }
 
+    /// The cohort grid of the cohorts `first..=last`, `months` months deep.
+    pub async fn cohort_retention(
+        &self,
+        first: Month,
+        last: Month,
+        months: i32,
+        segment: Option<i32>,
+    ) -> Result<pb::GetCohortRetentionResponse, Error> {
+        let reader = self.store.db().reader();
+        let firsts =
+            storage::first_payments(reader, month_start(first), month_start(last + 1), segment)
+                .await?;
+        let cohort_of: BTreeMap<String, Month> = firsts
+            .into_iter()
+            .map(|(account, at)| (account, month_of(at)))
+            .collect();
+        let accounts: Vec<String> = cohort_of.keys().cloned().collect();
+        let spans = storage::spans_of(reader, &accounts).await?;
+        let grid = cohort_grid(&cohort_of, &spans, months, now_micros());
+        let currency = &self.policy.reporting_currency;
+        let cohorts = grid
+            .into_iter()
+            .map(|(month, (size, cells))| {
+                let base = cells.first().map_or(0, |c| c.mrr);
+                pb::Cohort {
+                    cohort: month_label(month),
+                    accounts: size,
+                    cells: cells
+                        .iter()
+                        .zip(0..)
+                        .map(|(c, k)| pb::CohortCell {
+                            month: k,
+                            paying_accounts: c.paying,
+                            logo_retention: Retention::ratio(c.paying, size),
+                            mrr: Some(money(currency, c.mrr)),
+                            mrr_retention: Retention::ratio(c.mrr, base),
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        Ok(pb::GetCohortRetentionResponse {
+            cohorts,
+            reporting_currency_code: currency.clone(),
+        })
+    }
+
     /// Retention of the accounts paying at `t0`, at `t1`.
     pub async fn retention(
         &self,

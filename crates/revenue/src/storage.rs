@@ -776,3 +776,58 @@ pub async fn renewals<C: ConnectionTrait>(
         })
         .collect()
 }
+
+/// The first payment (NEW movement) of every account in `[start, end)`,
+/// optionally of one segment.
+pub async fn first_payments<C: ConnectionTrait>(
+    conn: &C,
+    start: i64,
+    end: i64,
+    segment: Option<i32>,
+) -> Result<Vec<(String, i64)>, Error> {
+    let mut sql = String::from(
+        "SELECT account_id, occurred_at FROM movements WHERE kind = ? AND occurred_at >= ? AND occurred_at < ?",
+    );
+    let mut values: Vec<Value> = vec![MovementKind::New.code().into(), start.into(), end.into()];
+    if let Some(segment) = segment {
+        sql.push_str(" AND segment = ?");
+        values.push(segment.into());
+    }
+    query(conn, &sql, values)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok((
+                row.try_get("", "account_id")?,
+                row.try_get("", "occurred_at")?,
+            ))
+        })
+        .collect()
+}
+
+/// The paying spans of the given accounts.
+pub async fn spans_of<C: ConnectionTrait>(
+    conn: &C,
+    accounts: &[String],
+) -> Result<Vec<(String, PayingSpan)>, Error> {
+    let mut out = Vec::new();
+    for chunk in accounts.chunks(CHUNK) {
+        let sql = format!(
+            "SELECT account_id, valid_from, valid_to, mrr FROM paying_spans WHERE account_id IN ({})",
+            marks(chunk.len())
+        );
+        let ids = chunk.iter().map(|a| a.clone().into()).collect();
+        for row in query(conn, &sql, ids).await? {
+            let to: i64 = row.try_get("", "valid_to")?;
+            out.push((
+                row.try_get("", "account_id")?,
+                PayingSpan {
+                    from: row.try_get("", "valid_from")?,
+                    to: (to != OPEN_END).then_some(to),
+                    mrr: row.try_get("", "mrr")?,
+                },
+            ));
+        }
+    }
+    Ok(out)
+}

@@ -4,8 +4,8 @@
 
 use bowtie_proto::common::Segment;
 use bowtie_proto::revenue::{
-    BillingInterval, CancelSubscriptionRequest, GetRetentionRequest, GetRetentionResponse,
-    MrrPeriod, Subscription, Terms,
+    BillingInterval, CancelSubscriptionRequest, GetCohortRetentionRequest, GetRetentionRequest,
+    GetRetentionResponse, MrrPeriod, Subscription, Terms,
 };
 use bowtie_runtime::db::Db;
 use bowtie_testkit::TestDatabase;
@@ -14,7 +14,10 @@ use bowtie_testkit::revenue::*;
 use prost_types::Timestamp;
 use sea_orm::{ConnectionTrait, Statement};
 
-backend_test!(mrr_report_and_retention_equal_an_independent_sql_computation);
+backend_test!(
+    mrr_report_and_retention_equal_an_independent_sql_computation,
+    the_cohort_grid_follows_each_first_payment_month,
+);
 
 const DAY: i64 = 86_400;
 
@@ -358,5 +361,80 @@ async fn mrr_report_and_retention_equal_an_independent_sql_computation(
         }
     }
     xcheck.close().await;
+    Ok(())
+}
+
+/// A cohort as (month, accounts, [(paying accounts, MRR) per month since]).
+type CohortRow = (String, i64, Vec<(i64, i64)>);
+
+async fn the_cohort_grid_follows_each_first_payment_month(db: &TestDatabase) -> anyhow::Result<()> {
+    let suite = Revenue::start(db).await?;
+    let mut client = suite.client();
+    let a = suite.account("A", Segment::Smb, "ana").await?;
+    let b = suite.account("B", Segment::Smb, "ana").await?;
+    let c = suite.account("C", Segment::Smb, "bo").await?;
+    let id = |r: tonic::Response<bowtie_proto::revenue::CreateSubscriptionResponse>| {
+        r.into_inner().subscription.unwrap_or_default().id
+    };
+    let sa = id(client
+        .create_subscription(create(monthly(&a, day(2025, 1, 10), 1, 10_000)))
+        .await?);
+    let sb = id(client
+        .create_subscription(create(monthly(&b, day(2025, 1, 20), 2, 10_000)))
+        .await?);
+    client
+        .create_subscription(create(monthly(&c, day(2025, 2, 5), 1, 5_000)))
+        .await?;
+    client
+        .change_subscription(change(&sb, day(2025, 2, 10), terms(3, 10_000, "USD")))
+        .await?;
+    client
+        .cancel_subscription(CancelSubscriptionRequest {
+            id: sa,
+            cancellation: cancellation(day(2025, 3, 15)),
+            idempotency_key: String::new(),
+            expected_version: None,
+        })
+        .await?;
+    let grid = client
+        .get_cohort_retention(GetCohortRetentionRequest {
+            start_month: "2025-01".into(),
+            end_month: "2025-02".into(),
+            months: 3,
+            segment: 0,
+        })
+        .await?
+        .into_inner()
+        .cohorts;
+    let rows: Vec<CohortRow> = grid
+        .iter()
+        .map(|c| {
+            (
+                c.cohort.clone(),
+                c.accounts,
+                c.cells
+                    .iter()
+                    .map(|x| (x.paying_accounts, minor(&x.mrr)))
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            (
+                "2025-01".to_owned(),
+                2,
+                vec![(2, 30_000), (2, 40_000), (1, 30_000), (1, 30_000)]
+            ),
+            (
+                "2025-02".to_owned(),
+                1,
+                vec![(1, 5_000), (1, 5_000), (1, 5_000), (1, 5_000)]
+            ),
+        ]
+    );
+    assert_eq!(grid[0].cells[2].logo_retention, 0.5);
+    assert_eq!(grid[0].cells[2].mrr_retention, 1.0);
     Ok(())
 }

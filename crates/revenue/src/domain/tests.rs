@@ -367,6 +367,27 @@ fn retention_ignores_new_customers_and_caps_gross_retention() {
     assert_eq!(r.nrr(), 0.625);
 }
 
+#[test]
+fn the_cohort_grid_follows_each_first_payment_month_until_the_last_ended_month() {
+    let jan = 2025 * 12;
+    let cohort_of = BTreeMap::from([("a", jan), ("b", jan), ("c", jan + 1)]);
+    let span = |from: i64, to: Option<i64>, mrr| PayingSpan { from, to, mrr };
+    let spans = vec![
+        ("a", span(day(3), Some(day(70)), 100)),
+        ("b", span(day(5), Some(day(40)), 200)),
+        ("b", span(day(40), None, 300)),
+        ("c", span(day(35), None, 50)),
+    ];
+    // Month ends before April 1st 2025 have happened.
+    let grid = cohort_grid(&cohort_of, &spans, 12, month_start(jan + 3));
+    let cells = |m: Month| {
+        grid.get(&m)
+            .map(|(n, c)| (*n, c.iter().map(|c| (c.paying, c.mrr)).collect::<Vec<_>>()))
+    };
+    assert_eq!(cells(jan), Some((2, vec![(2, 300), (2, 400), (1, 300)])));
+    assert_eq!(cells(jan + 1), Some((1, vec![(1, 50), (1, 50)])));
+}
+
 // ---- property tests -------------------------------------------------------
 
 /// A generated subscription: start day, interval, terms, trial length,
