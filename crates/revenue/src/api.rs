@@ -424,6 +424,57 @@ impl RevenueService for RevenueApi {
         ))
     }
 
+    #[tracing::instrument(skip_all)]
+    async fn record_spend(
+        &self,
+        request: Request<pb::RecordSpendRequest>,
+    ) -> Answer<pb::RecordSpendResponse> {
+        let req = request.into_inner();
+        let mut v = FieldViolations::default();
+        let month = parse_month(&req.month);
+        if month.is_none() {
+            v.add("month", "must be a month written YYYY-MM");
+        }
+        let spend = convert::amount(
+            &mut v,
+            "sales_and_marketing_spend",
+            req.sales_and_marketing_spend.as_ref(),
+        );
+        if let Some((code, _)) = &spend
+            && *code != self.app.policy().reporting_currency
+        {
+            v.add(
+                "sales_and_marketing_spend.currency_code",
+                format!(
+                    "must be the reporting currency {}",
+                    self.app.policy().reporting_currency
+                ),
+            );
+        }
+        if !(0..=10_000).contains(&req.gross_margin_basis_points) {
+            v.add("gross_margin_basis_points", "must be between 0 and 10000");
+        }
+        let idem = idempotency(&mut v, &req.idempotency_key, "RecordSpend", &req);
+        v.into_result()?;
+        let (_, spend) = parsed(spend)?;
+        Ok(Response::new(
+            self.app
+                .record_spend(parsed(month)?, spend, req.gross_margin_basis_points, idem)
+                .await?,
+        ))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_unit_economics(
+        &self,
+        request: Request<pb::GetUnitEconomicsRequest>,
+    ) -> Answer<pb::GetUnitEconomicsResponse> {
+        let req = request.into_inner();
+        let month = parse_month(&req.month)
+            .ok_or_else(|| Error::invalid("month", "must be a month written YYYY-MM"))?;
+        Ok(Response::new(self.app.unit_economics(month).await?))
+    }
+
     type WatchEventsStream = EventStream<pb::WatchEventsResponse>;
 
     #[tracing::instrument(skip_all)]

@@ -524,6 +524,90 @@ impl Revenue {
         })
     }
 
+    /// Records a month's spend and gross margin.
+    pub async fn record_spend(
+        &self,
+        month: Month,
+        spend: i64,
+        margin_bp: i32,
+        idem: Option<Idempotency>,
+    ) -> Result<pb::RecordSpendResponse, Error> {
+        self.store
+            .write(idem, move |tx| {
+                Box::pin(async move {
+                    storage::save_spend(tx.conn(), month, spend, margin_bp).await?;
+                    Ok(pb::RecordSpendResponse {
+                        month: month_label(month),
+                    })
+                })
+            })
+            .await
+    }
+
+    /// CAC, LTV, LTV:CAC and payback of `month`.
+    pub async fn unit_economics(
+        &self,
+        month: Month,
+    ) -> Result<pb::GetUnitEconomicsResponse, Error> {
+        let reader = self.store.db().reader();
+        let (spend, margin_bp) = storage::spend(reader, month).await?.ok_or_else(|| {
+            Error::FailedPrecondition(format!(
+                "no spend recorded for {}; record it with RecordSpend",
+                month_label(month)
+            ))
+        })?;
+        let report = self
+            .mrr_report(month - 5, month, Granularity::Month, None)
+            .await?;
+        let rates: Vec<f64> = report
+            .periods
+            .iter()
+            .filter(|p| p.paying_accounts_start > 0)
+            .map(|p| p.customer_churn_rate)
+            .collect();
+        let churn = if rates.is_empty() {
+            0.0
+        } else {
+            rates.iter().sum::<f64>() / rates.len() as f64
+        };
+        let last = report.periods.last().cloned().unwrap_or_default();
+        let arpa = last.arpa.as_ref().map_or(0, |m| m.minor_units);
+        let new_customers = last.new_accounts;
+        let cac = if new_customers > 0 {
+            (2 * i128::from(spend) + i128::from(new_customers)) / (2 * i128::from(new_customers))
+        } else {
+            0
+        };
+        let cac = i64::try_from(cac).unwrap_or(i64::MAX);
+        let margin = f64::from(margin_bp) / 10_000.0;
+        let contribution = arpa as f64 * margin;
+        let ltv = if churn > 0.0 {
+            (contribution / churn).round() as i64
+        } else {
+            0
+        };
+        let currency = &self.policy.reporting_currency;
+        Ok(pb::GetUnitEconomicsResponse {
+            sales_and_marketing_spend: Some(money(currency, spend)),
+            new_customers,
+            cac: Some(money(currency, cac)),
+            arpa: Some(money(currency, arpa)),
+            gross_margin: margin,
+            average_monthly_churn_rate: churn,
+            ltv: Some(money(currency, ltv)),
+            ltv_to_cac: if ltv > 0 && cac > 0 {
+                ltv as f64 / cac as f64
+            } else {
+                0.0
+            },
+            cac_payback_months: if contribution > 0.0 {
+                cac as f64 / contribution
+            } else {
+                0.0
+            },
+        })
+    }
+
     /// Retention of the accounts paying at `t0`, at `t1`.
     pub async fn retention(
         &self,

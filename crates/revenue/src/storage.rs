@@ -86,6 +86,10 @@ const CREATE_TABLES: &[&str] = &[
         outcome INTEGER NOT NULL,
         decided_at BIGINT NOT NULL,
         PRIMARY KEY (subscription_id, renewal_at))",
+    "CREATE TABLE IF NOT EXISTS monthly_spend (
+        month INTEGER NOT NULL PRIMARY KEY,
+        spend BIGINT NOT NULL,
+        gross_margin_bp INTEGER NOT NULL)",
 ];
 
 struct CreateRevenueTables;
@@ -116,6 +120,7 @@ impl MigrationTrait for CreateRevenueTables {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         for table in [
+            "monthly_spend",
             "renewal_outcomes",
             "invoices",
             "fx_rates",
@@ -830,4 +835,41 @@ pub async fn spans_of<C: ConnectionTrait>(
         }
     }
     Ok(out)
+}
+
+/// Records a month's spend and gross margin.
+pub async fn save_spend<C: ConnectionTrait>(
+    conn: &C,
+    month: Month,
+    spend: i64,
+    margin_bp: i32,
+) -> Result<(), Error> {
+    exec(
+        conn,
+        "INSERT INTO monthly_spend (month, spend, gross_margin_bp) VALUES (?, ?, ?) \
+         ON CONFLICT (month) DO UPDATE SET spend = excluded.spend, gross_margin_bp = excluded.gross_margin_bp",
+        vec![month.into(), spend.into(), margin_bp.into()],
+    )
+    .await
+}
+
+/// A month's (spend, gross margin in basis points), when recorded.
+pub async fn spend<C: ConnectionTrait>(
+    conn: &C,
+    month: Month,
+) -> Result<Option<(i64, i32)>, Error> {
+    let rows = query(
+        conn,
+        "SELECT spend, gross_margin_bp FROM monthly_spend WHERE month = ?",
+        vec![month.into()],
+    )
+    .await?;
+    rows.first()
+        .map(|row| {
+            Ok((
+                row.try_get("", "spend")?,
+                row.try_get("", "gross_margin_bp")?,
+            ))
+        })
+        .transpose()
 }

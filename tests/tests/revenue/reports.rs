@@ -5,7 +5,8 @@
 use bowtie_proto::common::Segment;
 use bowtie_proto::revenue::{
     BillingInterval, CancelSubscriptionRequest, GetCohortRetentionRequest, GetRetentionRequest,
-    GetRetentionResponse, MrrPeriod, Subscription, Terms,
+    GetRetentionResponse, GetUnitEconomicsRequest, MrrPeriod, RecordSpendRequest, Subscription,
+    Terms,
 };
 use bowtie_runtime::db::Db;
 use bowtie_testkit::TestDatabase;
@@ -17,6 +18,7 @@ use sea_orm::{ConnectionTrait, Statement};
 backend_test!(
     mrr_report_and_retention_equal_an_independent_sql_computation,
     the_cohort_grid_follows_each_first_payment_month,
+    unit_economics_divide_spend_by_new_customers_and_value_them_over_trailing_churn,
 );
 
 const DAY: i64 = 86_400;
@@ -436,5 +438,65 @@ async fn the_cohort_grid_follows_each_first_payment_month(db: &TestDatabase) -> 
     );
     assert_eq!(grid[0].cells[2].logo_retention, 0.5);
     assert_eq!(grid[0].cells[2].mrr_retention, 1.0);
+    Ok(())
+}
+
+async fn unit_economics_divide_spend_by_new_customers_and_value_them_over_trailing_churn(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let suite = Revenue::start(db).await?;
+    let mut client = suite.client();
+    let mut first = None;
+    for name in ["A", "B", "C", "D"] {
+        let account = suite.account(name, Segment::Smb, "ana").await?;
+        let created = client
+            .create_subscription(create(monthly(&account, day(2025, 1, 1), 1, 10_000)))
+            .await?;
+        first.get_or_insert(created.into_inner().subscription.unwrap_or_default().id);
+    }
+    client
+        .cancel_subscription(CancelSubscriptionRequest {
+            id: first.unwrap_or_default(),
+            cancellation: cancellation(day(2025, 2, 10)),
+            idempotency_key: String::new(),
+            expected_version: None,
+        })
+        .await?;
+    for name in ["E", "F"] {
+        let account = suite.account(name, Segment::Smb, "bo").await?;
+        client
+            .create_subscription(create(monthly(&account, day(2025, 3, 5), 1, 5_000)))
+            .await?;
+    }
+    let ask = || GetUnitEconomicsRequest {
+        month: "2025-03".into(),
+    };
+    bowtie_testkit::assert::status(
+        client.get_unit_economics(ask()).await,
+        tonic::Code::FailedPrecondition,
+    );
+    let spend = |currency: &str| RecordSpendRequest {
+        month: "2025-03".into(),
+        sales_and_marketing_spend: money(currency, 100_000),
+        gross_margin_basis_points: 8_000,
+        idempotency_key: String::new(),
+    };
+    bowtie_testkit::assert::invalid_field(
+        client.record_spend(spend("EUR")).await,
+        "sales_and_marketing_spend.currency_code",
+    );
+    client.record_spend(spend("USD")).await?;
+    let economics = client.get_unit_economics(ask()).await?.into_inner();
+    // March: 2 new customers for 1,000.00 of spend, CAC 500.00. End MRR
+    // 400.00 over 5 accounts, ARPA 80.00, 64.00 of margin a month. Churn:
+    // February lost 1 of 4, March none of 3 (January started empty): 12.5%
+    // on average, so LTV = 64.00 / 0.125 = 512.00.
+    assert_eq!(economics.new_customers, 2);
+    assert_eq!(minor(&economics.cac), 50_000);
+    assert_eq!(minor(&economics.arpa), 8_000);
+    assert_eq!(economics.average_monthly_churn_rate, 0.125);
+    assert_eq!(minor(&economics.ltv), 51_200);
+    assert!((economics.ltv_to_cac - 1.024).abs() < 1e-9);
+    assert!((economics.cac_payback_months - 7.8125).abs() < 1e-9);
     Ok(())
 }
