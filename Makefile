@@ -29,6 +29,13 @@ BUF_DEP     := $(filter $(BUF_LOCAL),$(BUF))
 
 PROTO_DIR   := proto
 
+# The benchmark compares with DuckDB (Python package from PyPI, pinned) in a
+# virtualenv under .tools/.
+PYTHON         ?= python3
+DUCKDB_VERSION := 1.4.1
+BENCH_VENV     := $(TOOLS_DIR)/bench-venv-duckdb-$(DUCKDB_VERSION)
+BENCH_PYTHON   := $(BENCH_VENV)/bin/python
+
 # Extra arguments for `make run`, e.g. make run ARGS="--help".
 ARGS        ?=
 # Extra arguments for the test binaries, e.g. make test TEST_ARGS="accounts".
@@ -54,8 +61,8 @@ build: ## Build the whole workspace (debug)
 test: ## Run the workspace's tests (PostgreSQL ones need BOWTIE_TEST_DATABASE_URL)
 	$(CARGO) test $(CARGO_FLAGS) --workspace --all-targets -- $(TEST_ARGS)
 
-bench: ## Benchmarks (release build): prints a table, writes bench-results/results.json
-	$(CARGO) run $(CARGO_FLAGS) -p bowtie-bench --release -- $(BENCH_ARGS)
+bench: $(BENCH_PYTHON) ## Benchmarks (release build): prints a table, writes bench-results/results.json
+	BOWTIE_BENCH_PYTHON=$(BENCH_PYTHON) $(CARGO) run $(CARGO_FLAGS) -p bowtie-bench --release -- $(BENCH_ARGS)
 
 # --- style -------------------------------------------------------------------
 
@@ -88,6 +95,10 @@ $(BUF_LOCAL):
 	$(NPM) install --prefix $(BUF_DIR) --no-save --no-audit --no-fund \
 	  --loglevel=error @bufbuild/buf@$(BUF_VERSION)
 	@$@ --version >/dev/null
+
+$(BENCH_PYTHON):
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check duckdb==$(DUCKDB_VERSION)
 
 # --- cleanup -----------------------------------------------------------------
 

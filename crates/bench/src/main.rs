@@ -27,6 +27,8 @@ enum Case {
     All,
     /// Funnel report and journey lookups over 1M transitions.
     Funnel,
+    /// The revenue service: MRR report and retention over 1M changes.
+    Revenue,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -38,6 +40,9 @@ fn main() -> anyhow::Result<()> {
         let mut report = Report::default();
         if matches!(cli.case, Case::All | Case::Funnel) {
             bowtie_bench::funnel::run(&mut report).await?;
+        }
+        if matches!(cli.case, Case::All | Case::Revenue) {
+            bowtie_bench::revenue::run(&mut report).await?;
         }
         anyhow::Ok(report)
     })?;

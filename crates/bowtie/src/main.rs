@@ -80,10 +80,12 @@ enum Service {
     Accounts,
     /// The funnel service.
     Funnel,
+    /// The revenue service.
+    Revenue,
 }
 
 /// Every service, in start order (each service's peers start before it).
-const ALL_SERVICES: &[Service] = &[Service::Accounts, Service::Funnel];
+const ALL_SERVICES: &[Service] = &[Service::Accounts, Service::Revenue, Service::Funnel];
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -137,6 +139,11 @@ async fn run(command: Command, mut settings: Settings) -> anyhow::Result<()> {
                     db.migrate::<bowtie_funnel::storage::Migrator>().await?;
                     db.close().await;
                 }
+                Service::Revenue => {
+                    let db = Db::connect(&settings.revenue.database).await?;
+                    db.migrate::<bowtie_revenue::storage::Migrator>().await?;
+                    db.close().await;
+                }
             }
             tracing::info!(service = service_name(service), "migrations applied");
             Ok(())
@@ -149,6 +156,7 @@ fn service_name(service: Service) -> &'static str {
     match service {
         Service::Accounts => "accounts",
         Service::Funnel => "funnel",
+        Service::Revenue => "revenue",
     }
 }
 
@@ -217,7 +225,7 @@ async fn stop_signal() {
     }
 }
 
-async fn serve(settings: Settings, services: &[Service], print: bool) -> anyhow::Result<()> {
+async fn serve(mut settings: Settings, services: &[Service], print: bool) -> anyhow::Result<()> {
     let keys = Arc::new(ApiKeys::from_settings(&settings.auth)?);
     let shutdown = Shutdown::new();
     // One OS signal stops every server of the process: each reports
@@ -227,22 +235,30 @@ async fn serve(settings: Settings, services: &[Service], print: bool) -> anyhow:
         stop_signal().await;
         let _ = stop_tx.send(true);
     });
+    let together = services.len() > 1;
     let mut running = tokio::task::JoinSet::new();
     for service in services {
         let name = service_name(*service);
+        let (keys, shutdown) = (keys.clone(), shutdown.clone());
         let server = match service {
-            Service::Accounts => {
-                bowtie_accounts::build(&settings, keys.clone(), shutdown.clone()).await
-            }
-            Service::Funnel => {
-                bowtie_funnel::build(&settings, keys.clone(), shutdown.clone()).await
-            }
+            Service::Accounts => bowtie_accounts::build(&settings, keys, shutdown).await,
+            Service::Funnel => bowtie_funnel::build(&settings, keys, shutdown).await,
+            Service::Revenue => bowtie_revenue::build(&settings, keys, shutdown).await,
         }
         .with_context(|| format!("starting {name}"))?;
         let addr = server.local_addr();
         tracing::info!(service = name, %addr, "listening");
         if print {
             println!("{name:<9} grpc://{addr}");
+        }
+        if together {
+            // Services of one process reach each other where they listen.
+            let uri = format!("http://{addr}");
+            match service {
+                Service::Accounts => settings.peers.accounts = uri,
+                Service::Funnel => settings.peers.funnel = uri,
+                Service::Revenue => settings.peers.revenue = uri,
+            }
         }
         let mut stop = stop_rx.clone();
         running.spawn(server.run_until_stopped(async move {
@@ -252,7 +268,7 @@ async fn serve(settings: Settings, services: &[Service], print: bool) -> anyhow:
     if print {
         println!(
             "ready: try `grpcurl -plaintext {} list`",
-            settings.accounts.listen
+            settings.peers.accounts.trim_start_matches("http://")
         );
     }
     let mut outcome = Ok(());

@@ -28,11 +28,19 @@ pub mod bowtie {
             tonic::include_proto!("bowtie.accounts.v1");
         }
     }
+    /// The revenue service contract.
+    pub mod revenue {
+        /// Version 1.
+        pub mod v1 {
+            tonic::include_proto!("bowtie.revenue.v1");
+        }
+    }
 }
 
 pub use bowtie::accounts::v1 as accounts;
 pub use bowtie::common::v1 as common;
 pub use bowtie::funnel::v1 as funnel;
+pub use bowtie::revenue::v1 as revenue;
 
 /// The encoded `FileDescriptorSet` of every Bowtie proto, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("bowtie_descriptor");

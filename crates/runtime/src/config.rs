@@ -31,6 +31,20 @@ pub struct Settings {
     pub revenue: ServiceSettings,
     /// How services reach each other.
     pub peers: PeerSettings,
+    /// Revenue reporting policy.
+    pub revenue_policy: RevenuePolicySettings,
+}
+
+/// Revenue reporting policy: the currency reports are in, the churn reason
+/// taxonomy and the renewal likelihood used when scoring has none.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RevenuePolicySettings {
+    /// ISO-4217 code of the reporting currency, e.g. `USD`.
+    pub reporting_currency: String,
+    /// Accepted cancellation reason codes.
+    pub churn_reasons: Vec<String>,
+    /// Renewal likelihood in basis points (0..=10000) when no score exists.
+    pub default_renewal_likelihood_bp: u32,
 }
 
 /// How a service reaches the others (their gRPC addresses and the key it

@@ -1,0 +1,423 @@
+//! The revenue case: 1,000,000 subscription changes over 100,000 accounts,
+//! generated from a fixed seed and loaded through the revenue service's own
+//! write path (the bulk import, which derives movements, paying spans and
+//! roll-ups with the same code as a single write). Then a 24-month
+//! `GetMrrReport` and a 12-month `GetRetention` are timed over gRPC, and the
+//! same two questions are asked of DuckDB over the same changes exported as
+//! CSV; the table shows both times and their ratio, and whether the answers
+//! agree.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use bowtie_proto::revenue::revenue_service_client::RevenueServiceClient;
+use bowtie_proto::revenue::{GetMrrReportRequest, GetRetentionRequest};
+use bowtie_revenue::domain::{
+    Cancellation, CancellationKind, Interval, NewSubscription, Subscription, Terms, month_start,
+};
+use bowtie_revenue::service::{AccountInfo, Imported};
+use bowtie_runtime::auth::{ApiKeys, hash_key};
+use bowtie_runtime::config::{ApiKeySettings, Settings};
+use bowtie_runtime::db::Db;
+use bowtie_runtime::shutdown::Shutdown;
+use tonic::metadata::MetadataValue;
+use uuid::Uuid;
+
+use crate::measure::{Report, ms};
+
+/// Accounts in the data set.
+pub const ACCOUNTS: usize = 100_000;
+/// Subscription changes per account (creation, changes, cancellation).
+pub const CHANGES_PER_ACCOUNT: usize = 10;
+/// Accounts per import transaction.
+const BATCH: usize = 2_000;
+/// Timed repetitions of each query (the median is reported).
+const REPEAT: usize = 5;
+const KEY: &str = "bt_bench_reader_5f1e0c9a7b3d2e4f6a8c0b1d3e5f7a9c";
+const DAY: i64 = 86_400_000_000;
+
+/// A small deterministic generator (the data set is the same on every run).
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: i64) -> i64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        ((self.0 >> 33) % n as u64) as i64
+    }
+}
+
+/// The data set: what is imported, and the same changes as CSV rows
+/// (account, segment, subscription, instant, MRR of the subscription from
+/// that instant on).
+struct DataSet {
+    accounts: Vec<Vec<Imported>>,
+    csv: String,
+    changes: usize,
+}
+
+fn generate() -> DataSet {
+    let mut rng = Lcg(0x0b0e_71e5);
+    let first = month_start(2024 * 12);
+    let span_days = 730;
+    let mut accounts = Vec::with_capacity(ACCOUNTS);
+    let mut csv = String::with_capacity(ACCOUNTS * CHANGES_PER_ACCOUNT * 100);
+    csv.push_str("account_id,segment,subscription_id,ts,mrr\n");
+    let mut changes = 0;
+    for a in 0..ACCOUNTS {
+        let account = AccountInfo {
+            id: Uuid::from_u128(0x1000_0000 + a as u128),
+            segment: 1 + (a % 3) as i32,
+            owner: format!("owner-{}", a % 20),
+        };
+        let interval = [Interval::Month, Interval::Quarter, Interval::Year][rng.below(3) as usize];
+        let start = first + rng.below(span_days - 60) * DAY + rng.below(24) * 3_600_000_000;
+        let terms = |rng: &mut Lcg| Terms {
+            plan: "pro".into(),
+            quantity: 1 + rng.below(50),
+            unit_price: 1_000 + rng.below(100_000),
+            discount_bp: [0, 0, 1_000, 2_000][rng.below(4) as usize],
+        };
+        let first_terms = terms(&mut rng);
+        let mut s = Subscription::create(
+            Uuid::from_u128(0x2000_0000 + a as u128),
+            NewSubscription {
+                account_id: account.id,
+                currency: "USD".into(),
+                interval,
+                start,
+                trial_end: None,
+                term_end: None,
+                terms: first_terms.clone(),
+            },
+        );
+        let mut rows = vec![(start, first_terms.mrr(interval))];
+        let cancels = rng.below(4) == 0;
+        let remaining = span_days * DAY - (start - first);
+        let steps = CHANGES_PER_ACCOUNT as i64;
+        for k in 1..steps {
+            // Spread the rest of the account's events over its remaining time,
+            // one per slot, so instants are distinct and ordered.
+            let slot = remaining / steps;
+            let at = start + k * slot + rng.below(slot.max(2) - 1) / 2 + 1;
+            if k == steps - 1 && cancels {
+                let _ = s.cancel(Cancellation {
+                    effective_at: at,
+                    kind: CancellationKind::Voluntary,
+                    reason: "price".into(),
+                });
+                rows.push((at, 0));
+            } else {
+                let t = terms(&mut rng);
+                let mrr = t.mrr(interval);
+                if s.change(at, t).is_ok() {
+                    rows.push((at, mrr));
+                }
+            }
+        }
+        for (at, mrr) in &rows {
+            csv.push_str(&format!(
+                "{},{},{},{at},{mrr}\n",
+                account.id, account.segment, s.id
+            ));
+        }
+        changes += rows.len();
+        accounts.push(vec![Imported {
+            account,
+            subscription: s,
+        }]);
+    }
+    DataSet {
+        accounts,
+        csv,
+        changes,
+    }
+}
+
+/// The DuckDB side, run by the bench virtualenv's Python.
+const DUCKDB_SCRIPT: &str = r#"
+import json, sys, time, duckdb
+csv, t0, t1, first, last = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+con = duckdb.connect()
+con.execute(f"CREATE TABLE changes AS SELECT * FROM read_csv('{csv}', header=true, columns={{'account_id':'VARCHAR','segment':'INTEGER','subscription_id':'VARCHAR','ts':'BIGINT','mrr':'BIGINT'}})")
+TIMELINE = """
+WITH d AS (
+  SELECT account_id, ts, mrr - COALESCE(LAG(mrr) OVER (PARTITION BY subscription_id ORDER BY ts), 0) AS delta
+  FROM changes),
+inst AS (SELECT account_id, ts, SUM(delta) AS delta FROM d GROUP BY account_id, ts),
+acc AS (
+  SELECT account_id, ts, delta,
+         SUM(delta) OVER (PARTITION BY account_id ORDER BY ts ROWS UNBOUNDED PRECEDING) AS after
+  FROM inst)
+"""
+WATERFALL = TIMELINE + """,
+mv AS (
+  SELECT account_id, ts, delta, after - delta AS before, after,
+         MAX(CASE WHEN after > 0 THEN 1 ELSE 0 END) OVER (PARTITION BY account_id ORDER BY ts
+             ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS paid_before
+  FROM acc WHERE delta <> 0),
+cls AS (
+  SELECT CASE WHEN ts < $first THEN 'opening' ELSE strftime(make_timestamp(ts), '%Y-%m') END AS month,
+         delta,
+         CASE WHEN before = 0 AND COALESCE(paid_before, 0) = 1 THEN 'reactivation'
+              WHEN before = 0 THEN 'new' WHEN after = 0 THEN 'churn'
+              WHEN after > before THEN 'expansion' ELSE 'contraction' END AS kind
+  FROM mv WHERE ts < $last)
+SELECT month, kind, SUM(delta)::BIGINT AS amount, COUNT(*) AS n FROM cls GROUP BY month, kind ORDER BY month, kind
+"""
+RETENTION = TIMELINE + """,
+a0 AS (SELECT account_id, arg_max(after, ts) AS mrr FROM acc WHERE ts <= $t0 GROUP BY account_id),
+a1 AS (SELECT account_id, arg_max(after, ts) AS mrr FROM acc WHERE ts <= $t1 GROUP BY account_id)
+SELECT COUNT(*), SUM(CASE WHEN a1.mrr > 0 THEN 1 ELSE 0 END)::BIGINT, SUM(a0.mrr)::BIGINT,
+       SUM(LEAST(a0.mrr, COALESCE(a1.mrr, 0)))::BIGINT, SUM(COALESCE(a1.mrr, 0))::BIGINT
+FROM a0 LEFT JOIN a1 USING (account_id) WHERE a0.mrr > 0
+"""
+def timed(sql, params):
+    best = []
+    out = None
+    for _ in range(5):
+        start = time.perf_counter()
+        out = con.execute(sql, params).fetchall()
+        best.append(time.perf_counter() - start)
+    best.sort()
+    return out, best[len(best) // 2] * 1000
+waterfall, waterfall_ms = timed(WATERFALL, {"first": first, "last": last})
+retention, retention_ms = timed(RETENTION, {"t0": t0, "t1": t1})
+ends, running = {}, 0
+for month, kind, amount, n in sorted(waterfall, key=lambda r: (r[0] != "opening", r[0])):
+    running += amount
+    ends[month] = running
+print(json.dumps({"waterfall_ms": waterfall_ms, "retention_ms": retention_ms,
+                  "end_mrr": ends, "retention": list(retention[0])}))
+"#;
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort_unstable();
+    samples[samples.len() / 2]
+}
+
+/// Runs the case and adds its figures to `report`.
+pub async fn run(report: &mut Report) -> anyhow::Result<()> {
+    let dir = tempfile::Builder::new().prefix("bowtie-bench-").tempdir()?;
+    println!("revenue: generating {ACCOUNTS} accounts");
+    let data = generate();
+    anyhow::ensure!(
+        data.changes == ACCOUNTS * CHANGES_PER_ACCOUNT,
+        "generated {} changes",
+        data.changes
+    );
+
+    let mut settings = Settings::defaults()?;
+    let url = format!("sqlite://{}", dir.path().join("revenue.db").display());
+    settings.revenue.database = settings.revenue.database.with_url(&url, "revenue");
+    settings.revenue.listen = ([127, 0, 0, 1], 0).into();
+    settings.server.drain_seconds = 0;
+    settings.auth.keys = vec![ApiKeySettings {
+        name: "bench".into(),
+        hash: hash_key(KEY),
+        scopes: vec!["read".into()],
+    }];
+
+    let db = Db::connect(&settings.revenue.database).await?;
+    db.migrate::<bowtie_revenue::storage::Migrator>().await?;
+    let shutdown = Shutdown::new();
+    let app = bowtie_revenue::app(&settings, db.clone(), shutdown.clone()).await?;
+    println!("revenue: importing {} subscription changes", data.changes);
+    let started = Instant::now();
+    let mut movements = 0;
+    let mut batches = data.accounts.into_iter();
+    loop {
+        let batch: Vec<Imported> = batches.by_ref().take(BATCH).flatten().collect();
+        if batch.is_empty() {
+            break;
+        }
+        movements += app.import(batch).await?;
+    }
+    let load = started.elapsed();
+    report.add(
+        "revenue",
+        "import 1M changes (bulk, SQLite)",
+        load.as_secs_f64(),
+        "s",
+        None,
+    );
+    report.add(
+        "revenue",
+        "import throughput",
+        data.changes as f64 / load.as_secs_f64(),
+        "changes/s",
+        None,
+    );
+    report.add("revenue", "movements derived", movements as f64, "", None);
+    db.close().await;
+
+    let keys = Arc::new(ApiKeys::from_settings(&settings.auth)?);
+    let server = bowtie_revenue::build(&settings, keys, shutdown.clone()).await?;
+    let addr = server.local_addr();
+    let task = tokio::spawn(server.run_until_stopped(std::future::pending()));
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?;
+    let bearer: MetadataValue<_> = format!("Bearer {KEY}").parse()?;
+    let mut client =
+        RevenueServiceClient::with_interceptor(channel, move |mut r: tonic::Request<()>| {
+            r.metadata_mut().insert("authorization", bearer.clone());
+            Ok(r)
+        })
+        .max_decoding_message_size(16 * 1024 * 1024);
+
+    let report_request = GetMrrReportRequest {
+        start_month: "2024-01".into(),
+        end_month: "2025-12".into(),
+        granularity: 0,
+        segment: 0,
+    };
+    let t0 = month_start(2025 * 12);
+    let t1 = month_start(2026 * 12);
+    let retention_request = GetRetentionRequest {
+        start_at: Some(bowtie_runtime::validate::to_timestamp(t0)),
+        end_at: Some(bowtie_runtime::validate::to_timestamp(t1)),
+        segment: 0,
+        owner: String::new(),
+    };
+    let mut samples = Vec::new();
+    let mut mrr_report = None;
+    for _ in 0..REPEAT {
+        let start = Instant::now();
+        mrr_report = Some(
+            client
+                .get_mrr_report(report_request.clone())
+                .await?
+                .into_inner(),
+        );
+        samples.push(start.elapsed());
+    }
+    let report_time = median(samples);
+    let mut samples = Vec::new();
+    let mut retention = None;
+    for _ in 0..REPEAT {
+        let start = Instant::now();
+        retention = Some(
+            client
+                .get_retention(retention_request.clone())
+                .await?
+                .into_inner(),
+        );
+        samples.push(start.elapsed());
+    }
+    let retention_time = median(samples);
+    report.add(
+        "revenue",
+        "GetMrrReport 24 months (median)",
+        ms(report_time),
+        "ms",
+        Some(1000.0),
+    );
+    report.add(
+        "revenue",
+        "GetRetention 12 months (median)",
+        ms(retention_time),
+        "ms",
+        Some(1000.0),
+    );
+    shutdown.trigger();
+    let _ = task.await;
+
+    let python = std::env::var("BOWTIE_BENCH_PYTHON")
+        .unwrap_or_else(|_| ".tools/bench-venv-duckdb-1.4.1/bin/python".to_owned());
+    if !Path::new(&python).exists() {
+        println!(
+            "revenue: DuckDB comparison skipped ({python} not found; `make bench` installs it)"
+        );
+        return Ok(());
+    }
+    let csv = dir.path().join("changes.csv");
+    std::fs::write(&csv, &data.csv)?;
+    let script = dir.path().join("duckdb_revenue.py");
+    std::fs::write(&script, DUCKDB_SCRIPT)?;
+    println!("revenue: running the same queries in DuckDB");
+    let output = Command::new(&python)
+        .arg(&script)
+        .arg(&csv)
+        .args([t0, t1, month_start(2024 * 12), month_start(2026 * 12)].map(|v| v.to_string()))
+        .output()
+        .context("running DuckDB")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "DuckDB failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let duck: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let duck_report = duck["waterfall_ms"].as_f64().unwrap_or(f64::NAN);
+    let duck_retention = duck["retention_ms"].as_f64().unwrap_or(f64::NAN);
+    report.add(
+        "revenue",
+        "DuckDB waterfall 24 months (median)",
+        duck_report,
+        "ms",
+        None,
+    );
+    report.add(
+        "revenue",
+        "DuckDB retention 12 months (median)",
+        duck_retention,
+        "ms",
+        None,
+    );
+    report.add(
+        "revenue",
+        "ratio Bowtie / DuckDB, MRR report",
+        ms(report_time) / duck_report,
+        "x",
+        None,
+    );
+    report.add(
+        "revenue",
+        "ratio Bowtie / DuckDB, retention",
+        ms(retention_time) / duck_retention,
+        "x",
+        None,
+    );
+
+    // The two engines must agree to the minor unit.
+    let periods = mrr_report.map(|r| r.periods).unwrap_or_default();
+    let ends_agree = periods.iter().all(|p| {
+        duck["end_mrr"][p.period.as_str()].as_i64() == p.end_mrr.as_ref().map(|m| m.minor_units)
+    });
+    let r = retention.unwrap_or_default();
+    let ours = [
+        r.accounts_start,
+        r.accounts_retained,
+        r.mrr_start.map_or(0, |m| m.minor_units),
+        r.mrr_retained.map_or(0, |m| m.minor_units),
+        r.mrr_end.map_or(0, |m| m.minor_units),
+    ];
+    let theirs: Vec<i64> = duck["retention"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_i64()).collect())
+        .unwrap_or_default();
+    let agree = ends_agree && theirs == ours;
+    report.add(
+        "revenue",
+        "answers equal DuckDB's (1 = yes)",
+        f64::from(u8::from(agree)),
+        "",
+        None,
+    );
+    println!(
+        "revenue: NRR {:.4}, GRR {:.4}, logo retention {:.4}; end MRR 2025-12 {}",
+        r.nrr,
+        r.grr,
+        r.logo_retention,
+        periods
+            .last()
+            .and_then(|p| p.end_mrr.as_ref())
+            .map_or(0, |m| m.minor_units)
+    );
+    Ok(())
+}
