@@ -3,16 +3,26 @@
 //!
 //! - accounts: keeps each journey's segment and owner current, so the report
 //!   filters follow reassignments.
+//! - revenue: moves journeys on their own. The first subscription (or a
+//!   reactivation) enters COMMIT then ONBOARDING, an expansion or a renewal
+//!   GROWTH, losing all revenue CHURNED, each at the movement's business time
+//!   with source "revenue". A movement that revenue retracts (a back-dated
+//!   change reclassified it) takes its transitions back out.
+//!
+//! First value (IMPACT) will come from the scoring service's feed; until it
+//! exists IMPACT is recorded through `RecordTransition`.
 
 use std::sync::Arc;
 
 use bowtie_proto::accounts::{self as accounts_pb, accounts_service_client::AccountsServiceClient};
-use bowtie_proto::common;
+use bowtie_proto::common::{self, Stage};
+use bowtie_proto::revenue::{self as revenue_pb, revenue_service_client::RevenueServiceClient};
 use bowtie_runtime::config::PeerSettings;
 use bowtie_runtime::error::Error;
-use bowtie_runtime::peer::{self, ApplyEvent, Consumer, EventStream, OpenFeed};
+use bowtie_runtime::peer::{self, AccountDirectory, ApplyEvent, Consumer, EventStream, OpenFeed};
 use bowtie_runtime::shutdown::Shutdown;
 use bowtie_runtime::store::Store;
+use bowtie_runtime::validate;
 use futures::StreamExt;
 use prost::Name;
 use uuid::Uuid;
@@ -20,7 +30,8 @@ use uuid::Uuid;
 use bowtie_runtime::feed::NewEvent;
 
 use crate::convert;
-use crate::service::profile_of;
+use crate::convert::NewTransition;
+use crate::service::{apply_transition, profile_of, retract_transitions};
 use crate::storage;
 
 /// Event type published when an account's segment or owner changed.
@@ -91,6 +102,140 @@ pub fn accounts_consumer(
     });
     Ok(Consumer::new(
         ACCOUNTS_CONSUMER,
+        store,
+        open,
+        apply,
+        shutdown,
+    ))
+}
+
+/// Cursor name of the revenue feed consumer.
+pub const REVENUE_CONSUMER: &str = "funnel.revenue";
+/// Source recorded on the transitions the revenue feed causes.
+pub const REVENUE_SOURCE: &str = "revenue";
+/// Reason recorded when all revenue is gone.
+pub const REVENUE_CHURN_REASON: &str = "all_revenue_gone";
+
+/// The stages an MRR movement moves an account into: the first subscription
+/// (or a reactivation) is COMMIT then ONBOARDING, an expansion is GROWTH and
+/// losing all revenue is CHURNED; a contraction moves no stage.
+pub fn stages_for_movement(kind: revenue_pb::MovementType) -> &'static [Stage] {
+    use revenue_pb::MovementType as M;
+    match kind {
+        M::New | M::Reactivation => &[Stage::Commit, Stage::Onboarding],
+        M::Expansion => &[Stage::Growth],
+        M::Churn => &[Stage::Churned],
+        M::Contraction | M::Unspecified => &[],
+    }
+}
+
+/// The stage a renewal decision moves an account into: any renewal is GROWTH;
+/// a churned renewal moves nothing here (its CHURN movement does).
+pub fn stages_for_renewal(outcome: revenue_pb::RenewalOutcome) -> &'static [Stage] {
+    use revenue_pb::RenewalOutcome as R;
+    match outcome {
+        R::Renewed | R::RenewedWithExpansion | R::RenewedWithContraction => &[Stage::Growth],
+        R::Churned | R::Unspecified => &[],
+    }
+}
+
+/// Follows the revenue feed and moves journeys on their own.
+pub fn revenue_consumer(
+    settings: &PeerSettings,
+    store: Store,
+    accounts: AccountDirectory,
+    shutdown: Shutdown,
+) -> Result<Consumer, Error> {
+    let client = RevenueServiceClient::new(peer::connect(&settings.revenue, settings)?);
+    let open: OpenFeed = Arc::new(move |after| {
+        let mut client = client.clone();
+        Box::pin(async move {
+            let stream = client
+                .watch_events(revenue_pb::WatchEventsRequest {
+                    after_sequence: after,
+                })
+                .await?
+                .into_inner();
+            let events: EventStream = stream
+                .filter_map(|item| async move {
+                    match item {
+                        Ok(r) => r.event.map(Ok),
+                        Err(status) => Some(Err(status)),
+                    }
+                })
+                .boxed();
+            Ok(events)
+        })
+    });
+    let apply: ApplyEvent = Arc::new(move |tx, event| {
+        let accounts = accounts.clone();
+        Box::pin(async move {
+            let (account_id, stages, at, retract) = match event.event_type.as_str() {
+                "movement.recorded" | "movement.retracted" => {
+                    let Some(m) = payload::<revenue_pb::Movement>(&event)? else {
+                        return Ok(());
+                    };
+                    (
+                        m.account_id.clone(),
+                        stages_for_movement(m.r#type()),
+                        m.occurred_at,
+                        event.event_type == "movement.retracted",
+                    )
+                }
+                "renewal.recorded" => {
+                    let Some(r) = payload::<revenue_pb::Renewal>(&event)? else {
+                        return Ok(());
+                    };
+                    (
+                        r.account_id.clone(),
+                        stages_for_renewal(r.outcome()),
+                        r.decided_at,
+                        false,
+                    )
+                }
+                _ => return Ok(()),
+            };
+            if stages.is_empty() {
+                return Ok(());
+            }
+            let account_id = Uuid::parse_str(&account_id)
+                .map_err(|_| Error::invalid("payload.account_id", "is not a UUID"))?;
+            let mut v = bowtie_runtime::FieldViolations::default();
+            let at = validate::required_timestamp(&mut v, "payload.occurred_at", at.as_ref());
+            v.into_result()?;
+            let at = at.ok_or_else(|| Error::invalid("payload.occurred_at", "is required"))?;
+            if retract {
+                retract_transitions(tx, account_id, stages, at, REVENUE_SOURCE).await?;
+                return Ok(());
+            }
+            let profile = match storage::get_journey(tx.conn(), account_id).await? {
+                Some(row) => row.profile,
+                None => profile_of(&accounts.get(account_id).await?),
+            };
+            for stage in stages {
+                let reason = if *stage == Stage::Churned {
+                    REVENUE_CHURN_REASON
+                } else {
+                    ""
+                };
+                apply_transition(
+                    tx,
+                    NewTransition {
+                        account_id,
+                        stage: *stage,
+                        occurred_at: at,
+                        reason: reason.to_owned(),
+                        source: REVENUE_SOURCE.to_owned(),
+                    },
+                    &profile,
+                )
+                .await?;
+            }
+            Ok(())
+        })
+    });
+    Ok(Consumer::new(
+        REVENUE_CONSUMER,
         store,
         open,
         apply,

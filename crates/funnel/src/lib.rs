@@ -2,7 +2,9 @@
 //! through the stages, and how well and how fast each stage converts
 //! (DESIGN.md section 1). It owns its database schema, asks the accounts
 //! service whether an account exists, follows the accounts feed for segment
-//! and owner changes, and publishes every transition on its own feed.
+//! and owner changes and the revenue feed for the stages money decides
+//! (COMMIT, ONBOARDING, GROWTH, CHURNED), and publishes every transition on
+//! its own feed.
 //!
 //! Layout: `domain` (pure rules and report maths), `convert` (wire <->
 //! domain), `storage` (tables and queries), `service` (units of work),
@@ -43,6 +45,13 @@ pub async fn build(
     let store = Store::new(db.clone(), Feed::new(db.clone(), shutdown.clone()));
     let accounts = AccountDirectory::connect(&settings.peers)?;
     feeds::accounts_consumer(&settings.peers, store.clone(), shutdown.clone())?.spawn();
+    feeds::revenue_consumer(
+        &settings.peers,
+        store.clone(),
+        accounts.clone(),
+        shutdown.clone(),
+    )?
+    .spawn();
     let index = index::JourneyIndex::new();
     index.spawn(store.clone(), shutdown.clone());
     let app = service::Funnel::new(store, accounts, index);

@@ -3,6 +3,7 @@
 //! own fresh database, on SQLite and on PostgreSQL (`<scenario>::sqlite`,
 //! `<scenario>::postgres`).
 
+mod automatic;
 mod crosscheck;
 mod journeys;
 mod reports;
@@ -82,10 +83,24 @@ impl Suite {
     }
 }
 
-/// Starts a funnel server on `db` whose accounts peer is at `accounts_uri`.
+/// A peer address nothing listens on, for tests without that peer.
+pub const NO_PEER: &str = "http://127.0.0.1:1";
+
+/// Starts a funnel server on `db` whose accounts peer is at `accounts_uri`
+/// (and no revenue service).
 pub async fn start_funnel(db: &TestDatabase, accounts_uri: &str) -> anyhow::Result<TestServer> {
+    start_funnel_with(db, accounts_uri, NO_PEER).await
+}
+
+/// Starts a funnel server on `db` following the given accounts and revenue servers.
+pub async fn start_funnel_with(
+    db: &TestDatabase,
+    accounts_uri: &str,
+    revenue_uri: &str,
+) -> anyhow::Result<TestServer> {
     let mut settings = db.server_settings()?;
     settings.peers.accounts = accounts_uri.to_owned();
+    settings.peers.revenue = revenue_uri.to_owned();
     TestServer::start_service(FUNNEL_SERVICE, &settings, bowtie_funnel::build).await
 }
 
