@@ -392,6 +392,9 @@ pub fn cohort_stages(cohort_stage: Stage) -> Vec<Stage> {
     }
 }
 
+/// Months since entry a cohort row covers at most (five years).
+pub const MAX_COHORT_MONTHS: usize = 60;
+
 /// One attempt that entered the cohort stage, and when it first reached
 /// each later stage.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -437,7 +440,7 @@ pub fn cohorts(
                 .iter()
                 .filter(|c| month_index(c.entered_at) == m)
                 .collect();
-            let columns = (now - m + 1).max(1) as usize;
+            let columns = ((now - m + 1).max(1) as usize).min(MAX_COHORT_MONTHS);
             let progress = followed
                 .iter()
                 .map(|stage| {

@@ -29,6 +29,10 @@ pub struct Settings {
     pub funnel: ServiceSettings,
     /// The revenue service.
     pub revenue: ServiceSettings,
+    /// The scoring service.
+    pub scoring: ServiceSettings,
+    /// The HTTP/JSON gateway and dashboard.
+    pub gateway: GatewaySettings,
     /// How services reach each other.
     pub peers: PeerSettings,
     /// Revenue reporting policy.
@@ -57,6 +61,8 @@ pub struct PeerSettings {
     pub funnel: String,
     /// The revenue service.
     pub revenue: String,
+    /// The scoring service.
+    pub scoring: String,
     /// API key (read scope is enough) presented to peers. Secret.
     pub api_key: SecretString,
     /// Time allowed to connect to a peer.
@@ -122,6 +128,13 @@ pub struct ServiceSettings {
     pub listen: SocketAddr,
     /// The service's own database.
     pub database: DatabaseSettings,
+}
+
+/// The HTTP/JSON gateway: it has no database, it calls the services.
+#[derive(Debug, Clone, Deserialize)]
+pub struct GatewaySettings {
+    /// Address the HTTP server listens on; port 0 picks a free port.
+    pub listen: SocketAddr,
 }
 
 /// Connection to a service's own database.
