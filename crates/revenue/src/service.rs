@@ -608,14 +608,22 @@ impl Revenue {
         })
     }
 
-    /// Retention of the accounts paying at `t0`, at `t1`.
+    /// Retention of the accounts paying at `t0`, at `t1`, and optionally
+    /// per owner who closed the deal.
     pub async fn retention(
         &self,
         t0: i64,
         t1: i64,
         filter: CohortFilter,
+        by_owner: bool,
     ) -> Result<pb::GetRetentionResponse, Error> {
-        let r = storage::retention(self.store.db().reader(), t0, t1, &filter).await?;
+        let reader = self.store.db().reader();
+        let r = storage::retention(reader, t0, t1, &filter).await?;
+        let owners = if by_owner {
+            storage::retention_by_owner(reader, t0, t1, &filter).await?
+        } else {
+            Vec::new()
+        };
         let currency = &self.policy.reporting_currency;
         Ok(pb::GetRetentionResponse {
             accounts_start: r.accounts_start,
@@ -626,6 +634,20 @@ impl Revenue {
             mrr_end: Some(money(currency, r.mrr_end)),
             grr: r.grr(),
             nrr: r.nrr(),
+            by_owner: owners
+                .into_iter()
+                .map(|(owner, r)| pb::OwnerRetention {
+                    owner,
+                    accounts_start: r.accounts_start,
+                    accounts_retained: r.accounts_retained,
+                    logo_retention: r.logo(),
+                    mrr_start: Some(money(currency, r.mrr_start)),
+                    mrr_retained: Some(money(currency, r.mrr_retained)),
+                    mrr_end: Some(money(currency, r.mrr_end)),
+                    grr: r.grr(),
+                    nrr: r.nrr(),
+                })
+                .collect(),
         })
     }
 

@@ -562,11 +562,37 @@ pub async fn retention<C: ConnectionTrait>(
     t1: i64,
     filter: &CohortFilter,
 ) -> Result<Retention, Error> {
+    let rows = retention_rows(conn, t0, t1, filter, false).await?;
+    let (_, r) = rows
+        .into_iter()
+        .next()
+        .ok_or_else(|| corrupt("retention"))?;
+    Ok(r)
+}
+
+/// Retention between `t0` and `t1` per owner who closed the deal, the
+/// largest starting MRR first.
+pub async fn retention_by_owner<C: ConnectionTrait>(
+    conn: &C,
+    t0: i64,
+    t1: i64,
+    filter: &CohortFilter,
+) -> Result<Vec<(String, Retention)>, Error> {
+    retention_rows(conn, t0, t1, filter, true).await
+}
+
+async fn retention_rows<C: ConnectionTrait>(
+    conn: &C,
+    t0: i64,
+    t1: i64,
+    filter: &CohortFilter,
+    by_owner: bool,
+) -> Result<Vec<(String, Retention)>, Error> {
     // One pass over the spans that overlap [t0, t1], grouped by account
     // (the table is clustered by account), rather than a join of two
     // point-in-time lookups.
     let mut sql = String::from(
-        "SELECT account_id, \
+        "SELECT account_id, MIN(owner) AS owner, \
          SUM(CASE WHEN valid_from <= ? AND valid_to > ? THEN mrr ELSE 0 END) AS m0, \
          SUM(CASE WHEN valid_from <= ? AND valid_to > ? THEN mrr ELSE 0 END) AS m1 \
          FROM paying_spans WHERE valid_from <= ? AND valid_to > ?",
@@ -587,23 +613,35 @@ pub async fn retention<C: ConnectionTrait>(
         sql.push_str(" AND owner = ?");
         values.push(owner.clone().into());
     }
+    let (group, order) = if by_owner {
+        ("owner, ", " GROUP BY owner ORDER BY SUM(m0) DESC, owner")
+    } else {
+        ("'' AS owner, ", "")
+    };
     let sql = format!(
-        "SELECT CAST(COUNT(*) AS BIGINT) AS accounts_start, \
+        "SELECT {group}CAST(COUNT(*) AS BIGINT) AS accounts_start, \
          CAST(COALESCE(SUM(CASE WHEN m1 > 0 THEN 1 ELSE 0 END), 0) AS BIGINT) AS accounts_retained, \
          CAST(COALESCE(SUM(m0), 0) AS BIGINT) AS mrr_start, \
          CAST(COALESCE(SUM(CASE WHEN m1 < m0 THEN m1 ELSE m0 END), 0) AS BIGINT) AS mrr_retained, \
          CAST(COALESCE(SUM(m1), 0) AS BIGINT) AS mrr_end \
-         FROM ({sql} GROUP BY account_id) x WHERE m0 > 0"
+         FROM ({sql} GROUP BY account_id) x WHERE m0 > 0{order}"
     );
-    let rows = query(conn, &sql, values).await?;
-    let row = rows.first().ok_or_else(|| corrupt("retention"))?;
-    Ok(Retention {
-        accounts_start: row.try_get("", "accounts_start")?,
-        accounts_retained: row.try_get("", "accounts_retained")?,
-        mrr_start: row.try_get("", "mrr_start")?,
-        mrr_retained: row.try_get("", "mrr_retained")?,
-        mrr_end: row.try_get("", "mrr_end")?,
-    })
+    query(conn, &sql, values)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok((
+                row.try_get("", "owner")?,
+                Retention {
+                    accounts_start: row.try_get("", "accounts_start")?,
+                    accounts_retained: row.try_get("", "accounts_retained")?,
+                    mrr_start: row.try_get("", "mrr_start")?,
+                    mrr_retained: row.try_get("", "mrr_retained")?,
+                    mrr_end: row.try_get("", "mrr_end")?,
+                },
+            ))
+        })
+        .collect()
 }
 
 /// A stored movement with its account and segment.

@@ -342,9 +342,45 @@ async fn mrr_report_and_retention_equal_an_independent_sql_computation(
                 end_at: Some(t1),
                 segment: segment as i32,
                 owner: owner.to_owned(),
+                by_owner: true,
             })
             .await?
             .into_inner();
+        // Each owner's book equals the SQL figures restricted to the owner,
+        // and the books add up to the total.
+        assert_eq!(served.by_owner.is_empty(), served.accounts_start == 0);
+        let mut summed = [0i64; 5];
+        for book in &served.by_owner {
+            let mut filter = format!("AND owner = '{}'", book.owner);
+            if segment != Segment::Unspecified {
+                filter.push_str(&format!(" AND segment = {}", segment as i32));
+            }
+            let expected = sql_retention(
+                &xcheck,
+                t0.seconds * 1_000_000,
+                t1.seconds * 1_000_000,
+                &filter,
+            )
+            .await?;
+            let figures = [
+                book.accounts_start,
+                book.accounts_retained,
+                minor(&book.mrr_start),
+                minor(&book.mrr_retained),
+                minor(&book.mrr_end),
+            ];
+            assert_eq!(figures, expected, "book of {}", book.owner);
+            for (total, part) in summed.iter_mut().zip(figures) {
+                *total += part;
+            }
+        }
+        assert_eq!(summed, retention_figures(&served));
+        assert!(
+            served
+                .by_owner
+                .windows(2)
+                .all(|w| minor(&w[0].mrr_start) >= minor(&w[1].mrr_start))
+        );
         let mut filter = String::new();
         if segment != Segment::Unspecified {
             filter.push_str(&format!("AND segment = {}", segment as i32));
@@ -636,6 +672,7 @@ async fn reports_are_identical_whether_history_arrives_in_order_or_shuffled(
             end_at: Some(t1),
             segment: segment as i32,
             owner: String::new(),
+            by_owner: false,
         };
         let a = client
             .get_retention(retention(Segment::Smb))
