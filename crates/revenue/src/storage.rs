@@ -320,6 +320,58 @@ pub async fn fx_table<C: ConnectionTrait>(conn: &C, reporting: &str) -> Result<F
     Ok(table)
 }
 
+/// Every account with a subscription in `currency`, with its full history
+/// and where it reports (taken from its paying spans; an account that never
+/// paid has no movements for a rate to change).
+pub async fn histories_in_currency<C: ConnectionTrait>(
+    conn: &C,
+    currency: &str,
+) -> Result<Vec<AccountHistory>, Error> {
+    // The JSON match only narrows the scan; the decoded currency decides.
+    let mut ids = std::collections::BTreeSet::new();
+    for row in query(
+        conn,
+        "SELECT data FROM subscriptions WHERE data LIKE ?",
+        vec![format!("%{currency}%").into()],
+    )
+    .await?
+    {
+        let s = subscription_from_json(&row.try_get::<String>("", "data")?)?;
+        if s.currency == currency {
+            ids.insert(s.account_id);
+        }
+    }
+    let ids: Vec<Uuid> = ids.into_iter().collect();
+    let mut subscriptions = subscriptions_of(conn, &ids).await?;
+    let mut out = Vec::new();
+    for chunk in ids.chunks(CHUNK) {
+        let sql = format!(
+            "SELECT account_id, MIN(segment) AS segment, MIN(owner) AS owner FROM paying_spans \
+             WHERE account_id IN ({}) GROUP BY account_id",
+            marks(chunk.len())
+        );
+        for row in query(
+            conn,
+            &sql,
+            chunk.iter().map(|a| a.to_string().into()).collect(),
+        )
+        .await?
+        {
+            let account: String = row.try_get("", "account_id")?;
+            let account_id = Uuid::parse_str(&account).map_err(|_| corrupt("account_id"))?;
+            out.push(AccountHistory {
+                account_id,
+                segment: row.try_get("", "segment")?,
+                owner: row.try_get("", "owner")?,
+                subscriptions: subscriptions.remove(&account_id).unwrap_or_default(),
+            });
+        }
+    }
+    // Locks are taken in account order, so concurrent re-valuations cannot deadlock.
+    out.sort_by_key(|h| h.account_id);
+    Ok(out)
+}
+
 /// Sets a rate.
 pub async fn save_rate<C: ConnectionTrait>(
     conn: &C,
