@@ -11,6 +11,7 @@
   (crates/bowtie/src/main.rs) and of crates/runtime/src/defaults.toml on the
   default ports, with the callers each service admits (NetworkPolicies) and
   the shutdown timing (drain, probes, grace period) consistent.
+- Dockerfile: the stages, non-root user, entrypoint and exposed ports.
 - yamllint over every YAML file.
 
 Needs PyYAML, kubernetes-validate, yamllint (deploy/requirements.txt) and a
@@ -407,6 +408,27 @@ def check_compose(c: Checker, ports: dict[str, int], with_db: set[str]) -> None:
     c.check(not extra, f"compose: serves {sorted(extra)}, which defaults.toml does not know")
 
 
+# --- Dockerfile ------------------------------------------------------------------
+
+
+def check_dockerfile(c: Checker, ports: dict[str, int]) -> None:
+    section("Dockerfile")
+    text = (DEPLOY / "Dockerfile").read_text()
+    stages = re.findall(r"^FROM\s+(\S+)(?:\s+AS\s+(\S+))?", text, re.M | re.I)
+    names = {alias for _, alias in stages if alias}
+    c.check({"builder", "runtime", "probes"} <= names, f"Dockerfile: stages {sorted(names)}")
+    c.check(
+        any(image.startswith("gcr.io/distroless/cc-debian12:nonroot") for image, _ in stages),
+        "Dockerfile: the runtime image must be distroless cc nonroot",
+    )
+    c.check(re.search(r"^USER\s+65532", text, re.M) is not None, "Dockerfile: must run as 65532")
+    c.check('ENTRYPOINT ["/usr/local/bin/bowtie"]' in text, "Dockerfile: entrypoint must be the bowtie binary")
+    c.check("--mount=type=cache" in text, "Dockerfile: cargo build needs cache mounts")
+    exposed = {int(p) for line in re.findall(r"^EXPOSE\s+(.+)$", text, re.M) for p in line.split()}
+    c.check(exposed == set(ports.values()), f"Dockerfile: EXPOSE {sorted(exposed)} != {sorted(ports.values())}")
+    print(f"stages: {', '.join(sorted(names))}; exposes {', '.join(map(str, sorted(exposed)))}")
+
+
 # --- yamllint --------------------------------------------------------------------
 
 
@@ -448,6 +470,7 @@ def main() -> int:
                 check_k8s_topology(c, name, docs, ports, with_db)
                 print(f"{name}: {'ok' if len(c.failures) == before else 'FAILED'}")
     check_compose(c, ports, with_db)
+    check_dockerfile(c, ports)
     run_yamllint(c)
 
     print()
