@@ -1,0 +1,3 @@
+//! The scoring service (DESIGN.md section 3).
+pub mod domain;
+pub mod model;
