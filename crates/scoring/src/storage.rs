@@ -835,7 +835,7 @@ pub async fn save_subscription<C: ConnectionTrait>(
     let rows = raw(
         conn,
         format!(
-            "SELECT SUM(quantity), MIN(term_end), MAX(interval_months), COUNT(*) FROM subscriptions \
+            "SELECT CAST(SUM(quantity) AS BIGINT), MIN(term_end), MAX(interval_months), COUNT(*) FROM subscriptions \
              WHERE account_id = '{}' AND cancelled = 0",
             s.account_id
         ),
@@ -897,22 +897,22 @@ pub async fn load_aggregates<C: ConnectionTrait>(
     let (late, down, exp) = (kinds::LATE_PAYMENT, kinds::DOWNGRADE, kinds::EXPANSION);
     let sql = format!(
         "SELECT account_id, \
-         SUM(CASE WHEN kind IN (1,3) AND day >= {d30} THEN total ELSE 0 END), \
-         SUM(CASE WHEN kind IN (1,3) AND day < {d30} AND day >= {d60} THEN total ELSE 0 END), \
+         CAST(SUM(CASE WHEN kind IN (1,3) AND day >= {d30} THEN total ELSE 0 END) AS BIGINT), \
+         CAST(SUM(CASE WHEN kind IN (1,3) AND day < {d30} AND day >= {d60} THEN total ELSE 0 END) AS BIGINT), \
          MAX(CASE WHEN kind = 2 AND day >= {d30} THEN day * 10000000 + last_value END), \
-         SUM(CASE WHEN kind = 4 AND day >= {d30} THEN total ELSE 0 END), \
-         SUM(CASE WHEN kind = 4 AND day < {d30} AND day >= {d60} THEN total ELSE 0 END), \
-         SUM(CASE WHEN kind = 6 THEN total WHEN kind = 7 THEN -total ELSE 0 END), \
-         SUM(CASE WHEN kind = 8 THEN total ELSE 0 END), \
-         SUM(CASE WHEN kind = 8 THEN events ELSE 0 END), \
-         SUM(CASE WHEN kind = 9 THEN total ELSE 0 END), \
-         SUM(CASE WHEN kind = 9 THEN events ELSE 0 END), \
-         SUM(CASE WHEN kind = 10 THEN total ELSE 0 END), \
-         SUM(CASE WHEN kind < 100 THEN events ELSE 0 END), \
-         SUM(CASE WHEN kind = {late} THEN total ELSE 0 END), \
-         SUM(CASE WHEN kind = {down} THEN total ELSE 0 END), \
-         SUM(CASE WHEN kind = {late} AND day >= {problem} THEN total ELSE 0 END), \
-         SUM(CASE WHEN kind = {exp} AND day >= {potential} THEN total ELSE 0 END), \
+         CAST(SUM(CASE WHEN kind = 4 AND day >= {d30} THEN total ELSE 0 END) AS BIGINT), \
+         CAST(SUM(CASE WHEN kind = 4 AND day < {d30} AND day >= {d60} THEN total ELSE 0 END) AS BIGINT), \
+         CAST(SUM(CASE WHEN kind = 6 THEN total WHEN kind = 7 THEN -total ELSE 0 END) AS BIGINT), \
+         CAST(SUM(CASE WHEN kind = 8 THEN total ELSE 0 END) AS BIGINT), \
+         CAST(SUM(CASE WHEN kind = 8 THEN events ELSE 0 END) AS BIGINT), \
+         CAST(SUM(CASE WHEN kind = 9 THEN total ELSE 0 END) AS BIGINT), \
+         CAST(SUM(CASE WHEN kind = 9 THEN events ELSE 0 END) AS BIGINT), \
+         CAST(SUM(CASE WHEN kind = 10 THEN total ELSE 0 END) AS BIGINT), \
+         CAST(SUM(CASE WHEN kind < 100 THEN events ELSE 0 END) AS BIGINT), \
+         CAST(SUM(CASE WHEN kind = {late} THEN total ELSE 0 END) AS BIGINT), \
+         CAST(SUM(CASE WHEN kind = {down} THEN total ELSE 0 END) AS BIGINT), \
+         CAST(SUM(CASE WHEN kind = {late} AND day >= {problem} THEN total ELSE 0 END) AS BIGINT), \
+         CAST(SUM(CASE WHEN kind = {exp} AND day >= {potential} THEN total ELSE 0 END) AS BIGINT), \
          MAX(CASE WHEN kind IN (1,3) THEN day END) \
          FROM signal_days WHERE day >= {d180} AND day <= {today} {filter} GROUP BY account_id"
     );
