@@ -1,0 +1,104 @@
+//! The gRPC clients of the services and the caller's credentials.
+//!
+//! The channels come from the runtime's peer module with no key of their own,
+//! so the gateway holds no privileges: each call carries the `Authorization`
+//! header of the HTTP request that caused it (the services check the key and
+//! its scope), and the W3C trace context of the request's span.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use bowtie_proto::accounts::accounts_service_client::AccountsServiceClient;
+use bowtie_proto::funnel::funnel_service_client::FunnelServiceClient;
+use bowtie_proto::revenue::revenue_service_client::RevenueServiceClient;
+use bowtie_runtime::config::PeerSettings;
+use bowtie_runtime::peer::{PeerChannel, connect};
+use secrecy::SecretString;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::error::ApiError;
+
+/// One client per service, cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Services {
+    /// The accounts service.
+    pub accounts: AccountsServiceClient<PeerChannel>,
+    /// The funnel service.
+    pub funnel: FunnelServiceClient<PeerChannel>,
+    /// The revenue service.
+    pub revenue: RevenueServiceClient<PeerChannel>,
+    /// Health clients, by service name and gRPC service name, for /readyz.
+    pub health: Vec<(&'static str, &'static str, HealthClient<PeerChannel>)>,
+}
+
+impl Services {
+    /// Lazily connected clients of every service at the `peers` addresses.
+    /// The configured `peers.api_key` is deliberately not used.
+    pub fn connect(peers: &PeerSettings) -> anyhow::Result<Self> {
+        let keyless = PeerSettings {
+            api_key: SecretString::from(String::new()),
+            ..peers.clone()
+        };
+        let accounts = connect(&keyless.accounts, &keyless)?;
+        let funnel = connect(&keyless.funnel, &keyless)?;
+        let revenue = connect(&keyless.revenue, &keyless)?;
+        let health = vec![
+            (
+                "accounts",
+                "bowtie.accounts.v1.AccountsService",
+                HealthClient::new(accounts.clone()),
+            ),
+            (
+                "funnel",
+                "bowtie.funnel.v1.FunnelService",
+                HealthClient::new(funnel.clone()),
+            ),
+            (
+                "revenue",
+                "bowtie.revenue.v1.RevenueService",
+                HealthClient::new(revenue.clone()),
+            ),
+        ];
+        Ok(Self {
+            accounts: AccountsServiceClient::new(accounts),
+            funnel: FunnelServiceClient::new(funnel),
+            revenue: RevenueServiceClient::new(revenue),
+            health,
+        })
+    }
+}
+
+/// The caller's `Authorization` header, passed on to the services as is.
+#[derive(Debug, Clone)]
+pub struct Caller(Option<MetadataValue<Ascii>>);
+
+impl Caller {
+    /// A gRPC request carrying the caller's credentials.
+    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        request
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        match parts.headers.get(http::header::AUTHORIZATION) {
+            None => Ok(Self(None)),
+            Some(value) => value
+                .to_str()
+                .ok()
+                .and_then(|v| MetadataValue::try_from(v).ok())
+                .map(|v| Self(Some(v)))
+                .ok_or_else(|| {
+                    ApiError::unauthenticated("the Authorization header is not printable ASCII")
+                }),
+        }
+    }
+}
