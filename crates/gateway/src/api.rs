@@ -90,6 +90,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_unit_economics))
         .routes(routes!(create_subscription))
         .routes(routes!(get_subscription))
+        .routes(routes!(change_subscription))
+        .routes(routes!(cancel_subscription))
 }
 
 // --- accounts -------------------------------------------------------------
@@ -769,6 +771,103 @@ async fn get_subscription(
         .revenue
         .clone()
         .get_subscription(caller.request(rev::GetSubscriptionRequest { id }))
+        .await
+        .map_err(revenue_error)?
+        .into_inner();
+    Ok(Json(
+        r.subscription
+            .ok_or_else(|| missing("a subscription"))?
+            .into(),
+    ))
+}
+
+/// New terms of a subscription from a time on.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+pub struct SubscriptionChange {
+    /// The new terms (the currency never changes).
+    terms: Terms,
+    /// When they take effect.
+    effective_at: DateTime<Utc>,
+    /// Apply only if the subscription is still at this version (else 409 ABORTED).
+    expected_version: Option<i64>,
+}
+
+/// Change a subscription's terms (write scope): an upgrade or a downgrade.
+#[utoipa::path(post, path = "/api/v1/subscriptions/{id}/changes", tag = "revenue",
+    request_body = SubscriptionChange,
+    params(("id" = String, Path, description = "Subscription id"),
+           ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
+    responses((status = 200, body = Subscription), (status = "4XX", body = ErrorBody),
+              (status = "5XX", body = ErrorBody)))]
+async fn change_subscription(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Body(body): Body<SubscriptionChange>,
+) -> Result<Json<Subscription>, ApiError> {
+    let r = state
+        .services
+        .revenue
+        .clone()
+        .change_subscription(caller.request(rev::ChangeSubscriptionRequest {
+            id,
+            terms: Some(body.terms.to_pb()),
+            effective_at: Some(timestamp(body.effective_at)),
+            idempotency_key: idempotency_key(&headers)?,
+            expected_version: body.expected_version,
+        }))
+        .await
+        .map_err(revenue_error)?
+        .into_inner();
+    Ok(Json(
+        r.subscription
+            .ok_or_else(|| missing("a subscription"))?
+            .into(),
+    ))
+}
+
+/// How and why a subscription ends.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+pub struct SubscriptionCancellation {
+    /// When it stops; MRR is zero from then on.
+    effective_at: DateTime<Utc>,
+    /// VOLUNTARY or INVOLUNTARY.
+    kind: CancellationKind,
+    /// A code of the churn reason taxonomy, e.g. `price`.
+    reason_code: String,
+    /// Apply only if the subscription is still at this version (else 409 ABORTED).
+    expected_version: Option<i64>,
+}
+
+/// Cancel a subscription (write scope).
+#[utoipa::path(post, path = "/api/v1/subscriptions/{id}/cancellation", tag = "revenue",
+    request_body = SubscriptionCancellation,
+    params(("id" = String, Path, description = "Subscription id"),
+           ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
+    responses((status = 200, body = Subscription), (status = "4XX", body = ErrorBody),
+              (status = "5XX", body = ErrorBody)))]
+async fn cancel_subscription(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Body(body): Body<SubscriptionCancellation>,
+) -> Result<Json<Subscription>, ApiError> {
+    let r = state
+        .services
+        .revenue
+        .clone()
+        .cancel_subscription(caller.request(rev::CancelSubscriptionRequest {
+            id,
+            cancellation: Some(rev::Cancellation {
+                effective_at: Some(timestamp(body.effective_at)),
+                kind: body.kind.into(),
+                reason_code: body.reason_code,
+            }),
+            idempotency_key: idempotency_key(&headers)?,
+            expected_version: body.expected_version,
+        }))
         .await
         .map_err(revenue_error)?
         .into_inner();

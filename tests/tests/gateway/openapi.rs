@@ -34,6 +34,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/revenue/unit-economics"),
     ("post", "/api/v1/subscriptions"),
     ("get", "/api/v1/subscriptions/{id}"),
+    ("post", "/api/v1/subscriptions/{id}/changes"),
+    ("post", "/api/v1/subscriptions/{id}/cancellation"),
     ("get", "/healthz"),
     ("get", "/readyz"),
 ];
