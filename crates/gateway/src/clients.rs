@@ -73,6 +73,13 @@ impl Services {
 pub struct Caller(Option<MetadataValue<Ascii>>);
 
 impl Caller {
+    /// A caller presenting `Bearer <key>` (the webhooks' configured key).
+    pub fn bearer(key: &str) -> Result<Self, ApiError> {
+        MetadataValue::try_from(format!("Bearer {key}"))
+            .map(|v| Self(Some(v)))
+            .map_err(|_| ApiError::internal(&"the configured webhook API key is not ASCII"))
+    }
+
     /// A gRPC request carrying the caller's credentials.
     pub fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);

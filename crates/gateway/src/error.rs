@@ -92,6 +92,11 @@ impl ApiError {
         Self::plain(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", message)
     }
 
+    /// A 404 for something not there (or switched off).
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::plain(StatusCode::NOT_FOUND, "NOT_FOUND", message)
+    }
+
     /// A 500 with the generic message; the cause is logged here.
     pub fn internal(cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(error.cause_chain = %cause, "internal error");

@@ -7,3 +7,4 @@ mod auth;
 mod openapi;
 mod reports;
 mod status;
+mod webhooks;

@@ -36,6 +36,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/subscriptions/{id}"),
     ("post", "/api/v1/subscriptions/{id}/changes"),
     ("post", "/api/v1/subscriptions/{id}/cancellation"),
+    ("post", "/webhooks/hubspot"),
+    ("post", "/webhooks/crm"),
     ("get", "/healthz"),
     ("get", "/readyz"),
 ];
