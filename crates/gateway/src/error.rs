@@ -128,8 +128,9 @@ impl ApiError {
 
     /// The response to a failed call to the `service` service.
     pub fn from_status(service: &str, status: &Status) -> Self {
-        let (http, name) = http_status(status.code());
-        let message = match status.code() {
+        let code = effective_code(status);
+        let (http, name) = http_status(code);
+        let message = match code {
             Code::Unavailable | Code::DeadlineExceeded => {
                 tracing::warn!(
                     service,
@@ -173,6 +174,21 @@ impl ApiError {
 }
 
 const GENERIC: &str = "internal error; it has been logged";
+
+/// The code that describes what happened: tonic reports the expiry of the
+/// gateway's own deadline (`peers.request_timeout_ms`) as CANCELLED with a
+/// `TimeoutExpired` source; to the HTTP caller that is a deadline exceeded
+/// upstream, 504, not a server error.
+fn effective_code(status: &Status) -> Code {
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if e.is::<tonic::TimeoutExpired>() {
+            return Code::DeadlineExceeded;
+        }
+        source = e.source();
+    }
+    status.code()
+}
 
 /// The HTTP status and code name of a gRPC code (see the module table).
 pub fn http_status(code: Code) -> (StatusCode, &'static str) {

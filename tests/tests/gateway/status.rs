@@ -14,6 +14,7 @@ backend_test!(
     a_stale_version_is_409_aborted,
     failed_precondition_is_409_with_its_code,
     a_service_that_is_down_is_503_and_readyz_says_so,
+    a_service_slower_than_the_deadline_is_504,
 );
 
 async fn invalid_argument_is_400_with_the_field_violations(
@@ -139,5 +140,14 @@ async fn a_service_that_is_down_is_503_and_readyz_says_so(db: &TestDatabase) -> 
     assert_eq!(body["services"]["revenue"], "SERVING");
     let (status, _) = stack.call(Method::GET, "/healthz", None, None).await?;
     assert_eq!(status, StatusCode::OK);
+    Ok(())
+}
+
+async fn a_service_slower_than_the_deadline_is_504(db: &TestDatabase) -> anyhow::Result<()> {
+    // A zero deadline: no call can answer in time.
+    let stack = Stack::start_with(db, |s| s.peers.request_timeout_ms = 0).await?;
+    let (status, body) = stack.get("/api/v1/accounts", READ_KEY).await?;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
+    assert_eq!(body["error"]["code"], "DEADLINE_EXCEEDED");
     Ok(())
 }
