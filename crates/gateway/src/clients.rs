@@ -68,25 +68,42 @@ impl Services {
     }
 }
 
-/// The caller's `Authorization` header, passed on to the services as is.
-#[derive(Debug, Clone)]
-pub struct Caller(Option<MetadataValue<Ascii>>);
+/// The caller's `Authorization` header, passed on to the services as is,
+/// and its W3C trace context (`traceparent`, `tracestate`).
+///
+/// The trace context is copied so a trace continues through the gateway even
+/// when this process exports no traces; when it does, the peer interceptor
+/// replaces it with the gateway's own span, a child of the caller's.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    authorization: Option<MetadataValue<Ascii>>,
+    trace: Vec<(&'static str, MetadataValue<Ascii>)>,
+}
+
+/// The W3C trace context headers.
+const TRACE_HEADERS: [&str; 2] = ["traceparent", "tracestate"];
 
 impl Caller {
     /// A caller presenting `Bearer <key>` (the webhooks' configured key).
     pub fn bearer(key: &str) -> Result<Self, ApiError> {
         MetadataValue::try_from(format!("Bearer {key}"))
-            .map(|v| Self(Some(v)))
+            .map(|v| Self {
+                authorization: Some(v),
+                trace: Vec::new(),
+            })
             .map_err(|_| ApiError::internal(&"the configured webhook API key is not ASCII"))
     }
 
     /// A gRPC request carrying the caller's credentials.
     pub fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
-        if let Some(value) = &self.0 {
+        if let Some(value) = &self.authorization {
             request
                 .metadata_mut()
                 .insert("authorization", value.clone());
+        }
+        for (name, value) in &self.trace {
+            request.metadata_mut().insert(*name, value.clone());
         }
         request
     }
@@ -96,16 +113,74 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        match parts.headers.get(http::header::AUTHORIZATION) {
-            None => Ok(Self(None)),
-            Some(value) => value
-                .to_str()
-                .ok()
-                .and_then(|v| MetadataValue::try_from(v).ok())
-                .map(|v| Self(Some(v)))
-                .ok_or_else(|| {
-                    ApiError::unauthenticated("the Authorization header is not printable ASCII")
-                }),
-        }
+        let ascii = |name: &str| {
+            parts.headers.get(name).map(|v| {
+                v.to_str()
+                    .ok()
+                    .and_then(|v| MetadataValue::try_from(v).ok())
+            })
+        };
+        let authorization = match ascii("authorization") {
+            None => None,
+            Some(Some(v)) => Some(v),
+            Some(None) => {
+                return Err(ApiError::unauthenticated(
+                    "the Authorization header is not printable ASCII",
+                ));
+            }
+        };
+        let trace = TRACE_HEADERS
+            .iter()
+            .filter_map(|name| ascii(name).flatten().map(|v| (*name, v)))
+            .collect();
+        Ok(Self {
+            authorization,
+            trace,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_callers_key_and_trace_context_travel_to_the_service() -> anyhow::Result<()> {
+        let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let (mut parts, ()) = http::Request::builder()
+            .header("authorization", "Bearer bt_key")
+            .header("traceparent", traceparent)
+            .body(())?
+            .into_parts();
+        let caller = Caller::from_request_parts(&mut parts, &())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let request = caller.request(());
+        assert_eq!(
+            request
+                .metadata()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok()),
+            Some("Bearer bt_key")
+        );
+        assert_eq!(
+            request
+                .metadata()
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok()),
+            Some(traceparent)
+        );
+        assert!(request.metadata().get("tracestate").is_none());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn no_key_sends_no_credentials() -> anyhow::Result<()> {
+        let (mut parts, ()) = http::Request::builder().body(())?.into_parts();
+        let caller = Caller::from_request_parts(&mut parts, &())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        assert!(caller.request(()).metadata().get("authorization").is_none());
+        Ok(())
     }
 }
