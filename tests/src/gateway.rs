@@ -30,6 +30,7 @@ pub struct Stack {
     /// The settings the gateway was built with.
     pub settings: Settings,
     shutdown: Shutdown,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
     http: reqwest::Client,
 }
@@ -59,7 +60,10 @@ impl Stack {
         let shutdown = Shutdown::new();
         let gateway = bowtie_gateway::build(&settings, shutdown.clone()).await?;
         let addr = gateway.local_addr();
-        let task = tokio::spawn(gateway.run_until_stopped(std::future::pending()));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(gateway.run_until_stopped(async move {
+            let _ = stopped.await;
+        }));
         Ok(Self {
             accounts: Some(accounts),
             revenue,
@@ -67,6 +71,7 @@ impl Stack {
             addr,
             settings,
             shutdown,
+            stop: Some(stop),
             task: Some(task),
             http: reqwest::Client::new(),
         })
@@ -75,6 +80,14 @@ impl Stack {
     /// The gateway's base URL, `http://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Sends the gateway its stop signal (as SIGTERM does): it drains for
+    /// `server.drain_seconds`, then stops.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
     }
 
     /// Stops the accounts server (and waits until it is gone).

@@ -11,6 +11,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Json;
@@ -47,10 +48,13 @@ pub use error::http_status;
 struct AppState {
     services: clients::Services,
     settings: Arc<GatewaySettings>,
+    /// Set on shutdown: /readyz answers 503 while the gateway drains.
+    draining: Arc<AtomicBool>,
 }
 
-/// Time /readyz waits for each service's health answer.
-const READY_TIMEOUT: Duration = Duration::from_secs(2);
+/// Time /readyz waits for each service's health answer (below the probe's
+/// own timeout, so a slow service reads as not ready rather than a timeout).
+const READY_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(OpenApi)]
 #[openapi(
@@ -161,7 +165,7 @@ async fn healthz() -> Json<Alive> {
 /// Readiness and what each service reported.
 #[derive(Debug, Serialize, ToSchema)]
 struct Readiness {
-    /// `ready` when every service is SERVING, else `not_ready`.
+    /// `ready` when every service is SERVING, `draining` while shutting down, else `not_ready`.
     status: String,
     /// Service name -> SERVING, NOT_SERVING or UNREACHABLE.
     services: std::collections::BTreeMap<String, String>,
@@ -193,13 +197,18 @@ async fn readyz(State(state): State<AppState>) -> Response {
         .await
         .into_iter()
         .collect();
-    let ready = services.values().all(|s| s == "SERVING");
+    let draining = state.draining.load(Ordering::SeqCst);
+    let ready = !draining && services.values().all(|s| s == "SERVING");
     let code = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let status = if ready { "ready" } else { "not_ready" };
+    let status = match (ready, draining) {
+        (true, _) => "ready",
+        (false, true) => "draining",
+        (false, false) => "not_ready",
+    };
     (
         code,
         Json(Readiness {
@@ -227,6 +236,8 @@ pub struct Gateway {
     local_addr: SocketAddr,
     app: axum::Router,
     shutdown: Shutdown,
+    draining: Arc<AtomicBool>,
+    drain: Duration,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -240,9 +251,11 @@ impl std::fmt::Debug for Gateway {
 /// Binds `gateway.listen` with clients of the services at `peers`.
 pub async fn build(settings: &Settings, shutdown: Shutdown) -> anyhow::Result<Gateway> {
     let services = clients::Services::connect(&settings.peers)?;
+    let draining = Arc::new(AtomicBool::new(false));
     let state = AppState {
         services,
         settings: Arc::new(settings.gateway.clone()),
+        draining: draining.clone(),
     };
     let listener = tokio::net::TcpListener::bind(settings.gateway.listen)
         .await
@@ -255,6 +268,8 @@ pub async fn build(settings: &Settings, shutdown: Shutdown) -> anyhow::Result<Ga
         local_addr,
         app: app(state),
         shutdown,
+        draining,
+        drain: Duration::from_secs(settings.server.drain_seconds),
     })
 }
 
@@ -264,8 +279,10 @@ impl Gateway {
         self.local_addr
     }
 
-    /// Serves until `signal` resolves or the shutdown fires, then lets
-    /// in-flight requests finish.
+    /// Serves until `signal` resolves or the shutdown fires. On `signal`,
+    /// /readyz turns 503 first and the gateway keeps serving for
+    /// `server.drain_seconds`, so load balancers stop routing to it; then
+    /// it stops accepting and lets in-flight requests finish.
     pub async fn run_until_stopped(
         self,
         signal: impl Future<Output = ()> + Send + 'static,
@@ -275,10 +292,19 @@ impl Gateway {
             local_addr,
             app,
             shutdown,
+            draining,
+            drain,
         } = self;
         let stop = async move {
             tokio::select! {
-                () = signal => {}
+                () = signal => {
+                    draining.store(true, Ordering::SeqCst);
+                    tracing::info!(%local_addr, drain_seconds = drain.as_secs(), "shutting down: /readyz reports draining");
+                    tokio::select! {
+                        () = tokio::time::sleep(drain) => {}
+                        () = shutdown.wait() => {}
+                    }
+                }
                 () = shutdown.wait() => {}
             }
         };

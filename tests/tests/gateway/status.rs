@@ -15,6 +15,7 @@ backend_test!(
     failed_precondition_is_409_with_its_code,
     a_service_that_is_down_is_503_and_readyz_says_so,
     a_service_slower_than_the_deadline_is_504,
+    a_stopping_gateway_turns_unready_first_and_keeps_serving_while_it_drains,
 );
 
 async fn invalid_argument_is_400_with_the_field_violations(
@@ -149,5 +150,21 @@ async fn a_service_slower_than_the_deadline_is_504(db: &TestDatabase) -> anyhow:
     let (status, body) = stack.get("/api/v1/accounts", READ_KEY).await?;
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
     assert_eq!(body["error"]["code"], "DEADLINE_EXCEEDED");
+    Ok(())
+}
+
+async fn a_stopping_gateway_turns_unready_first_and_keeps_serving_while_it_drains(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let mut stack = Stack::start_with(db, |s| s.server.drain_seconds = 3).await?;
+    let (status, _) = stack.call(Method::GET, "/readyz", None, None).await?;
+    assert_eq!(status, StatusCode::OK);
+    stack.begin_shutdown();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let (status, body) = stack.call(Method::GET, "/readyz", None, None).await?;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["status"], "draining");
+    let (status, body) = stack.get("/api/v1/accounts", READ_KEY).await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
     Ok(())
 }
