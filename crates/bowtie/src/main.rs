@@ -5,7 +5,12 @@
 //! - `bowtie serve <service>` runs one service alone, as in production
 //!   (PostgreSQL by URL, keys from configuration).
 //! - `bowtie migrate <service>` applies a service's migrations and exits.
+//! - `bowtie dev --demo` also seeds the demo company once the services run.
 //! - `bowtie keys generate` prints a new API key and the hash to configure.
+//! - `bowtie import` loads CSV files, `bowtie report` prints reports.
+//!
+//! The work is in the `bowtie` library (demo, import, report, client); this
+//! file only parses the command line.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -43,6 +48,16 @@ enum Command {
         /// Where the SQLite files live.
         #[arg(long, default_value = "data")]
         data_dir: PathBuf,
+        /// Seed the demo company (a synthetic SaaS business) once the
+        /// services run; a data directory that already holds it is left as is.
+        #[arg(long)]
+        demo: bool,
+        /// Random seed of the demo company.
+        #[arg(long, default_value_t = 42, requires = "demo")]
+        demo_seed: u64,
+        /// Number of accounts of the demo company.
+        #[arg(long, default_value_t = 2000, requires = "demo")]
+        demo_accounts: usize,
     },
     /// Run one service alone (production mode).
     Serve {
@@ -108,10 +123,20 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(command: Command, mut settings: Settings) -> anyhow::Result<()> {
     match command {
-        Command::Dev { data_dir } => {
+        Command::Dev {
+            data_dir,
+            demo,
+            demo_seed,
+            demo_accounts,
+        } => {
             let _telemetry = bowtie_runtime::telemetry::init("bowtie", &settings.telemetry)?;
             dev(&mut settings, &data_dir);
-            serve(settings, ALL_SERVICES, true).await
+            let demo = demo.then(|| Demo {
+                key: demo_key(&mut settings),
+                seed: demo_seed,
+                accounts: demo_accounts,
+            });
+            serve(settings, ALL_SERVICES, true, demo).await
         }
         Command::Serve { service } => {
             let _telemetry = bowtie_runtime::telemetry::init(
@@ -123,7 +148,7 @@ async fn run(command: Command, mut settings: Settings) -> anyhow::Result<()> {
                     "no API keys configured: every call will be refused (see `bowtie keys generate`)"
                 );
             }
-            serve(settings, &[service], false).await
+            serve(settings, &[service], false, None).await
         }
         Command::Migrate { service } => {
             let _telemetry =
@@ -203,6 +228,46 @@ fn dev(settings: &mut Settings, data_dir: &std::path::Path) {
     settings.server.drain_seconds = 0;
 }
 
+/// What `bowtie dev --demo` seeds, and the key it writes with.
+struct Demo {
+    key: String,
+    seed: u64,
+    accounts: usize,
+}
+
+/// A key with the write scope that lives only as long as the process, for
+/// the demo seeding.
+fn demo_key(settings: &mut Settings) -> String {
+    let (key, hash) = generate_key();
+    settings.auth.keys.push(ApiKeySettings {
+        name: "dev-demo".into(),
+        hash,
+        scopes: vec!["write".into()],
+    });
+    key
+}
+
+/// Seeds the demo company into the suite at `peers` and says what to look at.
+async fn seed_demo(peers: bowtie_runtime::config::PeerSettings, demo: Demo) {
+    let target = bowtie::client::Target::new(&peers, &demo.key);
+    let mut options = bowtie::demo::DemoOptions::new(bowtie::demo::plan::anchor_for(
+        chrono::Utc::now().timestamp(),
+    ));
+    options.seed = demo.seed;
+    options.accounts = demo.accounts;
+    println!(
+        "seeding the demo company ({} accounts, seed {})...",
+        options.accounts, options.seed
+    );
+    match bowtie::demo::seed(&target, options).await {
+        Ok(seeded) => print!("{}", bowtie::demo::describe(&seeded)),
+        Err(e) => {
+            tracing::error!(error.cause_chain = ?e, "seeding the demo company failed");
+            println!("seeding the demo company failed: {e:#}");
+        }
+    }
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
 async fn stop_signal() {
     let ctrl_c = async {
@@ -225,7 +290,12 @@ async fn stop_signal() {
     }
 }
 
-async fn serve(mut settings: Settings, services: &[Service], print: bool) -> anyhow::Result<()> {
+async fn serve(
+    mut settings: Settings,
+    services: &[Service],
+    print: bool,
+    demo: Option<Demo>,
+) -> anyhow::Result<()> {
     let keys = Arc::new(ApiKeys::from_settings(&settings.auth)?);
     let shutdown = Shutdown::new();
     // One OS signal stops every server of the process: each reports
@@ -271,6 +341,8 @@ async fn serve(mut settings: Settings, services: &[Service], print: bool) -> any
             settings.peers.accounts.trim_start_matches("http://")
         );
     }
+    // Seeding talks to the services like any client; it stops with them.
+    let seeding = demo.map(|demo| tokio::spawn(seed_demo(settings.peers.clone(), demo)));
     let mut outcome = Ok(());
     while let Some(joined) = running.join_next().await {
         let result = joined.map_err(anyhow::Error::from).and_then(|r| r);
@@ -278,6 +350,9 @@ async fn serve(mut settings: Settings, services: &[Service], print: bool) -> any
             shutdown.trigger();
             outcome = Err(e);
         }
+    }
+    if let Some(seeding) = seeding {
+        seeding.abort();
     }
     outcome
 }
