@@ -5,4 +5,5 @@
 
 pub mod client;
 pub mod demo;
+pub mod import;
 pub mod report;

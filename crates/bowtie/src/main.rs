@@ -74,6 +74,66 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Load a CSV file (with a header row) into the services; see the README
+    /// for the columns. Exits non-zero when any row failed.
+    Import {
+        /// What the file holds.
+        what: ImportKind,
+        /// The CSV file.
+        file: PathBuf,
+        #[command(flatten)]
+        connection: Connection,
+        /// The accounts service, asked for the ids of `account_external_id`
+        /// (default: `[peers] accounts`).
+        #[arg(long)]
+        accounts_addr: Option<String>,
+    },
+    /// Print a report as a table.
+    Report {
+        /// Which report.
+        what: ReportKind,
+        /// `YYYY-MM`, `YYYY-MM..YYYY-MM`, `YYYY`, `YYYY-Qn` or `Nm` (the last
+        /// N months); default the last 12 months.
+        #[arg(long)]
+        period: Option<String>,
+        /// Only one segment: smb, mid_market or enterprise.
+        #[arg(long)]
+        segment: Option<String>,
+        #[command(flatten)]
+        connection: Connection,
+    },
+}
+
+/// How `import` and `report` reach a service.
+#[derive(Debug, clap::Args)]
+struct Connection {
+    /// The service's address, e.g. 127.0.0.1:50053 (default: from the
+    /// `[peers]` configuration).
+    #[arg(long)]
+    addr: Option<String>,
+    /// API key (write scope to import, read to report).
+    #[arg(long, env = "BOWTIE_API_KEY", hide_env_values = true)]
+    key: String,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ImportKind {
+    /// Accounts, upserted by external id (accounts service).
+    Accounts,
+    /// Subscriptions with an optional cancellation (revenue service).
+    Subscriptions,
+    /// Funnel transitions (funnel service).
+    Transitions,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ReportKind {
+    /// Volume, conversion, velocity and drop-offs per stage (funnel).
+    Funnel,
+    /// The MRR waterfall month by month (revenue).
+    Mrr,
+    /// Logo retention, GRR and NRR by segment, and the cohort grid (revenue).
+    Retention,
 }
 
 #[derive(Debug, Subcommand)]
@@ -102,7 +162,17 @@ enum Service {
 /// Every service, in start order (each service's peers start before it).
 const ALL_SERVICES: &[Service] = &[Service::Accounts, Service::Revenue, Service::Funnel];
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match main_inner() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn main_inner() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Command::Keys {
         command: KeysCommand::Generate { name, scope },
@@ -174,7 +244,91 @@ async fn run(command: Command, mut settings: Settings) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys { .. } => Ok(()),
+        Command::Import {
+            what,
+            file,
+            connection,
+            accounts_addr,
+        } => import(&settings, what, &file, connection, accounts_addr).await,
+        Command::Report {
+            what,
+            period,
+            segment,
+            connection,
+        } => report(&settings, what, period, segment, connection).await,
     }
+}
+
+async fn import(
+    settings: &Settings,
+    what: ImportKind,
+    file: &std::path::Path,
+    connection: Connection,
+    accounts_addr: Option<String>,
+) -> anyhow::Result<()> {
+    use bowtie::client::{Service as Svc, Target};
+    use bowtie::import::Kind;
+    let (kind, service) = match what {
+        ImportKind::Accounts => (Kind::Accounts, Svc::Accounts),
+        ImportKind::Subscriptions => (Kind::Subscriptions, Svc::Revenue),
+        ImportKind::Transitions => (Kind::Transitions, Svc::Funnel),
+    };
+    let mut target = Target::new(&settings.peers, &connection.key);
+    if let Some(addr) = accounts_addr {
+        target = target.with_address(Svc::Accounts, &addr);
+    }
+    if let Some(addr) = connection.addr {
+        target = target.with_address(service, &addr);
+    }
+    let input = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    let progress = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let report = bowtie::import::import(&target, kind, std::io::BufReader::new(input), &progress)
+        .await
+        .with_context(|| format!("importing {}", file.display()))?;
+    for error in &report.errors {
+        println!("line {}: {}", error.line, error.message);
+    }
+    println!("{}: {}", file.display(), report.summary());
+    anyhow::ensure!(
+        report.errors.is_empty(),
+        "{} of {} rows failed",
+        report.errors.len(),
+        report.rows
+    );
+    Ok(())
+}
+
+async fn report(
+    settings: &Settings,
+    what: ReportKind,
+    period: Option<String>,
+    segment: Option<String>,
+    connection: Connection,
+) -> anyhow::Result<()> {
+    use bowtie::client::{Service as Svc, Target};
+    let now = chrono::Utc::now();
+    let range = bowtie::report::parse_period(period.as_deref(), now.date_naive())?;
+    let segment = bowtie::report::parse_segment(segment.as_deref())?;
+    let service = match what {
+        ReportKind::Funnel => Svc::Funnel,
+        ReportKind::Mrr | ReportKind::Retention => Svc::Revenue,
+    };
+    let mut target = Target::new(&settings.peers, &connection.key);
+    if let Some(addr) = connection.addr {
+        target = target.with_address(service, &addr);
+    }
+    let text = match what {
+        ReportKind::Funnel => bowtie::report::funnel(&target, range, segment).await?,
+        ReportKind::Mrr => bowtie::report::mrr(&target, range, segment).await?,
+        ReportKind::Retention => {
+            bowtie::report::retention(&target, range, segment, now.timestamp()).await?
+        }
+    };
+    print!("{text}");
+    Ok(())
 }
 
 fn service_name(service: Service) -> &'static str {
