@@ -62,7 +62,8 @@ test: ## Run the workspace's tests (PostgreSQL ones need BOWTIE_TEST_DATABASE_UR
 	$(CARGO) test $(CARGO_FLAGS) --workspace --all-targets -- $(TEST_ARGS)
 
 bench: $(BENCH_PYTHON) ## Benchmarks (release build): prints a table, writes bench-results/results.json
-	BOWTIE_BENCH_PYTHON=$(BENCH_PYTHON) $(CARGO) run $(CARGO_FLAGS) -p bowtie-bench --release -- $(BENCH_ARGS)
+	$(CARGO) build $(CARGO_FLAGS) -p bowtie --release
+	BOWTIE_BENCH_BIN=target/release/bowtie BOWTIE_BENCH_PYTHON=$(BENCH_PYTHON) $(CARGO) run $(CARGO_FLAGS) -p bowtie-bench --release -- $(BENCH_ARGS)
 
 # --- style -------------------------------------------------------------------
 

@@ -2,5 +2,7 @@
 //! `bowtie-bench` binary runs them (`make bench`).
 
 pub mod funnel;
+pub mod load;
 pub mod measure;
 pub mod revenue;
+pub mod unary;

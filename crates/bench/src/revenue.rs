@@ -284,6 +284,7 @@ pub async fn run(report: &mut Report) -> anyhow::Result<()> {
         end_at: Some(bowtie_runtime::validate::to_timestamp(t1)),
         segment: 0,
         owner: String::new(),
+        by_owner: false,
     };
     let mut samples = Vec::new();
     let mut mrr_report = None;

@@ -382,13 +382,24 @@ pub async fn retention(
         "GRR",
         "NRR",
     ]);
-    for s in segments {
+    let mut owners = table(&[
+        "owner (closed the deal)",
+        "paying at start",
+        "still paying",
+        "logo retention",
+        "MRR at start",
+        "MRR now",
+        "GRR",
+        "NRR",
+    ]);
+    for (i, s) in segments.into_iter().enumerate() {
         let r = client
             .get_retention(GetRetentionRequest {
                 start_at: timestamp(t0),
                 end_at: timestamp(t1),
                 segment: s.unwrap_or(Segment::Unspecified) as i32,
                 owner: String::new(),
+                by_owner: i == 0,
             })
             .await
             .map_err(|st| anyhow::anyhow!("GetRetention: {}", describe(&st)))?
@@ -406,6 +417,18 @@ pub async fn retention(
             percent(r.grr),
             percent(r.nrr),
         ]);
+        for o in &r.by_owner {
+            owners.add_row(vec![
+                o.owner.clone(),
+                group_thousands(o.accounts_start),
+                group_thousands(o.accounts_retained),
+                percent(o.logo_retention),
+                amount(o.mrr_start.as_ref()),
+                amount(o.mrr_end.as_ref()),
+                percent(o.grr),
+                percent(o.nrr),
+            ]);
+        }
     }
     let cohorts = client
         .get_cohort_retention(GetCohortRetentionRequest {
@@ -437,8 +460,10 @@ pub async fn retention(
         .unwrap_or_default();
     Ok(format!(
         "Retention of the accounts paying on {} until {until}, {currency}\n{t}\n\
+         Sales quality ({}): retention by the owner who closed the deal\n{owners}\n\
          MRR retention by month since the first payment, cohorts {}..{}\n{grid}\n",
         range.first,
+        segment_label(segment),
         range.start_month(),
         range.end_month(),
     ))

@@ -373,7 +373,9 @@ impl RevenueService for RevenueApi {
             owner: Some(parsed(owner)?).filter(|o| !o.is_empty()),
         };
         Ok(Response::new(
-            self.app.retention(parsed(t0)?, parsed(t1)?, filter).await?,
+            self.app
+                .retention(parsed(t0)?, parsed(t1)?, filter, req.by_owner)
+                .await?,
         ))
     }
 

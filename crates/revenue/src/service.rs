@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 use crate::convert::{movement_to_pb, subscription_to_pb};
 use crate::domain::*;
-use crate::storage::{self, AccountHistory, CohortFilter, MovementFilter};
+use crate::storage::{self, AccountHistory, CohortFilter, MovementFilter, Revision};
 
 /// The revenue policy the service runs with.
 #[derive(Debug, Clone)]
@@ -333,6 +333,25 @@ impl Revenue {
             .write(idem, move |tx| {
                 Box::pin(async move {
                     storage::save_rate(tx.conn(), &currency, from, rate).await?;
+                    // Movements convert at the rate of their date, so a rate
+                    // for a date already past re-values the accounts billed
+                    // in that currency; their movements are revised (and the
+                    // revisions published) in the same transaction.
+                    let fx = storage::fx_table(tx.conn(), &reporting).await?;
+                    let histories = storage::histories_in_currency(tx.conn(), &currency).await?;
+                    for history in &histories {
+                        storage::lock_account(tx.conn(), history.account_id).await?;
+                    }
+                    let revisions = storage::recompute(tx.conn(), &histories, &fx).await?;
+                    for (history, revision) in histories.iter().zip(revisions) {
+                        emit_revision(
+                            tx,
+                            &history.account_id.to_string(),
+                            history.segment,
+                            &reporting,
+                            revision,
+                        );
+                    }
                     Ok(pb::SetFxRateResponse {
                         rate: Some(pb::FxRate {
                             currency_code: currency,
@@ -608,14 +627,22 @@ impl Revenue {
         })
     }
 
-    /// Retention of the accounts paying at `t0`, at `t1`.
+    /// Retention of the accounts paying at `t0`, at `t1`, and optionally
+    /// per owner who closed the deal.
     pub async fn retention(
         &self,
         t0: i64,
         t1: i64,
         filter: CohortFilter,
+        by_owner: bool,
     ) -> Result<pb::GetRetentionResponse, Error> {
-        let r = storage::retention(self.store.db().reader(), t0, t1, &filter).await?;
+        let reader = self.store.db().reader();
+        let r = storage::retention(reader, t0, t1, &filter).await?;
+        let owners = if by_owner {
+            storage::retention_by_owner(reader, t0, t1, &filter).await?
+        } else {
+            Vec::new()
+        };
         let currency = &self.policy.reporting_currency;
         Ok(pb::GetRetentionResponse {
             accounts_start: r.accounts_start,
@@ -626,6 +653,20 @@ impl Revenue {
             mrr_end: Some(money(currency, r.mrr_end)),
             grr: r.grr(),
             nrr: r.nrr(),
+            by_owner: owners
+                .into_iter()
+                .map(|(owner, r)| pb::OwnerRetention {
+                    owner,
+                    accounts_start: r.accounts_start,
+                    accounts_retained: r.accounts_retained,
+                    logo_retention: r.logo(),
+                    mrr_start: Some(money(currency, r.mrr_start)),
+                    mrr_retained: Some(money(currency, r.mrr_retained)),
+                    mrr_end: Some(money(currency, r.mrr_end)),
+                    grr: r.grr(),
+                    nrr: r.nrr(),
+                })
+                .collect(),
         })
     }
 
@@ -697,26 +738,33 @@ async fn apply(
     let id = account.id.to_string();
     tx.emit(NewEvent::new("account", id.clone(), event_type, &out));
     for revision in revisions {
-        for m in &revision.retracted {
-            let payload = movement_to_pb(&id, m, account.segment, &policy.reporting_currency);
+        emit_revision(
+            tx,
+            &id,
+            account.segment,
+            &policy.reporting_currency,
+            revision,
+        );
+    }
+    Ok(out)
+}
+
+/// Queues the events of one account's revised movements: retractions first.
+fn emit_revision(tx: &mut Tx, account_id: &str, segment: i32, currency: &str, revision: Revision) {
+    for (event_type, movements) in [
+        ("movement.retracted", &revision.retracted),
+        ("movement.recorded", &revision.recorded),
+    ] {
+        for m in movements {
+            let payload = movement_to_pb(account_id, m, segment, currency);
             tx.emit(NewEvent::new(
                 "account",
-                id.clone(),
-                "movement.retracted",
-                &payload,
-            ));
-        }
-        for m in &revision.recorded {
-            let payload = movement_to_pb(&id, m, account.segment, &policy.reporting_currency);
-            tx.emit(NewEvent::new(
-                "account",
-                id.clone(),
-                "movement.recorded",
+                account_id.to_owned(),
+                event_type,
                 &payload,
             ));
         }
     }
-    Ok(out)
 }
 
 fn period_to_pb(p: &Period, currency: &str) -> pb::MrrPeriod {

@@ -320,6 +320,58 @@ pub async fn fx_table<C: ConnectionTrait>(conn: &C, reporting: &str) -> Result<F
     Ok(table)
 }
 
+/// Every account with a subscription in `currency`, with its full history
+/// and where it reports (taken from its paying spans; an account that never
+/// paid has no movements for a rate to change).
+pub async fn histories_in_currency<C: ConnectionTrait>(
+    conn: &C,
+    currency: &str,
+) -> Result<Vec<AccountHistory>, Error> {
+    // The JSON match only narrows the scan; the decoded currency decides.
+    let mut ids = std::collections::BTreeSet::new();
+    for row in query(
+        conn,
+        "SELECT data FROM subscriptions WHERE data LIKE ?",
+        vec![format!("%{currency}%").into()],
+    )
+    .await?
+    {
+        let s = subscription_from_json(&row.try_get::<String>("", "data")?)?;
+        if s.currency == currency {
+            ids.insert(s.account_id);
+        }
+    }
+    let ids: Vec<Uuid> = ids.into_iter().collect();
+    let mut subscriptions = subscriptions_of(conn, &ids).await?;
+    let mut out = Vec::new();
+    for chunk in ids.chunks(CHUNK) {
+        let sql = format!(
+            "SELECT account_id, MIN(segment) AS segment, MIN(owner) AS owner FROM paying_spans \
+             WHERE account_id IN ({}) GROUP BY account_id",
+            marks(chunk.len())
+        );
+        for row in query(
+            conn,
+            &sql,
+            chunk.iter().map(|a| a.to_string().into()).collect(),
+        )
+        .await?
+        {
+            let account: String = row.try_get("", "account_id")?;
+            let account_id = Uuid::parse_str(&account).map_err(|_| corrupt("account_id"))?;
+            out.push(AccountHistory {
+                account_id,
+                segment: row.try_get("", "segment")?,
+                owner: row.try_get("", "owner")?,
+                subscriptions: subscriptions.remove(&account_id).unwrap_or_default(),
+            });
+        }
+    }
+    // Locks are taken in account order, so concurrent re-valuations cannot deadlock.
+    out.sort_by_key(|h| h.account_id);
+    Ok(out)
+}
+
 /// Sets a rate.
 pub async fn save_rate<C: ConnectionTrait>(
     conn: &C,
@@ -562,11 +614,37 @@ pub async fn retention<C: ConnectionTrait>(
     t1: i64,
     filter: &CohortFilter,
 ) -> Result<Retention, Error> {
+    let rows = retention_rows(conn, t0, t1, filter, false).await?;
+    let (_, r) = rows
+        .into_iter()
+        .next()
+        .ok_or_else(|| corrupt("retention"))?;
+    Ok(r)
+}
+
+/// Retention between `t0` and `t1` per owner who closed the deal, the
+/// largest starting MRR first.
+pub async fn retention_by_owner<C: ConnectionTrait>(
+    conn: &C,
+    t0: i64,
+    t1: i64,
+    filter: &CohortFilter,
+) -> Result<Vec<(String, Retention)>, Error> {
+    retention_rows(conn, t0, t1, filter, true).await
+}
+
+async fn retention_rows<C: ConnectionTrait>(
+    conn: &C,
+    t0: i64,
+    t1: i64,
+    filter: &CohortFilter,
+    by_owner: bool,
+) -> Result<Vec<(String, Retention)>, Error> {
     // One pass over the spans that overlap [t0, t1], grouped by account
     // (the table is clustered by account), rather than a join of two
     // point-in-time lookups.
     let mut sql = String::from(
-        "SELECT account_id, \
+        "SELECT account_id, MIN(owner) AS owner, \
          SUM(CASE WHEN valid_from <= ? AND valid_to > ? THEN mrr ELSE 0 END) AS m0, \
          SUM(CASE WHEN valid_from <= ? AND valid_to > ? THEN mrr ELSE 0 END) AS m1 \
          FROM paying_spans WHERE valid_from <= ? AND valid_to > ?",
@@ -587,23 +665,35 @@ pub async fn retention<C: ConnectionTrait>(
         sql.push_str(" AND owner = ?");
         values.push(owner.clone().into());
     }
+    let (group, order) = if by_owner {
+        ("owner, ", " GROUP BY owner ORDER BY SUM(m0) DESC, owner")
+    } else {
+        ("'' AS owner, ", "")
+    };
     let sql = format!(
-        "SELECT CAST(COUNT(*) AS BIGINT) AS accounts_start, \
+        "SELECT {group}CAST(COUNT(*) AS BIGINT) AS accounts_start, \
          CAST(COALESCE(SUM(CASE WHEN m1 > 0 THEN 1 ELSE 0 END), 0) AS BIGINT) AS accounts_retained, \
          CAST(COALESCE(SUM(m0), 0) AS BIGINT) AS mrr_start, \
          CAST(COALESCE(SUM(CASE WHEN m1 < m0 THEN m1 ELSE m0 END), 0) AS BIGINT) AS mrr_retained, \
          CAST(COALESCE(SUM(m1), 0) AS BIGINT) AS mrr_end \
-         FROM ({sql} GROUP BY account_id) x WHERE m0 > 0"
+         FROM ({sql} GROUP BY account_id) x WHERE m0 > 0{order}"
     );
-    let rows = query(conn, &sql, values).await?;
-    let row = rows.first().ok_or_else(|| corrupt("retention"))?;
-    Ok(Retention {
-        accounts_start: row.try_get("", "accounts_start")?,
-        accounts_retained: row.try_get("", "accounts_retained")?,
-        mrr_start: row.try_get("", "mrr_start")?,
-        mrr_retained: row.try_get("", "mrr_retained")?,
-        mrr_end: row.try_get("", "mrr_end")?,
-    })
+    query(conn, &sql, values)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok((
+                row.try_get("", "owner")?,
+                Retention {
+                    accounts_start: row.try_get("", "accounts_start")?,
+                    accounts_retained: row.try_get("", "accounts_retained")?,
+                    mrr_start: row.try_get("", "mrr_start")?,
+                    mrr_retained: row.try_get("", "mrr_retained")?,
+                    mrr_end: row.try_get("", "mrr_end")?,
+                },
+            ))
+        })
+        .collect()
 }
 
 /// A stored movement with its account and segment.

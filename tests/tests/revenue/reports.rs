@@ -19,6 +19,7 @@ backend_test!(
     mrr_report_and_retention_equal_an_independent_sql_computation,
     the_cohort_grid_follows_each_first_payment_month,
     unit_economics_divide_spend_by_new_customers_and_value_them_over_trailing_churn,
+    reports_are_identical_whether_history_arrives_in_order_or_shuffled,
 );
 
 const DAY: i64 = 86_400;
@@ -28,6 +29,13 @@ const DAY: i64 = 86_400;
 struct Lcg(u64);
 
 impl Lcg {
+    /// Fisher-Yates with this sequence.
+    fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            items.swap(i, self.below(i as i64 + 1) as usize);
+        }
+    }
+
     fn below(&mut self, n: i64) -> i64 {
         self.0 = self
             .0
@@ -334,9 +342,45 @@ async fn mrr_report_and_retention_equal_an_independent_sql_computation(
                 end_at: Some(t1),
                 segment: segment as i32,
                 owner: owner.to_owned(),
+                by_owner: true,
             })
             .await?
             .into_inner();
+        // Each owner's book equals the SQL figures restricted to the owner,
+        // and the books add up to the total.
+        assert_eq!(served.by_owner.is_empty(), served.accounts_start == 0);
+        let mut summed = [0i64; 5];
+        for book in &served.by_owner {
+            let mut filter = format!("AND owner = '{}'", book.owner);
+            if segment != Segment::Unspecified {
+                filter.push_str(&format!(" AND segment = {}", segment as i32));
+            }
+            let expected = sql_retention(
+                &xcheck,
+                t0.seconds * 1_000_000,
+                t1.seconds * 1_000_000,
+                &filter,
+            )
+            .await?;
+            let figures = [
+                book.accounts_start,
+                book.accounts_retained,
+                minor(&book.mrr_start),
+                minor(&book.mrr_retained),
+                minor(&book.mrr_end),
+            ];
+            assert_eq!(figures, expected, "book of {}", book.owner);
+            for (total, part) in summed.iter_mut().zip(figures) {
+                *total += part;
+            }
+        }
+        assert_eq!(summed, retention_figures(&served));
+        assert!(
+            served
+                .by_owner
+                .windows(2)
+                .all(|w| minor(&w[0].mrr_start) >= minor(&w[1].mrr_start))
+        );
         let mut filter = String::new();
         if segment != Segment::Unspecified {
             filter.push_str(&format!("AND segment = {}", segment as i32));
@@ -498,5 +542,160 @@ async fn unit_economics_divide_spend_by_new_customers_and_value_them_over_traili
     assert_eq!(minor(&economics.ltv), 51_200);
     assert!((economics.ltv_to_cac - 1.024).abs() < 1e-9);
     assert!((economics.cac_payback_months - 7.8125).abs() < 1e-9);
+    Ok(())
+}
+
+/// One write of a generated history: a change of subscription `i` to new
+/// terms, or its cancellation.
+#[derive(Debug, Clone, Copy)]
+enum Write {
+    Change(usize, (i64, i64, i64, i64)),
+    Cancel(usize, i64),
+}
+
+/// Creates the planned subscriptions for `ids`, then applies `writes` in
+/// the order given.
+async fn record_history(
+    client: &mut RevenueClient,
+    ids: &[String],
+    planned: &[Planned],
+    creation_order: &[usize],
+    writes: &[Write],
+) -> anyhow::Result<()> {
+    let mut subscription_ids = vec![String::new(); planned.len()];
+    for &i in creation_order {
+        let p = &planned[i];
+        let (start, q, price, d) = p.versions[0];
+        let created = client
+            .create_subscription(create(Subscription {
+                billing_interval: interval(p.months) as i32,
+                terms: Some(wire_terms(q, price, d)),
+                ..monthly(&ids[p.account], at(start), q, price)
+            }))
+            .await?
+            .into_inner();
+        subscription_ids[i] = created.subscription.unwrap_or_default().id;
+    }
+    for write in writes {
+        match *write {
+            Write::Change(i, (when, q, price, d)) => {
+                client
+                    .change_subscription(change(
+                        &subscription_ids[i],
+                        at(when),
+                        wire_terms(q, price, d),
+                    ))
+                    .await?;
+            }
+            Write::Cancel(i, when) => {
+                client
+                    .cancel_subscription(CancelSubscriptionRequest {
+                        id: subscription_ids[i].clone(),
+                        cancellation: cancellation(at(when)),
+                        idempotency_key: String::new(),
+                        expected_version: None,
+                    })
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Two identical books of business, one recorded in business-time order
+/// (SMB), the other with its subscriptions, changes and cancellations in a
+/// random order (enterprise): every report of the one equals the other's.
+async fn reports_are_identical_whether_history_arrives_in_order_or_shuffled(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let suite = Revenue::start(db).await?;
+    let mut client = suite.client();
+    let accounts = 10;
+    let planned = plan(&mut Lcg(7_000_001), accounts);
+    let mut in_order_ids = Vec::new();
+    let mut shuffled_ids = Vec::new();
+    for i in 0..accounts {
+        in_order_ids.push(
+            suite
+                .account(&format!("Ordered {i}"), Segment::Smb, "ana")
+                .await?,
+        );
+        shuffled_ids.push(
+            suite
+                .account(&format!("Shuffled {i}"), Segment::Enterprise, "bo")
+                .await?,
+        );
+    }
+
+    let mut writes: Vec<Write> = planned
+        .iter()
+        .enumerate()
+        .flat_map(|(i, p)| {
+            p.versions[1..]
+                .iter()
+                .map(move |v| Write::Change(i, *v))
+                .chain(p.cancel.map(|c| Write::Cancel(i, c)))
+        })
+        .collect();
+    let business_time = |w: &Write| match *w {
+        Write::Change(_, v) => v.0,
+        Write::Cancel(_, c) => c,
+    };
+    writes.sort_by_key(business_time);
+    let mut by_start: Vec<usize> = (0..planned.len()).collect();
+    by_start.sort_by_key(|&i| planned[i].versions[0].0);
+    record_history(&mut client, &in_order_ids, &planned, &by_start, &writes).await?;
+
+    let mut rng = Lcg(99);
+    rng.shuffle(&mut by_start);
+    rng.shuffle(&mut writes);
+    assert!(
+        writes
+            .windows(2)
+            .any(|w| business_time(&w[0]) > business_time(&w[1])),
+        "the shuffled history must really be out of order"
+    );
+    record_history(&mut client, &shuffled_ids, &planned, &by_start, &writes).await?;
+
+    let ordered = monthly_report(&mut client, "2025-01", "2026-12", Segment::Smb).await?;
+    let shuffled = monthly_report(&mut client, "2025-01", "2026-12", Segment::Enterprise).await?;
+    assert!(ordered.iter().any(|p| minor(&p.churn_mrr) > 0));
+    assert!(ordered.iter().any(|p| minor(&p.expansion_mrr) > 0));
+    assert_eq!(ordered, shuffled);
+
+    for (t0, t1) in [
+        (day(2025, 3, 1), day(2026, 3, 1)),
+        (day(2025, 8, 10), day(2025, 11, 20)),
+    ] {
+        let retention = |segment: Segment| GetRetentionRequest {
+            start_at: Some(t0),
+            end_at: Some(t1),
+            segment: segment as i32,
+            owner: String::new(),
+            by_owner: false,
+        };
+        let a = client
+            .get_retention(retention(Segment::Smb))
+            .await?
+            .into_inner();
+        let b = client
+            .get_retention(retention(Segment::Enterprise))
+            .await?
+            .into_inner();
+        assert!(a.accounts_start > 0);
+        assert_eq!(a, b);
+    }
+
+    for (a, b) in in_order_ids.iter().zip(&shuffled_ids) {
+        let strip = |ms: Vec<bowtie_proto::revenue::Movement>| {
+            ms.into_iter()
+                .map(|m| (m.occurred_at, m.r#type, m.amount, m.mrr_before, m.mrr_after))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            strip(all_movements(&mut client, a).await?),
+            strip(all_movements(&mut client, b).await?),
+        );
+    }
     Ok(())
 }

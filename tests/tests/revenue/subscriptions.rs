@@ -147,6 +147,20 @@ async fn a_foreign_currency_subscription_converts_at_the_configured_rate(
             .iter()
             .all(|m| m.amount.as_ref().is_some_and(|a| a.currency_code == "USD"))
     );
+
+    // A corrected January rate re-values what was recorded at that rate:
+    // the first movement becomes 100.00 EUR at 1.2, the April one keeps 1.25.
+    admin.set_fx_rate(rate(day(2025, 1, 1), "1.2")).await?;
+    let revised: Vec<i64> = all_movements(&mut client, &account)
+        .await?
+        .iter()
+        .map(|m| minor(&m.amount))
+        .collect();
+    assert_eq!(revised, vec![12_000, 12_500]);
+    let report = monthly_report(&mut client, "2025-01", "2025-04", Segment::Unspecified).await?;
+    assert_eq!(minor(&report[0].new_mrr), 12_000);
+    assert_eq!(minor(&report[3].end_mrr), 24_500);
+
     let without_rate = client
         .create_subscription(create(Subscription {
             terms: Some(terms(1, 100, "GBP")),
