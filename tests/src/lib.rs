@@ -40,6 +40,7 @@ use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 pub mod assert;
 pub mod fixtures;
 pub mod revenue;
+pub mod stack;
 
 /// Environment variable naming the PostgreSQL database the tests may use.
 pub const DATABASE_URL_VAR: &str = "BOWTIE_TEST_DATABASE_URL";
