@@ -378,7 +378,7 @@ pub async fn retention(
         "still paying",
         "logo retention",
         "MRR at start",
-        "MRR now",
+        "MRR at end",
         "GRR",
         "NRR",
     ]);
@@ -388,7 +388,7 @@ pub async fn retention(
         "still paying",
         "logo retention",
         "MRR at start",
-        "MRR now",
+        "MRR at end",
         "GRR",
         "NRR",
     ]);
