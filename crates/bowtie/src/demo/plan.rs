@@ -362,6 +362,8 @@ pub struct PlannedAccount {
     /// A paying customer on its way out: usage falling, a downgrade, late
     /// payments (scoring should flag it).
     pub declining: bool,
+    /// Product, support, survey and stakeholder signals for scoring.
+    pub signals: Vec<PlannedSignal>,
 }
 
 impl PlannedAccount {
@@ -374,6 +376,40 @@ impl PlannedAccount {
     pub fn is_customer(&self) -> bool {
         !self.subscriptions.is_empty()
     }
+}
+
+/// What a signal says happened (scoring's signal types).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignalKind {
+    /// Logins; value = how many.
+    Login,
+    /// Active users counted; value = how many.
+    ActiveUsers,
+    /// Key feature uses; value = how many.
+    FeatureUsed,
+    /// Support tickets opened.
+    TicketOpened,
+    /// Support tickets resolved.
+    TicketResolved,
+    /// A complaint filed.
+    Complaint,
+    /// An NPS answer; value 0..=10.
+    Nps,
+    /// A champion or decision maker left.
+    StakeholderLeft,
+    /// First value reached.
+    FirstValue,
+}
+
+/// One signal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedSignal {
+    /// What happened.
+    pub kind: SignalKind,
+    /// How much.
+    pub value: i64,
+    /// When (Unix seconds).
+    pub at: i64,
 }
 
 /// Headline figures of a demo company, computed from the plan.
@@ -403,6 +439,8 @@ pub struct Summary {
     pub invoices: usize,
     /// Invoices paid late or unpaid past due.
     pub late_invoices: usize,
+    /// Signals for scoring.
+    pub signals: usize,
 }
 
 /// The whole demo company.
@@ -448,6 +486,7 @@ impl Company {
         for a in &self.accounts {
             s.transitions += a.transitions.len();
             s.invoices += a.invoices.len();
+            s.signals += a.signals.len();
             s.late_invoices += a
                 .invoices
                 .iter()
@@ -612,6 +651,7 @@ fn plan_account(options: &DemoOptions, index: usize) -> PlannedAccount {
         transitions: Vec::new(),
         subscriptions: Vec::new(),
         invoices: Vec::new(),
+        signals: Vec::new(),
         declining: false,
     };
     let end = horizon(options);
@@ -781,6 +821,10 @@ fn plan_customer(
         }
     }
     plan_invoices(options, rng, account);
+    // Signals draw from their own stream, so adding them changed no
+    // account, subscription or invoice.
+    let mut signal_rng = Rng::new(rng.next_u64() ^ 0x5167_4A15_0000_0001);
+    plan_signals(options, &mut signal_rng, account);
 }
 
 fn new_subscription(
@@ -864,6 +908,133 @@ fn plan_invoices(options: &DemoOptions, rng: &mut Rng, account: &mut PlannedAcco
             due += step;
         }
     }
+}
+
+/// Usage, support, survey and stakeholder signals: twelve weeks of them
+/// for every paying customer and the sixty days before each cancellation of
+/// the last year (history the churn model learns from). Healthy customers
+/// log in steadily with most seats active and answer surveys well;
+/// declining ones see usage collapse in the last 30 days, tickets go quiet
+/// after a complaint, poor NPS answers and sometimes a champion leaving.
+fn plan_signals(options: &DemoOptions, rng: &mut Rng, account: &mut PlannedAccount) {
+    let end = horizon(options);
+    let mut signals = Vec::new();
+    if let Some(impact) = account
+        .transitions
+        .iter()
+        .find(|t| t.stage == Stage::Impact)
+    {
+        signals.push(PlannedSignal {
+            kind: SignalKind::FirstValue,
+            value: 0,
+            at: impact.at,
+        });
+    }
+    let reached_value = !signals.is_empty();
+    for sub in &account.subscriptions {
+        let (until, declining) = match &sub.cancellation {
+            Some(c) if c.at > end - 365 * DAY => (c.at - DAY, true),
+            Some(_) => continue,
+            None if sub.seats_at(end).is_some() => (end, account.declining),
+            None => continue,
+        };
+        let weeks: i64 = if sub.cancellation.is_some() { 8 } else { 12 };
+        let seats = sub.seats_at(until).unwrap_or(sub.seats).max(1);
+        // Logins a week per seat: healthy 0.8 to 2, stalled onboarding less.
+        let per_seat = if reached_value {
+            0.8 + rng.unit() * 1.2
+        } else {
+            0.3 + rng.unit() * 0.4
+        };
+        let complaint_week = declining.then(|| rng.range(weeks - 8, weeks - 6));
+        for w in 0..weeks {
+            let at = until - (weeks - w) * 7 * DAY + rng.range(0, 6 * DAY);
+            if at <= sub.start || at > end {
+                continue;
+            }
+            let recent = w >= weeks - 4;
+            let fade = if declining && recent {
+                0.2 + rng.unit() * 0.15
+            } else {
+                0.85 + rng.unit() * 0.3
+            };
+            let logins = ((seats as f64) * per_seat * fade).round() as i64;
+            signals.push(PlannedSignal {
+                kind: SignalKind::Login,
+                value: logins.clamp(1, 1_000_000),
+                at,
+            });
+            signals.push(PlannedSignal {
+                kind: SignalKind::FeatureUsed,
+                value: (logins * 3 / 10).clamp(1, 1_000_000),
+                at: at + 3600,
+            });
+            if w % 2 == 1 {
+                let share = if declining && recent {
+                    0.15 + rng.unit() * 0.2
+                } else {
+                    0.55 + rng.unit() * 0.4
+                };
+                signals.push(PlannedSignal {
+                    kind: SignalKind::ActiveUsers,
+                    value: ((seats as f64) * share).round().max(1.0) as i64,
+                    at: at + 7200,
+                });
+            }
+            // Support: a steady trickle of tickets, which goes quiet for a
+            // declining customer once it has complained.
+            let quiet = complaint_week.is_some_and(|c| w > c);
+            if !quiet && rng.chance(0.3) {
+                signals.push(PlannedSignal {
+                    kind: SignalKind::TicketOpened,
+                    value: 1,
+                    at: at + 10_800,
+                });
+                signals.push(PlannedSignal {
+                    kind: SignalKind::TicketResolved,
+                    value: 1,
+                    at: at + 10_800 + rng.range(1, 48) * 3600,
+                });
+            }
+            if complaint_week == Some(w) {
+                signals.push(PlannedSignal {
+                    kind: SignalKind::Complaint,
+                    value: 1,
+                    at: at + 14_400,
+                });
+            }
+        }
+        // One survey answer in the period for most customers.
+        if rng.chance(if declining { 0.9 } else { 0.7 }) {
+            let nps = if declining {
+                rng.range(1, 5)
+            } else {
+                rng.range(7, 10)
+            };
+            let at = until - rng.range(5, 60) * DAY;
+            if at > sub.start {
+                signals.push(PlannedSignal {
+                    kind: SignalKind::Nps,
+                    value: nps,
+                    at,
+                });
+            }
+        }
+        if rng.chance(if declining { 0.4 } else { 0.03 }) {
+            let at = until - rng.range(10, 50) * DAY;
+            if at > sub.start {
+                signals.push(PlannedSignal {
+                    kind: SignalKind::StakeholderLeft,
+                    value: 1,
+                    at,
+                });
+            }
+        }
+    }
+    // Offsets within a week may pass the horizon; nothing is dated after it.
+    signals.retain(|s| s.at <= end);
+    signals.sort_by_key(|s| s.at);
+    account.signals = signals;
 }
 
 #[cfg(test)]
@@ -969,6 +1140,8 @@ mod tests {
             "{s:?}"
         );
         assert!(s.late_invoices > 0, "{s:?}");
+        // Twelve weeks of usage for ~200 paying customers: thousands of signals.
+        assert!((3_000..30_000).contains(&s.signals), "{s:?}");
         // MRR in the high six figures (USD 500k to 1M).
         assert!((50_000_000..100_000_000).contains(&s.mrr), "{s:?}");
         for segment in [Segment::Smb, Segment::MidMarket, Segment::Enterprise] {
@@ -979,6 +1152,10 @@ mod tests {
         for a in &company.accounts {
             for t in &a.transitions {
                 assert!(t.at >= first && t.at < ANCHOR, "{a:?}");
+            }
+            for s in &a.signals {
+                assert!(s.at >= first && s.at < ANCHOR, "{s:?}");
+                assert!((0..=1_000_000).contains(&s.value), "{s:?}");
             }
             for s in &a.subscriptions {
                 assert!(s.start < ANCHOR);
