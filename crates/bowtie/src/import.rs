@@ -50,7 +50,7 @@ use indicatif::ProgressBar;
 use prost_types::Timestamp;
 use sha2::{Digest, Sha256};
 
-use crate::client::{Target, describe};
+use crate::client::{AccountsClient, FunnelClient, RevenueClient, Target, describe};
 
 /// Rows in flight at once.
 const CONCURRENCY: usize = 8;
@@ -174,6 +174,13 @@ impl Row {
     }
 }
 
+/// The clients rows are sent with.
+struct Clients {
+    accounts: AccountsClient,
+    revenue: RevenueClient,
+    funnel: FunnelClient,
+}
+
 /// What one row did.
 enum Outcome {
     Created,
@@ -272,12 +279,20 @@ pub async fn import(
         Kind::Transitions => "transitions",
     });
     let directory = &directory;
+    // One channel per service, shared by every row (clients are cheap clones).
+    let clients = &Clients {
+        accounts: target.accounts()?,
+        revenue: target.revenue()?,
+        funnel: target.funnel()?,
+    };
     let outcomes: Vec<(u64, Result<Outcome, String>)> = futures::stream::iter(rows)
         .map(|row| async move {
             let outcome = match kind {
-                Kind::Accounts => account_row(target, &row).await,
-                Kind::Subscriptions => subscription_row(target, directory, &row).await,
-                Kind::Transitions => transition_row(target, directory, &row).await,
+                Kind::Accounts => account_row(clients.accounts.clone(), &row).await,
+                Kind::Subscriptions => {
+                    subscription_row(clients.revenue.clone(), directory, &row).await
+                }
+                Kind::Transitions => transition_row(clients.funnel.clone(), directory, &row).await,
             };
             progress.inc(1);
             (row.line, outcome)
@@ -419,7 +434,7 @@ fn parse_bool(value: &str) -> Option<bool> {
     }
 }
 
-async fn account_row(target: &Target, row: &Row) -> Result<Outcome, String> {
+async fn account_row(mut client: AccountsClient, row: &Row) -> Result<Outcome, String> {
     let segment_text = row.required("segment")?;
     let segment = parse_segment(segment_text).ok_or_else(|| {
         format!("segment: unknown segment {segment_text:?} (smb, mid_market or enterprise)")
@@ -432,7 +447,6 @@ async fn account_row(target: &Target, row: &Row) -> Result<Outcome, String> {
         source: row.get("source").unwrap_or(DEFAULT_SOURCE).to_owned(),
         external_id: row.required("external_id")?.to_owned(),
     };
-    let mut client = target.accounts().map_err(|e| e.to_string())?;
     let response = client
         .upsert_account_by_external_id(UpsertAccountByExternalIdRequest {
             external_id: Some(external_id.clone()),
@@ -472,7 +486,7 @@ fn optional_time(row: &Row, column: &str) -> Result<Option<Timestamp>, String> {
 }
 
 async fn subscription_row(
-    target: &Target,
+    mut client: RevenueClient,
     directory: &HashMap<(String, String), String>,
     row: &Row,
 ) -> Result<Outcome, String> {
@@ -527,7 +541,6 @@ async fn subscription_row(
         hash.update(external.as_bytes());
         format!("csv-subscription-{}", &hex::encode(hash.finalize())[..32])
     };
-    let mut client = target.revenue().map_err(|e| e.to_string())?;
     let subscription = client
         .create_subscription(CreateSubscriptionRequest {
             subscription: Some(Subscription {
@@ -576,7 +589,7 @@ async fn subscription_row(
 }
 
 async fn transition_row(
-    target: &Target,
+    mut client: FunnelClient,
     directory: &HashMap<(String, String), String>,
     row: &Row,
 ) -> Result<Outcome, String> {
@@ -590,7 +603,6 @@ async fn transition_row(
     })?;
     let occurred_at = optional_time(row, "occurred_at")?
         .ok_or_else(|| "occurred_at: must not be empty".to_owned())?;
-    let mut client = target.funnel().map_err(|e| e.to_string())?;
     let response = client
         .record_transition(RecordTransitionRequest {
             account_id: account_id.to_owned(),
