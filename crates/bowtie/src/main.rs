@@ -157,10 +157,17 @@ enum Service {
     Funnel,
     /// The revenue service.
     Revenue,
+    /// The scoring service.
+    Scoring,
 }
 
 /// Every service, in start order (each service's peers start before it).
-const ALL_SERVICES: &[Service] = &[Service::Accounts, Service::Revenue, Service::Funnel];
+const ALL_SERVICES: &[Service] = &[
+    Service::Accounts,
+    Service::Revenue,
+    Service::Funnel,
+    Service::Scoring,
+];
 
 fn main() -> std::process::ExitCode {
     match main_inner() {
@@ -237,6 +244,11 @@ async fn run(command: Command, mut settings: Settings) -> anyhow::Result<()> {
                 Service::Revenue => {
                     let db = Db::connect(&settings.revenue.database).await?;
                     db.migrate::<bowtie_revenue::storage::Migrator>().await?;
+                    db.close().await;
+                }
+                Service::Scoring => {
+                    let db = Db::connect(&settings.scoring.database).await?;
+                    db.migrate::<bowtie_scoring::storage::Migrator>().await?;
                     db.close().await;
                 }
             }
@@ -336,6 +348,7 @@ fn service_name(service: Service) -> &'static str {
         Service::Accounts => "accounts",
         Service::Funnel => "funnel",
         Service::Revenue => "revenue",
+        Service::Scoring => "scoring",
     }
 }
 
@@ -346,6 +359,7 @@ fn dev(settings: &mut Settings, data_dir: &std::path::Path) {
         (&mut settings.accounts, "accounts"),
         (&mut settings.funnel, "funnel"),
         (&mut settings.revenue, "revenue"),
+        (&mut settings.scoring, "scoring"),
     ] {
         let default_url = format!("sqlite://data/{name}.db");
         if service.database.url() == default_url {
@@ -468,6 +482,7 @@ async fn serve(
             Service::Accounts => bowtie_accounts::build(&settings, keys, shutdown).await,
             Service::Funnel => bowtie_funnel::build(&settings, keys, shutdown).await,
             Service::Revenue => bowtie_revenue::build(&settings, keys, shutdown).await,
+            Service::Scoring => bowtie_scoring::build(&settings, keys, shutdown).await,
         }
         .with_context(|| format!("starting {name}"))?;
         let addr = server.local_addr();
@@ -482,6 +497,7 @@ async fn serve(
                 Service::Accounts => settings.peers.accounts = uri,
                 Service::Funnel => settings.peers.funnel = uri,
                 Service::Revenue => settings.peers.revenue = uri,
+                Service::Scoring => settings.peers.scoring = uri,
             }
         }
         let mut stop = stop_rx.clone();
