@@ -7,12 +7,13 @@ use bowtie::client::Target;
 use bowtie_runtime::config::Settings;
 
 use crate::revenue::REVENUE_SERVICE;
-use crate::{TestDatabase, TestServer, WRITE_KEY};
+use crate::scoring::start_scoring;
+use crate::{ADMIN_KEY, TestDatabase, TestServer};
 
 /// The funnel's full gRPC name.
 pub const FUNNEL_SERVICE: &str = "bowtie.funnel.v1.FunnelService";
 
-/// Accounts, revenue and funnel, each following the others.
+/// Accounts, revenue, funnel and scoring, each following the others.
 pub struct Stack {
     /// The accounts server.
     pub accounts: TestServer,
@@ -20,11 +21,16 @@ pub struct Stack {
     pub revenue: TestServer,
     /// The funnel server.
     pub funnel: TestServer,
+    /// The scoring server.
+    pub scoring: TestServer,
     settings: Settings,
 }
 
 impl Stack {
-    /// Starts accounts, then revenue, then funnel on `db`.
+    /// Starts accounts, revenue, funnel and scoring on `db`. Funnel and
+    /// scoring follow each other's feeds, so scoring's port is chosen
+    /// before funnel starts (a free port the system hands out, then
+    /// released for scoring to bind).
     pub async fn start(db: &TestDatabase) -> anyhow::Result<Self> {
         let mut settings = db.server_settings()?;
         let accounts = TestServer::start_with(&settings).await?;
@@ -32,13 +38,18 @@ impl Stack {
         let revenue =
             TestServer::start_service(REVENUE_SERVICE, &settings, bowtie_revenue::build).await?;
         settings.peers.revenue = revenue.uri();
+        let scoring_addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        settings.scoring.listen = scoring_addr;
+        settings.peers.scoring = format!("http://{scoring_addr}");
         let funnel =
             TestServer::start_service(FUNNEL_SERVICE, &settings, bowtie_funnel::build).await?;
         settings.peers.funnel = funnel.uri();
+        let scoring = start_scoring(&settings).await?;
         Ok(Self {
             accounts,
             revenue,
             funnel,
+            scoring,
             settings,
         })
     }
@@ -48,8 +59,9 @@ impl Stack {
         Target::new(&self.settings.peers, key)
     }
 
-    /// The services with [`WRITE_KEY`].
+    /// The services with [`ADMIN_KEY`] (seeding the demo trains the churn
+    /// model, an admin call).
     pub fn target(&self) -> Target {
-        self.target_with(WRITE_KEY)
+        self.target_with(ADMIN_KEY)
     }
 }

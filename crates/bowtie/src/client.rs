@@ -11,6 +11,7 @@ use std::time::Duration;
 use bowtie_proto::accounts::accounts_service_client::AccountsServiceClient;
 use bowtie_proto::funnel::funnel_service_client::FunnelServiceClient;
 use bowtie_proto::revenue::revenue_service_client::RevenueServiceClient;
+use bowtie_proto::scoring::scoring_service_client::ScoringServiceClient;
 use bowtie_runtime::config::PeerSettings;
 use bowtie_runtime::peer::{PeerChannel, connect};
 use secrecy::SecretString;
@@ -21,6 +22,8 @@ pub type AccountsClient = AccountsServiceClient<PeerChannel>;
 pub type FunnelClient = FunnelServiceClient<PeerChannel>;
 /// A revenue client that presents the CLI's key.
 pub type RevenueClient = RevenueServiceClient<PeerChannel>;
+/// A scoring client that presents the CLI's key.
+pub type ScoringClient = ScoringServiceClient<PeerChannel>;
 
 /// Deadline of each call the CLI makes: imports and reports over a large
 /// book take longer than the peer-to-peer default.
@@ -86,6 +89,11 @@ impl Target {
     /// A revenue client (connects on first use).
     pub fn revenue(&self) -> anyhow::Result<RevenueClient> {
         Ok(RevenueServiceClient::new(self.channel(Service::Revenue)?))
+    }
+
+    /// A scoring client (connects on first use).
+    pub fn scoring(&self) -> anyhow::Result<ScoringClient> {
+        Ok(ScoringServiceClient::new(self.channel(Service::Scoring)?))
     }
 }
 

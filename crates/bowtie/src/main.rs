@@ -99,6 +99,9 @@ enum Command {
         /// Only one segment: smb, mid_market or enterprise.
         #[arg(long)]
         segment: Option<String>,
+        /// At most this many accounts (at-risk).
+        #[arg(long, default_value_t = 25)]
+        limit: usize,
         #[command(flatten)]
         connection: Connection,
     },
@@ -132,8 +135,10 @@ enum ReportKind {
     Funnel,
     /// The MRR waterfall month by month (revenue).
     Mrr,
-    /// Logo retention, GRR and NRR by segment, and the cohort grid (revenue).
+    /// Logo retention, GRR and NRR by segment and owner, and the cohort grid (revenue).
     Retention,
+    /// Accounts in the red or at high churn risk, and why (scoring).
+    AtRisk,
 }
 
 #[derive(Debug, Subcommand)]
@@ -266,8 +271,9 @@ async fn run(command: Command, mut settings: Settings) -> anyhow::Result<()> {
             what,
             period,
             segment,
+            limit,
             connection,
-        } => report(&settings, what, period, segment, connection).await,
+        } => report(&settings, what, period, segment, limit, connection).await,
     }
 }
 
@@ -318,6 +324,7 @@ async fn report(
     what: ReportKind,
     period: Option<String>,
     segment: Option<String>,
+    limit: usize,
     connection: Connection,
 ) -> anyhow::Result<()> {
     use bowtie::client::{Service as Svc, Target};
@@ -327,6 +334,7 @@ async fn report(
     let service = match what {
         ReportKind::Funnel => Svc::Funnel,
         ReportKind::Mrr | ReportKind::Retention => Svc::Revenue,
+        ReportKind::AtRisk => Svc::Scoring,
     };
     let mut target = Target::new(&settings.peers, &connection.key);
     if let Some(addr) = connection.addr {
@@ -338,6 +346,7 @@ async fn report(
         ReportKind::Retention => {
             bowtie::report::retention(&target, range, segment, now.timestamp()).await?
         }
+        ReportKind::AtRisk => bowtie::report::at_risk(&target, segment, limit).await?,
     };
     print!("{text}");
     Ok(())
@@ -403,14 +412,14 @@ struct Demo {
     accounts: usize,
 }
 
-/// A key with the write scope that lives only as long as the process, for
-/// the demo seeding.
+/// A key that lives only as long as the process, for the demo seeding
+/// (admin: it trains the churn model and rescores every account at the end).
 fn demo_key(settings: &mut Settings) -> String {
     let (key, hash) = generate_key();
     settings.auth.keys.push(ApiKeySettings {
         name: "dev-demo".into(),
         hash,
-        scopes: vec!["write".into()],
+        scopes: vec!["admin".into()],
     });
     key
 }

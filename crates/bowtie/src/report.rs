@@ -1,4 +1,4 @@
-//! `bowtie report funnel|mrr|retention`: the services' report RPCs printed
+//! `bowtie report funnel|mrr|retention|at-risk`: the services' report RPCs printed
 //! as terminal tables. The figures are the services' own, formatted only:
 //! money in the reporting currency with cents and thousands separators,
 //! rates as percentages with one decimal, durations in days.
@@ -466,6 +466,84 @@ pub async fn retention(
         segment_label(segment),
         range.start_month(),
         range.end_month(),
+    ))
+}
+
+/// The accounts at risk (red health or a churn risk at or above the
+/// threshold), lowest score first, with the reason for each: the one-line
+/// reason of the account's weakest health component.
+pub async fn at_risk(
+    target: &Target,
+    segment: Option<Segment>,
+    limit: usize,
+) -> anyhow::Result<String> {
+    use bowtie_proto::scoring::{Band, ListAtRiskRequest};
+    let page_size = i32::try_from(limit.clamp(1, 1000)).unwrap_or(50);
+    let response = target
+        .scoring()?
+        .list_at_risk(ListAtRiskRequest {
+            segment: segment.unwrap_or(Segment::Unspecified) as i32,
+            page: Some(bowtie_proto::common::PageRequest {
+                page_size,
+                page_token: String::new(),
+            }),
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("ListAtRisk: {}", describe(&s)))?
+        .into_inner();
+    let mut accounts = target.accounts()?;
+    let mut t = table(&[
+        "account",
+        "segment",
+        "health",
+        "band",
+        "30-day change",
+        "churn risk",
+        "MRR",
+        "why",
+    ]);
+    if let Some(column) = t.column_mut(7) {
+        column.set_cell_alignment(CellAlignment::Left);
+    }
+    for h in &response.accounts {
+        let name = match accounts
+            .get_account(bowtie_proto::accounts::GetAccountRequest {
+                id: h.account_id.clone(),
+            })
+            .await
+        {
+            Ok(r) => r.into_inner().account.map(|a| a.name).unwrap_or_default(),
+            Err(_) => h.account_id.clone(),
+        };
+        let weakest = h
+            .components
+            .iter()
+            .min_by_key(|c| c.score)
+            .map(|c| c.reason.clone())
+            .unwrap_or_default();
+        t.add_row(vec![
+            name,
+            segment_label(Segment::try_from(h.segment).ok()).to_owned(),
+            h.score.to_string(),
+            Band::try_from(h.band)
+                .map(|b| {
+                    b.as_str_name()
+                        .trim_start_matches("BAND_")
+                        .to_ascii_lowercase()
+                })
+                .unwrap_or_default(),
+            h.delta_30d
+                .map_or_else(|| "-".to_owned(), |d| format!("{d:+}")),
+            h.churn_risk_bp
+                .map_or_else(|| "-".to_owned(), |bp| percent(f64::from(bp) / 10_000.0)),
+            money(h.mrr_minor_units),
+            weakest,
+        ]);
+    }
+    Ok(format!(
+        "Accounts at risk ({}), lowest health first: {} shown\n{t}\n",
+        segment_label(segment),
+        response.accounts.len()
     ))
 }
 

@@ -11,6 +11,7 @@
 //! interrupted.
 
 pub mod plan;
+pub mod signals;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -44,7 +45,7 @@ const CONCURRENCY: usize = 24;
 const FOLLOW_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What a seeding run did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Seeded {
     /// The options used (the anchor may come from an earlier run).
     pub options: DemoOptions,
@@ -52,8 +53,11 @@ pub struct Seeded {
     pub summary: Summary,
     /// True when the data directory already held this demo.
     pub resumed: bool,
-    /// Write calls made.
+    /// Write calls made (a batch of signals counts once).
     pub calls: usize,
+    /// Hold-out AUC of the churn model trained on the demo's history, when
+    /// there was enough of it.
+    pub model_auc: Option<f64>,
     /// Wall time.
     pub elapsed: Duration,
 }
@@ -132,20 +136,26 @@ pub async fn seed(target: &Target, mut options: DemoOptions) -> anyhow::Result<S
         .zip(ids)
         .filter(|(a, _)| a.is_customer())
         .collect();
-    let subscriptions = futures::stream::iter(customers)
+    let scoring = target.scoring()?;
+    let signalled = signals::record(scoring.clone(), &prefix, &customers);
+    let subscriptions = futures::stream::iter(customers.clone())
         .map(|(a, id)| record_revenue(revenue.clone(), prefix.clone(), a, id))
         .buffer_unordered(CONCURRENCY)
         .try_fold(0, |n, k| async move { Ok(n + k) });
     let spend = record_spend(revenue.clone(), prefix.clone(), company.spend.clone());
-    let (t, s, p) = tokio::try_join!(transitions, subscriptions, spend)?;
-    calls += t + s + p;
+    let (t, s, p, g) = tokio::try_join!(transitions, subscriptions, spend, signalled)?;
+    calls += t + s + p + g;
 
     wait_for_funnel(funnel, &company).await?;
+    // Health and risk from everything above: the model learns from the
+    // demo's own churn history.
+    let model_auc = signals::score(scoring).await?;
     Ok(Seeded {
         options,
         summary: company.summary(),
         resumed,
         calls,
+        model_auc,
         elapsed: started.elapsed(),
     })
 }
@@ -411,7 +421,8 @@ pub fn describe(seeded: &Seeded) -> String {
         "  {} accounts over 24 months, 3 segments, {} reps; {} leads lost on the left side\n\
          \x20 {} customers, {} paying today, MRR USD {} (ARR USD {})\n\
          \x20 {} upgrades and downgrades, {} cancellations, {} comebacks, {} late invoices\n\
-         \x20 {} paying accounts declining (downgrades, late payments)\n",
+         \x20 {} paying accounts declining (usage falling, complaints, downgrades, late payments)\n\
+         \x20 {} usage, support, survey and stakeholder signals{}\n",
         s.accounts,
         plan::OWNERS.len(),
         s.lost,
@@ -424,12 +435,17 @@ pub fn describe(seeded: &Seeded) -> String {
         s.reactivated,
         s.late_invoices,
         s.declining,
+        s.signals,
+        seeded.model_auc.map_or_else(String::new, |auc| format!(
+            "; churn model trained on this history, hold-out AUC {auc:.2}"
+        )),
     ));
     out.push_str(
         "look at:\n\
          \x20 bowtie report funnel      volume, conversion and velocity per stage, where leads are lost\n\
          \x20 bowtie report mrr         the MRR waterfall month by month (new, expansion, churn, reactivation)\n\
-         \x20 bowtie report retention   NRR, GRR and logo retention by segment, the cohort grid\n\
+         \x20 bowtie report retention   NRR, GRR and logo retention by segment and owner, the cohort grid\n\
+         \x20 bowtie report at-risk     red or high-risk accounts and why (the declining ones)\n\
          (with BOWTIE_API_KEY=bowtie-dev-read, or --key)\n",
     );
     out
