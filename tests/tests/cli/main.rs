@@ -5,6 +5,7 @@
 mod demo;
 mod import;
 mod report;
+mod scoring;
 
 use bowtie::demo::DemoOptions;
 use bowtie::demo::plan::anchor_for;
