@@ -139,15 +139,8 @@ impl Store {
         F: for<'c> FnOnce(&'c mut Tx) -> BoxFuture<'c, Result<(), Error>> + Send,
     {
         let txn = self.db.writer().begin().await?;
-        if txn.get_database_backend() == DbBackend::Postgres {
-            // Replicas running the same consumer take turns per event.
-            txn.execute(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                "SELECT pg_advisory_xact_lock(hashtext($1))",
-                [consumer.into()],
-            ))
-            .await?;
-        }
+        // Replicas running the same consumer take turns per event.
+        lock(&txn, &format!("consumer.{consumer}")).await?;
         if feed::load_cursor(&txn, consumer).await? >= sequence {
             txn.rollback().await?;
             return Ok(false);
@@ -165,4 +158,21 @@ impl Store {
         self.committed(&events);
         Ok(true)
     }
+}
+
+/// Serialises the transactions that lock the same `key` until each ends:
+/// the way to guard a read-modify-write of one aggregate (a journey, an
+/// account's movements, a scoring profile) against a concurrent writer on
+/// PostgreSQL. Keys name their service and aggregate, e.g.
+/// `funnel.journey.<id>`. SQLite has a single writer, so nothing is needed.
+pub async fn lock<C: ConnectionTrait>(txn: &C, key: &str) -> Result<(), Error> {
+    if txn.get_database_backend() == DbBackend::Postgres {
+        txn.execute(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT pg_advisory_xact_lock(hashtext($1))",
+            [key.into()],
+        ))
+        .await?;
+    }
+    Ok(())
 }

@@ -344,8 +344,16 @@ impl Scoring {
                             ..Default::default()
                         });
                     }
-                    let deltas: Vec<DayDelta> = deltas.into_values().collect();
+                    // Rows and profiles are written in key order, so two
+                    // concurrent batches lock them in the same order and
+                    // cannot deadlock.
+                    let mut deltas: Vec<((Uuid, i32, i64), DayDelta)> =
+                        deltas.into_iter().collect();
+                    deltas.sort_unstable_by_key(|(key, _)| *key);
+                    let deltas: Vec<DayDelta> = deltas.into_iter().map(|(_, d)| d).collect();
                     storage::add_days(tx.conn(), &deltas).await?;
+                    let mut first_values: Vec<(Uuid, i64)> = first_values.into_iter().collect();
+                    first_values.sort_unstable();
                     for (id, at) in first_values {
                         reach_first_value(tx, id, at, true).await?;
                     }
@@ -1008,6 +1016,7 @@ pub async fn reach_first_value(
     at: i64,
     announce: bool,
 ) -> Result<(), Error> {
+    storage::lock_profile(tx.conn(), id).await?;
     let mut p = storage::get_profile(tx.conn(), id)
         .await?
         .unwrap_or_else(|| Profile {

@@ -696,6 +696,13 @@ pub async fn ensure_profiles<C: ConnectionTrait>(
     Ok(())
 }
 
+/// Serialises read-modify-writes of one account's profile until the
+/// transaction ends, so feed consumers and ingest running at once cannot
+/// overwrite each other's fields (PostgreSQL; SQLite has one writer).
+pub async fn lock_profile<C: ConnectionTrait>(conn: &C, id: Uuid) -> Result<(), Error> {
+    bowtie_runtime::store::lock(conn, &format!("scoring.profile.{id}")).await
+}
+
 /// The profile of an account, if scoring knows it.
 pub async fn get_profile<C: ConnectionTrait>(conn: &C, id: Uuid) -> Result<Option<Profile>, Error> {
     Ok(load_profiles(conn, Some(&[id])).await?.into_iter().next())
