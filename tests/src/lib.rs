@@ -41,6 +41,10 @@ pub mod assert;
 pub mod fixtures;
 pub mod gateway;
 pub mod revenue;
+pub mod scoring;
+
+/// A peer address nothing listens on.
+pub const NO_PEER: &str = "http://127.0.0.1:1";
 
 /// Environment variable naming the PostgreSQL database the tests may use.
 pub const DATABASE_URL_VAR: &str = "BOWTIE_TEST_DATABASE_URL";
@@ -182,6 +186,7 @@ impl TestDatabase {
             (&mut settings.accounts, "accounts"),
             (&mut settings.funnel, "funnel"),
             (&mut settings.revenue, "revenue"),
+            (&mut settings.scoring, "scoring"),
         ] {
             service.listen = any_port;
             service.database = self.service_database(name);
@@ -192,6 +197,13 @@ impl TestDatabase {
         settings.server.drain_seconds = 0;
         settings.auth.keys = test_keys();
         settings.peers.api_key = READ_KEY.to_owned().into();
+        // Peers a test does not start are unreachable rather than whatever
+        // may listen on the default ports of this machine.
+        settings.peers.funnel = NO_PEER.to_owned();
+        settings.peers.revenue = NO_PEER.to_owned();
+        settings.peers.scoring = NO_PEER.to_owned();
+        // Rescore soon after a change, so tests do not wait.
+        settings.scoring_policy.recompute_interval_ms = 20;
         settings.peers.connect_timeout_ms = 1000;
         settings.peers.request_timeout_ms = 3000;
         Ok(settings)

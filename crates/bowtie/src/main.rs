@@ -84,10 +84,17 @@ enum Service {
     Revenue,
     /// The HTTP/JSON gateway and dashboard (no database of its own).
     Gateway,
+    /// The scoring service.
+    Scoring,
 }
 
 /// Every service, in start order (each service's peers start before it).
-const ALL_SERVICES: &[Service] = &[Service::Accounts, Service::Revenue, Service::Funnel];
+const ALL_SERVICES: &[Service] = &[
+    Service::Accounts,
+    Service::Revenue,
+    Service::Funnel,
+    Service::Scoring,
+];
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -147,6 +154,11 @@ async fn run(command: Command, mut settings: Settings) -> anyhow::Result<()> {
                     db.close().await;
                 }
                 Service::Gateway => {}
+                Service::Scoring => {
+                    let db = Db::connect(&settings.scoring.database).await?;
+                    db.migrate::<bowtie_scoring::storage::Migrator>().await?;
+                    db.close().await;
+                }
             }
             tracing::info!(service = service_name(service), "migrations applied");
             Ok(())
@@ -161,6 +173,7 @@ fn service_name(service: Service) -> &'static str {
         Service::Funnel => "funnel",
         Service::Revenue => "revenue",
         Service::Gateway => "gateway",
+        Service::Scoring => "scoring",
     }
 }
 
@@ -171,6 +184,7 @@ fn dev(settings: &mut Settings, data_dir: &std::path::Path) {
         (&mut settings.accounts, "accounts"),
         (&mut settings.funnel, "funnel"),
         (&mut settings.revenue, "revenue"),
+        (&mut settings.scoring, "scoring"),
     ] {
         let default_url = format!("sqlite://data/{name}.db");
         if service.database.url() == default_url {
@@ -258,6 +272,7 @@ async fn serve(mut settings: Settings, services: &[Service], print: bool) -> any
             Service::Funnel => bowtie_funnel::build(&settings, keys, shutdown).await,
             Service::Revenue => bowtie_revenue::build(&settings, keys, shutdown).await,
             Service::Gateway => continue,
+            Service::Scoring => bowtie_scoring::build(&settings, keys, shutdown).await,
         }
         .with_context(|| format!("starting {name}"))?;
         let addr = server.local_addr();
@@ -273,6 +288,7 @@ async fn serve(mut settings: Settings, services: &[Service], print: bool) -> any
                 Service::Funnel => settings.peers.funnel = uri,
                 Service::Revenue => settings.peers.revenue = uri,
                 Service::Gateway => {}
+                Service::Scoring => settings.peers.scoring = uri,
             }
         }
         let mut stop = stop_rx.clone();

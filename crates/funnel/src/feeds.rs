@@ -9,14 +9,15 @@
 //!   with source "revenue". A movement that revenue retracts (a back-dated
 //!   change reclassified it) takes its transitions back out.
 //!
-//! First value (IMPACT) will come from the scoring service's feed; until it
-//! exists IMPACT is recorded through `RecordTransition`.
+//! - scoring: first value reached (`first_value.reached`) moves the journey
+//!   to IMPACT at the time it was reached, with source "scoring".
 
 use std::sync::Arc;
 
 use bowtie_proto::accounts::{self as accounts_pb, accounts_service_client::AccountsServiceClient};
-use bowtie_proto::common::{self, Stage};
+use bowtie_proto::common::Stage;
 use bowtie_proto::revenue::{self as revenue_pb, revenue_service_client::RevenueServiceClient};
+use bowtie_proto::scoring::{self as scoring_pb, scoring_service_client::ScoringServiceClient};
 use bowtie_runtime::config::PeerSettings;
 use bowtie_runtime::error::Error;
 use bowtie_runtime::peer::{self, AccountDirectory, ApplyEvent, Consumer, EventStream, OpenFeed};
@@ -24,7 +25,6 @@ use bowtie_runtime::shutdown::Shutdown;
 use bowtie_runtime::store::Store;
 use bowtie_runtime::validate;
 use futures::StreamExt;
-use prost::Name;
 use uuid::Uuid;
 
 use bowtie_runtime::feed::NewEvent;
@@ -40,18 +40,7 @@ pub const PROFILE_CHANGED: &str = "journey.profile_changed";
 /// Cursor name of the accounts feed consumer.
 pub const ACCOUNTS_CONSUMER: &str = "funnel.accounts";
 
-/// Decodes an event payload of type `M`; `None` when the payload is another type.
-pub fn payload<M: Name + Default>(event: &common::Event) -> Result<Option<M>, Error> {
-    let Some(any) = &event.payload else {
-        return Ok(None);
-    };
-    if any.type_url != M::type_url() {
-        return Ok(None);
-    }
-    M::decode(any.value.as_slice())
-        .map(Some)
-        .map_err(|e| Error::invalid("payload", format!("cannot decode {}: {e}", M::full_name())))
-}
+pub use bowtie_runtime::peer::payload;
 
 /// Follows the accounts feed.
 pub fn accounts_consumer(
@@ -236,6 +225,86 @@ pub fn revenue_consumer(
     });
     Ok(Consumer::new(
         REVENUE_CONSUMER,
+        store,
+        open,
+        apply,
+        shutdown,
+    ))
+}
+
+/// Cursor name of the scoring feed consumer.
+pub const SCORING_CONSUMER: &str = "funnel.scoring";
+/// Source recorded on the transitions the scoring feed causes.
+pub const SCORING_SOURCE: &str = "scoring";
+
+/// Follows the scoring feed: first value reached enters IMPACT.
+pub fn scoring_consumer(
+    settings: &PeerSettings,
+    store: Store,
+    accounts: AccountDirectory,
+    shutdown: Shutdown,
+) -> Result<Consumer, Error> {
+    let client = ScoringServiceClient::new(peer::connect(&settings.scoring, settings)?);
+    let open: OpenFeed = Arc::new(move |after| {
+        let mut client = client.clone();
+        Box::pin(async move {
+            let stream = client
+                .watch_events(scoring_pb::WatchEventsRequest {
+                    after_sequence: after,
+                })
+                .await?
+                .into_inner();
+            let events: EventStream = stream
+                .filter_map(|item| async move {
+                    match item {
+                        Ok(r) => r.event.map(Ok),
+                        Err(status) => Some(Err(status)),
+                    }
+                })
+                .boxed();
+            Ok(events)
+        })
+    });
+    let apply: ApplyEvent = Arc::new(move |tx, event| {
+        let accounts = accounts.clone();
+        Box::pin(async move {
+            if event.event_type != "first_value.reached" {
+                return Ok(());
+            }
+            let Some(reached) = payload::<scoring_pb::FirstValueReached>(&event)? else {
+                return Ok(());
+            };
+            let account_id = Uuid::parse_str(&reached.account_id)
+                .map_err(|_| Error::invalid("payload.account_id", "is not a UUID"))?;
+            let mut v = bowtie_runtime::FieldViolations::default();
+            let at = validate::required_timestamp(
+                &mut v,
+                "payload.reached_at",
+                reached.reached_at.as_ref(),
+            );
+            v.into_result()?;
+            let at = at.ok_or_else(|| Error::invalid("payload.reached_at", "is required"))?;
+            let profile = match storage::get_journey(tx.conn(), account_id).await? {
+                Some(row) => row.profile,
+                None => profile_of(&accounts.get(account_id).await?),
+            };
+            apply_transition(
+                tx,
+                NewTransition {
+                    account_id,
+                    stage: Stage::Impact,
+                    occurred_at: at,
+                    reason: String::new(),
+                    source: SCORING_SOURCE.to_owned(),
+                },
+                &profile,
+            )
+            .await?;
+            Ok(())
+        })
+    });
+    Ok(Consumer::new(
+        SCORING_CONSUMER,
         store,
         open,
         apply,

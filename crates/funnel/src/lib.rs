@@ -3,8 +3,8 @@
 //! (DESIGN.md section 1). It owns its database schema, asks the accounts
 //! service whether an account exists, follows the accounts feed for segment
 //! and owner changes and the revenue feed for the stages money decides
-//! (COMMIT, ONBOARDING, GROWTH, CHURNED), and publishes every transition on
-//! its own feed.
+//! (COMMIT, ONBOARDING, GROWTH, CHURNED) and the scoring feed for first value
+//! (IMPACT), and publishes every transition on its own feed.
 //!
 //! Layout: `domain` (pure rules and report maths), `convert` (wire <->
 //! domain), `storage` (tables and queries), `service` (units of work),
@@ -46,6 +46,13 @@ pub async fn build(
     let accounts = AccountDirectory::connect(&settings.peers)?;
     feeds::accounts_consumer(&settings.peers, store.clone(), shutdown.clone())?.spawn();
     feeds::revenue_consumer(
+        &settings.peers,
+        store.clone(),
+        accounts.clone(),
+        shutdown.clone(),
+    )?
+    .spawn();
+    feeds::scoring_consumer(
         &settings.peers,
         store.clone(),
         accounts.clone(),

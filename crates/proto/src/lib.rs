@@ -35,12 +35,20 @@ pub mod bowtie {
             tonic::include_proto!("bowtie.revenue.v1");
         }
     }
+    /// The scoring service contract.
+    pub mod scoring {
+        /// Version 1.
+        pub mod v1 {
+            tonic::include_proto!("bowtie.scoring.v1");
+        }
+    }
 }
 
 pub use bowtie::accounts::v1 as accounts;
 pub use bowtie::common::v1 as common;
 pub use bowtie::funnel::v1 as funnel;
 pub use bowtie::revenue::v1 as revenue;
+pub use bowtie::scoring::v1 as scoring;
 
 /// The encoded `FileDescriptorSet` of every Bowtie proto, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("bowtie_descriptor");

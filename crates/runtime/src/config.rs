@@ -37,6 +37,57 @@ pub struct Settings {
     pub peers: PeerSettings,
     /// Revenue reporting policy.
     pub revenue_policy: RevenuePolicySettings,
+    /// Health scoring, churn model, alerts and value segment policy.
+    pub scoring_policy: ScoringPolicySettings,
+}
+
+/// What the scoring service accepts and decides: signal time tolerance, the
+/// recompute schedule (time decay), alert triggers, the churn model, value
+/// tier and quadrant thresholds and the alert webhook.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ScoringPolicySettings {
+    /// Newest accepted signal time, seconds after now.
+    pub future_tolerance_seconds: i64,
+    /// Debounce of the recompute worker, in milliseconds.
+    pub recompute_interval_ms: u64,
+    /// Seconds between full recomputations and snapshots.
+    pub sweep_interval_seconds: u64,
+    /// Points dropped within 30 days that raise SCORE_DROP.
+    pub alert_drop_points: i32,
+    /// Churn probability (basis points) that raises HIGH_RISK and lists an account as at risk.
+    pub risk_threshold_bp: i32,
+    /// Churn horizon in days.
+    pub churn_horizon_days: i32,
+    /// Seed of the train / hold-out split.
+    pub model_seed: u64,
+    /// Hold-out share in percent (1..=90).
+    pub holdout_percent: u32,
+    /// Fewest labelled accounts to train on.
+    pub min_training_examples: usize,
+    /// DIAMOND: top percent of paying accounts by MRR.
+    pub diamond_top_percent: u32,
+    /// GOLD: the next percent.
+    pub gold_next_percent: u32,
+    /// POTENTIAL: expansion within this many days.
+    pub potential_window_days: i64,
+    /// PROBLEM: a late payment within this many days (or red health).
+    pub problem_late_days: i64,
+    /// High value: MRR at or above this percentile of paying accounts.
+    pub value_percentile: u32,
+    /// High loyalty: health at or above this score.
+    pub loyalty_score: i32,
+    /// Dormant: no usage within this many days.
+    pub dormant_days: i64,
+    /// Alert webhook URL (http://); empty disables delivery.
+    pub webhook_url: String,
+    /// HMAC-SHA256 key of the webhook signature. Secret.
+    pub webhook_secret: SecretString,
+    /// Delivery attempts after the first one fails.
+    pub webhook_retries: u32,
+    /// First wait between attempts (doubles each time), in milliseconds.
+    pub webhook_backoff_ms: u64,
+    /// Deadline of one delivery attempt, in milliseconds.
+    pub webhook_timeout_ms: u64,
 }
 
 /// Revenue reporting policy: the currency reports are in, the churn reason

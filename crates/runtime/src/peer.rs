@@ -133,6 +133,19 @@ impl AccountDirectory {
     }
 }
 
+/// Decodes an event payload of type `M`; `None` when the payload is another type.
+pub fn payload<M: prost::Name + Default>(event: &common::Event) -> Result<Option<M>, Error> {
+    let Some(any) = &event.payload else {
+        return Ok(None);
+    };
+    if any.type_url != M::type_url() {
+        return Ok(None);
+    }
+    M::decode(any.value.as_slice())
+        .map(Some)
+        .map_err(|e| Error::invalid("payload", format!("cannot decode {}: {e}", M::full_name())))
+}
+
 /// A stream of another service's events, from its `WatchEvents`.
 pub type EventStream = BoxStream<'static, Result<common::Event, Status>>;
 

@@ -13,6 +13,7 @@ use crate::*;
 backend_test!(
     subscriptions_move_the_journey_to_commit_growth_and_churned,
     after_a_restart_the_funnel_catches_up_without_repeating_a_stage,
+    first_value_reached_in_scoring_moves_the_journey_to_impact_once,
 );
 
 fn client(funnel: &TestServer) -> FunnelClient {
@@ -154,5 +155,59 @@ async fn after_a_restart_the_funnel_catches_up_without_repeating_a_stage(
             .len(),
         5
     );
+    Ok(())
+}
+
+async fn first_value_reached_in_scoring_moves_the_journey_to_impact_once(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    use bowtie_proto::scoring::SignalType;
+    use bowtie_testkit::scoring::{self as scoring, days_ago};
+
+    let mut settings = db.server_settings()?;
+    let accounts = TestServer::start_with(&settings).await?;
+    settings.peers.accounts = accounts.uri();
+    let scoring_server = scoring::start_scoring(&settings).await?;
+    settings.peers.scoring = scoring_server.uri();
+    let funnel = TestServer::start_service(FUNNEL_SERVICE, &settings, bowtie_funnel::build).await?;
+    let acme = scoring::create_account(&accounts, "Acme", Segment::Smb).await?;
+    let mut transitions = client(&funnel);
+    transitions
+        .record_transition(bowtie_proto::funnel::RecordTransitionRequest {
+            account_id: acme.clone(),
+            to_stage: Stage::Onboarding as i32,
+            occurred_at: days_ago(20),
+            source: "test".into(),
+            ..Default::default()
+        })
+        .await?;
+    let mut signals = bowtie_proto::scoring::scoring_service_client::ScoringServiceClient::new(
+        scoring_server.with_key(WRITE_KEY),
+    );
+    let reached = scoring::signal("fv-1", &acme, SignalType::FirstValueReached, 1, 2);
+    scoring::record(&mut signals, vec![reached.clone()]).await?;
+    // A second first-value signal later announces nothing new.
+    scoring::record(
+        &mut signals,
+        vec![scoring::signal(
+            "fv-2",
+            &acme,
+            SignalType::FirstValueReached,
+            1,
+            1,
+        )],
+    )
+    .await?;
+    let j = journey_with(&funnel, &acme, 2).await?;
+    assert_eq!(
+        stages(&j),
+        [
+            (Stage::Onboarding, "test".to_owned()),
+            (Stage::Impact, "scoring".to_owned()),
+        ]
+    );
+    assert_eq!(j.transitions[1].occurred_at, reached.occurred_at);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(journey(&mut transitions, &acme).await?.transitions.len(), 2);
     Ok(())
 }

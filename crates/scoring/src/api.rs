@@ -1,0 +1,438 @@
+//! gRPC handlers: parse the request into domain values (every problem named
+//! by field), call the application, map the error. Nothing else happens here.
+
+use bowtie_proto::scoring as pb;
+use bowtie_proto::scoring::scoring_service_server::ScoringService;
+use bowtie_runtime::error::{Error, FieldViolations};
+use bowtie_runtime::feed::EventStream;
+use bowtie_runtime::idempotency::Idempotency;
+use bowtie_runtime::paging::Page;
+use bowtie_runtime::validate;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::convert;
+use crate::service::{self, Scoring};
+use crate::storage::HealthFilter;
+
+/// The tonic service.
+#[derive(Debug, Clone)]
+pub struct ScoringApi {
+    app: Scoring,
+}
+
+impl ScoringApi {
+    /// Handlers over the application.
+    pub fn new(app: Scoring) -> Self {
+        Self { app }
+    }
+}
+
+/// Unwraps a value whose absence was already recorded as a violation.
+fn parsed<T>(value: Option<T>) -> Result<T, Error> {
+    value.ok_or_else(|| Error::Internal(anyhow::anyhow!("validated value missing")))
+}
+
+type Answer<T> = Result<Response<T>, Status>;
+
+fn account_id(v: &mut FieldViolations, raw: &str) -> Option<uuid::Uuid> {
+    validate::uuid(v, "account_id", raw)
+}
+
+fn note(v: &mut FieldViolations, raw: &str) -> String {
+    validate::optional_text(v, "note", raw, 500).unwrap_or_default()
+}
+
+#[tonic::async_trait]
+impl ScoringService for ScoringApi {
+    type RecordSignalsStream = EventStream<pb::RecordSignalsResponse>;
+
+    #[tracing::instrument(skip_all)]
+    async fn record_signals(
+        &self,
+        request: Request<Streaming<pb::RecordSignalsRequest>>,
+    ) -> Answer<Self::RecordSignalsStream> {
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        let app = self.app.clone();
+        tokio::spawn(async move {
+            let mut batch: i64 = 0;
+            while let Some(item) = inbound.next().await {
+                let request = match item {
+                    Ok(r) => r,
+                    Err(status) => {
+                        tracing::debug!(%status, "signal stream ended by the client");
+                        return;
+                    }
+                };
+                let answer =
+                    app.record_batch(&request.signals)
+                        .await
+                        .map(|r| pb::RecordSignalsResponse {
+                            batch,
+                            recorded: r.recorded,
+                            duplicates: r.duplicates,
+                            rejected: r.rejected,
+                            results: r
+                                .results
+                                .into_iter()
+                                .filter(|x| x.outcome != pb::SignalOutcome::Recorded as i32)
+                                .collect(),
+                        });
+                let failed = answer.is_err();
+                if tx.send(answer.map_err(Status::from)).await.is_err() || failed {
+                    return;
+                }
+                batch += 1;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn record_signal_batch(
+        &self,
+        request: Request<pb::RecordSignalBatchRequest>,
+    ) -> Answer<pb::RecordSignalBatchResponse> {
+        let req = request.into_inner();
+        Ok(Response::new(self.app.record_batch(&req.signals).await?))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_health(
+        &self,
+        request: Request<pb::GetHealthRequest>,
+    ) -> Answer<pb::GetHealthResponse> {
+        let req = request.into_inner();
+        let mut v = FieldViolations::default();
+        let id = account_id(&mut v, &req.account_id);
+        v.into_result()?;
+        Ok(Response::new(pb::GetHealthResponse {
+            health: Some(self.app.get_health(parsed(id)?).await?),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_health(
+        &self,
+        request: Request<pb::ListHealthRequest>,
+    ) -> Answer<pb::ListHealthResponse> {
+        let req = request.into_inner();
+        let mut v = FieldViolations::default();
+        let segment = convert::segment_filter(&mut v, "segment", req.segment);
+        let band: Option<pb::Band> = validate::enum_value(&mut v, "band", req.band, false);
+        let tier: Option<pb::Tier> = validate::enum_value(&mut v, "tier", req.tier, false);
+        let order: Option<pb::HealthOrder> =
+            validate::enum_value(&mut v, "order", req.order, false);
+        if !(0..=100).contains(&req.min_score) {
+            v.add("min_score", "must be 0..=100");
+        }
+        if !(0..=100).contains(&req.max_score) {
+            v.add("max_score", "must be 0..=100");
+        }
+        let max_score = if req.max_score == 0 {
+            100
+        } else {
+            req.max_score
+        };
+        if max_score < req.min_score {
+            v.add("max_score", "must be at least min_score");
+        }
+        v.into_result()?;
+        let filter = HealthFilter {
+            segment,
+            band: band
+                .filter(|b| *b != pb::Band::Unspecified)
+                .map(|b| b as i32),
+            tier: tier
+                .filter(|t| *t != pb::Tier::Unspecified)
+                .map(|t| t as i32),
+            min_score: req.min_score,
+            max_score,
+            at_risk_bp: None,
+            descending: order == Some(pb::HealthOrder::ScoreDescending),
+        };
+        let page = Page::parse(req.page.as_ref(), &format!("health|{filter:?}"))?;
+        let (accounts, page) = self.app.list_health(&filter, &page).await?;
+        Ok(Response::new(pb::ListHealthResponse {
+            accounts,
+            page: Some(page),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_at_risk(
+        &self,
+        request: Request<pb::ListAtRiskRequest>,
+    ) -> Answer<pb::ListAtRiskResponse> {
+        let req = request.into_inner();
+        let mut v = FieldViolations::default();
+        let segment = convert::segment_filter(&mut v, "segment", req.segment);
+        v.into_result()?;
+        let filter = HealthFilter {
+            segment,
+            max_score: 100,
+            at_risk_bp: Some(self.app.policy().risk_threshold_bp),
+            ..HealthFilter::default()
+        };
+        let page = Page::parse(req.page.as_ref(), &format!("risk|{filter:?}"))?;
+        let (accounts, page) = self.app.list_health(&filter, &page).await?;
+        Ok(Response::new(pb::ListAtRiskResponse {
+            accounts,
+            page: Some(page),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_health_history(
+        &self,
+        request: Request<pb::GetHealthHistoryRequest>,
+    ) -> Answer<pb::GetHealthHistoryResponse> {
+        let req = request.into_inner();
+        let mut v = FieldViolations::default();
+        let id = account_id(&mut v, &req.account_id);
+        if !(0..=730).contains(&req.days) {
+            v.add("days", "must be 1..=730 (0 means 90)");
+        }
+        v.into_result()?;
+        let days = if req.days == 0 {
+            90
+        } else {
+            i64::from(req.days)
+        };
+        Ok(Response::new(pb::GetHealthHistoryResponse {
+            snapshots: self.app.history(parsed(id)?, days).await?,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn recompute_health(
+        &self,
+        _request: Request<pb::RecomputeHealthRequest>,
+    ) -> Answer<pb::RecomputeHealthResponse> {
+        Ok(Response::new(pb::RecomputeHealthResponse {
+            accounts: self.app.recompute_all().await? as i64,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_scorecard(
+        &self,
+        request: Request<pb::GetScorecardRequest>,
+    ) -> Answer<pb::GetScorecardResponse> {
+        let req = request.into_inner();
+        let mut v = FieldViolations::default();
+        let segment = convert::segment(&mut v, "segment", req.segment);
+        v.into_result()?;
+        Ok(Response::new(pb::GetScorecardResponse {
+            scorecard: Some(self.app.scorecard(parsed(segment)?).await?),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn update_scorecard(
+        &self,
+        request: Request<pb::UpdateScorecardRequest>,
+    ) -> Answer<pb::UpdateScorecardResponse> {
+        let req = request.into_inner();
+        let mut v = FieldViolations::default();
+        let card = convert::scorecard(&mut v, req.scorecard.as_ref());
+        if req.expected_version < 0 {
+            v.add("expected_version", "must not be negative");
+        }
+        let idem = Idempotency::new(
+            validate::idempotency_key(&mut v, &req.idempotency_key),
+            "UpdateScorecard",
+            &req,
+        );
+        v.into_result()?;
+        let (segment, card) = parsed(card)?;
+        Ok(Response::new(
+            self.app
+                .update_scorecard(segment, card, req.expected_version, idem)
+                .await?,
+        ))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn train_model(
+        &self,
+        request: Request<pb::TrainModelRequest>,
+    ) -> Answer<pb::TrainModelResponse> {
+        let req = request.into_inner();
+        Ok(Response::new(pb::TrainModelResponse {
+            model: Some(self.app.train(req.seed).await?),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_model(
+        &self,
+        _request: Request<pb::GetModelRequest>,
+    ) -> Answer<pb::GetModelResponse> {
+        Ok(Response::new(pb::GetModelResponse {
+            model: Some(self.app.model_info()?),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_churn_risk(
+        &self,
+        request: Request<pb::GetChurnRiskRequest>,
+    ) -> Answer<pb::GetChurnRiskResponse> {
+        let req = request.into_inner();
+        let mut v = FieldViolations::default();
+        let id = account_id(&mut v, &req.account_id);
+        v.into_result()?;
+        Ok(Response::new(self.app.churn_risk(parsed(id)?).await?))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_alerts(
+        &self,
+        request: Request<pb::ListAlertsRequest>,
+    ) -> Answer<pb::ListAlertsResponse> {
+        let req = request.into_inner();
+        let mut v = FieldViolations::default();
+        let state: Option<pb::AlertState> = validate::enum_value(&mut v, "state", req.state, false);
+        let kind: Option<pb::AlertKind> = validate::enum_value(&mut v, "kind", req.kind, false);
+        let account = if req.account_id.is_empty() {
+            None
+        } else {
+            account_id(&mut v, &req.account_id)
+        };
+        v.into_result()?;
+        let state = state
+            .filter(|s| *s != pb::AlertState::Unspecified)
+            .map(|s| s as i32);
+        let kind = kind
+            .filter(|k| *k != pb::AlertKind::Unspecified)
+            .map(|k| k as i32);
+        let page = Page::parse(
+            req.page.as_ref(),
+            &format!("alerts|{state:?}|{kind:?}|{account:?}"),
+        )?;
+        Ok(Response::new(
+            self.app.list_alerts(state, kind, account, &page).await?,
+        ))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn acknowledge_alert(
+        &self,
+        request: Request<pb::AcknowledgeAlertRequest>,
+    ) -> Answer<pb::AcknowledgeAlertResponse> {
+        let req = request.into_inner();
+        let mut v = FieldViolations::default();
+        let id = validate::uuid(&mut v, "id", &req.id);
+        let note = note(&mut v, &req.note);
+        if req.expected_version <= 0 {
+            v.add("expected_version", "must be the alert's current version");
+        }
+        v.into_result()?;
+        Ok(Response::new(pb::AcknowledgeAlertResponse {
+            alert: Some(
+                self.app
+                    .transition_alert(
+                        parsed(id)?,
+                        req.expected_version,
+                        pb::AlertState::Acknowledged,
+                        note,
+                    )
+                    .await?,
+            ),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn resolve_alert(
+        &self,
+        request: Request<pb::ResolveAlertRequest>,
+    ) -> Answer<pb::ResolveAlertResponse> {
+        let req = request.into_inner();
+        let mut v = FieldViolations::default();
+        let id = validate::uuid(&mut v, "id", &req.id);
+        let note = note(&mut v, &req.note);
+        if req.expected_version <= 0 {
+            v.add("expected_version", "must be the alert's current version");
+        }
+        v.into_result()?;
+        Ok(Response::new(pb::ResolveAlertResponse {
+            alert: Some(
+                self.app
+                    .transition_alert(
+                        parsed(id)?,
+                        req.expected_version,
+                        pb::AlertState::Resolved,
+                        note,
+                    )
+                    .await?,
+            ),
+        }))
+    }
+
+    type WatchAlertsStream = EventStream<pb::WatchAlertsResponse>;
+
+    #[tracing::instrument(skip_all)]
+    async fn watch_alerts(
+        &self,
+        request: Request<pb::WatchAlertsRequest>,
+    ) -> Answer<Self::WatchAlertsStream> {
+        let req = request.into_inner();
+        let events = self.app.store().feed().watch(req.after_sequence, |e| e)?;
+        let alerts = events.filter_map(|item| async move {
+            match item {
+                Err(status) => Some(Err(status)),
+                Ok(event) => {
+                    if !matches!(
+                        event.event_type.as_str(),
+                        service::ALERT_RAISED
+                            | service::ALERT_ACKNOWLEDGED
+                            | service::ALERT_RESOLVED
+                    ) {
+                        return None;
+                    }
+                    let alert = crate::feeds::payload::<pb::Alert>(&event).ok().flatten()?;
+                    Some(Ok(pb::WatchAlertsResponse {
+                        sequence: event.sequence,
+                        event_type: event.event_type,
+                        alert: Some(alert),
+                    }))
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(alerts)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_segments(
+        &self,
+        request: Request<pb::GetSegmentsRequest>,
+    ) -> Answer<pb::GetSegmentsResponse> {
+        let req = request.into_inner();
+        let mut v = FieldViolations::default();
+        let segment = convert::segment_filter(&mut v, "segment", req.segment);
+        v.into_result()?;
+        Ok(Response::new(self.app.segments(segment).await?))
+    }
+
+    type WatchEventsStream = EventStream<pb::WatchEventsResponse>;
+
+    #[tracing::instrument(skip_all)]
+    async fn watch_events(
+        &self,
+        request: Request<pb::WatchEventsRequest>,
+    ) -> Answer<Self::WatchEventsStream> {
+        let req = request.into_inner();
+        let stream =
+            self.app
+                .store()
+                .feed()
+                .watch(req.after_sequence, |event| pb::WatchEventsResponse {
+                    event: Some(event),
+                })?;
+        Ok(Response::new(stream))
+    }
+}

@@ -1,0 +1,239 @@
+//! Wire <-> domain: request messages become checked values (every problem
+//! named by field), domain values become response messages.
+
+use bowtie_proto::common::Segment;
+use bowtie_proto::scoring as pb;
+use bowtie_runtime::error::FieldViolations;
+use bowtie_runtime::validate::{self, to_timestamp};
+use tonic::Code;
+
+use crate::domain::{COMPONENTS, DAY, Health, Scorecard, component_index};
+use crate::storage::NewSignal;
+
+/// Most signals in one batch.
+pub const MAX_BATCH: usize = 10_000;
+/// Largest signal value.
+pub const MAX_VALUE: i64 = 1_000_000;
+
+/// A rejected signal: status code, field and description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// gRPC code.
+    pub code: Code,
+    /// The offending field.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> Rejection {
+    Rejection {
+        code: Code::InvalidArgument,
+        field: field.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// Checks one signal: key, account id, known type, value range by type,
+/// and a time no later than `now + tolerance` (µs).
+pub fn signal(s: &pb::Signal, now: i64, tolerance: i64) -> Result<NewSignal, Rejection> {
+    let mut v = FieldViolations::default();
+    let key = validate::idempotency_key(&mut v, &s.idempotency_key);
+    if let Some(first) = v.0.first() {
+        return Err(invalid("idempotency_key", first.description.clone()));
+    }
+    let Some(key) = key else {
+        return Err(invalid("idempotency_key", "is required"));
+    };
+    let account_id = validate::uuid(&mut v, "account_id", &s.account_id);
+    let Some(account_id) = account_id else {
+        return Err(invalid(
+            "account_id",
+            v.0.first()
+                .map_or("must be a UUID".to_owned(), |f| f.description.clone()),
+        ));
+    };
+    let kind = match pb::SignalType::try_from(s.r#type) {
+        Ok(pb::SignalType::Unspecified) => return Err(invalid("type", "must be set")),
+        Ok(t) => t,
+        Err(_) => return Err(invalid("type", format!("unknown value {}", s.r#type))),
+    };
+    let value = match kind {
+        pb::SignalType::NpsAnswer if !(0..=10).contains(&s.value) => {
+            return Err(invalid("value", "an NPS answer must be 0..=10"));
+        }
+        pb::SignalType::CsatAnswer if !(1..=5).contains(&s.value) => {
+            return Err(invalid("value", "a CSAT answer must be 1..=5"));
+        }
+        pb::SignalType::NpsAnswer | pb::SignalType::CsatAnswer | pb::SignalType::ActiveUsers => {
+            s.value
+        }
+        _ if s.value == 0 => 1,
+        _ => s.value,
+    };
+    if !(0..=MAX_VALUE).contains(&value) {
+        return Err(invalid("value", format!("must be 0..={MAX_VALUE}")));
+    }
+    let mut v = FieldViolations::default();
+    let Some(at) = validate::required_timestamp(&mut v, "occurred_at", s.occurred_at.as_ref())
+    else {
+        return Err(invalid(
+            "occurred_at",
+            v.0.first()
+                .map_or("is required".to_owned(), |f| f.description.clone()),
+        ));
+    };
+    if at > now + tolerance {
+        return Err(invalid(
+            "occurred_at",
+            format!(
+                "is in the future beyond the tolerance of {} seconds",
+                tolerance / 1_000_000
+            ),
+        ));
+    }
+    Ok(NewSignal {
+        key,
+        account_id,
+        kind: kind as i32,
+        value,
+        occurred_at: at,
+    })
+}
+
+/// The result of a rejected signal.
+pub fn rejected(index: usize, r: &Rejection) -> pb::SignalResult {
+    pb::SignalResult {
+        index: index as i32,
+        outcome: pb::SignalOutcome::Rejected as i32,
+        code: r.code as i32,
+        message: format!("{}: {}", r.field, r.message),
+        field: r.field.clone(),
+    }
+}
+
+/// A segment filter (UNSPECIFIED = any).
+pub fn segment_filter(v: &mut FieldViolations, field: &str, raw: i32) -> Option<i32> {
+    let s: Option<Segment> = validate::enum_value(v, field, raw, false);
+    s.filter(|s| *s != Segment::Unspecified).map(|s| s as i32)
+}
+
+/// A segment (UNSPECIFIED allowed: the default scorecard).
+pub fn segment(v: &mut FieldViolations, field: &str, raw: i32) -> Option<Segment> {
+    validate::enum_value(v, field, raw, false)
+}
+
+/// Parses a scorecard edit.
+pub fn scorecard(
+    v: &mut FieldViolations,
+    card: Option<&pb::Scorecard>,
+) -> Option<(Segment, Scorecard)> {
+    let Some(card) = card else {
+        v.add("scorecard", "is required");
+        return None;
+    };
+    let segment = segment(v, "scorecard.segment", card.segment)?;
+    let mut weights = [0i32; 9];
+    let mut seen = [false; 9];
+    for (i, w) in card.weights.iter().enumerate() {
+        let field = format!("scorecard.weights[{i}]");
+        let c: Option<pb::Component> =
+            validate::enum_value(v, &format!("{field}.component"), w.component, true);
+        let Some(idx) = c.and_then(component_index) else {
+            continue;
+        };
+        if seen[idx] {
+            v.add(format!("{field}.component"), "is listed twice");
+            continue;
+        }
+        seen[idx] = true;
+        if !(0..=1000).contains(&w.weight) {
+            v.add(format!("{field}.weight"), "must be 0..=1000");
+            continue;
+        }
+        weights[idx] = w.weight;
+    }
+    if weights.iter().all(|w| *w == 0) {
+        v.add("scorecard.weights", "at least one weight must be positive");
+    }
+    let range = |v: &mut FieldViolations, name: &str, value: i32, lo: i32, hi: i32| {
+        if !(lo..=hi).contains(&value) {
+            v.add(format!("scorecard.{name}"), format!("must be {lo}..={hi}"));
+        }
+    };
+    range(v, "yellow_from", card.yellow_from, 1, 100);
+    range(v, "green_from", card.green_from, 1, 100);
+    if card.green_from <= card.yellow_from {
+        v.add("scorecard.green_from", "must be above yellow_from");
+    }
+    range(v, "late_payment_penalty", card.late_payment_penalty, 0, 100);
+    range(v, "downgrade_penalty", card.downgrade_penalty, 0, 100);
+    range(v, "complaint_penalty", card.complaint_penalty, 0, 100);
+    range(v, "stakeholder_penalty", card.stakeholder_penalty, 0, 100);
+    range(
+        v,
+        "onboarding_target_days",
+        card.onboarding_target_days,
+        1,
+        365,
+    );
+    range(v, "renewal_window_days", card.renewal_window_days, 1, 365);
+    Some((
+        segment,
+        Scorecard {
+            weights,
+            yellow_from: card.yellow_from,
+            green_from: card.green_from,
+            late_payment_penalty: card.late_payment_penalty,
+            downgrade_penalty: card.downgrade_penalty,
+            complaint_penalty: card.complaint_penalty,
+            stakeholder_penalty: card.stakeholder_penalty,
+            onboarding_target_days: card.onboarding_target_days,
+            renewal_window_days: card.renewal_window_days,
+        },
+    ))
+}
+
+/// A scorecard on the wire.
+pub fn scorecard_to_pb(segment: Segment, card: &Scorecard, version: i64, at: i64) -> pb::Scorecard {
+    pb::Scorecard {
+        segment: segment as i32,
+        version,
+        weights: COMPONENTS
+            .iter()
+            .zip(card.weights)
+            .map(|(c, w)| pb::ComponentWeight {
+                component: *c as i32,
+                weight: w,
+            })
+            .collect(),
+        yellow_from: card.yellow_from,
+        green_from: card.green_from,
+        late_payment_penalty: card.late_payment_penalty,
+        downgrade_penalty: card.downgrade_penalty,
+        complaint_penalty: card.complaint_penalty,
+        stakeholder_penalty: card.stakeholder_penalty,
+        onboarding_target_days: card.onboarding_target_days,
+        renewal_window_days: card.renewal_window_days,
+        update_time: (at > 0).then(|| to_timestamp(at)),
+    }
+}
+
+/// The components of a health on the wire.
+pub fn components_to_pb(h: &Health) -> Vec<pb::ComponentScore> {
+    h.components
+        .iter()
+        .map(|(s, w, bp)| pb::ComponentScore {
+            component: s.component as i32,
+            score: s.score,
+            weight: *w,
+            effective_weight_bp: *bp,
+            reason: s.reason.clone(),
+        })
+        .collect()
+}
+
+/// Midnight UTC of a day number.
+pub fn day_start(day: i64) -> prost_types::Timestamp {
+    to_timestamp(day * DAY)
+}

@@ -1,0 +1,331 @@
+//! The change feeds scoring follows, each through the runtime's consumer
+//! (stored cursor, exactly-once application), each event rescoring the
+//! account it is about:
+//!
+//! - accounts: segment (which scorecard), strategic flag, creation time, and
+//!   the account ids known to exist (signal ingest checks them in memory).
+//! - revenue: MRR and the first payment (movements), downgrades and
+//!   expansions (contraction / expansion movements), churn (the label the
+//!   churn model learns from), late payments (`invoice.late`), seats, renewal
+//!   date and contract length (subscriptions). A retracted movement takes its
+//!   downgrade, expansion or churn back out.
+//! - funnel: the onboarding start (COMMIT) and first value (IMPACT).
+
+use std::sync::Arc;
+
+use bowtie_proto::accounts::{self as accounts_pb, accounts_service_client::AccountsServiceClient};
+use bowtie_proto::common::{self, Segment, Stage};
+use bowtie_proto::funnel::{self as funnel_pb, funnel_service_client::FunnelServiceClient};
+use bowtie_proto::revenue::{self as revenue_pb, revenue_service_client::RevenueServiceClient};
+use bowtie_runtime::config::PeerSettings;
+use bowtie_runtime::error::Error;
+use bowtie_runtime::peer::{self, ApplyEvent, Consumer, EventStream, OpenFeed};
+use bowtie_runtime::shutdown::Shutdown;
+use bowtie_runtime::store::Tx;
+use bowtie_runtime::validate::{self, now_micros};
+use futures::StreamExt;
+use uuid::Uuid;
+
+pub use bowtie_runtime::peer::payload;
+
+use crate::service::{Scoring, reach_first_value};
+use crate::storage::{self, DayDelta, Profile, SubscriptionRow, kinds};
+
+/// Cursor name of the accounts feed consumer.
+pub const ACCOUNTS_CONSUMER: &str = "scoring.accounts";
+/// Cursor name of the revenue feed consumer.
+pub const REVENUE_CONSUMER: &str = "scoring.revenue";
+/// Cursor name of the funnel feed consumer.
+pub const FUNNEL_CONSUMER: &str = "scoring.funnel";
+
+fn events<R, S>(stream: S, event: fn(R) -> Option<common::Event>) -> EventStream
+where
+    R: Send + 'static,
+    S: futures::Stream<Item = Result<R, tonic::Status>> + Send + 'static,
+{
+    stream
+        .filter_map(move |item| async move {
+            match item {
+                Ok(r) => event(r).map(Ok),
+                Err(status) => Some(Err(status)),
+            }
+        })
+        .boxed()
+}
+
+fn account_id(raw: &str) -> Result<Uuid, Error> {
+    Uuid::parse_str(raw).map_err(|_| Error::invalid("payload.account_id", "is not a UUID"))
+}
+
+fn micros(field: &str, ts: Option<&prost_types::Timestamp>) -> Result<i64, Error> {
+    let mut v = bowtie_runtime::FieldViolations::default();
+    let at = validate::required_timestamp(&mut v, field, ts);
+    v.into_result()?;
+    at.ok_or_else(|| Error::invalid(field.to_owned(), "is required"))
+}
+
+async fn profile(tx: &Tx, id: Uuid) -> Result<Profile, Error> {
+    Ok(storage::get_profile(tx.conn(), id)
+        .await?
+        .unwrap_or_else(|| Profile {
+            account_id: id,
+            ..Profile::default()
+        }))
+}
+
+/// Follows the accounts feed.
+pub fn accounts_consumer(
+    settings: &PeerSettings,
+    app: Scoring,
+    shutdown: Shutdown,
+) -> Result<Consumer, Error> {
+    let client = AccountsServiceClient::new(peer::connect(&settings.accounts, settings)?);
+    let open: OpenFeed = Arc::new(move |after| {
+        let mut client = client.clone();
+        Box::pin(async move {
+            let stream = client
+                .watch_events(accounts_pb::WatchEventsRequest {
+                    after_sequence: after,
+                })
+                .await?
+                .into_inner();
+            Ok(events(stream, |r: accounts_pb::WatchEventsResponse| {
+                r.event
+            }))
+        })
+    });
+    let store = app.store().clone();
+    let apply: ApplyEvent = Arc::new(move |tx, event| {
+        let app = app.clone();
+        Box::pin(async move {
+            let Some(account) = payload::<accounts_pb::Account>(&event)? else {
+                return Ok(());
+            };
+            let id = Uuid::parse_str(&account.id)
+                .map_err(|_| Error::invalid("payload.id", "is not a UUID"))?;
+            let mut p = profile(tx, id).await?;
+            p.segment = Segment::try_from(account.segment).unwrap_or(Segment::Unspecified);
+            p.strategic = account.strategic;
+            if let Some(created) = account.create_time.as_ref() {
+                p.created_at = Some(micros("payload.create_time", Some(created))?);
+            }
+            storage::save_profile(tx.conn(), &p, tx.now()).await?;
+            app.remember([id])?;
+            app.mark_dirty_after_commit(id);
+            Ok(())
+        })
+    });
+    Ok(Consumer::new(
+        ACCOUNTS_CONSUMER,
+        store,
+        open,
+        apply,
+        shutdown,
+    ))
+}
+
+fn interval_months(raw: i32) -> i32 {
+    match revenue_pb::BillingInterval::try_from(raw) {
+        Ok(revenue_pb::BillingInterval::Quarter) => 3,
+        Ok(revenue_pb::BillingInterval::Year) => 12,
+        _ => 1,
+    }
+}
+
+async fn count(tx: &Tx, id: Uuid, kind: i32, at: i64, delta: i64) -> Result<(), Error> {
+    storage::add_days(
+        tx.conn(),
+        &[DayDelta {
+            account_id: id,
+            kind,
+            day: storage::day_of(at),
+            total: delta,
+            events: delta,
+            last_value: delta,
+            last_at: at,
+        }],
+    )
+    .await
+}
+
+async fn apply_movement(
+    tx: &mut Tx,
+    m: &revenue_pb::Movement,
+    retracted: bool,
+) -> Result<Uuid, Error> {
+    use revenue_pb::MovementType as M;
+    let id = account_id(&m.account_id)?;
+    let at = micros("payload.occurred_at", m.occurred_at.as_ref())?;
+    let mut p = profile(tx, id).await?;
+    let sign = if retracted { -1 } else { 1 };
+    match m.r#type() {
+        M::Contraction => count(tx, id, kinds::DOWNGRADE, at, sign).await?,
+        M::Expansion => count(tx, id, kinds::EXPANSION, at, sign).await?,
+        M::Churn if retracted && p.churned_at == Some(at) => p.churned_at = None,
+        M::Churn if retracted => {}
+        M::Churn => {
+            p.churned_at = Some(at);
+            p.last_mrr = m.mrr_before.as_ref().map_or(p.last_mrr, |x| x.minor_units);
+        }
+        M::New | M::Reactivation if !retracted => {
+            p.first_paid_at = Some(p.first_paid_at.map_or(at, |f| f.min(at)));
+            if p.churned_at.is_some_and(|c| c <= at) {
+                p.churned_at = None;
+            }
+        }
+        _ => {}
+    }
+    if !retracted && p.mrr_at.is_none_or(|t| at >= t) {
+        p.mrr = m.mrr_after.as_ref().map_or(0, |x| x.minor_units);
+        p.mrr_at = Some(at);
+        if p.mrr > 0 {
+            p.last_mrr = p.mrr;
+        }
+    }
+    storage::save_profile(tx.conn(), &p, tx.now()).await?;
+    Ok(id)
+}
+
+async fn apply_subscription(tx: &mut Tx, s: &revenue_pb::Subscription) -> Result<Uuid, Error> {
+    let id = account_id(&s.account_id)?;
+    let now = now_micros();
+    let cancelled = match s
+        .cancellation
+        .as_ref()
+        .and_then(|c| c.effective_at.as_ref())
+    {
+        Some(at) => micros("payload.cancellation.effective_at", Some(at))? <= now,
+        None => false,
+    };
+    let term_end = match s.term_end_at.as_ref() {
+        Some(t) => Some(micros("payload.term_end_at", Some(t))?),
+        None => None,
+    };
+    let row = SubscriptionRow {
+        id: s.id.clone(),
+        account_id: id,
+        quantity: s.terms.as_ref().map_or(0, |t| t.quantity),
+        term_end,
+        interval_months: interval_months(s.billing_interval),
+        cancelled,
+    };
+    let (seats, renewal, months) = storage::save_subscription(tx.conn(), &row).await?;
+    let mut p = profile(tx, id).await?;
+    p.seats = seats;
+    p.renewal_at = renewal;
+    p.contract_months = months;
+    storage::save_profile(tx.conn(), &p, tx.now()).await?;
+    Ok(id)
+}
+
+/// Follows the revenue feed.
+pub fn revenue_consumer(
+    settings: &PeerSettings,
+    app: Scoring,
+    shutdown: Shutdown,
+) -> Result<Consumer, Error> {
+    let client = RevenueServiceClient::new(peer::connect(&settings.revenue, settings)?);
+    let open: OpenFeed = Arc::new(move |after| {
+        let mut client = client.clone();
+        Box::pin(async move {
+            let stream = client
+                .watch_events(revenue_pb::WatchEventsRequest {
+                    after_sequence: after,
+                })
+                .await?
+                .into_inner();
+            Ok(events(stream, |r: revenue_pb::WatchEventsResponse| r.event))
+        })
+    });
+    let store = app.store().clone();
+    let apply: ApplyEvent = Arc::new(move |tx, event| {
+        let app = app.clone();
+        Box::pin(async move {
+            let id = match event.event_type.as_str() {
+                "movement.recorded" | "movement.retracted" => {
+                    let Some(m) = payload::<revenue_pb::Movement>(&event)? else {
+                        return Ok(());
+                    };
+                    apply_movement(tx, &m, event.event_type == "movement.retracted").await?
+                }
+                "subscription.created" | "subscription.changed" | "subscription.cancelled" => {
+                    let Some(s) = payload::<revenue_pb::Subscription>(&event)? else {
+                        return Ok(());
+                    };
+                    apply_subscription(tx, &s).await?
+                }
+                "invoice.late" => {
+                    let Some(i) = payload::<revenue_pb::Invoice>(&event)? else {
+                        return Ok(());
+                    };
+                    let id = account_id(&i.account_id)?;
+                    let due = micros("payload.due_at", i.due_at.as_ref())?;
+                    storage::ensure_profiles(tx.conn(), &[id], tx.now()).await?;
+                    count(tx, id, kinds::LATE_PAYMENT, due, 1).await?;
+                    id
+                }
+                _ => return Ok(()),
+            };
+            app.mark_dirty_after_commit(id);
+            Ok(())
+        })
+    });
+    Ok(Consumer::new(
+        REVENUE_CONSUMER,
+        store,
+        open,
+        apply,
+        shutdown,
+    ))
+}
+
+/// Follows the funnel feed.
+pub fn funnel_consumer(
+    settings: &PeerSettings,
+    app: Scoring,
+    shutdown: Shutdown,
+) -> Result<Consumer, Error> {
+    let client = FunnelServiceClient::new(peer::connect(&settings.funnel, settings)?);
+    let open: OpenFeed = Arc::new(move |after| {
+        let mut client = client.clone();
+        Box::pin(async move {
+            let stream = client
+                .watch_events(funnel_pb::WatchEventsRequest {
+                    after_sequence: after,
+                })
+                .await?
+                .into_inner();
+            Ok(events(stream, |r: funnel_pb::WatchEventsResponse| r.event))
+        })
+    });
+    let store = app.store().clone();
+    let apply: ApplyEvent = Arc::new(move |tx, event| {
+        let app = app.clone();
+        Box::pin(async move {
+            if event.event_type != "transition.recorded" {
+                return Ok(());
+            }
+            let Some(t) = payload::<funnel_pb::Transition>(&event)? else {
+                return Ok(());
+            };
+            let id = account_id(&t.account_id)?;
+            let at = micros("payload.occurred_at", t.occurred_at.as_ref())?;
+            match Stage::try_from(t.to_stage) {
+                Ok(Stage::Commit) => {
+                    let mut p = profile(tx, id).await?;
+                    if p.onboarding_at.is_none_or(|s| at > s) {
+                        p.onboarding_at = Some(at);
+                        storage::save_profile(tx.conn(), &p, tx.now()).await?;
+                    }
+                }
+                // First value recorded in the funnel (by hand or from this
+                // service's own feed) is not announced again.
+                Ok(Stage::Impact) => reach_first_value(tx, id, at, false).await?,
+                _ => return Ok(()),
+            }
+            app.mark_dirty_after_commit(id);
+            Ok(())
+        })
+    });
+    Ok(Consumer::new(FUNNEL_CONSUMER, store, open, apply, shutdown))
+}

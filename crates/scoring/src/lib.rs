@@ -1,0 +1,71 @@
+//! The scoring service: health scores with their explanations, churn risk
+//! from a model trained on the system's own history, alerts, and value
+//! segments (DESIGN.md section 3). It owns its database schema, asks the
+//! accounts service whether an account exists (remembering the answer, and
+//! every account its feed announces), follows the accounts, revenue and
+//! funnel feeds, and publishes first value, band changes and alerts on its
+//! own feed.
+//!
+//! Layout: `domain` (pure health maths), `model` (pure churn model),
+//! `convert` (wire <-> domain), `storage` (tables and queries), `service`
+//! (ingest, recompute worker, units of work), `feeds` (the change feeds it
+//! follows), `webhook` (alert delivery), `api` (thin tonic handlers).
+
+pub mod api;
+pub mod convert;
+pub mod domain;
+pub mod feeds;
+pub mod model;
+pub mod service;
+pub mod storage;
+pub mod webhook;
+
+use std::sync::Arc;
+
+use bowtie_proto::scoring::scoring_service_server::ScoringServiceServer;
+use bowtie_runtime::auth::ApiKeys;
+use bowtie_runtime::config::Settings;
+use bowtie_runtime::db::Db;
+use bowtie_runtime::feed::Feed;
+use bowtie_runtime::peer::AccountDirectory;
+use bowtie_runtime::server::GrpcServer;
+use bowtie_runtime::shutdown::Shutdown;
+use bowtie_runtime::store::Store;
+
+/// Methods that need the admin scope.
+pub const ADMIN_METHODS: &[&str] = &["RecomputeHealth", "UpdateScorecard", "TrainModel"];
+
+/// Connects the scoring database, applies migrations, starts the feed
+/// consumers, the recompute worker and the webhook delivery, and binds the
+/// server on `settings.scoring.listen`.
+pub async fn build(
+    settings: &Settings,
+    keys: Arc<ApiKeys>,
+    shutdown: Shutdown,
+) -> anyhow::Result<GrpcServer> {
+    let db = Db::connect(&settings.scoring.database).await?;
+    db.migrate::<storage::Migrator>().await?;
+    let store = Store::new(db.clone(), Feed::new(db.clone(), shutdown.clone()));
+    let accounts = AccountDirectory::connect(&settings.peers)?;
+    let policy = settings.scoring_policy.clone();
+    let app = service::Scoring::new(store.clone(), accounts, policy.clone()).await?;
+    feeds::accounts_consumer(&settings.peers, app.clone(), shutdown.clone())?.spawn();
+    feeds::revenue_consumer(&settings.peers, app.clone(), shutdown.clone())?.spawn();
+    feeds::funnel_consumer(&settings.peers, app.clone(), shutdown.clone())?.spawn();
+    app.spawn_worker(shutdown.clone());
+    webhook::spawn(store, policy, shutdown.clone());
+    let max = settings.server.max_message_bytes;
+    let service = ScoringServiceServer::new(api::ScoringApi::new(app))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    Ok(GrpcServer::bind(
+        settings.scoring.listen,
+        &settings.server,
+        keys,
+        ADMIN_METHODS,
+        shutdown,
+    )
+    .await?
+    .add_service(service)
+    .watch_database(db))
+}

@@ -1,0 +1,1037 @@
+//! The scoring application: signal ingest (many signals per transaction,
+//! one commit per batch), the recompute worker (changed accounts shortly
+//! after they change, every account on the sweep schedule for time decay),
+//! alerts, scorecards, the churn model and value segments.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bowtie_proto::common::Segment;
+use bowtie_proto::scoring as pb;
+use bowtie_runtime::config::ScoringPolicySettings;
+use bowtie_runtime::error::Error;
+use bowtie_runtime::feed::NewEvent;
+use bowtie_runtime::idempotency::Idempotency;
+use bowtie_runtime::paging::Page;
+use bowtie_runtime::peer::AccountDirectory;
+use bowtie_runtime::shutdown::Shutdown;
+use bowtie_runtime::store::{Store, Tx};
+use bowtie_runtime::validate::{now_micros, to_timestamp};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::convert::{self, MAX_BATCH, Rejection};
+use crate::domain::{self, Cutoffs, DAY, Scorecard, Trigger, ValueFacts};
+use crate::model::{self, Metrics, Model, Profile as ModelProfile};
+use crate::storage::{self, Aggregates, DayDelta, HealthRow, NewSignal, Profile, Windows};
+
+/// Event type: an account reached its first value.
+pub const FIRST_VALUE_REACHED: &str = "first_value.reached";
+/// Event type: an account's health band changed.
+pub const BAND_CHANGED: &str = "health.band_changed";
+/// Event type: an alert was raised.
+pub const ALERT_RAISED: &str = "alert.raised";
+/// Event type: an alert was acknowledged.
+pub const ALERT_ACKNOWLEDGED: &str = "alert.acknowledged";
+/// Event type: an alert was resolved.
+pub const ALERT_RESOLVED: &str = "alert.resolved";
+
+/// Accounts rescored per transaction.
+const CHUNK: usize = 5_000;
+
+/// A trained model with its metrics, as persisted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredModel {
+    /// Model id (UUIDv7).
+    pub id: String,
+    /// Training time (µs).
+    pub trained_at: i64,
+    /// Horizon in days.
+    pub horizon_days: i32,
+    /// The fitted model.
+    pub model: Model,
+    /// Hold-out metrics.
+    pub metrics: Metrics,
+}
+
+impl StoredModel {
+    /// The wire form.
+    pub fn info(&self) -> pb::ModelInfo {
+        let mut coefficients: Vec<pb::Coefficient> = self
+            .model
+            .features
+            .iter()
+            .zip(&self.model.weights)
+            .map(|(f, w)| pb::Coefficient {
+                feature: f.clone(),
+                coefficient: *w,
+            })
+            .collect();
+        coefficients.sort_by(|a, b| b.coefficient.abs().total_cmp(&a.coefficient.abs()));
+        pb::ModelInfo {
+            id: self.id.clone(),
+            train_time: Some(to_timestamp(self.trained_at)),
+            horizon_days: self.horizon_days,
+            training_examples: self.metrics.train as i32,
+            holdout_examples: self.metrics.holdout as i32,
+            churn_rate: self.metrics.churn_rate,
+            holdout_auc: self.metrics.auc,
+            holdout_log_loss: self.metrics.log_loss,
+            calibration: self
+                .metrics
+                .calibration
+                .iter()
+                .map(|b| pb::CalibrationBin {
+                    min_predicted: b.0,
+                    max_predicted: b.1,
+                    mean_predicted: b.2,
+                    observed_rate: b.3,
+                    count: b.4 as i32,
+                })
+                .collect(),
+            coefficients,
+            intercept: self.model.intercept,
+        }
+    }
+}
+
+struct Inner {
+    store: Store,
+    accounts: AccountDirectory,
+    policy: ScoringPolicySettings,
+    known: RwLock<HashSet<Uuid>>,
+    dirty: Mutex<HashSet<Uuid>>,
+    wake: Notify,
+    model: RwLock<Option<Arc<StoredModel>>>,
+    cutoffs: RwLock<Cutoffs>,
+}
+
+/// The scoring service's operations.
+#[derive(Clone)]
+pub struct Scoring {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Scoring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scoring").finish_non_exhaustive()
+    }
+}
+
+fn poisoned() -> Error {
+    Error::Internal(anyhow::anyhow!("a scoring lock was poisoned"))
+}
+
+/// The profile's facts added to aggregated signal inputs.
+fn inputs_of(agg: &Aggregates, p: &Profile, at: i64) -> domain::Inputs {
+    let before = |t: Option<i64>| t.filter(|t| *t <= at);
+    domain::Inputs {
+        now: at,
+        seats: p.seats,
+        paying: p.first_paid_at.is_some_and(|t| t <= at) || p.mrr > 0,
+        onboarding_started_at: before(p.onboarding_at),
+        first_value_at: before(p.first_value_at),
+        renewal_at: p.renewal_at,
+        ..agg.inputs.clone()
+    }
+}
+
+fn model_profile(p: &Profile, at: i64, mrr: i64) -> ModelProfile {
+    let since = p.first_paid_at.or(p.created_at);
+    ModelProfile {
+        segment: p.segment,
+        tenure_days: since.map(|s| ((at - s).max(0) / DAY) as f64),
+        mrr,
+        contract_months: p.contract_months.map(|m| m as f64),
+    }
+}
+
+impl Scoring {
+    /// The application over `store`; loads the known accounts and the model.
+    pub async fn new(
+        store: Store,
+        accounts: AccountDirectory,
+        policy: ScoringPolicySettings,
+    ) -> Result<Self, Error> {
+        let known: HashSet<Uuid> = storage::known_ids(store.db().reader())
+            .await?
+            .into_iter()
+            .collect();
+        let model = match storage::latest_model(store.db().reader()).await? {
+            Some(body) => Some(Arc::new(
+                serde_json::from_str::<StoredModel>(&body)
+                    .map_err(|e| Error::Internal(anyhow::anyhow!("stored model: {e}")))?,
+            )),
+            None => None,
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                store,
+                accounts,
+                policy,
+                known: RwLock::new(known),
+                dirty: Mutex::new(HashSet::new()),
+                wake: Notify::new(),
+                model: RwLock::new(model),
+                cutoffs: RwLock::new(Cutoffs::default()),
+            }),
+        })
+    }
+
+    /// The store, for the feed.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &ScoringPolicySettings {
+        &self.inner.policy
+    }
+
+    /// Remembers that accounts exist (the accounts feed, the directory).
+    pub fn remember(&self, ids: impl IntoIterator<Item = Uuid>) -> Result<(), Error> {
+        self.inner
+            .known
+            .write()
+            .map_err(|_| poisoned())?
+            .extend(ids);
+        Ok(())
+    }
+
+    /// Queues accounts for rescoring and wakes the worker.
+    pub fn mark_dirty(&self, ids: impl IntoIterator<Item = Uuid>) {
+        if let Ok(mut dirty) = self.inner.dirty.lock() {
+            dirty.extend(ids);
+        }
+        self.inner.wake.notify_one();
+    }
+
+    /// Marks an account changed by a feed event: now, and once more a moment
+    /// later, because the consumer's transaction commits after the event is
+    /// applied and a recomputation in between would not see it yet.
+    pub fn mark_dirty_after_commit(&self, id: Uuid) {
+        self.mark_dirty([id]);
+        let app = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            app.mark_dirty([id]);
+        });
+    }
+
+    /// Which of `ids` exist: known ones from memory, the rest asked of the
+    /// accounts service once each (concurrently). UNAVAILABLE when it cannot
+    /// be reached.
+    async fn existing(&self, ids: &HashSet<Uuid>) -> Result<(HashSet<Uuid>, Vec<Uuid>), Error> {
+        let unknown: Vec<Uuid> = {
+            let known = self.inner.known.read().map_err(|_| poisoned())?;
+            ids.iter()
+                .filter(|id| !known.contains(id))
+                .copied()
+                .collect()
+        };
+        let mut missing = HashSet::new();
+        let mut found = Vec::new();
+        let answers = futures::future::join_all(
+            unknown
+                .iter()
+                .map(|id| async move { (*id, self.inner.accounts.get(*id).await) }),
+        )
+        .await;
+        for (id, answer) in answers {
+            match answer {
+                Ok(_) => found.push(id),
+                Err(Error::NotFound { .. }) => {
+                    missing.insert(id);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((missing, found))
+    }
+
+    /// Records a batch: per-item results, one transaction for the rest.
+    pub async fn record_batch(
+        &self,
+        signals: &[pb::Signal],
+    ) -> Result<pb::RecordSignalBatchResponse, Error> {
+        if signals.len() > MAX_BATCH {
+            return Err(Error::invalid(
+                "signals",
+                format!("at most {MAX_BATCH} signals per batch"),
+            ));
+        }
+        let now = now_micros();
+        let tolerance = self.inner.policy.future_tolerance_seconds.max(0) * 1_000_000;
+        let parsed: Vec<Result<NewSignal, Rejection>> = signals
+            .iter()
+            .map(|s| convert::signal(s, now, tolerance))
+            .collect();
+        let ids: HashSet<Uuid> = parsed
+            .iter()
+            .filter_map(|p| p.as_ref().ok().map(|s| s.account_id))
+            .collect();
+        let (missing, found) = self.existing(&ids).await?;
+        let mut results: Vec<Option<pb::SignalResult>> = vec![None; signals.len()];
+        let mut accepted: Vec<(usize, NewSignal)> = Vec::with_capacity(signals.len());
+        for (i, p) in parsed.into_iter().enumerate() {
+            match p {
+                Err(r) => results[i] = Some(convert::rejected(i, &r)),
+                Ok(s) if missing.contains(&s.account_id) => {
+                    results[i] = Some(convert::rejected(
+                        i,
+                        &Rejection {
+                            code: tonic::Code::NotFound,
+                            field: "account_id".into(),
+                            message: format!("account {} not found", s.account_id),
+                        },
+                    ));
+                }
+                Ok(s) => accepted.push((i, s)),
+            }
+        }
+        let found_for_tx = found.clone();
+        let accepted = Arc::new(accepted);
+        let batch = accepted.clone();
+        let response = self
+            .inner
+            .store
+            .write(None, move |tx| {
+                Box::pin(async move {
+                    let signals: Vec<NewSignal> = batch.iter().map(|(_, s)| s.clone()).collect();
+                    storage::ensure_profiles(tx.conn(), &found_for_tx, tx.now()).await?;
+                    let inserted = storage::insert_signals(tx.conn(), &signals, tx.now()).await?;
+                    let mut claimed: HashSet<&str> = HashSet::with_capacity(inserted.len());
+                    let mut out = Vec::with_capacity(batch.len());
+                    let mut deltas: HashMap<(Uuid, i32, i64), DayDelta> = HashMap::new();
+                    let mut first_values: HashMap<Uuid, i64> = HashMap::new();
+                    for (i, s) in batch.iter() {
+                        let fresh = inserted.contains(&s.key) && claimed.insert(&s.key);
+                        if !fresh {
+                            out.push(pb::SignalResult {
+                                index: *i as i32,
+                                outcome: pb::SignalOutcome::Duplicate as i32,
+                                ..Default::default()
+                            });
+                            continue;
+                        }
+                        let day = storage::day_of(s.occurred_at);
+                        let d = deltas
+                            .entry((s.account_id, s.kind, day))
+                            .or_insert(DayDelta {
+                                account_id: s.account_id,
+                                kind: s.kind,
+                                day,
+                                total: 0,
+                                events: 0,
+                                last_value: s.value,
+                                last_at: s.occurred_at,
+                            });
+                        d.total += s.value;
+                        d.events += 1;
+                        if s.occurred_at >= d.last_at {
+                            d.last_at = s.occurred_at;
+                            d.last_value = s.value;
+                        }
+                        if s.kind == pb::SignalType::FirstValueReached as i32 {
+                            let e = first_values.entry(s.account_id).or_insert(s.occurred_at);
+                            *e = (*e).min(s.occurred_at);
+                        }
+                        out.push(pb::SignalResult {
+                            index: *i as i32,
+                            outcome: pb::SignalOutcome::Recorded as i32,
+                            ..Default::default()
+                        });
+                    }
+                    let deltas: Vec<DayDelta> = deltas.into_values().collect();
+                    storage::add_days(tx.conn(), &deltas).await?;
+                    for (id, at) in first_values {
+                        reach_first_value(tx, id, at, true).await?;
+                    }
+                    Ok(pb::RecordSignalBatchResponse {
+                        results: out,
+                        ..Default::default()
+                    })
+                })
+            })
+            .await?;
+        let by_index: HashMap<usize, Uuid> =
+            accepted.iter().map(|(i, s)| (*i, s.account_id)).collect();
+        let touched: HashSet<Uuid> = response
+            .results
+            .iter()
+            .filter(|r| r.outcome == pb::SignalOutcome::Recorded as i32)
+            .filter_map(|r| by_index.get(&(r.index as usize)).copied())
+            .collect();
+        self.remember(found)?;
+        self.mark_dirty(touched);
+        for r in response.results {
+            let index = r.index as usize;
+            if let Some(slot) = results.get_mut(index) {
+                *slot = Some(r);
+            }
+        }
+        let results: Vec<pb::SignalResult> = results.into_iter().flatten().collect();
+        let count =
+            |o: pb::SignalOutcome| results.iter().filter(|r| r.outcome == o as i32).count() as i32;
+        Ok(pb::RecordSignalBatchResponse {
+            recorded: count(pb::SignalOutcome::Recorded),
+            duplicates: count(pb::SignalOutcome::Duplicate),
+            rejected: count(pb::SignalOutcome::Rejected),
+            results,
+        })
+    }
+
+    fn windows(&self, now: i64) -> Windows {
+        Windows {
+            now,
+            problem_days: self.inner.policy.problem_late_days.max(1),
+            potential_days: self.inner.policy.potential_window_days.max(1),
+        }
+    }
+
+    fn model(&self) -> Option<Arc<StoredModel>> {
+        self.inner.model.read().ok().and_then(|m| m.clone())
+    }
+
+    /// Rescores `ids` in one transaction; returns how many got a score.
+    async fn recompute_chunk(&self, ids: Vec<Uuid>) -> Result<usize, Error> {
+        let app = self.clone();
+        let response = self
+            .inner
+            .store
+            .write(None, move |tx| {
+                Box::pin(async move {
+                    let n = app.rescore(tx, &ids).await?;
+                    Ok(pb::RecomputeHealthResponse { accounts: n as i64 })
+                })
+            })
+            .await?;
+        Ok(response.accounts as usize)
+    }
+
+    async fn rescore(&self, tx: &mut Tx, ids: &[Uuid]) -> Result<usize, Error> {
+        let now = tx.now();
+        let today = storage::day_of(now);
+        let policy = &self.inner.policy;
+        let cards = storage::scorecards(tx.conn()).await?;
+        let profiles = storage::load_profiles(tx.conn(), Some(ids)).await?;
+        let aggs: HashMap<Uuid, Aggregates> =
+            storage::load_aggregates(tx.conn(), Some(ids), self.windows(now))
+                .await?
+                .into_iter()
+                .collect();
+        let prev = storage::previous_health(tx.conn(), Some(ids)).await?;
+        let baseline = storage::scores_at(tx.conn(), Some(ids), today - 30).await?;
+        let model = self.model();
+        let cutoffs = *self.inner.cutoffs.read().map_err(|_| poisoned())?;
+        let empty = Aggregates::default();
+        let mut rows = Vec::with_capacity(profiles.len());
+        for p in &profiles {
+            let agg = aggs.get(&p.account_id).unwrap_or(&empty);
+            let (card, version) = card_for(&cards, p.segment);
+            let inputs = inputs_of(agg, p, now);
+            let Some(h) = domain::health(&inputs, &card) else {
+                continue;
+            };
+            let risk_bp = model.as_ref().map(|m| {
+                let x = model::features(&inputs, &card, &model_profile(p, now, p.mrr));
+                (m.model.predict(&x) * 10_000.0).round() as i32
+            });
+            let dormant = agg
+                .last_usage_day
+                .is_none_or(|d| d <= today - policy.dormant_days);
+            let facts = ValueFacts {
+                mrr: p.mrr,
+                strategic: p.strategic,
+                band: h.band,
+                score: h.score,
+                late_recently: agg.late_recently,
+                expanded_recently: agg.expanded_recently,
+                dormant,
+            };
+            let health = pb::AccountHealth {
+                account_id: p.account_id.to_string(),
+                score: h.score,
+                band: h.band as i32,
+                components: convert::components_to_pb(&h),
+                missing: h.missing.iter().map(|c| *c as i32).collect(),
+                delta_7d: None,
+                delta_30d: None,
+                segment: p.segment as i32,
+                scorecard_version: version,
+                churn_risk_bp: risk_bp,
+                tier: domain::tier(&facts, &cutoffs) as i32,
+                quadrant: domain::quadrant(&facts, &cutoffs, policy.loyalty_score) as i32,
+                mrr_minor_units: p.mrr,
+                compute_time: Some(to_timestamp(now)),
+            };
+            let before = prev.get(&p.account_id).map(|b| Trigger {
+                score: b.score,
+                band: pb::Band::try_from(b.band).unwrap_or(pb::Band::Unspecified),
+                risk_bp: b.risk_bp,
+            });
+            let after = Trigger {
+                score: h.score,
+                band: h.band,
+                risk_bp,
+            };
+            let base = baseline.get(&p.account_id).copied();
+            for kind in domain::alerts(
+                before,
+                after,
+                base,
+                policy.alert_drop_points,
+                policy.risk_threshold_bp,
+            ) {
+                let alert = pb::Alert {
+                    id: Uuid::now_v7().to_string(),
+                    account_id: p.account_id.to_string(),
+                    kind: kind as i32,
+                    state: pb::AlertState::Open as i32,
+                    message: domain::alert_message(kind, after, base),
+                    score: h.score,
+                    churn_risk_bp: risk_bp.unwrap_or(0),
+                    version: 1,
+                    create_time: Some(to_timestamp(now)),
+                    update_time: Some(to_timestamp(now)),
+                    note: String::new(),
+                };
+                if storage::insert_alert(tx.conn(), &alert, now).await? {
+                    tx.emit(NewEvent::new(
+                        "alert",
+                        alert.id.clone(),
+                        ALERT_RAISED,
+                        &alert,
+                    ));
+                }
+            }
+            if before.is_some_and(|b| b.band != h.band) {
+                tx.emit(NewEvent::new(
+                    "account",
+                    p.account_id.to_string(),
+                    BAND_CHANGED,
+                    &health,
+                ));
+            }
+            rows.push(HealthRow {
+                account_id: p.account_id,
+                health,
+            });
+        }
+        storage::save_health(tx.conn(), &rows, now).await?;
+        Ok(rows.len())
+    }
+
+    /// Recomputes every account (value cutoffs first); returns how many got a score.
+    pub async fn recompute_all(&self) -> Result<usize, Error> {
+        let policy = &self.inner.policy;
+        let mrrs = storage::all_mrr(self.inner.store.db().reader()).await?;
+        let cutoffs = domain::cutoffs(
+            mrrs,
+            policy.diamond_top_percent,
+            policy.gold_next_percent,
+            policy.value_percentile,
+        );
+        *self.inner.cutoffs.write().map_err(|_| poisoned())? = cutoffs;
+        let mut after = None;
+        let mut total = 0;
+        loop {
+            let ids =
+                storage::profile_ids(self.inner.store.db().reader(), after, CHUNK as u64).await?;
+            let Some(last) = ids.last().copied() else {
+                break;
+            };
+            after = Some(last);
+            total += self.recompute_chunk(ids).await?;
+        }
+        Ok(total)
+    }
+
+    /// Rescores the queued accounts.
+    async fn drain(&self) -> Result<(), Error> {
+        let ids: Vec<Uuid> = {
+            let mut dirty = self.inner.dirty.lock().map_err(|_| poisoned())?;
+            dirty.drain().collect()
+        };
+        for chunk in ids.chunks(CHUNK) {
+            if let Err(e) = self.recompute_chunk(chunk.to_vec()).await {
+                self.mark_dirty(chunk.iter().copied());
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the recompute worker until shutdown: queued accounts after a
+    /// short debounce, every account on the sweep schedule (and at start).
+    pub fn spawn_worker(&self, shutdown: Shutdown) {
+        let app = self.clone();
+        tokio::spawn(async move {
+            let debounce = Duration::from_millis(app.inner.policy.recompute_interval_ms.max(1));
+            let mut sweep = tokio::time::interval(Duration::from_secs(
+                app.inner.policy.sweep_interval_seconds.max(1),
+            ));
+            sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let full = tokio::select! {
+                    () = shutdown.wait() => return,
+                    _ = sweep.tick() => true,
+                    () = app.inner.wake.notified() => false,
+                };
+                let outcome = if full {
+                    app.recompute_all().await.map(|_| ())
+                } else {
+                    tokio::select! {
+                        () = shutdown.wait() => return,
+                        () = tokio::time::sleep(debounce) => {}
+                    }
+                    app.drain().await
+                };
+                if let Err(e) = outcome {
+                    tracing::warn!(error = %e, "health recomputation failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    app.inner.wake.notify_one();
+                }
+            }
+        });
+    }
+
+    /// GetHealth: the stored health with deltas from the snapshots.
+    pub async fn get_health(&self, id: Uuid) -> Result<pb::AccountHealth, Error> {
+        let conn = self.inner.store.db().reader();
+        let mut h = storage::get_health(conn, id)
+            .await?
+            .ok_or_else(|| Error::not_found("health of account", id.to_string()))?;
+        let today = storage::day_of(now_micros());
+        let ids = [id];
+        let d7 = storage::scores_at(conn, Some(&ids), today - 7).await?;
+        let d30 = storage::scores_at(conn, Some(&ids), today - 30).await?;
+        h.delta_7d = d7.get(&id).map(|s| h.score - s);
+        h.delta_30d = d30.get(&id).map(|s| h.score - s);
+        Ok(h)
+    }
+
+    /// ListHealth / ListAtRisk.
+    pub async fn list_health(
+        &self,
+        filter: &storage::HealthFilter,
+        page: &Page,
+    ) -> Result<(Vec<pb::AccountHealth>, bowtie_proto::common::PageResponse), Error> {
+        let after = match &page.after {
+            None => None,
+            Some(token) => {
+                let bad =
+                    || Error::invalid("page.page_token", "is not a token issued for this query");
+                let (score, id) = token.split_once(':').ok_or_else(bad)?;
+                Some((
+                    score.parse::<i32>().map_err(|_| bad())?,
+                    Uuid::parse_str(id).map_err(|_| bad())?,
+                ))
+            }
+        };
+        let rows = storage::list_health(
+            self.inner.store.db().reader(),
+            filter,
+            after,
+            page.fetch_limit(),
+        )
+        .await?;
+        Ok(page.finish(rows, |h| format!("{}:{}", h.score, h.account_id)))
+    }
+
+    /// GetHealthHistory.
+    pub async fn history(&self, id: Uuid, days: i64) -> Result<Vec<pb::HealthSnapshot>, Error> {
+        let today = storage::day_of(now_micros());
+        Ok(
+            storage::history(self.inner.store.db().reader(), id, today - days + 1)
+                .await?
+                .into_iter()
+                .map(|(day, score, band)| pb::HealthSnapshot {
+                    day: Some(convert::day_start(day)),
+                    score,
+                    band,
+                })
+                .collect(),
+        )
+    }
+
+    /// GetScorecard.
+    pub async fn scorecard(&self, segment: Segment) -> Result<pb::Scorecard, Error> {
+        let cards = storage::scorecards(self.inner.store.db().reader()).await?;
+        Ok(match cards.get(&(segment as i32)) {
+            Some((card, version, at)) => convert::scorecard_to_pb(segment, card, *version, *at),
+            None => convert::scorecard_to_pb(segment, &Scorecard::default(), 0, 0),
+        })
+    }
+
+    /// UpdateScorecard: checks the expected version, stores the next one and
+    /// rescores the accounts it applies to.
+    pub async fn update_scorecard(
+        &self,
+        segment: Segment,
+        card: Scorecard,
+        expected_version: i64,
+        idem: Option<Idempotency>,
+    ) -> Result<pb::UpdateScorecardResponse, Error> {
+        let response = self
+            .inner
+            .store
+            .write(idem, move |tx| {
+                Box::pin(async move {
+                    let cards = storage::scorecards(tx.conn()).await?;
+                    let current = cards.get(&(segment as i32)).map_or(0, |c| c.1);
+                    if current != expected_version {
+                        return Err(Error::Aborted(format!(
+                            "the scorecard is at version {current}, not {expected_version}; re-read and retry"
+                        )));
+                    }
+                    let version = current + 1;
+                    storage::save_scorecard(tx.conn(), segment as i32, &card, version, tx.now())
+                        .await?;
+                    Ok(pb::UpdateScorecardResponse {
+                        scorecard: Some(convert::scorecard_to_pb(segment, &card, version, tx.now())),
+                    })
+                })
+            })
+            .await?;
+        let reader = self.inner.store.db().reader();
+        let ids = if segment == Segment::Unspecified {
+            storage::known_ids(reader).await?
+        } else {
+            storage::ids_in_segment(reader, segment as i32).await?
+        };
+        self.mark_dirty(ids);
+        Ok(response)
+    }
+
+    /// Alerts, newest first.
+    pub async fn list_alerts(
+        &self,
+        state: Option<i32>,
+        kind: Option<i32>,
+        account: Option<Uuid>,
+        page: &Page,
+    ) -> Result<pb::ListAlertsResponse, Error> {
+        let after = match &page.after {
+            None => None,
+            Some(a) => Some(Uuid::parse_str(a).map_err(|_| {
+                Error::invalid("page.page_token", "is not a token issued for this query")
+            })?),
+        };
+        let rows = storage::list_alerts(
+            self.inner.store.db().reader(),
+            state,
+            kind,
+            account,
+            after,
+            page.fetch_limit(),
+        )
+        .await?;
+        let (alerts, page) = page.finish(rows, |a| a.id.clone());
+        Ok(pb::ListAlertsResponse {
+            alerts,
+            page: Some(page),
+        })
+    }
+
+    /// Acknowledges or resolves an alert at `expected_version`.
+    pub async fn transition_alert(
+        &self,
+        id: Uuid,
+        expected_version: i64,
+        to: pb::AlertState,
+        note: String,
+    ) -> Result<pb::Alert, Error> {
+        self.inner
+            .store
+            .write(None, move |tx| {
+                Box::pin(async move {
+                    let mut alert = storage::get_alert(tx.conn(), id)
+                        .await?
+                        .ok_or_else(|| Error::not_found("alert", id.to_string()))?;
+                    if alert.version != expected_version {
+                        return Err(Error::Aborted(format!(
+                            "the alert is at version {}, not {expected_version}; re-read and retry",
+                            alert.version
+                        )));
+                    }
+                    let state = pb::AlertState::try_from(alert.state)
+                        .unwrap_or(pb::AlertState::Unspecified);
+                    let allowed = match to {
+                        pb::AlertState::Acknowledged => state == pb::AlertState::Open,
+                        pb::AlertState::Resolved => {
+                            matches!(state, pb::AlertState::Open | pb::AlertState::Acknowledged)
+                        }
+                        _ => false,
+                    };
+                    if !allowed {
+                        return Err(Error::FailedPrecondition(format!(
+                            "the alert is {}; it cannot become {}",
+                            state.as_str_name(),
+                            to.as_str_name()
+                        )));
+                    }
+                    alert.state = to as i32;
+                    alert.version += 1;
+                    if !note.is_empty() {
+                        alert.note = note;
+                    }
+                    alert.update_time = Some(to_timestamp(tx.now()));
+                    storage::update_alert(tx.conn(), &alert, tx.now()).await?;
+                    let event = if to == pb::AlertState::Resolved {
+                        ALERT_RESOLVED
+                    } else {
+                        ALERT_ACKNOWLEDGED
+                    };
+                    tx.emit(NewEvent::new("alert", alert.id.clone(), event, &alert));
+                    Ok(alert)
+                })
+            })
+            .await
+    }
+
+    /// Trains the churn model on the system's own history and persists it.
+    ///
+    /// Labels: an account that paid and lost all revenue is a churner, seen
+    /// as of half a horizon before its churn; an account paying for at least
+    /// a horizon that did not churn is a stayer, seen as of one horizon ago.
+    /// Features are computed as of those instants from the signal history
+    /// (MRR is the last positive MRR), so the label never leaks into them.
+    pub async fn train(&self, seed: u64) -> Result<pb::ModelInfo, Error> {
+        let policy = &self.inner.policy;
+        let horizon = i64::from(policy.churn_horizon_days.max(1)) * DAY;
+        let now = now_micros();
+        let conn = self.inner.store.db().reader();
+        let profiles = storage::load_profiles(conn, None).await?;
+        let cards = storage::scorecards(conn).await?;
+        let mut by_day: HashMap<i64, Vec<(&Profile, bool)>> = HashMap::new();
+        for p in &profiles {
+            let Some(paid) = p.first_paid_at else {
+                continue;
+            };
+            let (at, churned) = match p.churned_at {
+                Some(c) if c <= now => (c - horizon / 2, true),
+                _ if paid <= now - horizon => (now - horizon, false),
+                _ => continue,
+            };
+            by_day
+                .entry(storage::day_of(at))
+                .or_default()
+                .push((p, churned));
+        }
+        let mut x = Vec::new();
+        let mut y = Vec::new();
+        let mut days: Vec<i64> = by_day.keys().copied().collect();
+        days.sort_unstable();
+        for day in days {
+            let group = &by_day[&day];
+            let at = day * DAY + DAY - 1;
+            let ids: Vec<Uuid> = group.iter().map(|(p, _)| p.account_id).collect();
+            let mut aggs: HashMap<Uuid, Aggregates> = HashMap::new();
+            for chunk in ids.chunks(CHUNK) {
+                aggs.extend(storage::load_aggregates(conn, Some(chunk), self.windows(at)).await?);
+            }
+            let empty = Aggregates::default();
+            for (p, churned) in group {
+                let agg = aggs.get(&p.account_id).unwrap_or(&empty);
+                let (card, _) = card_for(&cards, p.segment);
+                let inputs = inputs_of(agg, p, at);
+                x.push(model::features(
+                    &inputs,
+                    &card,
+                    &model_profile(p, at, p.last_mrr.max(p.mrr)),
+                ));
+                y.push(*churned);
+            }
+        }
+        let churners = y.iter().filter(|v| **v).count();
+        if y.len() < policy.min_training_examples || churners == 0 || churners == y.len() {
+            return Err(Error::FailedPrecondition(format!(
+                "too little history to train on: {} labelled accounts ({churners} churned); \
+                 at least {} with both outcomes are needed",
+                y.len(),
+                policy.min_training_examples
+            )));
+        }
+        let seed = if seed == 0 { policy.model_seed } else { seed };
+        let (fitted, metrics) = model::train(&x, &y, seed, policy.holdout_percent.clamp(1, 90));
+        let stored = StoredModel {
+            id: Uuid::now_v7().to_string(),
+            trained_at: now,
+            horizon_days: policy.churn_horizon_days,
+            model: fitted,
+            metrics,
+        };
+        let body = serde_json::to_string(&stored)
+            .map_err(|e| Error::Internal(anyhow::anyhow!("encoding the model: {e}")))?;
+        let (id, at) = (stored.id.clone(), stored.trained_at);
+        self.inner
+            .store
+            .write(None, move |tx| {
+                Box::pin(async move {
+                    storage::save_model(tx.conn(), &id, at, &body).await?;
+                    Ok(pb::RecomputeHealthResponse::default())
+                })
+            })
+            .await?;
+        let info = stored.info();
+        *self.inner.model.write().map_err(|_| poisoned())? = Some(Arc::new(stored));
+        let app = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = app.recompute_all().await {
+                tracing::warn!(error = %e, "rescoring after training failed");
+            }
+        });
+        Ok(info)
+    }
+
+    /// GetModel.
+    pub fn model_info(&self) -> Result<pb::ModelInfo, Error> {
+        self.model().map(|m| m.info()).ok_or_else(|| {
+            Error::FailedPrecondition("no churn model was trained yet; call TrainModel".into())
+        })
+    }
+
+    /// GetChurnRisk: probability and the features that raise it most.
+    pub async fn churn_risk(&self, id: Uuid) -> Result<pb::GetChurnRiskResponse, Error> {
+        let m = self.model().ok_or_else(|| {
+            Error::FailedPrecondition("no churn model was trained yet; call TrainModel".into())
+        })?;
+        let conn = self.inner.store.db().reader();
+        let p = storage::get_profile(conn, id)
+            .await?
+            .ok_or_else(|| Error::not_found("account", id.to_string()))?;
+        let now = now_micros();
+        let ids = [id];
+        let agg = storage::load_aggregates(conn, Some(&ids), self.windows(now))
+            .await?
+            .into_iter()
+            .next()
+            .map(|(_, a)| a)
+            .unwrap_or_default();
+        let cards = storage::scorecards(conn).await?;
+        let (card, _) = card_for(&cards, p.segment);
+        let x = model::features(
+            &inputs_of(&agg, &p, now),
+            &card,
+            &model_profile(&p, now, p.mrr),
+        );
+        Ok(pb::GetChurnRiskResponse {
+            account_id: id.to_string(),
+            probability: m.model.predict(&x),
+            horizon_days: m.horizon_days,
+            top_drivers: m
+                .model
+                .drivers(&x)
+                .into_iter()
+                .filter(|d| d.1 > 0.0)
+                .take(5)
+                .map(|(feature, contribution, value)| pb::RiskDriver {
+                    feature,
+                    contribution,
+                    value,
+                })
+                .collect(),
+            model_id: m.id.clone(),
+        })
+    }
+
+    /// GetSegments.
+    pub async fn segments(&self, segment: Option<i32>) -> Result<pb::GetSegmentsResponse, Error> {
+        let rows = storage::value_rows(self.inner.store.db().reader(), segment).await?;
+        let total: i64 = rows.iter().map(|r| r.0.max(0)).sum();
+        let tiers = [
+            pb::Tier::Diamond,
+            pb::Tier::Gold,
+            pb::Tier::Strategic,
+            pb::Tier::Potential,
+            pb::Tier::General,
+            pb::Tier::Problem,
+        ]
+        .into_iter()
+        .map(|t| {
+            let of: Vec<&(i64, i32, i32)> = rows.iter().filter(|r| r.1 == t as i32).collect();
+            let mrr: i64 = of.iter().map(|r| r.0.max(0)).sum();
+            pb::TierSummary {
+                tier: t as i32,
+                accounts: of.len() as i64,
+                mrr_minor_units: mrr,
+                revenue_share_bp: domain::share_bp(mrr, total),
+            }
+        })
+        .collect();
+        let quadrants = [
+            pb::Quadrant::A,
+            pb::Quadrant::B,
+            pb::Quadrant::C,
+            pb::Quadrant::D,
+            pb::Quadrant::E,
+        ]
+        .into_iter()
+        .map(|q| {
+            let of: Vec<&(i64, i32, i32)> = rows.iter().filter(|r| r.2 == q as i32).collect();
+            let mrr: i64 = of.iter().map(|r| r.0.max(0)).sum();
+            pb::QuadrantSummary {
+                quadrant: q as i32,
+                accounts: of.len() as i64,
+                mrr_minor_units: mrr,
+                revenue_share_bp: domain::share_bp(mrr, total),
+            }
+        })
+        .collect();
+        Ok(pb::GetSegmentsResponse {
+            tiers,
+            quadrants,
+            accounts: rows.len() as i64,
+            mrr_minor_units: total,
+            top_20_percent_share_bp: domain::top_20_share_bp(rows.iter().map(|r| r.0).collect()),
+        })
+    }
+}
+
+/// The scorecard of a segment: its own, else the default one, else the built-in.
+fn card_for(cards: &HashMap<i32, (Scorecard, i64, i64)>, segment: Segment) -> (Scorecard, i64) {
+    cards
+        .get(&(segment as i32))
+        .or_else(|| cards.get(&(Segment::Unspecified as i32)))
+        .map_or((Scorecard::default(), 0), |(c, v, _)| (c.clone(), *v))
+}
+
+/// Records first value for an account inside `tx` when it has none yet (or
+/// an earlier one); announces `first_value.reached` when `announce` and it
+/// had none.
+pub async fn reach_first_value(
+    tx: &mut Tx,
+    id: Uuid,
+    at: i64,
+    announce: bool,
+) -> Result<(), Error> {
+    let mut p = storage::get_profile(tx.conn(), id)
+        .await?
+        .unwrap_or_else(|| Profile {
+            account_id: id,
+            ..Profile::default()
+        });
+    let first = p.first_value_at.is_none();
+    if p.first_value_at.is_some_and(|t| t <= at) {
+        return Ok(());
+    }
+    p.first_value_at = Some(at);
+    storage::save_profile(tx.conn(), &p, tx.now()).await?;
+    if first && announce {
+        let days = p.onboarding_at.map(|s| ((at - s).max(0) / DAY) as i32);
+        tx.emit(NewEvent::new(
+            "account",
+            id.to_string(),
+            FIRST_VALUE_REACHED,
+            &pb::FirstValueReached {
+                account_id: id.to_string(),
+                reached_at: Some(to_timestamp(at)),
+                days_to_value: days,
+            },
+        ));
+    }
+    Ok(())
+}

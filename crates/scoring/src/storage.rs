@@ -1,0 +1,1513 @@
+//! The scoring service's own tables and the queries on them.
+//!
+//! - `signals`: every accepted signal, keyed by its idempotency key (a replay
+//!   inserts nothing).
+//! - `signal_days`: per account, kind and UTC day, the sum, the number of
+//!   events and the latest value; maintained in the same transaction as the
+//!   signals (and by the revenue feed: late payments, downgrades, expansions),
+//!   so health reads a few aggregated rows per account, never raw signals.
+//! - `profiles`: what the feeds say about an account (segment, strategic,
+//!   MRR, seats, renewal date, onboarding start, first value, churn).
+//! - `subscriptions`: quantity and term of each subscription (seats, renewal).
+//! - `health`, `health_history`: the current score (with its components,
+//!   encoded) and one snapshot per account and day.
+//! - `scorecards`, `scorecard_versions`, `alerts`, `models`.
+
+use bowtie_proto::common::Segment;
+use bowtie_proto::scoring as pb;
+use bowtie_runtime::error::Error;
+use prost::Message;
+use sea_orm::sea_query::{Alias, Expr, OnConflict, Query};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, QueryResult, Statement, StatementBuilder};
+use sea_orm_migration::prelude::{
+    ColumnDef, DeriveIden, Index, MigrationName, MigrationTrait, MigratorTrait, SchemaManager,
+    Table,
+};
+use uuid::Uuid;
+
+use crate::domain::{DAY, Inputs, Scorecard};
+
+/// Internal `signal_days` kinds fed by the revenue feed (signal kinds are 1..=11).
+pub mod kinds {
+    /// An invoice paid late (or unpaid past due).
+    pub const LATE_PAYMENT: i32 = 100;
+    /// A contraction movement.
+    pub const DOWNGRADE: i32 = 101;
+    /// An expansion movement.
+    pub const EXPANSION: i32 = 102;
+}
+
+#[derive(DeriveIden, Clone, Copy)]
+enum Signals {
+    Table,
+    IdempotencyKey,
+    AccountId,
+    Kind,
+    Value,
+    OccurredAt,
+    RecordedAt,
+}
+
+#[derive(DeriveIden, Clone, Copy)]
+enum SignalDays {
+    Table,
+    AccountId,
+    Kind,
+    Day,
+    Total,
+    Events,
+    LastValue,
+    LastAt,
+}
+
+#[derive(DeriveIden, Clone, Copy)]
+enum Profiles {
+    Table,
+    AccountId,
+    Segment,
+    Strategic,
+    CreatedAt,
+    Mrr,
+    MrrAt,
+    FirstPaidAt,
+    ChurnedAt,
+    OnboardingAt,
+    FirstValueAt,
+    Seats,
+    RenewalAt,
+    ContractMonths,
+    LastMrr,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden, Clone, Copy)]
+enum Subscriptions {
+    Table,
+    Id,
+    AccountId,
+    Quantity,
+    TermEnd,
+    IntervalMonths,
+    Cancelled,
+}
+
+#[derive(DeriveIden, Clone, Copy)]
+enum Health {
+    Table,
+    AccountId,
+    Segment,
+    Score,
+    Band,
+    RiskBp,
+    Tier,
+    Quadrant,
+    Mrr,
+    Body,
+    ComputedAt,
+}
+
+#[derive(DeriveIden, Clone, Copy)]
+enum HealthHistory {
+    Table,
+    AccountId,
+    Day,
+    Score,
+    Band,
+}
+
+#[derive(DeriveIden, Clone, Copy)]
+enum Scorecards {
+    Table,
+    Segment,
+    Version,
+    Body,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden, Clone, Copy)]
+enum ScorecardVersions {
+    Table,
+    Segment,
+    Version,
+    Body,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden, Clone, Copy)]
+enum Alerts {
+    Table,
+    Id,
+    AccountId,
+    Kind,
+    State,
+    Dedupe,
+    Message,
+    Score,
+    RiskBp,
+    Version,
+    Note,
+    CreatedAt,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden, Clone, Copy)]
+enum Models {
+    Table,
+    Id,
+    TrainedAt,
+    Body,
+}
+
+struct CreateScoringTables;
+
+impl MigrationName for CreateScoringTables {
+    fn name(&self) -> &str {
+        "m0400_scoring_tables"
+    }
+}
+
+fn big(c: impl sea_orm::sea_query::IntoIden) -> ColumnDef {
+    ColumnDef::new(c).big_integer().not_null().to_owned()
+}
+
+fn big_null(c: impl sea_orm::sea_query::IntoIden) -> ColumnDef {
+    ColumnDef::new(c).big_integer().null().to_owned()
+}
+
+fn int(c: impl sea_orm::sea_query::IntoIden) -> ColumnDef {
+    ColumnDef::new(c).integer().not_null().to_owned()
+}
+
+fn text(c: impl sea_orm::sea_query::IntoIden) -> ColumnDef {
+    ColumnDef::new(c).string().not_null().to_owned()
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateScoringTables {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table(Signals::Table)
+                .if_not_exists()
+                .col(text(Signals::IdempotencyKey).primary_key())
+                .col(text(Signals::AccountId))
+                .col(int(Signals::Kind))
+                .col(big(Signals::Value))
+                .col(big(Signals::OccurredAt))
+                .col(big(Signals::RecordedAt))
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(SignalDays::Table)
+                .if_not_exists()
+                .col(text(SignalDays::AccountId))
+                .col(int(SignalDays::Kind))
+                .col(big(SignalDays::Day))
+                .col(big(SignalDays::Total))
+                .col(big(SignalDays::Events))
+                .col(big(SignalDays::LastValue))
+                .col(big(SignalDays::LastAt))
+                .primary_key(
+                    Index::create()
+                        .col(SignalDays::AccountId)
+                        .col(SignalDays::Day)
+                        .col(SignalDays::Kind),
+                )
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(Profiles::Table)
+                .if_not_exists()
+                .col(text(Profiles::AccountId).primary_key())
+                .col(int(Profiles::Segment))
+                .col(int(Profiles::Strategic))
+                .col(big_null(Profiles::CreatedAt))
+                .col(big(Profiles::Mrr))
+                .col(big_null(Profiles::MrrAt))
+                .col(big_null(Profiles::FirstPaidAt))
+                .col(big_null(Profiles::ChurnedAt))
+                .col(big_null(Profiles::OnboardingAt))
+                .col(big_null(Profiles::FirstValueAt))
+                .col(big_null(Profiles::Seats))
+                .col(big_null(Profiles::RenewalAt))
+                .col(big_null(Profiles::ContractMonths))
+                .col(big(Profiles::LastMrr))
+                .col(big(Profiles::UpdatedAt))
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(Subscriptions::Table)
+                .if_not_exists()
+                .col(text(Subscriptions::Id).primary_key())
+                .col(text(Subscriptions::AccountId))
+                .col(big(Subscriptions::Quantity))
+                .col(big_null(Subscriptions::TermEnd))
+                .col(int(Subscriptions::IntervalMonths))
+                .col(int(Subscriptions::Cancelled))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("subscriptions_account")
+                .table(Subscriptions::Table)
+                .col(Subscriptions::AccountId)
+                .if_not_exists()
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(Health::Table)
+                .if_not_exists()
+                .col(text(Health::AccountId).primary_key())
+                .col(int(Health::Segment))
+                .col(int(Health::Score))
+                .col(int(Health::Band))
+                .col(ColumnDef::new(Health::RiskBp).integer().null())
+                .col(int(Health::Tier))
+                .col(int(Health::Quadrant))
+                .col(big(Health::Mrr))
+                .col(ColumnDef::new(Health::Body).binary().not_null())
+                .col(big(Health::ComputedAt))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("health_score")
+                .table(Health::Table)
+                .col(Health::Score)
+                .col(Health::AccountId)
+                .if_not_exists()
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(HealthHistory::Table)
+                .if_not_exists()
+                .col(text(HealthHistory::AccountId))
+                .col(big(HealthHistory::Day))
+                .col(int(HealthHistory::Score))
+                .col(int(HealthHistory::Band))
+                .primary_key(
+                    Index::create()
+                        .col(HealthHistory::AccountId)
+                        .col(HealthHistory::Day),
+                )
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(Scorecards::Table)
+                .if_not_exists()
+                .col(int(Scorecards::Segment).primary_key())
+                .col(big(Scorecards::Version))
+                .col(ColumnDef::new(Scorecards::Body).text().not_null())
+                .col(big(Scorecards::UpdatedAt))
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(ScorecardVersions::Table)
+                .if_not_exists()
+                .col(int(ScorecardVersions::Segment))
+                .col(big(ScorecardVersions::Version))
+                .col(ColumnDef::new(ScorecardVersions::Body).text().not_null())
+                .col(big(ScorecardVersions::UpdatedAt))
+                .primary_key(
+                    Index::create()
+                        .col(ScorecardVersions::Segment)
+                        .col(ScorecardVersions::Version),
+                )
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(Alerts::Table)
+                .if_not_exists()
+                .col(text(Alerts::Id).primary_key())
+                .col(text(Alerts::AccountId))
+                .col(int(Alerts::Kind))
+                .col(int(Alerts::State))
+                .col(text(Alerts::Dedupe))
+                .col(text(Alerts::Message))
+                .col(int(Alerts::Score))
+                .col(int(Alerts::RiskBp))
+                .col(big(Alerts::Version))
+                .col(text(Alerts::Note))
+                .col(big(Alerts::CreatedAt))
+                .col(big(Alerts::UpdatedAt))
+                .to_owned(),
+        )
+        .await?;
+        // One alert per account and kind is not resolved: `dedupe` is "open"
+        // until resolution, then the alert's own id.
+        m.create_index(
+            Index::create()
+                .name("alerts_open_once")
+                .table(Alerts::Table)
+                .col(Alerts::AccountId)
+                .col(Alerts::Kind)
+                .col(Alerts::Dedupe)
+                .unique()
+                .if_not_exists()
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(Models::Table)
+                .if_not_exists()
+                .col(text(Models::Id).primary_key())
+                .col(big(Models::TrainedAt))
+                .col(ColumnDef::new(Models::Body).text().not_null())
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        for t in [
+            "models",
+            "alerts",
+            "scorecard_versions",
+            "scorecards",
+            "health_history",
+            "health",
+            "subscriptions",
+            "profiles",
+            "signal_days",
+            "signals",
+        ] {
+            m.drop_table(Table::drop().table(Alias::new(t)).if_exists().to_owned())
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// The scoring service's migrations: the runtime's tables, then its own.
+#[derive(Debug)]
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        let mut migrations = bowtie_runtime::schema::runtime_migrations();
+        migrations.push(Box::new(CreateScoringTables));
+        migrations
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Error {
+    Error::Internal(anyhow::anyhow!("{e}"))
+}
+
+async fn execute<C: ConnectionTrait, S: StatementBuilder>(conn: &C, stmt: &S) -> Result<(), Error> {
+    conn.execute(StatementBuilder::build(stmt, &conn.get_database_backend()))
+        .await?;
+    Ok(())
+}
+
+async fn raw<C: ConnectionTrait>(conn: &C, sql: String) -> Result<Vec<QueryResult>, Error> {
+    Ok(conn
+        .query_all(Statement::from_string(conn.get_database_backend(), sql))
+        .await?)
+}
+
+/// `'id1','id2'` for an IN list. Uuids render as hex and dashes only, so
+/// inlining them is safe.
+fn id_list(ids: &[Uuid]) -> String {
+    ids.iter()
+        .map(|id| format!("'{id}'"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn uuid(raw: &str) -> Result<Uuid, Error> {
+    Uuid::parse_str(raw).map_err(|_| internal(format!("stored id {raw:?} is not a UUID")))
+}
+
+/// The UTC day number of an instant.
+pub fn day_of(micros: i64) -> i64 {
+    micros.div_euclid(DAY)
+}
+
+/// A validated signal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSignal {
+    /// Its idempotency key.
+    pub key: String,
+    /// The account.
+    pub account_id: Uuid,
+    /// Signal type number.
+    pub kind: i32,
+    /// The value (counts already defaulted to 1).
+    pub value: i64,
+    /// When it happened (µs).
+    pub occurred_at: i64,
+}
+
+/// Inserts signals, skipping keys recorded before; returns the keys inserted.
+pub async fn insert_signals<C: ConnectionTrait>(
+    conn: &C,
+    signals: &[NewSignal],
+    now: i64,
+) -> Result<std::collections::HashSet<String>, Error> {
+    let mut inserted = std::collections::HashSet::with_capacity(signals.len());
+    for chunk in signals.chunks(1000) {
+        let mut insert = Query::insert();
+        insert
+            .into_table(Signals::Table)
+            .columns([
+                Signals::IdempotencyKey,
+                Signals::AccountId,
+                Signals::Kind,
+                Signals::Value,
+                Signals::OccurredAt,
+                Signals::RecordedAt,
+            ])
+            .on_conflict(
+                OnConflict::column(Signals::IdempotencyKey)
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .returning_col(Signals::IdempotencyKey);
+        for s in chunk {
+            insert
+                .values([
+                    s.key.clone().into(),
+                    s.account_id.to_string().into(),
+                    s.kind.into(),
+                    s.value.into(),
+                    s.occurred_at.into(),
+                    now.into(),
+                ])
+                .map_err(internal)?;
+        }
+        let rows = conn
+            .query_all(StatementBuilder::build(
+                &insert,
+                &conn.get_database_backend(),
+            ))
+            .await?;
+        for row in rows {
+            inserted.insert(row.try_get_by_index::<String>(0)?);
+        }
+    }
+    Ok(inserted)
+}
+
+/// One `signal_days` increment: (account, kind, day) -> (sum, events, latest value, its time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DayDelta {
+    /// The account.
+    pub account_id: Uuid,
+    /// Kind number.
+    pub kind: i32,
+    /// UTC day number.
+    pub day: i64,
+    /// Added to the sum (negative to take back).
+    pub total: i64,
+    /// Added to the event count.
+    pub events: i64,
+    /// The latest value seen in this delta.
+    pub last_value: i64,
+    /// Its time.
+    pub last_at: i64,
+}
+
+/// Adds the deltas to `signal_days` (one row per key per statement).
+pub async fn add_days<C: ConnectionTrait>(conn: &C, deltas: &[DayDelta]) -> Result<(), Error> {
+    use SignalDays as D;
+    for chunk in deltas.chunks(1000) {
+        let mut insert = Query::insert();
+        insert
+            .into_table(D::Table)
+            .columns([
+                D::AccountId,
+                D::Kind,
+                D::Day,
+                D::Total,
+                D::Events,
+                D::LastValue,
+                D::LastAt,
+            ])
+            .on_conflict(
+                OnConflict::columns([D::AccountId, D::Day, D::Kind])
+                    .value(D::Total, Expr::cust("signal_days.total + excluded.total"))
+                    .value(
+                        D::Events,
+                        Expr::cust("signal_days.events + excluded.events"),
+                    )
+                    .value(
+                        D::LastValue,
+                        Expr::cust(
+                            "CASE WHEN excluded.last_at >= signal_days.last_at \
+                             THEN excluded.last_value ELSE signal_days.last_value END",
+                        ),
+                    )
+                    .value(
+                        D::LastAt,
+                        Expr::cust(
+                            "CASE WHEN excluded.last_at >= signal_days.last_at \
+                             THEN excluded.last_at ELSE signal_days.last_at END",
+                        ),
+                    )
+                    .to_owned(),
+            );
+        for d in chunk {
+            insert
+                .values([
+                    d.account_id.to_string().into(),
+                    d.kind.into(),
+                    d.day.into(),
+                    d.total.into(),
+                    d.events.into(),
+                    d.last_value.into(),
+                    d.last_at.into(),
+                ])
+                .map_err(internal)?;
+        }
+        execute(conn, &insert).await?;
+    }
+    Ok(())
+}
+
+/// What the feeds say about an account.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Profile {
+    /// The account.
+    pub account_id: Uuid,
+    /// Segment.
+    pub segment: Segment,
+    /// Flagged strategic.
+    pub strategic: bool,
+    /// When the account was created.
+    pub created_at: Option<i64>,
+    /// MRR (reporting currency minor units).
+    pub mrr: i64,
+    /// Business time of the movement that set the MRR.
+    pub mrr_at: Option<i64>,
+    /// First payment.
+    pub first_paid_at: Option<i64>,
+    /// Last time all revenue was lost (cleared by a reactivation).
+    pub churned_at: Option<i64>,
+    /// Onboarding start (COMMIT).
+    pub onboarding_at: Option<i64>,
+    /// First value reached.
+    pub first_value_at: Option<i64>,
+    /// Seats.
+    pub seats: Option<i64>,
+    /// Next renewal date.
+    pub renewal_at: Option<i64>,
+    /// Longest billing term in months.
+    pub contract_months: Option<i64>,
+    /// The last positive MRR (kept after a churn, for the churn model).
+    pub last_mrr: i64,
+}
+
+const PROFILE_COLUMNS: [Profiles; 14] = [
+    Profiles::AccountId,
+    Profiles::Segment,
+    Profiles::Strategic,
+    Profiles::CreatedAt,
+    Profiles::Mrr,
+    Profiles::MrrAt,
+    Profiles::FirstPaidAt,
+    Profiles::ChurnedAt,
+    Profiles::OnboardingAt,
+    Profiles::FirstValueAt,
+    Profiles::Seats,
+    Profiles::RenewalAt,
+    Profiles::ContractMonths,
+    Profiles::LastMrr,
+];
+
+const PROFILE_SELECT: &str = "account_id, segment, strategic, created_at, mrr, mrr_at, \
+    first_paid_at, churned_at, onboarding_at, first_value_at, seats, renewal_at, contract_months, last_mrr";
+
+fn profile_row(row: &QueryResult) -> Result<Profile, Error> {
+    Ok(Profile {
+        account_id: uuid(&row.try_get_by_index::<String>(0)?)?,
+        segment: Segment::try_from(row.try_get_by_index::<i32>(1)?).unwrap_or(Segment::Unspecified),
+        strategic: row.try_get_by_index::<i32>(2)? != 0,
+        created_at: row.try_get_by_index(3)?,
+        mrr: row.try_get_by_index(4)?,
+        mrr_at: row.try_get_by_index(5)?,
+        first_paid_at: row.try_get_by_index(6)?,
+        churned_at: row.try_get_by_index(7)?,
+        onboarding_at: row.try_get_by_index(8)?,
+        first_value_at: row.try_get_by_index(9)?,
+        seats: row.try_get_by_index(10)?,
+        renewal_at: row.try_get_by_index(11)?,
+        contract_months: row.try_get_by_index(12)?,
+        last_mrr: row.try_get_by_index(13)?,
+    })
+}
+
+/// Creates empty profiles for accounts that have none (known to exist).
+pub async fn ensure_profiles<C: ConnectionTrait>(
+    conn: &C,
+    ids: &[Uuid],
+    now: i64,
+) -> Result<(), Error> {
+    for chunk in ids.chunks(1000) {
+        let mut insert = Query::insert();
+        insert
+            .into_table(Profiles::Table)
+            .columns([
+                Profiles::AccountId,
+                Profiles::Segment,
+                Profiles::Strategic,
+                Profiles::Mrr,
+                Profiles::LastMrr,
+                Profiles::UpdatedAt,
+            ])
+            .on_conflict(
+                OnConflict::column(Profiles::AccountId)
+                    .do_nothing()
+                    .to_owned(),
+            );
+        for id in chunk {
+            insert
+                .values([
+                    id.to_string().into(),
+                    0i32.into(),
+                    0i32.into(),
+                    0i64.into(),
+                    0i64.into(),
+                    now.into(),
+                ])
+                .map_err(internal)?;
+        }
+        execute(conn, &insert).await?;
+    }
+    Ok(())
+}
+
+/// The profile of an account, if scoring knows it.
+pub async fn get_profile<C: ConnectionTrait>(conn: &C, id: Uuid) -> Result<Option<Profile>, Error> {
+    Ok(load_profiles(conn, Some(&[id])).await?.into_iter().next())
+}
+
+/// Profiles of `ids` (every profile when `None`).
+pub async fn load_profiles<C: ConnectionTrait>(
+    conn: &C,
+    ids: Option<&[Uuid]>,
+) -> Result<Vec<Profile>, Error> {
+    let sql = match ids {
+        Some([]) => return Ok(Vec::new()),
+        Some(ids) => format!(
+            "SELECT {PROFILE_SELECT} FROM profiles WHERE account_id IN ({})",
+            id_list(ids)
+        ),
+        None => format!("SELECT {PROFILE_SELECT} FROM profiles"),
+    };
+    raw(conn, sql).await?.iter().map(profile_row).collect()
+}
+
+/// Ids of every account with a profile, in id order, after `after`.
+pub async fn profile_ids<C: ConnectionTrait>(
+    conn: &C,
+    after: Option<Uuid>,
+    limit: u64,
+) -> Result<Vec<Uuid>, Error> {
+    let filter = after.map_or(String::new(), |a| format!("WHERE account_id > '{a}'"));
+    raw(
+        conn,
+        format!("SELECT account_id FROM profiles {filter} ORDER BY account_id LIMIT {limit}"),
+    )
+    .await?
+    .iter()
+    .map(|r| uuid(&r.try_get_by_index::<String>(0)?))
+    .collect()
+}
+
+/// Writes a whole profile (insert or replace).
+pub async fn save_profile<C: ConnectionTrait>(
+    conn: &C,
+    p: &Profile,
+    now: i64,
+) -> Result<(), Error> {
+    let mut cols = PROFILE_COLUMNS.to_vec();
+    cols.push(Profiles::UpdatedAt);
+    let stmt = Query::insert()
+        .into_table(Profiles::Table)
+        .columns(cols.clone())
+        .values([
+            p.account_id.to_string().into(),
+            (p.segment as i32).into(),
+            i32::from(p.strategic).into(),
+            p.created_at.into(),
+            p.mrr.into(),
+            p.mrr_at.into(),
+            p.first_paid_at.into(),
+            p.churned_at.into(),
+            p.onboarding_at.into(),
+            p.first_value_at.into(),
+            p.seats.into(),
+            p.renewal_at.into(),
+            p.contract_months.into(),
+            p.last_mrr.into(),
+            now.into(),
+        ])
+        .map_err(internal)?
+        .on_conflict(
+            OnConflict::column(Profiles::AccountId)
+                .update_columns(cols.into_iter().skip(1))
+                .to_owned(),
+        )
+        .to_owned();
+    execute(conn, &stmt).await
+}
+
+/// Every account id with a profile (the accounts scoring knows to exist).
+pub async fn known_ids<C: ConnectionTrait>(conn: &C) -> Result<Vec<Uuid>, Error> {
+    raw(conn, "SELECT account_id FROM profiles".into())
+        .await?
+        .iter()
+        .map(|r| uuid(&r.try_get_by_index::<String>(0)?))
+        .collect()
+}
+
+/// A subscription as the revenue feed last described it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionRow {
+    /// Its id.
+    pub id: String,
+    /// The account.
+    pub account_id: Uuid,
+    /// Seats / units.
+    pub quantity: i64,
+    /// End of the current term.
+    pub term_end: Option<i64>,
+    /// Billing interval in months.
+    pub interval_months: i32,
+    /// Cancelled.
+    pub cancelled: bool,
+}
+
+/// Stores a subscription and returns the account's seats, next renewal and
+/// longest term over its live subscriptions.
+pub async fn save_subscription<C: ConnectionTrait>(
+    conn: &C,
+    s: &SubscriptionRow,
+) -> Result<(Option<i64>, Option<i64>, Option<i64>), Error> {
+    use Subscriptions as S;
+    let cols = [
+        S::Id,
+        S::AccountId,
+        S::Quantity,
+        S::TermEnd,
+        S::IntervalMonths,
+        S::Cancelled,
+    ];
+    let stmt = Query::insert()
+        .into_table(S::Table)
+        .columns(cols)
+        .values([
+            s.id.clone().into(),
+            s.account_id.to_string().into(),
+            s.quantity.into(),
+            s.term_end.into(),
+            s.interval_months.into(),
+            i32::from(s.cancelled).into(),
+        ])
+        .map_err(internal)?
+        .on_conflict(
+            OnConflict::column(S::Id)
+                .update_columns(cols.into_iter().skip(1))
+                .to_owned(),
+        )
+        .to_owned();
+    execute(conn, &stmt).await?;
+    let rows = raw(
+        conn,
+        format!(
+            "SELECT CAST(SUM(quantity) AS BIGINT), MIN(term_end), MAX(interval_months), COUNT(*) FROM subscriptions \
+             WHERE account_id = '{}' AND cancelled = 0",
+            s.account_id
+        ),
+    )
+    .await?;
+    let Some(row) = rows.first() else {
+        return Ok((None, None, None));
+    };
+    let live: i64 = row.try_get_by_index(3)?;
+    if live == 0 {
+        return Ok((None, None, None));
+    }
+    let seats: Option<i64> = row.try_get_by_index::<Option<i64>>(0)?;
+    let renewal: Option<i64> = row.try_get_by_index(1)?;
+    let months: Option<i32> = row.try_get_by_index(2)?;
+    Ok((seats, renewal, months.map(i64::from)))
+}
+
+/// Aggregated inputs of one account plus the facts tiers need.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Aggregates {
+    /// Health inputs (profile fields are filled by the caller).
+    pub inputs: Inputs,
+    /// A late payment within the PROBLEM window.
+    pub late_recently: bool,
+    /// An expansion within the POTENTIAL window.
+    pub expanded_recently: bool,
+    /// Last day with usage.
+    pub last_usage_day: Option<i64>,
+}
+
+/// Windows of [`load_aggregates`], as day numbers.
+#[derive(Debug, Clone, Copy)]
+pub struct Windows {
+    /// Today (the day of `now`).
+    pub now: i64,
+    /// Days of the PROBLEM window.
+    pub problem_days: i64,
+    /// Days of the POTENTIAL window.
+    pub potential_days: i64,
+}
+
+/// Aggregates `signal_days` as of `now` for `ids` (every account when
+/// `None`): one grouped statement, one row per account.
+pub async fn load_aggregates<C: ConnectionTrait>(
+    conn: &C,
+    ids: Option<&[Uuid]>,
+    w: Windows,
+) -> Result<Vec<(Uuid, Aggregates)>, Error> {
+    let today = day_of(w.now);
+    let (d30, d60, d180) = (today - 29, today - 59, today - 179);
+    let problem = today - w.problem_days + 1;
+    let potential = today - w.potential_days + 1;
+    let filter = match ids {
+        Some([]) => return Ok(Vec::new()),
+        Some(ids) => format!("AND account_id IN ({})", id_list(ids)),
+        None => String::new(),
+    };
+    let (late, down, exp) = (kinds::LATE_PAYMENT, kinds::DOWNGRADE, kinds::EXPANSION);
+    let sql = format!(
+        "SELECT account_id, \
+         CAST(SUM(CASE WHEN kind IN (1,3) AND day >= {d30} THEN total ELSE 0 END) AS BIGINT), \
+         CAST(SUM(CASE WHEN kind IN (1,3) AND day < {d30} AND day >= {d60} THEN total ELSE 0 END) AS BIGINT), \
+         MAX(CASE WHEN kind = 2 AND day >= {d30} THEN day * 10000000 + last_value END), \
+         CAST(SUM(CASE WHEN kind = 4 AND day >= {d30} THEN total ELSE 0 END) AS BIGINT), \
+         CAST(SUM(CASE WHEN kind = 4 AND day < {d30} AND day >= {d60} THEN total ELSE 0 END) AS BIGINT), \
+         CAST(SUM(CASE WHEN kind = 6 THEN total WHEN kind = 7 THEN -total ELSE 0 END) AS BIGINT), \
+         CAST(SUM(CASE WHEN kind = 8 THEN total ELSE 0 END) AS BIGINT), \
+         CAST(SUM(CASE WHEN kind = 8 THEN events ELSE 0 END) AS BIGINT), \
+         CAST(SUM(CASE WHEN kind = 9 THEN total ELSE 0 END) AS BIGINT), \
+         CAST(SUM(CASE WHEN kind = 9 THEN events ELSE 0 END) AS BIGINT), \
+         CAST(SUM(CASE WHEN kind = 10 THEN total ELSE 0 END) AS BIGINT), \
+         CAST(SUM(CASE WHEN kind < 100 THEN events ELSE 0 END) AS BIGINT), \
+         CAST(SUM(CASE WHEN kind = {late} THEN total ELSE 0 END) AS BIGINT), \
+         CAST(SUM(CASE WHEN kind = {down} THEN total ELSE 0 END) AS BIGINT), \
+         CAST(SUM(CASE WHEN kind = {late} AND day >= {problem} THEN total ELSE 0 END) AS BIGINT), \
+         CAST(SUM(CASE WHEN kind = {exp} AND day >= {potential} THEN total ELSE 0 END) AS BIGINT), \
+         MAX(CASE WHEN kind IN (1,3) THEN day END) \
+         FROM signal_days WHERE day >= {d180} AND day <= {today} {filter} GROUP BY account_id"
+    );
+    raw(conn, sql)
+        .await?
+        .iter()
+        .map(|r| {
+            let g = |i: usize| -> Result<i64, Error> {
+                Ok(r.try_get_by_index::<Option<i64>>(i)?.unwrap_or(0))
+            };
+            let active: Option<i64> = r.try_get_by_index(3)?;
+            Ok((
+                uuid(&r.try_get_by_index::<String>(0)?)?,
+                Aggregates {
+                    inputs: Inputs {
+                        now: w.now,
+                        usage_recent: g(1)?,
+                        usage_prior: g(2)?,
+                        active_users: active.map(|v| v.rem_euclid(10_000_000)),
+                        tickets_recent: g(4)?,
+                        tickets_prior: g(5)?,
+                        complaints_open: g(6)?.max(0),
+                        nps: (g(7)?, g(8)?),
+                        csat: (g(9)?, g(10)?),
+                        stakeholders_left: g(11)?,
+                        listening: g(12)? > 0,
+                        late_payments: g(13)?,
+                        downgrades: g(14)?,
+                        ..Inputs::default()
+                    },
+                    late_recently: g(15)? > 0,
+                    expanded_recently: g(16)? > 0,
+                    last_usage_day: r.try_get_by_index(17)?,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// What the previous computation of an account said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PreviousHealth {
+    /// Score.
+    pub score: i32,
+    /// Band number.
+    pub band: i32,
+    /// Risk.
+    pub risk_bp: Option<i32>,
+}
+
+/// The stored score, band and risk of `ids` (every account when `None`).
+pub async fn previous_health<C: ConnectionTrait>(
+    conn: &C,
+    ids: Option<&[Uuid]>,
+) -> Result<std::collections::HashMap<Uuid, PreviousHealth>, Error> {
+    let filter = match ids {
+        Some([]) => return Ok(Default::default()),
+        Some(ids) => format!("WHERE account_id IN ({})", id_list(ids)),
+        None => String::new(),
+    };
+    raw(
+        conn,
+        format!("SELECT account_id, score, band, risk_bp FROM health {filter}"),
+    )
+    .await?
+    .iter()
+    .map(|r| {
+        Ok((
+            uuid(&r.try_get_by_index::<String>(0)?)?,
+            PreviousHealth {
+                score: r.try_get_by_index(1)?,
+                band: r.try_get_by_index(2)?,
+                risk_bp: r.try_get_by_index(3)?,
+            },
+        ))
+    })
+    .collect()
+}
+
+/// The latest snapshot score of each account on or before `day` (within a
+/// week before it), for `ids` (every account when `None`).
+pub async fn scores_at<C: ConnectionTrait>(
+    conn: &C,
+    ids: Option<&[Uuid]>,
+    day: i64,
+) -> Result<std::collections::HashMap<Uuid, i32>, Error> {
+    let filter = match ids {
+        Some([]) => return Ok(Default::default()),
+        Some(ids) => format!("AND account_id IN ({})", id_list(ids)),
+        None => String::new(),
+    };
+    let rows = raw(
+        conn,
+        format!(
+            "SELECT account_id, day, score FROM health_history WHERE day <= {day} AND day > {} {filter} \
+             ORDER BY account_id, day",
+            day - 7
+        ),
+    )
+    .await?;
+    let mut out = std::collections::HashMap::new();
+    for r in rows {
+        // Ordered by day: the last one wins.
+        out.insert(
+            uuid(&r.try_get_by_index::<String>(0)?)?,
+            r.try_get_by_index::<i32>(2)?,
+        );
+    }
+    Ok(out)
+}
+
+/// A computed health row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthRow {
+    /// The health (deltas unset; they are read from history).
+    pub health: pb::AccountHealth,
+    /// The account.
+    pub account_id: Uuid,
+}
+
+/// Writes health rows and today's snapshots.
+pub async fn save_health<C: ConnectionTrait>(
+    conn: &C,
+    rows: &[HealthRow],
+    now: i64,
+) -> Result<(), Error> {
+    let today = day_of(now);
+    for chunk in rows.chunks(500) {
+        let mut insert = Query::insert();
+        let cols = [
+            Health::AccountId,
+            Health::Segment,
+            Health::Score,
+            Health::Band,
+            Health::RiskBp,
+            Health::Tier,
+            Health::Quadrant,
+            Health::Mrr,
+            Health::Body,
+            Health::ComputedAt,
+        ];
+        insert.into_table(Health::Table).columns(cols).on_conflict(
+            OnConflict::column(Health::AccountId)
+                .update_columns(cols.into_iter().skip(1))
+                .to_owned(),
+        );
+        let mut history = Query::insert();
+        history
+            .into_table(HealthHistory::Table)
+            .columns([
+                HealthHistory::AccountId,
+                HealthHistory::Day,
+                HealthHistory::Score,
+                HealthHistory::Band,
+            ])
+            .on_conflict(
+                OnConflict::columns([HealthHistory::AccountId, HealthHistory::Day])
+                    .update_columns([HealthHistory::Score, HealthHistory::Band])
+                    .to_owned(),
+            );
+        for r in chunk {
+            let h = &r.health;
+            insert
+                .values([
+                    r.account_id.to_string().into(),
+                    h.segment.into(),
+                    h.score.into(),
+                    h.band.into(),
+                    h.churn_risk_bp.into(),
+                    h.tier.into(),
+                    h.quadrant.into(),
+                    h.mrr_minor_units.into(),
+                    h.encode_to_vec().into(),
+                    now.into(),
+                ])
+                .map_err(internal)?;
+            history
+                .values([
+                    r.account_id.to_string().into(),
+                    today.into(),
+                    h.score.into(),
+                    h.band.into(),
+                ])
+                .map_err(internal)?;
+        }
+        if !chunk.is_empty() {
+            execute(conn, &insert).await?;
+            execute(conn, &history).await?;
+        }
+    }
+    Ok(())
+}
+
+fn health_body(row: &QueryResult, index: usize) -> Result<pb::AccountHealth, Error> {
+    let bytes: Vec<u8> = row.try_get_by_index(index)?;
+    pb::AccountHealth::decode(bytes.as_slice()).map_err(|e| internal(format!("stored health: {e}")))
+}
+
+/// The stored health of an account.
+pub async fn get_health<C: ConnectionTrait>(
+    conn: &C,
+    id: Uuid,
+) -> Result<Option<pb::AccountHealth>, Error> {
+    raw(
+        conn,
+        format!("SELECT body FROM health WHERE account_id = '{id}'"),
+    )
+    .await?
+    .first()
+    .map(|r| health_body(r, 0))
+    .transpose()
+}
+
+/// Filters of ListHealth / ListAtRisk.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HealthFilter {
+    /// Segment number.
+    pub segment: Option<i32>,
+    /// Band number.
+    pub band: Option<i32>,
+    /// Tier number.
+    pub tier: Option<i32>,
+    /// Lowest score.
+    pub min_score: i32,
+    /// Highest score.
+    pub max_score: i32,
+    /// At risk: red or risk at or above this.
+    pub at_risk_bp: Option<i32>,
+    /// Highest score first.
+    pub descending: bool,
+}
+
+/// A page of health rows, keyset-paged on (score, account id).
+pub async fn list_health<C: ConnectionTrait>(
+    conn: &C,
+    f: &HealthFilter,
+    after: Option<(i32, Uuid)>,
+    limit: u64,
+) -> Result<Vec<pb::AccountHealth>, Error> {
+    let mut wh = vec![format!(
+        "score >= {} AND score <= {}",
+        f.min_score, f.max_score
+    )];
+    if let Some(s) = f.segment {
+        wh.push(format!("segment = {s}"));
+    }
+    if let Some(b) = f.band {
+        wh.push(format!("band = {b}"));
+    }
+    if let Some(t) = f.tier {
+        wh.push(format!("tier = {t}"));
+    }
+    if let Some(r) = f.at_risk_bp {
+        wh.push(format!(
+            "(band = {} OR risk_bp >= {r})",
+            pb::Band::Red as i32
+        ));
+    }
+    let (cmp, dir) = if f.descending {
+        ("<", "DESC")
+    } else {
+        (">", "ASC")
+    };
+    if let Some((score, id)) = after {
+        wh.push(format!(
+            "(score {cmp} {score} OR (score = {score} AND account_id {cmp} '{id}'))"
+        ));
+    }
+    let sql = format!(
+        "SELECT body FROM health WHERE {} ORDER BY score {dir}, account_id {dir} LIMIT {limit}",
+        wh.join(" AND ")
+    );
+    raw(conn, sql)
+        .await?
+        .iter()
+        .map(|r| health_body(r, 0))
+        .collect()
+}
+
+/// Snapshots of an account from `from_day` on, oldest first: (day, score, band).
+pub async fn history<C: ConnectionTrait>(
+    conn: &C,
+    id: Uuid,
+    from_day: i64,
+) -> Result<Vec<(i64, i32, i32)>, Error> {
+    raw(
+        conn,
+        format!(
+            "SELECT day, score, band FROM health_history WHERE account_id = '{id}' AND day >= {from_day} ORDER BY day"
+        ),
+    )
+    .await?
+    .iter()
+    .map(|r| {
+        Ok((
+            r.try_get_by_index(0)?,
+            r.try_get_by_index(1)?,
+            r.try_get_by_index(2)?,
+        ))
+    })
+    .collect()
+}
+
+/// (mrr, tier, quadrant) of every scored account, optionally of one segment.
+pub async fn value_rows<C: ConnectionTrait>(
+    conn: &C,
+    segment: Option<i32>,
+) -> Result<Vec<(i64, i32, i32)>, Error> {
+    let filter = segment.map_or(String::new(), |s| format!("WHERE segment = {s}"));
+    raw(
+        conn,
+        format!("SELECT mrr, tier, quadrant FROM health {filter}"),
+    )
+    .await?
+    .iter()
+    .map(|r| {
+        Ok((
+            r.try_get_by_index(0)?,
+            r.try_get_by_index(1)?,
+            r.try_get_by_index(2)?,
+        ))
+    })
+    .collect()
+}
+
+/// MRR of every account with a profile.
+pub async fn all_mrr<C: ConnectionTrait>(conn: &C) -> Result<Vec<i64>, Error> {
+    raw(conn, "SELECT mrr FROM profiles WHERE mrr > 0".into())
+        .await?
+        .iter()
+        .map(|r| Ok(r.try_get_by_index(0)?))
+        .collect()
+}
+
+/// The stored scorecards: segment number -> (card, version, updated_at).
+pub async fn scorecards<C: ConnectionTrait>(
+    conn: &C,
+) -> Result<std::collections::HashMap<i32, (Scorecard, i64, i64)>, Error> {
+    raw(
+        conn,
+        "SELECT segment, version, body, updated_at FROM scorecards".into(),
+    )
+    .await?
+    .iter()
+    .map(|r| {
+        let body: String = r.try_get_by_index(2)?;
+        let card: Scorecard =
+            serde_json::from_str(&body).map_err(|e| internal(format!("stored scorecard: {e}")))?;
+        Ok((
+            r.try_get_by_index(0)?,
+            (card, r.try_get_by_index(1)?, r.try_get_by_index(3)?),
+        ))
+    })
+    .collect()
+}
+
+/// Stores version `version` of a segment's scorecard (and keeps it in the
+/// version history).
+pub async fn save_scorecard<C: ConnectionTrait>(
+    conn: &C,
+    segment: i32,
+    card: &Scorecard,
+    version: i64,
+    now: i64,
+) -> Result<(), Error> {
+    let body = serde_json::to_string(card).map_err(internal)?;
+    let stmt = Query::insert()
+        .into_table(Scorecards::Table)
+        .columns([
+            Scorecards::Segment,
+            Scorecards::Version,
+            Scorecards::Body,
+            Scorecards::UpdatedAt,
+        ])
+        .values([
+            segment.into(),
+            version.into(),
+            body.clone().into(),
+            now.into(),
+        ])
+        .map_err(internal)?
+        .on_conflict(
+            OnConflict::column(Scorecards::Segment)
+                .update_columns([Scorecards::Version, Scorecards::Body, Scorecards::UpdatedAt])
+                .to_owned(),
+        )
+        .to_owned();
+    execute(conn, &stmt).await?;
+    let stmt = Query::insert()
+        .into_table(ScorecardVersions::Table)
+        .columns([
+            ScorecardVersions::Segment,
+            ScorecardVersions::Version,
+            ScorecardVersions::Body,
+            ScorecardVersions::UpdatedAt,
+        ])
+        .values([segment.into(), version.into(), body.into(), now.into()])
+        .map_err(internal)?
+        .to_owned();
+    execute(conn, &stmt).await
+}
+
+/// Account ids with a profile in `segment`.
+pub async fn ids_in_segment<C: ConnectionTrait>(
+    conn: &C,
+    segment: i32,
+) -> Result<Vec<Uuid>, Error> {
+    raw(
+        conn,
+        format!("SELECT account_id FROM profiles WHERE segment = {segment}"),
+    )
+    .await?
+    .iter()
+    .map(|r| uuid(&r.try_get_by_index::<String>(0)?))
+    .collect()
+}
+
+/// Stores an alert unless one of its account and kind is unresolved;
+/// returns whether it was inserted.
+pub async fn insert_alert<C: ConnectionTrait>(
+    conn: &C,
+    a: &pb::Alert,
+    now: i64,
+) -> Result<bool, Error> {
+    let stmt = Query::insert()
+        .into_table(Alerts::Table)
+        .columns([
+            Alerts::Id,
+            Alerts::AccountId,
+            Alerts::Kind,
+            Alerts::State,
+            Alerts::Dedupe,
+            Alerts::Message,
+            Alerts::Score,
+            Alerts::RiskBp,
+            Alerts::Version,
+            Alerts::Note,
+            Alerts::CreatedAt,
+            Alerts::UpdatedAt,
+        ])
+        .values([
+            a.id.clone().into(),
+            a.account_id.clone().into(),
+            a.kind.into(),
+            a.state.into(),
+            "open".into(),
+            a.message.clone().into(),
+            a.score.into(),
+            a.churn_risk_bp.into(),
+            a.version.into(),
+            a.note.clone().into(),
+            now.into(),
+            now.into(),
+        ])
+        .map_err(internal)?
+        .on_conflict(
+            OnConflict::columns([Alerts::AccountId, Alerts::Kind, Alerts::Dedupe])
+                .do_nothing()
+                .to_owned(),
+        )
+        .to_owned();
+    let result = conn
+        .execute(StatementBuilder::build(&stmt, &conn.get_database_backend()))
+        .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+const ALERT_SELECT: &str =
+    "id, account_id, kind, state, message, score, risk_bp, version, note, created_at, updated_at";
+
+fn alert_row(r: &QueryResult) -> Result<pb::Alert, Error> {
+    Ok(pb::Alert {
+        id: r.try_get_by_index(0)?,
+        account_id: r.try_get_by_index(1)?,
+        kind: r.try_get_by_index(2)?,
+        state: r.try_get_by_index(3)?,
+        message: r.try_get_by_index(4)?,
+        score: r.try_get_by_index(5)?,
+        churn_risk_bp: r.try_get_by_index(6)?,
+        version: r.try_get_by_index(7)?,
+        note: r.try_get_by_index(8)?,
+        create_time: Some(bowtie_runtime::validate::to_timestamp(
+            r.try_get_by_index(9)?,
+        )),
+        update_time: Some(bowtie_runtime::validate::to_timestamp(
+            r.try_get_by_index(10)?,
+        )),
+    })
+}
+
+/// One alert.
+pub async fn get_alert<C: ConnectionTrait>(conn: &C, id: Uuid) -> Result<Option<pb::Alert>, Error> {
+    raw(
+        conn,
+        format!("SELECT {ALERT_SELECT} FROM alerts WHERE id = '{id}'"),
+    )
+    .await?
+    .first()
+    .map(alert_row)
+    .transpose()
+}
+
+/// Alerts newest first (by UUIDv7 id), after the id `after`.
+pub async fn list_alerts<C: ConnectionTrait>(
+    conn: &C,
+    state: Option<i32>,
+    kind: Option<i32>,
+    account: Option<Uuid>,
+    after: Option<Uuid>,
+    limit: u64,
+) -> Result<Vec<pb::Alert>, Error> {
+    let mut wh = vec!["1 = 1".to_owned()];
+    if let Some(s) = state {
+        wh.push(format!("state = {s}"));
+    }
+    if let Some(k) = kind {
+        wh.push(format!("kind = {k}"));
+    }
+    if let Some(a) = account {
+        wh.push(format!("account_id = '{a}'"));
+    }
+    if let Some(a) = after {
+        wh.push(format!("id < '{a}'"));
+    }
+    raw(
+        conn,
+        format!(
+            "SELECT {ALERT_SELECT} FROM alerts WHERE {} ORDER BY id DESC LIMIT {limit}",
+            wh.join(" AND ")
+        ),
+    )
+    .await?
+    .iter()
+    .map(alert_row)
+    .collect()
+}
+
+/// Writes an alert's new state (resolution frees its dedupe slot).
+pub async fn update_alert<C: ConnectionTrait>(
+    conn: &C,
+    a: &pb::Alert,
+    now: i64,
+) -> Result<(), Error> {
+    let dedupe = if a.state == pb::AlertState::Resolved as i32 {
+        a.id.clone()
+    } else {
+        "open".to_owned()
+    };
+    execute(
+        conn,
+        Query::update()
+            .table(Alerts::Table)
+            .values([
+                (Alerts::State, a.state.into()),
+                (Alerts::Dedupe, dedupe.into()),
+                (Alerts::Version, a.version.into()),
+                (Alerts::Note, a.note.clone().into()),
+                (Alerts::UpdatedAt, now.into()),
+            ])
+            .and_where(Expr::col(Alerts::Id).eq(a.id.clone())),
+    )
+    .await
+}
+
+/// Stores a trained model.
+pub async fn save_model<C: ConnectionTrait>(
+    conn: &C,
+    id: &str,
+    trained_at: i64,
+    body: &str,
+) -> Result<(), Error> {
+    execute(
+        conn,
+        Query::insert()
+            .into_table(Models::Table)
+            .columns([Models::Id, Models::TrainedAt, Models::Body])
+            .values([id.into(), trained_at.into(), body.into()])
+            .map_err(internal)?,
+    )
+    .await
+}
+
+/// The newest model's body.
+pub async fn latest_model<C: ConnectionTrait>(conn: &C) -> Result<Option<String>, Error> {
+    raw(
+        conn,
+        "SELECT body FROM models ORDER BY trained_at DESC, id DESC LIMIT 1".into(),
+    )
+    .await?
+    .first()
+    .map(|r| Ok(r.try_get_by_index::<String>(0)?))
+    .transpose()
+}
+
+/// True on PostgreSQL.
+pub fn is_postgres<C: ConnectionTrait>(conn: &C) -> bool {
+    conn.get_database_backend() == DbBackend::Postgres
+}

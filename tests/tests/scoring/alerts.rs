@@ -1,0 +1,266 @@
+//! Alerts: acknowledge and resolve with expected versions, the WatchAlerts
+//! stream, and webhook delivery with retries and an HMAC signature checked
+//! by a tiny HTTP receiver.
+
+use std::sync::{Arc, Mutex};
+
+use bowtie_proto::common::Segment;
+use bowtie_proto::scoring::{
+    AcknowledgeAlertRequest, AlertKind, AlertState, ResolveAlertRequest, WatchAlertsRequest,
+};
+use bowtie_testkit::scoring::{Scoring, alerts_of, health_when, logins, record};
+use bowtie_testkit::{TestDatabase, backend_test, within};
+use futures::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tonic::Code;
+
+backend_test!(
+    an_alert_is_acknowledged_then_resolved_at_the_version_it_was_read,
+    watchers_see_alerts_as_they_are_raised_and_resolved,
+    alerts_are_pushed_to_the_webhook_signed_and_retried,
+);
+
+/// Makes `account` red (usage 0 of 10, stakeholders 100: 17).
+async fn turn_red(suite: &Scoring, account: &str) -> anyhow::Result<()> {
+    let mut client = suite.client();
+    record(
+        &mut client,
+        logins(&format!("red-{account}"), account, 10, 40),
+    )
+    .await?;
+    health_when(&mut client, account, "a red score", |h| h.score == 17).await?;
+    Ok(())
+}
+
+async fn an_alert_is_acknowledged_then_resolved_at_the_version_it_was_read(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let suite = Scoring::start(db).await?;
+    let acme = suite.account("Acme", Segment::Smb).await?;
+    turn_red(&suite, &acme).await?;
+    let mut client = suite.client();
+    let alert = within(10, "the alert", async {
+        loop {
+            if let Some(a) = alerts_of(&mut client, &acme).await?.into_iter().next() {
+                return anyhow::Ok(a);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        }
+    })
+    .await??;
+    assert_eq!(
+        (alert.kind, alert.state, alert.version),
+        (AlertKind::EnteredRed as i32, AlertState::Open as i32, 1)
+    );
+    let stale = client
+        .acknowledge_alert(AcknowledgeAlertRequest {
+            id: alert.id.clone(),
+            expected_version: 7,
+            note: String::new(),
+        })
+        .await
+        .err()
+        .map(|s| s.code());
+    assert_eq!(stale, Some(Code::Aborted));
+    let acked = client
+        .acknowledge_alert(AcknowledgeAlertRequest {
+            id: alert.id.clone(),
+            expected_version: 1,
+            note: "ana is calling them".into(),
+        })
+        .await?
+        .into_inner()
+        .alert
+        .ok_or_else(|| anyhow::anyhow!("no alert"))?;
+    assert_eq!(
+        (acked.state, acked.version, acked.note.as_str()),
+        (AlertState::Acknowledged as i32, 2, "ana is calling them")
+    );
+    let resolved = client
+        .resolve_alert(ResolveAlertRequest {
+            id: alert.id.clone(),
+            expected_version: 2,
+            note: "renewal saved".into(),
+        })
+        .await?
+        .into_inner()
+        .alert
+        .ok_or_else(|| anyhow::anyhow!("no alert"))?;
+    assert_eq!(
+        (resolved.state, resolved.version),
+        (AlertState::Resolved as i32, 3)
+    );
+    let again = client
+        .resolve_alert(ResolveAlertRequest {
+            id: alert.id.clone(),
+            expected_version: 3,
+            note: String::new(),
+        })
+        .await
+        .err()
+        .map(|s| s.code());
+    assert_eq!(again, Some(Code::FailedPrecondition));
+    let unknown = client
+        .resolve_alert(ResolveAlertRequest {
+            id: uuid::Uuid::now_v7().to_string(),
+            expected_version: 1,
+            note: String::new(),
+        })
+        .await
+        .err()
+        .map(|s| s.code());
+    assert_eq!(unknown, Some(Code::NotFound));
+    Ok(())
+}
+
+async fn watchers_see_alerts_as_they_are_raised_and_resolved(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let suite = Scoring::start(db).await?;
+    let acme = suite.account("Acme", Segment::Smb).await?;
+    let mut stream = suite
+        .reader()
+        .watch_alerts(WatchAlertsRequest { after_sequence: 0 })
+        .await?
+        .into_inner();
+    turn_red(&suite, &acme).await?;
+    let raised = within(10, "alert.raised", stream.next())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the stream ended"))??;
+    assert_eq!(raised.event_type, "alert.raised");
+    let alert = raised.alert.ok_or_else(|| anyhow::anyhow!("no alert"))?;
+    assert_eq!(alert.account_id, acme);
+    suite
+        .client()
+        .resolve_alert(ResolveAlertRequest {
+            id: alert.id.clone(),
+            expected_version: 1,
+            note: String::new(),
+        })
+        .await?;
+    let resolved = within(10, "alert.resolved", stream.next())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the stream ended"))??;
+    assert_eq!(resolved.event_type, "alert.resolved");
+    assert!(resolved.sequence > raised.sequence);
+    Ok(())
+}
+
+/// One request the receiver got: headers (lower-case names) and body.
+type Received = Arc<Mutex<Vec<(Vec<(String, String)>, Vec<u8>)>>>;
+
+/// A tiny HTTP/1.1 receiver: answers 503 to the first request and 200 to
+/// the rest, recording each.
+async fn receiver() -> anyhow::Result<(String, Received)> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/hooks/bowtie", listener.local_addr()?);
+    let received: Received = Arc::default();
+    let log = received.clone();
+    tokio::spawn(async move {
+        let mut served = 0;
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // Read the head, then the body by content-length.
+            let (head, mut body) = loop {
+                let Ok(n) = socket.read(&mut chunk).await else {
+                    break (String::new(), Vec::new());
+                };
+                if n == 0 {
+                    break (String::new(), Vec::new());
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break (
+                        String::from_utf8_lossy(&buf[..pos]).into_owned(),
+                        buf[pos + 4..].to_vec(),
+                    );
+                }
+            };
+            let headers: Vec<(String, String)> = head
+                .lines()
+                .skip(1)
+                .filter_map(|l| l.split_once(':'))
+                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+                .collect();
+            let length = headers
+                .iter()
+                .find(|(k, _)| k == "content-length")
+                .and_then(|(_, v)| v.parse::<usize>().ok())
+                .unwrap_or(0);
+            while body.len() < length {
+                match socket.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => body.extend_from_slice(&chunk[..n]),
+                }
+            }
+            served += 1;
+            let status = if served == 1 {
+                "503 Service Unavailable"
+            } else {
+                "200 OK"
+            };
+            if let Ok(mut log) = log.lock() {
+                log.push((headers, body));
+            }
+            let _ = socket
+                .write_all(
+                    format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                        .as_bytes(),
+                )
+                .await;
+        }
+    });
+    Ok((url, received))
+}
+
+async fn alerts_are_pushed_to_the_webhook_signed_and_retried(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let (url, received) = receiver().await?;
+    let suite = Scoring::start_with(db, |s| {
+        s.scoring_policy.webhook_url = url;
+        s.scoring_policy.webhook_secret = "whsec-test".to_owned().into();
+        s.scoring_policy.webhook_backoff_ms = 20;
+    })
+    .await?;
+    let acme = suite.account("Acme", Segment::Smb).await?;
+    turn_red(&suite, &acme).await?;
+    let requests = within(10, "two deliveries (one failed, one retried)", async {
+        loop {
+            let got = received.lock().map(|r| r.clone()).unwrap_or_default();
+            if got.len() >= 2 {
+                return got;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        }
+    })
+    .await?;
+    let (headers, body) = &requests[1];
+    assert_eq!(requests[0].1, *body, "the retry sends the same event");
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let timestamp: i64 = header("x-bowtie-timestamp").parse()?;
+    assert_eq!(
+        header("x-bowtie-signature"),
+        bowtie_scoring::webhook::signature(b"whsec-test", timestamp, body)
+    );
+    assert_ne!(
+        header("x-bowtie-signature"),
+        bowtie_scoring::webhook::signature(b"another-secret", timestamp, body)
+    );
+    let json: serde_json::Value = serde_json::from_slice(body)?;
+    assert_eq!(json["event_type"], "alert.raised");
+    assert_eq!(json["alert"]["account_id"], acme.as_str());
+    assert_eq!(json["alert"]["kind"], "ALERT_KIND_ENTERED_RED");
+    // Delivered once: nothing more arrives.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(received.lock().map(|r| r.len()).unwrap_or_default(), 2);
+    Ok(())
+}
