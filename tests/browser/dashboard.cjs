@@ -8,7 +8,8 @@
 // passes, in the environment:
 //   BOWTIE_URL        the gateway, e.g. http://127.0.0.1:41234
 //   BOWTIE_KEY        a read key
-//   BOWTIE_EXPECT     JSON: {"mrr": <minor units>, "awareness": <count>, "at_risk_name": "..."}
+//   BOWTIE_EXPECT     JSON: {"mrr": <minor units>, "awareness": <count>, "nrr": <ratio>,
+//                     "at_risk_name": "...", "scoring": <true when health scores exist>}
 //   BOWTIE_ARTIFACTS  where to write dashboard.png and account.png
 //   BOWTIE_CHROMIUM   the Chromium binary
 "use strict";
@@ -71,6 +72,13 @@ function check(condition, message) {
     const title = (await page.textContent('[data-testid="account-name"]')).trim();
     check(title === name, `account page shows ${title}, expected ${name}`);
     await page.waitForSelector('[data-testid="journey"]', { timeout: 10000 });
+    if (expected.scoring) {
+      await page.waitForSelector('[data-testid="health-score"]', { timeout: 10000 });
+      const health = await page.textContent("#account-health");
+      check(health.includes("Usage trend") && !health.includes("[object"), `health components are shown: ${health}`);
+      const alerts = await page.textContent("#account-alerts");
+      check(alerts.includes("Fell into red"), `the red alert is shown: ${alerts}`);
+    }
     await page.screenshot({ path: path.join(artifacts, "account.png"), fullPage: true });
 
     check(problems.length === 0, `the page reported problems:\n  ${problems.join("\n  ")}`);

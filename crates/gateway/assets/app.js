@@ -9,6 +9,12 @@ const STAGE_LABEL = {
   AWARENESS: "Awareness", EDUCATION: "Education", SELECTION: "Selection", COMMIT: "Commit",
   ONBOARDING: "Onboarding", IMPACT: "Impact", GROWTH: "Growth", LOST: "Lost", CHURNED: "Churned",
 };
+const COMPONENT_LABEL = {
+  USAGE_TREND: "Usage trend", BREADTH: "Breadth", PAYMENT_PUNCTUALITY: "Payments", PLAN_CHANGES: "Plan changes",
+  SUPPORT_ENGAGEMENT: "Support", SENTIMENT: "Sentiment", ONBOARDING: "Onboarding",
+  STAKEHOLDER_STABILITY: "Stakeholders", RENEWAL_PROXIMITY: "Renewal",
+};
+const ALERT_LABEL = { ENTERED_RED: "Fell into red", SCORE_DROP: "Score dropped", HIGH_RISK: "High churn risk" };
 const SEGMENT_LABEL = { SMB: "SMB", MID_MARKET: "Mid-market", ENTERPRISE: "Enterprise", UNSPECIFIED: "-" };
 const SVG_NS = "http://www.w3.org/2000/svg";
 
@@ -27,7 +33,7 @@ function h(tag, attrs, ...children) {
     else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
     else node.setAttribute(k, v);
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === null || c === undefined || c === false) continue;
     node.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
@@ -41,7 +47,7 @@ function s(tag, attrs, ...children) {
     if (k === "text") node.textContent = v;
     else node.setAttribute(k, v);
   }
-  for (const c of children.flat()) if (c) node.append(c);
+  for (const c of children.flat(Infinity)) if (c) node.append(c);
   return node;
 }
 
@@ -333,11 +339,12 @@ async function renderAtRisk(p) {
     const rows = (data.accounts || []).map((a) => h("tr", {},
       h("td", {}, h("a", { href: `#account=${a.account_id}`, "data-testid": "at-risk-link", text: a.name || a.account_id })),
       h("td", {}, h("span", { class: `band ${a.band}`, text: a.band })),
-      h("td", { class: "num", text: a.health_score }),
+      h("td", { class: "num", text: a.score }),
       h("td", { class: "num", text: pct(a.churn_risk, 0) }),
+      h("td", { class: "num", text: money(a.mrr_minor_units, state.currency) }),
       h("td", { class: "reason", text: a.reason || "" })));
-    $("at-risk").replaceChildren(rows.length ? h("table", {}, h("thead", {}, h("tr", {}, h("th", { text: "Account" }), h("th", { text: "Band" }), h("th", { class: "num", text: "Health" }), h("th", { class: "num", text: "Risk" }), h("th", { text: "Why" }))), h("tbody", {}, rows)) : empty("No account at risk"));
-    $("risk-hint").textContent = "by churn risk";
+    $("at-risk").replaceChildren(rows.length ? h("table", {}, h("thead", {}, h("tr", {}, h("th", { text: "Account" }), h("th", { text: "Band" }), h("th", { class: "num", text: "Health" }), h("th", { class: "num", text: "Risk" }), h("th", { class: "num", text: "MRR" }), h("th", { text: "Why" }))), h("tbody", {}, rows)) : empty("No account at risk"));
+    $("risk-hint").textContent = data.accounts.length ? "red band or high churn risk, lowest health first" : "";
     return;
   }
   // Until health scores exist: the accounts whose MRR fell most in the last 90 days.
@@ -468,11 +475,14 @@ async function loadAccount(id) {
   if (state.scoring) {
     const [health, alerts] = await Promise.all([
       apiOrNull(`/api/v1/accounts/${id}/health`),
-      api(`/api/v1/accounts/${id}/alerts`).catch(() => ({ alerts: [] })),
+      api(`/api/v1/scoring/alerts?account_id=${id}&page_size=20`),
     ]);
     renderHealth(health);
-    $("account-alerts").replaceChildren((alerts.alerts || []).length
-      ? h("table", {}, h("tbody", {}, alerts.alerts.map((a) => h("tr", {}, h("td", { text: date(a.created_at) }), h("td", { text: a.kind || a.type || "" }), h("td", { class: "reason", text: a.message || a.reason || "" })))))
+    $("account-alerts").replaceChildren(alerts.alerts.length
+      ? h("table", { "data-testid": "alerts" }, h("tbody", {}, alerts.alerts.map((a) => h("tr", {},
+        h("td", { text: date(a.created_at) }),
+        h("td", {}, h("span", { class: `band ${a.state === "OPEN" ? "RED" : "GREEN"}`, text: a.state.toLowerCase() })),
+        h("td", { class: "reason", text: `${ALERT_LABEL[a.kind] || a.kind}: ${a.message}` })))))
       : empty("No alert"));
   } else {
     $("account-health").replaceChildren(empty("Health scores appear once the scoring service runs"));
@@ -488,11 +498,18 @@ function renderHealth(health) {
     h("div", { class: "account-title" },
       h("h1", { text: `${Math.round(health.score)}`, "data-testid": "health-score" }),
       h("span", { class: `band ${health.band}`, text: health.band }),
-      health.churn_risk !== undefined ? h("span", { class: "hint", text: `churn risk ${pct(health.churn_risk, 0)}` }) : null),
+      h("span", { class: "hint", text: [
+        health.churn_risk !== null && health.churn_risk !== undefined ? `churn risk ${pct(health.churn_risk, 0)}` : null,
+        health.delta_30d !== null && health.delta_30d !== undefined ? `${health.delta_30d >= 0 ? "+" : ""}${health.delta_30d} in 30 days` : null,
+        health.tier && health.tier !== "UNSPECIFIED" ? `tier ${health.tier.toLowerCase()}` : null,
+      ].filter(Boolean).join(" · ") })),
     h("div", { class: "components" }, (health.components || []).map((c) => [
-      h("div", { class: "row" }, h("span", { text: c.name }), h("div", { class: "bar" }, h("i", { style: `width:${c.score}%;background:${color(c.score)}` })), h("span", { class: "num", text: Math.round(c.score) })),
+      h("div", { class: "row" }, h("span", { text: COMPONENT_LABEL[c.component] || c.component }), h("div", { class: "bar" }, h("i", { style: `width:${c.score}%;background:${color(c.score)}` })), h("span", { class: "num", text: Math.round(c.score) })),
       h("div", { class: "why", text: c.reason || "" }),
-    ])));
+    ])),
+    (health.missing || []).length
+      ? h("div", { class: "hint", text: `No data yet (weight left out): ${health.missing.map((m) => COMPONENT_LABEL[m] || m).join(", ")}` })
+      : null);
 }
 
 // --- routing ---------------------------------------------------------------

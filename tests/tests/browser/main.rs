@@ -15,12 +15,14 @@
 //! them the test prints why it is skipped and passes, except under
 //! `CI=true`, where it fails.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
+use bowtie_proto::scoring::SignalType;
+use bowtie_proto::scoring::scoring_service_client::ScoringServiceClient;
 use bowtie_testkit::gateway::Stack;
-use bowtie_testkit::{Backend, READ_KEY, TestDatabase, WRITE_KEY};
+use bowtie_testkit::scoring::{logins, record, signal};
+use bowtie_testkit::{Backend, READ_KEY, TestDatabase, WRITE_KEY, within};
 use chrono::{DateTime, Datelike, Duration, Months, NaiveDate, Utc};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -110,8 +112,10 @@ async fn expect_ok(
 }
 
 /// A small company: 24 accounts over the last 14 months, 16 of them paying,
-/// some expanding, one contracting and two churning in the last 90 days.
+/// some expanding, one contracting and two churning in the last 90 days;
+/// product usage for the paying ones, falling sharply at three of them.
 async fn seed(stack: &Stack, now: DateTime<Utc>) -> anyhow::Result<()> {
+    let mut scoring = ScoringServiceClient::new(stack.scoring.with_key(WRITE_KEY));
     let segments = ["SMB", "MID_MARKET", "ENTERPRISE"];
     for i in 0..24u32 {
         let segment = segments[(i % 3) as usize];
@@ -138,6 +142,41 @@ async fn seed(stack: &Stack, now: DateTime<Utc>) -> anyhow::Result<()> {
         if i >= 16 {
             continue;
         }
+        // Logins: 20 the month before and 18 this month, and a good NPS,
+        // except three accounts whose usage collapses, whose champion left
+        // and who answer the survey with a 2.
+        let declining = matches!(i, 2 | 6 | 9);
+        let mut signals = logins(&format!("before-{i}"), &id, 20, 45);
+        signals.extend(logins(
+            &format!("now-{i}"),
+            &id,
+            if declining { 1 + i as usize / 4 } else { 18 },
+            5,
+        ));
+        signals.push(signal(
+            &format!("nps-{i}"),
+            &id,
+            SignalType::NpsAnswer,
+            if declining { 2 } else { 9 },
+            10,
+        ));
+        if declining {
+            signals.push(signal(
+                &format!("left-{i}"),
+                &id,
+                SignalType::StakeholderLeft,
+                1,
+                8,
+            ));
+            signals.push(signal(
+                &format!("complaint-{i}"),
+                &id,
+                SignalType::Complaint,
+                1,
+                6,
+            ));
+        }
+        record(&mut scoring, signals).await?;
         let quantity = 5 + i64::from(i);
         let mut subscription = json!({
             "account_id": id, "billing_interval": "MONTH", "start_at": at(lead, 20),
@@ -190,34 +229,22 @@ async fn seed(stack: &Stack, now: DateTime<Utc>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The account that lost the most MRR to churn and contraction in the last
-/// 90 days, read from the movements the API returns.
-async fn most_at_risk(stack: &Stack, now: DateTime<Utc>) -> anyhow::Result<String> {
-    let since = rfc3339(now - Duration::days(90));
-    let (_, page) = stack
-        .get(
-            &format!(
-                "/api/v1/revenue/movements?start={since}&end={}&page_size=1000",
-                rfc3339(now + Duration::minutes(5))
-            ),
-            READ_KEY,
-        )
-        .await?;
-    let mut lost: BTreeMap<String, i64> = BTreeMap::new();
-    for m in page["movements"].as_array().cloned().unwrap_or_default() {
-        if m["type"] == "CHURN" || m["type"] == "CONTRACTION" {
-            let account = m["account_id"].as_str().unwrap_or_default().to_owned();
-            *lost.entry(account).or_default() -= m["amount"]["minor_units"].as_i64().unwrap_or(0);
+/// The first account of the at-risk list the API returns, once the scoring
+/// service has scored the three accounts whose usage collapsed.
+async fn most_at_risk(stack: &Stack) -> anyhow::Result<String> {
+    within(30, "three accounts at risk", async {
+        loop {
+            let (_, page) = stack
+                .get("/api/v1/scoring/at-risk?page_size=10", READ_KEY)
+                .await?;
+            let rows = page["accounts"].as_array().cloned().unwrap_or_default();
+            if rows.len() >= 3 {
+                return anyhow::Ok(rows[0]["name"].as_str().unwrap_or_default().to_owned());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
-    }
-    let (id, _) = lost
-        .into_iter()
-        .max_by_key(|(_, amount)| *amount)
-        .context("no churn or contraction was recorded")?;
-    let (_, account) = stack
-        .get(&format!("/api/v1/accounts/{id}"), READ_KEY)
-        .await?;
-    Ok(account["name"].as_str().unwrap_or_default().to_owned())
+    })
+    .await?
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -286,7 +313,7 @@ async fn the_dashboard_shows_the_api_figures_and_links_to_an_at_risk_account() -
         )
         .await?;
     let nrr = retention["nrr"].as_f64().context("NRR")?;
-    let at_risk_name = most_at_risk(&stack, now).await?;
+    let at_risk_name = most_at_risk(&stack).await?;
 
     let artifacts = workspace().join("target").join("browser");
     std::fs::create_dir_all(&artifacts)?;
@@ -294,8 +321,7 @@ async fn the_dashboard_shows_the_api_figures_and_links_to_an_at_risk_account() -
         .join("tests")
         .join("browser")
         .join("dashboard.cjs");
-    let expect =
-        json!({"mrr": end_mrr, "awareness": awareness, "nrr": nrr, "at_risk_name": at_risk_name});
+    let expect = json!({"mrr": end_mrr, "awareness": awareness, "nrr": nrr, "at_risk_name": at_risk_name, "scoring": true});
     let url = stack.url();
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new("node")
