@@ -294,7 +294,8 @@ function renderTrend(mrr) {
   periods.forEach((p, i) => {
     parts.push(s("circle", { cx: x(i), cy: y(p.end_mrr), r: 3, fill: "var(--blue)" },
       s("title", { text: `${p.period}: MRR ${money(p.end_mrr, mrr.currency)} · ARR ${money(p.end_arr, mrr.currency)}` })));
-    if (i % every === 0 || i === periods.length - 1) {
+    const last = i === periods.length - 1;
+    if (last || (i % every === 0 && periods.length - 1 - i >= Math.ceil(every / 2) + 1)) {
       const anchor = i === periods.length - 1 && periods.length > 1 ? "end" : "middle";
       parts.push(s("text", { x: x(i), y: H - B + 16, "text-anchor": anchor, fill: "var(--muted)", "font-size": 10, text: p.period }));
     }
