@@ -232,15 +232,41 @@ async fn seed(stack: &Stack, now: DateTime<Utc>) -> anyhow::Result<()> {
 /// The first account of the at-risk list the API returns, once the scoring
 /// service has scored the three accounts whose usage collapsed.
 async fn most_at_risk(stack: &Stack) -> anyhow::Result<String> {
-    within(30, "three accounts at risk", async {
+    let page = settled(stack, "/api/v1/scoring/at-risk?page_size=10", |page| {
+        page["accounts"]
+            .as_array()
+            .is_some_and(|rows| rows.len() >= 3)
+    })
+    .await?;
+    Ok(page["accounts"][0]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned())
+}
+
+/// `GET path` once its answer satisfies `ready` and has stopped changing
+/// (the same for half a second): the funnel and scoring follow the other
+/// services' feeds, so their figures settle a moment after the writes.
+async fn settled(
+    stack: &Stack,
+    path: &str,
+    ready: impl Fn(&Value) -> bool,
+) -> anyhow::Result<Value> {
+    within(30, &format!("{path} to settle"), async {
+        let mut last = Value::Null;
+        let mut same = 0;
         loop {
-            let (_, page) = stack
-                .get("/api/v1/scoring/at-risk?page_size=10", READ_KEY)
-                .await?;
-            let rows = page["accounts"].as_array().cloned().unwrap_or_default();
-            if rows.len() >= 3 {
-                return anyhow::Ok(rows[0]["name"].as_str().unwrap_or_default().to_owned());
+            let (status, body) = stack.get(path, READ_KEY).await?;
+            anyhow::ensure!(status == StatusCode::OK, "GET {path}: {status} {body}");
+            if ready(&body) && body == last {
+                same += 1;
+                if same >= 5 {
+                    return anyhow::Ok(body);
+                }
+            } else {
+                same = 0;
             }
+            last = body;
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     })
@@ -289,16 +315,16 @@ async fn the_dashboard_shows_the_api_figures_and_links_to_an_at_risk_account() -
         .and_then(|p| p["end_mrr"].as_i64())
         .context("MRR report without periods")?;
     anyhow::ensure!(end_mrr > 0, "the seeded company has MRR");
-    let (_, funnel) = stack
-        .get(
-            &format!(
-                "/api/v1/funnel?start={}&end={}",
-                at(start, 0).replace("09:00", "00:00"),
-                at(next, 0).replace("09:00", "00:00")
-            ),
-            READ_KEY,
-        )
-        .await?;
+    let funnel = settled(
+        &stack,
+        &format!(
+            "/api/v1/funnel?start={}&end={}",
+            at(start, 0).replace("09:00", "00:00"),
+            at(next, 0).replace("09:00", "00:00")
+        ),
+        |_| true,
+    )
+    .await?;
     let awareness = funnel["stages"][0]["volume"]
         .as_i64()
         .context("AWARENESS volume")?;
