@@ -1,7 +1,7 @@
 # Bowtie developer tasks.
 #
 #   make            list the targets
-#   make run        run every service in one process (`bowtie dev`)
+#   make run        run every service in one process with the demo company (`bowtie dev --demo`)
 #   make lint       rustfmt check, clippy (warnings are errors), buf lint
 #   make test       the whole workspace's tests
 #   make deploy-check  render and validate deploy/ (compose, Kubernetes)
@@ -68,8 +68,8 @@ help: ## List the targets
 
 # --- build and run -----------------------------------------------------------
 
-run: ## Run all services in one process: bowtie dev (release build)
-	$(CARGO) run $(CARGO_FLAGS) -p bowtie --release -- dev $(ARGS)
+run: ## Run all services in one process with the demo company: bowtie dev --demo (release build)
+	$(CARGO) run $(CARGO_FLAGS) -p bowtie --release -- dev --demo $(ARGS)
 
 build: ## Build the whole workspace (debug)
 	$(CARGO) build $(CARGO_FLAGS) --workspace --all-targets

@@ -42,6 +42,7 @@ pub mod fixtures;
 pub mod gateway;
 pub mod revenue;
 pub mod scoring;
+pub mod stack;
 
 /// A peer address nothing listens on.
 pub const NO_PEER: &str = "http://127.0.0.1:1";
