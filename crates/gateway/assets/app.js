@@ -14,6 +14,11 @@ const COMPONENT_LABEL = {
   SUPPORT_ENGAGEMENT: "Support", SENTIMENT: "Sentiment", ONBOARDING: "Onboarding",
   STAKEHOLDER_STABILITY: "Stakeholders", RENEWAL_PROXIMITY: "Renewal",
 };
+const TIER_LABEL = { DIAMOND: "Diamond", GOLD: "Gold", STRATEGIC: "Strategic", POTENTIAL: "Potential", GENERAL: "General", PROBLEM: "Problem" };
+const QUADRANT_LABEL = {
+  A: "A · high value, high loyalty", B: "B · high value, low loyalty", C: "C · low value, high loyalty",
+  D: "D · low value, low loyalty", E: "E · dormant",
+};
 const ALERT_LABEL = { ENTERED_RED: "Fell into red", SCORE_DROP: "Score dropped", HIGH_RISK: "High churn risk" };
 const SEGMENT_LABEL = { SMB: "SMB", MID_MARKET: "Mid-market", ENTERPRISE: "Enterprise", UNSPECIFIED: "-" };
 const SVG_NS = "http://www.w3.org/2000/svg";
@@ -393,6 +398,25 @@ async function renderRenewals(p) {
   $("renewals-hint").textContent = `${data.renewals.length} renewals, ${money(total, state.currency, true)} at stake`;
 }
 
+function shareRows(rows, label, color) {
+  return h("div", { class: "components value" }, rows.map((r) => h("div", { class: "row" },
+    h("span", { text: `${label(r)} (${count(r.accounts)})` }),
+    h("div", { class: "bar" }, h("i", { style: `width:${(r.revenue_share * 100).toFixed(1)}%;background:${color(r)}` })),
+    h("span", { class: "num", text: pct(r.revenue_share, 0) }))));
+}
+
+async function renderValue() {
+  if (!state.scoring) return;
+  const seg = $("segment").value;
+  const data = await api(`/api/v1/scoring/segments${seg ? `?segment=${seg}` : ""}`);
+  $("value-row").hidden = false;
+  const tierColor = { DIAMOND: "var(--navy)", GOLD: "var(--amber)", STRATEGIC: "var(--blue)", POTENTIAL: "var(--right)", GENERAL: "#9aa3b5", PROBLEM: "var(--red)" };
+  $("tiers").replaceChildren(data.tiers.length ? shareRows(data.tiers, (t) => TIER_LABEL[t.tier] || t.tier, (t) => tierColor[t.tier] || "var(--blue)") : empty("No scored accounts"));
+  $("tiers-hint").textContent = `${count(data.accounts)} scored accounts · top 20% carry ${pct(data.top_20_percent_share, 0)} of MRR`;
+  const quadColor = { A: "var(--green)", B: "var(--amber)", C: "var(--blue)", D: "#9aa3b5", E: "var(--red)" };
+  $("quadrants").replaceChildren(data.quadrants.length ? shareRows(data.quadrants, (q) => QUADRANT_LABEL[q.quadrant] || q.quadrant, (q) => quadColor[q.quadrant] || "var(--blue)") : empty("No scored accounts"));
+}
+
 async function loadOverview() {
   const p = period();
   $("as-of").textContent = `${p.startMonth} to ${p.endMonth}`;
@@ -410,7 +434,7 @@ async function loadOverview() {
   renderWaterfall(mrr);
   renderTrend(mrr);
   renderCohorts();
-  await Promise.all([renderAtRisk(p), renderRenewals(p)]);
+  await Promise.all([renderAtRisk(p), renderRenewals(p), renderValue()]);
   document.body.dataset.loaded = "overview";
 }
 
