@@ -9,7 +9,8 @@
 //   BOWTIE_URL        the gateway, e.g. http://127.0.0.1:41234
 //   BOWTIE_KEY        a read key, or empty to use the one the page pre-fills
 //   BOWTIE_EXPECT     JSON: {"mrr": <minor units>, "awareness": <count>, "nrr": <ratio>,
-//                     "at_risk_name": "...", "scoring": <true when health scores exist>}
+//                     "at_risk_name": "...", "scoring": <true when health scores exist>,
+//                     "enterprise_mrr": <minor units, the MRR with the ENTERPRISE filter>}
 //   BOWTIE_ARTIFACTS  where to write dashboard.png and account.png
 //   BOWTIE_CHROMIUM   the Chromium binary
 "use strict";
@@ -64,6 +65,16 @@ function check(condition, message) {
     check(Math.abs(nrr - expected.nrr) < 1e-9, `NRR on the page ${nrr} != API ${expected.nrr}`);
 
     await page.screenshot({ path: path.join(artifacts, "dashboard.png"), fullPage: true });
+
+    // The segment filter: enterprise only, then back to every segment.
+    if (expected.enterprise_mrr !== undefined) {
+      await page.selectOption("#segment", "ENTERPRISE");
+      await page.waitForSelector('body[data-loaded="overview"]', { timeout: 30000 });
+      const enterprise = Number(await page.getAttribute('[data-testid="kpi-mrr"]', "data-value"));
+      check(enterprise === expected.enterprise_mrr, `enterprise MRR on the page ${enterprise} != API ${expected.enterprise_mrr}`);
+      await page.selectOption("#segment", "");
+      await page.waitForSelector('body[data-loaded="overview"]', { timeout: 30000 });
+    }
 
     const link = page.locator('[data-testid="at-risk-link"]').first();
     const name = (await link.textContent()).trim();

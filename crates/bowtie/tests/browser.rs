@@ -7,7 +7,8 @@
 //! settle, reads the figures the page should show from the REST API, then
 //! runs `tests/browser/dashboard.cjs` (playwright-core driving the system's
 //! Chromium). The page must open signed in with the pre-filled development
-//! key, show those figures with no console error or failed request, follow
+//! key, show those figures with no console error or failed request (and
+//! the enterprise MRR once filtered by segment), follow
 //! the first at-risk link to that account's page (health components and
 //! alerts shown), and it saves screenshots under `target/browser/`.
 //!
@@ -278,6 +279,20 @@ fn the_dashboard_shows_the_demo_figures_and_links_to_an_at_risk_account() -> any
             rfc3339(Utc::now())
         ),
     )?;
+    let enterprise = get(
+        &http,
+        &format!(
+            "{}/api/v1/revenue/mrr?start_month={}&end_month={}&segment=ENTERPRISE",
+            dev.url,
+            month(start),
+            month(this_month)
+        ),
+    )?;
+    let enterprise_mrr = enterprise["periods"]
+        .as_array()
+        .and_then(|p| p.last())
+        .and_then(|p| p["end_mrr"].as_i64())
+        .context("MRR report without periods")?;
     let end_mrr = mrr["periods"]
         .as_array()
         .and_then(|p| p.last())
@@ -290,7 +305,12 @@ fn the_dashboard_shows_the_demo_figures_and_links_to_an_at_risk_account() -> any
         "nrr": retention["nrr"].as_f64().context("NRR")?,
         "at_risk_name": at_risk["accounts"][0]["name"].as_str().unwrap_or_default(),
         "scoring": true,
+        "enterprise_mrr": enterprise_mrr,
     });
+    anyhow::ensure!(
+        0 < enterprise_mrr && enterprise_mrr < end_mrr,
+        "enterprise is part of the MRR"
+    );
 
     let artifacts = workspace().join("target").join("browser");
     std::fs::create_dir_all(&artifacts)?;

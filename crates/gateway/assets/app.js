@@ -540,6 +540,7 @@ function renderHealth(health) {
 // --- routing ---------------------------------------------------------------
 
 async function route() {
+  document.body.dataset.loaded = "";
   $("signin").hidden = true;
   $("filters").hidden = false;
   showBanner("");
