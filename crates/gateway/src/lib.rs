@@ -224,18 +224,6 @@ async fn readyz(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// The OpenAPI document of the API, as served at `/openapi.json`.
-pub fn openapi_json() -> anyhow::Result<String> {
-    let (_, openapi) = OpenApiRouter::<AppState>::with_openapi(ApiDoc::openapi())
-        .merge(api::router())
-        .merge(scoring::router())
-        .routes(routes!(healthz))
-        .routes(routes!(readyz))
-        .merge(webhooks::router())
-        .split_for_parts();
-    Ok(openapi.to_pretty_json()?)
-}
-
 /// A bound gateway, ready to run.
 pub struct Gateway {
     listener: tokio::net::TcpListener,
