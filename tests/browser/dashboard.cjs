@@ -4,11 +4,13 @@
 // and a link from the at-risk list opens that account's page. Saves
 // screenshots into the artifacts directory.
 //
-// Run by tests/tests/browser/main.rs, which starts the suite, seeds it and
-// passes, in the environment:
+// Run by crates/bowtie/tests/browser.rs, which starts `bowtie dev --demo`
+// and passes, in the environment:
 //   BOWTIE_URL        the gateway, e.g. http://127.0.0.1:41234
-//   BOWTIE_KEY        a read key
-//   BOWTIE_EXPECT     JSON: {"mrr": <minor units>, "awareness": <count>, "at_risk_name": "..."}
+//   BOWTIE_KEY        a read key, or empty to use the one the page pre-fills
+//   BOWTIE_EXPECT     JSON: {"mrr": <minor units>, "awareness": <count>, "nrr": <ratio>,
+//                     "at_risk_name": "...", "scoring": <true when health scores exist>,
+//                     "enterprise_mrr": <minor units, the MRR with the ENTERPRISE filter>}
 //   BOWTIE_ARTIFACTS  where to write dashboard.png and account.png
 //   BOWTIE_CHROMIUM   the Chromium binary
 "use strict";
@@ -48,7 +50,8 @@ function check(condition, message) {
       if (res.status() >= 400) problems.push(`HTTP ${res.status()} for ${res.url()}`);
     });
 
-    await page.goto(`${url}/?key=${encodeURIComponent(key)}`, { waitUntil: "load" });
+    // With a key, sign in through ?key=; without, rely on the pre-filled one.
+    await page.goto(key ? `${url}/?key=${encodeURIComponent(key)}` : `${url}/`, { waitUntil: "load" });
     await page.waitForSelector('body[data-loaded="overview"]', { timeout: 30000 });
     check(!page.url().includes("key="), "the key stays in the address bar");
 
@@ -63,6 +66,16 @@ function check(condition, message) {
 
     await page.screenshot({ path: path.join(artifacts, "dashboard.png"), fullPage: true });
 
+    // The segment filter: enterprise only, then back to every segment.
+    if (expected.enterprise_mrr !== undefined) {
+      await page.selectOption("#segment", "ENTERPRISE");
+      await page.waitForSelector('body[data-loaded="overview"]', { timeout: 30000 });
+      const enterprise = Number(await page.getAttribute('[data-testid="kpi-mrr"]', "data-value"));
+      check(enterprise === expected.enterprise_mrr, `enterprise MRR on the page ${enterprise} != API ${expected.enterprise_mrr}`);
+      await page.selectOption("#segment", "");
+      await page.waitForSelector('body[data-loaded="overview"]', { timeout: 30000 });
+    }
+
     const link = page.locator('[data-testid="at-risk-link"]').first();
     const name = (await link.textContent()).trim();
     check(name === expected.at_risk_name, `first at-risk account ${name} != ${expected.at_risk_name}`);
@@ -71,6 +84,13 @@ function check(condition, message) {
     const title = (await page.textContent('[data-testid="account-name"]')).trim();
     check(title === name, `account page shows ${title}, expected ${name}`);
     await page.waitForSelector('[data-testid="journey"]', { timeout: 10000 });
+    if (expected.scoring) {
+      await page.waitForSelector('[data-testid="health-score"]', { timeout: 10000 });
+      const health = await page.textContent("#account-health");
+      check(health.includes("Usage trend") && !health.includes("[object"), `health components are shown: ${health}`);
+      const alerts = await page.textContent("#account-alerts");
+      check(/Fell into red|Score dropped|High churn risk/.test(alerts), `the account's alert is shown: ${alerts}`);
+    }
     await page.screenshot({ path: path.join(artifacts, "account.png"), fullPage: true });
 
     check(problems.length === 0, `the page reported problems:\n  ${problems.join("\n  ")}`);

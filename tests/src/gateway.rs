@@ -1,5 +1,5 @@
-//! Helpers for the gateway's integration tests: the accounts, revenue and
-//! funnel servers and the gateway in front of them, each on a random port,
+//! Helpers for the gateway's integration tests: the accounts, revenue,
+//! funnel and scoring servers and the gateway in front of them, each on a random port,
 //! and a small JSON-over-HTTP client.
 
 use std::net::SocketAddr;
@@ -25,6 +25,8 @@ pub struct Stack {
     pub revenue: TestServer,
     /// The funnel server.
     pub funnel: TestServer,
+    /// The scoring server.
+    pub scoring: TestServer,
     /// Where the gateway listens.
     pub addr: SocketAddr,
     /// The settings the gateway was built with.
@@ -36,7 +38,7 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// Starts accounts, revenue, funnel and the gateway on `db`.
+    /// Starts accounts, revenue, funnel, scoring and the gateway on `db`.
     pub async fn start(db: &TestDatabase) -> anyhow::Result<Self> {
         Self::start_with(db, |_| {}).await
     }
@@ -55,6 +57,8 @@ impl Stack {
         let funnel =
             TestServer::start_service(FUNNEL_SERVICE, &settings, bowtie_funnel::build).await?;
         settings.peers.funnel = funnel.uri();
+        let scoring = crate::scoring::start_scoring(&settings).await?;
+        settings.peers.scoring = scoring.uri();
         settings.gateway.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         configure(&mut settings);
         let shutdown = Shutdown::new();
@@ -68,6 +72,7 @@ impl Stack {
             accounts: Some(accounts),
             revenue,
             funnel,
+            scoring,
             addr,
             settings,
             shutdown,

@@ -9,6 +9,17 @@ const STAGE_LABEL = {
   AWARENESS: "Awareness", EDUCATION: "Education", SELECTION: "Selection", COMMIT: "Commit",
   ONBOARDING: "Onboarding", IMPACT: "Impact", GROWTH: "Growth", LOST: "Lost", CHURNED: "Churned",
 };
+const COMPONENT_LABEL = {
+  USAGE_TREND: "Usage trend", BREADTH: "Breadth", PAYMENT_PUNCTUALITY: "Payments", PLAN_CHANGES: "Plan changes",
+  SUPPORT_ENGAGEMENT: "Support", SENTIMENT: "Sentiment", ONBOARDING: "Onboarding",
+  STAKEHOLDER_STABILITY: "Stakeholders", RENEWAL_PROXIMITY: "Renewal",
+};
+const TIER_LABEL = { DIAMOND: "Diamond", GOLD: "Gold", STRATEGIC: "Strategic", POTENTIAL: "Potential", GENERAL: "General", PROBLEM: "Problem" };
+const QUADRANT_LABEL = {
+  A: "A · high value, high loyalty", B: "B · high value, low loyalty", C: "C · low value, high loyalty",
+  D: "D · low value, low loyalty", E: "E · dormant",
+};
+const ALERT_LABEL = { ENTERED_RED: "Fell into red", SCORE_DROP: "Score dropped", HIGH_RISK: "High churn risk" };
 const SEGMENT_LABEL = { SMB: "SMB", MID_MARKET: "Mid-market", ENTERPRISE: "Enterprise", UNSPECIFIED: "-" };
 const SVG_NS = "http://www.w3.org/2000/svg";
 
@@ -27,7 +38,7 @@ function h(tag, attrs, ...children) {
     else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
     else node.setAttribute(k, v);
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === null || c === undefined || c === false) continue;
     node.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
@@ -41,7 +52,7 @@ function s(tag, attrs, ...children) {
     if (k === "text") node.textContent = v;
     else node.setAttribute(k, v);
   }
-  for (const c of children.flat()) if (c) node.append(c);
+  for (const c of children.flat(Infinity)) if (c) node.append(c);
   return node;
 }
 
@@ -288,7 +299,8 @@ function renderTrend(mrr) {
   periods.forEach((p, i) => {
     parts.push(s("circle", { cx: x(i), cy: y(p.end_mrr), r: 3, fill: "var(--blue)" },
       s("title", { text: `${p.period}: MRR ${money(p.end_mrr, mrr.currency)} · ARR ${money(p.end_arr, mrr.currency)}` })));
-    if (i % every === 0 || i === periods.length - 1) {
+    const last = i === periods.length - 1;
+    if (last || (i % every === 0 && periods.length - 1 - i >= Math.ceil(every / 2) + 1)) {
       const anchor = i === periods.length - 1 && periods.length > 1 ? "end" : "middle";
       parts.push(s("text", { x: x(i), y: H - B + 16, "text-anchor": anchor, fill: "var(--muted)", "font-size": 10, text: p.period }));
     }
@@ -333,11 +345,12 @@ async function renderAtRisk(p) {
     const rows = (data.accounts || []).map((a) => h("tr", {},
       h("td", {}, h("a", { href: `#account=${a.account_id}`, "data-testid": "at-risk-link", text: a.name || a.account_id })),
       h("td", {}, h("span", { class: `band ${a.band}`, text: a.band })),
-      h("td", { class: "num", text: a.health_score }),
+      h("td", { class: "num", text: a.score }),
       h("td", { class: "num", text: pct(a.churn_risk, 0) }),
+      h("td", { class: "num", text: money(a.mrr_minor_units, state.currency) }),
       h("td", { class: "reason", text: a.reason || "" })));
-    $("at-risk").replaceChildren(rows.length ? h("table", {}, h("thead", {}, h("tr", {}, h("th", { text: "Account" }), h("th", { text: "Band" }), h("th", { class: "num", text: "Health" }), h("th", { class: "num", text: "Risk" }), h("th", { text: "Why" }))), h("tbody", {}, rows)) : empty("No account at risk"));
-    $("risk-hint").textContent = "by churn risk";
+    $("at-risk").replaceChildren(rows.length ? h("table", {}, h("thead", {}, h("tr", {}, h("th", { text: "Account" }), h("th", { text: "Band" }), h("th", { class: "num", text: "Health" }), h("th", { class: "num", text: "Risk" }), h("th", { class: "num", text: "MRR" }), h("th", { text: "Why" }))), h("tbody", {}, rows)) : empty("No account at risk"));
+    $("risk-hint").textContent = data.accounts.length ? "red band or high churn risk, lowest health first" : "";
     return;
   }
   // Until health scores exist: the accounts whose MRR fell most in the last 90 days.
@@ -385,6 +398,25 @@ async function renderRenewals(p) {
   $("renewals-hint").textContent = `${data.renewals.length} renewals, ${money(total, state.currency, true)} at stake`;
 }
 
+function shareRows(rows, label, color) {
+  return h("div", { class: "components value" }, rows.map((r) => h("div", { class: "row" },
+    h("span", { text: `${label(r)} (${count(r.accounts)})` }),
+    h("div", { class: "bar" }, h("i", { style: `width:${(r.revenue_share * 100).toFixed(1)}%;background:${color(r)}` })),
+    h("span", { class: "num", text: pct(r.revenue_share, 0) }))));
+}
+
+async function renderValue() {
+  if (!state.scoring) return;
+  const seg = $("segment").value;
+  const data = await api(`/api/v1/scoring/segments${seg ? `?segment=${seg}` : ""}`);
+  $("value-row").hidden = false;
+  const tierColor = { DIAMOND: "var(--navy)", GOLD: "var(--amber)", STRATEGIC: "var(--blue)", POTENTIAL: "var(--right)", GENERAL: "#9aa3b5", PROBLEM: "var(--red)" };
+  $("tiers").replaceChildren(data.tiers.length ? shareRows(data.tiers, (t) => TIER_LABEL[t.tier] || t.tier, (t) => tierColor[t.tier] || "var(--blue)") : empty("No scored accounts"));
+  $("tiers-hint").textContent = `${count(data.accounts)} scored accounts · top 20% carry ${pct(data.top_20_percent_share, 0)} of MRR`;
+  const quadColor = { A: "var(--green)", B: "var(--amber)", C: "var(--blue)", D: "#9aa3b5", E: "var(--red)" };
+  $("quadrants").replaceChildren(data.quadrants.length ? shareRows(data.quadrants, (q) => QUADRANT_LABEL[q.quadrant] || q.quadrant, (q) => quadColor[q.quadrant] || "var(--blue)") : empty("No scored accounts"));
+}
+
 async function loadOverview() {
   const p = period();
   $("as-of").textContent = `${p.startMonth} to ${p.endMonth}`;
@@ -402,7 +434,7 @@ async function loadOverview() {
   renderWaterfall(mrr);
   renderTrend(mrr);
   renderCohorts();
-  await Promise.all([renderAtRisk(p), renderRenewals(p)]);
+  await Promise.all([renderAtRisk(p), renderRenewals(p), renderValue()]);
   document.body.dataset.loaded = "overview";
 }
 
@@ -468,11 +500,14 @@ async function loadAccount(id) {
   if (state.scoring) {
     const [health, alerts] = await Promise.all([
       apiOrNull(`/api/v1/accounts/${id}/health`),
-      api(`/api/v1/accounts/${id}/alerts`).catch(() => ({ alerts: [] })),
+      api(`/api/v1/scoring/alerts?account_id=${id}&page_size=20`),
     ]);
     renderHealth(health);
-    $("account-alerts").replaceChildren((alerts.alerts || []).length
-      ? h("table", {}, h("tbody", {}, alerts.alerts.map((a) => h("tr", {}, h("td", { text: date(a.created_at) }), h("td", { text: a.kind || a.type || "" }), h("td", { class: "reason", text: a.message || a.reason || "" })))))
+    $("account-alerts").replaceChildren(alerts.alerts.length
+      ? h("table", { "data-testid": "alerts" }, h("tbody", {}, alerts.alerts.map((a) => h("tr", {},
+        h("td", { text: date(a.created_at) }),
+        h("td", {}, h("span", { class: `band ${a.state === "OPEN" ? "RED" : "GREEN"}`, text: a.state.toLowerCase() })),
+        h("td", { class: "reason", text: `${ALERT_LABEL[a.kind] || a.kind}: ${a.message}` })))))
       : empty("No alert"));
   } else {
     $("account-health").replaceChildren(empty("Health scores appear once the scoring service runs"));
@@ -488,16 +523,24 @@ function renderHealth(health) {
     h("div", { class: "account-title" },
       h("h1", { text: `${Math.round(health.score)}`, "data-testid": "health-score" }),
       h("span", { class: `band ${health.band}`, text: health.band }),
-      health.churn_risk !== undefined ? h("span", { class: "hint", text: `churn risk ${pct(health.churn_risk, 0)}` }) : null),
+      h("span", { class: "hint", text: [
+        health.churn_risk !== null && health.churn_risk !== undefined ? `churn risk ${pct(health.churn_risk, 0)}` : null,
+        health.delta_30d !== null && health.delta_30d !== undefined ? `${health.delta_30d >= 0 ? "+" : ""}${health.delta_30d} in 30 days` : null,
+        health.tier && health.tier !== "UNSPECIFIED" ? `tier ${health.tier.toLowerCase()}` : null,
+      ].filter(Boolean).join(" · ") })),
     h("div", { class: "components" }, (health.components || []).map((c) => [
-      h("div", { class: "row" }, h("span", { text: c.name }), h("div", { class: "bar" }, h("i", { style: `width:${c.score}%;background:${color(c.score)}` })), h("span", { class: "num", text: Math.round(c.score) })),
+      h("div", { class: "row" }, h("span", { text: COMPONENT_LABEL[c.component] || c.component }), h("div", { class: "bar" }, h("i", { style: `width:${c.score}%;background:${color(c.score)}` })), h("span", { class: "num", text: Math.round(c.score) })),
       h("div", { class: "why", text: c.reason || "" }),
-    ])));
+    ])),
+    (health.missing || []).length
+      ? h("div", { class: "hint", text: `No data yet (weight left out): ${health.missing.map((m) => COMPONENT_LABEL[m] || m).join(", ")}` })
+      : null);
 }
 
 // --- routing ---------------------------------------------------------------
 
 async function route() {
+  document.body.dataset.loaded = "";
   $("signin").hidden = true;
   $("filters").hidden = false;
   showBanner("");

@@ -10,6 +10,7 @@ use axum::http::request::Parts;
 use bowtie_proto::accounts::accounts_service_client::AccountsServiceClient;
 use bowtie_proto::funnel::funnel_service_client::FunnelServiceClient;
 use bowtie_proto::revenue::revenue_service_client::RevenueServiceClient;
+use bowtie_proto::scoring::scoring_service_client::ScoringServiceClient;
 use bowtie_runtime::config::PeerSettings;
 use bowtie_runtime::peer::{PeerChannel, connect};
 use secrecy::SecretString;
@@ -27,6 +28,8 @@ pub struct Services {
     pub funnel: FunnelServiceClient<PeerChannel>,
     /// The revenue service.
     pub revenue: RevenueServiceClient<PeerChannel>,
+    /// The scoring service.
+    pub scoring: ScoringServiceClient<PeerChannel>,
     /// Health clients, by service name and gRPC service name, for /readyz.
     pub health: Vec<(&'static str, &'static str, HealthClient<PeerChannel>)>,
 }
@@ -42,6 +45,7 @@ impl Services {
         let accounts = connect(&keyless.accounts, &keyless)?;
         let funnel = connect(&keyless.funnel, &keyless)?;
         let revenue = connect(&keyless.revenue, &keyless)?;
+        let scoring = connect(&keyless.scoring, &keyless)?;
         let health = vec![
             (
                 "accounts",
@@ -58,11 +62,17 @@ impl Services {
                 "bowtie.revenue.v1.RevenueService",
                 HealthClient::new(revenue.clone()),
             ),
+            (
+                "scoring",
+                "bowtie.scoring.v1.ScoringService",
+                HealthClient::new(scoring.clone()),
+            ),
         ];
         Ok(Self {
             accounts: AccountsServiceClient::new(accounts),
             funnel: FunnelServiceClient::new(funnel),
             revenue: RevenueServiceClient::new(revenue),
+            scoring: ScoringServiceClient::new(scoring),
             health,
         })
     }

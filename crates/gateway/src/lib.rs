@@ -39,6 +39,7 @@ mod clients;
 mod dashboard;
 mod error;
 mod model;
+mod scoring;
 mod webhooks;
 
 pub use error::http_status;
@@ -60,7 +61,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(1);
 #[openapi(
     info(
         title = "Bowtie API",
-        description = "REST/JSON API over the Bowtie services: accounts, the bowtie funnel and revenue. \
+        description = "REST/JSON API over the Bowtie services: accounts, the bowtie funnel, revenue and scoring. \
 Send `Authorization: Bearer <API key>`; reads need the read scope, writes the write scope. \
 Errors have the body `{\"error\": {\"code\", \"message\", \"field_violations\"}}` where `code` is the gRPC code name."
     ),
@@ -74,6 +75,8 @@ Errors have the body `{\"error\": {\"code\", \"message\", \"field_violations\"}}
         model::CohortBy,
         model::Granularity,
         model::MovementType,
+        model::AlertState,
+        model::AlertKind,
         error::ErrorBody,
     )),
     security(("bearer" = [])),
@@ -81,6 +84,7 @@ Errors have the body `{\"error\": {\"code\", \"message\", \"field_violations\"}}
         (name = "accounts", description = "Accounts and their CRM ids"),
         (name = "funnel", description = "Journeys through the bowtie and its conversion"),
         (name = "revenue", description = "MRR, retention, renewals and unit economics"),
+        (name = "scoring", description = "Health scores, churn risk, alerts and value segments"),
         (name = "operations", description = "Probes"),
         (name = "webhooks", description = "CRM webhooks, verified by HMAC signature"),
     )
@@ -108,6 +112,7 @@ impl Modify for BearerAuth {
 fn app(state: AppState) -> axum::Router {
     let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(api::router())
+        .merge(scoring::router())
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .merge(webhooks::router())
@@ -217,17 +222,6 @@ async fn readyz(State(state): State<AppState>) -> Response {
         }),
     )
         .into_response()
-}
-
-/// The OpenAPI document of the API, as served at `/openapi.json`.
-pub fn openapi_json() -> anyhow::Result<String> {
-    let (_, openapi) = OpenApiRouter::<AppState>::with_openapi(ApiDoc::openapi())
-        .merge(api::router())
-        .routes(routes!(healthz))
-        .routes(routes!(readyz))
-        .merge(webhooks::router())
-        .split_for_parts();
-    Ok(openapi.to_pretty_json()?)
 }
 
 /// A bound gateway, ready to run.

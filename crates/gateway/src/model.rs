@@ -7,7 +7,7 @@
 //! OpenAPI document, generated from these types, describes exactly what is
 //! sent.
 
-use bowtie_proto::{accounts as acc, common, funnel as fun, revenue as rev};
+use bowtie_proto::{accounts as acc, common, funnel as fun, revenue as rev, scoring as sco};
 use chrono::{DateTime, Utc};
 use prost_types::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -177,6 +177,100 @@ mirror_enum!(
         RenewedWithContraction,
         /// Churned at renewal.
         Churned,
+    }
+);
+
+mirror_enum!(
+    /// Health band.
+    Band, sco::Band {
+        /// 0-49.
+        Red,
+        /// 50-75.
+        Yellow,
+        /// 76-100.
+        Green,
+    }
+);
+
+mirror_enum!(
+    /// A component of the health score.
+    Component, sco::Component {
+        /// Usage, last 30 days against the 30 before.
+        UsageTrend,
+        /// Active users over seats.
+        Breadth,
+        /// Invoices paid on time.
+        PaymentPunctuality,
+        /// Downgrades.
+        PlanChanges,
+        /// Tickets and complaints.
+        SupportEngagement,
+        /// NPS and CSAT.
+        Sentiment,
+        /// First value reached, and how fast.
+        Onboarding,
+        /// Champions and decision makers staying.
+        StakeholderStability,
+        /// Time to the renewal.
+        RenewalProximity,
+    }
+);
+
+mirror_enum!(
+    /// Value tier.
+    Tier, sco::Tier {
+        /// Top revenue.
+        Diamond,
+        /// Next revenue band.
+        Gold,
+        /// Flagged strategic.
+        Strategic,
+        /// Fast growing.
+        Potential,
+        /// The rest.
+        General,
+        /// Red or past due.
+        Problem,
+    }
+);
+
+mirror_enum!(
+    /// Value x loyalty quadrant.
+    Quadrant, sco::Quadrant {
+        /// High value, high loyalty.
+        A,
+        /// High value, low loyalty.
+        B,
+        /// Low value, high loyalty.
+        C,
+        /// Low value, low loyalty.
+        D,
+        /// Dormant.
+        E,
+    }
+);
+
+mirror_enum!(
+    /// Why an alert was raised.
+    AlertKind, sco::AlertKind {
+        /// The score fell into red.
+        EnteredRed,
+        /// The score dropped by the configured amount.
+        ScoreDrop,
+        /// The churn risk passed the threshold.
+        HighRisk,
+    }
+);
+
+mirror_enum!(
+    /// Where an alert is in its life.
+    AlertState, sco::AlertState {
+        /// Waiting for someone.
+        Open,
+        /// Someone is on it.
+        Acknowledged,
+        /// Done.
+        Resolved,
     }
 );
 

@@ -113,19 +113,36 @@ pub fn verify_generic(
     }
 }
 
+/// What HubSpot signs, as received.
+#[derive(Debug, Clone, Copy)]
+pub struct HubSpotRequest<'a> {
+    /// `X-HubSpot-Signature-v3`.
+    pub signature: Option<&'a str>,
+    /// `X-HubSpot-Request-Timestamp` (milliseconds).
+    pub timestamp_ms: Option<&'a str>,
+    /// The HTTP method.
+    pub method: &'a str,
+    /// The full URI HubSpot called.
+    pub uri: &'a str,
+    /// The raw body.
+    pub body: &'a [u8],
+}
+
 /// Checks HubSpot's v3 signature: base64 HMAC-SHA256 of
 /// method + full URI + body + `X-HubSpot-Request-Timestamp` (milliseconds).
-#[allow(clippy::too_many_arguments)] // each is one signed input; a struct would only rename them
 pub fn verify_hubspot(
     secret: &str,
-    signature: Option<&str>,
-    timestamp_ms: Option<&str>,
-    method: &str,
-    uri: &str,
-    body: &[u8],
+    request: HubSpotRequest<'_>,
     now_ms: i64,
     tolerance_ms: i64,
 ) -> Result<(), ApiError> {
+    let HubSpotRequest {
+        signature,
+        timestamp_ms,
+        method,
+        uri,
+        body,
+    } = request;
     let signature = signature
         .ok_or_else(|| ApiError::unauthenticated("missing X-HubSpot-Signature-v3 header"))?;
     let stamp = timestamp_ms
@@ -532,11 +549,13 @@ async fn hubspot(
         i64::try_from(state.settings.webhook_tolerance_seconds).unwrap_or(i64::MAX / 1000);
     verify_hubspot(
         &secret,
-        header(&headers, "x-hubspot-signature-v3"),
-        header(&headers, "x-hubspot-request-timestamp"),
-        method.as_str(),
-        &full_uri,
-        &body,
+        HubSpotRequest {
+            signature: header(&headers, "x-hubspot-signature-v3"),
+            timestamp_ms: header(&headers, "x-hubspot-request-timestamp"),
+            method: method.as_str(),
+            uri: &full_uri,
+            body: &body,
+        },
         Utc::now().timestamp_millis(),
         tolerance.saturating_mul(1000),
     )?;
@@ -609,16 +628,14 @@ mod tests {
         let message = b"POSThttp://h/webhooks/hubspot[]1700000000000";
         let sig = base64::engine::general_purpose::STANDARD.encode(mac(b"k", message));
         let check = |uri: &str, now: i64| {
-            verify_hubspot(
-                "k",
-                Some(&sig),
-                Some("1700000000000"),
-                "POST",
+            let request = HubSpotRequest {
+                signature: Some(&sig),
+                timestamp_ms: Some("1700000000000"),
+                method: "POST",
                 uri,
-                b"[]",
-                now,
-                300_000,
-            )
+                body: b"[]",
+            };
+            verify_hubspot("k", request, now, 300_000)
         };
         assert!(check("http://h/webhooks/hubspot", 1_700_000_100_000).is_ok());
         assert!(check("http://h/webhooks/other", 1_700_000_100_000).is_err());

@@ -93,13 +93,40 @@ async fn reports_over_http_equal_the_services_figures(db: &TestDatabase) -> anyh
     assert_eq!(periods[2]["end_arr"], 720_000);
     assert_eq!(http["currency"], "USD");
 
-    let (status, funnel) = stack
-        .get(
-            "/api/v1/funnel?start=2026-01-01T00:00:00Z&end=2026-04-01T00:00:00Z",
-            READ_KEY,
-        )
-        .await?;
-    assert_eq!(status, StatusCode::OK, "{funnel}");
+    // The funnel learns of the subscriptions from the revenue feed: wait until
+    // both accounts are onboarding, so both reads below see the same journeys.
+    for id in [&acme, &globex] {
+        bowtie_testkit::within(20, "the funnel to follow the revenue feed", async {
+            loop {
+                let (_, journey) = stack
+                    .get(&format!("/api/v1/accounts/{id}/journey"), READ_KEY)
+                    .await?;
+                if journey["current_stage"] == "ONBOARDING" {
+                    return anyhow::Ok(());
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        })
+        .await??;
+    }
+    // The report reads an index that follows the funnel's own feed: wait
+    // until it counts both commits.
+    let funnel = bowtie_testkit::within(20, "the report to count both commits", async {
+        loop {
+            let (status, funnel) = stack
+                .get(
+                    "/api/v1/funnel?start=2026-01-01T00:00:00Z&end=2026-04-01T00:00:00Z",
+                    READ_KEY,
+                )
+                .await?;
+            anyhow::ensure!(status == StatusCode::OK, "{funnel}");
+            if funnel["stages"][3]["volume"] == 2 {
+                return anyhow::Ok(funnel);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await??;
     let grpc = FunnelServiceClient::new(stack.funnel.with_key(READ_KEY))
         .get_funnel_report(GetFunnelReportRequest {
             period: Some(Period {
