@@ -4,3 +4,4 @@
 pub mod funnel;
 pub mod measure;
 pub mod revenue;
+pub mod scoring;

@@ -43,6 +43,19 @@ impl Report {
         });
     }
 
+    /// Adds a figure; `floor` is a lower bound on the value (throughputs).
+    pub fn add_at_least(&mut self, case: &str, metric: &str, value: f64, unit: &str, floor: f64) {
+        println!("  {case:<10} {metric:<48} {value:>12.3} {unit}");
+        self.figures.push(Figure {
+            case: case.into(),
+            metric: metric.into(),
+            value,
+            unit: unit.into(),
+            target: format!(">= {floor} {unit}"),
+            ok: value >= floor,
+        });
+    }
+
     /// Prints the table.
     pub fn print(&self) {
         println!();

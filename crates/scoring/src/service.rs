@@ -344,7 +344,9 @@ impl Scoring {
                             ..Default::default()
                         });
                     }
-                    let deltas: Vec<DayDelta> = deltas.into_values().collect();
+                    // In key order: neighbouring rows share B-tree pages.
+                    let mut deltas: Vec<DayDelta> = deltas.into_values().collect();
+                    deltas.sort_unstable_by_key(|d| (d.account_id, d.day, d.kind));
                     storage::add_days(tx.conn(), &deltas).await?;
                     for (id, at) in first_values {
                         reach_first_value(tx, id, at, true).await?;
