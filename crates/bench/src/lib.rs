@@ -5,4 +5,5 @@ pub mod funnel;
 pub mod load;
 pub mod measure;
 pub mod revenue;
+pub mod scoring;
 pub mod unary;

@@ -37,6 +37,8 @@ enum Case {
     Funnel,
     /// The revenue service: MRR report and retention over 1M changes.
     Revenue,
+    /// The scoring service: 1M streamed signals and a 100k-account recompute.
+    Scoring,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -57,6 +59,9 @@ fn main() -> anyhow::Result<()> {
         }
         if matches!(cli.case, Case::All | Case::Revenue) {
             bowtie_bench::revenue::run(&mut report).await?;
+        }
+        if matches!(cli.case, Case::All | Case::Scoring) {
+            bowtie_bench::scoring::run(&mut report).await?;
         }
         anyhow::Ok(report)
     })?;

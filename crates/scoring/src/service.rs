@@ -344,13 +344,11 @@ impl Scoring {
                             ..Default::default()
                         });
                     }
-                    // Rows and profiles are written in key order, so two
-                    // concurrent batches lock them in the same order and
-                    // cannot deadlock.
-                    let mut deltas: Vec<((Uuid, i32, i64), DayDelta)> =
-                        deltas.into_iter().collect();
-                    deltas.sort_unstable_by_key(|(key, _)| *key);
-                    let deltas: Vec<DayDelta> = deltas.into_iter().map(|(_, d)| d).collect();
+                    // In key order: neighbouring rows share B-tree pages, and
+                    // two concurrent batches lock rows and profiles in the
+                    // same order, so they cannot deadlock.
+                    let mut deltas: Vec<DayDelta> = deltas.into_values().collect();
+                    deltas.sort_unstable_by_key(|d| (d.account_id, d.day, d.kind));
                     storage::add_days(tx.conn(), &deltas).await?;
                     let mut first_values: Vec<(Uuid, i64)> = first_values.into_iter().collect();
                     first_values.sort_unstable();

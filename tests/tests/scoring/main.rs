@@ -9,3 +9,4 @@ mod feeds;
 mod health;
 mod ingest;
 mod model;
+mod segments;

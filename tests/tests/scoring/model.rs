@@ -1,10 +1,15 @@
 //! The churn model over the API: nothing to report before training, too
-//! little history is a clear FAILED_PRECONDITION, and only admins train.
+//! little history is a clear FAILED_PRECONDITION, only admins train, and a
+//! model trained on real churn history (revenue cancellations, usage
+//! signals) reports its hold-out metrics, ranks usage first and persists.
 
 use bowtie_proto::common::Segment;
+use bowtie_proto::revenue::CancelSubscriptionRequest;
+use bowtie_proto::scoring::scoring_service_client::ScoringServiceClient;
 use bowtie_proto::scoring::{GetChurnRiskRequest, GetModelRequest, TrainModelRequest};
-use bowtie_testkit::scoring::{Scoring, logins, record};
-use bowtie_testkit::{TestDatabase, backend_test};
+use bowtie_testkit::revenue::{self, Revenue, create, monthly};
+use bowtie_testkit::scoring::{Scoring, days_ago, logins, record, start_scoring};
+use bowtie_testkit::{ADMIN_KEY, TestDatabase, TestServer, backend_test, within};
 use tonic::Code;
 
 backend_test!(without_churn_history_there_is_no_model_to_train_or_ask);
@@ -50,5 +55,121 @@ async fn without_churn_history_there_is_no_model_to_train_or_ask(
         .err()
         .map(|s| s.code());
     assert_eq!(denied, Some(Code::PermissionDenied));
+    Ok(())
+}
+
+backend_test!(
+    a_model_trained_on_the_system_s_own_churn_history_ranks_falling_usage_first_and_survives_a_restart
+);
+
+async fn a_model_trained_on_the_system_s_own_churn_history_ranks_falling_usage_first_and_survives_a_restart(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let suite = Revenue::start(db).await?;
+    let mut settings = db.server_settings()?;
+    settings.peers.accounts = suite.accounts.uri();
+    settings.peers.revenue = suite.revenue.uri();
+    let scoring = start_scoring(&settings).await?;
+    let client = |s: &TestServer| ScoringServiceClient::new(s.with_key(ADMIN_KEY));
+    let mut admin = client(&scoring);
+    let mut billing = suite.client();
+    // 30 customers who started paying 300..503 days ago; 12 of them churned
+    // 30 days ago. Seen as of their features' instants (churners 75 days
+    // ago, stayers 90 days ago), churners' usage fell from 10 to 1 logins,
+    // stayers' held at 10.
+    let mut stayer = String::new();
+    for i in 0..30i64 {
+        let id = suite
+            .account(&format!("Customer {i}"), Segment::Smb, "ana")
+            .await?;
+        let churner = i % 5 < 2;
+        let sub = billing
+            .create_subscription(create(monthly(
+                &id,
+                days_ago(300 + 7 * i).unwrap_or_default(),
+                5,
+                2_000,
+            )))
+            .await?
+            .into_inner()
+            .subscription
+            .ok_or_else(|| anyhow::anyhow!("no subscription"))?;
+        let mut batch = logins(&format!("p{i}"), &id, 10, 125);
+        batch.extend(logins(
+            &format!("r{i}"),
+            &id,
+            if churner { 1 } else { 10 },
+            95,
+        ));
+        record(&mut admin, batch).await?;
+        if churner {
+            billing
+                .cancel_subscription(CancelSubscriptionRequest {
+                    id: sub.id,
+                    cancellation: revenue::cancellation(days_ago(30).unwrap_or_default()),
+                    ..Default::default()
+                })
+                .await?;
+        } else {
+            stayer = id;
+        }
+    }
+    let model = within(30, "the revenue feed to label every customer", async {
+        loop {
+            if let Ok(r) = admin.train_model(TrainModelRequest { seed: 7 }).await
+                && let Some(m) = r.into_inner().model
+                && m.training_examples + m.holdout_examples == 30
+                && (m.churn_rate - 0.4).abs() < 1e-9
+            {
+                return anyhow::Ok(m);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
+    .await??;
+    // 30% of each label held out, rounded up: 4 of 12 churners, 6 of 18 stayers.
+    assert_eq!((model.training_examples, model.holdout_examples), (20, 10));
+    assert!(
+        model.holdout_auc > 0.8,
+        "hold-out AUC {}",
+        model.holdout_auc
+    );
+    assert!(
+        model.holdout_log_loss < 0.5,
+        "log loss {}",
+        model.holdout_log_loss
+    );
+    assert!(!model.calibration.is_empty());
+    assert_eq!(
+        model.calibration.iter().map(|b| b.count).sum::<i32>(),
+        model.holdout_examples
+    );
+    assert_eq!(model.coefficients[0].feature, "usage_trend");
+    assert!(
+        model.coefficients[0].coefficient < 0.0,
+        "more usage, less risk"
+    );
+
+    let risk = admin
+        .get_churn_risk(GetChurnRiskRequest {
+            account_id: stayer.clone(),
+        })
+        .await?
+        .into_inner();
+    assert!((0.0..=1.0).contains(&risk.probability));
+    assert_eq!(
+        (risk.model_id.as_str(), risk.horizon_days),
+        (model.id.as_str(), 90)
+    );
+
+    scoring.stop().await?;
+    let scoring = start_scoring(&settings).await?;
+    let again = client(&scoring)
+        .get_model(GetModelRequest {})
+        .await?
+        .into_inner()
+        .model
+        .ok_or_else(|| anyhow::anyhow!("no model"))?;
+    assert_eq!(again, model, "the model and its metrics persist");
     Ok(())
 }
