@@ -104,6 +104,10 @@ enum Command {
         limit: usize,
         #[command(flatten)]
         connection: Connection,
+        /// The accounts service, asked for the names of at-risk accounts
+        /// (default: `[peers] accounts`).
+        #[arg(long)]
+        accounts_addr: Option<String>,
     },
 }
 
@@ -273,7 +277,16 @@ async fn run(command: Command, mut settings: Settings) -> anyhow::Result<()> {
             segment,
             limit,
             connection,
-        } => report(&settings, what, period, segment, limit, connection).await,
+            accounts_addr,
+        } => {
+            let query = ReportQuery {
+                what,
+                period,
+                segment,
+                limit,
+            };
+            report(&settings, query, connection, accounts_addr).await
+        }
     }
 }
 
@@ -319,14 +332,26 @@ async fn import(
     Ok(())
 }
 
-async fn report(
-    settings: &Settings,
+/// What `bowtie report` was asked for.
+struct ReportQuery {
     what: ReportKind,
     period: Option<String>,
     segment: Option<String>,
     limit: usize,
+}
+
+async fn report(
+    settings: &Settings,
+    query: ReportQuery,
     connection: Connection,
+    accounts_addr: Option<String>,
 ) -> anyhow::Result<()> {
+    let ReportQuery {
+        what,
+        period,
+        segment,
+        limit,
+    } = query;
     use bowtie::client::{Service as Svc, Target};
     let now = chrono::Utc::now();
     let range = bowtie::report::parse_period(period.as_deref(), now.date_naive())?;
@@ -337,6 +362,9 @@ async fn report(
         ReportKind::AtRisk => Svc::Scoring,
     };
     let mut target = Target::new(&settings.peers, &connection.key);
+    if let Some(addr) = accounts_addr {
+        target = target.with_address(Svc::Accounts, &addr);
+    }
     if let Some(addr) = connection.addr {
         target = target.with_address(service, &addr);
     }
