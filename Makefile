@@ -30,6 +30,14 @@ BUF_DEP     := $(filter $(BUF_LOCAL),$(BUF))
 
 PROTO_DIR   := proto
 
+# The dashboard's browser test drives the system's Chromium with
+# playwright-core (npm, pinned; it downloads no browser) from .tools/.
+PLAYWRIGHT_VERSION := 1.65.1
+PLAYWRIGHT_DIR     := $(TOOLS_DIR)/playwright-core-$(PLAYWRIGHT_VERSION)
+PLAYWRIGHT_LOCAL   := $(PLAYWRIGHT_DIR)/node_modules/playwright-core/package.json
+# Installed only where npm exists; the test says why it skips otherwise.
+PLAYWRIGHT_DEP     := $(if $(shell command -v $(NPM) 2>/dev/null),$(PLAYWRIGHT_LOCAL))
+
 # The benchmark compares with DuckDB (Python package from PyPI, pinned) in a
 # virtualenv under .tools/.
 PYTHON         ?= python3
@@ -52,7 +60,7 @@ TEST_ARGS   ?=
 BENCH_ARGS  ?=
 
 .PHONY: help run build test lint fmt fmt-check clippy buf-lint proto-fmt \
-        tools bench deploy-check clean distclean
+        tools browser-tools bench deploy-check clean distclean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) \
@@ -66,8 +74,9 @@ run: ## Run all services in one process with the demo company: bowtie dev --demo
 build: ## Build the whole workspace (debug)
 	$(CARGO) build $(CARGO_FLAGS) --workspace --all-targets
 
-test: ## Run the workspace's tests (PostgreSQL ones need BOWTIE_TEST_DATABASE_URL)
-	$(CARGO) test $(CARGO_FLAGS) --workspace --all-targets -- $(TEST_ARGS)
+test: $(PLAYWRIGHT_DEP) ## Run the workspace's tests (PostgreSQL ones need BOWTIE_TEST_DATABASE_URL)
+	BOWTIE_PLAYWRIGHT_NODE_PATH=$(abspath $(PLAYWRIGHT_DIR)/node_modules) \
+	  $(CARGO) test $(CARGO_FLAGS) --workspace --all-targets -- $(TEST_ARGS)
 
 bench: $(BENCH_PYTHON) ## Benchmarks (release build): prints a table, writes bench-results/results.json
 	$(CARGO) build $(CARGO_FLAGS) -p bowtie --release
@@ -99,7 +108,14 @@ deploy-check: $(DEPLOY_STAMP) ## Render and validate deploy/: Kubernetes schemas
 
 # --- tools -------------------------------------------------------------------
 
-tools: $(BUF_LOCAL) ## Install the pinned helper tools into .tools/
+tools: $(BUF_LOCAL) $(PLAYWRIGHT_LOCAL) ## Install the pinned helper tools into .tools/
+
+browser-tools: $(PLAYWRIGHT_LOCAL) ## Install playwright-core for the dashboard's browser test
+
+$(PLAYWRIGHT_LOCAL):
+	@mkdir -p $(PLAYWRIGHT_DIR)
+	$(NPM) install --prefix $(PLAYWRIGHT_DIR) --no-save --no-audit --no-fund \
+	  --loglevel=error playwright-core@$(PLAYWRIGHT_VERSION)
 
 # The npm package ships the prebuilt buf binary for the platform as an
 # optional dependency; the install dir carries the version, so bumping

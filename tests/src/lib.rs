@@ -39,6 +39,7 @@ use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 
 pub mod assert;
 pub mod fixtures;
+pub mod gateway;
 pub mod revenue;
 pub mod scoring;
 pub mod stack;

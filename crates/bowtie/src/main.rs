@@ -158,7 +158,7 @@ enum KeysCommand {
     },
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Service {
     /// The accounts service.
     Accounts,
@@ -168,6 +168,8 @@ enum Service {
     Revenue,
     /// The scoring service.
     Scoring,
+    /// The HTTP/JSON gateway and dashboard (no database of its own).
+    Gateway,
 }
 
 /// Every service, in start order (each service's peers start before it).
@@ -260,6 +262,7 @@ async fn run(command: Command, mut settings: Settings) -> anyhow::Result<()> {
                     db.migrate::<bowtie_scoring::storage::Migrator>().await?;
                     db.close().await;
                 }
+                Service::Gateway => {}
             }
             tracing::info!(service = service_name(service), "migrations applied");
             Ok(())
@@ -386,6 +389,7 @@ fn service_name(service: Service) -> &'static str {
         Service::Funnel => "funnel",
         Service::Revenue => "revenue",
         Service::Scoring => "scoring",
+        Service::Gateway => "gateway",
     }
 }
 
@@ -430,6 +434,15 @@ fn dev(settings: &mut Settings, data_dir: &std::path::Path) {
         });
         settings.peers.api_key = key.into();
     }
+    let dev_key = |key: &mut secrecy::SecretString, value: &str| {
+        if secrecy::ExposeSecret::expose_secret(key).is_empty() {
+            *key = value.to_owned().into();
+        }
+    };
+    // The dashboard opens signed in with the read key; webhooks, once a
+    // secret is configured, write with the admin key.
+    dev_key(&mut settings.gateway.dashboard_key, DEV_READ_KEY);
+    dev_key(&mut settings.gateway.webhook_api_key, DEV_ADMIN_KEY);
     settings.server.drain_seconds = 0;
 }
 
@@ -512,7 +525,7 @@ async fn serve(
     });
     let together = services.len() > 1;
     let mut running = tokio::task::JoinSet::new();
-    for service in services {
+    for service in services.iter().filter(|s| !matches!(s, Service::Gateway)) {
         let name = service_name(*service);
         let (keys, shutdown) = (keys.clone(), shutdown.clone());
         let server = match service {
@@ -520,6 +533,7 @@ async fn serve(
             Service::Funnel => bowtie_funnel::build(&settings, keys, shutdown).await,
             Service::Revenue => bowtie_revenue::build(&settings, keys, shutdown).await,
             Service::Scoring => bowtie_scoring::build(&settings, keys, shutdown).await,
+            Service::Gateway => continue,
         }
         .with_context(|| format!("starting {name}"))?;
         let addr = server.local_addr();
@@ -535,10 +549,26 @@ async fn serve(
                 Service::Funnel => settings.peers.funnel = uri,
                 Service::Revenue => settings.peers.revenue = uri,
                 Service::Scoring => settings.peers.scoring = uri,
+                Service::Gateway => {}
             }
         }
         let mut stop = stop_rx.clone();
         running.spawn(server.run_until_stopped(async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        }));
+    }
+    if together || services.contains(&Service::Gateway) {
+        let gateway = bowtie_gateway::build(&settings, shutdown.clone())
+            .await
+            .context("starting gateway")?;
+        let addr = gateway.local_addr();
+        tracing::info!(service = "gateway", %addr, "listening");
+        if print {
+            println!("gateway   http://{addr}/openapi.json");
+            println!("dashboard http://{addr}/");
+        }
+        let mut stop = stop_rx.clone();
+        running.spawn(gateway.run_until_stopped(async move {
             let _ = stop.wait_for(|stopped| *stopped).await;
         }));
     }
