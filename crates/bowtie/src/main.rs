@@ -466,7 +466,11 @@ fn demo_key(settings: &mut Settings) -> String {
 }
 
 /// Seeds the demo company into the suite at `peers` and says what to look at.
-async fn seed_demo(peers: bowtie_runtime::config::PeerSettings, demo: Demo) {
+async fn seed_demo(
+    peers: bowtie_runtime::config::PeerSettings,
+    demo: Demo,
+    dashboard: Option<String>,
+) {
     let target = bowtie::client::Target::new(&peers, &demo.key);
     let mut options = bowtie::demo::DemoOptions::new(bowtie::demo::plan::anchor_for(
         chrono::Utc::now().timestamp(),
@@ -478,7 +482,7 @@ async fn seed_demo(peers: bowtie_runtime::config::PeerSettings, demo: Demo) {
         options.accounts, options.seed
     );
     match bowtie::demo::seed(&target, options).await {
-        Ok(seeded) => print!("{}", bowtie::demo::describe(&seeded)),
+        Ok(seeded) => print!("{}", bowtie::demo::describe(&seeded, dashboard.as_deref())),
         Err(e) => {
             tracing::error!(error.cause_chain = ?e, "seeding the demo company failed");
             println!("seeding the demo company failed: {e:#}");
@@ -525,6 +529,7 @@ async fn serve(
     });
     let together = services.len() > 1;
     let mut running = tokio::task::JoinSet::new();
+    let mut dashboard = None;
     for service in services.iter().filter(|s| !matches!(s, Service::Gateway)) {
         let name = service_name(*service);
         let (keys, shutdown) = (keys.clone(), shutdown.clone());
@@ -567,6 +572,7 @@ async fn serve(
             println!("gateway   http://{addr}/openapi.json");
             println!("dashboard http://{addr}/");
         }
+        dashboard = Some(format!("http://{addr}/"));
         let mut stop = stop_rx.clone();
         running.spawn(gateway.run_until_stopped(async move {
             let _ = stop.wait_for(|stopped| *stopped).await;
@@ -579,7 +585,7 @@ async fn serve(
         );
     }
     // Seeding talks to the services like any client; it stops with them.
-    let seeding = demo.map(|demo| tokio::spawn(seed_demo(settings.peers.clone(), demo)));
+    let seeding = demo.map(|demo| tokio::spawn(seed_demo(settings.peers.clone(), demo, dashboard)));
     let mut outcome = Ok(());
     while let Some(joined) = running.join_next().await {
         let result = joined.map_err(anyhow::Error::from).and_then(|r| r);
