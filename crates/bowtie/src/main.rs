@@ -104,6 +104,10 @@ enum Command {
         limit: usize,
         #[command(flatten)]
         connection: Connection,
+        /// The accounts service, asked for the names of at-risk accounts
+        /// (default: `[peers] accounts`).
+        #[arg(long)]
+        accounts_addr: Option<String>,
     },
 }
 
@@ -277,7 +281,16 @@ async fn run(command: Command, mut settings: Settings) -> anyhow::Result<()> {
             segment,
             limit,
             connection,
-        } => report(&settings, what, period, segment, limit, connection).await,
+            accounts_addr,
+        } => {
+            let query = ReportQuery {
+                what,
+                period,
+                segment,
+                limit,
+            };
+            report(&settings, query, connection, accounts_addr).await
+        }
     }
 }
 
@@ -323,14 +336,26 @@ async fn import(
     Ok(())
 }
 
-async fn report(
-    settings: &Settings,
+/// What `bowtie report` was asked for.
+struct ReportQuery {
     what: ReportKind,
     period: Option<String>,
     segment: Option<String>,
     limit: usize,
+}
+
+async fn report(
+    settings: &Settings,
+    query: ReportQuery,
     connection: Connection,
+    accounts_addr: Option<String>,
 ) -> anyhow::Result<()> {
+    let ReportQuery {
+        what,
+        period,
+        segment,
+        limit,
+    } = query;
     use bowtie::client::{Service as Svc, Target};
     let now = chrono::Utc::now();
     let range = bowtie::report::parse_period(period.as_deref(), now.date_naive())?;
@@ -341,6 +366,9 @@ async fn report(
         ReportKind::AtRisk => Svc::Scoring,
     };
     let mut target = Target::new(&settings.peers, &connection.key);
+    if let Some(addr) = accounts_addr {
+        target = target.with_address(Svc::Accounts, &addr);
+    }
     if let Some(addr) = connection.addr {
         target = target.with_address(service, &addr);
     }
@@ -439,7 +467,11 @@ fn demo_key(settings: &mut Settings) -> String {
 }
 
 /// Seeds the demo company into the suite at `peers` and says what to look at.
-async fn seed_demo(peers: bowtie_runtime::config::PeerSettings, demo: Demo) {
+async fn seed_demo(
+    peers: bowtie_runtime::config::PeerSettings,
+    demo: Demo,
+    dashboard: Option<String>,
+) {
     let target = bowtie::client::Target::new(&peers, &demo.key);
     let mut options = bowtie::demo::DemoOptions::new(bowtie::demo::plan::anchor_for(
         chrono::Utc::now().timestamp(),
@@ -451,7 +483,7 @@ async fn seed_demo(peers: bowtie_runtime::config::PeerSettings, demo: Demo) {
         options.accounts, options.seed
     );
     match bowtie::demo::seed(&target, options).await {
-        Ok(seeded) => print!("{}", bowtie::demo::describe(&seeded)),
+        Ok(seeded) => print!("{}", bowtie::demo::describe(&seeded, dashboard.as_deref())),
         Err(e) => {
             tracing::error!(error.cause_chain = ?e, "seeding the demo company failed");
             println!("seeding the demo company failed: {e:#}");
@@ -498,6 +530,7 @@ async fn serve(
     });
     let together = services.len() > 1;
     let mut running = tokio::task::JoinSet::new();
+    let mut dashboard = None;
     for service in services.iter().filter(|s| !matches!(s, Service::Gateway)) {
         let name = service_name(*service);
         let (keys, shutdown) = (keys.clone(), shutdown.clone());
@@ -540,6 +573,7 @@ async fn serve(
             println!("gateway   http://{addr}/openapi.json");
             println!("dashboard http://{addr}/");
         }
+        dashboard = Some(format!("http://{addr}/"));
         let mut stop = stop_rx.clone();
         running.spawn(gateway.run_until_stopped(async move {
             let _ = stop.wait_for(|stopped| *stopped).await;
@@ -552,7 +586,7 @@ async fn serve(
         );
     }
     // Seeding talks to the services like any client; it stops with them.
-    let seeding = demo.map(|demo| tokio::spawn(seed_demo(settings.peers.clone(), demo)));
+    let seeding = demo.map(|demo| tokio::spawn(seed_demo(settings.peers.clone(), demo, dashboard)));
     let mut outcome = Ok(());
     while let Some(joined) = running.join_next().await {
         let result = joined.map_err(anyhow::Error::from).and_then(|r| r);

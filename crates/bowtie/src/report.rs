@@ -502,8 +502,10 @@ pub async fn at_risk(
         "MRR",
         "why",
     ]);
-    if let Some(column) = t.column_mut(7) {
-        column.set_cell_alignment(CellAlignment::Left);
+    for i in [1, 3, 7] {
+        if let Some(column) = t.column_mut(i) {
+            column.set_cell_alignment(CellAlignment::Left);
+        }
     }
     for h in &response.accounts {
         let name = match accounts

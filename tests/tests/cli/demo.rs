@@ -147,6 +147,7 @@ async fn seeding_again_on_a_seeded_suite_adds_nothing(db: &TestDatabase) -> anyh
     let stack = Stack::start(db).await?;
     let first = demo::seed(&stack.target(), small_demo()).await?;
     let before = waterfall(&stack).await?;
+    let model_before = model_id(&stack).await?;
     // A restart on another day finds the first anchor again.
     let mut later = small_demo();
     later.anchor -= 3 * demo::plan::DAY;
@@ -155,5 +156,21 @@ async fn seeding_again_on_a_seeded_suite_adds_nothing(db: &TestDatabase) -> anyh
     assert_eq!(again.options, first.options);
     assert_eq!(account_count(&stack, Segment::Unspecified).await?, 200);
     assert_eq!(waterfall(&stack).await?, before);
+    // The churn model the first seeding trained is kept.
+    assert_eq!(model_id(&stack).await?, model_before);
     Ok(())
+}
+
+/// The current churn model's id, `None` when none was trained.
+async fn model_id(stack: &Stack) -> anyhow::Result<Option<String>> {
+    match stack
+        .target()
+        .scoring()?
+        .get_model(bowtie_proto::scoring::GetModelRequest {})
+        .await
+    {
+        Ok(r) => Ok(r.into_inner().model.map(|m| m.id)),
+        Err(s) if s.code() == tonic::Code::FailedPrecondition => Ok(None),
+        Err(s) => Err(s.into()),
+    }
 }

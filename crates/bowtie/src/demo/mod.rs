@@ -398,7 +398,7 @@ pub fn dollars(cents: i64) -> String {
 }
 
 /// What seeding did and what to look at, for the terminal.
-pub fn describe(seeded: &Seeded) -> String {
+pub fn describe(seeded: &Seeded, dashboard: Option<&str>) -> String {
     let s = &seeded.summary;
     let o = &seeded.options;
     let mut out = String::new();
@@ -440,8 +440,16 @@ pub fn describe(seeded: &Seeded) -> String {
             "; churn model trained on this history, hold-out AUC {auc:.2}"
         )),
     ));
+    if let Some(url) = dashboard {
+        out.push_str(&format!(
+            "open {url}\n\
+             \x20 the bowtie: volume, conversion and velocity per stage, where leads are lost\n\
+             \x20 the MRR waterfall and trend, NRR / GRR / logo retention and the cohort grid\n\
+             \x20 the at-risk list (the declining customers): follow one to its journey and health\n"
+        ));
+    }
     out.push_str(
-        "look at:\n\
+        "in the terminal:\n\
          \x20 bowtie report funnel      volume, conversion and velocity per stage, where leads are lost\n\
          \x20 bowtie report mrr         the MRR waterfall month by month (new, expansion, churn, reactivation)\n\
          \x20 bowtie report retention   NRR, GRR and logo retention by segment and owner, the cohort grid\n\

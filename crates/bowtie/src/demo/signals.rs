@@ -5,8 +5,8 @@
 
 use anyhow::Context as _;
 use bowtie_proto::scoring::{
-    RecomputeHealthRequest, RecordSignalBatchRequest, Signal, SignalOutcome, SignalType,
-    TrainModelRequest,
+    GetModelRequest, RecomputeHealthRequest, RecordSignalBatchRequest, Signal, SignalOutcome,
+    SignalType, TrainModelRequest,
 };
 use prost_types::Timestamp;
 
@@ -82,20 +82,31 @@ pub async fn record(
     Ok(batches)
 }
 
-/// Trains the churn model on the demo's history and rescores every account
-/// with it (both admin calls). A model that cannot be trained yet (too few
-/// labelled accounts) is not an error: risk then stays unset. Returns the
-/// model's hold-out AUC.
+/// Trains the churn model on the demo's history (unless one exists) and
+/// rescores every account with it (both admin calls). A model that cannot
+/// be trained yet (too few labelled accounts) is not an error: risk then
+/// stays unset. Returns the model's hold-out AUC.
 pub async fn score(mut client: ScoringClient) -> anyhow::Result<Option<f64>> {
+    // A restart keeps the model the first seeding trained.
+    if let Ok(existing) = client.get_model(GetModelRequest {}).await {
+        let auc = existing.into_inner().model.map(|m| m.holdout_auc);
+        rescore(&mut client).await?;
+        return Ok(auc);
+    }
     let auc = match client.train_model(TrainModelRequest { seed: 0 }).await {
         Ok(response) => response.into_inner().model.map(|m| m.holdout_auc),
         Err(status) if status.code() == tonic::Code::FailedPrecondition => None,
         Err(status) => anyhow::bail!("TrainModel: {}", describe(&status)),
     };
+    rescore(&mut client).await?;
+    Ok(auc)
+}
+
+async fn rescore(client: &mut ScoringClient) -> anyhow::Result<()> {
     client
         .recompute_health(RecomputeHealthRequest {})
         .await
         .map_err(|s| anyhow::anyhow!("RecomputeHealth: {}", describe(&s)))
         .context("rescoring the demo accounts")?;
-    Ok(auc)
+    Ok(())
 }
