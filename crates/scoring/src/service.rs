@@ -18,6 +18,7 @@ use bowtie_runtime::peer::AccountDirectory;
 use bowtie_runtime::shutdown::Shutdown;
 use bowtie_runtime::store::{Store, Tx};
 use bowtie_runtime::validate::{now_micros, to_timestamp};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -235,12 +236,12 @@ impl Scoring {
         };
         let mut missing = HashSet::new();
         let mut found = Vec::new();
-        let answers = futures::future::join_all(
-            unknown
-                .iter()
-                .map(|id| async move { (*id, self.inner.accounts.get(*id).await) }),
-        )
-        .await;
+        // At most 32 questions in flight, however many ids a batch names.
+        let answers: Vec<(Uuid, Result<_, Error>)> = futures::stream::iter(unknown)
+            .map(|id| async move { (id, self.inner.accounts.get(id).await) })
+            .buffer_unordered(32)
+            .collect()
+            .await;
         for (id, answer) in answers {
             match answer {
                 Ok(_) => found.push(id),
