@@ -18,6 +18,7 @@ use bowtie_runtime::peer::AccountDirectory;
 use bowtie_runtime::shutdown::Shutdown;
 use bowtie_runtime::store::{Store, Tx};
 use bowtie_runtime::validate::{now_micros, to_timestamp};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -106,6 +107,7 @@ struct Inner {
     wake: Notify,
     model: RwLock<Option<Arc<StoredModel>>>,
     cutoffs: RwLock<Cutoffs>,
+    cutoffs_at: Mutex<Option<std::time::Instant>>,
 }
 
 /// The scoring service's operations.
@@ -176,6 +178,7 @@ impl Scoring {
                 wake: Notify::new(),
                 model: RwLock::new(model),
                 cutoffs: RwLock::new(Cutoffs::default()),
+                cutoffs_at: Mutex::new(None),
             }),
         })
     }
@@ -233,12 +236,12 @@ impl Scoring {
         };
         let mut missing = HashSet::new();
         let mut found = Vec::new();
-        let answers = futures::future::join_all(
-            unknown
-                .iter()
-                .map(|id| async move { (*id, self.inner.accounts.get(*id).await) }),
-        )
-        .await;
+        // At most 32 questions in flight, however many ids a batch names.
+        let answers: Vec<(Uuid, Result<_, Error>)> = futures::stream::iter(unknown)
+            .map(|id| async move { (id, self.inner.accounts.get(id).await) })
+            .buffer_unordered(32)
+            .collect()
+            .await;
         for (id, answer) in answers {
             match answer {
                 Ok(_) => found.push(id),
@@ -530,8 +533,9 @@ impl Scoring {
         Ok(rows.len())
     }
 
-    /// Recomputes every account (value cutoffs first); returns how many got a score.
-    pub async fn recompute_all(&self) -> Result<usize, Error> {
+    /// Re-ranks the MRR of every paying account into the tier and quadrant
+    /// cutoffs.
+    async fn refresh_cutoffs(&self) -> Result<(), Error> {
         let policy = &self.inner.policy;
         let mrrs = storage::all_mrr(self.inner.store.db().reader()).await?;
         let cutoffs = domain::cutoffs(
@@ -541,6 +545,13 @@ impl Scoring {
             policy.value_percentile,
         );
         *self.inner.cutoffs.write().map_err(|_| poisoned())? = cutoffs;
+        *self.inner.cutoffs_at.lock().map_err(|_| poisoned())? = Some(std::time::Instant::now());
+        Ok(())
+    }
+
+    /// Recomputes every account (value cutoffs first); returns how many got a score.
+    pub async fn recompute_all(&self) -> Result<usize, Error> {
+        self.refresh_cutoffs().await?;
         let mut after = None;
         let mut total = 0;
         loop {
@@ -555,8 +566,18 @@ impl Scoring {
         Ok(total)
     }
 
-    /// Rescores the queued accounts.
+    /// Rescores the queued accounts (with cutoffs at most 10 seconds old,
+    /// so a tier follows the other accounts' revenue between sweeps).
     async fn drain(&self) -> Result<(), Error> {
+        let stale = self
+            .inner
+            .cutoffs_at
+            .lock()
+            .map_err(|_| poisoned())?
+            .is_none_or(|at| at.elapsed() > Duration::from_secs(10));
+        if stale {
+            self.refresh_cutoffs().await?;
+        }
         let ids: Vec<Uuid> = {
             let mut dirty = self.inner.dirty.lock().map_err(|_| poisoned())?;
             dirty.drain().collect()
