@@ -11,6 +11,7 @@
 pub mod api;
 pub mod convert;
 pub mod domain;
+pub mod risk;
 pub mod service;
 pub mod storage;
 
@@ -62,6 +63,7 @@ pub async fn app(
         Store::new(db, feed),
         directory,
         policy(settings)?,
+        risk::ChurnRisk::connect(&settings.peers)?,
     ))
 }
 

@@ -24,6 +24,7 @@ use uuid::Uuid;
 
 use crate::convert::{movement_to_pb, subscription_to_pb};
 use crate::domain::*;
+use crate::risk::ChurnRisk;
 use crate::storage::{self, AccountHistory, CohortFilter, MovementFilter, Revision};
 
 /// The revenue policy the service runs with.
@@ -80,15 +81,18 @@ pub struct Revenue {
     store: Store,
     directory: AccountDirectory,
     policy: Policy,
+    risk: ChurnRisk,
 }
 
 impl Revenue {
-    /// Operations over a migrated store, checking accounts with `directory`.
-    pub fn new(store: Store, directory: AccountDirectory, policy: Policy) -> Self {
+    /// Operations over a migrated store, checking accounts with `directory`
+    /// and asking `risk` for renewal likelihoods.
+    pub fn new(store: Store, directory: AccountDirectory, policy: Policy, risk: ChurnRisk) -> Self {
         Self {
             store,
             directory,
             policy,
+            risk,
         }
     }
 
@@ -422,10 +426,15 @@ impl Revenue {
             format!("{}/{}", s.term_end.unwrap_or_default(), s.id)
         });
         let now = now_micros();
-        let likelihood = self.policy.default_renewal_likelihood_bp;
+        let mut accounts: Vec<Uuid> = rows.iter().map(|(s, _)| s.account_id).collect();
+        accounts.sort_unstable();
+        accounts.dedup();
+        let scored = self.risk.likelihoods(&accounts).await;
         let renewals = rows
             .iter()
             .map(|(s, outcome)| {
+                let from_scoring = scored.get(&s.account_id).copied();
+                let likelihood = from_scoring.unwrap_or(self.policy.default_renewal_likelihood_bp);
                 let renewal_at = s.term_end.unwrap_or_default();
                 let amount = s.mrr_at(renewal_at - 1).saturating_mul(12);
                 let forecast = i64::try_from(
@@ -447,6 +456,7 @@ impl Revenue {
                     days_to_renewal: (renewal_at - now).div_euclid(86_400_000_000),
                     amount_at_stake: Some(money(&s.currency, amount)),
                     likelihood_basis_points: i32::try_from(likelihood).unwrap_or(0),
+                    likelihood_from_scoring: from_scoring.is_some(),
                     forecast: Some(money(&s.currency, forecast)),
                     outcome,
                 }

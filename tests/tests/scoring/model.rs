@@ -1,10 +1,12 @@
 //! The churn model over the API: nothing to report before training, too
 //! little history is a clear FAILED_PRECONDITION, only admins train, and a
 //! model trained on real churn history (revenue cancellations, usage
-//! signals) reports its hold-out metrics, ranks usage first and persists.
+//! signals) reports its hold-out metrics, ranks usage first and persists;
+//! revenue's renewal forecast then takes its likelihood from that risk.
 
 use bowtie_proto::common::Segment;
-use bowtie_proto::revenue::CancelSubscriptionRequest;
+use bowtie_proto::revenue::revenue_service_client::RevenueServiceClient;
+use bowtie_proto::revenue::{CancelSubscriptionRequest, ListRenewalsRequest};
 use bowtie_proto::scoring::scoring_service_client::ScoringServiceClient;
 use bowtie_proto::scoring::{GetChurnRiskRequest, GetModelRequest, TrainModelRequest};
 use bowtie_testkit::revenue::{self, Revenue, create, monthly};
@@ -160,6 +162,70 @@ async fn a_model_trained_on_the_system_s_own_churn_history_ranks_falling_usage_f
     assert_eq!(
         (risk.model_id.as_str(), risk.horizon_days),
         (model.id.as_str(), 90)
+    );
+
+    // An annual contract up for renewal in 60 days: a revenue replica that
+    // knows where scoring is forecasts it at 1 - churn risk; the first
+    // replica, pointed at no scoring, falls back to the configured default.
+    let renewing = suite.account("Renewing", Segment::Smb, "ana").await?;
+    record(&mut admin, logins("renewing", &renewing, 10, 20)).await?;
+    let mut annual = monthly(&renewing, days_ago(305).unwrap_or_default(), 10, 12_000);
+    annual.billing_interval = bowtie_proto::revenue::BillingInterval::Year as i32;
+    annual.term_end_at = days_ago(-60);
+    billing.create_subscription(create(annual)).await?;
+    let mut with_scoring = settings.clone();
+    with_scoring.peers.scoring = scoring.uri();
+    let replica = TestServer::start_service(
+        revenue::REVENUE_SERVICE,
+        &with_scoring,
+        bowtie_revenue::build,
+    )
+    .await?;
+    let book = ListRenewalsRequest {
+        start_at: days_ago(0),
+        end_at: days_ago(-90),
+        account_id: renewing.clone(),
+        page: None,
+    };
+    // The risk moves while scoring takes in the new contract from the
+    // revenue feed: compare once it holds still around the renewal query.
+    let mut renewals = RevenueServiceClient::new(replica.with_key(ADMIN_KEY));
+    let (scored, probability) = within(20, "the churn risk to settle", async {
+        loop {
+            let ask = GetChurnRiskRequest {
+                account_id: renewing.clone(),
+            };
+            let before = admin.get_churn_risk(ask.clone()).await?.into_inner();
+            let scored = renewals.list_renewals(book.clone()).await?.into_inner();
+            let after = admin.get_churn_risk(ask).await?.into_inner();
+            if before.probability == after.probability {
+                return anyhow::Ok((scored.renewals, after.probability));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
+    .await??;
+    assert_eq!(scored.len(), 1);
+    let expected = ((1.0 - probability) * 10_000.0).round() as i32;
+    assert_eq!(
+        (
+            scored[0].likelihood_basis_points,
+            scored[0].likelihood_from_scoring
+        ),
+        (expected, true)
+    );
+    let amount = revenue::minor(&scored[0].amount_at_stake);
+    assert_eq!(
+        revenue::minor(&scored[0].forecast),
+        (amount * i64::from(expected) * 2 + 10_000) / 20_000
+    );
+    let default = billing.list_renewals(book).await?.into_inner().renewals;
+    assert_eq!(
+        (
+            default[0].likelihood_basis_points,
+            default[0].likelihood_from_scoring
+        ),
+        (8_000, false)
     );
 
     scoring.stop().await?;
