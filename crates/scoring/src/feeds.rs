@@ -65,12 +65,7 @@ fn micros(field: &str, ts: Option<&prost_types::Timestamp>) -> Result<i64, Error
 }
 
 async fn profile(tx: &Tx, id: Uuid) -> Result<Profile, Error> {
-    Ok(storage::get_profile(tx.conn(), id)
-        .await?
-        .unwrap_or_else(|| Profile {
-            account_id: id,
-            ..Profile::default()
-        }))
+    storage::lock_profile(tx.conn(), id, tx.now()).await
 }
 
 /// Follows the accounts feed.
