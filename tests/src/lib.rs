@@ -39,8 +39,10 @@ use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 
 pub mod assert;
 pub mod fixtures;
+pub mod gateway;
 pub mod revenue;
 pub mod scoring;
+pub mod stack;
 
 /// A peer address nothing listens on.
 pub const NO_PEER: &str = "http://127.0.0.1:1";

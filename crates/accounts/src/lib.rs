@@ -38,6 +38,7 @@ pub async fn build(
     db.migrate::<storage::Migrator>().await?;
     let feed = Feed::new(db.clone(), shutdown.clone());
     let app = service::Accounts::new(Store::new(db.clone(), feed));
+    app.cache().follow(app.store().clone(), shutdown.clone());
     let max = settings.server.max_message_bytes;
     let service = AccountsServiceServer::new(api::AccountsApi::new(app))
         .max_decoding_message_size(max)

@@ -2,7 +2,10 @@
 //! events and idempotency key in one transaction) and answers with the
 //! protobuf response that an idempotent replay will return again.
 
+use std::sync::Arc;
+
 use bowtie_proto::accounts as pb;
+use bowtie_runtime::cache::FeedCache;
 use bowtie_runtime::error::Error;
 use bowtie_runtime::feed::NewEvent;
 use bowtie_runtime::idempotency::Idempotency;
@@ -79,12 +82,27 @@ async fn write_next(
 #[derive(Debug, Clone)]
 pub struct Accounts {
     store: Store,
+    cache: Arc<FeedCache<pb::Account>>,
 }
 
+/// Accounts kept in the read cache at most (a few hundred bytes each).
+pub const CACHED_ACCOUNTS: usize = 20_000;
+
 impl Accounts {
-    /// Operations over a migrated store.
+    /// Operations over a migrated store, with a read cache of `GetAccount`
+    /// that this store's writes and the feed keep correct (start its
+    /// follower with [`FeedCache::follow`]).
     pub fn new(store: Store) -> Self {
-        Self { store }
+        let cache = FeedCache::new("account", CACHED_ACCOUNTS);
+        Self {
+            store: store.with_cache(cache.clone()),
+            cache,
+        }
+    }
+
+    /// The read cache, for its follower.
+    pub fn cache(&self) -> &Arc<FeedCache<pb::Account>> {
+        &self.cache
     }
 
     /// The store (for the change feed).
@@ -111,8 +129,14 @@ impl Accounts {
 
     /// Reads an account.
     pub async fn get_account(&self, id: Uuid) -> Result<pb::Account, Error> {
-        let account = storage::require_account(self.store.db().reader(), id).await?;
-        Ok(account_to_pb(&account))
+        let key = id.to_string();
+        if let Some(hit) = self.cache.get(&key) {
+            return Ok(hit);
+        }
+        let stamp = self.cache.generation();
+        let account = account_to_pb(&storage::require_account(self.store.db().reader(), id).await?);
+        self.cache.insert_if_current(key, account.clone(), stamp);
+        Ok(account)
     }
 
     /// Applies a patch, checking the expected version.

@@ -2,6 +2,8 @@
 //! `bowtie-bench` binary runs them (`make bench`).
 
 pub mod funnel;
+pub mod load;
 pub mod measure;
 pub mod revenue;
 pub mod scoring;
+pub mod unary;

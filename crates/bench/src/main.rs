@@ -19,12 +19,20 @@ struct Cli {
     /// Where to write the JSON results.
     #[arg(long, default_value = "bench-results/results.json")]
     out: PathBuf,
+    /// Measured seconds of each load level of the unary case.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Serve the bare echo server on this address instead (used by the unary case).
+    #[arg(long, hide = true)]
+    echo_server: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Case {
     /// Every case.
     All,
+    /// GetAccount throughput and latency beside a bare tonic server; memory of each service.
+    Unary,
     /// Funnel report and journey lookups over 1M transitions.
     Funnel,
     /// The revenue service: MRR report and retention over 1M changes.
@@ -35,11 +43,17 @@ enum Case {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(addr) = cli.echo_server {
+        return bowtie_bench::unary::serve_echo(addr);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let report = runtime.block_on(async {
         let mut report = Report::default();
+        if matches!(cli.case, Case::All | Case::Unary) {
+            bowtie_bench::unary::run(&mut report, cli.seconds).await?;
+        }
         if matches!(cli.case, Case::All | Case::Funnel) {
             bowtie_bench::funnel::run(&mut report).await?;
         }

@@ -43,7 +43,7 @@ impl Report {
         });
     }
 
-    /// Adds a figure; `floor` is a lower bound on the value (throughputs).
+    /// Adds a figure whose target is a lower bound.
     pub fn add_at_least(&mut self, case: &str, metric: &str, value: f64, unit: &str, floor: f64) {
         println!("  {case:<10} {metric:<48} {value:>12.3} {unit}");
         self.figures.push(Figure {

@@ -5,7 +5,12 @@
 //! - `bowtie serve <service>` runs one service alone, as in production
 //!   (PostgreSQL by URL, keys from configuration).
 //! - `bowtie migrate <service>` applies a service's migrations and exits.
+//! - `bowtie dev --demo` also seeds the demo company once the services run.
 //! - `bowtie keys generate` prints a new API key and the hash to configure.
+//! - `bowtie import` loads CSV files, `bowtie report` prints reports.
+//!
+//! The work is in the `bowtie` library (demo, import, report, client); this
+//! file only parses the command line.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -43,6 +48,16 @@ enum Command {
         /// Where the SQLite files live.
         #[arg(long, default_value = "data")]
         data_dir: PathBuf,
+        /// Seed the demo company (a synthetic SaaS business) once the
+        /// services run; a data directory that already holds it is left as is.
+        #[arg(long)]
+        demo: bool,
+        /// Random seed of the demo company.
+        #[arg(long, default_value_t = 42, requires = "demo")]
+        demo_seed: u64,
+        /// Number of accounts of the demo company.
+        #[arg(long, default_value_t = 2000, requires = "demo")]
+        demo_accounts: usize,
     },
     /// Run one service alone (production mode).
     Serve {
@@ -59,6 +74,75 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Load a CSV file (with a header row) into the services; see the README
+    /// for the columns. Exits non-zero when any row failed.
+    Import {
+        /// What the file holds.
+        what: ImportKind,
+        /// The CSV file.
+        file: PathBuf,
+        #[command(flatten)]
+        connection: Connection,
+        /// The accounts service, asked for the ids of `account_external_id`
+        /// (default: `[peers] accounts`).
+        #[arg(long)]
+        accounts_addr: Option<String>,
+    },
+    /// Print a report as a table.
+    Report {
+        /// Which report.
+        what: ReportKind,
+        /// `YYYY-MM`, `YYYY-MM..YYYY-MM`, `YYYY`, `YYYY-Qn` or `Nm` (the last
+        /// N months); default the last 12 months.
+        #[arg(long)]
+        period: Option<String>,
+        /// Only one segment: smb, mid_market or enterprise.
+        #[arg(long)]
+        segment: Option<String>,
+        /// At most this many accounts (at-risk).
+        #[arg(long, default_value_t = 25)]
+        limit: usize,
+        #[command(flatten)]
+        connection: Connection,
+        /// The accounts service, asked for the names of at-risk accounts
+        /// (default: `[peers] accounts`).
+        #[arg(long)]
+        accounts_addr: Option<String>,
+    },
+}
+
+/// How `import` and `report` reach a service.
+#[derive(Debug, clap::Args)]
+struct Connection {
+    /// The service's address, e.g. 127.0.0.1:50053 (default: from the
+    /// `[peers]` configuration).
+    #[arg(long)]
+    addr: Option<String>,
+    /// API key (write scope to import, read to report).
+    #[arg(long, env = "BOWTIE_API_KEY", hide_env_values = true)]
+    key: String,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ImportKind {
+    /// Accounts, upserted by external id (accounts service).
+    Accounts,
+    /// Subscriptions with an optional cancellation (revenue service).
+    Subscriptions,
+    /// Funnel transitions (funnel service).
+    Transitions,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ReportKind {
+    /// Volume, conversion, velocity and drop-offs per stage (funnel).
+    Funnel,
+    /// The MRR waterfall month by month (revenue).
+    Mrr,
+    /// Logo retention, GRR and NRR by segment and owner, and the cohort grid (revenue).
+    Retention,
+    /// Accounts in the red or at high churn risk, and why (scoring).
+    AtRisk,
 }
 
 #[derive(Debug, Subcommand)]
@@ -74,7 +158,7 @@ enum KeysCommand {
     },
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Service {
     /// The accounts service.
     Accounts,
@@ -84,6 +168,8 @@ enum Service {
     Revenue,
     /// The scoring service.
     Scoring,
+    /// The HTTP/JSON gateway and dashboard (no database of its own).
+    Gateway,
 }
 
 /// Every service, in start order (each service's peers start before it).
@@ -94,7 +180,17 @@ const ALL_SERVICES: &[Service] = &[
     Service::Scoring,
 ];
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match main_inner() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn main_inner() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Command::Keys {
         command: KeysCommand::Generate { name, scope },
@@ -115,22 +211,33 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(command: Command, mut settings: Settings) -> anyhow::Result<()> {
     match command {
-        Command::Dev { data_dir } => {
+        Command::Dev {
+            data_dir,
+            demo,
+            demo_seed,
+            demo_accounts,
+        } => {
             let _telemetry = bowtie_runtime::telemetry::init("bowtie", &settings.telemetry)?;
             dev(&mut settings, &data_dir);
-            serve(settings, ALL_SERVICES, true).await
+            let demo = demo.then(|| Demo {
+                key: demo_key(&mut settings),
+                seed: demo_seed,
+                accounts: demo_accounts,
+            });
+            serve(settings, ALL_SERVICES, true, demo).await
         }
         Command::Serve { service } => {
             let _telemetry = bowtie_runtime::telemetry::init(
                 &format!("bowtie-{}", service_name(service)),
                 &settings.telemetry,
             )?;
-            if settings.auth.keys.is_empty() {
+            // The gateway checks no key itself: the services behind it do.
+            if settings.auth.keys.is_empty() && service != Service::Gateway {
                 tracing::warn!(
                     "no API keys configured: every call will be refused (see `bowtie keys generate`)"
                 );
             }
-            serve(settings, &[service], false).await
+            serve(settings, &[service], false, None).await
         }
         Command::Migrate { service } => {
             let _telemetry =
@@ -156,12 +263,125 @@ async fn run(command: Command, mut settings: Settings) -> anyhow::Result<()> {
                     db.migrate::<bowtie_scoring::storage::Migrator>().await?;
                     db.close().await;
                 }
+                Service::Gateway => {}
             }
             tracing::info!(service = service_name(service), "migrations applied");
             Ok(())
         }
         Command::Keys { .. } => Ok(()),
+        Command::Import {
+            what,
+            file,
+            connection,
+            accounts_addr,
+        } => import(&settings, what, &file, connection, accounts_addr).await,
+        Command::Report {
+            what,
+            period,
+            segment,
+            limit,
+            connection,
+            accounts_addr,
+        } => {
+            let query = ReportQuery {
+                what,
+                period,
+                segment,
+                limit,
+            };
+            report(&settings, query, connection, accounts_addr).await
+        }
     }
+}
+
+async fn import(
+    settings: &Settings,
+    what: ImportKind,
+    file: &std::path::Path,
+    connection: Connection,
+    accounts_addr: Option<String>,
+) -> anyhow::Result<()> {
+    use bowtie::client::{Service as Svc, Target};
+    use bowtie::import::Kind;
+    let (kind, service) = match what {
+        ImportKind::Accounts => (Kind::Accounts, Svc::Accounts),
+        ImportKind::Subscriptions => (Kind::Subscriptions, Svc::Revenue),
+        ImportKind::Transitions => (Kind::Transitions, Svc::Funnel),
+    };
+    let mut target = Target::new(&settings.peers, &connection.key);
+    if let Some(addr) = accounts_addr {
+        target = target.with_address(Svc::Accounts, &addr);
+    }
+    if let Some(addr) = connection.addr {
+        target = target.with_address(service, &addr);
+    }
+    let input = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    let progress = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let report = bowtie::import::import(&target, kind, std::io::BufReader::new(input), &progress)
+        .await
+        .with_context(|| format!("importing {}", file.display()))?;
+    for error in &report.errors {
+        println!("line {}: {}", error.line, error.message);
+    }
+    println!("{}: {}", file.display(), report.summary());
+    anyhow::ensure!(
+        report.errors.is_empty(),
+        "{} of {} rows failed",
+        report.errors.len(),
+        report.rows
+    );
+    Ok(())
+}
+
+/// What `bowtie report` was asked for.
+struct ReportQuery {
+    what: ReportKind,
+    period: Option<String>,
+    segment: Option<String>,
+    limit: usize,
+}
+
+async fn report(
+    settings: &Settings,
+    query: ReportQuery,
+    connection: Connection,
+    accounts_addr: Option<String>,
+) -> anyhow::Result<()> {
+    let ReportQuery {
+        what,
+        period,
+        segment,
+        limit,
+    } = query;
+    use bowtie::client::{Service as Svc, Target};
+    let now = chrono::Utc::now();
+    let range = bowtie::report::parse_period(period.as_deref(), now.date_naive())?;
+    let segment = bowtie::report::parse_segment(segment.as_deref())?;
+    let service = match what {
+        ReportKind::Funnel => Svc::Funnel,
+        ReportKind::Mrr | ReportKind::Retention => Svc::Revenue,
+        ReportKind::AtRisk => Svc::Scoring,
+    };
+    let mut target = Target::new(&settings.peers, &connection.key);
+    if let Some(addr) = accounts_addr {
+        target = target.with_address(Svc::Accounts, &addr);
+    }
+    if let Some(addr) = connection.addr {
+        target = target.with_address(service, &addr);
+    }
+    let text = match what {
+        ReportKind::Funnel => bowtie::report::funnel(&target, range, segment).await?,
+        ReportKind::Mrr => bowtie::report::mrr(&target, range, segment).await?,
+        ReportKind::Retention => {
+            bowtie::report::retention(&target, range, segment, now.timestamp()).await?
+        }
+        ReportKind::AtRisk => bowtie::report::at_risk(&target, segment, limit).await?,
+    };
+    print!("{text}");
+    Ok(())
 }
 
 fn service_name(service: Service) -> &'static str {
@@ -170,6 +390,7 @@ fn service_name(service: Service) -> &'static str {
         Service::Funnel => "funnel",
         Service::Revenue => "revenue",
         Service::Scoring => "scoring",
+        Service::Gateway => "gateway",
     }
 }
 
@@ -214,7 +435,60 @@ fn dev(settings: &mut Settings, data_dir: &std::path::Path) {
         });
         settings.peers.api_key = key.into();
     }
+    let dev_key = |key: &mut secrecy::SecretString, value: &str| {
+        if secrecy::ExposeSecret::expose_secret(key).is_empty() {
+            *key = value.to_owned().into();
+        }
+    };
+    // The dashboard opens signed in with the read key; webhooks, once a
+    // secret is configured, write with the admin key.
+    dev_key(&mut settings.gateway.dashboard_key, DEV_READ_KEY);
+    dev_key(&mut settings.gateway.webhook_api_key, DEV_ADMIN_KEY);
     settings.server.drain_seconds = 0;
+}
+
+/// What `bowtie dev --demo` seeds, and the key it writes with.
+struct Demo {
+    key: String,
+    seed: u64,
+    accounts: usize,
+}
+
+/// A key that lives only as long as the process, for the demo seeding
+/// (admin: it trains the churn model and rescores every account at the end).
+fn demo_key(settings: &mut Settings) -> String {
+    let (key, hash) = generate_key();
+    settings.auth.keys.push(ApiKeySettings {
+        name: "dev-demo".into(),
+        hash,
+        scopes: vec!["admin".into()],
+    });
+    key
+}
+
+/// Seeds the demo company into the suite at `peers` and says what to look at.
+async fn seed_demo(
+    peers: bowtie_runtime::config::PeerSettings,
+    demo: Demo,
+    dashboard: Option<String>,
+) {
+    let target = bowtie::client::Target::new(&peers, &demo.key);
+    let mut options = bowtie::demo::DemoOptions::new(bowtie::demo::plan::anchor_for(
+        chrono::Utc::now().timestamp(),
+    ));
+    options.seed = demo.seed;
+    options.accounts = demo.accounts;
+    println!(
+        "seeding the demo company ({} accounts, seed {})...",
+        options.accounts, options.seed
+    );
+    match bowtie::demo::seed(&target, options).await {
+        Ok(seeded) => print!("{}", bowtie::demo::describe(&seeded, dashboard.as_deref())),
+        Err(e) => {
+            tracing::error!(error.cause_chain = ?e, "seeding the demo company failed");
+            println!("seeding the demo company failed: {e:#}");
+        }
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -239,7 +513,12 @@ async fn stop_signal() {
     }
 }
 
-async fn serve(mut settings: Settings, services: &[Service], print: bool) -> anyhow::Result<()> {
+async fn serve(
+    mut settings: Settings,
+    services: &[Service],
+    print: bool,
+    demo: Option<Demo>,
+) -> anyhow::Result<()> {
     let keys = Arc::new(ApiKeys::from_settings(&settings.auth)?);
     let shutdown = Shutdown::new();
     // One OS signal stops every server of the process: each reports
@@ -251,7 +530,8 @@ async fn serve(mut settings: Settings, services: &[Service], print: bool) -> any
     });
     let together = services.len() > 1;
     let mut running = tokio::task::JoinSet::new();
-    for service in services {
+    let mut dashboard = None;
+    for service in services.iter().filter(|s| !matches!(s, Service::Gateway)) {
         let name = service_name(*service);
         let (keys, shutdown) = (keys.clone(), shutdown.clone());
         let server = match service {
@@ -259,6 +539,7 @@ async fn serve(mut settings: Settings, services: &[Service], print: bool) -> any
             Service::Funnel => bowtie_funnel::build(&settings, keys, shutdown).await,
             Service::Revenue => bowtie_revenue::build(&settings, keys, shutdown).await,
             Service::Scoring => bowtie_scoring::build(&settings, keys, shutdown).await,
+            Service::Gateway => continue,
         }
         .with_context(|| format!("starting {name}"))?;
         let addr = server.local_addr();
@@ -274,10 +555,27 @@ async fn serve(mut settings: Settings, services: &[Service], print: bool) -> any
                 Service::Funnel => settings.peers.funnel = uri,
                 Service::Revenue => settings.peers.revenue = uri,
                 Service::Scoring => settings.peers.scoring = uri,
+                Service::Gateway => {}
             }
         }
         let mut stop = stop_rx.clone();
         running.spawn(server.run_until_stopped(async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        }));
+    }
+    if together || services.contains(&Service::Gateway) {
+        let gateway = bowtie_gateway::build(&settings, shutdown.clone())
+            .await
+            .context("starting gateway")?;
+        let addr = gateway.local_addr();
+        tracing::info!(service = "gateway", %addr, "listening");
+        if print {
+            println!("gateway   http://{addr}/openapi.json");
+            println!("dashboard http://{addr}/");
+        }
+        dashboard = Some(format!("http://{addr}/"));
+        let mut stop = stop_rx.clone();
+        running.spawn(gateway.run_until_stopped(async move {
             let _ = stop.wait_for(|stopped| *stopped).await;
         }));
     }
@@ -287,6 +585,8 @@ async fn serve(mut settings: Settings, services: &[Service], print: bool) -> any
             settings.peers.accounts.trim_start_matches("http://")
         );
     }
+    // Seeding talks to the services like any client; it stops with them.
+    let seeding = demo.map(|demo| tokio::spawn(seed_demo(settings.peers.clone(), demo, dashboard)));
     let mut outcome = Ok(());
     while let Some(joined) = running.join_next().await {
         let result = joined.map_err(anyhow::Error::from).and_then(|r| r);
@@ -294,6 +594,9 @@ async fn serve(mut settings: Settings, services: &[Service], print: bool) -> any
             shutdown.trigger();
             outcome = Err(e);
         }
+    }
+    if let Some(seeding) = seeding {
+        seeding.abort();
     }
     outcome
 }

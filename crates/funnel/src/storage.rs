@@ -315,15 +315,7 @@ pub async fn insert_transitions<C: ConnectionTrait>(
 /// (PostgreSQL; SQLite has a single writer already), so two concurrent
 /// transitions cannot each derive the journey without the other.
 pub async fn lock_journey<C: ConnectionTrait>(conn: &C, account_id: Uuid) -> Result<(), Error> {
-    if conn.get_database_backend() == sea_orm::DbBackend::Postgres {
-        conn.execute(sea_orm::Statement::from_sql_and_values(
-            sea_orm::DbBackend::Postgres,
-            "SELECT pg_advisory_xact_lock(hashtext($1))",
-            [format!("funnel.journey.{account_id}").into()],
-        ))
-        .await?;
-    }
-    Ok(())
+    bowtie_runtime::store::lock(conn, &format!("funnel.journey.{account_id}")).await
 }
 
 /// Deletes transitions by id.

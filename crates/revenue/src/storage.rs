@@ -220,15 +220,7 @@ fn marks(n: usize) -> String {
 /// transaction, so two concurrent writes never derive movements from the same
 /// stale history. SQLite has a single writer already.
 pub async fn lock_account<C: ConnectionTrait>(conn: &C, account: Uuid) -> Result<(), Error> {
-    if conn.get_database_backend() == DbBackend::Postgres {
-        exec(
-            conn,
-            "SELECT pg_advisory_xact_lock(hashtext(?))",
-            vec![account.to_string().into()],
-        )
-        .await?;
-    }
-    Ok(())
+    bowtie_runtime::store::lock(conn, &format!("revenue.account.{account}")).await
 }
 
 fn subscription_from_json(data: &str) -> Result<Subscription, Error> {

@@ -186,6 +186,18 @@ pub struct ServiceSettings {
 pub struct GatewaySettings {
     /// Address the HTTP server listens on; port 0 picks a free port.
     pub listen: SocketAddr,
+    /// Key the dashboard's sign-in shows pre-filled (development only). Secret.
+    pub dashboard_key: SecretString,
+    /// Key (write scope) the gateway writes verified CRM webhooks with. Secret.
+    pub webhook_api_key: SecretString,
+    /// HMAC secret of the HubSpot webhook; empty disables it. Secret.
+    pub hubspot_secret: SecretString,
+    /// HMAC secret of the generic CRM webhook; empty disables it. Secret.
+    pub crm_secret: SecretString,
+    /// Largest accepted distance between a webhook's timestamp and now.
+    pub webhook_tolerance_seconds: u64,
+    /// Public base URL of the gateway (HubSpot signs the full URI); empty: from the Host header.
+    pub public_url: String,
 }
 
 /// Connection to a service's own database.

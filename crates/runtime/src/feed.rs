@@ -55,6 +55,16 @@ pub struct NewEvent {
 }
 
 impl NewEvent {
+    /// What kind of aggregate changed, e.g. `account`.
+    pub fn aggregate_type(&self) -> &'static str {
+        self.aggregate_type
+    }
+
+    /// Which one.
+    pub fn aggregate_id(&self) -> &str {
+        &self.aggregate_id
+    }
+
     /// An event whose payload is the state of `payload` after the change.
     pub fn new<M: Name>(
         aggregate_type: &'static str,

@@ -7,6 +7,7 @@
 //! is configured, secured, observed, stored and served comes from here.
 
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod db;
 pub mod error;

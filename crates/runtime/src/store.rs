@@ -5,6 +5,9 @@
 use futures::future::BoxFuture;
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, Statement, TransactionTrait};
 
+use std::sync::Arc;
+
+use crate::cache::Invalidates;
 use crate::db::Db;
 use crate::error::Error;
 use crate::feed::{self, Feed, NewEvent};
@@ -41,12 +44,37 @@ impl Tx {
 pub struct Store {
     db: Db,
     feed: Feed,
+    cache: Option<Arc<dyn Invalidates>>,
 }
 
 impl Store {
     /// Wraps a migrated database and its feed.
     pub fn new(db: Db, feed: Feed) -> Self {
-        Self { db, feed }
+        Self {
+            db,
+            feed,
+            cache: None,
+        }
+    }
+
+    /// The same store, invalidating `cache` for every event a write of this
+    /// process commits, as soon as it commits.
+    pub fn with_cache(mut self, cache: Arc<dyn Invalidates>) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// After a commit: wake the feed's watchers, drop what the events changed.
+    fn committed(&self, events: &[NewEvent]) {
+        if events.is_empty() {
+            return;
+        }
+        if let Some(cache) = &self.cache {
+            for e in events {
+                cache.invalidate(e.aggregate_type(), e.aggregate_id());
+            }
+        }
+        self.feed.notify();
     }
 
     /// The database, for reads.
@@ -98,9 +126,7 @@ impl Store {
                 });
         }
         txn.commit().await?;
-        if !events.is_empty() {
-            self.feed.notify();
-        }
+        self.committed(&events);
         Ok(response)
     }
 
@@ -113,15 +139,8 @@ impl Store {
         F: for<'c> FnOnce(&'c mut Tx) -> BoxFuture<'c, Result<(), Error>> + Send,
     {
         let txn = self.db.writer().begin().await?;
-        if txn.get_database_backend() == DbBackend::Postgres {
-            // Replicas running the same consumer take turns per event.
-            txn.execute(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                "SELECT pg_advisory_xact_lock(hashtext($1))",
-                [consumer.into()],
-            ))
-            .await?;
-        }
+        // Replicas running the same consumer take turns per event.
+        lock(&txn, &format!("consumer.{consumer}")).await?;
         if feed::load_cursor(&txn, consumer).await? >= sequence {
             txn.rollback().await?;
             return Ok(false);
@@ -136,9 +155,24 @@ impl Store {
         feed::save_cursor(&txn, consumer, sequence, now).await?;
         feed::append(&txn, &events, now).await?;
         txn.commit().await?;
-        if !events.is_empty() {
-            self.feed.notify();
-        }
+        self.committed(&events);
         Ok(true)
     }
+}
+
+/// Serialises the transactions that lock the same `key` until each ends:
+/// the way to guard a read-modify-write of one aggregate (a journey, an
+/// account's movements, a scoring profile) against a concurrent writer on
+/// PostgreSQL. Keys name their service and aggregate, e.g.
+/// `funnel.journey.<id>`. SQLite has a single writer, so nothing is needed.
+pub async fn lock<C: ConnectionTrait>(txn: &C, key: &str) -> Result<(), Error> {
+    if txn.get_database_backend() == DbBackend::Postgres {
+        txn.execute(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT pg_advisory_xact_lock(hashtext($1))",
+            [key.into()],
+        ))
+        .await?;
+    }
+    Ok(())
 }

@@ -64,8 +64,15 @@ fn micros(field: &str, ts: Option<&prost_types::Timestamp>) -> Result<i64, Error
     at.ok_or_else(|| Error::invalid(field.to_owned(), "is required"))
 }
 
+/// The account's profile, locked for this transaction's read-modify-write.
 async fn profile(tx: &Tx, id: Uuid) -> Result<Profile, Error> {
-    storage::lock_profile(tx.conn(), id, tx.now()).await
+    storage::lock_profile(tx.conn(), id).await?;
+    Ok(storage::get_profile(tx.conn(), id)
+        .await?
+        .unwrap_or_else(|| Profile {
+            account_id: id,
+            ..Profile::default()
+        }))
 }
 
 /// Follows the accounts feed.

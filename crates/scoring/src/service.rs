@@ -347,11 +347,12 @@ impl Scoring {
                             ..Default::default()
                         });
                     }
-                    // In key order: neighbouring rows share B-tree pages.
+                    // In key order: neighbouring rows share B-tree pages, and
+                    // two concurrent batches lock rows and profiles in the
+                    // same order, so they cannot deadlock.
                     let mut deltas: Vec<DayDelta> = deltas.into_values().collect();
                     deltas.sort_unstable_by_key(|d| (d.account_id, d.day, d.kind));
                     storage::add_days(tx.conn(), &deltas).await?;
-                    // In id order: concurrent batches lock profiles in the same order.
                     let mut first_values: Vec<(Uuid, i64)> = first_values.into_iter().collect();
                     first_values.sort_unstable();
                     for (id, at) in first_values {
@@ -1034,7 +1035,13 @@ pub async fn reach_first_value(
     at: i64,
     announce: bool,
 ) -> Result<(), Error> {
-    let mut p = storage::lock_profile(tx.conn(), id, tx.now()).await?;
+    storage::lock_profile(tx.conn(), id).await?;
+    let mut p = storage::get_profile(tx.conn(), id)
+        .await?
+        .unwrap_or_else(|| Profile {
+            account_id: id,
+            ..Profile::default()
+        });
     let first = p.first_value_at.is_none();
     if p.first_value_at.is_some_and(|t| t <= at) {
         return Ok(());

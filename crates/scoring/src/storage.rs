@@ -696,31 +696,16 @@ pub async fn ensure_profiles<C: ConnectionTrait>(
     Ok(())
 }
 
+/// Serialises read-modify-writes of one account's profile until the
+/// transaction ends, so feed consumers and ingest running at once cannot
+/// overwrite each other's fields (PostgreSQL; SQLite has one writer).
+pub async fn lock_profile<C: ConnectionTrait>(conn: &C, id: Uuid) -> Result<(), Error> {
+    bowtie_runtime::store::lock(conn, &format!("scoring.profile.{id}")).await
+}
+
 /// The profile of an account, if scoring knows it.
 pub async fn get_profile<C: ConnectionTrait>(conn: &C, id: Uuid) -> Result<Option<Profile>, Error> {
     Ok(load_profiles(conn, Some(&[id])).await?.into_iter().next())
-}
-
-/// The profile of an account for a read-modify-write inside the caller's
-/// transaction: created empty when missing, and locked on PostgreSQL until
-/// the transaction ends, so two writers (ingest, the feed consumers) cannot
-/// overwrite each other's fields. SQLite has a single writer already.
-pub async fn lock_profile<C: ConnectionTrait>(
-    conn: &C,
-    id: Uuid,
-    now: i64,
-) -> Result<Profile, Error> {
-    ensure_profiles(conn, &[id], now).await?;
-    let lock = if is_postgres(conn) { " FOR UPDATE" } else { "" };
-    raw(
-        conn,
-        format!("SELECT {PROFILE_SELECT} FROM profiles WHERE account_id = '{id}'{lock}"),
-    )
-    .await?
-    .first()
-    .map(profile_row)
-    .transpose()?
-    .ok_or_else(|| internal(format!("profile {id} vanished")))
 }
 
 /// Profiles of `ids` (every profile when `None`).

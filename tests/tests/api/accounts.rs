@@ -552,44 +552,66 @@ async fn update_account_with_the_current_expected_version_succeeds_and_a_stale_o
     Ok(())
 }
 
+/// 32 writers race with the version they read: per version exactly one
+/// wins and the others are ABORTED; each loser re-reads and retries, so in
+/// the end every writer landed exactly once and no update was lost.
 async fn concurrent_updates_with_the_same_expected_version_let_exactly_one_win(
     db: &TestDatabase,
 ) -> anyhow::Result<()> {
+    const WRITERS: i64 = 32;
     let server = TestServer::start(db).await?;
     let mut client = server.accounts();
     let created = create_named(&mut client, "Acme", Segment::Smb).await?;
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(WRITERS as usize));
     let mut tasks = Vec::new();
-    for i in 0..8 {
+    for i in 0..WRITERS {
         let mut client = server.accounts();
-        let request = UpdateAccountRequest {
-            account: Some(Account {
-                name: format!("Writer {i}"),
-                ..created.clone()
-            }),
-            update_mask: Some(mask(&["name"])),
-            expected_version: Some(1),
-            idempotency_key: String::new(),
-        };
-        tasks.push(tokio::spawn(
-            async move { client.update_account(request).await },
-        ));
+        let (id, start) = (created.id.clone(), start.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut version = 1;
+            let mut first_attempt = None;
+            start.wait().await;
+            loop {
+                let request = UpdateAccountRequest {
+                    account: Some(Account {
+                        id: id.clone(),
+                        name: format!("Writer {i}"),
+                        ..Account::default()
+                    }),
+                    update_mask: Some(mask(&["name"])),
+                    expected_version: Some(version),
+                    idempotency_key: String::new(),
+                };
+                match client.update_account(request).await {
+                    Ok(response) => {
+                        let won = response.into_inner().account.map(|a| a.version);
+                        return anyhow::Ok((first_attempt.unwrap_or(true), won));
+                    }
+                    Err(status) if status.code() == Code::Aborted => {
+                        first_attempt.get_or_insert(false);
+                        version = get_account(&mut client, &id).await?.version;
+                    }
+                    Err(status) => anyhow::bail!("a losing writer must be ABORTED: {status:?}"),
+                }
+            }
+        }));
     }
-    let mut winners = Vec::new();
+    let mut won_first_round = 0;
+    let mut versions = Vec::new();
     for task in tasks {
-        match task.await? {
-            Ok(response) => winners.push(response.into_inner().account),
-            Err(status) => assert_eq!(
-                status.code(),
-                Code::Aborted,
-                "a losing writer is ABORTED, got: {}",
-                status.message()
-            ),
-        }
+        let (first, version) = task.await??;
+        won_first_round += i64::from(first);
+        versions.push(version.unwrap_or_default());
     }
-    assert_eq!(winners.len(), 1, "exactly one writer wins");
+    assert_eq!(won_first_round, 1, "exactly one writer wins version 1");
+    versions.sort_unstable();
+    assert_eq!(
+        versions,
+        (2..=WRITERS + 1).collect::<Vec<_>>(),
+        "each version was won by exactly one writer"
+    );
     let current = get_account(&mut client, &created.id).await?;
-    assert_eq!(current.version, 2);
-    assert_eq!(Some(current), winners.pop().flatten());
+    assert_eq!(current.version, WRITERS + 1, "no update was lost");
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! Operations: health checking and server reflection work without a key, and
-//! everything written survives a restart on the same database.
+//! everything written survives a restart on the same database, and the
+//! GetAccount cache never hides a write.
 
 use bowtie_proto::accounts::{
     Account, ArchiveAccountRequest, ListAccountsRequest, ListContactsRequest,
@@ -22,6 +23,7 @@ backend_test!(
     health_reports_the_accounts_service_serving_without_a_key,
     reflection_lists_and_describes_the_accounts_service_without_a_key,
     everything_written_survives_a_restart_on_the_same_database,
+    a_read_after_a_write_sees_it_on_the_same_server_and_soon_on_a_replica,
 );
 
 async fn health_reports_the_accounts_service_serving_without_a_key(
@@ -193,5 +195,53 @@ async fn everything_written_survives_a_restart_on_the_same_database(
     assert!(next[0].sequence > events_before[7].sequence);
     let newcomer = create_named(&mut client, "Newcomer", Segment::Smb).await?;
     assert!(accounts_before.iter().all(|a| a.id != newcomer.id));
+    Ok(())
+}
+
+/// Two replicas on one database, each with its own read cache: a replica
+/// answers its own writes at once and another replica's within a poll of
+/// the change feed, however often the account was read before.
+async fn a_read_after_a_write_sees_it_on_the_same_server_and_soon_on_a_replica(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let settings = db.server_settings()?;
+    let first = TestServer::start_with(&settings).await?;
+    let second = TestServer::start_with(&settings).await?;
+    let (mut a, mut b) = (first.accounts(), second.accounts());
+    let created = create_named(&mut a, "Acme", Segment::Smb).await?;
+    for round in 0..3 {
+        // Warm both caches with the current name.
+        for _ in 0..3 {
+            get_account(&mut a, &created.id).await?;
+            get_account(&mut b, &created.id).await?;
+        }
+        let (writer, mut other) = if round % 2 == 0 {
+            (&mut a, b.clone())
+        } else {
+            (&mut b, a.clone())
+        };
+        let name = format!("Acme round {round}");
+        writer
+            .update_account(UpdateAccountRequest {
+                account: Some(Account {
+                    id: created.id.clone(),
+                    name: name.clone(),
+                    ..Account::default()
+                }),
+                update_mask: Some(mask(&["name"])),
+                expected_version: None,
+                idempotency_key: String::new(),
+            })
+            .await?;
+        assert_eq!(get_account(writer, &created.id).await?.name, name);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+        while get_account(&mut other, &created.id).await?.name != name {
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the replica still answers the old name after 3 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
     Ok(())
 }

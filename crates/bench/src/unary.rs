@@ -1,0 +1,457 @@
+//! The unary and memory case. Every service runs as its own `bowtie serve`
+//! process on temporary SQLite files, exactly as in production, so each
+//! one's resident memory can be read from `/proc`. Then the project's load
+//! generator sends `GetAccount` at 1, 16 and 64 concurrent requests to the
+//! accounts process and, with the same client code, to a bare tonic server
+//! answering the same RPC from memory (no database, no middleware) in a
+//! process of its own: the most this machine can do, and the ratio to it.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use bowtie_proto::accounts::accounts_service_client::AccountsServiceClient;
+use bowtie_proto::accounts::accounts_service_server::{AccountsService, AccountsServiceServer};
+use bowtie_proto::accounts::*;
+use bowtie_proto::common::Segment;
+use bowtie_runtime::auth::hash_key;
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::load::{self, LoadResult};
+use crate::measure::{Report, ms};
+
+const KEY: &str = "bench-unary-key";
+/// Concurrency levels measured.
+const LEVELS: [usize; 3] = [1, 16, 64];
+/// Accounts created before the reads.
+const ACCOUNTS: usize = 1_000;
+/// Services that run as their own process, in start order (peers first).
+const SERVICES: [&str; 3] = ["accounts", "revenue", "funnel"];
+
+/// Runs the case; `seconds` is the measured time of each load level.
+pub async fn run(report: &mut Report, seconds: u64) -> anyhow::Result<()> {
+    let bin = bowtie_binary()?;
+    let dir = tempfile::tempdir()?;
+    let ports: Vec<u16> = SERVICES
+        .iter()
+        .map(|_| free_port())
+        .collect::<anyhow::Result<_>>()?;
+    let config = dir.path().join("bowtie.toml");
+    std::fs::write(&config, config_toml(dir.path(), &ports))?;
+
+    let mut processes = Vec::new();
+    for (service, port) in SERVICES.iter().zip(&ports) {
+        let child = Process::spawn(
+            Command::new(&bin)
+                .arg("--config")
+                .arg(&config)
+                .args(["serve", service]),
+            service,
+        )?;
+        let addr: SocketAddr = ([127, 0, 0, 1], *port).into();
+        wait_serving(addr)
+            .await
+            .with_context(|| format!("{service} did not start"))?;
+        processes.push((service, child));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (service, process) in &processes {
+        let rss = process.memory("VmRSS")?;
+        report.add(
+            "memory",
+            &format!("{service} RSS idle"),
+            rss,
+            "MiB",
+            Some(30.0),
+        );
+    }
+
+    let accounts_addr: SocketAddr = ([127, 0, 0, 1], ports[0]).into();
+    let channel = connect(accounts_addr).await?;
+    let ids = seed_accounts(channel.clone()).await?;
+    println!("unary: {ACCOUNTS} accounts created; GetAccount for {seconds} s per level");
+    let duration = Duration::from_secs(seconds);
+    let service = get_account_load(accounts_addr, &ids, duration).await?;
+    let rss_load = processes[0].1.memory("VmHWM")?;
+
+    let echo_port = free_port()?;
+    let echo_addr: SocketAddr = ([127, 0, 0, 1], echo_port).into();
+    let echo = Process::spawn(
+        Command::new(std::env::current_exe()?)
+            .arg("--echo-server")
+            .arg(echo_addr.to_string()),
+        "echo",
+    )?;
+    wait_connectable(echo_addr).await?;
+    let bare = get_account_load(echo_addr, &ids, duration).await?;
+    drop(echo);
+
+    for (s, e) in service.iter().zip(&bare) {
+        let c = s.concurrency;
+        report.add(
+            "unary",
+            &format!("GetAccount req/s at {c}"),
+            s.per_second,
+            "req/s",
+            None,
+        );
+        report.add(
+            "unary",
+            &format!("GetAccount p50 / p99 at {c} (p50)"),
+            ms(s.p50),
+            "ms",
+            None,
+        );
+        report.add(
+            "unary",
+            &format!("GetAccount p50 / p99 at {c} (p99)"),
+            ms(s.p99),
+            "ms",
+            (c == 64).then_some(5.0),
+        );
+        report.add(
+            "unary",
+            &format!("echo server req/s at {c}"),
+            e.per_second,
+            "req/s",
+            None,
+        );
+        report.add(
+            "unary",
+            &format!("echo server p99 at {c}"),
+            ms(e.p99),
+            "ms",
+            None,
+        );
+        let ratio = if e.per_second > 0.0 {
+            s.per_second / e.per_second
+        } else {
+            0.0
+        };
+        report.add_at_least(
+            "unary",
+            &format!("ratio GetAccount / echo at {c}"),
+            ratio,
+            "x",
+            0.7,
+        );
+        report.add(
+            "unary",
+            &format!("failed requests at {c}"),
+            (s.errors + e.errors) as f64,
+            "",
+            Some(1.0),
+        );
+    }
+    report.add(
+        "memory",
+        "accounts peak RSS under the unary load",
+        rss_load,
+        "MiB",
+        None,
+    );
+    drop(processes);
+    Ok(())
+}
+
+/// The `bowtie` release binary: `BOWTIE_BENCH_BIN` or the workspace's
+/// `target/release/bowtie` (`make bench` builds it first).
+fn bowtie_binary() -> anyhow::Result<PathBuf> {
+    let path = std::env::var_os("BOWTIE_BENCH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target/release/bowtie"));
+    anyhow::ensure!(
+        path.exists(),
+        "{} not found: build it with `cargo build -p bowtie --release` (make bench does)",
+        path.display()
+    );
+    Ok(path)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn config_toml(dir: &Path, ports: &[u16]) -> String {
+    let mut toml = format!(
+        "[telemetry]\nlog_filter = \"warn\"\n\n[server]\ndrain_seconds = 0\n\n\
+         [auth]\nkeys = [{{ name = \"bench\", hash = \"{}\", scopes = [\"admin\"] }}]\n\n\
+         [peers]\napi_key = \"{KEY}\"\n",
+        hash_key(KEY)
+    );
+    for (service, port) in SERVICES.iter().zip(ports) {
+        toml.push_str(&format!("{service} = \"http://127.0.0.1:{port}\"\n"));
+    }
+    for (service, port) in SERVICES.iter().zip(ports) {
+        toml.push_str(&format!(
+            "\n[{service}]\nlisten = \"127.0.0.1:{port}\"\n\n[{service}.database]\nurl = \"sqlite://{}\"\n",
+            dir.join(format!("{service}.db")).display()
+        ));
+    }
+    toml
+}
+
+/// A child process that is killed when dropped.
+struct Process(Child);
+
+impl Process {
+    fn spawn(command: &mut Command, name: &str) -> anyhow::Result<Self> {
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        Ok(Self(child))
+    }
+
+    /// A memory figure of `/proc/<pid>/status` (VmRSS, VmHWM) in MiB.
+    fn memory(&self, field: &str) -> anyhow::Result<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.id()))?;
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .with_context(|| format!("no {field} in /proc status"))?;
+        Ok(kib / 1024.0)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn connect(addr: SocketAddr) -> anyhow::Result<Channel> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?)
+}
+
+async fn wait_connectable(addr: SocketAddr) -> anyhow::Result<Channel> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match connect(addr).await {
+            Ok(channel) => return Ok(channel),
+            Err(e) if Instant::now() > deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+async fn wait_serving(addr: SocketAddr) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut health = HealthClient::new(wait_connectable(addr).await?);
+    loop {
+        let status = health
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .map(|r| r.into_inner().status);
+        if status.is_ok_and(|s| s == ServingStatus::Serving as i32) {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "not serving after 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn authorized<T>(message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    if let Ok(value) = MetadataValue::try_from(format!("Bearer {KEY}")) {
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
+}
+
+async fn seed_accounts(channel: Channel) -> anyhow::Result<Vec<String>> {
+    let mut client = AccountsServiceClient::new(channel);
+    let segments = [Segment::Smb, Segment::MidMarket, Segment::Enterprise];
+    let mut ids = Vec::with_capacity(ACCOUNTS);
+    for i in 0..ACCOUNTS {
+        let account = Account {
+            name: format!("Customer {i:04}"),
+            segment: segments[i % 3] as i32,
+            industry: "software".into(),
+            owner: format!("owner-{}", i % 7),
+            csm: format!("csm-{}", i % 5),
+            ..Account::default()
+        };
+        let created = client
+            .create_account(authorized(CreateAccountRequest {
+                account: Some(account),
+                idempotency_key: String::new(),
+            }))
+            .await?
+            .into_inner()
+            .account
+            .context("no account")?;
+        ids.push(created.id);
+    }
+    Ok(ids)
+}
+
+/// GetAccount of random known ids at every level, over up to eight
+/// connections shared by the workers.
+async fn get_account_load(
+    addr: SocketAddr,
+    ids: &[String],
+    duration: Duration,
+) -> anyhow::Result<Vec<LoadResult>> {
+    let mut out = Vec::new();
+    for concurrency in LEVELS {
+        let mut clients = Vec::new();
+        for _ in 0..concurrency.clamp(1, 8) {
+            clients.push(AccountsServiceClient::new(connect(addr).await?));
+        }
+        let clients = std::sync::Arc::new(clients);
+        let ids = std::sync::Arc::new(ids.to_vec());
+        let counter = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let result = load::run(concurrency, duration, move |worker| {
+            let mut client = clients[worker % clients.len()].clone();
+            let n = counter.fetch_add(7_919, std::sync::atomic::Ordering::Relaxed);
+            let id = ids[n % ids.len()].clone();
+            async move {
+                client
+                    .get_account(authorized(GetAccountRequest { id }))
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .await;
+        println!(
+            "  {addr} at {concurrency:>2}: {:>8.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
+            result.per_second,
+            ms(result.p50),
+            ms(result.p99),
+            result.errors
+        );
+        out.push(result);
+    }
+    Ok(out)
+}
+
+/// Serves the echo server on `addr` until killed (`bowtie-bench --echo-server`).
+pub fn serve_echo(addr: SocketAddr) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(async move {
+            tonic::transport::Server::builder()
+                .add_service(AccountsServiceServer::new(Echo))
+                .serve(addr)
+                .await
+        })?;
+    Ok(())
+}
+
+/// A bare tonic implementation of the accounts contract: `GetAccount`
+/// answers a fixed account of the same shape from memory; nothing else is
+/// implemented.
+struct Echo;
+
+fn echo_account(id: String) -> Account {
+    let now = prost_types::Timestamp {
+        seconds: 1_767_225_600,
+        nanos: 0,
+    };
+    Account {
+        id,
+        name: "Customer 0001".into(),
+        segment: Segment::MidMarket as i32,
+        coverage_model: 2,
+        industry: "software".into(),
+        owner: "owner-1".into(),
+        csm: "csm-1".into(),
+        strategic: false,
+        external_ids: Vec::new(),
+        status: 1,
+        version: 1,
+        create_time: Some(now),
+        update_time: Some(now),
+    }
+}
+
+type Answer<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl AccountsService for Echo {
+    async fn get_account(&self, request: Request<GetAccountRequest>) -> Answer<GetAccountResponse> {
+        Ok(Response::new(GetAccountResponse {
+            account: Some(echo_account(request.into_inner().id)),
+        }))
+    }
+    async fn create_account(
+        &self,
+        _: Request<CreateAccountRequest>,
+    ) -> Answer<CreateAccountResponse> {
+        Err(Status::unimplemented("echo"))
+    }
+    async fn update_account(
+        &self,
+        _: Request<UpdateAccountRequest>,
+    ) -> Answer<UpdateAccountResponse> {
+        Err(Status::unimplemented("echo"))
+    }
+    async fn list_accounts(&self, _: Request<ListAccountsRequest>) -> Answer<ListAccountsResponse> {
+        Err(Status::unimplemented("echo"))
+    }
+    async fn upsert_account_by_external_id(
+        &self,
+        _: Request<UpsertAccountByExternalIdRequest>,
+    ) -> Answer<UpsertAccountByExternalIdResponse> {
+        Err(Status::unimplemented("echo"))
+    }
+    async fn archive_account(
+        &self,
+        _: Request<ArchiveAccountRequest>,
+    ) -> Answer<ArchiveAccountResponse> {
+        Err(Status::unimplemented("echo"))
+    }
+    async fn create_contact(
+        &self,
+        _: Request<CreateContactRequest>,
+    ) -> Answer<CreateContactResponse> {
+        Err(Status::unimplemented("echo"))
+    }
+    async fn get_contact(&self, _: Request<GetContactRequest>) -> Answer<GetContactResponse> {
+        Err(Status::unimplemented("echo"))
+    }
+    async fn update_contact(
+        &self,
+        _: Request<UpdateContactRequest>,
+    ) -> Answer<UpdateContactResponse> {
+        Err(Status::unimplemented("echo"))
+    }
+    async fn list_contacts(&self, _: Request<ListContactsRequest>) -> Answer<ListContactsResponse> {
+        Err(Status::unimplemented("echo"))
+    }
+    async fn delete_contact(
+        &self,
+        _: Request<DeleteContactRequest>,
+    ) -> Answer<DeleteContactResponse> {
+        Err(Status::unimplemented("echo"))
+    }
+    async fn mark_contact_left(
+        &self,
+        _: Request<MarkContactLeftRequest>,
+    ) -> Answer<MarkContactLeftResponse> {
+        Err(Status::unimplemented("echo"))
+    }
+    type WatchEventsStream = futures::stream::Empty<Result<WatchEventsResponse, Status>>;
+    async fn watch_events(
+        &self,
+        _: Request<WatchEventsRequest>,
+    ) -> Answer<Self::WatchEventsStream> {
+        Err(Status::unimplemented("echo"))
+    }
+}

@@ -1,0 +1,619 @@
+//! `bowtie report funnel|mrr|retention|at-risk`: the services' report RPCs printed
+//! as terminal tables. The figures are the services' own, formatted only:
+//! money in the reporting currency with cents and thousands separators,
+//! rates as percentages with one decimal, durations in days.
+
+use anyhow::Context as _;
+use bowtie_proto::common::{Money, Period, Segment, Stage};
+use bowtie_proto::funnel::GetFunnelReportRequest;
+use bowtie_proto::revenue::{GetCohortRetentionRequest, GetMrrReportRequest, GetRetentionRequest};
+use chrono::{Datelike, Months, NaiveDate};
+use comfy_table::{CellAlignment, Table, presets};
+use prost_types::Timestamp;
+
+use crate::client::{Target, describe};
+
+/// An inclusive range of calendar months (UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MonthRange {
+    /// The first day of the first month.
+    pub first: NaiveDate,
+    /// The first day of the last month.
+    pub last: NaiveDate,
+}
+
+impl MonthRange {
+    /// "YYYY-MM" of the first month.
+    pub fn start_month(&self) -> String {
+        self.first.format("%Y-%m").to_string()
+    }
+
+    /// "YYYY-MM" of the last month.
+    pub fn end_month(&self) -> String {
+        self.last.format("%Y-%m").to_string()
+    }
+
+    /// Midnight UTC of the first day.
+    pub fn start(&self) -> i64 {
+        midnight(self.first)
+    }
+
+    /// Midnight UTC of the first day after the last month.
+    pub fn end(&self) -> i64 {
+        midnight(
+            self.last
+                .checked_add_months(Months::new(1))
+                .unwrap_or(self.last),
+        )
+    }
+}
+
+fn midnight(date: NaiveDate) -> i64 {
+    date.and_hms_opt(0, 0, 0)
+        .map_or(0, |t| t.and_utc().timestamp())
+}
+
+fn month_start(year: i32, month: u32) -> anyhow::Result<NaiveDate> {
+    NaiveDate::from_ymd_opt(year, month, 1)
+        .with_context(|| format!("{year}-{month:02} is not a month"))
+}
+
+fn parse_month(text: &str) -> anyhow::Result<NaiveDate> {
+    let (year, month) = text
+        .split_once('-')
+        .with_context(|| format!("{text:?} is not a month (YYYY-MM)"))?;
+    let year: i32 = year
+        .parse()
+        .with_context(|| format!("{text:?} is not a month (YYYY-MM)"))?;
+    let month: u32 = month
+        .parse()
+        .with_context(|| format!("{text:?} is not a month (YYYY-MM)"))?;
+    month_start(year, month)
+}
+
+/// Parses `--period`: `YYYY-MM`, `YYYY-MM..YYYY-MM` (inclusive), `YYYY`,
+/// `YYYY-Qn`, or `Nm` (the last N months up to and including this one).
+/// Without a period, the last 12 months.
+pub fn parse_period(text: Option<&str>, today: NaiveDate) -> anyhow::Result<MonthRange> {
+    let this_month = month_start(today.year(), today.month())?;
+    let last_n = |n: u32| -> anyhow::Result<MonthRange> {
+        anyhow::ensure!((1..=120).contains(&n), "a period spans 1 to 120 months");
+        Ok(MonthRange {
+            first: this_month
+                .checked_sub_months(Months::new(n - 1))
+                .context("period out of range")?,
+            last: this_month,
+        })
+    };
+    let Some(text) = text.map(str::trim) else {
+        return last_n(12);
+    };
+    let range = if let Some(n) = text.strip_suffix('m') {
+        last_n(
+            n.parse()
+                .with_context(|| format!("{text:?}: expected Nm, e.g. 6m"))?,
+        )?
+    } else if let Some((a, b)) = text.split_once("..") {
+        MonthRange {
+            first: parse_month(a)?,
+            last: parse_month(b)?,
+        }
+    } else if let Some((year, quarter)) = text.split_once("-Q").or_else(|| text.split_once("-q")) {
+        let year: i32 = year
+            .parse()
+            .with_context(|| format!("{text:?} is not a quarter (YYYY-Qn)"))?;
+        let q: u32 = quarter
+            .parse()
+            .ok()
+            .filter(|q| (1..=4).contains(q))
+            .with_context(|| format!("{text:?} is not a quarter (YYYY-Q1 to YYYY-Q4)"))?;
+        MonthRange {
+            first: month_start(year, q * 3 - 2)?,
+            last: month_start(year, q * 3)?,
+        }
+    } else if text.len() == 4 && text.chars().all(|c| c.is_ascii_digit()) {
+        let year: i32 = text.parse()?;
+        MonthRange {
+            first: month_start(year, 1)?,
+            last: month_start(year, 12)?,
+        }
+    } else {
+        let month = parse_month(text)?;
+        MonthRange {
+            first: month,
+            last: month,
+        }
+    };
+    anyhow::ensure!(
+        range.first <= range.last,
+        "the period {text:?} ends before it starts"
+    );
+    Ok(range)
+}
+
+/// Parses `--segment` (smb, mid_market, enterprise).
+pub fn parse_segment(text: Option<&str>) -> anyhow::Result<Option<Segment>> {
+    text.map(|t| {
+        crate::import::parse_segment(t)
+            .with_context(|| format!("unknown segment {t:?} (smb, mid_market or enterprise)"))
+    })
+    .transpose()
+}
+
+/// `n` with a comma every three digits: 1234567 -> "1,234,567".
+pub fn group_thousands(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
+    if n < 0 {
+        out.push('-');
+    }
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Minor units as an amount with two decimals: 7349512 -> "73,495.12".
+/// (Every reporting currency Bowtie supports by default has cents; the
+/// header names the currency.)
+pub fn money(minor_units: i64) -> String {
+    let sign = if minor_units < 0 { "-" } else { "" };
+    let abs = minor_units.unsigned_abs();
+    let whole = i64::try_from(abs / 100).unwrap_or(i64::MAX);
+    format!("{sign}{}.{:02}", group_thousands(whole), abs % 100)
+}
+
+fn amount(m: Option<&Money>) -> String {
+    money(m.map_or(0, |m| m.minor_units))
+}
+
+/// A rate as a percentage with one decimal: 0.1234 -> "12.3%".
+pub fn percent(rate: f64) -> String {
+    format!("{:.1}%", rate * 100.0)
+}
+
+/// A duration in days with one decimal: 36 hours -> "1.5 d"; "-" when unset.
+pub fn days(duration: Option<&prost_types::Duration>) -> String {
+    duration.map_or_else(
+        || "-".to_owned(),
+        |d| format!("{:.1} d", d.seconds as f64 / 86_400.0),
+    )
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut table = Table::new();
+    table.load_preset(presets::UTF8_FULL_CONDENSED);
+    table.set_header(header.iter().copied());
+    for i in 1..header.len() {
+        if let Some(column) = table.column_mut(i) {
+            column.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    table
+}
+
+fn stage_name(stage: i32) -> String {
+    Stage::try_from(stage)
+        .map(|s| {
+            s.as_str_name()
+                .trim_start_matches("STAGE_")
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_else(|_| stage.to_string())
+}
+
+fn segment_label(segment: Option<Segment>) -> &'static str {
+    match segment {
+        None | Some(Segment::Unspecified) => "all segments",
+        Some(Segment::Smb) => "SMB",
+        Some(Segment::MidMarket) => "mid-market",
+        Some(Segment::Enterprise) => "enterprise",
+    }
+}
+
+fn timestamp(seconds: i64) -> Option<Timestamp> {
+    Some(Timestamp { seconds, nanos: 0 })
+}
+
+/// The funnel report: volume, conversion, drop-offs and velocity per stage.
+pub async fn funnel(
+    target: &Target,
+    range: MonthRange,
+    segment: Option<Segment>,
+) -> anyhow::Result<String> {
+    let report = target
+        .funnel()?
+        .get_funnel_report(GetFunnelReportRequest {
+            period: Some(Period {
+                start: timestamp(range.start()),
+                end: timestamp(range.end()),
+            }),
+            segment: segment.unwrap_or(Segment::Unspecified) as i32,
+            ..GetFunnelReportRequest::default()
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("GetFunnelReport: {}", describe(&s)))?
+        .into_inner();
+    let mut t = table(&[
+        "stage",
+        "entered",
+        "converted",
+        "conversion",
+        "median to next",
+        "p90 to next",
+        "dropped",
+        "top reasons",
+    ]);
+    if let Some(column) = t.column_mut(7) {
+        column.set_cell_alignment(CellAlignment::Left);
+    }
+    for s in &report.stages {
+        let last = s.stage == Stage::Growth as i32;
+        let reasons: Vec<String> = s
+            .drop_offs
+            .iter()
+            .take(3)
+            .map(|d| {
+                let reason = if d.reason.is_empty() { "-" } else { &d.reason };
+                format!("{reason} {}", d.count)
+            })
+            .collect();
+        t.add_row(vec![
+            stage_name(s.stage),
+            group_thousands(s.volume),
+            if last {
+                "-".to_owned()
+            } else {
+                group_thousands(s.converted)
+            },
+            if last {
+                "-".to_owned()
+            } else {
+                percent(s.conversion_rate)
+            },
+            days(s.median_time_to_next.as_ref()),
+            days(s.p90_time_to_next.as_ref()),
+            group_thousands(s.dropped),
+            reasons.join(", "),
+        ]);
+    }
+    Ok(format!(
+        "Funnel {}..{} ({}), stage entries in the period\n{t}\n\
+         win rate: measured {} ({} of {} attempts), product of left-side conversions {}\n\
+         cycle time awareness -> commit: median {}, p90 {}\n",
+        range.start_month(),
+        range.end_month(),
+        segment_label(segment),
+        percent(report.measured_win_rate),
+        group_thousands(report.won_attempts),
+        group_thousands(report.awareness_attempts),
+        percent(report.left_side_win_rate_product),
+        days(report.median_cycle_time.as_ref()),
+        days(report.p90_cycle_time.as_ref()),
+    ))
+}
+
+/// The MRR waterfall, month by month.
+pub async fn mrr(
+    target: &Target,
+    range: MonthRange,
+    segment: Option<Segment>,
+) -> anyhow::Result<String> {
+    let report = target
+        .revenue()?
+        .get_mrr_report(GetMrrReportRequest {
+            start_month: range.start_month(),
+            end_month: range.end_month(),
+            segment: segment.unwrap_or(Segment::Unspecified) as i32,
+            ..GetMrrReportRequest::default()
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("GetMrrReport: {}", describe(&s)))?
+        .into_inner();
+    let mut t = table(&[
+        "month",
+        "start MRR",
+        "+ new",
+        "+ expansion",
+        "+ reactivation",
+        "- contraction",
+        "- churn",
+        "end MRR",
+        "ARR",
+        "paying",
+        "logo churn",
+    ]);
+    for p in &report.periods {
+        t.add_row(vec![
+            p.period.clone(),
+            amount(p.start_mrr.as_ref()),
+            amount(p.new_mrr.as_ref()),
+            amount(p.expansion_mrr.as_ref()),
+            amount(p.reactivation_mrr.as_ref()),
+            amount(p.contraction_mrr.as_ref()),
+            amount(p.churn_mrr.as_ref()),
+            amount(p.end_mrr.as_ref()),
+            amount(p.end_arr.as_ref()),
+            group_thousands(p.paying_accounts_end),
+            percent(p.customer_churn_rate),
+        ]);
+    }
+    Ok(format!(
+        "MRR waterfall {}..{} ({}), {}\n{t}\n",
+        range.start_month(),
+        range.end_month(),
+        segment_label(segment),
+        report.reporting_currency_code,
+    ))
+}
+
+/// Retention over the period (logo, GRR, NRR) overall and per segment, and
+/// the cohort grid of MRR retention by month since the first payment.
+pub async fn retention(
+    target: &Target,
+    range: MonthRange,
+    segment: Option<Segment>,
+    now: i64,
+) -> anyhow::Result<String> {
+    let mut client = target.revenue()?;
+    let t0 = range.start();
+    let t1 = range.end().min(now);
+    anyhow::ensure!(t1 > t0, "the period starts in the future");
+    let segments: Vec<Option<Segment>> = match segment {
+        Some(s) => vec![Some(s)],
+        None => vec![
+            None,
+            Some(Segment::Smb),
+            Some(Segment::MidMarket),
+            Some(Segment::Enterprise),
+        ],
+    };
+    let mut currency = String::new();
+    let mut t = table(&[
+        "segment",
+        "paying at start",
+        "still paying",
+        "logo retention",
+        "MRR at start",
+        "MRR at end",
+        "GRR",
+        "NRR",
+    ]);
+    let mut owners = table(&[
+        "owner (closed the deal)",
+        "paying at start",
+        "still paying",
+        "logo retention",
+        "MRR at start",
+        "MRR at end",
+        "GRR",
+        "NRR",
+    ]);
+    for (i, s) in segments.into_iter().enumerate() {
+        let r = client
+            .get_retention(GetRetentionRequest {
+                start_at: timestamp(t0),
+                end_at: timestamp(t1),
+                segment: s.unwrap_or(Segment::Unspecified) as i32,
+                owner: String::new(),
+                by_owner: i == 0,
+            })
+            .await
+            .map_err(|st| anyhow::anyhow!("GetRetention: {}", describe(&st)))?
+            .into_inner();
+        if let Some(m) = &r.mrr_start {
+            currency.clone_from(&m.currency_code);
+        }
+        t.add_row(vec![
+            segment_label(s).to_owned(),
+            group_thousands(r.accounts_start),
+            group_thousands(r.accounts_retained),
+            percent(r.logo_retention),
+            amount(r.mrr_start.as_ref()),
+            amount(r.mrr_end.as_ref()),
+            percent(r.grr),
+            percent(r.nrr),
+        ]);
+        for o in &r.by_owner {
+            owners.add_row(vec![
+                o.owner.clone(),
+                group_thousands(o.accounts_start),
+                group_thousands(o.accounts_retained),
+                percent(o.logo_retention),
+                amount(o.mrr_start.as_ref()),
+                amount(o.mrr_end.as_ref()),
+                percent(o.grr),
+                percent(o.nrr),
+            ]);
+        }
+    }
+    let cohorts = client
+        .get_cohort_retention(GetCohortRetentionRequest {
+            start_month: range.start_month(),
+            end_month: range.end_month(),
+            months: 12,
+            segment: segment.unwrap_or(Segment::Unspecified) as i32,
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("GetCohortRetention: {}", describe(&s)))?
+        .into_inner();
+    let width = cohorts
+        .cohorts
+        .iter()
+        .map(|c| c.cells.len())
+        .max()
+        .unwrap_or(0);
+    let mut header = vec!["cohort".to_owned(), "accounts".to_owned()];
+    header.extend((0..width).map(|m| format!("M{m}")));
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
+    let mut grid = table(&header);
+    for c in &cohorts.cohorts {
+        let mut row = vec![c.cohort.clone(), group_thousands(c.accounts)];
+        row.extend(c.cells.iter().map(|cell| percent(cell.mrr_retention)));
+        grid.add_row(row);
+    }
+    let until = chrono::DateTime::from_timestamp(t1, 0)
+        .map(|t| t.format("%Y-%m-%d").to_string())
+        .unwrap_or_default();
+    Ok(format!(
+        "Retention of the accounts paying on {} until {until}, {currency}\n{t}\n\
+         Sales quality ({}): retention by the owner who closed the deal\n{owners}\n\
+         MRR retention by month since the first payment, cohorts {}..{}\n{grid}\n",
+        range.first,
+        segment_label(segment),
+        range.start_month(),
+        range.end_month(),
+    ))
+}
+
+/// The accounts at risk (red health or a churn risk at or above the
+/// threshold), lowest score first, with the reason for each: the one-line
+/// reason of the account's weakest health component.
+pub async fn at_risk(
+    target: &Target,
+    segment: Option<Segment>,
+    limit: usize,
+) -> anyhow::Result<String> {
+    use bowtie_proto::scoring::{Band, ListAtRiskRequest};
+    let page_size = i32::try_from(limit.clamp(1, 1000)).unwrap_or(50);
+    let response = target
+        .scoring()?
+        .list_at_risk(ListAtRiskRequest {
+            segment: segment.unwrap_or(Segment::Unspecified) as i32,
+            page: Some(bowtie_proto::common::PageRequest {
+                page_size,
+                page_token: String::new(),
+            }),
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("ListAtRisk: {}", describe(&s)))?
+        .into_inner();
+    let mut accounts = target.accounts()?;
+    let mut t = table(&[
+        "account",
+        "segment",
+        "health",
+        "band",
+        "30-day change",
+        "churn risk",
+        "MRR",
+        "why",
+    ]);
+    for i in [1, 3, 7] {
+        if let Some(column) = t.column_mut(i) {
+            column.set_cell_alignment(CellAlignment::Left);
+        }
+    }
+    for h in &response.accounts {
+        let name = match accounts
+            .get_account(bowtie_proto::accounts::GetAccountRequest {
+                id: h.account_id.clone(),
+            })
+            .await
+        {
+            Ok(r) => r.into_inner().account.map(|a| a.name).unwrap_or_default(),
+            Err(_) => h.account_id.clone(),
+        };
+        let weakest = h
+            .components
+            .iter()
+            .min_by_key(|c| c.score)
+            .map(|c| c.reason.clone())
+            .unwrap_or_default();
+        t.add_row(vec![
+            name,
+            segment_label(Segment::try_from(h.segment).ok()).to_owned(),
+            h.score.to_string(),
+            Band::try_from(h.band)
+                .map(|b| {
+                    b.as_str_name()
+                        .trim_start_matches("BAND_")
+                        .to_ascii_lowercase()
+                })
+                .unwrap_or_default(),
+            h.delta_30d
+                .map_or_else(|| "-".to_owned(), |d| format!("{d:+}")),
+            h.churn_risk_bp
+                .map_or_else(|| "-".to_owned(), |bp| percent(f64::from(bp) / 10_000.0)),
+            money(h.mrr_minor_units),
+            weakest,
+        ]);
+    }
+    Ok(format!(
+        "Accounts at risk ({}), lowest health first: {} shown\n{t}\n",
+        segment_label(segment),
+        response.accounts.len()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn date(y: i32, m: u32, d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, d).unwrap_or_default()
+    }
+
+    #[test]
+    fn thousands_are_grouped_by_three() {
+        assert_eq!(group_thousands(0), "0");
+        assert_eq!(group_thousands(999), "999");
+        assert_eq!(group_thousands(1000), "1,000");
+        assert_eq!(group_thousands(-1_234_567), "-1,234,567");
+    }
+
+    #[test]
+    fn money_keeps_the_cents() {
+        assert_eq!(money(73_495_120), "734,951.20");
+        assert_eq!(money(5), "0.05");
+        assert_eq!(money(-150_000), "-1,500.00");
+    }
+
+    #[test]
+    fn rates_and_durations_are_rounded_for_reading() {
+        assert_eq!(percent(0.1234), "12.3%");
+        assert_eq!(percent(1.0), "100.0%");
+        let d = prost_types::Duration {
+            seconds: 36 * 3600,
+            nanos: 0,
+        };
+        assert_eq!(days(Some(&d)), "1.5 d");
+        assert_eq!(days(None), "-");
+    }
+
+    #[test]
+    fn periods_cover_whole_months() -> anyhow::Result<()> {
+        let today = date(2026, 11, 23);
+        let default = parse_period(None, today)?;
+        assert_eq!(
+            (default.start_month(), default.end_month()),
+            ("2025-12".into(), "2026-11".into())
+        );
+        let six = parse_period(Some("6m"), today)?;
+        assert_eq!(six.start_month(), "2026-06");
+        let q = parse_period(Some("2025-Q4"), today)?;
+        assert_eq!(
+            (q.start_month(), q.end_month()),
+            ("2025-10".into(), "2025-12".into())
+        );
+        // 2025-10-01T00:00:00Z and 2026-01-01T00:00:00Z.
+        assert_eq!((q.start(), q.end()), (1_759_276_800, 1_767_225_600));
+        let year = parse_period(Some("2025"), today)?;
+        assert_eq!(
+            (year.start_month(), year.end_month()),
+            ("2025-01".into(), "2025-12".into())
+        );
+        let range = parse_period(Some("2025-11..2026-02"), today)?;
+        assert_eq!(
+            (range.start_month(), range.end_month()),
+            ("2025-11".into(), "2026-02".into())
+        );
+        assert!(parse_period(Some("2026-02..2025-11"), today).is_err());
+        assert!(parse_period(Some("2025-Q5"), today).is_err());
+        assert!(parse_period(Some("next year"), today).is_err());
+        Ok(())
+    }
+}

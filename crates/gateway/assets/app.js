@@ -1,0 +1,596 @@
+// Bowtie dashboard: plain JavaScript, no framework, no network beyond this
+// gateway. Reads the REST API with the key the user signed in with and draws
+// its charts as SVG.
+"use strict";
+
+const KEY_STORE = "bowtie.apiKey";
+const STAGES = ["AWARENESS", "EDUCATION", "SELECTION", "COMMIT", "ONBOARDING", "IMPACT", "GROWTH"];
+const STAGE_LABEL = {
+  AWARENESS: "Awareness", EDUCATION: "Education", SELECTION: "Selection", COMMIT: "Commit",
+  ONBOARDING: "Onboarding", IMPACT: "Impact", GROWTH: "Growth", LOST: "Lost", CHURNED: "Churned",
+};
+const COMPONENT_LABEL = {
+  USAGE_TREND: "Usage trend", BREADTH: "Breadth", PAYMENT_PUNCTUALITY: "Payments", PLAN_CHANGES: "Plan changes",
+  SUPPORT_ENGAGEMENT: "Support", SENTIMENT: "Sentiment", ONBOARDING: "Onboarding",
+  STAKEHOLDER_STABILITY: "Stakeholders", RENEWAL_PROXIMITY: "Renewal",
+};
+const TIER_LABEL = { DIAMOND: "Diamond", GOLD: "Gold", STRATEGIC: "Strategic", POTENTIAL: "Potential", GENERAL: "General", PROBLEM: "Problem" };
+const QUADRANT_LABEL = {
+  A: "A · high value, high loyalty", B: "B · high value, low loyalty", C: "C · low value, high loyalty",
+  D: "D · low value, low loyalty", E: "E · dormant",
+};
+const ALERT_LABEL = { ENTERED_RED: "Fell into red", SCORE_DROP: "Score dropped", HIGH_RISK: "High churn risk" };
+const SEGMENT_LABEL = { SMB: "SMB", MID_MARKET: "Mid-market", ENTERPRISE: "Enterprise", UNSPECIFIED: "-" };
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+const state = { key: "", currency: "USD", scoring: false, cohortMetric: "mrr_retention", cohorts: null };
+
+// --- small helpers ---------------------------------------------------------
+
+const $ = (id) => document.getElementById(id);
+
+function h(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === "class") node.className = v;
+    else if (k === "text") node.textContent = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v);
+  }
+  for (const c of children.flat(Infinity)) {
+    if (c === null || c === undefined || c === false) continue;
+    node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return node;
+}
+
+function s(tag, attrs, ...children) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null) continue;
+    if (k === "text") node.textContent = v;
+    else node.setAttribute(k, v);
+  }
+  for (const c of children.flat(Infinity)) if (c) node.append(c);
+  return node;
+}
+
+function svg(width, height, ...children) {
+  return s("svg", { viewBox: `0 0 ${width} ${height}`, role: "img" }, ...children);
+}
+
+function money(minor, currency, compact) {
+  const value = (minor || 0) / 100;
+  try {
+    return new Intl.NumberFormat("en-US", {
+      style: "currency", currency: currency || state.currency,
+      notation: compact ? "compact" : "standard",
+      maximumFractionDigits: compact ? 1 : 0,
+    }).format(value);
+  } catch (_) {
+    return `${value.toFixed(0)} ${currency || state.currency}`;
+  }
+}
+
+const pct = (x, digits = 1) => (x === null || x === undefined || Number.isNaN(x) ? "-" : `${(x * 100).toFixed(digits)}%`);
+const days = (seconds) => (seconds === null || seconds === undefined ? "-" : `${(seconds / 86400).toFixed(seconds < 864000 ? 1 : 0)} d`);
+const date = (iso) => (iso ? iso.slice(0, 10) : "-");
+const count = (n) => new Intl.NumberFormat("en-US").format(n || 0);
+
+function monthLabel(d) {
+  return `${d.getUTCFullYear()}-${String(d.getUTCMonth() + 1).padStart(2, "0")}`;
+}
+
+/// The selected period: whole months ending with the current one.
+function period() {
+  const months = Number($("period").value || 12);
+  const now = new Date();
+  const start = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() - (months - 1), 1));
+  const nextMonth = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 1));
+  return {
+    months,
+    start: start.toISOString().replace(".000Z", "Z"),
+    end: nextMonth.toISOString().replace(".000Z", "Z"),
+    now: new Date(Math.floor(now.getTime() / 1000) * 1000).toISOString().replace(".000Z", "Z"),
+    startMonth: monthLabel(start),
+    endMonth: monthLabel(now),
+  };
+}
+
+function segmentParam() {
+  const seg = $("segment").value;
+  return seg ? `&segment=${seg}` : "";
+}
+
+class ApiError extends Error {
+  constructor(status, body) {
+    super((body && body.error && body.error.message) || `HTTP ${status}`);
+    this.status = status;
+    this.code = body && body.error && body.error.code;
+  }
+}
+
+async function api(path) {
+  const response = await fetch(path, { headers: { Authorization: `Bearer ${state.key}` } });
+  const body = await response.json().catch(() => null);
+  if (!response.ok) throw new ApiError(response.status, body);
+  return body;
+}
+
+/// Like `api`, but a 404 is `null` rather than an error.
+async function apiOrNull(path) {
+  try {
+    return await api(path);
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 404) return null;
+    throw e;
+  }
+}
+
+function showBanner(message) {
+  const banner = $("banner");
+  banner.textContent = message;
+  banner.hidden = !message;
+}
+
+function empty(text) {
+  return h("div", { class: "empty", text });
+}
+
+// --- sign-in ---------------------------------------------------------------
+
+async function initKey() {
+  const url = new URL(window.location.href);
+  const fromUrl = url.searchParams.get("key");
+  if (fromUrl) {
+    localStorage.setItem(KEY_STORE, fromUrl);
+    url.searchParams.delete("key");
+    history.replaceState(null, "", url.pathname + url.search + url.hash);
+  }
+  state.key = localStorage.getItem(KEY_STORE) || "";
+  if (!state.key) {
+    const config = await fetch("/dashboard/config.json").then((r) => r.json()).catch(() => ({}));
+    if (config.prefill_key) {
+      state.key = config.prefill_key;
+      localStorage.setItem(KEY_STORE, state.key);
+    }
+  }
+}
+
+function showSignIn(message) {
+  $("overview").hidden = true;
+  $("account").hidden = true;
+  $("filters").hidden = true;
+  $("signin").hidden = false;
+  $("signin-error").textContent = message || "";
+  $("key").value = state.key;
+  $("key").focus();
+}
+
+// --- overview --------------------------------------------------------------
+
+function kpi(id, label, value, sub, raw, cls) {
+  return h("div", { class: "kpi", "data-testid": `kpi-${id}`, "data-value": raw },
+    h("div", { class: "label", text: label }),
+    h("div", { class: `value ${cls || ""}`, text: value }),
+    h("div", { class: "sub", text: sub || "" }));
+}
+
+function renderKpis(mrr, retention, funnel) {
+  const periods = mrr.periods || [];
+  const last = periods[periods.length - 1] || {};
+  const first = periods[0] || {};
+  const growth = first.start_mrr ? (last.end_mrr - first.start_mrr) / first.start_mrr : null;
+  const cohort = retention.accounts_start > 0;
+  const since = first.period || "";
+  $("kpis").replaceChildren(
+    kpi("mrr", "MRR", money(last.end_mrr, mrr.currency, true),
+      growth === null ? `${last.period || ""}` : `${growth >= 0 ? "+" : ""}${pct(growth)} over the period`,
+      last.end_mrr ?? 0, growth === null ? "" : growth >= 0 ? "good" : "bad"),
+    kpi("arr", "ARR", money(last.end_arr, mrr.currency, true), `ARPA ${money(last.arpa, mrr.currency)}`, last.end_arr ?? 0),
+    kpi("paying", "Paying accounts", count(last.paying_accounts_end), `${count(periods.reduce((a, p) => a + p.new_accounts, 0))} new in the period`, last.paying_accounts_end ?? 0),
+    kpi("nrr", "NRR", cohort ? pct(retention.nrr) : "-", cohort ? `net revenue retention since ${since}` : "no account paid at the start", retention.nrr, cohort ? (retention.nrr >= 1 ? "good" : "bad") : ""),
+    kpi("grr", "GRR", cohort ? pct(retention.grr) : "-", "gross revenue retention", retention.grr),
+    kpi("logo", "Logo retention", cohort ? pct(retention.logo_retention) : "-", `${count(retention.accounts_retained)} of ${count(retention.accounts_start)} kept`, retention.logo_retention),
+    kpi("win", "Win rate", pct(funnel.measured_win_rate), `${count(funnel.won_attempts)} of ${count(funnel.awareness_attempts)} · cycle ${days(funnel.median_cycle_time_seconds)}`, funnel.measured_win_rate),
+  );
+}
+
+function renderBowtie(funnel) {
+  const W = 1000, H = 300, top = 20, mid = 150;
+  const byStage = Object.fromEntries((funnel.stages || []).map((x) => [x.stage, x]));
+  const col = W / STAGES.length;
+  // Half-heights at the stage boundaries: wide at both ends, narrow at the knot.
+  const half = [128, 104, 80, 40, 40, 80, 104, 128];
+  const parts = [];
+  STAGES.forEach((stage, i) => {
+    const m = byStage[stage] || { volume: 0, conversion_rate: 0 };
+    const x0 = i * col + 2, x1 = (i + 1) * col - 2;
+    const hl = half[i], hr = half[i + 1];
+    const fill = i < 3 ? "var(--left)" : i === 3 ? "var(--knot)" : "var(--right)";
+    parts.push(s("polygon", {
+      points: `${x0},${mid - hl} ${x1},${mid - hr} ${x1},${mid + hr} ${x0},${mid + hl}`,
+      fill, opacity: 0.92,
+    }));
+    const cx = (x0 + x1) / 2;
+    parts.push(s("text", { x: cx, y: mid - 8, "text-anchor": "middle", fill: "#fff", "font-size": 12, "font-weight": 600, text: STAGE_LABEL[stage] }));
+    parts.push(s("text", {
+      x: cx, y: mid + 14, "text-anchor": "middle", fill: "#fff", "font-size": 18, "font-weight": 700,
+      text: count(m.volume), "data-testid": `stage-${stage}`, "data-volume": m.volume,
+    }));
+    if (i < STAGES.length - 1) {
+      parts.push(s("text", { x: x1, y: H - 34, "text-anchor": "middle", "font-size": 12, "font-weight": 600, text: `${pct(m.conversion_rate, 0)} →` }));
+      parts.push(s("text", { x: x1, y: H - 18, "text-anchor": "middle", "font-size": 11, fill: "var(--muted)", text: `median ${days(m.median_time_to_next_seconds)}` }));
+    }
+  });
+  parts.push(s("text", { x: 2, y: top - 4, "font-size": 11, fill: "var(--muted)", text: "entries in the period · conversion to the next stage · median time to it" }));
+  $("bowtie").replaceChildren(svg(W, H, ...parts));
+  $("bowtie-hint").textContent = `win rate ${pct(funnel.measured_win_rate)} measured, ${pct(funnel.left_side_win_rate_product)} from stage conversions`;
+  const drops = [];
+  for (const m of funnel.stages || []) {
+    for (const d of m.drop_offs || []) {
+      drops.push(h("span", { class: "chip", text: `${STAGE_LABEL[m.stage]} → ${STAGE_LABEL[d.outcome]}: ${d.reason || "no reason"} ${count(d.count)}` }));
+    }
+  }
+  $("dropoffs").replaceChildren(...(drops.length ? [h("span", { text: "Drop-offs:" }), ...drops.slice(0, 12)] : []));
+}
+
+function niceMax(v) {
+  if (v <= 0) return 1;
+  const p = Math.pow(10, Math.floor(Math.log10(v)));
+  for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
+  return 10 * p;
+}
+
+function renderWaterfall(mrr) {
+  const periods = mrr.periods || [];
+  if (!periods.length) { $("waterfall").replaceChildren(empty("No revenue in the period")); return; }
+  const sum = (k) => periods.reduce((a, p) => a + (p[k] || 0), 0);
+  const start = periods[0].start_mrr, end = periods[periods.length - 1].end_mrr;
+  const steps = [
+    ["Start", start, "total"], ["New", sum("new_mrr"), "up"], ["Reactivation", sum("reactivation_mrr"), "up"],
+    ["Expansion", sum("expansion_mrr"), "up"], ["Contraction", -sum("contraction_mrr"), "down"],
+    ["Churn", -sum("churn_mrr"), "down"], ["End", end, "total"],
+  ];
+  const W = 520, H = 260, L = 64, B = 36, T = 16;
+  let running = 0, peak = 0;
+  for (const [, v, kind] of steps) { running = kind === "total" ? v : running + v; peak = Math.max(peak, running, kind === "total" ? v : 0); }
+  const max = niceMax(peak);
+  const y = (v) => T + (H - T - B) * (1 - v / max);
+  const bw = (W - L - 10) / steps.length;
+  const parts = [];
+  for (let i = 0; i <= 4; i++) {
+    const v = (max * i) / 4;
+    parts.push(s("line", { x1: L, x2: W, y1: y(v), y2: y(v), stroke: "var(--line)" }));
+    parts.push(s("text", { x: L - 6, y: y(v) + 4, "text-anchor": "end", fill: "var(--muted)", text: money(v, mrr.currency, true) }));
+  }
+  running = 0;
+  steps.forEach(([label, v, kind], i) => {
+    let from, to;
+    if (kind === "total") { from = 0; to = v; running = v; } else { from = running; to = running + v; running = to; }
+    const color = kind === "total" ? "var(--navy)" : kind === "up" ? "var(--green)" : "var(--red)";
+    const x = L + i * bw + 6;
+    parts.push(s("rect", { x, y: y(Math.max(from, to)), width: bw - 12, height: Math.max(1, Math.abs(y(from) - y(to))), fill: color, rx: 2 }));
+    parts.push(s("text", { x: x + (bw - 12) / 2, y: y(Math.max(from, to)) - 4, "text-anchor": "middle", "font-size": 10, text: `${kind === "down" ? "−" : kind === "up" ? "+" : ""}${money(Math.abs(v), mrr.currency, true)}` }));
+    parts.push(s("text", { x: x + (bw - 12) / 2, y: H - B + 16, "text-anchor": "middle", fill: "var(--muted)", "font-size": 10, text: label }));
+  });
+  $("waterfall").replaceChildren(svg(W, H, ...parts));
+  $("waterfall-hint").textContent = `${periods[0].period} to ${periods[periods.length - 1].period}`;
+}
+
+function renderTrend(mrr) {
+  const periods = mrr.periods || [];
+  if (!periods.length) { $("trend").replaceChildren(empty("No revenue in the period")); return; }
+  const W = 520, H = 260, L = 64, B = 36, T = 16, R = 12;
+  const max = niceMax(Math.max(...periods.map((p) => p.end_mrr), 1));
+  const x = (i) => L + (periods.length === 1 ? (W - L - R) / 2 : (i * (W - L - R)) / (periods.length - 1));
+  const y = (v) => T + (H - T - B) * (1 - v / max);
+  const parts = [];
+  for (let i = 0; i <= 4; i++) {
+    const v = (max * i) / 4;
+    parts.push(s("line", { x1: L, x2: W - R, y1: y(v), y2: y(v), stroke: "var(--line)" }));
+    parts.push(s("text", { x: L - 6, y: y(v) + 4, "text-anchor": "end", fill: "var(--muted)", text: money(v, mrr.currency, true) }));
+  }
+  const line = periods.map((p, i) => `${i ? "L" : "M"}${x(i).toFixed(1)},${y(p.end_mrr).toFixed(1)}`).join(" ");
+  parts.push(s("path", { d: `${line} L${x(periods.length - 1)},${y(0)} L${x(0)},${y(0)} Z`, fill: "var(--blue)", opacity: 0.12 }));
+  parts.push(s("path", { d: line, fill: "none", stroke: "var(--blue)", "stroke-width": 2.5 }));
+  const every = Math.ceil(periods.length / 8);
+  periods.forEach((p, i) => {
+    parts.push(s("circle", { cx: x(i), cy: y(p.end_mrr), r: 3, fill: "var(--blue)" },
+      s("title", { text: `${p.period}: MRR ${money(p.end_mrr, mrr.currency)} · ARR ${money(p.end_arr, mrr.currency)}` })));
+    const last = i === periods.length - 1;
+    if (last || (i % every === 0 && periods.length - 1 - i >= Math.ceil(every / 2) + 1)) {
+      const anchor = i === periods.length - 1 && periods.length > 1 ? "end" : "middle";
+      parts.push(s("text", { x: x(i), y: H - B + 16, "text-anchor": anchor, fill: "var(--muted)", "font-size": 10, text: p.period }));
+    }
+  });
+  $("trend").replaceChildren(svg(W, H, ...parts));
+  const last = periods[periods.length - 1];
+  $("trend-hint").textContent = `ARR ${money(last.end_arr, mrr.currency)} at the end of ${last.period}`;
+}
+
+function renderCohorts() {
+  const data = state.cohorts;
+  const metric = state.cohortMetric;
+  if (!data || !data.cohorts.length) { $("cohorts").replaceChildren(empty("No cohorts in the period")); return; }
+  const width = Math.max(...data.cohorts.map((c) => c.cells.length));
+  const head = h("tr", {}, h("th", { text: "First paid" }), h("th", { class: "num", text: "Accounts" }),
+    ...Array.from({ length: width }, (_, i) => h("th", { class: "num", text: `M${i}` })));
+  const rows = data.cohorts.map((c) => h("tr", {},
+    h("td", { text: c.cohort }), h("td", { class: "num", text: count(c.accounts) }),
+    ...Array.from({ length: width }, (_, i) => {
+      const cell = c.cells[i];
+      if (!cell) return h("td", { class: "cell" });
+      const v = cell[metric];
+      const alpha = Math.max(0.06, Math.min(1, v));
+      const bg = v >= 1 ? `rgba(23,166,115,${Math.min(1, 0.35 + (v - 1) * 2)})` : `rgba(59,110,245,${alpha.toFixed(2)})`;
+      return h("td", { class: "cell", style: `background:${bg};color:${alpha > 0.55 ? "#fff" : "var(--ink)"}`, title: `${cell.paying_accounts} paying · ${money(cell.mrr, data.currency)}`, text: pct(v, 0) });
+    })));
+  $("cohorts").replaceChildren(h("table", {}, h("thead", {}, head), h("tbody", {}, rows)));
+}
+
+async function accountNames(ids) {
+  const names = {};
+  await Promise.all([...new Set(ids)].map(async (id) => {
+    const a = await apiOrNull(`/api/v1/accounts/${id}`);
+    names[id] = a ? a : { name: id.slice(0, 8), segment: "UNSPECIFIED" };
+  }));
+  return names;
+}
+
+async function renderAtRisk(p) {
+  if (state.scoring) {
+    const data = await api(`/api/v1/scoring/at-risk?page_size=10${segmentParam()}`);
+    const rows = (data.accounts || []).map((a) => h("tr", {},
+      h("td", {}, h("a", { href: `#account=${a.account_id}`, "data-testid": "at-risk-link", text: a.name || a.account_id })),
+      h("td", {}, h("span", { class: `band ${a.band}`, text: a.band })),
+      h("td", { class: "num", text: a.score }),
+      h("td", { class: "num", text: pct(a.churn_risk, 0) }),
+      h("td", { class: "num", text: money(a.mrr_minor_units, state.currency) }),
+      h("td", { class: "reason", text: a.reason || "" })));
+    $("at-risk").replaceChildren(rows.length ? h("table", {}, h("thead", {}, h("tr", {}, h("th", { text: "Account" }), h("th", { text: "Band" }), h("th", { class: "num", text: "Health" }), h("th", { class: "num", text: "Risk" }), h("th", { class: "num", text: "MRR" }), h("th", { text: "Why" }))), h("tbody", {}, rows)) : empty("No account at risk"));
+    $("risk-hint").textContent = data.accounts.length ? "red band or high churn risk, lowest health first" : "";
+    return;
+  }
+  // Until health scores exist: the accounts whose MRR fell most in the last 90 days.
+  const since = new Date(Date.now() - 90 * 86400e3).toISOString().replace(/\.\d+Z$/, "Z");
+  const lost = {};
+  let token = "";
+  for (let pages = 0; pages < 5; pages++) {
+    const page = await api(`/api/v1/revenue/movements?start=${since}&end=${p.now}&page_size=1000${token ? `&page_token=${encodeURIComponent(token)}` : ""}`);
+    for (const m of page.movements) {
+      if (m.type !== "CHURN" && m.type !== "CONTRACTION") continue;
+      if ($("segment").value && m.segment !== $("segment").value) continue;
+      const e = lost[m.account_id] || (lost[m.account_id] = { amount: 0, type: m.type, at: m.occurred_at, currency: m.amount.currency });
+      e.amount += -m.amount.minor_units;
+      if (m.type === "CHURN") e.type = "CHURN";
+      e.at = m.occurred_at;
+    }
+    token = page.next_page_token;
+    if (!token) break;
+  }
+  const top = Object.entries(lost).sort((a, b) => b[1].amount - a[1].amount).slice(0, 10);
+  const names = await accountNames(top.map(([id]) => id));
+  const rows = top.map(([id, e]) => h("tr", {},
+    h("td", {}, h("a", { href: `#account=${id}`, "data-testid": "at-risk-link", text: names[id].name })),
+    h("td", { text: SEGMENT_LABEL[names[id].segment] || "" }),
+    h("td", {}, h("span", { class: `band ${e.type}`, text: e.type === "CHURN" ? "churned" : "contracted" })),
+    h("td", { class: "num", text: money(e.amount, e.currency) }),
+    h("td", { class: "reason", text: `MRR down ${money(e.amount, e.currency)}, last on ${date(e.at)}` })));
+  $("at-risk").replaceChildren(rows.length ? h("table", {}, h("thead", {}, h("tr", {}, h("th", { text: "Account" }), h("th", { text: "Segment" }), h("th", { text: "Signal" }), h("th", { class: "num", text: "MRR lost" }), h("th", { text: "Why" }))), h("tbody", {}, rows)) : empty("No churn or contraction in the last 90 days"));
+  $("risk-hint").textContent = "MRR lost in the last 90 days (health scores appear when scoring runs)";
+}
+
+async function renderRenewals(p) {
+  const end = new Date(Date.now() + 90 * 86400e3).toISOString().replace(/\.\d+Z$/, "Z");
+  const data = await api(`/api/v1/revenue/renewals?start=${p.now}&end=${end}&page_size=200`);
+  const list = data.renewals.filter((r) => r.outcome === "UNSPECIFIED").slice(0, 8);
+  const names = await accountNames(list.map((r) => r.account_id));
+  const rows = list.map((r) => h("tr", {},
+    h("td", {}, h("a", { href: `#account=${r.account_id}`, text: names[r.account_id].name })),
+    h("td", { text: date(r.renewal_at) }),
+    h("td", { class: "num", text: `${r.days_to_renewal} d` }),
+    h("td", { class: "num", text: money(r.amount_at_stake.minor_units, r.amount_at_stake.currency) }),
+    h("td", { class: "num", text: money(r.forecast.minor_units, r.forecast.currency) })));
+  $("renewals").replaceChildren(rows.length ? h("table", {}, h("thead", {}, h("tr", {}, h("th", { text: "Account" }), h("th", { text: "Renews" }), h("th", { class: "num", text: "In" }), h("th", { class: "num", text: "At stake (ARR)" }), h("th", { class: "num", text: "Forecast" }))), h("tbody", {}, rows)) : empty("Nothing up for renewal"));
+  const total = data.renewals.reduce((a, r) => a + r.amount_at_stake.minor_units, 0);
+  $("renewals-hint").textContent = `${data.renewals.length} renewals, ${money(total, state.currency, true)} at stake`;
+}
+
+function shareRows(rows, label, color) {
+  return h("div", { class: "components value" }, rows.map((r) => h("div", { class: "row" },
+    h("span", { text: `${label(r)} (${count(r.accounts)})` }),
+    h("div", { class: "bar" }, h("i", { style: `width:${(r.revenue_share * 100).toFixed(1)}%;background:${color(r)}` })),
+    h("span", { class: "num", text: pct(r.revenue_share, 0) }))));
+}
+
+async function renderValue() {
+  if (!state.scoring) return;
+  const seg = $("segment").value;
+  const data = await api(`/api/v1/scoring/segments${seg ? `?segment=${seg}` : ""}`);
+  $("value-row").hidden = false;
+  const tierColor = { DIAMOND: "var(--navy)", GOLD: "var(--amber)", STRATEGIC: "var(--blue)", POTENTIAL: "var(--right)", GENERAL: "#9aa3b5", PROBLEM: "var(--red)" };
+  $("tiers").replaceChildren(data.tiers.length ? shareRows(data.tiers, (t) => TIER_LABEL[t.tier] || t.tier, (t) => tierColor[t.tier] || "var(--blue)") : empty("No scored accounts"));
+  $("tiers-hint").textContent = `${count(data.accounts)} scored accounts · top 20% carry ${pct(data.top_20_percent_share, 0)} of MRR`;
+  const quadColor = { A: "var(--green)", B: "var(--amber)", C: "var(--blue)", D: "#9aa3b5", E: "var(--red)" };
+  $("quadrants").replaceChildren(data.quadrants.length ? shareRows(data.quadrants, (q) => QUADRANT_LABEL[q.quadrant] || q.quadrant, (q) => quadColor[q.quadrant] || "var(--blue)") : empty("No scored accounts"));
+}
+
+async function loadOverview() {
+  const p = period();
+  $("as-of").textContent = `${p.startMonth} to ${p.endMonth}`;
+  const seg = segmentParam();
+  const [mrr, retention, funnel, cohorts] = await Promise.all([
+    api(`/api/v1/revenue/mrr?start_month=${p.startMonth}&end_month=${p.endMonth}${seg}`),
+    api(`/api/v1/revenue/retention?start=${p.start}&end=${p.now}${seg}`),
+    api(`/api/v1/funnel?start=${p.start}&end=${p.end}${seg}`),
+    api(`/api/v1/revenue/cohorts?start_month=${p.startMonth}&end_month=${p.endMonth}&months=${Math.min(p.months, 24)}${seg}`),
+  ]);
+  state.currency = mrr.currency || state.currency;
+  state.cohorts = cohorts;
+  renderKpis(mrr, retention, funnel);
+  renderBowtie(funnel);
+  renderWaterfall(mrr);
+  renderTrend(mrr);
+  renderCohorts();
+  await Promise.all([renderAtRisk(p), renderRenewals(p), renderValue()]);
+  document.body.dataset.loaded = "overview";
+}
+
+// --- account page ----------------------------------------------------------
+
+function stageClass(stage) {
+  const i = STAGES.indexOf(stage);
+  if (i < 0) return "out";
+  return i < 3 ? "left" : i === 3 ? "knot" : "right";
+}
+
+async function loadAccount(id) {
+  const far = "2000-01-01T00:00:00Z", future = "2100-01-01T00:00:00Z";
+  const [account, journey, renewals, movements] = await Promise.all([
+    api(`/api/v1/accounts/${id}`),
+    apiOrNull(`/api/v1/accounts/${id}/journey`),
+    api(`/api/v1/revenue/renewals?start=${far}&end=${future}&account_id=${id}&page_size=200`),
+    api(`/api/v1/revenue/movements?start=${far}&end=${future}&account_id=${id}&page_size=200`),
+  ]);
+  const mrrNow = movements.movements.length ? movements.movements[movements.movements.length - 1].mrr_after : null;
+  $("account-head").replaceChildren(
+    h("div", { class: "account-title" },
+      h("h1", { text: account.name, "data-testid": "account-name" }),
+      journey ? h("span", { class: `band ${journey.current_stage === "CHURNED" || journey.current_stage === "LOST" ? "RED" : "GREEN"}`, text: STAGE_LABEL[journey.current_stage] || journey.current_stage }) : null),
+    h("div", { class: "facts" },
+      h("span", {}, "Segment ", h("b", { text: SEGMENT_LABEL[account.segment] || account.segment })),
+      h("span", {}, "Owner ", h("b", { text: account.owner || "-" })),
+      h("span", {}, "CSM ", h("b", { text: account.csm || "-" })),
+      h("span", {}, "Industry ", h("b", { text: account.industry || "-" })),
+      h("span", {}, "MRR ", h("b", { text: mrrNow ? money(mrrNow.minor_units, mrrNow.currency) : "-" })),
+      account.strategic ? h("span", {}, h("b", { text: "Strategic" })) : null,
+      h("span", {}, "Since ", h("b", { text: date(account.created_at) }))));
+
+  if (journey && journey.visits.length) {
+    $("account-journey").replaceChildren(h("div", { class: "timeline", "data-testid": "journey" },
+      journey.visits.map((v) => h("div", { class: `visit ${stageClass(v.stage)}` },
+        h("div", { class: "s", text: STAGE_LABEL[v.stage] || v.stage }),
+        h("div", { text: date(v.entered_at) }),
+        h("div", { text: days(v.duration_seconds) })))));
+  } else {
+    $("account-journey").replaceChildren(empty("No stage recorded yet"));
+  }
+
+  const subscriptionIds = [...new Set(renewals.renewals.map((r) => r.subscription_id))];
+  const subs = (await Promise.all(subscriptionIds.map((s) => apiOrNull(`/api/v1/subscriptions/${s}`)))).filter(Boolean);
+  $("account-subscriptions").replaceChildren(subs.length
+    ? h("table", {}, h("thead", {}, h("tr", {}, h("th", { text: "Plan" }), h("th", { class: "num", text: "Qty" }), h("th", { text: "Billing" }), h("th", { text: "Renews" }), h("th", { class: "num", text: "MRR" }))),
+      h("tbody", {}, subs.map((x) => h("tr", {},
+        h("td", { text: x.terms ? x.terms.plan : "-" }), h("td", { class: "num", text: x.terms ? x.terms.quantity : "-" }),
+        h("td", { text: x.billing_interval.toLowerCase() }),
+        h("td", { text: x.cancelled_at ? `cancelled ${date(x.cancelled_at)}` : date(x.term_end_at) }),
+        h("td", { class: "num", text: money(x.mrr.minor_units, x.mrr.currency) })))))
+    : empty("No subscription with a renewal date"));
+
+  $("account-movements").replaceChildren(movements.movements.length
+    ? h("table", {}, h("thead", {}, h("tr", {}, h("th", { text: "Date" }), h("th", { text: "Movement" }), h("th", { class: "num", text: "Change" }), h("th", { class: "num", text: "MRR after" }))),
+      h("tbody", {}, movements.movements.slice().reverse().map((m) => h("tr", {},
+        h("td", { text: date(m.occurred_at) }), h("td", { text: m.type.toLowerCase() }),
+        h("td", { class: "num", text: money(m.amount.minor_units, m.amount.currency) }),
+        h("td", { class: "num", text: money(m.mrr_after.minor_units, m.mrr_after.currency) })))))
+    : empty("No MRR movement"));
+
+  if (state.scoring) {
+    const [health, alerts] = await Promise.all([
+      apiOrNull(`/api/v1/accounts/${id}/health`),
+      api(`/api/v1/scoring/alerts?account_id=${id}&page_size=20`),
+    ]);
+    renderHealth(health);
+    $("account-alerts").replaceChildren(alerts.alerts.length
+      ? h("table", { "data-testid": "alerts" }, h("tbody", {}, alerts.alerts.map((a) => h("tr", {},
+        h("td", { text: date(a.created_at) }),
+        h("td", {}, h("span", { class: `band ${a.state === "OPEN" ? "RED" : "GREEN"}`, text: a.state.toLowerCase() })),
+        h("td", { class: "reason", text: `${ALERT_LABEL[a.kind] || a.kind}: ${a.message}` })))))
+      : empty("No alert"));
+  } else {
+    $("account-health").replaceChildren(empty("Health scores appear once the scoring service runs"));
+    $("account-alerts").replaceChildren(empty("Alerts appear once the scoring service runs"));
+  }
+  document.body.dataset.loaded = "account";
+}
+
+function renderHealth(health) {
+  if (!health) { $("account-health").replaceChildren(empty("No health score yet")); return; }
+  const color = (v) => (v < 50 ? "var(--red)" : v <= 75 ? "var(--amber)" : "var(--green)");
+  $("account-health").replaceChildren(
+    h("div", { class: "account-title" },
+      h("h1", { text: `${Math.round(health.score)}`, "data-testid": "health-score" }),
+      h("span", { class: `band ${health.band}`, text: health.band }),
+      h("span", { class: "hint", text: [
+        health.churn_risk !== null && health.churn_risk !== undefined ? `churn risk ${pct(health.churn_risk, 0)}` : null,
+        health.delta_30d !== null && health.delta_30d !== undefined ? `${health.delta_30d >= 0 ? "+" : ""}${health.delta_30d} in 30 days` : null,
+        health.tier && health.tier !== "UNSPECIFIED" ? `tier ${health.tier.toLowerCase()}` : null,
+      ].filter(Boolean).join(" · ") })),
+    h("div", { class: "components" }, (health.components || []).map((c) => [
+      h("div", { class: "row" }, h("span", { text: COMPONENT_LABEL[c.component] || c.component }), h("div", { class: "bar" }, h("i", { style: `width:${c.score}%;background:${color(c.score)}` })), h("span", { class: "num", text: Math.round(c.score) })),
+      h("div", { class: "why", text: c.reason || "" }),
+    ])),
+    (health.missing || []).length
+      ? h("div", { class: "hint", text: `No data yet (weight left out): ${health.missing.map((m) => COMPONENT_LABEL[m] || m).join(", ")}` })
+      : null);
+}
+
+// --- routing ---------------------------------------------------------------
+
+async function route() {
+  document.body.dataset.loaded = "";
+  $("signin").hidden = true;
+  $("filters").hidden = false;
+  showBanner("");
+  const match = /^#account=([0-9a-fA-F-]{36})$/.exec(window.location.hash);
+  try {
+    if (match) {
+      $("overview").hidden = true;
+      $("account").hidden = false;
+      await loadAccount(match[1]);
+    } else {
+      $("account").hidden = true;
+      $("overview").hidden = false;
+      await loadOverview();
+    }
+  } catch (e) {
+    if (e instanceof ApiError && (e.status === 401 || e.status === 403)) {
+      showSignIn(e.status === 401 ? "That key was not accepted." : "That key may not read these figures.");
+    } else {
+      showBanner(`Could not load the figures: ${e.message}`);
+    }
+  }
+}
+
+async function main() {
+  await initKey();
+  const doc = await fetch("/openapi.json").then((r) => r.json()).catch(() => ({ paths: {} }));
+  state.scoring = Boolean(doc.paths && doc.paths["/api/v1/scoring/at-risk"]);
+  $("signin-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    state.key = $("key").value.trim();
+    localStorage.setItem(KEY_STORE, state.key);
+    route();
+  });
+  $("sign-out").addEventListener("click", () => {
+    localStorage.removeItem(KEY_STORE);
+    state.key = "";
+    showSignIn("");
+  });
+  $("period").addEventListener("change", route);
+  $("segment").addEventListener("change", route);
+  $("cohort-toggle").addEventListener("click", (ev) => {
+    const metric = ev.target && ev.target.dataset && ev.target.dataset.metric;
+    if (!metric) return;
+    state.cohortMetric = metric;
+    for (const b of $("cohort-toggle").querySelectorAll("button")) b.classList.toggle("on", b.dataset.metric === metric);
+    renderCohorts();
+  });
+  window.addEventListener("hashchange", route);
+  if (!state.key) showSignIn("");
+  else route();
+}
+
+main();

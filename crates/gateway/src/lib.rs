@@ -1,0 +1,311 @@
+//! The HTTP/JSON gateway: a REST API over the gRPC services, the OpenAPI
+//! document generated from its handlers (`/openapi.json`), Kubernetes probes
+//! (`/healthz`, `/readyz`), the dashboard (`/`) and the CRM webhooks
+//! (`/webhooks/...`).
+//!
+//! The gateway owns no data and holds no privileges of its own: it forwards
+//! each caller's `Authorization` header to the services, which check the key
+//! and its scope. The one exception is a verified CRM webhook, which carries
+//! no Bowtie key: it writes with the configured `gateway.webhook_api_key`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bowtie_runtime::config::{GatewaySettings, Settings};
+use bowtie_runtime::shutdown::Shutdown;
+use opentelemetry::global;
+use opentelemetry_http::HeaderExtractor;
+use serde::Serialize;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+mod api;
+mod clients;
+mod dashboard;
+mod error;
+mod model;
+mod scoring;
+mod webhooks;
+
+pub use error::http_status;
+
+/// What every handler shares.
+#[derive(Clone)]
+struct AppState {
+    services: clients::Services,
+    settings: Arc<GatewaySettings>,
+    /// Set on shutdown: /readyz answers 503 while the gateway drains.
+    draining: Arc<AtomicBool>,
+}
+
+/// Time /readyz waits for each service's health answer (below the probe's
+/// own timeout, so a slow service reads as not ready rather than a timeout).
+const READY_TIMEOUT: Duration = Duration::from_secs(1);
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Bowtie API",
+        description = "REST/JSON API over the Bowtie services: accounts, the bowtie funnel, revenue and scoring. \
+Send `Authorization: Bearer <API key>`; reads need the read scope, writes the write scope. \
+Errors have the body `{\"error\": {\"code\", \"message\", \"field_violations\"}}` where `code` is the gRPC code name."
+    ),
+    modifiers(&BearerAuth),
+    // Enums used only as query or path parameters are not collected from the
+    // handlers' responses and bodies; list them so their references resolve.
+    components(schemas(
+        model::Stage,
+        model::Segment,
+        model::AccountStatus,
+        model::CohortBy,
+        model::Granularity,
+        model::MovementType,
+        model::AlertState,
+        model::AlertKind,
+        error::ErrorBody,
+    )),
+    security(("bearer" = [])),
+    tags(
+        (name = "accounts", description = "Accounts and their CRM ids"),
+        (name = "funnel", description = "Journeys through the bowtie and its conversion"),
+        (name = "revenue", description = "MRR, retention, renewals and unit economics"),
+        (name = "scoring", description = "Health scores, churn risk, alerts and value segments"),
+        (name = "operations", description = "Probes"),
+        (name = "webhooks", description = "CRM webhooks, verified by HMAC signature"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("A Bowtie API key (`bowtie keys generate`)"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The OpenAPI document and the router serving it, built from the same handlers.
+fn app(state: AppState) -> axum::Router {
+    let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(api::router())
+        .merge(scoring::router())
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .merge(webhooks::router())
+        .split_for_parts();
+    let openapi = Arc::new(openapi);
+    router
+        .route(
+            "/openapi.json",
+            get(move || {
+                let openapi = openapi.clone();
+                async move { Json(openapi.as_ref().clone()) }
+            }),
+        )
+        .merge(dashboard::router())
+        .layer(axum::middleware::from_fn(trace))
+        .with_state(state)
+}
+
+/// One span per HTTP request, child of the caller's W3C trace context; the
+/// gRPC clients pass it on to the services.
+async fn trace(request: Request, next: Next) -> Response {
+    let parent = global::get_text_map_propagator(|propagator| {
+        propagator.extract(&HeaderExtractor(request.headers()))
+    });
+    let span = tracing::info_span!(
+        "http",
+        otel.name = %format!("{} {}", request.method(), request.uri().path()),
+        otel.kind = "server",
+        http.request.method = %request.method(),
+        url.path = %request.uri().path(),
+        http.response.status_code = tracing::field::Empty,
+    );
+    let _ = span.set_parent(parent);
+    let response = next.run(request).instrument(span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
+    response
+}
+
+/// Liveness.
+#[derive(Debug, Serialize, ToSchema)]
+struct Alive {
+    /// Always `ok`.
+    status: String,
+}
+
+/// Liveness: the gateway process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()),
+    responses((status = 200, body = Alive)))]
+async fn healthz() -> Json<Alive> {
+    Json(Alive {
+        status: "ok".into(),
+    })
+}
+
+/// Readiness and what each service reported.
+#[derive(Debug, Serialize, ToSchema)]
+struct Readiness {
+    /// `ready` when every service is SERVING, `draining` while shutting down, else `not_ready`.
+    status: String,
+    /// Service name -> SERVING, NOT_SERVING or UNREACHABLE.
+    services: std::collections::BTreeMap<String, String>,
+}
+
+/// Readiness: 200 when every service answers its health check SERVING, else 503.
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
+    responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
+async fn readyz(State(state): State<AppState>) -> Response {
+    let checks = state.services.health.iter().map(|(name, service, client)| {
+        let mut client = client.clone();
+        async move {
+            let answer = tokio::time::timeout(
+                READY_TIMEOUT,
+                client.check(HealthCheckRequest {
+                    service: (*service).to_owned(),
+                }),
+            )
+            .await;
+            let status = match answer {
+                Ok(Ok(r)) if r.get_ref().status == ServingStatus::Serving as i32 => "SERVING",
+                Ok(Ok(_)) => "NOT_SERVING",
+                Ok(Err(_)) | Err(_) => "UNREACHABLE",
+            };
+            ((*name).to_owned(), status.to_owned())
+        }
+    });
+    let services: std::collections::BTreeMap<String, String> = futures::future::join_all(checks)
+        .await
+        .into_iter()
+        .collect();
+    let draining = state.draining.load(Ordering::SeqCst);
+    let ready = !draining && services.values().all(|s| s == "SERVING");
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let status = match (ready, draining) {
+        (true, _) => "ready",
+        (false, true) => "draining",
+        (false, false) => "not_ready",
+    };
+    (
+        code,
+        Json(Readiness {
+            status: status.into(),
+            services,
+        }),
+    )
+        .into_response()
+}
+
+/// A bound gateway, ready to run.
+pub struct Gateway {
+    listener: tokio::net::TcpListener,
+    local_addr: SocketAddr,
+    app: axum::Router,
+    shutdown: Shutdown,
+    draining: Arc<AtomicBool>,
+    drain: Duration,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Binds `gateway.listen` with clients of the services at `peers`.
+pub async fn build(settings: &Settings, shutdown: Shutdown) -> anyhow::Result<Gateway> {
+    let services = clients::Services::connect(&settings.peers)?;
+    let draining = Arc::new(AtomicBool::new(false));
+    let state = AppState {
+        services,
+        settings: Arc::new(settings.gateway.clone()),
+        draining: draining.clone(),
+    };
+    let listener = tokio::net::TcpListener::bind(settings.gateway.listen)
+        .await
+        .map_err(|e| {
+            anyhow::Error::new(e).context(format!("binding {}", settings.gateway.listen))
+        })?;
+    let local_addr = listener.local_addr()?;
+    Ok(Gateway {
+        listener,
+        local_addr,
+        app: app(state),
+        shutdown,
+        draining,
+        drain: Duration::from_secs(settings.server.drain_seconds),
+    })
+}
+
+impl Gateway {
+    /// The address the gateway listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `signal` resolves or the shutdown fires. On `signal`,
+    /// /readyz turns 503 first and the gateway keeps serving for
+    /// `server.drain_seconds`, so load balancers stop routing to it; then
+    /// it stops accepting and lets in-flight requests finish.
+    pub async fn run_until_stopped(
+        self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Self {
+            listener,
+            local_addr,
+            app,
+            shutdown,
+            draining,
+            drain,
+        } = self;
+        let stop = async move {
+            tokio::select! {
+                () = signal => {
+                    draining.store(true, Ordering::SeqCst);
+                    tracing::info!(%local_addr, drain_seconds = drain.as_secs(), "shutting down: /readyz reports draining");
+                    tokio::select! {
+                        () = tokio::time::sleep(drain) => {}
+                        () = shutdown.wait() => {}
+                    }
+                }
+                () = shutdown.wait() => {}
+            }
+        };
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await?;
+        tracing::info!(%local_addr, "gateway stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,176 @@
+//! The demo company: deterministic, complete, and idempotent on restart.
+
+use bowtie::demo::{self, Company};
+use bowtie_proto::accounts::ListAccountsRequest;
+use bowtie_proto::common::{PageRequest, Segment};
+use bowtie_proto::revenue::{GetMrrReportRequest, GetMrrReportResponse};
+use bowtie_testkit::stack::Stack;
+use bowtie_testkit::{TestDatabase, backend_test};
+
+use super::small_demo;
+
+backend_test!(
+    seeding_the_same_demo_twice_gives_the_same_figures,
+    the_demo_has_every_segment_churn_comebacks_and_a_balanced_waterfall,
+    seeding_again_on_a_seeded_suite_adds_nothing,
+);
+
+/// The MRR report of the demo's 24 months and the anchor's month.
+async fn waterfall(stack: &Stack) -> anyhow::Result<GetMrrReportResponse> {
+    let options = small_demo();
+    let months = |back| demo::plan::month_before(options.anchor, back);
+    Ok(stack
+        .target()
+        .revenue()?
+        .get_mrr_report(GetMrrReportRequest {
+            start_month: months(24),
+            end_month: months(0),
+            ..GetMrrReportRequest::default()
+        })
+        .await?
+        .into_inner())
+}
+
+async fn account_count(stack: &Stack, segment: Segment) -> anyhow::Result<usize> {
+    let mut client = stack.target().accounts()?;
+    let mut token = String::new();
+    let mut n = 0;
+    loop {
+        let page = client
+            .list_accounts(ListAccountsRequest {
+                segment: segment as i32,
+                page: Some(PageRequest {
+                    page_size: 1000,
+                    page_token: token,
+                }),
+                ..ListAccountsRequest::default()
+            })
+            .await?
+            .into_inner();
+        n += page.accounts.len();
+        token = page.page.map(|p| p.next_page_token).unwrap_or_default();
+        if token.is_empty() {
+            return Ok(n);
+        }
+    }
+}
+
+async fn seeding_the_same_demo_twice_gives_the_same_figures(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    // Two suites on two fresh databases, seeded with the same options.
+    let first = Stack::start(db).await?;
+    demo::seed(&first.target(), small_demo()).await?;
+    let other_db = TestDatabase::create(db.backend())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the second database was skipped"))?;
+    let second = Stack::start(&other_db).await?;
+    demo::seed(&second.target(), small_demo()).await?;
+
+    let (a, b) = (waterfall(&first).await?, waterfall(&second).await?);
+    assert_eq!(a, b, "the two MRR reports differ");
+    assert_eq!(a.periods.len(), 25);
+    let funnel = |stack: &Stack| {
+        let target = stack.target();
+        async move {
+            let options = small_demo();
+            let range = bowtie::report::MonthRange {
+                first: chrono_month(options.anchor, 24)?,
+                last: chrono_month(options.anchor, 0)?,
+            };
+            bowtie::report::funnel(&target, range, None).await
+        }
+    };
+    assert_eq!(funnel(&first).await?, funnel(&second).await?);
+    Ok(())
+}
+
+/// The first day of the month `back` months before the anchor's.
+fn chrono_month(anchor: i64, back: i64) -> anyhow::Result<chrono::NaiveDate> {
+    let month = demo::plan::month_before(anchor, back);
+    Ok(chrono::NaiveDate::parse_from_str(
+        &format!("{month}-01"),
+        "%Y-%m-%d",
+    )?)
+}
+
+async fn the_demo_has_every_segment_churn_comebacks_and_a_balanced_waterfall(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let stack = Stack::start(db).await?;
+    let seeded = demo::seed(&stack.target(), small_demo()).await?;
+    let plan = Company::generate(small_demo()).summary();
+    assert_eq!(seeded.summary, plan);
+    assert!(!seeded.resumed);
+    assert!(
+        plan.churned > 0 && plan.reactivated > 0,
+        "seed 6 at 200 accounts should churn and bring customers back: {plan:?}"
+    );
+
+    for segment in [Segment::Smb, Segment::MidMarket, Segment::Enterprise] {
+        assert!(
+            account_count(&stack, segment).await? > 0,
+            "no {segment:?} account"
+        );
+    }
+    assert_eq!(account_count(&stack, Segment::Unspecified).await?, 200);
+
+    let report = waterfall(&stack).await?;
+    let money = |m: &Option<bowtie_proto::common::Money>| m.as_ref().map_or(0, |m| m.minor_units);
+    let (mut churned, mut reactivated) = (0, 0);
+    for p in &report.periods {
+        // start + new + reactivation + expansion - contraction - churn = end.
+        assert_eq!(
+            money(&p.start_mrr)
+                + money(&p.new_mrr)
+                + money(&p.reactivation_mrr)
+                + money(&p.expansion_mrr)
+                - money(&p.contraction_mrr)
+                - money(&p.churn_mrr),
+            money(&p.end_mrr),
+            "waterfall of {}",
+            p.period
+        );
+        churned += p.churned_accounts;
+        reactivated += p.reactivated_accounts;
+    }
+    assert_eq!(churned, i64::try_from(plan.churned)?);
+    assert_eq!(reactivated, i64::try_from(plan.reactivated)?);
+    // The anchor's month ends with the MRR the plan has at the anchor
+    // (nothing is dated after it).
+    let last = report.periods.last().map(|p| money(&p.end_mrr));
+    assert_eq!(last, Some(plan.mrr));
+    Ok(())
+}
+
+async fn seeding_again_on_a_seeded_suite_adds_nothing(db: &TestDatabase) -> anyhow::Result<()> {
+    let stack = Stack::start(db).await?;
+    let first = demo::seed(&stack.target(), small_demo()).await?;
+    let before = waterfall(&stack).await?;
+    let model_before = model_id(&stack).await?;
+    // A restart on another day finds the first anchor again.
+    let mut later = small_demo();
+    later.anchor -= 3 * demo::plan::DAY;
+    let again = demo::seed(&stack.target(), later).await?;
+    assert!(again.resumed);
+    assert_eq!(again.options, first.options);
+    assert_eq!(account_count(&stack, Segment::Unspecified).await?, 200);
+    assert_eq!(waterfall(&stack).await?, before);
+    // The churn model the first seeding trained is kept.
+    assert_eq!(model_id(&stack).await?, model_before);
+    Ok(())
+}
+
+/// The current churn model's id, `None` when none was trained.
+async fn model_id(stack: &Stack) -> anyhow::Result<Option<String>> {
+    match stack
+        .target()
+        .scoring()?
+        .get_model(bowtie_proto::scoring::GetModelRequest {})
+        .await
+    {
+        Ok(r) => Ok(r.into_inner().model.map(|m| m.id)),
+        Err(s) if s.code() == tonic::Code::FailedPrecondition => Ok(None),
+        Err(s) => Err(s.into()),
+    }
+}

@@ -1,0 +1,255 @@
+//! CSV import: bad rows are reported with their line numbers and the
+//! server's message, valid rows land, and a re-import adds nothing.
+
+use bowtie::import::{ImportReport, Kind, import};
+use bowtie_proto::accounts::ListAccountsRequest;
+use bowtie_proto::common::PageRequest;
+use bowtie_proto::funnel::GetJourneyRequest;
+use bowtie_proto::revenue::{GetMrrReportRequest, ListMovementsRequest};
+use bowtie_testkit::stack::Stack;
+use bowtie_testkit::{TestDatabase, backend_test};
+use indicatif::ProgressBar;
+
+backend_test!(
+    importing_accounts_reports_bad_rows_by_line_and_lands_the_rest,
+    importing_subscriptions_and_transitions_twice_duplicates_nothing,
+);
+
+const ACCOUNTS: &str = "\
+external_id,name,segment,industry,owner,strategic
+1001,Acme Logistics,mid_market,Logistics,ana@example.com,false
+1002,,smb,Retail,bo@example.com,
+1003,Vandelay Industries,gold,Import,ana@example.com,
+1004,Soylent,mid_market
+1005,Wonka Industries,smb,Food,bo@example.com,maybe
+1006,Globex,enterprise,Manufacturing,bo@example.com,true
+";
+
+async fn run(stack: &Stack, kind: Kind, csv: &str) -> anyhow::Result<ImportReport> {
+    import(
+        &stack.target(),
+        kind,
+        csv.as_bytes(),
+        &ProgressBar::hidden(),
+    )
+    .await
+}
+
+async fn account_names(stack: &Stack) -> anyhow::Result<Vec<String>> {
+    let page = stack
+        .target()
+        .accounts()?
+        .list_accounts(ListAccountsRequest {
+            page: Some(PageRequest {
+                page_size: 100,
+                page_token: String::new(),
+            }),
+            ..ListAccountsRequest::default()
+        })
+        .await?
+        .into_inner();
+    let mut names: Vec<String> = page.accounts.into_iter().map(|a| a.name).collect();
+    // Rows are sent concurrently, so creation order is not file order.
+    names.sort();
+    Ok(names)
+}
+
+async fn importing_accounts_reports_bad_rows_by_line_and_lands_the_rest(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let stack = Stack::start(db).await?;
+    let report = run(&stack, Kind::Accounts, ACCOUNTS).await?;
+    assert_eq!(report.rows, 6);
+    assert_eq!((report.created, report.unchanged), (2, 0));
+    let lines: Vec<u64> = report.errors.iter().map(|e| e.line).collect();
+    assert_eq!(lines, vec![3, 4, 5, 6], "{report:?}");
+    // Line 3 is refused by the server, which names the field.
+    assert!(
+        report.errors[0].message.contains("InvalidArgument"),
+        "{report:?}"
+    );
+    assert!(
+        report.errors[0].message.contains("account.name"),
+        "{report:?}"
+    );
+    assert!(
+        report.errors[1].message.starts_with("segment:"),
+        "{report:?}"
+    );
+    assert!(
+        report.errors[2].message.contains("expected 6 fields"),
+        "{report:?}"
+    );
+    assert!(
+        report.errors[3].message.starts_with("strategic:"),
+        "{report:?}"
+    );
+    assert_eq!(
+        account_names(&stack).await?,
+        vec!["Acme Logistics".to_owned(), "Globex".to_owned()]
+    );
+
+    let again = run(&stack, Kind::Accounts, ACCOUNTS).await?;
+    assert_eq!((again.created, again.unchanged), (0, 2));
+    assert_eq!(again.errors.len(), 4);
+    assert_eq!(account_names(&stack).await?.len(), 2);
+    Ok(())
+}
+
+const CUSTOMERS: &str = "\
+external_id,name,segment
+c1,Initech,smb
+c2,Hooli,enterprise
+";
+
+/// 40 x 780.00 a year less 10% is 2,340.00 a month; 250 x 1,080.00 a year
+/// less 15% is 19,125.00; 8 x 45.00 a month is 360.00 (until cancelled).
+const SUBSCRIPTIONS: &str = "\
+subscription_id,account_external_id,plan,quantity,unit_price,billing_interval,discount_percent,start_date,cancelled_at,cancel_reason
+s1,c1,growth,40,780.00,year,10,2025-03-01,,
+s2,c2,enterprise,250,1080.00,year,15,2025-01-15,,
+s3,c1,starter,8,45.00,month,,2025-06-01,2025-09-10,price
+s4,nobody,starter,8,45.00,month,,2025-06-01,,
+s5,c2,starter,8,45.001,month,,2025-06-01,,
+s6,c2,starter,-3,45.00,month,,2025-06-01,,
+";
+
+const TRANSITIONS: &str = "\
+account_external_id,stage,occurred_at,reason
+c1,awareness,2024-11-02,
+c1,selection,2024-12-20T10:00:00Z,
+c1,won,2025-01-05,
+c2,lost,2024-12-01,
+c2,awareness,2024-10-01,
+";
+
+async fn mrr_and_movements(stack: &Stack) -> anyhow::Result<(Vec<i64>, usize)> {
+    let mut revenue = stack.target().revenue()?;
+    let report = revenue
+        .get_mrr_report(GetMrrReportRequest {
+            start_month: "2025-01".into(),
+            end_month: "2025-12".into(),
+            ..GetMrrReportRequest::default()
+        })
+        .await?
+        .into_inner();
+    let movements = revenue
+        .list_movements(ListMovementsRequest {
+            start_at: Some(prost_types::Timestamp {
+                seconds: 1_735_689_600,
+                nanos: 0,
+            }),
+            end_at: Some(prost_types::Timestamp {
+                seconds: 1_767_225_600,
+                nanos: 0,
+            }),
+            page: Some(PageRequest {
+                page_size: 100,
+                page_token: String::new(),
+            }),
+            ..ListMovementsRequest::default()
+        })
+        .await?
+        .into_inner()
+        .movements
+        .len();
+    let ends = report
+        .periods
+        .iter()
+        .map(|p| p.end_mrr.as_ref().map_or(0, |m| m.minor_units))
+        .collect();
+    Ok((ends, movements))
+}
+
+async fn importing_subscriptions_and_transitions_twice_duplicates_nothing(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let stack = Stack::start(db).await?;
+    assert!(
+        run(&stack, Kind::Accounts, CUSTOMERS)
+            .await?
+            .errors
+            .is_empty()
+    );
+
+    let report = run(&stack, Kind::Subscriptions, SUBSCRIPTIONS).await?;
+    assert_eq!(report.recorded, 3, "{report:?}");
+    let lines: Vec<u64> = report.errors.iter().map(|e| e.line).collect();
+    assert_eq!(lines, vec![5, 6, 7], "{report:?}");
+    assert!(report.errors[0].message.contains("nobody"), "{report:?}");
+    assert!(
+        report.errors[1].message.starts_with("unit_price:"),
+        "{report:?}"
+    );
+    // The server refuses the negative quantity and names the field.
+    assert!(report.errors[2].message.contains("quantity"), "{report:?}");
+    assert!(
+        report.errors[2].message.contains("InvalidArgument"),
+        "{report:?}"
+    );
+
+    let (ends, movements) = mrr_and_movements(&stack).await?;
+    // January: s2 (19,125.00). March: + s1 (2,340.00). June: + s3 (360.00).
+    // 10 September: s3 cancelled.
+    assert_eq!(ends[0], 1_912_500);
+    assert_eq!(ends[2], 1_912_500 + 234_000);
+    assert_eq!(ends[5], 1_912_500 + 234_000 + 36_000);
+    assert_eq!(ends[8], 1_912_500 + 234_000);
+    assert_eq!(ends[11], 1_912_500 + 234_000);
+
+    let again = run(&stack, Kind::Subscriptions, SUBSCRIPTIONS).await?;
+    assert_eq!(again.recorded, 3);
+    assert_eq!(again.errors.len(), 3);
+    assert_eq!(mrr_and_movements(&stack).await?, (ends, movements));
+
+    let transitions = run(&stack, Kind::Transitions, TRANSITIONS).await?;
+    let lines: Vec<u64> = transitions.errors.iter().map(|e| e.line).collect();
+    // Line 4: no such stage. Line 5: LOST needs a reason (the server says so).
+    assert_eq!(lines, vec![4, 5], "{transitions:?}");
+    assert!(transitions.errors[0].message.starts_with("stage:"));
+    assert!(
+        transitions.errors[1].message.contains("reason"),
+        "{transitions:?}"
+    );
+    assert_eq!(transitions.created, 3);
+
+    let again = run(&stack, Kind::Transitions, TRANSITIONS).await?;
+    assert_eq!((again.created, again.unchanged), (0, 3), "{again:?}");
+    let id = stack
+        .target()
+        .accounts()?
+        .list_accounts(ListAccountsRequest {
+            text: "Initech".into(),
+            ..ListAccountsRequest::default()
+        })
+        .await?
+        .into_inner()
+        .accounts
+        .first()
+        .map(|a| a.id.clone())
+        .unwrap_or_default();
+    let journey = stack
+        .target()
+        .funnel()?
+        .get_journey(GetJourneyRequest { account_id: id })
+        .await?
+        .into_inner()
+        .journey
+        .map(|j| j.transitions)
+        .unwrap_or_default();
+    // Initech's two imported transitions are there once each, beside what
+    // revenue moved on its own (source "revenue").
+    let imported: Vec<i32> = journey
+        .iter()
+        .filter(|t| t.source == "csv")
+        .map(|t| t.to_stage)
+        .collect();
+    assert_eq!(
+        imported,
+        vec![
+            bowtie_proto::common::Stage::Awareness as i32,
+            bowtie_proto::common::Stage::Selection as i32
+        ]
+    );
+    Ok(())
+}

@@ -1,0 +1,131 @@
+//! The terminal reports print the figures the services' report RPCs return.
+
+use bowtie::demo;
+use bowtie::report::{self, MonthRange, group_thousands, money, percent};
+use bowtie_proto::common::{Period, Segment};
+use bowtie_proto::funnel::GetFunnelReportRequest;
+use bowtie_proto::revenue::{GetMrrReportRequest, GetRetentionRequest};
+use bowtie_testkit::stack::Stack;
+use bowtie_testkit::{READ_KEY, TestDatabase, backend_test};
+use prost_types::Timestamp;
+
+use super::small_demo;
+
+backend_test!(the_reports_print_the_figures_the_services_return);
+
+fn amount(m: Option<&bowtie_proto::common::Money>) -> String {
+    money(m.map_or(0, |m| m.minor_units))
+}
+
+/// The table row whose first cell is `first`.
+fn row<'a>(text: &'a str, first: &str) -> anyhow::Result<&'a str> {
+    text.lines()
+        .find(|l| l.split(['│', '┆']).nth(1).map(str::trim) == Some(first))
+        .ok_or_else(|| anyhow::anyhow!("no row {first:?} in\n{text}"))
+}
+
+fn ts(seconds: i64) -> Option<Timestamp> {
+    Some(Timestamp { seconds, nanos: 0 })
+}
+
+async fn the_reports_print_the_figures_the_services_return(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let stack = Stack::start(db).await?;
+    let options = small_demo();
+    demo::seed(&stack.target(), options).await?;
+    // Reports need only the read scope.
+    let target = stack.target_with(READ_KEY);
+    let month = |back| {
+        chrono::NaiveDate::parse_from_str(
+            &format!("{}-01", demo::plan::month_before(options.anchor, back)),
+            "%Y-%m-%d",
+        )
+    };
+    let range = MonthRange {
+        first: month(11)?,
+        last: month(0)?,
+    };
+
+    let text = report::mrr(&target, range, Some(Segment::Smb)).await?;
+    let api = target
+        .revenue()?
+        .get_mrr_report(GetMrrReportRequest {
+            start_month: range.start_month(),
+            end_month: range.end_month(),
+            segment: Segment::Smb as i32,
+            ..GetMrrReportRequest::default()
+        })
+        .await?
+        .into_inner();
+    assert_eq!(api.periods.len(), 12);
+    for p in &api.periods {
+        let line = row(&text, &p.period)?;
+        for figure in [
+            amount(p.start_mrr.as_ref()),
+            amount(p.new_mrr.as_ref()),
+            amount(p.churn_mrr.as_ref()),
+            amount(p.end_mrr.as_ref()),
+            amount(p.end_arr.as_ref()),
+            percent(p.customer_churn_rate),
+        ] {
+            assert!(line.contains(&figure), "{figure} missing from {line}");
+        }
+    }
+
+    let text = report::funnel(&target, range, None).await?;
+    let api = target
+        .funnel()?
+        .get_funnel_report(GetFunnelReportRequest {
+            period: Some(Period {
+                start: ts(range.start()),
+                end: ts(range.end()),
+            }),
+            ..GetFunnelReportRequest::default()
+        })
+        .await?
+        .into_inner();
+    let awareness = api
+        .stages
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("no stages"))?;
+    assert!(awareness.volume > 0);
+    let line = row(&text, "awareness")?;
+    assert!(line.contains(&group_thousands(awareness.volume)), "{line}");
+    assert!(line.contains(&percent(awareness.conversion_rate)), "{line}");
+    assert!(text.contains(&format!(
+        "measured {} ({} of {} attempts)",
+        percent(api.measured_win_rate),
+        group_thousands(api.won_attempts),
+        group_thousands(api.awareness_attempts)
+    )));
+
+    let now = options.anchor;
+    let text = report::retention(&target, range, None, now).await?;
+    let api = target
+        .revenue()?
+        .get_retention(GetRetentionRequest {
+            start_at: ts(range.start()),
+            end_at: ts(now),
+            by_owner: true,
+            ..GetRetentionRequest::default()
+        })
+        .await?
+        .into_inner();
+    let line = row(&text, "all segments")?;
+    for figure in [
+        group_thousands(api.accounts_start),
+        percent(api.logo_retention),
+        amount(api.mrr_start.as_ref()),
+        amount(api.mrr_end.as_ref()),
+        percent(api.grr),
+        percent(api.nrr),
+    ] {
+        assert!(line.contains(&figure), "{figure} missing from {line}");
+    }
+    for owner in &api.by_owner {
+        let line = row(&text, &owner.owner)?;
+        assert!(line.contains(&percent(owner.nrr)), "{line}");
+    }
+    Ok(())
+}

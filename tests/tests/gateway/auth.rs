@@ -1,0 +1,66 @@
+//! The gateway passes the caller's key on and holds no privileges itself:
+//! the services decide, and their answer reaches the caller.
+
+use bowtie_testkit::gateway::Stack;
+use bowtie_testkit::{READ_KEY, TestDatabase, WRITE_KEY, backend_test};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+backend_test!(
+    a_call_without_a_key_is_401,
+    an_unknown_key_is_401,
+    a_read_key_cannot_write_and_nothing_is_written,
+    a_write_key_writes_and_a_read_key_reads,
+);
+
+async fn a_call_without_a_key_is_401(db: &TestDatabase) -> anyhow::Result<()> {
+    let stack = Stack::start(db).await?;
+    for path in [
+        "/api/v1/accounts",
+        "/api/v1/revenue/mrr?start_month=2026-01&end_month=2026-03",
+    ] {
+        let (status, body) = stack.call(Method::GET, path, None, None).await?;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "UNAUTHENTICATED");
+    }
+    Ok(())
+}
+
+async fn an_unknown_key_is_401(db: &TestDatabase) -> anyhow::Result<()> {
+    let stack = Stack::start(db).await?;
+    let (status, body) = stack.get("/api/v1/accounts", "bt_not_a_key").await?;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    Ok(())
+}
+
+async fn a_read_key_cannot_write_and_nothing_is_written(db: &TestDatabase) -> anyhow::Result<()> {
+    let stack = Stack::start(db).await?;
+    let (status, body) = stack
+        .post(
+            "/api/v1/accounts",
+            READ_KEY,
+            &json!({"name": "Acme", "segment": "SMB"}),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"]["code"], "PERMISSION_DENIED");
+    let (status, body) = stack.get("/api/v1/accounts", READ_KEY).await?;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["accounts"].as_array().map(Vec::len), Some(0), "{body}");
+    Ok(())
+}
+
+async fn a_write_key_writes_and_a_read_key_reads(db: &TestDatabase) -> anyhow::Result<()> {
+    let stack = Stack::start(db).await?;
+    let id = stack
+        .account(WRITE_KEY, "Acme Logistics", "MID_MARKET")
+        .await?;
+    let (status, body) = stack
+        .get(&format!("/api/v1/accounts/{id}"), READ_KEY)
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["name"], "Acme Logistics");
+    assert_eq!(body["segment"], "MID_MARKET");
+    assert_eq!(body["coverage_model"], "POOLED_CSM");
+    Ok(())
+}

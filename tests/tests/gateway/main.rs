@@ -1,0 +1,11 @@
+//! Integration tests of the HTTP/JSON gateway: the real accounts, revenue,
+//! funnel and scoring servers and the real gateway, each on a random port, over SQLite
+//! and PostgreSQL (`<scenario>::sqlite`, `<scenario>::postgres`), called over
+//! HTTP as a dashboard or a CRM would.
+
+mod auth;
+mod openapi;
+mod reports;
+mod scoring;
+mod status;
+mod webhooks;
