@@ -208,6 +208,17 @@ async fn first_value_reached_in_scoring_moves_the_journey_to_impact_once(
     );
     assert_eq!(j.transitions[1].occurred_at, reached.occurred_at);
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    assert_eq!(journey(&mut transitions, &acme).await?.transitions.len(), 2);
+    let after = journey(&mut transitions, &acme).await?;
+    assert_eq!(
+        after
+            .transitions
+            .iter()
+            .map(|t| (t.to_stage, t.occurred_at, t.source.clone()))
+            .collect::<Vec<_>>(),
+        j.transitions
+            .iter()
+            .map(|t| (t.to_stage, t.occurred_at, t.source.clone()))
+            .collect::<Vec<_>>()
+    );
     Ok(())
 }
