@@ -303,6 +303,20 @@ impl Scoring {
             .write(None, move |tx| {
                 Box::pin(async move {
                     let signals: Vec<NewSignal> = batch.iter().map(|(_, s)| s.clone()).collect();
+                    // The profiles first value may change are locked before
+                    // this transaction writes any row, in account order: a
+                    // feed consumer holding one of them then never waits for
+                    // a row this batch wrote while the batch waits for it.
+                    let mut reaching: Vec<Uuid> = batch
+                        .iter()
+                        .filter(|(_, s)| s.kind == pb::SignalType::FirstValueReached as i32)
+                        .map(|(_, s)| s.account_id)
+                        .collect();
+                    reaching.sort_unstable();
+                    reaching.dedup();
+                    for id in reaching {
+                        storage::lock_profile(tx.conn(), id).await?;
+                    }
                     storage::ensure_profiles(tx.conn(), &found_for_tx, tx.now()).await?;
                     let inserted = storage::insert_signals(tx.conn(), &signals, tx.now()).await?;
                     let mut claimed: HashSet<&str> = HashSet::with_capacity(inserted.len());
