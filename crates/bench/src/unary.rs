@@ -33,7 +33,7 @@ const LEVELS: [usize; 3] = [1, 16, 64];
 /// Accounts created before the reads.
 const ACCOUNTS: usize = 1_000;
 /// Services that run as their own process, in start order (peers first).
-const SERVICES: [&str; 3] = ["accounts", "revenue", "funnel"];
+const SERVICES: [&str; 4] = ["accounts", "revenue", "funnel", "scoring"];
 
 /// Runs the case; `seconds` is the measured time of each load level.
 pub async fn run(report: &mut Report, seconds: u64) -> anyhow::Result<()> {
