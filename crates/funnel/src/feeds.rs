@@ -20,11 +20,10 @@ use bowtie_proto::revenue::{self as revenue_pb, revenue_service_client::RevenueS
 use bowtie_proto::scoring::{self as scoring_pb, scoring_service_client::ScoringServiceClient};
 use bowtie_runtime::config::PeerSettings;
 use bowtie_runtime::error::Error;
-use bowtie_runtime::peer::{self, AccountDirectory, ApplyEvent, Consumer, EventStream, OpenFeed};
+use bowtie_runtime::peer::{self, AccountDirectory, ApplyEvent, Consumer, OpenFeed};
 use bowtie_runtime::shutdown::Shutdown;
 use bowtie_runtime::store::Store;
 use bowtie_runtime::validate;
-use futures::StreamExt;
 use uuid::Uuid;
 
 use bowtie_runtime::feed::NewEvent;
@@ -58,15 +57,10 @@ pub fn accounts_consumer(
                 })
                 .await?
                 .into_inner();
-            let events: EventStream = stream
-                .filter_map(|item| async move {
-                    match item {
-                        Ok(r) => r.event.map(Ok),
-                        Err(status) => Some(Err(status)),
-                    }
-                })
-                .boxed();
-            Ok(events)
+            Ok(peer::events(
+                stream,
+                |r: accounts_pb::WatchEventsResponse| r.event,
+            ))
         })
     });
     let apply: ApplyEvent = Arc::new(|tx, event| {
@@ -145,15 +139,10 @@ pub fn revenue_consumer(
                 })
                 .await?
                 .into_inner();
-            let events: EventStream = stream
-                .filter_map(|item| async move {
-                    match item {
-                        Ok(r) => r.event.map(Ok),
-                        Err(status) => Some(Err(status)),
-                    }
-                })
-                .boxed();
-            Ok(events)
+            Ok(peer::events(
+                stream,
+                |r: revenue_pb::WatchEventsResponse| r.event,
+            ))
         })
     });
     let apply: ApplyEvent = Arc::new(move |tx, event| {
@@ -254,15 +243,10 @@ pub fn scoring_consumer(
                 })
                 .await?
                 .into_inner();
-            let events: EventStream = stream
-                .filter_map(|item| async move {
-                    match item {
-                        Ok(r) => r.event.map(Ok),
-                        Err(status) => Some(Err(status)),
-                    }
-                })
-                .boxed();
-            Ok(events)
+            Ok(peer::events(
+                stream,
+                |r: scoring_pb::WatchEventsResponse| r.event,
+            ))
         })
     });
     let apply: ApplyEvent = Arc::new(move |tx, event| {

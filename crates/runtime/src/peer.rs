@@ -149,6 +149,23 @@ pub fn payload<M: prost::Name + Default>(event: &common::Event) -> Result<Option
 /// A stream of another service's events, from its `WatchEvents`.
 pub type EventStream = BoxStream<'static, Result<common::Event, Status>>;
 
+/// A peer's `WatchEvents` response stream as an [`EventStream`]: `event`
+/// takes the event out of the service's own response type.
+pub fn events<R, S>(stream: S, event: fn(R) -> Option<common::Event>) -> EventStream
+where
+    R: Send + 'static,
+    S: futures::Stream<Item = Result<R, Status>> + Send + 'static,
+{
+    stream
+        .filter_map(move |item| async move {
+            match item {
+                Ok(r) => event(r).map(Ok),
+                Err(status) => Some(Err(status)),
+            }
+        })
+        .boxed()
+}
+
 /// Opens a peer's feed after a sequence.
 pub type OpenFeed =
     Arc<dyn Fn(i64) -> BoxFuture<'static, Result<EventStream, Status>> + Send + Sync>;

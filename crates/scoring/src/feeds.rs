@@ -14,16 +14,15 @@
 use std::sync::Arc;
 
 use bowtie_proto::accounts::{self as accounts_pb, accounts_service_client::AccountsServiceClient};
-use bowtie_proto::common::{self, Segment, Stage};
+use bowtie_proto::common::{Segment, Stage};
 use bowtie_proto::funnel::{self as funnel_pb, funnel_service_client::FunnelServiceClient};
 use bowtie_proto::revenue::{self as revenue_pb, revenue_service_client::RevenueServiceClient};
 use bowtie_runtime::config::PeerSettings;
 use bowtie_runtime::error::Error;
-use bowtie_runtime::peer::{self, ApplyEvent, Consumer, EventStream, OpenFeed};
+use bowtie_runtime::peer::{self, ApplyEvent, Consumer, OpenFeed};
 use bowtie_runtime::shutdown::Shutdown;
 use bowtie_runtime::store::Tx;
 use bowtie_runtime::validate::{self, now_micros};
-use futures::StreamExt;
 use uuid::Uuid;
 
 pub use bowtie_runtime::peer::payload;
@@ -37,21 +36,6 @@ pub const ACCOUNTS_CONSUMER: &str = "scoring.accounts";
 pub const REVENUE_CONSUMER: &str = "scoring.revenue";
 /// Cursor name of the funnel feed consumer.
 pub const FUNNEL_CONSUMER: &str = "scoring.funnel";
-
-fn events<R, S>(stream: S, event: fn(R) -> Option<common::Event>) -> EventStream
-where
-    R: Send + 'static,
-    S: futures::Stream<Item = Result<R, tonic::Status>> + Send + 'static,
-{
-    stream
-        .filter_map(move |item| async move {
-            match item {
-                Ok(r) => event(r).map(Ok),
-                Err(status) => Some(Err(status)),
-            }
-        })
-        .boxed()
-}
 
 fn account_id(raw: &str) -> Result<Uuid, Error> {
     Uuid::parse_str(raw).map_err(|_| Error::invalid("payload.account_id", "is not a UUID"))
@@ -91,9 +75,10 @@ pub fn accounts_consumer(
                 })
                 .await?
                 .into_inner();
-            Ok(events(stream, |r: accounts_pb::WatchEventsResponse| {
-                r.event
-            }))
+            Ok(peer::events(
+                stream,
+                |r: accounts_pb::WatchEventsResponse| r.event,
+            ))
         })
     });
     let store = app.store().clone();
@@ -236,7 +221,10 @@ pub fn revenue_consumer(
                 })
                 .await?
                 .into_inner();
-            Ok(events(stream, |r: revenue_pb::WatchEventsResponse| r.event))
+            Ok(peer::events(
+                stream,
+                |r: revenue_pb::WatchEventsResponse| r.event,
+            ))
         })
     });
     let store = app.store().clone();
@@ -297,7 +285,9 @@ pub fn funnel_consumer(
                 })
                 .await?
                 .into_inner();
-            Ok(events(stream, |r: funnel_pb::WatchEventsResponse| r.event))
+            Ok(peer::events(stream, |r: funnel_pb::WatchEventsResponse| {
+                r.event
+            }))
         })
     });
     let store = app.store().clone();
