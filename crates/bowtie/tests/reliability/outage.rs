@@ -13,10 +13,13 @@ use bowtie_proto::funnel::funnel_service_client::FunnelServiceClient;
 use bowtie_proto::funnel::{GetJourneyRequest, Journey, RecordTransitionRequest};
 use bowtie_proto::revenue::revenue_service_client::RevenueServiceClient;
 use bowtie_proto::revenue::{CancelSubscriptionRequest, CreateSubscriptionRequest};
+use bowtie_proto::scoring::scoring_service_client::ScoringServiceClient;
+use bowtie_proto::scoring::{RecordSignalBatchRequest, SignalType};
 use bowtie_runtime::config::Settings;
 use bowtie_testkit::revenue::{
     RevenueClient, all_movements, cancellation, change, day, monthly, terms,
 };
+use bowtie_testkit::scoring::{ScoringClient, signal};
 use bowtie_testkit::{AccountsClient, Bearer, TestDatabase, WRITE_KEY, backend_test};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -217,9 +220,10 @@ async fn with_a_peer_unreachable_calls_that_need_it_are_unavailable_and_feeds_ca
     db: &TestDatabase,
 ) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let databases = ["accounts", "revenue", "funnel"].map(|s| db.service_database(s));
-    let ports = [free_port()?, free_port()?, free_port()?];
-    let nodes: Vec<Node<'_>> = ["accounts", "revenue", "funnel"]
+    let services = ["accounts", "revenue", "funnel", "scoring"];
+    let databases = services.map(|s| db.service_database(s));
+    let ports = [free_port()?, free_port()?, free_port()?, free_port()?];
+    let nodes: Vec<Node<'_>> = services
         .into_iter()
         .zip(&databases)
         .zip(ports)
@@ -229,8 +233,8 @@ async fn with_a_peer_unreachable_calls_that_need_it_are_unavailable_and_feeds_ca
             port,
         })
         .collect();
-    // Revenue and the funnel reach accounts, and the funnel reaches
-    // revenue, through links the test can cut; the test itself talks to
+    // Revenue, the funnel and scoring reach accounts, and the funnel and
+    // scoring reach revenue, through links the test can cut; the test itself talks to
     // each service directly.
     let to_accounts = Link::open(ports[0]).await?;
     let to_revenue = Link::open(ports[1]).await?;
@@ -245,6 +249,8 @@ async fn with_a_peer_unreachable_calls_that_need_it_are_unavailable_and_feeds_ca
     let accounts_process = Process::start(&config, "accounts", ports[0]).await?;
     let revenue_process = Process::start(&config, "revenue", ports[1]).await?;
     let funnel_process = Process::start(&config, "funnel", ports[2]).await?;
+    let scoring_process = Process::start(&config, "scoring", ports[3]).await?;
+    let mut scoring: ScoringClient = ScoringServiceClient::new(scoring_process.channel(WRITE_KEY)?);
     let mut accounts = accounts(&accounts_process)?;
     let mut revenue: RevenueClient = RevenueServiceClient::new(revenue_process.channel(WRITE_KEY)?);
     let mut funnel: FunnelClient = FunnelServiceClient::new(funnel_process.channel(WRITE_KEY)?);
@@ -289,11 +295,38 @@ async fn with_a_peer_unreachable_calls_that_need_it_are_unavailable_and_feeds_ca
         .err()
         .context("a transition for an unchecked account was recorded")?;
     assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    // Scoring learns accounts from the accounts feed too; one created
+    // during the cut is news to it, so its signals are refused whole.
+    let initech = accounts
+        .create_account(request(2))
+        .await?
+        .into_inner()
+        .account
+        .context("no account")?
+        .id;
+    let signals = || RecordSignalBatchRequest {
+        signals: vec![signal("outage-login", &initech, SignalType::Login, 1, 1)],
+    };
+    let refused = scoring
+        .record_signal_batch(signals())
+        .await
+        .err()
+        .context("a signal for an unchecked account was recorded")?;
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
     let took = started.elapsed();
-    assert!(took < Duration::from_secs(8), "refusing took {took:?}");
+    assert!(took < Duration::from_secs(12), "refusing took {took:?}");
     assert!(all_movements(&mut revenue, globex).await?.is_empty());
     assert!(journey(&mut funnel, globex).await?.is_none());
     to_accounts.heal();
+    let recorded = eventually(15, "scoring to reach accounts again", async || {
+        Ok(scoring.record_signal_batch(signals()).await.ok())
+    })
+    .await?
+    .into_inner();
+    assert_eq!(
+        recorded.recorded, 1,
+        "nothing was kept from the refused batch: {recorded:?}"
+    );
 
     // Revenue unreachable from the funnel: revenue keeps working, and its
     // feed grows by Globex's first subscription (retried with the key the

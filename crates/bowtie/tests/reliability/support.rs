@@ -7,7 +7,7 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,8 +28,31 @@ use tonic_health::pb::health_client::HealthClient;
 pub const SERVICES: [&str; 4] = ["accounts", "funnel", "revenue", "scoring"];
 
 /// A port nothing listens on yet, for a child process to bind.
+///
+/// Taken below Linux's ephemeral range (32768 and up by default), from a
+/// base that differs per test process: a port-0 bind (another test's
+/// server, a [`Link`], an outgoing connection) is never given one of these,
+/// so none can take the port between this check and the child's bind.
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000
+        + (std::process::id()
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos()))
+            % 10_000;
+    let _ = NEXT.compare_exchange(0, base as u16, Ordering::SeqCst, Ordering::SeqCst);
+    for _ in 0..1_000 {
+        let port = NEXT.fetch_add(1, Ordering::SeqCst);
+        if !(20_000..32_000).contains(&port) {
+            NEXT.store(20_000, Ordering::SeqCst);
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no free port between 20000 and 32000")
 }
 
 /// One service of a test: its database and the port it listens on.
