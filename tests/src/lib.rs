@@ -471,6 +471,32 @@ impl TestServer {
             Err(_) => anyhow::bail!("the server did not stop within {SERVER_TIMEOUT:?}"),
         }
     }
+
+    /// Stops the server like [`TestServer::stop`], then keeps its port bound
+    /// (not listening) while the returned guard lives, so that peers still
+    /// pointed at it are refused. Tests run in parallel: without the guard a
+    /// server of another test could be given the freed port and answer in
+    /// the stopped one's place.
+    pub async fn stop_and_keep_port(self) -> anyhow::Result<HeldPort> {
+        let addr = self.addr;
+        self.stop().await?;
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        // The stopped server's connections may linger in TIME_WAIT on this
+        // port; address reuse allows a bind beside them. A port-0 bind never
+        // picks a port that is bound, so no other test is given this one.
+        socket.set_reuseaddr(true)?;
+        socket
+            .bind(addr)
+            .with_context(|| format!("keeping the stopped server's port {addr}"))?;
+        Ok(HeldPort { _socket: socket })
+    }
+}
+
+/// The port of a stopped server, bound and not listening: connecting to it is
+/// refused until this is dropped.
+#[derive(Debug)]
+pub struct HeldPort {
+    _socket: tokio::net::TcpSocket,
 }
 
 impl Drop for TestServer {
