@@ -543,13 +543,15 @@ async fn serve(
         }
         .with_context(|| format!("starting {name}"))?;
         let addr = server.local_addr();
-        tracing::info!(service = name, %addr, "listening");
+        tracing::info!(service = name, %addr, security = server.security(), "listening");
         if print {
             println!("{name:<9} grpc://{addr}");
         }
         if together {
-            // Services of one process reach each other where they listen.
-            let uri = format!("http://{addr}");
+            // Services of one process reach each other where they listen
+            // (over TLS when they serve it: the certificate must then name
+            // the listen address).
+            let uri = server.uri();
             match service {
                 Service::Accounts => settings.peers.accounts = uri,
                 Service::Funnel => settings.peers.funnel = uri,

@@ -120,6 +120,21 @@ pub struct PeerSettings {
     pub connect_timeout_ms: u64,
     /// Deadline of each unary call to a peer.
     pub request_timeout_ms: u64,
+    /// TLS of calls to `https://` peers.
+    #[serde(default)]
+    pub tls: PeerTlsSettings,
+}
+
+/// How a service (or the gateway) calls `https://` peers; `http://` peers
+/// ignore it. Paths of PEM files; empty means unset.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct PeerTlsSettings {
+    /// The CA that signs the services' certificates; required for `https://` peers.
+    pub ca: String,
+    /// Client certificate (chain) presented to peers that require one (mTLS).
+    pub cert: String,
+    /// The client certificate's private key.
+    pub key: String,
 }
 
 /// Logging and tracing.
@@ -152,6 +167,21 @@ pub struct ServerSettings {
     pub max_message_bytes: usize,
     /// Upper bound of a unary call in milliseconds.
     pub request_timeout_ms: u64,
+    /// TLS of the gRPC listener; plaintext when no certificate is set.
+    #[serde(default)]
+    pub tls: ServerTlsSettings,
+}
+
+/// TLS of a service's gRPC listener. Paths of PEM files; empty means unset.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ServerTlsSettings {
+    /// Certificate (chain) of the service: set, the service serves TLS only.
+    pub cert: String,
+    /// Its private key.
+    pub key: String,
+    /// CA of the client certificates: set, every client must present a
+    /// certificate signed by it (mutual TLS).
+    pub client_ca: String,
 }
 
 /// API keys.

@@ -4,6 +4,9 @@
 //! applies the tracing and auth layers, and shuts down gracefully: health turns
 //! NOT_SERVING first, the server keeps answering for `drain_seconds` so load
 //! balancers move away, then open streams end and in-flight calls finish.
+//!
+//! With `server.tls` configured the listener speaks TLS only (mutual TLS with
+//! `client_ca`), health and reflection included: one port, one policy.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -13,8 +16,8 @@ use std::time::Duration;
 
 use tonic::server::NamedService;
 use tonic::service::{Routes, RoutesBuilder};
-use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -38,6 +41,7 @@ pub struct GrpcServer {
     auth: AuthLayer,
     shutdown: Shutdown,
     db: Option<Db>,
+    tls: Option<ServerTlsConfig>,
 }
 
 impl GrpcServer {
@@ -49,6 +53,7 @@ impl GrpcServer {
         admin_methods: &'static [&'static str],
         shutdown: Shutdown,
     ) -> anyhow::Result<Self> {
+        let tls = crate::tls::server_config(&settings.tls)?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| anyhow::Error::new(e).context(format!("binding {addr}")))?;
@@ -77,6 +82,7 @@ impl GrpcServer {
             auth: AuthLayer::new(keys, admin_methods),
             shutdown,
             db: None,
+            tls,
         })
     }
 
@@ -110,6 +116,21 @@ impl GrpcServer {
         self.local_addr
     }
 
+    /// The address to call the server at: `https://` when it serves TLS.
+    pub fn uri(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.local_addr)
+    }
+
+    /// How the listener is secured: `plaintext`, `tls` or `mutual-tls`.
+    pub fn security(&self) -> &'static str {
+        match (&self.tls, self.settings.tls.client_ca.is_empty()) {
+            (None, _) => "plaintext",
+            (Some(_), true) => "tls",
+            (Some(_), false) => "mutual-tls",
+        }
+    }
+
     /// The signal that stops this server.
     pub fn shutdown(&self) -> Shutdown {
         self.shutdown.clone()
@@ -137,6 +158,7 @@ impl GrpcServer {
             auth,
             shutdown,
             db,
+            tls,
         } = self;
         Self::set_status(&health, &names, ServingStatus::Serving).await;
 
@@ -183,7 +205,11 @@ impl GrpcServer {
 
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let stop = shutdown.clone();
-        Server::builder()
+        let mut server = Server::builder();
+        if let Some(tls) = tls {
+            server = server.tls_config(tls)?;
+        }
+        server
             .timeout(Duration::from_millis(settings.request_timeout_ms))
             .layer(RpcTraceLayer::default())
             .layer(auth)
