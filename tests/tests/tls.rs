@@ -431,3 +431,61 @@ async fn a_gateway_with_an_https_peer_and_no_ca_stops_at_startup_naming_the_sett
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_mutual_tls_service_answers_plaintext_health_probes_on_its_health_address_only()
+-> anyhow::Result<()> {
+    let pki = Pki::new()?;
+    let db = sqlite().await?;
+    let mut settings = db.server_settings()?;
+    pki.mutual(&mut settings);
+    settings.accounts.health_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    let shutdown = Shutdown::new();
+    let server = bowtie_accounts::build(
+        &settings,
+        Arc::new(ApiKeys::from_settings(&settings.auth)?),
+        shutdown.clone(),
+    )
+    .await?;
+    let probe_addr = server
+        .health_addr()
+        .ok_or_else(|| anyhow::anyhow!("no health listener"))?;
+    let task = tokio::spawn(server.run_until_stopped(std::future::pending()));
+    let channel = Endpoint::from_shared(format!("http://{probe_addr}"))?
+        .connect()
+        .await?;
+
+    // A plaintext probe sees the service turn SERVING...
+    let mut probe = HealthClient::new(channel.clone());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let status = probe
+            .check(HealthCheckRequest {
+                service: ACCOUNTS_SERVICE.to_owned(),
+            })
+            .await?
+            .into_inner()
+            .status;
+        if status == ServingStatus::Serving as i32 || tokio::time::Instant::now() > deadline {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // ...but no RPC of the service is reachable there, even with a key.
+    let rpc =
+        bowtie_proto::accounts::accounts_service_client::AccountsServiceClient::with_interceptor(
+            channel,
+            Bearer::new(ADMIN_KEY),
+        )
+        .get_account(bowtie_proto::accounts::GetAccountRequest {
+            id: uuid::Uuid::new_v4().to_string(),
+        })
+        .await
+        .err()
+        .map(|s| s.code());
+    shutdown.trigger();
+    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    assert_eq!(status, ServingStatus::Serving as i32);
+    assert_eq!(rpc, Some(Code::Unimplemented));
+    Ok(())
+}

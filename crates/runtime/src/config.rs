@@ -207,6 +207,10 @@ pub struct ApiKeySettings {
 pub struct ServiceSettings {
     /// Address to listen on; port 0 picks a free port.
     pub listen: SocketAddr,
+    /// Where to also serve `grpc.health.v1` alone in plaintext, for probes
+    /// that cannot speak TLS; unset: nowhere.
+    #[serde(default)]
+    pub health_listen: Option<SocketAddr>,
     /// The service's own database.
     pub database: DatabaseSettings,
 }

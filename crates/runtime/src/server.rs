@@ -6,7 +6,10 @@
 //! balancers move away, then open streams end and in-flight calls finish.
 //!
 //! With `server.tls` configured the listener speaks TLS only (mutual TLS with
-//! `client_ca`), health and reflection included: one port, one policy.
+//! `client_ca`), health and reflection included: one port, one policy. For
+//! probes that cannot speak TLS (Kubernetes' native gRPC probes) a service
+//! may also serve `grpc.health.v1` alone, in plaintext, on a second address
+//! (`<service>.health_listen`): health says nothing a probe should not know.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -42,6 +45,9 @@ pub struct GrpcServer {
     shutdown: Shutdown,
     db: Option<Db>,
     tls: Option<ServerTlsConfig>,
+    /// Health alone, for the plaintext probe listener.
+    health_routes: RoutesBuilder,
+    health_listener: Option<std::net::TcpListener>,
 }
 
 impl GrpcServer {
@@ -67,6 +73,8 @@ impl GrpcServer {
             .register_encoded_file_descriptor_set(bowtie_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
+        let mut health_routes = Routes::builder();
+        health_routes.add_service(health_service.clone());
         let mut routes = Routes::builder();
         routes
             .add_service(health_service)
@@ -83,6 +91,8 @@ impl GrpcServer {
             shutdown,
             db: None,
             tls,
+            health_routes,
+            health_listener: None,
         })
     }
 
@@ -109,6 +119,26 @@ impl GrpcServer {
     pub fn watch_database(mut self, db: Db) -> Self {
         self.db = Some(db);
         self
+    }
+
+    /// Also serves `grpc.health.v1` alone, in plaintext, on `addr` (none:
+    /// nothing more), for probes that cannot present a client certificate.
+    pub fn serve_health_on(mut self, addr: Option<SocketAddr>) -> anyhow::Result<Self> {
+        if let Some(addr) = addr {
+            let listener = std::net::TcpListener::bind(addr).map_err(|e| {
+                anyhow::Error::new(e).context(format!("binding the health listener {addr}"))
+            })?;
+            listener.set_nonblocking(true)?;
+            self.health_listener = Some(listener);
+        }
+        Ok(self)
+    }
+
+    /// The address of the plaintext health listener, when there is one.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     /// The address the server listens on.
@@ -159,6 +189,8 @@ impl GrpcServer {
             shutdown,
             db,
             tls,
+            health_routes,
+            health_listener,
         } = self;
         Self::set_status(&health, &names, ServingStatus::Serving).await;
 
@@ -203,6 +235,19 @@ impl GrpcServer {
             });
         }
 
+        if let Some(listener) = health_listener {
+            let incoming = TcpIncoming::from(tokio::net::TcpListener::from_std(listener)?);
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                let served = Server::builder()
+                    .add_routes(health_routes.routes())
+                    .serve_with_incoming_shutdown(incoming, async move { stop.wait().await })
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error.cause_chain = ?e, "the health listener failed");
+                }
+            });
+        }
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let stop = shutdown.clone();
         let mut server = Server::builder();

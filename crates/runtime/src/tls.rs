@@ -32,14 +32,14 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum TlsConfigError {
     /// The file cannot be read.
-    #[error("{key}: cannot read {path:?}: {source}")]
+    #[error("{key}: cannot read {path:?}: {reason}")]
     Read {
         /// The setting, e.g. `server.tls.cert`.
         key: &'static str,
         /// The configured path.
         path: String,
-        /// Why it cannot be read.
-        source: std::io::Error,
+        /// Why it cannot be read (in the message, so not also a source).
+        reason: std::io::Error,
     },
     /// The file holds no PEM block of the expected kind or a malformed one.
     #[error("{key}: {path:?} {problem}")]
@@ -192,10 +192,10 @@ fn certificates(key: &'static str, path: &str) -> Result<Certificate, TlsConfigE
 }
 
 fn read(key: &'static str, path: &str) -> Result<Vec<u8>, TlsConfigError> {
-    std::fs::read(Path::new(path)).map_err(|source| TlsConfigError::Read {
+    std::fs::read(Path::new(path)).map_err(|reason| TlsConfigError::Read {
         key,
         path: path.to_owned(),
-        source,
+        reason,
     })
 }
 
