@@ -208,8 +208,8 @@ pub struct ServiceSettings {
     /// Address to listen on; port 0 picks a free port.
     pub listen: SocketAddr,
     /// Where to also serve `grpc.health.v1` alone in plaintext, for probes
-    /// that cannot speak TLS; unset: nowhere.
-    #[serde(default)]
+    /// that cannot speak TLS; empty: nowhere.
+    #[serde(default, deserialize_with = "optional_address")]
     pub health_listen: Option<SocketAddr>,
     /// The service's own database.
     pub database: DatabaseSettings,
@@ -247,6 +247,20 @@ pub struct DatabaseSettings {
     pub connect_timeout_ms: u64,
     /// Time a request waits for a pooled connection before UNAVAILABLE.
     pub acquire_timeout_ms: u64,
+}
+
+/// An address that may be given as an empty string, meaning none.
+fn optional_address<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    let text = Option::<String>::deserialize(deserializer)?.unwrap_or_default();
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    text.trim()
+        .parse()
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("{text:?} is not host:port ({e})")))
 }
 
 impl DatabaseSettings {
@@ -321,8 +335,28 @@ mod tests {
         )?;
         let settings = Settings::load(Some(&path))?;
         assert_eq!(settings.accounts.listen.port(), 6000);
+        assert_eq!(settings.accounts.health_listen, None);
         assert_eq!(settings.accounts.database.schema, "accounts");
         assert_eq!(settings.auth.keys[0].name, "crm");
+        Ok(())
+    }
+
+    #[test]
+    fn a_health_address_is_read_and_a_malformed_one_is_refused() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("bowtie.toml");
+        std::fs::write(&path, "[funnel]\nhealth_listen = \"0.0.0.0:50062\"\n")?;
+        let settings = Settings::load(Some(&path))?;
+        assert_eq!(
+            settings.funnel.health_listen,
+            Some(SocketAddr::from(([0, 0, 0, 0], 50062)))
+        );
+        std::fs::write(&path, "[funnel]\nhealth_listen = \"nowhere\"\n")?;
+        let error = Settings::load(Some(&path))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(error.contains("\"nowhere\" is not host:port"), "{error}");
         Ok(())
     }
 
