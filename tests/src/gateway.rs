@@ -50,7 +50,15 @@ impl Stack {
         db: &TestDatabase,
         configure: impl FnOnce(&mut Settings),
     ) -> anyhow::Result<Self> {
-        let mut settings = db.server_settings()?;
+        Self::start_from(db.server_settings()?, configure).await
+    }
+
+    /// Like [`Stack::start_with`], the services too started from `settings`
+    /// (e.g. [`TestDatabase::server_settings`] with TLS turned on).
+    pub async fn start_from(
+        mut settings: Settings,
+        configure: impl FnOnce(&mut Settings),
+    ) -> anyhow::Result<Self> {
         let accounts = TestServer::start_with(&settings).await?;
         settings.peers.accounts = accounts.uri();
         let revenue =

@@ -43,6 +43,7 @@ pub mod gateway;
 pub mod revenue;
 pub mod scoring;
 pub mod stack;
+pub mod tls;
 
 /// A peer address nothing listens on.
 pub const NO_PEER: &str = "http://127.0.0.1:1";
@@ -331,6 +332,7 @@ pub const ACCOUNTS_SERVICE: &str = "bowtie.accounts.v1.AccountsService";
 pub struct TestServer {
     service: &'static str,
     addr: SocketAddr,
+    uri: String,
     channel: Channel,
     shutdown: Shutdown,
     task: Option<JoinHandle<anyhow::Result<()>>>,
@@ -364,15 +366,25 @@ impl TestServer {
             .await
             .with_context(|| format!("building the {service} server"))?;
         let addr = server.local_addr();
+        let uri = server.uri();
         let task = tokio::spawn(server.run_until_stopped(std::future::pending()));
-        let channel = Endpoint::from_shared(format!("http://{addr}"))?
-            .connect_timeout(Duration::from_secs(5))
+        // A TLS server is reached as its peers reach it: with `peers.tls`.
+        let mut endpoint =
+            Endpoint::from_shared(uri.clone())?.connect_timeout(Duration::from_secs(5));
+        if uri.starts_with("https://") {
+            endpoint = endpoint.tls_config(bowtie_runtime::tls::client_config(
+                &uri,
+                &settings.peers.tls,
+            )?)?;
+        }
+        let channel = endpoint
             .connect()
             .await
             .with_context(|| format!("connecting to the test server at {addr}"))?;
         let server = Self {
             service,
             addr,
+            uri,
             channel,
             shutdown,
             task: Some(task),
@@ -424,9 +436,10 @@ impl TestServer {
         InterceptedService::new(self.channel(), Bearer::new(key))
     }
 
-    /// The `http://` address peers use to reach this server.
+    /// The address peers use to reach this server (`https://` when it
+    /// serves TLS).
     pub fn uri(&self) -> String {
-        format!("http://{}", self.addr)
+        self.uri.clone()
     }
 
     /// An accounts client using [`WRITE_KEY`].

@@ -506,10 +506,17 @@ fn settle_ports(settings: &mut Settings) -> anyhow::Result<()> {
             service.listen = probe.local_addr()?;
         }
     }
-    settings.peers.accounts = format!("http://{}", settings.accounts.listen);
-    settings.peers.funnel = format!("http://{}", settings.funnel.listen);
-    settings.peers.revenue = format!("http://{}", settings.revenue.listen);
-    settings.peers.scoring = format!("http://{}", settings.scoring.listen);
+    // Over TLS when the services serve it: the certificate must then name
+    // the listen address.
+    let scheme = if settings.server.tls.cert.is_empty() {
+        "http"
+    } else {
+        "https"
+    };
+    settings.peers.accounts = format!("{scheme}://{}", settings.accounts.listen);
+    settings.peers.funnel = format!("{scheme}://{}", settings.funnel.listen);
+    settings.peers.revenue = format!("{scheme}://{}", settings.revenue.listen);
+    settings.peers.scoring = format!("{scheme}://{}", settings.scoring.listen);
     Ok(())
 }
 
@@ -571,7 +578,7 @@ async fn serve(
         }
         .with_context(|| format!("starting {name}"))?;
         let addr = server.local_addr();
-        tracing::info!(service = name, %addr, "listening");
+        tracing::info!(service = name, %addr, security = server.security(), "listening");
         if print {
             println!("{name:<9} grpc://{addr}");
         }
