@@ -13,6 +13,7 @@ use std::time::Duration;
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement,
+    TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 
@@ -94,8 +95,18 @@ impl Db {
         let mut options = Self::options(settings, settings.url(), settings.max_connections);
         options.set_schema_search_path(schema.clone());
         let pool = Database::connect(options).await?;
-        pool.execute_unprepared(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+        // Replicas that start together would race on CREATE SCHEMA IF NOT
+        // EXISTS (a duplicate-key error from the catalog); they take turns.
+        let txn = pool.begin().await?;
+        txn.execute(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT pg_advisory_xact_lock(hashtext('bowtie.schema.' || $1))",
+            [schema.clone().into()],
+        ))
+        .await?;
+        txn.execute_unprepared(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
             .await?;
+        txn.commit().await?;
         // With per-service roles, a schema that exists but belongs to another
         // service passes CREATE SCHEMA IF NOT EXISTS and then silently drops
         // out of the search path; say so now rather than fail later with
@@ -150,6 +161,20 @@ impl Db {
 
     /// Applies every pending migration of `M`.
     pub async fn migrate<M: MigratorTrait>(&self) -> Result<(), Error> {
+        if self.backend() == DbBackend::Postgres {
+            // Replicas (or migration jobs) that start together migrate one
+            // at a time: the others wait for the lock, then find nothing to
+            // do. The lock and the schema changes share one transaction, so
+            // a failed migration leaves nothing half-applied.
+            let txn = self.writer.begin().await?;
+            txn.execute_unprepared(
+                "SELECT pg_advisory_xact_lock(hashtext('bowtie.migrate.' || current_schema()))",
+            )
+            .await?;
+            M::up(&txn, None).await?;
+            txn.commit().await?;
+            return Ok(());
+        }
         M::up(&self.writer, None).await?;
         Ok(())
     }

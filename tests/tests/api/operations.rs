@@ -245,3 +245,64 @@ async fn a_read_after_a_write_sees_it_on_the_same_server_and_soon_on_a_replica(
     }
     Ok(())
 }
+
+/// Replicas (or migration jobs) of every service that start together on a
+/// fresh PostgreSQL schema all migrate without an error, and each migration
+/// is recorded once. PostgreSQL only: SQLite is one process's file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_migrating_a_fresh_postgres_schema_at_once_all_succeed_and_apply_each_migration_once()
+-> anyhow::Result<()> {
+    use bowtie_runtime::db::Db;
+    use sea_orm::{ConnectionTrait as _, Statement};
+    use sea_orm_migration::MigratorTrait;
+
+    async fn migrate_together<M: MigratorTrait>(
+        db: &TestDatabase,
+        service: &str,
+    ) -> anyhow::Result<()> {
+        let settings = db.service_database(service);
+        let mut replicas = Vec::new();
+        for _ in 0..4 {
+            let settings = settings.clone();
+            replicas.push(tokio::spawn(async move {
+                let db = Db::connect(&settings).await?;
+                let outcome = db.migrate::<M>().await;
+                db.close().await;
+                anyhow::Ok(outcome?)
+            }));
+        }
+        for replica in replicas {
+            replica.await??;
+        }
+        let db = Db::connect(&settings).await?;
+        let rows = db
+            .reader()
+            .query_all(Statement::from_string(
+                db.backend(),
+                "SELECT version, COUNT(*) AS n FROM seaql_migrations GROUP BY version",
+            ))
+            .await?;
+        db.close().await;
+        assert_eq!(
+            rows.len(),
+            M::migrations().len(),
+            "{service}: every migration is recorded"
+        );
+        for row in rows {
+            let n: i64 = row.try_get("", "n")?;
+            assert_eq!(n, 1, "{service}: each migration is recorded once");
+        }
+        Ok(())
+    }
+
+    let Some(db) = TestDatabase::create(bowtie_testkit::Backend::Postgres).await? else {
+        return Ok(());
+    };
+    tokio::try_join!(
+        migrate_together::<bowtie_accounts::storage::Migrator>(&db, "accounts"),
+        migrate_together::<bowtie_funnel::storage::Migrator>(&db, "funnel"),
+        migrate_together::<bowtie_revenue::storage::Migrator>(&db, "revenue"),
+        migrate_together::<bowtie_scoring::storage::Migrator>(&db, "scoring"),
+    )?;
+    Ok(())
+}
