@@ -8,11 +8,8 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use anyhow::Context as _;
 
 use bowtie_funnel::convert::NewTransition;
 use bowtie_funnel::storage::Profile;
@@ -353,14 +350,6 @@ fn compare_with_duckdb(
     ours: &GetFunnelReportResponse,
     our_ms: f64,
 ) -> anyhow::Result<()> {
-    let python = std::env::var("BOWTIE_BENCH_PYTHON")
-        .unwrap_or_else(|_| ".tools/bench-venv-duckdb-1.4.1/bin/python".to_owned());
-    if !Path::new(&python).exists() {
-        println!(
-            "funnel: DuckDB comparison skipped ({python} not found; `make bench` installs it)"
-        );
-        return Ok(());
-    }
     let mut csv = String::from("account_id,stage,ts\n");
     for (id, _, path) in data_set() {
         for t in path {
@@ -369,21 +358,13 @@ fn compare_with_duckdb(
     }
     let file = dir.join("transitions.csv");
     std::fs::write(&file, csv)?;
-    let script = dir.join("duckdb_funnel.py");
-    std::fs::write(&script, DUCKDB_SCRIPT)?;
-    println!("funnel: running the same report in DuckDB");
-    let output = Command::new(&python)
-        .arg(&script)
-        .arg(&file)
-        .args([START, START + 730 * DAY].map(|v| v.to_string()))
-        .output()
-        .context("running DuckDB")?;
-    anyhow::ensure!(
-        output.status.success(),
-        "DuckDB failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let duck: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let args = [file.display().to_string()]
+        .into_iter()
+        .chain([START, START + 730 * DAY].map(|v| v.to_string()))
+        .collect::<Vec<_>>();
+    let Some(duck) = crate::duckdb::run("funnel", DUCKDB_SCRIPT, dir, &args)? else {
+        return Ok(());
+    };
     let duck_ms = duck["report_ms"].as_f64().unwrap_or(f64::NAN);
     report.add(
         "funnel",

@@ -7,12 +7,9 @@
 //! CSV; the table shows both times and their ratio, and whether the answers
 //! agree.
 
-use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use bowtie_proto::revenue::revenue_service_client::RevenueServiceClient;
 use bowtie_proto::revenue::{GetMrrReportRequest, GetRetentionRequest};
 use bowtie_revenue::domain::{
@@ -329,31 +326,13 @@ pub async fn run(report: &mut Report) -> anyhow::Result<()> {
     shutdown.trigger();
     let _ = task.await;
 
-    let python = std::env::var("BOWTIE_BENCH_PYTHON")
-        .unwrap_or_else(|_| ".tools/bench-venv-duckdb-1.4.1/bin/python".to_owned());
-    if !Path::new(&python).exists() {
-        println!(
-            "revenue: DuckDB comparison skipped ({python} not found; `make bench` installs it)"
-        );
-        return Ok(());
-    }
     let csv = dir.path().join("changes.csv");
     std::fs::write(&csv, &data.csv)?;
-    let script = dir.path().join("duckdb_revenue.py");
-    std::fs::write(&script, DUCKDB_SCRIPT)?;
-    println!("revenue: running the same queries in DuckDB");
-    let output = Command::new(&python)
-        .arg(&script)
-        .arg(&csv)
-        .args([t0, t1, month_start(2024 * 12), month_start(2026 * 12)].map(|v| v.to_string()))
-        .output()
-        .context("running DuckDB")?;
-    anyhow::ensure!(
-        output.status.success(),
-        "DuckDB failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let duck: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let mut args = vec![csv.display().to_string()];
+    args.extend([t0, t1, month_start(2024 * 12), month_start(2026 * 12)].map(|v| v.to_string()));
+    let Some(duck) = crate::duckdb::run("revenue", DUCKDB_SCRIPT, dir.path(), &args)? else {
+        return Ok(());
+    };
     let duck_report = duck["waterfall_ms"].as_f64().unwrap_or(f64::NAN);
     let duck_retention = duck["retention_ms"].as_f64().unwrap_or(f64::NAN);
     report.add(
