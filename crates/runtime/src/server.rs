@@ -21,6 +21,7 @@ use tonic_health::server::HealthReporter;
 use crate::auth::{ApiKeys, AuthLayer};
 use crate::config::ServerSettings;
 use crate::db::Db;
+use crate::limits::LimitsLayer;
 use crate::shutdown::Shutdown;
 use crate::telemetry::RpcTraceLayer;
 
@@ -184,8 +185,10 @@ impl GrpcServer {
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let stop = shutdown.clone();
         Server::builder()
-            .timeout(Duration::from_millis(settings.request_timeout_ms))
             .layer(RpcTraceLayer::default())
+            .layer(LimitsLayer::new(Duration::from_millis(
+                settings.request_timeout_ms,
+            )))
             .layer(auth)
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(incoming, async move { stop.wait().await })

@@ -1,0 +1,1 @@
+//! The message size limit and deadlines.
