@@ -821,3 +821,16 @@ impl Summary {
         anyhow::bail!(report)
     }
 }
+
+/// An HTTP/2 client with no timer of its own, for any generated client
+/// (`XClient::with_origin(bare_client(), uri)`): tonic's `Channel` enforces
+/// a request's `grpc-timeout` itself (and answers CANCELLED), which would
+/// hide whether the server honours it.
+pub fn bare_client() -> hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    tonic::body::Body,
+> {
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
+}
