@@ -69,19 +69,42 @@ pub const CLEAR_CODES: [Code; 7] = [
 
 /// A small deterministic generator (SplitMix64): the same seed gives the
 /// same requests on every machine.
+///
+/// It also carries how hostile the current request is: a request made of
+/// nothing but hostile values is rejected at the first field, so some
+/// requests are mostly plausible (valid ids, small numbers, known enum
+/// values, recent times) with a few hostile values, which reach the
+/// storage and domain code.
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub struct Rng {
+    state: u64,
+    hostile_percent: u64,
+}
 
 impl Rng {
-    /// A generator for `seed`.
+    /// A generator for `seed`, fully hostile.
     pub fn new(seed: u64) -> Self {
-        Self(seed)
+        Self {
+            state: seed,
+            hostile_percent: 100,
+        }
+    }
+
+    /// Sets the share of values (percent) that are hostile.
+    pub fn set_hostility(&mut self, percent: u64) {
+        self.hostile_percent = percent;
+    }
+
+    /// Whether the next value should be hostile.
+    pub fn hostile(&mut self) -> bool {
+        let p = self.hostile_percent;
+        self.percent(p)
     }
 
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
+        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.state;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
@@ -266,12 +289,15 @@ impl Schema {
         };
         for field in &descriptor.field {
             // Most fields present: enough to pass validation now and then.
-            if !rng.percent(80) {
+            let hostile = rng.hostile();
+            if !rng.percent(if hostile { 75 } else { 92 }) {
                 continue;
             }
             let repeated = field.label() == prost_types::field_descriptor_proto::Label::Repeated;
             let count = if !repeated {
                 1
+            } else if !hostile {
+                1 + rng.below(3)
             } else if rng.percent(3) {
                 rng.pick(&[50, 300])
             } else {
@@ -299,7 +325,10 @@ impl Schema {
                             .get(field.type_name())
                             .cloned()
                             .unwrap_or_default();
-                        let value = if !known.is_empty() && rng.percent(75) {
+                        let valid: Vec<i32> = known.iter().copied().filter(|v| *v != 0).collect();
+                        let value = if !hostile && !valid.is_empty() {
+                            rng.pick(&valid)
+                        } else if !known.is_empty() && rng.percent(75) {
                             rng.pick(&known)
                         } else {
                             rng.pick(&[-1, 99, 1_000, i32::MAX, i32::MIN])
@@ -308,7 +337,11 @@ impl Schema {
                     }
                     Type::Bool => varint(tag, rng.below(2) as u64, buf),
                     Type::Int32 | Type::Int64 | Type::Uint32 | Type::Uint64 => {
-                        let value = integer(rng, field.r#type());
+                        let value = if hostile {
+                            integer(rng, field.r#type())
+                        } else {
+                            1 + rng.below(100) as u64
+                        };
                         varint(tag, value, buf);
                     }
                     Type::Sint32 | Type::Sint64 => {
@@ -317,7 +350,7 @@ impl Schema {
                     }
                     Type::Double => {
                         encode_key(tag, WireType::SixtyFourBit, buf);
-                        buf.put_f64_le(real(rng));
+                        buf.put_f64_le(if hostile { real(rng) } else { 0.5 });
                     }
                     Type::Float => {
                         encode_key(tag, WireType::ThirtyTwoBit, buf);
@@ -371,7 +404,8 @@ const JAN_2026: i64 = 1_767_225_600;
 
 fn timestamp(rng: &mut Rng, buf: &mut Vec<u8>) {
     let now = chrono::Utc::now().timestamp();
-    let seconds = if rng.percent(50) {
+    let hostile = rng.hostile();
+    let seconds = if !hostile || rng.percent(50) {
         let recent = now - rng.below(400) as i64 * 86_400;
         let business = JAN_2026 + rng.below(900) as i64 * 86_400 - 365 * 86_400;
         rng.pick(&[recent, business])
@@ -388,7 +422,7 @@ fn timestamp(rng: &mut Rng, buf: &mut Vec<u8>) {
             now + 10 * 365 * 86_400,
         ])
     };
-    let nanos = if rng.percent(80) {
+    let nanos = if !hostile || rng.percent(80) {
         0
     } else {
         rng.pick(&[1, 999_999_999, 1_000_000_000, -1, i32::MAX, i32::MIN])
@@ -402,6 +436,9 @@ fn timestamp(rng: &mut Rng, buf: &mut Vec<u8>) {
 }
 
 fn duration(rng: &mut Rng, buf: &mut Vec<u8>) {
+    if !rng.hostile() {
+        return varint(1, rng.pick(&[86_400u64, 30 * 86_400, 90 * 86_400]), buf);
+    }
     let seconds: i64 = rng.pick(&[
         0,
         1,
@@ -481,6 +518,9 @@ fn real(rng: &mut Rng) -> f64 {
 /// otherwise something hostile, fitted to what the field looks like.
 fn text(rng: &mut Rng, name: &str, pool: &[String]) -> String {
     let id_like = name.ends_with("id") || name.ends_with("ids") || name.ends_with("after");
+    if !rng.hostile() {
+        return plausible(rng, name, id_like, pool);
+    }
     if !pool.is_empty() && rng.percent(if id_like { 55 } else { 10 }) {
         return rng.pick(pool);
     }
@@ -548,6 +588,38 @@ fn text(rng: &mut Rng, name: &str, pool: &[String]) -> String {
             .into(),
         _ => format!("{:x}", rng.next_u64()),
     }
+}
+
+/// A value a well-behaved client could send for the field `name`.
+fn plausible(rng: &mut Rng, name: &str, id_like: bool, pool: &[String]) -> String {
+    if id_like && !pool.is_empty() && !name.contains("external") {
+        return rng.pick(pool);
+    }
+    if name.contains("currency") {
+        return rng.pick(&["USD", "EUR"]).to_owned();
+    }
+    if name.contains("token") {
+        return String::new();
+    }
+    if name.contains("email") {
+        return format!("person{}@example.com", rng.below(50));
+    }
+    if name.contains("idempotency") || name.contains("key") {
+        return format!("key-{}", rng.next_u64());
+    }
+    if name.contains("url") {
+        return "https://example.com/hook".to_owned();
+    }
+    let numbered = format!("name-{}", rng.below(100));
+    rng.pick(&[
+        "Acme".to_owned(),
+        "price".to_owned(),
+        "competitor".to_owned(),
+        "ana@example.com".to_owned(),
+        "hubspot".to_owned(),
+        "pro".to_owned(),
+        numbered,
+    ])
 }
 
 /// Corrupts an encoded request: truncates it, flips a byte or appends junk.
@@ -694,6 +766,8 @@ pub async fn run(
             async move {
                 let mut rng = Rng::new(seed ^ (index as u64).wrapping_mul(0x2545_f491_4f6c_dd1d));
                 let method = rng.pick(methods);
+                let hostility = rng.pick(&[100, 40, 10]);
+                rng.set_hostility(hostility);
                 let count = if method.client_streaming {
                     rng.below(5)
                 } else {

@@ -66,12 +66,15 @@ async fn hammer(server: &TestServer, service: &str, pool: &[String]) -> anyhow::
         seed,
     )
     .await?;
+    let never_ok: Vec<&str> = schema
+        .methods(service)?
+        .iter()
+        .map(|m| m.path.as_str())
+        .filter(|p| !summary.reached.contains(*p))
+        .collect();
     eprintln!(
-        "{service}: {} requests, seed {seed}, statuses {:?}, RPCs answering OK: {}/{}",
-        summary.requests,
-        summary.codes,
-        summary.reached.len(),
-        schema.methods(service)?.len()
+        "{service}: {} requests, seed {seed}, statuses {:?}, RPCs never answering OK: {never_ok:?}",
+        summary.requests, summary.codes,
     );
     summary.assert_clear(service, seed)?;
     anyhow::ensure!(
