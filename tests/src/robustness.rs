@@ -531,6 +531,29 @@ fn text(rng: &mut Rng, name: &str, pool: &[String]) -> String {
             ])
             .to_owned();
     }
+    if name.contains("month") && rng.percent(70) {
+        return rng
+            .pick(&[
+                "2026-13", "2026-00", "0000-01", "9999-12", "2026-1", "26-01", "2026/01",
+                "-2026-01",
+            ])
+            .to_owned();
+    }
+    if name == "rate" && rng.percent(70) {
+        return rng
+            .pick(&[
+                "0",
+                "-1",
+                "1e9",
+                "NaN",
+                "1.",
+                ".5",
+                "1,5",
+                "99999999999999999999.123456789",
+                "0.0000000001",
+            ])
+            .to_owned();
+    }
     if name.contains("token") && rng.percent(70) {
         return rng
             .pick(&[
@@ -597,6 +620,14 @@ fn plausible(rng: &mut Rng, name: &str, id_like: bool, pool: &[String]) -> Strin
     }
     if name.contains("currency") {
         return rng.pick(&["USD", "EUR"]).to_owned();
+    }
+    if name.contains("month") {
+        return rng
+            .pick(&["2025-10", "2026-01", "2026-03", "2026-06"])
+            .to_owned();
+    }
+    if name == "rate" {
+        return rng.pick(&["1.08", "0.92", "1"]).to_owned();
     }
     if name.contains("token") {
         return String::new();
