@@ -36,6 +36,8 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic_types::StatusExt as _;
 
+pub mod rest;
+
 /// Environment variable: requests per service in a run (default [`DEFAULT_REQUESTS`]).
 pub const REQUESTS_VAR: &str = "BOWTIE_ROBUSTNESS_REQUESTS";
 /// Environment variable: the seed of a run (default [`DEFAULT_SEED`]).
@@ -920,7 +922,10 @@ impl Summary {
         for f in self.failures.iter().take(20) {
             report.push_str(&format!(
                 "  #{} {}: {}\n    request: {}\n",
-                f.index, f.path, f.problem, f.request
+                f.index,
+                f.path,
+                bowtie_runtime::error::bounded(&f.problem, 400),
+                bowtie_runtime::error::bounded(&f.request, 400),
             ));
         }
         anyhow::bail!(report)

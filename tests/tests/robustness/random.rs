@@ -21,6 +21,7 @@ backend_test!(
     funnel_answers_random_bad_requests_to_every_rpc_with_a_clear_status,
     revenue_answers_random_bad_requests_to_every_rpc_with_a_clear_status,
     scoring_answers_random_bad_requests_to_every_rpc_with_a_clear_status,
+    the_gateway_answers_random_bad_requests_to_every_route_with_a_clear_status,
 );
 
 /// The whole suite with one customer that has a contact, a subscription
@@ -130,5 +131,38 @@ async fn scoring_answers_random_bad_requests_to_every_rpc_with_a_clear_status(
     ScoringServiceClient::new(stack.scoring.with_key(ADMIN_KEY))
         .get_scorecard(GetScorecardRequest::default())
         .await?;
+    Ok(())
+}
+
+async fn the_gateway_answers_random_bad_requests_to_every_route_with_a_clear_status(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let stack = bowtie_testkit::gateway::Stack::start(db).await?;
+    let acme = stack.account(ADMIN_KEY, "Acme", "SMB").await?;
+    let (status, doc) = stack.get("/openapi.json", ADMIN_KEY).await?;
+    anyhow::ensure!(status.is_success(), "GET /openapi.json: {status}");
+    let pool = vec![acme.clone(), "USD".to_owned(), "hubspot".to_owned()];
+    let (requests, seed) = (robustness::requests_per_service(), robustness::seed());
+    let summary =
+        robustness::rest::run(&doc, &stack.url(), ADMIN_KEY, &pool, requests, seed).await?;
+    let routes: Vec<String> = robustness::rest::operations(&doc)
+        .iter()
+        .map(|op| op.name())
+        .filter(|name| !summary.reached.contains(name))
+        .collect();
+    eprintln!(
+        "gateway: {} requests, seed {seed}, statuses {:?}, routes never answering 2xx: {routes:?}",
+        summary.requests, summary.codes,
+    );
+    summary.assert_clear("the gateway", seed)?;
+    anyhow::ensure!(
+        !summary.reached.is_empty(),
+        "no request got past validation"
+    );
+    // Still serving.
+    let (status, _) = stack
+        .get(&format!("/api/v1/accounts/{acme}"), ADMIN_KEY)
+        .await?;
+    assert_eq!(status.as_u16(), 200);
     Ok(())
 }
