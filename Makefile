@@ -64,8 +64,9 @@ CARGO_FUZZ         := $(CARGO_FUZZ_DIR)/bin/cargo-fuzz
 # Seconds each fuzz target runs in `make fuzz`.
 FUZZ_SECONDS       ?= 30
 
-# The long bad-input run: requests per service (x 4 services = 100,000 per
-# backend) and the seed (a new one each run unless given; a failure prints it).
+# The long bad-input run: requests per service and to the gateway (x 5 =
+# 125,000 per backend) and the seed (a new one each run unless given; a
+# failure prints it).
 ROBUSTNESS_REQUESTS ?= 25000
 ROBUSTNESS_SEED     ?= $(shell date +%s)
 
