@@ -7,5 +7,6 @@
 //! thousand by default, 25,000 in `make robustness`) and
 //! `BOWTIE_ROBUSTNESS_SEED` replays a failed run.
 
+mod filters;
 mod limits;
 mod random;
