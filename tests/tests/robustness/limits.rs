@@ -12,14 +12,16 @@ use bowtie_proto::common::Segment;
 use bowtie_proto::scoring::RecordSignalsRequest;
 use bowtie_proto::scoring::scoring_service_client::ScoringServiceClient;
 use bowtie_testkit::fixtures::{account, create_account};
-use bowtie_testkit::robustness::bare_client;
+use bowtie_testkit::robustness::{self, Schema, bare_client};
 use bowtie_testkit::scoring::{Scoring, signal};
-use bowtie_testkit::{Backend, TestDatabase, TestServer, WRITE_KEY, backend_test};
+use bowtie_testkit::stack::Stack;
+use bowtie_testkit::{ADMIN_KEY, Backend, TestDatabase, TestServer, WRITE_KEY, backend_test};
 use sea_orm::{ConnectionTrait, Database, DatabaseTransaction, TransactionTrait};
 use tonic::Code;
 
 backend_test!(
     an_oversized_request_gets_resource_exhausted_and_the_server_serves_on,
+    every_service_refuses_an_oversized_request_with_resource_exhausted,
     an_oversized_message_in_a_stream_ends_it_with_resource_exhausted,
     a_call_past_the_client_deadline_gets_deadline_exceeded_promptly_and_writes_nothing,
     a_call_past_the_server_request_timeout_gets_deadline_exceeded,
@@ -63,6 +65,44 @@ async fn an_oversized_request_gets_resource_exhausted_and_the_server_serves_on(
         .into_inner()
         .accounts;
     assert_eq!(listed.len(), 1);
+    Ok(())
+}
+
+async fn every_service_refuses_an_oversized_request_with_resource_exhausted(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let stack = Stack::start(db).await?;
+    let schema = Schema::load()?;
+    // The size is checked before the message is decoded, so the bytes need
+    // not be a valid message: field 1 holding OVER_LIMIT bytes.
+    let mut huge = vec![0x0a];
+    prost::encoding::encode_varint(OVER_LIMIT as u64, &mut huge);
+    huge.resize(huge.len() + OVER_LIMIT, b'x');
+    for (server, service) in [
+        (&stack.accounts, "bowtie.accounts.v1.AccountsService"),
+        (&stack.funnel, "bowtie.funnel.v1.FunnelService"),
+        (&stack.revenue, "bowtie.revenue.v1.RevenueService"),
+        (&stack.scoring, "bowtie.scoring.v1.ScoringService"),
+    ] {
+        for method in schema
+            .methods(service)?
+            .iter()
+            .filter(|m| !m.client_streaming)
+        {
+            let code = robustness::call(server.channel(), ADMIN_KEY, method, vec![huge.clone()])
+                .await
+                .err()
+                .map(|s| s.code());
+            assert_eq!(code, Some(Code::ResourceExhausted), "{}", method.path);
+        }
+        // Still serving.
+        let mut health = server.health();
+        health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.to_owned(),
+            })
+            .await?;
+    }
     Ok(())
 }
 
