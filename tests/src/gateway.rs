@@ -21,6 +21,8 @@ pub const FUNNEL_SERVICE: &str = "bowtie.funnel.v1.FunnelService";
 pub struct Stack {
     /// The accounts server (stop it to make accounts unreachable).
     pub accounts: Option<TestServer>,
+    /// Holds the stopped accounts server's port, see [`Stack::stop_accounts`].
+    accounts_port: Option<crate::HeldPort>,
     /// The revenue server.
     pub revenue: TestServer,
     /// The funnel server.
@@ -48,7 +50,15 @@ impl Stack {
         db: &TestDatabase,
         configure: impl FnOnce(&mut Settings),
     ) -> anyhow::Result<Self> {
-        let mut settings = db.server_settings()?;
+        Self::start_from(db.server_settings()?, configure).await
+    }
+
+    /// Like [`Stack::start_with`], the services too started from `settings`
+    /// (e.g. [`TestDatabase::server_settings`] with TLS turned on).
+    pub async fn start_from(
+        mut settings: Settings,
+        configure: impl FnOnce(&mut Settings),
+    ) -> anyhow::Result<Self> {
         let accounts = TestServer::start_with(&settings).await?;
         settings.peers.accounts = accounts.uri();
         let revenue =
@@ -70,6 +80,7 @@ impl Stack {
         }));
         Ok(Self {
             accounts: Some(accounts),
+            accounts_port: None,
             revenue,
             funnel,
             scoring,
@@ -95,10 +106,11 @@ impl Stack {
         }
     }
 
-    /// Stops the accounts server (and waits until it is gone).
+    /// Stops the accounts server (and waits until it is gone); its port stays
+    /// reserved for the rest of the test (see [`TestServer::stop_and_keep_port`]).
     pub async fn stop_accounts(&mut self) -> anyhow::Result<()> {
         if let Some(accounts) = self.accounts.take() {
-            accounts.stop().await?;
+            self.accounts_port = Some(accounts.stop_and_keep_port().await?);
         }
         Ok(())
     }

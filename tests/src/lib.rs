@@ -44,6 +44,7 @@ pub mod revenue;
 pub mod robustness;
 pub mod scoring;
 pub mod stack;
+pub mod tls;
 
 /// A peer address nothing listens on.
 pub const NO_PEER: &str = "http://127.0.0.1:1";
@@ -332,6 +333,7 @@ pub const ACCOUNTS_SERVICE: &str = "bowtie.accounts.v1.AccountsService";
 pub struct TestServer {
     service: &'static str,
     addr: SocketAddr,
+    uri: String,
     channel: Channel,
     shutdown: Shutdown,
     task: Option<JoinHandle<anyhow::Result<()>>>,
@@ -365,15 +367,25 @@ impl TestServer {
             .await
             .with_context(|| format!("building the {service} server"))?;
         let addr = server.local_addr();
+        let uri = server.uri();
         let task = tokio::spawn(server.run_until_stopped(std::future::pending()));
-        let channel = Endpoint::from_shared(format!("http://{addr}"))?
-            .connect_timeout(Duration::from_secs(5))
+        // A TLS server is reached as its peers reach it: with `peers.tls`.
+        let mut endpoint =
+            Endpoint::from_shared(uri.clone())?.connect_timeout(Duration::from_secs(5));
+        if uri.starts_with("https://") {
+            endpoint = endpoint.tls_config(bowtie_runtime::tls::client_config(
+                &uri,
+                &settings.peers.tls,
+            )?)?;
+        }
+        let channel = endpoint
             .connect()
             .await
             .with_context(|| format!("connecting to the test server at {addr}"))?;
         let server = Self {
             service,
             addr,
+            uri,
             channel,
             shutdown,
             task: Some(task),
@@ -425,9 +437,10 @@ impl TestServer {
         InterceptedService::new(self.channel(), Bearer::new(key))
     }
 
-    /// The `http://` address peers use to reach this server.
+    /// The address peers use to reach this server (`https://` when it
+    /// serves TLS).
     pub fn uri(&self) -> String {
-        format!("http://{}", self.addr)
+        self.uri.clone()
     }
 
     /// An accounts client using [`WRITE_KEY`].
@@ -472,6 +485,32 @@ impl TestServer {
             Err(_) => anyhow::bail!("the server did not stop within {SERVER_TIMEOUT:?}"),
         }
     }
+
+    /// Stops the server like [`TestServer::stop`], then keeps its port bound
+    /// (not listening) while the returned guard lives, so that peers still
+    /// pointed at it are refused. Tests run in parallel: without the guard a
+    /// server of another test could be given the freed port and answer in
+    /// the stopped one's place.
+    pub async fn stop_and_keep_port(self) -> anyhow::Result<HeldPort> {
+        let addr = self.addr;
+        self.stop().await?;
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        // The stopped server's connections may linger in TIME_WAIT on this
+        // port; address reuse allows a bind beside them. A port-0 bind never
+        // picks a port that is bound, so no other test is given this one.
+        socket.set_reuseaddr(true)?;
+        socket
+            .bind(addr)
+            .with_context(|| format!("keeping the stopped server's port {addr}"))?;
+        Ok(HeldPort { _socket: socket })
+    }
+}
+
+/// The port of a stopped server, bound and not listening: connecting to it is
+/// refused until this is dropped.
+#[derive(Debug)]
+pub struct HeldPort {
+    _socket: tokio::net::TcpSocket,
 }
 
 impl Drop for TestServer {

@@ -43,7 +43,7 @@ pub async fn build(
     let service = AccountsServiceServer::new(api::AccountsApi::new(app))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
-    Ok(GrpcServer::bind(
+    GrpcServer::bind(
         settings.accounts.listen,
         &settings.server,
         keys,
@@ -52,5 +52,6 @@ pub async fn build(
     )
     .await?
     .add_service(service)
-    .watch_database(db))
+    .watch_database(db)
+    .serve_health_on(settings.accounts.health_listen)
 }

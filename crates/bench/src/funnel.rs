@@ -2,16 +2,25 @@
 //! 24 months, loaded through the funnel's bulk import (the same admission and
 //! stage-entry derivation as `RecordTransition`), then measured through gRPC:
 //! the 24-month funnel report (target < 1 s) and journey lookups (target
-//! p99 < 5 ms).
+//! p99 < 5 ms). DuckDB then answers the same period report from the same
+//! transitions exported as CSV (window functions over the raw events), and
+//! both answers must agree stage by stage.
 
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
 
 use bowtie_funnel::convert::NewTransition;
 use bowtie_funnel::storage::Profile;
 use bowtie_proto::common::{Period, Segment, Stage};
 use bowtie_proto::funnel::funnel_service_client::FunnelServiceClient;
-use bowtie_proto::funnel::{CohortBy, GetFunnelReportRequest, GetJourneyRequest};
+use bowtie_proto::funnel::{
+    CohortBy, GetFunnelReportRequest, GetFunnelReportResponse, GetJourneyRequest,
+};
 use bowtie_runtime::auth::{ApiKeys, hash_key};
 use bowtie_runtime::config::{ApiKeySettings, Settings};
 use bowtie_runtime::db::Db;
@@ -85,6 +94,27 @@ fn journey(rng: &mut Lcg) -> Vec<NewTransition> {
     out
 }
 
+/// The data set, account by account: id, profile and journey.
+fn data_set() -> impl Iterator<Item = (Uuid, Profile, Vec<NewTransition>)> {
+    let mut rng = Lcg(7);
+    let segments = [Segment::Smb, Segment::MidMarket, Segment::Enterprise];
+    (0..ACCOUNTS).map(move |i| {
+        let id = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0000 + i as u128);
+        let profile = Profile {
+            segment: segments[i % 3],
+            owner: format!("owner-{}", i % 20),
+        };
+        let path = journey(&mut rng)
+            .into_iter()
+            .map(|t| NewTransition {
+                account_id: id,
+                ..t
+            })
+            .collect();
+        (id, profile, path)
+    })
+}
+
 fn settings(dir: &std::path::Path) -> anyhow::Result<Settings> {
     let mut settings = Settings::defaults()?;
     let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
@@ -144,22 +174,8 @@ pub async fn run(report: &mut Report) -> anyhow::Result<()> {
             AccountDirectory::connect(&settings.peers)?,
             bowtie_funnel::index::JourneyIndex::new(),
         );
-        let mut rng = Lcg(7);
-        let segments = [Segment::Smb, Segment::MidMarket, Segment::Enterprise];
         let mut batch = Vec::new();
-        for i in 0..ACCOUNTS {
-            let id = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0000 + i as u128);
-            let profile = Profile {
-                segment: segments[i % 3],
-                owner: format!("owner-{}", i % 20),
-            };
-            let path = journey(&mut rng)
-                .into_iter()
-                .map(|t| NewTransition {
-                    account_id: id,
-                    ..t
-                })
-                .collect();
+        for (id, profile, path) in data_set() {
             batch.push((id, profile, path));
             if batch.len() == 2_000 {
                 app.import_journeys(std::mem::take(&mut batch)).await?;
@@ -211,6 +227,7 @@ pub async fn run(report: &mut Report) -> anyhow::Result<()> {
         None,
     );
 
+    let mut period_view = None;
     for (label, cohort_by) in [
         (
             "GetFunnelReport 24 months, period view",
@@ -223,20 +240,25 @@ pub async fn run(report: &mut Report) -> anyhow::Result<()> {
     ] {
         let request = two_years(cohort_by);
         let mut samples = Vec::new();
-        let mut volume = 0;
+        let mut answer = GetFunnelReportResponse::default();
         for _ in 0..5 {
-            let (answer, took) = timed(client.get_funnel_report(request.clone())).await;
-            volume = answer?.into_inner().stages.first().map_or(0, |s| s.volume);
+            let (got, took) = timed(client.get_funnel_report(request.clone())).await;
+            answer = got?.into_inner();
             samples.push(took);
         }
+        let volume = answer.stages.first().map_or(0, |s| s.volume);
         println!("  ({label}: AWARENESS volume {volume})");
+        let median = ms(quantile(&mut samples, 0.5));
         report.add(
             "funnel",
             &format!("{label} (median of 5)"),
-            ms(quantile(&mut samples, 0.5)),
+            median,
             "ms",
             Some(1000.0),
         );
+        if cohort_by == CohortBy::StageEntry {
+            period_view = Some((answer, median));
+        }
     }
 
     let mut rng = Lcg(11);
@@ -266,5 +288,151 @@ pub async fn run(report: &mut Report) -> anyhow::Result<()> {
         Some(5.0),
     );
     shutdown.trigger();
+    if let Some((answer, median)) = period_view {
+        compare_with_duckdb(report, &dir, &answer, median)?;
+    }
+    Ok(())
+}
+
+/// The DuckDB side, run by the bench virtualenv's Python: the period report
+/// (stage entries in the period; conversion to the next stage within the
+/// same attempt; drop-off when the next event is LOST or CHURNED; median
+/// and p90 time to the next stage) straight from the raw transitions.
+const DUCKDB_SCRIPT: &str = r#"
+import json, sys, time, duckdb
+csv, start, end = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+con = duckdb.connect()
+con.execute(f"CREATE TABLE t AS SELECT * FROM read_csv('{csv}', header=true, columns={{'account_id':'VARCHAR','stage':'INTEGER','ts':'BIGINT'}})")
+REPORT = '''
+WITH ordered AS (
+  SELECT account_id, stage, ts,
+         LAG(stage) OVER (PARTITION BY account_id ORDER BY ts, stage) AS prev
+  FROM t),
+kept AS (
+  SELECT account_id, stage, ts,
+         ROW_NUMBER() OVER (PARTITION BY account_id ORDER BY ts, stage) AS pos
+  FROM ordered WHERE prev IS NULL OR prev <> stage),
+att AS (
+  SELECT account_id, stage, ts, pos,
+         1 + COALESCE(SUM(CASE WHEN stage IN (8, 9) THEN 1 ELSE 0 END) OVER (
+             PARTITION BY account_id ORDER BY pos
+             ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS attempt,
+         LEAD(stage) OVER (PARTITION BY account_id ORDER BY pos) AS following
+  FROM kept),
+entries AS (SELECT * FROM att WHERE stage <= 7 AND ts >= $start AND ts < $end),
+nxt AS (
+  SELECT e.account_id, e.pos, MIN(b.ts) AS next_at
+  FROM entries e JOIN att b
+    ON b.account_id = e.account_id AND b.attempt = e.attempt
+   AND b.pos > e.pos AND b.stage = e.stage + 1
+  WHERE e.stage < 7
+  GROUP BY e.account_id, e.pos)
+SELECT e.stage, COUNT(*) AS volume, COUNT(n.next_at) AS converted,
+       SUM(CASE WHEN e.following IN (8, 9) THEN 1 ELSE 0 END) AS dropped,
+       quantile_cont(n.next_at - e.ts, 0.5) AS median_us,
+       quantile_cont(n.next_at - e.ts, 0.9) AS p90_us
+FROM entries e LEFT JOIN nxt n USING (account_id, pos)
+GROUP BY e.stage ORDER BY e.stage
+'''
+times, rows = [], None
+for _ in range(5):
+    started = time.perf_counter()
+    rows = con.execute(REPORT, {"start": start, "end": end}).fetchall()
+    times.append(time.perf_counter() - started)
+times.sort()
+print(json.dumps({"report_ms": times[len(times) // 2] * 1000,
+                  "stages": [[int(r[0]), int(r[1]), int(r[2]), int(r[3]), r[4], r[5]] for r in rows]}))
+"#;
+
+/// Asks DuckDB for the same period report and adds the time, the ratio and
+/// whether the answers agree (volumes, conversions and drop-offs exactly,
+/// times to the next stage to the microsecond).
+fn compare_with_duckdb(
+    report: &mut Report,
+    dir: &Path,
+    ours: &GetFunnelReportResponse,
+    our_ms: f64,
+) -> anyhow::Result<()> {
+    let python = std::env::var("BOWTIE_BENCH_PYTHON")
+        .unwrap_or_else(|_| ".tools/bench-venv-duckdb-1.4.1/bin/python".to_owned());
+    if !Path::new(&python).exists() {
+        println!(
+            "funnel: DuckDB comparison skipped ({python} not found; `make bench` installs it)"
+        );
+        return Ok(());
+    }
+    let mut csv = String::from("account_id,stage,ts\n");
+    for (id, _, path) in data_set() {
+        for t in path {
+            writeln!(csv, "{id},{},{}", t.stage as i32, t.occurred_at)?;
+        }
+    }
+    let file = dir.join("transitions.csv");
+    std::fs::write(&file, csv)?;
+    let script = dir.join("duckdb_funnel.py");
+    std::fs::write(&script, DUCKDB_SCRIPT)?;
+    println!("funnel: running the same report in DuckDB");
+    let output = Command::new(&python)
+        .arg(&script)
+        .arg(&file)
+        .args([START, START + 730 * DAY].map(|v| v.to_string()))
+        .output()
+        .context("running DuckDB")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "DuckDB failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let duck: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let duck_ms = duck["report_ms"].as_f64().unwrap_or(f64::NAN);
+    report.add(
+        "funnel",
+        "DuckDB period report 24 months (median of 5)",
+        duck_ms,
+        "ms",
+        None,
+    );
+    report.add(
+        "funnel",
+        "ratio Bowtie / DuckDB, funnel report",
+        our_ms / duck_ms,
+        "x",
+        None,
+    );
+    let micros = |d: &Option<prost_types::Duration>| {
+        d.as_ref()
+            .map(|d| d.seconds as f64 * 1e6 + f64::from(d.nanos) / 1e3)
+    };
+    let close = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => (a - b).abs() < 1.0,
+        _ => false,
+    };
+    let theirs = duck["stages"].as_array().cloned().unwrap_or_default();
+    let mut agree = theirs.len() == ours.stages.iter().filter(|s| s.volume > 0).count();
+    for row in &theirs {
+        let stage = row[0].as_i64().unwrap_or_default();
+        let Some(m) = ours.stages.iter().find(|m| i64::from(m.stage) == stage) else {
+            agree = false;
+            continue;
+        };
+        let same = [m.volume, m.converted, m.dropped]
+            .iter()
+            .zip(1..)
+            .all(|(v, i)| row[i].as_i64() == Some(*v))
+            && close(micros(&m.median_time_to_next), row[4].as_f64())
+            && close(micros(&m.p90_time_to_next), row[5].as_f64());
+        if !same {
+            println!("  stage {stage}: Bowtie {m:?}, DuckDB {row}");
+        }
+        agree &= same;
+    }
+    report.add(
+        "funnel",
+        "answers equal DuckDB's (1 = yes)",
+        f64::from(u8::from(agree)),
+        "",
+        None,
+    );
     Ok(())
 }

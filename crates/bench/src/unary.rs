@@ -5,6 +5,10 @@
 //! accounts process and, with the same client code, to a bare tonic server
 //! answering the same RPC from memory (no database, no middleware) in a
 //! process of its own: the most this machine can do, and the ratio to it.
+//! The gateway runs as its own `bowtie serve gateway` process in front of
+//! them and is measured idle and after a run of REST reads; last, the whole
+//! `bowtie dev --demo` suite is measured as one process while it seeds the
+//! demo company and once it is idle.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -32,6 +36,8 @@ const KEY: &str = "bench-unary-key";
 const LEVELS: [usize; 3] = [1, 16, 64];
 /// Accounts created before the reads.
 const ACCOUNTS: usize = 1_000;
+/// REST reads sent through the gateway before its peak memory is read.
+const GATEWAY_READS: usize = 2_000;
 /// Services that run as their own process, in start order (peers first).
 const SERVICES: [&str; 4] = ["accounts", "revenue", "funnel", "scoring"];
 
@@ -43,8 +49,9 @@ pub async fn run(report: &mut Report, seconds: u64) -> anyhow::Result<()> {
         .iter()
         .map(|_| free_port())
         .collect::<anyhow::Result<_>>()?;
+    let gateway_port = free_port()?;
     let config = dir.path().join("bowtie.toml");
-    std::fs::write(&config, config_toml(dir.path(), &ports))?;
+    std::fs::write(&config, config_toml(dir.path(), &ports, gateway_port))?;
 
     let mut processes = Vec::new();
     for (service, port) in SERVICES.iter().zip(&ports) {
@@ -61,8 +68,22 @@ pub async fn run(report: &mut Report, seconds: u64) -> anyhow::Result<()> {
             .with_context(|| format!("{service} did not start"))?;
         processes.push((service, child));
     }
+    let gateway_addr: SocketAddr = ([127, 0, 0, 1], gateway_port).into();
+    let gateway = Process::spawn(
+        Command::new(&bin)
+            .arg("--config")
+            .arg(&config)
+            .args(["serve", "gateway"]),
+        "gateway",
+    )?;
+    wait_http_ok(gateway_addr, "/healthz")
+        .await
+        .context("the gateway did not start")?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    for (service, process) in &processes {
+    let measured = processes
+        .iter()
+        .map(|(service, process)| (**service, process));
+    for (service, process) in measured.chain([("gateway", &gateway)]) {
         let rss = process.memory("VmRSS")?;
         report.add(
             "memory",
@@ -80,6 +101,15 @@ pub async fn run(report: &mut Report, seconds: u64) -> anyhow::Result<()> {
     let duration = Duration::from_secs(seconds);
     let service = get_account_load(accounts_addr, &ids, duration).await?;
     let rss_load = processes[0].1.memory("VmHWM")?;
+    let started = Instant::now();
+    for i in 0..GATEWAY_READS {
+        let path = format!("/api/v1/accounts/{}", ids[i % ids.len()]);
+        let (status, _) = http_get(gateway_addr, &path).await?;
+        anyhow::ensure!(status == 200, "GET {path} through the gateway: {status}");
+    }
+    let gateway_reads = GATEWAY_READS as f64 / started.elapsed().as_secs_f64();
+    let gateway_peak = gateway.memory("VmHWM")?;
+    drop(gateway);
 
     let echo_port = free_port()?;
     let echo_addr: SocketAddr = ([127, 0, 0, 1], echo_port).into();
@@ -157,8 +187,137 @@ pub async fn run(report: &mut Report, seconds: u64) -> anyhow::Result<()> {
         "MiB",
         None,
     );
+    report.add(
+        "memory",
+        "gateway peak RSS after 2,000 REST reads",
+        gateway_peak,
+        "MiB",
+        None,
+    );
+    report.add(
+        "unary",
+        "gateway REST GetAccount (a connection each)",
+        gateway_reads,
+        "req/s",
+        None,
+    );
     drop(processes);
+    demo_suite(report, &bin).await
+}
+
+/// `bowtie dev --demo` as one process: its peak while it seeds the demo
+/// company through the public APIs, and its resident memory once idle.
+async fn demo_suite(report: &mut Report, bin: &Path) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut command = Command::new(std::fs::canonicalize(bin)?);
+    command
+        .current_dir(dir.path())
+        .args(["dev", "--demo", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env_remove("BOWTIE_CONFIG")
+        .env("RUST_LOG", "warn");
+    for service in SERVICES.iter().chain(&["gateway"]) {
+        let port = free_port()?;
+        let name = service.to_uppercase();
+        command.env(
+            format!("BOWTIE__{name}__LISTEN"),
+            format!("127.0.0.1:{port}"),
+        );
+    }
+    println!("unary: bowtie dev --demo (seeds the demo company)");
+    let started = Instant::now();
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting bowtie dev --demo")?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let demo = Process(child);
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = tokio::task::block_in_place(|| rx.recv_timeout(left))
+            .map_err(|_| anyhow::anyhow!("the demo company was not seeded in time"))?;
+        anyhow::ensure!(!line.contains("failed"), "{line}");
+        if line.starts_with("demo company seeded") {
+            break;
+        }
+    }
+    let seeded = started.elapsed();
+    let peak = demo.memory("VmHWM")?;
+    // The funnel and scoring finish consuming the feeds, then it is idle.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let idle = demo.memory("VmRSS")?;
+    drop(demo);
+    report.add(
+        "demo",
+        "bowtie dev --demo: seeding 2,000 accounts",
+        seeded.as_secs_f64(),
+        "s",
+        None,
+    );
+    report.add(
+        "demo",
+        "bowtie dev --demo peak RSS while seeding",
+        peak,
+        "MiB",
+        Some(200.0),
+    );
+    report.add(
+        "demo",
+        "bowtie dev --demo RSS idle after seeding",
+        idle,
+        "MiB",
+        Some(200.0),
+    );
     Ok(())
+}
+
+/// `GET path` over a fresh HTTP/1.1 connection with the bench key: the status
+/// code and the body.
+async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {KEY}\r\n\
+         Connection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await?;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .with_context(|| format!("not an HTTP answer: {answer:.80}"))?;
+    Ok((status, answer))
+}
+
+/// Waits until `GET path` answers 200.
+async fn wait_http_ok(addr: SocketAddr, path: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match http_get(addr, path).await {
+            Ok((200, _)) => return Ok(()),
+            outcome if Instant::now() > deadline => {
+                anyhow::bail!("GET {path} did not answer 200 within 30 s: {outcome:?}")
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
 }
 
 /// The `bowtie` release binary: `BOWTIE_BENCH_BIN` or the workspace's
@@ -179,7 +338,7 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn config_toml(dir: &Path, ports: &[u16]) -> String {
+fn config_toml(dir: &Path, ports: &[u16], gateway_port: u16) -> String {
     let mut toml = format!(
         "[telemetry]\nlog_filter = \"warn\"\n\n[server]\ndrain_seconds = 0\n\n\
          [auth]\nkeys = [{{ name = \"bench\", hash = \"{}\", scopes = [\"admin\"] }}]\n\n\
@@ -195,6 +354,9 @@ fn config_toml(dir: &Path, ports: &[u16]) -> String {
             dir.join(format!("{service}.db")).display()
         ));
     }
+    toml.push_str(&format!(
+        "\n[gateway]\nlisten = \"127.0.0.1:{gateway_port}\"\n"
+    ));
     toml
 }
 

@@ -491,6 +491,35 @@ async fn seed_demo(
     }
 }
 
+/// Gives every service listening on port 0 a free port of its address, then
+/// points the peers at the services of this process.
+fn settle_ports(settings: &mut Settings) -> anyhow::Result<()> {
+    for service in [
+        &mut settings.accounts,
+        &mut settings.funnel,
+        &mut settings.revenue,
+        &mut settings.scoring,
+    ] {
+        if service.listen.port() == 0 {
+            let probe = std::net::TcpListener::bind(service.listen)
+                .with_context(|| format!("binding {}", service.listen))?;
+            service.listen = probe.local_addr()?;
+        }
+    }
+    // Over TLS when the services serve it: the certificate must then name
+    // the listen address.
+    let scheme = if settings.server.tls.cert.is_empty() {
+        "http"
+    } else {
+        "https"
+    };
+    settings.peers.accounts = format!("{scheme}://{}", settings.accounts.listen);
+    settings.peers.funnel = format!("{scheme}://{}", settings.funnel.listen);
+    settings.peers.revenue = format!("{scheme}://{}", settings.revenue.listen);
+    settings.peers.scoring = format!("{scheme}://{}", settings.scoring.listen);
+    Ok(())
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
 async fn stop_signal() {
     let ctrl_c = async {
@@ -529,6 +558,12 @@ async fn serve(
         let _ = stop_tx.send(true);
     });
     let together = services.len() > 1;
+    if together {
+        // Services of one process reach each other where they listen, and
+        // some call each other both ways (funnel and scoring), so every
+        // address is settled before the first one starts.
+        settle_ports(&mut settings)?;
+    }
     let mut running = tokio::task::JoinSet::new();
     let mut dashboard = None;
     for service in services.iter().filter(|s| !matches!(s, Service::Gateway)) {
@@ -543,20 +578,9 @@ async fn serve(
         }
         .with_context(|| format!("starting {name}"))?;
         let addr = server.local_addr();
-        tracing::info!(service = name, %addr, "listening");
+        tracing::info!(service = name, %addr, security = server.security(), "listening");
         if print {
             println!("{name:<9} grpc://{addr}");
-        }
-        if together {
-            // Services of one process reach each other where they listen.
-            let uri = format!("http://{addr}");
-            match service {
-                Service::Accounts => settings.peers.accounts = uri,
-                Service::Funnel => settings.peers.funnel = uri,
-                Service::Revenue => settings.peers.revenue = uri,
-                Service::Scoring => settings.peers.scoring = uri,
-                Service::Gateway => {}
-            }
         }
         let mut stop = stop_rx.clone();
         running.spawn(server.run_until_stopped(async move {

@@ -66,7 +66,7 @@ pub async fn build(
     let service = FunnelServiceServer::new(api::FunnelApi::new(app))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
-    Ok(GrpcServer::bind(
+    GrpcServer::bind(
         settings.funnel.listen,
         &settings.server,
         keys,
@@ -75,5 +75,6 @@ pub async fn build(
     )
     .await?
     .add_service(service)
-    .watch_database(db))
+    .watch_database(db)
+    .serve_health_on(settings.funnel.health_listen)
 }

@@ -178,16 +178,24 @@ const GENERIC: &str = "internal error; it has been logged";
 /// The code that describes what happened: tonic reports the expiry of the
 /// gateway's own deadline (`peers.request_timeout_ms`) as CANCELLED with a
 /// `TimeoutExpired` source; to the HTTP caller that is a deadline exceeded
-/// upstream, 504, not a server error.
+/// upstream, 504, not a server error. A connection that broke before the
+/// service answered (it went away, or refused the gateway's TLS client
+/// certificate after the handshake) comes back as UNKNOWN with a transport
+/// error source: the service could not be reached, 503.
 fn effective_code(status: &Status) -> Code {
+    let mut transport = false;
     let mut source = std::error::Error::source(status);
     while let Some(e) = source {
         if e.is::<tonic::TimeoutExpired>() {
             return Code::DeadlineExceeded;
         }
+        transport |= e.is::<tonic::transport::Error>();
         source = e.source();
     }
-    status.code()
+    match status.code() {
+        Code::Unknown if transport => Code::Unavailable,
+        code => code,
+    }
 }
 
 /// The HTTP status and code name of a gRPC code (see the module table).

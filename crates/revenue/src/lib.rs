@@ -81,7 +81,7 @@ pub async fn build(
     let service = RevenueServiceServer::new(api::RevenueApi::new(app))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
-    Ok(GrpcServer::bind(
+    GrpcServer::bind(
         settings.revenue.listen,
         &settings.server,
         keys,
@@ -90,5 +90,6 @@ pub async fn build(
     )
     .await?
     .add_service(service)
-    .watch_database(db))
+    .watch_database(db)
+    .serve_health_on(settings.revenue.health_listen)
 }

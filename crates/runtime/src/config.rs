@@ -120,6 +120,21 @@ pub struct PeerSettings {
     pub connect_timeout_ms: u64,
     /// Deadline of each unary call to a peer.
     pub request_timeout_ms: u64,
+    /// TLS of calls to `https://` peers.
+    #[serde(default)]
+    pub tls: PeerTlsSettings,
+}
+
+/// How a service (or the gateway) calls `https://` peers; `http://` peers
+/// ignore it. Paths of PEM files; empty means unset.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct PeerTlsSettings {
+    /// The CA that signs the services' certificates; required for `https://` peers.
+    pub ca: String,
+    /// Client certificate (chain) presented to peers that require one (mTLS).
+    pub cert: String,
+    /// The client certificate's private key.
+    pub key: String,
 }
 
 /// Logging and tracing.
@@ -152,6 +167,21 @@ pub struct ServerSettings {
     pub max_message_bytes: usize,
     /// Upper bound of a unary call in milliseconds.
     pub request_timeout_ms: u64,
+    /// TLS of the gRPC listener; plaintext when no certificate is set.
+    #[serde(default)]
+    pub tls: ServerTlsSettings,
+}
+
+/// TLS of a service's gRPC listener. Paths of PEM files; empty means unset.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ServerTlsSettings {
+    /// Certificate (chain) of the service: set, the service serves TLS only.
+    pub cert: String,
+    /// Its private key.
+    pub key: String,
+    /// CA of the client certificates: set, every client must present a
+    /// certificate signed by it (mutual TLS).
+    pub client_ca: String,
 }
 
 /// API keys.
@@ -177,6 +207,10 @@ pub struct ApiKeySettings {
 pub struct ServiceSettings {
     /// Address to listen on; port 0 picks a free port.
     pub listen: SocketAddr,
+    /// Where to also serve `grpc.health.v1` alone in plaintext, for probes
+    /// that cannot speak TLS; empty: nowhere.
+    #[serde(default, deserialize_with = "optional_address")]
+    pub health_listen: Option<SocketAddr>,
     /// The service's own database.
     pub database: DatabaseSettings,
 }
@@ -213,6 +247,20 @@ pub struct DatabaseSettings {
     pub connect_timeout_ms: u64,
     /// Time a request waits for a pooled connection before UNAVAILABLE.
     pub acquire_timeout_ms: u64,
+}
+
+/// An address that may be given as an empty string, meaning none.
+fn optional_address<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    let text = Option::<String>::deserialize(deserializer)?.unwrap_or_default();
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    text.trim()
+        .parse()
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("{text:?} is not host:port ({e})")))
 }
 
 impl DatabaseSettings {
@@ -287,8 +335,28 @@ mod tests {
         )?;
         let settings = Settings::load(Some(&path))?;
         assert_eq!(settings.accounts.listen.port(), 6000);
+        assert_eq!(settings.accounts.health_listen, None);
         assert_eq!(settings.accounts.database.schema, "accounts");
         assert_eq!(settings.auth.keys[0].name, "crm");
+        Ok(())
+    }
+
+    #[test]
+    fn a_health_address_is_read_and_a_malformed_one_is_refused() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("bowtie.toml");
+        std::fs::write(&path, "[funnel]\nhealth_listen = \"0.0.0.0:50062\"\n")?;
+        let settings = Settings::load(Some(&path))?;
+        assert_eq!(
+            settings.funnel.health_listen,
+            Some(SocketAddr::from(([0, 0, 0, 0], 50062)))
+        );
+        std::fs::write(&path, "[funnel]\nhealth_listen = \"nowhere\"\n")?;
+        let error = Settings::load(Some(&path))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(error.contains("\"nowhere\" is not host:port"), "{error}");
         Ok(())
     }
 

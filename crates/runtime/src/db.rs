@@ -11,7 +11,9 @@
 use std::time::Duration;
 
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement,
+};
 use sea_orm_migration::MigratorTrait;
 
 use crate::config::DatabaseSettings;
@@ -94,6 +96,26 @@ impl Db {
         let pool = Database::connect(options).await?;
         pool.execute_unprepared(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
             .await?;
+        // With per-service roles, a schema that exists but belongs to another
+        // service passes CREATE SCHEMA IF NOT EXISTS and then silently drops
+        // out of the search path; say so now rather than fail later with
+        // "no schema has been selected to create in".
+        let usable = pool
+            .query_one(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT has_schema_privilege($1, 'USAGE, CREATE') AS usable",
+                [schema.clone().into()],
+            ))
+            .await?
+            .map(|row| row.try_get::<bool>("", "usable"))
+            .transpose()?
+            .unwrap_or(false);
+        if !usable {
+            return Err(Error::Internal(anyhow::anyhow!(
+                "permission denied: the database role may not use schema {schema:?} \
+                 (each service connects with its own role to its own schema)"
+            )));
+        }
         Ok(Self {
             reader: pool.clone(),
             writer: pool,

@@ -58,13 +58,22 @@ pub type PeerChannel = InterceptedService<Channel, PeerInterceptor>;
 
 /// A lazily connected channel to the peer at `uri`: the service starts even
 /// when the peer is down, and each call fails fast with UNAVAILABLE until it
-/// is back.
+/// is back. An `https://` peer is called over TLS with `settings.tls` (the CA
+/// and, for mutual TLS, the client certificate), read here so a bad file
+/// fails the caller's startup.
 pub fn connect(uri: &str, settings: &PeerSettings) -> Result<PeerChannel, Error> {
-    let endpoint = Endpoint::from_shared(uri.to_owned())
+    let mut endpoint = Endpoint::from_shared(uri.to_owned())
         .map_err(|e| Error::Internal(anyhow::anyhow!("peer address {uri:?} is not a URI: {e}")))?
         .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
         .timeout(Duration::from_millis(settings.request_timeout_ms))
         .tcp_nodelay(true);
+    if endpoint.uri().scheme_str() == Some("https") {
+        let tls = crate::tls::client_config(uri, &settings.tls)
+            .map_err(|e| Error::Internal(anyhow::Error::new(e)))?;
+        endpoint = endpoint.tls_config(tls).map_err(|e| {
+            Error::Internal(anyhow::anyhow!("peer {uri:?}: cannot use peers.tls: {e}"))
+        })?;
+    }
     let key = settings.api_key.expose_secret();
     let authorization = if key.is_empty() {
         None

@@ -4,6 +4,12 @@
 //! applies the tracing and auth layers, and shuts down gracefully: health turns
 //! NOT_SERVING first, the server keeps answering for `drain_seconds` so load
 //! balancers move away, then open streams end and in-flight calls finish.
+//!
+//! With `server.tls` configured the listener speaks TLS only (mutual TLS with
+//! `client_ca`), health and reflection included: one port, one policy. For
+//! probes that cannot speak TLS (Kubernetes' native gRPC probes) a service
+//! may also serve `grpc.health.v1` alone, in plaintext, on a second address
+//! (`<service>.health_listen`): health says nothing a probe should not know.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -13,8 +19,8 @@ use std::time::Duration;
 
 use tonic::server::NamedService;
 use tonic::service::{Routes, RoutesBuilder};
-use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -39,6 +45,10 @@ pub struct GrpcServer {
     auth: AuthLayer,
     shutdown: Shutdown,
     db: Option<Db>,
+    tls: Option<ServerTlsConfig>,
+    /// Health alone, for the plaintext probe listener.
+    health_routes: RoutesBuilder,
+    health_listener: Option<std::net::TcpListener>,
 }
 
 impl GrpcServer {
@@ -50,6 +60,7 @@ impl GrpcServer {
         admin_methods: &'static [&'static str],
         shutdown: Shutdown,
     ) -> anyhow::Result<Self> {
+        let tls = crate::tls::server_config(&settings.tls)?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| anyhow::Error::new(e).context(format!("binding {addr}")))?;
@@ -63,6 +74,8 @@ impl GrpcServer {
             .register_encoded_file_descriptor_set(bowtie_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
+        let mut health_routes = Routes::builder();
+        health_routes.add_service(health_service.clone());
         let mut routes = Routes::builder();
         routes
             .add_service(health_service)
@@ -78,6 +91,9 @@ impl GrpcServer {
             auth: AuthLayer::new(keys, admin_methods),
             shutdown,
             db: None,
+            tls,
+            health_routes,
+            health_listener: None,
         })
     }
 
@@ -106,9 +122,44 @@ impl GrpcServer {
         self
     }
 
+    /// Also serves `grpc.health.v1` alone, in plaintext, on `addr` (none:
+    /// nothing more), for probes that cannot present a client certificate.
+    pub fn serve_health_on(mut self, addr: Option<SocketAddr>) -> anyhow::Result<Self> {
+        if let Some(addr) = addr {
+            let listener = std::net::TcpListener::bind(addr).map_err(|e| {
+                anyhow::Error::new(e).context(format!("binding the health listener {addr}"))
+            })?;
+            listener.set_nonblocking(true)?;
+            self.health_listener = Some(listener);
+        }
+        Ok(self)
+    }
+
+    /// The address of the plaintext health listener, when there is one.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address to call the server at: `https://` when it serves TLS.
+    pub fn uri(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.local_addr)
+    }
+
+    /// How the listener is secured: `plaintext`, `tls` or `mutual-tls`.
+    pub fn security(&self) -> &'static str {
+        match (&self.tls, self.settings.tls.client_ca.is_empty()) {
+            (None, _) => "plaintext",
+            (Some(_), true) => "tls",
+            (Some(_), false) => "mutual-tls",
+        }
     }
 
     /// The signal that stops this server.
@@ -138,6 +189,9 @@ impl GrpcServer {
             auth,
             shutdown,
             db,
+            tls,
+            health_routes,
+            health_listener,
         } = self;
         Self::set_status(&health, &names, ServingStatus::Serving).await;
 
@@ -182,9 +236,26 @@ impl GrpcServer {
             });
         }
 
+        if let Some(listener) = health_listener {
+            let incoming = TcpIncoming::from(tokio::net::TcpListener::from_std(listener)?);
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                let served = Server::builder()
+                    .add_routes(health_routes.routes())
+                    .serve_with_incoming_shutdown(incoming, async move { stop.wait().await })
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error.cause_chain = ?e, "the health listener failed");
+                }
+            });
+        }
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let stop = shutdown.clone();
-        Server::builder()
+        let mut server = Server::builder();
+        if let Some(tls) = tls {
+            server = server.tls_config(tls)?;
+        }
+        server
             .layer(RpcTraceLayer::default())
             .layer(LimitsLayer::new(Duration::from_millis(
                 settings.request_timeout_ms,

@@ -58,7 +58,7 @@ pub async fn build(
     let service = ScoringServiceServer::new(api::ScoringApi::new(app))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
-    Ok(GrpcServer::bind(
+    GrpcServer::bind(
         settings.scoring.listen,
         &settings.server,
         keys,
@@ -67,5 +67,6 @@ pub async fn build(
     )
     .await?
     .add_service(service)
-    .watch_database(db))
+    .watch_database(db)
+    .serve_health_on(settings.scoring.health_listen)
 }

@@ -130,7 +130,7 @@ async fn with_accounts_down_a_transition_is_unavailable_and_nothing_is_written(
     let suite = Suite::start(db).await?;
     let acme = suite.customer("Acme", Segment::Smb, "ana").await?;
     let Suite { accounts, funnel } = suite;
-    accounts.stop().await?;
+    let _accounts_port = accounts.stop_and_keep_port().await?;
     let mut client = bowtie_proto::funnel::funnel_service_client::FunnelServiceClient::new(
         funnel.with_key(bowtie_testkit::WRITE_KEY),
     );

@@ -192,7 +192,7 @@ async fn when_accounts_is_down_writes_are_unavailable_and_nothing_is_written(
     let mut client = suite.client();
     let account = suite.account("Acme", Segment::Smb, "ana").await?;
     let Revenue { accounts, revenue } = suite;
-    accounts.stop().await?;
+    let _accounts_port = accounts.stop_and_keep_port().await?;
     let result = client
         .create_subscription(create(monthly(&account, day(2025, 1, 1), 1, 1_000)))
         .await;
