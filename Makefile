@@ -5,6 +5,8 @@
 #   make lint       rustfmt check, clippy (warnings are errors), buf lint
 #   make test       the whole workspace's tests
 #   make deploy-check  render and validate deploy/ (compose, Kubernetes)
+#   make robustness  the long randomised bad-input run (100,000 requests per backend)
+#   make fuzz       every fuzz target for FUZZ_SECONDS each
 #
 # buf is not needed on the machine: it is installed from the npm registry
 # (package @bufbuild/buf, pinned below) into the gitignored .tools/ the first
@@ -52,6 +54,22 @@ DEPLOY_VENV    := $(TOOLS_DIR)/deploy-venv
 DEPLOY_PYTHON  := $(DEPLOY_VENV)/bin/python
 DEPLOY_STAMP   := $(DEPLOY_VENV)/.installed
 
+# cargo-fuzz (crates.io, pinned) in .tools/. It runs on the stable toolchain
+# with --sanitizer none (no -Z flags needed): coverage-guided libFuzzer with
+# debug assertions and overflow checks, no AddressSanitizer (the code is
+# unsafe-free Rust, so a crash is a panic, which libFuzzer catches).
+CARGO_FUZZ_VERSION := 0.13.1
+CARGO_FUZZ_DIR     := $(TOOLS_DIR)/cargo-fuzz-$(CARGO_FUZZ_VERSION)
+CARGO_FUZZ         := $(CARGO_FUZZ_DIR)/bin/cargo-fuzz
+# Seconds each fuzz target runs in `make fuzz`.
+FUZZ_SECONDS       ?= 30
+
+# The long bad-input run: requests per service and to the gateway (x 5 =
+# 125,000 per backend) and the seed (a new one each run unless given; a
+# failure prints it).
+ROBUSTNESS_REQUESTS ?= 25000
+ROBUSTNESS_SEED     ?= $(shell date +%s)
+
 # Extra arguments for `make run`, e.g. make run ARGS="--help".
 ARGS        ?=
 # Extra arguments for the test binaries, e.g. make test TEST_ARGS="accounts".
@@ -60,7 +78,7 @@ TEST_ARGS   ?=
 BENCH_ARGS  ?=
 
 .PHONY: help run build test lint fmt fmt-check clippy buf-lint proto-fmt \
-        tools browser-tools bench deploy-check clean distclean
+        tools browser-tools bench deploy-check clean distclean robustness fuzz fuzz-check
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) \
@@ -78,13 +96,23 @@ test: $(PLAYWRIGHT_DEP) ## Run the workspace's tests (PostgreSQL ones need BOWTI
 	BOWTIE_PLAYWRIGHT_NODE_PATH=$(abspath $(PLAYWRIGHT_DIR)/node_modules) \
 	  $(CARGO) test $(CARGO_FLAGS) --workspace --all-targets -- $(TEST_ARGS)
 
+robustness: ## Long randomised bad-input run: ROBUSTNESS_REQUESTS per service on SQLite and PostgreSQL
+	BOWTIE_ROBUSTNESS_REQUESTS=$(ROBUSTNESS_REQUESTS) BOWTIE_ROBUSTNESS_SEED=$(ROBUSTNESS_SEED) \
+	  $(CARGO) test $(CARGO_FLAGS) -p bowtie-testkit --test robustness -- random --nocapture $(TEST_ARGS)
+
+fuzz: $(CARGO_FUZZ) ## Fuzz every request conversion for FUZZ_SECONDS each; fails on a crash
+	cd fuzz && for target in $$(../$(CARGO_FUZZ) list); do \
+	  echo "== $$target ($(FUZZ_SECONDS)s)"; \
+	  ../$(CARGO_FUZZ) run --sanitizer none $$target -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
+
 bench: $(BENCH_PYTHON) ## Benchmarks (release build): prints a table, writes bench-results/results.json
 	$(CARGO) build $(CARGO_FLAGS) -p bowtie --release
 	BOWTIE_BENCH_BIN=target/release/bowtie BOWTIE_BENCH_PYTHON=$(BENCH_PYTHON) $(CARGO) run $(CARGO_FLAGS) -p bowtie-bench --release -- $(BENCH_ARGS)
 
 # --- style -------------------------------------------------------------------
 
-lint: fmt-check clippy buf-lint ## All checks CI runs before the tests
+lint: fmt-check clippy fuzz-check buf-lint ## All checks CI runs before the tests
 
 fmt: ## Format the Rust code in place
 	$(CARGO) fmt --all
@@ -94,6 +122,10 @@ fmt-check: ## Check the Rust formatting
 
 clippy: ## Clippy on every target, warnings are errors
 	$(CARGO) clippy $(CARGO_FLAGS) --workspace --all-targets -- -D warnings
+
+fuzz-check: ## Format check and clippy of the fuzz targets (their own workspace; shares target/)
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml -- --check
+	$(CARGO) clippy $(CARGO_FLAGS) --manifest-path fuzz/Cargo.toml --target-dir target -- -D warnings
 
 buf-lint: $(BUF_DEP) ## Lint the .proto files (buf.yaml: STANDARD rules)
 	$(BUF) lint $(PROTO_DIR)
@@ -108,7 +140,7 @@ deploy-check: $(DEPLOY_STAMP) ## Render and validate deploy/: Kubernetes schemas
 
 # --- tools -------------------------------------------------------------------
 
-tools: $(BUF_LOCAL) $(PLAYWRIGHT_LOCAL) ## Install the pinned helper tools into .tools/
+tools: $(BUF_LOCAL) $(PLAYWRIGHT_LOCAL) $(CARGO_FUZZ) ## Install the pinned helper tools into .tools/
 
 browser-tools: $(PLAYWRIGHT_LOCAL) ## Install playwright-core for the dashboard's browser test
 
@@ -125,6 +157,9 @@ $(BUF_LOCAL):
 	$(NPM) install --prefix $(BUF_DIR) --no-save --no-audit --no-fund \
 	  --loglevel=error @bufbuild/buf@$(BUF_VERSION)
 	@$@ --version >/dev/null
+
+$(CARGO_FUZZ):
+	$(CARGO) install cargo-fuzz --version $(CARGO_FUZZ_VERSION) --locked --root $(CARGO_FUZZ_DIR)
 
 $(BENCH_PYTHON):
 	$(PYTHON) -m venv $(BENCH_VENV)

@@ -41,6 +41,7 @@ pub mod assert;
 pub mod fixtures;
 pub mod gateway;
 pub mod revenue;
+pub mod robustness;
 pub mod scoring;
 pub mod stack;
 pub mod tls;

@@ -5,7 +5,7 @@
 //! router and the document at once, so no route can be served undocumented.
 
 use axum::Json;
-use axum::extract::{FromRequest, FromRequestParts, Path, State};
+use axum::extract::{FromRequest, FromRequestParts, State};
 use axum::http::{HeaderMap, StatusCode};
 use bowtie_proto::{accounts as acc, common, funnel as fun, revenue as rev};
 use chrono::{DateTime, Utc};
@@ -23,6 +23,12 @@ use crate::model::*;
 #[derive(FromRequestParts)]
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
 pub struct Query<T>(pub T);
+
+/// Path parameters parsed into `T`; a malformed one is a 400 in the error
+/// shape (axum's own answer would be plain text).
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct Path<T>(pub T);
 
 /// A JSON body parsed into `T`; a malformed one is a 400 naming the field.
 #[derive(FromRequest)]

@@ -252,7 +252,23 @@ impl From<JsonRejection> for ApiError {
 
 impl From<PathRejection> for ApiError {
     fn from(r: PathRejection) -> Self {
-        rejection(&r.body_text(), "path")
+        use axum::extract::path::ErrorKind;
+        // Name the path parameter when axum knows it; a route with one
+        // parameter reports none, so the message says what was expected.
+        let field = match &r {
+            PathRejection::FailedToDeserializePathParams(e) => match e.kind() {
+                ErrorKind::ParseErrorAtKey { key, .. }
+                | ErrorKind::InvalidUtf8InPathParam { key }
+                | ErrorKind::DeserializeError { key, .. } => key.clone(),
+                _ => "path".to_owned(),
+            },
+            _ => "path".to_owned(),
+        };
+        let text = r.body_text();
+        let detail = text
+            .split_once(": ")
+            .map_or(text.as_str(), |(_, rest)| rest);
+        ApiError::invalid(field, detail)
     }
 }
 

@@ -127,6 +127,9 @@ fn app(state: AppState) -> axum::Router {
             }),
         )
         .merge(dashboard::router())
+        // An unknown route (an empty id leaves a path that matches none)
+        // answers in the error shape too.
+        .fallback(|| async { error::ApiError::not_found("no such route") })
         .layer(axum::middleware::from_fn(trace))
         .with_state(state)
 }

@@ -4,7 +4,7 @@
 //! alerts, and value segments.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use bowtie_proto::{accounts as acc, common, scoring as sco};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -13,7 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
-use crate::api::Query;
+use crate::api::{Path, Query};
 use crate::clients::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::model::{AlertKind, AlertState, Band, Component, Quadrant, Segment, Tier, time};

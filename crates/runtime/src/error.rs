@@ -147,24 +147,67 @@ impl Error {
     }
 }
 
+/// Longest status message sent, in bytes. Messages travel in HTTP/2 headers,
+/// and many clients refuse a header list over 16 KiB (grpc-go's default):
+/// an error that echoes a huge request field must not break the connection.
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+/// Longest echoed value (an id, a field path) inside a message or detail.
+const MAX_ECHO_BYTES: usize = 128;
+/// Most field violations sent in the `BadRequest` detail; the message says
+/// how many more there were.
+pub const MAX_VIOLATIONS: usize = 20;
+
+/// `text` cut to at most `max` bytes at a character boundary, marked with
+/// an ellipsis when it was cut.
+pub fn bounded(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
+        let message = |m: &str| bounded(m, MAX_MESSAGE_BYTES);
         match error {
             Error::InvalidArgument(violations) => {
-                let message = format!("invalid argument: {violations}");
+                let total = violations.0.len();
+                let mut shown = FieldViolations::default();
+                for v in violations.0.iter().take(MAX_VIOLATIONS) {
+                    shown.add(
+                        bounded(&v.field, MAX_ECHO_BYTES),
+                        bounded(&v.description, MAX_ECHO_BYTES * 2),
+                    );
+                }
+                let more = if total > MAX_VIOLATIONS {
+                    format!(" (and {} more)", total - MAX_VIOLATIONS)
+                } else {
+                    String::new()
+                };
                 let mut details = ErrorDetails::new();
-                for v in &violations.0 {
+                for v in &shown.0 {
                     details.add_bad_request_violation(v.field.clone(), v.description.clone());
                 }
-                Status::with_error_details(Code::InvalidArgument, message, details)
+                Status::with_error_details(
+                    Code::InvalidArgument,
+                    message(&format!("invalid argument: {shown}{more}")),
+                    details,
+                )
             }
-            e @ Error::NotFound { .. } => Status::not_found(e.to_string()),
-            Error::AlreadyExists(m) => Status::already_exists(m),
-            Error::Aborted(m) => Status::aborted(m),
-            Error::FailedPrecondition(m) => Status::failed_precondition(m),
-            Error::Unauthenticated(m) => Status::unauthenticated(m),
-            Error::PermissionDenied(m) => Status::permission_denied(m),
-            Error::Unavailable(m) => Status::unavailable(m),
+            Error::NotFound { resource, id } => Status::not_found(format!(
+                "{resource} {} not found",
+                bounded(&id, MAX_ECHO_BYTES)
+            )),
+            Error::AlreadyExists(m) => Status::already_exists(message(&m)),
+            Error::Aborted(m) => Status::aborted(message(&m)),
+            Error::FailedPrecondition(m) => Status::failed_precondition(message(&m)),
+            Error::Unauthenticated(m) => Status::unauthenticated(message(&m)),
+            Error::PermissionDenied(m) => Status::permission_denied(message(&m)),
+            Error::Unavailable(m) => Status::unavailable(message(&m)),
             Error::Database(e) if Error::is_connectivity(&e) => {
                 tracing::warn!(error.cause_chain = ?e, "database unavailable");
                 Status::unavailable("database unavailable, retry later")
@@ -215,6 +258,41 @@ mod tests {
             sea_orm::ConnAcquireErr::Timeout,
         )));
         assert_eq!(status.code(), Code::Unavailable);
+    }
+
+    #[test]
+    fn a_huge_echoed_id_is_cut_so_the_status_fits_in_a_header() {
+        let status = Status::from(Error::not_found("account", "x".repeat(200_000)));
+        // "account " (8) + 125 x + "…" (3 bytes) + " not found" (10) = 146 bytes.
+        assert_eq!(status.message().len(), 146);
+        assert!(status.message().ends_with("x… not found"));
+    }
+
+    #[test]
+    fn many_violations_are_capped_and_counted_in_the_message() {
+        let mut v = FieldViolations::default();
+        for i in 0..300 {
+            v.add(format!("signals[{i}].kind"), "must be set");
+        }
+        let status = Status::from(Error::InvalidArgument(v));
+        let details = status.get_details_bad_request().map(|b| b.field_violations);
+        assert_eq!(details.map(|d| d.len()), Some(MAX_VIOLATIONS));
+        assert!(status.message().len() <= MAX_MESSAGE_BYTES);
+        // The message is cut before the count when the 20 violations fill it;
+        // here they take 20 x ~30 bytes, so the count shows: 300 - 20 = 280.
+        assert!(
+            status.message().ends_with("(and 280 more)"),
+            "{}",
+            status.message()
+        );
+    }
+
+    #[test]
+    fn bounded_cuts_at_a_character_boundary() {
+        // "é" is 2 bytes: 4 of them are 8 bytes; a 6-byte budget keeps one
+        // "é" (2) and the ellipsis (3), as a third byte would split the next.
+        assert_eq!(bounded("éééé", 6), "é…");
+        assert_eq!(bounded("short", 6), "short");
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod db;
 pub mod error;
 pub mod feed;
 pub mod idempotency;
+pub mod limits;
 pub mod paging;
 pub mod peer;
 pub mod schema;

@@ -27,6 +27,7 @@ use tonic_health::server::HealthReporter;
 use crate::auth::{ApiKeys, AuthLayer};
 use crate::config::ServerSettings;
 use crate::db::Db;
+use crate::limits::LimitsLayer;
 use crate::shutdown::Shutdown;
 use crate::telemetry::RpcTraceLayer;
 
@@ -255,8 +256,10 @@ impl GrpcServer {
             server = server.tls_config(tls)?;
         }
         server
-            .timeout(Duration::from_millis(settings.request_timeout_ms))
             .layer(RpcTraceLayer::default())
+            .layer(LimitsLayer::new(Duration::from_millis(
+                settings.request_timeout_ms,
+            )))
             .layer(auth)
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(incoming, async move { stop.wait().await })

@@ -63,7 +63,12 @@ impl ScoringService for ScoringApi {
                 let request = match item {
                     Ok(r) => r,
                     Err(status) => {
-                        tracing::debug!(%status, "signal stream ended by the client");
+                        // A message the server cannot take (too large, not
+                        // protobuf) ends the stream with its status, so the
+                        // client learns its batch was not recorded; when the
+                        // client is gone, nobody hears it and that is fine.
+                        tracing::debug!(%status, "signal stream ended by an inbound error");
+                        let _ = tx.send(Err(status)).await;
                         return;
                     }
                 };

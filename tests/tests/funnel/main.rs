@@ -7,7 +7,6 @@ mod automatic;
 mod crosscheck;
 mod journeys;
 mod reports;
-mod robustness;
 
 use anyhow::Context as _;
 use bowtie_proto::accounts::Account;
