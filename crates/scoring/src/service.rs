@@ -44,9 +44,11 @@ pub const ALERT_RESOLVED: &str = "alert.resolved";
 /// Queued accounts rescored per read (an id list).
 const CHUNK: usize = 5_000;
 /// Accounts read per key range by a full recomputation.
-const RANGE: usize = 25_000;
+const RANGE: usize = 10_000;
 /// Changed health rows written per transaction.
 const WRITE_CHUNK: usize = 5_000;
+/// Write transactions of a recomputation in flight at once.
+const WRITERS: usize = 4;
 /// Days of signals health looks back over.
 const WINDOW_DAYS: i64 = 180;
 
@@ -521,14 +523,22 @@ impl Scoring {
             .collect())
     }
 
-    /// Rescores the accounts in `scope`: reads what they need, computes in
-    /// parallel, then writes only health rows that changed (and a day's
-    /// snapshot when the day has none or the score moved), raising alerts
-    /// and band changes, in transactions of a few thousand rows. Returns how
-    /// many accounts got a score.
+    /// Rescores the accounts in `scope` (see [`Self::prepare`] and
+    /// [`Self::write_outcomes`]); returns how many accounts got a score.
     async fn rescore(&self, scope: Scope<'_>) -> Result<usize, Error> {
+        let prepared = self.prepare(scope).await?;
+        let scored = prepared.scored;
+        self.write_outcomes(prepared).await?;
+        Ok(scored)
+    }
+
+    /// Reads what the accounts in `scope` need (concurrently) and scores
+    /// them on every core, keeping what has to be written: health rows that
+    /// changed, a day's snapshot when the day has none or the score moved,
+    /// alerts and band changes.
+    async fn prepare(&self, scope: Scope<'_>) -> Result<Prepared, Error> {
         let now = now_micros();
-        let t0 = std::time::Instant::now();
+        let started = std::time::Instant::now();
         let today = storage::day_of(now);
         let conn = self.inner.store.db().reader();
         let w = self.windows(now);
@@ -542,7 +552,11 @@ impl Scoring {
             storage::snapshotted(conn, scope, today),
         )?;
         if profiles.is_empty() {
-            return Ok(0);
+            return Ok(Prepared {
+                now,
+                scored: 0,
+                outcomes: Vec::new(),
+            });
         }
         let ids: Vec<Uuid> = profiles.iter().map(|p| p.account_id).collect();
         let cutoffs = *self.inner.cutoffs.read().map_err(|_| poisoned())?;
@@ -557,67 +571,80 @@ impl Scoring {
             baseline,
             snapshotted,
         };
-        let t1 = t0.elapsed();
         let (scored, outcomes) = tokio::task::spawn_blocking(move || round.run(&profiles))
             .await
             .map_err(|e| Error::Internal(anyhow::anyhow!("scoring task: {e}")))??;
-        let t2 = t0.elapsed();
-        let n_out = outcomes.len();
-        let n_changed = outcomes.iter().filter(|o| o.changed).count();
+        tracing::debug!(
+            scored,
+            to_write = outcomes.len(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "accounts scored"
+        );
+        Ok(Prepared {
+            now,
+            scored,
+            outcomes,
+        })
+    }
+
+    /// Writes what [`Self::prepare`] kept, in transactions of a few
+    /// thousand accounts, several at once (PostgreSQL writes them in
+    /// parallel; SQLite's single writer takes them in turn).
+    async fn write_outcomes(&self, prepared: Prepared) -> Result<(), Error> {
+        let Prepared { now, outcomes, .. } = prepared;
+        let today = storage::day_of(now);
+        let mut chunks = Vec::new();
         let mut outcomes = outcomes.into_iter();
         loop {
             let chunk: Vec<Outcome> = outcomes.by_ref().take(WRITE_CHUNK).collect();
             if chunk.is_empty() {
                 break;
             }
-            self.inner
-                .store
-                .write(None, move |tx| {
-                    Box::pin(async move {
-                        for o in &chunk {
-                            for alert in &o.alerts {
-                                if storage::insert_alert(tx.conn(), alert, now).await? {
-                                    tx.emit(NewEvent::new(
-                                        "alert",
-                                        alert.id.clone(),
-                                        ALERT_RAISED,
-                                        alert,
-                                    ));
-                                }
-                            }
-                            if o.band_changed {
+            chunks.push(chunk);
+        }
+        let writes = chunks.into_iter().map(|chunk| {
+            self.inner.store.write(None, move |tx| {
+                Box::pin(async move {
+                    for o in &chunk {
+                        for alert in &o.alerts {
+                            if storage::insert_alert(tx.conn(), alert, now).await? {
                                 tx.emit(NewEvent::new(
-                                    "account",
-                                    o.row.account_id.to_string(),
-                                    BAND_CHANGED,
-                                    &o.row.health,
+                                    "alert",
+                                    alert.id.clone(),
+                                    ALERT_RAISED,
+                                    alert,
                                 ));
                             }
                         }
-                        let changed: Vec<&HealthRow> =
-                            chunk.iter().filter(|o| o.changed).map(|o| &o.row).collect();
-                        storage::save_health(tx.conn(), &changed, now).await?;
-                        let snapshots: Vec<&HealthRow> = chunk
-                            .iter()
-                            .filter(|o| o.snapshot)
-                            .map(|o| &o.row)
-                            .collect();
-                        storage::save_snapshots(tx.conn(), &snapshots, today).await?;
-                        Ok(pb::RecomputeHealthResponse::default())
-                    })
+                        if o.band_changed {
+                            tx.emit(NewEvent::new(
+                                "account",
+                                o.row.account_id.to_string(),
+                                BAND_CHANGED,
+                                &o.row.health,
+                            ));
+                        }
+                    }
+                    let changed: Vec<&HealthRow> =
+                        chunk.iter().filter(|o| o.changed).map(|o| &o.row).collect();
+                    storage::save_health(tx.conn(), &changed, now).await?;
+                    let snapshots: Vec<&HealthRow> = chunk
+                        .iter()
+                        .filter(|o| o.snapshot)
+                        .map(|o| &o.row)
+                        .collect();
+                    storage::save_snapshots(tx.conn(), &snapshots, today).await?;
+                    Ok(pb::RecomputeHealthResponse::default())
                 })
-                .await?;
-        }
-        tracing::debug!(
-            scored,
-            written = n_out,
-            changed = n_changed,
-            read_ms = t1.as_millis() as u64,
-            computed_ms = t2.as_millis() as u64,
-            total_ms = t0.elapsed().as_millis() as u64,
-            "rescored"
-        );
-        Ok(scored)
+            })
+        });
+        futures::stream::iter(writes)
+            .buffer_unordered(WRITERS)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, Error>>()?;
+        Ok(())
     }
 
     /// Re-ranks the MRR of every paying account into the tier and quadrant
@@ -665,13 +692,31 @@ impl Scoring {
         self.trim_ledger()?;
         let mut after = None;
         let mut total = 0;
+        let mut pending: Option<Prepared> = None;
+        // The next range is read and scored while the last one is written.
         loop {
             let ids =
                 storage::profile_ids(self.inner.store.db().reader(), after, RANGE as u64).await?;
-            let Some(last) = ids.last().copied() else {
+            let last = ids.last().copied();
+            let next = async {
+                match last {
+                    Some(last) => self.prepare(Scope::Range { after, last }).await.map(Some),
+                    None => Ok(None),
+                }
+            };
+            let write = async {
+                match pending.take() {
+                    Some(p) => self.write_outcomes(p).await,
+                    None => Ok(()),
+                }
+            };
+            let (next, written) = tokio::join!(next, write);
+            written?;
+            let (Some(next), Some(last)) = (next?, last) else {
                 break;
             };
-            total += self.rescore(Scope::Range { after, last }).await?;
+            total += next.scored;
+            pending = Some(next);
             after = Some(last);
         }
         Ok(total)
@@ -1192,6 +1237,16 @@ enum ReadAggregates {
     Done(HashMap<Uuid, Aggregates>),
     /// The feeds' cells, to fold with the in-memory ones (SQLite).
     Feeds(HashMap<Uuid, Vec<Cell>>),
+}
+
+/// A scored set of accounts, before its writes.
+struct Prepared {
+    /// The instant of the computation.
+    now: i64,
+    /// Accounts that got a score.
+    scored: usize,
+    /// What has to be written.
+    outcomes: Vec<Outcome>,
 }
 
 /// What one account's rescoring decided.

@@ -1226,18 +1226,20 @@ pub async fn previous_health<C: ConnectionTrait>(
     };
     raw(
         conn,
-        format!("SELECT account_id, score, band, risk_bp, body FROM health {filter}"),
+        format!("SELECT account_id, body FROM health {filter}"),
     )
     .await?
     .iter()
     .map(|r| {
+        // The body holds the columns' values too.
+        let health = health_body(r, 1)?;
         Ok((
             uuid(&r.try_get_by_index::<String>(0)?)?,
             PreviousHealth {
-                score: r.try_get_by_index(1)?,
-                band: r.try_get_by_index(2)?,
-                risk_bp: r.try_get_by_index(3)?,
-                health: health_body(r, 4)?,
+                score: health.score,
+                band: health.band,
+                risk_bp: health.churn_risk_bp,
+                health,
             },
         ))
     })
