@@ -870,6 +870,37 @@ impl Scoring {
         })
     }
 
+    /// ListScorecardVersions: newest first, the page token is the last
+    /// version returned.
+    pub async fn scorecard_versions(
+        &self,
+        segment: Segment,
+        page: &Page,
+    ) -> Result<pb::ListScorecardVersionsResponse, Error> {
+        let before = match &page.after {
+            None => None,
+            Some(token) => Some(token.parse::<i64>().map_err(|_| {
+                Error::invalid("page.page_token", "is not a token issued for this query")
+            })?),
+        };
+        let rows = storage::scorecard_versions(
+            self.inner.store.db().reader(),
+            segment as i32,
+            before,
+            page.fetch_limit(),
+        )
+        .await?;
+        let cards = rows
+            .into_iter()
+            .map(|(card, version, at)| convert::scorecard_to_pb(segment, &card, version, at))
+            .collect();
+        let (scorecards, page) = page.finish(cards, |c| c.version.to_string());
+        Ok(pb::ListScorecardVersionsResponse {
+            scorecards,
+            page: Some(page),
+        })
+    }
+
     /// UpdateScorecard: checks the expected version, stores the next one and
     /// rescores the accounts it applies to.
     pub async fn update_scorecard(

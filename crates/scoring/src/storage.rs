@@ -1554,6 +1554,33 @@ pub async fn scorecards<C: ConnectionTrait>(
     .collect()
 }
 
+/// Stored versions of a segment's scorecard below `before` (every one when
+/// `None`), newest first: (card, version, updated_at).
+pub async fn scorecard_versions<C: ConnectionTrait>(
+    conn: &C,
+    segment: i32,
+    before: Option<i64>,
+    limit: u64,
+) -> Result<Vec<(Scorecard, i64, i64)>, Error> {
+    let below = before.map_or(String::new(), |v| format!("AND version < {v}"));
+    raw(
+        conn,
+        format!(
+            "SELECT version, body, updated_at FROM scorecard_versions \
+             WHERE segment = {segment} {below} ORDER BY version DESC LIMIT {limit}"
+        ),
+    )
+    .await?
+    .iter()
+    .map(|r| {
+        let body: String = r.try_get_by_index(1)?;
+        let card: Scorecard =
+            serde_json::from_str(&body).map_err(|e| internal(format!("stored scorecard: {e}")))?;
+        Ok((card, r.try_get_by_index(0)?, r.try_get_by_index(2)?))
+    })
+    .collect()
+}
+
 /// Stores version `version` of a segment's scorecard (and keeps it in the
 /// version history).
 pub async fn save_scorecard<C: ConnectionTrait>(
