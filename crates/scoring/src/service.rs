@@ -684,10 +684,21 @@ impl Scoring {
             .full_rounds
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let _turn = self.inner.rescoring.lock().await;
-        // Every account is read after this point: what was queued is covered.
-        if let Ok(mut dirty) = self.inner.dirty.lock() {
-            dirty.clear();
+        // Every account is read after this point: what was queued is
+        // covered, unless the round fails, when it is queued again.
+        let queued: Vec<Uuid> = match self.inner.dirty.lock() {
+            Ok(mut dirty) => dirty.drain().collect(),
+            Err(_) => Vec::new(),
+        };
+        let outcome = self.full_round().await;
+        if outcome.is_err() {
+            self.mark_dirty(queued);
         }
+        outcome
+    }
+
+    /// The body of [`Self::recompute_all`].
+    async fn full_round(&self) -> Result<usize, Error> {
         self.refresh_cutoffs().await?;
         self.trim_ledger()?;
         let mut after = None;
