@@ -5,7 +5,7 @@ use bowtie_proto::common::Segment;
 use bowtie_proto::scoring::{
     AlertKind, Band, Component, ComponentWeight, GetHealthHistoryRequest, GetHealthRequest,
     GetScorecardRequest, ListAtRiskRequest, ListHealthRequest, ListScorecardVersionsRequest,
-    Scorecard, SignalType, UpdateScorecardRequest,
+    RecomputeHealthRequest, Scorecard, SignalType, UpdateScorecardRequest,
 };
 use bowtie_testkit::scoring::{Scoring, alerts_of, health_when, logins, record, signal};
 use bowtie_testkit::{TestDatabase, backend_test};
@@ -16,6 +16,7 @@ backend_test!(
     get_health_explains_each_component_and_names_the_missing_ones,
     a_scorecard_edit_changes_scores_and_a_stale_edit_is_aborted,
     every_version_of_a_scorecard_is_listed_newest_first,
+    a_recomputation_that_changes_nothing_keeps_the_stored_health,
     list_health_filters_by_band_and_pages_by_score,
     an_account_without_signals_has_no_health,
 );
@@ -447,5 +448,66 @@ async fn every_version_of_a_scorecard_is_listed_newest_first(
         .ok_or_else(|| anyhow::anyhow!("segment 99 was accepted"))?;
     assert_eq!(bad.code(), Code::InvalidArgument);
     assert!(bad.message().contains("segment"), "{}", bad.message());
+    Ok(())
+}
+
+async fn a_recomputation_that_changes_nothing_keeps_the_stored_health(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let suite = Scoring::start(db).await?;
+    let acme = suite.account("Acme", Segment::Smb).await?;
+    let mut client = suite.client();
+    let mut batch = logins("a", &acme, 10, 40);
+    batch.extend(logins("b", &acme, 3, 10));
+    record(&mut client, batch).await?;
+    // usage 30 (w25) and stakeholders 100 (w5): 1250 / 30 = 41.7 -> 42.
+    let before = health_when(&mut client, &acme, "the score", |h| h.score == 42).await?;
+    let rescored = suite
+        .admin()
+        .recompute_health(RecomputeHealthRequest {})
+        .await?
+        .into_inner()
+        .accounts;
+    assert_eq!(rescored, 1);
+    let after = client
+        .get_health(GetHealthRequest {
+            account_id: acme.clone(),
+        })
+        .await?
+        .into_inner()
+        .health
+        .ok_or_else(|| anyhow::anyhow!("no health"))?;
+    assert_eq!(after, before, "the same health, computed at the same time");
+    let snapshots = client
+        .get_health_history(GetHealthHistoryRequest {
+            account_id: acme.clone(),
+            days: 1,
+        })
+        .await?
+        .into_inner()
+        .snapshots;
+    let scores: Vec<i32> = snapshots.iter().map(|s| s.score).collect();
+    assert_eq!(scores, [42], "one snapshot for today");
+
+    // One more login the month before changes the score: it is written.
+    // usage 3 vs 11 = 27: (25 x 27 + 5 x 100) / 30 = 39.2 -> 39.
+    record(&mut client, logins("c", &acme, 1, 41)).await?;
+    let changed = health_when(&mut client, &acme, "the new score", |h| h.score == 39).await?;
+    let micros = |h: &bowtie_proto::scoring::AccountHealth| {
+        h.compute_time
+            .as_ref()
+            .map(|t| t.seconds * 1_000_000 + i64::from(t.nanos / 1_000))
+    };
+    assert!(micros(&changed) > micros(&before), "computed again");
+    let snapshots = client
+        .get_health_history(GetHealthHistoryRequest {
+            account_id: acme,
+            days: 1,
+        })
+        .await?
+        .into_inner()
+        .snapshots;
+    let scores: Vec<i32> = snapshots.iter().map(|s| s.score).collect();
+    assert_eq!(scores, [39], "today's snapshot follows the score");
     Ok(())
 }
