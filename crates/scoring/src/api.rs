@@ -237,6 +237,25 @@ impl ScoringService for ScoringApi {
     }
 
     #[tracing::instrument(skip_all)]
+    async fn list_scorecard_versions(
+        &self,
+        request: Request<pb::ListScorecardVersionsRequest>,
+    ) -> Answer<pb::ListScorecardVersionsResponse> {
+        let req = request.into_inner();
+        let mut v = FieldViolations::default();
+        let segment = convert::segment(&mut v, "segment", req.segment);
+        v.into_result()?;
+        let segment = parsed(segment)?;
+        let page = Page::parse(
+            req.page.as_ref(),
+            &format!("scorecard_versions|{}", segment as i32),
+        )?;
+        Ok(Response::new(
+            self.app.scorecard_versions(segment, &page).await?,
+        ))
+    }
+
+    #[tracing::instrument(skip_all)]
     async fn update_scorecard(
         &self,
         request: Request<pb::UpdateScorecardRequest>,

@@ -26,7 +26,9 @@ use uuid::Uuid;
 use crate::convert::{self, MAX_BATCH, Rejection};
 use crate::domain::{self, Cutoffs, DAY, Scorecard, Trigger, ValueFacts};
 use crate::model::{self, Metrics, Model, Profile as ModelProfile};
-use crate::storage::{self, Aggregates, DayDelta, HealthRow, NewSignal, Profile, Windows};
+use crate::storage::{
+    self, Aggregates, Cell, DayDelta, HealthRow, NewSignal, Profile, Scope, Windows,
+};
 
 /// Event type: an account reached its first value.
 pub const FIRST_VALUE_REACHED: &str = "first_value.reached";
@@ -39,8 +41,21 @@ pub const ALERT_ACKNOWLEDGED: &str = "alert.acknowledged";
 /// Event type: an alert was resolved.
 pub const ALERT_RESOLVED: &str = "alert.resolved";
 
-/// Accounts rescored per transaction.
+/// Queued accounts rescored per read (an id list).
 const CHUNK: usize = 5_000;
+/// Accounts read per key range by a full recomputation.
+const RANGE: usize = 10_000;
+/// Changed health rows written per transaction.
+const WRITE_CHUNK: usize = 5_000;
+/// Write transactions of a recomputation in flight at once.
+const WRITERS: usize = 4;
+/// Days of signals health looks back over.
+const WINDOW_DAYS: i64 = 180;
+
+/// Per account, the cells of its signals of the last 180 days: on SQLite the
+/// aggregates live here (rebuilt from the `signals` table at start) instead
+/// of in `signal_days`, so ingest writes one row per signal and nothing else.
+type Ledger = HashMap<Uuid, Vec<Cell>>;
 
 /// A trained model with its metrics, as persisted.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -108,6 +123,15 @@ struct Inner {
     model: RwLock<Option<Arc<StoredModel>>>,
     cutoffs: RwLock<Cutoffs>,
     cutoffs_at: Mutex<Option<std::time::Instant>>,
+    /// `Some` on SQLite (one process owns the file): signal aggregates kept
+    /// in memory. `None` on PostgreSQL, where replicas share the database and
+    /// ingest maintains `signal_days` in its transaction.
+    ledger: Option<RwLock<Ledger>>,
+    /// One recomputation at a time in this process.
+    rescoring: tokio::sync::Mutex<()>,
+    /// Full recomputations started: a drain stops when one starts, since it
+    /// covers every account queued before it.
+    full_rounds: std::sync::atomic::AtomicU64,
 }
 
 /// The scoring service's operations.
@@ -168,6 +192,29 @@ impl Scoring {
             )),
             None => None,
         };
+        let ledger = if storage::is_postgres(store.db().reader()) {
+            None
+        } else {
+            let today = storage::day_of(now_micros());
+            let mut ledger = Ledger::new();
+            for (id, cell) in storage::day_cells(
+                store.db().reader(),
+                Scope::All,
+                today - WINDOW_DAYS,
+                i64::from(i32::MAX),
+                storage::CellSource::Signals,
+            )
+            .await?
+            {
+                if cell.kind < 100 {
+                    ledger.entry(id).or_default().push(cell);
+                }
+            }
+            for cells in ledger.values_mut() {
+                cells.sort_unstable_by_key(|c| (c.day, c.kind));
+            }
+            Some(RwLock::new(ledger))
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 store,
@@ -179,6 +226,9 @@ impl Scoring {
                 model: RwLock::new(model),
                 cutoffs: RwLock::new(Cutoffs::default()),
                 cutoffs_at: Mutex::new(None),
+                ledger,
+                rescoring: tokio::sync::Mutex::new(()),
+                full_rounds: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -295,6 +345,7 @@ impl Scoring {
             }
         }
         let found_for_tx = found.clone();
+        let keep_days = self.inner.ledger.is_none();
         let accepted = Arc::new(accepted);
         let batch = accepted.clone();
         let response = self
@@ -321,7 +372,7 @@ impl Scoring {
                     let inserted = storage::insert_signals(tx.conn(), &signals, tx.now()).await?;
                     let mut claimed: HashSet<&str> = HashSet::with_capacity(inserted.len());
                     let mut out = Vec::with_capacity(batch.len());
-                    let mut deltas: HashMap<(Uuid, i32, i64), DayDelta> = HashMap::new();
+                    let mut fresh_signals: Vec<&NewSignal> = Vec::with_capacity(batch.len());
                     let mut first_values: HashMap<Uuid, i64> = HashMap::new();
                     for (i, s) in batch.iter() {
                         let fresh = inserted.contains(&s.key) && claimed.insert(&s.key);
@@ -333,24 +384,7 @@ impl Scoring {
                             });
                             continue;
                         }
-                        let day = storage::day_of(s.occurred_at);
-                        let d = deltas
-                            .entry((s.account_id, s.kind, day))
-                            .or_insert(DayDelta {
-                                account_id: s.account_id,
-                                kind: s.kind,
-                                day,
-                                total: 0,
-                                events: 0,
-                                last_value: s.value,
-                                last_at: s.occurred_at,
-                            });
-                        d.total += s.value;
-                        d.events += 1;
-                        if s.occurred_at >= d.last_at {
-                            d.last_at = s.occurred_at;
-                            d.last_value = s.value;
-                        }
+                        fresh_signals.push(s);
                         if s.kind == pb::SignalType::FirstValueReached as i32 {
                             let e = first_values.entry(s.account_id).or_insert(s.occurred_at);
                             *e = (*e).min(s.occurred_at);
@@ -361,12 +395,9 @@ impl Scoring {
                             ..Default::default()
                         });
                     }
-                    // In key order: neighbouring rows share B-tree pages, and
-                    // two concurrent batches lock rows and profiles in the
-                    // same order, so they cannot deadlock.
-                    let mut deltas: Vec<DayDelta> = deltas.into_values().collect();
-                    deltas.sort_unstable_by_key(|d| (d.account_id, d.day, d.kind));
-                    storage::add_days(tx.conn(), &deltas).await?;
+                    if keep_days {
+                        storage::add_days(tx.conn(), &day_deltas(fresh_signals)).await?;
+                    }
                     let mut first_values: Vec<(Uuid, i64)> = first_values.into_iter().collect();
                     first_values.sort_unstable();
                     for (id, at) in first_values {
@@ -379,14 +410,23 @@ impl Scoring {
                 })
             })
             .await?;
-        let by_index: HashMap<usize, Uuid> =
-            accepted.iter().map(|(i, s)| (*i, s.account_id)).collect();
-        let touched: HashSet<Uuid> = response
+        let by_index: HashMap<usize, &NewSignal> = accepted.iter().map(|(i, s)| (*i, s)).collect();
+        let recorded: Vec<&NewSignal> = response
             .results
             .iter()
             .filter(|r| r.outcome == pb::SignalOutcome::Recorded as i32)
             .filter_map(|r| by_index.get(&(r.index as usize)).copied())
             .collect();
+        let touched: HashSet<Uuid> = recorded.iter().map(|s| s.account_id).collect();
+        // Committed: the in-memory aggregates follow, before the worker is
+        // told to rescore.
+        if let Some(ledger) = &self.inner.ledger {
+            let deltas = day_deltas(recorded);
+            let mut ledger = ledger.write().map_err(|_| poisoned())?;
+            for d in &deltas {
+                add_cell(ledger.entry(d.account_id).or_default(), d);
+            }
+        }
         self.remember(found)?;
         self.mark_dirty(touched);
         for r in response.results {
@@ -418,133 +458,193 @@ impl Scoring {
         self.inner.model.read().ok().and_then(|m| m.clone())
     }
 
-    /// Rescores `ids` in one transaction; returns how many got a score.
-    async fn recompute_chunk(&self, ids: Vec<Uuid>) -> Result<usize, Error> {
-        let app = self.clone();
-        let response = self
-            .inner
-            .store
-            .write(None, move |tx| {
-                Box::pin(async move {
-                    let n = app.rescore(tx, &ids).await?;
-                    Ok(pb::RecomputeHealthResponse { accounts: n as i64 })
-                })
-            })
-            .await?;
-        Ok(response.accounts as usize)
+    /// The aggregates of the accounts in `scope` (`ids` lists the same
+    /// accounts) as of `w`: from memory plus the feeds' rows on SQLite, from
+    /// `signal_days` on PostgreSQL.
+    async fn aggregates(
+        &self,
+        scope: Scope<'_>,
+        ids: &[Uuid],
+        w: Windows,
+    ) -> Result<HashMap<Uuid, Aggregates>, Error> {
+        let read = self.read_aggregates(scope, w).await?;
+        self.fold_aggregates(read, ids, w)
     }
 
-    async fn rescore(&self, tx: &mut Tx, ids: &[Uuid]) -> Result<usize, Error> {
-        let now = tx.now();
+    /// The database's part of [`Self::aggregates`].
+    async fn read_aggregates(&self, scope: Scope<'_>, w: Windows) -> Result<ReadAggregates, Error> {
+        let conn = self.inner.store.db().reader();
+        if self.inner.ledger.is_none() {
+            return Ok(ReadAggregates::Done(
+                storage::load_aggregates(conn, scope, w)
+                    .await?
+                    .into_iter()
+                    .collect(),
+            ));
+        }
+        let today = storage::day_of(w.now);
+        let mut feeds: HashMap<Uuid, Vec<Cell>> = HashMap::new();
+        for (id, cell) in storage::day_cells(
+            conn,
+            scope,
+            today - WINDOW_DAYS,
+            today,
+            storage::CellSource::Feeds,
+        )
+        .await?
+        {
+            feeds.entry(id).or_default().push(cell);
+        }
+        Ok(ReadAggregates::Feeds(feeds))
+    }
+
+    /// The memory's part of [`Self::aggregates`].
+    fn fold_aggregates(
+        &self,
+        read: ReadAggregates,
+        ids: &[Uuid],
+        w: Windows,
+    ) -> Result<HashMap<Uuid, Aggregates>, Error> {
+        let (ReadAggregates::Feeds(feeds), Some(ledger)) = (&read, &self.inner.ledger) else {
+            return Ok(match read {
+                ReadAggregates::Done(aggs) => aggs,
+                ReadAggregates::Feeds(_) => HashMap::new(),
+            });
+        };
+        let ledger = ledger.read().map_err(|_| poisoned())?;
+        let none = Vec::new();
+        Ok(ids
+            .iter()
+            .filter_map(|id| {
+                let mine = ledger.get(id).unwrap_or(&none);
+                let theirs = feeds.get(id).unwrap_or(&none);
+                storage::fold(mine.iter().chain(theirs), w).map(|a| (*id, a))
+            })
+            .collect())
+    }
+
+    /// Rescores the accounts in `scope` (see [`Self::prepare`] and
+    /// [`Self::write_outcomes`]); returns how many accounts got a score.
+    async fn rescore(&self, scope: Scope<'_>) -> Result<usize, Error> {
+        let prepared = self.prepare(scope).await?;
+        let scored = prepared.scored;
+        self.write_outcomes(prepared).await?;
+        Ok(scored)
+    }
+
+    /// Reads what the accounts in `scope` need (concurrently) and scores
+    /// them on every core, keeping what has to be written: health rows that
+    /// changed, a day's snapshot when the day has none or the score moved,
+    /// alerts and band changes.
+    async fn prepare(&self, scope: Scope<'_>) -> Result<Prepared, Error> {
+        let now = now_micros();
+        let started = std::time::Instant::now();
         let today = storage::day_of(now);
-        let policy = &self.inner.policy;
-        let cards = storage::scorecards(tx.conn()).await?;
-        let profiles = storage::load_profiles(tx.conn(), Some(ids)).await?;
-        let aggs: HashMap<Uuid, Aggregates> =
-            storage::load_aggregates(tx.conn(), Some(ids), self.windows(now))
-                .await?
-                .into_iter()
-                .collect();
-        let prev = storage::previous_health(tx.conn(), Some(ids)).await?;
-        let baseline = storage::scores_at(tx.conn(), Some(ids), today - 30).await?;
-        let model = self.model();
-        let cutoffs = *self.inner.cutoffs.read().map_err(|_| poisoned())?;
-        let empty = Aggregates::default();
-        let mut rows = Vec::with_capacity(profiles.len());
-        for p in &profiles {
-            let agg = aggs.get(&p.account_id).unwrap_or(&empty);
-            let (card, version) = card_for(&cards, p.segment);
-            let inputs = inputs_of(agg, p, now);
-            let Some(h) = domain::health(&inputs, &card) else {
-                continue;
-            };
-            let risk_bp = model.as_ref().map(|m| {
-                let x = model::features(&inputs, &card, &model_profile(p, now, p.mrr));
-                (m.model.predict(&x) * 10_000.0).round() as i32
-            });
-            let dormant = agg
-                .last_usage_day
-                .is_none_or(|d| d <= today - policy.dormant_days);
-            let facts = ValueFacts {
-                mrr: p.mrr,
-                strategic: p.strategic,
-                band: h.band,
-                score: h.score,
-                late_recently: agg.late_recently,
-                expanded_recently: agg.expanded_recently,
-                dormant,
-            };
-            let health = pb::AccountHealth {
-                account_id: p.account_id.to_string(),
-                score: h.score,
-                band: h.band as i32,
-                components: convert::components_to_pb(&h),
-                missing: h.missing.iter().map(|c| *c as i32).collect(),
-                delta_7d: None,
-                delta_30d: None,
-                segment: p.segment as i32,
-                scorecard_version: version,
-                churn_risk_bp: risk_bp,
-                tier: domain::tier(&facts, &cutoffs) as i32,
-                quadrant: domain::quadrant(&facts, &cutoffs, policy.loyalty_score) as i32,
-                mrr_minor_units: p.mrr,
-                compute_time: Some(to_timestamp(now)),
-            };
-            let before = prev.get(&p.account_id).map(|b| Trigger {
-                score: b.score,
-                band: pb::Band::try_from(b.band).unwrap_or(pb::Band::Unspecified),
-                risk_bp: b.risk_bp,
-            });
-            let after = Trigger {
-                score: h.score,
-                band: h.band,
-                risk_bp,
-            };
-            let base = baseline.get(&p.account_id).copied();
-            for kind in domain::alerts(
-                before,
-                after,
-                base,
-                policy.alert_drop_points,
-                policy.risk_threshold_bp,
-            ) {
-                let alert = pb::Alert {
-                    id: Uuid::now_v7().to_string(),
-                    account_id: p.account_id.to_string(),
-                    kind: kind as i32,
-                    state: pb::AlertState::Open as i32,
-                    message: domain::alert_message(kind, after, base),
-                    score: h.score,
-                    churn_risk_bp: risk_bp.unwrap_or(0),
-                    version: 1,
-                    create_time: Some(to_timestamp(now)),
-                    update_time: Some(to_timestamp(now)),
-                    note: String::new(),
-                };
-                if storage::insert_alert(tx.conn(), &alert, now).await? {
-                    tx.emit(NewEvent::new(
-                        "alert",
-                        alert.id.clone(),
-                        ALERT_RAISED,
-                        &alert,
-                    ));
-                }
-            }
-            if before.is_some_and(|b| b.band != h.band) {
-                tx.emit(NewEvent::new(
-                    "account",
-                    p.account_id.to_string(),
-                    BAND_CHANGED,
-                    &health,
-                ));
-            }
-            rows.push(HealthRow {
-                account_id: p.account_id,
-                health,
+        let conn = self.inner.store.db().reader();
+        let w = self.windows(now);
+        // Independent reads, on as many connections.
+        let (profiles, cards, read, prev, baseline, snapshotted) = tokio::try_join!(
+            storage::load_profiles(conn, scope),
+            storage::scorecards(conn),
+            self.read_aggregates(scope, w),
+            storage::previous_health(conn, scope),
+            storage::scores_at(conn, scope, today - 30),
+            storage::snapshotted(conn, scope, today),
+        )?;
+        if profiles.is_empty() {
+            return Ok(Prepared {
+                now,
+                scored: 0,
+                outcomes: Vec::new(),
             });
         }
-        storage::save_health(tx.conn(), &rows, now).await?;
-        Ok(rows.len())
+        let ids: Vec<Uuid> = profiles.iter().map(|p| p.account_id).collect();
+        let cutoffs = *self.inner.cutoffs.read().map_err(|_| poisoned())?;
+        let round = Round {
+            now,
+            policy: self.inner.policy.clone(),
+            model: self.model(),
+            cutoffs,
+            cards,
+            aggs: self.fold_aggregates(read, &ids, w)?,
+            prev,
+            baseline,
+            snapshotted,
+        };
+        let (scored, outcomes) = tokio::task::spawn_blocking(move || round.run(&profiles))
+            .await
+            .map_err(|e| Error::Internal(anyhow::anyhow!("scoring task: {e}")))??;
+        tracing::debug!(
+            scored,
+            to_write = outcomes.len(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "accounts scored"
+        );
+        Ok(Prepared {
+            now,
+            scored,
+            outcomes,
+        })
+    }
+
+    /// Writes what [`Self::prepare`] kept, in transactions of a few
+    /// thousand accounts, several at once (PostgreSQL writes them in
+    /// parallel; SQLite's single writer takes them in turn).
+    async fn write_outcomes(&self, prepared: Prepared) -> Result<(), Error> {
+        let Prepared { now, outcomes, .. } = prepared;
+        let today = storage::day_of(now);
+        let mut chunks = Vec::new();
+        let mut outcomes = outcomes.into_iter();
+        loop {
+            let chunk: Vec<Outcome> = outcomes.by_ref().take(WRITE_CHUNK).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            chunks.push(chunk);
+        }
+        let writes = chunks.into_iter().map(|chunk| {
+            self.inner.store.write(None, move |tx| {
+                Box::pin(async move {
+                    for o in &chunk {
+                        for alert in &o.alerts {
+                            if storage::insert_alert(tx.conn(), alert, now).await? {
+                                tx.emit(NewEvent::new(
+                                    "alert",
+                                    alert.id.clone(),
+                                    ALERT_RAISED,
+                                    alert,
+                                ));
+                            }
+                        }
+                        if o.band_changed {
+                            tx.emit(NewEvent::new(
+                                "account",
+                                o.row.account_id.to_string(),
+                                BAND_CHANGED,
+                                &o.row.health,
+                            ));
+                        }
+                    }
+                    let changed: Vec<&HealthRow> =
+                        chunk.iter().filter(|o| o.changed).map(|o| &o.row).collect();
+                    storage::save_health(tx.conn(), &changed, now).await?;
+                    let snapshots: Vec<&HealthRow> = chunk
+                        .iter()
+                        .filter(|o| o.snapshot)
+                        .map(|o| &o.row)
+                        .collect();
+                    storage::save_snapshots(tx.conn(), &snapshots, today).await?;
+                    Ok(pb::RecomputeHealthResponse::default())
+                })
+            })
+        });
+        futures::stream::iter(writes)
+            .buffer_unordered(WRITERS)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, Error>>()?;
+        Ok(())
     }
 
     /// Re-ranks the MRR of every paying account into the tier and quadrant
@@ -563,19 +663,72 @@ impl Scoring {
         Ok(())
     }
 
-    /// Recomputes every account (value cutoffs first); returns how many got a score.
+    /// Drops the in-memory cells that fell out of the 180-day window.
+    fn trim_ledger(&self) -> Result<(), Error> {
+        if let Some(ledger) = &self.inner.ledger {
+            let oldest = (storage::day_of(now_micros()) - WINDOW_DAYS) as i32;
+            let mut ledger = ledger.write().map_err(|_| poisoned())?;
+            ledger.retain(|_, cells| {
+                cells.retain(|c| c.day >= oldest);
+                !cells.is_empty()
+            });
+            ledger.shrink_to_fit();
+        }
+        Ok(())
+    }
+
+    /// Recomputes every account (value cutoffs first), a key range of
+    /// accounts at a time; returns how many got a score.
     pub async fn recompute_all(&self) -> Result<usize, Error> {
+        self.inner
+            .full_rounds
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let _turn = self.inner.rescoring.lock().await;
+        // Every account is read after this point: what was queued is
+        // covered, unless the round fails, when it is queued again.
+        let queued: Vec<Uuid> = match self.inner.dirty.lock() {
+            Ok(mut dirty) => dirty.drain().collect(),
+            Err(_) => Vec::new(),
+        };
+        let outcome = self.full_round().await;
+        if outcome.is_err() {
+            self.mark_dirty(queued);
+        }
+        outcome
+    }
+
+    /// The body of [`Self::recompute_all`].
+    async fn full_round(&self) -> Result<usize, Error> {
         self.refresh_cutoffs().await?;
+        self.trim_ledger()?;
         let mut after = None;
         let mut total = 0;
+        let mut pending: Option<Prepared> = None;
+        // The next range is read and scored while the last one is written.
         loop {
             let ids =
-                storage::profile_ids(self.inner.store.db().reader(), after, CHUNK as u64).await?;
-            let Some(last) = ids.last().copied() else {
+                storage::profile_ids(self.inner.store.db().reader(), after, RANGE as u64).await?;
+            let last = ids.last().copied();
+            let next = async {
+                match last {
+                    Some(last) => self.prepare(Scope::Range { after, last }).await.map(Some),
+                    None => Ok(None),
+                }
+            };
+            let write = async {
+                match pending.take() {
+                    Some(p) => self.write_outcomes(p).await,
+                    None => Ok(()),
+                }
+            };
+            let (next, written) = tokio::join!(next, write);
+            written?;
+            let (Some(next), Some(last)) = (next?, last) else {
                 break;
             };
+            total += next.scored;
+            pending = Some(next);
             after = Some(last);
-            total += self.recompute_chunk(ids).await?;
         }
         Ok(total)
     }
@@ -583,6 +736,10 @@ impl Scoring {
     /// Rescores the queued accounts (with cutoffs at most 10 seconds old,
     /// so a tier follows the other accounts' revenue between sweeps).
     async fn drain(&self) -> Result<(), Error> {
+        let round = self
+            .inner
+            .full_rounds
+            .load(std::sync::atomic::Ordering::SeqCst);
         let stale = self
             .inner
             .cutoffs_at
@@ -596,9 +753,19 @@ impl Scoring {
             let mut dirty = self.inner.dirty.lock().map_err(|_| poisoned())?;
             dirty.drain().collect()
         };
-        for chunk in ids.chunks(CHUNK) {
-            if let Err(e) = self.recompute_chunk(chunk.to_vec()).await {
-                self.mark_dirty(chunk.iter().copied());
+        for (n, chunk) in ids.chunks(CHUNK).enumerate() {
+            let _turn = self.inner.rescoring.lock().await;
+            if self
+                .inner
+                .full_rounds
+                .load(std::sync::atomic::Ordering::SeqCst)
+                != round
+            {
+                // A full recomputation ran since these were queued.
+                return Ok(());
+            }
+            if let Err(e) = self.rescore(Scope::Ids(chunk)).await {
+                self.mark_dirty(ids[n * CHUNK..].iter().copied());
                 return Err(e);
             }
         }
@@ -615,6 +782,10 @@ impl Scoring {
                 app.inner.policy.sweep_interval_seconds.max(1),
             ));
             sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // Under a heavy stream of signals the worker waits at least
+            // three times as long as its last round took, so rescoring
+            // never takes more than about a quarter of the time from ingest.
+            let mut pause = debounce;
             loop {
                 let full = tokio::select! {
                     () = shutdown.wait() => return,
@@ -626,9 +797,12 @@ impl Scoring {
                 } else {
                     tokio::select! {
                         () = shutdown.wait() => return,
-                        () = tokio::time::sleep(debounce) => {}
+                        () = tokio::time::sleep(pause) => {}
                     }
-                    app.drain().await
+                    let started = std::time::Instant::now();
+                    let outcome = app.drain().await;
+                    pause = debounce.max(started.elapsed() * 3);
+                    outcome
                 };
                 if let Err(e) = outcome {
                     tracing::warn!(error = %e, "health recomputation failed; retrying");
@@ -647,8 +821,8 @@ impl Scoring {
             .ok_or_else(|| Error::not_found("health of account", id.to_string()))?;
         let today = storage::day_of(now_micros());
         let ids = [id];
-        let d7 = storage::scores_at(conn, Some(&ids), today - 7).await?;
-        let d30 = storage::scores_at(conn, Some(&ids), today - 30).await?;
+        let d7 = storage::scores_at(conn, Scope::Ids(&ids), today - 7).await?;
+        let d30 = storage::scores_at(conn, Scope::Ids(&ids), today - 30).await?;
         h.delta_7d = d7.get(&id).map(|s| h.score - s);
         h.delta_30d = d30.get(&id).map(|s| h.score - s);
         Ok(h)
@@ -704,6 +878,37 @@ impl Scoring {
         Ok(match cards.get(&(segment as i32)) {
             Some((card, version, at)) => convert::scorecard_to_pb(segment, card, *version, *at),
             None => convert::scorecard_to_pb(segment, &Scorecard::default(), 0, 0),
+        })
+    }
+
+    /// ListScorecardVersions: newest first, the page token is the last
+    /// version returned.
+    pub async fn scorecard_versions(
+        &self,
+        segment: Segment,
+        page: &Page,
+    ) -> Result<pb::ListScorecardVersionsResponse, Error> {
+        let before = match &page.after {
+            None => None,
+            Some(token) => Some(token.parse::<i64>().map_err(|_| {
+                Error::invalid("page.page_token", "is not a token issued for this query")
+            })?),
+        };
+        let rows = storage::scorecard_versions(
+            self.inner.store.db().reader(),
+            segment as i32,
+            before,
+            page.fetch_limit(),
+        )
+        .await?;
+        let cards = rows
+            .into_iter()
+            .map(|(card, version, at)| convert::scorecard_to_pb(segment, &card, version, at))
+            .collect();
+        let (scorecards, page) = page.finish(cards, |c| c.version.to_string());
+        Ok(pb::ListScorecardVersionsResponse {
+            scorecards,
+            page: Some(page),
         })
     }
 
@@ -845,8 +1050,28 @@ impl Scoring {
         let horizon = i64::from(policy.churn_horizon_days.max(1)) * DAY;
         let now = now_micros();
         let conn = self.inner.store.db().reader();
-        let profiles = storage::load_profiles(conn, None).await?;
+        let profiles = storage::load_profiles(conn, Scope::All).await?;
         let cards = storage::scorecards(conn).await?;
+        // On SQLite the whole signal history is summed per day once (there
+        // is no `signal_days` copy of it to read per instant).
+        let history: Option<HashMap<Uuid, Vec<Cell>>> = match self.inner.ledger {
+            Some(_) => {
+                let mut cells: HashMap<Uuid, Vec<Cell>> = HashMap::new();
+                for (id, cell) in storage::day_cells(
+                    conn,
+                    Scope::All,
+                    i64::from(i32::MIN),
+                    i64::from(i32::MAX),
+                    storage::CellSource::Signals,
+                )
+                .await?
+                {
+                    cells.entry(id).or_default().push(cell);
+                }
+                Some(cells)
+            }
+            None => None,
+        };
         let mut by_day: HashMap<i64, Vec<(&Profile, bool)>> = HashMap::new();
         for p in &profiles {
             let Some(paid) = p.first_paid_at else {
@@ -871,8 +1096,25 @@ impl Scoring {
             let at = day * DAY + DAY - 1;
             let ids: Vec<Uuid> = group.iter().map(|(p, _)| p.account_id).collect();
             let mut aggs: HashMap<Uuid, Aggregates> = HashMap::new();
-            for chunk in ids.chunks(CHUNK) {
-                aggs.extend(storage::load_aggregates(conn, Some(chunk), self.windows(at)).await?);
+            match &history {
+                Some(cells) => {
+                    for id in &ids {
+                        if let Some(a) = cells
+                            .get(id)
+                            .and_then(|c| storage::fold(c, self.windows(at)))
+                        {
+                            aggs.insert(*id, a);
+                        }
+                    }
+                }
+                None => {
+                    for chunk in ids.chunks(CHUNK) {
+                        aggs.extend(
+                            storage::load_aggregates(conn, Scope::Ids(chunk), self.windows(at))
+                                .await?,
+                        );
+                    }
+                }
             }
             let empty = Aggregates::default();
             for (p, churned) in group {
@@ -946,11 +1188,10 @@ impl Scoring {
             .ok_or_else(|| Error::not_found("account", id.to_string()))?;
         let now = now_micros();
         let ids = [id];
-        let agg = storage::load_aggregates(conn, Some(&ids), self.windows(now))
+        let agg = self
+            .aggregates(Scope::Ids(&ids), &ids, self.windows(now))
             .await?
-            .into_iter()
-            .next()
-            .map(|(_, a)| a)
+            .remove(&id)
             .unwrap_or_default();
         let cards = storage::scorecards(conn).await?;
         let (card, _) = card_for(&cards, p.segment);
@@ -1029,6 +1270,233 @@ impl Scoring {
             mrr_minor_units: total,
             top_20_percent_share_bp: domain::top_20_share_bp(rows.iter().map(|r| r.0).collect()),
         })
+    }
+}
+
+/// What [`Scoring::read_aggregates`] read.
+enum ReadAggregates {
+    /// The aggregates themselves (PostgreSQL).
+    Done(HashMap<Uuid, Aggregates>),
+    /// The feeds' cells, to fold with the in-memory ones (SQLite).
+    Feeds(HashMap<Uuid, Vec<Cell>>),
+}
+
+/// A scored set of accounts, before its writes.
+struct Prepared {
+    /// The instant of the computation.
+    now: i64,
+    /// Accounts that got a score.
+    scored: usize,
+    /// What has to be written.
+    outcomes: Vec<Outcome>,
+}
+
+/// What one account's rescoring decided.
+struct Outcome {
+    /// The new health.
+    row: HealthRow,
+    /// Alerts to raise (each inserted unless one is open already).
+    alerts: Vec<pb::Alert>,
+    /// The band differs from the stored one.
+    band_changed: bool,
+    /// The health differs from the stored one (its time aside).
+    changed: bool,
+    /// Today's snapshot is missing or out of date.
+    snapshot: bool,
+}
+
+/// Everything a rescoring of some accounts reads, for the pure computation.
+struct Round {
+    now: i64,
+    policy: ScoringPolicySettings,
+    model: Option<Arc<StoredModel>>,
+    cutoffs: Cutoffs,
+    cards: HashMap<i32, (Scorecard, i64, i64)>,
+    aggs: HashMap<Uuid, Aggregates>,
+    prev: HashMap<Uuid, storage::PreviousHealth>,
+    baseline: HashMap<Uuid, i32>,
+    snapshotted: HashSet<Uuid>,
+}
+
+/// Equal but for when they were computed.
+fn same_health(a: &pb::AccountHealth, b: &pb::AccountHealth) -> bool {
+    pb::AccountHealth {
+        compute_time: None,
+        delta_7d: None,
+        delta_30d: None,
+        ..a.clone()
+    } == pb::AccountHealth {
+        compute_time: None,
+        delta_7d: None,
+        delta_30d: None,
+        ..b.clone()
+    }
+}
+
+impl Round {
+    /// Scores `profiles` on every core; returns how many got a score and the
+    /// outcomes that have something to write.
+    fn run(&self, profiles: &[Profile]) -> Result<(usize, Vec<Outcome>), Error> {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let per = profiles.len().div_ceil(threads).max(1);
+        let parts: Vec<(usize, Vec<Outcome>)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = profiles
+                .chunks(per)
+                .map(|part| {
+                    scope.spawn(move || {
+                        let mut scored = 0;
+                        let mut out = Vec::new();
+                        for p in part {
+                            if let Some(o) = self.account(p) {
+                                scored += 1;
+                                if o.changed || o.snapshot || !o.alerts.is_empty() {
+                                    out.push(o);
+                                }
+                            }
+                        }
+                        (scored, out)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .map_err(|_| Error::Internal(anyhow::anyhow!("a scoring thread panicked")))
+                })
+                .collect::<Result<Vec<_>, Error>>()
+        })?;
+        let scored = parts.iter().map(|p| p.0).sum();
+        Ok((scored, parts.into_iter().flat_map(|p| p.1).collect()))
+    }
+
+    /// One account's new health, alerts and what to write; `None` when it
+    /// cannot be scored (no component).
+    fn account(&self, p: &Profile) -> Option<Outcome> {
+        let (now, policy) = (self.now, &self.policy);
+        let today = storage::day_of(now);
+        let empty = Aggregates::default();
+        let agg = self.aggs.get(&p.account_id).unwrap_or(&empty);
+        let (card, version) = card_for(&self.cards, p.segment);
+        let inputs = inputs_of(agg, p, now);
+        let h = domain::health(&inputs, &card)?;
+        let risk_bp = self.model.as_ref().map(|m| {
+            let x = model::features(&inputs, &card, &model_profile(p, now, p.mrr));
+            (m.model.predict(&x) * 10_000.0).round() as i32
+        });
+        let dormant = agg
+            .last_usage_day
+            .is_none_or(|d| d <= today - policy.dormant_days);
+        let facts = ValueFacts {
+            mrr: p.mrr,
+            strategic: p.strategic,
+            band: h.band,
+            score: h.score,
+            late_recently: agg.late_recently,
+            expanded_recently: agg.expanded_recently,
+            dormant,
+        };
+        let health = pb::AccountHealth {
+            account_id: p.account_id.to_string(),
+            score: h.score,
+            band: h.band as i32,
+            components: convert::components_to_pb(&h),
+            missing: h.missing.iter().map(|c| *c as i32).collect(),
+            delta_7d: None,
+            delta_30d: None,
+            segment: p.segment as i32,
+            scorecard_version: version,
+            churn_risk_bp: risk_bp,
+            tier: domain::tier(&facts, &self.cutoffs) as i32,
+            quadrant: domain::quadrant(&facts, &self.cutoffs, policy.loyalty_score) as i32,
+            mrr_minor_units: p.mrr,
+            compute_time: Some(to_timestamp(now)),
+        };
+        let prev = self.prev.get(&p.account_id);
+        let before = prev.map(|b| Trigger {
+            score: b.score,
+            band: pb::Band::try_from(b.band).unwrap_or(pb::Band::Unspecified),
+            risk_bp: b.risk_bp,
+        });
+        let after = Trigger {
+            score: h.score,
+            band: h.band,
+            risk_bp,
+        };
+        let base = self.baseline.get(&p.account_id).copied();
+        let alerts = domain::alerts(
+            before,
+            after,
+            base,
+            policy.alert_drop_points,
+            policy.risk_threshold_bp,
+        )
+        .into_iter()
+        .map(|kind| pb::Alert {
+            id: Uuid::now_v7().to_string(),
+            account_id: p.account_id.to_string(),
+            kind: kind as i32,
+            state: pb::AlertState::Open as i32,
+            message: domain::alert_message(kind, after, base),
+            score: h.score,
+            churn_risk_bp: risk_bp.unwrap_or(0),
+            version: 1,
+            create_time: Some(to_timestamp(now)),
+            update_time: Some(to_timestamp(now)),
+            note: String::new(),
+        })
+        .collect();
+        let changed = prev.is_none_or(|b| !same_health(&b.health, &health));
+        let moved = prev.is_none_or(|b| b.score != h.score || b.band != h.band as i32);
+        Some(Outcome {
+            band_changed: before.is_some_and(|b| b.band != h.band),
+            changed,
+            snapshot: moved || !self.snapshotted.contains(&p.account_id),
+            alerts,
+            row: HealthRow {
+                account_id: p.account_id,
+                health,
+            },
+        })
+    }
+}
+
+/// The `signal_days` increments of `signals`, in key order: neighbouring
+/// rows share B-tree pages, and two concurrent batches lock rows in the same
+/// order, so they cannot deadlock.
+fn day_deltas<'a>(signals: impl IntoIterator<Item = &'a NewSignal>) -> Vec<DayDelta> {
+    let mut deltas: HashMap<(Uuid, i32, i64), DayDelta> = HashMap::new();
+    for s in signals {
+        let day = storage::day_of(s.occurred_at);
+        let d = deltas
+            .entry((s.account_id, s.kind, day))
+            .or_insert(DayDelta {
+                account_id: s.account_id,
+                kind: s.kind,
+                day,
+                total: 0,
+                events: 0,
+                last_value: s.value,
+                last_at: s.occurred_at,
+            });
+        d.total += s.value;
+        d.events += 1;
+        if s.occurred_at >= d.last_at {
+            d.last_at = s.occurred_at;
+            d.last_value = s.value;
+        }
+    }
+    let mut deltas: Vec<DayDelta> = deltas.into_values().collect();
+    deltas.sort_unstable_by_key(|d| (d.account_id, d.day, d.kind));
+    deltas
+}
+
+/// Adds a delta to an account's cells, kept in (day, kind) order.
+fn add_cell(cells: &mut Vec<Cell>, d: &DayDelta) {
+    let key = (d.day as i32, d.kind);
+    match cells.binary_search_by_key(&key, |c| (c.day, c.kind)) {
+        Ok(i) => cells[i].add(d),
+        Err(i) => cells.insert(i, Cell::of(d)),
     }
 }
 

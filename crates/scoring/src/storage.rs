@@ -434,6 +434,53 @@ fn id_list(ids: &[Uuid]) -> String {
         .join(",")
 }
 
+/// Which accounts a read covers.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    /// Every account.
+    All,
+    /// These accounts.
+    Ids(&'a [Uuid]),
+    /// The accounts whose id is after `after` (from the first when `None`)
+    /// and at most `last`: a key range, read without an id list.
+    Range {
+        /// Exclusive lower bound.
+        after: Option<Uuid>,
+        /// Inclusive upper bound.
+        last: Uuid,
+    },
+}
+
+impl Scope<'_> {
+    /// The condition on `account_id`, `None` for every account; `Err(())`
+    /// when the scope names no account at all.
+    fn condition(&self) -> Result<Option<String>, ()> {
+        match self {
+            Self::All => Ok(None),
+            Self::Ids([]) => Err(()),
+            Self::Ids(ids) => Ok(Some(format!("account_id IN ({})", id_list(ids)))),
+            Self::Range { after, last } => Ok(Some(match after {
+                Some(a) => format!("account_id > '{a}' AND account_id <= '{last}'"),
+                None => format!("account_id <= '{last}'"),
+            })),
+        }
+    }
+
+    /// `AND <condition>` (empty for every account), `None` when it names no account.
+    fn and(&self) -> Option<String> {
+        self.condition()
+            .ok()
+            .map(|c| c.map_or(String::new(), |c| format!("AND {c}")))
+    }
+
+    /// `WHERE <condition>` (empty for every account), `None` when it names no account.
+    fn where_(&self) -> Option<String> {
+        self.condition()
+            .ok()
+            .map(|c| c.map_or(String::new(), |c| format!("WHERE {c}")))
+    }
+}
+
 fn uuid(raw: &str) -> Result<Uuid, Error> {
     Uuid::parse_str(raw).map_err(|_| internal(format!("stored id {raw:?} is not a UUID")))
 }
@@ -465,7 +512,8 @@ pub async fn insert_signals<C: ConnectionTrait>(
     now: i64,
 ) -> Result<std::collections::HashSet<String>, Error> {
     let mut inserted = std::collections::HashSet::with_capacity(signals.len());
-    for chunk in signals.chunks(1000) {
+    // 6 values a row: within SQLite's 32,766 and PostgreSQL's 65,535 parameters.
+    for chunk in signals.chunks(5000) {
         let mut insert = Query::insert();
         insert
             .into_table(Signals::Table)
@@ -705,22 +753,21 @@ pub async fn lock_profile<C: ConnectionTrait>(conn: &C, id: Uuid) -> Result<(), 
 
 /// The profile of an account, if scoring knows it.
 pub async fn get_profile<C: ConnectionTrait>(conn: &C, id: Uuid) -> Result<Option<Profile>, Error> {
-    Ok(load_profiles(conn, Some(&[id])).await?.into_iter().next())
+    Ok(load_profiles(conn, Scope::Ids(&[id]))
+        .await?
+        .into_iter()
+        .next())
 }
 
-/// Profiles of `ids` (every profile when `None`).
+/// Profiles of the accounts in `scope`.
 pub async fn load_profiles<C: ConnectionTrait>(
     conn: &C,
-    ids: Option<&[Uuid]>,
+    scope: Scope<'_>,
 ) -> Result<Vec<Profile>, Error> {
-    let sql = match ids {
-        Some([]) => return Ok(Vec::new()),
-        Some(ids) => format!(
-            "SELECT {PROFILE_SELECT} FROM profiles WHERE account_id IN ({})",
-            id_list(ids)
-        ),
-        None => format!("SELECT {PROFILE_SELECT} FROM profiles"),
+    let Some(filter) = scope.where_() else {
+        return Ok(Vec::new());
     };
+    let sql = format!("SELECT {PROFILE_SELECT} FROM profiles {filter}");
     raw(conn, sql).await?.iter().map(profile_row).collect()
 }
 
@@ -889,17 +936,15 @@ pub struct Windows {
 /// `None`): one grouped statement, one row per account.
 pub async fn load_aggregates<C: ConnectionTrait>(
     conn: &C,
-    ids: Option<&[Uuid]>,
+    scope: Scope<'_>,
     w: Windows,
 ) -> Result<Vec<(Uuid, Aggregates)>, Error> {
     let today = day_of(w.now);
     let (d30, d60, d180) = (today - 29, today - 59, today - 179);
     let problem = today - w.problem_days + 1;
     let potential = today - w.potential_days + 1;
-    let filter = match ids {
-        Some([]) => return Ok(Vec::new()),
-        Some(ids) => format!("AND account_id IN ({})", id_list(ids)),
-        None => String::new(),
+    let Some(filter) = scope.and() else {
+        return Ok(Vec::new());
     };
     let (late, down, exp) = (kinds::LATE_PAYMENT, kinds::DOWNGRADE, kinds::EXPANSION);
     let sql = format!(
@@ -959,8 +1004,207 @@ pub async fn load_aggregates<C: ConnectionTrait>(
         .collect()
 }
 
-/// What the previous computation of an account said.
+/// One kind of signal of an account on one UTC day: what a `signal_days`
+/// row holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cell {
+    /// UTC day number.
+    pub day: i32,
+    /// Kind number (signal type, or one of [`kinds`]).
+    pub kind: i32,
+    /// Sum of the values.
+    pub total: i64,
+    /// Number of events.
+    pub events: i64,
+    /// The latest value.
+    pub last_value: i64,
+    /// Its time (µs).
+    pub last_at: i64,
+}
+
+impl Cell {
+    /// Adds a delta of the same account, kind and day (the later value wins,
+    /// the delta's on a tie).
+    pub fn add(&mut self, d: &DayDelta) {
+        self.total += d.total;
+        self.events += d.events;
+        if d.last_at >= self.last_at {
+            self.last_at = d.last_at;
+            self.last_value = d.last_value;
+        }
+    }
+
+    /// A new cell from a delta.
+    pub fn of(d: &DayDelta) -> Self {
+        Self {
+            day: d.day as i32,
+            kind: d.kind,
+            total: d.total,
+            events: d.events,
+            last_value: d.last_value,
+            last_at: d.last_at,
+        }
+    }
+}
+
+/// Aggregates one account's cells as of `w`, exactly as [`load_aggregates`]
+/// does in SQL; `None` when no cell falls within the last 180 days.
+pub fn fold<'a>(cells: impl IntoIterator<Item = &'a Cell>, w: Windows) -> Option<Aggregates> {
+    let today = day_of(w.now);
+    let (d30, d60, d180) = (today - 29, today - 59, today - 179);
+    let problem = today - w.problem_days + 1;
+    let potential = today - w.potential_days + 1;
+    let mut a = Aggregates {
+        inputs: Inputs {
+            now: w.now,
+            ..Inputs::default()
+        },
+        ..Aggregates::default()
+    };
+    let mut any = false;
+    let mut active: Option<(i64, i64)> = None;
+    let mut complaints = 0;
+    let mut events = 0;
+    let (mut late_recent, mut expanded) = (0, 0);
+    for c in cells {
+        let day = i64::from(c.day);
+        if day < d180 || day > today {
+            continue;
+        }
+        any = true;
+        let i = &mut a.inputs;
+        match c.kind {
+            1 | 3 => {
+                if day >= d30 {
+                    i.usage_recent += c.total;
+                } else if day >= d60 {
+                    i.usage_prior += c.total;
+                }
+                a.last_usage_day = a.last_usage_day.max(Some(day));
+            }
+            2 if day >= d30 => {
+                // The latest day's value (the SQL takes MAX(day * 10^7 + value)).
+                let key = (day, c.last_value.rem_euclid(10_000_000));
+                active = active.max(Some(key));
+            }
+            4 => {
+                if day >= d30 {
+                    i.tickets_recent += c.total;
+                } else if day >= d60 {
+                    i.tickets_prior += c.total;
+                }
+            }
+            6 => complaints += c.total,
+            7 => complaints -= c.total,
+            8 => {
+                i.nps.0 += c.total;
+                i.nps.1 += c.events;
+            }
+            9 => {
+                i.csat.0 += c.total;
+                i.csat.1 += c.events;
+            }
+            10 => i.stakeholders_left += c.total,
+            kinds::LATE_PAYMENT => {
+                i.late_payments += c.total;
+                if day >= problem {
+                    late_recent += c.total;
+                }
+            }
+            kinds::DOWNGRADE => i.downgrades += c.total,
+            kinds::EXPANSION if day >= potential => expanded += c.total,
+            _ => {}
+        }
+        if c.kind < 100 {
+            events += c.events;
+        }
+    }
+    if !any {
+        return None;
+    }
+    a.inputs.active_users = active.map(|(_, v)| v);
+    a.inputs.complaints_open = complaints.max(0);
+    a.inputs.listening = events > 0;
+    a.late_recently = late_recent > 0;
+    a.expanded_recently = expanded > 0;
+    Some(a)
+}
+
+/// Where [`day_cells`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CellSource {
+    /// Every kind from `signal_days` (PostgreSQL, where ingest maintains it).
+    Table,
+    /// Signal kinds summed from the `signals` table (SQLite, where ingest
+    /// keeps no `signal_days` rows), the feeds' kinds from `signal_days`.
+    Signals,
+    /// Only the feeds' kinds, from `signal_days`.
+    Feeds,
+}
+
+/// The cells of the accounts in `scope` from day `from` to day `to`.
+pub async fn day_cells<C: ConnectionTrait>(
+    conn: &C,
+    scope: Scope<'_>,
+    from: i64,
+    to: i64,
+    source: CellSource,
+) -> Result<Vec<(Uuid, Cell)>, Error> {
+    let Some(filter) = scope.and() else {
+        return Ok(Vec::new());
+    };
+    let cell = |r: &QueryResult| -> Result<(Uuid, Cell), Error> {
+        Ok((
+            uuid(&r.try_get_by_index::<String>(0)?)?,
+            Cell {
+                kind: r.try_get_by_index(1)?,
+                day: i32::try_from(r.try_get_by_index::<i64>(2)?).map_err(internal)?,
+                total: r.try_get_by_index(3)?,
+                events: r.try_get_by_index(4)?,
+                last_value: r.try_get_by_index(5)?,
+                last_at: r.try_get_by_index(6)?,
+            },
+        ))
+    };
+    let feeds_only = if source == CellSource::Table {
+        ""
+    } else {
+        "AND kind >= 100"
+    };
+    let mut out: Vec<(Uuid, Cell)> = raw(
+        conn,
+        format!(
+            "SELECT account_id, kind, day, total, events, last_value, last_at FROM signal_days \
+             WHERE day >= {from} AND day <= {to} {feeds_only} {filter}"
+        ),
+    )
+    .await?
+    .iter()
+    .map(cell)
+    .collect::<Result<_, _>>()?;
+    if source == CellSource::Signals {
+        // SQLite takes the bare `value` from the row holding MAX(occurred_at).
+        let rows = raw(
+            conn,
+            format!(
+                "SELECT account_id, kind, occurred_at / {DAY} AS d, CAST(SUM(value) AS BIGINT), \
+                 CAST(COUNT(*) AS BIGINT), value, MAX(occurred_at) FROM signals \
+                 WHERE occurred_at >= {} AND occurred_at < {} {filter} GROUP BY account_id, kind, d",
+                from.saturating_mul(DAY),
+                to.saturating_add(1).saturating_mul(DAY)
+            ),
+        )
+        .await?;
+        out.reserve(rows.len());
+        for r in &rows {
+            out.push(cell(r)?);
+        }
+    }
+    Ok(out)
+}
+
+/// What the previous computation of an account said.
+#[derive(Debug, Clone, PartialEq)]
 pub struct PreviousHealth {
     /// Score.
     pub score: i32,
@@ -968,48 +1212,68 @@ pub struct PreviousHealth {
     pub band: i32,
     /// Risk.
     pub risk_bp: Option<i32>,
+    /// The whole stored health.
+    pub health: pb::AccountHealth,
 }
 
-/// The stored score, band and risk of `ids` (every account when `None`).
+/// The stored health of the accounts in `scope`.
 pub async fn previous_health<C: ConnectionTrait>(
     conn: &C,
-    ids: Option<&[Uuid]>,
+    scope: Scope<'_>,
 ) -> Result<std::collections::HashMap<Uuid, PreviousHealth>, Error> {
-    let filter = match ids {
-        Some([]) => return Ok(Default::default()),
-        Some(ids) => format!("WHERE account_id IN ({})", id_list(ids)),
-        None => String::new(),
+    let Some(filter) = scope.where_() else {
+        return Ok(Default::default());
     };
     raw(
         conn,
-        format!("SELECT account_id, score, band, risk_bp FROM health {filter}"),
+        format!("SELECT account_id, body FROM health {filter}"),
     )
     .await?
     .iter()
     .map(|r| {
+        // The body holds the columns' values too.
+        let health = health_body(r, 1)?;
         Ok((
             uuid(&r.try_get_by_index::<String>(0)?)?,
             PreviousHealth {
-                score: r.try_get_by_index(1)?,
-                band: r.try_get_by_index(2)?,
-                risk_bp: r.try_get_by_index(3)?,
+                score: health.score,
+                band: health.band,
+                risk_bp: health.churn_risk_bp,
+                health,
             },
         ))
     })
     .collect()
 }
 
-/// The latest snapshot score of each account on or before `day` (within a
-/// week before it), for `ids` (every account when `None`).
+/// The accounts in `scope` that have a snapshot on `day`.
+pub async fn snapshotted<C: ConnectionTrait>(
+    conn: &C,
+    scope: Scope<'_>,
+    day: i64,
+) -> Result<std::collections::HashSet<Uuid>, Error> {
+    let Some(filter) = scope.and() else {
+        return Ok(Default::default());
+    };
+    raw(
+        conn,
+        format!("SELECT account_id FROM health_history WHERE day = {day} {filter}"),
+    )
+    .await?
+    .iter()
+    .map(|r| uuid(&r.try_get_by_index::<String>(0)?))
+    .collect()
+}
+
+/// The latest snapshot score of each account in `scope` on or before `day`
+/// (within a week before it).
 pub async fn scores_at<C: ConnectionTrait>(
     conn: &C,
-    ids: Option<&[Uuid]>,
+    scope: Scope<'_>,
     day: i64,
 ) -> Result<std::collections::HashMap<Uuid, i32>, Error> {
-    let filter = match ids {
-        Some([]) => return Ok(Default::default()),
-        Some(ids) => format!("AND account_id IN ({})", id_list(ids)),
-        None => String::new(),
+    let Some(filter) = scope.and() else {
+        return Ok(Default::default());
     };
     let rows = raw(
         conn,
@@ -1040,14 +1304,13 @@ pub struct HealthRow {
     pub account_id: Uuid,
 }
 
-/// Writes health rows and today's snapshots.
+/// Writes health rows (insert or replace).
 pub async fn save_health<C: ConnectionTrait>(
     conn: &C,
-    rows: &[HealthRow],
+    rows: &[&HealthRow],
     now: i64,
 ) -> Result<(), Error> {
-    let today = day_of(now);
-    for chunk in rows.chunks(500) {
+    for chunk in rows.chunks(1000) {
         let mut insert = Query::insert();
         let cols = [
             Health::AccountId,
@@ -1066,20 +1329,6 @@ pub async fn save_health<C: ConnectionTrait>(
                 .update_columns(cols.into_iter().skip(1))
                 .to_owned(),
         );
-        let mut history = Query::insert();
-        history
-            .into_table(HealthHistory::Table)
-            .columns([
-                HealthHistory::AccountId,
-                HealthHistory::Day,
-                HealthHistory::Score,
-                HealthHistory::Band,
-            ])
-            .on_conflict(
-                OnConflict::columns([HealthHistory::AccountId, HealthHistory::Day])
-                    .update_columns([HealthHistory::Score, HealthHistory::Band])
-                    .to_owned(),
-            );
         for r in chunk {
             let h = &r.health;
             insert
@@ -1096,17 +1345,46 @@ pub async fn save_health<C: ConnectionTrait>(
                     now.into(),
                 ])
                 .map_err(internal)?;
+        }
+        if !chunk.is_empty() {
+            execute(conn, &insert).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes the snapshots of `day` (insert or replace).
+pub async fn save_snapshots<C: ConnectionTrait>(
+    conn: &C,
+    rows: &[&HealthRow],
+    day: i64,
+) -> Result<(), Error> {
+    for chunk in rows.chunks(2000) {
+        let mut history = Query::insert();
+        history
+            .into_table(HealthHistory::Table)
+            .columns([
+                HealthHistory::AccountId,
+                HealthHistory::Day,
+                HealthHistory::Score,
+                HealthHistory::Band,
+            ])
+            .on_conflict(
+                OnConflict::columns([HealthHistory::AccountId, HealthHistory::Day])
+                    .update_columns([HealthHistory::Score, HealthHistory::Band])
+                    .to_owned(),
+            );
+        for r in chunk {
             history
                 .values([
                     r.account_id.to_string().into(),
-                    today.into(),
-                    h.score.into(),
-                    h.band.into(),
+                    day.into(),
+                    r.health.score.into(),
+                    r.health.band.into(),
                 ])
                 .map_err(internal)?;
         }
         if !chunk.is_empty() {
-            execute(conn, &insert).await?;
             execute(conn, &history).await?;
         }
     }
@@ -1272,6 +1550,33 @@ pub async fn scorecards<C: ConnectionTrait>(
             r.try_get_by_index(0)?,
             (card, r.try_get_by_index(1)?, r.try_get_by_index(3)?),
         ))
+    })
+    .collect()
+}
+
+/// Stored versions of a segment's scorecard below `before` (every one when
+/// `None`), newest first: (card, version, updated_at).
+pub async fn scorecard_versions<C: ConnectionTrait>(
+    conn: &C,
+    segment: i32,
+    before: Option<i64>,
+    limit: u64,
+) -> Result<Vec<(Scorecard, i64, i64)>, Error> {
+    let below = before.map_or(String::new(), |v| format!("AND version < {v}"));
+    raw(
+        conn,
+        format!(
+            "SELECT version, body, updated_at FROM scorecard_versions \
+             WHERE segment = {segment} {below} ORDER BY version DESC LIMIT {limit}"
+        ),
+    )
+    .await?
+    .iter()
+    .map(|r| {
+        let body: String = r.try_get_by_index(1)?;
+        let card: Scorecard =
+            serde_json::from_str(&body).map_err(|e| internal(format!("stored scorecard: {e}")))?;
+        Ok((card, r.try_get_by_index(0)?, r.try_get_by_index(2)?))
     })
     .collect()
 }
@@ -1517,4 +1822,115 @@ pub async fn latest_model<C: ConnectionTrait>(conn: &C) -> Result<Option<String>
 /// True on PostgreSQL.
 pub fn is_postgres<C: ConnectionTrait>(conn: &C) -> bool {
     conn.get_database_backend() == DbBackend::Postgres
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cell(kind: i32, day: i32, total: i64, events: i64, last_value: i64) -> Cell {
+        Cell {
+            day,
+            kind,
+            total,
+            events,
+            last_value,
+            last_at: i64::from(day) * DAY,
+        }
+    }
+
+    /// Noon of day 1000: the last 30 days are 971..=1000, the 30 before
+    /// 941..=970, the 180-day window starts at 821; PROBLEM looks back 30
+    /// days (from 971), POTENTIAL 90 (from 911).
+    fn windows() -> Windows {
+        Windows {
+            now: 1000 * DAY + DAY / 2,
+            problem_days: 30,
+            potential_days: 90,
+        }
+    }
+
+    #[test]
+    fn folding_cells_sums_each_window_like_the_aggregate_query() -> Result<(), String> {
+        let cells = [
+            cell(1, 1000, 5, 5, 1),
+            cell(3, 971, 2, 2, 1),      // first day of the recent window
+            cell(1, 970, 4, 4, 1),      // last day of the prior window
+            cell(1, 940, 9, 9, 1),      // before both, still within 180 days
+            cell(1, 1001, 100, 100, 1), // tomorrow: ignored
+            cell(2, 990, 12, 1, 12),
+            cell(2, 995, 8, 1, 8),   // the latest active-user count
+            cell(2, 960, 50, 1, 50), // older than 30 days
+            cell(4, 980, 3, 3, 1),
+            cell(4, 950, 1, 1, 1),
+            cell(6, 900, 2, 2, 1),
+            cell(7, 990, 3, 3, 1), // more resolved than filed: 2 - 3 -> 0 open
+            cell(8, 999, 17, 2, 9),
+            cell(9, 820, 5, 1, 5), // day 820 is outside the 180 days
+            cell(10, 900, 1, 1, 1),
+            cell(kinds::LATE_PAYMENT, 975, 1, 1, 1),
+            cell(kinds::LATE_PAYMENT, 960, 1, 1, 1),
+            cell(kinds::DOWNGRADE, 850, 1, 1, 1),
+            cell(kinds::EXPANSION, 905, 1, 1, 1), // before the POTENTIAL window
+        ];
+        let a = fold(&cells, windows()).ok_or("no cell in the window")?;
+        // usage: 5 + 2 recent, 4 prior; tickets: 3 recent, 1 prior.
+        assert_eq!((a.inputs.usage_recent, a.inputs.usage_prior), (7, 4));
+        assert_eq!(a.inputs.active_users, Some(8));
+        assert_eq!((a.inputs.tickets_recent, a.inputs.tickets_prior), (3, 1));
+        assert_eq!(a.inputs.complaints_open, 0);
+        assert_eq!(a.inputs.nps, (17, 2));
+        assert_eq!(a.inputs.csat, (0, 0));
+        assert_eq!(a.inputs.stakeholders_left, 1);
+        assert_eq!((a.inputs.late_payments, a.inputs.downgrades), (2, 1));
+        assert!(a.late_recently);
+        assert!(!a.expanded_recently);
+        assert!(a.inputs.listening);
+        assert_eq!(a.last_usage_day, Some(1000));
+        assert_eq!(a.inputs.now, windows().now);
+        Ok(())
+    }
+
+    #[test]
+    fn folding_only_cells_outside_the_window_gives_nothing() {
+        let cells = [cell(1, 820, 3, 3, 1), cell(1, 1001, 1, 1, 1)];
+        assert_eq!(fold(&cells, windows()), None);
+    }
+
+    #[test]
+    fn an_account_with_only_revenue_rows_is_not_listening() -> Result<(), String> {
+        let cells = [cell(kinds::EXPANSION, 911, 1, 1, 1)];
+        let a = fold(&cells, windows()).ok_or("no cell in the window")?;
+        assert!(!a.inputs.listening);
+        // Day 911 is the first day of the 90-day POTENTIAL window.
+        assert!(a.expanded_recently);
+        Ok(())
+    }
+
+    #[test]
+    fn adding_a_later_delta_replaces_the_latest_value() {
+        let mut c = cell(2, 990, 12, 1, 12);
+        c.add(&DayDelta {
+            account_id: Uuid::nil(),
+            kind: 2,
+            day: 990,
+            total: 7,
+            events: 1,
+            last_value: 7,
+            last_at: 990 * DAY + 5,
+        });
+        // 12 + 7 summed, 2 events, the later value 7 is the latest.
+        assert_eq!((c.total, c.events, c.last_value), (19, 2, 7));
+        c.add(&DayDelta {
+            account_id: Uuid::nil(),
+            kind: 2,
+            day: 990,
+            total: 30,
+            events: 1,
+            last_value: 30,
+            last_at: 990 * DAY,
+        });
+        // An earlier value adds to the sum but is not the latest.
+        assert_eq!((c.total, c.events, c.last_value), (49, 3, 7));
+    }
 }

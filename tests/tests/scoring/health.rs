@@ -4,8 +4,8 @@
 use bowtie_proto::common::Segment;
 use bowtie_proto::scoring::{
     AlertKind, Band, Component, ComponentWeight, GetHealthHistoryRequest, GetHealthRequest,
-    GetScorecardRequest, ListAtRiskRequest, ListHealthRequest, Scorecard, SignalType,
-    UpdateScorecardRequest,
+    GetScorecardRequest, ListAtRiskRequest, ListHealthRequest, ListScorecardVersionsRequest,
+    RecomputeHealthRequest, Scorecard, SignalType, UpdateScorecardRequest,
 };
 use bowtie_testkit::scoring::{Scoring, alerts_of, health_when, logins, record, signal};
 use bowtie_testkit::{TestDatabase, backend_test};
@@ -15,6 +15,8 @@ backend_test!(
     a_falling_usage_account_turns_red_and_raises_exactly_one_alert,
     get_health_explains_each_component_and_names_the_missing_ones,
     a_scorecard_edit_changes_scores_and_a_stale_edit_is_aborted,
+    every_version_of_a_scorecard_is_listed_newest_first,
+    a_recomputation_that_changes_nothing_keeps_the_stored_health,
     list_health_filters_by_band_and_pages_by_score,
     an_account_without_signals_has_no_health,
 );
@@ -340,5 +342,172 @@ async fn an_account_without_signals_has_no_health(db: &TestDatabase) -> anyhow::
         .err()
         .map(|s| s.code());
     assert_eq!(bad, Some(Code::InvalidArgument));
+    Ok(())
+}
+
+async fn every_version_of_a_scorecard_is_listed_newest_first(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let suite = Scoring::start(db).await?;
+    let mut admin = suite.admin();
+    let mut client = suite.client();
+    let versions = |segment: Segment, size: i32, token: &str| ListScorecardVersionsRequest {
+        segment: segment as i32,
+        page: Some(bowtie_proto::common::PageRequest {
+            page_size: size,
+            page_token: token.to_owned(),
+        }),
+    };
+    let none = client
+        .list_scorecard_versions(versions(Segment::Smb, 10, ""))
+        .await?
+        .into_inner();
+    assert!(none.scorecards.is_empty(), "never edited: {none:?}");
+    let built_in = admin
+        .get_scorecard(GetScorecardRequest {
+            segment: Segment::Smb as i32,
+        })
+        .await?
+        .into_inner()
+        .scorecard
+        .ok_or_else(|| anyhow::anyhow!("no scorecard"))?;
+    // Three edits: the usage weight goes 1, 2, 3 next to stakeholders at 1.
+    for usage in 1..=3 {
+        admin
+            .update_scorecard(UpdateScorecardRequest {
+                scorecard: Some(Scorecard {
+                    weights: weights(&[
+                        (Component::UsageTrend, usage),
+                        (Component::StakeholderStability, 1),
+                    ]),
+                    ..built_in.clone()
+                }),
+                expected_version: i64::from(usage - 1),
+                idempotency_key: String::new(),
+            })
+            .await?;
+    }
+    let usage_weight = |c: &Scorecard| {
+        c.weights
+            .iter()
+            .find(|w| w.component == Component::UsageTrend as i32)
+            .map(|w| w.weight)
+    };
+    let first = client
+        .list_scorecard_versions(versions(Segment::Smb, 2, ""))
+        .await?
+        .into_inner();
+    let got: Vec<(i64, Option<i32>)> = first
+        .scorecards
+        .iter()
+        .map(|c| (c.version, usage_weight(c)))
+        .collect();
+    assert_eq!(got, [(3, Some(3)), (2, Some(2))]);
+    assert!(
+        first
+            .scorecards
+            .iter()
+            .all(|c| c.segment == Segment::Smb as i32 && c.update_time.is_some())
+    );
+    let token = first.page.map(|p| p.next_page_token).unwrap_or_default();
+    assert!(!token.is_empty(), "a second page");
+    let second = client
+        .list_scorecard_versions(versions(Segment::Smb, 2, &token))
+        .await?
+        .into_inner();
+    let got: Vec<(i64, Option<i32>)> = second
+        .scorecards
+        .iter()
+        .map(|c| (c.version, usage_weight(c)))
+        .collect();
+    assert_eq!(got, [(1, Some(1))]);
+    assert_eq!(
+        second.page.map(|p| p.next_page_token).unwrap_or_default(),
+        ""
+    );
+    // Another segment's history is its own.
+    let other = client
+        .list_scorecard_versions(versions(Segment::Enterprise, 10, ""))
+        .await?
+        .into_inner();
+    assert!(other.scorecards.is_empty(), "{other:?}");
+    // A token of one segment is refused for another, and a bad segment names its field.
+    let foreign = client
+        .list_scorecard_versions(versions(Segment::Enterprise, 2, &token))
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("a foreign page token was accepted"))?;
+    assert_eq!(foreign.code(), Code::InvalidArgument);
+    let bad = client
+        .list_scorecard_versions(ListScorecardVersionsRequest {
+            segment: 99,
+            page: None,
+        })
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("segment 99 was accepted"))?;
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert!(bad.message().contains("segment"), "{}", bad.message());
+    Ok(())
+}
+
+async fn a_recomputation_that_changes_nothing_keeps_the_stored_health(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let suite = Scoring::start(db).await?;
+    let acme = suite.account("Acme", Segment::Smb).await?;
+    let mut client = suite.client();
+    let mut batch = logins("a", &acme, 10, 40);
+    batch.extend(logins("b", &acme, 3, 10));
+    record(&mut client, batch).await?;
+    // usage 30 (w25) and stakeholders 100 (w5): 1250 / 30 = 41.7 -> 42.
+    let before = health_when(&mut client, &acme, "the score", |h| h.score == 42).await?;
+    let rescored = suite
+        .admin()
+        .recompute_health(RecomputeHealthRequest {})
+        .await?
+        .into_inner()
+        .accounts;
+    assert_eq!(rescored, 1);
+    let after = client
+        .get_health(GetHealthRequest {
+            account_id: acme.clone(),
+        })
+        .await?
+        .into_inner()
+        .health
+        .ok_or_else(|| anyhow::anyhow!("no health"))?;
+    assert_eq!(after, before, "the same health, computed at the same time");
+    let snapshots = client
+        .get_health_history(GetHealthHistoryRequest {
+            account_id: acme.clone(),
+            days: 1,
+        })
+        .await?
+        .into_inner()
+        .snapshots;
+    let scores: Vec<i32> = snapshots.iter().map(|s| s.score).collect();
+    assert_eq!(scores, [42], "one snapshot for today");
+
+    // One more login the month before changes the score: it is written.
+    // usage 3 vs 11 = 27: (25 x 27 + 5 x 100) / 30 = 39.2 -> 39.
+    record(&mut client, logins("c", &acme, 1, 41)).await?;
+    let changed = health_when(&mut client, &acme, "the new score", |h| h.score == 39).await?;
+    let micros = |h: &bowtie_proto::scoring::AccountHealth| {
+        h.compute_time
+            .as_ref()
+            .map(|t| t.seconds * 1_000_000 + i64::from(t.nanos / 1_000))
+    };
+    assert!(micros(&changed) > micros(&before), "computed again");
+    let snapshots = client
+        .get_health_history(GetHealthHistoryRequest {
+            account_id: acme,
+            days: 1,
+        })
+        .await?
+        .into_inner()
+        .snapshots;
+    let scores: Vec<i32> = snapshots.iter().map(|s| s.score).collect();
+    assert_eq!(scores, [39], "today's snapshot follows the score");
     Ok(())
 }

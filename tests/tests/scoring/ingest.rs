@@ -1,11 +1,15 @@
 //! Signal ingest: per-item results, idempotent replays, the streaming acks.
 
 use bowtie_proto::common::Segment;
+use bowtie_proto::scoring::scoring_service_client::ScoringServiceClient;
 use bowtie_proto::scoring::{
-    RecordSignalBatchRequest, RecordSignalsRequest, SignalOutcome, SignalType,
+    RecomputeHealthRequest, RecordSignalBatchRequest, RecordSignalsRequest, SignalOutcome,
+    SignalType,
 };
-use bowtie_testkit::scoring::{Scoring, health_when, logins, record, signal};
-use bowtie_testkit::{TestDatabase, backend_test, within};
+use bowtie_testkit::scoring::{
+    Scoring, create_account, health_when, logins, record, signal, start_scoring,
+};
+use bowtie_testkit::{ADMIN_KEY, TestDatabase, TestServer, WRITE_KEY, backend_test, within};
 use futures::StreamExt;
 use tonic::Code;
 
@@ -14,7 +18,47 @@ backend_test!(
     bad_signals_are_rejected_one_by_one_and_the_rest_lands,
     a_signal_stream_is_acknowledged_batch_by_batch_after_commit,
     an_oversized_batch_is_rejected_whole,
+    signals_recorded_before_a_restart_still_count_after_it,
 );
+
+async fn signals_recorded_before_a_restart_still_count_after_it(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let mut settings = db.server_settings()?;
+    let accounts = TestServer::start_with(&settings).await?;
+    settings.peers.accounts = accounts.uri();
+    let scoring = start_scoring(&settings).await?;
+    let acme = create_account(&accounts, "Acme", Segment::Smb).await?;
+    let mut client = ScoringServiceClient::new(scoring.with_key(WRITE_KEY));
+    // 10 logins a month ago, 8 this month: usage 80, stakeholders 100:
+    // (25 x 80 + 5 x 100) / 30 = 83.3 -> 83.
+    let mut batch = logins("before", &acme, 10, 45);
+    batch.extend(logins("now", &acme, 8, 5));
+    record(&mut client, batch.clone()).await?;
+    health_when(&mut client, &acme, "a green score", |h| h.score == 83).await?;
+
+    scoring.stop().await?;
+    let scoring = start_scoring(&settings).await?;
+    let mut client = ScoringServiceClient::new(scoring.with_key(WRITE_KEY));
+    // The same batch again is a replay.
+    let replay = record(&mut client, batch).await?;
+    assert_eq!((replay.recorded, replay.duplicates), (0, 18));
+    // Rescoring everyone from what the restarted service knows changes nothing.
+    let mut admin = ScoringServiceClient::new(scoring.with_key(ADMIN_KEY));
+    admin.recompute_health(RecomputeHealthRequest {}).await?;
+    health_when(&mut client, &acme, "the same score", |h| h.score == 83).await?;
+    // 30 more logins the month before count with the 10 recorded before the
+    // restart: usage fell from 40 to 8 = 20; (25 x 20 + 5 x 100) / 30 = 33.3
+    // -> 33 (the new logins alone would give 0 and 17).
+    record(&mut client, logins("import", &acme, 30, 50)).await?;
+    let h = health_when(&mut client, &acme, "a red score", |h| h.score == 33).await?;
+    assert_eq!(
+        h.components[0].reason,
+        "usage fell from 40 to 8 events (30 days vs the 30 before)"
+    );
+    scoring.stop().await?;
+    Ok(())
+}
 
 async fn replaying_a_batch_records_nothing_twice(db: &TestDatabase) -> anyhow::Result<()> {
     let suite = Scoring::start(db).await?;
