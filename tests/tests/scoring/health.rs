@@ -461,7 +461,11 @@ async fn a_recomputation_that_changes_nothing_keeps_the_stored_health(
     batch.extend(logins("b", &acme, 3, 10));
     record(&mut client, batch).await?;
     // usage 30 (w25) and stakeholders 100 (w5): 1250 / 30 = 41.7 -> 42.
-    let before = health_when(&mut client, &acme, "the score", |h| h.score == 42).await?;
+    // Steady state: the score, and the segment the accounts feed brings.
+    let before = health_when(&mut client, &acme, "the score", |h| {
+        h.score == 42 && h.segment == Segment::Smb as i32
+    })
+    .await?;
     let rescored = suite
         .admin()
         .recompute_health(RecomputeHealthRequest {})
