@@ -782,9 +782,9 @@ impl Scoring {
                 app.inner.policy.sweep_interval_seconds.max(1),
             ));
             sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            // Under a heavy stream of signals the worker waits at least
-            // three times as long as its last round took, so rescoring
-            // never takes more than about a quarter of the time from ingest.
+            // Under a heavy stream of signals the worker waits at least six
+            // times as long as its last round took, so rescoring never takes
+            // more than about a seventh of the time from ingest.
             let mut pause = debounce;
             loop {
                 let full = tokio::select! {
@@ -801,7 +801,7 @@ impl Scoring {
                     }
                     let started = std::time::Instant::now();
                     let outcome = app.drain().await;
-                    pause = debounce.max(started.elapsed() * 3);
+                    pause = debounce.max(started.elapsed() * 6);
                     outcome
                 };
                 if let Err(e) = outcome {
