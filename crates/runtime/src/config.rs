@@ -78,8 +78,12 @@ pub struct ScoringPolicySettings {
     pub loyalty_score: i32,
     /// Dormant: no usage within this many days.
     pub dormant_days: i64,
-    /// Alert webhook URL (http://); empty disables delivery.
+    /// Alert webhook URL (http:// or https://); empty disables delivery.
     pub webhook_url: String,
+    /// PEM file of the CA an https:// webhook's certificate must chain to;
+    /// empty trusts the public web PKI (Mozilla's roots, built in).
+    #[serde(default)]
+    pub webhook_ca: String,
     /// HMAC-SHA256 key of the webhook signature. Secret.
     pub webhook_secret: SecretString,
     /// Delivery attempts after the first one fails.

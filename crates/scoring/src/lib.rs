@@ -53,7 +53,7 @@ pub async fn build(
     feeds::revenue_consumer(&settings.peers, app.clone(), shutdown.clone())?.spawn();
     feeds::funnel_consumer(&settings.peers, app.clone(), shutdown.clone())?.spawn();
     app.spawn_worker(shutdown.clone());
-    webhook::spawn(store, policy, shutdown.clone());
+    webhook::spawn(store, policy, shutdown.clone())?;
     let max = settings.server.max_message_bytes;
     let service = ScoringServiceServer::new(api::ScoringApi::new(app))
         .max_decoding_message_size(max)

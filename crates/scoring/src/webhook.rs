@@ -67,13 +67,18 @@ pub fn body(sequence: i64, event_type: &str, a: &pb::Alert) -> Vec<u8> {
     .into_bytes()
 }
 
-/// Starts the delivery worker when a webhook URL is configured.
-pub fn spawn(store: Store, policy: ScoringPolicySettings, shutdown: Shutdown) {
+/// Starts the delivery worker when a webhook URL is configured; a CA file
+/// that cannot be read or holds no certificate stops the start, named.
+pub fn spawn(
+    store: Store,
+    policy: ScoringPolicySettings,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
     if policy.webhook_url.is_empty() {
-        return;
+        return Ok(());
     }
+    let client = client(&policy.webhook_ca)?;
     tokio::spawn(async move {
-        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
         let mut commits = store.feed().commits();
         loop {
             if let Err(e) = deliver_pending(&store, &policy, &client, &shutdown).await {
@@ -86,9 +91,48 @@ pub fn spawn(store: Store, policy: ScoringPolicySettings, shutdown: Shutdown) {
             }
         }
     });
+    Ok(())
 }
 
-type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+type HttpClient = Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    Full<Bytes>,
+>;
+
+/// An HTTP/1.1 client for http:// and https:// webhooks: https trusts the
+/// CA in `ca` (PEM path) or, when empty, the public web PKI.
+fn client(ca: &str) -> anyhow::Result<HttpClient> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    bowtie_runtime::tls::install_crypto_provider();
+    let builder = hyper_rustls::HttpsConnectorBuilder::new();
+    let builder = if ca.is_empty() {
+        builder.with_webpki_roots()
+    } else {
+        let pem = std::fs::read(ca)
+            .map_err(|e| anyhow::anyhow!("scoring_policy.webhook_ca: cannot read {ca:?}: {e}"))?;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            let cert = cert.map_err(|e| {
+                anyhow::anyhow!("scoring_policy.webhook_ca: {ca:?} is not valid PEM: {e}")
+            })?;
+            roots.add(cert).map_err(|e| {
+                anyhow::anyhow!("scoring_policy.webhook_ca: {ca:?} holds a bad certificate: {e}")
+            })?;
+        }
+        anyhow::ensure!(
+            !roots.is_empty(),
+            "scoring_policy.webhook_ca: {ca:?} holds no PEM certificate"
+        );
+        builder.with_tls_config(
+            rustls::ClientConfig::builder()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        )
+    };
+    let https = builder.https_or_http().enable_http1().build();
+    Ok(Client::builder(TokioExecutor::new()).build(https))
+}
 
 async fn deliver_pending(
     store: &Store,
@@ -184,6 +228,30 @@ async fn post(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_webhook_ca_that_cannot_be_used_is_reported_under_its_setting() -> anyhow::Result<()> {
+        let missing = client("/nonexistent/ca.pem").err().map(|e| e.to_string());
+        assert!(
+            missing
+                .as_deref()
+                .is_some_and(|m| m.starts_with("scoring_policy.webhook_ca: cannot read")),
+            "{missing:?}"
+        );
+        let dir = tempfile::tempdir()?;
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n")?;
+        let none = client(&empty.display().to_string())
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            none.as_deref()
+                .is_some_and(|m| m.contains("holds no PEM certificate")),
+            "{none:?}"
+        );
+        assert!(client("").is_ok(), "empty trusts the public web PKI");
+        Ok(())
+    }
 
     #[test]
     fn the_signature_is_hmac_sha256_of_timestamp_dot_body() {

@@ -2,6 +2,7 @@
 //! stream, and webhook delivery with retries and an HMAC signature checked
 //! by a tiny HTTP receiver.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bowtie_proto::common::Segment;
@@ -9,6 +10,7 @@ use bowtie_proto::scoring::{
     AcknowledgeAlertRequest, AlertKind, AlertState, ResolveAlertRequest, WatchAlertsRequest,
 };
 use bowtie_testkit::scoring::{Scoring, alerts_of, health_when, logins, record};
+use bowtie_testkit::tls::Pki;
 use bowtie_testkit::{TestDatabase, backend_test, within};
 use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -19,6 +21,8 @@ backend_test!(
     an_alert_is_acknowledged_then_resolved_at_the_version_it_was_read,
     watchers_see_alerts_as_they_are_raised_and_resolved,
     alerts_are_pushed_to_the_webhook_signed_and_retried,
+    alerts_are_pushed_to_an_https_webhook_trusting_the_configured_ca,
+    an_https_webhook_with_an_unknown_ca_gets_nothing,
 );
 
 /// Makes `account` red (usage 0 of 10, stakeholders 100: 17).
@@ -151,76 +155,158 @@ async fn watchers_see_alerts_as_they_are_raised_and_resolved(
 type Received = Arc<Mutex<Vec<(Vec<(String, String)>, Vec<u8>)>>>;
 
 /// A tiny HTTP/1.1 receiver: answers 503 to the first request and 200 to
-/// the rest, recording each.
-async fn receiver() -> anyhow::Result<(String, Received)> {
+/// the rest, recording each; over TLS with `tls`.
+async fn receiver(
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> anyhow::Result<(String, Received, Arc<AtomicUsize>)> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}/hooks/bowtie", listener.local_addr()?);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{}/hooks/bowtie", listener.local_addr()?);
     let received: Received = Arc::default();
     let log = received.clone();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
     tokio::spawn(async move {
         let mut served = 0;
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            // Read the head, then the body by content-length.
-            let (head, mut body) = loop {
-                let Ok(n) = socket.read(&mut chunk).await else {
-                    break (String::new(), Vec::new());
-                };
-                if n == 0 {
-                    break (String::new(), Vec::new());
-                }
-                buf.extend_from_slice(&chunk[..n]);
-                if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    break (
-                        String::from_utf8_lossy(&buf[..pos]).into_owned(),
-                        buf[pos + 4..].to_vec(),
-                    );
-                }
-            };
-            let headers: Vec<(String, String)> = head
-                .lines()
-                .skip(1)
-                .filter_map(|l| l.split_once(':'))
-                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-                .collect();
-            let length = headers
-                .iter()
-                .find(|(k, _)| k == "content-length")
-                .and_then(|(_, v)| v.parse::<usize>().ok())
-                .unwrap_or(0);
-            while body.len() < length {
-                match socket.read(&mut chunk).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => body.extend_from_slice(&chunk[..n]),
-                }
-            }
+        while let Ok((socket, _)) = listener.accept().await {
             served += 1;
-            let status = if served == 1 {
-                "503 Service Unavailable"
-            } else {
-                "200 OK"
-            };
-            if let Ok(mut log) = log.lock() {
-                log.push((headers, body));
+            counted.fetch_add(1, Ordering::SeqCst);
+            match &tls {
+                None => answer(socket, served, &log).await,
+                Some(acceptor) => {
+                    if let Ok(socket) = acceptor.accept(socket).await {
+                        answer(socket, served, &log).await;
+                    }
+                }
             }
-            let _ = socket
-                .write_all(
-                    format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                        .as_bytes(),
-                )
-                .await;
         }
     });
-    Ok((url, received))
+    Ok((url, received, connections))
+}
+
+/// Reads one request (the head, then the body by content-length), records
+/// it and answers 503 to the first connection, 200 to the others.
+async fn answer<S>(mut socket: S, served: usize, log: &Received)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let (head, mut body) = loop {
+        let Ok(n) = socket.read(&mut chunk).await else {
+            break (String::new(), Vec::new());
+        };
+        if n == 0 {
+            break (String::new(), Vec::new());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break (
+                String::from_utf8_lossy(&buf[..pos]).into_owned(),
+                buf[pos + 4..].to_vec(),
+            );
+        }
+    };
+    let headers: Vec<(String, String)> = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let length = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    while body.len() < length {
+        match socket.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => body.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let status = if served == 1 {
+        "503 Service Unavailable"
+    } else {
+        "200 OK"
+    };
+    if let Ok(mut log) = log.lock() {
+        log.push((headers, body));
+    }
+    let _ = socket
+        .write_all(
+            format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await;
+    let _ = socket.shutdown().await;
+}
+
+/// A TLS acceptor with the test CA's server certificate (for 127.0.0.1).
+fn acceptor(pki: &Pki) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    bowtie_runtime::tls::install_crypto_provider();
+    let certs = CertificateDer::pem_file_iter(&pki.server.cert)?.collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_file(&pki.server.key)?;
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 async fn alerts_are_pushed_to_the_webhook_signed_and_retried(
     db: &TestDatabase,
 ) -> anyhow::Result<()> {
-    let (url, received) = receiver().await?;
+    let (url, received, _) = receiver(None).await?;
+    pushed_signed_and_retried(db, url, String::new(), received).await
+}
+
+async fn alerts_are_pushed_to_an_https_webhook_trusting_the_configured_ca(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let pki = Pki::new()?;
+    let (url, received, _) = receiver(Some(acceptor(&pki)?)).await?;
+    assert!(url.starts_with("https://"), "{url}");
+    pushed_signed_and_retried(db, url, pki.ca.display().to_string(), received).await
+}
+
+async fn an_https_webhook_with_an_unknown_ca_gets_nothing(db: &TestDatabase) -> anyhow::Result<()> {
+    let pki = Pki::new()?;
+    let (url, received, connections) = receiver(Some(acceptor(&pki)?)).await?;
+    let other_ca = pki.other_ca.display().to_string();
     let suite = Scoring::start_with(db, |s| {
         s.scoring_policy.webhook_url = url;
+        s.scoring_policy.webhook_ca = other_ca;
+        s.scoring_policy.webhook_secret = "whsec-test".to_owned().into();
+        s.scoring_policy.webhook_backoff_ms = 20;
+        s.scoring_policy.webhook_retries = 2;
+    })
+    .await?;
+    let acme = suite.account("Acme", Segment::Smb).await?;
+    turn_red(&suite, &acme).await?;
+    within(10, "the first attempt and a retry", async {
+        while connections.load(Ordering::SeqCst) < 2 {
+            tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        }
+    })
+    .await?;
+    let got = received.lock().map(|r| r.len()).unwrap_or_default();
+    assert_eq!(
+        got, 0,
+        "no request passes a handshake with an untrusted certificate"
+    );
+    Ok(())
+}
+
+async fn pushed_signed_and_retried(
+    db: &TestDatabase,
+    url: String,
+    ca: String,
+    received: Received,
+) -> anyhow::Result<()> {
+    let suite = Scoring::start_with(db, |s| {
+        s.scoring_policy.webhook_url = url;
+        s.scoring_policy.webhook_ca = ca;
         s.scoring_policy.webhook_secret = "whsec-test".to_owned().into();
         s.scoring_policy.webhook_backoff_ms = 20;
     })
