@@ -9,8 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use bowtie_proto::accounts::accounts_service_client::AccountsServiceClient;
-use bowtie_proto::accounts::{Account, CreateAccountRequest, ListAccountsRequest};
+use bowtie_proto::accounts::ListAccountsRequest;
 use bowtie_proto::common::Segment;
 use bowtie_proto::revenue::revenue_service_client::RevenueServiceClient;
 use bowtie_proto::revenue::{
@@ -29,7 +28,7 @@ use bowtie_testkit::scoring::{ScoringClient, signal};
 use bowtie_testkit::{ADMIN_KEY, AccountsClient, TestDatabase, WRITE_KEY, backend_test};
 use tokio::sync::Mutex;
 
-use crate::support::{Node, Process, free_port, write_config};
+use crate::support::{Node, Process, account_request, free_port, write_config};
 
 backend_test!(
     acknowledged_account_writes_survive_a_kill_and_replays_duplicate_nothing,
@@ -42,24 +41,41 @@ const WRITES: usize = 600;
 const KILL_AFTER: usize = 200;
 const WRITERS: usize = 8;
 
-fn accounts_client(process: &Process) -> anyhow::Result<AccountsClient> {
-    Ok(AccountsServiceClient::new(process.channel(WRITE_KEY)?))
-}
-
 fn revenue_client(process: &Process) -> anyhow::Result<RevenueClient> {
     Ok(RevenueServiceClient::new(process.channel(WRITE_KEY)?))
 }
 
-fn request(i: usize) -> CreateAccountRequest {
-    CreateAccountRequest {
-        account: Some(Account {
-            name: format!("Crash test customer {i:04}"),
-            segment: Segment::Smb as i32,
-            owner: "ana".into(),
-            ..Account::default()
-        }),
-        idempotency_key: format!("crash-{i}"),
-    }
+/// `bowtie serve accounts` and `bowtie serve <service>` (its peer) on the
+/// test's database, configured in `dir`.
+async fn accounts_and(
+    db: &TestDatabase,
+    dir: &std::path::Path,
+    service: &'static str,
+) -> anyhow::Result<(Process, Process)> {
+    let (accounts_db, service_db) = (
+        db.service_database("accounts"),
+        db.service_database(service),
+    );
+    let (accounts_port, service_port) = (free_port()?, free_port()?);
+    let config = write_config(
+        dir,
+        &[
+            Node {
+                service: "accounts",
+                database: &accounts_db,
+                port: accounts_port,
+            },
+            Node {
+                service,
+                database: &service_db,
+                port: service_port,
+            },
+        ],
+        &[],
+    )?;
+    let accounts = Process::start(&config, "accounts", accounts_port).await?;
+    let other = Process::start(&config, service, service_port).await?;
+    Ok((accounts, other))
 }
 
 async fn all_account_names(client: &mut AccountsClient) -> anyhow::Result<Vec<String>> {
@@ -121,14 +137,14 @@ async fn acknowledged_account_writes_survive_a_kill_and_replays_duplicate_nothin
     let mut writers = tokio::task::JoinSet::new();
     for _ in 0..WRITERS {
         let (acknowledged, next) = (acknowledged.clone(), next.clone());
-        let mut client = accounts_client(&service)?;
+        let mut client = service.accounts()?;
         writers.spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 if i >= WRITES {
                     return;
                 }
-                match client.create_account(request(i)).await {
+                match client.create_account(account_request("crash", i)).await {
                     Ok(answer) => {
                         let id = answer.into_inner().account.map(|a| a.id);
                         acknowledged.lock().await[i] = id;
@@ -155,12 +171,12 @@ async fn acknowledged_account_writes_survive_a_kill_and_replays_duplicate_nothin
 
     // Restart on the same database: every acknowledged write is there.
     service.restart().await?;
-    let mut client = accounts_client(&service)?;
+    let mut client = service.accounts()?;
     let names = all_account_names(&mut client).await?;
     for (i, id) in acknowledged.iter().enumerate() {
         if id.is_some() {
             assert!(
-                names.contains(&request(i).account.unwrap_or_default().name),
+                names.contains(&account_request("crash", i).account.unwrap_or_default().name),
                 "acknowledged write {i} is missing after the kill"
             );
         }
@@ -169,7 +185,10 @@ async fn acknowledged_account_writes_survive_a_kill_and_replays_duplicate_nothin
     // Replay everything that was attempted, acknowledged or not, then the
     // rest: the acknowledged ones answer the first result, nothing doubles.
     for (i, id) in acknowledged.iter().enumerate() {
-        let answer = client.create_account(request(i)).await?.into_inner();
+        let answer = client
+            .create_account(account_request("crash", i))
+            .await?
+            .into_inner();
         let replayed = answer.account.map(|a| a.id);
         if id.is_some() {
             assert_eq!(&replayed, id, "replay of acknowledged write {i}");
@@ -265,33 +284,12 @@ async fn acknowledged_signal_batches_survive_a_kill_and_replays_duplicate_nothin
     db: &TestDatabase,
 ) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let (accounts_db, scoring_db) = (
-        db.service_database("accounts"),
-        db.service_database("scoring"),
-    );
-    let (accounts_port, scoring_port) = (free_port()?, free_port()?);
-    let config = write_config(
-        dir.path(),
-        &[
-            Node {
-                service: "accounts",
-                database: &accounts_db,
-                port: accounts_port,
-            },
-            Node {
-                service: "scoring",
-                database: &scoring_db,
-                port: scoring_port,
-            },
-        ],
-        &[],
-    )?;
-    let accounts = Process::start(&config, "accounts", accounts_port).await?;
-    let mut scoring = Process::start(&config, "scoring", scoring_port).await?;
+    let (accounts, mut scoring) = accounts_and(db, dir.path(), "scoring").await?;
     let mut customers = Vec::with_capacity(CUSTOMERS);
     for c in 0..CUSTOMERS {
-        let account = accounts_client(&accounts)?
-            .create_account(request(c))
+        let account = accounts
+            .accounts()?
+            .create_account(account_request("crash", c))
             .await?
             .into_inner()
             .account
@@ -394,33 +392,12 @@ async fn acknowledged_subscription_changes_survive_a_kill_and_replays_duplicate_
     db: &TestDatabase,
 ) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let (accounts_db, revenue_db) = (
-        db.service_database("accounts"),
-        db.service_database("revenue"),
-    );
-    let (accounts_port, revenue_port) = (free_port()?, free_port()?);
-    let config = write_config(
-        dir.path(),
-        &[
-            Node {
-                service: "accounts",
-                database: &accounts_db,
-                port: accounts_port,
-            },
-            Node {
-                service: "revenue",
-                database: &revenue_db,
-                port: revenue_port,
-            },
-        ],
-        &[],
-    )?;
-    let accounts = Process::start(&config, "accounts", accounts_port).await?;
-    let mut revenue = Process::start(&config, "revenue", revenue_port).await?;
+    let (accounts, mut revenue) = accounts_and(db, dir.path(), "revenue").await?;
     let mut subscriptions = Vec::with_capacity(SUBSCRIPTIONS);
     for s in 0..SUBSCRIPTIONS {
-        let account = accounts_client(&accounts)?
-            .create_account(request(s))
+        let account = accounts
+            .accounts()?
+            .create_account(account_request("crash", s))
             .await?
             .into_inner()
             .account

@@ -6,9 +6,7 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use bowtie_proto::accounts::accounts_service_client::AccountsServiceClient;
-use bowtie_proto::accounts::{Account, CreateAccountRequest};
-use bowtie_proto::common::{Segment, Stage};
+use bowtie_proto::common::Stage;
 use bowtie_proto::funnel::funnel_service_client::FunnelServiceClient;
 use bowtie_proto::funnel::{GetJourneyRequest, Journey, RecordTransitionRequest};
 use bowtie_proto::revenue::revenue_service_client::RevenueServiceClient;
@@ -20,34 +18,20 @@ use bowtie_testkit::revenue::{
     RevenueClient, all_movements, cancellation, change, day, monthly, terms,
 };
 use bowtie_testkit::scoring::{ScoringClient, signal};
-use bowtie_testkit::{AccountsClient, Bearer, TestDatabase, WRITE_KEY, backend_test};
+use bowtie_testkit::{Bearer, TestDatabase, WRITE_KEY, backend_test};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::support::{Link, Node, PrivatePostgres, Process, eventually, free_port, write_config};
+use crate::support::{
+    Link, Node, PrivatePostgres, Process, account_request, eventually, free_port, write_config,
+};
 
 backend_test!(
     with_a_peer_unreachable_calls_that_need_it_are_unavailable_and_feeds_catch_up_once_it_returns
 );
 
 type FunnelClient = FunnelServiceClient<InterceptedService<Channel, Bearer>>;
-
-fn accounts(process: &Process) -> anyhow::Result<AccountsClient> {
-    Ok(AccountsServiceClient::new(process.channel(WRITE_KEY)?))
-}
-
-fn request(i: usize) -> CreateAccountRequest {
-    CreateAccountRequest {
-        account: Some(Account {
-            name: format!("Crash test customer {i:04}"),
-            segment: Segment::Smb as i32,
-            owner: "ana".into(),
-            ..Account::default()
-        }),
-        idempotency_key: format!("outage-{i}"),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_outage_fails_calls_fast_with_unavailable_and_the_service_recovers_without_a_restart()
@@ -74,9 +58,9 @@ async fn a_postgres_outage_fails_calls_fast_with_unavailable_and_the_service_rec
         &[],
     )?;
     let mut service = Process::start(&config, "accounts", port).await?;
-    let mut client = accounts(&service)?;
+    let mut client = service.accounts()?;
     let before = client
-        .create_account(request(1))
+        .create_account(account_request("outage", 1))
         .await?
         .into_inner()
         .account;
@@ -84,7 +68,7 @@ async fn a_postgres_outage_fails_calls_fast_with_unavailable_and_the_service_rec
 
     // Load while the database disappears.
     let load = {
-        let mut client = accounts(&service)?;
+        let mut client = service.accounts()?;
         tokio::spawn(async move {
             let mut codes = Vec::new();
             let until = tokio::time::Instant::now() + Duration::from_secs(4);
@@ -93,7 +77,7 @@ async fn a_postgres_outage_fails_calls_fast_with_unavailable_and_the_service_rec
                     break;
                 }
                 let started = tokio::time::Instant::now();
-                let code = match client.create_account(request(i)).await {
+                let code = match client.create_account(account_request("outage", i)).await {
                     Ok(_) => tonic::Code::Ok,
                     Err(status) => status.code(),
                 };
@@ -109,7 +93,7 @@ async fn a_postgres_outage_fails_calls_fast_with_unavailable_and_the_service_rec
     // Every call now fails fast and says why.
     for i in 2..6 {
         let started = tokio::time::Instant::now();
-        let outcome = client.create_account(request(i)).await;
+        let outcome = client.create_account(account_request("outage", i)).await;
         let took = started.elapsed();
         let status = outcome
             .err()
@@ -143,7 +127,7 @@ async fn a_postgres_outage_fails_calls_fast_with_unavailable_and_the_service_rec
     service.wait_for_health(ServingStatus::Serving).await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     let after = loop {
-        match client.create_account(request(7)).await {
+        match client.create_account(account_request("outage", 7)).await {
             Ok(answer) => break answer.into_inner().account.context("no account")?,
             Err(status) => {
                 assert_eq!(status.code(), tonic::Code::Unavailable);
@@ -251,13 +235,13 @@ async fn with_a_peer_unreachable_calls_that_need_it_are_unavailable_and_feeds_ca
     let funnel_process = Process::start(&config, "funnel", ports[2]).await?;
     let scoring_process = Process::start(&config, "scoring", ports[3]).await?;
     let mut scoring: ScoringClient = ScoringServiceClient::new(scoring_process.channel(WRITE_KEY)?);
-    let mut accounts = accounts(&accounts_process)?;
+    let mut accounts = accounts_process.accounts()?;
     let mut revenue: RevenueClient = RevenueServiceClient::new(revenue_process.channel(WRITE_KEY)?);
     let mut funnel: FunnelClient = FunnelServiceClient::new(funnel_process.channel(WRITE_KEY)?);
     let mut customer = Vec::new();
     for i in 0..2 {
         let account = accounts
-            .create_account(request(i))
+            .create_account(account_request("outage", i))
             .await?
             .into_inner()
             .account
@@ -298,7 +282,7 @@ async fn with_a_peer_unreachable_calls_that_need_it_are_unavailable_and_feeds_ca
     // Scoring learns accounts from the accounts feed too; one created
     // during the cut is news to it, so its signals are refused whole.
     let initech = accounts
-        .create_account(request(2))
+        .create_account(account_request("outage", 2))
         .await?
         .into_inner()
         .account

@@ -12,17 +12,35 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use bowtie_proto::accounts::accounts_service_client::AccountsServiceClient;
+use bowtie_proto::accounts::{Account, CreateAccountRequest};
+use bowtie_proto::common::Segment;
 use bowtie_runtime::config::DatabaseSettings;
 use bowtie_testkit::gateway::FUNNEL_SERVICE;
 use bowtie_testkit::revenue::REVENUE_SERVICE;
 use bowtie_testkit::scoring::SCORING_SERVICE;
-use bowtie_testkit::{ACCOUNTS_SERVICE, Bearer, NO_PEER, READ_KEY, test_keys};
+use bowtie_testkit::{
+    ACCOUNTS_SERVICE, AccountsClient, Bearer, NO_PEER, READ_KEY, WRITE_KEY, test_keys,
+};
 use tokio::task::AbortHandle;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
+
+/// The `i`-th account a test writes, with the idempotency key `<key>-<i>`.
+pub fn account_request(key: &str, i: usize) -> CreateAccountRequest {
+    CreateAccountRequest {
+        account: Some(Account {
+            name: format!("Crash test customer {i:04}"),
+            segment: Segment::Smb as i32,
+            owner: "ana".into(),
+            ..Account::default()
+        }),
+        idempotency_key: format!("{key}-{i}"),
+    }
+}
 
 /// The services `bowtie serve` runs that have a database.
 pub const SERVICES: [&str; 4] = ["accounts", "funnel", "revenue", "scoring"];
@@ -214,6 +232,11 @@ impl Process {
             .timeout(Duration::from_secs(10))
             .connect_lazy();
         Ok(InterceptedService::new(channel, Bearer::new(key)))
+    }
+
+    /// An accounts client with the write key.
+    pub fn accounts(&self) -> anyhow::Result<AccountsClient> {
+        Ok(AccountsServiceClient::new(self.channel(WRITE_KEY)?))
     }
 
     /// The health status the process reports, `None` when it does not answer.
