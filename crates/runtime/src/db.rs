@@ -25,6 +25,13 @@ use crate::error::Error;
 pub struct Db {
     reader: DatabaseConnection,
     writer: DatabaseConnection,
+    /// The PostgreSQL schema; `None` on SQLite.
+    schema: Option<String>,
+}
+
+/// The advisory-lock key under which a schema is created and migrated.
+fn schema_lock(schema: &str) -> String {
+    format!("bowtie.schema.{schema}")
 }
 
 impl Db {
@@ -76,7 +83,11 @@ impl Db {
         // Switch to WAL once through the writer before readers open the file.
         writer.execute_unprepared("PRAGMA journal_mode=WAL").await?;
         let reader = Database::connect(open(settings.max_connections.max(1))).await?;
-        Ok(Self { reader, writer })
+        Ok(Self {
+            reader,
+            writer,
+            schema: None,
+        })
     }
 
     async fn connect_postgres(settings: &DatabaseSettings) -> Result<Self, Error> {
@@ -98,12 +109,7 @@ impl Db {
         // Replicas that start together would race on CREATE SCHEMA IF NOT
         // EXISTS (a duplicate-key error from the catalog); they take turns.
         let txn = pool.begin().await?;
-        txn.execute(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT pg_advisory_xact_lock(hashtext('bowtie.schema.' || $1))",
-            [schema.clone().into()],
-        ))
-        .await?;
+        crate::store::lock(&txn, &schema_lock(schema)).await?;
         txn.execute_unprepared(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
             .await?;
         txn.commit().await?;
@@ -130,6 +136,7 @@ impl Db {
         Ok(Self {
             reader: pool.clone(),
             writer: pool,
+            schema: Some(schema.clone()),
         })
     }
 
@@ -161,21 +168,18 @@ impl Db {
 
     /// Applies every pending migration of `M`.
     pub async fn migrate<M: MigratorTrait>(&self) -> Result<(), Error> {
-        if self.backend() == DbBackend::Postgres {
-            // Replicas (or migration jobs) that start together migrate one
-            // at a time: the others wait for the lock, then find nothing to
-            // do. The lock and the schema changes share one transaction, so
-            // a failed migration leaves nothing half-applied.
-            let txn = self.writer.begin().await?;
-            txn.execute_unprepared(
-                "SELECT pg_advisory_xact_lock(hashtext('bowtie.migrate.' || current_schema()))",
-            )
-            .await?;
-            M::up(&txn, None).await?;
-            txn.commit().await?;
+        let Some(schema) = &self.schema else {
+            M::up(&self.writer, None).await?;
             return Ok(());
-        }
-        M::up(&self.writer, None).await?;
+        };
+        // Replicas (or migration jobs) that start together migrate one at a
+        // time: the others wait for the lock, then find nothing to do. The
+        // lock and the schema changes share one transaction, so a failed
+        // migration leaves nothing half-applied.
+        let txn = self.writer.begin().await?;
+        crate::store::lock(&txn, &schema_lock(schema)).await?;
+        M::up(&txn, None).await?;
+        txn.commit().await?;
         Ok(())
     }
 
