@@ -18,6 +18,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
@@ -176,19 +177,43 @@ fn identity(
 
 /// The PEM certificates in `path`, checked to hold at least one.
 fn certificates(key: &'static str, path: &str) -> Result<Certificate, TlsConfigError> {
+    let (pem, _) = parsed_certificates(key, path)?;
+    Ok(Certificate::from_pem(pem))
+}
+
+/// The CA certificates in the PEM file at `path` (the setting `key`) as a
+/// rustls root store, for clients that are not tonic channels.
+pub fn root_store(key: &'static str, path: &str) -> Result<RootCertStore, TlsConfigError> {
+    let (_, certs) = parsed_certificates(key, path)?;
+    let mut roots = RootCertStore::empty();
+    for cert in certs {
+        roots.add(cert).map_err(|e| TlsConfigError::BadPem {
+            key,
+            path: path.to_owned(),
+            problem: format!("holds a certificate that cannot be a root ({e})"),
+        })?;
+    }
+    Ok(roots)
+}
+
+/// The file at `path` and the certificates in it, at least one.
+fn parsed_certificates(
+    key: &'static str,
+    path: &str,
+) -> Result<(Vec<u8>, Vec<CertificateDer<'static>>), TlsConfigError> {
     let pem = read(key, path)?;
     let bad = |problem: String| TlsConfigError::BadPem {
         key,
         path: path.to_owned(),
         problem,
     };
-    let count = CertificateDer::pem_slice_iter(&pem)
-        .try_fold(0usize, |n, c| c.map(|_| n + 1))
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|e| bad(format!("is not valid PEM ({e})")))?;
-    if count == 0 {
+    if certs.is_empty() {
         return Err(bad("holds no PEM certificate".to_owned()));
     }
-    Ok(Certificate::from_pem(pem))
+    Ok((pem, certs))
 }
 
 fn read(key: &'static str, path: &str) -> Result<Vec<u8>, TlsConfigError> {

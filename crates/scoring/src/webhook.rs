@@ -102,28 +102,12 @@ type HttpClient = Client<
 /// An HTTP/1.1 client for http:// and https:// webhooks: https trusts the
 /// CA in `ca` (PEM path) or, when empty, the public web PKI.
 fn client(ca: &str) -> anyhow::Result<HttpClient> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject as _;
     bowtie_runtime::tls::install_crypto_provider();
     let builder = hyper_rustls::HttpsConnectorBuilder::new();
     let builder = if ca.is_empty() {
         builder.with_webpki_roots()
     } else {
-        let pem = std::fs::read(ca)
-            .map_err(|e| anyhow::anyhow!("scoring_policy.webhook_ca: cannot read {ca:?}: {e}"))?;
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(&pem) {
-            let cert = cert.map_err(|e| {
-                anyhow::anyhow!("scoring_policy.webhook_ca: {ca:?} is not valid PEM: {e}")
-            })?;
-            roots.add(cert).map_err(|e| {
-                anyhow::anyhow!("scoring_policy.webhook_ca: {ca:?} holds a bad certificate: {e}")
-            })?;
-        }
-        anyhow::ensure!(
-            !roots.is_empty(),
-            "scoring_policy.webhook_ca: {ca:?} holds no PEM certificate"
-        );
+        let roots = bowtie_runtime::tls::root_store("scoring_policy.webhook_ca", ca)?;
         builder.with_tls_config(
             rustls::ClientConfig::builder()
                 .with_root_certificates(roots)
