@@ -287,7 +287,14 @@ pub async fn run(
 ) -> anyhow::Result<Summary> {
     let ops = operations(doc);
     anyhow::ensure!(!ops.is_empty(), "the OpenAPI document lists no /api/ route");
-    let http = reqwest::Client::builder().timeout(CALL_TIMEOUT).build()?;
+    // A connection each: HTTP/1.1 lets the server close a kept-alive
+    // connection after a response (e.g. one refusing a body it did not
+    // read), and a client that reuses it at that moment sees a transport
+    // error that says nothing about the request it sent.
+    let http = reqwest::Client::builder()
+        .timeout(CALL_TIMEOUT)
+        .pool_max_idle_per_host(0)
+        .build()?;
     let base = Url::parse(base)?;
     let results = futures::stream::iter(0..requests)
         .map(|index| {
