@@ -27,7 +27,7 @@ use uuid::Uuid;
 
 pub use bowtie_runtime::peer::payload;
 
-use crate::service::{Scoring, reach_first_value};
+use crate::service::{Scoring, reach_first_values};
 use crate::storage::{self, DayDelta, Profile, SubscriptionRow, kinds};
 
 /// Cursor name of the accounts feed consumer.
@@ -312,7 +312,7 @@ pub fn funnel_consumer(
                 }
                 // First value recorded in the funnel (by hand or from this
                 // service's own feed) is not announced again.
-                Ok(Stage::Impact) => reach_first_value(tx, id, at, false).await?,
+                Ok(Stage::Impact) => reach_first_values(tx, &[(id, at)], false).await?,
                 _ => return Ok(()),
             }
             app.mark_dirty_after_commit(id);

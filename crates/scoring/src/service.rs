@@ -398,11 +398,8 @@ impl Scoring {
                     if keep_days {
                         storage::add_days(tx.conn(), &day_deltas(fresh_signals)).await?;
                     }
-                    let mut first_values: Vec<(Uuid, i64)> = first_values.into_iter().collect();
-                    first_values.sort_unstable();
-                    for (id, at) in first_values {
-                        reach_first_value(tx, id, at, true).await?;
-                    }
+                    let first_values: Vec<(Uuid, i64)> = first_values.into_iter().collect();
+                    reach_first_values(tx, &first_values, true).await?;
                     Ok(pb::RecordSignalBatchResponse {
                         results: out,
                         ..Default::default()
@@ -605,9 +602,11 @@ impl Scoring {
         let writes = chunks.into_iter().map(|chunk| {
             self.inner.store.write(None, move |tx| {
                 Box::pin(async move {
+                    let alerts: Vec<&pb::Alert> = chunk.iter().flat_map(|o| &o.alerts).collect();
+                    let raised = storage::insert_alerts(tx.conn(), &alerts, now).await?;
                     for o in &chunk {
                         for alert in &o.alerts {
-                            if storage::insert_alert(tx.conn(), alert, now).await? {
+                            if raised.contains(&alert.id) {
                                 tx.emit(NewEvent::new(
                                     "alert",
                                     alert.id.clone(),
@@ -1508,40 +1507,58 @@ fn card_for(cards: &HashMap<i32, (Scorecard, i64, i64)>, segment: Segment) -> (S
         .map_or((Scorecard::default(), 0), |(c, v, _)| (c.clone(), *v))
 }
 
-/// Records first value for an account inside `tx` when it has none yet (or
-/// an earlier one); announces `first_value.reached` when `announce` and it
-/// had none.
-pub async fn reach_first_value(
+/// Records first value inside `tx` for each `(account, time)` whose account
+/// has none yet (or an earlier one); announces `first_value.reached` for the
+/// accounts that had none when `announce`. Reads and writes the profiles a
+/// statement for all of them.
+pub async fn reach_first_values(
     tx: &mut Tx,
-    id: Uuid,
-    at: i64,
+    reached: &[(Uuid, i64)],
     announce: bool,
 ) -> Result<(), Error> {
-    storage::lock_profile(tx.conn(), id).await?;
-    let mut p = storage::get_profile(tx.conn(), id)
+    let mut earliest: HashMap<Uuid, i64> = HashMap::with_capacity(reached.len());
+    for (id, at) in reached {
+        let e = earliest.entry(*id).or_insert(*at);
+        *e = (*e).min(*at);
+    }
+    // In account order, like every other batch that locks profiles.
+    let mut earliest: Vec<(Uuid, i64)> = earliest.into_iter().collect();
+    earliest.sort_unstable();
+    let ids: Vec<Uuid> = earliest.iter().map(|(id, _)| *id).collect();
+    for id in &ids {
+        storage::lock_profile(tx.conn(), *id).await?;
+    }
+    let mut profiles: HashMap<Uuid, Profile> = storage::load_profiles(tx.conn(), Scope::Ids(&ids))
         .await?
-        .unwrap_or_else(|| Profile {
+        .into_iter()
+        .map(|p| (p.account_id, p))
+        .collect();
+    let mut changed = Vec::new();
+    for (id, at) in earliest {
+        let p = profiles.entry(id).or_insert_with(|| Profile {
             account_id: id,
             ..Profile::default()
         });
-    let first = p.first_value_at.is_none();
-    if p.first_value_at.is_some_and(|t| t <= at) {
-        return Ok(());
+        let first = p.first_value_at.is_none();
+        if p.first_value_at.is_some_and(|t| t <= at) {
+            continue;
+        }
+        p.first_value_at = Some(at);
+        if first && announce {
+            let days = p.onboarding_at.map(|s| ((at - s).max(0) / DAY) as i32);
+            tx.emit(NewEvent::new(
+                "account",
+                id.to_string(),
+                FIRST_VALUE_REACHED,
+                &pb::FirstValueReached {
+                    account_id: id.to_string(),
+                    reached_at: Some(to_timestamp(at)),
+                    days_to_value: days,
+                },
+            ));
+        }
+        changed.push(id);
     }
-    p.first_value_at = Some(at);
-    storage::save_profile(tx.conn(), &p, tx.now()).await?;
-    if first && announce {
-        let days = p.onboarding_at.map(|s| ((at - s).max(0) / DAY) as i32);
-        tx.emit(NewEvent::new(
-            "account",
-            id.to_string(),
-            FIRST_VALUE_REACHED,
-            &pb::FirstValueReached {
-                account_id: id.to_string(),
-                reached_at: Some(to_timestamp(at)),
-                days_to_value: days,
-            },
-        ));
-    }
-    Ok(())
+    let changed: Vec<&Profile> = changed.iter().filter_map(|id| profiles.get(id)).collect();
+    storage::save_profiles(tx.conn(), &changed, tx.now()).await
 }

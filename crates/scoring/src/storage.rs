@@ -794,36 +794,54 @@ pub async fn save_profile<C: ConnectionTrait>(
     p: &Profile,
     now: i64,
 ) -> Result<(), Error> {
+    save_profiles(conn, &[p], now).await
+}
+
+/// Writes whole profiles (insert or replace), many rows a statement.
+pub async fn save_profiles<C: ConnectionTrait>(
+    conn: &C,
+    profiles: &[&Profile],
+    now: i64,
+) -> Result<(), Error> {
     let mut cols = PROFILE_COLUMNS.to_vec();
     cols.push(Profiles::UpdatedAt);
-    let stmt = Query::insert()
-        .into_table(Profiles::Table)
-        .columns(cols.clone())
-        .values([
-            p.account_id.to_string().into(),
-            (p.segment as i32).into(),
-            i32::from(p.strategic).into(),
-            p.created_at.into(),
-            p.mrr.into(),
-            p.mrr_at.into(),
-            p.first_paid_at.into(),
-            p.churned_at.into(),
-            p.onboarding_at.into(),
-            p.first_value_at.into(),
-            p.seats.into(),
-            p.renewal_at.into(),
-            p.contract_months.into(),
-            p.last_mrr.into(),
-            now.into(),
-        ])
-        .map_err(internal)?
-        .on_conflict(
-            OnConflict::column(Profiles::AccountId)
-                .update_columns(cols.into_iter().skip(1))
-                .to_owned(),
-        )
-        .to_owned();
-    execute(conn, &stmt).await
+    // 15 values a row: within SQLite's 32,766 and PostgreSQL's 65,535 parameters.
+    for chunk in profiles.chunks(1000) {
+        let mut insert = Query::insert();
+        insert
+            .into_table(Profiles::Table)
+            .columns(cols.clone())
+            .on_conflict(
+                OnConflict::column(Profiles::AccountId)
+                    .update_columns(cols.iter().skip(1).copied())
+                    .to_owned(),
+            );
+        for p in chunk {
+            insert
+                .values([
+                    p.account_id.to_string().into(),
+                    (p.segment as i32).into(),
+                    i32::from(p.strategic).into(),
+                    p.created_at.into(),
+                    p.mrr.into(),
+                    p.mrr_at.into(),
+                    p.first_paid_at.into(),
+                    p.churned_at.into(),
+                    p.onboarding_at.into(),
+                    p.first_value_at.into(),
+                    p.seats.into(),
+                    p.renewal_at.into(),
+                    p.contract_months.into(),
+                    p.last_mrr.into(),
+                    now.into(),
+                ])
+                .map_err(internal)?;
+        }
+        if !chunk.is_empty() {
+            execute(conn, &insert).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Every account id with a profile (the accounts scoring knows to exist).
@@ -1642,54 +1660,71 @@ pub async fn ids_in_segment<C: ConnectionTrait>(
     .collect()
 }
 
-/// Stores an alert unless one of its account and kind is unresolved;
-/// returns whether it was inserted.
-pub async fn insert_alert<C: ConnectionTrait>(
+/// Inserts alerts, skipping any whose account already has an unresolved
+/// alert of its kind; returns the ids of those inserted.
+pub async fn insert_alerts<C: ConnectionTrait>(
     conn: &C,
-    a: &pb::Alert,
+    alerts: &[&pb::Alert],
     now: i64,
-) -> Result<bool, Error> {
-    let stmt = Query::insert()
-        .into_table(Alerts::Table)
-        .columns([
-            Alerts::Id,
-            Alerts::AccountId,
-            Alerts::Kind,
-            Alerts::State,
-            Alerts::Dedupe,
-            Alerts::Message,
-            Alerts::Score,
-            Alerts::RiskBp,
-            Alerts::Version,
-            Alerts::Note,
-            Alerts::CreatedAt,
-            Alerts::UpdatedAt,
-        ])
-        .values([
-            a.id.clone().into(),
-            a.account_id.clone().into(),
-            a.kind.into(),
-            a.state.into(),
-            "open".into(),
-            a.message.clone().into(),
-            a.score.into(),
-            a.churn_risk_bp.into(),
-            a.version.into(),
-            a.note.clone().into(),
-            now.into(),
-            now.into(),
-        ])
-        .map_err(internal)?
-        .on_conflict(
-            OnConflict::columns([Alerts::AccountId, Alerts::Kind, Alerts::Dedupe])
-                .do_nothing()
-                .to_owned(),
-        )
-        .to_owned();
-    let result = conn
-        .execute(StatementBuilder::build(&stmt, &conn.get_database_backend()))
-        .await?;
-    Ok(result.rows_affected() == 1)
+) -> Result<std::collections::HashSet<String>, Error> {
+    let mut inserted = std::collections::HashSet::new();
+    // 12 values a row: within SQLite's 32,766 and PostgreSQL's 65,535 parameters.
+    for chunk in alerts.chunks(1000) {
+        let mut insert = Query::insert();
+        insert
+            .into_table(Alerts::Table)
+            .columns([
+                Alerts::Id,
+                Alerts::AccountId,
+                Alerts::Kind,
+                Alerts::State,
+                Alerts::Dedupe,
+                Alerts::Message,
+                Alerts::Score,
+                Alerts::RiskBp,
+                Alerts::Version,
+                Alerts::Note,
+                Alerts::CreatedAt,
+                Alerts::UpdatedAt,
+            ])
+            .on_conflict(
+                OnConflict::columns([Alerts::AccountId, Alerts::Kind, Alerts::Dedupe])
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .returning_col(Alerts::Id);
+        for a in chunk {
+            insert
+                .values([
+                    a.id.clone().into(),
+                    a.account_id.clone().into(),
+                    a.kind.into(),
+                    a.state.into(),
+                    "open".into(),
+                    a.message.clone().into(),
+                    a.score.into(),
+                    a.churn_risk_bp.into(),
+                    a.version.into(),
+                    a.note.clone().into(),
+                    now.into(),
+                    now.into(),
+                ])
+                .map_err(internal)?;
+        }
+        if chunk.is_empty() {
+            continue;
+        }
+        for row in conn
+            .query_all(StatementBuilder::build(
+                &insert,
+                &conn.get_database_backend(),
+            ))
+            .await?
+        {
+            inserted.insert(row.try_get_by_index::<String>(0)?);
+        }
+    }
+    Ok(inserted)
 }
 
 const ALERT_SELECT: &str =

@@ -19,6 +19,7 @@ backend_test!(
     a_signal_stream_is_acknowledged_batch_by_batch_after_commit,
     an_oversized_batch_is_rejected_whole,
     signals_recorded_before_a_restart_still_count_after_it,
+    first_value_is_announced_once_per_account_at_its_earliest_time,
 );
 
 async fn signals_recorded_before_a_restart_still_count_after_it(
@@ -200,5 +201,76 @@ async fn an_oversized_batch_is_rejected_whole(db: &TestDatabase) -> anyhow::Resu
         .err()
         .map(|s| s.code());
     assert_eq!(err, Some(Code::InvalidArgument));
+    Ok(())
+}
+
+async fn first_value_is_announced_once_per_account_at_its_earliest_time(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    use bowtie_proto::scoring::{FirstValueReached, WatchEventsRequest};
+
+    let suite = Scoring::start(db).await?;
+    let acme = suite.account("Acme", Segment::Smb).await?;
+    let globex = suite.account("Globex", Segment::Smb).await?;
+    let mut client = suite.client();
+    let acme_first = signal("acme-fv-1", &acme, SignalType::FirstValueReached, 1, 5);
+    let globex_first = signal("globex-fv", &globex, SignalType::FirstValueReached, 1, 2);
+    // One batch reaches first value for two accounts, Acme twice.
+    record(
+        &mut client,
+        vec![
+            signal("acme-fv-2", &acme, SignalType::FirstValueReached, 1, 3),
+            acme_first.clone(),
+            globex_first.clone(),
+            signal("acme-login", &acme, SignalType::Login, 1, 1),
+        ],
+    )
+    .await?;
+    // Later signals of value already reached announce nothing new.
+    record(
+        &mut client,
+        vec![
+            signal("acme-fv-3", &acme, SignalType::FirstValueReached, 1, 1),
+            signal("globex-fv-2", &globex, SignalType::FirstValueReached, 1, 1),
+        ],
+    )
+    .await?;
+    let mut feed = client
+        .watch_events(WatchEventsRequest { after_sequence: 0 })
+        .await?
+        .into_inner();
+    let mut announced = Vec::new();
+    // The feed stays open: read until it has been quiet for a second.
+    while let Ok(Some(message)) =
+        tokio::time::timeout(std::time::Duration::from_secs(1), feed.message())
+            .await
+            .map_err(anyhow::Error::from)
+            .and_then(|m| Ok(m?))
+    {
+        let Some(event) = message.event else { continue };
+        if event.event_type == "first_value.reached" {
+            let reached: FirstValueReached = bowtie_testkit::revenue::payload(&event)?;
+            announced.push((
+                event.aggregate_id,
+                reached.account_id,
+                reached.reached_at.map(|t| t.seconds),
+            ));
+        }
+    }
+    announced.sort();
+    let mut expected = vec![
+        (
+            acme.clone(),
+            acme.clone(),
+            acme_first.occurred_at.map(|t| t.seconds),
+        ),
+        (
+            globex.clone(),
+            globex.clone(),
+            globex_first.occurred_at.map(|t| t.seconds),
+        ),
+    ];
+    expected.sort();
+    assert_eq!(announced, expected);
     Ok(())
 }
