@@ -1317,21 +1317,6 @@ struct Round {
     snapshotted: HashSet<Uuid>,
 }
 
-/// Equal but for when they were computed.
-fn same_health(a: &pb::AccountHealth, b: &pb::AccountHealth) -> bool {
-    pb::AccountHealth {
-        compute_time: None,
-        delta_7d: None,
-        delta_30d: None,
-        ..a.clone()
-    } == pb::AccountHealth {
-        compute_time: None,
-        delta_7d: None,
-        delta_30d: None,
-        ..b.clone()
-    }
-}
-
 impl Round {
     /// Scores `profiles` on every core; returns how many got a score and the
     /// outcomes that have something to write.
@@ -1445,17 +1430,15 @@ impl Round {
             note: String::new(),
         })
         .collect();
-        let changed = prev.is_none_or(|b| !same_health(&b.health, &health));
+        let row = HealthRow::new(p.account_id, health);
+        let changed = prev.is_none_or(|b| b.body != row.body);
         let moved = prev.is_none_or(|b| b.score != h.score || b.band != h.band as i32);
         Some(Outcome {
             band_changed: before.is_some_and(|b| b.band != h.band),
             changed,
             snapshot: moved || !self.snapshotted.contains(&p.account_id),
             alerts,
-            row: HealthRow {
-                account_id: p.account_id,
-                health,
-            },
+            row,
         })
     }
 }

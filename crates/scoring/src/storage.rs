@@ -1230,8 +1230,8 @@ pub struct PreviousHealth {
     pub band: i32,
     /// Risk.
     pub risk_bp: Option<i32>,
-    /// The whole stored health.
-    pub health: pb::AccountHealth,
+    /// The stored body (see [`HealthRow::body`]).
+    pub body: Vec<u8>,
 }
 
 /// The stored health of the accounts in `scope`.
@@ -1244,20 +1244,18 @@ pub async fn previous_health<C: ConnectionTrait>(
     };
     raw(
         conn,
-        format!("SELECT account_id, body FROM health {filter}"),
+        format!("SELECT account_id, score, band, risk_bp, body FROM health {filter}"),
     )
     .await?
     .iter()
     .map(|r| {
-        // The body holds the columns' values too.
-        let health = health_body(r, 1)?;
         Ok((
             uuid(&r.try_get_by_index::<String>(0)?)?,
             PreviousHealth {
-                score: health.score,
-                band: health.band,
-                risk_bp: health.churn_risk_bp,
-                health,
+                score: r.try_get_by_index(1)?,
+                band: r.try_get_by_index(2)?,
+                risk_bp: r.try_get_by_index(3)?,
+                body: r.try_get_by_index(4)?,
             },
         ))
     })
@@ -1320,6 +1318,23 @@ pub struct HealthRow {
     pub health: pb::AccountHealth,
     /// The account.
     pub account_id: Uuid,
+    /// `health` encoded without its compute time (the `computed_at` column
+    /// holds it): two computations that agree store the same bytes.
+    pub body: Vec<u8>,
+}
+
+impl HealthRow {
+    /// The row of `health`.
+    pub fn new(account_id: Uuid, mut health: pb::AccountHealth) -> Self {
+        let computed = health.compute_time.take();
+        let body = health.encode_to_vec();
+        health.compute_time = computed;
+        Self {
+            health,
+            account_id,
+            body,
+        }
+    }
 }
 
 /// Writes health rows (insert or replace).
@@ -1359,7 +1374,7 @@ pub async fn save_health<C: ConnectionTrait>(
                     h.tier.into(),
                     h.quadrant.into(),
                     h.mrr_minor_units.into(),
-                    h.encode_to_vec().into(),
+                    r.body.clone().into(),
                     now.into(),
                 ])
                 .map_err(internal)?;
@@ -1409,9 +1424,20 @@ pub async fn save_snapshots<C: ConnectionTrait>(
     Ok(())
 }
 
-fn health_body(row: &QueryResult, index: usize) -> Result<pb::AccountHealth, Error> {
-    let bytes: Vec<u8> = row.try_get_by_index(index)?;
-    pb::AccountHealth::decode(bytes.as_slice()).map_err(|e| internal(format!("stored health: {e}")))
+/// Columns a stored health is read from, for [`health_body`].
+const HEALTH_BODY: &str = "body, computed_at";
+
+/// The health stored in a row selected with [`HEALTH_BODY`] first.
+fn health_body(row: &QueryResult) -> Result<pb::AccountHealth, Error> {
+    let bytes: Vec<u8> = row.try_get_by_index(0)?;
+    let mut health = pb::AccountHealth::decode(bytes.as_slice())
+        .map_err(|e| internal(format!("stored health: {e}")))?;
+    if health.compute_time.is_none() {
+        health.compute_time = Some(bowtie_runtime::validate::to_timestamp(
+            row.try_get_by_index(1)?,
+        ));
+    }
+    Ok(health)
 }
 
 /// The stored health of an account.
@@ -1421,11 +1447,11 @@ pub async fn get_health<C: ConnectionTrait>(
 ) -> Result<Option<pb::AccountHealth>, Error> {
     raw(
         conn,
-        format!("SELECT body FROM health WHERE account_id = '{id}'"),
+        format!("SELECT {HEALTH_BODY} FROM health WHERE account_id = '{id}'"),
     )
     .await?
     .first()
-    .map(|r| health_body(r, 0))
+    .map(health_body)
     .transpose()
 }
 
@@ -1485,14 +1511,10 @@ pub async fn list_health<C: ConnectionTrait>(
         ));
     }
     let sql = format!(
-        "SELECT body FROM health WHERE {} ORDER BY score {dir}, account_id {dir} LIMIT {limit}",
+        "SELECT {HEALTH_BODY} FROM health WHERE {} ORDER BY score {dir}, account_id {dir} LIMIT {limit}",
         wh.join(" AND ")
     );
-    raw(conn, sql)
-        .await?
-        .iter()
-        .map(|r| health_body(r, 0))
-        .collect()
+    raw(conn, sql).await?.iter().map(health_body).collect()
 }
 
 /// Snapshots of an account from `from_day` on, oldest first: (day, score, band).
