@@ -10,6 +10,13 @@ use clap::{Parser, ValueEnum};
 
 use bowtie_bench::measure::Report;
 
+/// jemalloc: the binaries allocate on many threads at once (request
+/// handlers, SQLite connections, scoring), where glibc's allocator spends
+/// far more time (see the README's benchmarks).
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "bowtie-bench", about = "Bowtie benchmarks")]
 struct Cli {

@@ -22,6 +22,13 @@ use bowtie_runtime::db::Db;
 use bowtie_runtime::shutdown::Shutdown;
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// jemalloc: the binaries allocate on many threads at once (request
+/// handlers, SQLite connections, scoring), where glibc's allocator spends
+/// far more time (see the README's benchmarks).
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Development key with every scope; printed by `bowtie dev`, documented in the README.
 const DEV_ADMIN_KEY: &str = "bowtie-dev-admin";
 /// Development key that may only read.
