@@ -468,53 +468,45 @@ impl Scoring {
         self.fold_aggregates(read, ids, w)
     }
 
-    /// The database's part of [`Self::aggregates`].
+    /// The database's part of [`Self::aggregates`]: the day cells in the
+    /// window, all of them on PostgreSQL, the feeds' on SQLite (its signals'
+    /// cells are in memory). PostgreSQL only reads them; they are folded here,
+    /// beside it.
     async fn read_aggregates(&self, scope: Scope<'_>, w: Windows) -> Result<ReadAggregates, Error> {
         let conn = self.inner.store.db().reader();
-        if self.inner.ledger.is_none() {
-            return Ok(ReadAggregates::Done(
-                storage::load_aggregates(conn, scope, w)
-                    .await?
-                    .into_iter()
-                    .collect(),
-            ));
-        }
+        let source = if self.inner.ledger.is_none() {
+            storage::CellSource::Table
+        } else {
+            storage::CellSource::Feeds
+        };
         let today = storage::day_of(w.now);
-        let mut feeds: HashMap<Uuid, Vec<Cell>> = HashMap::new();
-        for (id, cell) in storage::day_cells(
-            conn,
-            scope,
-            today - WINDOW_DAYS,
-            today,
-            storage::CellSource::Feeds,
-        )
-        .await?
+        let mut cells: ReadAggregates = HashMap::new();
+        for (id, cell) in
+            storage::day_cells(conn, scope, today - WINDOW_DAYS, today, source).await?
         {
-            feeds.entry(id).or_default().push(cell);
+            cells.entry(id).or_default().push(cell);
         }
-        Ok(ReadAggregates::Feeds(feeds))
+        Ok(cells)
     }
 
-    /// The memory's part of [`Self::aggregates`].
+    /// The memory's part of [`Self::aggregates`]: folds the cells read with
+    /// the in-memory ones.
     fn fold_aggregates(
         &self,
         read: ReadAggregates,
         ids: &[Uuid],
         w: Windows,
     ) -> Result<HashMap<Uuid, Aggregates>, Error> {
-        let (ReadAggregates::Feeds(feeds), Some(ledger)) = (&read, &self.inner.ledger) else {
-            return Ok(match read {
-                ReadAggregates::Done(aggs) => aggs,
-                ReadAggregates::Feeds(_) => HashMap::new(),
-            });
+        let ledger = match &self.inner.ledger {
+            Some(ledger) => Some(ledger.read().map_err(|_| poisoned())?),
+            None => None,
         };
-        let ledger = ledger.read().map_err(|_| poisoned())?;
         let none = Vec::new();
         Ok(ids
             .iter()
             .filter_map(|id| {
-                let mine = ledger.get(id).unwrap_or(&none);
-                let theirs = feeds.get(id).unwrap_or(&none);
+                let mine = ledger.as_ref().and_then(|l| l.get(id)).unwrap_or(&none);
+                let theirs = read.get(id).unwrap_or(&none);
                 storage::fold(mine.iter().chain(theirs), w).map(|a| (*id, a))
             })
             .collect())
@@ -1272,13 +1264,8 @@ impl Scoring {
     }
 }
 
-/// What [`Scoring::read_aggregates`] read.
-enum ReadAggregates {
-    /// The aggregates themselves (PostgreSQL).
-    Done(HashMap<Uuid, Aggregates>),
-    /// The feeds' cells, to fold with the in-memory ones (SQLite).
-    Feeds(HashMap<Uuid, Vec<Cell>>),
-}
+/// The day cells a recomputation read, by account.
+type ReadAggregates = HashMap<Uuid, Vec<Cell>>;
 
 /// A scored set of accounts, before its writes.
 struct Prepared {
