@@ -62,9 +62,12 @@ async fn seats_late_payments_and_downgrades_from_revenue_shape_the_score(
     )
     .await?;
     // 7 active users on 20 seats = 35; one late payment: 100 - 40 = 60.
+    // Health follows each feed event as it commits; the profile and the day
+    // cells are read side by side, so wait for the state after every event.
     let h = health_when(&mut client, &acme, "seats and the late payment", |h| {
         component(h, Component::Breadth).is_some_and(|c| c.0 == 35)
             && component(h, Component::PaymentPunctuality).is_some_and(|c| c.0 == 60)
+            && h.mrr_minor_units == 100_000
     })
     .await?;
     assert_eq!(
@@ -88,6 +91,7 @@ async fn seats_late_payments_and_downgrades_from_revenue_shape_the_score(
     let h = health_when(&mut client, &acme, "the downgrade", |h| {
         component(h, Component::PlanChanges).is_some_and(|c| c.0 == 50)
             && component(h, Component::Breadth).is_some_and(|c| c.0 == 70)
+            && h.mrr_minor_units == 50_000
     })
     .await?;
     assert_eq!(h.mrr_minor_units, 50_000);
