@@ -373,7 +373,7 @@ impl Scoring {
                     let mut claimed: HashSet<&str> = HashSet::with_capacity(inserted.len());
                     let mut out = Vec::with_capacity(batch.len());
                     let mut fresh_signals: Vec<&NewSignal> = Vec::with_capacity(batch.len());
-                    let mut first_values: HashMap<Uuid, i64> = HashMap::new();
+                    let mut first_values: Vec<(Uuid, i64)> = Vec::new();
                     for (i, s) in batch.iter() {
                         let fresh = inserted.contains(&s.key) && claimed.insert(&s.key);
                         if !fresh {
@@ -386,8 +386,7 @@ impl Scoring {
                         }
                         fresh_signals.push(s);
                         if s.kind == pb::SignalType::FirstValueReached as i32 {
-                            let e = first_values.entry(s.account_id).or_insert(s.occurred_at);
-                            *e = (*e).min(s.occurred_at);
+                            first_values.push((s.account_id, s.occurred_at));
                         }
                         out.push(pb::SignalResult {
                             index: *i as i32,
@@ -398,7 +397,6 @@ impl Scoring {
                     if keep_days {
                         storage::add_days(tx.conn(), &day_deltas(fresh_signals)).await?;
                     }
-                    let first_values: Vec<(Uuid, i64)> = first_values.into_iter().collect();
                     reach_first_values(tx, &first_values, true).await?;
                     Ok(pb::RecordSignalBatchResponse {
                         results: out,
@@ -1486,14 +1484,11 @@ pub async fn reach_first_values(
     reached: &[(Uuid, i64)],
     announce: bool,
 ) -> Result<(), Error> {
-    let mut earliest: HashMap<Uuid, i64> = HashMap::with_capacity(reached.len());
-    for (id, at) in reached {
-        let e = earliest.entry(*id).or_insert(*at);
-        *e = (*e).min(*at);
-    }
-    // In account order, like every other batch that locks profiles.
-    let mut earliest: Vec<(Uuid, i64)> = earliest.into_iter().collect();
+    // Each account's earliest time, in account order (like every other
+    // batch that locks profiles).
+    let mut earliest = reached.to_vec();
     earliest.sort_unstable();
+    earliest.dedup_by_key(|(id, _)| *id);
     let ids: Vec<Uuid> = earliest.iter().map(|(id, _)| *id).collect();
     for id in &ids {
         storage::lock_profile(tx.conn(), *id).await?;
