@@ -117,18 +117,8 @@ async fn acknowledged_account_writes_survive_a_kill_and_replays_duplicate_nothin
     db: &TestDatabase,
 ) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let port = free_port()?;
     let database = db.service_database("accounts");
-    let config = write_config(
-        dir.path(),
-        &[Node {
-            service: "accounts",
-            database: &database,
-            port,
-        }],
-        &[],
-    )?;
-    let mut service = Process::start(&config, "accounts", port).await?;
+    let mut service = Process::alone(dir.path(), "accounts", &database).await?;
 
     // WRITERS tasks take the next write number and send it until the
     // service dies; every acknowledged id is remembered.

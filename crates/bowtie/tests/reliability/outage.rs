@@ -41,23 +41,13 @@ async fn a_postgres_outage_fails_calls_fast_with_unavailable_and_the_service_rec
     };
     pg.start()?;
     let dir = tempfile::tempdir()?;
-    let port = free_port()?;
     let mut database = Settings::defaults()?
         .accounts
         .database
         .with_url(&pg.url(), "accounts");
     database.connect_timeout_ms = 1_000;
     database.acquire_timeout_ms = 1_000;
-    let config = write_config(
-        dir.path(),
-        &[Node {
-            service: "accounts",
-            database: &database,
-            port,
-        }],
-        &[],
-    )?;
-    let mut service = Process::start(&config, "accounts", port).await?;
+    let mut service = Process::alone(dir.path(), "accounts", &database).await?;
     let mut client = service.accounts()?;
     let before = client
         .create_account(account_request("outage", 1))

@@ -175,6 +175,26 @@ impl Process {
         Ok(process)
     }
 
+    /// Starts `service` alone on `database`, on a free port, with its
+    /// configuration written into `dir` (every peer unreachable).
+    pub async fn alone(
+        dir: &Path,
+        service: &'static str,
+        database: &DatabaseSettings,
+    ) -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let config = write_config(
+            dir,
+            &[Node {
+                service,
+                database,
+                port,
+            }],
+            &[],
+        )?;
+        Self::start(&config, service, port).await
+    }
+
     fn log(&self) -> PathBuf {
         self.config.with_file_name(format!("{}.log", self.service))
     }
