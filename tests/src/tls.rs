@@ -100,6 +100,13 @@ impl Pki {
         }
     }
 
+    /// Turns on TLS without client certificates in `settings`: every
+    /// service serves it and every caller trusts [`Pki::ca`].
+    pub fn one_way(&self, settings: &mut Settings) {
+        settings.server.tls = self.server_tls(false);
+        settings.peers.tls = self.peer_tls(None);
+    }
+
     /// Turns on mutual TLS in `settings`: every service serves it and every
     /// caller presents [`Pki::client`].
     pub fn mutual(&self, settings: &mut Settings) {

@@ -105,11 +105,7 @@ async fn a_tls_service_serves_rpcs_health_and_reflection_to_a_client_trusting_it
 -> anyhow::Result<()> {
     let pki = Pki::new()?;
     let db = sqlite().await?;
-    let server = accounts_server(&db, |s| {
-        s.server.tls = pki.server_tls(false);
-        s.peers.tls = pki.peer_tls(None);
-    })
-    .await?;
+    let server = accounts_server(&db, |s| pki.one_way(s)).await?;
     assert!(server.uri().starts_with("https://"), "{}", server.uri());
 
     // The harness's channel is a TLS one: a write and a read go through it.
@@ -160,11 +156,7 @@ async fn a_tls_service_refuses_plaintext_and_is_refused_by_a_client_trusting_ano
 -> anyhow::Result<()> {
     let pki = Pki::new()?;
     let db = sqlite().await?;
-    let server = accounts_server(&db, |s| {
-        s.server.tls = pki.server_tls(false);
-        s.peers.tls = pki.peer_tls(None);
-    })
-    .await?;
+    let server = accounts_server(&db, |s| pki.one_way(s)).await?;
     let plaintext = health(&server, Dial::Plaintext).await;
     assert!(
         plaintext.is_err(),
