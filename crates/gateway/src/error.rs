@@ -178,22 +178,23 @@ const GENERIC: &str = "internal error; it has been logged";
 /// The code that describes what happened: tonic reports the expiry of the
 /// gateway's own deadline (`peers.request_timeout_ms`) as CANCELLED with a
 /// `TimeoutExpired` source; to the HTTP caller that is a deadline exceeded
-/// upstream, 504, not a server error. A connection that broke before the
-/// service answered (it went away, or refused the gateway's TLS client
-/// certificate after the handshake) comes back as UNKNOWN with a transport
-/// error source: the service could not be reached, 503.
+/// upstream, 504, not a server error. A call that broke before the service
+/// answered (the service went away, closed the connection as it stopped, or
+/// refused the gateway's TLS client certificate after the handshake) comes
+/// back as UNKNOWN or, for a reset stream, INTERNAL, with a transport or
+/// HTTP/2 error source: the service could not be reached, 503.
 fn effective_code(status: &Status) -> Code {
-    let mut transport = false;
     let mut source = std::error::Error::source(status);
     while let Some(e) = source {
         if e.is::<tonic::TimeoutExpired>() {
             return Code::DeadlineExceeded;
         }
-        transport |= e.is::<tonic::transport::Error>();
         source = e.source();
     }
     match status.code() {
-        Code::Unknown if transport => Code::Unavailable,
+        Code::Unknown | Code::Internal if bowtie_runtime::peer::broke_in_transit(status) => {
+            Code::Unavailable
+        }
         code => code,
     }
 }
@@ -307,6 +308,19 @@ mod tests {
         let e = ApiError::from_status("revenue", &Status::internal("SELECT * FROM secret"));
         assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert!(!e.detail().message.contains("SELECT"));
+    }
+
+    #[test]
+    fn a_stream_the_service_reset_is_503_and_its_own_internal_answer_500() {
+        // tonic's status for an HTTP/2 stream reset with NO_ERROR, as a
+        // stopping service may leave a call it did not answer.
+        let reset = Status::from_error(Box::new(h2::Error::from(h2::Reason::NO_ERROR)));
+        assert_eq!(reset.code(), Code::Internal);
+        let e = ApiError::from_status("accounts", &reset);
+        assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(e.detail().code, "UNAVAILABLE");
+        let answered = ApiError::from_status("accounts", &Status::internal("a bug"));
+        assert_eq!(answered.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 
     #[test]

@@ -91,8 +91,9 @@ pub fn connect(uri: &str, settings: &PeerSettings) -> Result<PeerChannel, Error>
 }
 
 /// This service's error for a failed call to `peer`: the peer being down,
-/// slow or overloaded is UNAVAILABLE (safe to retry); anything else is a
-/// misconfiguration or a bug and surfaces as INTERNAL with the cause logged.
+/// slow or overloaded, or the call breaking on its way, is UNAVAILABLE (safe
+/// to retry); anything else is a misconfiguration or a bug and surfaces as
+/// INTERNAL with the cause logged.
 pub fn peer_error(peer: &str, status: &Status) -> Error {
     match status.code() {
         Code::Unavailable
@@ -103,11 +104,31 @@ pub fn peer_error(peer: &str, status: &Status) -> Error {
             "the {peer} service is unavailable ({}); nothing was written, retry later",
             status.message()
         )),
+        Code::Internal if broke_in_transit(status) => Error::Unavailable(format!(
+            "the call to the {peer} service broke ({}); nothing was written, retry later",
+            status.message()
+        )),
         code => Error::Internal(anyhow::anyhow!(
             "the {peer} service answered {code:?}: {}",
             status.message()
         )),
     }
+}
+
+/// Whether `status` reports a call that broke on its way rather than an
+/// answer of the service: the connection failed (a transport error source)
+/// or the HTTP/2 stream was reset, as when a stopping service closes its
+/// connections; tonic reports a reset stream as INTERNAL for most reasons,
+/// a broken connection as UNKNOWN.
+pub fn broke_in_transit(status: &Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if e.is::<tonic::transport::Error>() || e.is::<h2::Error>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// The account directory: the accounts service, asked over gRPC.
@@ -301,5 +322,27 @@ impl Consumer {
                     .map(|_| ())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_whose_stream_was_reset_is_unavailable_and_an_internal_answer_internal() {
+        let reset = Status::from_error(Box::new(h2::Error::from(h2::Reason::NO_ERROR)));
+        assert_eq!(reset.code(), Code::Internal);
+        assert!(broke_in_transit(&reset));
+        assert!(matches!(
+            peer_error("accounts", &reset),
+            Error::Unavailable(_)
+        ));
+        let answered = Status::internal("a bug");
+        assert!(!broke_in_transit(&answered));
+        assert!(matches!(
+            peer_error("accounts", &answered),
+            Error::Internal(_)
+        ));
     }
 }
