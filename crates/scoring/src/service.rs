@@ -18,7 +18,7 @@ use bowtie_runtime::peer::AccountDirectory;
 use bowtie_runtime::shutdown::Shutdown;
 use bowtie_runtime::store::{Store, Tx};
 use bowtie_runtime::validate::{now_micros, to_timestamp};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -513,7 +513,7 @@ impl Scoring {
     /// Rescores the accounts in `scope` (see [`Self::prepare`] and
     /// [`Self::write_outcomes`]); returns how many accounts got a score.
     async fn rescore(&self, scope: Scope<'_>) -> Result<usize, Error> {
-        let prepared = self.prepare(scope).await?;
+        let prepared = self.prepare(scope, None).await?;
         let scored = prepared.scored;
         self.write_outcomes(prepared).await?;
         Ok(scored)
@@ -523,15 +523,25 @@ impl Scoring {
     /// them on every core, keeping what has to be written: health rows that
     /// changed, a day's snapshot when the day has none or the score moved,
     /// alerts and band changes.
-    async fn prepare(&self, scope: Scope<'_>) -> Result<Prepared, Error> {
+    async fn prepare(
+        &self,
+        scope: Scope<'_>,
+        read: Option<Vec<Profile>>,
+    ) -> Result<Prepared, Error> {
         let now = now_micros();
         let started = std::time::Instant::now();
         let today = storage::day_of(now);
         let conn = self.inner.store.db().reader();
         let w = self.windows(now);
+        let profiles = async {
+            match read {
+                Some(profiles) => Ok(profiles),
+                None => storage::load_profiles(conn, scope).await,
+            }
+        };
         // Independent reads, on as many connections.
         let (profiles, cards, read, prev, baseline, snapshotted) = tokio::try_join!(
-            storage::load_profiles(conn, scope),
+            profiles,
             storage::scorecards(conn),
             self.read_aggregates(scope, w),
             storage::previous_health(conn, scope),
@@ -578,19 +588,21 @@ impl Scoring {
     /// thousand accounts, several at once (PostgreSQL writes them in
     /// parallel; SQLite's single writer takes them in turn).
     async fn write_outcomes(&self, prepared: Prepared) -> Result<(), Error> {
-        let Prepared { now, outcomes, .. } = prepared;
+        let now = prepared.now;
+        futures::stream::iter(write_chunks(prepared.outcomes))
+            .map(|chunk| self.write_chunk(now, chunk))
+            .buffer_unordered(WRITERS)
+            .try_collect::<()>()
+            .await
+    }
+
+    /// Writes one chunk of outcomes computed at `now` in one transaction:
+    /// new alerts, changed health rows, today's snapshots and the events.
+    async fn write_chunk(&self, now: i64, chunk: Vec<Outcome>) -> Result<(), Error> {
         let today = storage::day_of(now);
-        let mut chunks = Vec::new();
-        let mut outcomes = outcomes.into_iter();
-        loop {
-            let chunk: Vec<Outcome> = outcomes.by_ref().take(WRITE_CHUNK).collect();
-            if chunk.is_empty() {
-                break;
-            }
-            chunks.push(chunk);
-        }
-        let writes = chunks.into_iter().map(|chunk| {
-            self.inner.store.write(None, move |tx| {
+        self.inner
+            .store
+            .write(None, move |tx| {
                 Box::pin(async move {
                     let alerts: Vec<&pb::Alert> = chunk.iter().flat_map(|o| &o.alerts).collect();
                     let raised = storage::insert_alerts(tx.conn(), &alerts, now).await?;
@@ -626,14 +638,8 @@ impl Scoring {
                     Ok(pb::RecomputeHealthResponse::default())
                 })
             })
-        });
-        futures::stream::iter(writes)
-            .buffer_unordered(WRITERS)
-            .collect::<Vec<_>>()
             .await
-            .into_iter()
-            .collect::<Result<Vec<_>, Error>>()?;
-        Ok(())
+            .map(|_| ())
     }
 
     /// Re-ranks the MRR of every paying account into the tier and quadrant
@@ -686,39 +692,43 @@ impl Scoring {
         outcome
     }
 
-    /// The body of [`Self::recompute_all`].
+    /// The body of [`Self::recompute_all`]: one task reads and scores a
+    /// key range of accounts after another while the other writes what
+    /// they decided, a few transactions at once, with no pause between
+    /// ranges.
     async fn full_round(&self) -> Result<usize, Error> {
         self.refresh_cutoffs().await?;
         self.trim_ledger()?;
-        let mut after = None;
-        let mut total = 0;
-        let mut pending: Option<Prepared> = None;
-        // The next range is read and scored while the last one is written.
-        loop {
-            let ids =
-                storage::profile_ids(self.inner.store.db().reader(), after, RANGE as u64).await?;
-            let last = ids.last().copied();
-            let next = async {
-                match last {
-                    Some(last) => self.prepare(Scope::Range { after, last }).await.map(Some),
-                    None => Ok(None),
+        let (sender, mut receiver) = tokio::sync::mpsc::channel::<(i64, Vec<Outcome>)>(WRITERS);
+        let produce = async move {
+            let mut after = None;
+            let mut total = 0;
+            loop {
+                let profiles =
+                    storage::profiles_after(self.inner.store.db().reader(), after, RANGE as u64)
+                        .await?;
+                let Some(last) = profiles.last().map(|p| p.account_id) else {
+                    break;
+                };
+                let prepared = self
+                    .prepare(Scope::Range { after, last }, Some(profiles))
+                    .await?;
+                total += prepared.scored;
+                for chunk in write_chunks(prepared.outcomes) {
+                    if sender.send((prepared.now, chunk)).await.is_err() {
+                        // The writer stopped on an error, which it reports.
+                        return Ok(total);
+                    }
                 }
-            };
-            let write = async {
-                match pending.take() {
-                    Some(p) => self.write_outcomes(p).await,
-                    None => Ok(()),
-                }
-            };
-            let (next, written) = tokio::join!(next, write);
-            written?;
-            let (Some(next), Some(last)) = (next?, last) else {
-                break;
-            };
-            total += next.scored;
-            pending = Some(next);
-            after = Some(last);
-        }
+                after = Some(last);
+            }
+            Ok(total)
+        };
+        let consume = futures::stream::poll_fn(|cx| receiver.poll_recv(cx))
+            .map(|(now, chunk)| self.write_chunk(now, chunk))
+            .buffer_unordered(WRITERS)
+            .try_collect::<()>();
+        let (total, ()) = tokio::try_join!(produce, consume)?;
         Ok(total)
     }
 
@@ -1431,6 +1441,19 @@ impl Round {
 /// The `signal_days` increments of `signals`, in key order: neighbouring
 /// rows share B-tree pages, and two concurrent batches lock rows in the same
 /// order, so they cannot deadlock.
+/// `outcomes` in chunks of [`WRITE_CHUNK`], one write transaction each.
+fn write_chunks(outcomes: Vec<Outcome>) -> Vec<Vec<Outcome>> {
+    let mut chunks = Vec::with_capacity(outcomes.len().div_ceil(WRITE_CHUNK));
+    let mut outcomes = outcomes.into_iter();
+    loop {
+        let chunk: Vec<Outcome> = outcomes.by_ref().take(WRITE_CHUNK).collect();
+        if chunk.is_empty() {
+            return chunks;
+        }
+        chunks.push(chunk);
+    }
+}
+
 fn day_deltas<'a>(signals: impl IntoIterator<Item = &'a NewSignal>) -> Vec<DayDelta> {
     let mut deltas: HashMap<(Uuid, i32, i64), DayDelta> = HashMap::new();
     for s in signals {
