@@ -27,7 +27,7 @@ use crate::convert::{self, MAX_BATCH, Rejection};
 use crate::domain::{self, Cutoffs, DAY, Scorecard, Trigger, ValueFacts};
 use crate::model::{self, Metrics, Model, Profile as ModelProfile};
 use crate::storage::{
-    self, Aggregates, Cell, DayDelta, HealthRow, NewSignal, Profile, Scope, Windows,
+    self, Aggregates, Cell, DayDelta, HealthRow, NewSignal, Profile, Scope, Snapshot, Windows,
 };
 
 /// Event type: an account reached its first value.
@@ -521,8 +521,7 @@ impl Scoring {
 
     /// Reads what the accounts in `scope` need (concurrently) and scores
     /// them on every core, keeping what has to be written: health rows that
-    /// changed, a day's snapshot when the day has none or the score moved,
-    /// alerts and band changes.
+    /// changed, snapshots (see [`Round::account`]), alerts and band changes.
     async fn prepare(
         &self,
         scope: Scope<'_>,
@@ -597,9 +596,8 @@ impl Scoring {
     }
 
     /// Writes one chunk of outcomes computed at `now` in one transaction:
-    /// new alerts, changed health rows, today's snapshots and the events.
+    /// new alerts, changed health rows, snapshots and the events.
     async fn write_chunk(&self, now: i64, chunk: Vec<Outcome>) -> Result<(), Error> {
-        let today = storage::day_of(now);
         self.inner
             .store
             .write(None, move |tx| {
@@ -629,12 +627,9 @@ impl Scoring {
                     let changed: Vec<&HealthRow> =
                         chunk.iter().filter(|o| o.changed).map(|o| &o.row).collect();
                     storage::save_health(tx.conn(), &changed, now).await?;
-                    let snapshots: Vec<&HealthRow> = chunk
-                        .iter()
-                        .filter(|o| o.snapshot)
-                        .map(|o| &o.row)
-                        .collect();
-                    storage::save_snapshots(tx.conn(), &snapshots, today).await?;
+                    let snapshots: Vec<&Snapshot> =
+                        chunk.iter().flat_map(|o| &o.snapshots).collect();
+                    storage::save_snapshots(tx.conn(), &snapshots).await?;
                     Ok(pb::RecomputeHealthResponse::default())
                 })
             })
@@ -1295,8 +1290,9 @@ struct Outcome {
     band_changed: bool,
     /// The health differs from the stored one (its time aside).
     changed: bool,
-    /// Today's snapshot is missing or out of date.
-    snapshot: bool,
+    /// Snapshots to write: today's first, and the closing one of the day
+    /// the stored health was computed on.
+    snapshots: Vec<Snapshot>,
 }
 
 /// Everything a rescoring of some accounts reads, for the pure computation.
@@ -1328,7 +1324,7 @@ impl Round {
                         for p in part {
                             if let Some(o) = self.account(p) {
                                 scored += 1;
-                                if o.changed || o.snapshot || !o.alerts.is_empty() {
+                                if o.changed || !o.snapshots.is_empty() || !o.alerts.is_empty() {
                                     out.push(o);
                                 }
                             }
@@ -1427,11 +1423,17 @@ impl Round {
         .collect();
         let row = HealthRow::new(p.account_id, health);
         let changed = prev.is_none_or(|b| b.body != row.body);
-        let moved = prev.is_none_or(|b| b.score != h.score || b.band != h.band as i32);
+        let snapshots = snapshots_for(
+            p.account_id,
+            prev,
+            self.snapshotted.contains(&p.account_id),
+            today,
+            (h.score, h.band as i32),
+        );
         Some(Outcome {
             band_changed: before.is_some_and(|b| b.band != h.band),
             changed,
-            snapshot: moved || !self.snapshotted.contains(&p.account_id),
+            snapshots,
             alerts,
             row,
         })
@@ -1441,6 +1443,40 @@ impl Round {
 /// The `signal_days` increments of `signals`, in key order: neighbouring
 /// rows share B-tree pages, and two concurrent batches lock rows in the same
 /// order, so they cannot deadlock.
+/// The snapshots an account's rescoring on `today` writes, given its stored
+/// health (`prev`) and whether today has a snapshot.
+///
+/// A day's snapshot is written by its first rescoring and closed with the
+/// day's last score by the first rescoring of a later day: the stored health
+/// is that last score (reads take it from there until then). So an account
+/// is snapshotted at most twice a day, however often its score moves.
+fn snapshots_for(
+    account_id: Uuid,
+    prev: Option<&storage::PreviousHealth>,
+    snapshotted_today: bool,
+    today: i64,
+    (score, band): (i32, i32),
+) -> Vec<Snapshot> {
+    if snapshotted_today {
+        return Vec::new();
+    }
+    let closing = prev.filter(|b| b.day < today).map(|b| Snapshot {
+        account_id,
+        day: b.day,
+        score: b.score,
+        band: b.band,
+    });
+    closing
+        .into_iter()
+        .chain([Snapshot {
+            account_id,
+            day: today,
+            score,
+            band,
+        }])
+        .collect()
+}
+
 /// `outcomes` in chunks of [`WRITE_CHUNK`], one write transaction each.
 fn write_chunks(outcomes: Vec<Outcome>) -> Vec<Vec<Outcome>> {
     let mut chunks = Vec::with_capacity(outcomes.len().div_ceil(WRITE_CHUNK));
@@ -1549,4 +1585,57 @@ pub async fn reach_first_values(
     }
     let changed: Vec<&Profile> = changed.iter().filter_map(|id| profiles.get(id)).collect();
     storage::save_profiles(tx.conn(), &changed, tx.now()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(day: i64, score: i32) -> storage::PreviousHealth {
+        storage::PreviousHealth {
+            score,
+            band: 2,
+            risk_bp: None,
+            body: Vec::new(),
+            day,
+        }
+    }
+
+    fn snap(day: i64, score: i32, band: i32) -> Snapshot {
+        Snapshot {
+            account_id: Uuid::nil(),
+            day,
+            score,
+            band,
+        }
+    }
+
+    #[test]
+    fn a_first_rescoring_writes_today_s_snapshot() {
+        let out = snapshots_for(Uuid::nil(), None, false, 100, (61, 2));
+        assert_eq!(out, [snap(100, 61, 2)]);
+    }
+
+    #[test]
+    fn later_rescorings_of_the_same_day_write_no_snapshot() {
+        let prev = stored(100, 61);
+        assert!(snapshots_for(Uuid::nil(), Some(&prev), true, 100, (40, 1)).is_empty());
+    }
+
+    #[test]
+    fn the_first_rescoring_of_a_new_day_closes_the_last_day_with_its_last_score() {
+        // Computed last on day 97 at 55 (day 97's snapshot may hold an
+        // earlier score of that day); today is 100.
+        let prev = stored(97, 55);
+        let out = snapshots_for(Uuid::nil(), Some(&prev), false, 100, (48, 3));
+        assert_eq!(out, [snap(97, 55, 2), snap(100, 48, 3)]);
+    }
+
+    #[test]
+    fn a_day_whose_snapshot_was_lost_is_written_again_without_a_closing_one() {
+        // Stored health computed today but today's snapshot missing.
+        let prev = stored(100, 55);
+        let out = snapshots_for(Uuid::nil(), Some(&prev), false, 100, (48, 3));
+        assert_eq!(out, [snap(100, 48, 3)]);
+    }
 }

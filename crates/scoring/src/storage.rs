@@ -1484,6 +1484,8 @@ pub struct PreviousHealth {
     pub risk_bp: Option<i32>,
     /// The stored body (see [`HealthRow::body`]).
     pub body: Vec<u8>,
+    /// The UTC day it was computed on.
+    pub day: i64,
 }
 
 /// The stored health of the accounts in `scope`.
@@ -1496,7 +1498,7 @@ pub async fn previous_health<C: ConnectionTrait>(
     };
     raw(
         conn,
-        format!("SELECT account_id, score, band, risk_bp, body FROM health {filter}"),
+        format!("SELECT account_id, score, band, risk_bp, body, computed_at FROM health {filter}"),
     )
     .await?
     .iter()
@@ -1508,6 +1510,7 @@ pub async fn previous_health<C: ConnectionTrait>(
                 band: r.try_get_by_index(2)?,
                 risk_bp: r.try_get_by_index(3)?,
                 body: r.try_get_by_index(4)?,
+                day: day_of(r.try_get_by_index(5)?),
             },
         ))
     })
@@ -1687,12 +1690,21 @@ pub async fn save_health<C: ConnectionTrait>(
     Ok(())
 }
 
-/// Writes the snapshots of `day` (insert or replace).
-pub async fn save_snapshots<C: ConnectionTrait>(
-    conn: &C,
-    rows: &[&HealthRow],
-    day: i64,
-) -> Result<(), Error> {
+/// One day's score of an account: a `health_history` row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The account.
+    pub account_id: Uuid,
+    /// UTC day number.
+    pub day: i64,
+    /// Score.
+    pub score: i32,
+    /// Band number.
+    pub band: i32,
+}
+
+/// Writes snapshots (insert or replace).
+pub async fn save_snapshots<C: ConnectionTrait>(conn: &C, rows: &[&Snapshot]) -> Result<(), Error> {
     if rows.is_empty() {
         return Ok(());
     }
@@ -1703,20 +1715,15 @@ pub async fn save_snapshots<C: ConnectionTrait>(
                 .map(|r| r.account_id.to_string())
                 .collect::<Vec<String>>()
                 .into(),
-            rows.iter()
-                .map(|r| r.health.score)
-                .collect::<Vec<i32>>()
-                .into(),
-            rows.iter()
-                .map(|r| r.health.band)
-                .collect::<Vec<i32>>()
-                .into(),
-            day.into(),
+            rows.iter().map(|r| r.day).collect::<Vec<i64>>().into(),
+            rows.iter().map(|r| r.score).collect::<Vec<i32>>().into(),
+            rows.iter().map(|r| r.band).collect::<Vec<i32>>().into(),
         ];
         conn.execute(Statement::from_sql_and_values(
             DbBackend::Postgres,
             "INSERT INTO health_history (account_id, day, score, band) \
-             SELECT a, $4, s, b FROM UNNEST($1::varchar[], $2::int4[], $3::int4[]) AS u(a, s, b) \
+             SELECT a, d, s, b FROM UNNEST($1::varchar[], $2::int8[], $3::int4[], $4::int4[]) \
+             AS u(a, d, s, b) \
              ON CONFLICT (account_id, day) DO UPDATE SET score = EXCLUDED.score, \
              band = EXCLUDED.band",
             values,
@@ -1743,15 +1750,13 @@ pub async fn save_snapshots<C: ConnectionTrait>(
             history
                 .values([
                     r.account_id.to_string().into(),
-                    day.into(),
-                    r.health.score.into(),
-                    r.health.band.into(),
+                    r.day.into(),
+                    r.score.into(),
+                    r.band.into(),
                 ])
                 .map_err(internal)?;
         }
-        if !chunk.is_empty() {
-            execute(conn, &history).await?;
-        }
+        execute(conn, &history).await?;
     }
     Ok(())
 }
@@ -1855,7 +1860,7 @@ pub async fn history<C: ConnectionTrait>(
     id: Uuid,
     from_day: i64,
 ) -> Result<Vec<(i64, i32, i32)>, Error> {
-    raw(
+    let mut days: Vec<(i64, i32, i32)> = raw(
         conn,
         format!(
             "SELECT day, score, band FROM health_history WHERE account_id = '{id}' AND day >= {from_day} ORDER BY day"
@@ -1870,7 +1875,26 @@ pub async fn history<C: ConnectionTrait>(
             r.try_get_by_index(2)?,
         ))
     })
-    .collect()
+    .collect::<Result<_, Error>>()?;
+    // The stored health is the last word on the day it was computed: that
+    // day's snapshot keeps the day's first score until a later day's first
+    // rescoring closes it.
+    let latest = raw(
+        conn,
+        format!("SELECT computed_at, score, band FROM health WHERE account_id = '{id}'"),
+    )
+    .await?;
+    if let Some(r) = latest.first() {
+        let day = day_of(r.try_get_by_index(0)?);
+        if day >= from_day {
+            let last = (day, r.try_get_by_index(1)?, r.try_get_by_index(2)?);
+            match days.binary_search_by_key(&day, |d| d.0) {
+                Ok(i) => days[i] = last,
+                Err(i) => days.insert(i, last),
+            }
+        }
+    }
+    Ok(days)
 }
 
 /// (mrr, tier, quadrant) of every scored account, optionally of one segment.
