@@ -1440,9 +1440,6 @@ impl Round {
     }
 }
 
-/// The `signal_days` increments of `signals`, in key order: neighbouring
-/// rows share B-tree pages, and two concurrent batches lock rows in the same
-/// order, so they cannot deadlock.
 /// The snapshots an account's rescoring on `today` writes, given its stored
 /// health (`prev`) and whether today has a snapshot.
 ///
@@ -1490,6 +1487,9 @@ fn write_chunks(outcomes: Vec<Outcome>) -> Vec<Vec<Outcome>> {
     }
 }
 
+/// The `signal_days` increments of `signals`, in key order: neighbouring
+/// rows share B-tree pages, and two concurrent batches lock rows in the same
+/// order, so they cannot deadlock.
 fn day_deltas<'a>(signals: impl IntoIterator<Item = &'a NewSignal>) -> Vec<DayDelta> {
     let mut deltas: HashMap<(Uuid, i32, i64), DayDelta> = HashMap::new();
     for s in signals {
