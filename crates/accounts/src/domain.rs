@@ -42,7 +42,7 @@ pub enum CoverageModel {
 }
 
 impl Segment {
-    /// The coverage model the segment calls for (DESIGN.md section 3).
+    /// The coverage model the segment calls for (docs/design.md section 3).
     pub fn coverage(self) -> CoverageModel {
         match self {
             Segment::Smb => CoverageModel::TechTouch,

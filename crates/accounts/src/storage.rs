@@ -18,6 +18,7 @@ use sea_orm_migration::prelude::{
 use uuid::Uuid;
 
 use bowtie_runtime::error::Error;
+use bowtie_runtime::sql::corrupt;
 
 use crate::domain::*;
 
@@ -226,10 +227,6 @@ impl MigratorTrait for Migrator {
         migrations.push(Box::new(CreateAccountTables));
         migrations
     }
-}
-
-fn corrupt(what: &str) -> Error {
-    Error::Internal(anyhow::anyhow!("corrupt row: {what}"))
 }
 
 fn parse_id(raw: &str) -> Result<Uuid, Error> {

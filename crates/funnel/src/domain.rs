@@ -1,6 +1,6 @@
 //! The funnel's rules, free of I/O: how transitions order into a journey,
 //! which new transition is admitted, how a journey splits into stage entries
-//! and attempts, and the report maths (DESIGN.md section 1).
+//! and attempts, and the report maths (docs/design.md section 1).
 //!
 //! Times are microseconds since the Unix epoch (UTC).
 

@@ -1,6 +1,6 @@
 //! The funnel service: where each account stands on the bowtie, its journey
 //! through the stages, and how well and how fast each stage converts
-//! (DESIGN.md section 1). It owns its database schema, asks the accounts
+//! (docs/design.md section 1). It owns its database schema, asks the accounts
 //! service whether an account exists, follows the accounts feed for segment
 //! and owner changes and the revenue feed for the stages money decides
 //! (COMMIT, ONBOARDING, GROWTH, CHURNED) and the scoring feed for first value

@@ -10,7 +10,7 @@
 
 use bowtie_proto::common::{Segment, Stage};
 use sea_orm::sea_query::{Alias, Cond, Expr, OnConflict, Order, Query, SelectStatement};
-use sea_orm::{ConnectionTrait, DbErr, QueryResult, StatementBuilder};
+use sea_orm::{ConnectionTrait, DbErr, QueryResult};
 use sea_orm_migration::prelude::{
     ColumnDef, DeriveIden, Index, MigrationName, MigrationTrait, MigratorTrait, SchemaManager,
     Table,
@@ -18,6 +18,7 @@ use sea_orm_migration::prelude::{
 use uuid::Uuid;
 
 use bowtie_runtime::error::Error;
+use bowtie_runtime::sql::{corrupt, execute, internal, query, stored_uuid as uuid};
 
 use crate::domain::{Entry, Transition};
 
@@ -249,31 +250,8 @@ impl MigratorTrait for Migrator {
     }
 }
 
-fn internal(e: impl std::fmt::Display) -> Error {
-    Error::Internal(anyhow::anyhow!("{e}"))
-}
-
-async fn execute<C: ConnectionTrait, S: StatementBuilder>(conn: &C, stmt: &S) -> Result<(), Error> {
-    conn.execute(StatementBuilder::build(stmt, &conn.get_database_backend()))
-        .await?;
-    Ok(())
-}
-
-async fn query<C: ConnectionTrait>(
-    conn: &C,
-    stmt: &SelectStatement,
-) -> Result<Vec<QueryResult>, Error> {
-    Ok(conn
-        .query_all(StatementBuilder::build(stmt, &conn.get_database_backend()))
-        .await?)
-}
-
 fn stage(raw: i32) -> Result<Stage, Error> {
-    Stage::try_from(raw).map_err(|_| internal(format!("stored stage {raw} is unknown")))
-}
-
-fn uuid(raw: &str) -> Result<Uuid, Error> {
-    Uuid::parse_str(raw).map_err(|_| internal(format!("stored id {raw:?} is not a UUID")))
+    Stage::try_from(raw).map_err(|_| corrupt(format_args!("stored stage {raw} is unknown")))
 }
 
 /// Stores new transitions (multi-row insert).

@@ -1,6 +1,6 @@
 //! The revenue rules, free of I/O: currencies and FX conversion, subscription
 //! histories and their normalised MRR, the MRR movements of an account
-//! (DESIGN.md section 2), the monthly roll-ups that movements add up to, the
+//! (docs/design.md section 2), the monthly roll-ups that movements add up to, the
 //! waterfall built from them and retention.
 //!
 //! Everything is integer arithmetic on minor units. Two roundings exist and
@@ -754,7 +754,7 @@ pub fn waterfall(
     periods
 }
 
-/// Retention of the accounts paying at t0 (DESIGN.md section 2).
+/// Retention of the accounts paying at t0 (docs/design.md section 2).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Retention {
     /// Accounts paying at t0.

@@ -19,6 +19,7 @@ pub mod peer;
 pub mod schema;
 pub mod server;
 pub mod shutdown;
+pub mod sql;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

@@ -70,7 +70,7 @@ pub struct Scorecard {
 
 impl Default for Scorecard {
     /// The built-in scorecard: usage weighs most, then payments; bands
-    /// red 0-49, yellow 50-75, green 76-100 (DESIGN.md section 3).
+    /// red 0-49, yellow 50-75, green 76-100 (docs/design.md section 3).
     fn default() -> Self {
         Self {
             weights: [25, 10, 15, 10, 10, 10, 10, 5, 5],

@@ -1,6 +1,6 @@
 //! The scoring service: health scores with their explanations, churn risk
 //! from a model trained on the system's own history, alerts, and value
-//! segments (DESIGN.md section 3). It owns its database schema, asks the
+//! segments (docs/design.md section 3). It owns its database schema, asks the
 //! accounts service whether an account exists (remembering the answer, and
 //! every account its feed announces), follows the accounts, revenue and
 //! funnel feeds, and publishes first value, band changes and alerts on its
