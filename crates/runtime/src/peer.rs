@@ -209,6 +209,9 @@ pub type ApplyEvent = Arc<
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// First wait after a failure.
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// Failures are logged at `info` while the wait is shorter than this (the
+/// first 1.5 s of retries), at `warn` after.
+const QUIET_RETRIES: Duration = Duration::from_secs(1);
 
 /// Follows another service's change feed and applies each event exactly once:
 /// the cursor lives in this service's database and moves in the transaction
@@ -271,6 +274,12 @@ impl Consumer {
         loop {
             match self.follow().await {
                 Ok(()) => backoff = MIN_BACKOFF,
+                // A peer starting a moment after this service (as under
+                // `bowtie dev`) is not worth a warning; one still away
+                // after a second of retries is.
+                Err(e) if backoff < QUIET_RETRIES => {
+                    tracing::info!(consumer = %self.name, error = %e, "change feed interrupted; resuming");
+                }
                 Err(e) => {
                     tracing::warn!(consumer = %self.name, error = %e, "change feed interrupted; resuming");
                 }
