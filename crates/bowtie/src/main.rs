@@ -25,7 +25,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use bowtie_runtime::auth::{ApiKeys, generate_key, hash_key};
 use bowtie_runtime::config::{ApiKeySettings, Settings};
-use bowtie_runtime::db::Db;
 use bowtie_runtime::shutdown::Shutdown;
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -294,26 +293,22 @@ async fn run(command: Command, mut settings: Settings, log: Option<String>) -> a
                 log,
                 &settings.telemetry.log_filter,
             )?;
+            use bowtie_runtime::bootstrap::migrate;
             match service {
                 Service::Accounts => {
-                    let db = Db::connect(&settings.accounts.database).await?;
-                    db.migrate::<bowtie_accounts::storage::Migrator>().await?;
-                    db.close().await;
+                    migrate::<bowtie_accounts::storage::Migrator>(&settings.accounts.database)
+                        .await?;
                 }
                 Service::Funnel => {
-                    let db = Db::connect(&settings.funnel.database).await?;
-                    db.migrate::<bowtie_funnel::storage::Migrator>().await?;
-                    db.close().await;
+                    migrate::<bowtie_funnel::storage::Migrator>(&settings.funnel.database).await?;
                 }
                 Service::Revenue => {
-                    let db = Db::connect(&settings.revenue.database).await?;
-                    db.migrate::<bowtie_revenue::storage::Migrator>().await?;
-                    db.close().await;
+                    migrate::<bowtie_revenue::storage::Migrator>(&settings.revenue.database)
+                        .await?;
                 }
                 Service::Scoring => {
-                    let db = Db::connect(&settings.scoring.database).await?;
-                    db.migrate::<bowtie_scoring::storage::Migrator>().await?;
-                    db.close().await;
+                    migrate::<bowtie_scoring::storage::Migrator>(&settings.scoring.database)
+                        .await?;
                 }
                 Service::Gateway => {}
             }

@@ -25,6 +25,7 @@ use uuid::Uuid;
 
 use crate::config::PeerSettings;
 use crate::error::Error;
+use crate::feed::{WatchRequest, WatchResponse};
 use crate::shutdown::Shutdown;
 use crate::store::{Store, Tx};
 use crate::telemetry::PropagateTraceContext;
@@ -199,6 +200,89 @@ where
 /// Opens a peer's feed after a sequence.
 pub type OpenFeed =
     Arc<dyn Fn(i64) -> BoxFuture<'static, Result<EventStream, Status>> + Send + Sync>;
+
+/// A service whose change feed another service follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upstream {
+    /// The accounts service.
+    Accounts,
+    /// The funnel service.
+    Funnel,
+    /// The revenue service.
+    Revenue,
+    /// The scoring service.
+    Scoring,
+}
+
+impl Upstream {
+    /// Its feed at its `[peers]` address, reached like any peer (lazily,
+    /// with this service's key and trace), for a [`Consumer`].
+    pub fn open_feed(self, settings: &PeerSettings) -> Result<OpenFeed, Error> {
+        use bowtie_proto::funnel::funnel_service_client::FunnelServiceClient;
+        use bowtie_proto::revenue::revenue_service_client::RevenueServiceClient;
+        use bowtie_proto::scoring::scoring_service_client::ScoringServiceClient;
+        Ok(match self {
+            Self::Accounts => {
+                let client = AccountsServiceClient::new(connect(&settings.accounts, settings)?);
+                watch_with(
+                    client,
+                    |mut c, r: bowtie_proto::accounts::WatchEventsRequest| async move {
+                        c.watch_events(r).await
+                    },
+                )
+            }
+            Self::Funnel => {
+                let client = FunnelServiceClient::new(connect(&settings.funnel, settings)?);
+                watch_with(
+                    client,
+                    |mut c, r: bowtie_proto::funnel::WatchEventsRequest| async move {
+                        c.watch_events(r).await
+                    },
+                )
+            }
+            Self::Revenue => {
+                let client = RevenueServiceClient::new(connect(&settings.revenue, settings)?);
+                watch_with(
+                    client,
+                    |mut c, r: bowtie_proto::revenue::WatchEventsRequest| async move {
+                        c.watch_events(r).await
+                    },
+                )
+            }
+            Self::Scoring => {
+                let client = ScoringServiceClient::new(connect(&settings.scoring, settings)?);
+                watch_with(
+                    client,
+                    |mut c, r: bowtie_proto::scoring::WatchEventsRequest| async move {
+                        c.watch_events(r).await
+                    },
+                )
+            }
+        })
+    }
+}
+
+/// Opens a feed by calling `watch` (a client's `WatchEvents`) on a clone of
+/// `client` with the request that resumes after the given sequence.
+fn watch_with<C, Q, R, F, Fut>(client: C, watch: F) -> OpenFeed
+where
+    C: Clone + Send + Sync + 'static,
+    Q: WatchRequest,
+    R: WatchResponse,
+    F: Fn(C, Q) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<tonic::Response<tonic::Streaming<R>>, Status>>
+        + Send
+        + 'static,
+{
+    let watch = Arc::new(watch);
+    Arc::new(move |after| {
+        let (client, watch) = (client.clone(), watch.clone());
+        Box::pin(async move {
+            let stream = watch(client, Q::after(after)).await?.into_inner();
+            Ok(events(stream, R::into_event))
+        })
+    })
+}
 
 /// Applies one event inside the consumer's transaction.
 pub type ApplyEvent = Arc<
