@@ -5,11 +5,9 @@
 //! is its own between the two: its application, its feed consumers, its
 //! workers.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use sea_orm_migration::MigratorTrait;
-use tonic::server::NamedService;
 
 use crate::auth::ApiKeys;
 use crate::config::{DatabaseSettings, ServiceSettings, Settings};
@@ -19,12 +17,11 @@ use crate::server::GrpcServer;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 
-/// A generated gRPC server whose message sizes can be capped (every
-/// service's; see `contracts`).
-pub trait MessageLimits {
-    /// The server accepting and sending messages of at most `max` bytes.
-    #[must_use]
-    fn with_message_limit(self, max: usize) -> Self;
+/// A service's generated gRPC server (every service's; see `contracts`).
+pub trait ServiceServer {
+    /// Adds this service to `server`, accepting and sending messages of at
+    /// most `max_message_bytes`.
+    fn add_to(self, server: GrpcServer, max_message_bytes: usize) -> GrpcServer;
 }
 
 /// Connects `database`, applies `M`'s migrations and closes the connection
@@ -89,35 +86,22 @@ impl<'a> Bootstrap<'a> {
     /// Binds the server on the service's `listen` address (port 0 picks a
     /// free port) serving `service`, `admin_methods` needing the admin
     /// scope; health follows the database.
-    pub async fn serve<S>(
+    pub async fn serve<S: ServiceServer>(
         self,
         admin_methods: &'static [&'static str],
         service: S,
-    ) -> anyhow::Result<GrpcServer>
-    where
-        S: MessageLimits
-            + tower::Service<
-                http::Request<tonic::body::Body>,
-                Response = http::Response<tonic::body::Body>,
-                Error = Infallible,
-            > + NamedService
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
-    {
-        let service = service.with_message_limit(self.settings.server.max_message_bytes);
-        GrpcServer::bind(
+    ) -> anyhow::Result<GrpcServer> {
+        let server = GrpcServer::bind(
             self.service.listen,
             &self.settings.server,
             self.keys,
             admin_methods,
             self.shutdown,
         )
-        .await?
-        .add_service(service)
-        .watch_database(self.db)
-        .serve_health_on(self.service.health_listen)
+        .await?;
+        service
+            .add_to(server, self.settings.server.max_message_bytes)
+            .watch_database(self.db)
+            .serve_health_on(self.service.health_listen)
     }
 }

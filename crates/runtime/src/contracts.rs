@@ -1,12 +1,13 @@
 //! What the runtime knows of each service's generated gRPC code, one line a
 //! service: its `WatchEvents` messages (so one handler serves every feed and
-//! one consumer follows any of them) and its server's message limits (so one
-//! bootstrap serves every service). A new service adds its line here.
+//! one consumer follows any of them) and its generated server (so one
+//! bootstrap serves every service with the shared message limits). A new service adds its line here.
 
 use bowtie_proto::common;
 
-use crate::bootstrap::MessageLimits;
+use crate::bootstrap::ServiceServer;
 use crate::feed::{WatchRequest, WatchResponse};
+use crate::server::GrpcServer;
 
 /// The `WatchEvents` messages and the server of the service whose generated
 /// code is `bowtie_proto::$package`.
@@ -32,12 +33,14 @@ macro_rules! contract {
             }
         }
 
-        impl<T: bowtie_proto::$package::$module::$trait> MessageLimits
+        impl<T: bowtie_proto::$package::$module::$trait> ServiceServer
             for bowtie_proto::$package::$module::$server<T>
         {
-            fn with_message_limit(self, max: usize) -> Self {
-                self.max_decoding_message_size(max)
-                    .max_encoding_message_size(max)
+            fn add_to(self, server: GrpcServer, max_message_bytes: usize) -> GrpcServer {
+                server.add_service(
+                    self.max_decoding_message_size(max_message_bytes)
+                        .max_encoding_message_size(max_message_bytes),
+                )
             }
         }
     };

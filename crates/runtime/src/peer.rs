@@ -221,43 +221,22 @@ impl Upstream {
         use bowtie_proto::funnel::funnel_service_client::FunnelServiceClient;
         use bowtie_proto::revenue::revenue_service_client::RevenueServiceClient;
         use bowtie_proto::scoring::scoring_service_client::ScoringServiceClient;
+        // The client of `$package` at its `[peers]` address, and its call.
+        macro_rules! feed {
+            ($client:ident, $package:ident) => {
+                watch_with(
+                    $client::new(connect(&settings.$package, settings)?),
+                    |mut client, request: bowtie_proto::$package::WatchEventsRequest| async move {
+                        client.watch_events(request).await
+                    },
+                )
+            };
+        }
         Ok(match self {
-            Self::Accounts => {
-                let client = AccountsServiceClient::new(connect(&settings.accounts, settings)?);
-                watch_with(
-                    client,
-                    |mut c, r: bowtie_proto::accounts::WatchEventsRequest| async move {
-                        c.watch_events(r).await
-                    },
-                )
-            }
-            Self::Funnel => {
-                let client = FunnelServiceClient::new(connect(&settings.funnel, settings)?);
-                watch_with(
-                    client,
-                    |mut c, r: bowtie_proto::funnel::WatchEventsRequest| async move {
-                        c.watch_events(r).await
-                    },
-                )
-            }
-            Self::Revenue => {
-                let client = RevenueServiceClient::new(connect(&settings.revenue, settings)?);
-                watch_with(
-                    client,
-                    |mut c, r: bowtie_proto::revenue::WatchEventsRequest| async move {
-                        c.watch_events(r).await
-                    },
-                )
-            }
-            Self::Scoring => {
-                let client = ScoringServiceClient::new(connect(&settings.scoring, settings)?);
-                watch_with(
-                    client,
-                    |mut c, r: bowtie_proto::scoring::WatchEventsRequest| async move {
-                        c.watch_events(r).await
-                    },
-                )
-            }
+            Self::Accounts => feed!(AccountsServiceClient, accounts),
+            Self::Funnel => feed!(FunnelServiceClient, funnel),
+            Self::Revenue => feed!(RevenueServiceClient, revenue),
+            Self::Scoring => feed!(ScoringServiceClient, scoring),
         })
     }
 }
