@@ -3,12 +3,12 @@
 
 use bowtie_proto::accounts as pb;
 use bowtie_proto::accounts::accounts_service_server::AccountsService;
-use bowtie_runtime::error::{Error, FieldViolations};
+use bowtie_runtime::api::{Answer, idempotency, parsed};
+use bowtie_runtime::error::FieldViolations;
 use bowtie_runtime::feed::EventStream;
-use bowtie_runtime::idempotency::Idempotency;
 use bowtie_runtime::paging::Page;
 use bowtie_runtime::validate::{self, now_micros};
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response};
 
 use crate::convert;
 use crate::domain::MAX_NAME;
@@ -28,29 +28,12 @@ impl AccountsApi {
     }
 }
 
-fn idempotency<M: prost::Message>(
-    v: &mut FieldViolations,
-    key: &str,
-    method: &str,
-    request: &M,
-) -> Option<Idempotency> {
-    Idempotency::new(validate::idempotency_key(v, key), method, request)
-}
-
 fn required<'a, T>(v: &mut FieldViolations, field: &str, value: Option<&'a T>) -> Option<&'a T> {
     if value.is_none() {
         v.add(field, "is required");
     }
     value
 }
-
-/// Unwraps a value whose absence was already recorded as a violation; reached
-/// only after `finish` returned Ok, so `None` here is a bug, not bad input.
-fn parsed<T>(value: Option<T>) -> Result<T, Error> {
-    value.ok_or_else(|| Error::Internal(anyhow::anyhow!("validated value missing")))
-}
-
-type Answer<T> = Result<Response<T>, Status>;
 
 #[tonic::async_trait]
 impl AccountsService for AccountsApi {
@@ -281,14 +264,6 @@ impl AccountsService for AccountsApi {
         &self,
         request: Request<pb::WatchEventsRequest>,
     ) -> Answer<Self::WatchEventsStream> {
-        let req = request.into_inner();
-        let stream =
-            self.app
-                .store()
-                .feed()
-                .watch(req.after_sequence, |event| pb::WatchEventsResponse {
-                    event: Some(event),
-                })?;
-        Ok(Response::new(stream))
+        self.app.store().feed().watch_events(request)
     }
 }

@@ -17,12 +17,10 @@ use std::sync::Arc;
 
 use bowtie_proto::accounts::accounts_service_server::AccountsServiceServer;
 use bowtie_runtime::auth::ApiKeys;
+use bowtie_runtime::bootstrap::Bootstrap;
 use bowtie_runtime::config::Settings;
-use bowtie_runtime::db::Db;
-use bowtie_runtime::feed::Feed;
 use bowtie_runtime::server::GrpcServer;
 use bowtie_runtime::shutdown::Shutdown;
-use bowtie_runtime::store::Store;
 
 /// Methods that need the admin scope (none: accounts has no configuration RPCs).
 pub const ADMIN_METHODS: &[&str] = &[];
@@ -34,24 +32,10 @@ pub async fn build(
     keys: Arc<ApiKeys>,
     shutdown: Shutdown,
 ) -> anyhow::Result<GrpcServer> {
-    let db = Db::connect(&settings.accounts.database).await?;
-    db.migrate::<storage::Migrator>().await?;
-    let feed = Feed::new(db.clone(), shutdown.clone());
-    let app = service::Accounts::new(Store::new(db.clone(), feed));
-    app.cache().follow(app.store().clone(), shutdown.clone());
-    let max = settings.server.max_message_bytes;
-    let service = AccountsServiceServer::new(api::AccountsApi::new(app))
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
-    GrpcServer::bind(
-        settings.accounts.listen,
-        &settings.server,
-        keys,
-        ADMIN_METHODS,
-        shutdown,
-    )
-    .await?
-    .add_service(service)
-    .watch_database(db)
-    .serve_health_on(settings.accounts.health_listen)
+    let boot =
+        Bootstrap::open::<storage::Migrator>(settings, &settings.accounts, keys, shutdown).await?;
+    let app = service::Accounts::new(boot.store());
+    app.cache().follow(app.store().clone(), boot.shutdown());
+    let api = AccountsServiceServer::new(api::AccountsApi::new(app));
+    boot.serve(ADMIN_METHODS, api).await
 }

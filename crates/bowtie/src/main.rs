@@ -11,14 +11,20 @@
 //!
 //! The work is in the `bowtie` library (demo, import, report, client); this
 //! file only parses the command line.
+//!
+//! Output: stdout is for people (the banner of `bowtie dev`, keys, reports),
+//! stderr for logs. `bowtie dev` logs at `warn` (its banner says what a
+//! person needs), every other command at the configured
+//! `telemetry.log_filter`; `RUST_LOG` or `--log <filter>` asks for more.
 
+use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
 use bowtie_runtime::auth::{ApiKeys, generate_key, hash_key};
 use bowtie_runtime::config::{ApiKeySettings, Settings};
-use bowtie_runtime::db::Db;
 use bowtie_runtime::shutdown::Shutdown;
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -44,6 +50,11 @@ struct Cli {
     /// Configuration file (default: ./bowtie.toml when it exists).
     #[arg(long, global = true, env = "BOWTIE_CONFIG")]
     config: Option<PathBuf>,
+    /// Log filter (tracing `EnvFilter` directives, e.g. `info` or
+    /// `warn,bowtie_scoring=debug`); wins over `RUST_LOG` and the configured
+    /// `telemetry.log_filter`. Logs go to stderr.
+    #[arg(long, global = true, value_name = "FILTER")]
+    log: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -213,10 +224,36 @@ fn main_inner() -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(run(cli.command, settings))
+        .block_on(run(cli.command, settings, cli.log))
 }
 
-async fn run(command: Command, mut settings: Settings) -> anyhow::Result<()> {
+/// Installs logging for a command: `--log`, else `RUST_LOG`, else the
+/// command's default (see [`bowtie_runtime::telemetry::log_filter`]).
+fn telemetry(
+    name: &str,
+    settings: &Settings,
+    log: Option<&str>,
+    default: &str,
+) -> anyhow::Result<bowtie_runtime::telemetry::TelemetryGuard> {
+    let env = std::env::var("RUST_LOG").ok();
+    let filter = bowtie_runtime::telemetry::log_filter(log, env.as_deref(), default);
+    bowtie_runtime::telemetry::init(name, &settings.telemetry, &filter)
+}
+
+/// The log filter of `bowtie dev` when neither `--log` nor `RUST_LOG` asks:
+/// `warn`, so the banner is what a person reads, unless the configuration
+/// sets a `telemetry.log_filter` of its own.
+fn dev_log_filter(settings: &Settings) -> String {
+    let built_in = Settings::defaults().map(|d| d.telemetry.log_filter);
+    if built_in.is_ok_and(|f| f != settings.telemetry.log_filter) {
+        settings.telemetry.log_filter.clone()
+    } else {
+        "warn".to_owned()
+    }
+}
+
+async fn run(command: Command, mut settings: Settings, log: Option<String>) -> anyhow::Result<()> {
+    let log = log.as_deref();
     match command {
         Command::Dev {
             data_dir,
@@ -224,19 +261,22 @@ async fn run(command: Command, mut settings: Settings) -> anyhow::Result<()> {
             demo_seed,
             demo_accounts,
         } => {
-            let _telemetry = bowtie_runtime::telemetry::init("bowtie", &settings.telemetry)?;
-            dev(&mut settings, &data_dir);
+            let _telemetry = telemetry("bowtie", &settings, log, &dev_log_filter(&settings))?;
+            let mut banner = Banner::default();
+            dev(&mut settings, &data_dir, &mut banner);
             let demo = demo.then(|| Demo {
                 key: demo_key(&mut settings),
                 seed: demo_seed,
                 accounts: demo_accounts,
             });
-            serve(settings, ALL_SERVICES, true, demo).await
+            serve(settings, ALL_SERVICES, Some(banner), demo).await
         }
         Command::Serve { service } => {
-            let _telemetry = bowtie_runtime::telemetry::init(
+            let _telemetry = telemetry(
                 &format!("bowtie-{}", service_name(service)),
-                &settings.telemetry,
+                &settings,
+                log,
+                &settings.telemetry.log_filter,
             )?;
             // The gateway checks no key itself: the services behind it do.
             if settings.auth.keys.is_empty() && service != Service::Gateway {
@@ -244,31 +284,31 @@ async fn run(command: Command, mut settings: Settings) -> anyhow::Result<()> {
                     "no API keys configured: every call will be refused (see `bowtie keys generate`)"
                 );
             }
-            serve(settings, &[service], false, None).await
+            serve(settings, &[service], None, None).await
         }
         Command::Migrate { service } => {
-            let _telemetry =
-                bowtie_runtime::telemetry::init("bowtie-migrate", &settings.telemetry)?;
+            let _telemetry = telemetry(
+                "bowtie-migrate",
+                &settings,
+                log,
+                &settings.telemetry.log_filter,
+            )?;
+            use bowtie_runtime::bootstrap::migrate;
             match service {
                 Service::Accounts => {
-                    let db = Db::connect(&settings.accounts.database).await?;
-                    db.migrate::<bowtie_accounts::storage::Migrator>().await?;
-                    db.close().await;
+                    migrate::<bowtie_accounts::storage::Migrator>(&settings.accounts.database)
+                        .await?;
                 }
                 Service::Funnel => {
-                    let db = Db::connect(&settings.funnel.database).await?;
-                    db.migrate::<bowtie_funnel::storage::Migrator>().await?;
-                    db.close().await;
+                    migrate::<bowtie_funnel::storage::Migrator>(&settings.funnel.database).await?;
                 }
                 Service::Revenue => {
-                    let db = Db::connect(&settings.revenue.database).await?;
-                    db.migrate::<bowtie_revenue::storage::Migrator>().await?;
-                    db.close().await;
+                    migrate::<bowtie_revenue::storage::Migrator>(&settings.revenue.database)
+                        .await?;
                 }
                 Service::Scoring => {
-                    let db = Db::connect(&settings.scoring.database).await?;
-                    db.migrate::<bowtie_scoring::storage::Migrator>().await?;
-                    db.close().await;
+                    migrate::<bowtie_scoring::storage::Migrator>(&settings.scoring.database)
+                        .await?;
                 }
                 Service::Gateway => {}
             }
@@ -402,8 +442,9 @@ fn service_name(service: Service) -> &'static str {
 }
 
 /// Development defaults: SQLite files under `data_dir` (unless configured
-/// otherwise), the documented keys when none are configured, no drain delay.
-fn dev(settings: &mut Settings, data_dir: &std::path::Path) {
+/// otherwise), the documented keys when none are configured (the banner
+/// names them), no drain delay.
+fn dev(settings: &mut Settings, data_dir: &std::path::Path, banner: &mut Banner) {
     for (service, name) in [
         (&mut settings.accounts, "accounts"),
         (&mut settings.funnel, "funnel"),
@@ -429,7 +470,9 @@ fn dev(settings: &mut Settings, data_dir: &std::path::Path) {
                 scopes: vec!["read".into()],
             },
         ];
-        println!("development API keys: {DEV_ADMIN_KEY} (admin), {DEV_READ_KEY} (read)");
+        banner.keys = Some(format!(
+            "development API keys: {DEV_ADMIN_KEY} (admin), {DEV_READ_KEY} (read)"
+        ));
     }
     if secrecy::ExposeSecret::expose_secret(&settings.peers.api_key).is_empty() {
         // The services of this process call each other with a key that lives
@@ -473,12 +516,50 @@ fn demo_key(settings: &mut Settings) -> String {
     key
 }
 
-/// Seeds the demo company into the suite at `peers` and says what to look at.
-async fn seed_demo(
-    peers: bowtie_runtime::config::PeerSettings,
-    demo: Demo,
+/// What `bowtie dev` tells the person who started it: the addresses, the
+/// keys, what the demo holds and what to open. It is printed to stdout as
+/// one block once all of it is true (every service listens, the demo is
+/// seeded), so nothing else can cut it apart.
+#[derive(Debug, Default)]
+struct Banner {
+    /// One line per service: its name and address.
+    services: String,
+    /// The development keys, when they are the documented ones.
+    keys: Option<String>,
+    /// What the demo company holds and what to look at.
+    demo: String,
+    /// The dashboard's address.
     dashboard: Option<String>,
-) {
+    /// Where to start.
+    ready: String,
+}
+
+impl Banner {
+    fn service(&mut self, name: &str, address: &str) {
+        let _ = writeln!(self.services, "{name:<9} {address}");
+    }
+
+    fn text(&self) -> String {
+        let mut out = self.services.clone();
+        if let Some(keys) = &self.keys {
+            let _ = writeln!(out, "{keys}");
+        }
+        out.push_str(&self.demo);
+        let _ = writeln!(out, "{}", self.ready);
+        out
+    }
+
+    /// Writes the whole banner with one write to stdout.
+    fn print(&self) {
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout.write_all(self.text().as_bytes());
+        let _ = stdout.flush();
+    }
+}
+
+/// Seeds the demo company into the suite at `peers`, then prints the banner
+/// with what the demo holds and what to look at.
+async fn seed_demo(peers: bowtie_runtime::config::PeerSettings, demo: Demo, mut banner: Banner) {
     let target = bowtie::client::Target::new(&peers, &demo.key);
     let mut options = bowtie::demo::DemoOptions::new(bowtie::demo::plan::anchor_for(
         chrono::Utc::now().timestamp(),
@@ -490,12 +571,13 @@ async fn seed_demo(
         options.accounts, options.seed
     );
     match bowtie::demo::seed(&target, options).await {
-        Ok(seeded) => print!("{}", bowtie::demo::describe(&seeded, dashboard.as_deref())),
+        Ok(seeded) => banner.demo = bowtie::demo::describe(&seeded, banner.dashboard.as_deref()),
         Err(e) => {
             tracing::error!(error.cause_chain = ?e, "seeding the demo company failed");
-            println!("seeding the demo company failed: {e:#}");
+            banner.demo = format!("seeding the demo company failed: {e:#}\n");
         }
     }
+    banner.print();
 }
 
 /// Gives every service listening on port 0 a free port of its address, then
@@ -552,7 +634,7 @@ async fn stop_signal() {
 async fn serve(
     mut settings: Settings,
     services: &[Service],
-    print: bool,
+    mut banner: Option<Banner>,
     demo: Option<Demo>,
 ) -> anyhow::Result<()> {
     let keys = Arc::new(ApiKeys::from_settings(&settings.auth)?);
@@ -572,7 +654,6 @@ async fn serve(
         settle_ports(&mut settings)?;
     }
     let mut running = tokio::task::JoinSet::new();
-    let mut dashboard = None;
     for service in services.iter().filter(|s| !matches!(s, Service::Gateway)) {
         let name = service_name(*service);
         let (keys, shutdown) = (keys.clone(), shutdown.clone());
@@ -586,8 +667,8 @@ async fn serve(
         .with_context(|| format!("starting {name}"))?;
         let addr = server.local_addr();
         tracing::info!(service = name, %addr, security = server.security(), "listening");
-        if print {
-            println!("{name:<9} grpc://{addr}");
+        if let Some(banner) = &mut banner {
+            banner.service(name, &format!("grpc://{addr}"));
         }
         let mut stop = stop_rx.clone();
         running.spawn(server.run_until_stopped(async move {
@@ -600,24 +681,34 @@ async fn serve(
             .context("starting gateway")?;
         let addr = gateway.local_addr();
         tracing::info!(service = "gateway", %addr, "listening");
-        if print {
-            println!("gateway   http://{addr}/openapi.json");
-            println!("dashboard http://{addr}/");
+        if let Some(banner) = &mut banner {
+            banner.service("gateway", &format!("http://{addr}/openapi.json"));
+            banner.service("dashboard", &format!("http://{addr}/"));
+            banner.dashboard = Some(format!("http://{addr}/"));
         }
-        dashboard = Some(format!("http://{addr}/"));
         let mut stop = stop_rx.clone();
         running.spawn(gateway.run_until_stopped(async move {
             let _ = stop.wait_for(|stopped| *stopped).await;
         }));
     }
-    if print {
-        println!(
+    // Seeding talks to the services like any client; it stops with them.
+    let mut seeding = None;
+    if let Some(mut banner) = banner {
+        banner.ready = format!(
             "ready: try `grpcurl -plaintext {} list`",
             settings.peers.accounts.trim_start_matches("http://")
         );
+        match demo {
+            Some(demo) => {
+                seeding = Some(tokio::spawn(seed_demo(
+                    settings.peers.clone(),
+                    demo,
+                    banner,
+                )));
+            }
+            None => banner.print(),
+        }
     }
-    // Seeding talks to the services like any client; it stops with them.
-    let seeding = demo.map(|demo| tokio::spawn(seed_demo(settings.peers.clone(), demo, dashboard)));
     let mut outcome = Ok(());
     while let Some(joined) = running.join_next().await {
         let result = joined.map_err(anyhow::Error::from).and_then(|r| r);

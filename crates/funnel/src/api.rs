@@ -4,12 +4,12 @@
 use bowtie_proto::common::Stage;
 use bowtie_proto::funnel as pb;
 use bowtie_proto::funnel::funnel_service_server::FunnelService;
-use bowtie_runtime::error::{Error, FieldViolations};
+use bowtie_runtime::api::{Answer, idempotency, parsed};
+use bowtie_runtime::error::FieldViolations;
 use bowtie_runtime::feed::EventStream;
-use bowtie_runtime::idempotency::Idempotency;
 use bowtie_runtime::paging::Page;
 use bowtie_runtime::validate::{self, now_micros};
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response};
 
 use crate::convert;
 use crate::service::Funnel;
@@ -27,13 +27,6 @@ impl FunnelApi {
     }
 }
 
-/// Unwraps a value whose absence was already recorded as a violation.
-fn parsed<T>(value: Option<T>) -> Result<T, Error> {
-    value.ok_or_else(|| Error::Internal(anyhow::anyhow!("validated value missing")))
-}
-
-type Answer<T> = Result<Response<T>, Status>;
-
 #[tonic::async_trait]
 impl FunnelService for FunnelApi {
     #[tracing::instrument(skip_all)]
@@ -44,11 +37,7 @@ impl FunnelService for FunnelApi {
         let req = request.into_inner();
         let mut v = FieldViolations::default();
         let new = convert::new_transition(&mut v, &req, now_micros());
-        let idem = Idempotency::new(
-            validate::idempotency_key(&mut v, &req.idempotency_key),
-            "RecordTransition",
-            &req,
-        );
+        let idem = idempotency(&mut v, &req.idempotency_key, "RecordTransition", &req);
         v.into_result()?;
         Ok(Response::new(
             self.app.record_transition(parsed(new)?, idem).await?,
@@ -133,14 +122,6 @@ impl FunnelService for FunnelApi {
         &self,
         request: Request<pb::WatchEventsRequest>,
     ) -> Answer<Self::WatchEventsStream> {
-        let req = request.into_inner();
-        let stream =
-            self.app
-                .store()
-                .feed()
-                .watch(req.after_sequence, |event| pb::WatchEventsResponse {
-                    event: Some(event),
-                })?;
-        Ok(Response::new(stream))
+        self.app.store().feed().watch_events(request)
     }
 }

@@ -14,13 +14,13 @@
 
 use std::sync::Arc;
 
-use bowtie_proto::accounts::{self as accounts_pb, accounts_service_client::AccountsServiceClient};
+use bowtie_proto::accounts as accounts_pb;
 use bowtie_proto::common::Stage;
-use bowtie_proto::revenue::{self as revenue_pb, revenue_service_client::RevenueServiceClient};
-use bowtie_proto::scoring::{self as scoring_pb, scoring_service_client::ScoringServiceClient};
+use bowtie_proto::revenue as revenue_pb;
+use bowtie_proto::scoring as scoring_pb;
 use bowtie_runtime::config::PeerSettings;
 use bowtie_runtime::error::Error;
-use bowtie_runtime::peer::{self, AccountDirectory, ApplyEvent, Consumer, OpenFeed};
+use bowtie_runtime::peer::{AccountDirectory, ApplyEvent, Consumer, Upstream};
 use bowtie_runtime::shutdown::Shutdown;
 use bowtie_runtime::store::Store;
 use bowtie_runtime::validate;
@@ -47,22 +47,7 @@ pub fn accounts_consumer(
     store: Store,
     shutdown: Shutdown,
 ) -> Result<Consumer, Error> {
-    let client = AccountsServiceClient::new(peer::connect(&settings.accounts, settings)?);
-    let open: OpenFeed = Arc::new(move |after| {
-        let mut client = client.clone();
-        Box::pin(async move {
-            let stream = client
-                .watch_events(accounts_pb::WatchEventsRequest {
-                    after_sequence: after,
-                })
-                .await?
-                .into_inner();
-            Ok(peer::events(
-                stream,
-                |r: accounts_pb::WatchEventsResponse| r.event,
-            ))
-        })
-    });
+    let open = Upstream::Accounts.open_feed(settings)?;
     let apply: ApplyEvent = Arc::new(|tx, event| {
         Box::pin(async move {
             let Some(account) = payload::<accounts_pb::Account>(&event)? else {
@@ -129,22 +114,7 @@ pub fn revenue_consumer(
     accounts: AccountDirectory,
     shutdown: Shutdown,
 ) -> Result<Consumer, Error> {
-    let client = RevenueServiceClient::new(peer::connect(&settings.revenue, settings)?);
-    let open: OpenFeed = Arc::new(move |after| {
-        let mut client = client.clone();
-        Box::pin(async move {
-            let stream = client
-                .watch_events(revenue_pb::WatchEventsRequest {
-                    after_sequence: after,
-                })
-                .await?
-                .into_inner();
-            Ok(peer::events(
-                stream,
-                |r: revenue_pb::WatchEventsResponse| r.event,
-            ))
-        })
-    });
+    let open = Upstream::Revenue.open_feed(settings)?;
     let apply: ApplyEvent = Arc::new(move |tx, event| {
         let accounts = accounts.clone();
         Box::pin(async move {
@@ -233,22 +203,7 @@ pub fn scoring_consumer(
     accounts: AccountDirectory,
     shutdown: Shutdown,
 ) -> Result<Consumer, Error> {
-    let client = ScoringServiceClient::new(peer::connect(&settings.scoring, settings)?);
-    let open: OpenFeed = Arc::new(move |after| {
-        let mut client = client.clone();
-        Box::pin(async move {
-            let stream = client
-                .watch_events(scoring_pb::WatchEventsRequest {
-                    after_sequence: after,
-                })
-                .await?
-                .into_inner();
-            Ok(peer::events(
-                stream,
-                |r: scoring_pb::WatchEventsResponse| r.event,
-            ))
-        })
-    });
+    let open = Upstream::Scoring.open_feed(settings)?;
     let apply: ApplyEvent = Arc::new(move |tx, event| {
         let accounts = accounts.clone();
         Box::pin(async move {

@@ -22,13 +22,11 @@ use std::sync::Arc;
 
 use bowtie_proto::funnel::funnel_service_server::FunnelServiceServer;
 use bowtie_runtime::auth::ApiKeys;
+use bowtie_runtime::bootstrap::Bootstrap;
 use bowtie_runtime::config::Settings;
-use bowtie_runtime::db::Db;
-use bowtie_runtime::feed::Feed;
 use bowtie_runtime::peer::AccountDirectory;
 use bowtie_runtime::server::GrpcServer;
 use bowtie_runtime::shutdown::Shutdown;
-use bowtie_runtime::store::Store;
 
 /// Methods that need the admin scope (none).
 pub const ADMIN_METHODS: &[&str] = &[];
@@ -40,9 +38,9 @@ pub async fn build(
     keys: Arc<ApiKeys>,
     shutdown: Shutdown,
 ) -> anyhow::Result<GrpcServer> {
-    let db = Db::connect(&settings.funnel.database).await?;
-    db.migrate::<storage::Migrator>().await?;
-    let store = Store::new(db.clone(), Feed::new(db.clone(), shutdown.clone()));
+    let boot =
+        Bootstrap::open::<storage::Migrator>(settings, &settings.funnel, keys, shutdown).await?;
+    let (store, shutdown) = (boot.store(), boot.shutdown());
     let accounts = AccountDirectory::connect(&settings.peers)?;
     feeds::accounts_consumer(&settings.peers, store.clone(), shutdown.clone())?.spawn();
     feeds::revenue_consumer(
@@ -62,19 +60,6 @@ pub async fn build(
     let index = index::JourneyIndex::new();
     index.spawn(store.clone(), shutdown.clone());
     let app = service::Funnel::new(store, accounts, index);
-    let max = settings.server.max_message_bytes;
-    let service = FunnelServiceServer::new(api::FunnelApi::new(app))
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
-    GrpcServer::bind(
-        settings.funnel.listen,
-        &settings.server,
-        keys,
-        ADMIN_METHODS,
-        shutdown,
-    )
-    .await?
-    .add_service(service)
-    .watch_database(db)
-    .serve_health_on(settings.funnel.health_listen)
+    let api = FunnelServiceServer::new(api::FunnelApi::new(app));
+    boot.serve(ADMIN_METHODS, api).await
 }

@@ -3,12 +3,12 @@
 
 use bowtie_proto::revenue as pb;
 use bowtie_proto::revenue::revenue_service_server::RevenueService;
+use bowtie_runtime::api::{Answer, idempotency, parsed};
 use bowtie_runtime::error::{Error, FieldViolations};
 use bowtie_runtime::feed::EventStream;
-use bowtie_runtime::idempotency::Idempotency;
 use bowtie_runtime::paging::Page;
 use bowtie_runtime::validate;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response};
 
 use crate::convert;
 use crate::domain::{Granularity, MAX_PLAN, Rate, parse_month};
@@ -32,23 +32,6 @@ impl RevenueApi {
         Self { app }
     }
 }
-
-fn idempotency<M: prost::Message>(
-    v: &mut FieldViolations,
-    key: &str,
-    method: &str,
-    request: &M,
-) -> Option<Idempotency> {
-    Idempotency::new(validate::idempotency_key(v, key), method, request)
-}
-
-/// Unwraps a value whose absence was already recorded as a violation; reached
-/// only after `into_result` returned Ok, so `None` here is a bug, not bad input.
-fn parsed<T>(value: Option<T>) -> Result<T, Error> {
-    value.ok_or_else(|| Error::Internal(anyhow::anyhow!("validated value missing")))
-}
-
-type Answer<T> = Result<Response<T>, Status>;
 
 #[tonic::async_trait]
 impl RevenueService for RevenueApi {
@@ -484,14 +467,6 @@ impl RevenueService for RevenueApi {
         &self,
         request: Request<pb::WatchEventsRequest>,
     ) -> Answer<Self::WatchEventsStream> {
-        let req = request.into_inner();
-        let stream =
-            self.app
-                .store()
-                .feed()
-                .watch(req.after_sequence, |event| pb::WatchEventsResponse {
-                    event: Some(event),
-                })?;
-        Ok(Response::new(stream))
+        self.app.store().feed().watch_events(request)
     }
 }

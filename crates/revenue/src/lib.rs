@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use bowtie_proto::revenue::revenue_service_server::RevenueServiceServer;
 use bowtie_runtime::auth::ApiKeys;
+use bowtie_runtime::bootstrap::Bootstrap;
 use bowtie_runtime::config::Settings;
 use bowtie_runtime::db::Db;
 use bowtie_runtime::feed::Feed;
@@ -74,22 +75,9 @@ pub async fn build(
     keys: Arc<ApiKeys>,
     shutdown: Shutdown,
 ) -> anyhow::Result<GrpcServer> {
-    let db = Db::connect(&settings.revenue.database).await?;
-    db.migrate::<storage::Migrator>().await?;
-    let app = app(settings, db.clone(), shutdown.clone()).await?;
-    let max = settings.server.max_message_bytes;
-    let service = RevenueServiceServer::new(api::RevenueApi::new(app))
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
-    GrpcServer::bind(
-        settings.revenue.listen,
-        &settings.server,
-        keys,
-        ADMIN_METHODS,
-        shutdown,
-    )
-    .await?
-    .add_service(service)
-    .watch_database(db)
-    .serve_health_on(settings.revenue.health_listen)
+    let boot =
+        Bootstrap::open::<storage::Migrator>(settings, &settings.revenue, keys, shutdown).await?;
+    let app = app(settings, boot.db().clone(), boot.shutdown()).await?;
+    let api = RevenueServiceServer::new(api::RevenueApi::new(app));
+    boot.serve(ADMIN_METHODS, api).await
 }

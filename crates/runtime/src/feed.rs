@@ -223,6 +223,23 @@ pub async fn save_cursor<C: ConnectionTrait>(
 /// A stream of responses for a `WatchEvents` server-streaming RPC.
 pub type EventStream<R> = Pin<Box<dyn Stream<Item = Result<R, Status>> + Send + 'static>>;
 
+/// A service's `WatchEventsRequest`: where the watcher resumes. Every
+/// service's contract has one (see `contracts`).
+pub trait WatchRequest: Send + 'static {
+    /// Stream the events with a greater sequence.
+    fn after_sequence(&self) -> i64;
+    /// The request that resumes after `after_sequence`.
+    fn after(after_sequence: i64) -> Self;
+}
+
+/// A service's `WatchEventsResponse`: one event.
+pub trait WatchResponse: Send + 'static {
+    /// The response carrying `event`.
+    fn wrap(event: common::Event) -> Self;
+    /// The event it carries.
+    fn into_event(self) -> Option<common::Event>;
+}
+
 /// Serves a service's feed to watchers and wakes them when a write commits.
 #[derive(Debug, Clone)]
 pub struct Feed {
@@ -251,6 +268,16 @@ impl Feed {
     /// Wakes the watchers: events were committed.
     pub fn notify(&self) {
         self.committed.send_modify(|generation| *generation += 1);
+    }
+
+    /// The `WatchEvents` handler of every service: the events after the
+    /// request's `after_sequence`, as [`watch`](Self::watch) streams them.
+    pub fn watch_events<Q: WatchRequest, R: WatchResponse>(
+        &self,
+        request: tonic::Request<Q>,
+    ) -> Result<tonic::Response<EventStream<R>>, Status> {
+        let after_sequence = request.into_inner().after_sequence();
+        Ok(tonic::Response::new(self.watch(after_sequence, R::wrap)?))
     }
 
     /// Every event after `after_sequence`, then new ones as they commit, each

@@ -1,14 +1,18 @@
 //! The shared runtime of every Bowtie service, written once: layered
 //! configuration, telemetry, the database connection and migrations, the error
 //! type and its mapping to gRPC statuses, API-key auth, idempotency keys, the
-//! outbox-backed change feed, TLS and the server bootstrap.
+//! outbox-backed change feed, TLS, the server bootstrap, and what every
+//! service's handlers, feed consumers and `build()` have in common.
 //!
 //! A service crate contributes its domain, its tables and its handlers; how it
 //! is configured, secured, observed, stored and served comes from here.
 
+pub mod api;
 pub mod auth;
+pub mod bootstrap;
 pub mod cache;
 pub mod config;
+mod contracts;
 pub mod db;
 pub mod error;
 pub mod feed;

@@ -25,6 +25,7 @@ use uuid::Uuid;
 
 use crate::config::PeerSettings;
 use crate::error::Error;
+use crate::feed::{WatchRequest, WatchResponse};
 use crate::shutdown::Shutdown;
 use crate::store::{Store, Tx};
 use crate::telemetry::PropagateTraceContext;
@@ -200,6 +201,68 @@ where
 pub type OpenFeed =
     Arc<dyn Fn(i64) -> BoxFuture<'static, Result<EventStream, Status>> + Send + Sync>;
 
+/// A service whose change feed another service follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upstream {
+    /// The accounts service.
+    Accounts,
+    /// The funnel service.
+    Funnel,
+    /// The revenue service.
+    Revenue,
+    /// The scoring service.
+    Scoring,
+}
+
+impl Upstream {
+    /// Its feed at its `[peers]` address, reached like any peer (lazily,
+    /// with this service's key and trace), for a [`Consumer`].
+    pub fn open_feed(self, settings: &PeerSettings) -> Result<OpenFeed, Error> {
+        use bowtie_proto::funnel::funnel_service_client::FunnelServiceClient;
+        use bowtie_proto::revenue::revenue_service_client::RevenueServiceClient;
+        use bowtie_proto::scoring::scoring_service_client::ScoringServiceClient;
+        // The client of `$package` at its `[peers]` address, and its call.
+        macro_rules! feed {
+            ($client:ident, $package:ident) => {
+                watch_with(
+                    $client::new(connect(&settings.$package, settings)?),
+                    |mut client, request: bowtie_proto::$package::WatchEventsRequest| async move {
+                        client.watch_events(request).await
+                    },
+                )
+            };
+        }
+        Ok(match self {
+            Self::Accounts => feed!(AccountsServiceClient, accounts),
+            Self::Funnel => feed!(FunnelServiceClient, funnel),
+            Self::Revenue => feed!(RevenueServiceClient, revenue),
+            Self::Scoring => feed!(ScoringServiceClient, scoring),
+        })
+    }
+}
+
+/// Opens a feed by calling `watch` (a client's `WatchEvents`) on a clone of
+/// `client` with the request that resumes after the given sequence.
+fn watch_with<C, Q, R, F, Fut>(client: C, watch: F) -> OpenFeed
+where
+    C: Clone + Send + Sync + 'static,
+    Q: WatchRequest,
+    R: WatchResponse,
+    F: Fn(C, Q) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<tonic::Response<tonic::Streaming<R>>, Status>>
+        + Send
+        + 'static,
+{
+    let watch = Arc::new(watch);
+    Arc::new(move |after| {
+        let (client, watch) = (client.clone(), watch.clone());
+        Box::pin(async move {
+            let stream = watch(client, Q::after(after)).await?.into_inner();
+            Ok(events(stream, R::into_event))
+        })
+    })
+}
+
 /// Applies one event inside the consumer's transaction.
 pub type ApplyEvent = Arc<
     dyn for<'c> Fn(&'c mut Tx, common::Event) -> BoxFuture<'c, Result<(), Error>> + Send + Sync,
@@ -209,6 +272,9 @@ pub type ApplyEvent = Arc<
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// First wait after a failure.
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// Failures are logged at `info` while the wait is shorter than this (the
+/// first 1.5 s of retries), at `warn` after.
+const QUIET_RETRIES: Duration = Duration::from_secs(1);
 
 /// Follows another service's change feed and applies each event exactly once:
 /// the cursor lives in this service's database and moves in the transaction
@@ -271,6 +337,12 @@ impl Consumer {
         loop {
             match self.follow().await {
                 Ok(()) => backoff = MIN_BACKOFF,
+                // A peer starting a moment after this service (as under
+                // `bowtie dev`) is not worth a warning; one still away
+                // after a second of retries is.
+                Err(e) if backoff < QUIET_RETRIES => {
+                    tracing::info!(consumer = %self.name, error = %e, "change feed interrupted; resuming");
+                }
                 Err(e) => {
                     tracing::warn!(consumer = %self.name, error = %e, "change feed interrupted; resuming");
                 }

@@ -3,7 +3,12 @@
 //! is configured), a tower layer that opens a span per RPC and continues the
 //! caller's W3C trace context, and a client interceptor that passes the
 //! current context on to the next service.
+//!
+//! Logs go to stderr, so that what a command prints for people (the banner
+//! of `bowtie dev`, a report) owns stdout, and carry ANSI colours only when
+//! stderr is a terminal, so a file or a pipe receives plain text.
 
+use std::io::IsTerminal;
 use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -46,15 +51,42 @@ impl Drop for TelemetryGuard {
     }
 }
 
-/// Installs the global subscriber and, with an endpoint, the OTLP pipeline.
-/// Call once per process, from inside the Tokio runtime.
-pub fn init(service_name: &str, settings: &TelemetrySettings) -> anyhow::Result<TelemetryGuard> {
+/// The log filter to run with, the most explicit ask first: the command
+/// line's `--log`, then `RUST_LOG`, then the command's own default (the
+/// configured `telemetry.log_filter`, or `warn` under `bowtie dev`, where
+/// the banner is what a person reads). A blank value asks for nothing.
+pub fn log_filter(flag: Option<&str>, env: Option<&str>, default: &str) -> String {
+    [flag, env]
+        .into_iter()
+        .flatten()
+        .map(str::trim)
+        .find(|f| !f.is_empty())
+        .unwrap_or(default)
+        .to_owned()
+}
+
+/// Installs the global subscriber, logging to stderr with `filter` (see
+/// [`log_filter`]), and, with an endpoint, the OTLP pipeline. Call once per
+/// process, from inside the Tokio runtime.
+pub fn init(
+    service_name: &str,
+    settings: &TelemetrySettings,
+    filter: &str,
+) -> anyhow::Result<TelemetryGuard> {
     global::set_text_map_propagator(TraceContextPropagator::new());
-    let filter =
-        EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&settings.log_filter))?;
+    let filter = EnvFilter::try_new(filter)
+        .map_err(|e| anyhow::anyhow!("log filter {filter:?} is not valid: {e}"))?;
+    let ansi = std::io::stderr().is_terminal();
     let fmt = match settings.log_format {
-        LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
-        LogFormat::Json => tracing_subscriber::fmt::layer().json().boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(ansi)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .boxed(),
     };
     let mut guard = TelemetryGuard::default();
     let otel = if settings.otlp_endpoint.is_empty() {
@@ -242,5 +274,26 @@ impl Injector for MetadataInjector<'_> {
         ) {
             self.0.insert(key, value);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+
+    const CONFIGURED: &str = "info,sqlx=warn";
+
+    #[test]
+    fn the_flag_wins_over_rust_log_which_wins_over_the_default() {
+        assert_eq!(log_filter(Some("debug"), Some("info"), "warn"), "debug");
+        assert_eq!(log_filter(None, Some("info"), "warn"), "info");
+        assert_eq!(log_filter(None, None, "warn"), "warn");
+        assert_eq!(log_filter(None, None, CONFIGURED), CONFIGURED);
+    }
+
+    #[test]
+    fn a_blank_flag_or_rust_log_asks_for_nothing() {
+        assert_eq!(log_filter(Some(""), Some(" "), "warn"), "warn");
+        assert_eq!(log_filter(Some(" "), Some("info "), "warn"), "info");
     }
 }

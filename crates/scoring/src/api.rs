@@ -3,9 +3,9 @@
 
 use bowtie_proto::scoring as pb;
 use bowtie_proto::scoring::scoring_service_server::ScoringService;
-use bowtie_runtime::error::{Error, FieldViolations};
+use bowtie_runtime::api::{Answer, idempotency, parsed};
+use bowtie_runtime::error::FieldViolations;
 use bowtie_runtime::feed::EventStream;
-use bowtie_runtime::idempotency::Idempotency;
 use bowtie_runtime::paging::Page;
 use bowtie_runtime::validate;
 use futures::StreamExt;
@@ -29,13 +29,6 @@ impl ScoringApi {
         Self { app }
     }
 }
-
-/// Unwraps a value whose absence was already recorded as a violation.
-fn parsed<T>(value: Option<T>) -> Result<T, Error> {
-    value.ok_or_else(|| Error::Internal(anyhow::anyhow!("validated value missing")))
-}
-
-type Answer<T> = Result<Response<T>, Status>;
 
 fn account_id(v: &mut FieldViolations, raw: &str) -> Option<uuid::Uuid> {
     validate::uuid(v, "account_id", raw)
@@ -266,11 +259,7 @@ impl ScoringService for ScoringApi {
         if req.expected_version < 0 {
             v.add("expected_version", "must not be negative");
         }
-        let idem = Idempotency::new(
-            validate::idempotency_key(&mut v, &req.idempotency_key),
-            "UpdateScorecard",
-            &req,
-        );
+        let idem = idempotency(&mut v, &req.idempotency_key, "UpdateScorecard", &req);
         v.into_result()?;
         let (segment, card) = parsed(card)?;
         Ok(Response::new(
@@ -449,14 +438,6 @@ impl ScoringService for ScoringApi {
         &self,
         request: Request<pb::WatchEventsRequest>,
     ) -> Answer<Self::WatchEventsStream> {
-        let req = request.into_inner();
-        let stream =
-            self.app
-                .store()
-                .feed()
-                .watch(req.after_sequence, |event| pb::WatchEventsResponse {
-                    event: Some(event),
-                })?;
-        Ok(Response::new(stream))
+        self.app.store().feed().watch_events(request)
     }
 }

@@ -13,13 +13,13 @@
 
 use std::sync::Arc;
 
-use bowtie_proto::accounts::{self as accounts_pb, accounts_service_client::AccountsServiceClient};
+use bowtie_proto::accounts as accounts_pb;
 use bowtie_proto::common::{Segment, Stage};
-use bowtie_proto::funnel::{self as funnel_pb, funnel_service_client::FunnelServiceClient};
-use bowtie_proto::revenue::{self as revenue_pb, revenue_service_client::RevenueServiceClient};
+use bowtie_proto::funnel as funnel_pb;
+use bowtie_proto::revenue as revenue_pb;
 use bowtie_runtime::config::PeerSettings;
 use bowtie_runtime::error::Error;
-use bowtie_runtime::peer::{self, ApplyEvent, Consumer, OpenFeed};
+use bowtie_runtime::peer::{ApplyEvent, Consumer, Upstream};
 use bowtie_runtime::shutdown::Shutdown;
 use bowtie_runtime::store::Tx;
 use bowtie_runtime::validate::{self, now_micros};
@@ -65,22 +65,7 @@ pub fn accounts_consumer(
     app: Scoring,
     shutdown: Shutdown,
 ) -> Result<Consumer, Error> {
-    let client = AccountsServiceClient::new(peer::connect(&settings.accounts, settings)?);
-    let open: OpenFeed = Arc::new(move |after| {
-        let mut client = client.clone();
-        Box::pin(async move {
-            let stream = client
-                .watch_events(accounts_pb::WatchEventsRequest {
-                    after_sequence: after,
-                })
-                .await?
-                .into_inner();
-            Ok(peer::events(
-                stream,
-                |r: accounts_pb::WatchEventsResponse| r.event,
-            ))
-        })
-    });
+    let open = Upstream::Accounts.open_feed(settings)?;
     let store = app.store().clone();
     let apply: ApplyEvent = Arc::new(move |tx, event| {
         let app = app.clone();
@@ -211,22 +196,7 @@ pub fn revenue_consumer(
     app: Scoring,
     shutdown: Shutdown,
 ) -> Result<Consumer, Error> {
-    let client = RevenueServiceClient::new(peer::connect(&settings.revenue, settings)?);
-    let open: OpenFeed = Arc::new(move |after| {
-        let mut client = client.clone();
-        Box::pin(async move {
-            let stream = client
-                .watch_events(revenue_pb::WatchEventsRequest {
-                    after_sequence: after,
-                })
-                .await?
-                .into_inner();
-            Ok(peer::events(
-                stream,
-                |r: revenue_pb::WatchEventsResponse| r.event,
-            ))
-        })
-    });
+    let open = Upstream::Revenue.open_feed(settings)?;
     let store = app.store().clone();
     let apply: ApplyEvent = Arc::new(move |tx, event| {
         let app = app.clone();
@@ -275,21 +245,7 @@ pub fn funnel_consumer(
     app: Scoring,
     shutdown: Shutdown,
 ) -> Result<Consumer, Error> {
-    let client = FunnelServiceClient::new(peer::connect(&settings.funnel, settings)?);
-    let open: OpenFeed = Arc::new(move |after| {
-        let mut client = client.clone();
-        Box::pin(async move {
-            let stream = client
-                .watch_events(funnel_pb::WatchEventsRequest {
-                    after_sequence: after,
-                })
-                .await?
-                .into_inner();
-            Ok(peer::events(stream, |r: funnel_pb::WatchEventsResponse| {
-                r.event
-            }))
-        })
-    });
+    let open = Upstream::Funnel.open_feed(settings)?;
     let store = app.store().clone();
     let apply: ApplyEvent = Arc::new(move |tx, event| {
         let app = app.clone();

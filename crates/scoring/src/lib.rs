@@ -24,13 +24,11 @@ use std::sync::Arc;
 
 use bowtie_proto::scoring::scoring_service_server::ScoringServiceServer;
 use bowtie_runtime::auth::ApiKeys;
+use bowtie_runtime::bootstrap::Bootstrap;
 use bowtie_runtime::config::Settings;
-use bowtie_runtime::db::Db;
-use bowtie_runtime::feed::Feed;
 use bowtie_runtime::peer::AccountDirectory;
 use bowtie_runtime::server::GrpcServer;
 use bowtie_runtime::shutdown::Shutdown;
-use bowtie_runtime::store::Store;
 
 /// Methods that need the admin scope.
 pub const ADMIN_METHODS: &[&str] = &["RecomputeHealth", "UpdateScorecard", "TrainModel"];
@@ -43,9 +41,9 @@ pub async fn build(
     keys: Arc<ApiKeys>,
     shutdown: Shutdown,
 ) -> anyhow::Result<GrpcServer> {
-    let db = Db::connect(&settings.scoring.database).await?;
-    db.migrate::<storage::Migrator>().await?;
-    let store = Store::new(db.clone(), Feed::new(db.clone(), shutdown.clone()));
+    let boot =
+        Bootstrap::open::<storage::Migrator>(settings, &settings.scoring, keys, shutdown).await?;
+    let (store, shutdown) = (boot.store(), boot.shutdown());
     let accounts = AccountDirectory::connect(&settings.peers)?;
     let policy = settings.scoring_policy.clone();
     let app = service::Scoring::new(store.clone(), accounts, policy.clone()).await?;
@@ -54,19 +52,6 @@ pub async fn build(
     feeds::funnel_consumer(&settings.peers, app.clone(), shutdown.clone())?.spawn();
     app.spawn_worker(shutdown.clone());
     webhook::spawn(store, policy, shutdown.clone())?;
-    let max = settings.server.max_message_bytes;
-    let service = ScoringServiceServer::new(api::ScoringApi::new(app))
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
-    GrpcServer::bind(
-        settings.scoring.listen,
-        &settings.server,
-        keys,
-        ADMIN_METHODS,
-        shutdown,
-    )
-    .await?
-    .add_service(service)
-    .watch_database(db)
-    .serve_health_on(settings.scoring.health_listen)
+    let api = ScoringServiceServer::new(api::ScoringApi::new(app));
+    boot.serve(ADMIN_METHODS, api).await
 }

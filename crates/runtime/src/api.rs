@@ -1,0 +1,54 @@
+//! What every service's gRPC handlers share: the answer of a handler, the
+//! unwrapping of a value the validation already vouched for, and the
+//! idempotency of a write. The `WatchEvents` handler is
+//! [`Feed::watch_events`](crate::feed::Feed::watch_events).
+
+use tonic::{Response, Status};
+
+use crate::error::{Error, FieldViolations};
+use crate::idempotency::Idempotency;
+use crate::validate;
+
+/// What a tonic handler returns.
+pub type Answer<T> = Result<Response<T>, Status>;
+
+/// Unwraps a value whose absence was already recorded as a violation;
+/// reached only after `into_result` returned Ok, so `None` here is a bug,
+/// not bad input (INTERNAL, never a panic).
+pub fn parsed<T>(value: Option<T>) -> Result<T, Error> {
+    value.ok_or_else(|| Error::Internal(anyhow::anyhow!("validated value missing")))
+}
+
+/// The idempotency of a write `method` carrying `key` (none when the key is
+/// empty; a violation when it is malformed), fingerprinted by `request`.
+pub fn idempotency<M: prost::Message>(
+    v: &mut FieldViolations,
+    key: &str,
+    method: &str,
+    request: &M,
+) -> Option<Idempotency> {
+    Idempotency::new(validate::idempotency_key(v, key), method, request)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_validated_value_is_internal_not_a_panic() {
+        assert!(matches!(parsed::<u8>(None), Err(Error::Internal(_))));
+        assert!(matches!(parsed(Some(3)), Ok(3)));
+    }
+
+    #[test]
+    fn an_empty_key_is_no_idempotency_and_a_key_fingerprints_the_method() {
+        let mut v = FieldViolations::default();
+        let request = bowtie_proto::accounts::GetAccountRequest { id: "a".into() };
+        assert_eq!(idempotency(&mut v, "", "CreateAccount", &request), None);
+        let create = idempotency(&mut v, "key-1", "CreateAccount", &request);
+        let update = idempotency(&mut v, "key-1", "UpdateAccount", &request);
+        assert!(v.into_result().is_ok());
+        assert_eq!(create.as_ref().map(|i| i.key.as_str()), Some("key-1"));
+        assert_ne!(create.map(|i| i.fingerprint), update.map(|i| i.fingerprint));
+    }
+}

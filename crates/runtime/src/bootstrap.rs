@@ -1,0 +1,107 @@
+//! A service's start, written once: connect its database, apply its
+//! migrations, open its change feed, then bind its gRPC server with the
+//! shared settings (message limits, auth, health following the database, the
+//! optional plaintext health listener). A service's `build()` adds only what
+//! is its own between the two: its application, its feed consumers, its
+//! workers.
+
+use std::sync::Arc;
+
+use sea_orm_migration::MigratorTrait;
+
+use crate::auth::ApiKeys;
+use crate::config::{DatabaseSettings, ServiceSettings, Settings};
+use crate::db::Db;
+use crate::feed::Feed;
+use crate::server::GrpcServer;
+use crate::shutdown::Shutdown;
+use crate::store::Store;
+
+/// A service's generated gRPC server (every service's; see `contracts`).
+pub trait ServiceServer {
+    /// Adds this service to `server`, accepting and sending messages of at
+    /// most `max_message_bytes`.
+    fn add_to(self, server: GrpcServer, max_message_bytes: usize) -> GrpcServer;
+}
+
+/// Connects `database`, applies `M`'s migrations and closes the connection
+/// (`bowtie migrate`).
+pub async fn migrate<M: MigratorTrait>(database: &DatabaseSettings) -> anyhow::Result<()> {
+    let db = Db::connect(database).await?;
+    db.migrate::<M>().await?;
+    db.close().await;
+    Ok(())
+}
+
+/// A service halfway started: its database connected and migrated, its feed
+/// open, its server not yet bound.
+#[derive(Debug)]
+pub struct Bootstrap<'a> {
+    settings: &'a Settings,
+    service: &'a ServiceSettings,
+    keys: Arc<ApiKeys>,
+    shutdown: Shutdown,
+    db: Db,
+    feed: Feed,
+}
+
+impl<'a> Bootstrap<'a> {
+    /// Connects `service.database` and applies `M`'s migrations; the feed's
+    /// streams and the server stop when `shutdown` fires.
+    pub async fn open<M: MigratorTrait>(
+        settings: &'a Settings,
+        service: &'a ServiceSettings,
+        keys: Arc<ApiKeys>,
+        shutdown: Shutdown,
+    ) -> anyhow::Result<Self> {
+        let db = Db::connect(&service.database).await?;
+        db.migrate::<M>().await?;
+        let feed = Feed::new(db.clone(), shutdown.clone());
+        Ok(Self {
+            settings,
+            service,
+            keys,
+            shutdown,
+            db,
+            feed,
+        })
+    }
+
+    /// The migrated database.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// The database with the service's feed, for its application. Every
+    /// store shares the one feed, so each write wakes every watcher.
+    pub fn store(&self) -> Store {
+        Store::new(self.db.clone(), self.feed.clone())
+    }
+
+    /// The signal that stops the service, for its consumers and workers.
+    pub fn shutdown(&self) -> Shutdown {
+        self.shutdown.clone()
+    }
+
+    /// Binds the server on the service's `listen` address (port 0 picks a
+    /// free port) serving `service`, `admin_methods` needing the admin
+    /// scope; health follows the database.
+    pub async fn serve<S: ServiceServer>(
+        self,
+        admin_methods: &'static [&'static str],
+        service: S,
+    ) -> anyhow::Result<GrpcServer> {
+        let server = GrpcServer::bind(
+            self.service.listen,
+            &self.settings.server,
+            self.keys,
+            admin_methods,
+            self.shutdown,
+        )
+        .await?;
+        service
+            .add_to(server, self.settings.server.max_message_bytes)
+            .watch_database(self.db)
+            .serve_health_on(self.service.health_listen)
+    }
+}
