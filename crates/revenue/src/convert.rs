@@ -227,13 +227,13 @@ pub fn subscription_to_pb(s: &Subscription, now: i64) -> pb::Subscription {
 
 /// Renders a movement.
 pub fn movement_to_pb(
-    account_id: &str,
+    account_id: Uuid,
     m: &Movement,
     segment: i32,
     currency: &str,
 ) -> pb::Movement {
     pb::Movement {
-        account_id: account_id.to_owned(),
+        account_id: account_id.to_string(),
         r#type: m.kind.code(),
         amount: money(currency, m.amount),
         mrr_before: money(currency, m.before),

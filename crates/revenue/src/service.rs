@@ -350,7 +350,7 @@ impl Revenue {
                     for (history, revision) in histories.iter().zip(revisions) {
                         emit_revision(
                             tx,
-                            &history.account_id.to_string(),
+                            history.account_id,
                             history.segment,
                             &reporting,
                             revision,
@@ -391,7 +391,7 @@ impl Revenue {
         Ok(pb::ListMovementsResponse {
             movements: rows
                 .iter()
-                .map(|m| movement_to_pb(&m.account_id, &m.movement, m.segment, currency))
+                .map(|m| movement_to_pb(m.account_id, &m.movement, m.segment, currency))
                 .collect(),
             page: Some(paging),
         })
@@ -518,11 +518,11 @@ impl Revenue {
         let firsts =
             storage::first_payments(reader, month_start(first), month_start(last + 1), segment)
                 .await?;
-        let cohort_of: BTreeMap<String, Month> = firsts
+        let cohort_of: BTreeMap<Uuid, Month> = firsts
             .into_iter()
             .map(|(account, at)| (account, month_of(at)))
             .collect();
-        let accounts: Vec<String> = cohort_of.keys().cloned().collect();
+        let accounts: Vec<Uuid> = cohort_of.keys().copied().collect();
         let spans = storage::spans_of(reader, &accounts).await?;
         let grid = cohort_grid(&cohort_of, &spans, months, now_micros());
         let currency = &self.policy.reporting_currency;
@@ -750,7 +750,7 @@ async fn apply(
     for revision in revisions {
         emit_revision(
             tx,
-            &id,
+            account.id,
             account.segment,
             &policy.reporting_currency,
             revision,
@@ -760,7 +760,7 @@ async fn apply(
 }
 
 /// Queues the events of one account's revised movements: retractions first.
-fn emit_revision(tx: &mut Tx, account_id: &str, segment: i32, currency: &str, revision: Revision) {
+fn emit_revision(tx: &mut Tx, account_id: Uuid, segment: i32, currency: &str, revision: Revision) {
     for (event_type, movements) in [
         ("movement.retracted", &revision.retracted),
         ("movement.recorded", &revision.recorded),
@@ -769,7 +769,7 @@ fn emit_revision(tx: &mut Tx, account_id: &str, segment: i32, currency: &str, re
             let payload = movement_to_pb(account_id, m, segment, currency);
             tx.emit(NewEvent::new(
                 "account",
-                account_id.to_owned(),
+                account_id.to_string(),
                 event_type,
                 &payload,
             ));
