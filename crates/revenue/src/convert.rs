@@ -229,7 +229,7 @@ pub fn subscription_to_pb(s: &Subscription, now: i64) -> pb::Subscription {
 pub fn movement_to_pb(
     account_id: Uuid,
     m: &Movement,
-    segment: i32,
+    segment: Segment,
     currency: &str,
 ) -> pb::Movement {
     pb::Movement {
@@ -239,7 +239,7 @@ pub fn movement_to_pb(
         mrr_before: money(currency, m.before),
         mrr_after: money(currency, m.after),
         occurred_at: Some(to_timestamp(m.at)),
-        segment,
+        segment: segment as i32,
     }
 }
 

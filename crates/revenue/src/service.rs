@@ -18,6 +18,7 @@ use bowtie_runtime::feed::NewEvent;
 use bowtie_runtime::idempotency::Idempotency;
 use bowtie_runtime::paging::Page;
 use bowtie_runtime::peer::AccountDirectory;
+use bowtie_runtime::sql::internal;
 use bowtie_runtime::store::{Store, Tx};
 use bowtie_runtime::validate::{now_micros, to_timestamp};
 use uuid::Uuid;
@@ -38,25 +39,43 @@ pub struct Policy {
     pub default_renewal_likelihood_bp: i64,
 }
 
-/// Where an account reports: its segment code and owner.
+/// Where an account reports: its segment and owner.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountInfo {
     /// The account.
     pub id: Uuid,
-    /// bowtie.common.v1.Segment code.
-    pub segment: i32,
+    /// Its segment.
+    pub segment: Segment,
     /// The owner who closed the deal.
     pub owner: String,
 }
 
 impl AccountInfo {
-    fn from_account(id: Uuid, a: &Account) -> Self {
-        Self {
+    /// The accounts service validates segments, so a code it does not know
+    /// means the two services disagree on the protocol: an internal error.
+    fn from_account(id: Uuid, a: &Account) -> Result<Self, Error> {
+        let segment = Segment::try_from(a.segment).map_err(|_| {
+            internal(format_args!(
+                "account {id} has segment code {}, which this version does not know",
+                a.segment
+            ))
+        })?;
+        Ok(Self {
             id,
-            segment: a.segment,
+            segment,
             owner: a.owner.clone(),
-        }
+        })
     }
+}
+
+/// A segment filter as the API passes it (a validated code, `None` for any).
+fn segment_filter(segment: Option<i32>) -> Result<Option<Segment>, Error> {
+    segment
+        .map(|code| {
+            Segment::try_from(code)
+                .map_err(|_| Error::invalid("segment", format!("unknown segment {code}")))
+        })
+        .transpose()
 }
 
 /// One subscription of a bulk import with the account it belongs to.
@@ -108,7 +127,7 @@ impl Revenue {
 
     async fn account(&self, id: Uuid) -> Result<AccountInfo, Error> {
         let account = self.directory.get(id).await?;
-        Ok(AccountInfo::from_account(id, &account))
+        AccountInfo::from_account(id, &account)
     }
 
     /// Creates a subscription.
@@ -480,6 +499,7 @@ impl Revenue {
             Granularity::Month => (first, last),
             Granularity::Quarter => (first - first.rem_euclid(3), last - last.rem_euclid(3) + 2),
         };
+        let segment = segment_filter(segment)?;
         let rows = storage::rollups(self.store.db().reader(), last, segment).await?;
         let mut opening = (0i64, 0i64);
         let mut monthly: BTreeMap<(Month, MovementKind), Tally> = BTreeMap::new();
@@ -514,6 +534,7 @@ impl Revenue {
         months: i32,
         segment: Option<i32>,
     ) -> Result<pb::GetCohortRetentionResponse, Error> {
+        let segment = segment_filter(segment)?;
         let reader = self.store.db().reader();
         let firsts =
             storage::first_payments(reader, month_start(first), month_start(last + 1), segment)
@@ -760,7 +781,13 @@ async fn apply(
 }
 
 /// Queues the events of one account's revised movements: retractions first.
-fn emit_revision(tx: &mut Tx, account_id: Uuid, segment: i32, currency: &str, revision: Revision) {
+fn emit_revision(
+    tx: &mut Tx,
+    account_id: Uuid,
+    segment: Segment,
+    currency: &str,
+    revision: Revision,
+) {
     for (event_type, movements) in [
         ("movement.retracted", &revision.retracted),
         ("movement.recorded", &revision.recorded),

@@ -32,9 +32,9 @@ use sea_orm::sea_query::{InsertStatement, SimpleExpr};
 use uuid::Uuid;
 
 use bowtie_runtime::error::Error;
-use bowtie_runtime::sql::{execute, internal};
+use bowtie_runtime::sql::{corrupt, execute, internal};
 
-use crate::domain::{Movement, MovementKind, Subscription};
+use crate::domain::{Movement, MovementKind, Segment, Subscription};
 
 pub use ledger::{fx_table, insert_invoice, save_rate, save_spend, spend};
 pub use movements::{first_payments, list_movements, recompute, rollups};
@@ -70,6 +70,11 @@ async fn insert_chunks<C: ConnectionTrait>(
     Ok(())
 }
 
+/// A stored segment code.
+fn stored_segment(code: i32) -> Result<Segment, Error> {
+    Segment::try_from(code).map_err(|_| corrupt(format_args!("stored segment {code}")))
+}
+
 /// Stored ids of `accounts`, for an `IN` list.
 fn keys(accounts: &[Uuid]) -> Vec<String> {
     accounts.iter().map(Uuid::to_string).collect()
@@ -87,8 +92,8 @@ pub async fn lock_account<C: ConnectionTrait>(conn: &C, account: Uuid) -> Result
 pub struct AccountHistory {
     /// The account.
     pub account_id: Uuid,
-    /// Segment code (bowtie.common.v1.Segment).
-    pub segment: i32,
+    /// Where the account reports.
+    pub segment: Segment,
     /// The owner who closed the deal.
     pub owner: String,
     /// Every subscription of the account.
@@ -120,8 +125,8 @@ pub struct StoredMovement {
     pub account_id: Uuid,
     /// The movement.
     pub movement: Movement,
-    /// Segment code.
-    pub segment: i32,
+    /// The account's segment when the movement was derived.
+    pub segment: Segment,
 }
 
 /// Filters of `ListMovements`.

@@ -14,9 +14,10 @@ use bowtie_runtime::sql::{corrupt, query, stored_uuid};
 use super::entity::{movement, paying_span, rollup};
 use super::{
     AccountHistory, CHUNK, MovementFilter, OPEN_END, Revision, StoredMovement, insert_chunks, keys,
+    stored_segment,
 };
 use crate::domain::{
-    FxTable, Month, Movement, MovementKind, RollupKey, Tally, add_to_rollup, movements,
+    FxTable, Month, Movement, MovementKind, RollupKey, Segment, Tally, add_to_rollup, movements,
     paying_spans,
 };
 
@@ -39,7 +40,7 @@ pub async fn recompute<C: ConnectionTrait>(
     fx: &FxTable,
 ) -> Result<Vec<Revision>, Error> {
     let ids: Vec<Uuid> = accounts.iter().map(|a| a.account_id).collect();
-    let mut stored: HashMap<Uuid, Vec<(Movement, i32)>> = HashMap::new();
+    let mut stored: HashMap<Uuid, Vec<(Movement, Segment)>> = HashMap::new();
     for chunk in ids.chunks(CHUNK) {
         let chunk = keys(chunk);
         let rows = movement::Entity::find()
@@ -51,7 +52,7 @@ pub async fn recompute<C: ConnectionTrait>(
             stored
                 .entry(stored_uuid(&row.account_id)?)
                 .or_default()
-                .push((from_model(&row)?, row.segment));
+                .push((from_model(&row)?, stored_segment(row.segment)?));
         }
         movement::Entity::delete_many()
             .filter(movement::Column::AccountId.is_in(chunk.clone()))
@@ -96,7 +97,7 @@ pub async fn recompute<C: ConnectionTrait>(
                 m.amount.into(),
                 m.before.into(),
                 m.after.into(),
-                account.segment.into(),
+                (account.segment as i32).into(),
             ]);
         }
         for s in paying_spans(&new) {
@@ -105,7 +106,7 @@ pub async fn recompute<C: ConnectionTrait>(
                 s.from.into(),
                 s.to.unwrap_or(OPEN_END).into(),
                 s.mrr.into(),
-                account.segment.into(),
+                (account.segment as i32).into(),
                 account.owner.clone().into(),
             ]);
         }
@@ -158,7 +159,7 @@ async fn apply_deltas<C: ConnectionTrait>(
         .map(|((month, segment, kind), t)| {
             vec![
                 month.into(),
-                segment.into(),
+                (segment as i32).into(),
                 kind.code().into(),
                 t.amount.into(),
                 t.count.into(),
@@ -189,7 +190,7 @@ pub(super) fn sum_bigint(expr: impl Into<SimpleExpr>) -> SimpleExpr {
 pub async fn rollups<C: ConnectionTrait>(
     conn: &C,
     last: Month,
-    segment: Option<i32>,
+    segment: Option<Segment>,
 ) -> Result<Vec<(Month, MovementKind, Tally)>, Error> {
     use rollup::Column as R;
     let stmt = Query::select()
@@ -199,7 +200,7 @@ pub async fn rollups<C: ConnectionTrait>(
         .expr_as(sum_bigint(Expr::col(R::Movements)), R::Movements)
         .from(rollup::Entity)
         .and_where(Expr::col(R::Month).lte(last))
-        .and_where_option(segment.map(|s| Expr::col(R::Segment).eq(s)))
+        .and_where_option(segment.map(|s| Expr::col(R::Segment).eq(s as i32)))
         .group_by_col(R::Month)
         .group_by_col(R::Kind)
         .to_owned();
@@ -255,7 +256,7 @@ pub async fn list_movements<C: ConnectionTrait>(
             Ok(StoredMovement {
                 account_id: stored_uuid(&row.account_id)?,
                 movement: from_model(row)?,
-                segment: row.segment,
+                segment: stored_segment(row.segment)?,
             })
         })
         .collect()
@@ -267,7 +268,7 @@ pub async fn first_payments<C: ConnectionTrait>(
     conn: &C,
     start: i64,
     end: i64,
-    segment: Option<i32>,
+    segment: Option<Segment>,
 ) -> Result<Vec<(Uuid, i64)>, Error> {
     use movement::Column as M;
     let mut select = movement::Entity::find()
@@ -278,7 +279,7 @@ pub async fn first_payments<C: ConnectionTrait>(
         .filter(M::OccurredAt.gte(start))
         .filter(M::OccurredAt.lt(end));
     if let Some(segment) = segment {
-        select = select.filter(M::Segment.eq(segment));
+        select = select.filter(M::Segment.eq(segment as i32));
     }
     select
         .into_tuple::<(String, i64)>()

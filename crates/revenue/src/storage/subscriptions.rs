@@ -14,7 +14,7 @@ use bowtie_runtime::error::Error;
 use bowtie_runtime::sql::{corrupt, internal, query, stored_uuid};
 
 use super::entity::{paying_span, renewal_outcome, subscription};
-use super::{AccountHistory, CHUNK, insert_chunks, keys};
+use super::{AccountHistory, CHUNK, insert_chunks, keys, stored_segment};
 use crate::domain::Subscription;
 
 fn from_json(data: &str) -> Result<Subscription, Error> {
@@ -136,7 +136,7 @@ pub async fn histories_in_currency<C: ConnectionTrait>(
             let account_id = stored_uuid(&row.try_get::<String>("", "account_id")?)?;
             out.push(AccountHistory {
                 account_id,
-                segment: row.try_get("", "segment")?,
+                segment: stored_segment(row.try_get("", "segment")?)?,
                 owner: row.try_get("", "owner")?,
                 subscriptions: subscriptions.remove(&account_id).unwrap_or_default(),
             });
