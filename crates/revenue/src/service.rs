@@ -23,7 +23,10 @@ use bowtie_runtime::store::{Store, Tx};
 use bowtie_runtime::validate::{now_micros, to_timestamp};
 use uuid::Uuid;
 
-use crate::convert::{movement_to_pb, subscription_to_pb};
+use crate::convert::{
+    cohort_to_pb, invoice_to_pb, movement_to_pb, period_to_pb, renewal_to_pb, retention_to_pb,
+    subscription_to_pb,
+};
 use crate::domain::*;
 use crate::risk::ChurnRisk;
 use crate::storage::{self, AccountHistory, CohortFilter, MovementFilter, Revision};
@@ -257,18 +260,7 @@ impl Revenue {
                     let late = invoice
                         .paid_at
                         .map_or(invoice.due_at < tx.now(), |paid| paid > invoice.due_at);
-                    let out = pb::Invoice {
-                        id: invoice.id.to_string(),
-                        account_id: invoice.account_id.to_string(),
-                        subscription_id: invoice
-                            .subscription_id
-                            .map(|s| s.to_string())
-                            .unwrap_or_default(),
-                        amount: Some(money(&invoice.currency, invoice.amount)),
-                        due_at: Some(to_timestamp(invoice.due_at)),
-                        paid_at: invoice.paid_at.map(to_timestamp),
-                        late,
-                    };
+                    let out = invoice_to_pb(&invoice, late);
                     if late {
                         tx.emit(NewEvent::new(
                             "account",
@@ -311,15 +303,7 @@ impl Revenue {
                         decided_at,
                     )
                     .await?;
-                    let renewal_at = term_end.max(decided_at);
-                    let renewal = pb::Renewal {
-                        account_id: s.account_id.to_string(),
-                        subscription_id: s.id.to_string(),
-                        outcome: outcome as i32,
-                        decided_at: Some(to_timestamp(decided_at)),
-                        mrr_before: Some(money(&s.currency, s.mrr_at(decided_at))),
-                        mrr_after: Some(money(&s.currency, s.mrr_at(renewal_at))),
-                    };
+                    let renewal = renewal_to_pb(&s, term_end, outcome, decided_at);
                     tx.emit(NewEvent::new(
                         "account",
                         renewal.account_id.clone(),
@@ -549,24 +533,7 @@ impl Revenue {
         let currency = &self.policy.reporting_currency;
         let cohorts = grid
             .into_iter()
-            .map(|(month, (size, cells))| {
-                let base = cells.first().map_or(0, |c| c.mrr);
-                pb::Cohort {
-                    cohort: month_label(month),
-                    accounts: size,
-                    cells: cells
-                        .iter()
-                        .zip(0..)
-                        .map(|(c, k)| pb::CohortCell {
-                            month: k,
-                            paying_accounts: c.paying,
-                            logo_retention: Retention::ratio(c.paying, size),
-                            mrr: Some(money(currency, c.mrr)),
-                            mrr_retention: Retention::ratio(c.mrr, base),
-                        })
-                        .collect(),
-                }
-            })
+            .map(|(month, (size, cells))| cohort_to_pb(month, size, &cells, currency))
             .collect();
         Ok(pb::GetCohortRetentionResponse {
             cohorts,
@@ -675,30 +642,7 @@ impl Revenue {
             Vec::new()
         };
         let currency = &self.policy.reporting_currency;
-        Ok(pb::GetRetentionResponse {
-            accounts_start: r.accounts_start,
-            accounts_retained: r.accounts_retained,
-            logo_retention: r.logo(),
-            mrr_start: Some(money(currency, r.mrr_start)),
-            mrr_retained: Some(money(currency, r.mrr_retained)),
-            mrr_end: Some(money(currency, r.mrr_end)),
-            grr: r.grr(),
-            nrr: r.nrr(),
-            by_owner: owners
-                .into_iter()
-                .map(|(owner, r)| pb::OwnerRetention {
-                    owner,
-                    accounts_start: r.accounts_start,
-                    accounts_retained: r.accounts_retained,
-                    logo_retention: r.logo(),
-                    mrr_start: Some(money(currency, r.mrr_start)),
-                    mrr_retained: Some(money(currency, r.mrr_retained)),
-                    mrr_end: Some(money(currency, r.mrr_end)),
-                    grr: r.grr(),
-                    nrr: r.nrr(),
-                })
-                .collect(),
-        })
+        Ok(retention_to_pb(&r, owners, currency))
     }
 
     /// Imports subscriptions with their whole histories in one transaction,
@@ -801,35 +745,5 @@ fn emit_revision(
                 &payload,
             ));
         }
-    }
-}
-
-fn period_to_pb(p: &Period, currency: &str) -> pb::MrrPeriod {
-    let m = |v: i64| Some(money(currency, v));
-    let arpa = if p.paying_end > 0 {
-        let (num, den) = (i128::from(p.end_mrr), i128::from(p.paying_end));
-        i64::try_from((2 * num + den) / (2 * den)).unwrap_or(i64::MAX)
-    } else {
-        0
-    };
-    let lost = -(p.tally(MovementKind::Churn).amount + p.tally(MovementKind::Contraction).amount);
-    pb::MrrPeriod {
-        period: p.label.clone(),
-        start_mrr: m(p.start_mrr),
-        new_mrr: m(p.tally(MovementKind::New).amount),
-        expansion_mrr: m(p.tally(MovementKind::Expansion).amount),
-        reactivation_mrr: m(p.tally(MovementKind::Reactivation).amount),
-        contraction_mrr: m(-p.tally(MovementKind::Contraction).amount),
-        churn_mrr: m(-p.tally(MovementKind::Churn).amount),
-        end_mrr: m(p.end_mrr),
-        end_arr: m(p.end_mrr.saturating_mul(12)),
-        paying_accounts_start: p.paying_start,
-        paying_accounts_end: p.paying_end,
-        new_accounts: p.tally(MovementKind::New).count,
-        reactivated_accounts: p.tally(MovementKind::Reactivation).count,
-        churned_accounts: p.tally(MovementKind::Churn).count,
-        arpa: m(arpa),
-        customer_churn_rate: Retention::ratio(p.tally(MovementKind::Churn).count, p.paying_start),
-        revenue_churn_rate: Retention::ratio(lost, p.start_mrr),
     }
 }

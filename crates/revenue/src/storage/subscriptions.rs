@@ -109,7 +109,7 @@ pub async fn histories_in_currency<C: ConnectionTrait>(
     let rows = subscription::Entity::find()
         .select_only()
         .column(subscription::Column::Data)
-        .filter(subscription::Column::Data.like(format!("%{currency}%")))
+        .filter(subscription::Column::Data.like(["%", currency, "%"].concat()))
         .into_tuple::<String>()
         .all(conn)
         .await?;
