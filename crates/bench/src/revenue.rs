@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use bowtie_proto::revenue::revenue_service_client::RevenueServiceClient;
 use bowtie_proto::revenue::{GetMrrReportRequest, GetRetentionRequest};
 use bowtie_revenue::domain::{
-    Cancellation, CancellationKind, Interval, NewSubscription, Subscription, Terms, month_start,
+    Cancellation, CancellationKind, Interval, NewSubscription, Segment, Subscription, Terms,
+    month_start,
 };
 use bowtie_revenue::service::{AccountInfo, Imported};
 use bowtie_runtime::auth::{ApiKeys, hash_key};
@@ -69,7 +70,7 @@ fn generate() -> DataSet {
     for a in 0..ACCOUNTS {
         let account = AccountInfo {
             id: Uuid::from_u128(0x1000_0000 + a as u128),
-            segment: 1 + (a % 3) as i32,
+            segment: [Segment::Smb, Segment::MidMarket, Segment::Enterprise][a % 3],
             owner: format!("owner-{}", a % 20),
         };
         let interval = [Interval::Month, Interval::Quarter, Interval::Year][rng.below(3) as usize];
@@ -120,7 +121,7 @@ fn generate() -> DataSet {
         for (at, mrr) in &rows {
             csv.push_str(&format!(
                 "{},{},{},{at},{mrr}\n",
-                account.id, account.segment, s.id
+                account.id, account.segment as i32, s.id
             ));
         }
         changes += rows.len();

@@ -9,6 +9,7 @@ use prost_types::Timestamp;
 use uuid::Uuid;
 
 use crate::domain::*;
+use crate::storage::InvoiceRow;
 
 /// Parses a required time.
 pub fn required_time(v: &mut FieldViolations, field: &str, ts: Option<&Timestamp>) -> Option<i64> {
@@ -227,19 +228,19 @@ pub fn subscription_to_pb(s: &Subscription, now: i64) -> pb::Subscription {
 
 /// Renders a movement.
 pub fn movement_to_pb(
-    account_id: &str,
+    account_id: Uuid,
     m: &Movement,
-    segment: i32,
+    segment: Segment,
     currency: &str,
 ) -> pb::Movement {
     pb::Movement {
-        account_id: account_id.to_owned(),
+        account_id: account_id.to_string(),
         r#type: m.kind.code(),
         amount: money(currency, m.amount),
         mrr_before: money(currency, m.before),
         mrr_after: money(currency, m.after),
         occurred_at: Some(to_timestamp(m.at)),
-        segment,
+        segment: segment as i32,
     }
 }
 
@@ -251,4 +252,123 @@ pub fn movement_kind_filter(
 ) -> Option<Option<MovementKind>> {
     validate::enum_value::<pb::MovementType>(v, field, raw, false)?;
     Some(MovementKind::from_code(raw))
+}
+
+/// Renders a recorded invoice; `late` when it was paid after its due date
+/// or is unpaid past it.
+pub fn invoice_to_pb(invoice: &InvoiceRow, late: bool) -> pb::Invoice {
+    pb::Invoice {
+        id: invoice.id.to_string(),
+        account_id: invoice.account_id.to_string(),
+        subscription_id: invoice
+            .subscription_id
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
+        amount: money(&invoice.currency, invoice.amount),
+        due_at: Some(to_timestamp(invoice.due_at)),
+        paid_at: invoice.paid_at.map(to_timestamp),
+        late,
+    }
+}
+
+/// Renders a renewal decision for the term ending at `term_end`, with the
+/// subscription's MRR when it was decided and once the renewal took effect.
+pub fn renewal_to_pb(
+    s: &Subscription,
+    term_end: i64,
+    outcome: pb::RenewalOutcome,
+    decided_at: i64,
+) -> pb::Renewal {
+    let renewal_at = term_end.max(decided_at);
+    pb::Renewal {
+        account_id: s.account_id.to_string(),
+        subscription_id: s.id.to_string(),
+        outcome: outcome as i32,
+        decided_at: Some(to_timestamp(decided_at)),
+        mrr_before: money(&s.currency, s.mrr_at(decided_at)),
+        mrr_after: money(&s.currency, s.mrr_at(renewal_at)),
+    }
+}
+
+/// Renders one period of the MRR waterfall.
+pub fn period_to_pb(p: &Period, currency: &str) -> pb::MrrPeriod {
+    let m = |v: i64| money(currency, v);
+    let arpa = if p.paying_end > 0 {
+        let (num, den) = (i128::from(p.end_mrr), i128::from(p.paying_end));
+        i64::try_from((2 * num + den) / (2 * den)).unwrap_or(i64::MAX)
+    } else {
+        0
+    };
+    let lost = -(p.tally(MovementKind::Churn).amount + p.tally(MovementKind::Contraction).amount);
+    pb::MrrPeriod {
+        period: p.label.clone(),
+        start_mrr: m(p.start_mrr),
+        new_mrr: m(p.tally(MovementKind::New).amount),
+        expansion_mrr: m(p.tally(MovementKind::Expansion).amount),
+        reactivation_mrr: m(p.tally(MovementKind::Reactivation).amount),
+        contraction_mrr: m(-p.tally(MovementKind::Contraction).amount),
+        churn_mrr: m(-p.tally(MovementKind::Churn).amount),
+        end_mrr: m(p.end_mrr),
+        end_arr: m(p.end_mrr.saturating_mul(12)),
+        paying_accounts_start: p.paying_start,
+        paying_accounts_end: p.paying_end,
+        new_accounts: p.tally(MovementKind::New).count,
+        reactivated_accounts: p.tally(MovementKind::Reactivation).count,
+        churned_accounts: p.tally(MovementKind::Churn).count,
+        arpa: m(arpa),
+        customer_churn_rate: Retention::ratio(p.tally(MovementKind::Churn).count, p.paying_start),
+        revenue_churn_rate: Retention::ratio(lost, p.start_mrr),
+    }
+}
+
+/// Renders one cohort of the grid: its month, size and cells.
+pub fn cohort_to_pb(month: Month, size: i64, cells: &[CohortCell], currency: &str) -> pb::Cohort {
+    let base = cells.first().map_or(0, |c| c.mrr);
+    pb::Cohort {
+        cohort: month_label(month),
+        accounts: size,
+        cells: cells
+            .iter()
+            .zip(0..)
+            .map(|(c, k)| pb::CohortCell {
+                month: k,
+                paying_accounts: c.paying,
+                logo_retention: Retention::ratio(c.paying, size),
+                mrr: money(currency, c.mrr),
+                mrr_retention: Retention::ratio(c.mrr, base),
+            })
+            .collect(),
+    }
+}
+
+/// Renders retention between two instants, with its split per owner.
+pub fn retention_to_pb(
+    r: &Retention,
+    owners: Vec<(String, Retention)>,
+    currency: &str,
+) -> pb::GetRetentionResponse {
+    pb::GetRetentionResponse {
+        accounts_start: r.accounts_start,
+        accounts_retained: r.accounts_retained,
+        logo_retention: r.logo(),
+        mrr_start: money(currency, r.mrr_start),
+        mrr_retained: money(currency, r.mrr_retained),
+        mrr_end: money(currency, r.mrr_end),
+        grr: r.grr(),
+        nrr: r.nrr(),
+        by_owner: owners
+            .into_iter()
+            .map(|(owner, r)| pb::OwnerRetention {
+                owner,
+                accounts_start: r.accounts_start,
+                accounts_retained: r.accounts_retained,
+                logo_retention: r.logo(),
+                mrr_start: money(currency, r.mrr_start),
+                mrr_retained: money(currency, r.mrr_retained),
+                mrr_end: money(currency, r.mrr_end),
+                grr: r.grr(),
+                nrr: r.nrr(),
+            })
+            .collect(),
+    }
 }

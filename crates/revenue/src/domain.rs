@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+pub use bowtie_proto::common::Segment;
 use bowtie_runtime::error::Error;
 use chrono::{Datelike, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
@@ -649,13 +650,13 @@ pub struct Tally {
     pub count: i64,
 }
 
-/// Roll-up key: month, segment code, movement kind.
-pub type RollupKey = (Month, i32, MovementKind);
+/// Roll-up key: month, segment, movement kind.
+pub type RollupKey = (Month, Segment, MovementKind);
 
 /// Adds `sign` x the movements to the roll-up deltas.
 pub fn add_to_rollup(
     deltas: &mut BTreeMap<RollupKey, Tally>,
-    segment: i32,
+    segment: Segment,
     movements: &[Movement],
     sign: i64,
 ) {

@@ -18,11 +18,15 @@ use bowtie_runtime::feed::NewEvent;
 use bowtie_runtime::idempotency::Idempotency;
 use bowtie_runtime::paging::Page;
 use bowtie_runtime::peer::AccountDirectory;
+use bowtie_runtime::sql::internal;
 use bowtie_runtime::store::{Store, Tx};
 use bowtie_runtime::validate::{now_micros, to_timestamp};
 use uuid::Uuid;
 
-use crate::convert::{movement_to_pb, subscription_to_pb};
+use crate::convert::{
+    cohort_to_pb, invoice_to_pb, movement_to_pb, period_to_pb, renewal_to_pb, retention_to_pb,
+    subscription_to_pb,
+};
 use crate::domain::*;
 use crate::risk::ChurnRisk;
 use crate::storage::{self, AccountHistory, CohortFilter, MovementFilter, Revision};
@@ -38,25 +42,43 @@ pub struct Policy {
     pub default_renewal_likelihood_bp: i64,
 }
 
-/// Where an account reports: its segment code and owner.
+/// Where an account reports: its segment and owner.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountInfo {
     /// The account.
     pub id: Uuid,
-    /// bowtie.common.v1.Segment code.
-    pub segment: i32,
+    /// Its segment.
+    pub segment: Segment,
     /// The owner who closed the deal.
     pub owner: String,
 }
 
 impl AccountInfo {
-    fn from_account(id: Uuid, a: &Account) -> Self {
-        Self {
+    /// The accounts service validates segments, so a code it does not know
+    /// means the two services disagree on the protocol: an internal error.
+    fn from_account(id: Uuid, a: &Account) -> Result<Self, Error> {
+        let segment = Segment::try_from(a.segment).map_err(|_| {
+            internal(format_args!(
+                "account {id} has segment code {}, which this version does not know",
+                a.segment
+            ))
+        })?;
+        Ok(Self {
             id,
-            segment: a.segment,
+            segment,
             owner: a.owner.clone(),
-        }
+        })
     }
+}
+
+/// A segment filter as the API passes it (a validated code, `None` for any).
+fn segment_filter(segment: Option<i32>) -> Result<Option<Segment>, Error> {
+    segment
+        .map(|code| {
+            Segment::try_from(code)
+                .map_err(|_| Error::invalid("segment", format!("unknown segment {code}")))
+        })
+        .transpose()
 }
 
 /// One subscription of a bulk import with the account it belongs to.
@@ -108,7 +130,7 @@ impl Revenue {
 
     async fn account(&self, id: Uuid) -> Result<AccountInfo, Error> {
         let account = self.directory.get(id).await?;
-        Ok(AccountInfo::from_account(id, &account))
+        AccountInfo::from_account(id, &account)
     }
 
     /// Creates a subscription.
@@ -238,18 +260,7 @@ impl Revenue {
                     let late = invoice
                         .paid_at
                         .map_or(invoice.due_at < tx.now(), |paid| paid > invoice.due_at);
-                    let out = pb::Invoice {
-                        id: invoice.id.to_string(),
-                        account_id: invoice.account_id.to_string(),
-                        subscription_id: invoice
-                            .subscription_id
-                            .map(|s| s.to_string())
-                            .unwrap_or_default(),
-                        amount: Some(money(&invoice.currency, invoice.amount)),
-                        due_at: Some(to_timestamp(invoice.due_at)),
-                        paid_at: invoice.paid_at.map(to_timestamp),
-                        late,
-                    };
+                    let out = invoice_to_pb(&invoice, late);
                     if late {
                         tx.emit(NewEvent::new(
                             "account",
@@ -292,15 +303,7 @@ impl Revenue {
                         decided_at,
                     )
                     .await?;
-                    let renewal_at = term_end.max(decided_at);
-                    let renewal = pb::Renewal {
-                        account_id: s.account_id.to_string(),
-                        subscription_id: s.id.to_string(),
-                        outcome: outcome as i32,
-                        decided_at: Some(to_timestamp(decided_at)),
-                        mrr_before: Some(money(&s.currency, s.mrr_at(decided_at))),
-                        mrr_after: Some(money(&s.currency, s.mrr_at(renewal_at))),
-                    };
+                    let renewal = renewal_to_pb(&s, term_end, outcome, decided_at);
                     tx.emit(NewEvent::new(
                         "account",
                         renewal.account_id.clone(),
@@ -350,7 +353,7 @@ impl Revenue {
                     for (history, revision) in histories.iter().zip(revisions) {
                         emit_revision(
                             tx,
-                            &history.account_id.to_string(),
+                            history.account_id,
                             history.segment,
                             &reporting,
                             revision,
@@ -391,7 +394,7 @@ impl Revenue {
         Ok(pb::ListMovementsResponse {
             movements: rows
                 .iter()
-                .map(|m| movement_to_pb(&m.account_id, &m.movement, m.segment, currency))
+                .map(|m| movement_to_pb(m.account_id, &m.movement, m.segment, currency))
                 .collect(),
             page: Some(paging),
         })
@@ -480,6 +483,7 @@ impl Revenue {
             Granularity::Month => (first, last),
             Granularity::Quarter => (first - first.rem_euclid(3), last - last.rem_euclid(3) + 2),
         };
+        let segment = segment_filter(segment)?;
         let rows = storage::rollups(self.store.db().reader(), last, segment).await?;
         let mut opening = (0i64, 0i64);
         let mut monthly: BTreeMap<(Month, MovementKind), Tally> = BTreeMap::new();
@@ -514,38 +518,22 @@ impl Revenue {
         months: i32,
         segment: Option<i32>,
     ) -> Result<pb::GetCohortRetentionResponse, Error> {
+        let segment = segment_filter(segment)?;
         let reader = self.store.db().reader();
         let firsts =
             storage::first_payments(reader, month_start(first), month_start(last + 1), segment)
                 .await?;
-        let cohort_of: BTreeMap<String, Month> = firsts
+        let cohort_of: BTreeMap<Uuid, Month> = firsts
             .into_iter()
             .map(|(account, at)| (account, month_of(at)))
             .collect();
-        let accounts: Vec<String> = cohort_of.keys().cloned().collect();
+        let accounts: Vec<Uuid> = cohort_of.keys().copied().collect();
         let spans = storage::spans_of(reader, &accounts).await?;
         let grid = cohort_grid(&cohort_of, &spans, months, now_micros());
         let currency = &self.policy.reporting_currency;
         let cohorts = grid
             .into_iter()
-            .map(|(month, (size, cells))| {
-                let base = cells.first().map_or(0, |c| c.mrr);
-                pb::Cohort {
-                    cohort: month_label(month),
-                    accounts: size,
-                    cells: cells
-                        .iter()
-                        .zip(0..)
-                        .map(|(c, k)| pb::CohortCell {
-                            month: k,
-                            paying_accounts: c.paying,
-                            logo_retention: Retention::ratio(c.paying, size),
-                            mrr: Some(money(currency, c.mrr)),
-                            mrr_retention: Retention::ratio(c.mrr, base),
-                        })
-                        .collect(),
-                }
-            })
+            .map(|(month, (size, cells))| cohort_to_pb(month, size, &cells, currency))
             .collect();
         Ok(pb::GetCohortRetentionResponse {
             cohorts,
@@ -654,30 +642,7 @@ impl Revenue {
             Vec::new()
         };
         let currency = &self.policy.reporting_currency;
-        Ok(pb::GetRetentionResponse {
-            accounts_start: r.accounts_start,
-            accounts_retained: r.accounts_retained,
-            logo_retention: r.logo(),
-            mrr_start: Some(money(currency, r.mrr_start)),
-            mrr_retained: Some(money(currency, r.mrr_retained)),
-            mrr_end: Some(money(currency, r.mrr_end)),
-            grr: r.grr(),
-            nrr: r.nrr(),
-            by_owner: owners
-                .into_iter()
-                .map(|(owner, r)| pb::OwnerRetention {
-                    owner,
-                    accounts_start: r.accounts_start,
-                    accounts_retained: r.accounts_retained,
-                    logo_retention: r.logo(),
-                    mrr_start: Some(money(currency, r.mrr_start)),
-                    mrr_retained: Some(money(currency, r.mrr_retained)),
-                    mrr_end: Some(money(currency, r.mrr_end)),
-                    grr: r.grr(),
-                    nrr: r.nrr(),
-                })
-                .collect(),
-        })
+        Ok(retention_to_pb(&r, owners, currency))
     }
 
     /// Imports subscriptions with their whole histories in one transaction,
@@ -750,7 +715,7 @@ async fn apply(
     for revision in revisions {
         emit_revision(
             tx,
-            &id,
+            account.id,
             account.segment,
             &policy.reporting_currency,
             revision,
@@ -760,7 +725,13 @@ async fn apply(
 }
 
 /// Queues the events of one account's revised movements: retractions first.
-fn emit_revision(tx: &mut Tx, account_id: &str, segment: i32, currency: &str, revision: Revision) {
+fn emit_revision(
+    tx: &mut Tx,
+    account_id: Uuid,
+    segment: Segment,
+    currency: &str,
+    revision: Revision,
+) {
     for (event_type, movements) in [
         ("movement.retracted", &revision.retracted),
         ("movement.recorded", &revision.recorded),
@@ -769,40 +740,10 @@ fn emit_revision(tx: &mut Tx, account_id: &str, segment: i32, currency: &str, re
             let payload = movement_to_pb(account_id, m, segment, currency);
             tx.emit(NewEvent::new(
                 "account",
-                account_id.to_owned(),
+                account_id.to_string(),
                 event_type,
                 &payload,
             ));
         }
-    }
-}
-
-fn period_to_pb(p: &Period, currency: &str) -> pb::MrrPeriod {
-    let m = |v: i64| Some(money(currency, v));
-    let arpa = if p.paying_end > 0 {
-        let (num, den) = (i128::from(p.end_mrr), i128::from(p.paying_end));
-        i64::try_from((2 * num + den) / (2 * den)).unwrap_or(i64::MAX)
-    } else {
-        0
-    };
-    let lost = -(p.tally(MovementKind::Churn).amount + p.tally(MovementKind::Contraction).amount);
-    pb::MrrPeriod {
-        period: p.label.clone(),
-        start_mrr: m(p.start_mrr),
-        new_mrr: m(p.tally(MovementKind::New).amount),
-        expansion_mrr: m(p.tally(MovementKind::Expansion).amount),
-        reactivation_mrr: m(p.tally(MovementKind::Reactivation).amount),
-        contraction_mrr: m(-p.tally(MovementKind::Contraction).amount),
-        churn_mrr: m(-p.tally(MovementKind::Churn).amount),
-        end_mrr: m(p.end_mrr),
-        end_arr: m(p.end_mrr.saturating_mul(12)),
-        paying_accounts_start: p.paying_start,
-        paying_accounts_end: p.paying_end,
-        new_accounts: p.tally(MovementKind::New).count,
-        reactivated_accounts: p.tally(MovementKind::Reactivation).count,
-        churned_accounts: p.tally(MovementKind::Churn).count,
-        arpa: m(arpa),
-        customer_churn_rate: Retention::ratio(p.tally(MovementKind::Churn).count, p.paying_start),
-        revenue_churn_rate: Retention::ratio(lost, p.start_mrr),
     }
 }

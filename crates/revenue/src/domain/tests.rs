@@ -495,7 +495,7 @@ proptest! {
         let by_account = per_account(&subs)?;
         let mut deltas = BTreeMap::new();
         for ms in by_account.values() {
-            add_to_rollup(&mut deltas, 1, ms, 1);
+            add_to_rollup(&mut deltas, Segment::Smb, ms, 1);
         }
         let monthly: BTreeMap<(Month, MovementKind), Tally> =
             deltas.into_iter().map(|((m, _, k), t)| ((m, k), t)).collect();

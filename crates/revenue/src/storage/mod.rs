@@ -1,0 +1,162 @@
+//! The revenue service's own tables and the queries on them. Nothing outside
+//! this module knows the table layout; it takes and returns domain values.
+//!
+//! - `subscriptions`: one row per subscription, its full history of terms as
+//!   JSON (the domain recomputes an account's movements from it).
+//! - `movements`: the derived MRR movements, one per account and instant.
+//! - `mrr_rollup`: signed sum and count of movements per month x segment x
+//!   type, maintained by deltas, so a waterfall reads O(months) rows.
+//! - `paying_spans`: the intervals in which each account paid, with its MRR,
+//!   segment and owner, so retention between two instants is one pass over
+//!   the spans that overlap them instead of a scan of history.
+//! - `fx_rates`, `invoices`, `renewal_outcomes` and `monthly_spend`.
+//!
+//! Rows are read and written through the sea-orm entities in [`entity`];
+//! reports, roll-up deltas, multi-row writes and dynamic filters are built
+//! with sea-query. Every value is a bound parameter.
+//!
+//! Layout: [`entity`] (tables), `schema` (the migration), `subscriptions`
+//! (subscriptions and renewals), `movements` (recompute, roll-ups and the
+//! movement list), `retention` (paying spans), `ledger` (FX rates,
+//! invoices and spend).
+
+pub mod entity;
+mod ledger;
+mod movements;
+mod retention;
+mod schema;
+mod subscriptions;
+
+use sea_orm::ConnectionTrait;
+use sea_orm::sea_query::{InsertStatement, SimpleExpr};
+use uuid::Uuid;
+
+use bowtie_runtime::error::Error;
+use bowtie_runtime::sql::{corrupt, execute, internal};
+
+use crate::domain::{Movement, MovementKind, Segment, Subscription};
+
+pub use ledger::{fx_table, insert_invoice, save_rate, save_spend, spend};
+pub use movements::{first_payments, list_movements, recompute, rollups};
+pub use retention::{retention, retention_by_owner, spans_of};
+pub use schema::Migrator;
+pub use subscriptions::{
+    histories_in_currency, renewals, require_subscription, save_renewal_outcome,
+    save_subscriptions, subscriptions_of,
+};
+
+/// Open spans end here (a time no instant reaches).
+pub const OPEN_END: i64 = i64::MAX;
+/// Rows per multi-row insert and ids per `IN` list (well under SQLite's
+/// variable limit).
+const CHUNK: usize = 1000;
+
+/// Inserts `rows` with `insert` (its table, columns and conflict clause),
+/// [`CHUNK`] rows per statement: one round trip per thousand rows is what
+/// keeps a bulk import fast.
+async fn insert_chunks<C: ConnectionTrait>(
+    conn: &C,
+    insert: &InsertStatement,
+    rows: Vec<Vec<SimpleExpr>>,
+) -> Result<(), Error> {
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let mut stmt = insert.clone();
+        for row in rows.by_ref().take(CHUNK) {
+            stmt.values(row).map_err(internal)?;
+        }
+        execute(conn, &stmt).await?;
+    }
+    Ok(())
+}
+
+/// A stored segment code.
+fn stored_segment(code: i32) -> Result<Segment, Error> {
+    Segment::try_from(code).map_err(|_| corrupt(format_args!("stored segment {code}")))
+}
+
+/// Stored ids of `accounts`, for an `IN` list.
+fn keys(accounts: &[Uuid]) -> Vec<String> {
+    accounts.iter().map(Uuid::to_string).collect()
+}
+
+/// On PostgreSQL, serialises writes to one account for the rest of the
+/// transaction, so two concurrent writes never derive movements from the same
+/// stale history. SQLite has a single writer already.
+pub async fn lock_account<C: ConnectionTrait>(conn: &C, account: Uuid) -> Result<(), Error> {
+    bowtie_runtime::store::lock(conn, &format!("revenue.account.{account}")).await
+}
+
+/// An account with its full subscription history and where it reports.
+#[derive(Debug, Clone)]
+pub struct AccountHistory {
+    /// The account.
+    pub account_id: Uuid,
+    /// Where the account reports.
+    pub segment: Segment,
+    /// The owner who closed the deal.
+    pub owner: String,
+    /// Every subscription of the account.
+    pub subscriptions: Vec<Subscription>,
+}
+
+/// How an account's movements changed when it was recomputed.
+#[derive(Debug, Clone, Default)]
+pub struct Revision {
+    /// Movements that did not exist before.
+    pub recorded: Vec<Movement>,
+    /// Movements that no longer exist.
+    pub retracted: Vec<Movement>,
+}
+
+/// Which accounts a retention query looks at.
+#[derive(Debug, Clone, Default)]
+pub struct CohortFilter {
+    /// Segment code.
+    pub segment: Option<i32>,
+    /// Owner.
+    pub owner: Option<String>,
+}
+
+/// A stored movement with its account and segment.
+#[derive(Debug, Clone)]
+pub struct StoredMovement {
+    /// The account.
+    pub account_id: Uuid,
+    /// The movement.
+    pub movement: Movement,
+    /// The account's segment when the movement was derived.
+    pub segment: Segment,
+}
+
+/// Filters of `ListMovements`.
+#[derive(Debug, Clone)]
+pub struct MovementFilter {
+    /// From, inclusive.
+    pub start: i64,
+    /// To, exclusive.
+    pub end: i64,
+    /// One account.
+    pub account: Option<Uuid>,
+    /// One kind.
+    pub kind: Option<MovementKind>,
+}
+
+/// A recorded invoice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvoiceRow {
+    /// Id.
+    pub id: Uuid,
+    /// The account.
+    pub account_id: Uuid,
+    /// The subscription, when tied to one.
+    pub subscription_id: Option<Uuid>,
+    /// ISO-4217 code.
+    pub currency: String,
+    /// Minor units.
+    pub amount: i64,
+    /// Due, microseconds.
+    pub due_at: i64,
+    /// Paid, microseconds.
+    pub paid_at: Option<i64>,
+}

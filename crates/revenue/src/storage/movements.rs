@@ -1,0 +1,291 @@
+//! MRR movements: recomputing an account's movements and paying spans from
+//! its history, keeping the monthly roll-ups current by deltas, and the
+//! queries the waterfall, the movement list and the cohort grid read.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use sea_orm::sea_query::{Alias, Expr, Func, OnConflict, Query, SimpleExpr};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use uuid::Uuid;
+
+use bowtie_runtime::error::Error;
+use bowtie_runtime::sql::{corrupt, query, stored_uuid};
+
+use super::entity::{movement, paying_span, rollup};
+use super::{
+    AccountHistory, CHUNK, MovementFilter, OPEN_END, Revision, StoredMovement, insert_chunks, keys,
+    stored_segment,
+};
+use crate::domain::{
+    FxTable, Month, Movement, MovementKind, RollupKey, Segment, Tally, add_to_rollup, movements,
+    paying_spans,
+};
+
+fn from_model(m: &movement::Model) -> Result<Movement, Error> {
+    Ok(Movement {
+        at: m.occurred_at,
+        kind: MovementKind::from_code(m.kind).ok_or_else(|| corrupt("movement kind"))?,
+        amount: m.amount,
+        before: m.mrr_before,
+        after: m.mrr_after,
+    })
+}
+
+/// Recomputes the movements of each account from its history, replaces the
+/// stored movements and paying spans, and applies the differences to the
+/// monthly roll-ups. Returns each account's revision, in input order.
+pub async fn recompute<C: ConnectionTrait>(
+    conn: &C,
+    accounts: &[AccountHistory],
+    fx: &FxTable,
+) -> Result<Vec<Revision>, Error> {
+    let ids: Vec<Uuid> = accounts.iter().map(|a| a.account_id).collect();
+    let mut stored: HashMap<Uuid, Vec<(Movement, Segment)>> = HashMap::new();
+    for chunk in ids.chunks(CHUNK) {
+        let chunk = keys(chunk);
+        let rows = movement::Entity::find()
+            .filter(movement::Column::AccountId.is_in(chunk.clone()))
+            .order_by_asc(movement::Column::OccurredAt)
+            .all(conn)
+            .await?;
+        for row in rows {
+            stored
+                .entry(stored_uuid(&row.account_id)?)
+                .or_default()
+                .push((from_model(&row)?, stored_segment(row.segment)?));
+        }
+        movement::Entity::delete_many()
+            .filter(movement::Column::AccountId.is_in(chunk.clone()))
+            .exec(conn)
+            .await?;
+        paying_span::Entity::delete_many()
+            .filter(paying_span::Column::AccountId.is_in(chunk))
+            .exec(conn)
+            .await?;
+    }
+    let mut deltas: BTreeMap<RollupKey, Tally> = BTreeMap::new();
+    let mut movement_rows = Vec::new();
+    let mut span_rows = Vec::new();
+    let mut revisions = Vec::with_capacity(accounts.len());
+    for account in accounts {
+        let new = movements(&account.subscriptions, fx)?;
+        let old = stored.remove(&account.account_id).unwrap_or_default();
+        for (m, segment) in &old {
+            add_to_rollup(&mut deltas, *segment, std::slice::from_ref(m), -1);
+        }
+        add_to_rollup(&mut deltas, account.segment, &new, 1);
+        let old_set: HashSet<Movement> = old.iter().map(|(m, _)| *m).collect();
+        let new_set: HashSet<Movement> = new.iter().copied().collect();
+        revisions.push(Revision {
+            recorded: new
+                .iter()
+                .filter(|m| !old_set.contains(m))
+                .copied()
+                .collect(),
+            retracted: old
+                .iter()
+                .map(|(m, _)| *m)
+                .filter(|m| !new_set.contains(m))
+                .collect(),
+        });
+        let id = account.account_id.to_string();
+        for m in &new {
+            movement_rows.push(vec![
+                id.clone().into(),
+                m.at.into(),
+                m.kind.code().into(),
+                m.amount.into(),
+                m.before.into(),
+                m.after.into(),
+                (account.segment as i32).into(),
+            ]);
+        }
+        for s in paying_spans(&new) {
+            span_rows.push(vec![
+                id.clone().into(),
+                s.from.into(),
+                s.to.unwrap_or(OPEN_END).into(),
+                s.mrr.into(),
+                (account.segment as i32).into(),
+                account.owner.clone().into(),
+            ]);
+        }
+    }
+    {
+        use movement::Column as M;
+        let insert = Query::insert()
+            .into_table(movement::Entity)
+            .columns([
+                M::AccountId,
+                M::OccurredAt,
+                M::Kind,
+                M::Amount,
+                M::MrrBefore,
+                M::MrrAfter,
+                M::Segment,
+            ])
+            .to_owned();
+        insert_chunks(conn, &insert, movement_rows).await?;
+    }
+    {
+        use paying_span::Column as P;
+        let insert = Query::insert()
+            .into_table(paying_span::Entity)
+            .columns([
+                P::AccountId,
+                P::ValidFrom,
+                P::ValidTo,
+                P::Mrr,
+                P::Segment,
+                P::Owner,
+            ])
+            .to_owned();
+        insert_chunks(conn, &insert, span_rows).await?;
+    }
+    apply_deltas(conn, deltas).await?;
+    Ok(revisions)
+}
+
+/// Adds the non-zero `deltas` to the roll-ups (`amount = amount + delta`),
+/// creating the rows that do not exist yet.
+async fn apply_deltas<C: ConnectionTrait>(
+    conn: &C,
+    deltas: BTreeMap<RollupKey, Tally>,
+) -> Result<(), Error> {
+    use rollup::Column as R;
+    let rows: Vec<Vec<SimpleExpr>> = deltas
+        .into_iter()
+        .filter(|(_, t)| *t != Tally::default())
+        .map(|((month, segment, kind), t)| {
+            vec![
+                month.into(),
+                (segment as i32).into(),
+                kind.code().into(),
+                t.amount.into(),
+                t.count.into(),
+            ]
+        })
+        .collect();
+    let plus_excluded =
+        |c: R| Expr::col((rollup::Entity, c)).add(Expr::col((Alias::new("excluded"), c)));
+    let insert = Query::insert()
+        .into_table(rollup::Entity)
+        .columns([R::Month, R::Segment, R::Kind, R::Amount, R::Movements])
+        .on_conflict(
+            OnConflict::columns([R::Month, R::Segment, R::Kind])
+                .value(R::Amount, plus_excluded(R::Amount))
+                .value(R::Movements, plus_excluded(R::Movements))
+                .to_owned(),
+        )
+        .to_owned();
+    insert_chunks(conn, &insert, rows).await
+}
+
+/// A sum cast back to `BIGINT` (PostgreSQL sums `BIGINT` into `NUMERIC`).
+pub(super) fn sum_bigint(expr: impl Into<SimpleExpr>) -> SimpleExpr {
+    Func::cast_as(Func::sum(expr.into()), Alias::new("BIGINT")).into()
+}
+
+/// Roll-up sums per (month, kind) up to `last`, optionally of one segment.
+pub async fn rollups<C: ConnectionTrait>(
+    conn: &C,
+    last: Month,
+    segment: Option<Segment>,
+) -> Result<Vec<(Month, MovementKind, Tally)>, Error> {
+    use rollup::Column as R;
+    let stmt = Query::select()
+        .column(R::Month)
+        .column(R::Kind)
+        .expr_as(sum_bigint(Expr::col(R::Amount)), R::Amount)
+        .expr_as(sum_bigint(Expr::col(R::Movements)), R::Movements)
+        .from(rollup::Entity)
+        .and_where(Expr::col(R::Month).lte(last))
+        .and_where_option(segment.map(|s| Expr::col(R::Segment).eq(s as i32)))
+        .group_by_col(R::Month)
+        .group_by_col(R::Kind)
+        .to_owned();
+    query(conn, &stmt)
+        .await?
+        .iter()
+        .map(|row| {
+            let kind: i32 = row.try_get("", "kind")?;
+            Ok((
+                row.try_get("", "month")?,
+                MovementKind::from_code(kind).ok_or_else(|| corrupt("rollup kind"))?,
+                Tally {
+                    amount: row.try_get("", "amount")?,
+                    count: row.try_get("", "movements")?,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// Movements ordered by (time, account) after the cursor `(at, account)`.
+pub async fn list_movements<C: ConnectionTrait>(
+    conn: &C,
+    filter: &MovementFilter,
+    after: Option<(i64, String)>,
+    limit: u64,
+) -> Result<Vec<StoredMovement>, Error> {
+    use movement::Column as M;
+    let mut select = movement::Entity::find()
+        .filter(M::OccurredAt.gte(filter.start))
+        .filter(M::OccurredAt.lt(filter.end));
+    if let Some(account) = filter.account {
+        select = select.filter(M::AccountId.eq(account.to_string()));
+    }
+    if let Some(kind) = filter.kind {
+        select = select.filter(M::Kind.eq(kind.code()));
+    }
+    if let Some((at, account)) = after {
+        select = select.filter(
+            M::OccurredAt
+                .gt(at)
+                .or(M::OccurredAt.eq(at).and(M::AccountId.gt(account))),
+        );
+    }
+    select
+        .order_by_asc(M::OccurredAt)
+        .order_by_asc(M::AccountId)
+        .limit(limit.min(10_000))
+        .all(conn)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(StoredMovement {
+                account_id: stored_uuid(&row.account_id)?,
+                movement: from_model(row)?,
+                segment: stored_segment(row.segment)?,
+            })
+        })
+        .collect()
+}
+
+/// The first payment (NEW movement) of every account in `[start, end)`,
+/// optionally of one segment.
+pub async fn first_payments<C: ConnectionTrait>(
+    conn: &C,
+    start: i64,
+    end: i64,
+    segment: Option<Segment>,
+) -> Result<Vec<(Uuid, i64)>, Error> {
+    use movement::Column as M;
+    let mut select = movement::Entity::find()
+        .select_only()
+        .column(M::AccountId)
+        .column(M::OccurredAt)
+        .filter(M::Kind.eq(MovementKind::New.code()))
+        .filter(M::OccurredAt.gte(start))
+        .filter(M::OccurredAt.lt(end));
+    if let Some(segment) = segment {
+        select = select.filter(M::Segment.eq(segment as i32));
+    }
+    select
+        .into_tuple::<(String, i64)>()
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(|(account, at)| Ok((stored_uuid(&account)?, at)))
+        .collect()
+}

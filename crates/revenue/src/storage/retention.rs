@@ -1,0 +1,161 @@
+//! Retention from the paying spans: who paid what at two instants, and the
+//! spans the cohort grid folds.
+
+use sea_orm::sea_query::{Alias, Asterisk, Expr, Func, Order, Query, SelectStatement, SimpleExpr};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+use uuid::Uuid;
+
+use bowtie_runtime::error::Error;
+use bowtie_runtime::sql::{corrupt, query, stored_uuid};
+
+use super::entity::paying_span;
+use super::{CHUNK, CohortFilter, OPEN_END, keys};
+use crate::domain::{PayingSpan, Retention};
+
+/// Retention between `t0` and `t1` from the paying spans.
+pub async fn retention<C: ConnectionTrait>(
+    conn: &C,
+    t0: i64,
+    t1: i64,
+    filter: &CohortFilter,
+) -> Result<Retention, Error> {
+    let rows = retention_rows(conn, t0, t1, filter, false).await?;
+    let (_, r) = rows
+        .into_iter()
+        .next()
+        .ok_or_else(|| corrupt("retention"))?;
+    Ok(r)
+}
+
+/// Retention between `t0` and `t1` per owner who closed the deal, the
+/// largest starting MRR first.
+pub async fn retention_by_owner<C: ConnectionTrait>(
+    conn: &C,
+    t0: i64,
+    t1: i64,
+    filter: &CohortFilter,
+) -> Result<Vec<(String, Retention)>, Error> {
+    retention_rows(conn, t0, t1, filter, true).await
+}
+
+/// Each account's MRR at `t0` (`m0`) and at `t1` (`m1`), with its owner:
+/// one pass over the spans that overlap `[t0, t1]`, grouped by account (the
+/// table is clustered by account), rather than a join of two point-in-time
+/// lookups.
+fn per_account(t0: i64, t1: i64, filter: &CohortFilter) -> SelectStatement {
+    use paying_span::Column as P;
+    let mrr_at = |t: i64| -> SimpleExpr {
+        Expr::case(
+            Expr::col(P::ValidFrom)
+                .lte(t)
+                .and(Expr::col(P::ValidTo).gt(t)),
+            Expr::col(P::Mrr),
+        )
+        .finally(0i64)
+        .into()
+    };
+    Query::select()
+        .column(P::AccountId)
+        .expr_as(Func::min(Expr::col(P::Owner)), P::Owner)
+        .expr_as(Func::sum(mrr_at(t0)), Alias::new("m0"))
+        .expr_as(Func::sum(mrr_at(t1)), Alias::new("m1"))
+        .from(paying_span::Entity)
+        .and_where(Expr::col(P::ValidFrom).lte(t1))
+        .and_where(Expr::col(P::ValidTo).gt(t0))
+        .and_where_option(filter.segment.map(|s| Expr::col(P::Segment).eq(s)))
+        .and_where_option(filter.owner.clone().map(|o| Expr::col(P::Owner).eq(o)))
+        .group_by_col(P::AccountId)
+        .to_owned()
+}
+
+async fn retention_rows<C: ConnectionTrait>(
+    conn: &C,
+    t0: i64,
+    t1: i64,
+    filter: &CohortFilter,
+    by_owner: bool,
+) -> Result<Vec<(String, Retention)>, Error> {
+    let (m0, m1) = (Alias::new("m0"), Alias::new("m1"));
+    let owner = paying_span::Column::Owner;
+    let total = |e: SimpleExpr| -> SimpleExpr {
+        Func::cast_as(
+            Func::coalesce([Func::sum(e).into(), Expr::val(0i64).into()]),
+            Alias::new("BIGINT"),
+        )
+        .into()
+    };
+    let positive =
+        |c: Alias| -> SimpleExpr { Expr::case(Expr::col(c).gt(0i64), 1i64).finally(0i64).into() };
+    let mut stmt = Query::select();
+    if by_owner {
+        stmt.column(owner);
+    } else {
+        stmt.expr_as(Expr::val(""), owner);
+    }
+    stmt.expr_as(
+        Func::cast_as(Func::count(Expr::col(Asterisk)), Alias::new("BIGINT")),
+        Alias::new("accounts_start"),
+    )
+    .expr_as(total(positive(m1.clone())), Alias::new("accounts_retained"))
+    .expr_as(total(Expr::col(m0.clone()).into()), Alias::new("mrr_start"))
+    .expr_as(
+        total(
+            Expr::case(
+                Expr::col(m1.clone()).lt(Expr::col(m0.clone())),
+                Expr::col(m1.clone()),
+            )
+            .finally(Expr::col(m0.clone()))
+            .into(),
+        ),
+        Alias::new("mrr_retained"),
+    )
+    .expr_as(total(Expr::col(m1.clone()).into()), Alias::new("mrr_end"))
+    .from_subquery(per_account(t0, t1, filter), Alias::new("x"))
+    .and_where(Expr::col(m0.clone()).gt(0i64));
+    if by_owner {
+        stmt.group_by_col(owner)
+            .order_by_expr(Func::sum(Expr::col(m0)).into(), Order::Desc)
+            .order_by(owner, Order::Asc);
+    }
+    query(conn, &stmt)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok((
+                row.try_get("", "owner")?,
+                Retention {
+                    accounts_start: row.try_get("", "accounts_start")?,
+                    accounts_retained: row.try_get("", "accounts_retained")?,
+                    mrr_start: row.try_get("", "mrr_start")?,
+                    mrr_retained: row.try_get("", "mrr_retained")?,
+                    mrr_end: row.try_get("", "mrr_end")?,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// The paying spans of the given accounts.
+pub async fn spans_of<C: ConnectionTrait>(
+    conn: &C,
+    accounts: &[Uuid],
+) -> Result<Vec<(Uuid, PayingSpan)>, Error> {
+    let mut out = Vec::new();
+    for chunk in accounts.chunks(CHUNK) {
+        let rows = paying_span::Entity::find()
+            .filter(paying_span::Column::AccountId.is_in(keys(chunk)))
+            .all(conn)
+            .await?;
+        for row in rows {
+            out.push((
+                stored_uuid(&row.account_id)?,
+                PayingSpan {
+                    from: row.valid_from,
+                    to: (row.valid_to != OPEN_END).then_some(row.valid_to),
+                    mrr: row.mrr,
+                },
+            ));
+        }
+    }
+    Ok(out)
+}

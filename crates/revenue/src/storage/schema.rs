@@ -1,0 +1,241 @@
+//! The revenue schema, written with sea-orm-migration's schema builder.
+//!
+//! The migration keeps its name (`m0300_revenue_tables`) and creates every
+//! table and index `IF NOT EXISTS`, so a database created by an earlier
+//! version is recognised as migrated and keeps working unchanged.
+//!
+//! On SQLite the movement and span tables are `WITHOUT ROWID`: clustered by
+//! their primary key (account first), so an account's movements or spans
+//! are one contiguous range, which is what recompute and retention read.
+
+use sea_orm::DbBackend;
+use sea_orm_migration::prelude::{
+    ColumnDef, DbErr, Index, IndexCreateStatement, MigrationName, MigrationTrait, MigratorTrait,
+    SchemaManager, Table, TableCreateStatement,
+};
+
+use super::entity::{
+    fx_rate, invoice, monthly_spend, movement, paying_span, renewal_outcome, rollup, subscription,
+};
+
+/// Length of a stored UUID (hyphenated text).
+const ID: u32 = 36;
+/// Length of an ISO-4217 code.
+const CURRENCY: u32 = 3;
+/// Longest owner name.
+const OWNER: u32 = 200;
+
+struct CreateRevenueTables;
+
+impl MigrationName for CreateRevenueTables {
+    fn name(&self) -> &str {
+        "m0300_revenue_tables"
+    }
+}
+
+fn id(column: impl sea_orm::Iden + 'static) -> ColumnDef {
+    ColumnDef::new(column).string_len(ID).not_null().to_owned()
+}
+
+fn big(column: impl sea_orm::Iden + 'static) -> ColumnDef {
+    ColumnDef::new(column).big_integer().not_null().to_owned()
+}
+
+fn int(column: impl sea_orm::Iden + 'static) -> ColumnDef {
+    ColumnDef::new(column).integer().not_null().to_owned()
+}
+
+fn index(name: &str, table: impl sea_orm::Iden + 'static) -> IndexCreateStatement {
+    Index::create()
+        .name(name)
+        .table(table)
+        .if_not_exists()
+        .to_owned()
+}
+
+/// Every table, in creation order, with the indexes created after it.
+fn tables(backend: DbBackend) -> Vec<(TableCreateStatement, Vec<IndexCreateStatement>)> {
+    use fx_rate::Column as F;
+    use invoice::Column as I;
+    use monthly_spend::Column as S;
+    use movement::Column as M;
+    use paying_span::Column as P;
+    use renewal_outcome::Column as O;
+    use rollup::Column as R;
+    use subscription::Column as Sub;
+    let clustered = |table: &mut TableCreateStatement| {
+        if backend == DbBackend::Sqlite {
+            table.extra("WITHOUT ROWID");
+        }
+        table.to_owned()
+    };
+    vec![
+        (
+            Table::create()
+                .table(subscription::Entity)
+                .if_not_exists()
+                .col(id(Sub::Id).primary_key())
+                .col(id(Sub::AccountId))
+                .col(ColumnDef::new(Sub::RenewalAt).big_integer().null())
+                .col(ColumnDef::new(Sub::Data).text().not_null())
+                .col(big(Sub::Version))
+                .col(big(Sub::UpdatedAt))
+                .to_owned(),
+            vec![
+                index("subscriptions_account", subscription::Entity)
+                    .col(Sub::AccountId)
+                    .to_owned(),
+                index("subscriptions_renewal", subscription::Entity)
+                    .col(Sub::RenewalAt)
+                    .to_owned(),
+            ],
+        ),
+        (
+            clustered(
+                Table::create()
+                    .table(movement::Entity)
+                    .if_not_exists()
+                    .col(id(M::AccountId))
+                    .col(big(M::OccurredAt))
+                    .col(int(M::Kind))
+                    .col(big(M::Amount))
+                    .col(big(M::MrrBefore))
+                    .col(big(M::MrrAfter))
+                    .col(int(M::Segment))
+                    .primary_key(Index::create().col(M::AccountId).col(M::OccurredAt)),
+            ),
+            vec![
+                index("movements_time", movement::Entity)
+                    .col(M::OccurredAt)
+                    .col(M::AccountId)
+                    .to_owned(),
+            ],
+        ),
+        (
+            Table::create()
+                .table(rollup::Entity)
+                .if_not_exists()
+                .col(int(R::Month))
+                .col(int(R::Segment))
+                .col(int(R::Kind))
+                .col(big(R::Amount))
+                .col(big(R::Movements))
+                .primary_key(Index::create().col(R::Month).col(R::Segment).col(R::Kind))
+                .to_owned(),
+            vec![],
+        ),
+        (
+            clustered(
+                Table::create()
+                    .table(paying_span::Entity)
+                    .if_not_exists()
+                    .col(id(P::AccountId))
+                    .col(big(P::ValidFrom))
+                    .col(big(P::ValidTo))
+                    .col(big(P::Mrr))
+                    .col(int(P::Segment))
+                    .col(ColumnDef::new(P::Owner).string_len(OWNER).not_null())
+                    .primary_key(Index::create().col(P::AccountId).col(P::ValidFrom)),
+            ),
+            vec![
+                index("paying_spans_from", paying_span::Entity)
+                    .col(P::ValidFrom)
+                    .to_owned(),
+            ],
+        ),
+        (
+            Table::create()
+                .table(fx_rate::Entity)
+                .if_not_exists()
+                .col(ColumnDef::new(F::Currency).string_len(CURRENCY).not_null())
+                .col(big(F::EffectiveAt))
+                .col(big(F::RateNanos))
+                .primary_key(Index::create().col(F::Currency).col(F::EffectiveAt))
+                .to_owned(),
+            vec![],
+        ),
+        (
+            Table::create()
+                .table(invoice::Entity)
+                .if_not_exists()
+                .col(id(I::Id).primary_key())
+                .col(id(I::AccountId))
+                .col(id(I::SubscriptionId))
+                .col(ColumnDef::new(I::Currency).string_len(CURRENCY).not_null())
+                .col(big(I::Amount))
+                .col(big(I::DueAt))
+                .col(ColumnDef::new(I::PaidAt).big_integer().null())
+                .col(big(I::CreatedAt))
+                .to_owned(),
+            vec![
+                index("invoices_account", invoice::Entity)
+                    .col(I::AccountId)
+                    .to_owned(),
+            ],
+        ),
+        (
+            Table::create()
+                .table(renewal_outcome::Entity)
+                .if_not_exists()
+                .col(id(O::SubscriptionId))
+                .col(big(O::RenewalAt))
+                .col(int(O::Outcome))
+                .col(big(O::DecidedAt))
+                .primary_key(Index::create().col(O::SubscriptionId).col(O::RenewalAt))
+                .to_owned(),
+            vec![],
+        ),
+        (
+            Table::create()
+                .table(monthly_spend::Entity)
+                .if_not_exists()
+                .col(int(S::Month).primary_key())
+                .col(big(S::Spend))
+                .col(int(S::GrossMarginBp))
+                .to_owned(),
+            vec![],
+        ),
+    ]
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateRevenueTables {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for (table, indexes) in tables(manager.get_database_backend()) {
+            manager.create_table(table).await?;
+            for index in indexes {
+                manager.create_index(index).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let drops = [
+            Table::drop().table(monthly_spend::Entity).to_owned(),
+            Table::drop().table(renewal_outcome::Entity).to_owned(),
+            Table::drop().table(invoice::Entity).to_owned(),
+            Table::drop().table(fx_rate::Entity).to_owned(),
+            Table::drop().table(paying_span::Entity).to_owned(),
+            Table::drop().table(rollup::Entity).to_owned(),
+            Table::drop().table(movement::Entity).to_owned(),
+            Table::drop().table(subscription::Entity).to_owned(),
+        ];
+        for mut drop in drops {
+            manager.drop_table(drop.if_exists().to_owned()).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The revenue service's migrations: the runtime's tables, then its own.
+#[derive(Debug)]
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        let mut migrations = bowtie_runtime::schema::runtime_migrations();
+        migrations.push(Box::new(CreateRevenueTables));
+        migrations
+    }
+}
