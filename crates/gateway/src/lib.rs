@@ -34,11 +34,14 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-mod api;
+mod accounts;
 mod clients;
+mod common;
 mod dashboard;
 mod error;
-mod model;
+mod funnel;
+mod rest;
+mod revenue;
 mod scoring;
 mod webhooks;
 
@@ -69,14 +72,14 @@ Errors have the body `{\"error\": {\"code\", \"message\", \"field_violations\"}}
     // Enums used only as query or path parameters are not collected from the
     // handlers' responses and bodies; list them so their references resolve.
     components(schemas(
-        model::Stage,
-        model::Segment,
-        model::AccountStatus,
-        model::CohortBy,
-        model::Granularity,
-        model::MovementType,
-        model::AlertState,
-        model::AlertKind,
+        common::Stage,
+        common::Segment,
+        accounts::AccountStatus,
+        funnel::CohortBy,
+        revenue::Granularity,
+        revenue::MovementType,
+        scoring::AlertState,
+        scoring::AlertKind,
         error::ErrorBody,
     )),
     security(("bearer" = [])),
@@ -111,7 +114,9 @@ impl Modify for BearerAuth {
 /// The OpenAPI document and the router serving it, built from the same handlers.
 fn app(state: AppState) -> axum::Router {
     let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .merge(api::router())
+        .merge(accounts::router())
+        .merge(funnel::router())
+        .merge(revenue::router())
         .merge(scoring::router())
         .routes(routes!(healthz))
         .routes(routes!(readyz))

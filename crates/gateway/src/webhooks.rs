@@ -40,8 +40,8 @@ use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::clients::Caller;
+use crate::common::{Segment, Stage, timestamp};
 use crate::error::{ApiError, ErrorBody};
-use crate::model::{Segment, Stage, timestamp};
 
 type HmacSha256 = Hmac<Sha256>;
 
