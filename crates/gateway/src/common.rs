@@ -13,23 +13,63 @@ use chrono::{DateTime, Utc};
 use prost_types::Timestamp;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
 
 /// Declares a JSON enum mirroring a protobuf enum: `UNSPECIFIED` for the
 /// zero value (and any value this gateway does not know yet), the other
 /// values without their prefix.
+///
+/// `UNSPECIFIED` only ever goes out: an answer may carry it (a renewal not
+/// decided yet, a value newer than this gateway), a request never may (the
+/// services reject it where a value is required, and a filter is left out
+/// rather than set to it). So it is not deserialized (a request naming it
+/// is a 400), and request fields declare `input_schema`, the values
+/// without it.
 macro_rules! mirror_enum {
     ($(#[$meta:meta])* $name:ident, $pb:path { $($(#[$vmeta:meta])* $variant:ident),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(
             Debug, Clone, Copy, PartialEq, Eq, Default,
-            ::serde::Serialize, ::serde::Deserialize, ::utoipa::ToSchema,
+            ::serde::Serialize, ::utoipa::ToSchema,
         )]
         #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
         pub enum $name {
-            /// Not set (or a value this gateway does not know).
+            /// Not set (or a value this gateway does not know); never accepted.
             #[default]
             Unspecified,
             $($(#[$vmeta])* $variant),+
+        }
+
+        impl $name {
+            /// The schema of a request field: every value but `UNSPECIFIED`.
+            #[allow(dead_code)]
+            pub fn input_schema() -> ::utoipa::openapi::RefOr<::utoipa::openapi::schema::Schema> {
+                $crate::common::without_unspecified(
+                    <Self as ::utoipa::PartialSchema>::schema(),
+                )
+            }
+
+            /// [`input_schema`](Self::input_schema) or `null` (an optional body field).
+            #[allow(dead_code)]
+            pub fn nullable_input_schema(
+            ) -> ::utoipa::openapi::RefOr<::utoipa::openapi::schema::Schema> {
+                $crate::common::or_null(Self::input_schema())
+            }
+        }
+
+        impl<'de> ::serde::Deserialize<'de> for $name {
+            fn deserialize<D: ::serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                /// The values a request may name.
+                #[derive(::serde::Deserialize)]
+                #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+                enum Given {
+                    $($variant),+
+                }
+                Ok(match Given::deserialize(d)? {
+                    $(Given::$variant => $name::$variant,)+
+                })
+            }
         }
 
         impl From<i32> for $name {
@@ -55,6 +95,63 @@ macro_rules! mirror_enum {
 }
 
 pub(crate) use mirror_enum;
+
+/// An integer field of a request body: `3` or `3.0`, both integers to JSON
+/// Schema (serde alone refuses the second for an integer type).
+pub fn integer<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i64>,
+{
+    whole(&serde_json::Number::deserialize(d)?)
+}
+
+/// [`integer`] of an optional field (absent or `null` is `None`).
+pub fn optional_integer<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i64>,
+{
+    Option::<serde_json::Number>::deserialize(d)?
+        .map(|n| whole(&n))
+        .transpose()
+}
+
+fn whole<E: serde::de::Error, T: TryFrom<i64>>(n: &serde_json::Number) -> Result<T, E> {
+    /// 2^63, the first float past `i64::MAX`.
+    const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+    let value = match (n.as_i64(), n.as_f64()) {
+        (Some(v), _) => Some(v),
+        (None, Some(f)) if f.fract() == 0.0 && (-LIMIT..LIMIT).contains(&f) => Some(f as i64),
+        _ => None,
+    };
+    value
+        .and_then(|v| T::try_from(v).ok())
+        .ok_or_else(|| E::custom(format!("{n} is not an integer in range")))
+}
+
+/// `schema` (an enum of strings) without its `UNSPECIFIED` value.
+pub fn without_unspecified(schema: RefOr<Schema>) -> RefOr<Schema> {
+    match schema {
+        RefOr::T(Schema::Object(mut object)) => {
+            if let Some(values) = object.enum_values.as_mut() {
+                values.retain(|v| v != "UNSPECIFIED");
+            }
+            RefOr::T(Schema::Object(object))
+        }
+        other => other,
+    }
+}
+
+/// `schema` or `null`.
+pub fn or_null(schema: RefOr<Schema>) -> RefOr<Schema> {
+    RefOr::T(Schema::OneOf(
+        OneOfBuilder::new()
+            .item(ObjectBuilder::new().schema_type(Type::Null))
+            .item(schema)
+            .build(),
+    ))
+}
 
 mirror_enum!(
     /// A bowtie stage or outcome.
@@ -128,6 +225,7 @@ pub struct Money {
     /// ISO-4217 code, e.g. `USD`.
     pub currency: String,
     /// Whole minor units (cents).
+    #[serde(deserialize_with = "integer")]
     pub minor_units: i64,
 }
 

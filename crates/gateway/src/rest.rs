@@ -39,6 +39,15 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
     }
 }
 
+/// An optional id filter: absent is none, present must be an id (the
+/// services read an empty id as none, the document calls it invalid).
+pub fn id_filter(field: &str, value: Option<String>) -> Result<String, ApiError> {
+    match value {
+        Some(v) if v.is_empty() => Err(ApiError::invalid(field, "must be a UUID")),
+        v => Ok(v.unwrap_or_default()),
+    }
+}
+
 /// The page request of a list call.
 pub fn page(page_size: Option<i32>, page_token: Option<String>) -> Option<common::PageRequest> {
     Some(common::PageRequest {

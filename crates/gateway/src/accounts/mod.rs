@@ -22,6 +22,7 @@ use crate::clients::Caller;
 use crate::common::Segment;
 use crate::error::{ApiError, ErrorBody};
 use crate::rest::{Body, Path, Query, idempotency_key, missing, page};
+use crate::schema;
 
 pub use model::*;
 
@@ -42,16 +43,22 @@ fn accounts_error(s: tonic::Status) -> ApiError {
 #[into_params(parameter_in = Query)]
 pub struct ListAccountsQuery {
     /// Only this segment.
+    #[param(schema_with = Segment::input_schema)]
     segment: Option<Segment>,
-    /// Only this owner (exact).
+    /// Only this owner (exact), at most 200 characters.
+    #[param(schema_with = schema::optional_text::<200>)]
     owner: Option<String>,
-    /// Only this CSM (exact).
+    /// Only this CSM (exact), at most 200 characters.
+    #[param(schema_with = schema::optional_text::<200>)]
     csm: Option<String>,
     /// Only this status.
+    #[param(schema_with = AccountStatus::input_schema)]
     status: Option<AccountStatus>,
-    /// Case-insensitive substring of the name.
+    /// Case-insensitive substring of the name, at most 200 characters.
+    #[param(schema_with = schema::optional_text::<200>)]
     text: Option<String>,
-    /// Rows per page (default 50, at most 1000).
+    /// Rows per page (default 50, at most 1000; more is 1000).
+    #[param(minimum = 0)]
     page_size: Option<i32>,
     /// `next_page_token` of the previous page.
     page_token: Option<String>,
@@ -115,7 +122,7 @@ async fn create_account(
 
 /// Get an account.
 #[utoipa::path(get, path = "/api/v1/accounts/{id}", tag = "accounts",
-    params(("id" = String, Path, description = "Account id")),
+    params(("id" = uuid::Uuid, Path, description = "Account id")),
     responses((status = 200, body = Account), (status = "4XX", body = ErrorBody),
               (status = "5XX", body = ErrorBody)))]
 async fn get_account(
@@ -137,7 +144,7 @@ async fn get_account(
 /// Change an account's fields (write scope); a stale `expected_version` is 409 ABORTED.
 #[utoipa::path(patch, path = "/api/v1/accounts/{id}", tag = "accounts",
     request_body = AccountChanges,
-    params(("id" = String, Path, description = "Account id"),
+    params(("id" = uuid::Uuid, Path, description = "Account id"),
            ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
     responses((status = 200, body = Account), (status = "4XX", body = ErrorBody),
               (status = "5XX", body = ErrorBody)))]
@@ -165,11 +172,22 @@ async fn update_account(
     Ok(Json(r.account.ok_or_else(|| missing("an account"))?.into()))
 }
 
+/// The system and the id of an account there.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ExternalIdPath {
+    /// The system, e.g. `hubspot`: 1 to 50 lower-case letters, digits, `-` or `_`.
+    #[param(schema_with = schema::source)]
+    source: String,
+    /// The id in that system, 1 to 200 characters.
+    #[param(schema_with = schema::text::<200>)]
+    external_id: String,
+}
+
 /// Create or update the account another system knows as `{source}/{external_id}` (write scope).
 #[utoipa::path(put, path = "/api/v1/accounts/by-external-id/{source}/{external_id}",
     tag = "accounts", request_body = NewAccount,
-    params(("source" = String, Path, description = "The system, e.g. hubspot"),
-           ("external_id" = String, Path, description = "The id in that system"),
+    params(ExternalIdPath,
            ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
     responses((status = 200, body = UpsertedAccount), (status = "4XX", body = ErrorBody),
               (status = "5XX", body = ErrorBody)))]
@@ -177,7 +195,10 @@ async fn upsert_account_by_external_id(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    Path((source, external_id)): Path<(String, String)>,
+    Path(ExternalIdPath {
+        source,
+        external_id,
+    }): Path<ExternalIdPath>,
     Body(body): Body<NewAccount>,
 ) -> Result<Json<UpsertedAccount>, ApiError> {
     let r = state

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::common::{CoverageModel, Segment, mirror_enum, time};
+use crate::schema;
 
 mirror_enum!(
     /// Account lifecycle status.
@@ -21,9 +22,11 @@ mirror_enum!(
 /// The id of an account in another system.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ExternalId {
-    /// The system, e.g. `hubspot`.
+    /// The system, e.g. `hubspot`: 1 to 50 lower-case letters, digits, `-` or `_`.
+    #[schema(schema_with = schema::source)]
     pub source: String,
-    /// The id there.
+    /// The id there, 1 to 200 characters.
+    #[schema(schema_with = schema::text::<200>)]
     pub external_id: String,
 }
 
@@ -89,23 +92,29 @@ impl From<acc::Account> for Account {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct NewAccount {
     /// Display name, 1 to 200 characters.
+    #[schema(schema_with = schema::text::<200>)]
     pub name: String,
     /// Segment; required.
+    #[schema(schema_with = Segment::input_schema)]
     pub segment: Segment,
-    /// Industry.
+    /// Industry, at most 100 characters.
     #[serde(default)]
+    #[schema(schema_with = schema::optional_text::<100>)]
     pub industry: String,
-    /// Sales owner.
+    /// Sales owner, at most 200 characters.
     #[serde(default)]
+    #[schema(schema_with = schema::optional_text::<200>)]
     pub owner: String,
-    /// Customer success manager.
+    /// Customer success manager, at most 200 characters.
     #[serde(default)]
+    #[schema(schema_with = schema::optional_text::<200>)]
     pub csm: String,
     /// Strategic flag.
     #[serde(default)]
     pub strategic: bool,
-    /// Ids in other systems, at most one per source.
+    /// Ids in other systems: at most 20, at most one per source.
     #[serde(default)]
+    #[schema(max_items = 20)]
     pub external_ids: Vec<ExternalId>,
 }
 
@@ -135,19 +144,26 @@ impl NewAccount {
 /// Changes to an account: only the fields present change.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 pub struct AccountChanges {
-    /// New name.
+    /// New name, 1 to 200 characters.
+    #[schema(schema_with = schema::nullable_text::<200>)]
     pub name: Option<String>,
     /// New segment.
+    #[schema(schema_with = Segment::nullable_input_schema)]
     pub segment: Option<Segment>,
-    /// New industry.
+    /// New industry, at most 100 characters.
+    #[schema(schema_with = schema::nullable_optional_text::<100>)]
     pub industry: Option<String>,
-    /// New owner.
+    /// New owner, at most 200 characters.
+    #[schema(schema_with = schema::nullable_optional_text::<200>)]
     pub owner: Option<String>,
-    /// New CSM.
+    /// New CSM, at most 200 characters.
+    #[schema(schema_with = schema::nullable_optional_text::<200>)]
     pub csm: Option<String>,
     /// New strategic flag.
     pub strategic: Option<bool>,
     /// Apply only if the account is still at this version (else 409 ABORTED).
+    #[schema(minimum = 1)]
+    #[serde(default, deserialize_with = "crate::common::optional_integer")]
     pub expected_version: Option<i64>,
 }
 

@@ -19,13 +19,15 @@ use crate::clients::Caller;
 use crate::common::{Segment, Stage, timestamp};
 use crate::error::{ApiError, ErrorBody};
 use crate::rest::{Body, Path, Query, idempotency_key, missing, page, period};
+use crate::schema;
 
 pub use model::*;
 
 /// The funnel routes.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(get_journey, record_transition))
+        .routes(routes!(get_journey))
+        .routes(routes!(record_transition))
         .routes(routes!(get_funnel_report))
         .routes(routes!(get_funnel_cohorts))
         .routes(routes!(list_accounts_in_stage))
@@ -37,7 +39,7 @@ fn funnel_error(s: tonic::Status) -> ApiError {
 
 /// An account's journey through the bowtie.
 #[utoipa::path(get, path = "/api/v1/accounts/{id}/journey", tag = "funnel",
-    params(("id" = String, Path, description = "Account id")),
+    params(("id" = uuid::Uuid, Path, description = "Account id")),
     responses((status = 200, body = Journey), (status = "4XX", body = ErrorBody),
               (status = "5XX", body = ErrorBody)))]
 async fn get_journey(
@@ -59,7 +61,7 @@ async fn get_journey(
 /// Record that an account entered a stage (write scope).
 #[utoipa::path(post, path = "/api/v1/accounts/{id}/transitions", tag = "funnel",
     request_body = NewTransition,
-    params(("id" = String, Path, description = "Account id"),
+    params(("id" = uuid::Uuid, Path, description = "Account id"),
            ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
     responses((status = 200, body = RecordedTransition), (status = "4XX", body = ErrorBody),
               (status = "5XX", body = ErrorBody)))]
@@ -97,14 +99,19 @@ async fn record_transition(
 #[into_params(parameter_in = Query)]
 pub struct FunnelQuery {
     /// First instant of the period (RFC 3339).
+    #[param(pattern = "^(?:19[7-9][0-9]|[2-9][0-9]{3})-")]
     start: DateTime<Utc>,
-    /// First instant after the period (RFC 3339).
+    /// First instant after the period (RFC 3339), at most 10 years after `start`.
+    #[param(pattern = "^(?:19[7-9][0-9]|[2-9][0-9]{3})-")]
     end: DateTime<Utc>,
     /// Only this segment.
+    #[param(schema_with = Segment::input_schema)]
     segment: Option<Segment>,
-    /// Only this owner.
+    /// Only this owner, at most 200 characters.
+    #[param(schema_with = schema::optional_text::<200>)]
     owner: Option<String>,
     /// STAGE_ENTRY (default) or ATTEMPT_START.
+    #[param(schema_with = CohortBy::input_schema)]
     cohort_by: Option<CohortBy>,
 }
 
@@ -138,14 +145,19 @@ async fn get_funnel_report(
 #[into_params(parameter_in = Query)]
 pub struct FunnelCohortQuery {
     /// Cohorts entering from this instant (RFC 3339).
+    #[param(pattern = "^(?:19[7-9][0-9]|[2-9][0-9]{3})-")]
     start: DateTime<Utc>,
-    /// Until this instant (RFC 3339).
+    /// Until this instant (RFC 3339), at most 10 years after `start`.
+    #[param(pattern = "^(?:19[7-9][0-9]|[2-9][0-9]{3})-")]
     end: DateTime<Utc>,
     /// The cohort-defining stage: AWARENESS (default) or COMMIT.
+    #[param(schema_with = cohort_stage_schema)]
     cohort_stage: Option<Stage>,
     /// Only this segment.
+    #[param(schema_with = Segment::input_schema)]
     segment: Option<Segment>,
-    /// Only this owner.
+    /// Only this owner, at most 200 characters.
+    #[param(schema_with = schema::optional_text::<200>)]
     owner: Option<String>,
 }
 
@@ -198,24 +210,44 @@ async fn get_funnel_cohorts(
 #[into_params(parameter_in = Query)]
 pub struct InStageQuery {
     /// Only this segment.
+    #[param(schema_with = Segment::input_schema)]
     segment: Option<Segment>,
-    /// Only this owner.
+    /// Only this owner, at most 200 characters.
+    #[param(schema_with = schema::optional_text::<200>)]
     owner: Option<String>,
-    /// Rows per page.
+    /// Rows per page (default 50, at most 1000; more is 1000).
+    #[param(minimum = 0)]
     page_size: Option<i32>,
     /// `next_page_token` of the previous page.
     page_token: Option<String>,
 }
 
+/// The stage of the accounts in a stage.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct StagePath {
+    /// The stage.
+    #[param(schema_with = Stage::input_schema)]
+    stage: Stage,
+}
+
+/// The stages a funnel cohort can be defined by.
+fn cohort_stage_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(["AWARENESS", "COMMIT"]))
+        .into()
+}
+
 /// The accounts currently in a stage, longest there first.
 #[utoipa::path(get, path = "/api/v1/funnel/stages/{stage}/accounts", tag = "funnel",
-    params(("stage" = Stage, Path, description = "The stage"), InStageQuery),
+    params(StagePath, InStageQuery),
     responses((status = 200, body = AccountsInStagePage), (status = "4XX", body = ErrorBody),
               (status = "5XX", body = ErrorBody)))]
 async fn list_accounts_in_stage(
     State(state): State<AppState>,
     caller: Caller,
-    Path(stage): Path<Stage>,
+    Path(StagePath { stage }): Path<StagePath>,
     Query(q): Query<InStageQuery>,
 ) -> Result<Json<AccountsInStagePage>, ApiError> {
     let r = state

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::common::{Segment, Stage, mirror_enum, seconds, time};
+use crate::schema;
 
 mirror_enum!(
     /// Which stage entries a funnel report counts.
@@ -55,14 +56,19 @@ impl From<fun::Transition> for Transition {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct NewTransition {
     /// Stage or outcome entered.
+    #[schema(schema_with = Stage::input_schema)]
     pub stage: Stage,
     /// Business time; at most one day ahead.
+    #[schema(schema_with = schema::time)]
     pub occurred_at: DateTime<Utc>,
-    /// Reason code; required for LOST and CHURNED.
+    /// Reason code (at most 64 lower-case letters, digits or underscores);
+    /// required for LOST and CHURNED.
     #[serde(default)]
+    #[schema(schema_with = schema::reason)]
     pub reason: String,
-    /// Origin; defaults to `api`.
+    /// Origin, at most 64 characters; defaults to `api`.
     #[serde(default)]
+    #[schema(schema_with = schema::optional_text::<64>)]
     pub source: String,
 }
 

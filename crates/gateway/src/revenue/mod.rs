@@ -18,7 +18,8 @@ use crate::AppState;
 use crate::clients::Caller;
 use crate::common::{Segment, timestamp};
 use crate::error::{ApiError, ErrorBody};
-use crate::rest::{Body, Path, Query, idempotency_key, missing, page};
+use crate::rest::{Body, Path, Query, id_filter, idempotency_key, missing, page};
+use crate::schema;
 
 pub use model::*;
 
@@ -46,12 +47,16 @@ fn revenue_error(s: tonic::Status) -> ApiError {
 #[into_params(parameter_in = Query)]
 pub struct MrrQuery {
     /// First month, `YYYY-MM`.
+    #[param(pattern = "^(?:19[7-9][0-9]|[2-9][0-9]{3})-(?:0[1-9]|1[0-2])$")]
     start_month: String,
-    /// Last month (inclusive), `YYYY-MM`.
+    /// Last month (inclusive), `YYYY-MM`, within 120 months of `start_month`.
+    #[param(pattern = "^(?:19[7-9][0-9]|[2-9][0-9]{3})-(?:0[1-9]|1[0-2])$")]
     end_month: String,
     /// MONTH (default) or QUARTER.
+    #[param(schema_with = Granularity::input_schema)]
     granularity: Option<Granularity>,
     /// Only this segment.
+    #[param(schema_with = Segment::input_schema)]
     segment: Option<Segment>,
 }
 
@@ -85,12 +90,16 @@ async fn get_mrr_report(
 #[into_params(parameter_in = Query)]
 pub struct RetentionQuery {
     /// t0 (RFC 3339): the cohort is every account paying then.
+    #[param(pattern = "^(?:19[7-9][0-9]|[2-9][0-9]{3})-")]
     start: DateTime<Utc>,
     /// t1 (RFC 3339).
+    #[param(pattern = "^(?:19[7-9][0-9]|[2-9][0-9]{3})-")]
     end: DateTime<Utc>,
     /// Only this segment.
+    #[param(schema_with = Segment::input_schema)]
     segment: Option<Segment>,
-    /// Only accounts closed by this owner.
+    /// Only accounts closed by this owner, at most 200 characters.
+    #[param(schema_with = schema::optional_text::<200>)]
     owner: Option<String>,
 }
 
@@ -125,12 +134,16 @@ async fn get_retention(
 #[into_params(parameter_in = Query)]
 pub struct CohortRetentionQuery {
     /// First cohort month, `YYYY-MM`.
+    #[param(pattern = "^(?:19[7-9][0-9]|[2-9][0-9]{3})-(?:0[1-9]|1[0-2])$")]
     start_month: String,
-    /// Last cohort month (inclusive), `YYYY-MM`.
+    /// Last cohort month (inclusive), `YYYY-MM`, within 36 months after `start_month`.
+    #[param(pattern = "^(?:19[7-9][0-9]|[2-9][0-9]{3})-(?:0[1-9]|1[0-2])$")]
     end_month: String,
-    /// Months since first payment to report (default 12).
+    /// Months since first payment to report, 0 to 36 (0 or absent: 12).
+    #[param(minimum = 0, maximum = 36)]
     months: Option<i32>,
     /// Only this segment.
+    #[param(schema_with = Segment::input_schema)]
     segment: Option<Segment>,
 }
 
@@ -165,16 +178,20 @@ async fn get_cohort_retention(
 #[into_params(parameter_in = Query)]
 pub struct MovementsQuery {
     /// From this instant (RFC 3339).
+    #[param(pattern = "^(?:19[7-9][0-9]|[2-9][0-9]{3})-")]
     start: DateTime<Utc>,
     /// Before this instant (RFC 3339).
+    #[param(pattern = "^(?:19[7-9][0-9]|[2-9][0-9]{3})-")]
     end: DateTime<Utc>,
     /// Only this account.
+    #[param(schema_with = schema::uuid)]
     account_id: Option<String>,
     /// Only this type.
     #[serde(rename = "type")]
-    #[param(rename = "type")]
+    #[param(rename = "type", schema_with = MovementType::input_schema)]
     kind: Option<MovementType>,
-    /// Rows per page.
+    /// Rows per page (default 50, at most 1000; more is 1000).
+    #[param(minimum = 0)]
     page_size: Option<i32>,
     /// `next_page_token` of the previous page.
     page_token: Option<String>,
@@ -196,7 +213,7 @@ async fn list_movements(
         .list_movements(caller.request(rev::ListMovementsRequest {
             start_at: Some(timestamp(q.start)),
             end_at: Some(timestamp(q.end)),
-            account_id: q.account_id.unwrap_or_default(),
+            account_id: id_filter("account_id", q.account_id)?,
             r#type: q.kind.unwrap_or_default().into(),
             page: page(q.page_size, q.page_token),
         }))
@@ -211,12 +228,16 @@ async fn list_movements(
 #[into_params(parameter_in = Query)]
 pub struct RenewalsQuery {
     /// Renewal dates from this instant (RFC 3339).
+    #[param(pattern = "^(?:19[7-9][0-9]|[2-9][0-9]{3})-")]
     start: DateTime<Utc>,
     /// Before this instant (RFC 3339).
+    #[param(pattern = "^(?:19[7-9][0-9]|[2-9][0-9]{3})-")]
     end: DateTime<Utc>,
     /// Only this account.
+    #[param(schema_with = schema::uuid)]
     account_id: Option<String>,
-    /// Rows per page.
+    /// Rows per page (default 50, at most 1000; more is 1000).
+    #[param(minimum = 0)]
     page_size: Option<i32>,
     /// `next_page_token` of the previous page.
     page_token: Option<String>,
@@ -238,7 +259,7 @@ async fn list_renewals(
         .list_renewals(caller.request(rev::ListRenewalsRequest {
             start_at: Some(timestamp(q.start)),
             end_at: Some(timestamp(q.end)),
-            account_id: q.account_id.unwrap_or_default(),
+            account_id: id_filter("account_id", q.account_id)?,
             page: page(q.page_size, q.page_token),
         }))
         .await
@@ -252,6 +273,7 @@ async fn list_renewals(
 #[into_params(parameter_in = Query)]
 pub struct UnitEconomicsQuery {
     /// `YYYY-MM`; its spend must have been recorded (else 409 FAILED_PRECONDITION).
+    #[param(pattern = "^(?:19[7-9][0-9]|[2-9][0-9]{3})-(?:0[1-9]|1[0-2])$")]
     month: String,
 }
 
@@ -305,7 +327,7 @@ async fn create_subscription(
 
 /// Get a subscription.
 #[utoipa::path(get, path = "/api/v1/subscriptions/{id}", tag = "revenue",
-    params(("id" = String, Path, description = "Subscription id")),
+    params(("id" = uuid::Uuid, Path, description = "Subscription id")),
     responses((status = 200, body = Subscription), (status = "4XX", body = ErrorBody),
               (status = "5XX", body = ErrorBody)))]
 async fn get_subscription(
@@ -331,7 +353,7 @@ async fn get_subscription(
 /// Change a subscription's terms (write scope): an upgrade or a downgrade.
 #[utoipa::path(post, path = "/api/v1/subscriptions/{id}/changes", tag = "revenue",
     request_body = SubscriptionChange,
-    params(("id" = String, Path, description = "Subscription id"),
+    params(("id" = uuid::Uuid, Path, description = "Subscription id"),
            ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
     responses((status = 200, body = Subscription), (status = "4XX", body = ErrorBody),
               (status = "5XX", body = ErrorBody)))]
@@ -366,7 +388,7 @@ async fn change_subscription(
 /// Cancel a subscription (write scope).
 #[utoipa::path(post, path = "/api/v1/subscriptions/{id}/cancellation", tag = "revenue",
     request_body = SubscriptionCancellation,
-    params(("id" = String, Path, description = "Subscription id"),
+    params(("id" = uuid::Uuid, Path, description = "Subscription id"),
            ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
     responses((status = 200, body = Subscription), (status = "4XX", body = ErrorBody),
               (status = "5XX", body = ErrorBody)))]
@@ -399,4 +421,31 @@ async fn cancel_subscription(
             .ok_or_else(|| missing("a subscription"))?
             .into(),
     ))
+}
+
+/// The document with the configured churn reasons as the values of a
+/// cancellation's `reason_code`.
+pub fn with_churn_reasons(
+    mut openapi: utoipa::openapi::OpenApi,
+    churn_reasons: &[String],
+) -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+    let cancellation = openapi
+        .components
+        .as_mut()
+        .and_then(|c| c.schemas.get_mut("SubscriptionCancellation"));
+    if let Some(RefOr::T(Schema::Object(object))) = cancellation {
+        object.properties.insert(
+            "reason_code".to_owned(),
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .description(Some(
+                    "A code of the churn reason taxonomy (`revenue_policy.churn_reasons`)",
+                ))
+                .enum_values(Some(churn_reasons.iter().cloned()))
+                .into(),
+        );
+    }
+    openapi
 }

@@ -6,7 +6,29 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
+
 use crate::common::{Money, Segment, minor, mirror_enum, time, timestamp};
+use crate::schema;
+
+/// The schema of a price: a currency the revenue service knows and
+/// non-negative minor units.
+fn price_schema() -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property("currency", schema::currency())
+        .property(
+            "minor_units",
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+                .minimum(Some(0)),
+        )
+        .required("currency")
+        .required("minor_units")
+        .into()
+}
 
 mirror_enum!(
     /// Kind of MRR movement.
@@ -355,14 +377,20 @@ impl From<rev::ListRenewalsResponse> for RenewalPage {
 /// What a subscription charges.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Terms {
-    /// Plan name.
+    /// Plan name, 1 to 200 characters.
+    #[schema(schema_with = schema::text::<200>)]
     pub plan: String,
-    /// Seats or units.
+    /// Seats or units, 0 to 1,000,000,000.
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
+    #[serde(deserialize_with = "crate::common::integer")]
     pub quantity: i64,
-    /// Price of one unit per billing interval.
+    /// Price of one unit per billing interval: a known currency and whole
+    /// minor units, at least 0 (quantity x price at most 10^13).
+    #[schema(schema_with = price_schema)]
     pub unit_price: Money,
-    /// Discount in basis points.
-    #[serde(default)]
+    /// Discount in basis points, 0 to 10,000.
+    #[serde(default, deserialize_with = "crate::common::integer")]
+    #[schema(minimum = 0, maximum = 10_000)]
     pub discount_basis_points: i32,
 }
 
@@ -439,16 +467,21 @@ impl From<rev::Subscription> for Subscription {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct NewSubscription {
     /// The account.
+    #[schema(schema_with = schema::uuid)]
     pub account_id: String,
     /// Billing interval.
+    #[schema(schema_with = BillingInterval::input_schema)]
     pub billing_interval: BillingInterval,
     /// Terms at the start.
     pub terms: Terms,
     /// Start.
+    #[schema(schema_with = schema::time)]
     pub start_at: DateTime<Utc>,
-    /// End of a free trial.
+    /// End of a free trial, not before `start_at`.
+    #[schema(schema_with = schema::nullable_time)]
     pub trial_end_at: Option<DateTime<Utc>>,
-    /// End of the first term (renewal date).
+    /// End of the first term (renewal date), after `start_at`.
+    #[schema(schema_with = schema::nullable_time)]
     pub term_end_at: Option<DateTime<Utc>>,
 }
 
@@ -512,8 +545,10 @@ pub struct SubscriptionChange {
     /// The new terms (the currency never changes).
     pub terms: Terms,
     /// When they take effect.
+    #[schema(schema_with = schema::time)]
     pub effective_at: DateTime<Utc>,
     /// Apply only if the subscription is still at this version (else 409 ABORTED).
+    #[serde(default, deserialize_with = "crate::common::optional_integer")]
     pub expected_version: Option<i64>,
 }
 
@@ -521,11 +556,15 @@ pub struct SubscriptionChange {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct SubscriptionCancellation {
     /// When it stops; MRR is zero from then on.
+    #[schema(schema_with = schema::time)]
     pub effective_at: DateTime<Utc>,
     /// VOLUNTARY or INVOLUNTARY.
+    #[schema(schema_with = CancellationKind::input_schema)]
     pub kind: CancellationKind,
-    /// A code of the churn reason taxonomy, e.g. `price`.
+    /// A code of the churn reason taxonomy, e.g. `price`: 1 to 100 characters.
+    #[schema(schema_with = schema::text::<100>)]
     pub reason_code: String,
     /// Apply only if the subscription is still at this version (else 409 ABORTED).
+    #[serde(default, deserialize_with = "crate::common::optional_integer")]
     pub expected_version: Option<i64>,
 }

@@ -17,7 +17,8 @@ use crate::AppState;
 use crate::clients::Caller;
 use crate::common::{Segment, time};
 use crate::error::{ApiError, ErrorBody};
-use crate::rest::{Path, Query, page};
+use crate::rest::{Path, Query, id_filter, page};
+use crate::schema;
 
 pub use model::*;
 
@@ -37,7 +38,7 @@ fn scoring_error(s: tonic::Status) -> ApiError {
 
 /// An account's health score, its components and why each is what it is.
 #[utoipa::path(get, path = "/api/v1/accounts/{id}/health", tag = "scoring",
-    params(("id" = String, Path, description = "Account id")),
+    params(("id" = uuid::Uuid, Path, description = "Account id")),
     responses((status = 200, body = Health), (status = "4XX", body = ErrorBody),
               (status = "5XX", body = ErrorBody)))]
 async fn get_health(
@@ -61,7 +62,7 @@ async fn get_health(
 
 /// An account's churn probability and its top drivers.
 #[utoipa::path(get, path = "/api/v1/accounts/{id}/churn-risk", tag = "scoring",
-    params(("id" = String, Path, description = "Account id")),
+    params(("id" = uuid::Uuid, Path, description = "Account id")),
     responses((status = 200, body = ChurnRisk), (status = "4XX", body = ErrorBody),
               (status = "5XX", body = ErrorBody)))]
 async fn get_churn_risk(
@@ -99,8 +100,10 @@ async fn get_churn_risk(
 #[into_params(parameter_in = Query)]
 pub struct AtRiskQuery {
     /// Only this segment.
+    #[param(schema_with = Segment::input_schema)]
     segment: Option<Segment>,
-    /// Rows per page.
+    /// Rows per page (default 50, at most 1000; more is 1000).
+    #[param(minimum = 0)]
     page_size: Option<i32>,
     /// `next_page_token` of the previous page.
     page_token: Option<String>,
@@ -178,12 +181,16 @@ async fn list_at_risk(
 #[into_params(parameter_in = Query)]
 pub struct AlertsQuery {
     /// Only this state.
+    #[param(schema_with = AlertState::input_schema)]
     state: Option<AlertState>,
     /// Only this kind.
+    #[param(schema_with = AlertKind::input_schema)]
     kind: Option<AlertKind>,
     /// Only this account.
+    #[param(schema_with = schema::uuid)]
     account_id: Option<String>,
-    /// Rows per page.
+    /// Rows per page (default 50, at most 1000; more is 1000).
+    #[param(minimum = 0)]
     page_size: Option<i32>,
     /// `next_page_token` of the previous page.
     page_token: Option<String>,
@@ -205,7 +212,7 @@ async fn list_alerts(
         .list_alerts(caller.request(sco::ListAlertsRequest {
             state: q.state.unwrap_or_default().into(),
             kind: q.kind.unwrap_or_default().into(),
-            account_id: q.account_id.unwrap_or_default(),
+            account_id: id_filter("account_id", q.account_id)?,
             page: page(q.page_size, q.page_token),
         }))
         .await
@@ -237,6 +244,7 @@ async fn list_alerts(
 #[into_params(parameter_in = Query)]
 pub struct SegmentsQuery {
     /// Only this customer segment.
+    #[param(schema_with = Segment::input_schema)]
     segment: Option<Segment>,
 }
 
