@@ -97,6 +97,16 @@ impl ApiError {
         Self::plain(StatusCode::NOT_FOUND, "NOT_FOUND", message)
     }
 
+    /// A 405 for a method the route does not serve; the router adds the
+    /// `Allow` header listing the ones it does.
+    pub fn method_not_allowed() -> Self {
+        Self::plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "UNIMPLEMENTED",
+            "this route does not serve that method (see the Allow header)",
+        )
+    }
+
     /// A 500 with the generic message; the cause is logged here.
     pub fn internal(cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(error.cause_chain = %cause, "internal error");
@@ -150,7 +160,7 @@ impl ApiError {
             }
             _ => status.message().to_owned(),
         };
-        let field_violations = status
+        let field_violations: Vec<FieldViolation> = status
             .get_details_bad_request()
             .map(|b| {
                 b.field_violations
@@ -162,6 +172,19 @@ impl ApiError {
                     .collect()
             })
             .unwrap_or_default();
+        // An idempotency key already used for another request conflicts
+        // with what the server holds (like a stale version), which no
+        // document can say of the request alone: 409, not 400.
+        let http = if code == Code::InvalidArgument
+            && !field_violations.is_empty()
+            && field_violations
+                .iter()
+                .all(|v| v.field == "idempotency_key" && v.description.contains("already used"))
+        {
+            StatusCode::CONFLICT
+        } else {
+            http
+        };
         Self {
             status: http,
             detail: ErrorDetail {

@@ -34,11 +34,15 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-mod api;
+mod accounts;
 mod clients;
+mod common;
 mod dashboard;
 mod error;
-mod model;
+mod funnel;
+mod rest;
+mod revenue;
+mod schema;
 mod scoring;
 mod webhooks;
 
@@ -69,14 +73,14 @@ Errors have the body `{\"error\": {\"code\", \"message\", \"field_violations\"}}
     // Enums used only as query or path parameters are not collected from the
     // handlers' responses and bodies; list them so their references resolve.
     components(schemas(
-        model::Stage,
-        model::Segment,
-        model::AccountStatus,
-        model::CohortBy,
-        model::Granularity,
-        model::MovementType,
-        model::AlertState,
-        model::AlertKind,
+        common::Stage,
+        common::Segment,
+        accounts::AccountStatus,
+        funnel::CohortBy,
+        revenue::Granularity,
+        revenue::MovementType,
+        scoring::AlertState,
+        scoring::AlertKind,
         error::ErrorBody,
     )),
     security(("bearer" = [])),
@@ -108,16 +112,49 @@ impl Modify for BearerAuth {
     }
 }
 
+/// Marks every path parameter required, as OpenAPI demands (a parameter
+/// whose schema comes from `schema_with` is otherwise left optional).
+struct PathParamsRequired;
+
+impl Modify for PathParamsRequired {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::Required;
+        use utoipa::openapi::path::ParameterIn;
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                for parameter in operation.parameters.iter_mut().flatten() {
+                    if parameter.parameter_in == ParameterIn::Path {
+                        parameter.required = Required::True;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The OpenAPI document and the router serving it, built from the same handlers.
-fn app(state: AppState) -> axum::Router {
-    let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .merge(api::router())
+///
+/// `churn_reasons` are the reason codes the revenue service accepts on a
+/// cancellation (configuration, so the document states them from it).
+fn app(state: AppState, churn_reasons: &[String]) -> axum::Router {
+    let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(accounts::router())
+        .merge(funnel::router())
+        .merge(revenue::router())
         .merge(scoring::router())
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .merge(webhooks::router())
         .split_for_parts();
-    let openapi = Arc::new(openapi);
+    PathParamsRequired.modify(&mut openapi);
+    let openapi = Arc::new(revenue::with_churn_reasons(openapi, churn_reasons));
     router
         .route(
             "/openapi.json",
@@ -130,6 +167,9 @@ fn app(state: AppState) -> axum::Router {
         // An unknown route (an empty id leaves a path that matches none)
         // answers in the error shape too.
         .fallback(|| async { error::ApiError::not_found("no such route") })
+        // A method a route does not serve is 405 with `Allow` (axum sets it
+        // from the methods the route has), in the error shape.
+        .method_not_allowed_fallback(|| async { error::ApiError::method_not_allowed() })
         .layer(axum::middleware::from_fn(trace))
         .with_state(state)
 }
@@ -263,7 +303,7 @@ pub async fn build(settings: &Settings, shutdown: Shutdown) -> anyhow::Result<Ga
     Ok(Gateway {
         listener,
         local_addr,
-        app: app(state),
+        app: app(state, &settings.revenue_policy.churn_reasons),
         shutdown,
         draining,
         drain: Duration::from_secs(settings.server.drain_seconds),

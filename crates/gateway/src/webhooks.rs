@@ -40,8 +40,8 @@ use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::clients::Caller;
+use crate::common::{Segment, Stage, timestamp};
 use crate::error::{ApiError, ErrorBody};
-use crate::model::{Segment, Stage, timestamp};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -426,6 +426,17 @@ fn from_generic(e: CrmEvent) -> Change {
     }
 }
 
+/// A delivery without its signature headers is 401, whether or not the
+/// webhook is on: the document declares them required.
+fn signed(headers: &HeaderMap, names: &[&str]) -> Result<(), ApiError> {
+    match names.iter().find(|n| !headers.contains_key(**n)) {
+        Some(name) => Err(ApiError::unauthenticated(format!(
+            "missing the {name} header"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// The key the gateway writes webhooks with, or 404 when a webhook is off.
 fn writer(
     state: &AppState,
@@ -533,6 +544,10 @@ async fn hubspot(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<WebhookResult>, ApiError> {
+    signed(
+        &headers,
+        &["x-hubspot-signature-v3", "x-hubspot-request-timestamp"],
+    )?;
     let (secret, caller) = writer(&state, &state.settings.hubspot_secret, "hubspot")?;
     let path = uri
         .path_and_query()
@@ -580,6 +595,7 @@ async fn generic(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<WebhookResult>, ApiError> {
+    signed(&headers, &["x-bowtie-signature"])?;
     let (secret, caller) = writer(&state, &state.settings.crm_secret, "crm")?;
     let tolerance = i64::try_from(state.settings.webhook_tolerance_seconds).unwrap_or(i64::MAX);
     verify_generic(

@@ -3,6 +3,7 @@
 //! and PostgreSQL (`<scenario>::sqlite`, `<scenario>::postgres`), called over
 //! HTTP as a dashboard or a CRM would.
 
+mod api_fuzz;
 mod auth;
 mod openapi;
 mod reports;

@@ -3,20 +3,24 @@
 //! list (with account names and the reason, so a dashboard needs one call),
 //! alerts, and value segments.
 
+mod model;
+
 use axum::Json;
 use axum::extract::State;
-use bowtie_proto::{accounts as acc, common, scoring as sco};
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use bowtie_proto::{accounts as acc, scoring as sco};
+use serde::Deserialize;
+use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
-use crate::api::{Path, Query};
 use crate::clients::Caller;
+use crate::common::{Segment, time};
 use crate::error::{ApiError, ErrorBody};
-use crate::model::{AlertKind, AlertState, Band, Component, Quadrant, Segment, Tier, time};
+use crate::rest::{Path, Query, id_filter, page};
+use crate::schema;
+
+pub use model::*;
 
 /// The scoring routes.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -32,100 +36,9 @@ fn scoring_error(s: tonic::Status) -> ApiError {
     ApiError::from_status("scoring", &s)
 }
 
-fn page(page_size: Option<i32>, page_token: Option<String>) -> Option<common::PageRequest> {
-    Some(common::PageRequest {
-        page_size: page_size.unwrap_or(0),
-        page_token: page_token.unwrap_or_default(),
-    })
-}
-
-/// A basis-point value as a fraction.
-fn fraction(bp: i32) -> f64 {
-    f64::from(bp) / 10_000.0
-}
-
-/// One component of a health score.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct ComponentScore {
-    /// Which component.
-    pub component: Component,
-    /// Its score, 0..100.
-    pub score: i32,
-    /// Its weight in the scorecard.
-    pub weight: i32,
-    /// Its share of the total after renormalisation (0..1).
-    pub effective_weight: f64,
-    /// One line saying why.
-    pub reason: String,
-}
-
-/// The health of one account.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Health {
-    /// The account.
-    pub account_id: String,
-    /// The score, 0..100.
-    pub score: i32,
-    /// Its band.
-    pub band: Band,
-    /// The components that have data.
-    pub components: Vec<ComponentScore>,
-    /// Components without data (their weight was dropped and the rest renormalised).
-    pub missing: Vec<Component>,
-    /// Score now minus 7 days ago.
-    pub delta_7d: Option<i32>,
-    /// Score now minus 30 days ago.
-    pub delta_30d: Option<i32>,
-    /// Segment (it chose the scorecard).
-    pub segment: Segment,
-    /// Scorecard version used.
-    pub scorecard_version: i64,
-    /// Churn probability within the horizon (0..1); absent without a model.
-    pub churn_risk: Option<f64>,
-    /// Value tier.
-    pub tier: Tier,
-    /// Value x loyalty quadrant.
-    pub quadrant: Quadrant,
-    /// MRR in minor units of the reporting currency.
-    pub mrr_minor_units: i64,
-    /// When it was computed.
-    pub computed_at: Option<DateTime<Utc>>,
-}
-
-impl From<sco::AccountHealth> for Health {
-    fn from(h: sco::AccountHealth) -> Self {
-        Self {
-            account_id: h.account_id,
-            score: h.score,
-            band: h.band.into(),
-            components: h
-                .components
-                .into_iter()
-                .map(|c| ComponentScore {
-                    component: c.component.into(),
-                    score: c.score,
-                    weight: c.weight,
-                    effective_weight: fraction(c.effective_weight_bp),
-                    reason: c.reason,
-                })
-                .collect(),
-            missing: h.missing.into_iter().map(Into::into).collect(),
-            delta_7d: h.delta_7d,
-            delta_30d: h.delta_30d,
-            segment: h.segment.into(),
-            scorecard_version: h.scorecard_version,
-            churn_risk: h.churn_risk_bp.map(fraction),
-            tier: h.tier.into(),
-            quadrant: h.quadrant.into(),
-            mrr_minor_units: h.mrr_minor_units,
-            computed_at: time(h.compute_time.as_ref()),
-        }
-    }
-}
-
 /// An account's health score, its components and why each is what it is.
 #[utoipa::path(get, path = "/api/v1/accounts/{id}/health", tag = "scoring",
-    params(("id" = String, Path, description = "Account id")),
+    params(("id" = uuid::Uuid, Path, description = "Account id")),
     responses((status = 200, body = Health), (status = "4XX", body = ErrorBody),
               (status = "5XX", body = ErrorBody)))]
 async fn get_health(
@@ -147,35 +60,9 @@ async fn get_health(
     Ok(Json(health.into()))
 }
 
-/// A driver of an account's churn risk.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct RiskDriver {
-    /// Feature name.
-    pub feature: String,
-    /// Contribution to the log-odds: positive raises the risk.
-    pub contribution: f64,
-    /// The account's value of the feature.
-    pub value: f64,
-}
-
-/// An account's churn risk.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct ChurnRisk {
-    /// The account.
-    pub account_id: String,
-    /// Probability of churning within the horizon (0..1).
-    pub probability: f64,
-    /// Horizon in days.
-    pub horizon_days: i32,
-    /// What raises the risk most, largest first.
-    pub top_drivers: Vec<RiskDriver>,
-    /// The model used.
-    pub model_id: String,
-}
-
 /// An account's churn probability and its top drivers.
 #[utoipa::path(get, path = "/api/v1/accounts/{id}/churn-risk", tag = "scoring",
-    params(("id" = String, Path, description = "Account id")),
+    params(("id" = uuid::Uuid, Path, description = "Account id")),
     responses((status = 200, body = ChurnRisk), (status = "4XX", body = ErrorBody),
               (status = "5XX", body = ErrorBody)))]
 async fn get_churn_risk(
@@ -213,49 +100,13 @@ async fn get_churn_risk(
 #[into_params(parameter_in = Query)]
 pub struct AtRiskQuery {
     /// Only this segment.
+    #[param(schema_with = Segment::input_schema)]
     segment: Option<Segment>,
-    /// Rows per page.
+    /// Rows per page (default 50, at most 1000; more is 1000).
+    #[param(minimum = 0)]
     page_size: Option<i32>,
     /// `next_page_token` of the previous page.
     page_token: Option<String>,
-}
-
-/// An account at risk, with what a customer-success team acts on.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct AtRiskAccount {
-    /// The account.
-    pub account_id: String,
-    /// Its name.
-    pub name: String,
-    /// Its owner.
-    pub owner: String,
-    /// Its CSM.
-    pub csm: String,
-    /// Health score.
-    pub score: i32,
-    /// Health band.
-    pub band: Band,
-    /// Churn probability (0..1); absent without a model.
-    pub churn_risk: Option<f64>,
-    /// Score change over 30 days.
-    pub delta_30d: Option<i32>,
-    /// Segment.
-    pub segment: Segment,
-    /// Value tier.
-    pub tier: Tier,
-    /// MRR in minor units.
-    pub mrr_minor_units: i64,
-    /// The weakest component's explanation: why it is at risk.
-    pub reason: String,
-}
-
-/// One page of accounts at risk.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct AtRiskPage {
-    /// Lowest score first.
-    pub accounts: Vec<AtRiskAccount>,
-    /// Next page token; empty on the last page.
-    pub next_page_token: String,
 }
 
 /// Accounts at risk (band RED or churn risk above the threshold), lowest score first.
@@ -330,49 +181,19 @@ async fn list_at_risk(
 #[into_params(parameter_in = Query)]
 pub struct AlertsQuery {
     /// Only this state.
+    #[param(schema_with = AlertState::input_schema)]
     state: Option<AlertState>,
     /// Only this kind.
+    #[param(schema_with = AlertKind::input_schema)]
     kind: Option<AlertKind>,
     /// Only this account.
+    #[param(schema_with = schema::uuid)]
     account_id: Option<String>,
-    /// Rows per page.
+    /// Rows per page (default 50, at most 1000; more is 1000).
+    #[param(minimum = 0)]
     page_size: Option<i32>,
     /// `next_page_token` of the previous page.
     page_token: Option<String>,
-}
-
-/// A call to action.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Alert {
-    /// Id.
-    pub id: String,
-    /// The account.
-    pub account_id: String,
-    /// Why it was raised.
-    pub kind: AlertKind,
-    /// Where it is.
-    pub state: AlertState,
-    /// What to look at.
-    pub message: String,
-    /// Health score when raised.
-    pub score: i32,
-    /// Churn risk when raised (0..1).
-    pub churn_risk: f64,
-    /// Raised at.
-    pub created_at: Option<DateTime<Utc>>,
-    /// Last changed at.
-    pub updated_at: Option<DateTime<Utc>>,
-    /// Note of whoever acknowledged or resolved it.
-    pub note: String,
-}
-
-/// One page of alerts.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct AlertPage {
-    /// Newest first.
-    pub alerts: Vec<Alert>,
-    /// Next page token; empty on the last page.
-    pub next_page_token: String,
 }
 
 /// Alerts, newest first.
@@ -391,7 +212,7 @@ async fn list_alerts(
         .list_alerts(caller.request(sco::ListAlertsRequest {
             state: q.state.unwrap_or_default().into(),
             kind: q.kind.unwrap_or_default().into(),
-            account_id: q.account_id.unwrap_or_default(),
+            account_id: id_filter("account_id", q.account_id)?,
             page: page(q.page_size, q.page_token),
         }))
         .await
@@ -423,48 +244,8 @@ async fn list_alerts(
 #[into_params(parameter_in = Query)]
 pub struct SegmentsQuery {
     /// Only this customer segment.
+    #[param(schema_with = Segment::input_schema)]
     segment: Option<Segment>,
-}
-
-/// Accounts and revenue of one value tier.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct TierSummary {
-    /// The tier.
-    pub tier: Tier,
-    /// Accounts.
-    pub accounts: i64,
-    /// Their MRR (minor units).
-    pub mrr_minor_units: i64,
-    /// Their share of total MRR (0..1).
-    pub revenue_share: f64,
-}
-
-/// Accounts and revenue of one quadrant.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct QuadrantSummary {
-    /// The quadrant.
-    pub quadrant: Quadrant,
-    /// Accounts.
-    pub accounts: i64,
-    /// Their MRR (minor units).
-    pub mrr_minor_units: i64,
-    /// Their share of total MRR (0..1).
-    pub revenue_share: f64,
-}
-
-/// Value tiers and quadrants.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct ValueSegments {
-    /// Every tier.
-    pub tiers: Vec<TierSummary>,
-    /// Every quadrant.
-    pub quadrants: Vec<QuadrantSummary>,
-    /// Scored accounts.
-    pub accounts: i64,
-    /// Total MRR (minor units).
-    pub mrr_minor_units: i64,
-    /// Share of MRR carried by the top 20% of accounts (0..1).
-    pub top_20_percent_share: f64,
 }
 
 /// Value tiers and value x loyalty quadrants: accounts and revenue share.

@@ -1,0 +1,451 @@
+//! REST routes over the revenue service: the MRR report, retention, the
+//! cohort grid, movements, the renewal book, unit economics and the
+//! subscription lifecycle.
+
+mod model;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use bowtie_proto::revenue as rev;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::AppState;
+use crate::clients::Caller;
+use crate::common::{Segment, timestamp};
+use crate::error::{ApiError, ErrorBody};
+use crate::rest::{Body, Path, Query, id_filter, idempotency_key, missing, page};
+use crate::schema;
+
+pub use model::*;
+
+/// The revenue routes.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_mrr_report))
+        .routes(routes!(get_retention))
+        .routes(routes!(get_cohort_retention))
+        .routes(routes!(list_movements))
+        .routes(routes!(list_renewals))
+        .routes(routes!(get_unit_economics))
+        .routes(routes!(create_subscription))
+        .routes(routes!(get_subscription))
+        .routes(routes!(change_subscription))
+        .routes(routes!(cancel_subscription))
+}
+
+fn revenue_error(s: tonic::Status) -> ApiError {
+    ApiError::from_status("revenue", &s)
+}
+
+/// Months and filters of the MRR report.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MrrQuery {
+    /// First month, `YYYY-MM`.
+    #[param(pattern = "^(?:19[7-9][0-9]|[2-9][0-9]{3})-(?:0[1-9]|1[0-2])$")]
+    start_month: String,
+    /// Last month (inclusive), `YYYY-MM`, within 120 months of `start_month`.
+    #[param(pattern = "^(?:19[7-9][0-9]|[2-9][0-9]{3})-(?:0[1-9]|1[0-2])$")]
+    end_month: String,
+    /// MONTH (default) or QUARTER.
+    #[param(schema_with = Granularity::input_schema)]
+    granularity: Option<Granularity>,
+    /// Only this segment.
+    #[param(schema_with = Segment::input_schema)]
+    segment: Option<Segment>,
+}
+
+/// The MRR waterfall and ARR per month or quarter.
+#[utoipa::path(get, path = "/api/v1/revenue/mrr", tag = "revenue", params(MrrQuery),
+    responses((status = 200, body = MrrReport), (status = "4XX", body = ErrorBody),
+              (status = "5XX", body = ErrorBody)))]
+async fn get_mrr_report(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<MrrQuery>,
+) -> Result<Json<MrrReport>, ApiError> {
+    let r = state
+        .services
+        .revenue
+        .clone()
+        .get_mrr_report(caller.request(rev::GetMrrReportRequest {
+            start_month: q.start_month,
+            end_month: q.end_month,
+            granularity: q.granularity.unwrap_or_default().into(),
+            segment: q.segment.unwrap_or_default().into(),
+        }))
+        .await
+        .map_err(revenue_error)?
+        .into_inner();
+    Ok(Json(r.into()))
+}
+
+/// Period and filters of the retention figures.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RetentionQuery {
+    /// t0 (RFC 3339): the cohort is every account paying then.
+    #[param(pattern = "^(?:19[7-9][0-9]|[2-9][0-9]{3})-")]
+    start: DateTime<Utc>,
+    /// t1 (RFC 3339).
+    #[param(pattern = "^(?:19[7-9][0-9]|[2-9][0-9]{3})-")]
+    end: DateTime<Utc>,
+    /// Only this segment.
+    #[param(schema_with = Segment::input_schema)]
+    segment: Option<Segment>,
+    /// Only accounts closed by this owner, at most 200 characters.
+    #[param(schema_with = schema::optional_text::<200>)]
+    owner: Option<String>,
+}
+
+/// Logo retention, GRR and NRR of the accounts paying at `start`.
+#[utoipa::path(get, path = "/api/v1/revenue/retention", tag = "revenue", params(RetentionQuery),
+    responses((status = 200, body = Retention), (status = "4XX", body = ErrorBody),
+              (status = "5XX", body = ErrorBody)))]
+async fn get_retention(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<RetentionQuery>,
+) -> Result<Json<Retention>, ApiError> {
+    let r = state
+        .services
+        .revenue
+        .clone()
+        .get_retention(caller.request(rev::GetRetentionRequest {
+            start_at: Some(timestamp(q.start)),
+            end_at: Some(timestamp(q.end)),
+            segment: q.segment.unwrap_or_default().into(),
+            owner: q.owner.unwrap_or_default(),
+            ..rev::GetRetentionRequest::default()
+        }))
+        .await
+        .map_err(revenue_error)?
+        .into_inner();
+    Ok(Json(r.into()))
+}
+
+/// Months and filters of the cohort grid.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CohortRetentionQuery {
+    /// First cohort month, `YYYY-MM`.
+    #[param(pattern = "^(?:19[7-9][0-9]|[2-9][0-9]{3})-(?:0[1-9]|1[0-2])$")]
+    start_month: String,
+    /// Last cohort month (inclusive), `YYYY-MM`, within 36 months after `start_month`.
+    #[param(pattern = "^(?:19[7-9][0-9]|[2-9][0-9]{3})-(?:0[1-9]|1[0-2])$")]
+    end_month: String,
+    /// Months since first payment to report, 0 to 36 (0 or absent: 12).
+    #[param(minimum = 0, maximum = 36)]
+    months: Option<i32>,
+    /// Only this segment.
+    #[param(schema_with = Segment::input_schema)]
+    segment: Option<Segment>,
+}
+
+/// The cohort grid: logo and MRR retention by months since the first payment.
+#[utoipa::path(get, path = "/api/v1/revenue/cohorts", tag = "revenue",
+    params(CohortRetentionQuery),
+    responses((status = 200, body = CohortRetention), (status = "4XX", body = ErrorBody),
+              (status = "5XX", body = ErrorBody)))]
+async fn get_cohort_retention(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<CohortRetentionQuery>,
+) -> Result<Json<CohortRetention>, ApiError> {
+    let r = state
+        .services
+        .revenue
+        .clone()
+        .get_cohort_retention(caller.request(rev::GetCohortRetentionRequest {
+            start_month: q.start_month,
+            end_month: q.end_month,
+            months: q.months.unwrap_or(0),
+            segment: q.segment.unwrap_or_default().into(),
+        }))
+        .await
+        .map_err(revenue_error)?
+        .into_inner();
+    Ok(Json(r.into()))
+}
+
+/// Filters and paging of the movements.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MovementsQuery {
+    /// From this instant (RFC 3339).
+    #[param(pattern = "^(?:19[7-9][0-9]|[2-9][0-9]{3})-")]
+    start: DateTime<Utc>,
+    /// Before this instant (RFC 3339).
+    #[param(pattern = "^(?:19[7-9][0-9]|[2-9][0-9]{3})-")]
+    end: DateTime<Utc>,
+    /// Only this account.
+    #[param(schema_with = schema::uuid)]
+    account_id: Option<String>,
+    /// Only this type.
+    #[serde(rename = "type")]
+    #[param(rename = "type", schema_with = MovementType::input_schema)]
+    kind: Option<MovementType>,
+    /// Rows per page (default 50, at most 1000; more is 1000).
+    #[param(minimum = 0)]
+    page_size: Option<i32>,
+    /// `next_page_token` of the previous page.
+    page_token: Option<String>,
+}
+
+/// MRR movements, by time.
+#[utoipa::path(get, path = "/api/v1/revenue/movements", tag = "revenue", params(MovementsQuery),
+    responses((status = 200, body = MovementPage), (status = "4XX", body = ErrorBody),
+              (status = "5XX", body = ErrorBody)))]
+async fn list_movements(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<MovementsQuery>,
+) -> Result<Json<MovementPage>, ApiError> {
+    let r = state
+        .services
+        .revenue
+        .clone()
+        .list_movements(caller.request(rev::ListMovementsRequest {
+            start_at: Some(timestamp(q.start)),
+            end_at: Some(timestamp(q.end)),
+            account_id: id_filter("account_id", q.account_id)?,
+            r#type: q.kind.unwrap_or_default().into(),
+            page: page(q.page_size, q.page_token),
+        }))
+        .await
+        .map_err(revenue_error)?
+        .into_inner();
+    Ok(Json(r.into()))
+}
+
+/// Window and filters of the renewal book.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RenewalsQuery {
+    /// Renewal dates from this instant (RFC 3339).
+    #[param(pattern = "^(?:19[7-9][0-9]|[2-9][0-9]{3})-")]
+    start: DateTime<Utc>,
+    /// Before this instant (RFC 3339).
+    #[param(pattern = "^(?:19[7-9][0-9]|[2-9][0-9]{3})-")]
+    end: DateTime<Utc>,
+    /// Only this account.
+    #[param(schema_with = schema::uuid)]
+    account_id: Option<String>,
+    /// Rows per page (default 50, at most 1000; more is 1000).
+    #[param(minimum = 0)]
+    page_size: Option<i32>,
+    /// `next_page_token` of the previous page.
+    page_token: Option<String>,
+}
+
+/// The renewal book: what is up for renewal, at stake and forecast.
+#[utoipa::path(get, path = "/api/v1/revenue/renewals", tag = "revenue", params(RenewalsQuery),
+    responses((status = 200, body = RenewalPage), (status = "4XX", body = ErrorBody),
+              (status = "5XX", body = ErrorBody)))]
+async fn list_renewals(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<RenewalsQuery>,
+) -> Result<Json<RenewalPage>, ApiError> {
+    let r = state
+        .services
+        .revenue
+        .clone()
+        .list_renewals(caller.request(rev::ListRenewalsRequest {
+            start_at: Some(timestamp(q.start)),
+            end_at: Some(timestamp(q.end)),
+            account_id: id_filter("account_id", q.account_id)?,
+            page: page(q.page_size, q.page_token),
+        }))
+        .await
+        .map_err(revenue_error)?
+        .into_inner();
+    Ok(Json(r.into()))
+}
+
+/// The month of the unit economics.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UnitEconomicsQuery {
+    /// `YYYY-MM`; its spend must have been recorded (else 409 FAILED_PRECONDITION).
+    #[param(pattern = "^(?:19[7-9][0-9]|[2-9][0-9]{3})-(?:0[1-9]|1[0-2])$")]
+    month: String,
+}
+
+/// CAC, LTV, LTV:CAC and payback of a month.
+#[utoipa::path(get, path = "/api/v1/revenue/unit-economics", tag = "revenue",
+    params(UnitEconomicsQuery),
+    responses((status = 200, body = UnitEconomics), (status = "4XX", body = ErrorBody),
+              (status = "5XX", body = ErrorBody)))]
+async fn get_unit_economics(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<UnitEconomicsQuery>,
+) -> Result<Json<UnitEconomics>, ApiError> {
+    let r = state
+        .services
+        .revenue
+        .clone()
+        .get_unit_economics(caller.request(rev::GetUnitEconomicsRequest { month: q.month }))
+        .await
+        .map_err(revenue_error)?
+        .into_inner();
+    Ok(Json(r.into()))
+}
+
+/// Create a subscription (write scope).
+#[utoipa::path(post, path = "/api/v1/subscriptions", tag = "revenue",
+    request_body = NewSubscription,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
+    responses((status = 201, body = Subscription), (status = "4XX", body = ErrorBody),
+              (status = "5XX", body = ErrorBody)))]
+async fn create_subscription(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Body(body): Body<NewSubscription>,
+) -> Result<(StatusCode, Json<Subscription>), ApiError> {
+    let r = state
+        .services
+        .revenue
+        .clone()
+        .create_subscription(caller.request(rev::CreateSubscriptionRequest {
+            subscription: Some(body.to_pb()),
+            idempotency_key: idempotency_key(&headers)?,
+        }))
+        .await
+        .map_err(revenue_error)?
+        .into_inner();
+    let s = r.subscription.ok_or_else(|| missing("a subscription"))?;
+    Ok((StatusCode::CREATED, Json(s.into())))
+}
+
+/// Get a subscription.
+#[utoipa::path(get, path = "/api/v1/subscriptions/{id}", tag = "revenue",
+    params(("id" = uuid::Uuid, Path, description = "Subscription id")),
+    responses((status = 200, body = Subscription), (status = "4XX", body = ErrorBody),
+              (status = "5XX", body = ErrorBody)))]
+async fn get_subscription(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Subscription>, ApiError> {
+    let r = state
+        .services
+        .revenue
+        .clone()
+        .get_subscription(caller.request(rev::GetSubscriptionRequest { id }))
+        .await
+        .map_err(revenue_error)?
+        .into_inner();
+    Ok(Json(
+        r.subscription
+            .ok_or_else(|| missing("a subscription"))?
+            .into(),
+    ))
+}
+
+/// Change a subscription's terms (write scope): an upgrade or a downgrade.
+#[utoipa::path(post, path = "/api/v1/subscriptions/{id}/changes", tag = "revenue",
+    request_body = SubscriptionChange,
+    params(("id" = uuid::Uuid, Path, description = "Subscription id"),
+           ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
+    responses((status = 200, body = Subscription), (status = "4XX", body = ErrorBody),
+              (status = "5XX", body = ErrorBody)))]
+async fn change_subscription(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Body(body): Body<SubscriptionChange>,
+) -> Result<Json<Subscription>, ApiError> {
+    let r = state
+        .services
+        .revenue
+        .clone()
+        .change_subscription(caller.request(rev::ChangeSubscriptionRequest {
+            id,
+            terms: Some(body.terms.to_pb()),
+            effective_at: Some(timestamp(body.effective_at)),
+            idempotency_key: idempotency_key(&headers)?,
+            expected_version: body.expected_version,
+        }))
+        .await
+        .map_err(revenue_error)?
+        .into_inner();
+    Ok(Json(
+        r.subscription
+            .ok_or_else(|| missing("a subscription"))?
+            .into(),
+    ))
+}
+
+/// Cancel a subscription (write scope).
+#[utoipa::path(post, path = "/api/v1/subscriptions/{id}/cancellation", tag = "revenue",
+    request_body = SubscriptionCancellation,
+    params(("id" = uuid::Uuid, Path, description = "Subscription id"),
+           ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
+    responses((status = 200, body = Subscription), (status = "4XX", body = ErrorBody),
+              (status = "5XX", body = ErrorBody)))]
+async fn cancel_subscription(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Body(body): Body<SubscriptionCancellation>,
+) -> Result<Json<Subscription>, ApiError> {
+    let r = state
+        .services
+        .revenue
+        .clone()
+        .cancel_subscription(caller.request(rev::CancelSubscriptionRequest {
+            id,
+            cancellation: Some(rev::Cancellation {
+                effective_at: Some(timestamp(body.effective_at)),
+                kind: body.kind.into(),
+                reason_code: body.reason_code,
+            }),
+            idempotency_key: idempotency_key(&headers)?,
+            expected_version: body.expected_version,
+        }))
+        .await
+        .map_err(revenue_error)?
+        .into_inner();
+    Ok(Json(
+        r.subscription
+            .ok_or_else(|| missing("a subscription"))?
+            .into(),
+    ))
+}
+
+/// The document with the configured churn reasons as the values of a
+/// cancellation's `reason_code`.
+pub fn with_churn_reasons(
+    mut openapi: utoipa::openapi::OpenApi,
+    churn_reasons: &[String],
+) -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+    let cancellation = openapi
+        .components
+        .as_mut()
+        .and_then(|c| c.schemas.get_mut("SubscriptionCancellation"));
+    if let Some(RefOr::T(Schema::Object(object))) = cancellation {
+        object.properties.insert(
+            "reason_code".to_owned(),
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .description(Some(
+                    "A code of the churn reason taxonomy (`revenue_policy.churn_reasons`)",
+                ))
+                .enum_values(Some(churn_reasons.iter().cloned()))
+                .into(),
+        );
+    }
+    openapi
+}
