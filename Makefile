@@ -146,7 +146,7 @@ fuzz-check: ## Format check and clippy of the fuzz targets (their own workspace;
 buf-lint: $(BUF_DEP) ## Lint the .proto files (buf.yaml: STANDARD rules)
 	$(BUF) lint $(PROTO_DIR)
 
-shape-check: ## README length, docs/design.md references, no format!-built SQL outside storage/pg
+shape-check: ## README length, docs/design.md references and links, no format!-built SQL outside storage/pg
 	SHAPE_SQL=$(SHAPE_SQL) $(PYTHON) .ci/shape-check
 
 proto-fmt: $(BUF_DEP) ## Format the .proto files in place
