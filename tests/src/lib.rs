@@ -26,7 +26,7 @@ use bowtie_runtime::auth::{ApiKeys, hash_key};
 use bowtie_runtime::config::{ApiKeySettings, DatabaseSettings, Settings};
 use bowtie_runtime::server::GrpcServer;
 use bowtie_runtime::shutdown::Shutdown;
-use sea_orm::{ConnectOptions, ConnectionTrait, Database};
+use sea_orm::{ConnectOptions, Database};
 use tokio::task::JoinHandle;
 use tonic::metadata::MetadataValue;
 use tonic::service::Interceptor;
@@ -126,7 +126,7 @@ impl TestDatabase {
                 };
                 let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
                 let conn = connect(&url).await?;
-                conn.execute_unprepared(&format!("CREATE SCHEMA \"{schema}\""))
+                bowtie_runtime::pg::create_schema(&conn, &schema)
                     .await
                     .with_context(|| format!("creating test schema {schema}"))?;
                 let _ = conn.close().await;
@@ -232,8 +232,7 @@ impl Drop for TestDatabase {
             runtime.block_on(async {
                 let conn = connect(&url).await?;
                 for schema in schemas {
-                    conn.execute_unprepared(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-                        .await?;
+                    bowtie_runtime::pg::drop_schema(&conn, &schema).await?;
                 }
                 let _ = conn.close().await;
                 Ok(())

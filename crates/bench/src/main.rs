@@ -12,7 +12,7 @@ use bowtie_bench::measure::Report;
 
 /// jemalloc: the binaries allocate on many threads at once (request
 /// handlers, SQLite connections, scoring), where glibc's allocator spends
-/// far more time (see the README's benchmarks).
+/// far more time (see docs/benchmarks.md).
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

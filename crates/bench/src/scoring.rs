@@ -22,7 +22,6 @@ use bowtie_runtime::config::{ApiKeySettings, Settings};
 use bowtie_runtime::db::Db;
 use bowtie_runtime::shutdown::Shutdown;
 use futures::StreamExt;
-use sea_orm::ConnectionTrait;
 use tonic::metadata::MetadataValue;
 use uuid::Uuid;
 
@@ -114,11 +113,7 @@ pub async fn run(report: &mut Report) -> anyhow::Result<()> {
         let db = Db::connect(&settings(&url, &schema)?.scoring.database).await?;
         let mut dropped = Ok(());
         for _ in 0..5 {
-            dropped = db
-                .writer()
-                .execute_unprepared(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-                .await
-                .map(|_| ());
+            dropped = bowtie_runtime::pg::drop_schema(db.writer(), &schema).await;
             if dropped.is_ok() {
                 break;
             }

@@ -30,12 +30,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 /// jemalloc: the binaries allocate on many threads at once (request
 /// handlers, SQLite connections, scoring), where glibc's allocator spends
-/// far more time (see the README's benchmarks).
+/// far more time (see docs/benchmarks.md).
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// Development key with every scope; printed by `bowtie dev`, documented in the README.
+/// Development key with every scope; printed by `bowtie dev`, documented in docs/api/README.md.
 const DEV_ADMIN_KEY: &str = "bowtie-dev-admin";
 /// Development key that may only read.
 const DEV_READ_KEY: &str = "bowtie-dev-read";
@@ -92,7 +92,7 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
-    /// Load a CSV file (with a header row) into the services; see the README
+    /// Load a CSV file (with a header row) into the services; see docs/cli.md
     /// for the columns. Exits non-zero when any row failed.
     Import {
         /// What the file holds.

@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement,
-    TransactionTrait,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 
@@ -96,13 +95,7 @@ impl Db {
 
     async fn connect_postgres(settings: &DatabaseSettings) -> Result<Self, Error> {
         let schema = &settings.schema;
-        let valid = !schema.is_empty()
-            && schema.len() <= 63
-            && schema.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-            && schema
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-        if !valid {
+        if !crate::pg::valid_schema(schema) {
             return Err(Error::Internal(anyhow::anyhow!(
                 "database.schema must be a lower-case identifier, got {schema:?}"
             )));
@@ -114,23 +107,13 @@ impl Db {
         // EXISTS (a duplicate-key error from the catalog); they take turns.
         let txn = pool.begin().await?;
         crate::store::lock(&txn, &schema_lock(schema)).await?;
-        txn.execute_unprepared(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
-            .await?;
+        crate::pg::create_schema(&txn, schema).await?;
         txn.commit().await?;
         // With per-service roles, a schema that exists but belongs to another
         // service passes CREATE SCHEMA IF NOT EXISTS and then silently drops
         // out of the search path; say so now rather than fail later with
         // "no schema has been selected to create in".
-        let usable = pool
-            .query_one(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                "SELECT has_schema_privilege($1, 'USAGE, CREATE') AS usable",
-                [schema.clone().into()],
-            ))
-            .await?
-            .map(|row| row.try_get::<bool>("", "usable"))
-            .transpose()?
-            .unwrap_or(false);
+        let usable = crate::pg::schema_usable(&pool, schema).await?;
         if !usable {
             return Err(Error::Internal(anyhow::anyhow!(
                 "permission denied: the database role may not use schema {schema:?} \

@@ -95,8 +95,7 @@ pub(crate) async fn append<C: ConnectionTrait>(
     }
     let backend = conn.get_database_backend();
     if backend == DbBackend::Postgres {
-        conn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({OUTBOX_LOCK})"))
-            .await?;
+        crate::pg::advisory_lock_id(conn, OUTBOX_LOCK).await?;
     }
     // Bounded statements: SQLite accepts at most 32,766 bound values.
     for chunk in events.chunks(APPEND_CHUNK) {

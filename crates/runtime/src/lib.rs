@@ -20,6 +20,7 @@ pub mod idempotency;
 pub mod limits;
 pub mod paging;
 pub mod peer;
+pub mod pg;
 pub mod schema;
 pub mod server;
 pub mod shutdown;

@@ -3,7 +3,7 @@
 //! write is either entirely there (change, events, key) or not at all.
 
 use futures::future::BoxFuture;
-use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, Statement, TransactionTrait};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, TransactionTrait};
 
 use std::sync::Arc;
 
@@ -167,12 +167,7 @@ impl Store {
 /// `funnel.journey.<id>`. SQLite has a single writer, so nothing is needed.
 pub async fn lock<C: ConnectionTrait>(txn: &C, key: &str) -> Result<(), Error> {
     if txn.get_database_backend() == DbBackend::Postgres {
-        txn.execute(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT pg_advisory_xact_lock(hashtext($1))",
-            [key.into()],
-        ))
-        .await?;
+        crate::pg::advisory_lock(txn, key).await?;
     }
     Ok(())
 }

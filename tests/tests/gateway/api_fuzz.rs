@@ -125,8 +125,7 @@ fn schemathesis_finds_the_api_true_to_its_openapi_document() -> anyhow::Result<(
         "no bowtie binary at {} (cargo build -p bowtie, or set BOWTIE_BIN)",
         bin.display()
     );
-    let examples =
-        std::env::var("BOWTIE_API_FUZZ_EXAMPLES").unwrap_or_else(|_| "20".to_owned());
+    let examples = std::env::var("BOWTIE_API_FUZZ_EXAMPLES").unwrap_or_else(|_| "20".to_owned());
     let dev = start_demo(&bin)?;
     let report = tempfile::tempdir()?;
     let config = workspace().join("tests/gateway/schemathesis.toml");
@@ -136,7 +135,10 @@ fn schemathesis_finds_the_api_true_to_its_openapi_document() -> anyhow::Result<(
         .arg(&config)
         .args(["run", &format!("{}/openapi.json", dev.url)])
         .args(["--checks", "all"])
-        .args(["--header", &format!("Authorization: Bearer {DEV_ADMIN_KEY}")])
+        .args([
+            "--header",
+            &format!("Authorization: Bearer {DEV_ADMIN_KEY}"),
+        ])
         .args(["--seed", SEED, "--max-examples", &examples])
         .args(["--workers", "2"])
         .arg("--report-dir")
