@@ -8,7 +8,11 @@ use bowtie_runtime::validate::{self, to_timestamp};
 use tonic::Code;
 
 use crate::domain::{COMPONENTS, DAY, Health, Scorecard, component_index};
-use crate::storage::NewSignal;
+use prost::Message;
+use uuid::Uuid;
+
+use crate::service::StoredModel;
+use crate::storage::{Alert, HealthRow, NewSignal, StoredHealth, StoredScorecard};
 
 /// Most signals in one batch.
 pub const MAX_BATCH: usize = 10_000;
@@ -95,7 +99,7 @@ pub fn signal(s: &pb::Signal, now: i64, tolerance: i64) -> Result<NewSignal, Rej
     Ok(NewSignal {
         key,
         account_id,
-        kind: kind as i32,
+        kind,
         value,
         occurred_at: at,
     })
@@ -236,4 +240,97 @@ pub fn components_to_pb(h: &Health) -> Vec<pb::ComponentScore> {
 /// Midnight UTC of a day number.
 pub fn day_start(day: i64) -> prost_types::Timestamp {
     to_timestamp(day * DAY)
+}
+
+/// A stored scorecard version on the wire.
+pub fn stored_scorecard_to_pb(segment: Segment, s: &StoredScorecard) -> pb::Scorecard {
+    scorecard_to_pb(segment, &s.card, s.version, s.updated_at)
+}
+
+/// The row a computed health is stored as: its filter columns, and the
+/// health encoded without its compute time (the `computed_at` column holds
+/// it), so two computations that agree store the same bytes.
+pub fn health_row(account_id: Uuid, health: &mut pb::AccountHealth) -> HealthRow {
+    let computed = health.compute_time.take();
+    let body = health.encode_to_vec();
+    health.compute_time = computed;
+    HealthRow {
+        account_id,
+        segment: health.segment,
+        score: health.score,
+        band: health.band,
+        risk_bp: health.churn_risk_bp,
+        tier: health.tier,
+        quadrant: health.quadrant,
+        mrr: health.mrr_minor_units,
+        body,
+    }
+}
+
+/// A stored health on the wire (deltas unset; they come from the snapshots).
+pub fn stored_health(
+    stored: &StoredHealth,
+) -> Result<pb::AccountHealth, bowtie_runtime::error::Error> {
+    let mut health = pb::AccountHealth::decode(stored.body.as_slice())
+        .map_err(|e| bowtie_runtime::sql::corrupt(format_args!("stored health: {e}")))?;
+    if health.compute_time.is_none() {
+        health.compute_time = Some(to_timestamp(stored.computed_at));
+    }
+    Ok(health)
+}
+
+/// An alert on the wire.
+pub fn alert_to_pb(a: &Alert) -> pb::Alert {
+    pb::Alert {
+        id: a.id.to_string(),
+        account_id: a.account_id.to_string(),
+        kind: a.kind as i32,
+        state: a.state as i32,
+        message: a.message.clone(),
+        score: a.score,
+        churn_risk_bp: a.risk_bp,
+        version: a.version,
+        note: a.note.clone(),
+        create_time: Some(to_timestamp(a.created_at)),
+        update_time: Some(to_timestamp(a.updated_at)),
+    }
+}
+
+/// A stored model on the wire: its coefficients largest first.
+pub fn model_info(m: &StoredModel) -> pb::ModelInfo {
+    let mut coefficients: Vec<pb::Coefficient> = m
+        .model
+        .features
+        .iter()
+        .zip(&m.model.weights)
+        .map(|(f, w)| pb::Coefficient {
+            feature: f.clone(),
+            coefficient: *w,
+        })
+        .collect();
+    coefficients.sort_by(|a, b| b.coefficient.abs().total_cmp(&a.coefficient.abs()));
+    pb::ModelInfo {
+        id: m.id.clone(),
+        train_time: Some(to_timestamp(m.trained_at)),
+        horizon_days: m.horizon_days,
+        training_examples: m.metrics.train as i32,
+        holdout_examples: m.metrics.holdout as i32,
+        churn_rate: m.metrics.churn_rate,
+        holdout_auc: m.metrics.auc,
+        holdout_log_loss: m.metrics.log_loss,
+        calibration: m
+            .metrics
+            .calibration
+            .iter()
+            .map(|b| pb::CalibrationBin {
+                min_predicted: b.0,
+                max_predicted: b.1,
+                mean_predicted: b.2,
+                observed_rate: b.3,
+                count: b.4 as i32,
+            })
+            .collect(),
+        coefficients,
+        intercept: m.model.intercept,
+    }
 }

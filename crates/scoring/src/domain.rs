@@ -650,5 +650,7 @@ pub fn scorecard_segment(segment: Segment) -> Segment {
     segment
 }
 
+pub mod cells;
+
 #[cfg(test)]
 mod tests;

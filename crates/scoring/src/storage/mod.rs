@@ -1,0 +1,73 @@
+//! The scoring service's own tables and the statements on them, one file per
+//! concern: `schema` (migrations), `signals`, `day_cells` (the day cells
+//! health is folded from, in memory on SQLite and in `signal_days` on
+//! PostgreSQL), `profiles`, `health` (current scores and snapshots),
+//! `alerts`, `scorecards`, `models`, `copy` (the reader of PostgreSQL's
+//! binary `COPY`) and `pg` (the only statements written as SQL text, each
+//! saying why).
+//!
+//! Reads return domain rows; statements are built with sea-query from the
+//! entities' columns, every value bound.
+
+pub mod alerts;
+mod copy;
+pub mod day_cells;
+pub mod entity;
+pub mod health;
+pub mod models;
+mod pg;
+pub mod profiles;
+pub mod schema;
+pub mod scorecards;
+pub mod signals;
+
+use sea_orm::sea_query::{Expr, IntoColumnRef, SelectStatement};
+use uuid::Uuid;
+
+pub use crate::domain::cells::{Cell, DayDelta, day_of, kinds};
+pub use alerts::*;
+pub use day_cells::{DayCells, ReadCells, add_days};
+pub use health::*;
+pub use models::*;
+pub use profiles::*;
+pub use schema::Migrator;
+pub use scorecards::*;
+pub use signals::*;
+
+/// Which accounts a read covers.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    /// Every account.
+    All,
+    /// These accounts.
+    Ids(&'a [Uuid]),
+    /// The accounts whose id is after `after` (from the first when `None`)
+    /// and at most `last`: a key range, read without an id list.
+    Range {
+        /// Exclusive lower bound.
+        after: Option<Uuid>,
+        /// Inclusive upper bound.
+        last: Uuid,
+    },
+}
+
+impl Scope<'_> {
+    /// Restricts `select` to the scope's accounts by `column`; `false` when
+    /// the scope names no account at all (there is nothing to read).
+    fn restrict<C: IntoColumnRef + Clone>(&self, select: &mut SelectStatement, column: C) -> bool {
+        match self {
+            Self::All => {}
+            Self::Ids([]) => return false,
+            Self::Ids(ids) => {
+                select.and_where(Expr::col(column).is_in(ids.iter().map(Uuid::to_string)));
+            }
+            Self::Range { after, last } => {
+                if let Some(after) = after {
+                    select.and_where(Expr::col(column.clone()).gt(after.to_string()));
+                }
+                select.and_where(Expr::col(column).lte(last.to_string()));
+            }
+        }
+        true
+    }
+}
