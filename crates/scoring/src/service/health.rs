@@ -69,11 +69,7 @@ impl Scoring {
             storage::history(self.inner.store.db().reader(), id, today - days + 1)
                 .await?
                 .into_iter()
-                .map(|d| pb::HealthSnapshot {
-                    day: Some(convert::day_start(d.day)),
-                    score: d.score,
-                    band: d.band,
-                })
+                .map(|d| convert::snapshot_to_pb(&d))
                 .collect(),
         )
     }

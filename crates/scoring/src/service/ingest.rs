@@ -11,7 +11,7 @@ use bowtie_proto::scoring as pb;
 use bowtie_runtime::error::Error;
 use bowtie_runtime::feed::NewEvent;
 use bowtie_runtime::store::Tx;
-use bowtie_runtime::validate::{now_micros, to_timestamp};
+use bowtie_runtime::validate::now_micros;
 use futures::StreamExt;
 use uuid::Uuid;
 
@@ -125,22 +125,14 @@ impl Scoring {
                     for (i, s) in batch.iter() {
                         let fresh = inserted.contains(&s.key) && claimed.insert(&s.key);
                         if !fresh {
-                            out.push(pb::SignalResult {
-                                index: *i as i32,
-                                outcome: pb::SignalOutcome::Duplicate as i32,
-                                ..Default::default()
-                            });
+                            out.push(convert::signal_result(*i, pb::SignalOutcome::Duplicate));
                             continue;
                         }
                         fresh_signals.push(s);
                         if s.kind == pb::SignalType::FirstValueReached {
                             first_values.push((s.account_id, s.occurred_at));
                         }
-                        out.push(pb::SignalResult {
-                            index: *i as i32,
-                            outcome: pb::SignalOutcome::Recorded as i32,
-                            ..Default::default()
-                        });
+                        out.push(convert::signal_result(*i, pb::SignalOutcome::Recorded));
                     }
                     cells.record(tx.conn(), &fresh_signals).await?;
                     reach_first_values(tx, &first_values, true).await?;
@@ -170,15 +162,9 @@ impl Scoring {
                 *slot = Some(r);
             }
         }
-        let results: Vec<pb::SignalResult> = results.into_iter().flatten().collect();
-        let count =
-            |o: pb::SignalOutcome| results.iter().filter(|r| r.outcome == o as i32).count() as i32;
-        Ok(pb::RecordSignalBatchResponse {
-            recorded: count(pb::SignalOutcome::Recorded),
-            duplicates: count(pb::SignalOutcome::Duplicate),
-            rejected: count(pb::SignalOutcome::Rejected),
-            results,
-        })
+        Ok(convert::batch_response(
+            results.into_iter().flatten().collect(),
+        ))
     }
 }
 
@@ -222,11 +208,7 @@ pub async fn reach_first_values(
                 "account",
                 id.to_string(),
                 FIRST_VALUE_REACHED,
-                &pb::FirstValueReached {
-                    account_id: id.to_string(),
-                    reached_at: Some(to_timestamp(at)),
-                    days_to_value: days,
-                },
+                &convert::first_value_reached(id, at, days),
             ));
         }
         changed.push(id);

@@ -13,7 +13,7 @@ use bowtie_runtime::config::ScoringPolicySettings;
 use bowtie_runtime::error::Error;
 use bowtie_runtime::feed::NewEvent;
 use bowtie_runtime::shutdown::Shutdown;
-use bowtie_runtime::validate::{now_micros, to_timestamp};
+use bowtie_runtime::validate::now_micros;
 use futures::{StreamExt, TryStreamExt};
 use uuid::Uuid;
 
@@ -424,22 +424,9 @@ impl Round {
             expanded_recently: agg.expanded_recently,
             dormant,
         };
-        let mut health = pb::AccountHealth {
-            account_id: p.account_id.to_string(),
-            score: h.score,
-            band: h.band as i32,
-            components: convert::components_to_pb(&h),
-            missing: h.missing.iter().map(|c| *c as i32).collect(),
-            delta_7d: None,
-            delta_30d: None,
-            segment: p.segment as i32,
-            scorecard_version: version,
-            churn_risk_bp: risk_bp,
-            tier: domain::tier(&facts, &self.cutoffs) as i32,
-            quadrant: domain::quadrant(&facts, &self.cutoffs, policy.loyalty_score) as i32,
-            mrr_minor_units: p.mrr,
-            compute_time: Some(to_timestamp(now)),
-        };
+        let tier = domain::tier(&facts, &self.cutoffs);
+        let quadrant = domain::quadrant(&facts, &self.cutoffs, policy.loyalty_score);
+        let mut health = convert::account_health(p, &h, version, risk_bp, tier, quadrant, now);
         let prev = self.prev.get(&p.account_id);
         let before = prev.map(|b| Trigger {
             score: b.score,

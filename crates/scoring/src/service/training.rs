@@ -182,23 +182,11 @@ impl Scoring {
             &card,
             &model_profile(&p, now, p.mrr),
         );
-        Ok(pb::GetChurnRiskResponse {
-            account_id: id.to_string(),
-            probability: m.model.predict(&x),
-            horizon_days: m.horizon_days,
-            top_drivers: m
-                .model
-                .drivers(&x)
-                .into_iter()
-                .filter(|d| d.1 > 0.0)
-                .take(5)
-                .map(|(feature, contribution, value)| pb::RiskDriver {
-                    feature,
-                    contribution,
-                    value,
-                })
-                .collect(),
-            model_id: m.id.clone(),
-        })
+        Ok(convert::churn_risk_to_pb(
+            id,
+            &m,
+            m.model.predict(&x),
+            m.model.drivers(&x),
+        ))
     }
 }
