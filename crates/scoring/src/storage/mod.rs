@@ -7,7 +7,10 @@
 //! saying why).
 //!
 //! Reads return domain rows; statements are built with sea-query from the
-//! entities' columns, every value bound.
+//! entities' columns, every value bound. The small row-shaped reads
+//! (alerts, scorecards, models) go through the entities; the reads of a
+//! recomputation (profiles, health, snapshots, day cells), 100,000 rows at
+//! a time, select their columns with the builder and read them by position.
 
 pub mod alerts;
 mod copy;
@@ -69,5 +72,49 @@ impl Scope<'_> {
             }
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::sea_query::{Query, SqliteQueryBuilder};
+
+    use super::*;
+    use entity::profile::{Column as P, Entity as Profiles};
+
+    fn restricted(scope: Scope<'_>) -> Option<(String, usize)> {
+        let mut select = Query::select().column(P::Mrr).from(Profiles).to_owned();
+        scope.restrict(&mut select, P::AccountId).then(|| {
+            let (sql, values) = select.build(SqliteQueryBuilder);
+            (sql, values.0.len())
+        })
+    }
+
+    #[test]
+    fn a_scope_restricts_a_read_with_bound_ids() {
+        let ids = [Uuid::from_u128(1), Uuid::from_u128(2)];
+        assert_eq!(
+            restricted(Scope::All),
+            Some((r#"SELECT "mrr" FROM "profiles""#.to_owned(), 0))
+        );
+        assert_eq!(
+            restricted(Scope::Ids(&ids)),
+            Some((
+                r#"SELECT "mrr" FROM "profiles" WHERE "account_id" IN (?, ?)"#.to_owned(),
+                2
+            ))
+        );
+        assert_eq!(
+            restricted(Scope::Range {
+                after: Some(ids[0]),
+                last: ids[1]
+            }),
+            Some((
+                r#"SELECT "mrr" FROM "profiles" WHERE "account_id" > ? AND "account_id" <= ?"#
+                    .to_owned(),
+                2
+            ))
+        );
+        assert_eq!(restricted(Scope::Ids(&[])), None);
     }
 }
