@@ -47,9 +47,6 @@ pub const ALERT_ACKNOWLEDGED: &str = "alert.acknowledged";
 /// Event type: an alert was resolved.
 pub const ALERT_RESOLVED: &str = "alert.resolved";
 
-/// Accounts read per id list (rescoring queued accounts).
-const CHUNK: usize = 5_000;
-
 struct Inner {
     store: Store,
     accounts: AccountDirectory,

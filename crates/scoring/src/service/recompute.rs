@@ -18,8 +18,7 @@ use futures::{StreamExt, TryStreamExt};
 use uuid::Uuid;
 
 use super::{
-    ALERT_RAISED, BAND_CHANGED, CHUNK, Scoring, StoredModel, card_for, inputs_of, model_profile,
-    poisoned,
+    ALERT_RAISED, BAND_CHANGED, Scoring, StoredModel, card_for, inputs_of, model_profile, poisoned,
 };
 use crate::convert;
 use crate::domain::cells::{Aggregates, day_of};
@@ -29,6 +28,8 @@ use crate::storage::{
     self, Alert, HealthRow, PreviousHealth, Profile, Scope, Snapshot, StoredScorecard,
 };
 
+/// Queued accounts rescored per read (an id list).
+const CHUNK: usize = 5_000;
 /// Accounts read per key range by a full recomputation.
 const RANGE: usize = 10_000;
 /// Changed health rows written per transaction.

@@ -77,8 +77,9 @@ impl Scoring {
         }
         let mut days: Vec<i64> = by_day.keys().copied().collect();
         days.sort_unstable();
-        // Every labelled account's cells over the days any of them is seen
-        // as of, each folded as of its own instant, as scoring folds them.
+        // The cells of the days any labelled account is seen as of (read
+        // once), each account's folded as of its own instant, exactly as
+        // scoring folds them.
         let history = match (days.first(), days.last()) {
             (Some(first), Some(last)) => {
                 self.inner
