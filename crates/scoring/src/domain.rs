@@ -1,12 +1,14 @@
 //! Health maths, pure: each component's score and one-line reason from an
 //! account's aggregated inputs, the weighted total over the components that
 //! have data (weights renormalised), bands, alert triggers, and value tiers
-//! and quadrants. No I/O here; every rule is unit-tested with hand-worked
-//! numbers in `tests`.
+//! and quadrants; `cells`, the fold of an account's day cells into those
+//! inputs. No I/O here; every rule is unit-tested with hand-worked numbers.
 
 use bowtie_proto::common::Segment;
 use bowtie_proto::scoring::{AlertKind, Band, Component, Quadrant, Tier};
 use serde::{Deserialize, Serialize};
+
+pub mod cells;
 
 /// One day in microseconds.
 pub const DAY: i64 = 86_400_000_000;

@@ -6,10 +6,14 @@
 //! funnel feeds, and publishes first value, band changes and alerts on its
 //! own feed.
 //!
-//! Layout: `domain` (pure health maths), `model` (pure churn model),
-//! `convert` (wire <-> domain), `storage` (tables and queries), `service`
-//! (ingest, recompute worker, units of work), `feeds` (the change feeds it
-//! follows), `webhook` (alert delivery), `api` (thin tonic handlers).
+//! Layout, one file per layer and concern: `api` (thin tonic handlers),
+//! `convert` (wire <-> domain, every response built there), `service/` (one
+//! file per use case: ingest, recompute, health, alerts, scorecards,
+//! training, segments), `domain` (pure health maths; `domain::cells`, the
+//! one fold of day cells into health inputs), `model` (pure churn model),
+//! `storage/` (schema, one file per table group, the day cells behind one
+//! type, and `storage/pg.rs`, the only SQL text), `feeds` (the change feeds
+//! it follows), `webhook` (alert delivery).
 
 pub mod api;
 pub mod convert;

@@ -1,0 +1,193 @@
+//! The churn model: training it on the system's own history (labels from
+//! the revenue feed's churns, features folded from the day cells as of the
+//! instant each account is seen at), persisting it, and answering an
+//! account's churn risk with the features that raise it most.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bowtie_proto::scoring as pb;
+use bowtie_runtime::error::Error;
+use bowtie_runtime::validate::now_micros;
+use sea_orm::ConnectionTrait;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{Scoring, card_for, inputs_of, model_profile, poisoned};
+use crate::convert;
+use crate::domain::DAY;
+use crate::domain::cells::{WINDOW_DAYS, day_of, fold};
+use crate::model::{self, Metrics, Model};
+use crate::storage::{self, Profile, ReadCells, Scope};
+
+/// A trained model with its metrics, as persisted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredModel {
+    /// Model id (UUIDv7).
+    pub id: String,
+    /// Training time (µs).
+    pub trained_at: i64,
+    /// Horizon in days.
+    pub horizon_days: i32,
+    /// The fitted model.
+    pub model: Model,
+    /// Hold-out metrics.
+    pub metrics: Metrics,
+}
+
+/// The newest stored model, if one was trained.
+pub(super) async fn load_model<C: ConnectionTrait>(
+    conn: &C,
+) -> Result<Option<Arc<StoredModel>>, Error> {
+    match storage::latest_model(conn).await? {
+        Some(body) => Ok(Some(Arc::new(
+            serde_json::from_str::<StoredModel>(&body)
+                .map_err(|e| Error::Internal(anyhow::anyhow!("stored model: {e}")))?,
+        ))),
+        None => Ok(None),
+    }
+}
+
+impl Scoring {
+    /// Trains the churn model on the system's own history and persists it.
+    ///
+    /// Labels: an account that paid and lost all revenue is a churner, seen
+    /// as of half a horizon before its churn; an account paying for at least
+    /// a horizon that did not churn is a stayer, seen as of one horizon ago.
+    /// Features are computed as of those instants from the signal history
+    /// (MRR is the last positive MRR), so the label never leaks into them.
+    pub async fn train(&self, seed: u64) -> Result<pb::ModelInfo, Error> {
+        let policy = &self.inner.policy;
+        let horizon = i64::from(policy.churn_horizon_days.max(1)) * DAY;
+        let now = now_micros();
+        let conn = self.inner.store.db().reader();
+        let profiles = storage::load_profiles(conn, Scope::All).await?;
+        let cards = storage::scorecards(conn).await?;
+        let mut by_day: HashMap<i64, Vec<(&Profile, bool)>> = HashMap::new();
+        for p in &profiles {
+            let Some(paid) = p.first_paid_at else {
+                continue;
+            };
+            let (at, churned) = match p.churned_at {
+                Some(c) if c <= now => (c - horizon / 2, true),
+                _ if paid <= now - horizon => (now - horizon, false),
+                _ => continue,
+            };
+            by_day.entry(day_of(at)).or_default().push((p, churned));
+        }
+        let mut days: Vec<i64> = by_day.keys().copied().collect();
+        days.sort_unstable();
+        // The cells of the days any labelled account is seen as of (read
+        // once), each account's folded as of its own instant, exactly as
+        // scoring folds them.
+        let history = match (days.first(), days.last()) {
+            (Some(first), Some(last)) => {
+                self.inner
+                    .cells
+                    .history(conn, first - WINDOW_DAYS, *last)
+                    .await?
+            }
+            _ => ReadCells::new(),
+        };
+        let mut x = Vec::new();
+        let mut y = Vec::new();
+        for day in days {
+            let group = &by_day[&day];
+            let at = day * DAY + DAY - 1;
+            let w = self.windows(at);
+            for (p, churned) in group {
+                let agg = history
+                    .get(&p.account_id)
+                    .and_then(|cells| fold(cells, w))
+                    .unwrap_or_default();
+                let (card, _) = card_for(&cards, p.segment);
+                let inputs = inputs_of(&agg, p, at);
+                x.push(model::features(
+                    &inputs,
+                    &card,
+                    &model_profile(p, at, p.last_mrr.max(p.mrr)),
+                ));
+                y.push(*churned);
+            }
+        }
+        let churners = y.iter().filter(|v| **v).count();
+        if y.len() < policy.min_training_examples || churners == 0 || churners == y.len() {
+            return Err(Error::FailedPrecondition(format!(
+                "too little history to train on: {} labelled accounts ({churners} churned); \
+                 at least {} with both outcomes are needed",
+                y.len(),
+                policy.min_training_examples
+            )));
+        }
+        let seed = if seed == 0 { policy.model_seed } else { seed };
+        let (fitted, metrics) = model::train(&x, &y, seed, policy.holdout_percent.clamp(1, 90));
+        let stored = StoredModel {
+            id: Uuid::now_v7().to_string(),
+            trained_at: now,
+            horizon_days: policy.churn_horizon_days,
+            model: fitted,
+            metrics,
+        };
+        let body = serde_json::to_string(&stored)
+            .map_err(|e| Error::Internal(anyhow::anyhow!("encoding the model: {e}")))?;
+        let (id, at) = (stored.id.clone(), stored.trained_at);
+        self.inner
+            .store
+            .write(None, move |tx| {
+                Box::pin(async move {
+                    storage::save_model(tx.conn(), &id, at, &body).await?;
+                    Ok(pb::RecomputeHealthResponse::default())
+                })
+            })
+            .await?;
+        let info = convert::model_info(&stored);
+        *self.inner.model.write().map_err(|_| poisoned())? = Some(Arc::new(stored));
+        let app = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = app.recompute_all().await {
+                tracing::warn!(error = %e, "rescoring after training failed");
+            }
+        });
+        Ok(info)
+    }
+
+    /// GetModel.
+    pub fn model_info(&self) -> Result<pb::ModelInfo, Error> {
+        self.model()
+            .map(|m| convert::model_info(&m))
+            .ok_or_else(|| {
+                Error::FailedPrecondition("no churn model was trained yet; call TrainModel".into())
+            })
+    }
+
+    /// GetChurnRisk: probability and the features that raise it most.
+    pub async fn churn_risk(&self, id: Uuid) -> Result<pb::GetChurnRiskResponse, Error> {
+        let m = self.model().ok_or_else(|| {
+            Error::FailedPrecondition("no churn model was trained yet; call TrainModel".into())
+        })?;
+        let conn = self.inner.store.db().reader();
+        let p = storage::get_profile(conn, id)
+            .await?
+            .ok_or_else(|| Error::not_found("account", id.to_string()))?;
+        let now = now_micros();
+        let ids = [id];
+        let agg = self
+            .aggregates(Scope::Ids(&ids), &ids, self.windows(now))
+            .await?
+            .remove(&id)
+            .unwrap_or_default();
+        let cards = storage::scorecards(conn).await?;
+        let (card, _) = card_for(&cards, p.segment);
+        let x = model::features(
+            &inputs_of(&agg, &p, now),
+            &card,
+            &model_profile(&p, now, p.mrr),
+        );
+        Ok(convert::churn_risk_to_pb(
+            id,
+            &m,
+            m.model.predict(&x),
+            m.model.drivers(&x),
+        ))
+    }
+}

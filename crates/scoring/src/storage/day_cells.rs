@@ -1,0 +1,354 @@
+//! The day cells health is folded from, behind one type whatever the
+//! backend: [`DayCells`].
+//!
+//! On PostgreSQL, where replicas share the database, ingest adds every
+//! signal to `signal_days` in its own transaction and reads take the cells
+//! from there. On SQLite, where one process owns the file, the signals'
+//! cells live in memory (rebuilt from `signals` at start), so ingest writes
+//! one row per signal and nothing else; `signal_days` then holds only the
+//! revenue feed's kinds. Either way a read answers every cell of the
+//! accounts it names, folded by [`crate::domain::cells::fold`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use bowtie_runtime::error::Error;
+use bowtie_runtime::sql::{execute, internal, query, stored_uuid};
+use sea_orm::sea_query::{Alias, Asterisk, Expr, Func, OnConflict, Query, SelectStatement};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, QueryResult};
+use uuid::Uuid;
+
+use super::entity::signal::{Column as S, Entity as Signals};
+use super::entity::signal_day::{Column as D, Entity as SignalDays};
+use super::signals::NewSignal;
+use super::{Scope, pg};
+use crate::domain::DAY;
+use crate::domain::cells::{
+    Aggregates, Cell, DayDelta, FEED_KINDS_FROM, Kind, WINDOW_DAYS, Windows, day_of, fold,
+};
+
+/// Day cells read from the database, by account.
+pub type ReadCells = HashMap<Uuid, Vec<Cell>>;
+
+/// Per account, the cells of its signals of the last [`WINDOW_DAYS`] days,
+/// each account's in (day, kind) order.
+type Ledger = HashMap<Uuid, Vec<Cell>>;
+
+/// Where the day cells are: in memory (SQLite) or in `signal_days`
+/// (PostgreSQL). Cheap to clone; clones share the memory.
+#[derive(Clone)]
+pub struct DayCells {
+    /// `Some` on SQLite: the signals' cells.
+    memory: Option<Arc<RwLock<Ledger>>>,
+}
+
+impl std::fmt::Debug for DayCells {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DayCells")
+            .field("in_memory", &self.memory.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+fn poisoned() -> Error {
+    internal("the day cells' lock was poisoned")
+}
+
+impl DayCells {
+    /// The day cells of the database behind `conn`; on SQLite, the last
+    /// [`WINDOW_DAYS`] days of signals as of `now` are summed into memory.
+    pub async fn open(conn: &DatabaseConnection, now: i64) -> Result<Self, Error> {
+        if conn.get_database_backend() == DbBackend::Postgres {
+            return Ok(Self { memory: None });
+        }
+        let mut ledger = Ledger::new();
+        for (id, cell) in signal_cells(conn, day_of(now) - WINDOW_DAYS, i64::from(i32::MAX)).await?
+        {
+            ledger.entry(id).or_default().push(cell);
+        }
+        for cells in ledger.values_mut() {
+            cells.sort_unstable_by_key(|c| (c.day, c.kind));
+        }
+        Ok(Self {
+            memory: Some(Arc::new(RwLock::new(ledger))),
+        })
+    }
+
+    /// Inside ingest's transaction: adds the signals just inserted to
+    /// `signal_days` when that is where the cells are.
+    pub async fn record<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        signals: &[&NewSignal],
+    ) -> Result<(), Error> {
+        if self.memory.is_none() {
+            add_days(conn, &day_deltas(signals.iter().copied())).await?;
+        }
+        Ok(())
+    }
+
+    /// After ingest's transaction committed: adds the signals it recorded
+    /// to memory when that is where the cells are.
+    pub fn committed<'a>(
+        &self,
+        signals: impl IntoIterator<Item = &'a NewSignal>,
+    ) -> Result<(), Error> {
+        if let Some(memory) = &self.memory {
+            let deltas = day_deltas(signals);
+            let mut ledger = memory.write().map_err(|_| poisoned())?;
+            for d in &deltas {
+                add_cell(ledger.entry(d.account_id).or_default(), d);
+            }
+        }
+        Ok(())
+    }
+
+    /// The database's part of the cells of the accounts in `scope` that a
+    /// fold as of `w` looks at (the memory's part is added by
+    /// [`Self::fold`]).
+    pub async fn read(
+        &self,
+        conn: &DatabaseConnection,
+        scope: Scope<'_>,
+        w: Windows,
+    ) -> Result<ReadCells, Error> {
+        let today = day_of(w.now);
+        let feeds_only = self.memory.is_some();
+        let cells = table_cells(conn, scope, today - WINDOW_DAYS, today, feeds_only).await?;
+        let mut read = ReadCells::new();
+        for (id, cell) in cells {
+            read.entry(id).or_default().push(cell);
+        }
+        Ok(read)
+    }
+
+    /// The aggregates of `ids` as of `w`: the cells `read` (by
+    /// [`Self::read`]) with those in memory, folded; accounts without a
+    /// cell in the window are left out.
+    pub fn fold(
+        &self,
+        read: &ReadCells,
+        ids: &[Uuid],
+        w: Windows,
+    ) -> Result<HashMap<Uuid, Aggregates>, Error> {
+        let ledger = match &self.memory {
+            Some(memory) => Some(memory.read().map_err(|_| poisoned())?),
+            None => None,
+        };
+        let none = Vec::new();
+        Ok(ids
+            .iter()
+            .filter_map(|id| {
+                let mine = ledger.as_ref().and_then(|l| l.get(id)).unwrap_or(&none);
+                let theirs = read.get(id).unwrap_or(&none);
+                fold(mine.iter().chain(theirs), w).map(|a| (*id, a))
+            })
+            .collect())
+    }
+
+    /// Every account's cells from day `from` to day `to`, however old (the
+    /// churn model learns from the past): from `signal_days` on PostgreSQL,
+    /// summed from `signals` (with the feeds' kinds from `signal_days`) on
+    /// SQLite, whose memory holds only the recent days.
+    pub async fn history(
+        &self,
+        conn: &DatabaseConnection,
+        from: i64,
+        to: i64,
+    ) -> Result<ReadCells, Error> {
+        let feeds_only = self.memory.is_some();
+        let mut cells = table_cells(conn, Scope::All, from, to, feeds_only).await?;
+        if feeds_only {
+            cells.extend(signal_cells(conn, from, to).await?);
+        }
+        let mut read = ReadCells::new();
+        for (id, cell) in cells {
+            read.entry(id).or_default().push(cell);
+        }
+        Ok(read)
+    }
+
+    /// Drops the cells in memory that fell out of the window as of `now`.
+    pub fn trim(&self, now: i64) -> Result<(), Error> {
+        if let Some(memory) = &self.memory {
+            let oldest = (day_of(now) - WINDOW_DAYS) as i32;
+            let mut ledger = memory.write().map_err(|_| poisoned())?;
+            ledger.retain(|_, cells| {
+                cells.retain(|c| c.day >= oldest);
+                !cells.is_empty()
+            });
+            ledger.shrink_to_fit();
+        }
+        Ok(())
+    }
+}
+
+/// The `signal_days` increments of `signals`, in key order: neighbouring
+/// rows share B-tree pages, and two concurrent batches lock rows in the same
+/// order, so they cannot deadlock.
+fn day_deltas<'a>(signals: impl IntoIterator<Item = &'a NewSignal>) -> Vec<DayDelta> {
+    let mut deltas: HashMap<(Uuid, i32, i64), DayDelta> = HashMap::new();
+    for s in signals {
+        let day = day_of(s.occurred_at);
+        let kind = Kind::Signal(s.kind).stored();
+        let d = deltas.entry((s.account_id, kind, day)).or_insert(DayDelta {
+            account_id: s.account_id,
+            kind,
+            day,
+            total: 0,
+            events: 0,
+            last_value: s.value,
+            last_at: s.occurred_at,
+        });
+        d.total += s.value;
+        d.events += 1;
+        if s.occurred_at >= d.last_at {
+            d.last_at = s.occurred_at;
+            d.last_value = s.value;
+        }
+    }
+    let mut deltas: Vec<DayDelta> = deltas.into_values().collect();
+    deltas.sort_unstable_by_key(|d| (d.account_id, d.day, d.kind));
+    deltas
+}
+
+/// Adds a delta to an account's cells, kept in (day, kind) order.
+fn add_cell(cells: &mut Vec<Cell>, d: &DayDelta) {
+    let key = (d.day as i32, d.kind);
+    match cells.binary_search_by_key(&key, |c| (c.day, c.kind)) {
+        Ok(i) => cells[i].add(d),
+        Err(i) => cells.insert(i, Cell::of(d)),
+    }
+}
+
+/// Adds the deltas to `signal_days` (one row per key per statement): the
+/// sums and counts add up, the later value wins.
+pub async fn add_days<C: ConnectionTrait>(conn: &C, deltas: &[DayDelta]) -> Result<(), Error> {
+    let stored = |c: D| Expr::col((SignalDays, c));
+    let excluded = |c: D| Expr::col((Alias::new("excluded"), c));
+    let later = || excluded(D::LastAt).gte(stored(D::LastAt));
+    for chunk in deltas.chunks(1000) {
+        let mut insert = Query::insert();
+        insert
+            .into_table(SignalDays)
+            .columns([
+                D::AccountId,
+                D::Kind,
+                D::Day,
+                D::Total,
+                D::Events,
+                D::LastValue,
+                D::LastAt,
+            ])
+            .on_conflict(
+                OnConflict::columns([D::AccountId, D::Day, D::Kind])
+                    .value(D::Total, stored(D::Total).add(excluded(D::Total)))
+                    .value(D::Events, stored(D::Events).add(excluded(D::Events)))
+                    .value(
+                        D::LastValue,
+                        Expr::case(later(), excluded(D::LastValue)).finally(stored(D::LastValue)),
+                    )
+                    .value(
+                        D::LastAt,
+                        Expr::case(later(), excluded(D::LastAt)).finally(stored(D::LastAt)),
+                    )
+                    .to_owned(),
+            );
+        for d in chunk {
+            insert
+                .values([
+                    d.account_id.to_string().into(),
+                    d.kind.into(),
+                    d.day.into(),
+                    d.total.into(),
+                    d.events.into(),
+                    d.last_value.into(),
+                    d.last_at.into(),
+                ])
+                .map_err(internal)?;
+        }
+        execute(conn, &insert).await?;
+    }
+    Ok(())
+}
+
+/// A cell read column by column: account, kind, day, total, events, last
+/// value, last time.
+fn cell_row(r: &QueryResult) -> Result<(Uuid, Cell), Error> {
+    Ok((
+        stored_uuid(&r.try_get_by_index::<String>(0)?)?,
+        Cell {
+            kind: r.try_get_by_index(1)?,
+            day: i32::try_from(r.try_get_by_index::<i64>(2)?).map_err(internal)?,
+            total: r.try_get_by_index(3)?,
+            events: r.try_get_by_index(4)?,
+            last_value: r.try_get_by_index(5)?,
+            last_at: r.try_get_by_index(6)?,
+        },
+    ))
+}
+
+/// The `signal_days` rows of the accounts in `scope` from day `from` to
+/// day `to` (only the feeds' kinds when `feeds_only`); on PostgreSQL
+/// through the binary `COPY`.
+async fn table_cells(
+    conn: &DatabaseConnection,
+    scope: Scope<'_>,
+    from: i64,
+    to: i64,
+    feeds_only: bool,
+) -> Result<Vec<(Uuid, Cell)>, Error> {
+    let mut select: SelectStatement = Query::select()
+        .columns([
+            D::AccountId,
+            D::Kind,
+            D::Day,
+            D::Total,
+            D::Events,
+            D::LastValue,
+            D::LastAt,
+        ])
+        .from(SignalDays)
+        .and_where(Expr::col(D::Day).gte(from))
+        .and_where(Expr::col(D::Day).lte(to))
+        .to_owned();
+    if feeds_only {
+        select.and_where(Expr::col(D::Kind).gte(FEED_KINDS_FROM));
+    }
+    if !scope.restrict(&mut select, D::AccountId) {
+        return Ok(Vec::new());
+    }
+    if conn.get_database_backend() == DbBackend::Postgres {
+        return pg::copy_cells(conn, &select).await;
+    }
+    query(conn, &select).await?.iter().map(cell_row).collect()
+}
+
+/// The signals of every account from day `from` to day `to`, summed per
+/// account, kind and day into cells (SQLite, which keeps no `signal_days`
+/// rows of signals). SQLite answers the bare `value` from the row holding
+/// `MAX(occurred_at)`: the day's latest value.
+async fn signal_cells<C: ConnectionTrait>(
+    conn: &C,
+    from: i64,
+    to: i64,
+) -> Result<Vec<(Uuid, Cell)>, Error> {
+    let day = Alias::new("d");
+    let bigint = || Alias::new("BIGINT");
+    let select = Query::select()
+        .column(S::AccountId)
+        .column(S::Kind)
+        .expr_as(Expr::col(S::OccurredAt).div(DAY), day.clone())
+        .expr(Func::cast_as(Expr::col(S::Value).sum(), bigint()))
+        .expr(Func::cast_as(Expr::col(Asterisk).count(), bigint()))
+        .column(S::Value)
+        .expr(Expr::col(S::OccurredAt).max())
+        .from(Signals)
+        .and_where(Expr::col(S::OccurredAt).gte(from.saturating_mul(DAY)))
+        .and_where(Expr::col(S::OccurredAt).lt(to.saturating_add(1).saturating_mul(DAY)))
+        .group_by_col(S::AccountId)
+        .group_by_col(S::Kind)
+        .group_by_col(day)
+        .to_owned();
+    query(conn, &select).await?.iter().map(cell_row).collect()
+}

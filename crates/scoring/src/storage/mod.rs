@@ -1,0 +1,120 @@
+//! The scoring service's own tables and the statements on them, one file per
+//! concern: `schema` (migrations), `signals`, `day_cells` (the day cells
+//! health is folded from, in memory on SQLite and in `signal_days` on
+//! PostgreSQL), `profiles`, `health` (current scores and snapshots),
+//! `alerts`, `scorecards`, `models`, `copy` (the reader of PostgreSQL's
+//! binary `COPY`) and `pg` (the only statements written as SQL text, each
+//! saying why).
+//!
+//! Reads return domain rows; statements are built with sea-query from the
+//! entities' columns, every value bound. The small row-shaped reads
+//! (alerts, scorecards, models) go through the entities; the reads of a
+//! recomputation (profiles, health, snapshots, day cells), 100,000 rows at
+//! a time, select their columns with the builder and read them by position.
+
+pub mod alerts;
+mod copy;
+pub mod day_cells;
+pub mod entity;
+pub mod health;
+pub mod models;
+mod pg;
+pub mod profiles;
+pub mod schema;
+pub mod scorecards;
+pub mod signals;
+
+use sea_orm::sea_query::{Expr, IntoColumnRef, SelectStatement};
+use uuid::Uuid;
+
+pub use crate::domain::cells::{Cell, DayDelta, day_of, kinds};
+pub use alerts::*;
+pub use day_cells::{DayCells, ReadCells, add_days};
+pub use health::*;
+pub use models::*;
+pub use profiles::*;
+pub use schema::Migrator;
+pub use scorecards::*;
+pub use signals::*;
+
+/// Which accounts a read covers.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    /// Every account.
+    All,
+    /// These accounts.
+    Ids(&'a [Uuid]),
+    /// The accounts whose id is after `after` (from the first when `None`)
+    /// and at most `last`: a key range, read without an id list.
+    Range {
+        /// Exclusive lower bound.
+        after: Option<Uuid>,
+        /// Inclusive upper bound.
+        last: Uuid,
+    },
+}
+
+impl Scope<'_> {
+    /// Restricts `select` to the scope's accounts by `column`; `false` when
+    /// the scope names no account at all (there is nothing to read).
+    fn restrict<C: IntoColumnRef + Clone>(&self, select: &mut SelectStatement, column: C) -> bool {
+        match self {
+            Self::All => {}
+            Self::Ids([]) => return false,
+            Self::Ids(ids) => {
+                select.and_where(Expr::col(column).is_in(ids.iter().map(Uuid::to_string)));
+            }
+            Self::Range { after, last } => {
+                if let Some(after) = after {
+                    select.and_where(Expr::col(column.clone()).gt(after.to_string()));
+                }
+                select.and_where(Expr::col(column).lte(last.to_string()));
+            }
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::sea_query::{Query, SqliteQueryBuilder};
+
+    use super::*;
+    use entity::profile::{Column as P, Entity as Profiles};
+
+    fn restricted(scope: Scope<'_>) -> Option<(String, usize)> {
+        let mut select = Query::select().column(P::Mrr).from(Profiles).to_owned();
+        scope.restrict(&mut select, P::AccountId).then(|| {
+            let (sql, values) = select.build(SqliteQueryBuilder);
+            (sql, values.0.len())
+        })
+    }
+
+    #[test]
+    fn a_scope_restricts_a_read_with_bound_ids() {
+        let ids = [Uuid::from_u128(1), Uuid::from_u128(2)];
+        assert_eq!(
+            restricted(Scope::All),
+            Some((r#"SELECT "mrr" FROM "profiles""#.to_owned(), 0))
+        );
+        assert_eq!(
+            restricted(Scope::Ids(&ids)),
+            Some((
+                r#"SELECT "mrr" FROM "profiles" WHERE "account_id" IN (?, ?)"#.to_owned(),
+                2
+            ))
+        );
+        assert_eq!(
+            restricted(Scope::Range {
+                after: Some(ids[0]),
+                last: ids[1]
+            }),
+            Some((
+                r#"SELECT "mrr" FROM "profiles" WHERE "account_id" > ? AND "account_id" <= ?"#
+                    .to_owned(),
+                2
+            ))
+        );
+        assert_eq!(restricted(Scope::Ids(&[])), None);
+    }
+}
