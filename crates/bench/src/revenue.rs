@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bowtie_proto::revenue::revenue_service_client::RevenueServiceClient;
 use bowtie_proto::revenue::{GetMrrReportRequest, GetRetentionRequest};
 use bowtie_revenue::domain::{
-    Cancellation, CancellationKind, Interval, NewSubscription, Segment, Subscription, Terms,
+    Cancellation, CancellationKind, Interval, Month, NewSubscription, Segment, Subscription, Terms,
     month_start,
 };
 use bowtie_revenue::service::{AccountInfo, Imported};
@@ -61,7 +61,7 @@ struct DataSet {
 
 fn generate() -> DataSet {
     let mut rng = Lcg(0x0b0e_71e5);
-    let first = month_start(2024 * 12);
+    let first = month_start(Month::january(2024));
     let span_days = 730;
     let mut accounts = Vec::with_capacity(ACCOUNTS);
     let mut csv = String::with_capacity(ACCOUNTS * CHANGES_PER_ACCOUNT * 100);
@@ -275,8 +275,8 @@ pub async fn run(report: &mut Report) -> anyhow::Result<()> {
         granularity: 0,
         segment: 0,
     };
-    let t0 = month_start(2025 * 12);
-    let t1 = month_start(2026 * 12);
+    let t0 = month_start(Month::january(2025));
+    let t1 = month_start(Month::january(2026));
     let retention_request = GetRetentionRequest {
         start_at: Some(bowtie_runtime::validate::to_timestamp(t0)),
         end_at: Some(bowtie_runtime::validate::to_timestamp(t1)),
@@ -330,7 +330,15 @@ pub async fn run(report: &mut Report) -> anyhow::Result<()> {
     let csv = dir.path().join("changes.csv");
     std::fs::write(&csv, &data.csv)?;
     let mut args = vec![csv.display().to_string()];
-    args.extend([t0, t1, month_start(2024 * 12), month_start(2026 * 12)].map(|v| v.to_string()));
+    args.extend(
+        [
+            t0,
+            t1,
+            month_start(Month::january(2024)),
+            month_start(Month::january(2026)),
+        ]
+        .map(|v| v.to_string()),
+    );
     let Some(duck) = crate::duckdb::run("revenue", DUCKDB_SCRIPT, dir.path(), &args)? else {
         return Ok(());
     };

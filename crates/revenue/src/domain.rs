@@ -601,8 +601,74 @@ pub fn mrr_at(movements: &[Movement], t: i64) -> i64 {
         .map_or(0, |m| m.after)
 }
 
-/// A month as a number: `year * 12 + month - 1` (UTC).
-pub type Month = i32;
+/// A calendar month (UTC), numbered `year * 12 + month - 1` so months order,
+/// step and subtract as integers: `month + 1` is the next month and
+/// `last - first` the number of months between them. The number is also how
+/// a month is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Month(i32);
+
+impl Month {
+    /// The month numbered `index` (`year * 12 + month - 1`).
+    pub const fn from_index(index: i32) -> Self {
+        Self(index)
+    }
+
+    /// January of `year`.
+    pub const fn january(year: i32) -> Self {
+        Self(year * 12)
+    }
+
+    /// Its number, `year * 12 + month - 1`.
+    pub const fn index(self) -> i32 {
+        self.0
+    }
+
+    /// The year.
+    pub const fn year(self) -> i32 {
+        self.0.div_euclid(12)
+    }
+
+    /// The month of the year, 0 for January.
+    pub const fn month0(self) -> i32 {
+        self.0.rem_euclid(12)
+    }
+
+    /// The first month of its quarter.
+    pub const fn quarter_start(self) -> Self {
+        Self(self.0 - self.0.rem_euclid(3))
+    }
+
+    /// The last month of its quarter.
+    pub const fn quarter_end(self) -> Self {
+        Self(self.quarter_start().0 + 2)
+    }
+}
+
+impl std::ops::Add<i32> for Month {
+    type Output = Month;
+
+    fn add(self, months: i32) -> Month {
+        Month(self.0 + months)
+    }
+}
+
+impl std::ops::Sub<i32> for Month {
+    type Output = Month;
+
+    fn sub(self, months: i32) -> Month {
+        Month(self.0 - months)
+    }
+}
+
+impl std::ops::Sub for Month {
+    type Output = i32;
+
+    /// The number of months from `other` to `self`.
+    fn sub(self, other: Month) -> i32 {
+        self.0 - other.0
+    }
+}
 
 /// The month of an instant.
 pub fn month_of(micros: i64) -> Month {
@@ -610,13 +676,12 @@ pub fn month_of(micros: i64) -> Month {
         .timestamp_micros(micros)
         .single()
         .unwrap_or(chrono::DateTime::<Utc>::UNIX_EPOCH);
-    t.year() * 12 + t.month0() as i32
+    Month(t.year() * 12 + t.month0() as i32)
 }
 
 /// The first instant of a month.
 pub fn month_start(month: Month) -> i64 {
-    let (year, m0) = (month.div_euclid(12), month.rem_euclid(12));
-    Utc.with_ymd_and_hms(year, m0 as u32 + 1, 1, 0, 0, 0)
+    Utc.with_ymd_and_hms(month.year(), month.month0() as u32 + 1, 1, 0, 0, 0)
         .single()
         .map_or(0, |t| t.timestamp_micros())
 }
@@ -629,16 +694,12 @@ pub fn parse_month(text: &str) -> Option<Month> {
     }
     let y: i32 = y.parse().ok()?;
     let m: i32 = m.parse().ok()?;
-    ((1970..=9999).contains(&y) && (1..=12).contains(&m)).then_some(y * 12 + m - 1)
+    ((1970..=9999).contains(&y) && (1..=12).contains(&m)).then_some(Month(y * 12 + m - 1))
 }
 
 /// "YYYY-MM".
 pub fn month_label(month: Month) -> String {
-    format!(
-        "{:04}-{:02}",
-        month.div_euclid(12),
-        month.rem_euclid(12) + 1
-    )
+    format!("{:04}-{:02}", month.year(), month.month0() + 1)
 }
 
 /// The sum and count of one kind of movement in one month and segment.
@@ -717,15 +778,11 @@ pub fn waterfall(
             Granularity::Month => (1, month_label(month)),
             Granularity::Quarter => (
                 3,
-                format!(
-                    "{:04}-Q{}",
-                    month.div_euclid(12),
-                    month.rem_euclid(12) / 3 + 1
-                ),
+                format!("{:04}-Q{}", month.year(), month.month0() / 3 + 1),
             ),
         };
         let mut sums: BTreeMap<MovementKind, Tally> = BTreeMap::new();
-        for m in month..month + len {
+        for m in (0..len).map(|k| month + k) {
             for kind in MovementKind::ALL {
                 if let Some(t) = monthly.get(&(m, kind)) {
                     let s = sums.entry(kind).or_default();
@@ -750,7 +807,7 @@ pub fn waterfall(
             paying_start,
             paying_end: paying,
         });
-        month += len;
+        month = month + len;
     }
     periods
 }
@@ -834,7 +891,7 @@ pub fn cohort_grid<K: Ord + Clone>(
     for cohort in cohort_of.values() {
         let entry = grid.entry(*cohort).or_insert_with(|| {
             let ended = (0..=months)
-                .take_while(|k| month_start(cohort + k + 1) <= until)
+                .take_while(|k| month_start(*cohort + *k + 1) <= until)
                 .count();
             (0, vec![CohortCell::default(); ended])
         });
@@ -848,7 +905,7 @@ pub fn cohort_grid<K: Ord + Clone>(
             continue;
         };
         for (k, cell) in cells.iter_mut().enumerate() {
-            let end = month_start(cohort + k as i32 + 1) - 1;
+            let end = month_start(*cohort + k as i32 + 1) - 1;
             if span.from <= end && span.to.is_none_or(|to| end < to) {
                 cell.paying += 1;
                 cell.mrr += span.mrr;

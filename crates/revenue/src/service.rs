@@ -481,7 +481,7 @@ impl Revenue {
     ) -> Result<pb::GetMrrReportResponse, Error> {
         let (first, last) = match granularity {
             Granularity::Month => (first, last),
-            Granularity::Quarter => (first - first.rem_euclid(3), last - last.rem_euclid(3) + 2),
+            Granularity::Quarter => (first.quarter_start(), last.quarter_end()),
         };
         let segment = segment_filter(segment)?;
         let rows = storage::rollups(self.store.db().reader(), last, segment).await?;

@@ -8,7 +8,7 @@ use proptest::prelude::*;
 const DAY: i64 = 86_400_000_000;
 
 fn jan_2025() -> i64 {
-    month_start(2025 * 12)
+    month_start(Month::january(2025))
 }
 
 fn day(n: i64) -> i64 {
@@ -312,17 +312,34 @@ fn rates_parse_exactly_and_print_without_trailing_zeros() {
 
 #[test]
 fn months_parse_and_print_as_year_and_month() {
-    assert_eq!(parse_month("2025-03"), Some(2025 * 12 + 2));
-    assert_eq!(month_label(2025 * 12 + 11), "2025-12");
+    assert_eq!(
+        parse_month("2025-03"),
+        Some(Month::from_index(2025 * 12 + 2))
+    );
+    assert_eq!(month_label(Month::from_index(2025 * 12 + 11)), "2025-12");
     assert_eq!(parse_month("2025-13"), None);
     assert_eq!(parse_month("25-01"), None);
-    assert_eq!(month_of(month_start(2025 * 12 + 4)), 2025 * 12 + 4);
-    assert_eq!(month_of(month_start(2025 * 12 + 4) - 1), 2025 * 12 + 3);
+    let may = Month::from_index(2025 * 12 + 4);
+    assert_eq!(month_of(month_start(may)), may);
+    assert_eq!(month_of(month_start(may) - 1), may - 1);
+}
+
+#[test]
+fn months_step_across_years_and_round_to_their_quarter() {
+    let dec = Month::from_index(2024 * 12 + 11);
+    assert_eq!(dec + 1, Month::january(2025));
+    assert_eq!(month_label(Month::january(2025) - 1), "2024-12");
+    assert_eq!(Month::january(2026) - dec, 13);
+    let may = Month::from_index(2025 * 12 + 4);
+    assert_eq!(month_label(may.quarter_start()), "2025-04");
+    assert_eq!(month_label(may.quarter_end()), "2025-06");
+    assert_eq!(dec.quarter_start(), Month::from_index(2024 * 12 + 9));
+    assert_eq!(dec.quarter_end(), dec);
 }
 
 #[test]
 fn the_waterfall_carries_each_period_end_into_the_next_start() {
-    let m = 2025 * 12;
+    let m = Month::january(2025);
     let mut monthly = BTreeMap::new();
     monthly.insert(
         (m, MovementKind::New),
@@ -369,7 +386,7 @@ fn retention_ignores_new_customers_and_caps_gross_retention() {
 
 #[test]
 fn the_cohort_grid_follows_each_first_payment_month_until_the_last_ended_month() {
-    let jan = 2025 * 12;
+    let jan = Month::january(2025);
     let cohort_of = BTreeMap::from([("a", jan), ("b", jan), ("c", jan + 1)]);
     let span = |from: i64, to: Option<i64>, mrr| PayingSpan { from, to, mrr };
     let spans = vec![
@@ -499,10 +516,10 @@ proptest! {
         }
         let monthly: BTreeMap<(Month, MovementKind), Tally> =
             deltas.into_iter().map(|((m, _, k), t)| ((m, k), t)).collect();
-        let first = 2025 * 12;
+        let first = Month::january(2025);
         let last = first + 26;
         let periods = waterfall((0, 0), &monthly, first, last, Granularity::Month);
-        for (month, p) in (first..).zip(periods.iter()) {
+        for (month, p) in (0..).map(|k| first + k).zip(periods.iter()) {
             let moved: i64 = p.sums.values().map(|t| t.amount).sum();
             prop_assert_eq!(p.start_mrr + moved, p.end_mrr);
             let gained = p.tally(MovementKind::New).amount

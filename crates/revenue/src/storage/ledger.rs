@@ -74,7 +74,7 @@ pub async fn save_spend<C: ConnectionTrait>(
 ) -> Result<(), Error> {
     use monthly_spend::Column as S;
     monthly_spend::Entity::insert(monthly_spend::ActiveModel {
-        month: Set(month),
+        month: Set(month.index()),
         spend: Set(spend),
         gross_margin_bp: Set(margin_bp),
     })
@@ -93,7 +93,7 @@ pub async fn spend<C: ConnectionTrait>(
     conn: &C,
     month: Month,
 ) -> Result<Option<(i64, i32)>, Error> {
-    Ok(monthly_spend::Entity::find_by_id(month)
+    Ok(monthly_spend::Entity::find_by_id(month.index())
         .one(conn)
         .await?
         .map(|row| (row.spend, row.gross_margin_bp)))

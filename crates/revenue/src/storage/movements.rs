@@ -158,7 +158,7 @@ async fn apply_deltas<C: ConnectionTrait>(
         .filter(|(_, t)| *t != Tally::default())
         .map(|((month, segment, kind), t)| {
             vec![
-                month.into(),
+                month.index().into(),
                 (segment as i32).into(),
                 kind.code().into(),
                 t.amount.into(),
@@ -199,7 +199,7 @@ pub async fn rollups<C: ConnectionTrait>(
         .expr_as(sum_bigint(Expr::col(R::Amount)), R::Amount)
         .expr_as(sum_bigint(Expr::col(R::Movements)), R::Movements)
         .from(rollup::Entity)
-        .and_where(Expr::col(R::Month).lte(last))
+        .and_where(Expr::col(R::Month).lte(last.index()))
         .and_where_option(segment.map(|s| Expr::col(R::Segment).eq(s as i32)))
         .group_by_col(R::Month)
         .group_by_col(R::Kind)
@@ -210,7 +210,7 @@ pub async fn rollups<C: ConnectionTrait>(
         .map(|row| {
             let kind: i32 = row.try_get("", "kind")?;
             Ok((
-                row.try_get("", "month")?,
+                Month::from_index(row.try_get("", "month")?),
                 MovementKind::from_code(kind).ok_or_else(|| corrupt("rollup kind"))?,
                 Tally {
                     amount: row.try_get("", "amount")?,
