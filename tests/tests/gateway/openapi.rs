@@ -1,6 +1,6 @@
 //! The OpenAPI document is generated from the handlers: it parses, every
-//! served route is in it, every documented route is served, and every
-//! schema reference resolves.
+//! served route is in it, every documented route is served, every schema
+//! reference resolves, and a method a path does not declare is 405.
 
 use std::collections::BTreeSet;
 
@@ -9,7 +9,10 @@ use bowtie_testkit::{TestDatabase, backend_test};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-backend_test!(the_openapi_document_lists_every_route_and_every_route_is_served);
+backend_test!(
+    the_openapi_document_lists_every_route_and_every_route_is_served,
+    an_undeclared_method_is_405_with_allow_naming_the_declared_ones,
+);
 
 /// The routes the gateway serves, as (method, path) pairs.
 const ROUTES: &[(&str, &str)] = &[
@@ -130,6 +133,64 @@ async fn the_openapi_document_lists_every_route_and_every_route_is_served(
             serde_json::from_str::<Value>(&body).is_ok(),
             "{method} {path} answered {status} without JSON: {body:?}"
         );
+    }
+    Ok(())
+}
+
+async fn an_undeclared_method_is_405_with_allow_naming_the_declared_ones(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let stack = Stack::start(db).await?;
+    let id = "0191d6a4-0000-7000-8000-000000000000";
+    for (method, path, allowed) in [
+        (
+            Method::DELETE,
+            "/api/v1/accounts".to_owned(),
+            vec!["GET", "POST"],
+        ),
+        (
+            Method::PUT,
+            format!("/api/v1/accounts/{id}"),
+            vec!["GET", "PATCH"],
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/accounts/{id}/journey"),
+            vec!["GET"],
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/accounts/{id}/transitions"),
+            vec!["POST"],
+        ),
+        (Method::PATCH, "/api/v1/revenue/mrr".to_owned(), vec!["GET"]),
+        (Method::GET, "/webhooks/crm".to_owned(), vec!["POST"]),
+    ] {
+        let response = stack
+            .request(method.clone(), &path)
+            .bearer_auth("bowtie-dev-admin")
+            .send()
+            .await?;
+        assert_eq!(
+            response.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        let allow = response
+            .headers()
+            .get(reqwest::header::ALLOW)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let listed: BTreeSet<&str> = allow.split(',').map(str::trim).collect();
+        for m in &allowed {
+            assert!(
+                listed.contains(m),
+                "{method} {path}: Allow {allow:?} lacks {m}"
+            );
+        }
+        let body: Value = response.json().await?;
+        assert_eq!(body["error"]["code"], "UNIMPLEMENTED", "{method} {path}");
     }
     Ok(())
 }
