@@ -131,7 +131,10 @@ fn schemathesis_finds_the_api_true_to_its_openapi_document() -> anyhow::Result<(
     let dev = start_demo(&bin)?;
     let report = tempfile::tempdir()?;
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/gateway/schemathesis.toml");
+    // Run in the report directory: schemathesis keeps a cache in its
+    // working directory, which must not land in the source tree.
     let status = Command::new(&st)
+        .current_dir(report.path())
         .arg("--no-color")
         .arg("--config-file")
         .arg(&config)
