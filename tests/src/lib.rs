@@ -38,6 +38,7 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 
 pub mod assert;
+pub mod demo;
 pub mod fixtures;
 pub mod gateway;
 pub mod revenue;

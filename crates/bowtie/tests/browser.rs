@@ -18,13 +18,12 @@
 //! them the test prints why it is skipped and passes, except under
 //! `CI=true`, where it fails.
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use bowtie_testkit::demo::{DemoProcess, free_port, gateway_only};
 use chrono::{DateTime, Datelike, Months, NaiveDate, Utc};
 use serde_json::{Value, json};
 
@@ -90,78 +89,20 @@ fn find_browser() -> Result<Browser, String> {
     })
 }
 
-/// `bowtie dev --demo`, killed when dropped.
+/// `bowtie dev --demo` and its gateway's URL.
 struct Dev {
-    child: Child,
+    _process: DemoProcess,
     url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Starts `bowtie dev --demo` and returns once the demo company is seeded.
 fn start_demo() -> anyhow::Result<Dev> {
-    let dir = tempfile::tempdir()?;
-    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bowtie"))
-        .current_dir(dir.path())
-        .args([
-            "dev",
-            "--demo",
-            "--demo-accounts",
-            DEMO_ACCOUNTS,
-            "--data-dir",
-        ])
-        .arg(dir.path().join("data"))
-        .env_remove("BOWTIE_CONFIG")
-        .env("BOWTIE__ACCOUNTS__LISTEN", "127.0.0.1:0")
-        .env("BOWTIE__FUNNEL__LISTEN", "127.0.0.1:0")
-        .env("BOWTIE__REVENUE__LISTEN", "127.0.0.1:0")
-        .env("BOWTIE__SCORING__LISTEN", "127.0.0.1:0")
-        .env("BOWTIE__GATEWAY__LISTEN", format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting bowtie dev --demo")?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let dev = Dev {
-        child,
+    let port = free_port()?;
+    let bin = Path::new(env!("CARGO_BIN_EXE_bowtie"));
+    Ok(Dev {
+        _process: DemoProcess::start(bin, DEMO_ACCOUNTS, &gateway_only(port), "warn")?,
         url: format!("http://127.0.0.1:{port}"),
-        _dir: dir,
-    };
-    // Read the output on a thread; a deadline turns a hang into a failure.
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let mut seen = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx.recv_timeout(left).map_err(|_| {
-            anyhow::anyhow!(
-                "the demo was not seeded in time; output:\n{}",
-                seen.join("\n")
-            )
-        })?;
-        if line.starts_with("demo company seeded") || line.contains("already there") {
-            return Ok(dev);
-        }
-        if line.contains("failed") {
-            anyhow::bail!("{line}\n{}", seen.join("\n"));
-        }
-        seen.push(line);
-    }
+    })
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {

@@ -14,13 +14,12 @@
 //! into `.tools/` and sets it). Without it, or without curl, the test prints
 //! why it is skipped and passes, except under `CI=true`, where it fails.
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use anyhow::Context as _;
+use bowtie_testkit::demo::DemoProcess;
 
 use super::read;
 
@@ -114,92 +113,37 @@ fn taste_commands(readme: &str) -> anyhow::Result<Vec<String>> {
     anyhow::bail!("the taste's code block is not closed")
 }
 
-/// `bowtie dev --demo`, killed when dropped.
+/// `bowtie dev --demo` and the README's addresses with the ones it listens on.
 struct Dev {
-    child: Child,
-    /// The README's addresses and the ones this instance listens on.
+    _process: DemoProcess,
     addresses: Vec<(&'static str, String)>,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Starts `bowtie dev --demo` on free ports and returns once the demo company
 /// is seeded.
-fn start_demo(bowtie: &PathBuf) -> anyhow::Result<Dev> {
+fn start_demo(bowtie: &Path) -> anyhow::Result<Dev> {
     anyhow::ensure!(
         bowtie.exists(),
         "no bowtie binary at {} (build it with `cargo build -p bowtie`, or set BOWTIE_BIN)",
         bowtie.display()
     );
-    let dir = tempfile::tempdir()?;
     // Hold every port at once so that no two are the same, then free them.
     let probes = ADDRESSES
         .iter()
         .map(|_| TcpListener::bind("127.0.0.1:0"))
         .collect::<Result<Vec<_>, _>>()?;
     let mut addresses = Vec::new();
-    let mut command = Command::new(bowtie);
+    let mut listen = Vec::new();
     for ((readme, variable), probe) in ADDRESSES.iter().zip(&probes) {
         let address = probe.local_addr()?.to_string();
-        command.env(variable, &address);
+        listen.push((*variable, address.clone()));
         addresses.push((*readme, address));
     }
     drop(probes);
-    let mut child = command
-        .current_dir(dir.path())
-        .args([
-            "dev",
-            "--demo",
-            "--demo-accounts",
-            DEMO_ACCOUNTS,
-            "--data-dir",
-        ])
-        .arg(dir.path().join("data"))
-        .env_remove("BOWTIE_CONFIG")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {} dev --demo", bowtie.display()))?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let dev = Dev {
-        child,
+    Ok(Dev {
+        _process: DemoProcess::start(bowtie, DEMO_ACCOUNTS, &listen, "warn")?,
         addresses,
-        _dir: dir,
-    };
-    // Read the output on a thread; a deadline turns a hang into a failure.
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let mut seen = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx.recv_timeout(left).map_err(|_| {
-            anyhow::anyhow!(
-                "the demo was not seeded in time; output:\n{}",
-                seen.join("\n")
-            )
-        })?;
-        if line.starts_with("demo company seeded") || line.contains("already there") {
-            return Ok(dev);
-        }
-        if line.contains("failed") {
-            anyhow::bail!("{line}\n{}", seen.join("\n"));
-        }
-        seen.push(line);
-    }
+    })
 }
 
 /// `command` as it runs against `dev`: its addresses, and the grpcurl given.

@@ -14,13 +14,11 @@
 //! `BOWTIE_API_FUZZ_EXAMPLES` cases per operation, default 20) so it takes
 //! a few minutes at most on two cores.
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use anyhow::Context as _;
+use bowtie_testkit::demo::{DemoProcess, free_port, gateway_only};
 
 /// Accounts of the demo company: enough for every report to hold data,
 /// quick to seed in a debug build.
@@ -37,78 +35,20 @@ fn workspace() -> PathBuf {
         .unwrap_or_default()
 }
 
-/// `bowtie dev --demo`, killed when dropped.
+/// `bowtie dev --demo` and its gateway's URL.
 struct Dev {
-    child: Child,
+    _process: DemoProcess,
     url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Starts `bowtie dev --demo` on SQLite in a temporary directory and returns
 /// once the demo company is seeded.
 fn start_demo(bin: &Path) -> anyhow::Result<Dev> {
-    let dir = tempfile::tempdir()?;
-    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let mut child = Command::new(bin)
-        .current_dir(dir.path())
-        .args([
-            "dev",
-            "--demo",
-            "--demo-accounts",
-            DEMO_ACCOUNTS,
-            "--data-dir",
-        ])
-        .arg(dir.path().join("data"))
-        .env_remove("BOWTIE_CONFIG")
-        .env("BOWTIE__ACCOUNTS__LISTEN", "127.0.0.1:0")
-        .env("BOWTIE__FUNNEL__LISTEN", "127.0.0.1:0")
-        .env("BOWTIE__REVENUE__LISTEN", "127.0.0.1:0")
-        .env("BOWTIE__SCORING__LISTEN", "127.0.0.1:0")
-        .env("BOWTIE__GATEWAY__LISTEN", format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {} dev --demo", bin.display()))?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let dev = Dev {
-        child,
+    let port = free_port()?;
+    Ok(Dev {
+        _process: DemoProcess::start(bin, DEMO_ACCOUNTS, &gateway_only(port), "error")?,
         url: format!("http://127.0.0.1:{port}"),
-        _dir: dir,
-    };
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let mut seen = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx.recv_timeout(left).map_err(|_| {
-            anyhow::anyhow!(
-                "the demo was not seeded in time; output:\n{}",
-                seen.join("\n")
-            )
-        })?;
-        if line.starts_with("demo company seeded") || line.contains("already there") {
-            return Ok(dev);
-        }
-        if line.contains("failed") {
-            anyhow::bail!("{line}\n{}", seen.join("\n"));
-        }
-        seen.push(line);
-    }
+    })
 }
 
 #[test]
