@@ -28,6 +28,8 @@ pub mod sql;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+pub mod types;
 pub mod validate;
 
 pub use error::{Error, FieldViolations};
+pub use types::{AccountId, Instant, Minor};

@@ -6,6 +6,7 @@ use prost_types::Timestamp;
 use uuid::Uuid;
 
 use crate::error::FieldViolations;
+use crate::types::{AccountId, Instant};
 
 /// Checks a required text field: trimmed, not blank, at most `max` characters.
 pub fn required_text(
@@ -141,6 +142,48 @@ pub fn to_timestamp(micros: i64) -> Timestamp {
 /// The current time in microseconds since the epoch.
 pub fn now_micros() -> i64 {
     chrono::Utc::now().timestamp_micros()
+}
+
+/// Converts a protobuf timestamp into an [`Instant`], rejecting values outside
+/// years 1970..=9999 and invalid nanos.
+pub fn instant(v: &mut FieldViolations, field: &str, ts: &Timestamp) -> Option<Instant> {
+    timestamp_micros(v, field, ts).map(Instant::from_micros)
+}
+
+/// A required timestamp field as an [`Instant`].
+pub fn required_instant(
+    v: &mut FieldViolations,
+    field: &str,
+    ts: Option<&Timestamp>,
+) -> Option<Instant> {
+    required_timestamp(v, field, ts).map(Instant::from_micros)
+}
+
+/// An optional timestamp field: `Ok(None)` when unset, a violation when set
+/// but out of range.
+pub fn optional_instant(
+    v: &mut FieldViolations,
+    field: &str,
+    ts: Option<&Timestamp>,
+) -> Option<Option<Instant>> {
+    match ts {
+        None => Some(None),
+        Some(ts) => instant(v, field, ts).map(Some),
+    }
+}
+
+/// A required report period as `[start, end)` instants, checked as [`period`].
+pub fn instant_period(
+    v: &mut FieldViolations,
+    field: &str,
+    p: Option<&bowtie_proto::common::Period>,
+) -> Option<(Instant, Instant)> {
+    period(v, field, p).map(|(s, e)| (Instant::from_micros(s), Instant::from_micros(e)))
+}
+
+/// Parses a required account id field.
+pub fn account_id(v: &mut FieldViolations, field: &str, value: &str) -> Option<AccountId> {
+    uuid(v, field, value).map(AccountId)
 }
 
 /// Decodes a protobuf enum field, recording a violation for unknown numbers
