@@ -7,7 +7,9 @@ use tonic::{Response, Status};
 
 use crate::error::{Error, FieldViolations};
 use crate::idempotency::Idempotency;
+use crate::types::AccountId;
 use crate::validate;
+use uuid::Uuid;
 
 /// What a tonic handler returns.
 pub type Answer<T> = Result<Response<T>, Status>;
@@ -30,6 +32,20 @@ pub fn idempotency<M: prost::Message>(
     Idempotency::new(validate::idempotency_key(v, key), method, request)
 }
 
+/// The one id a lookup request carries (`GetX { id }`, `DeleteX { id }`):
+/// parsed, or INVALID_ARGUMENT naming `field`.
+pub fn id(field: &str, value: &str) -> Result<Uuid, Error> {
+    let mut v = FieldViolations::default();
+    let id = validate::uuid(&mut v, field, value);
+    v.into_result()?;
+    parsed(id)
+}
+
+/// The one account id a request carries, as [`id`].
+pub fn account_id(field: &str, value: &str) -> Result<AccountId, Error> {
+    id(field, value).map(AccountId)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,5 +66,15 @@ mod tests {
         assert!(v.into_result().is_ok());
         assert_eq!(create.as_ref().map(|i| i.key.as_str()), Some("key-1"));
         assert_ne!(create.map(|i| i.fingerprint), update.map(|i| i.fingerprint));
+    }
+
+    #[test]
+    fn a_lookup_id_that_is_not_a_uuid_is_invalid_argument_naming_the_field() {
+        let Err(Error::InvalidArgument(violations)) = id("account_id", "nope") else {
+            panic!("expected INVALID_ARGUMENT");
+        };
+        assert_eq!(violations.to_string(), "account_id: must be a UUID");
+        let uuid = Uuid::new_v4();
+        assert!(matches!(account_id("id", &uuid.to_string()), Ok(AccountId(u)) if u == uuid));
     }
 }
