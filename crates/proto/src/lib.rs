@@ -42,6 +42,13 @@ pub mod bowtie {
             tonic::include_proto!("bowtie.scoring.v1");
         }
     }
+    /// The success service contract.
+    pub mod success {
+        /// Version 1.
+        pub mod v1 {
+            tonic::include_proto!("bowtie.success.v1");
+        }
+    }
 }
 
 pub use bowtie::accounts::v1 as accounts;
@@ -49,6 +56,7 @@ pub use bowtie::common::v1 as common;
 pub use bowtie::funnel::v1 as funnel;
 pub use bowtie::revenue::v1 as revenue;
 pub use bowtie::scoring::v1 as scoring;
+pub use bowtie::success::v1 as success;
 
 /// The encoded `FileDescriptorSet` of every Bowtie proto, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("bowtie_descriptor");

@@ -1,0 +1,490 @@
+//! The success rules, free of I/O (docs/design.md section 6): what a playbook
+//! is, which events trigger it, whether a trigger opens a CTA, updates the
+//! open one, is suppressed or held out, who owns the CTA, which status
+//! changes are legal, when a CTA closes itself, and the effectiveness maths.
+//!
+//! The enums are the contract's own (`bowtie.success.v1`), as revenue's
+//! domain uses the shared `Segment`; storage keeps their numbers.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+pub use bowtie_proto::common::{Segment, Stage};
+pub use bowtie_proto::success::{
+    ActivityKind, AutoClose, CtaStatus, CtaType, Outcome, PlaybookMode, Priority, TaskStatus,
+    TriggerKind,
+};
+use bowtie_runtime::error::Error;
+use bowtie_runtime::types::MICROS_PER_DAY;
+use bowtie_runtime::{AccountId, Instant, Minor};
+
+/// Longest name, owner, title or author.
+pub const MAX_NAME: usize = 200;
+/// Longest description.
+pub const MAX_DESCRIPTION: usize = 2_000;
+/// Longest reason or snooze reason.
+pub const MAX_REASON: usize = 500;
+/// Longest activity or comment text.
+pub const MAX_TEXT: usize = 10_000;
+/// Most steps in a playbook, members in a pool, participants of an activity.
+pub const MAX_ITEMS: usize = 50;
+/// Longest SLA, due offset or enrollment limit, in days.
+pub const MAX_DAYS: i32 = 365;
+/// Matured triggers each arm needs before an effect is shown.
+pub const MIN_MATURED: i64 = 20;
+/// Author of the entries the service writes itself.
+pub const SYSTEM_AUTHOR: &str = "bowtie";
+
+/// The id of a playbook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PlaybookId(pub Uuid);
+
+/// The id of a CTA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CtaId(pub Uuid);
+
+/// The id of a timeline entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ActivityId(pub Uuid);
+
+/// Serialises a contract enum as its number, so stored specs survive a rename.
+mod code {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer, E: Copy + Into<i32>>(e: &E, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_i32((*e).into())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, E: TryFrom<i32>>(d: D) -> Result<E, D::Error> {
+        let raw = i32::deserialize(d)?;
+        E::try_from(raw).map_err(|_| D::Error::custom(format!("unknown enum number {raw}")))
+    }
+}
+
+/// A list of contract enums as their numbers.
+mod codes {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer, E: Copy + Into<i32>>(
+        es: &[E],
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(es.iter().map(|e| (*e).into()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, E: TryFrom<i32>>(
+        d: D,
+    ) -> Result<Vec<E>, D::Error> {
+        Vec::<i32>::deserialize(d)?
+            .into_iter()
+            .map(|raw| {
+                E::try_from(raw).map_err(|_| D::Error::custom(format!("unknown enum number {raw}")))
+            })
+            .collect()
+    }
+}
+
+/// What fires a playbook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trigger {
+    /// The kind of event.
+    #[serde(with = "code")]
+    pub kind: TriggerKind,
+    /// CONTRACTION: the smallest contraction, in percent of the MRR before it.
+    pub percent: i32,
+    /// STAGE_ENTERED: the stage.
+    #[serde(with = "code")]
+    pub stage: Stage,
+}
+
+/// Which accounts a playbook applies to.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Filter {
+    /// Only these segments; empty for any.
+    #[serde(with = "codes")]
+    pub segments: Vec<Segment>,
+    /// Only accounts with at least this MRR.
+    pub min_mrr: Minor,
+    /// Only accounts with at most this MRR.
+    pub max_mrr: Option<Minor>,
+}
+
+impl Filter {
+    /// Whether an account with these facts passes.
+    pub fn admits(&self, facts: &AccountFacts) -> bool {
+        (self.segments.is_empty() || self.segments.contains(&facts.segment))
+            && facts.mrr >= self.min_mrr
+            && self.max_mrr.is_none_or(|max| facts.mrr <= max)
+    }
+}
+
+/// One step of a playbook: a task of its CTAs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    /// What to do.
+    pub title: String,
+    /// Days after opening that it is due.
+    pub due_offset_days: i32,
+}
+
+/// A playbook's definition: what one version holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlaybookSpec {
+    /// Unique name.
+    pub name: String,
+    /// What it is for.
+    pub description: String,
+    /// What fires it.
+    pub trigger: Trigger,
+    /// Which accounts it applies to.
+    pub filter: Filter,
+    /// The type of its CTAs.
+    #[serde(with = "code")]
+    pub cta_type: CtaType,
+    /// Their priority.
+    #[serde(with = "code")]
+    pub priority: Priority,
+    /// Who gets a CTA when the account has neither CSM nor owner.
+    pub owner_pool: Vec<String>,
+    /// Days from opening to due.
+    pub sla_days: i32,
+    /// The tasks of its CTAs.
+    pub steps: Vec<Step>,
+    /// When its CTAs close by themselves.
+    #[serde(with = "code")]
+    pub auto_close: AutoClose,
+    /// AUTO_CLOSE_RISK_BELOW_THRESHOLD: the churn risk in basis points.
+    pub risk_threshold_bp: i32,
+    /// At most one trigger per account per this many days; 0 for no limit.
+    pub enrollment_limit_days: i32,
+    /// Whether it acts.
+    #[serde(with = "code")]
+    pub mode: PlaybookMode,
+    /// HOLDOUT: the share of triggers held out, in percent.
+    pub holdout_percent: i32,
+}
+
+/// A playbook at one version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Playbook {
+    /// Its id.
+    pub id: PlaybookId,
+    /// The version, from 1.
+    pub version: i64,
+    /// The definition.
+    pub spec: PlaybookSpec,
+    /// When the playbook was created.
+    pub created_at: Instant,
+    /// When this version was written.
+    pub updated_at: Instant,
+}
+
+/// What success knows of an account from the other services' feeds.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AccountFacts {
+    /// The account.
+    pub account_id: AccountId,
+    /// Its CSM (accounts), empty when none.
+    pub csm: String,
+    /// Its owner (accounts), empty when none.
+    pub owner: String,
+    /// Its segment (accounts).
+    pub segment: Segment,
+    /// Its MRR in the reporting currency (revenue).
+    pub mrr: Minor,
+    /// Whether its health is in the red band (scoring).
+    pub red: bool,
+    /// Its churn risk in basis points, when scoring has a model (scoring).
+    pub churn_risk_bp: Option<i32>,
+    /// Whether it has reached first value (funnel).
+    pub first_value: bool,
+}
+
+/// An event of another service, as a playbook trigger sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// What happened.
+    pub kind: TriggerKind,
+    /// The account.
+    pub account_id: AccountId,
+    /// When it happened.
+    pub at: Instant,
+    /// What happened, in one line (the CTA's reason).
+    pub reason: String,
+    /// CONTRACTION: the share of MRR lost, in percent.
+    pub percent: i32,
+    /// STAGE_ENTERED: the stage entered.
+    pub stage: Stage,
+}
+
+impl Trigger {
+    /// Whether `event` is one this trigger fires on.
+    pub fn fires_on(&self, event: &Event) -> bool {
+        self.kind == event.kind
+            && match self.kind {
+                TriggerKind::Contraction => event.percent >= self.percent,
+                TriggerKind::StageEntered => event.stage == self.stage,
+                _ => true,
+            }
+    }
+}
+
+/// Which arm of the effectiveness comparison a trigger falls in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arm {
+    /// The play ran: a CTA was opened or updated.
+    Treated = 1,
+    /// Held out by the HOLDOUT draw: recorded, no CTA.
+    HeldOut = 2,
+}
+
+impl Arm {
+    /// The stored number.
+    pub fn code(self) -> i32 {
+        self as i32
+    }
+
+    /// The arm of a stored number.
+    pub fn from_code(code: i32) -> Option<Self> {
+        match code {
+            1 => Some(Self::Treated),
+            2 => Some(Self::HeldOut),
+            _ => None,
+        }
+    }
+}
+
+/// Whether a HOLDOUT playbook holds this account's triggers out:
+/// `hash(playbook, account, seed) mod 100 < percent` (docs/design.md
+/// section 6.3). The hash is SHA-256 of the three, so the draw is the same on
+/// every replica and after every restart, and an account stays in its arm.
+pub fn held_out(playbook: PlaybookId, account: AccountId, seed: &str, percent: i32) -> bool {
+    let mut hash = Sha256::new();
+    hash.update(playbook.0.as_bytes());
+    hash.update(account.0.as_bytes());
+    hash.update(seed.as_bytes());
+    let digest = hash.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    (u64::from_be_bytes(first) % 100) < percent.clamp(0, 100) as u64
+}
+
+/// What a trigger leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Open a new CTA (treated).
+    Open,
+    /// Count it on the account's open CTA from this playbook (treated).
+    Update(CtaId),
+    /// Record it held out; no CTA.
+    HoldOut,
+    /// Ignore it, and say why.
+    Skip(Skip),
+}
+
+/// Why a trigger was ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// The playbook is OFF.
+    Off,
+    /// The account does not pass the filter.
+    Filtered,
+    /// The open CTA is snoozed.
+    Snoozed,
+    /// The enrollment limit: the account was enrolled too recently.
+    Enrolled,
+}
+
+/// The open (not closed) CTA of an account from one playbook, as the
+/// trigger decision needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenCta {
+    /// Its id.
+    pub id: CtaId,
+    /// Its status.
+    pub status: CtaStatus,
+    /// SNOOZED: until when.
+    pub snooze_until: Option<Instant>,
+}
+
+/// Decides what a trigger of `playbook` at `at` does, given the account's
+/// facts, its open CTA from this playbook and its last enrollment (the last
+/// trigger that was treated or held out).
+pub fn decide(
+    playbook: &Playbook,
+    facts: &AccountFacts,
+    open: Option<OpenCta>,
+    last_enrolled: Option<Instant>,
+    at: Instant,
+    seed: &str,
+) -> Decision {
+    let spec = &playbook.spec;
+    if spec.mode == PlaybookMode::Off {
+        return Decision::Skip(Skip::Off);
+    }
+    if !spec.filter.admits(facts) {
+        return Decision::Skip(Skip::Filtered);
+    }
+    if let Some(open) = open {
+        if open.status == CtaStatus::Snoozed && open.snooze_until.is_some_and(|until| at < until) {
+            return Decision::Skip(Skip::Snoozed);
+        }
+        return Decision::Update(open.id);
+    }
+    if spec.enrollment_limit_days > 0
+        && last_enrolled.is_some_and(|last| {
+            at.micros_since(last) < i64::from(spec.enrollment_limit_days) * MICROS_PER_DAY
+        })
+    {
+        return Decision::Skip(Skip::Enrolled);
+    }
+    if spec.mode == PlaybookMode::Holdout
+        && held_out(playbook.id, facts.account_id, seed, spec.holdout_percent)
+    {
+        return Decision::HoldOut;
+    }
+    Decision::Open
+}
+
+/// Who owns a new CTA (docs/design.md section 6.2): the account's CSM, else
+/// its owner, else the pool member with the fewest open CTAs, ties by name.
+/// `open_count` answers how many open CTAs a member has. `None` when there is
+/// nobody at all.
+pub fn assign_owner(
+    facts: &AccountFacts,
+    pool: &[String],
+    open_count: impl Fn(&str) -> i64,
+) -> Option<String> {
+    if !facts.csm.is_empty() {
+        return Some(facts.csm.clone());
+    }
+    if !facts.owner.is_empty() {
+        return Some(facts.owner.clone());
+    }
+    pool.iter()
+        .map(|m| (open_count(m), m))
+        .min_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)))
+        .map(|(_, m)| m.clone())
+}
+
+/// Whether a person may move a CTA from `from` to `to` (with `outcome` when
+/// closing). Legal: OPEN -> IN_PROGRESS, OPEN/IN_PROGRESS -> SNOOZED,
+/// SNOOZED -> OPEN/IN_PROGRESS, any open status -> CLOSED with a person's
+/// outcome, CLOSED -> OPEN (reopen). Everything else is FAILED_PRECONDITION
+/// naming both states.
+pub fn check_transition(from: CtaStatus, to: CtaStatus, outcome: Outcome) -> Result<(), Error> {
+    use CtaStatus::{Closed, InProgress, Open, Snoozed};
+    let legal = matches!(
+        (from, to),
+        (Open, InProgress)
+            | (Open | InProgress, Snoozed)
+            | (Snoozed, Open | InProgress)
+            | (Open | InProgress | Snoozed, Closed)
+            | (Closed, Open)
+    );
+    if !legal {
+        return Err(Error::FailedPrecondition(format!(
+            "a CTA cannot go from {} to {}",
+            from.as_str_name(),
+            to.as_str_name()
+        )));
+    }
+    if to == Closed && matches!(outcome, Outcome::Unspecified | Outcome::AutoClosed) {
+        return Err(Error::invalid(
+            "outcome",
+            "closing needs SAVED, LOST, WON or NOT_NEEDED",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether an open CTA of a playbook with `auto_close` closes itself now
+/// that the account has these facts.
+pub fn auto_closes(auto_close: AutoClose, risk_threshold_bp: i32, facts: &AccountFacts) -> bool {
+    match auto_close {
+        AutoClose::Unspecified => false,
+        AutoClose::HealthOutOfRed => !facts.red,
+        AutoClose::RiskBelowThreshold => facts
+            .churn_risk_bp
+            .is_some_and(|risk| risk < risk_threshold_bp),
+        AutoClose::FirstValue => facts.first_value,
+    }
+}
+
+/// One arm of the comparison: triggers, matured triggers and churned ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ArmCounts {
+    /// Triggers in the period.
+    pub triggers: i64,
+    /// Triggers whose horizon has passed.
+    pub matured: i64,
+    /// Matured triggers whose account churned within the horizon.
+    pub churned: i64,
+}
+
+impl ArmCounts {
+    /// churned / matured; `None` without matured triggers.
+    pub fn churn_rate(&self) -> Option<f64> {
+        (self.matured > 0).then(|| self.churned as f64 / self.matured as f64)
+    }
+}
+
+/// The effect of a playbook on churn: treated rate minus comparison rate,
+/// with its 95% interval (normal approximation of the difference of two
+/// proportions, docs/design.md section 6.3).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Effect {
+    /// churn_rate(treated) - churn_rate(comparison).
+    pub difference: f64,
+    /// Lower end of the 95% interval.
+    pub low: f64,
+    /// Upper end of the 95% interval.
+    pub high: f64,
+}
+
+/// The effect, or why there is none: each arm needs [`MIN_MATURED`] matured
+/// triggers.
+pub fn effect(treated: ArmCounts, comparison: ArmCounts) -> Result<Effect, String> {
+    if treated.matured < MIN_MATURED || comparison.matured < MIN_MATURED {
+        return Err(format!(
+            "an effect needs {MIN_MATURED} matured triggers in each arm; there are {} treated and {} in the comparison group",
+            treated.matured, comparison.matured
+        ));
+    }
+    let (n1, n2) = (treated.matured as f64, comparison.matured as f64);
+    let (p1, p2) = (treated.churned as f64 / n1, comparison.churned as f64 / n2);
+    let difference = p1 - p2;
+    let half = 1.96 * (p1 * (1.0 - p1) / n1 + p2 * (1.0 - p2) / n2).sqrt();
+    Ok(Effect {
+        difference,
+        low: difference - half,
+        high: difference + half,
+    })
+}
+
+/// Whether an account that churned at the instants `churns` counts as
+/// churned for a trigger at `at` judged over `horizon_days`.
+pub fn churned_within(at: Instant, horizon_days: i32, churns: &[Instant]) -> bool {
+    let end = at.plus_days(i64::from(horizon_days));
+    churns.iter().any(|c| *c >= at && *c <= end)
+}
+
+/// The median of `values`, `None` when empty.
+pub fn median(values: &mut [f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    Some(if values.len().is_multiple_of(2) {
+        (values[mid - 1] + values[mid]) / 2.0
+    } else {
+        values[mid]
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,317 @@
+//! The success rules with hand-worked expectations.
+
+use super::*;
+
+fn playbook(mode: PlaybookMode) -> Playbook {
+    Playbook {
+        id: PlaybookId(Uuid::from_u128(7)),
+        version: 1,
+        spec: PlaybookSpec {
+            name: "Save red accounts".into(),
+            description: String::new(),
+            trigger: Trigger {
+                kind: TriggerKind::EnteredRed,
+                percent: 0,
+                stage: Stage::Unspecified,
+            },
+            filter: Filter::default(),
+            cta_type: CtaType::Risk,
+            priority: Priority::High,
+            owner_pool: vec![],
+            sla_days: 7,
+            steps: vec![],
+            auto_close: AutoClose::HealthOutOfRed,
+            risk_threshold_bp: 0,
+            enrollment_limit_days: 30,
+            mode,
+            holdout_percent: 50,
+        },
+        created_at: Instant::EPOCH,
+        updated_at: Instant::EPOCH,
+    }
+}
+
+fn facts(n: u128) -> AccountFacts {
+    AccountFacts {
+        account_id: AccountId(Uuid::from_u128(n)),
+        segment: Segment::MidMarket,
+        mrr: Minor(50_000),
+        red: true,
+        ..AccountFacts::default()
+    }
+}
+
+fn event(kind: TriggerKind) -> Event {
+    Event {
+        kind,
+        account_id: AccountId(Uuid::from_u128(1)),
+        at: Instant::EPOCH.plus_days(100),
+        reason: "entered red".into(),
+        percent: 0,
+        stage: Stage::Unspecified,
+    }
+}
+
+#[test]
+fn a_trigger_fires_on_its_kind_and_a_contraction_only_past_its_percent() {
+    let red = Trigger {
+        kind: TriggerKind::EnteredRed,
+        percent: 0,
+        stage: Stage::Unspecified,
+    };
+    assert!(red.fires_on(&event(TriggerKind::EnteredRed)));
+    assert!(!red.fires_on(&event(TriggerKind::HighRisk)));
+    let contraction = Trigger {
+        kind: TriggerKind::Contraction,
+        percent: 20,
+        stage: Stage::Unspecified,
+    };
+    let mut small = event(TriggerKind::Contraction);
+    small.percent = 19;
+    assert!(!contraction.fires_on(&small));
+    small.percent = 20;
+    assert!(contraction.fires_on(&small));
+    let onboarding = Trigger {
+        kind: TriggerKind::StageEntered,
+        percent: 0,
+        stage: Stage::Onboarding,
+    };
+    let mut entered = event(TriggerKind::StageEntered);
+    entered.stage = Stage::Impact;
+    assert!(!onboarding.fires_on(&entered));
+    entered.stage = Stage::Onboarding;
+    assert!(onboarding.fires_on(&entered));
+}
+
+#[test]
+fn a_filter_admits_by_segment_and_mrr_range() {
+    let filter = Filter {
+        segments: vec![Segment::Enterprise, Segment::MidMarket],
+        min_mrr: Minor(10_000),
+        max_mrr: Some(Minor(50_000)),
+    };
+    assert!(filter.admits(&facts(1)));
+    let mut smb = facts(1);
+    smb.segment = Segment::Smb;
+    assert!(!filter.admits(&smb));
+    let mut big = facts(1);
+    big.mrr = Minor(50_001);
+    assert!(!filter.admits(&big));
+    let mut small = facts(1);
+    small.mrr = Minor(9_999);
+    assert!(!filter.admits(&small));
+}
+
+#[test]
+fn a_repeated_trigger_updates_the_open_cta_instead_of_opening_another() {
+    let open = OpenCta {
+        id: CtaId(Uuid::from_u128(9)),
+        status: CtaStatus::InProgress,
+        snooze_until: None,
+    };
+    let at = Instant::EPOCH.plus_days(100);
+    let p = playbook(PlaybookMode::On);
+    assert_eq!(decide(&p, &facts(1), None, None, at, "s"), Decision::Open);
+    assert_eq!(
+        decide(&p, &facts(1), Some(open), Some(at), at, "s"),
+        Decision::Update(open.id)
+    );
+}
+
+#[test]
+fn a_snoozed_cta_suppresses_its_trigger_until_the_snooze_ends() {
+    let until = Instant::EPOCH.plus_days(110);
+    let open = OpenCta {
+        id: CtaId(Uuid::from_u128(9)),
+        status: CtaStatus::Snoozed,
+        snooze_until: Some(until),
+    };
+    let p = playbook(PlaybookMode::On);
+    let before = until.plus_micros(-1);
+    assert_eq!(
+        decide(&p, &facts(1), Some(open), None, before, "s"),
+        Decision::Skip(Skip::Snoozed)
+    );
+    assert_eq!(
+        decide(&p, &facts(1), Some(open), None, until, "s"),
+        Decision::Update(open.id)
+    );
+}
+
+#[test]
+fn the_enrollment_limit_skips_a_trigger_inside_its_window_only() {
+    let p = playbook(PlaybookMode::On);
+    let last = Instant::EPOCH.plus_days(100);
+    let inside = last.plus_days(30).plus_micros(-1);
+    assert_eq!(
+        decide(&p, &facts(1), None, Some(last), inside, "s"),
+        Decision::Skip(Skip::Enrolled)
+    );
+    assert_eq!(
+        decide(&p, &facts(1), None, Some(last), last.plus_days(30), "s"),
+        Decision::Open
+    );
+}
+
+#[test]
+fn an_off_playbook_or_a_filtered_account_opens_nothing() {
+    let at = Instant::EPOCH.plus_days(100);
+    assert_eq!(
+        decide(&playbook(PlaybookMode::Off), &facts(1), None, None, at, "s"),
+        Decision::Skip(Skip::Off)
+    );
+    let mut p = playbook(PlaybookMode::On);
+    p.spec.filter.segments = vec![Segment::Enterprise];
+    assert_eq!(
+        decide(&p, &facts(1), None, None, at, "s"),
+        Decision::Skip(Skip::Filtered)
+    );
+}
+
+#[test]
+fn the_holdout_draw_is_stable_and_holds_out_about_its_share() {
+    let p = playbook(PlaybookMode::Holdout);
+    let at = Instant::EPOCH.plus_days(100);
+    let held = (0..2_000u128)
+        .filter(|n| decide(&p, &facts(*n), None, None, at, "seed") == Decision::HoldOut)
+        .count();
+    // 50% of 2,000 with a binomial standard deviation of about 22.
+    assert!((900..=1100).contains(&held), "{held} held out");
+    // The same account, playbook and seed always land in the same arm.
+    for n in 0..50u128 {
+        let a = held_out(p.id, facts(n).account_id, "seed", 50);
+        assert_eq!(a, held_out(p.id, facts(n).account_id, "seed", 50));
+    }
+    assert!(!held_out(p.id, facts(1).account_id, "seed", 0));
+    assert!(held_out(p.id, facts(1).account_id, "seed", 100));
+}
+
+#[test]
+fn the_owner_is_the_csm_else_the_owner_else_the_least_loaded_pool_member() {
+    let pool = vec![
+        "zoe@x.io".to_owned(),
+        "amy@x.io".to_owned(),
+        "bob@x.io".to_owned(),
+    ];
+    let load = |m: &str| match m {
+        "zoe@x.io" => 1,
+        "amy@x.io" => 3,
+        _ => 1,
+    };
+    let mut f = facts(1);
+    f.csm = "csm@x.io".into();
+    f.owner = "ae@x.io".into();
+    assert_eq!(assign_owner(&f, &pool, load).as_deref(), Some("csm@x.io"));
+    f.csm.clear();
+    assert_eq!(assign_owner(&f, &pool, load).as_deref(), Some("ae@x.io"));
+    f.owner.clear();
+    // zoe and bob both have 1 open CTA: the tie goes to the first name.
+    assert_eq!(assign_owner(&f, &pool, load).as_deref(), Some("bob@x.io"));
+    assert_eq!(assign_owner(&f, &[], load), None);
+}
+
+#[test]
+fn illegal_status_changes_name_both_states() {
+    assert!(check_transition(CtaStatus::Open, CtaStatus::InProgress, Outcome::Unspecified).is_ok());
+    assert!(check_transition(CtaStatus::Snoozed, CtaStatus::Open, Outcome::Unspecified).is_ok());
+    assert!(check_transition(CtaStatus::InProgress, CtaStatus::Closed, Outcome::Saved).is_ok());
+    assert!(check_transition(CtaStatus::Closed, CtaStatus::Open, Outcome::Unspecified).is_ok());
+    let Err(Error::FailedPrecondition(message)) = check_transition(
+        CtaStatus::Closed,
+        CtaStatus::InProgress,
+        Outcome::Unspecified,
+    ) else {
+        panic!("expected FAILED_PRECONDITION");
+    };
+    assert_eq!(
+        message,
+        "a CTA cannot go from CTA_STATUS_CLOSED to CTA_STATUS_IN_PROGRESS"
+    );
+    assert!(matches!(
+        check_transition(CtaStatus::Open, CtaStatus::Closed, Outcome::AutoClosed),
+        Err(Error::InvalidArgument(_))
+    ));
+}
+
+#[test]
+fn auto_close_follows_the_playbooks_condition() {
+    let mut f = facts(1);
+    assert!(!auto_closes(AutoClose::HealthOutOfRed, 0, &f));
+    f.red = false;
+    assert!(auto_closes(AutoClose::HealthOutOfRed, 0, &f));
+    f.churn_risk_bp = Some(2_999);
+    assert!(auto_closes(AutoClose::RiskBelowThreshold, 3_000, &f));
+    f.churn_risk_bp = Some(3_000);
+    assert!(!auto_closes(AutoClose::RiskBelowThreshold, 3_000, &f));
+    assert!(!auto_closes(AutoClose::FirstValue, 0, &f));
+    assert!(!auto_closes(AutoClose::Unspecified, 0, &f));
+}
+
+#[test]
+fn the_effect_and_its_interval_match_the_hand_worked_figures() -> Result<(), String> {
+    // Treated: 8 of 40 churned (0.2); held out: 10 of 25 (0.4).
+    // Variance 0.2*0.8/40 + 0.4*0.6/25 = 0.004 + 0.0096 = 0.0136,
+    // half width 1.96 * sqrt(0.0136) = 0.2285733...
+    let e = effect(
+        ArmCounts {
+            triggers: 45,
+            matured: 40,
+            churned: 8,
+        },
+        ArmCounts {
+            triggers: 30,
+            matured: 25,
+            churned: 10,
+        },
+    )?;
+    assert!((e.difference - -0.2).abs() < 1e-12);
+    assert!((e.low - -0.428_573_314_277_935_8).abs() < 1e-12);
+    assert!((e.high - 0.028_573_314_277_935_8).abs() < 1e-12);
+    Ok(())
+}
+
+#[test]
+fn an_arm_below_twenty_matured_triggers_gives_counts_not_an_effect() {
+    let enough = ArmCounts {
+        triggers: 20,
+        matured: 20,
+        churned: 2,
+    };
+    let few = ArmCounts {
+        triggers: 30,
+        matured: 19,
+        churned: 5,
+    };
+    assert_eq!(
+        effect(enough, few).err().as_deref(),
+        Some(
+            "an effect needs 20 matured triggers in each arm; there are 20 treated and 19 in the comparison group"
+        )
+    );
+    assert_eq!(few.churn_rate(), Some(5.0 / 19.0));
+    assert_eq!(ArmCounts::default().churn_rate(), None);
+}
+
+#[test]
+fn a_churn_counts_within_the_horizon_inclusive() {
+    let at = Instant::EPOCH.plus_days(10);
+    assert!(churned_within(at, 90, &[at.plus_days(90)]));
+    assert!(!churned_within(at, 90, &[at.plus_days(90).plus_micros(1)]));
+    assert!(!churned_within(at, 90, &[at.plus_micros(-1)]));
+    assert_eq!(median(&mut [5.0, 1.0, 3.0, 2.0]), Some(2.5));
+    assert_eq!(median(&mut []), None);
+}
+
+#[test]
+fn a_spec_round_trips_through_its_stored_form() -> Result<(), serde_json::Error> {
+    let mut spec = playbook(PlaybookMode::Holdout).spec;
+    spec.filter.segments = vec![Segment::Smb];
+    spec.steps = vec![Step {
+        title: "Call the champion".into(),
+        due_offset_days: 2,
+    }];
+    let stored = serde_json::to_string(&spec)?;
+    assert!(stored.contains("\"mode\":3"), "{stored}");
+    assert_eq!(serde_json::from_str::<PlaybookSpec>(&stored)?, spec);
+    Ok(())
+}
