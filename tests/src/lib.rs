@@ -45,6 +45,7 @@ pub mod revenue;
 pub mod robustness;
 pub mod scoring;
 pub mod stack;
+pub mod success;
 pub mod tls;
 
 /// A peer address nothing listens on.
@@ -191,6 +192,7 @@ impl TestDatabase {
             (&mut settings.funnel, "funnel"),
             (&mut settings.revenue, "revenue"),
             (&mut settings.scoring, "scoring"),
+            (&mut settings.success, "success"),
         ] {
             service.listen = any_port;
             service.database = self.service_database(name);
@@ -206,6 +208,7 @@ impl TestDatabase {
         settings.peers.funnel = NO_PEER.to_owned();
         settings.peers.revenue = NO_PEER.to_owned();
         settings.peers.scoring = NO_PEER.to_owned();
+        settings.peers.success = NO_PEER.to_owned();
         // Rescore soon after a change, so tests do not wait.
         settings.scoring_policy.recompute_interval_ms = 20;
         settings.peers.connect_timeout_ms = 1000;

@@ -186,6 +186,8 @@ enum Service {
     Revenue,
     /// The scoring service.
     Scoring,
+    /// The success service.
+    Success,
     /// The HTTP/JSON gateway and dashboard (no database of its own).
     Gateway,
 }
@@ -196,6 +198,7 @@ const ALL_SERVICES: &[Service] = &[
     Service::Revenue,
     Service::Funnel,
     Service::Scoring,
+    Service::Success,
 ];
 
 fn main() -> std::process::ExitCode {
@@ -308,6 +311,10 @@ async fn run(command: Command, mut settings: Settings, log: Option<String>) -> a
                 }
                 Service::Scoring => {
                     migrate::<bowtie_scoring::storage::Migrator>(&settings.scoring.database)
+                        .await?;
+                }
+                Service::Success => {
+                    migrate::<bowtie_success::storage::Migrator>(&settings.success.database)
                         .await?;
                 }
                 Service::Gateway => {}
@@ -437,6 +444,7 @@ fn service_name(service: Service) -> &'static str {
         Service::Funnel => "funnel",
         Service::Revenue => "revenue",
         Service::Scoring => "scoring",
+        Service::Success => "success",
         Service::Gateway => "gateway",
     }
 }
@@ -450,6 +458,7 @@ fn dev(settings: &mut Settings, data_dir: &std::path::Path, banner: &mut Banner)
         (&mut settings.funnel, "funnel"),
         (&mut settings.revenue, "revenue"),
         (&mut settings.scoring, "scoring"),
+        (&mut settings.success, "success"),
     ] {
         let default_url = format!("sqlite://data/{name}.db");
         if service.database.url() == default_url {
@@ -588,6 +597,7 @@ fn settle_ports(settings: &mut Settings) -> anyhow::Result<()> {
         &mut settings.funnel,
         &mut settings.revenue,
         &mut settings.scoring,
+        &mut settings.success,
     ] {
         if service.listen.port() == 0 {
             let probe = std::net::TcpListener::bind(service.listen)
@@ -606,6 +616,7 @@ fn settle_ports(settings: &mut Settings) -> anyhow::Result<()> {
     settings.peers.funnel = format!("{scheme}://{}", settings.funnel.listen);
     settings.peers.revenue = format!("{scheme}://{}", settings.revenue.listen);
     settings.peers.scoring = format!("{scheme}://{}", settings.scoring.listen);
+    settings.peers.success = format!("{scheme}://{}", settings.success.listen);
     Ok(())
 }
 
@@ -662,6 +673,7 @@ async fn serve(
             Service::Funnel => bowtie_funnel::build(&settings, keys, shutdown).await,
             Service::Revenue => bowtie_revenue::build(&settings, keys, shutdown).await,
             Service::Scoring => bowtie_scoring::build(&settings, keys, shutdown).await,
+            Service::Success => bowtie_success::build(&settings, keys, shutdown).await,
             Service::Gateway => continue,
         }
         .with_context(|| format!("starting {name}"))?;

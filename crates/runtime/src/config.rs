@@ -31,6 +31,8 @@ pub struct Settings {
     pub revenue: ServiceSettings,
     /// The scoring service.
     pub scoring: ServiceSettings,
+    /// The success service.
+    pub success: ServiceSettings,
     /// The HTTP/JSON gateway and dashboard.
     pub gateway: GatewaySettings,
     /// How services reach each other.
@@ -39,6 +41,17 @@ pub struct Settings {
     pub revenue_policy: RevenuePolicySettings,
     /// Health scoring, churn model, alerts and value segment policy.
     pub scoring_policy: ScoringPolicySettings,
+    /// Playbook effectiveness policy.
+    pub success_policy: SuccessPolicySettings,
+}
+
+/// How the success service judges playbooks (docs/design.md section 6.3).
+#[derive(Debug, Clone, Deserialize)]
+pub struct SuccessPolicySettings {
+    /// Days after a trigger that its outcome is judged.
+    pub horizon_days: i32,
+    /// Seed of the holdout draw.
+    pub holdout_seed: String,
 }
 
 /// What the scoring service accepts and decides: signal time tolerance, the
@@ -118,6 +131,8 @@ pub struct PeerSettings {
     pub revenue: String,
     /// The scoring service.
     pub scoring: String,
+    /// The success service.
+    pub success: String,
     /// API key (read scope is enough) presented to peers. Secret.
     pub api_key: SecretString,
     /// Time allowed to connect to a peer.

@@ -70,3 +70,9 @@ contract!(
     ScoringServiceServer,
     ScoringService
 );
+contract!(
+    success,
+    success_service_server,
+    SuccessServiceServer,
+    SuccessService
+);

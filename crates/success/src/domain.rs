@@ -239,6 +239,8 @@ pub enum Arm {
     Treated = 1,
     /// Held out by the HOLDOUT draw: recorded, no CTA.
     HeldOut = 2,
+    /// The playbook was OFF: recorded as the observational comparison group.
+    Untreated = 3,
 }
 
 impl Arm {
@@ -252,6 +254,7 @@ impl Arm {
         match code {
             1 => Some(Self::Treated),
             2 => Some(Self::HeldOut),
+            3 => Some(Self::Untreated),
             _ => None,
         }
     }
@@ -281,6 +284,8 @@ pub enum Decision {
     Update(CtaId),
     /// Record it held out; no CTA.
     HoldOut,
+    /// The playbook is OFF: record it for the observational comparison; no CTA.
+    Observe,
     /// Ignore it, and say why.
     Skip(Skip),
 }
@@ -288,8 +293,6 @@ pub enum Decision {
 /// Why a trigger was ignored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Skip {
-    /// The playbook is OFF.
-    Off,
     /// The account does not pass the filter.
     Filtered,
     /// The open CTA is snoozed.
@@ -312,7 +315,9 @@ pub struct OpenCta {
 
 /// Decides what a trigger of `playbook` at `at` does, given the account's
 /// facts, its open CTA from this playbook and its last enrollment (the last
-/// trigger that was treated or held out).
+/// recorded trigger, in any arm). An OFF playbook opens nothing but records
+/// the trigger, so the accounts it would have treated form the
+/// observational comparison group of docs/design.md section 6.3.
 pub fn decide(
     playbook: &Playbook,
     facts: &AccountFacts,
@@ -322,13 +327,12 @@ pub fn decide(
     seed: &str,
 ) -> Decision {
     let spec = &playbook.spec;
-    if spec.mode == PlaybookMode::Off {
-        return Decision::Skip(Skip::Off);
-    }
     if !spec.filter.admits(facts) {
         return Decision::Skip(Skip::Filtered);
     }
-    if let Some(open) = open {
+    if spec.mode != PlaybookMode::Off
+        && let Some(open) = open
+    {
         if open.status == CtaStatus::Snoozed && open.snooze_until.is_some_and(|until| at < until) {
             return Decision::Skip(Skip::Snoozed);
         }
@@ -340,6 +344,9 @@ pub fn decide(
         })
     {
         return Decision::Skip(Skip::Enrolled);
+    }
+    if spec.mode == PlaybookMode::Off {
+        return Decision::Observe;
     }
     if spec.mode == PlaybookMode::Holdout
         && held_out(playbook.id, facts.account_id, seed, spec.holdout_percent)

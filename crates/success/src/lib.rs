@@ -8,4 +8,49 @@
 //! (tables and queries), `service` (units of work), `feeds` (the consumers),
 //! `api` (thin tonic handlers).
 
+pub mod api;
+pub mod convert;
 pub mod domain;
+pub mod feeds;
+pub mod service;
+pub mod storage;
+
+use std::sync::Arc;
+
+use bowtie_proto::success::success_service_server::SuccessServiceServer;
+use bowtie_runtime::auth::ApiKeys;
+use bowtie_runtime::bootstrap::Bootstrap;
+use bowtie_runtime::config::Settings;
+use bowtie_runtime::peer::AccountDirectory;
+use bowtie_runtime::server::GrpcServer;
+use bowtie_runtime::shutdown::Shutdown;
+
+/// Methods that need the admin scope: changing playbooks.
+pub const ADMIN_METHODS: &[&str] = &["CreatePlaybook", "UpdatePlaybook"];
+
+/// Connects the success database, applies migrations, starts the feed
+/// consumers and binds the server on `settings.success.listen`.
+pub async fn build(
+    settings: &Settings,
+    keys: Arc<ApiKeys>,
+    shutdown: Shutdown,
+) -> anyhow::Result<GrpcServer> {
+    let boot =
+        Bootstrap::open::<storage::Migrator>(settings, &settings.success, keys, shutdown).await?;
+    let app = service::Success::new(
+        boot.store(),
+        AccountDirectory::connect(&settings.peers)?,
+        settings.success_policy.clone(),
+    );
+    let shutdown = boot.shutdown();
+    for consumer in [
+        feeds::accounts_consumer(&settings.peers, app.clone(), shutdown.clone())?,
+        feeds::scoring_consumer(&settings.peers, app.clone(), shutdown.clone())?,
+        feeds::revenue_consumer(&settings.peers, app.clone(), shutdown.clone())?,
+        feeds::funnel_consumer(&settings.peers, app.clone(), shutdown.clone())?,
+    ] {
+        consumer.spawn();
+    }
+    let api = SuccessServiceServer::new(api::SuccessApi::new(app));
+    boot.serve(ADMIN_METHODS, api).await
+}

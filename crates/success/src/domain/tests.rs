@@ -154,11 +154,23 @@ fn the_enrollment_limit_skips_a_trigger_inside_its_window_only() {
 }
 
 #[test]
-fn an_off_playbook_or_a_filtered_account_opens_nothing() {
+fn an_off_playbook_only_observes_and_a_filtered_account_opens_nothing() {
     let at = Instant::EPOCH.plus_days(100);
+    let open = OpenCta {
+        id: CtaId(Uuid::from_u128(9)),
+        status: CtaStatus::Open,
+        snooze_until: None,
+    };
     assert_eq!(
-        decide(&playbook(PlaybookMode::Off), &facts(1), None, None, at, "s"),
-        Decision::Skip(Skip::Off)
+        decide(
+            &playbook(PlaybookMode::Off),
+            &facts(1),
+            Some(open),
+            None,
+            at,
+            "s"
+        ),
+        Decision::Observe
     );
     let mut p = playbook(PlaybookMode::On);
     p.spec.filter.segments = vec![Segment::Enterprise];

@@ -1,0 +1,367 @@
+//! Between the wire and the domain: every request is parsed into checked
+//! domain values with field-named violations, and every response message is
+//! built here from domain values.
+
+use bowtie_proto::success as pb;
+use bowtie_runtime::error::FieldViolations;
+use bowtie_runtime::validate::{enum_value, optional_text, required_text};
+use bowtie_runtime::{Instant, Minor};
+
+use crate::domain::*;
+use crate::service::Effectiveness;
+use crate::storage::{Activity, Comment, Cta, Task};
+
+fn days(v: &mut FieldViolations, field: &str, raw: i32) -> Option<i32> {
+    if (0..=MAX_DAYS).contains(&raw) {
+        Some(raw)
+    } else {
+        v.add(field, format!("must be between 0 and {MAX_DAYS} days"));
+        None
+    }
+}
+
+fn trigger(v: &mut FieldViolations, field: &str, t: Option<&pb::Trigger>) -> Option<Trigger> {
+    let Some(t) = t else {
+        v.add(field, "is required");
+        return None;
+    };
+    let kind = enum_value::<TriggerKind>(v, &format!("{field}.kind"), t.kind, true)?;
+    let mut percent = 0;
+    let mut stage = Stage::Unspecified;
+    match kind {
+        TriggerKind::Contraction => {
+            if (1..=100).contains(&t.percent) {
+                percent = t.percent;
+            } else {
+                v.add(format!("{field}.percent"), "must be between 1 and 100");
+                return None;
+            }
+        }
+        TriggerKind::StageEntered => {
+            stage = enum_value::<Stage>(v, &format!("{field}.stage"), t.stage, true)?;
+        }
+        _ => {}
+    }
+    Some(Trigger {
+        kind,
+        percent,
+        stage,
+    })
+}
+
+fn filter(v: &mut FieldViolations, field: &str, f: Option<&pb::Filter>) -> Option<Filter> {
+    let Some(f) = f else {
+        return Some(Filter::default());
+    };
+    let mut segments = Vec::new();
+    for (i, raw) in f.segments.iter().enumerate() {
+        segments.push(enum_value::<Segment>(
+            v,
+            &format!("{field}.segments[{i}]"),
+            *raw,
+            true,
+        )?);
+    }
+    if f.min_mrr_minor_units < 0 {
+        v.add(
+            format!("{field}.min_mrr_minor_units"),
+            "must not be negative",
+        );
+        return None;
+    }
+    if f.max_mrr_minor_units < 0
+        || (f.max_mrr_minor_units > 0 && f.max_mrr_minor_units < f.min_mrr_minor_units)
+    {
+        v.add(
+            format!("{field}.max_mrr_minor_units"),
+            "must be 0 (no bound) or at least min_mrr_minor_units",
+        );
+        return None;
+    }
+    Some(Filter {
+        segments,
+        min_mrr: Minor(f.min_mrr_minor_units),
+        max_mrr: (f.max_mrr_minor_units > 0).then_some(Minor(f.max_mrr_minor_units)),
+    })
+}
+
+fn names(v: &mut FieldViolations, field: &str, raw: &[String]) -> Option<Vec<String>> {
+    if raw.len() > MAX_ITEMS {
+        v.add(field, format!("must have at most {MAX_ITEMS} entries"));
+        return None;
+    }
+    raw.iter()
+        .enumerate()
+        .map(|(i, name)| required_text(v, &format!("{field}[{i}]"), name, MAX_NAME))
+        .collect()
+}
+
+/// Parses a playbook definition.
+pub fn spec_from_pb(
+    v: &mut FieldViolations,
+    field: &str,
+    s: Option<&pb::PlaybookSpec>,
+) -> Option<PlaybookSpec> {
+    let Some(s) = s else {
+        v.add(field, "is required");
+        return None;
+    };
+    let name = required_text(v, &format!("{field}.name"), &s.name, MAX_NAME);
+    let description = optional_text(
+        v,
+        &format!("{field}.description"),
+        &s.description,
+        MAX_DESCRIPTION,
+    );
+    let trigger = trigger(v, &format!("{field}.trigger"), s.trigger.as_ref());
+    let filter = filter(v, &format!("{field}.filter"), s.filter.as_ref());
+    let cta_type = enum_value::<CtaType>(v, &format!("{field}.cta_type"), s.cta_type, true);
+    let priority = enum_value::<Priority>(v, &format!("{field}.priority"), s.priority, true);
+    let owner_pool = names(v, &format!("{field}.owner_pool"), &s.owner_pool);
+    let sla_days = days(v, &format!("{field}.sla_days"), s.sla_days);
+    let steps = if s.steps.len() > MAX_ITEMS {
+        v.add(
+            format!("{field}.steps"),
+            format!("must have at most {MAX_ITEMS} steps"),
+        );
+        None
+    } else {
+        s.steps
+            .iter()
+            .enumerate()
+            .map(|(i, step)| {
+                let title = required_text(
+                    v,
+                    &format!("{field}.steps[{i}].title"),
+                    &step.title,
+                    MAX_NAME,
+                );
+                let due = days(
+                    v,
+                    &format!("{field}.steps[{i}].due_offset_days"),
+                    step.due_offset_days,
+                );
+                Some(Step {
+                    title: title?,
+                    due_offset_days: due?,
+                })
+            })
+            .collect::<Option<Vec<_>>>()
+    };
+    let auto_close =
+        enum_value::<AutoClose>(v, &format!("{field}.auto_close"), s.auto_close, false);
+    let risk_threshold_bp = match auto_close {
+        Some(AutoClose::RiskBelowThreshold) if !(1..=10_000).contains(&s.risk_threshold_bp) => {
+            v.add(
+                format!("{field}.risk_threshold_bp"),
+                "must be between 1 and 10000 basis points",
+            );
+            None
+        }
+        _ => Some(s.risk_threshold_bp.clamp(0, 10_000)),
+    };
+    let enrollment = days(
+        v,
+        &format!("{field}.enrollment_limit_days"),
+        s.enrollment_limit_days,
+    );
+    let mode = enum_value::<PlaybookMode>(v, &format!("{field}.mode"), s.mode, true);
+    let holdout_percent = match mode {
+        Some(PlaybookMode::Holdout) if !(1..=99).contains(&s.holdout_percent) => {
+            v.add(
+                format!("{field}.holdout_percent"),
+                "must be between 1 and 99 in HOLDOUT mode",
+            );
+            None
+        }
+        Some(PlaybookMode::Holdout) => Some(s.holdout_percent),
+        _ => Some(0),
+    };
+    Some(PlaybookSpec {
+        name: name?,
+        description: description?,
+        trigger: trigger?,
+        filter: filter?,
+        cta_type: cta_type?,
+        priority: priority?,
+        owner_pool: owner_pool?,
+        sla_days: sla_days?,
+        steps: steps?,
+        auto_close: auto_close?,
+        risk_threshold_bp: risk_threshold_bp?,
+        enrollment_limit_days: enrollment?,
+        mode: mode?,
+        holdout_percent: holdout_percent?,
+    })
+}
+
+fn spec_to_pb(s: &PlaybookSpec) -> pb::PlaybookSpec {
+    pb::PlaybookSpec {
+        name: s.name.clone(),
+        description: s.description.clone(),
+        trigger: Some(pb::Trigger {
+            kind: s.trigger.kind as i32,
+            percent: s.trigger.percent,
+            stage: s.trigger.stage as i32,
+        }),
+        filter: Some(pb::Filter {
+            segments: s.filter.segments.iter().map(|s| *s as i32).collect(),
+            min_mrr_minor_units: s.filter.min_mrr.get(),
+            max_mrr_minor_units: s.filter.max_mrr.map_or(0, Minor::get),
+        }),
+        cta_type: s.cta_type as i32,
+        priority: s.priority as i32,
+        owner_pool: s.owner_pool.clone(),
+        sla_days: s.sla_days,
+        steps: s
+            .steps
+            .iter()
+            .map(|step| pb::Step {
+                title: step.title.clone(),
+                due_offset_days: step.due_offset_days,
+            })
+            .collect(),
+        auto_close: s.auto_close as i32,
+        risk_threshold_bp: s.risk_threshold_bp,
+        enrollment_limit_days: s.enrollment_limit_days,
+        mode: s.mode as i32,
+        holdout_percent: s.holdout_percent,
+    }
+}
+
+/// A playbook version on the wire.
+pub fn playbook_to_pb(p: &Playbook) -> pb::Playbook {
+    pb::Playbook {
+        id: p.id.0.to_string(),
+        version: p.version,
+        spec: Some(spec_to_pb(&p.spec)),
+        update_time: Some(p.updated_at.to_timestamp()),
+        create_time: Some(p.created_at.to_timestamp()),
+    }
+}
+
+fn task_to_pb(index: usize, t: &Task) -> pb::Task {
+    pb::Task {
+        index: index as i32,
+        title: t.title.clone(),
+        due_time: Some(t.due_at.to_timestamp()),
+        status: t.status,
+    }
+}
+
+fn comment_to_pb(c: &Comment) -> pb::Comment {
+    pb::Comment {
+        author: c.author.clone(),
+        text: c.text.clone(),
+        create_time: Some(c.at.to_timestamp()),
+    }
+}
+
+/// A CTA on the wire.
+pub fn cta_to_pb(c: &Cta) -> pb::Cta {
+    pb::Cta {
+        id: c.id.0.to_string(),
+        account_id: c.account_id.to_string(),
+        playbook_id: c.playbook.map(|p| p.0.0.to_string()).unwrap_or_default(),
+        playbook_version: c.playbook.map_or(0, |p| p.1),
+        r#type: c.cta_type as i32,
+        reason: c.reason.clone(),
+        priority: c.priority as i32,
+        owner: c.owner.clone(),
+        status: c.status as i32,
+        outcome: c.outcome as i32,
+        due_time: Some(c.due_at.to_timestamp()),
+        snooze_until: c.snooze_until.map(Instant::to_timestamp),
+        snooze_reason: c.snooze_reason.clone(),
+        tasks: c
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| task_to_pb(i, t))
+            .collect(),
+        comments: c.comments.iter().map(comment_to_pb).collect(),
+        trigger_count: c.trigger_count,
+        version: c.version,
+        create_time: Some(c.created_at.to_timestamp()),
+        update_time: Some(c.updated_at.to_timestamp()),
+        close_time: c.closed_at.map(Instant::to_timestamp),
+        first_action_time: c.first_action_at.map(Instant::to_timestamp),
+    }
+}
+
+/// A timeline entry on the wire.
+pub fn activity_to_pb(a: &Activity) -> pb::Activity {
+    pb::Activity {
+        id: a.id.0.to_string(),
+        account_id: a.account_id.to_string(),
+        kind: a.kind as i32,
+        author: a.author.clone(),
+        occur_time: Some(a.occurred_at.to_timestamp()),
+        text: a.text.clone(),
+        participants: a.participants.clone(),
+    }
+}
+
+fn arm_to_pb(a: ArmCounts) -> pb::Arm {
+    pb::Arm {
+        triggers: a.triggers,
+        matured: a.matured,
+        churned: a.churned,
+        churn_rate: a.churn_rate(),
+    }
+}
+
+/// The effectiveness report on the wire.
+pub fn effectiveness_to_pb(e: &Effectiveness) -> pb::GetPlaybookEffectivenessResponse {
+    let (effect, low, high, note) = match &e.effect {
+        Ok(effect) => (
+            Some(effect.difference),
+            Some(effect.low),
+            Some(effect.high),
+            String::new(),
+        ),
+        Err(note) => (None, None, None, note.clone()),
+    };
+    pb::GetPlaybookEffectivenessResponse {
+        playbook_id: e.playbook.0.to_string(),
+        horizon_days: e.horizon_days,
+        treated: Some(arm_to_pb(e.treated)),
+        comparison: Some(arm_to_pb(e.comparison)),
+        observational: e.observational,
+        effect,
+        effect_low: low,
+        effect_high: high,
+        ctas_opened: e.ctas_opened,
+        closed_within_sla: e.closed_within_sla,
+        median_hours_to_first_action: e.median_hours_to_first_action,
+        outcomes: e.outcomes.to_vec(),
+        note,
+    }
+}
+
+/// Parses a required activity kind a person may log.
+pub fn logged_kind(v: &mut FieldViolations, field: &str, raw: i32) -> Option<ActivityKind> {
+    let kind = enum_value::<ActivityKind>(v, field, raw, true)?;
+    if matches!(
+        kind,
+        ActivityKind::Note | ActivityKind::Call | ActivityKind::Meeting | ActivityKind::Email
+    ) {
+        Some(kind)
+    } else {
+        v.add(field, "must be NOTE, CALL, MEETING or EMAIL");
+        None
+    }
+}
+
+/// Parses a list of activity kinds (a filter).
+pub fn kinds(v: &mut FieldViolations, field: &str, raw: &[i32]) -> Option<Vec<ActivityKind>> {
+    raw.iter()
+        .enumerate()
+        .map(|(i, k)| enum_value::<ActivityKind>(v, &format!("{field}[{i}]"), *k, true))
+        .collect()
+}
+
+/// Parses participants of an activity.
+pub fn participants(v: &mut FieldViolations, field: &str, raw: &[String]) -> Option<Vec<String>> {
+    names(v, field, raw)
+}

@@ -1,0 +1,346 @@
+//! The change feeds success follows, each through the runtime's consumer
+//! (stored cursor, exactly-once application), and what each event means to
+//! it (docs/design.md section 6):
+//!
+//! - scoring: `alert.raised` fires the ENTERED_RED, SCORE_DROP and HIGH_RISK
+//!   triggers and lands on the timeline; `health.band_changed` updates the
+//!   account's band and churn risk, which may auto-close its CTAs.
+//! - revenue: `movement.recorded` keeps the account's MRR, fires CHURN and
+//!   CONTRACTION and records churns for the effectiveness report (a
+//!   `movement.retracted` churn is taken back); `invoice.late` fires
+//!   PAYMENT_FAILED.
+//! - funnel: `transition.recorded` fires STAGE_ENTERED; reaching IMPACT is
+//!   first value, which may auto-close onboarding CTAs.
+//! - accounts: the CSM, owner and segment (who gets a CTA, which filter
+//!   passes); `contact.left` of a champion or decision maker fires
+//!   CHAMPION_LEFT.
+
+use std::sync::Arc;
+
+use bowtie_proto::accounts as accounts_pb;
+use bowtie_proto::common::{self, Stage};
+use bowtie_proto::funnel as funnel_pb;
+use bowtie_proto::revenue as revenue_pb;
+use bowtie_proto::scoring as scoring_pb;
+use bowtie_runtime::config::PeerSettings;
+use bowtie_runtime::error::Error;
+use bowtie_runtime::peer::{ApplyEvent, Consumer, Upstream, payload};
+use bowtie_runtime::shutdown::Shutdown;
+use bowtie_runtime::store::Tx;
+use bowtie_runtime::{AccountId, FieldViolations, Instant, Minor, validate};
+
+use crate::domain::{ActivityKind, Event, Segment, TriggerKind};
+use crate::service::{Success, log_system};
+use crate::storage;
+
+/// Cursor name of the scoring feed consumer.
+pub const SCORING_CONSUMER: &str = "success.scoring";
+/// Cursor name of the revenue feed consumer.
+pub const REVENUE_CONSUMER: &str = "success.revenue";
+/// Cursor name of the funnel feed consumer.
+pub const FUNNEL_CONSUMER: &str = "success.funnel";
+/// Cursor name of the accounts feed consumer.
+pub const ACCOUNTS_CONSUMER: &str = "success.accounts";
+
+fn account(field: &str, raw: &str) -> Result<AccountId, Error> {
+    bowtie_runtime::api::account_id(field, raw)
+}
+
+fn instant(field: &str, ts: Option<&prost_types::Timestamp>) -> Result<Instant, Error> {
+    let mut v = FieldViolations::default();
+    let at = validate::required_instant(&mut v, field, ts);
+    v.into_result()?;
+    bowtie_runtime::api::parsed(at)
+}
+
+fn trigger(kind: TriggerKind, account_id: AccountId, at: Instant, reason: String) -> Event {
+    Event {
+        kind,
+        account_id,
+        at,
+        reason,
+        percent: 0,
+        stage: Stage::Unspecified,
+    }
+}
+
+/// A consumer of `upstream` called `name` applying `apply` with the app.
+fn consumer<F>(
+    name: &'static str,
+    upstream: Upstream,
+    settings: &PeerSettings,
+    app: Success,
+    shutdown: Shutdown,
+    apply: F,
+) -> Result<Consumer, Error>
+where
+    F: for<'c> Fn(
+            &'c Success,
+            &'c mut Tx,
+            &'c common::Event,
+        ) -> futures::future::BoxFuture<'c, Result<(), Error>>
+        + Send
+        + Sync
+        + 'static,
+{
+    let open = upstream.open_feed(settings)?;
+    let store = app.store().clone();
+    let apply = Arc::new(apply);
+    let run: ApplyEvent = Arc::new(move |tx, event| {
+        let (app, apply) = (app.clone(), apply.clone());
+        Box::pin(async move { apply(&app, tx, &event).await })
+    });
+    Ok(Consumer::new(name, store, open, run, shutdown))
+}
+
+/// Follows the scoring feed.
+pub fn scoring_consumer(
+    settings: &PeerSettings,
+    app: Success,
+    shutdown: Shutdown,
+) -> Result<Consumer, Error> {
+    consumer(
+        SCORING_CONSUMER,
+        Upstream::Scoring,
+        settings,
+        app,
+        shutdown,
+        |app, tx, event| {
+            Box::pin(async move {
+                match event.event_type.as_str() {
+                    "alert.raised" => {
+                        let Some(alert) = payload::<scoring_pb::Alert>(event)? else {
+                            return Ok(());
+                        };
+                        let id = account("payload.account_id", &alert.account_id)?;
+                        let at = instant("payload.create_time", alert.create_time.as_ref())?;
+                        let kind = match scoring_pb::AlertKind::try_from(alert.kind) {
+                            Ok(scoring_pb::AlertKind::EnteredRed) => TriggerKind::EnteredRed,
+                            Ok(scoring_pb::AlertKind::ScoreDrop) => TriggerKind::ScoreDrop,
+                            Ok(scoring_pb::AlertKind::HighRisk) => TriggerKind::HighRisk,
+                            _ => return Ok(()),
+                        };
+                        let mut facts = app.facts(tx, id).await?;
+                        if kind == TriggerKind::EnteredRed {
+                            facts.red = true;
+                        }
+                        if alert.churn_risk_bp > 0 {
+                            facts.churn_risk_bp = Some(alert.churn_risk_bp);
+                        }
+                        storage::save_facts(tx.conn(), &facts).await?;
+                        log_system(tx, id, ActivityKind::Alert, at, alert.message.clone()).await?;
+                        app.apply_event(tx, &trigger(kind, id, at, alert.message))
+                            .await
+                    }
+                    "health.band_changed" => {
+                        let Some(health) = payload::<scoring_pb::AccountHealth>(event)? else {
+                            return Ok(());
+                        };
+                        let id = account("payload.account_id", &health.account_id)?;
+                        let mut facts = app.facts(tx, id).await?;
+                        facts.red = health.band == scoring_pb::Band::Red as i32;
+                        facts.churn_risk_bp = health.churn_risk_bp;
+                        storage::save_facts(tx.conn(), &facts).await?;
+                        app.auto_close(tx, &facts).await
+                    }
+                    _ => Ok(()),
+                }
+            })
+        },
+    )
+}
+
+fn minor(money: Option<&common::Money>) -> Minor {
+    Minor(money.map_or(0, |m| m.minor_units))
+}
+
+/// Follows the revenue feed.
+pub fn revenue_consumer(
+    settings: &PeerSettings,
+    app: Success,
+    shutdown: Shutdown,
+) -> Result<Consumer, Error> {
+    consumer(
+        REVENUE_CONSUMER,
+        Upstream::Revenue,
+        settings,
+        app,
+        shutdown,
+        |app, tx, event| {
+            Box::pin(async move {
+                match event.event_type.as_str() {
+                    "movement.recorded" | "movement.retracted" => {
+                        let Some(m) = payload::<revenue_pb::Movement>(event)? else {
+                            return Ok(());
+                        };
+                        let id = account("payload.account_id", &m.account_id)?;
+                        let at = instant("payload.occurred_at", m.occurred_at.as_ref())?;
+                        let kind = revenue_pb::MovementType::try_from(m.r#type)
+                            .unwrap_or(revenue_pb::MovementType::Unspecified);
+                        if event.event_type == "movement.retracted" {
+                            if kind == revenue_pb::MovementType::Churn {
+                                storage::remove_churn(tx.conn(), id, at).await?;
+                            }
+                            return Ok(());
+                        }
+                        let (before, after) =
+                            (minor(m.mrr_before.as_ref()), minor(m.mrr_after.as_ref()));
+                        let mut facts = app.facts(tx, id).await?;
+                        facts.mrr = after;
+                        storage::save_facts(tx.conn(), &facts).await?;
+                        let amount = minor(m.amount.as_ref());
+                        let currency = m.amount.as_ref().map_or("", |a| a.currency_code.as_str());
+                        log_system(
+                            tx,
+                            id,
+                            ActivityKind::Movement,
+                            at,
+                            format!(
+                                "{}: {amount} {currency} (MRR {before} -> {after})",
+                                kind.as_str_name()
+                            ),
+                        )
+                        .await?;
+                        match kind {
+                            revenue_pb::MovementType::Churn => {
+                                storage::add_churn(tx.conn(), id, at).await?;
+                                let reason = format!("churned: MRR {before} {currency} lost");
+                                app.apply_event(tx, &trigger(TriggerKind::Churn, id, at, reason))
+                                    .await
+                            }
+                            revenue_pb::MovementType::Contraction if before.is_positive() => {
+                                let lost = (before - after).get();
+                                let percent =
+                                    i32::try_from(lost.saturating_mul(100) / before.get())
+                                        .unwrap_or(100);
+                                let mut e = trigger(
+                                    TriggerKind::Contraction,
+                                    id,
+                                    at,
+                                    format!(
+                                        "MRR contracted by {percent}% ({before} -> {after} {currency})"
+                                    ),
+                                );
+                                e.percent = percent;
+                                app.apply_event(tx, &e).await
+                            }
+                            _ => Ok(()),
+                        }
+                    }
+                    "invoice.late" => {
+                        let Some(invoice) = payload::<revenue_pb::Invoice>(event)? else {
+                            return Ok(());
+                        };
+                        let id = account("payload.account_id", &invoice.account_id)?;
+                        let at = instant("payload.due_at", invoice.due_at.as_ref())?;
+                        let reason = format!("invoice {} paid late or not at all", invoice.id);
+                        app.apply_event(tx, &trigger(TriggerKind::PaymentFailed, id, at, reason))
+                            .await
+                    }
+                    _ => Ok(()),
+                }
+            })
+        },
+    )
+}
+
+/// Follows the funnel feed.
+pub fn funnel_consumer(
+    settings: &PeerSettings,
+    app: Success,
+    shutdown: Shutdown,
+) -> Result<Consumer, Error> {
+    consumer(
+        FUNNEL_CONSUMER,
+        Upstream::Funnel,
+        settings,
+        app,
+        shutdown,
+        |app, tx, event| {
+            Box::pin(async move {
+                if event.event_type != "transition.recorded" {
+                    return Ok(());
+                }
+                let Some(t) = payload::<funnel_pb::Transition>(event)? else {
+                    return Ok(());
+                };
+                let id = account("payload.account_id", &t.account_id)?;
+                let at = instant("payload.occurred_at", t.occurred_at.as_ref())?;
+                let stage = Stage::try_from(t.to_stage).unwrap_or(Stage::Unspecified);
+                log_system(
+                    tx,
+                    id,
+                    ActivityKind::StageChange,
+                    at,
+                    format!("entered {}", stage.as_str_name()),
+                )
+                .await?;
+                if stage == Stage::Impact {
+                    let mut facts = app.facts(tx, id).await?;
+                    facts.first_value = true;
+                    storage::save_facts(tx.conn(), &facts).await?;
+                    app.auto_close(tx, &facts).await?;
+                }
+                let mut e = trigger(
+                    TriggerKind::StageEntered,
+                    id,
+                    at,
+                    format!("entered {}", stage.as_str_name()),
+                );
+                e.stage = stage;
+                app.apply_event(tx, &e).await
+            })
+        },
+    )
+}
+
+/// Follows the accounts feed.
+pub fn accounts_consumer(
+    settings: &PeerSettings,
+    app: Success,
+    shutdown: Shutdown,
+) -> Result<Consumer, Error> {
+    consumer(
+        ACCOUNTS_CONSUMER,
+        Upstream::Accounts,
+        settings,
+        app,
+        shutdown,
+        |app, tx, event| {
+            Box::pin(async move {
+                if event.event_type == "contact.left" {
+                    let Some(c) = payload::<accounts_pb::Contact>(event)? else {
+                        return Ok(());
+                    };
+                    let key = [
+                        accounts_pb::ContactRole::Champion as i32,
+                        accounts_pb::ContactRole::DecisionMaker as i32,
+                    ];
+                    if !c.roles.iter().any(|r| key.contains(r)) {
+                        return Ok(());
+                    }
+                    let id = account("payload.account_id", &c.account_id)?;
+                    let at = c
+                        .left_time
+                        .as_ref()
+                        .map_or(Ok(Instant::from_micros(tx.now())), |ts| {
+                            instant("payload.left_time", Some(ts))
+                        })?;
+                    let reason = format!("{} ({}) left the company", c.name, c.email);
+                    return app
+                        .apply_event(tx, &trigger(TriggerKind::ChampionLeft, id, at, reason))
+                        .await;
+                }
+                let Some(a) = payload::<accounts_pb::Account>(event)? else {
+                    return Ok(());
+                };
+                let id = account("payload.id", &a.id)?;
+                let mut facts = storage::facts(tx.conn(), id).await?;
+                facts.csm = a.csm;
+                facts.owner = a.owner;
+                facts.segment = Segment::try_from(a.segment).unwrap_or(Segment::Unspecified);
+                storage::save_facts(tx.conn(), &facts).await
+            })
+        },
+    )
+}

@@ -1,0 +1,845 @@
+//! The success application: each operation is one unit of work (change,
+//! events and idempotency key in one transaction). Writes answer with the
+//! protobuf message an idempotent replay returns again; reads answer with
+//! domain values that `convert` renders.
+//!
+//! Triggers arrive from the feeds (see `feeds`) as [`Event`]s and go through
+//! [`Success::apply_event`] inside the consumer's transaction, so a feed event
+//! and the CTAs it opens commit together and a replayed event, skipped by the
+//! stored cursor, opens nothing twice.
+
+use std::sync::Arc;
+
+use bowtie_proto::success as pb;
+use bowtie_runtime::config::SuccessPolicySettings;
+use bowtie_runtime::error::Error;
+use bowtie_runtime::feed::NewEvent;
+use bowtie_runtime::idempotency::Idempotency;
+use bowtie_runtime::paging::Page;
+use bowtie_runtime::peer::AccountDirectory;
+use bowtie_runtime::store::{Store, Tx};
+use bowtie_runtime::{AccountId, Instant};
+use uuid::Uuid;
+
+use crate::convert::{activity_to_pb, cta_to_pb, playbook_to_pb};
+use crate::domain::*;
+use crate::storage::{self, Activity, ActivityFilter, Comment, Cta, CtaFilter, Task, TriggerRow};
+
+/// A playbook was created.
+pub const PLAYBOOK_CREATED: &str = "playbook.created";
+/// A playbook got a new version.
+pub const PLAYBOOK_UPDATED: &str = "playbook.updated";
+/// A CTA was opened.
+pub const CTA_OPENED: &str = "cta.opened";
+/// A CTA changed (status, owner, task, comment, another trigger).
+pub const CTA_UPDATED: &str = "cta.updated";
+/// A CTA was closed.
+pub const CTA_CLOSED: &str = "cta.closed";
+/// A person logged an activity.
+pub const ACTIVITY_LOGGED: &str = "activity.logged";
+
+fn cta_event(event_type: &'static str, c: &pb::Cta) -> NewEvent {
+    NewEvent::new("cta", c.id.clone(), event_type, c)
+}
+
+/// The success service's application.
+#[derive(Debug, Clone)]
+pub struct Success {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    accounts: AccountDirectory,
+    policy: SuccessPolicySettings,
+}
+
+/// What a person asks of a CTA's status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusChange {
+    /// The new status.
+    pub status: CtaStatus,
+    /// CLOSED: the outcome.
+    pub outcome: Outcome,
+    /// SNOOZED: until when, and why.
+    pub snooze: Option<(Instant, String)>,
+    /// Who makes the change.
+    pub actor: String,
+}
+
+/// A CTA opened by hand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManualCta {
+    /// The account.
+    pub account_id: AccountId,
+    /// Its type.
+    pub cta_type: CtaType,
+    /// Why.
+    pub reason: String,
+    /// How urgent.
+    pub priority: Priority,
+    /// Who owns it.
+    pub owner: String,
+    /// When it is due.
+    pub due_at: Instant,
+}
+
+/// A timeline entry a person logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedActivity {
+    /// The account.
+    pub account_id: AccountId,
+    /// NOTE, CALL, MEETING or EMAIL.
+    pub kind: ActivityKind,
+    /// Who.
+    pub author: String,
+    /// When it happened; `None` for now.
+    pub occurred_at: Option<Instant>,
+    /// What happened.
+    pub text: String,
+    /// Who took part.
+    pub participants: Vec<String>,
+}
+
+/// The effectiveness report of one playbook over a period (docs/design.md
+/// section 6.3).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Effectiveness {
+    /// The playbook.
+    pub playbook: PlaybookId,
+    /// Days after a trigger its outcome is judged.
+    pub horizon_days: i32,
+    /// The treated arm.
+    pub treated: ArmCounts,
+    /// The comparison arm.
+    pub comparison: ArmCounts,
+    /// Whether the comparison is observational (no holdout in the period).
+    pub observational: bool,
+    /// The effect, or why there is none.
+    pub effect: Result<Effect, String>,
+    /// CTAs the playbook opened in the period.
+    pub ctas_opened: i64,
+    /// Of its CTAs whose due time has passed, the share closed before it.
+    pub closed_within_sla: Option<f64>,
+    /// Median hours from opening to the first action.
+    pub median_hours_to_first_action: Option<f64>,
+    /// Closed CTAs per outcome, indexed by the outcome's number.
+    pub outcomes: [i64; 6],
+}
+
+impl Success {
+    /// The application over `store`, checking accounts with `accounts`.
+    pub fn new(store: Store, accounts: AccountDirectory, policy: SuccessPolicySettings) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                accounts,
+                policy,
+            }),
+        }
+    }
+
+    /// The store, for the feed consumers and `WatchEvents`.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    async fn require_account(&self, id: AccountId) -> Result<(), Error> {
+        self.inner.accounts.get(id.0).await.map(drop)
+    }
+
+    // --- playbooks -------------------------------------------------------------
+
+    /// Creates a playbook at version 1.
+    pub async fn create_playbook(
+        &self,
+        spec: PlaybookSpec,
+        idem: Option<Idempotency>,
+    ) -> Result<pb::CreatePlaybookResponse, Error> {
+        self.inner
+            .store
+            .write(idem, move |tx| {
+                Box::pin(async move {
+                    if storage::playbook_named(tx.conn(), &spec.name)
+                        .await?
+                        .is_some()
+                    {
+                        return Err(Error::AlreadyExists(format!(
+                            "a playbook called {:?} already exists",
+                            spec.name
+                        )));
+                    }
+                    let now = Instant::from_micros(tx.now());
+                    let p = Playbook {
+                        id: PlaybookId(Uuid::now_v7()),
+                        version: 1,
+                        spec,
+                        created_at: now,
+                        updated_at: now,
+                    };
+                    storage::save_playbook(tx.conn(), &p, None).await?;
+                    let out = playbook_to_pb(&p);
+                    tx.emit(NewEvent::new(
+                        "playbook",
+                        out.id.clone(),
+                        PLAYBOOK_CREATED,
+                        &out,
+                    ));
+                    Ok(pb::CreatePlaybookResponse {
+                        playbook: Some(out),
+                    })
+                })
+            })
+            .await
+    }
+
+    /// Writes a new version of a playbook based on `expected_version`.
+    pub async fn update_playbook(
+        &self,
+        id: PlaybookId,
+        spec: PlaybookSpec,
+        expected_version: i64,
+        idem: Option<Idempotency>,
+    ) -> Result<pb::UpdatePlaybookResponse, Error> {
+        self.inner
+            .store
+            .write(idem, move |tx| {
+                Box::pin(async move {
+                    let current = storage::require_playbook(tx.conn(), id).await?;
+                    if current.version != expected_version {
+                        return Err(Error::Aborted(format!(
+                            "playbook {} is at version {}, not {expected_version}; re-read it and retry",
+                            id.0, current.version
+                        )));
+                    }
+                    if let Some(other) = storage::playbook_named(tx.conn(), &spec.name).await?
+                        && other != id
+                    {
+                        return Err(Error::AlreadyExists(format!(
+                            "a playbook called {:?} already exists",
+                            spec.name
+                        )));
+                    }
+                    let next = Playbook {
+                        version: current.version + 1,
+                        spec,
+                        updated_at: Instant::from_micros(tx.now()),
+                        ..current
+                    };
+                    storage::save_playbook(tx.conn(), &next, Some(expected_version)).await?;
+                    let out = playbook_to_pb(&next);
+                    tx.emit(NewEvent::new("playbook", out.id.clone(), PLAYBOOK_UPDATED, &out));
+                    Ok(pb::UpdatePlaybookResponse { playbook: Some(out) })
+                })
+            })
+            .await
+    }
+
+    /// One playbook's current version.
+    pub async fn get_playbook(&self, id: PlaybookId) -> Result<Playbook, Error> {
+        storage::require_playbook(self.inner.store.db().reader(), id).await
+    }
+
+    /// Every playbook's current version.
+    pub async fn list_playbooks(&self) -> Result<Vec<Playbook>, Error> {
+        storage::list_playbooks(self.inner.store.db().reader()).await
+    }
+
+    /// Every version of one playbook, newest first.
+    pub async fn playbook_versions(&self, id: PlaybookId) -> Result<Vec<Playbook>, Error> {
+        let conn = self.inner.store.db().reader();
+        let current = storage::require_playbook(conn, id).await?;
+        storage::playbook_versions(conn, &current).await
+    }
+
+    // --- CTAs ------------------------------------------------------------------
+
+    /// Opens a CTA by hand.
+    pub async fn create_cta(
+        &self,
+        new: ManualCta,
+        idem: Option<Idempotency>,
+    ) -> Result<pb::CreateCtaResponse, Error> {
+        self.require_account(new.account_id).await?;
+        self.inner
+            .store
+            .write(idem, move |tx| {
+                Box::pin(async move {
+                    let now = Instant::from_micros(tx.now());
+                    let cta = Cta {
+                        id: CtaId(Uuid::now_v7()),
+                        account_id: new.account_id,
+                        playbook: None,
+                        cta_type: new.cta_type,
+                        reason: new.reason,
+                        priority: new.priority,
+                        owner: new.owner,
+                        status: CtaStatus::Open,
+                        outcome: Outcome::Unspecified,
+                        due_at: new.due_at,
+                        snooze_until: None,
+                        snooze_reason: String::new(),
+                        tasks: Vec::new(),
+                        comments: Vec::new(),
+                        trigger_count: 0,
+                        version: 1,
+                        created_at: now,
+                        updated_at: now,
+                        closed_at: None,
+                        first_action_at: None,
+                    };
+                    storage::insert_cta(tx.conn(), &cta).await?;
+                    log_cta(tx, &cta, format!("CTA opened: {}", cta.reason)).await?;
+                    let out = cta_to_pb(&cta);
+                    tx.emit(cta_event(CTA_OPENED, &out));
+                    Ok(pb::CreateCtaResponse { cta: Some(out) })
+                })
+            })
+            .await
+    }
+
+    /// One CTA.
+    pub async fn get_cta(&self, id: CtaId) -> Result<Cta, Error> {
+        storage::require_cta(self.inner.store.db().reader(), id).await
+    }
+
+    /// One page of CTAs.
+    pub async fn list_ctas(
+        &self,
+        filter: &CtaFilter,
+        page: &Page,
+    ) -> Result<(Vec<Cta>, bowtie_proto::common::PageResponse), Error> {
+        let rows = storage::list_ctas(
+            self.inner.store.db().reader(),
+            filter,
+            page.after.as_deref(),
+            page.fetch_limit(),
+        )
+        .await?;
+        Ok(page.finish(rows, storage::cta_page_key))
+    }
+
+    /// Applies a person's change to a CTA at `expected_version` (when given):
+    /// the change, the version, the first action and the events.
+    async fn change_cta<F>(
+        &self,
+        id: CtaId,
+        expected_version: Option<i64>,
+        idem: Option<Idempotency>,
+        change: F,
+    ) -> Result<pb::Cta, Error>
+    where
+        F: FnOnce(&mut Cta, Instant) -> Result<Option<String>, Error> + Send + 'static,
+    {
+        self.inner
+            .store
+            .write(idem, move |tx| {
+                Box::pin(async move {
+                    let current = storage::require_cta(tx.conn(), id).await?;
+                    if let Some(expected) = expected_version
+                        && expected != current.version
+                    {
+                        return Err(Error::Aborted(format!(
+                            "cta {} is at version {}, not {expected}; re-read it and retry",
+                            id.0, current.version
+                        )));
+                    }
+                    let now = Instant::from_micros(tx.now());
+                    let mut next = current.clone();
+                    let note = change(&mut next, now)?;
+                    if current.status == CtaStatus::Closed
+                        && next.status != CtaStatus::Closed
+                        && let Some((playbook, _)) = next.playbook
+                        && storage::open_cta(tx.conn(), next.account_id, playbook)
+                            .await?
+                            .is_some()
+                    {
+                        return Err(Error::FailedPrecondition(format!(
+                            "the account has another open CTA from playbook {}; close it first",
+                            playbook.0
+                        )));
+                    }
+                    next.version = current.version + 1;
+                    next.updated_at = now;
+                    next.first_action_at.get_or_insert(now);
+                    storage::update_cta(tx.conn(), &next, current.version).await?;
+                    if let Some(note) = note {
+                        log_cta(tx, &next, note).await?;
+                    }
+                    let out = cta_to_pb(&next);
+                    let event = if next.status == CtaStatus::Closed {
+                        CTA_CLOSED
+                    } else {
+                        CTA_UPDATED
+                    };
+                    tx.emit(cta_event(event, &out));
+                    Ok(out)
+                })
+            })
+            .await
+    }
+
+    /// Moves a CTA along its lifecycle.
+    pub async fn update_status(
+        &self,
+        id: CtaId,
+        change: StatusChange,
+        expected_version: i64,
+        idem: Option<Idempotency>,
+    ) -> Result<pb::Cta, Error> {
+        self.change_cta(id, Some(expected_version), idem, move |cta, now| {
+            check_transition(cta.status, change.status, change.outcome)?;
+            let from = cta.status;
+            cta.status = change.status;
+            cta.snooze_until = None;
+            cta.snooze_reason.clear();
+            match change.status {
+                CtaStatus::Snoozed => {
+                    let Some((until, reason)) = change.snooze else {
+                        return Err(Error::invalid("snooze_until", "is required to snooze"));
+                    };
+                    if until <= now {
+                        return Err(Error::invalid("snooze_until", "must be in the future"));
+                    }
+                    cta.snooze_until = Some(until);
+                    cta.snooze_reason = reason;
+                }
+                CtaStatus::Closed => {
+                    cta.outcome = change.outcome;
+                    cta.closed_at = Some(now);
+                }
+                _ => {
+                    cta.outcome = Outcome::Unspecified;
+                    cta.closed_at = None;
+                }
+            }
+            let who = if change.actor.is_empty() {
+                String::new()
+            } else {
+                format!(" by {}", change.actor)
+            };
+            Ok(
+                (from == CtaStatus::Closed || change.status == CtaStatus::Closed).then(|| {
+                    if change.status == CtaStatus::Closed {
+                        format!("CTA closed{who}: {}", change.outcome.as_str_name())
+                    } else {
+                        format!("CTA reopened{who}")
+                    }
+                }),
+            )
+        })
+        .await
+    }
+
+    /// Hands a CTA to `owner`.
+    pub async fn reassign(
+        &self,
+        id: CtaId,
+        owner: String,
+        expected_version: i64,
+        idem: Option<Idempotency>,
+    ) -> Result<pb::Cta, Error> {
+        self.change_cta(id, Some(expected_version), idem, move |cta, _| {
+            if cta.status == CtaStatus::Closed {
+                return Err(Error::FailedPrecondition(
+                    "a CTA_STATUS_CLOSED CTA cannot be reassigned; reopen it first".into(),
+                ));
+            }
+            cta.owner = owner;
+            Ok(None)
+        })
+        .await
+    }
+
+    /// Sets the status of task `index` of a CTA.
+    pub async fn update_task(
+        &self,
+        id: CtaId,
+        index: i32,
+        status: TaskStatus,
+        expected_version: i64,
+        idem: Option<Idempotency>,
+    ) -> Result<pb::Cta, Error> {
+        self.change_cta(id, Some(expected_version), idem, move |cta, _| {
+            let count = cta.tasks.len();
+            let task = usize::try_from(index)
+                .ok()
+                .and_then(|i| cta.tasks.get_mut(i))
+                .ok_or_else(|| {
+                    Error::invalid(
+                        "index",
+                        format!("the CTA has {count} tasks, numbered from 0"),
+                    )
+                })?;
+            task.status = status as i32;
+            Ok(None)
+        })
+        .await
+    }
+
+    /// Adds a comment to a CTA (no version: comments only add).
+    pub async fn add_comment(
+        &self,
+        id: CtaId,
+        author: String,
+        text: String,
+        idem: Option<Idempotency>,
+    ) -> Result<pb::Cta, Error> {
+        self.change_cta(id, None, idem, move |cta, now| {
+            cta.comments.push(Comment {
+                author,
+                text,
+                at: now,
+            });
+            Ok(None)
+        })
+        .await
+    }
+
+    // --- timeline --------------------------------------------------------------
+
+    /// Logs a person's activity on an account's timeline.
+    pub async fn log_activity(
+        &self,
+        new: LoggedActivity,
+        idem: Option<Idempotency>,
+    ) -> Result<pb::LogActivityResponse, Error> {
+        self.require_account(new.account_id).await?;
+        self.inner
+            .store
+            .write(idem, move |tx| {
+                Box::pin(async move {
+                    let a = Activity {
+                        id: ActivityId(Uuid::now_v7()),
+                        account_id: new.account_id,
+                        kind: new.kind,
+                        author: new.author,
+                        occurred_at: new.occurred_at.unwrap_or(Instant::from_micros(tx.now())),
+                        text: new.text,
+                        participants: new.participants,
+                    };
+                    storage::insert_activity(tx.conn(), &a).await?;
+                    let out = activity_to_pb(&a);
+                    tx.emit(NewEvent::new(
+                        "activity",
+                        out.id.clone(),
+                        ACTIVITY_LOGGED,
+                        &out,
+                    ));
+                    Ok(pb::LogActivityResponse {
+                        activity: Some(out),
+                    })
+                })
+            })
+            .await
+    }
+
+    /// One page of an account's timeline.
+    pub async fn list_activities(
+        &self,
+        filter: &ActivityFilter,
+        page: &Page,
+    ) -> Result<(Vec<Activity>, bowtie_proto::common::PageResponse), Error> {
+        let rows = storage::list_activities(
+            self.inner.store.db().reader(),
+            filter,
+            page.after.as_deref(),
+            page.fetch_limit(),
+        )
+        .await?;
+        Ok(page.finish(rows, storage::activity_page_key))
+    }
+
+    // --- effectiveness ---------------------------------------------------------
+
+    /// Measures a playbook over `period` as of `now`.
+    pub async fn effectiveness(
+        &self,
+        id: PlaybookId,
+        period: (Instant, Instant),
+        now: Instant,
+    ) -> Result<Effectiveness, Error> {
+        let conn = self.inner.store.db().reader();
+        storage::require_playbook(conn, id).await?;
+        let horizon = self.inner.policy.horizon_days;
+        let triggers = storage::triggers_in(conn, id, period).await?;
+        let mut accounts: Vec<AccountId> = triggers.iter().map(|t| t.account_id).collect();
+        accounts.sort();
+        accounts.dedup();
+        let churns = storage::churns_of(conn, &accounts).await?;
+        let held_out: Vec<&TriggerRow> =
+            triggers.iter().filter(|t| t.arm == Arm::HeldOut).collect();
+        let treated: Vec<&TriggerRow> = triggers.iter().filter(|t| t.arm == Arm::Treated).collect();
+        let observational = held_out.is_empty();
+        let comparison: Vec<&TriggerRow> = if observational {
+            // Without a holdout: the untreated triggers of the segments the
+            // treated ones come from.
+            triggers
+                .iter()
+                .filter(|t| {
+                    t.arm == Arm::Untreated && treated.iter().any(|s| s.segment == t.segment)
+                })
+                .collect()
+        } else {
+            held_out
+        };
+        let count = |arm: &[&TriggerRow]| {
+            let mut c = ArmCounts {
+                triggers: arm.len() as i64,
+                ..ArmCounts::default()
+            };
+            for t in arm {
+                if t.at.plus_days(i64::from(horizon)) <= now {
+                    c.matured += 1;
+                    let churned = churns
+                        .get(&t.account_id)
+                        .is_some_and(|c| churned_within(t.at, horizon, c));
+                    c.churned += i64::from(churned);
+                }
+            }
+            c
+        };
+        let (treated, comparison) = (count(&treated), count(&comparison));
+        let ctas = storage::ctas_opened(conn, id, period).await?;
+        let due: Vec<&Cta> = ctas.iter().filter(|c| c.due_at <= now).collect();
+        let closed_within_sla = (!due.is_empty()).then(|| {
+            let on_time = due
+                .iter()
+                .filter(|c| c.closed_at.is_some_and(|at| at <= c.due_at))
+                .count();
+            on_time as f64 / due.len() as f64
+        });
+        let mut hours: Vec<f64> = ctas
+            .iter()
+            .filter_map(|c| {
+                c.first_action_at
+                    .map(|at| at.micros_since(c.created_at) as f64 / 3.6e9)
+            })
+            .collect();
+        let mut outcomes = [0i64; 6];
+        for c in ctas.iter().filter(|c| c.status == CtaStatus::Closed) {
+            if let Some(slot) = outcomes.get_mut(c.outcome as usize) {
+                *slot += 1;
+            }
+        }
+        Ok(Effectiveness {
+            playbook: id,
+            horizon_days: horizon,
+            treated,
+            comparison,
+            observational,
+            effect: effect(treated, comparison),
+            ctas_opened: ctas.len() as i64,
+            closed_within_sla,
+            median_hours_to_first_action: median(&mut hours),
+            outcomes,
+        })
+    }
+
+    // --- triggers from the feeds -------------------------------------------------
+
+    /// Runs `event` through every playbook it may fire, inside the feed
+    /// consumer's transaction.
+    pub async fn apply_event(&self, tx: &mut Tx, event: &Event) -> Result<(), Error> {
+        let playbooks = storage::playbooks_for(tx.conn(), event.kind).await?;
+        let playbooks: Vec<Playbook> = playbooks
+            .into_iter()
+            .filter(|p| p.spec.trigger.fires_on(event))
+            .collect();
+        if playbooks.is_empty() {
+            return Ok(());
+        }
+        let facts = self.facts(tx, event.account_id).await?;
+        for p in &playbooks {
+            let open = storage::open_cta(tx.conn(), event.account_id, p.id).await?;
+            let last = storage::last_enrolled(tx.conn(), p.id, event.account_id).await?;
+            let decision = decide(
+                p,
+                &facts,
+                open.as_ref().map(Cta::as_open),
+                last,
+                event.at,
+                &self.inner.policy.holdout_seed,
+            );
+            let enroll = |arm, cta| TriggerRow {
+                playbook: p.id,
+                playbook_version: p.version,
+                account_id: event.account_id,
+                at: event.at,
+                arm,
+                segment: facts.segment,
+                cta,
+            };
+            match decision {
+                Decision::Open => {
+                    let cta = open_from(tx, p, &facts, event).await?;
+                    storage::insert_trigger(tx.conn(), &enroll(Arm::Treated, Some(cta))).await?;
+                }
+                Decision::Update(_) => {
+                    if let Some(current) = open {
+                        let mut next = current.clone();
+                        next.trigger_count += 1;
+                        next.version += 1;
+                        next.updated_at = Instant::from_micros(tx.now());
+                        storage::update_cta(tx.conn(), &next, current.version).await?;
+                        tx.emit(cta_event(CTA_UPDATED, &cta_to_pb(&next)));
+                    }
+                }
+                Decision::HoldOut => {
+                    storage::insert_trigger(tx.conn(), &enroll(Arm::HeldOut, None)).await?;
+                }
+                Decision::Observe => {
+                    storage::insert_trigger(tx.conn(), &enroll(Arm::Untreated, None)).await?;
+                }
+                Decision::Skip(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// What the service knows of an account. The feeds are followed
+    /// independently, so an alert can arrive before the accounts feed told
+    /// this service who the account's CSM is: for an account it has not heard
+    /// of, the accounts service is asked (an unreachable one fails the event,
+    /// which the consumer retries).
+    pub async fn facts(&self, tx: &Tx, id: AccountId) -> Result<AccountFacts, Error> {
+        if let Some(facts) = storage::known_facts(tx.conn(), id).await? {
+            return Ok(facts);
+        }
+        let account = self.inner.accounts.get(id.0).await?;
+        let facts = AccountFacts {
+            account_id: id,
+            csm: account.csm,
+            owner: account.owner,
+            segment: Segment::try_from(account.segment).unwrap_or(Segment::Unspecified),
+            ..AccountFacts::default()
+        };
+        storage::save_facts(tx.conn(), &facts).await?;
+        Ok(facts)
+    }
+
+    /// Closes the account's open CTAs whose playbook's auto-close condition
+    /// the new `facts` meet.
+    pub async fn auto_close(&self, tx: &mut Tx, facts: &AccountFacts) -> Result<(), Error> {
+        for current in storage::open_ctas_of(tx.conn(), facts.account_id).await? {
+            let Some((playbook, _)) = current.playbook else {
+                continue;
+            };
+            let Some(p) = storage::get_playbook(tx.conn(), playbook).await? else {
+                continue;
+            };
+            if !auto_closes(p.spec.auto_close, p.spec.risk_threshold_bp, facts) {
+                continue;
+            }
+            let now = Instant::from_micros(tx.now());
+            let mut next = current.clone();
+            next.status = CtaStatus::Closed;
+            next.outcome = Outcome::AutoClosed;
+            next.closed_at = Some(now);
+            next.snooze_until = None;
+            next.snooze_reason.clear();
+            next.version += 1;
+            next.updated_at = now;
+            storage::update_cta(tx.conn(), &next, current.version).await?;
+            log_cta(
+                tx,
+                &next,
+                format!("CTA closed by itself: {}", p.spec.auto_close.as_str_name()),
+            )
+            .await?;
+            tx.emit(cta_event(CTA_CLOSED, &cta_to_pb(&next)));
+        }
+        Ok(())
+    }
+}
+
+/// Opens a CTA of playbook `p` for the event's account.
+async fn open_from(
+    tx: &mut Tx,
+    p: &Playbook,
+    facts: &AccountFacts,
+    event: &Event,
+) -> Result<CtaId, Error> {
+    let needs_pool = facts.csm.is_empty() && facts.owner.is_empty();
+    let load = if needs_pool {
+        storage::open_counts(tx.conn(), &p.spec.owner_pool).await?
+    } else {
+        Default::default()
+    };
+    let owner = assign_owner(facts, &p.spec.owner_pool, |m| {
+        load.get(m).copied().unwrap_or(0)
+    })
+    .unwrap_or_default();
+    let opened = event.at;
+    let cta = Cta {
+        id: CtaId(Uuid::now_v7()),
+        account_id: event.account_id,
+        playbook: Some((p.id, p.version)),
+        cta_type: p.spec.cta_type,
+        reason: event.reason.clone(),
+        priority: p.spec.priority,
+        owner,
+        status: CtaStatus::Open,
+        outcome: Outcome::Unspecified,
+        due_at: opened.plus_days(i64::from(p.spec.sla_days)),
+        snooze_until: None,
+        snooze_reason: String::new(),
+        tasks: p
+            .spec
+            .steps
+            .iter()
+            .map(|s| Task {
+                title: s.title.clone(),
+                due_at: opened.plus_days(i64::from(s.due_offset_days)),
+                status: TaskStatus::Open as i32,
+            })
+            .collect(),
+        comments: Vec::new(),
+        trigger_count: 1,
+        version: 1,
+        created_at: opened,
+        updated_at: Instant::from_micros(tx.now()),
+        closed_at: None,
+        first_action_at: None,
+    };
+    storage::insert_cta(tx.conn(), &cta).await?;
+    log_cta(tx, &cta, format!("{}: {}", p.spec.name, cta.reason)).await?;
+    tx.emit(cta_event(CTA_OPENED, &cta_to_pb(&cta)));
+    Ok(cta.id)
+}
+
+/// Writes an automatic timeline entry about a CTA.
+async fn log_cta(tx: &mut Tx, cta: &Cta, text: String) -> Result<(), Error> {
+    log_system(
+        tx,
+        cta.account_id,
+        ActivityKind::Cta,
+        Instant::from_micros(tx.now()),
+        text,
+    )
+    .await
+}
+
+/// Writes an automatic timeline entry.
+pub async fn log_system(
+    tx: &mut Tx,
+    account_id: AccountId,
+    kind: ActivityKind,
+    at: Instant,
+    text: String,
+) -> Result<(), Error> {
+    storage::insert_activity(
+        tx.conn(),
+        &Activity {
+            id: ActivityId(Uuid::now_v7()),
+            account_id,
+            kind,
+            author: SYSTEM_AUTHOR.into(),
+            occurred_at: at,
+            text,
+            participants: Vec::new(),
+        },
+    )
+    .await
+}

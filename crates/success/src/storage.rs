@@ -1,0 +1,1260 @@
+//! The success service's own tables and the queries on them: sea-orm entities
+//! for every row-shaped table, the query builder for lists, bind parameters
+//! everywhere. No other service reads them.
+//!
+//! - `playbooks` holds each playbook's current version and
+//!   `playbook_versions` every version ever written (the spec as JSON with the
+//!   contract's enum numbers, so a rename never breaks a stored spec).
+//! - `ctas` holds calls to action with their tasks and comments as JSON.
+//!   `open_slot` is `"<account>:<playbook>"` while a playbook's CTA is not
+//!   closed and NULL after; its unique index makes "at most one open CTA per
+//!   account and playbook" a database guarantee, on SQLite and PostgreSQL
+//!   alike (both let many NULLs through a unique index). `due_key` is the
+//!   due time zero-padded and the id, the list order and page key.
+//! - `triggers` records every enrollment with its arm (treated, held out,
+//!   untreated), the rows the effectiveness report counts.
+//! - `activities` is the timeline; `sort_key` orders it newest first.
+//! - `facts` is what the feeds told the service about each account, and
+//!   `churns` when each account's MRR reached zero.
+
+use std::collections::HashMap;
+
+use sea_orm::entity::prelude::*;
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{ActiveValue::Set, Condition, QueryOrder, QuerySelect};
+use sea_orm_migration::prelude::{
+    ColumnDef, Index, MigrationName, MigrationTrait, MigratorTrait, SchemaManager, Table,
+};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use bowtie_runtime::error::Error;
+use bowtie_runtime::sql::{corrupt, internal, stored_uuid};
+use bowtie_runtime::{AccountId, Instant, Minor};
+
+use crate::domain::*;
+
+/// Table definitions (sea-orm entities; the derive macros generate items
+/// that cannot carry doc comments).
+#[allow(missing_docs)]
+pub mod entity {
+    /// `playbooks`: the current version of each playbook.
+    pub mod playbook {
+        use sea_orm::entity::prelude::*;
+
+        #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+        #[sea_orm(table_name = "playbooks")]
+        pub struct Model {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub id: String,
+            pub name: String,
+            pub version: i64,
+            pub trigger_kind: i32,
+            pub spec: String,
+            pub created_at: i64,
+            pub updated_at: i64,
+        }
+
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+
+        impl ActiveModelBehavior for ActiveModel {}
+    }
+
+    /// `playbook_versions`: every version of every playbook.
+    pub mod playbook_version {
+        use sea_orm::entity::prelude::*;
+
+        #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+        #[sea_orm(table_name = "playbook_versions")]
+        pub struct Model {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub playbook_id: String,
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub version: i64,
+            pub spec: String,
+            pub written_at: i64,
+        }
+
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+
+        impl ActiveModelBehavior for ActiveModel {}
+    }
+
+    /// `ctas`: calls to action.
+    pub mod cta {
+        use sea_orm::entity::prelude::*;
+
+        #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+        #[sea_orm(table_name = "ctas")]
+        pub struct Model {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub id: String,
+            pub account_id: String,
+            pub playbook_id: String,
+            pub playbook_version: i64,
+            pub cta_type: i32,
+            pub reason: String,
+            pub priority: i32,
+            pub owner: String,
+            pub status: i32,
+            pub outcome: i32,
+            pub due_at: i64,
+            pub due_key: String,
+            pub snooze_until: Option<i64>,
+            pub snooze_reason: String,
+            pub tasks: String,
+            pub comments: String,
+            pub trigger_count: i32,
+            pub open_slot: Option<String>,
+            pub version: i64,
+            pub created_at: i64,
+            pub updated_at: i64,
+            pub closed_at: Option<i64>,
+            pub first_action_at: Option<i64>,
+        }
+
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+
+        impl ActiveModelBehavior for ActiveModel {}
+    }
+
+    /// `triggers`: every enrollment of an account in a playbook.
+    pub mod trigger {
+        use sea_orm::entity::prelude::*;
+
+        #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+        #[sea_orm(table_name = "triggers")]
+        pub struct Model {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub id: String,
+            pub playbook_id: String,
+            pub playbook_version: i64,
+            pub account_id: String,
+            pub at: i64,
+            pub arm: i32,
+            pub segment: i32,
+            pub cta_id: String,
+        }
+
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+
+        impl ActiveModelBehavior for ActiveModel {}
+    }
+
+    /// `activities`: the accounts' timelines.
+    pub mod activity {
+        use sea_orm::entity::prelude::*;
+
+        #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+        #[sea_orm(table_name = "activities")]
+        pub struct Model {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub id: String,
+            pub account_id: String,
+            pub kind: i32,
+            pub author: String,
+            pub occurred_at: i64,
+            pub text: String,
+            pub participants: String,
+            pub sort_key: String,
+        }
+
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+
+        impl ActiveModelBehavior for ActiveModel {}
+    }
+
+    /// `facts`: what the feeds said about each account.
+    pub mod fact {
+        use sea_orm::entity::prelude::*;
+
+        #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+        #[sea_orm(table_name = "facts")]
+        pub struct Model {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub account_id: String,
+            pub csm: String,
+            pub owner: String,
+            pub segment: i32,
+            pub mrr: i64,
+            pub red: bool,
+            pub churn_risk_bp: Option<i32>,
+            pub first_value: bool,
+        }
+
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+
+        impl ActiveModelBehavior for ActiveModel {}
+    }
+
+    /// `churns`: when each account's MRR reached zero.
+    pub mod churn {
+        use sea_orm::entity::prelude::*;
+
+        #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+        #[sea_orm(table_name = "churns")]
+        pub struct Model {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub account_id: String,
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub at: i64,
+        }
+
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+
+        impl ActiveModelBehavior for ActiveModel {}
+    }
+}
+
+use entity::{activity, churn, cta, fact, playbook, playbook_version, trigger};
+
+struct CreateSuccessTables;
+
+impl MigrationName for CreateSuccessTables {
+    fn name(&self) -> &str {
+        "m0100_success_tables"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateSuccessTables {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        use activity::Column as A;
+        use churn::Column as Ch;
+        use cta::Column as C;
+        use fact::Column as F;
+        use playbook::Column as P;
+        use playbook_version::Column as V;
+        use trigger::Column as T;
+        manager
+            .create_table(
+                Table::create()
+                    .table(playbook::Entity)
+                    .if_not_exists()
+                    .col(ColumnDef::new(P::Id).string().not_null().primary_key())
+                    .col(text(P::Name).unique_key().to_owned())
+                    .col(ColumnDef::new(P::Version).big_integer().not_null())
+                    .col(ColumnDef::new(P::TriggerKind).integer().not_null())
+                    .col(ColumnDef::new(P::Spec).text().not_null())
+                    .col(ColumnDef::new(P::CreatedAt).big_integer().not_null())
+                    .col(ColumnDef::new(P::UpdatedAt).big_integer().not_null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(playbook_version::Entity)
+                    .if_not_exists()
+                    .col(text(V::PlaybookId))
+                    .col(ColumnDef::new(V::Version).big_integer().not_null())
+                    .col(ColumnDef::new(V::Spec).text().not_null())
+                    .col(ColumnDef::new(V::WrittenAt).big_integer().not_null())
+                    .primary_key(Index::create().col(V::PlaybookId).col(V::Version))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(cta::Entity)
+                    .if_not_exists()
+                    .col(ColumnDef::new(C::Id).string().not_null().primary_key())
+                    .col(text(C::AccountId))
+                    .col(text(C::PlaybookId))
+                    .col(ColumnDef::new(C::PlaybookVersion).big_integer().not_null())
+                    .col(ColumnDef::new(C::CtaType).integer().not_null())
+                    .col(ColumnDef::new(C::Reason).text().not_null())
+                    .col(ColumnDef::new(C::Priority).integer().not_null())
+                    .col(text(C::Owner))
+                    .col(ColumnDef::new(C::Status).integer().not_null())
+                    .col(ColumnDef::new(C::Outcome).integer().not_null())
+                    .col(ColumnDef::new(C::DueAt).big_integer().not_null())
+                    .col(text(C::DueKey))
+                    .col(ColumnDef::new(C::SnoozeUntil).big_integer().null())
+                    .col(ColumnDef::new(C::SnoozeReason).text().not_null())
+                    .col(ColumnDef::new(C::Tasks).text().not_null())
+                    .col(ColumnDef::new(C::Comments).text().not_null())
+                    .col(ColumnDef::new(C::TriggerCount).integer().not_null())
+                    .col(ColumnDef::new(C::OpenSlot).string().null().unique_key())
+                    .col(ColumnDef::new(C::Version).big_integer().not_null())
+                    .col(ColumnDef::new(C::CreatedAt).big_integer().not_null())
+                    .col(ColumnDef::new(C::UpdatedAt).big_integer().not_null())
+                    .col(ColumnDef::new(C::ClosedAt).big_integer().null())
+                    .col(ColumnDef::new(C::FirstActionAt).big_integer().null())
+                    .to_owned(),
+            )
+            .await?;
+        for (name, columns) in [
+            ("ctas_owner", vec![C::Owner, C::Status, C::DueKey]),
+            ("ctas_account", vec![C::AccountId, C::DueKey]),
+            ("ctas_playbook", vec![C::PlaybookId, C::CreatedAt]),
+            ("ctas_due", vec![C::Status, C::DueKey]),
+        ] {
+            let mut index = Index::create();
+            index.name(name).table(cta::Entity).if_not_exists();
+            for c in columns {
+                index.col(c);
+            }
+            manager.create_index(index.to_owned()).await?;
+        }
+        manager
+            .create_table(
+                Table::create()
+                    .table(trigger::Entity)
+                    .if_not_exists()
+                    .col(ColumnDef::new(T::Id).string().not_null().primary_key())
+                    .col(text(T::PlaybookId))
+                    .col(ColumnDef::new(T::PlaybookVersion).big_integer().not_null())
+                    .col(text(T::AccountId))
+                    .col(ColumnDef::new(T::At).big_integer().not_null())
+                    .col(ColumnDef::new(T::Arm).integer().not_null())
+                    .col(ColumnDef::new(T::Segment).integer().not_null())
+                    .col(text(T::CtaId))
+                    .to_owned(),
+            )
+            .await?;
+        for (name, columns) in [
+            ("triggers_playbook_at", vec![T::PlaybookId, T::At]),
+            (
+                "triggers_enrollment",
+                vec![T::PlaybookId, T::AccountId, T::At],
+            ),
+        ] {
+            let mut index = Index::create();
+            index.name(name).table(trigger::Entity).if_not_exists();
+            for c in columns {
+                index.col(c);
+            }
+            manager.create_index(index.to_owned()).await?;
+        }
+        manager
+            .create_table(
+                Table::create()
+                    .table(activity::Entity)
+                    .if_not_exists()
+                    .col(ColumnDef::new(A::Id).string().not_null().primary_key())
+                    .col(text(A::AccountId))
+                    .col(ColumnDef::new(A::Kind).integer().not_null())
+                    .col(text(A::Author))
+                    .col(ColumnDef::new(A::OccurredAt).big_integer().not_null())
+                    .col(ColumnDef::new(A::Text).text().not_null())
+                    .col(ColumnDef::new(A::Participants).text().not_null())
+                    .col(text(A::SortKey))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("activities_account")
+                    .table(activity::Entity)
+                    .col(A::AccountId)
+                    .col(A::SortKey)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(fact::Entity)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(F::AccountId)
+                            .string()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(text(F::Csm))
+                    .col(text(F::Owner))
+                    .col(ColumnDef::new(F::Segment).integer().not_null())
+                    .col(ColumnDef::new(F::Mrr).big_integer().not_null())
+                    .col(ColumnDef::new(F::Red).boolean().not_null())
+                    .col(ColumnDef::new(F::ChurnRiskBp).integer().null())
+                    .col(ColumnDef::new(F::FirstValue).boolean().not_null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(churn::Entity)
+                    .if_not_exists()
+                    .col(text(Ch::AccountId))
+                    .col(ColumnDef::new(Ch::At).big_integer().not_null())
+                    .primary_key(Index::create().col(Ch::AccountId).col(Ch::At))
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(churn::Entity).if_exists().to_owned())
+            .await?;
+        manager
+            .drop_table(Table::drop().table(fact::Entity).if_exists().to_owned())
+            .await?;
+        manager
+            .drop_table(Table::drop().table(activity::Entity).if_exists().to_owned())
+            .await?;
+        manager
+            .drop_table(Table::drop().table(trigger::Entity).if_exists().to_owned())
+            .await?;
+        manager
+            .drop_table(Table::drop().table(cta::Entity).if_exists().to_owned())
+            .await?;
+        manager
+            .drop_table(
+                Table::drop()
+                    .table(playbook_version::Entity)
+                    .if_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .drop_table(Table::drop().table(playbook::Entity).if_exists().to_owned())
+            .await
+    }
+}
+
+/// The success service's migrations: the runtime's tables, then its own.
+#[derive(Debug)]
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        let mut migrations = bowtie_runtime::schema::runtime_migrations();
+        migrations.push(Box::new(CreateSuccessTables));
+        migrations
+    }
+}
+
+/// Decodes a stored contract enum number.
+fn stored_enum<E: TryFrom<i32>>(what: &str, raw: i32) -> Result<E, Error> {
+    E::try_from(raw).map_err(|_| corrupt(format_args!("{what} {raw}")))
+}
+
+// --- playbooks ---------------------------------------------------------------
+
+/// A required text column.
+fn text(c: impl sea_orm_migration::prelude::IntoIden) -> ColumnDef {
+    ColumnDef::new(c).string().not_null().to_owned()
+}
+
+fn spec_json(spec: &PlaybookSpec) -> Result<String, Error> {
+    serde_json::to_string(spec).map_err(internal)
+}
+
+fn spec_from_json(raw: &str) -> Result<PlaybookSpec, Error> {
+    serde_json::from_str(raw).map_err(|e| corrupt(format_args!("playbook spec: {e}")))
+}
+
+fn playbook_from_row(m: playbook::Model) -> Result<Playbook, Error> {
+    Ok(Playbook {
+        id: PlaybookId(stored_uuid(&m.id)?),
+        version: m.version,
+        spec: spec_from_json(&m.spec)?,
+        created_at: Instant::from_micros(m.created_at),
+        updated_at: Instant::from_micros(m.updated_at),
+    })
+}
+
+/// One playbook's current version.
+pub async fn get_playbook<C: ConnectionTrait>(
+    conn: &C,
+    id: PlaybookId,
+) -> Result<Option<Playbook>, Error> {
+    playbook::Entity::find_by_id(id.0.to_string())
+        .one(conn)
+        .await?
+        .map(playbook_from_row)
+        .transpose()
+}
+
+/// One playbook's current version, or NOT_FOUND.
+pub async fn require_playbook<C: ConnectionTrait>(
+    conn: &C,
+    id: PlaybookId,
+) -> Result<Playbook, Error> {
+    get_playbook(conn, id)
+        .await?
+        .ok_or_else(|| Error::not_found("playbook", id.0.to_string()))
+}
+
+/// The playbook called `name`, if any.
+pub async fn playbook_named<C: ConnectionTrait>(
+    conn: &C,
+    name: &str,
+) -> Result<Option<PlaybookId>, Error> {
+    playbook::Entity::find()
+        .filter(playbook::Column::Name.eq(name))
+        .one(conn)
+        .await?
+        .map(|m| stored_uuid(&m.id).map(PlaybookId))
+        .transpose()
+}
+
+/// Every playbook's current version, by name.
+pub async fn list_playbooks<C: ConnectionTrait>(conn: &C) -> Result<Vec<Playbook>, Error> {
+    playbook::Entity::find()
+        .order_by_asc(playbook::Column::Name)
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(playbook_from_row)
+        .collect()
+}
+
+/// The current versions of the playbooks that fire on `kind`.
+pub async fn playbooks_for<C: ConnectionTrait>(
+    conn: &C,
+    kind: TriggerKind,
+) -> Result<Vec<Playbook>, Error> {
+    playbook::Entity::find()
+        .filter(playbook::Column::TriggerKind.eq(kind as i32))
+        .order_by_asc(playbook::Column::Name)
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(playbook_from_row)
+        .collect()
+}
+
+/// Every version of one playbook, newest first.
+pub async fn playbook_versions<C: ConnectionTrait>(
+    conn: &C,
+    current: &Playbook,
+) -> Result<Vec<Playbook>, Error> {
+    playbook_version::Entity::find()
+        .filter(playbook_version::Column::PlaybookId.eq(current.id.0.to_string()))
+        .order_by_desc(playbook_version::Column::Version)
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(|m| {
+            Ok(Playbook {
+                id: current.id,
+                version: m.version,
+                spec: spec_from_json(&m.spec)?,
+                created_at: current.created_at,
+                updated_at: Instant::from_micros(m.written_at),
+            })
+        })
+        .collect()
+}
+
+/// Writes `p` as its current version and keeps the version. `previous` is
+/// the version it replaces (none for a new playbook); a row that moved past
+/// it meanwhile is ABORTED.
+pub async fn save_playbook<C: ConnectionTrait>(
+    conn: &C,
+    p: &Playbook,
+    previous: Option<i64>,
+) -> Result<(), Error> {
+    let spec = spec_json(&p.spec)?;
+    let row = playbook::ActiveModel {
+        id: Set(p.id.0.to_string()),
+        name: Set(p.spec.name.clone()),
+        version: Set(p.version),
+        trigger_kind: Set(p.spec.trigger.kind as i32),
+        spec: Set(spec.clone()),
+        created_at: Set(p.created_at.micros()),
+        updated_at: Set(p.updated_at.micros()),
+    };
+    match previous {
+        None => {
+            row.insert(conn).await?;
+        }
+        Some(version) => {
+            let result = playbook::Entity::update_many()
+                .set(row)
+                .filter(playbook::Column::Id.eq(p.id.0.to_string()))
+                .filter(playbook::Column::Version.eq(version))
+                .exec(conn)
+                .await?;
+            if result.rows_affected != 1 {
+                return Err(Error::Aborted(format!(
+                    "playbook {} changed concurrently; re-read it and retry",
+                    p.id.0
+                )));
+            }
+        }
+    }
+    playbook_version::ActiveModel {
+        playbook_id: Set(p.id.0.to_string()),
+        version: Set(p.version),
+        spec: Set(spec),
+        written_at: Set(p.updated_at.micros()),
+    }
+    .insert(conn)
+    .await?;
+    Ok(())
+}
+
+// --- CTAs --------------------------------------------------------------------
+
+/// A task of a CTA as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    /// What to do.
+    pub title: String,
+    /// When it is due.
+    pub due_at: Instant,
+    /// Where it stands (the contract's number).
+    pub status: i32,
+}
+
+/// A comment on a CTA as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Comment {
+    /// Who wrote it.
+    pub author: String,
+    /// The text.
+    pub text: String,
+    /// When.
+    pub at: Instant,
+}
+
+/// A call to action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cta {
+    /// Its id.
+    pub id: CtaId,
+    /// The account.
+    pub account_id: AccountId,
+    /// The playbook that opened it, if any.
+    pub playbook: Option<(PlaybookId, i64)>,
+    /// Its type.
+    pub cta_type: CtaType,
+    /// Why it exists.
+    pub reason: String,
+    /// Its priority.
+    pub priority: Priority,
+    /// Its owner.
+    pub owner: String,
+    /// Where it stands.
+    pub status: CtaStatus,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// When it is due.
+    pub due_at: Instant,
+    /// SNOOZED: until when.
+    pub snooze_until: Option<Instant>,
+    /// SNOOZED: why.
+    pub snooze_reason: String,
+    /// Its tasks.
+    pub tasks: Vec<Task>,
+    /// Its comments.
+    pub comments: Vec<Comment>,
+    /// Triggers counted on it.
+    pub trigger_count: i32,
+    /// Its version.
+    pub version: i64,
+    /// When it was opened.
+    pub created_at: Instant,
+    /// When it last changed.
+    pub updated_at: Instant,
+    /// When it was closed.
+    pub closed_at: Option<Instant>,
+    /// When someone first acted on it.
+    pub first_action_at: Option<Instant>,
+}
+
+impl Cta {
+    /// What the trigger decision needs of it.
+    pub fn as_open(&self) -> OpenCta {
+        OpenCta {
+            id: self.id,
+            status: self.status,
+            snooze_until: self.snooze_until,
+        }
+    }
+}
+
+fn due_key(due_at: Instant, id: CtaId) -> String {
+    // Due times are from 1970 on (validated), so zero-padded micros sort.
+    format!("{:020}:{}", due_at.micros().max(0), id.0)
+}
+
+fn open_slot(c: &Cta) -> Option<String> {
+    match (c.status, c.playbook) {
+        (CtaStatus::Closed, _) | (_, None) => None,
+        (_, Some((playbook, _))) => Some(format!("{}:{}", c.account_id, playbook.0)),
+    }
+}
+
+fn cta_row(c: &Cta) -> Result<cta::ActiveModel, Error> {
+    Ok(cta::ActiveModel {
+        id: Set(c.id.0.to_string()),
+        account_id: Set(c.account_id.to_string()),
+        playbook_id: Set(c.playbook.map(|p| p.0.0.to_string()).unwrap_or_default()),
+        playbook_version: Set(c.playbook.map_or(0, |p| p.1)),
+        cta_type: Set(c.cta_type as i32),
+        reason: Set(c.reason.clone()),
+        priority: Set(c.priority as i32),
+        owner: Set(c.owner.clone()),
+        status: Set(c.status as i32),
+        outcome: Set(c.outcome as i32),
+        due_at: Set(c.due_at.micros()),
+        due_key: Set(due_key(c.due_at, c.id)),
+        snooze_until: Set(c.snooze_until.map(Instant::micros)),
+        snooze_reason: Set(c.snooze_reason.clone()),
+        tasks: Set(serde_json::to_string(&c.tasks).map_err(internal)?),
+        comments: Set(serde_json::to_string(&c.comments).map_err(internal)?),
+        trigger_count: Set(c.trigger_count),
+        open_slot: Set(open_slot(c)),
+        version: Set(c.version),
+        created_at: Set(c.created_at.micros()),
+        updated_at: Set(c.updated_at.micros()),
+        closed_at: Set(c.closed_at.map(Instant::micros)),
+        first_action_at: Set(c.first_action_at.map(Instant::micros)),
+    })
+}
+
+fn cta_from_row(m: cta::Model) -> Result<Cta, Error> {
+    let playbook = if m.playbook_id.is_empty() {
+        None
+    } else {
+        Some((PlaybookId(stored_uuid(&m.playbook_id)?), m.playbook_version))
+    };
+    Ok(Cta {
+        id: CtaId(stored_uuid(&m.id)?),
+        account_id: AccountId(stored_uuid(&m.account_id)?),
+        playbook,
+        cta_type: stored_enum("cta type", m.cta_type)?,
+        reason: m.reason,
+        priority: stored_enum("priority", m.priority)?,
+        owner: m.owner,
+        status: stored_enum("cta status", m.status)?,
+        outcome: stored_enum("outcome", m.outcome)?,
+        due_at: Instant::from_micros(m.due_at),
+        snooze_until: m.snooze_until.map(Instant::from_micros),
+        snooze_reason: m.snooze_reason,
+        tasks: serde_json::from_str(&m.tasks).map_err(|_| corrupt("cta tasks"))?,
+        comments: serde_json::from_str(&m.comments).map_err(|_| corrupt("cta comments"))?,
+        trigger_count: m.trigger_count,
+        version: m.version,
+        created_at: Instant::from_micros(m.created_at),
+        updated_at: Instant::from_micros(m.updated_at),
+        closed_at: m.closed_at.map(Instant::from_micros),
+        first_action_at: m.first_action_at.map(Instant::from_micros),
+    })
+}
+
+/// One CTA.
+pub async fn get_cta<C: ConnectionTrait>(conn: &C, id: CtaId) -> Result<Option<Cta>, Error> {
+    cta::Entity::find_by_id(id.0.to_string())
+        .one(conn)
+        .await?
+        .map(cta_from_row)
+        .transpose()
+}
+
+/// One CTA, or NOT_FOUND.
+pub async fn require_cta<C: ConnectionTrait>(conn: &C, id: CtaId) -> Result<Cta, Error> {
+    get_cta(conn, id)
+        .await?
+        .ok_or_else(|| Error::not_found("cta", id.0.to_string()))
+}
+
+/// Inserts a new CTA.
+pub async fn insert_cta<C: ConnectionTrait>(conn: &C, c: &Cta) -> Result<(), Error> {
+    cta_row(c)?.insert(conn).await?;
+    Ok(())
+}
+
+/// Writes `next` over the CTA if it is still at `previous_version`; ABORTED
+/// when a concurrent writer got there first.
+pub async fn update_cta<C: ConnectionTrait>(
+    conn: &C,
+    next: &Cta,
+    previous_version: i64,
+) -> Result<(), Error> {
+    let result = cta::Entity::update_many()
+        .set(cta_row(next)?)
+        .filter(cta::Column::Id.eq(next.id.0.to_string()))
+        .filter(cta::Column::Version.eq(previous_version))
+        .exec(conn)
+        .await?;
+    if result.rows_affected == 1 {
+        Ok(())
+    } else {
+        Err(Error::Aborted(format!(
+            "cta {} changed concurrently; re-read it and retry",
+            next.id.0
+        )))
+    }
+}
+
+/// The account's CTA from `playbook` that is not closed, if any.
+pub async fn open_cta<C: ConnectionTrait>(
+    conn: &C,
+    account: AccountId,
+    playbook: PlaybookId,
+) -> Result<Option<Cta>, Error> {
+    cta::Entity::find()
+        .filter(cta::Column::OpenSlot.eq(format!("{account}:{}", playbook.0)))
+        .one(conn)
+        .await?
+        .map(cta_from_row)
+        .transpose()
+}
+
+/// Every CTA of the account that is not closed and came from a playbook.
+pub async fn open_ctas_of<C: ConnectionTrait>(
+    conn: &C,
+    account: AccountId,
+) -> Result<Vec<Cta>, Error> {
+    cta::Entity::find()
+        .filter(cta::Column::AccountId.eq(account.to_string()))
+        .filter(cta::Column::OpenSlot.is_not_null())
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(cta_from_row)
+        .collect()
+}
+
+/// How many CTAs that are not closed each of `owners` has.
+pub async fn open_counts<C: ConnectionTrait>(
+    conn: &C,
+    owners: &[String],
+) -> Result<HashMap<String, i64>, Error> {
+    if owners.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<(String, i64)> = cta::Entity::find()
+        .select_only()
+        .column(cta::Column::Owner)
+        .column_as(Expr::col(cta::Column::Id).count(), "n")
+        .filter(cta::Column::Owner.is_in(owners.iter().cloned()))
+        .filter(cta::Column::Status.ne(CtaStatus::Closed as i32))
+        .group_by(cta::Column::Owner)
+        .into_tuple()
+        .all(conn)
+        .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Filters of ListCtas.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CtaFilter {
+    /// Exact owner.
+    pub owner: Option<String>,
+    /// The account.
+    pub account: Option<AccountId>,
+    /// The playbook.
+    pub playbook: Option<PlaybookId>,
+    /// The status; `None` for every status but CLOSED.
+    pub status: Option<CtaStatus>,
+    /// Not closed and due before this instant.
+    pub overdue_at: Option<Instant>,
+}
+
+impl CtaFilter {
+    /// A stable rendering, to bind page tokens to the filters.
+    pub fn fingerprint(&self) -> String {
+        format!(
+            "{:?}|{:?}|{:?}|{:?}|{}",
+            self.owner,
+            self.account,
+            self.playbook,
+            self.status.map(|s| s as i32),
+            self.overdue_at.is_some()
+        )
+    }
+}
+
+/// One page of CTAs in due order, after the page key `after`.
+pub async fn list_ctas<C: ConnectionTrait>(
+    conn: &C,
+    filter: &CtaFilter,
+    after: Option<&str>,
+    limit: u64,
+) -> Result<Vec<Cta>, Error> {
+    let mut cond = Condition::all();
+    if let Some(owner) = &filter.owner {
+        cond = cond.add(cta::Column::Owner.eq(owner.clone()));
+    }
+    if let Some(account) = filter.account {
+        cond = cond.add(cta::Column::AccountId.eq(account.to_string()));
+    }
+    if let Some(playbook) = filter.playbook {
+        cond = cond.add(cta::Column::PlaybookId.eq(playbook.0.to_string()));
+    }
+    cond = match filter.status {
+        Some(status) => cond.add(cta::Column::Status.eq(status as i32)),
+        None => cond.add(cta::Column::Status.ne(CtaStatus::Closed as i32)),
+    };
+    if let Some(now) = filter.overdue_at {
+        cond = cond
+            .add(cta::Column::Status.ne(CtaStatus::Closed as i32))
+            .add(cta::Column::DueAt.lt(now.micros()));
+    }
+    if let Some(after) = after {
+        cond = cond.add(cta::Column::DueKey.gt(after));
+    }
+    cta::Entity::find()
+        .filter(cond)
+        .order_by_asc(cta::Column::DueKey)
+        .limit(limit)
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(cta_from_row)
+        .collect()
+}
+
+/// The page key of a CTA in ListCtas.
+pub fn cta_page_key(c: &Cta) -> String {
+    due_key(c.due_at, c.id)
+}
+
+/// The playbook's CTAs opened in `[start, end)`.
+pub async fn ctas_opened<C: ConnectionTrait>(
+    conn: &C,
+    playbook: PlaybookId,
+    (start, end): (Instant, Instant),
+) -> Result<Vec<Cta>, Error> {
+    cta::Entity::find()
+        .filter(cta::Column::PlaybookId.eq(playbook.0.to_string()))
+        .filter(cta::Column::CreatedAt.gte(start.micros()))
+        .filter(cta::Column::CreatedAt.lt(end.micros()))
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(cta_from_row)
+        .collect()
+}
+
+// --- triggers ----------------------------------------------------------------
+
+/// An enrollment of an account in a playbook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TriggerRow {
+    /// The playbook.
+    pub playbook: PlaybookId,
+    /// Its version then.
+    pub playbook_version: i64,
+    /// The account.
+    pub account_id: AccountId,
+    /// When the event happened.
+    pub at: Instant,
+    /// Its arm.
+    pub arm: Arm,
+    /// The account's segment then.
+    pub segment: Segment,
+    /// The CTA it opened, if any.
+    pub cta: Option<CtaId>,
+}
+
+/// Records an enrollment.
+pub async fn insert_trigger<C: ConnectionTrait>(conn: &C, t: &TriggerRow) -> Result<(), Error> {
+    trigger::ActiveModel {
+        id: Set(Uuid::now_v7().to_string()),
+        playbook_id: Set(t.playbook.0.to_string()),
+        playbook_version: Set(t.playbook_version),
+        account_id: Set(t.account_id.to_string()),
+        at: Set(t.at.micros()),
+        arm: Set(t.arm.code()),
+        segment: Set(t.segment as i32),
+        cta_id: Set(t.cta.map(|c| c.0.to_string()).unwrap_or_default()),
+    }
+    .insert(conn)
+    .await?;
+    Ok(())
+}
+
+/// The account's last enrollment in the playbook, if any.
+pub async fn last_enrolled<C: ConnectionTrait>(
+    conn: &C,
+    playbook: PlaybookId,
+    account: AccountId,
+) -> Result<Option<Instant>, Error> {
+    let at: Option<i64> = trigger::Entity::find()
+        .select_only()
+        .column(trigger::Column::At)
+        .filter(trigger::Column::PlaybookId.eq(playbook.0.to_string()))
+        .filter(trigger::Column::AccountId.eq(account.to_string()))
+        .order_by_desc(trigger::Column::At)
+        .limit(1)
+        .into_tuple()
+        .one(conn)
+        .await?;
+    Ok(at.map(Instant::from_micros))
+}
+
+/// The playbook's enrollments in `[start, end)`.
+pub async fn triggers_in<C: ConnectionTrait>(
+    conn: &C,
+    playbook: PlaybookId,
+    (start, end): (Instant, Instant),
+) -> Result<Vec<TriggerRow>, Error> {
+    trigger::Entity::find()
+        .filter(trigger::Column::PlaybookId.eq(playbook.0.to_string()))
+        .filter(trigger::Column::At.gte(start.micros()))
+        .filter(trigger::Column::At.lt(end.micros()))
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(|m| {
+            Ok(TriggerRow {
+                playbook: PlaybookId(stored_uuid(&m.playbook_id)?),
+                playbook_version: m.playbook_version,
+                account_id: AccountId(stored_uuid(&m.account_id)?),
+                at: Instant::from_micros(m.at),
+                arm: Arm::from_code(m.arm).ok_or_else(|| corrupt("trigger arm"))?,
+                segment: stored_enum("segment", m.segment)?,
+                cta: if m.cta_id.is_empty() {
+                    None
+                } else {
+                    Some(CtaId(stored_uuid(&m.cta_id)?))
+                },
+            })
+        })
+        .collect()
+}
+
+// --- activities --------------------------------------------------------------
+
+/// A timeline entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Activity {
+    /// Its id.
+    pub id: ActivityId,
+    /// The account.
+    pub account_id: AccountId,
+    /// Its kind.
+    pub kind: ActivityKind,
+    /// Who.
+    pub author: String,
+    /// When it happened.
+    pub occurred_at: Instant,
+    /// What happened.
+    pub text: String,
+    /// Who took part.
+    pub participants: Vec<String>,
+}
+
+fn activity_key(a: &Activity) -> String {
+    // Newest first in ascending key order: the time subtracted from the
+    // largest instant, zero-padded, then the id to break ties.
+    format!(
+        "{:020}:{}",
+        i64::MAX - a.occurred_at.micros().max(0),
+        a.id.0
+    )
+}
+
+/// The page key of an activity in ListActivities.
+pub fn activity_page_key(a: &Activity) -> String {
+    activity_key(a)
+}
+
+/// Adds an entry to the timeline.
+pub async fn insert_activity<C: ConnectionTrait>(conn: &C, a: &Activity) -> Result<(), Error> {
+    activity::ActiveModel {
+        id: Set(a.id.0.to_string()),
+        account_id: Set(a.account_id.to_string()),
+        kind: Set(a.kind as i32),
+        author: Set(a.author.clone()),
+        occurred_at: Set(a.occurred_at.micros()),
+        text: Set(a.text.clone()),
+        participants: Set(serde_json::to_string(&a.participants).map_err(internal)?),
+        sort_key: Set(activity_key(a)),
+    }
+    .insert(conn)
+    .await?;
+    Ok(())
+}
+
+/// Filters of ListActivities.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ActivityFilter {
+    /// The account.
+    pub account: AccountId,
+    /// Only these kinds; empty for all.
+    pub kinds: Vec<ActivityKind>,
+    /// Only this author.
+    pub author: Option<String>,
+}
+
+impl ActivityFilter {
+    /// A stable rendering, to bind page tokens to the filters.
+    pub fn fingerprint(&self) -> String {
+        format!(
+            "{}|{:?}|{:?}",
+            self.account,
+            self.kinds.iter().map(|k| *k as i32).collect::<Vec<_>>(),
+            self.author
+        )
+    }
+}
+
+/// One page of an account's timeline, newest first, after the page key `after`.
+pub async fn list_activities<C: ConnectionTrait>(
+    conn: &C,
+    filter: &ActivityFilter,
+    after: Option<&str>,
+    limit: u64,
+) -> Result<Vec<Activity>, Error> {
+    let mut cond = Condition::all().add(activity::Column::AccountId.eq(filter.account.to_string()));
+    if !filter.kinds.is_empty() {
+        cond = cond.add(activity::Column::Kind.is_in(filter.kinds.iter().map(|k| *k as i32)));
+    }
+    if let Some(author) = &filter.author {
+        cond = cond.add(activity::Column::Author.eq(author.clone()));
+    }
+    if let Some(after) = after {
+        cond = cond.add(activity::Column::SortKey.gt(after));
+    }
+    activity::Entity::find()
+        .filter(cond)
+        .order_by_asc(activity::Column::SortKey)
+        .limit(limit)
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(|m| {
+            Ok(Activity {
+                id: ActivityId(stored_uuid(&m.id)?),
+                account_id: AccountId(stored_uuid(&m.account_id)?),
+                kind: stored_enum("activity kind", m.kind)?,
+                author: m.author,
+                occurred_at: Instant::from_micros(m.occurred_at),
+                text: m.text,
+                participants: serde_json::from_str(&m.participants)
+                    .map_err(|_| corrupt("activity participants"))?,
+            })
+        })
+        .collect()
+}
+
+// --- facts and churns --------------------------------------------------------
+
+/// What the service knows of an account; defaults for one it never heard of.
+pub async fn facts<C: ConnectionTrait>(
+    conn: &C,
+    account: AccountId,
+) -> Result<AccountFacts, Error> {
+    Ok(known_facts(conn, account).await?.unwrap_or(AccountFacts {
+        account_id: account,
+        ..AccountFacts::default()
+    }))
+}
+
+/// What the service knows of an account, `None` when no feed mentioned it yet.
+pub async fn known_facts<C: ConnectionTrait>(
+    conn: &C,
+    account: AccountId,
+) -> Result<Option<AccountFacts>, Error> {
+    let Some(m) = fact::Entity::find_by_id(account.to_string())
+        .one(conn)
+        .await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(AccountFacts {
+        account_id: account,
+        csm: m.csm,
+        owner: m.owner,
+        segment: stored_enum("segment", m.segment)?,
+        mrr: Minor(m.mrr),
+        red: m.red,
+        churn_risk_bp: m.churn_risk_bp,
+        first_value: m.first_value,
+    }))
+}
+
+/// Stores an account's facts.
+pub async fn save_facts<C: ConnectionTrait>(conn: &C, f: &AccountFacts) -> Result<(), Error> {
+    use fact::Column as F;
+    fact::Entity::insert(fact::ActiveModel {
+        account_id: Set(f.account_id.to_string()),
+        csm: Set(f.csm.clone()),
+        owner: Set(f.owner.clone()),
+        segment: Set(f.segment as i32),
+        mrr: Set(f.mrr.get()),
+        red: Set(f.red),
+        churn_risk_bp: Set(f.churn_risk_bp),
+        first_value: Set(f.first_value),
+    })
+    .on_conflict(
+        OnConflict::column(F::AccountId)
+            .update_columns([
+                F::Csm,
+                F::Owner,
+                F::Segment,
+                F::Mrr,
+                F::Red,
+                F::ChurnRiskBp,
+                F::FirstValue,
+            ])
+            .to_owned(),
+    )
+    .exec(conn)
+    .await?;
+    Ok(())
+}
+
+/// Records that the account churned at `at` (once).
+pub async fn add_churn<C: ConnectionTrait>(
+    conn: &C,
+    account: AccountId,
+    at: Instant,
+) -> Result<(), Error> {
+    churn::Entity::insert(churn::ActiveModel {
+        account_id: Set(account.to_string()),
+        at: Set(at.micros()),
+    })
+    .on_conflict(
+        OnConflict::columns([churn::Column::AccountId, churn::Column::At])
+            .do_nothing()
+            .to_owned(),
+    )
+    .do_nothing()
+    .exec(conn)
+    .await?;
+    Ok(())
+}
+
+/// Takes back a churn that revenue retracted.
+pub async fn remove_churn<C: ConnectionTrait>(
+    conn: &C,
+    account: AccountId,
+    at: Instant,
+) -> Result<(), Error> {
+    churn::Entity::delete_by_id((account.to_string(), at.micros()))
+        .exec(conn)
+        .await?;
+    Ok(())
+}
+
+/// When each of `accounts` churned.
+pub async fn churns_of<C: ConnectionTrait>(
+    conn: &C,
+    accounts: &[AccountId],
+) -> Result<HashMap<AccountId, Vec<Instant>>, Error> {
+    let mut out: HashMap<AccountId, Vec<Instant>> = HashMap::new();
+    for chunk in accounts.chunks(500) {
+        let rows = churn::Entity::find()
+            .filter(churn::Column::AccountId.is_in(chunk.iter().map(ToString::to_string)))
+            .all(conn)
+            .await?;
+        for m in rows {
+            out.entry(AccountId(stored_uuid(&m.account_id)?))
+                .or_default()
+                .push(Instant::from_micros(m.at));
+        }
+    }
+    Ok(out)
+}
