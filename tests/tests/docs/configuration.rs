@@ -2,7 +2,7 @@
 //! and no setting that does not exist, with the default the binary really
 //! uses. Its tables give one setting per row, the dotted key in backticks in
 //! the first column and the default in the second; `<service>` stands for
-//! each of accounts, funnel, revenue and scoring.
+//! each of accounts, funnel, revenue, scoring and success.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -12,7 +12,7 @@ use bowtie_runtime::config::DEFAULTS_TOML;
 use super::read;
 
 /// The services whose settings `<service>` stands for.
-const SERVICES: [&str; 4] = ["accounts", "funnel", "revenue", "scoring"];
+const SERVICES: [&str; 5] = ["accounts", "funnel", "revenue", "scoring", "success"];
 
 /// Every leaf of the defaults as a dotted key with its value (a table is a
 /// section, an array of tables such as `auth.keys` is one setting).
@@ -52,7 +52,7 @@ fn first_code(cell: &str) -> Option<&str> {
 struct Documented {
     key: String,
     default: Option<String>,
-    /// Written once for the four services (`<service>.listen`).
+    /// Written once for the five services (`<service>.listen`).
     per_service: bool,
     line: usize,
 }
