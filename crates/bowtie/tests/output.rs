@@ -125,6 +125,7 @@ fn the_demo_banner_is_one_block_on_stdout_and_stderr_has_no_info_and_no_colour()
         "revenue   grpc://127.0.0.1:",
         "funnel    grpc://127.0.0.1:",
         "scoring   grpc://127.0.0.1:",
+        "success   grpc://127.0.0.1:",
         "gateway   http://127.0.0.1:",
         "dashboard http://127.0.0.1:",
         "development API keys: bowtie-dev-admin (admin), bowtie-dev-read (read)",
