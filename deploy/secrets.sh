@@ -20,7 +20,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-services=(accounts funnel revenue scoring)
+services=(accounts funnel revenue scoring success)
 if [ "$force" -eq 0 ]; then
   for f in postgres.env gateway.env auth.toml "${services[@]/%/.env}"; do
     if [ -e "$dir/$f" ]; then
@@ -62,5 +62,5 @@ admin_key="$(key)"
 printf '\n[[auth.keys]]\nname = "admin"\nhash = "%s"\nscopes = ["admin"]\n' \
   "$(hash "$admin_key")" >>"$dir/auth.toml"
 
-echo "wrote $dir/{postgres,accounts,funnel,revenue,scoring,gateway}.env and auth.toml"
+echo "wrote $dir/{postgres,accounts,funnel,revenue,scoring,success,gateway}.env and auth.toml"
 echo "admin API key (shown once, store it in your password manager): $admin_key"

@@ -14,6 +14,7 @@
 #
 #   POSTGRES_USER=admin POSTGRES_DB=bowtie ACCOUNTS_DB_PASSWORD=... \
 #     FUNNEL_DB_PASSWORD=... REVENUE_DB_PASSWORD=... SCORING_DB_PASSWORD=... \
+#     SUCCESS_DB_PASSWORD=... \
 #     sh deploy/postgres/init-roles.sh
 #
 # Running it again changes passwords to the given ones and is otherwise a no-op.
@@ -22,7 +23,7 @@ set -eu
 db="${POSTGRES_DB:-bowtie}"
 admin="${POSTGRES_USER:-postgres}"
 
-for svc in accounts funnel revenue scoring; do
+for svc in accounts funnel revenue scoring success; do
   var="$(echo "$svc" | tr '[:lower:]' '[:upper:]')_DB_PASSWORD"
   eval "password=\${$var:?$var is not set}"
   psql -X -q -v ON_ERROR_STOP=1 --username "$admin" --dbname "$db" \
@@ -41,4 +42,4 @@ psql -X -q -v ON_ERROR_STOP=1 --username "$admin" --dbname "$db" -v db="$db" <<'
 REVOKE ALL ON DATABASE :"db" FROM PUBLIC;
 REVOKE ALL ON SCHEMA public FROM PUBLIC;
 SQL
-echo "bowtie: roles and schemas of accounts, funnel, revenue, scoring ready in $db"
+echo "bowtie: roles and schemas of accounts, funnel, revenue, scoring, success ready in $db"

@@ -127,6 +127,8 @@ async fn each_service_role_migrates_and_serves_its_own_schema_and_cannot_open_an
             password(service),
         );
     }
+    // The script also makes the success service's role, and needs its password.
+    init.env("SUCCESS_DB_PASSWORD", password("success"));
     run(&mut init).context("deploy/postgres/init-roles.sh")?;
 
     // Each service migrates under its own role, into its own schema.
