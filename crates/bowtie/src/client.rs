@@ -12,6 +12,7 @@ use bowtie_proto::accounts::accounts_service_client::AccountsServiceClient;
 use bowtie_proto::funnel::funnel_service_client::FunnelServiceClient;
 use bowtie_proto::revenue::revenue_service_client::RevenueServiceClient;
 use bowtie_proto::scoring::scoring_service_client::ScoringServiceClient;
+use bowtie_proto::success::success_service_client::SuccessServiceClient;
 use bowtie_runtime::config::PeerSettings;
 use bowtie_runtime::peer::{PeerChannel, connect};
 use secrecy::SecretString;
@@ -24,6 +25,8 @@ pub type FunnelClient = FunnelServiceClient<PeerChannel>;
 pub type RevenueClient = RevenueServiceClient<PeerChannel>;
 /// A scoring client that presents the CLI's key.
 pub type ScoringClient = ScoringServiceClient<PeerChannel>;
+/// A success client that presents the CLI's key.
+pub type SuccessClient = SuccessServiceClient<PeerChannel>;
 
 /// Deadline of each call the CLI makes: imports and reports over a large
 /// book take longer than the peer-to-peer default.
@@ -58,6 +61,7 @@ impl Target {
             Service::Funnel => self.peers.funnel = uri,
             Service::Revenue => self.peers.revenue = uri,
             Service::Scoring => self.peers.scoring = uri,
+            Service::Success => self.peers.success = uri,
         }
         self
     }
@@ -69,6 +73,7 @@ impl Target {
             Service::Funnel => &self.peers.funnel,
             Service::Revenue => &self.peers.revenue,
             Service::Scoring => &self.peers.scoring,
+            Service::Success => &self.peers.success,
         }
     }
 
@@ -95,6 +100,11 @@ impl Target {
     pub fn scoring(&self) -> anyhow::Result<ScoringClient> {
         Ok(ScoringServiceClient::new(self.channel(Service::Scoring)?))
     }
+
+    /// A success client (connects on first use).
+    pub fn success(&self) -> anyhow::Result<SuccessClient> {
+        Ok(SuccessServiceClient::new(self.channel(Service::Success)?))
+    }
 }
 
 /// A Bowtie service the CLI talks to.
@@ -108,6 +118,8 @@ pub enum Service {
     Revenue,
     /// Scoring.
     Scoring,
+    /// Success.
+    Success,
 }
 
 /// A failed call as a person reads it: the status code and the server's

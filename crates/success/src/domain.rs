@@ -299,6 +299,9 @@ pub enum Skip {
     Snoozed,
     /// The enrollment limit: the account was enrolled too recently.
     Enrolled,
+    /// The playbook's auto-close condition already holds (say, first value
+    /// was reached before the onboarding event arrived on another feed).
+    Resolved,
 }
 
 /// The open (not closed) CTA of an account from one playbook, as the
@@ -329,6 +332,9 @@ pub fn decide(
     let spec = &playbook.spec;
     if !spec.filter.admits(facts) {
         return Decision::Skip(Skip::Filtered);
+    }
+    if open.is_none() && auto_closes(spec.auto_close, spec.risk_threshold_bp, facts) {
+        return Decision::Skip(Skip::Resolved);
     }
     if spec.mode != PlaybookMode::Off
         && let Some(open) = open

@@ -11,6 +11,7 @@
 //! interrupted.
 
 pub mod plan;
+pub mod playbooks;
 pub mod signals;
 
 use std::collections::BTreeMap;
@@ -112,6 +113,8 @@ pub async fn seed(target: &Target, mut options: DemoOptions) -> anyhow::Result<S
     };
     let company = Company::generate(options);
     let prefix = options.key_prefix();
+    // Playbooks before the history, so its events open CTAs as they happen.
+    let mut calls = playbooks::create(target.success()?, &prefix).await?;
 
     // Accounts first: everything else refers to their ids.
     let accounts = target.accounts()?;
@@ -120,7 +123,7 @@ pub async fn seed(target: &Target, mut options: DemoOptions) -> anyhow::Result<S
         .buffered(CONCURRENCY)
         .try_collect()
         .await?;
-    let mut calls = ids.len();
+    calls += ids.len();
 
     // Funnel and revenue write to different databases: in parallel.
     let funnel = target.funnel()?;

@@ -327,3 +327,17 @@ fn a_spec_round_trips_through_its_stored_form() -> Result<(), serde_json::Error>
     assert_eq!(serde_json::from_str::<PlaybookSpec>(&stored)?, spec);
     Ok(())
 }
+
+#[test]
+fn a_trigger_whose_auto_close_condition_already_holds_opens_nothing() {
+    let mut p = playbook(PlaybookMode::On);
+    p.spec.auto_close = AutoClose::FirstValue;
+    let mut f = facts(1);
+    let at = Instant::EPOCH.plus_days(100);
+    assert_eq!(decide(&p, &f, None, None, at, "s"), Decision::Open);
+    f.first_value = true;
+    assert_eq!(
+        decide(&p, &f, None, None, at, "s"),
+        Decision::Skip(Skip::Resolved)
+    );
+}
