@@ -4,7 +4,7 @@
 
 use bowtie_proto::revenue as pb;
 use bowtie_proto::revenue::revenue_service_server::RevenueService;
-use bowtie_runtime::api::{self, Answer, idempotency, parsed};
+use bowtie_runtime::api::{self, Answer, read_request, write_request};
 use bowtie_runtime::error::FieldViolations;
 use bowtie_runtime::feed::EventStream;
 use bowtie_runtime::paging::Page;
@@ -61,12 +61,11 @@ impl RevenueService for RevenueApi {
         request: Request<pb::CreateSubscriptionRequest>,
     ) -> Answer<pb::CreateSubscriptionResponse> {
         let req = request.into_inner();
-        let mut v = FieldViolations::default();
-        let new = convert::new_subscription(&mut v, req.subscription.as_ref());
-        let idem = idempotency(&mut v, &req.idempotency_key, "CreateSubscription", &req);
-        v.into_result()?;
+        let (new, idem) = write_request(&req, &req.idempotency_key, "CreateSubscription", |v| {
+            convert::new_subscription(v, req.subscription.as_ref())
+        })?;
         Ok(Response::new(
-            self.app.create_subscription(parsed(new)?, idem).await?,
+            self.app.create_subscription(new, idem).await?,
         ))
     }
 
@@ -88,14 +87,14 @@ impl RevenueService for RevenueApi {
         request: Request<pb::ChangeSubscriptionRequest>,
     ) -> Answer<pb::ChangeSubscriptionResponse> {
         let req = request.into_inner();
-        let mut v = FieldViolations::default();
-        let id = convert::subscription_id(&mut v, "id", &req.id);
-        let terms = convert::terms(&mut v, "terms", req.terms.as_ref());
-        let at = validate::required_instant(&mut v, "effective_at", req.effective_at.as_ref());
-        let idem = idempotency(&mut v, &req.idempotency_key, "ChangeSubscription", &req);
-        v.into_result()?;
-        let (terms, currency) = parsed(terms)?;
-        let (id, at) = (parsed(id)?, parsed(at)?);
+        let key = &req.idempotency_key;
+        let ((id, (terms, currency), at), idem) =
+            write_request(&req, key, "ChangeSubscription", |v| {
+                let id = convert::subscription_id(v, "id", &req.id);
+                let terms = convert::terms(v, "terms", req.terms.as_ref());
+                let at = validate::required_instant(v, "effective_at", req.effective_at.as_ref());
+                Some((id?, terms?, at?))
+            })?;
         let version = req.expected_version;
         Ok(Response::new(
             self.app
@@ -110,12 +109,12 @@ impl RevenueService for RevenueApi {
         request: Request<pb::CancelSubscriptionRequest>,
     ) -> Answer<pb::CancelSubscriptionResponse> {
         let req = request.into_inner();
-        let mut v = FieldViolations::default();
-        let id = convert::subscription_id(&mut v, "id", &req.id);
-        let cancellation = convert::cancellation(&mut v, req.cancellation.as_ref());
-        let idem = idempotency(&mut v, &req.idempotency_key, "CancelSubscription", &req);
-        v.into_result()?;
-        let (id, cancellation) = (parsed(id)?, parsed(cancellation)?);
+        let key = &req.idempotency_key;
+        let ((id, cancellation), idem) = write_request(&req, key, "CancelSubscription", |v| {
+            let id = convert::subscription_id(v, "id", &req.id);
+            let cancellation = convert::cancellation(v, req.cancellation.as_ref());
+            Some((id?, cancellation?))
+        })?;
         let version = req.expected_version;
         Ok(Response::new(
             self.app
@@ -130,13 +129,10 @@ impl RevenueService for RevenueApi {
         request: Request<pb::RecordInvoiceRequest>,
     ) -> Answer<pb::RecordInvoiceResponse> {
         let req = request.into_inner();
-        let mut v = FieldViolations::default();
-        let invoice = convert::invoice(&mut v, req.invoice.as_ref());
-        let idem = idempotency(&mut v, &req.idempotency_key, "RecordInvoice", &req);
-        v.into_result()?;
-        Ok(Response::new(
-            self.app.record_invoice(parsed(invoice)?, idem).await?,
-        ))
+        let (invoice, idem) = write_request(&req, &req.idempotency_key, "RecordInvoice", |v| {
+            convert::invoice(v, req.invoice.as_ref())
+        })?;
+        Ok(Response::new(self.app.record_invoice(invoice, idem).await?))
     }
 
     #[tracing::instrument(skip_all)]
@@ -145,15 +141,16 @@ impl RevenueService for RevenueApi {
         request: Request<pb::RecordRenewalOutcomeRequest>,
     ) -> Answer<pb::RecordRenewalOutcomeResponse> {
         let req = request.into_inner();
-        let mut v = FieldViolations::default();
-        let id = convert::subscription_id(&mut v, "subscription_id", &req.subscription_id);
-        let outcome = validate::enum_value::<RenewalOutcome>(&mut v, "outcome", req.outcome, true);
-        let at = validate::required_instant(&mut v, "decided_at", req.decided_at.as_ref());
-        let idem = idempotency(&mut v, &req.idempotency_key, "RecordRenewalOutcome", &req);
-        v.into_result()?;
+        let key = &req.idempotency_key;
+        let ((id, outcome, at), idem) = write_request(&req, key, "RecordRenewalOutcome", |v| {
+            let id = convert::subscription_id(v, "subscription_id", &req.subscription_id);
+            let outcome = validate::enum_value::<RenewalOutcome>(v, "outcome", req.outcome, true);
+            let at = validate::required_instant(v, "decided_at", req.decided_at.as_ref());
+            Some((id?, outcome?, at?))
+        })?;
         Ok(Response::new(
             self.app
-                .record_renewal_outcome(parsed(id)?, parsed(outcome)?, parsed(at)?, idem)
+                .record_renewal_outcome(id, outcome, at, idem)
                 .await?,
         ))
     }
@@ -164,11 +161,10 @@ impl RevenueService for RevenueApi {
         request: Request<pb::SetFxRateRequest>,
     ) -> Answer<pb::SetFxRateResponse> {
         let req = request.into_inner();
-        let mut v = FieldViolations::default();
-        let rate = convert::fx_rate(&mut v, req.rate.as_ref());
-        let idem = idempotency(&mut v, &req.idempotency_key, "SetFxRate", &req);
-        v.into_result()?;
-        let (currency, at, rate) = parsed(rate)?;
+        let ((currency, at, rate), idem) =
+            write_request(&req, &req.idempotency_key, "SetFxRate", |v| {
+                convert::fx_rate(v, req.rate.as_ref())
+            })?;
         Ok(Response::new(
             self.app.set_fx_rate(currency, at, rate, idem).await?,
         ))
@@ -180,17 +176,17 @@ impl RevenueService for RevenueApi {
         request: Request<pb::ListMovementsRequest>,
     ) -> Answer<pb::ListMovementsResponse> {
         let req = request.into_inner();
-        let mut v = FieldViolations::default();
-        let (start, end) = convert::window(&mut v, req.start_at.as_ref(), req.end_at.as_ref());
-        let account = convert::optional_account_id(&mut v, "account_id", &req.account_id);
-        let kind = convert::movement_kind_filter(&mut v, "type", req.r#type);
-        v.into_result()?;
-        let filter = MovementFilter {
-            start: parsed(start)?,
-            end: parsed(end)?,
-            account: parsed(account)?,
-            kind: parsed(kind)?,
-        };
+        let filter = read_request(|v| {
+            let (start, end) = convert::window(v, req.start_at.as_ref(), req.end_at.as_ref());
+            let account = convert::optional_account_id(v, "account_id", &req.account_id);
+            let kind = convert::movement_kind_filter(v, "type", req.r#type);
+            Some(MovementFilter {
+                start: start?,
+                end: end?,
+                account: account?,
+                kind: kind?,
+            })
+        })?;
         // The page token is bound to the filters as they have always been
         // written: instants in microseconds, the account as a bare UUID.
         let fingerprint = format!(
@@ -215,11 +211,11 @@ impl RevenueService for RevenueApi {
         request: Request<pb::ListRenewalsRequest>,
     ) -> Answer<pb::ListRenewalsResponse> {
         let req = request.into_inner();
-        let mut v = FieldViolations::default();
-        let (start, end) = convert::window(&mut v, req.start_at.as_ref(), req.end_at.as_ref());
-        let account = convert::optional_account_id(&mut v, "account_id", &req.account_id);
-        v.into_result()?;
-        let (start, end, account) = (parsed(start)?, parsed(end)?, parsed(account)?);
+        let (start, end, account) = read_request(|v| {
+            let (start, end) = convert::window(v, req.start_at.as_ref(), req.end_at.as_ref());
+            let account = convert::optional_account_id(v, "account_id", &req.account_id);
+            Some((start?, end?, account?))
+        })?;
         let fingerprint = format!(
             "{}|{}|{:?}",
             start.micros(),
@@ -237,32 +233,33 @@ impl RevenueService for RevenueApi {
         request: Request<pb::GetMrrReportRequest>,
     ) -> Answer<pb::GetMrrReportResponse> {
         let req = request.into_inner();
-        let mut v = FieldViolations::default();
-        let (first, last) = month_range(&mut v, &req.start_month, &req.end_month, |months| {
-            if months < 0 {
-                Some("must not be before start_month".to_owned())
-            } else if months >= MAX_REPORT_MONTHS {
-                Some(format!(
-                    "must be within {MAX_REPORT_MONTHS} months of start_month"
-                ))
-            } else {
-                None
-            }
-        });
-        let granularity = match validate::enum_value::<pb::Granularity>(
-            &mut v,
-            "granularity",
-            req.granularity,
-            false,
-        ) {
-            Some(pb::Granularity::Quarter) => Granularity::Quarter,
-            _ => Granularity::Month,
-        };
-        let segment = convert::segment_filter(&mut v, "segment", req.segment);
-        v.into_result()?;
+        let (first, last, granularity, segment) = read_request(|v| {
+            let (first, last) = month_range(v, &req.start_month, &req.end_month, |months| {
+                if months < 0 {
+                    Some("must not be before start_month".to_owned())
+                } else if months >= MAX_REPORT_MONTHS {
+                    Some(format!(
+                        "must be within {MAX_REPORT_MONTHS} months of start_month"
+                    ))
+                } else {
+                    None
+                }
+            });
+            let granularity = match validate::enum_value::<pb::Granularity>(
+                v,
+                "granularity",
+                req.granularity,
+                false,
+            ) {
+                Some(pb::Granularity::Quarter) => Granularity::Quarter,
+                _ => Granularity::Month,
+            };
+            let segment = convert::segment_filter(v, "segment", req.segment);
+            Some((first?, last?, granularity, segment?))
+        })?;
         let periods = self
             .app
-            .mrr_report(parsed(first)?, parsed(last)?, granularity, parsed(segment)?)
+            .mrr_report(first, last, granularity, segment)
             .await?;
         Ok(Response::new(convert::mrr_report_to_pb(
             &periods,
@@ -276,19 +273,17 @@ impl RevenueService for RevenueApi {
         request: Request<pb::GetRetentionRequest>,
     ) -> Answer<pb::GetRetentionResponse> {
         let req = request.into_inner();
-        let mut v = FieldViolations::default();
-        let (t0, t1) = convert::window(&mut v, req.start_at.as_ref(), req.end_at.as_ref());
-        let segment = convert::segment_filter(&mut v, "segment", req.segment);
-        let owner = validate::optional_text(&mut v, "owner", &req.owner, MAX_PLAN);
-        v.into_result()?;
-        let filter = CohortFilter {
-            segment: parsed(segment)?,
-            owner: Some(parsed(owner)?).filter(|o| !o.is_empty()),
-        };
-        let (r, owners) = self
-            .app
-            .retention(parsed(t0)?, parsed(t1)?, filter, req.by_owner)
-            .await?;
+        let (t0, t1, filter) = read_request(|v| {
+            let (t0, t1) = convert::window(v, req.start_at.as_ref(), req.end_at.as_ref());
+            let segment = convert::segment_filter(v, "segment", req.segment);
+            let owner = validate::optional_text(v, "owner", &req.owner, MAX_PLAN);
+            let filter = CohortFilter {
+                segment: segment?,
+                owner: Some(owner?).filter(|o| !o.is_empty()),
+            };
+            Some((t0?, t1?, filter))
+        })?;
+        let (r, owners) = self.app.retention(t0, t1, filter, req.by_owner).await?;
         Ok(Response::new(convert::retention_to_pb(
             &r,
             owners,
@@ -302,23 +297,24 @@ impl RevenueService for RevenueApi {
         request: Request<pb::GetCohortRetentionRequest>,
     ) -> Answer<pb::GetCohortRetentionResponse> {
         let req = request.into_inner();
-        let mut v = FieldViolations::default();
-        let (first, last) = month_range(&mut v, &req.start_month, &req.end_month, |months| {
-            (!(0..=MAX_COHORT_MONTHS).contains(&months))
-                .then(|| format!("must be within {MAX_COHORT_MONTHS} months after start_month"))
-        });
-        if !(0..=MAX_COHORT_MONTHS).contains(&req.months) {
-            v.add(
-                "months",
-                format!("must be between 0 and {MAX_COHORT_MONTHS}"),
-            );
-        }
+        let (first, last, segment) = read_request(|v| {
+            let (first, last) = month_range(v, &req.start_month, &req.end_month, |months| {
+                (!(0..=MAX_COHORT_MONTHS).contains(&months))
+                    .then(|| format!("must be within {MAX_COHORT_MONTHS} months after start_month"))
+            });
+            if !(0..=MAX_COHORT_MONTHS).contains(&req.months) {
+                v.add(
+                    "months",
+                    format!("must be between 0 and {MAX_COHORT_MONTHS}"),
+                );
+            }
+            let segment = convert::segment_filter(v, "segment", req.segment);
+            Some((first?, last?, segment?))
+        })?;
         let months = if req.months == 0 { 12 } else { req.months };
-        let segment = convert::segment_filter(&mut v, "segment", req.segment);
-        v.into_result()?;
         let grid = self
             .app
-            .cohort_retention(parsed(first)?, parsed(last)?, months, parsed(segment)?)
+            .cohort_retention(first, last, months, segment)
             .await?;
         Ok(Response::new(convert::cohort_retention_to_pb(
             &grid,
@@ -332,32 +328,28 @@ impl RevenueService for RevenueApi {
         request: Request<pb::RecordSpendRequest>,
     ) -> Answer<pb::RecordSpendResponse> {
         let req = request.into_inner();
-        let mut v = FieldViolations::default();
-        let month = convert::month(&mut v, "month", &req.month);
-        let spend = convert::amount(
-            &mut v,
-            "sales_and_marketing_spend",
-            req.sales_and_marketing_spend.as_ref(),
-        );
         let reporting = self.app.reporting_currency();
-        if let Some((code, _)) = &spend
-            && code != reporting
-        {
-            v.add(
-                "sales_and_marketing_spend.currency_code",
-                format!("must be the reporting currency {reporting}"),
-            );
-        }
-        if !(0..=10_000).contains(&req.gross_margin_basis_points) {
-            v.add("gross_margin_basis_points", "must be between 0 and 10000");
-        }
-        let idem = idempotency(&mut v, &req.idempotency_key, "RecordSpend", &req);
-        v.into_result()?;
-        let (_, spend) = parsed(spend)?;
+        let ((month, spend), idem) =
+            write_request(&req, &req.idempotency_key, "RecordSpend", |v| {
+                let month = convert::month(v, "month", &req.month);
+                let field = "sales_and_marketing_spend";
+                let spend = convert::amount(v, field, req.sales_and_marketing_spend.as_ref());
+                if let Some((code, _)) = &spend
+                    && code != reporting
+                {
+                    v.add(
+                        "sales_and_marketing_spend.currency_code",
+                        format!("must be the reporting currency {reporting}"),
+                    );
+                }
+                if !(0..=10_000).contains(&req.gross_margin_basis_points) {
+                    v.add("gross_margin_basis_points", "must be between 0 and 10000");
+                }
+                Some((month?, spend?.1))
+            })?;
+        let margin_bp = req.gross_margin_basis_points;
         Ok(Response::new(
-            self.app
-                .record_spend(parsed(month)?, spend, req.gross_margin_basis_points, idem)
-                .await?,
+            self.app.record_spend(month, spend, margin_bp, idem).await?,
         ))
     }
 
@@ -366,10 +358,8 @@ impl RevenueService for RevenueApi {
         &self,
         request: Request<pb::GetUnitEconomicsRequest>,
     ) -> Answer<pb::GetUnitEconomicsResponse> {
-        let mut v = FieldViolations::default();
-        let month = convert::month(&mut v, "month", &request.get_ref().month);
-        v.into_result()?;
-        let economics = self.app.unit_economics(parsed(month)?).await?;
+        let month = read_request(|v| convert::month(v, "month", &request.get_ref().month))?;
+        let economics = self.app.unit_economics(month).await?;
         Ok(Response::new(convert::unit_economics_to_pb(
             &economics,
             self.app.reporting_currency(),

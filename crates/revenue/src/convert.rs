@@ -160,30 +160,27 @@ pub fn subscription_id(v: &mut FieldViolations, field: &str, raw: &str) -> Optio
     validate::uuid(v, field, raw).map(SubscriptionId)
 }
 
+/// Parses an optional id field (empty means none) into `T`.
+fn optional_id<T>(
+    v: &mut FieldViolations,
+    field: &str,
+    raw: &str,
+    id: fn(uuid::Uuid) -> T,
+) -> Option<Option<T>> {
+    if raw.is_empty() {
+        Some(None)
+    } else {
+        validate::uuid(v, field, raw).map(|u| Some(id(u)))
+    }
+}
+
 /// Parses an optional account id (empty means none).
 pub fn optional_account_id(
     v: &mut FieldViolations,
     field: &str,
     raw: &str,
 ) -> Option<Option<AccountId>> {
-    if raw.is_empty() {
-        Some(None)
-    } else {
-        validate::account_id(v, field, raw).map(Some)
-    }
-}
-
-/// Parses an optional subscription id (empty means none).
-fn optional_subscription_id(
-    v: &mut FieldViolations,
-    field: &str,
-    raw: &str,
-) -> Option<Option<SubscriptionId>> {
-    if raw.is_empty() {
-        Some(None)
-    } else {
-        subscription_id(v, field, raw).map(Some)
-    }
+    optional_id(v, field, raw, AccountId)
 }
 
 /// Parses the `[start_at, end_at)` window of a list or report: both set,
@@ -227,7 +224,12 @@ pub fn invoice(v: &mut FieldViolations, i: Option<&pb::Invoice>) -> Option<Invoi
         return None;
     };
     let account = validate::account_id(v, "invoice.account_id", &i.account_id);
-    let subscription = optional_subscription_id(v, "invoice.subscription_id", &i.subscription_id);
+    let subscription = optional_id(
+        v,
+        "invoice.subscription_id",
+        &i.subscription_id,
+        SubscriptionId,
+    );
     let amount = amount(v, "invoice.amount", i.amount.as_ref());
     let due = required_instant(v, "invoice.due_at", i.due_at.as_ref());
     let paid = validate::optional_instant(v, "invoice.paid_at", i.paid_at.as_ref());
