@@ -8,7 +8,6 @@ use bowtie_runtime::error::FieldViolations;
 use bowtie_runtime::validate::{self, required_instant};
 
 use crate::domain::*;
-use crate::storage::StoredMovement;
 
 /// The message of a month field that does not parse.
 const MONTH_FORMAT: &str = "must be a month written YYYY-MM";

@@ -1101,6 +1101,39 @@ impl UnitEconomics {
     }
 }
 
+/// An account with its full subscription history and where it reports.
+#[derive(Debug, Clone)]
+pub struct AccountHistory {
+    /// The account.
+    pub account_id: AccountId,
+    /// Where the account reports.
+    pub segment: Segment,
+    /// The owner who closed the deal.
+    pub owner: String,
+    /// Every subscription of the account.
+    pub subscriptions: Vec<Subscription>,
+}
+
+/// How an account's movements changed when it was recomputed.
+#[derive(Debug, Clone, Default)]
+pub struct Revision {
+    /// Movements that did not exist before.
+    pub recorded: Vec<Movement>,
+    /// Movements that no longer exist.
+    pub retracted: Vec<Movement>,
+}
+
+/// A recorded movement with its account and the segment it was derived in.
+#[derive(Debug, Clone)]
+pub struct StoredMovement {
+    /// The account.
+    pub account_id: AccountId,
+    /// The movement.
+    pub movement: Movement,
+    /// The account's segment when the movement was derived.
+    pub segment: Segment,
+}
+
 /// A recorded invoice.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invoice {

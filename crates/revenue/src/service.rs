@@ -28,9 +28,7 @@ use crate::convert::{
 };
 use crate::domain::*;
 use crate::risk::ChurnRisk;
-use crate::storage::{
-    self, AccountHistory, CohortFilter, MovementFilter, Revision, StoredMovement,
-};
+use crate::storage::{self, CohortFilter, MovementFilter};
 
 /// The revenue policy the service runs with.
 #[derive(Debug, Clone)]

@@ -417,6 +417,27 @@ fn the_cohort_grid_follows_each_first_payment_month_until_the_last_ended_month()
     assert_eq!(cells(jan + 1), Some((1, vec![(1, 50), (1, 50)])));
 }
 
+#[test]
+fn a_subscription_is_stored_as_it_always_was_ids_as_text_instants_and_money_as_numbers()
+-> Result<(), serde_json::Error> {
+    let s = Subscription::create(
+        SubscriptionId(Uuid::from_u128(1)),
+        NewSubscription {
+            account_id: AccountId(Uuid::from_u128(2)),
+            currency: "USD".into(),
+            interval: Interval::Month,
+            start: Instant::from_micros(1_735_689_600_000_000),
+            trial_end: None,
+            term_end: Some(Instant::from_micros(1_767_225_600_000_000)),
+            terms: terms(2, 1_000, 500),
+        },
+    );
+    let stored = r#"{"id":"00000000-0000-0000-0000-000000000001","account_id":"00000000-0000-0000-0000-000000000002","currency":"USD","interval":"Month","start":1735689600000000,"trial_end":null,"term_end":1767225600000000,"versions":[{"effective_at":1735689600000000,"terms":{"plan":"pro","quantity":2,"unit_price":1000,"discount_bp":500}}],"cancellation":null,"version":1}"#;
+    assert_eq!(serde_json::to_string(&s)?, stored);
+    assert_eq!(serde_json::from_str::<Subscription>(stored)?, s);
+    Ok(())
+}
+
 // ---- property tests -------------------------------------------------------
 
 /// A generated subscription: start day, interval, terms, trial length,

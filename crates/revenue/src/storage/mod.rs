@@ -33,7 +33,7 @@ use sea_orm::sea_query::{InsertStatement, SimpleExpr};
 use bowtie_runtime::error::Error;
 use bowtie_runtime::sql::{corrupt, execute, internal, stored_uuid};
 
-use crate::domain::{AccountId, Instant, Movement, MovementKind, Segment, Subscription};
+use crate::domain::{AccountId, Instant, MovementKind, Segment};
 
 pub use ledger::{fx_table, insert_invoice, save_rate, save_spend, spend};
 pub use movements::{first_payments, list_movements, recompute, rollups};
@@ -96,28 +96,6 @@ pub async fn lock_account<C: ConnectionTrait>(conn: &C, account: AccountId) -> R
     bowtie_runtime::store::lock(conn, &format!("revenue.account.{account}")).await
 }
 
-/// An account with its full subscription history and where it reports.
-#[derive(Debug, Clone)]
-pub struct AccountHistory {
-    /// The account.
-    pub account_id: AccountId,
-    /// Where the account reports.
-    pub segment: Segment,
-    /// The owner who closed the deal.
-    pub owner: String,
-    /// Every subscription of the account.
-    pub subscriptions: Vec<Subscription>,
-}
-
-/// How an account's movements changed when it was recomputed.
-#[derive(Debug, Clone, Default)]
-pub struct Revision {
-    /// Movements that did not exist before.
-    pub recorded: Vec<Movement>,
-    /// Movements that no longer exist.
-    pub retracted: Vec<Movement>,
-}
-
 /// Which accounts a retention query looks at.
 #[derive(Debug, Clone, Default)]
 pub struct CohortFilter {
@@ -125,17 +103,6 @@ pub struct CohortFilter {
     pub segment: Option<Segment>,
     /// Owner.
     pub owner: Option<String>,
-}
-
-/// A stored movement with its account and segment.
-#[derive(Debug, Clone)]
-pub struct StoredMovement {
-    /// The account.
-    pub account_id: AccountId,
-    /// The movement.
-    pub movement: Movement,
-    /// The account's segment when the movement was derived.
-    pub segment: Segment,
 }
 
 /// Filters of `ListMovements`.

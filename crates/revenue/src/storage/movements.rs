@@ -12,12 +12,12 @@ use bowtie_runtime::sql::{corrupt, query};
 
 use super::entity::{movement, paying_span, rollup};
 use super::{
-    AccountHistory, CHUNK, MovementFilter, OPEN_END, Revision, StoredMovement, insert_chunks, keys,
-    segment_code, stored_account, stored_segment,
+    CHUNK, MovementFilter, OPEN_END, insert_chunks, keys, segment_code, stored_account,
+    stored_segment,
 };
 use crate::domain::{
-    AccountId, FxTable, Instant, Minor, Month, Movement, MovementKind, RollupKey, Segment, Tally,
-    add_to_rollup, movements, paying_spans,
+    AccountHistory, AccountId, FxTable, Instant, Minor, Month, Movement, MovementKind, Revision,
+    RollupKey, Segment, StoredMovement, Tally, add_to_rollup, movements, paying_spans,
 };
 
 fn from_model(m: &movement::Model) -> Result<Movement, Error> {

@@ -12,8 +12,10 @@ use sea_orm::{
 };
 
 use super::entity::{paying_span, renewal_outcome, subscription};
-use super::{AccountHistory, CHUNK, insert_chunks, keys, stored_account, stored_segment};
-use crate::domain::{AccountId, Instant, RenewalOutcome, Subscription, SubscriptionId};
+use super::{CHUNK, insert_chunks, keys, stored_account, stored_segment};
+use crate::domain::{
+    AccountHistory, AccountId, Instant, RenewalOutcome, Subscription, SubscriptionId,
+};
 
 fn from_json(data: &str) -> Result<Subscription, Error> {
     serde_json::from_str(data).map_err(|_| corrupt("subscription"))
