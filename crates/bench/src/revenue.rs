@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use bowtie_proto::revenue::revenue_service_client::RevenueServiceClient;
 use bowtie_proto::revenue::{GetMrrReportRequest, GetRetentionRequest};
 use bowtie_revenue::domain::{
-    Cancellation, CancellationKind, Interval, Month, NewSubscription, Segment, Subscription, Terms,
-    month_start,
+    AccountId, Cancellation, CancellationKind, Interval, Minor, Month, NewSubscription, Segment,
+    Subscription, SubscriptionId, Terms, month_start,
 };
 use bowtie_revenue::service::{AccountInfo, Imported};
 use bowtie_runtime::auth::{ApiKeys, hash_key};
@@ -61,7 +61,8 @@ struct DataSet {
 
 fn generate() -> DataSet {
     let mut rng = Lcg(0x0b0e_71e5);
-    let first = month_start(Month::january(2024));
+    let first = month_start(Month::january(2024)).micros();
+    let instant = bowtie_runtime::Instant::from_micros;
     let span_days = 730;
     let mut accounts = Vec::with_capacity(ACCOUNTS);
     let mut csv = String::with_capacity(ACCOUNTS * CHANGES_PER_ACCOUNT * 100);
@@ -69,7 +70,7 @@ fn generate() -> DataSet {
     let mut changes = 0;
     for a in 0..ACCOUNTS {
         let account = AccountInfo {
-            id: Uuid::from_u128(0x1000_0000 + a as u128),
+            id: AccountId(Uuid::from_u128(0x1000_0000 + a as u128)),
             segment: [Segment::Smb, Segment::MidMarket, Segment::Enterprise][a % 3],
             owner: format!("owner-{}", a % 20),
         };
@@ -78,23 +79,23 @@ fn generate() -> DataSet {
         let terms = |rng: &mut Lcg| Terms {
             plan: "pro".into(),
             quantity: 1 + rng.below(50),
-            unit_price: 1_000 + rng.below(100_000),
+            unit_price: Minor(1_000 + rng.below(100_000)),
             discount_bp: [0, 0, 1_000, 2_000][rng.below(4) as usize],
         };
         let first_terms = terms(&mut rng);
         let mut s = Subscription::create(
-            Uuid::from_u128(0x2000_0000 + a as u128),
+            SubscriptionId(Uuid::from_u128(0x2000_0000 + a as u128)),
             NewSubscription {
                 account_id: account.id,
                 currency: "USD".into(),
                 interval,
-                start,
+                start: instant(start),
                 trial_end: None,
                 term_end: None,
                 terms: first_terms.clone(),
             },
         );
-        let mut rows = vec![(start, first_terms.mrr(interval))];
+        let mut rows = vec![(start, first_terms.mrr(interval).get())];
         let cancels = rng.below(4) == 0;
         let remaining = span_days * DAY - (start - first);
         let steps = CHANGES_PER_ACCOUNT as i64;
@@ -105,15 +106,15 @@ fn generate() -> DataSet {
             let at = start + k * slot + rng.below(slot.max(2) - 1) / 2 + 1;
             if k == steps - 1 && cancels {
                 let _ = s.cancel(Cancellation {
-                    effective_at: at,
+                    effective_at: instant(at),
                     kind: CancellationKind::Voluntary,
                     reason: "price".into(),
                 });
                 rows.push((at, 0));
             } else {
                 let t = terms(&mut rng);
-                let mrr = t.mrr(interval);
-                if s.change(at, t).is_ok() {
+                let mrr = t.mrr(interval).get();
+                if s.change(instant(at), t).is_ok() {
                     rows.push((at, mrr));
                 }
             }
@@ -278,8 +279,8 @@ pub async fn run(report: &mut Report) -> anyhow::Result<()> {
     let t0 = month_start(Month::january(2025));
     let t1 = month_start(Month::january(2026));
     let retention_request = GetRetentionRequest {
-        start_at: Some(bowtie_runtime::validate::to_timestamp(t0)),
-        end_at: Some(bowtie_runtime::validate::to_timestamp(t1)),
+        start_at: Some(t0.to_timestamp()),
+        end_at: Some(t1.to_timestamp()),
         segment: 0,
         owner: String::new(),
         by_owner: false,

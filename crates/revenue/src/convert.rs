@@ -1,38 +1,16 @@
 //! Wire <-> domain: parses requests into domain values, naming every
-//! offending field, and renders domain values as protobuf messages.
+//! offending field, and renders domain values as protobuf messages. Every
+//! response the service answers with is built here.
 
-use bowtie_proto::common::Money;
+use bowtie_proto::common::{Money, PageResponse};
 use bowtie_proto::revenue as pb;
 use bowtie_runtime::error::FieldViolations;
-use bowtie_runtime::validate::{self, timestamp_micros, to_timestamp};
-use prost_types::Timestamp;
-use uuid::Uuid;
+use bowtie_runtime::validate::{self, required_instant};
 
 use crate::domain::*;
-use crate::storage::InvoiceRow;
 
-/// Parses a required time.
-pub fn required_time(v: &mut FieldViolations, field: &str, ts: Option<&Timestamp>) -> Option<i64> {
-    match ts {
-        Some(ts) => timestamp_micros(v, field, ts),
-        None => {
-            v.add(field, "is required");
-            None
-        }
-    }
-}
-
-/// Parses an optional time: `Some(None)` when absent, `None` when invalid.
-pub fn optional_time(
-    v: &mut FieldViolations,
-    field: &str,
-    ts: Option<&Timestamp>,
-) -> Option<Option<i64>> {
-    match ts {
-        Some(ts) => timestamp_micros(v, field, ts).map(Some),
-        None => Some(None),
-    }
-}
+/// The message of a month field that does not parse.
+const MONTH_FORMAT: &str = "must be a month written YYYY-MM";
 
 /// Parses a currency code.
 pub fn currency(v: &mut FieldViolations, field: &str, code: &str) -> Option<String> {
@@ -44,8 +22,8 @@ pub fn currency(v: &mut FieldViolations, field: &str, code: &str) -> Option<Stri
     }
 }
 
-/// Parses a non-negative amount of money: (currency, minor units).
-pub fn amount(v: &mut FieldViolations, field: &str, m: Option<&Money>) -> Option<(String, i64)> {
+/// Parses a non-negative amount of money: (currency, amount).
+pub fn amount(v: &mut FieldViolations, field: &str, m: Option<&Money>) -> Option<(String, Minor)> {
     let Some(m) = m else {
         v.add(field, "is required");
         return None;
@@ -55,7 +33,7 @@ pub fn amount(v: &mut FieldViolations, field: &str, m: Option<&Money>) -> Option
         v.add(format!("{field}.minor_units"), "must not be negative");
         return None;
     }
-    Some((code?, m.minor_units))
+    Some((code?, Minor(m.minor_units)))
 }
 
 /// Parses terms: the terms and their currency.
@@ -86,7 +64,8 @@ pub fn terms(
         ok = false;
     }
     let (code, unit_price) = price?;
-    if ok && i128::from(t.quantity) * i128::from(unit_price) > i128::from(MAX_INTERVAL_AMOUNT) {
+    if ok && i128::from(t.quantity) * i128::from(unit_price.get()) > i128::from(MAX_INTERVAL_AMOUNT)
+    {
         v.add(
             format!("{field}.unit_price"),
             "quantity x unit price is too large",
@@ -116,13 +95,22 @@ pub fn interval(v: &mut FieldViolations, field: &str, raw: i32) -> Option<Interv
 }
 
 /// Parses the subscription of a create request.
-pub fn new_subscription(v: &mut FieldViolations, s: &pb::Subscription) -> Option<NewSubscription> {
-    let account_id = validate::uuid(v, "subscription.account_id", &s.account_id);
+pub fn new_subscription(
+    v: &mut FieldViolations,
+    s: Option<&pb::Subscription>,
+) -> Option<NewSubscription> {
+    let Some(s) = s else {
+        v.add("subscription", "is required");
+        return None;
+    };
+    let account_id = validate::account_id(v, "subscription.account_id", &s.account_id);
     let interval = interval(v, "subscription.billing_interval", s.billing_interval);
     let terms = terms(v, "subscription.terms", s.terms.as_ref());
-    let start = required_time(v, "subscription.start_at", s.start_at.as_ref());
-    let trial_end = optional_time(v, "subscription.trial_end_at", s.trial_end_at.as_ref());
-    let term_end = optional_time(v, "subscription.term_end_at", s.term_end_at.as_ref());
+    let start = required_instant(v, "subscription.start_at", s.start_at.as_ref());
+    let trial_end =
+        validate::optional_instant(v, "subscription.trial_end_at", s.trial_end_at.as_ref());
+    let term_end =
+        validate::optional_instant(v, "subscription.term_end_at", s.term_end_at.as_ref());
     if let (Some(start), Some(Some(trial_end))) = (start, trial_end)
         && trial_end < start
     {
@@ -151,7 +139,7 @@ pub fn cancellation(v: &mut FieldViolations, c: Option<&pb::Cancellation>) -> Op
         v.add("cancellation", "is required");
         return None;
     };
-    let at = required_time(v, "cancellation.effective_at", c.effective_at.as_ref());
+    let at = required_instant(v, "cancellation.effective_at", c.effective_at.as_ref());
     let kind =
         match validate::enum_value::<pb::CancellationKind>(v, "cancellation.kind", c.kind, true) {
             Some(pb::CancellationKind::Voluntary) => Some(CancellationKind::Voluntary),
@@ -166,19 +154,129 @@ pub fn cancellation(v: &mut FieldViolations, c: Option<&pb::Cancellation>) -> Op
     })
 }
 
-/// Parses an optional UUID (empty means none).
-pub fn optional_uuid(v: &mut FieldViolations, field: &str, raw: &str) -> Option<Option<Uuid>> {
+/// Parses a required subscription id.
+pub fn subscription_id(v: &mut FieldViolations, field: &str, raw: &str) -> Option<SubscriptionId> {
+    validate::uuid(v, field, raw).map(SubscriptionId)
+}
+
+/// Parses an optional id field (empty means none) into `T`.
+fn optional_id<T>(
+    v: &mut FieldViolations,
+    field: &str,
+    raw: &str,
+    id: fn(uuid::Uuid) -> T,
+) -> Option<Option<T>> {
     if raw.is_empty() {
         Some(None)
     } else {
-        validate::uuid(v, field, raw).map(Some)
+        validate::uuid(v, field, raw).map(|u| Some(id(u)))
     }
 }
 
-fn money(currency: &str, minor: i64) -> Option<Money> {
+/// Parses an optional account id (empty means none).
+pub fn optional_account_id(
+    v: &mut FieldViolations,
+    field: &str,
+    raw: &str,
+) -> Option<Option<AccountId>> {
+    optional_id(v, field, raw, AccountId)
+}
+
+/// Parses the `[start_at, end_at)` window of a list or report: both set,
+/// the end after the start.
+pub fn window(
+    v: &mut FieldViolations,
+    start: Option<&prost_types::Timestamp>,
+    end: Option<&prost_types::Timestamp>,
+) -> (Option<Instant>, Option<Instant>) {
+    let start = required_instant(v, "start_at", start);
+    let end = required_instant(v, "end_at", end);
+    if let (Some(start), Some(end)) = (start, end)
+        && end <= start
+    {
+        v.add("end_at", "must be after start_at");
+    }
+    (start, end)
+}
+
+/// Parses a month written `YYYY-MM`.
+pub fn month(v: &mut FieldViolations, field: &str, raw: &str) -> Option<Month> {
+    let month = parse_month(raw);
+    if month.is_none() {
+        v.add(field, MONTH_FORMAT);
+    }
+    month
+}
+
+/// Parses a segment filter: `Some(None)` for any segment (unspecified),
+/// `None` for an unknown code.
+pub fn segment_filter(v: &mut FieldViolations, field: &str, raw: i32) -> Option<Option<Segment>> {
+    validate::enum_value::<Segment>(v, field, raw, false)
+        .map(|s| (s != Segment::Unspecified).then_some(s))
+}
+
+/// Parses the invoice of a record request (its id is assigned when it is
+/// recorded).
+pub fn invoice(v: &mut FieldViolations, i: Option<&pb::Invoice>) -> Option<Invoice> {
+    let Some(i) = i else {
+        v.add("invoice", "is required");
+        return None;
+    };
+    let account = validate::account_id(v, "invoice.account_id", &i.account_id);
+    let subscription = optional_id(
+        v,
+        "invoice.subscription_id",
+        &i.subscription_id,
+        SubscriptionId,
+    );
+    let amount = amount(v, "invoice.amount", i.amount.as_ref());
+    let due = required_instant(v, "invoice.due_at", i.due_at.as_ref());
+    let paid = validate::optional_instant(v, "invoice.paid_at", i.paid_at.as_ref());
+    let (currency, amount) = amount?;
+    Some(Invoice {
+        id: uuid::Uuid::nil(),
+        account_id: account?,
+        subscription_id: subscription?,
+        currency,
+        amount,
+        due_at: due?,
+        paid_at: paid?,
+    })
+}
+
+/// Parses the rate of a `SetFxRate` request: (currency, from when, rate).
+pub fn fx_rate(v: &mut FieldViolations, r: Option<&pb::FxRate>) -> Option<(String, Instant, Rate)> {
+    let Some(r) = r else {
+        v.add("rate", "is required");
+        return None;
+    };
+    let currency = currency(v, "rate.currency_code", &r.currency_code);
+    let at = required_instant(v, "rate.effective_at", r.effective_at.as_ref());
+    let rate = Rate::parse(&r.rate);
+    if rate.is_none() {
+        v.add(
+            "rate.rate",
+            "must be a positive decimal with at most 9 fractional digits",
+        );
+    }
+    let (currency, at) = (currency?, at?);
+    Some((currency, at, rate?))
+}
+
+/// Parses a movement type filter (unspecified means any).
+pub fn movement_kind_filter(
+    v: &mut FieldViolations,
+    field: &str,
+    raw: i32,
+) -> Option<Option<MovementKind>> {
+    validate::enum_value::<pb::MovementType>(v, field, raw, false)?;
+    Some(MovementKind::from_code(raw))
+}
+
+fn money(currency: &str, amount: Minor) -> Option<Money> {
     Some(Money {
         currency_code: currency.to_owned(),
-        minor_units: minor,
+        minor_units: amount.get(),
     })
 }
 
@@ -192,7 +290,7 @@ fn terms_to_pb(t: &Terms, currency: &str) -> pb::Terms {
 }
 
 /// Renders a subscription as of `now`.
-pub fn subscription_to_pb(s: &Subscription, now: i64) -> pb::Subscription {
+pub fn subscription_to_pb(s: &Subscription, now: Instant) -> pb::Subscription {
     pb::Subscription {
         id: s.id.to_string(),
         account_id: s.account_id.to_string(),
@@ -202,19 +300,19 @@ pub fn subscription_to_pb(s: &Subscription, now: i64) -> pb::Subscription {
             Interval::Year => pb::BillingInterval::Year,
         } as i32,
         terms: s.terms_at(now).map(|t| terms_to_pb(t, &s.currency)),
-        start_at: Some(to_timestamp(s.start)),
-        trial_end_at: s.trial_end.map(to_timestamp),
-        term_end_at: s.term_end.map(to_timestamp),
+        start_at: Some(s.start.to_timestamp()),
+        trial_end_at: s.trial_end.map(Instant::to_timestamp),
+        term_end_at: s.term_end.map(Instant::to_timestamp),
         changes: s
             .versions
             .iter()
             .map(|v| pb::TermsChange {
-                effective_at: Some(to_timestamp(v.effective_at)),
+                effective_at: Some(v.effective_at.to_timestamp()),
                 terms: Some(terms_to_pb(&v.terms, &s.currency)),
             })
             .collect(),
         cancellation: s.cancellation.as_ref().map(|c| pb::Cancellation {
-            effective_at: Some(to_timestamp(c.effective_at)),
+            effective_at: Some(c.effective_at.to_timestamp()),
             kind: match c.kind {
                 CancellationKind::Voluntary => pb::CancellationKind::Voluntary,
                 CancellationKind::Involuntary => pb::CancellationKind::Involuntary,
@@ -228,7 +326,7 @@ pub fn subscription_to_pb(s: &Subscription, now: i64) -> pb::Subscription {
 
 /// Renders a movement.
 pub fn movement_to_pb(
-    account_id: Uuid,
+    account_id: AccountId,
     m: &Movement,
     segment: Segment,
     currency: &str,
@@ -239,24 +337,29 @@ pub fn movement_to_pb(
         amount: money(currency, m.amount),
         mrr_before: money(currency, m.before),
         mrr_after: money(currency, m.after),
-        occurred_at: Some(to_timestamp(m.at)),
+        occurred_at: Some(m.at.to_timestamp()),
         segment: segment as i32,
     }
 }
 
-/// Parses a movement type filter (unspecified means any).
-pub fn movement_kind_filter(
-    v: &mut FieldViolations,
-    field: &str,
-    raw: i32,
-) -> Option<Option<MovementKind>> {
-    validate::enum_value::<pb::MovementType>(v, field, raw, false)?;
-    Some(MovementKind::from_code(raw))
+/// Renders a page of stored movements.
+pub fn movements_to_pb(
+    rows: &[StoredMovement],
+    page: PageResponse,
+    currency: &str,
+) -> pb::ListMovementsResponse {
+    pb::ListMovementsResponse {
+        movements: rows
+            .iter()
+            .map(|m| movement_to_pb(m.account_id, &m.movement, m.segment, currency))
+            .collect(),
+        page: Some(page),
+    }
 }
 
 /// Renders a recorded invoice; `late` when it was paid after its due date
 /// or is unpaid past it.
-pub fn invoice_to_pb(invoice: &InvoiceRow, late: bool) -> pb::Invoice {
+pub fn invoice_to_pb(invoice: &Invoice, late: bool) -> pb::Invoice {
     pb::Invoice {
         id: invoice.id.to_string(),
         account_id: invoice.account_id.to_string(),
@@ -265,8 +368,8 @@ pub fn invoice_to_pb(invoice: &InvoiceRow, late: bool) -> pb::Invoice {
             .map(|s| s.to_string())
             .unwrap_or_default(),
         amount: money(&invoice.currency, invoice.amount),
-        due_at: Some(to_timestamp(invoice.due_at)),
-        paid_at: invoice.paid_at.map(to_timestamp),
+        due_at: Some(invoice.due_at.to_timestamp()),
+        paid_at: invoice.paid_at.map(Instant::to_timestamp),
         late,
     }
 }
@@ -275,31 +378,65 @@ pub fn invoice_to_pb(invoice: &InvoiceRow, late: bool) -> pb::Invoice {
 /// subscription's MRR when it was decided and once the renewal took effect.
 pub fn renewal_to_pb(
     s: &Subscription,
-    term_end: i64,
-    outcome: pb::RenewalOutcome,
-    decided_at: i64,
+    term_end: Instant,
+    outcome: RenewalOutcome,
+    decided_at: Instant,
 ) -> pb::Renewal {
     let renewal_at = term_end.max(decided_at);
     pb::Renewal {
         account_id: s.account_id.to_string(),
         subscription_id: s.id.to_string(),
         outcome: outcome as i32,
-        decided_at: Some(to_timestamp(decided_at)),
+        decided_at: Some(decided_at.to_timestamp()),
         mrr_before: money(&s.currency, s.mrr_at(decided_at)),
         mrr_after: money(&s.currency, s.mrr_at(renewal_at)),
     }
 }
 
+/// Renders a page of the renewal book.
+pub fn renewal_book_to_pb(
+    entries: &[RenewalEntry],
+    page: PageResponse,
+) -> pb::ListRenewalsResponse {
+    pb::ListRenewalsResponse {
+        renewals: entries
+            .iter()
+            .map(|e| pb::RenewalBookEntry {
+                subscription_id: e.subscription_id.to_string(),
+                account_id: e.account_id.to_string(),
+                renewal_at: Some(e.renewal_at.to_timestamp()),
+                days_to_renewal: e.days_to_renewal,
+                amount_at_stake: money(&e.currency, e.amount_at_stake),
+                likelihood_basis_points: i32::try_from(e.likelihood_bp).unwrap_or(0),
+                likelihood_from_scoring: e.likelihood_from_scoring,
+                forecast: money(&e.currency, e.forecast),
+                outcome: e.outcome as i32,
+            })
+            .collect(),
+        page: Some(page),
+    }
+}
+
+/// Renders an FX rate as set, with the reporting currency it converts into.
+pub fn fx_rate_to_pb(
+    currency: String,
+    from: Instant,
+    rate: Rate,
+    reporting: String,
+) -> pb::SetFxRateResponse {
+    pb::SetFxRateResponse {
+        rate: Some(pb::FxRate {
+            currency_code: currency,
+            effective_at: Some(from.to_timestamp()),
+            rate: rate.format(),
+        }),
+        reporting_currency_code: reporting,
+    }
+}
+
 /// Renders one period of the MRR waterfall.
 pub fn period_to_pb(p: &Period, currency: &str) -> pb::MrrPeriod {
-    let m = |v: i64| money(currency, v);
-    let arpa = if p.paying_end > 0 {
-        let (num, den) = (i128::from(p.end_mrr), i128::from(p.paying_end));
-        i64::try_from((2 * num + den) / (2 * den)).unwrap_or(i64::MAX)
-    } else {
-        0
-    };
-    let lost = -(p.tally(MovementKind::Churn).amount + p.tally(MovementKind::Contraction).amount);
+    let m = |v: Minor| money(currency, v);
     pb::MrrPeriod {
         period: p.label.clone(),
         start_mrr: m(p.start_mrr),
@@ -309,21 +446,29 @@ pub fn period_to_pb(p: &Period, currency: &str) -> pb::MrrPeriod {
         contraction_mrr: m(-p.tally(MovementKind::Contraction).amount),
         churn_mrr: m(-p.tally(MovementKind::Churn).amount),
         end_mrr: m(p.end_mrr),
-        end_arr: m(p.end_mrr.saturating_mul(12)),
+        end_arr: m(Minor(p.end_mrr.get().saturating_mul(12))),
         paying_accounts_start: p.paying_start,
         paying_accounts_end: p.paying_end,
         new_accounts: p.tally(MovementKind::New).count,
         reactivated_accounts: p.tally(MovementKind::Reactivation).count,
         churned_accounts: p.tally(MovementKind::Churn).count,
-        arpa: m(arpa),
-        customer_churn_rate: Retention::ratio(p.tally(MovementKind::Churn).count, p.paying_start),
-        revenue_churn_rate: Retention::ratio(lost, p.start_mrr),
+        arpa: m(p.arpa()),
+        customer_churn_rate: p.customer_churn_rate(),
+        revenue_churn_rate: p.revenue_churn_rate(),
+    }
+}
+
+/// Renders the MRR waterfall.
+pub fn mrr_report_to_pb(periods: &[Period], currency: &str) -> pb::GetMrrReportResponse {
+    pb::GetMrrReportResponse {
+        periods: periods.iter().map(|p| period_to_pb(p, currency)).collect(),
+        reporting_currency_code: currency.to_owned(),
     }
 }
 
 /// Renders one cohort of the grid: its month, size and cells.
 pub fn cohort_to_pb(month: Month, size: i64, cells: &[CohortCell], currency: &str) -> pb::Cohort {
-    let base = cells.first().map_or(0, |c| c.mrr);
+    let base = cells.first().map_or(0, |c| c.mrr.get());
     pb::Cohort {
         cohort: month_label(month),
         accounts: size,
@@ -335,10 +480,41 @@ pub fn cohort_to_pb(month: Month, size: i64, cells: &[CohortCell], currency: &st
                 paying_accounts: c.paying,
                 logo_retention: Retention::ratio(c.paying, size),
                 mrr: money(currency, c.mrr),
-                mrr_retention: Retention::ratio(c.mrr, base),
+                mrr_retention: Retention::ratio(c.mrr.get(), base),
             })
             .collect(),
     }
+}
+
+/// Renders the cohort grid.
+pub fn cohort_retention_to_pb(grid: &CohortGrid, currency: &str) -> pb::GetCohortRetentionResponse {
+    pb::GetCohortRetentionResponse {
+        cohorts: grid
+            .iter()
+            .map(|(month, (size, cells))| cohort_to_pb(*month, *size, cells, currency))
+            .collect(),
+        reporting_currency_code: currency.to_owned(),
+    }
+}
+
+/// The retention figures of `$r` as the message `$message`, which carries
+/// them under the same field names (the whole and each owner's part), with
+/// the message's other fields given after.
+macro_rules! retention_message {
+    ($message:path, $r:expr, $currency:expr, { $($field:ident: $value:expr),* $(,)? }) => {{
+        let r: &Retention = $r;
+        $message {
+            accounts_start: r.accounts_start,
+            accounts_retained: r.accounts_retained,
+            logo_retention: r.logo(),
+            mrr_start: money($currency, r.mrr_start),
+            mrr_retained: money($currency, r.mrr_retained),
+            mrr_end: money($currency, r.mrr_end),
+            grr: r.grr(),
+            nrr: r.nrr(),
+            $($field: $value),*
+        }
+    }};
 }
 
 /// Renders retention between two instants, with its split per owner.
@@ -347,28 +523,24 @@ pub fn retention_to_pb(
     owners: Vec<(String, Retention)>,
     currency: &str,
 ) -> pb::GetRetentionResponse {
-    pb::GetRetentionResponse {
-        accounts_start: r.accounts_start,
-        accounts_retained: r.accounts_retained,
-        logo_retention: r.logo(),
-        mrr_start: money(currency, r.mrr_start),
-        mrr_retained: money(currency, r.mrr_retained),
-        mrr_end: money(currency, r.mrr_end),
-        grr: r.grr(),
-        nrr: r.nrr(),
-        by_owner: owners
-            .into_iter()
-            .map(|(owner, r)| pb::OwnerRetention {
-                owner,
-                accounts_start: r.accounts_start,
-                accounts_retained: r.accounts_retained,
-                logo_retention: r.logo(),
-                mrr_start: money(currency, r.mrr_start),
-                mrr_retained: money(currency, r.mrr_retained),
-                mrr_end: money(currency, r.mrr_end),
-                grr: r.grr(),
-                nrr: r.nrr(),
-            })
-            .collect(),
+    let by_owner = owners
+        .into_iter()
+        .map(|(owner, r)| retention_message!(pb::OwnerRetention, &r, currency, { owner: owner }))
+        .collect();
+    retention_message!(pb::GetRetentionResponse, r, currency, { by_owner: by_owner })
+}
+
+/// Renders a month's unit economics, in the reporting currency.
+pub fn unit_economics_to_pb(u: &UnitEconomics, currency: &str) -> pb::GetUnitEconomicsResponse {
+    pb::GetUnitEconomicsResponse {
+        sales_and_marketing_spend: money(currency, u.spend),
+        new_customers: u.new_customers,
+        cac: money(currency, u.cac),
+        arpa: money(currency, u.arpa),
+        gross_margin: u.gross_margin,
+        average_monthly_churn_rate: u.average_monthly_churn_rate,
+        ltv: money(currency, u.ltv),
+        ltv_to_cac: u.ltv_to_cac,
+        cac_payback_months: u.cac_payback_months,
     }
 }

@@ -13,10 +13,38 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 pub use bowtie_proto::common::Segment;
+pub use bowtie_proto::revenue::RenewalOutcome;
 use bowtie_runtime::error::Error;
+pub use bowtie_runtime::{AccountId, Instant, Minor};
 use chrono::{Datelike, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+/// The id of a subscription, assigned by the revenue service when it is
+/// created.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct SubscriptionId(pub Uuid);
+
+impl SubscriptionId {
+    /// A fresh id, ordered by creation time.
+    pub fn new() -> Self {
+        SubscriptionId(Uuid::now_v7())
+    }
+
+    /// The underlying UUID.
+    pub const fn uuid(self) -> Uuid {
+        self.0
+    }
+}
+
+impl std::fmt::Display for SubscriptionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 /// Longest plan name.
 pub const MAX_PLAN: usize = 200;
@@ -112,7 +140,7 @@ impl Rate {
 #[derive(Debug, Clone, Default)]
 pub struct FxTable {
     reporting: String,
-    rates: BTreeMap<String, BTreeMap<i64, Rate>>,
+    rates: BTreeMap<String, BTreeMap<Instant, Rate>>,
 }
 
 impl FxTable {
@@ -130,7 +158,7 @@ impl FxTable {
     }
 
     /// Sets the rate of `currency` from `from` on.
-    pub fn insert(&mut self, currency: &str, from: i64, rate: Rate) {
+    pub fn insert(&mut self, currency: &str, from: Instant, rate: Rate) {
         self.rates
             .entry(currency.to_owned())
             .or_default()
@@ -138,7 +166,7 @@ impl FxTable {
     }
 
     /// The rate in force for `currency` at `at`.
-    pub fn rate(&self, currency: &str, at: i64) -> Option<Rate> {
+    pub fn rate(&self, currency: &str, at: Instant) -> Option<Rate> {
         if currency == self.reporting {
             return Some(Rate::ONE);
         }
@@ -151,7 +179,7 @@ impl FxTable {
 
     /// Converts `minor` units of `currency` at `at` into reporting minor units,
     /// rounding half away from zero.
-    pub fn convert(&self, minor: i64, currency: &str, at: i64) -> Result<i64, Error> {
+    pub fn convert(&self, minor: Minor, currency: &str, at: Instant) -> Result<Minor, Error> {
         if currency == self.reporting {
             return Ok(minor);
         }
@@ -165,19 +193,20 @@ impl FxTable {
         let rate = self.rate(currency, at).ok_or_else(missing)?;
         let from = minor_exponent(currency).ok_or_else(missing)?;
         let to = minor_exponent(&self.reporting).ok_or_else(missing)?;
-        let num = i128::from(minor) * i128::from(rate.0) * 10i128.pow(to);
+        let num = i128::from(minor.get()) * i128::from(rate.0) * 10i128.pow(to);
         let den = 1_000_000_000i128 * 10i128.pow(from);
         i64::try_from(div_round(num, den))
+            .map(Minor)
             .map_err(|_| Error::invalid("unit_price", "converted amount is too large"))
     }
 }
 
-/// Renders an instant (microseconds) as an RFC 3339 UTC time.
-pub fn format_instant(micros: i64) -> String {
-    Utc.timestamp_micros(micros)
-        .single()
+/// Renders an instant as an RFC 3339 UTC time (`+00:00`, as error messages
+/// have always said it).
+pub fn format_instant(at: Instant) -> String {
+    at.to_datetime()
         .map(|t| t.to_rfc3339())
-        .unwrap_or_else(|| micros.to_string())
+        .unwrap_or_else(|| at.micros().to_string())
 }
 
 /// How often a subscription is billed.
@@ -209,8 +238,8 @@ pub struct Terms {
     pub plan: String,
     /// Seats or units.
     pub quantity: i64,
-    /// Price of one unit per billing interval, minor units.
-    pub unit_price: i64,
+    /// Price of one unit per billing interval.
+    pub unit_price: Minor,
     /// Discount in basis points.
     pub discount_bp: i64,
 }
@@ -221,20 +250,20 @@ impl Terms {
     /// the minor unit. Rounding once per terms (not per seat, not per
     /// account) keeps an annual 1,000.00 at 83.33 a month and a quarterly
     /// 100.00 at 33.33.
-    pub fn mrr(&self, interval: Interval) -> i64 {
+    pub fn mrr(&self, interval: Interval) -> Minor {
         let num = i128::from(self.quantity)
-            * i128::from(self.unit_price)
+            * i128::from(self.unit_price.get())
             * i128::from(FULL_BP - self.discount_bp);
         let den = i128::from(FULL_BP) * i128::from(interval.months());
-        i64::try_from(div_round(num, den)).unwrap_or(i64::MAX)
+        Minor(i64::try_from(div_round(num, den)).unwrap_or(i64::MAX))
     }
 }
 
 /// Terms in force from `effective_at` on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Version {
-    /// Microseconds since the epoch.
-    pub effective_at: i64,
+    /// From when.
+    pub effective_at: Instant,
     /// The terms.
     pub terms: Terms,
 }
@@ -252,7 +281,7 @@ pub enum CancellationKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cancellation {
     /// MRR is zero from this instant on.
-    pub effective_at: i64,
+    pub effective_at: Instant,
     /// Voluntary or not.
     pub kind: CancellationKind,
     /// Code from the churn reason taxonomy.
@@ -262,22 +291,20 @@ pub struct Cancellation {
 /// A subscription and its whole history of terms.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Subscription {
-    /// Id.
-    #[serde(with = "uuid_text")]
-    pub id: Uuid,
-    /// The account.
-    #[serde(with = "uuid_text")]
-    pub account_id: Uuid,
+    /// Id (stored as its text form).
+    pub id: SubscriptionId,
+    /// The account (stored as its text form).
+    pub account_id: AccountId,
     /// ISO-4217 code of every price.
     pub currency: String,
     /// Billing interval.
     pub interval: Interval,
-    /// Start, microseconds.
-    pub start: i64,
+    /// Start (stored as microseconds).
+    pub start: Instant,
     /// End of the free trial.
-    pub trial_end: Option<i64>,
+    pub trial_end: Option<Instant>,
     /// End of the current term (the renewal date).
-    pub term_end: Option<i64>,
+    pub term_end: Option<Instant>,
     /// Terms over time, ordered by `effective_at`, the first at `start`.
     pub versions: Vec<Version>,
     /// Set once cancelled.
@@ -286,43 +313,28 @@ pub struct Subscription {
     pub version: i64,
 }
 
-/// UUIDs stored as their text form.
-mod uuid_text {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use uuid::Uuid;
-
-    pub fn serialize<S: Serializer>(id: &Uuid, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&id.to_string())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Uuid, D::Error> {
-        let text = String::deserialize(d)?;
-        Uuid::parse_str(&text).map_err(serde::de::Error::custom)
-    }
-}
-
 /// What a new subscription is created with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewSubscription {
     /// The account.
-    pub account_id: Uuid,
+    pub account_id: AccountId,
     /// ISO-4217 code.
     pub currency: String,
     /// Billing interval.
     pub interval: Interval,
     /// Start.
-    pub start: i64,
+    pub start: Instant,
     /// End of the trial.
-    pub trial_end: Option<i64>,
+    pub trial_end: Option<Instant>,
     /// End of the term.
-    pub term_end: Option<i64>,
+    pub term_end: Option<Instant>,
     /// Terms at the start.
     pub terms: Terms,
 }
 
 impl Subscription {
     /// A subscription from its creation fields.
-    pub fn create(id: Uuid, new: NewSubscription) -> Self {
+    pub fn create(id: SubscriptionId, new: NewSubscription) -> Self {
         Self {
             id,
             account_id: new.account_id,
@@ -341,7 +353,7 @@ impl Subscription {
     }
 
     /// The terms in force at `t` (the first ones before the start).
-    pub fn terms_at(&self, t: i64) -> Option<&Terms> {
+    pub fn terms_at(&self, t: Instant) -> Option<&Terms> {
         self.versions
             .iter()
             .rev()
@@ -352,7 +364,7 @@ impl Subscription {
 
     /// Normalised MRR at `t` in the subscription's currency: zero before the
     /// start, during the trial and from the cancellation on.
-    pub fn mrr_at(&self, t: i64) -> i64 {
+    pub fn mrr_at(&self, t: Instant) -> Minor {
         let active = self.start <= t
             && self.trial_end.is_none_or(|end| end <= t)
             && self
@@ -360,17 +372,17 @@ impl Subscription {
                 .as_ref()
                 .is_none_or(|c| t < c.effective_at);
         if !active {
-            return 0;
+            return Minor::ZERO;
         }
         self.versions
             .iter()
             .rev()
             .find(|v| v.effective_at <= t)
-            .map_or(0, |v| v.terms.mrr(self.interval))
+            .map_or(Minor::ZERO, |v| v.terms.mrr(self.interval))
     }
 
     /// Every instant at which the MRR may change.
-    fn breakpoints(&self) -> impl Iterator<Item = i64> + '_ {
+    fn breakpoints(&self) -> impl Iterator<Item = Instant> + '_ {
         std::iter::once(self.start)
             .chain(self.trial_end)
             .chain(self.versions.iter().map(|v| v.effective_at))
@@ -379,7 +391,7 @@ impl Subscription {
 
     /// Records new terms from `effective_at` on; terms at the same instant
     /// replace the earlier ones.
-    pub fn change(&mut self, effective_at: i64, terms: Terms) -> Result<(), Error> {
+    pub fn change(&mut self, effective_at: Instant, terms: Terms) -> Result<(), Error> {
         if effective_at < self.start {
             return Err(Error::invalid(
                 "effective_at",
@@ -477,8 +489,8 @@ impl MovementKind {
     }
 
     /// Classifies a change of account MRR from `before` to `after`.
-    pub fn classify(before: i64, after: i64, paid_before: bool) -> Option<Self> {
-        match (before, after) {
+    pub fn classify(before: Minor, after: Minor, paid_before: bool) -> Option<Self> {
+        match (before.get(), after.get()) {
             (0, a) if a > 0 && paid_before => Some(MovementKind::Reactivation),
             (0, a) if a > 0 => Some(MovementKind::New),
             (b, 0) if b > 0 => Some(MovementKind::Churn),
@@ -492,16 +504,16 @@ impl MovementKind {
 /// One change of an account's MRR, in reporting minor units.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Movement {
-    /// When, microseconds.
-    pub at: i64,
+    /// When.
+    pub at: Instant,
     /// Kind.
     pub kind: MovementKind,
     /// `after - before`.
-    pub amount: i64,
+    pub amount: Minor,
     /// Account MRR before.
-    pub before: i64,
+    pub before: Minor,
     /// Account MRR after.
-    pub after: i64,
+    pub after: Minor,
 }
 
 /// The MRR movements of one account from the full history of its
@@ -516,30 +528,30 @@ pub struct Movement {
 /// currency swing alone never creates a movement. A decrease is capped at the
 /// currency's balance, so the account's reporting MRR never goes negative.
 pub fn movements(subscriptions: &[Subscription], fx: &FxTable) -> Result<Vec<Movement>, Error> {
-    let instants: BTreeSet<i64> = subscriptions.iter().flat_map(|s| s.breakpoints()).collect();
+    let instants: BTreeSet<Instant> = subscriptions.iter().flat_map(|s| s.breakpoints()).collect();
     let currencies: BTreeSet<&str> = subscriptions.iter().map(|s| s.currency.as_str()).collect();
-    let mut local: BTreeMap<&str, i64> = currencies.iter().map(|c| (*c, 0)).collect();
-    let mut balance: BTreeMap<&str, i64> = currencies.iter().map(|c| (*c, 0)).collect();
-    let mut total = 0i64;
+    let mut local: BTreeMap<&str, Minor> = currencies.iter().map(|c| (*c, Minor::ZERO)).collect();
+    let mut balance: BTreeMap<&str, Minor> = currencies.iter().map(|c| (*c, Minor::ZERO)).collect();
+    let mut total = Minor::ZERO;
     let mut paid_before = false;
     let mut out = Vec::new();
     for t in instants {
-        let mut delta = 0i64;
+        let mut delta = Minor::ZERO;
         for currency in &currencies {
-            let now: i64 = subscriptions
+            let now: Minor = subscriptions
                 .iter()
                 .filter(|s| s.currency == *currency)
                 .map(|s| s.mrr_at(t))
                 .sum();
-            let prev = local.get(currency).copied().unwrap_or(0);
+            let prev = local.get(currency).copied().unwrap_or_default();
             if now == prev {
                 continue;
             }
-            let held = balance.get(currency).copied().unwrap_or(0);
-            let next = if now == 0 {
-                0
+            let held = balance.get(currency).copied().unwrap_or_default();
+            let next = if now == Minor::ZERO {
+                Minor::ZERO
             } else {
-                (held + fx.convert(now - prev, currency, t)?).max(0)
+                (held + fx.convert(now - prev, currency, t)?).max(Minor::ZERO)
             };
             delta += next - held;
             balance.insert(currency, next);
@@ -554,7 +566,7 @@ pub fn movements(subscriptions: &[Subscription], fx: &FxTable) -> Result<Vec<Mov
                 before: total,
                 after,
             });
-            paid_before |= after > 0;
+            paid_before |= after.is_positive();
         }
         total = after;
     }
@@ -565,11 +577,11 @@ pub fn movements(subscriptions: &[Subscription], fx: &FxTable) -> Result<Vec<Mov
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PayingSpan {
     /// Start, inclusive.
-    pub from: i64,
+    pub from: Instant,
     /// End, exclusive; `None` while still paying.
-    pub to: Option<i64>,
+    pub to: Option<Instant>,
     /// MRR during the span.
-    pub mrr: i64,
+    pub mrr: Minor,
 }
 
 /// The spans in which an account paid, from its movements.
@@ -581,7 +593,7 @@ pub fn paying_spans(movements: &[Movement]) -> Vec<PayingSpan> {
         {
             open.to = Some(m.at);
         }
-        if m.after > 0 {
+        if m.after.is_positive() {
             spans.push(PayingSpan {
                 from: m.at,
                 to: None,
@@ -593,12 +605,12 @@ pub fn paying_spans(movements: &[Movement]) -> Vec<PayingSpan> {
 }
 
 /// An account's MRR at `t` from its movements.
-pub fn mrr_at(movements: &[Movement], t: i64) -> i64 {
+pub fn mrr_at(movements: &[Movement], t: Instant) -> Minor {
     movements
         .iter()
         .take_while(|m| m.at <= t)
         .last()
-        .map_or(0, |m| m.after)
+        .map_or(Minor::ZERO, |m| m.after)
 }
 
 /// A calendar month (UTC), numbered `year * 12 + month - 1` so months order,
@@ -671,19 +683,18 @@ impl std::ops::Sub for Month {
 }
 
 /// The month of an instant.
-pub fn month_of(micros: i64) -> Month {
-    let t = Utc
-        .timestamp_micros(micros)
-        .single()
+pub fn month_of(at: Instant) -> Month {
+    let t = at
+        .to_datetime()
         .unwrap_or(chrono::DateTime::<Utc>::UNIX_EPOCH);
     Month(t.year() * 12 + t.month0() as i32)
 }
 
 /// The first instant of a month.
-pub fn month_start(month: Month) -> i64 {
+pub fn month_start(month: Month) -> Instant {
     Utc.with_ymd_and_hms(month.year(), month.month0() as u32 + 1, 1, 0, 0, 0)
         .single()
-        .map_or(0, |t| t.timestamp_micros())
+        .map_or(Instant::EPOCH, Instant::from)
 }
 
 /// Parses "YYYY-MM".
@@ -706,7 +717,7 @@ pub fn month_label(month: Month) -> String {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Tally {
     /// Signed sum of the amounts.
-    pub amount: i64,
+    pub amount: Minor,
     /// Number of movements.
     pub count: i64,
 }
@@ -723,7 +734,7 @@ pub fn add_to_rollup(
 ) {
     for m in movements {
         let t = deltas.entry((month_of(m.at), segment, m.kind)).or_default();
-        t.amount += sign * m.amount;
+        t.amount += Minor(sign * m.amount.get());
         t.count += sign;
     }
 }
@@ -743,11 +754,11 @@ pub struct Period {
     /// "YYYY-MM" or "YYYY-Qn".
     pub label: String,
     /// MRR at the start.
-    pub start_mrr: i64,
+    pub start_mrr: Minor,
     /// Sum per kind, signed (contraction and churn negative).
     pub sums: BTreeMap<MovementKind, Tally>,
     /// MRR at the end.
-    pub end_mrr: i64,
+    pub end_mrr: Minor,
     /// Paying accounts at the start.
     pub paying_start: i64,
     /// Paying accounts at the end.
@@ -759,12 +770,35 @@ impl Period {
     pub fn tally(&self, kind: MovementKind) -> Tally {
         self.sums.get(&kind).copied().unwrap_or_default()
     }
+
+    /// Average revenue per paying account at the end, rounded half up (0
+    /// with no paying account).
+    pub fn arpa(&self) -> Minor {
+        if self.paying_end > 0 {
+            let (num, den) = (i128::from(self.end_mrr.get()), i128::from(self.paying_end));
+            Minor(i64::try_from((2 * num + den) / (2 * den)).unwrap_or(i64::MAX))
+        } else {
+            Minor::ZERO
+        }
+    }
+
+    /// Churned accounts over the accounts paying at the start.
+    pub fn customer_churn_rate(&self) -> f64 {
+        Retention::ratio(self.tally(MovementKind::Churn).count, self.paying_start)
+    }
+
+    /// MRR lost to contraction and churn over the MRR at the start.
+    pub fn revenue_churn_rate(&self) -> f64 {
+        let lost = -(self.tally(MovementKind::Churn).amount
+            + self.tally(MovementKind::Contraction).amount);
+        Retention::ratio(lost.get(), self.start_mrr.get())
+    }
 }
 
 /// The waterfall over months `first..=last` from the totals before `first`
 /// (`opening`: MRR and paying accounts) and the monthly tallies.
 pub fn waterfall(
-    opening: (i64, i64),
+    opening: (Minor, i64),
     monthly: &BTreeMap<(Month, MovementKind), Tally>,
     first: Month,
     last: Month,
@@ -793,7 +827,7 @@ pub fn waterfall(
         }
         let start_mrr = mrr;
         let paying_start = paying;
-        mrr += sums.values().map(|t| t.amount).sum::<i64>();
+        mrr += sums.values().map(|t| t.amount).sum::<Minor>();
         paying += [MovementKind::New, MovementKind::Reactivation]
             .iter()
             .map(|k| sums.get(k).map_or(0, |t| t.count))
@@ -820,21 +854,21 @@ pub struct Retention {
     /// Of those, paying at t1.
     pub accounts_retained: i64,
     /// Sum of MRR at t0.
-    pub mrr_start: i64,
+    pub mrr_start: Minor,
     /// Sum of min(MRR t1, MRR t0).
-    pub mrr_retained: i64,
+    pub mrr_retained: Minor,
     /// Sum of MRR at t1.
-    pub mrr_end: i64,
+    pub mrr_end: Minor,
 }
 
 impl Retention {
     /// From each account's (MRR at t0, MRR at t1); accounts not paying at t0
     /// are ignored.
-    pub fn from_pairs(pairs: impl IntoIterator<Item = (i64, i64)>) -> Self {
+    pub fn from_pairs(pairs: impl IntoIterator<Item = (Minor, Minor)>) -> Self {
         let mut r = Retention::default();
-        for (start, end) in pairs.into_iter().filter(|(s, _)| *s > 0) {
+        for (start, end) in pairs.into_iter().filter(|(s, _)| s.is_positive()) {
             r.accounts_start += 1;
-            r.accounts_retained += i64::from(end > 0);
+            r.accounts_retained += i64::from(end.is_positive());
             r.mrr_start += start;
             r.mrr_retained += end.min(start);
             r.mrr_end += end;
@@ -858,12 +892,12 @@ impl Retention {
 
     /// Gross revenue retention.
     pub fn grr(&self) -> f64 {
-        Self::ratio(self.mrr_retained, self.mrr_start)
+        Self::ratio(self.mrr_retained.get(), self.mrr_start.get())
     }
 
     /// Net revenue retention.
     pub fn nrr(&self) -> f64 {
-        Self::ratio(self.mrr_end, self.mrr_start)
+        Self::ratio(self.mrr_end.get(), self.mrr_start.get())
     }
 }
 
@@ -874,8 +908,11 @@ pub struct CohortCell {
     /// Accounts paying.
     pub paying: i64,
     /// Their MRR.
-    pub mrr: i64,
+    pub mrr: Minor,
 }
+
+/// The cohort grid: each cohort month with its size and its cells.
+pub type CohortGrid = BTreeMap<Month, (i64, Vec<CohortCell>)>;
 
 /// The cohort grid: for each cohort month (of the first payment), its size
 /// and a cell per month since the first payment, for month ends before
@@ -885,9 +922,9 @@ pub fn cohort_grid<K: Ord + Clone>(
     cohort_of: &BTreeMap<K, Month>,
     spans: &[(K, PayingSpan)],
     months: i32,
-    until: i64,
-) -> BTreeMap<Month, (i64, Vec<CohortCell>)> {
-    let mut grid: BTreeMap<Month, (i64, Vec<CohortCell>)> = BTreeMap::new();
+    until: Instant,
+) -> CohortGrid {
+    let mut grid = CohortGrid::new();
     for cohort in cohort_of.values() {
         let entry = grid.entry(*cohort).or_insert_with(|| {
             let ended = (0..=months)
@@ -905,7 +942,7 @@ pub fn cohort_grid<K: Ord + Clone>(
             continue;
         };
         for (k, cell) in cells.iter_mut().enumerate() {
-            let end = month_start(*cohort + k as i32 + 1) - 1;
+            let end = month_start(*cohort + k as i32 + 1).plus_micros(-1);
             if span.from <= end && span.to.is_none_or(|to| end < to) {
                 cell.paying += 1;
                 cell.mrr += span.mrr;
@@ -913,6 +950,215 @@ pub fn cohort_grid<K: Ord + Clone>(
         }
     }
     grid
+}
+
+/// Months in a year: the amount at stake of a renewal is a year of MRR.
+const MONTHS_PER_YEAR: i64 = 12;
+
+/// One line of the renewal book: a subscription whose term ends, what is at
+/// stake (a year of the MRR in force just before the renewal), how likely
+/// it renews and the forecast that follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenewalEntry {
+    /// The subscription.
+    pub subscription_id: SubscriptionId,
+    /// Its account.
+    pub account_id: AccountId,
+    /// ISO-4217 code of the amounts.
+    pub currency: String,
+    /// The end of the term.
+    pub renewal_at: Instant,
+    /// Whole days from now to the renewal (negative once past).
+    pub days_to_renewal: i64,
+    /// A year of the MRR in force just before the renewal.
+    pub amount_at_stake: Minor,
+    /// Likelihood of renewing, in basis points.
+    pub likelihood_bp: i64,
+    /// Whether the likelihood came from scoring (else the default).
+    pub likelihood_from_scoring: bool,
+    /// The amount at stake times the likelihood, rounded half up.
+    pub forecast: Minor,
+    /// The recorded decision; churned when the subscription is cancelled by
+    /// the renewal date and nothing was recorded.
+    pub outcome: RenewalOutcome,
+}
+
+impl RenewalEntry {
+    /// The entry of `s` as of `now`, with the `recorded` outcome and the
+    /// likelihood `scored` by scoring (`default_bp` when scoring had none).
+    pub fn new(
+        s: &Subscription,
+        recorded: RenewalOutcome,
+        scored: Option<i64>,
+        default_bp: i64,
+        now: Instant,
+    ) -> Self {
+        let likelihood = scored.unwrap_or(default_bp);
+        let renewal_at = s.term_end.unwrap_or_default();
+        let amount = s
+            .mrr_at(renewal_at.plus_micros(-1))
+            .get()
+            .saturating_mul(MONTHS_PER_YEAR);
+        let forecast =
+            i64::try_from((i128::from(amount) * i128::from(likelihood) * 2 + 10_000) / 20_000)
+                .unwrap_or(i64::MAX);
+        let cancelled = s
+            .cancellation
+            .as_ref()
+            .is_some_and(|c| c.effective_at <= renewal_at);
+        let outcome = match (recorded, cancelled) {
+            (RenewalOutcome::Unspecified, true) => RenewalOutcome::Churned,
+            (o, _) => o,
+        };
+        Self {
+            subscription_id: s.id,
+            account_id: s.account_id,
+            currency: s.currency.clone(),
+            renewal_at,
+            days_to_renewal: renewal_at.days_since(now),
+            amount_at_stake: Minor(amount),
+            likelihood_bp: likelihood,
+            likelihood_from_scoring: scored.is_some(),
+            forecast: Minor(forecast),
+            outcome,
+        }
+    }
+}
+
+/// CAC, LTV, LTV:CAC and payback of one month (docs/design.md section 2).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UnitEconomics {
+    /// Sales and marketing spend of the month.
+    pub spend: Minor,
+    /// New paying accounts in the month.
+    pub new_customers: i64,
+    /// Spend per new customer, rounded half up.
+    pub cac: Minor,
+    /// Average revenue per paying account at the month's end.
+    pub arpa: Minor,
+    /// Gross margin as a fraction.
+    pub gross_margin: f64,
+    /// Mean customer churn rate of the months with paying accounts.
+    pub average_monthly_churn_rate: f64,
+    /// Lifetime value: ARPA x margin / churn.
+    pub ltv: Minor,
+    /// LTV over CAC (0 when either is 0).
+    pub ltv_to_cac: f64,
+    /// Months of contribution that pay the CAC back.
+    pub cac_payback_months: f64,
+}
+
+impl UnitEconomics {
+    /// From the month's spend and margin and the waterfall of the months up
+    /// to it (the last period is the month itself).
+    pub fn new(spend: Minor, margin_bp: i32, periods: &[Period]) -> Self {
+        let rates: Vec<f64> = periods
+            .iter()
+            .filter(|p| p.paying_start > 0)
+            .map(Period::customer_churn_rate)
+            .collect();
+        let churn = if rates.is_empty() {
+            0.0
+        } else {
+            rates.iter().sum::<f64>() / rates.len() as f64
+        };
+        let (arpa, new_customers) = periods.last().map_or((Minor::ZERO, 0), |p| {
+            (p.arpa(), p.tally(MovementKind::New).count)
+        });
+        let cac = if new_customers > 0 {
+            (2 * i128::from(spend.get()) + i128::from(new_customers))
+                / (2 * i128::from(new_customers))
+        } else {
+            0
+        };
+        let cac = i64::try_from(cac).unwrap_or(i64::MAX);
+        let margin = f64::from(margin_bp) / 10_000.0;
+        let contribution = arpa.get() as f64 * margin;
+        let ltv = if churn > 0.0 {
+            (contribution / churn).round() as i64
+        } else {
+            0
+        };
+        Self {
+            spend,
+            new_customers,
+            cac: Minor(cac),
+            arpa,
+            gross_margin: margin,
+            average_monthly_churn_rate: churn,
+            ltv: Minor(ltv),
+            ltv_to_cac: if ltv > 0 && cac > 0 {
+                ltv as f64 / cac as f64
+            } else {
+                0.0
+            },
+            cac_payback_months: if contribution > 0.0 {
+                cac as f64 / contribution
+            } else {
+                0.0
+            },
+        }
+    }
+}
+
+/// An account with its full subscription history and where it reports.
+#[derive(Debug, Clone)]
+pub struct AccountHistory {
+    /// The account.
+    pub account_id: AccountId,
+    /// Where the account reports.
+    pub segment: Segment,
+    /// The owner who closed the deal.
+    pub owner: String,
+    /// Every subscription of the account.
+    pub subscriptions: Vec<Subscription>,
+}
+
+/// How an account's movements changed when it was recomputed.
+#[derive(Debug, Clone, Default)]
+pub struct Revision {
+    /// Movements that did not exist before.
+    pub recorded: Vec<Movement>,
+    /// Movements that no longer exist.
+    pub retracted: Vec<Movement>,
+}
+
+/// A recorded movement with its account and the segment it was derived in.
+#[derive(Debug, Clone)]
+pub struct StoredMovement {
+    /// The account.
+    pub account_id: AccountId,
+    /// The movement.
+    pub movement: Movement,
+    /// The account's segment when the movement was derived.
+    pub segment: Segment,
+}
+
+/// A recorded invoice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invoice {
+    /// Id.
+    pub id: Uuid,
+    /// The account.
+    pub account_id: AccountId,
+    /// The subscription, when tied to one.
+    pub subscription_id: Option<SubscriptionId>,
+    /// ISO-4217 code.
+    pub currency: String,
+    /// The amount due.
+    pub amount: Minor,
+    /// Due.
+    pub due_at: Instant,
+    /// Paid, when it was.
+    pub paid_at: Option<Instant>,
+}
+
+impl Invoice {
+    /// Late when paid after its due date, or unpaid past it at `now`.
+    pub fn is_late(&self, now: Instant) -> bool {
+        self.paid_at
+            .map_or(self.due_at < now, |paid| paid > self.due_at)
+    }
 }
 
 #[cfg(test)]

@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use bowtie_proto::scoring::GetChurnRiskRequest;
 use bowtie_proto::scoring::scoring_service_client::ScoringServiceClient;
+use bowtie_runtime::AccountId;
 use bowtie_runtime::config::PeerSettings;
 use bowtie_runtime::error::Error;
 use bowtie_runtime::peer::{self, PeerChannel};
-use uuid::Uuid;
 
 /// Longest a renewal page waits for scoring before using the default.
 pub const WAIT: Duration = Duration::from_millis(1_500);
@@ -34,7 +34,7 @@ impl ChurnRisk {
 
     /// Renewal likelihood in basis points of each account scoring answered
     /// for; the others are absent.
-    pub async fn likelihoods(&self, accounts: &[Uuid]) -> HashMap<Uuid, i64> {
+    pub async fn likelihoods(&self, accounts: &[AccountId]) -> HashMap<AccountId, i64> {
         let calls = accounts.iter().map(|&id| {
             let mut client = self.client.clone();
             async move {

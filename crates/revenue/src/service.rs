@@ -1,7 +1,8 @@
 //! The revenue application: each write runs as one unit of work (the change,
 //! the recomputed movements and roll-ups, the events and the idempotency key
 //! in one transaction) and answers with the protobuf response an idempotent
-//! replay returns again.
+//! replay returns again (built by `convert`); each read answers with domain
+//! values, which the handlers render with `convert`.
 //!
 //! Every write that touches an account first asks the accounts service for
 //! it (NOT_FOUND, or UNAVAILABLE when accounts is down) before the unit of
@@ -11,7 +12,7 @@
 use std::collections::BTreeMap;
 
 use bowtie_proto::accounts::Account;
-use bowtie_proto::common::Money;
+use bowtie_proto::common::PageResponse;
 use bowtie_proto::revenue as pb;
 use bowtie_runtime::error::Error;
 use bowtie_runtime::feed::NewEvent;
@@ -20,16 +21,14 @@ use bowtie_runtime::paging::Page;
 use bowtie_runtime::peer::AccountDirectory;
 use bowtie_runtime::sql::internal;
 use bowtie_runtime::store::{Store, Tx};
-use bowtie_runtime::validate::{now_micros, to_timestamp};
 use uuid::Uuid;
 
 use crate::convert::{
-    cohort_to_pb, invoice_to_pb, movement_to_pb, period_to_pb, renewal_to_pb, retention_to_pb,
-    subscription_to_pb,
+    fx_rate_to_pb, invoice_to_pb, movement_to_pb, renewal_to_pb, subscription_to_pb,
 };
 use crate::domain::*;
 use crate::risk::ChurnRisk;
-use crate::storage::{self, AccountHistory, CohortFilter, MovementFilter, Revision};
+use crate::storage::{self, CohortFilter, MovementFilter};
 
 /// The revenue policy the service runs with.
 #[derive(Debug, Clone)]
@@ -46,7 +45,7 @@ pub struct Policy {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountInfo {
     /// The account.
-    pub id: Uuid,
+    pub id: AccountId,
     /// Its segment.
     pub segment: Segment,
     /// The owner who closed the deal.
@@ -56,7 +55,7 @@ pub struct AccountInfo {
 impl AccountInfo {
     /// The accounts service validates segments, so a code it does not know
     /// means the two services disagree on the protocol: an internal error.
-    fn from_account(id: Uuid, a: &Account) -> Result<Self, Error> {
+    fn from_account(id: AccountId, a: &Account) -> Result<Self, Error> {
         let segment = Segment::try_from(a.segment).map_err(|_| {
             internal(format_args!(
                 "account {id} has segment code {}, which this version does not know",
@@ -71,16 +70,6 @@ impl AccountInfo {
     }
 }
 
-/// A segment filter as the API passes it (a validated code, `None` for any).
-fn segment_filter(segment: Option<i32>) -> Result<Option<Segment>, Error> {
-    segment
-        .map(|code| {
-            Segment::try_from(code)
-                .map_err(|_| Error::invalid("segment", format!("unknown segment {code}")))
-        })
-        .transpose()
-}
-
 /// One subscription of a bulk import with the account it belongs to.
 #[derive(Debug, Clone)]
 pub struct Imported {
@@ -90,11 +79,28 @@ pub struct Imported {
     pub subscription: Subscription,
 }
 
-fn money(currency: &str, minor: i64) -> Money {
-    Money {
-        currency_code: currency.to_owned(),
-        minor_units: minor,
-    }
+/// One page of a list and the paging to answer with.
+pub type PageOf<T> = (Vec<T>, PageResponse);
+
+/// The `(instant, id)` after which a page ordered by time then id goes on.
+fn time_cursor(page: &Page) -> Result<Option<(Instant, String)>, Error> {
+    let Some(key) = page.after.as_deref() else {
+        return Ok(None);
+    };
+    let bad = || Error::invalid("page.page_token", "is not a valid token");
+    let (at, id) = key.split_once('/').ok_or_else(bad)?;
+    let at = at.parse::<i64>().map_err(|_| bad())?;
+    Ok(Some((Instant::from_micros(at), id.to_owned())))
+}
+
+/// The cursor key of a row ordered by time then id, read by [`time_cursor`].
+fn time_key(at: Instant, id: impl std::fmt::Display) -> String {
+    format!("{}/{id}", at.micros())
+}
+
+/// The time of a unit of work.
+fn now(tx: &Tx) -> Instant {
+    Instant::from_micros(tx.now())
 }
 
 /// The revenue service's operations.
@@ -128,8 +134,13 @@ impl Revenue {
         &self.policy
     }
 
-    async fn account(&self, id: Uuid) -> Result<AccountInfo, Error> {
-        let account = self.directory.get(id).await?;
+    /// The ISO-4217 code every report is in.
+    pub fn reporting_currency(&self) -> &str {
+        &self.policy.reporting_currency
+    }
+
+    async fn account(&self, id: AccountId) -> Result<AccountInfo, Error> {
+        let account = self.directory.get(id.uuid()).await?;
         AccountInfo::from_account(id, &account)
     }
 
@@ -144,7 +155,7 @@ impl Revenue {
         self.store
             .write(idem, move |tx| {
                 Box::pin(async move {
-                    let subscription = Subscription::create(Uuid::now_v7(), new);
+                    let subscription = Subscription::create(SubscriptionId::new(), new);
                     let out =
                         apply(tx, &policy, &account, subscription, "subscription.created").await?;
                     Ok(pb::CreateSubscriptionResponse {
@@ -156,21 +167,27 @@ impl Revenue {
     }
 
     /// Reads a subscription.
-    pub async fn get_subscription(&self, id: Uuid) -> Result<pb::Subscription, Error> {
-        let s = storage::require_subscription(self.store.db().reader(), id).await?;
-        Ok(subscription_to_pb(&s, now_micros()))
+    pub async fn get_subscription(&self, id: SubscriptionId) -> Result<Subscription, Error> {
+        storage::require_subscription(self.store.db().reader(), id).await
     }
 
-    /// Changes a subscription's terms from `effective_at` on.
-    pub async fn change_subscription(
+    /// Amends the subscription `id` with `amend` under its account's lock,
+    /// at `expected_version` when one is given, and announces it as
+    /// `event_type`; answers with `respond` of the amended subscription.
+    async fn amend<R, A, F>(
         &self,
-        id: Uuid,
-        effective_at: i64,
-        terms: Terms,
-        currency: String,
+        id: SubscriptionId,
         expected_version: Option<i64>,
         idem: Option<Idempotency>,
-    ) -> Result<pb::ChangeSubscriptionResponse, Error> {
+        event_type: &'static str,
+        amend: A,
+        respond: F,
+    ) -> Result<R, Error>
+    where
+        R: prost::Message + Default,
+        A: FnOnce(&mut Subscription) -> Result<(), Error> + Send + 'static,
+        F: FnOnce(pb::Subscription) -> R + Send + 'static,
+    {
         let current = storage::require_subscription(self.store.db().reader(), id).await?;
         let account = self.account(current.account_id).await?;
         let policy = self.policy.clone();
@@ -180,26 +197,50 @@ impl Revenue {
                     storage::lock_account(tx.conn(), account.id).await?;
                     let mut s = storage::require_subscription(tx.conn(), id).await?;
                     check_version(&s, expected_version)?;
-                    if currency != s.currency {
-                        return Err(Error::invalid(
-                            "terms.unit_price.currency_code",
-                            format!("must stay {}, the subscription's currency", s.currency),
-                        ));
-                    }
-                    s.change(effective_at, terms)?;
-                    let out = apply(tx, &policy, &account, s, "subscription.changed").await?;
-                    Ok(pb::ChangeSubscriptionResponse {
-                        subscription: Some(out),
-                    })
+                    amend(&mut s)?;
+                    let out = apply(tx, &policy, &account, s, event_type).await?;
+                    Ok(respond(out))
                 })
             })
             .await
     }
 
+    /// Changes a subscription's terms from `effective_at` on.
+    pub async fn change_subscription(
+        &self,
+        id: SubscriptionId,
+        effective_at: Instant,
+        terms: Terms,
+        currency: String,
+        expected_version: Option<i64>,
+        idem: Option<Idempotency>,
+    ) -> Result<pb::ChangeSubscriptionResponse, Error> {
+        let change = move |s: &mut Subscription| {
+            if currency != s.currency {
+                return Err(Error::invalid(
+                    "terms.unit_price.currency_code",
+                    format!("must stay {}, the subscription's currency", s.currency),
+                ));
+            }
+            s.change(effective_at, terms)
+        };
+        self.amend(
+            id,
+            expected_version,
+            idem,
+            "subscription.changed",
+            change,
+            |out| pb::ChangeSubscriptionResponse {
+                subscription: Some(out),
+            },
+        )
+        .await
+    }
+
     /// Cancels a subscription.
     pub async fn cancel_subscription(
         &self,
-        id: Uuid,
+        id: SubscriptionId,
         cancellation: Cancellation,
         expected_version: Option<i64>,
         idem: Option<Idempotency>,
@@ -213,30 +254,24 @@ impl Revenue {
                 ),
             ));
         }
-        let current = storage::require_subscription(self.store.db().reader(), id).await?;
-        let account = self.account(current.account_id).await?;
-        let policy = self.policy.clone();
-        self.store
-            .write(idem, move |tx| {
-                Box::pin(async move {
-                    storage::lock_account(tx.conn(), account.id).await?;
-                    let mut s = storage::require_subscription(tx.conn(), id).await?;
-                    check_version(&s, expected_version)?;
-                    s.cancel(cancellation)?;
-                    let out = apply(tx, &policy, &account, s, "subscription.cancelled").await?;
-                    Ok(pb::CancelSubscriptionResponse {
-                        subscription: Some(out),
-                    })
-                })
-            })
-            .await
+        self.amend(
+            id,
+            expected_version,
+            idem,
+            "subscription.cancelled",
+            move |s| s.cancel(cancellation),
+            |out| pb::CancelSubscriptionResponse {
+                subscription: Some(out),
+            },
+        )
+        .await
     }
 
     /// Records an invoice; a late one (paid after its due date, or unpaid
     /// past it) is announced as `invoice.late`.
     pub async fn record_invoice(
         &self,
-        invoice: storage::InvoiceRow,
+        invoice: Invoice,
         idem: Option<Idempotency>,
     ) -> Result<pb::RecordInvoiceResponse, Error> {
         self.account(invoice.account_id).await?;
@@ -252,14 +287,12 @@ impl Revenue {
                             ));
                         }
                     }
-                    let invoice = storage::InvoiceRow {
+                    let invoice = Invoice {
                         id: Uuid::now_v7(),
                         ..invoice
                     };
-                    storage::insert_invoice(tx.conn(), &invoice, tx.now()).await?;
-                    let late = invoice
-                        .paid_at
-                        .map_or(invoice.due_at < tx.now(), |paid| paid > invoice.due_at);
+                    storage::insert_invoice(tx.conn(), &invoice, now(tx)).await?;
+                    let late = invoice.is_late(now(tx));
                     let out = invoice_to_pb(&invoice, late);
                     if late {
                         tx.emit(NewEvent::new(
@@ -278,9 +311,9 @@ impl Revenue {
     /// Records a renewal decision and announces it as `renewal.recorded`.
     pub async fn record_renewal_outcome(
         &self,
-        subscription_id: Uuid,
-        outcome: pb::RenewalOutcome,
-        decided_at: i64,
+        subscription_id: SubscriptionId,
+        outcome: RenewalOutcome,
+        decided_at: Instant,
         idem: Option<Idempotency>,
     ) -> Result<pb::RecordRenewalOutcomeResponse, Error> {
         let current =
@@ -299,7 +332,7 @@ impl Revenue {
                         tx.conn(),
                         subscription_id,
                         term_end,
-                        outcome as i32,
+                        outcome,
                         decided_at,
                     )
                     .await?;
@@ -325,7 +358,7 @@ impl Revenue {
     pub async fn set_fx_rate(
         &self,
         currency: String,
-        from: i64,
+        from: Instant,
         rate: Rate,
         idem: Option<Idempotency>,
     ) -> Result<pb::SetFxRateResponse, Error> {
@@ -359,63 +392,34 @@ impl Revenue {
                             revision,
                         );
                     }
-                    Ok(pb::SetFxRateResponse {
-                        rate: Some(pb::FxRate {
-                            currency_code: currency,
-                            effective_at: Some(to_timestamp(from)),
-                            rate: rate.format(),
-                        }),
-                        reporting_currency_code: reporting,
-                    })
+                    Ok(fx_rate_to_pb(currency, from, rate, reporting))
                 })
             })
             .await
     }
 
-    /// Lists movements.
+    /// A page of movements.
     pub async fn list_movements(
         &self,
         filter: MovementFilter,
         page: Page,
-    ) -> Result<pb::ListMovementsResponse, Error> {
-        let after = match page.after.as_deref() {
-            None => None,
-            Some(key) => {
-                let bad = || Error::invalid("page.page_token", "is not a valid token");
-                let (at, account) = key.split_once('/').ok_or_else(bad)?;
-                Some((at.parse::<i64>().map_err(|_| bad())?, account.to_owned()))
-            }
-        };
+    ) -> Result<PageOf<StoredMovement>, Error> {
+        let after = time_cursor(&page)?;
         let rows =
             storage::list_movements(self.store.db().reader(), &filter, after, page.fetch_limit())
                 .await?;
-        let (rows, paging) = page.finish(rows, |m| format!("{}/{}", m.movement.at, m.account_id));
-        let currency = &self.policy.reporting_currency;
-        Ok(pb::ListMovementsResponse {
-            movements: rows
-                .iter()
-                .map(|m| movement_to_pb(m.account_id, &m.movement, m.segment, currency))
-                .collect(),
-            page: Some(paging),
-        })
+        Ok(page.finish(rows, |m| time_key(m.movement.at, m.account_id)))
     }
 
-    /// The renewal book for renewal dates in `[start, end)`.
+    /// A page of the renewal book for renewal dates in `[start, end)`.
     pub async fn list_renewals(
         &self,
-        start: i64,
-        end: i64,
-        account: Option<Uuid>,
+        start: Instant,
+        end: Instant,
+        account: Option<AccountId>,
         page: Page,
-    ) -> Result<pb::ListRenewalsResponse, Error> {
-        let after = match page.after.as_deref() {
-            None => None,
-            Some(key) => {
-                let bad = || Error::invalid("page.page_token", "is not a valid token");
-                let (at, id) = key.split_once('/').ok_or_else(bad)?;
-                Some((at.parse::<i64>().map_err(|_| bad())?, id.to_owned()))
-            }
-        };
+    ) -> Result<PageOf<RenewalEntry>, Error> {
+        let after = time_cursor(&page)?;
         let rows = storage::renewals(
             self.store.db().reader(),
             start,
@@ -426,49 +430,22 @@ impl Revenue {
         )
         .await?;
         let (rows, paging) = page.finish(rows, |(s, _)| {
-            format!("{}/{}", s.term_end.unwrap_or_default(), s.id)
+            time_key(s.term_end.unwrap_or_default(), s.id)
         });
-        let now = now_micros();
-        let mut accounts: Vec<Uuid> = rows.iter().map(|(s, _)| s.account_id).collect();
+        let now = Instant::now();
+        let mut accounts: Vec<AccountId> = rows.iter().map(|(s, _)| s.account_id).collect();
         accounts.sort_unstable();
         accounts.dedup();
         let scored = self.risk.likelihoods(&accounts).await;
-        let renewals = rows
+        let default = self.policy.default_renewal_likelihood_bp;
+        let entries = rows
             .iter()
             .map(|(s, outcome)| {
                 let from_scoring = scored.get(&s.account_id).copied();
-                let likelihood = from_scoring.unwrap_or(self.policy.default_renewal_likelihood_bp);
-                let renewal_at = s.term_end.unwrap_or_default();
-                let amount = s.mrr_at(renewal_at - 1).saturating_mul(12);
-                let forecast = i64::try_from(
-                    (i128::from(amount) * i128::from(likelihood) * 2 + 10_000) / 20_000,
-                )
-                .unwrap_or(i64::MAX);
-                let cancelled = s
-                    .cancellation
-                    .as_ref()
-                    .is_some_and(|c| c.effective_at <= renewal_at);
-                let outcome = match (*outcome, cancelled) {
-                    (0, true) => pb::RenewalOutcome::Churned as i32,
-                    (o, _) => o,
-                };
-                pb::RenewalBookEntry {
-                    subscription_id: s.id.to_string(),
-                    account_id: s.account_id.to_string(),
-                    renewal_at: Some(to_timestamp(renewal_at)),
-                    days_to_renewal: (renewal_at - now).div_euclid(86_400_000_000),
-                    amount_at_stake: Some(money(&s.currency, amount)),
-                    likelihood_basis_points: i32::try_from(likelihood).unwrap_or(0),
-                    likelihood_from_scoring: from_scoring.is_some(),
-                    forecast: Some(money(&s.currency, forecast)),
-                    outcome,
-                }
+                RenewalEntry::new(s, *outcome, from_scoring, default, now)
             })
             .collect();
-        Ok(pb::ListRenewalsResponse {
-            renewals,
-            page: Some(paging),
-        })
+        Ok((entries, paging))
     }
 
     /// The MRR waterfall over months `first..=last`.
@@ -477,15 +454,14 @@ impl Revenue {
         first: Month,
         last: Month,
         granularity: Granularity,
-        segment: Option<i32>,
-    ) -> Result<pb::GetMrrReportResponse, Error> {
+        segment: Option<Segment>,
+    ) -> Result<Vec<Period>, Error> {
         let (first, last) = match granularity {
             Granularity::Month => (first, last),
             Granularity::Quarter => (first.quarter_start(), last.quarter_end()),
         };
-        let segment = segment_filter(segment)?;
         let rows = storage::rollups(self.store.db().reader(), last, segment).await?;
-        let mut opening = (0i64, 0i64);
+        let mut opening = (Minor::ZERO, 0i64);
         let mut monthly: BTreeMap<(Month, MovementKind), Tally> = BTreeMap::new();
         for (month, kind, tally) in rows {
             if month < first {
@@ -499,15 +475,7 @@ impl Revenue {
                 monthly.insert((month, kind), tally);
             }
         }
-        let currency = &self.policy.reporting_currency;
-        let periods = waterfall(opening, &monthly, first, last, granularity)
-            .into_iter()
-            .map(|p| period_to_pb(&p, currency))
-            .collect();
-        Ok(pb::GetMrrReportResponse {
-            periods,
-            reporting_currency_code: currency.clone(),
-        })
+        Ok(waterfall(opening, &monthly, first, last, granularity))
     }
 
     /// The cohort grid of the cohorts `first..=last`, `months` months deep.
@@ -516,36 +484,26 @@ impl Revenue {
         first: Month,
         last: Month,
         months: i32,
-        segment: Option<i32>,
-    ) -> Result<pb::GetCohortRetentionResponse, Error> {
-        let segment = segment_filter(segment)?;
+        segment: Option<Segment>,
+    ) -> Result<CohortGrid, Error> {
         let reader = self.store.db().reader();
         let firsts =
             storage::first_payments(reader, month_start(first), month_start(last + 1), segment)
                 .await?;
-        let cohort_of: BTreeMap<Uuid, Month> = firsts
+        let cohort_of: BTreeMap<AccountId, Month> = firsts
             .into_iter()
             .map(|(account, at)| (account, month_of(at)))
             .collect();
-        let accounts: Vec<Uuid> = cohort_of.keys().copied().collect();
+        let accounts: Vec<AccountId> = cohort_of.keys().copied().collect();
         let spans = storage::spans_of(reader, &accounts).await?;
-        let grid = cohort_grid(&cohort_of, &spans, months, now_micros());
-        let currency = &self.policy.reporting_currency;
-        let cohorts = grid
-            .into_iter()
-            .map(|(month, (size, cells))| cohort_to_pb(month, size, &cells, currency))
-            .collect();
-        Ok(pb::GetCohortRetentionResponse {
-            cohorts,
-            reporting_currency_code: currency.clone(),
-        })
+        Ok(cohort_grid(&cohort_of, &spans, months, Instant::now()))
     }
 
     /// Records a month's spend and gross margin.
     pub async fn record_spend(
         &self,
         month: Month,
-        spend: i64,
+        spend: Minor,
         margin_bp: i32,
         idem: Option<Idempotency>,
     ) -> Result<pb::RecordSpendResponse, Error> {
@@ -561,11 +519,9 @@ impl Revenue {
             .await
     }
 
-    /// CAC, LTV, LTV:CAC and payback of `month`.
-    pub async fn unit_economics(
-        &self,
-        month: Month,
-    ) -> Result<pb::GetUnitEconomicsResponse, Error> {
+    /// CAC, LTV, LTV:CAC and payback of `month`, from its spend and the
+    /// waterfall of the six months up to it.
+    pub async fn unit_economics(&self, month: Month) -> Result<UnitEconomics, Error> {
         let reader = self.store.db().reader();
         let (spend, margin_bp) = storage::spend(reader, month).await?.ok_or_else(|| {
             Error::FailedPrecondition(format!(
@@ -573,67 +529,21 @@ impl Revenue {
                 month_label(month)
             ))
         })?;
-        let report = self
+        let periods = self
             .mrr_report(month - 5, month, Granularity::Month, None)
             .await?;
-        let rates: Vec<f64> = report
-            .periods
-            .iter()
-            .filter(|p| p.paying_accounts_start > 0)
-            .map(|p| p.customer_churn_rate)
-            .collect();
-        let churn = if rates.is_empty() {
-            0.0
-        } else {
-            rates.iter().sum::<f64>() / rates.len() as f64
-        };
-        let last = report.periods.last().cloned().unwrap_or_default();
-        let arpa = last.arpa.as_ref().map_or(0, |m| m.minor_units);
-        let new_customers = last.new_accounts;
-        let cac = if new_customers > 0 {
-            (2 * i128::from(spend) + i128::from(new_customers)) / (2 * i128::from(new_customers))
-        } else {
-            0
-        };
-        let cac = i64::try_from(cac).unwrap_or(i64::MAX);
-        let margin = f64::from(margin_bp) / 10_000.0;
-        let contribution = arpa as f64 * margin;
-        let ltv = if churn > 0.0 {
-            (contribution / churn).round() as i64
-        } else {
-            0
-        };
-        let currency = &self.policy.reporting_currency;
-        Ok(pb::GetUnitEconomicsResponse {
-            sales_and_marketing_spend: Some(money(currency, spend)),
-            new_customers,
-            cac: Some(money(currency, cac)),
-            arpa: Some(money(currency, arpa)),
-            gross_margin: margin,
-            average_monthly_churn_rate: churn,
-            ltv: Some(money(currency, ltv)),
-            ltv_to_cac: if ltv > 0 && cac > 0 {
-                ltv as f64 / cac as f64
-            } else {
-                0.0
-            },
-            cac_payback_months: if contribution > 0.0 {
-                cac as f64 / contribution
-            } else {
-                0.0
-            },
-        })
+        Ok(UnitEconomics::new(spend, margin_bp, &periods))
     }
 
     /// Retention of the accounts paying at `t0`, at `t1`, and optionally
     /// per owner who closed the deal.
     pub async fn retention(
         &self,
-        t0: i64,
-        t1: i64,
+        t0: Instant,
+        t1: Instant,
         filter: CohortFilter,
         by_owner: bool,
-    ) -> Result<pb::GetRetentionResponse, Error> {
+    ) -> Result<(Retention, Vec<(String, Retention)>), Error> {
         let reader = self.store.db().reader();
         let r = storage::retention(reader, t0, t1, &filter).await?;
         let owners = if by_owner {
@@ -641,8 +551,7 @@ impl Revenue {
         } else {
             Vec::new()
         };
-        let currency = &self.policy.reporting_currency;
-        Ok(retention_to_pb(&r, owners, currency))
+        Ok((r, owners))
     }
 
     /// Imports subscriptions with their whole histories in one transaction,
@@ -655,14 +564,14 @@ impl Revenue {
         let db = self.store.db().writer();
         let txn = sea_orm::TransactionTrait::begin(db).await?;
         let fx = storage::fx_table(&txn, &self.policy.reporting_currency).await?;
-        let now = now_micros();
+        let now = Instant::now();
         let subs: Vec<&Subscription> = batch.iter().map(|i| &i.subscription).collect();
         storage::save_subscriptions(&txn, &subs, now).await?;
-        let mut accounts: BTreeMap<Uuid, AccountInfo> = BTreeMap::new();
+        let mut accounts: BTreeMap<AccountId, AccountInfo> = BTreeMap::new();
         for i in &batch {
             accounts.insert(i.account.id, i.account.clone());
         }
-        let ids: Vec<Uuid> = accounts.keys().copied().collect();
+        let ids: Vec<AccountId> = accounts.keys().copied().collect();
         let mut histories = storage::subscriptions_of(&txn, &ids).await?;
         let histories: Vec<AccountHistory> = accounts
             .into_values()
@@ -699,7 +608,7 @@ async fn apply(
     event_type: &'static str,
 ) -> Result<pb::Subscription, Error> {
     storage::lock_account(tx.conn(), account.id).await?;
-    storage::save_subscriptions(tx.conn(), &[&subscription], tx.now()).await?;
+    storage::save_subscriptions(tx.conn(), &[&subscription], now(tx)).await?;
     let fx = storage::fx_table(tx.conn(), &policy.reporting_currency).await?;
     let mut histories = storage::subscriptions_of(tx.conn(), &[account.id]).await?;
     let history = AccountHistory {
@@ -709,7 +618,7 @@ async fn apply(
         subscriptions: histories.remove(&account.id).unwrap_or_default(),
     };
     let revisions = storage::recompute(tx.conn(), std::slice::from_ref(&history), &fx).await?;
-    let out = subscription_to_pb(&subscription, tx.now());
+    let out = subscription_to_pb(&subscription, now(tx));
     let id = account.id.to_string();
     tx.emit(NewEvent::new("account", id.clone(), event_type, &out));
     for revision in revisions {
@@ -727,7 +636,7 @@ async fn apply(
 /// Queues the events of one account's revised movements: retractions first.
 fn emit_revision(
     tx: &mut Tx,
-    account_id: Uuid,
+    account_id: AccountId,
     segment: Segment,
     currency: &str,
     revision: Revision,

@@ -46,6 +46,31 @@ pub fn account_id(field: &str, value: &str) -> Result<AccountId, Error> {
     id(field, value).map(AccountId)
 }
 
+/// Parses a read request: `parse` turns its fields into what the
+/// application takes, recording a violation for each problem;
+/// INVALID_ARGUMENT names every problem at once.
+pub fn read_request<T>(parse: impl FnOnce(&mut FieldViolations) -> Option<T>) -> Result<T, Error> {
+    let mut v = FieldViolations::default();
+    let value = parse(&mut v);
+    v.into_result()?;
+    parsed(value)
+}
+
+/// Parses a write request `method` as [`read_request`] does, checking its
+/// idempotency `key` too (fingerprinted by the whole `request`).
+pub fn write_request<M: prost::Message, T>(
+    request: &M,
+    key: &str,
+    method: &str,
+    parse: impl FnOnce(&mut FieldViolations) -> Option<T>,
+) -> Result<(T, Option<Idempotency>), Error> {
+    let mut v = FieldViolations::default();
+    let value = parse(&mut v);
+    let idem = idempotency(&mut v, key, method, request);
+    v.into_result()?;
+    Ok((parsed(value)?, idem))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,7 @@
 //! very same requests and the services' idempotency makes them no-ops.
 
 use bowtie_proto::common::{Segment, Stage};
-use bowtie_revenue::domain::{Interval, Terms};
+use bowtie_revenue::domain::{Interval, Minor, Terms};
 
 /// Seconds in a day.
 pub const DAY: i64 = 86_400;
@@ -294,7 +294,7 @@ impl PlannedSubscription {
         Terms {
             plan: self.plan.to_owned(),
             quantity: seats,
-            unit_price: self.unit_price,
+            unit_price: Minor(self.unit_price),
             discount_bp: self.discount_bp,
         }
     }
@@ -316,8 +316,9 @@ impl PlannedSubscription {
 
     /// Normalised MRR in cents at `t` (the revenue service's rounding).
     pub fn mrr_at(&self, t: i64) -> i64 {
-        self.seats_at(t)
-            .map_or(0, |seats| self.terms(seats).mrr(self.billing.interval()))
+        self.seats_at(t).map_or(0, |seats| {
+            self.terms(seats).mrr(self.billing.interval()).get()
+        })
     }
 }
 
@@ -885,7 +886,7 @@ fn plan_invoices(options: &DemoOptions, rng: &mut Rng, account: &mut PlannedAcco
             let amount = sub
                 .seats_at(due)
                 .map(|seats| {
-                    let monthly = sub.terms(seats).mrr(sub.billing.interval());
+                    let monthly = sub.terms(seats).mrr(sub.billing.interval()).get();
                     match sub.billing {
                         Billing::Monthly => monthly,
                         Billing::Annual => monthly * 12,

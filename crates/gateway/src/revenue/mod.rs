@@ -42,6 +42,27 @@ fn revenue_error(s: tonic::Status) -> ApiError {
     ApiError::from_status("revenue", &s)
 }
 
+/// Calls the revenue service's `$method` with `$message` on behalf of
+/// `$caller`, answering the response message (a failure returns the REST
+/// error from the handler).
+macro_rules! revenue {
+    ($state:expr, $caller:expr, $method:ident, $message:expr) => {
+        $state
+            .services
+            .revenue
+            .clone()
+            .$method($caller.request($message))
+            .await
+            .map_err(revenue_error)?
+            .into_inner()
+    };
+}
+
+/// The subscription a subscription call answers with.
+fn subscription(s: Option<rev::Subscription>) -> Result<Json<Subscription>, ApiError> {
+    Ok(Json(s.ok_or_else(|| missing("a subscription"))?.into()))
+}
+
 /// Months and filters of the MRR report.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -69,20 +90,15 @@ async fn get_mrr_report(
     caller: Caller,
     Query(q): Query<MrrQuery>,
 ) -> Result<Json<MrrReport>, ApiError> {
-    let r = state
-        .services
-        .revenue
-        .clone()
-        .get_mrr_report(caller.request(rev::GetMrrReportRequest {
-            start_month: q.start_month,
-            end_month: q.end_month,
-            granularity: q.granularity.unwrap_or_default().into(),
-            segment: q.segment.unwrap_or_default().into(),
-        }))
-        .await
-        .map_err(revenue_error)?
-        .into_inner();
-    Ok(Json(r.into()))
+    let message = rev::GetMrrReportRequest {
+        start_month: q.start_month,
+        end_month: q.end_month,
+        granularity: q.granularity.unwrap_or_default().into(),
+        segment: q.segment.unwrap_or_default().into(),
+    };
+    Ok(Json(
+        revenue!(state, caller, get_mrr_report, message).into(),
+    ))
 }
 
 /// Period and filters of the retention figures.
@@ -112,21 +128,14 @@ async fn get_retention(
     caller: Caller,
     Query(q): Query<RetentionQuery>,
 ) -> Result<Json<Retention>, ApiError> {
-    let r = state
-        .services
-        .revenue
-        .clone()
-        .get_retention(caller.request(rev::GetRetentionRequest {
-            start_at: Some(timestamp(q.start)),
-            end_at: Some(timestamp(q.end)),
-            segment: q.segment.unwrap_or_default().into(),
-            owner: q.owner.unwrap_or_default(),
-            ..rev::GetRetentionRequest::default()
-        }))
-        .await
-        .map_err(revenue_error)?
-        .into_inner();
-    Ok(Json(r.into()))
+    let message = rev::GetRetentionRequest {
+        start_at: Some(timestamp(q.start)),
+        end_at: Some(timestamp(q.end)),
+        segment: q.segment.unwrap_or_default().into(),
+        owner: q.owner.unwrap_or_default(),
+        ..rev::GetRetentionRequest::default()
+    };
+    Ok(Json(revenue!(state, caller, get_retention, message).into()))
 }
 
 /// Months and filters of the cohort grid.
@@ -157,20 +166,15 @@ async fn get_cohort_retention(
     caller: Caller,
     Query(q): Query<CohortRetentionQuery>,
 ) -> Result<Json<CohortRetention>, ApiError> {
-    let r = state
-        .services
-        .revenue
-        .clone()
-        .get_cohort_retention(caller.request(rev::GetCohortRetentionRequest {
-            start_month: q.start_month,
-            end_month: q.end_month,
-            months: q.months.unwrap_or(0),
-            segment: q.segment.unwrap_or_default().into(),
-        }))
-        .await
-        .map_err(revenue_error)?
-        .into_inner();
-    Ok(Json(r.into()))
+    let message = rev::GetCohortRetentionRequest {
+        start_month: q.start_month,
+        end_month: q.end_month,
+        months: q.months.unwrap_or(0),
+        segment: q.segment.unwrap_or_default().into(),
+    };
+    Ok(Json(
+        revenue!(state, caller, get_cohort_retention, message).into(),
+    ))
 }
 
 /// Filters and paging of the movements.
@@ -206,21 +210,16 @@ async fn list_movements(
     caller: Caller,
     Query(q): Query<MovementsQuery>,
 ) -> Result<Json<MovementPage>, ApiError> {
-    let r = state
-        .services
-        .revenue
-        .clone()
-        .list_movements(caller.request(rev::ListMovementsRequest {
-            start_at: Some(timestamp(q.start)),
-            end_at: Some(timestamp(q.end)),
-            account_id: id_filter("account_id", q.account_id)?,
-            r#type: q.kind.unwrap_or_default().into(),
-            page: page(q.page_size, q.page_token),
-        }))
-        .await
-        .map_err(revenue_error)?
-        .into_inner();
-    Ok(Json(r.into()))
+    let message = rev::ListMovementsRequest {
+        start_at: Some(timestamp(q.start)),
+        end_at: Some(timestamp(q.end)),
+        account_id: id_filter("account_id", q.account_id)?,
+        r#type: q.kind.unwrap_or_default().into(),
+        page: page(q.page_size, q.page_token),
+    };
+    Ok(Json(
+        revenue!(state, caller, list_movements, message).into(),
+    ))
 }
 
 /// Window and filters of the renewal book.
@@ -252,20 +251,13 @@ async fn list_renewals(
     caller: Caller,
     Query(q): Query<RenewalsQuery>,
 ) -> Result<Json<RenewalPage>, ApiError> {
-    let r = state
-        .services
-        .revenue
-        .clone()
-        .list_renewals(caller.request(rev::ListRenewalsRequest {
-            start_at: Some(timestamp(q.start)),
-            end_at: Some(timestamp(q.end)),
-            account_id: id_filter("account_id", q.account_id)?,
-            page: page(q.page_size, q.page_token),
-        }))
-        .await
-        .map_err(revenue_error)?
-        .into_inner();
-    Ok(Json(r.into()))
+    let message = rev::ListRenewalsRequest {
+        start_at: Some(timestamp(q.start)),
+        end_at: Some(timestamp(q.end)),
+        account_id: id_filter("account_id", q.account_id)?,
+        page: page(q.page_size, q.page_token),
+    };
+    Ok(Json(revenue!(state, caller, list_renewals, message).into()))
 }
 
 /// The month of the unit economics.
@@ -287,15 +279,10 @@ async fn get_unit_economics(
     caller: Caller,
     Query(q): Query<UnitEconomicsQuery>,
 ) -> Result<Json<UnitEconomics>, ApiError> {
-    let r = state
-        .services
-        .revenue
-        .clone()
-        .get_unit_economics(caller.request(rev::GetUnitEconomicsRequest { month: q.month }))
-        .await
-        .map_err(revenue_error)?
-        .into_inner();
-    Ok(Json(r.into()))
+    let message = rev::GetUnitEconomicsRequest { month: q.month };
+    Ok(Json(
+        revenue!(state, caller, get_unit_economics, message).into(),
+    ))
 }
 
 /// Create a subscription (write scope).
@@ -310,19 +297,12 @@ async fn create_subscription(
     headers: HeaderMap,
     Body(body): Body<NewSubscription>,
 ) -> Result<(StatusCode, Json<Subscription>), ApiError> {
-    let r = state
-        .services
-        .revenue
-        .clone()
-        .create_subscription(caller.request(rev::CreateSubscriptionRequest {
-            subscription: Some(body.to_pb()),
-            idempotency_key: idempotency_key(&headers)?,
-        }))
-        .await
-        .map_err(revenue_error)?
-        .into_inner();
-    let s = r.subscription.ok_or_else(|| missing("a subscription"))?;
-    Ok((StatusCode::CREATED, Json(s.into())))
+    let message = rev::CreateSubscriptionRequest {
+        subscription: Some(body.to_pb()),
+        idempotency_key: idempotency_key(&headers)?,
+    };
+    let created = revenue!(state, caller, create_subscription, message);
+    Ok((StatusCode::CREATED, subscription(created.subscription)?))
 }
 
 /// Get a subscription.
@@ -335,19 +315,8 @@ async fn get_subscription(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Subscription>, ApiError> {
-    let r = state
-        .services
-        .revenue
-        .clone()
-        .get_subscription(caller.request(rev::GetSubscriptionRequest { id }))
-        .await
-        .map_err(revenue_error)?
-        .into_inner();
-    Ok(Json(
-        r.subscription
-            .ok_or_else(|| missing("a subscription"))?
-            .into(),
-    ))
+    let message = rev::GetSubscriptionRequest { id };
+    subscription(revenue!(state, caller, get_subscription, message).subscription)
 }
 
 /// Change a subscription's terms (write scope): an upgrade or a downgrade.
@@ -364,25 +333,14 @@ async fn change_subscription(
     Path(id): Path<String>,
     Body(body): Body<SubscriptionChange>,
 ) -> Result<Json<Subscription>, ApiError> {
-    let r = state
-        .services
-        .revenue
-        .clone()
-        .change_subscription(caller.request(rev::ChangeSubscriptionRequest {
-            id,
-            terms: Some(body.terms.to_pb()),
-            effective_at: Some(timestamp(body.effective_at)),
-            idempotency_key: idempotency_key(&headers)?,
-            expected_version: body.expected_version,
-        }))
-        .await
-        .map_err(revenue_error)?
-        .into_inner();
-    Ok(Json(
-        r.subscription
-            .ok_or_else(|| missing("a subscription"))?
-            .into(),
-    ))
+    let message = rev::ChangeSubscriptionRequest {
+        id,
+        terms: Some(body.terms.to_pb()),
+        effective_at: Some(timestamp(body.effective_at)),
+        idempotency_key: idempotency_key(&headers)?,
+        expected_version: body.expected_version,
+    };
+    subscription(revenue!(state, caller, change_subscription, message).subscription)
 }
 
 /// Cancel a subscription (write scope).
@@ -399,28 +357,17 @@ async fn cancel_subscription(
     Path(id): Path<String>,
     Body(body): Body<SubscriptionCancellation>,
 ) -> Result<Json<Subscription>, ApiError> {
-    let r = state
-        .services
-        .revenue
-        .clone()
-        .cancel_subscription(caller.request(rev::CancelSubscriptionRequest {
-            id,
-            cancellation: Some(rev::Cancellation {
-                effective_at: Some(timestamp(body.effective_at)),
-                kind: body.kind.into(),
-                reason_code: body.reason_code,
-            }),
-            idempotency_key: idempotency_key(&headers)?,
-            expected_version: body.expected_version,
-        }))
-        .await
-        .map_err(revenue_error)?
-        .into_inner();
-    Ok(Json(
-        r.subscription
-            .ok_or_else(|| missing("a subscription"))?
-            .into(),
-    ))
+    let message = rev::CancelSubscriptionRequest {
+        id,
+        cancellation: Some(rev::Cancellation {
+            effective_at: Some(timestamp(body.effective_at)),
+            kind: body.kind.into(),
+            reason_code: body.reason_code,
+        }),
+        idempotency_key: idempotency_key(&headers)?,
+        expected_version: body.expected_version,
+    };
+    subscription(revenue!(state, caller, cancel_subscription, message).subscription)
 }
 
 /// The document with the configured churn reasons as the values of a

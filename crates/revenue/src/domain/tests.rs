@@ -5,34 +5,32 @@
 use super::*;
 use proptest::prelude::*;
 
-const DAY: i64 = 86_400_000_000;
-
-fn jan_2025() -> i64 {
+fn jan_2025() -> Instant {
     month_start(Month::january(2025))
 }
 
-fn day(n: i64) -> i64 {
-    jan_2025() + n * DAY
+fn day(n: i64) -> Instant {
+    jan_2025().plus_days(n)
 }
 
 fn terms(quantity: i64, unit_price: i64, discount_bp: i64) -> Terms {
     Terms {
         plan: "pro".into(),
         quantity,
-        unit_price,
+        unit_price: Minor(unit_price),
         discount_bp,
     }
 }
 
 fn subscription(
-    account: Uuid,
+    account: AccountId,
     currency: &str,
     interval: Interval,
-    start: i64,
+    start: Instant,
     t: Terms,
 ) -> Subscription {
     Subscription::create(
-        Uuid::new_v4(),
+        SubscriptionId(Uuid::new_v4()),
         NewSubscription {
             account_id: account,
             currency: currency.into(),
@@ -45,7 +43,7 @@ fn subscription(
     )
 }
 
-fn monthly(account: Uuid, start: i64, quantity: i64, unit_price: i64) -> Subscription {
+fn monthly(account: AccountId, start: Instant, quantity: i64, unit_price: i64) -> Subscription {
     subscription(
         account,
         "USD",
@@ -55,7 +53,7 @@ fn monthly(account: Uuid, start: i64, quantity: i64, unit_price: i64) -> Subscri
     )
 }
 
-fn cancel_at(at: i64) -> Cancellation {
+fn cancel_at(at: Instant) -> Cancellation {
     Cancellation {
         effective_at: at,
         kind: CancellationKind::Voluntary,
@@ -68,52 +66,52 @@ fn usd() -> FxTable {
 }
 
 fn kinds(ms: &[Movement]) -> Vec<(MovementKind, i64)> {
-    ms.iter().map(|m| (m.kind, m.amount)).collect()
+    ms.iter().map(|m| (m.kind, m.amount.get())).collect()
 }
 
 #[test]
 fn a_monthly_price_is_its_own_mrr() {
-    assert_eq!(terms(3, 10_000, 0).mrr(Interval::Month), 30_000);
+    assert_eq!(terms(3, 10_000, 0).mrr(Interval::Month), Minor(30_000));
 }
 
 #[test]
 fn an_annual_price_is_divided_by_twelve_and_rounded_half_up_once() {
     // 1,000.00 a year = 83.333... a month.
-    assert_eq!(terms(1, 100_000, 0).mrr(Interval::Year), 8_333);
+    assert_eq!(terms(1, 100_000, 0).mrr(Interval::Year), Minor(8_333));
     // 1.02 a year = 0.085 a month: exactly half a cent rounds up.
-    assert_eq!(terms(1, 102, 0).mrr(Interval::Year), 9);
+    assert_eq!(terms(1, 102, 0).mrr(Interval::Year), Minor(9));
     // 12 seats at 1.00 a year: the product is normalised, not each seat.
-    assert_eq!(terms(12, 100, 0).mrr(Interval::Year), 100);
+    assert_eq!(terms(12, 100, 0).mrr(Interval::Year), Minor(100));
 }
 
 #[test]
 fn a_quarterly_price_is_divided_by_three() {
-    assert_eq!(terms(1, 10_000, 0).mrr(Interval::Quarter), 3_333);
-    assert_eq!(terms(1, 5, 0).mrr(Interval::Quarter), 2);
-    assert_eq!(terms(3, 10_000, 0).mrr(Interval::Quarter), 10_000);
+    assert_eq!(terms(1, 10_000, 0).mrr(Interval::Quarter), Minor(3_333));
+    assert_eq!(terms(1, 5, 0).mrr(Interval::Quarter), Minor(2));
+    assert_eq!(terms(3, 10_000, 0).mrr(Interval::Quarter), Minor(10_000));
 }
 
 #[test]
 fn a_discount_reduces_the_mrr_before_rounding() {
     // 10 x 50.00 less 15% = 425.00.
-    assert_eq!(terms(10, 5_000, 1_500).mrr(Interval::Month), 42_500);
+    assert_eq!(terms(10, 5_000, 1_500).mrr(Interval::Month), Minor(42_500));
     // 1 x 1,000.00 a year less 10% = 900.00 / 12 = 75.00.
-    assert_eq!(terms(1, 100_000, 1_000).mrr(Interval::Year), 7_500);
-    assert_eq!(terms(1, 100_000, 10_000).mrr(Interval::Month), 0);
+    assert_eq!(terms(1, 100_000, 1_000).mrr(Interval::Year), Minor(7_500));
+    assert_eq!(terms(1, 100_000, 10_000).mrr(Interval::Month), Minor(0));
 }
 
 #[test]
 fn a_first_subscription_is_new_business() -> Result<(), Error> {
-    let a = Uuid::new_v4();
+    let a = AccountId::new();
     let ms = movements(&[monthly(a, day(3), 2, 5_000)], &usd())?;
     assert_eq!(
         ms,
         vec![Movement {
             at: day(3),
             kind: MovementKind::New,
-            amount: 10_000,
-            before: 0,
-            after: 10_000
+            amount: Minor(10_000),
+            before: Minor(0),
+            after: Minor(10_000)
         }]
     );
     Ok(())
@@ -121,7 +119,7 @@ fn a_first_subscription_is_new_business() -> Result<(), Error> {
 
 #[test]
 fn more_seats_expand_and_fewer_seats_contract() -> Result<(), Error> {
-    let a = Uuid::new_v4();
+    let a = AccountId::new();
     let mut s = monthly(a, day(0), 2, 5_000);
     s.change(day(10), terms(5, 5_000, 0))?;
     s.change(day(20), terms(4, 5_000, 0))?;
@@ -134,14 +132,14 @@ fn more_seats_expand_and_fewer_seats_contract() -> Result<(), Error> {
             (MovementKind::Contraction, -5_000)
         ]
     );
-    assert_eq!(ms[2].before, 25_000);
-    assert_eq!(ms[2].after, 20_000);
+    assert_eq!(ms[2].before, Minor(25_000));
+    assert_eq!(ms[2].after, Minor(20_000));
     Ok(())
 }
 
 #[test]
 fn cancelling_the_last_subscription_churns_the_whole_mrr() -> Result<(), Error> {
-    let a = Uuid::new_v4();
+    let a = AccountId::new();
     let mut s = monthly(a, day(0), 3, 1_000);
     s.cancel(cancel_at(day(40)))?;
     let ms = movements(&[s], &usd())?;
@@ -149,13 +147,13 @@ fn cancelling_the_last_subscription_churns_the_whole_mrr() -> Result<(), Error> 
         kinds(&ms),
         vec![(MovementKind::New, 3_000), (MovementKind::Churn, -3_000)]
     );
-    assert_eq!(ms[1].after, 0);
+    assert_eq!(ms[1].after, Minor(0));
     Ok(())
 }
 
 #[test]
 fn paying_again_after_churn_is_a_reactivation_not_new_business() -> Result<(), Error> {
-    let a = Uuid::new_v4();
+    let a = AccountId::new();
     let mut first = monthly(a, day(0), 1, 1_000);
     first.cancel(cancel_at(day(30)))?;
     let second = monthly(a, day(90), 2, 1_000);
@@ -173,13 +171,13 @@ fn paying_again_after_churn_is_a_reactivation_not_new_business() -> Result<(), E
 
 #[test]
 fn a_trial_earns_no_mrr_until_it_ends() -> Result<(), Error> {
-    let a = Uuid::new_v4();
+    let a = AccountId::new();
     let mut s = monthly(a, day(0), 1, 4_900);
     s.trial_end = Some(day(14));
     let ms = movements(std::slice::from_ref(&s), &usd())?;
     assert_eq!(kinds(&ms), vec![(MovementKind::New, 4_900)]);
     assert_eq!(ms[0].at, day(14));
-    assert_eq!(s.mrr_at(day(13)), 0);
+    assert_eq!(s.mrr_at(day(13)), Minor(0));
 
     let mut abandoned = s.clone();
     abandoned.cancel(cancel_at(day(10)))?;
@@ -189,7 +187,7 @@ fn a_trial_earns_no_mrr_until_it_ends() -> Result<(), Error> {
 
 #[test]
 fn changes_at_the_same_instant_make_one_movement() -> Result<(), Error> {
-    let a = Uuid::new_v4();
+    let a = AccountId::new();
     // Two subscriptions starting together: one NEW of the sum.
     let both = [monthly(a, day(0), 1, 1_000), monthly(a, day(0), 1, 2_500)];
     assert_eq!(
@@ -219,7 +217,7 @@ fn changes_at_the_same_instant_make_one_movement() -> Result<(), Error> {
 
 #[test]
 fn a_swap_to_an_equal_price_is_no_movement() -> Result<(), Error> {
-    let a = Uuid::new_v4();
+    let a = AccountId::new();
     let mut old = monthly(a, day(0), 1, 1_000);
     old.cancel(cancel_at(day(30)))?;
     let new = monthly(a, day(30), 2, 500);
@@ -233,7 +231,7 @@ fn a_swap_to_an_equal_price_is_no_movement() -> Result<(), Error> {
 #[test]
 fn foreign_currencies_convert_at_the_rate_of_each_movement_and_swings_are_not_movements()
 -> Result<(), Error> {
-    let a = Uuid::new_v4();
+    let a = AccountId::new();
     let mut fx = usd();
     fx.insert("EUR", day(0), Rate(1_100_000_000));
     fx.insert("EUR", day(15), Rate(1_200_000_000));
@@ -252,25 +250,25 @@ fn foreign_currencies_convert_at_the_rate_of_each_movement_and_swings_are_not_mo
             (MovementKind::Churn, -17_000)
         ]
     );
-    assert_eq!(ms[2].after, 0);
+    assert_eq!(ms[2].after, Minor(0));
     Ok(())
 }
 
 #[test]
 fn currencies_without_minor_units_convert_with_their_own_exponent() -> Result<(), Error> {
     let mut fx = usd();
-    fx.insert("JPY", 0, Rate(6_700_000));
+    fx.insert("JPY", Instant::EPOCH, Rate(6_700_000));
     // 10,000 JPY at 0.0067 = 67.00 USD.
-    assert_eq!(fx.convert(10_000, "JPY", day(0))?, 6_700);
+    assert_eq!(fx.convert(Minor(10_000), "JPY", day(0))?, Minor(6_700));
     // 1 JPY = 0.0067 USD rounds to 1 cent; -1 JPY to -1 cent.
-    assert_eq!(fx.convert(1, "JPY", day(0))?, 1);
-    assert_eq!(fx.convert(-1, "JPY", day(0))?, -1);
+    assert_eq!(fx.convert(Minor(1), "JPY", day(0))?, Minor(1));
+    assert_eq!(fx.convert(Minor(-1), "JPY", day(0))?, Minor(-1));
     Ok(())
 }
 
 #[test]
 fn a_currency_without_a_rate_is_a_failed_precondition() {
-    let a = Uuid::new_v4();
+    let a = AccountId::new();
     let s = subscription(a, "GBP", Interval::Month, day(1), terms(1, 100, 0));
     assert!(matches!(
         movements(&[s], &usd()),
@@ -280,7 +278,7 @@ fn a_currency_without_a_rate_is_a_failed_precondition() {
 
 #[test]
 fn a_change_before_the_start_is_invalid_and_a_second_cancel_is_refused() -> Result<(), Error> {
-    let a = Uuid::new_v4();
+    let a = AccountId::new();
     let mut s = monthly(a, day(10), 1, 1_000);
     assert!(matches!(
         s.change(day(9), terms(2, 1_000, 0)),
@@ -321,7 +319,7 @@ fn months_parse_and_print_as_year_and_month() {
     assert_eq!(parse_month("25-01"), None);
     let may = Month::from_index(2025 * 12 + 4);
     assert_eq!(month_of(month_start(may)), may);
-    assert_eq!(month_of(month_start(may) - 1), may - 1);
+    assert_eq!(month_of(month_start(may).plus_micros(-1)), may - 1);
 }
 
 #[test]
@@ -344,42 +342,50 @@ fn the_waterfall_carries_each_period_end_into_the_next_start() {
     monthly.insert(
         (m, MovementKind::New),
         Tally {
-            amount: 1_000,
+            amount: Minor(1_000),
             count: 2,
         },
     );
     monthly.insert(
         (m + 1, MovementKind::Expansion),
         Tally {
-            amount: 300,
+            amount: Minor(300),
             count: 1,
         },
     );
     monthly.insert(
         (m + 1, MovementKind::Churn),
         Tally {
-            amount: -400,
+            amount: Minor(-400),
             count: 1,
         },
     );
-    let months = waterfall((5_000, 4), &monthly, m, m + 2, Granularity::Month);
-    let ends: Vec<(i64, i64)> = months.iter().map(|p| (p.end_mrr, p.paying_end)).collect();
+    let months = waterfall((Minor(5_000), 4), &monthly, m, m + 2, Granularity::Month);
+    let ends: Vec<(i64, i64)> = months
+        .iter()
+        .map(|p| (p.end_mrr.get(), p.paying_end))
+        .collect();
     assert_eq!(ends, vec![(6_000, 6), (5_900, 5), (5_900, 5)]);
-    let quarters = waterfall((5_000, 4), &monthly, m, m + 2, Granularity::Quarter);
+    let quarters = waterfall((Minor(5_000), 4), &monthly, m, m + 2, Granularity::Quarter);
     assert_eq!(quarters.len(), 1);
     assert_eq!(quarters[0].label, "2025-Q1");
-    assert_eq!((quarters[0].start_mrr, quarters[0].end_mrr), (5_000, 5_900));
+    assert_eq!(
+        (quarters[0].start_mrr, quarters[0].end_mrr),
+        (Minor(5_000), Minor(5_900))
+    );
 }
 
 #[test]
 fn retention_ignores_new_customers_and_caps_gross_retention() {
     // (MRR at t0, MRR at t1): one expands, one contracts, one churns, one is new.
-    let r = Retention::from_pairs([(100, 150), (200, 100), (100, 0), (0, 500)]);
+    let r = Retention::from_pairs(
+        [(100, 150), (200, 100), (100, 0), (0, 500)].map(|(s, e)| (Minor(s), Minor(e))),
+    );
     assert_eq!(r.accounts_start, 3);
     assert_eq!(r.accounts_retained, 2);
-    assert_eq!(r.mrr_start, 400);
-    assert_eq!(r.mrr_retained, 200);
-    assert_eq!(r.mrr_end, 250);
+    assert_eq!(r.mrr_start, Minor(400));
+    assert_eq!(r.mrr_retained, Minor(200));
+    assert_eq!(r.mrr_end, Minor(250));
     assert_eq!(r.grr(), 0.5);
     assert_eq!(r.nrr(), 0.625);
 }
@@ -388,7 +394,11 @@ fn retention_ignores_new_customers_and_caps_gross_retention() {
 fn the_cohort_grid_follows_each_first_payment_month_until_the_last_ended_month() {
     let jan = Month::january(2025);
     let cohort_of = BTreeMap::from([("a", jan), ("b", jan), ("c", jan + 1)]);
-    let span = |from: i64, to: Option<i64>, mrr| PayingSpan { from, to, mrr };
+    let span = |from: Instant, to: Option<Instant>, mrr| PayingSpan {
+        from,
+        to,
+        mrr: Minor(mrr),
+    };
     let spans = vec![
         ("a", span(day(3), Some(day(70)), 100)),
         ("b", span(day(5), Some(day(40)), 200)),
@@ -398,11 +408,34 @@ fn the_cohort_grid_follows_each_first_payment_month_until_the_last_ended_month()
     // Month ends before April 1st 2025 have happened.
     let grid = cohort_grid(&cohort_of, &spans, 12, month_start(jan + 3));
     let cells = |m: Month| {
-        grid.get(&m)
-            .map(|(n, c)| (*n, c.iter().map(|c| (c.paying, c.mrr)).collect::<Vec<_>>()))
+        grid.get(&m).map(|(n, c)| {
+            let cells = c.iter().map(|c| (c.paying, c.mrr.get()));
+            (*n, cells.collect::<Vec<_>>())
+        })
     };
     assert_eq!(cells(jan), Some((2, vec![(2, 300), (2, 400), (1, 300)])));
     assert_eq!(cells(jan + 1), Some((1, vec![(1, 50), (1, 50)])));
+}
+
+#[test]
+fn a_subscription_is_stored_as_it_always_was_ids_as_text_instants_and_money_as_numbers()
+-> Result<(), serde_json::Error> {
+    let s = Subscription::create(
+        SubscriptionId(Uuid::from_u128(1)),
+        NewSubscription {
+            account_id: AccountId(Uuid::from_u128(2)),
+            currency: "USD".into(),
+            interval: Interval::Month,
+            start: Instant::from_micros(1_735_689_600_000_000),
+            trial_end: None,
+            term_end: Some(Instant::from_micros(1_767_225_600_000_000)),
+            terms: terms(2, 1_000, 500),
+        },
+    );
+    let stored = r#"{"id":"00000000-0000-0000-0000-000000000001","account_id":"00000000-0000-0000-0000-000000000002","currency":"USD","interval":"Month","start":1735689600000000,"trial_end":null,"term_end":1767225600000000,"versions":[{"effective_at":1735689600000000,"terms":{"plan":"pro","quantity":2,"unit_price":1000,"discount_bp":500}}],"cancellation":null,"version":1}"#;
+    assert_eq!(serde_json::to_string(&s)?, stored);
+    assert_eq!(serde_json::from_str::<Subscription>(stored)?, s);
+    Ok(())
 }
 
 // ---- property tests -------------------------------------------------------
@@ -434,8 +467,8 @@ fn history() -> impl Strategy<Value = Vec<(usize, Plan)>> {
     proptest::collection::vec((0usize..6, plan()), 1..25)
 }
 
-fn accounts() -> Vec<Uuid> {
-    (0..6u128).map(Uuid::from_u128).collect()
+fn accounts() -> Vec<AccountId> {
+    (0..6u128).map(|n| AccountId(Uuid::from_u128(n))).collect()
 }
 
 /// Builds the subscriptions, applying each one's changes in `order`
@@ -450,7 +483,7 @@ fn build(history: &[(usize, Plan)], reverse: bool) -> Vec<Subscription> {
                 let interval =
                     [Interval::Month, Interval::Quarter, Interval::Year][usize::from(*interval)];
                 let mut s = Subscription::create(
-                    Uuid::from_u128(1_000 + i as u128),
+                    SubscriptionId(Uuid::from_u128(1_000 + i as u128)),
                     NewSubscription {
                         account_id: ids[*account],
                         currency: "USD".into(),
@@ -487,7 +520,7 @@ fn build(history: &[(usize, Plan)], reverse: bool) -> Vec<Subscription> {
         .collect()
 }
 
-fn per_account(subs: &[Subscription]) -> Result<BTreeMap<Uuid, Vec<Movement>>, Error> {
+fn per_account(subs: &[Subscription]) -> Result<BTreeMap<AccountId, Vec<Movement>>, Error> {
     let mut out = BTreeMap::new();
     for id in accounts() {
         let mine: Vec<Subscription> = subs
@@ -501,7 +534,7 @@ fn per_account(subs: &[Subscription]) -> Result<BTreeMap<Uuid, Vec<Movement>>, E
 }
 
 /// Account MRR straight from the subscriptions, without movements.
-fn direct_mrr(subs: &[Subscription], t: i64) -> i64 {
+fn direct_mrr(subs: &[Subscription], t: Instant) -> Minor {
     subs.iter().map(|s| s.mrr_at(t)).sum()
 }
 
@@ -518,20 +551,20 @@ proptest! {
             deltas.into_iter().map(|((m, _, k), t)| ((m, k), t)).collect();
         let first = Month::january(2025);
         let last = first + 26;
-        let periods = waterfall((0, 0), &monthly, first, last, Granularity::Month);
+        let periods = waterfall((Minor(0), 0), &monthly, first, last, Granularity::Month);
         for (month, p) in (0..).map(|k| first + k).zip(periods.iter()) {
-            let moved: i64 = p.sums.values().map(|t| t.amount).sum();
+            let moved: Minor = p.sums.values().map(|t| t.amount).sum();
             prop_assert_eq!(p.start_mrr + moved, p.end_mrr);
             let gained = p.tally(MovementKind::New).amount
                 + p.tally(MovementKind::Reactivation).amount
                 + p.tally(MovementKind::Expansion).amount;
             let lost = p.tally(MovementKind::Contraction).amount + p.tally(MovementKind::Churn).amount;
             prop_assert_eq!(p.start_mrr + gained + lost, p.end_mrr);
-            let end = month_start(month + 1) - 1;
+            let end = month_start(month + 1).plus_micros(-1);
             prop_assert_eq!(p.end_mrr, direct_mrr(&subs, end));
             let paying = accounts()
                 .iter()
-                .filter(|a| subs.iter().filter(|s| s.account_id == **a).map(|s| s.mrr_at(end)).sum::<i64>() > 0)
+                .filter(|a| subs.iter().filter(|s| s.account_id == **a).map(|s| s.mrr_at(end)).sum::<Minor>() > Minor(0))
                 .count() as i64;
             prop_assert_eq!(p.paying_end, paying);
         }
@@ -546,12 +579,12 @@ proptest! {
         for (id, ms) in per_account(&subs)? {
             let mine: Vec<Subscription> = subs.iter().filter(|s| s.account_id == id).cloned().collect();
             let (a, b) = (day(t0), day(t0 + len));
-            let moved: i64 = ms.iter().filter(|m| m.at > a && m.at <= b).map(|m| m.amount).sum();
+            let moved: Minor = ms.iter().filter(|m| m.at > a && m.at <= b).map(|m| m.amount).sum();
             prop_assert_eq!(moved, direct_mrr(&mine, b) - direct_mrr(&mine, a));
             prop_assert_eq!(mrr_at(&ms, b), direct_mrr(&mine, b));
             for m in &ms {
                 prop_assert_eq!(m.after - m.before, m.amount);
-                prop_assert_eq!(Some(m.kind), MovementKind::classify(m.before, m.after, ms.iter().any(|x| x.at < m.at && x.after > 0)));
+                prop_assert_eq!(Some(m.kind), MovementKind::classify(m.before, m.after, ms.iter().any(|x| x.at < m.at && x.after > Minor(0))));
             }
         }
     }

@@ -5,15 +5,18 @@ use sea_orm::{ActiveValue::Set, ConnectionTrait, EntityTrait};
 
 use bowtie_runtime::error::Error;
 
-use super::InvoiceRow;
 use super::entity::{fx_rate, invoice, monthly_spend};
-use crate::domain::{FxTable, Month, Rate};
+use crate::domain::{FxTable, Instant, Invoice, Minor, Month, Rate};
 
 /// The FX table.
 pub async fn fx_table<C: ConnectionTrait>(conn: &C, reporting: &str) -> Result<FxTable, Error> {
     let mut table = FxTable::new(reporting);
     for row in fx_rate::Entity::find().all(conn).await? {
-        table.insert(&row.currency, row.effective_at, Rate(row.rate_nanos));
+        table.insert(
+            &row.currency,
+            Instant::from_micros(row.effective_at),
+            Rate(row.rate_nanos),
+        );
     }
     Ok(table)
 }
@@ -22,13 +25,13 @@ pub async fn fx_table<C: ConnectionTrait>(conn: &C, reporting: &str) -> Result<F
 pub async fn save_rate<C: ConnectionTrait>(
     conn: &C,
     currency: &str,
-    from: i64,
+    from: Instant,
     rate: Rate,
 ) -> Result<(), Error> {
     use fx_rate::Column as F;
     fx_rate::Entity::insert(fx_rate::ActiveModel {
         currency: Set(currency.to_owned()),
-        effective_at: Set(from),
+        effective_at: Set(from.micros()),
         rate_nanos: Set(rate.0),
     })
     .on_conflict(
@@ -44,8 +47,8 @@ pub async fn save_rate<C: ConnectionTrait>(
 /// Stores an invoice.
 pub async fn insert_invoice<C: ConnectionTrait>(
     conn: &C,
-    invoice: &InvoiceRow,
-    now: i64,
+    invoice: &Invoice,
+    now: Instant,
 ) -> Result<(), Error> {
     invoice::Entity::insert(invoice::ActiveModel {
         id: Set(invoice.id.to_string()),
@@ -55,10 +58,10 @@ pub async fn insert_invoice<C: ConnectionTrait>(
             .map(|s| s.to_string())
             .unwrap_or_default()),
         currency: Set(invoice.currency.clone()),
-        amount: Set(invoice.amount),
-        due_at: Set(invoice.due_at),
-        paid_at: Set(invoice.paid_at),
-        created_at: Set(now),
+        amount: Set(invoice.amount.get()),
+        due_at: Set(invoice.due_at.micros()),
+        paid_at: Set(invoice.paid_at.map(Instant::micros)),
+        created_at: Set(now.micros()),
     })
     .exec_without_returning(conn)
     .await?;
@@ -69,13 +72,13 @@ pub async fn insert_invoice<C: ConnectionTrait>(
 pub async fn save_spend<C: ConnectionTrait>(
     conn: &C,
     month: Month,
-    spend: i64,
+    spend: Minor,
     margin_bp: i32,
 ) -> Result<(), Error> {
     use monthly_spend::Column as S;
     monthly_spend::Entity::insert(monthly_spend::ActiveModel {
         month: Set(month.index()),
-        spend: Set(spend),
+        spend: Set(spend.get()),
         gross_margin_bp: Set(margin_bp),
     })
     .on_conflict(
@@ -92,9 +95,9 @@ pub async fn save_spend<C: ConnectionTrait>(
 pub async fn spend<C: ConnectionTrait>(
     conn: &C,
     month: Month,
-) -> Result<Option<(i64, i32)>, Error> {
+) -> Result<Option<(Minor, i32)>, Error> {
     Ok(monthly_spend::Entity::find_by_id(month.index())
         .one(conn)
         .await?
-        .map(|row| (row.spend, row.gross_margin_bp)))
+        .map(|row| (Minor(row.spend), row.gross_margin_bp)))
 }

@@ -29,12 +29,11 @@ mod subscriptions;
 
 use sea_orm::ConnectionTrait;
 use sea_orm::sea_query::{InsertStatement, SimpleExpr};
-use uuid::Uuid;
 
 use bowtie_runtime::error::Error;
-use bowtie_runtime::sql::{corrupt, execute, internal};
+use bowtie_runtime::sql::{corrupt, execute, internal, stored_uuid};
 
-use crate::domain::{Movement, MovementKind, Segment, Subscription};
+use crate::domain::{AccountId, Instant, MovementKind, Segment};
 
 pub use ledger::{fx_table, insert_invoice, save_rate, save_spend, spend};
 pub use movements::{first_payments, list_movements, recompute, rollups};
@@ -45,7 +44,7 @@ pub use subscriptions::{
     save_subscriptions, subscriptions_of,
 };
 
-/// Open spans end here (a time no instant reaches).
+/// Open spans end here (a time no instant reaches), as stored.
 pub const OPEN_END: i64 = i64::MAX;
 /// Rows per multi-row insert and ids per `IN` list (well under SQLite's
 /// variable limit).
@@ -75,88 +74,46 @@ fn stored_segment(code: i32) -> Result<Segment, Error> {
     Segment::try_from(code).map_err(|_| corrupt(format_args!("stored segment {code}")))
 }
 
+/// A stored segment's code.
+fn segment_code(segment: Segment) -> i32 {
+    segment as i32
+}
+
+/// A stored account id.
+fn stored_account(raw: &str) -> Result<AccountId, Error> {
+    stored_uuid(raw).map(AccountId)
+}
+
 /// Stored ids of `accounts`, for an `IN` list.
-fn keys(accounts: &[Uuid]) -> Vec<String> {
-    accounts.iter().map(Uuid::to_string).collect()
+fn keys(accounts: &[AccountId]) -> Vec<String> {
+    accounts.iter().map(AccountId::to_string).collect()
 }
 
 /// On PostgreSQL, serialises writes to one account for the rest of the
 /// transaction, so two concurrent writes never derive movements from the same
 /// stale history. SQLite has a single writer already.
-pub async fn lock_account<C: ConnectionTrait>(conn: &C, account: Uuid) -> Result<(), Error> {
+pub async fn lock_account<C: ConnectionTrait>(conn: &C, account: AccountId) -> Result<(), Error> {
     bowtie_runtime::store::lock(conn, &format!("revenue.account.{account}")).await
-}
-
-/// An account with its full subscription history and where it reports.
-#[derive(Debug, Clone)]
-pub struct AccountHistory {
-    /// The account.
-    pub account_id: Uuid,
-    /// Where the account reports.
-    pub segment: Segment,
-    /// The owner who closed the deal.
-    pub owner: String,
-    /// Every subscription of the account.
-    pub subscriptions: Vec<Subscription>,
-}
-
-/// How an account's movements changed when it was recomputed.
-#[derive(Debug, Clone, Default)]
-pub struct Revision {
-    /// Movements that did not exist before.
-    pub recorded: Vec<Movement>,
-    /// Movements that no longer exist.
-    pub retracted: Vec<Movement>,
 }
 
 /// Which accounts a retention query looks at.
 #[derive(Debug, Clone, Default)]
 pub struct CohortFilter {
-    /// Segment code.
-    pub segment: Option<i32>,
+    /// One segment.
+    pub segment: Option<Segment>,
     /// Owner.
     pub owner: Option<String>,
-}
-
-/// A stored movement with its account and segment.
-#[derive(Debug, Clone)]
-pub struct StoredMovement {
-    /// The account.
-    pub account_id: Uuid,
-    /// The movement.
-    pub movement: Movement,
-    /// The account's segment when the movement was derived.
-    pub segment: Segment,
 }
 
 /// Filters of `ListMovements`.
 #[derive(Debug, Clone)]
 pub struct MovementFilter {
     /// From, inclusive.
-    pub start: i64,
+    pub start: Instant,
     /// To, exclusive.
-    pub end: i64,
+    pub end: Instant,
     /// One account.
-    pub account: Option<Uuid>,
+    pub account: Option<AccountId>,
     /// One kind.
     pub kind: Option<MovementKind>,
-}
-
-/// A recorded invoice.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InvoiceRow {
-    /// Id.
-    pub id: Uuid,
-    /// The account.
-    pub account_id: Uuid,
-    /// The subscription, when tied to one.
-    pub subscription_id: Option<Uuid>,
-    /// ISO-4217 code.
-    pub currency: String,
-    /// Minor units.
-    pub amount: i64,
-    /// Due, microseconds.
-    pub due_at: i64,
-    /// Paid, microseconds.
-    pub paid_at: Option<i64>,
 }

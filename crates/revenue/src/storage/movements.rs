@@ -6,28 +6,27 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use sea_orm::sea_query::{Alias, Expr, Func, OnConflict, Query, SimpleExpr};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
-use uuid::Uuid;
 
 use bowtie_runtime::error::Error;
-use bowtie_runtime::sql::{corrupt, query, stored_uuid};
+use bowtie_runtime::sql::{corrupt, query};
 
 use super::entity::{movement, paying_span, rollup};
 use super::{
-    AccountHistory, CHUNK, MovementFilter, OPEN_END, Revision, StoredMovement, insert_chunks, keys,
+    CHUNK, MovementFilter, OPEN_END, insert_chunks, keys, segment_code, stored_account,
     stored_segment,
 };
 use crate::domain::{
-    FxTable, Month, Movement, MovementKind, RollupKey, Segment, Tally, add_to_rollup, movements,
-    paying_spans,
+    AccountHistory, AccountId, FxTable, Instant, Minor, Month, Movement, MovementKind, Revision,
+    RollupKey, Segment, StoredMovement, Tally, add_to_rollup, movements, paying_spans,
 };
 
 fn from_model(m: &movement::Model) -> Result<Movement, Error> {
     Ok(Movement {
-        at: m.occurred_at,
+        at: Instant::from_micros(m.occurred_at),
         kind: MovementKind::from_code(m.kind).ok_or_else(|| corrupt("movement kind"))?,
-        amount: m.amount,
-        before: m.mrr_before,
-        after: m.mrr_after,
+        amount: Minor(m.amount),
+        before: Minor(m.mrr_before),
+        after: Minor(m.mrr_after),
     })
 }
 
@@ -39,8 +38,8 @@ pub async fn recompute<C: ConnectionTrait>(
     accounts: &[AccountHistory],
     fx: &FxTable,
 ) -> Result<Vec<Revision>, Error> {
-    let ids: Vec<Uuid> = accounts.iter().map(|a| a.account_id).collect();
-    let mut stored: HashMap<Uuid, Vec<(Movement, Segment)>> = HashMap::new();
+    let ids: Vec<AccountId> = accounts.iter().map(|a| a.account_id).collect();
+    let mut stored: HashMap<AccountId, Vec<(Movement, Segment)>> = HashMap::new();
     for chunk in ids.chunks(CHUNK) {
         let chunk = keys(chunk);
         let rows = movement::Entity::find()
@@ -50,7 +49,7 @@ pub async fn recompute<C: ConnectionTrait>(
             .await?;
         for row in rows {
             stored
-                .entry(stored_uuid(&row.account_id)?)
+                .entry(stored_account(&row.account_id)?)
                 .or_default()
                 .push((from_model(&row)?, stored_segment(row.segment)?));
         }
@@ -89,24 +88,25 @@ pub async fn recompute<C: ConnectionTrait>(
                 .collect(),
         });
         let id = account.account_id.to_string();
+        let segment = segment_code(account.segment);
         for m in &new {
             movement_rows.push(vec![
                 id.clone().into(),
-                m.at.into(),
+                m.at.micros().into(),
                 m.kind.code().into(),
-                m.amount.into(),
-                m.before.into(),
-                m.after.into(),
-                (account.segment as i32).into(),
+                m.amount.get().into(),
+                m.before.get().into(),
+                m.after.get().into(),
+                segment.into(),
             ]);
         }
         for s in paying_spans(&new) {
             span_rows.push(vec![
                 id.clone().into(),
-                s.from.into(),
-                s.to.unwrap_or(OPEN_END).into(),
-                s.mrr.into(),
-                (account.segment as i32).into(),
+                s.from.micros().into(),
+                s.to.map_or(OPEN_END, Instant::micros).into(),
+                s.mrr.get().into(),
+                segment.into(),
                 account.owner.clone().into(),
             ]);
         }
@@ -159,9 +159,9 @@ async fn apply_deltas<C: ConnectionTrait>(
         .map(|((month, segment, kind), t)| {
             vec![
                 month.index().into(),
-                (segment as i32).into(),
+                segment_code(segment).into(),
                 kind.code().into(),
-                t.amount.into(),
+                t.amount.get().into(),
                 t.count.into(),
             ]
         })
@@ -200,7 +200,7 @@ pub async fn rollups<C: ConnectionTrait>(
         .expr_as(sum_bigint(Expr::col(R::Movements)), R::Movements)
         .from(rollup::Entity)
         .and_where(Expr::col(R::Month).lte(last.index()))
-        .and_where_option(segment.map(|s| Expr::col(R::Segment).eq(s as i32)))
+        .and_where_option(segment.map(|s| Expr::col(R::Segment).eq(segment_code(s))))
         .group_by_col(R::Month)
         .group_by_col(R::Kind)
         .to_owned();
@@ -213,7 +213,7 @@ pub async fn rollups<C: ConnectionTrait>(
                 Month::from_index(row.try_get("", "month")?),
                 MovementKind::from_code(kind).ok_or_else(|| corrupt("rollup kind"))?,
                 Tally {
-                    amount: row.try_get("", "amount")?,
+                    amount: Minor(row.try_get("", "amount")?),
                     count: row.try_get("", "movements")?,
                 },
             ))
@@ -225,13 +225,13 @@ pub async fn rollups<C: ConnectionTrait>(
 pub async fn list_movements<C: ConnectionTrait>(
     conn: &C,
     filter: &MovementFilter,
-    after: Option<(i64, String)>,
+    after: Option<(Instant, String)>,
     limit: u64,
 ) -> Result<Vec<StoredMovement>, Error> {
     use movement::Column as M;
     let mut select = movement::Entity::find()
-        .filter(M::OccurredAt.gte(filter.start))
-        .filter(M::OccurredAt.lt(filter.end));
+        .filter(M::OccurredAt.gte(filter.start.micros()))
+        .filter(M::OccurredAt.lt(filter.end.micros()));
     if let Some(account) = filter.account {
         select = select.filter(M::AccountId.eq(account.to_string()));
     }
@@ -239,6 +239,7 @@ pub async fn list_movements<C: ConnectionTrait>(
         select = select.filter(M::Kind.eq(kind.code()));
     }
     if let Some((at, account)) = after {
+        let at = at.micros();
         select = select.filter(
             M::OccurredAt
                 .gt(at)
@@ -254,7 +255,7 @@ pub async fn list_movements<C: ConnectionTrait>(
         .iter()
         .map(|row| {
             Ok(StoredMovement {
-                account_id: stored_uuid(&row.account_id)?,
+                account_id: stored_account(&row.account_id)?,
                 movement: from_model(row)?,
                 segment: stored_segment(row.segment)?,
             })
@@ -266,26 +267,26 @@ pub async fn list_movements<C: ConnectionTrait>(
 /// optionally of one segment.
 pub async fn first_payments<C: ConnectionTrait>(
     conn: &C,
-    start: i64,
-    end: i64,
+    start: Instant,
+    end: Instant,
     segment: Option<Segment>,
-) -> Result<Vec<(Uuid, i64)>, Error> {
+) -> Result<Vec<(AccountId, Instant)>, Error> {
     use movement::Column as M;
     let mut select = movement::Entity::find()
         .select_only()
         .column(M::AccountId)
         .column(M::OccurredAt)
         .filter(M::Kind.eq(MovementKind::New.code()))
-        .filter(M::OccurredAt.gte(start))
-        .filter(M::OccurredAt.lt(end));
+        .filter(M::OccurredAt.gte(start.micros()))
+        .filter(M::OccurredAt.lt(end.micros()));
     if let Some(segment) = segment {
-        select = select.filter(M::Segment.eq(segment as i32));
+        select = select.filter(M::Segment.eq(segment_code(segment)));
     }
     select
         .into_tuple::<(String, i64)>()
         .all(conn)
         .await?
         .into_iter()
-        .map(|(account, at)| Ok((stored_uuid(&account)?, at)))
+        .map(|(account, at)| Ok((stored_account(&account)?, Instant::from_micros(at))))
         .collect()
 }

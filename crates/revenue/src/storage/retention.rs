@@ -3,20 +3,19 @@
 
 use sea_orm::sea_query::{Alias, Asterisk, Expr, Func, Order, Query, SelectStatement, SimpleExpr};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
-use uuid::Uuid;
 
 use bowtie_runtime::error::Error;
-use bowtie_runtime::sql::{corrupt, query, stored_uuid};
+use bowtie_runtime::sql::{corrupt, query};
 
 use super::entity::paying_span;
-use super::{CHUNK, CohortFilter, OPEN_END, keys};
-use crate::domain::{PayingSpan, Retention};
+use super::{CHUNK, CohortFilter, OPEN_END, keys, segment_code, stored_account};
+use crate::domain::{AccountId, Instant, Minor, PayingSpan, Retention};
 
 /// Retention between `t0` and `t1` from the paying spans.
 pub async fn retention<C: ConnectionTrait>(
     conn: &C,
-    t0: i64,
-    t1: i64,
+    t0: Instant,
+    t1: Instant,
     filter: &CohortFilter,
 ) -> Result<Retention, Error> {
     let rows = retention_rows(conn, t0, t1, filter, false).await?;
@@ -31,8 +30,8 @@ pub async fn retention<C: ConnectionTrait>(
 /// largest starting MRR first.
 pub async fn retention_by_owner<C: ConnectionTrait>(
     conn: &C,
-    t0: i64,
-    t1: i64,
+    t0: Instant,
+    t1: Instant,
     filter: &CohortFilter,
 ) -> Result<Vec<(String, Retention)>, Error> {
     retention_rows(conn, t0, t1, filter, true).await
@@ -42,8 +41,9 @@ pub async fn retention_by_owner<C: ConnectionTrait>(
 /// one pass over the spans that overlap `[t0, t1]`, grouped by account (the
 /// table is clustered by account), rather than a join of two point-in-time
 /// lookups.
-fn per_account(t0: i64, t1: i64, filter: &CohortFilter) -> SelectStatement {
+fn per_account(t0: Instant, t1: Instant, filter: &CohortFilter) -> SelectStatement {
     use paying_span::Column as P;
+    let (t0, t1) = (t0.micros(), t1.micros());
     let mrr_at = |t: i64| -> SimpleExpr {
         Expr::case(
             Expr::col(P::ValidFrom)
@@ -62,7 +62,11 @@ fn per_account(t0: i64, t1: i64, filter: &CohortFilter) -> SelectStatement {
         .from(paying_span::Entity)
         .and_where(Expr::col(P::ValidFrom).lte(t1))
         .and_where(Expr::col(P::ValidTo).gt(t0))
-        .and_where_option(filter.segment.map(|s| Expr::col(P::Segment).eq(s)))
+        .and_where_option(
+            filter
+                .segment
+                .map(|s| Expr::col(P::Segment).eq(segment_code(s))),
+        )
         .and_where_option(filter.owner.clone().map(|o| Expr::col(P::Owner).eq(o)))
         .group_by_col(P::AccountId)
         .to_owned()
@@ -70,8 +74,8 @@ fn per_account(t0: i64, t1: i64, filter: &CohortFilter) -> SelectStatement {
 
 async fn retention_rows<C: ConnectionTrait>(
     conn: &C,
-    t0: i64,
-    t1: i64,
+    t0: Instant,
+    t1: Instant,
     filter: &CohortFilter,
     by_owner: bool,
 ) -> Result<Vec<(String, Retention)>, Error> {
@@ -126,9 +130,9 @@ async fn retention_rows<C: ConnectionTrait>(
                 Retention {
                     accounts_start: row.try_get("", "accounts_start")?,
                     accounts_retained: row.try_get("", "accounts_retained")?,
-                    mrr_start: row.try_get("", "mrr_start")?,
-                    mrr_retained: row.try_get("", "mrr_retained")?,
-                    mrr_end: row.try_get("", "mrr_end")?,
+                    mrr_start: Minor(row.try_get("", "mrr_start")?),
+                    mrr_retained: Minor(row.try_get("", "mrr_retained")?),
+                    mrr_end: Minor(row.try_get("", "mrr_end")?),
                 },
             ))
         })
@@ -138,8 +142,8 @@ async fn retention_rows<C: ConnectionTrait>(
 /// The paying spans of the given accounts.
 pub async fn spans_of<C: ConnectionTrait>(
     conn: &C,
-    accounts: &[Uuid],
-) -> Result<Vec<(Uuid, PayingSpan)>, Error> {
+    accounts: &[AccountId],
+) -> Result<Vec<(AccountId, PayingSpan)>, Error> {
     let mut out = Vec::new();
     for chunk in accounts.chunks(CHUNK) {
         let rows = paying_span::Entity::find()
@@ -148,11 +152,11 @@ pub async fn spans_of<C: ConnectionTrait>(
             .await?;
         for row in rows {
             out.push((
-                stored_uuid(&row.account_id)?,
+                stored_account(&row.account_id)?,
                 PayingSpan {
-                    from: row.valid_from,
-                    to: (row.valid_to != OPEN_END).then_some(row.valid_to),
-                    mrr: row.mrr,
+                    from: Instant::from_micros(row.valid_from),
+                    to: (row.valid_to != OPEN_END).then_some(Instant::from_micros(row.valid_to)),
+                    mrr: Minor(row.mrr),
                 },
             ));
         }

@@ -3,19 +3,19 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use bowtie_runtime::error::Error;
+use bowtie_runtime::sql::{corrupt, internal, query};
 use sea_orm::sea_query::{Alias, Cond, Expr, Func, OnConflict, Order, Query, SimpleExpr};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect,
 };
-use uuid::Uuid;
-
-use bowtie_runtime::error::Error;
-use bowtie_runtime::sql::{corrupt, internal, query, stored_uuid};
 
 use super::entity::{paying_span, renewal_outcome, subscription};
-use super::{AccountHistory, CHUNK, insert_chunks, keys, stored_segment};
-use crate::domain::Subscription;
+use super::{CHUNK, insert_chunks, keys, stored_account, stored_segment};
+use crate::domain::{
+    AccountHistory, AccountId, Instant, RenewalOutcome, Subscription, SubscriptionId,
+};
 
 fn from_json(data: &str) -> Result<Subscription, Error> {
     serde_json::from_str(data).map_err(|_| corrupt("subscription"))
@@ -24,7 +24,7 @@ fn from_json(data: &str) -> Result<Subscription, Error> {
 /// The subscription `id`, or NOT_FOUND.
 pub async fn require_subscription<C: ConnectionTrait>(
     conn: &C,
-    id: Uuid,
+    id: SubscriptionId,
 ) -> Result<Subscription, Error> {
     let data = subscription::Entity::find_by_id(id.to_string())
         .select_only()
@@ -39,9 +39,9 @@ pub async fn require_subscription<C: ConnectionTrait>(
 /// Every subscription of the given accounts, grouped by account.
 pub async fn subscriptions_of<C: ConnectionTrait>(
     conn: &C,
-    accounts: &[Uuid],
-) -> Result<HashMap<Uuid, Vec<Subscription>>, Error> {
-    let mut out: HashMap<Uuid, Vec<Subscription>> = HashMap::new();
+    accounts: &[AccountId],
+) -> Result<HashMap<AccountId, Vec<Subscription>>, Error> {
+    let mut out: HashMap<AccountId, Vec<Subscription>> = HashMap::new();
     for chunk in accounts.chunks(CHUNK) {
         let rows = subscription::Entity::find()
             .select_only()
@@ -63,7 +63,7 @@ pub async fn subscriptions_of<C: ConnectionTrait>(
 pub async fn save_subscriptions<C: ConnectionTrait>(
     conn: &C,
     subscriptions: &[&Subscription],
-    now: i64,
+    now: Instant,
 ) -> Result<(), Error> {
     use subscription::Column as S;
     let mut rows = Vec::with_capacity(subscriptions.len());
@@ -72,10 +72,10 @@ pub async fn save_subscriptions<C: ConnectionTrait>(
         rows.push(vec![
             s.id.to_string().into(),
             s.account_id.to_string().into(),
-            s.term_end.into(),
+            s.term_end.map(Instant::micros).into(),
             data.into(),
             s.version.into(),
-            now.into(),
+            now.micros().into(),
         ]);
     }
     let insert = Query::insert()
@@ -119,7 +119,7 @@ pub async fn histories_in_currency<C: ConnectionTrait>(
             ids.insert(s.account_id);
         }
     }
-    let ids: Vec<Uuid> = ids.into_iter().collect();
+    let ids: Vec<AccountId> = ids.into_iter().collect();
     let mut subscriptions = subscriptions_of(conn, &ids).await?;
     let mut out = Vec::new();
     for chunk in ids.chunks(CHUNK) {
@@ -133,7 +133,7 @@ pub async fn histories_in_currency<C: ConnectionTrait>(
             .group_by_col(P::AccountId)
             .to_owned();
         for row in query(conn, &stmt).await? {
-            let account_id = stored_uuid(&row.try_get::<String>("", "account_id")?)?;
+            let account_id = stored_account(&row.try_get::<String>("", "account_id")?)?;
             out.push(AccountHistory {
                 account_id,
                 segment: stored_segment(row.try_get("", "segment")?)?,
@@ -150,17 +150,17 @@ pub async fn histories_in_currency<C: ConnectionTrait>(
 /// Records (or replaces) the outcome of the renewal at `renewal_at`.
 pub async fn save_renewal_outcome<C: ConnectionTrait>(
     conn: &C,
-    subscription: Uuid,
-    renewal_at: i64,
-    outcome: i32,
-    decided_at: i64,
+    subscription: SubscriptionId,
+    renewal_at: Instant,
+    outcome: RenewalOutcome,
+    decided_at: Instant,
 ) -> Result<(), Error> {
     use renewal_outcome::Column as O;
     renewal_outcome::Entity::insert(renewal_outcome::ActiveModel {
         subscription_id: Set(subscription.to_string()),
-        renewal_at: Set(renewal_at),
-        outcome: Set(outcome),
-        decided_at: Set(decided_at),
+        renewal_at: Set(renewal_at.micros()),
+        outcome: Set(outcome as i32),
+        decided_at: Set(decided_at.micros()),
     })
     .on_conflict(
         OnConflict::columns([O::SubscriptionId, O::RenewalAt])
@@ -173,15 +173,15 @@ pub async fn save_renewal_outcome<C: ConnectionTrait>(
 }
 
 /// Subscriptions renewing in `[start, end)` with their recorded outcome
-/// (0 when none), ordered by (renewal date, id) after the cursor.
+/// (unspecified when none), ordered by (renewal date, id) after the cursor.
 pub async fn renewals<C: ConnectionTrait>(
     conn: &C,
-    start: i64,
-    end: i64,
-    account: Option<Uuid>,
-    after: Option<(i64, String)>,
+    start: Instant,
+    end: Instant,
+    account: Option<AccountId>,
+    after: Option<(Instant, String)>,
     limit: u64,
-) -> Result<Vec<(Subscription, i32)>, Error> {
+) -> Result<Vec<(Subscription, RenewalOutcome)>, Error> {
     use renewal_outcome::Column as O;
     use subscription::Column as S;
     let s = |c: S| Expr::col((subscription::Entity, c));
@@ -206,10 +206,11 @@ pub async fn renewals<C: ConnectionTrait>(
                         .equals((subscription::Entity, S::RenewalAt)),
                 ),
         )
-        .and_where(s(S::RenewalAt).gte(start))
-        .and_where(s(S::RenewalAt).lt(end))
+        .and_where(s(S::RenewalAt).gte(start.micros()))
+        .and_where(s(S::RenewalAt).lt(end.micros()))
         .and_where_option(account.map(|a| s(S::AccountId).eq(a.to_string())))
         .and_where_option(after.map(|(at, id)| {
+            let at = at.micros();
             s(S::RenewalAt)
                 .gt(at)
                 .or(s(S::RenewalAt).eq(at).and(s(S::Id).gt(id)))
@@ -222,10 +223,10 @@ pub async fn renewals<C: ConnectionTrait>(
         .await?
         .iter()
         .map(|row| {
-            Ok((
-                from_json(&row.try_get::<String>("", "data")?)?,
-                row.try_get("", "outcome")?,
-            ))
+            let code: i32 = row.try_get("", "outcome")?;
+            let outcome = RenewalOutcome::try_from(code)
+                .map_err(|_| corrupt(format_args!("stored renewal outcome {code}")))?;
+            Ok((from_json(&row.try_get::<String>("", "data")?)?, outcome))
         })
         .collect()
 }
