@@ -379,46 +379,54 @@ fn summed<'a>(rows: impl Iterator<Item = &'a ValueRow>) -> (i64, Minor) {
     })
 }
 
+/// One value segment (a tier or a quadrant): its accounts, their MRR and
+/// its share of `total`.
+fn spread<K: Copy + PartialEq>(
+    rows: &[ValueRow],
+    of: impl Fn(&ValueRow) -> K,
+    segment: K,
+    total: Minor,
+) -> (i64, i64, i32) {
+    let (accounts, mrr) = summed(rows.iter().filter(|r| of(r) == segment));
+    (accounts, mrr.get(), domain::share_bp(mrr, total))
+}
+
 /// GetSegments from every scored account's value row.
 pub fn segments_to_pb(rows: &[ValueRow]) -> pb::GetSegmentsResponse {
+    use pb::{Quadrant as Q, Tier as T};
     let (accounts, total) = summed(rows.iter());
     let tiers = [
-        pb::Tier::Diamond,
-        pb::Tier::Gold,
-        pb::Tier::Strategic,
-        pb::Tier::Potential,
-        pb::Tier::General,
-        pb::Tier::Problem,
+        T::Diamond,
+        T::Gold,
+        T::Strategic,
+        T::Potential,
+        T::General,
+        T::Problem,
     ]
     .into_iter()
     .map(|t| {
-        let (accounts, mrr) = summed(rows.iter().filter(|r| r.tier == t));
+        let (accounts, mrr_minor_units, revenue_share_bp) = spread(rows, |r| r.tier, t, total);
         pb::TierSummary {
             tier: t as i32,
             accounts,
-            mrr_minor_units: mrr.get(),
-            revenue_share_bp: domain::share_bp(mrr, total),
+            mrr_minor_units,
+            revenue_share_bp,
         }
     })
     .collect();
-    let quadrants = [
-        pb::Quadrant::A,
-        pb::Quadrant::B,
-        pb::Quadrant::C,
-        pb::Quadrant::D,
-        pb::Quadrant::E,
-    ]
-    .into_iter()
-    .map(|q| {
-        let (accounts, mrr) = summed(rows.iter().filter(|r| r.quadrant == q));
-        pb::QuadrantSummary {
-            quadrant: q as i32,
-            accounts,
-            mrr_minor_units: mrr.get(),
-            revenue_share_bp: domain::share_bp(mrr, total),
-        }
-    })
-    .collect();
+    let quadrants = [Q::A, Q::B, Q::C, Q::D, Q::E]
+        .into_iter()
+        .map(|q| {
+            let (accounts, mrr_minor_units, revenue_share_bp) =
+                spread(rows, |r| r.quadrant, q, total);
+            pb::QuadrantSummary {
+                quadrant: q as i32,
+                accounts,
+                mrr_minor_units,
+                revenue_share_bp,
+            }
+        })
+        .collect();
     pb::GetSegmentsResponse {
         tiers,
         quadrants,

@@ -252,11 +252,11 @@ pub fn fold<'a>(cells: impl IntoIterator<Item = &'a Cell>, w: Windows) -> Option
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::domain::DAY;
 
-    fn cell(kind: Kind, day: i32, total: i64, events: i64, last_value: i64) -> Cell {
+    pub(crate) fn cell(kind: Kind, day: i32, total: i64, events: i64, last_value: i64) -> Cell {
         Cell {
             day,
             kind,

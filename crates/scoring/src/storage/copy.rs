@@ -152,18 +152,8 @@ fn decode_cell(bytes: &[u8]) -> Result<Decoded, Error> {
 mod tests {
     use super::*;
     use crate::domain::cells::Kind;
+    use crate::domain::cells::tests::cell;
     use bowtie_proto::scoring::SignalType;
-
-    fn cell(kind: Kind, day: i32, total: i64, events: i64, last_value: i64) -> Cell {
-        Cell {
-            day,
-            kind,
-            total,
-            events,
-            last_value,
-            last_at: Instant::EPOCH.plus_days(i64::from(day)),
-        }
-    }
 
     /// A `signal_days` row as PostgreSQL's binary COPY writes it.
     fn copied_row(id: AccountId, c: &Cell) -> Vec<u8> {
