@@ -156,12 +156,10 @@ impl Scoring {
                     storage::save_health(tx.conn(), &changed, now).await?;
                     let snapshots: Vec<&Snapshot> =
                         chunk.iter().flat_map(|o| &o.snapshots).collect();
-                    storage::save_snapshots(tx.conn(), &snapshots).await?;
-                    Ok(pb::RecomputeHealthResponse::default())
+                    storage::save_snapshots(tx.conn(), &snapshots).await
                 })
             })
             .await
-            .map(|_| ())
     }
 
     /// Re-ranks the MRR of every paying account into the tier and quadrant
@@ -557,25 +555,25 @@ mod tests {
         }
     }
 
+    /// The snapshots of a rescoring on day 100 of an account stored as `prev`.
+    fn on_day_100(
+        prev: Option<&PreviousHealth>,
+        snapshotted_today: bool,
+        now: (i32, Band),
+    ) -> Vec<Snapshot> {
+        snapshots_for(AccountId::default(), prev, snapshotted_today, 100, now)
+    }
+
     #[test]
     fn a_first_rescoring_writes_today_s_snapshot() {
-        let out = snapshots_for(AccountId::default(), None, false, 100, (61, Band::Yellow));
+        let out = on_day_100(None, false, (61, Band::Yellow));
         assert_eq!(out, [snap(100, 61, Band::Yellow)]);
     }
 
     #[test]
     fn later_rescorings_of_the_same_day_write_no_snapshot() {
         let prev = stored(100, 61);
-        assert!(
-            snapshots_for(
-                AccountId::default(),
-                Some(&prev),
-                true,
-                100,
-                (40, Band::Red)
-            )
-            .is_empty()
-        );
+        assert!(on_day_100(Some(&prev), true, (40, Band::Red)).is_empty());
     }
 
     #[test]
@@ -583,13 +581,7 @@ mod tests {
         // Computed last on day 97 at 55 (day 97's snapshot may hold an
         // earlier score of that day); today is 100.
         let prev = stored(97, 55);
-        let out = snapshots_for(
-            AccountId::default(),
-            Some(&prev),
-            false,
-            100,
-            (48, Band::Green),
-        );
+        let out = on_day_100(Some(&prev), false, (48, Band::Green));
         assert_eq!(
             out,
             [snap(97, 55, Band::Yellow), snap(100, 48, Band::Green)]
@@ -600,13 +592,7 @@ mod tests {
     fn a_day_whose_snapshot_was_lost_is_written_again_without_a_closing_one() {
         // Stored health computed today but today's snapshot missing.
         let prev = stored(100, 55);
-        let out = snapshots_for(
-            AccountId::default(),
-            Some(&prev),
-            false,
-            100,
-            (48, Band::Green),
-        );
+        let out = on_day_100(Some(&prev), false, (48, Band::Green));
         assert_eq!(out, [snap(100, 48, Band::Green)]);
     }
 }

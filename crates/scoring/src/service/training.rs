@@ -135,8 +135,7 @@ impl Scoring {
             .store
             .write(None, move |tx| {
                 Box::pin(async move {
-                    storage::save_model(tx.conn(), &id, at, &body).await?;
-                    Ok(pb::RecomputeHealthResponse::default())
+                    storage::save_model(tx.conn(), &id, at, &body).await
                 })
             })
             .await?;

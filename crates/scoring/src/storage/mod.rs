@@ -6,11 +6,13 @@
 //! binary `COPY`) and `pg` (the only statements written as SQL text, each
 //! saying why).
 //!
-//! Reads return domain rows; statements are built with sea-query from the
-//! entities' columns, every value bound. The small row-shaped reads
-//! (alerts, scorecards, models) go through the entities; the reads of a
-//! recomputation (profiles, health, snapshots, day cells), 100,000 rows at
-//! a time, select their columns with the builder and read them by position.
+//! Reads return domain rows (ids, instants, money and enums in their
+//! domain types; the columns hold their numbers and text, converted here);
+//! statements are built with sea-query from the entities' columns, every
+//! value bound. The row-shaped reads (profiles, alerts, scorecards, models)
+//! go through the entities; the narrow reads of a recomputation (health,
+//! snapshots, day cells), 100,000 rows at a time, select only the columns
+//! they need with the builder and read them by position.
 
 pub mod alerts;
 mod copy;
