@@ -14,7 +14,7 @@
 use std::sync::Arc;
 
 use bowtie_proto::accounts as accounts_pb;
-use bowtie_proto::common::{Segment, Stage};
+use bowtie_proto::common::{Event, Segment, Stage};
 use bowtie_proto::funnel as funnel_pb;
 use bowtie_proto::revenue as revenue_pb;
 use bowtie_runtime::config::PeerSettings;
@@ -24,6 +24,7 @@ use bowtie_runtime::shutdown::Shutdown;
 use bowtie_runtime::store::Tx;
 use bowtie_runtime::validate;
 use bowtie_runtime::{AccountId, Instant, Minor};
+use futures::future::BoxFuture;
 use uuid::Uuid;
 
 pub use bowtie_runtime::peer::payload;
@@ -67,42 +68,58 @@ async fn profile(tx: &Tx, id: AccountId) -> Result<Profile, Error> {
         }))
 }
 
+/// How a consumer applies one event of its feed inside its transaction.
+type Apply = for<'c> fn(Scoring, &'c mut Tx, Event) -> BoxFuture<'c, Result<(), Error>>;
+
+/// The consumer `name` of `upstream`'s feed, applying each event with
+/// `apply` in the service's store.
+fn follow(
+    name: &str,
+    upstream: Upstream,
+    settings: &PeerSettings,
+    app: Scoring,
+    shutdown: Shutdown,
+    apply: Apply,
+) -> Result<Consumer, Error> {
+    let open = upstream.open_feed(settings)?;
+    let store = app.store().clone();
+    let apply: ApplyEvent = Arc::new(move |tx, event| apply(app.clone(), tx, event));
+    Ok(Consumer::new(name, store, open, apply, shutdown))
+}
+
 /// Follows the accounts feed.
 pub fn accounts_consumer(
     settings: &PeerSettings,
     app: Scoring,
     shutdown: Shutdown,
 ) -> Result<Consumer, Error> {
-    let open = Upstream::Accounts.open_feed(settings)?;
-    let store = app.store().clone();
-    let apply: ApplyEvent = Arc::new(move |tx, event| {
-        let app = app.clone();
-        Box::pin(async move {
-            let Some(account) = payload::<accounts_pb::Account>(&event)? else {
-                return Ok(());
-            };
-            let id = Uuid::parse_str(&account.id)
-                .map(AccountId)
-                .map_err(|_| Error::invalid("payload.id", "is not a UUID"))?;
-            let mut p = profile(tx, id).await?;
-            p.segment = Segment::try_from(account.segment).unwrap_or(Segment::Unspecified);
-            p.strategic = account.strategic;
-            if let Some(created) = account.create_time.as_ref() {
-                p.created_at = Some(instant("payload.create_time", Some(created))?);
-            }
-            storage::save_profile(tx.conn(), &p, tx_now(tx)).await?;
-            app.remember([id])?;
-            app.mark_dirty_after_commit(id);
-            Ok(())
-        })
-    });
-    Ok(Consumer::new(
+    follow(
         ACCOUNTS_CONSUMER,
-        store,
-        open,
-        apply,
+        Upstream::Accounts,
+        settings,
+        app,
         shutdown,
-    ))
+        |app, tx, event| {
+            Box::pin(async move {
+                let Some(account) = payload::<accounts_pb::Account>(&event)? else {
+                    return Ok(());
+                };
+                let id = Uuid::parse_str(&account.id)
+                    .map(AccountId)
+                    .map_err(|_| Error::invalid("payload.id", "is not a UUID"))?;
+                let mut p = profile(tx, id).await?;
+                p.segment = Segment::try_from(account.segment).unwrap_or(Segment::Unspecified);
+                p.strategic = account.strategic;
+                if let Some(created) = account.create_time.as_ref() {
+                    p.created_at = Some(instant("payload.create_time", Some(created))?);
+                }
+                storage::save_profile(tx.conn(), &p, tx_now(tx)).await?;
+                app.remember([id])?;
+                app.mark_dirty_after_commit(id);
+                Ok(())
+            })
+        },
+    )
 }
 
 fn interval_months(raw: i32) -> i32 {
@@ -211,47 +228,44 @@ pub fn revenue_consumer(
     app: Scoring,
     shutdown: Shutdown,
 ) -> Result<Consumer, Error> {
-    let open = Upstream::Revenue.open_feed(settings)?;
-    let store = app.store().clone();
-    let apply: ApplyEvent = Arc::new(move |tx, event| {
-        let app = app.clone();
-        Box::pin(async move {
-            let id = match event.event_type.as_str() {
-                "movement.recorded" | "movement.retracted" => {
-                    let Some(m) = payload::<revenue_pb::Movement>(&event)? else {
-                        return Ok(());
-                    };
-                    apply_movement(tx, &m, event.event_type == "movement.retracted").await?
-                }
-                "subscription.created" | "subscription.changed" | "subscription.cancelled" => {
-                    let Some(s) = payload::<revenue_pb::Subscription>(&event)? else {
-                        return Ok(());
-                    };
-                    apply_subscription(tx, &s).await?
-                }
-                "invoice.late" => {
-                    let Some(i) = payload::<revenue_pb::Invoice>(&event)? else {
-                        return Ok(());
-                    };
-                    let id = account_id(&i.account_id)?;
-                    let due = instant("payload.due_at", i.due_at.as_ref())?;
-                    storage::ensure_profiles(tx.conn(), &[id], tx_now(tx)).await?;
-                    count(tx, id, Kind::LatePayment, due, 1).await?;
-                    id
-                }
-                _ => return Ok(()),
-            };
-            app.mark_dirty_after_commit(id);
-            Ok(())
-        })
-    });
-    Ok(Consumer::new(
+    follow(
         REVENUE_CONSUMER,
-        store,
-        open,
-        apply,
+        Upstream::Revenue,
+        settings,
+        app,
         shutdown,
-    ))
+        |app, tx, event| {
+            Box::pin(async move {
+                let id = match event.event_type.as_str() {
+                    "movement.recorded" | "movement.retracted" => {
+                        let Some(m) = payload::<revenue_pb::Movement>(&event)? else {
+                            return Ok(());
+                        };
+                        apply_movement(tx, &m, event.event_type == "movement.retracted").await?
+                    }
+                    "subscription.created" | "subscription.changed" | "subscription.cancelled" => {
+                        let Some(s) = payload::<revenue_pb::Subscription>(&event)? else {
+                            return Ok(());
+                        };
+                        apply_subscription(tx, &s).await?
+                    }
+                    "invoice.late" => {
+                        let Some(i) = payload::<revenue_pb::Invoice>(&event)? else {
+                            return Ok(());
+                        };
+                        let id = account_id(&i.account_id)?;
+                        let due = instant("payload.due_at", i.due_at.as_ref())?;
+                        storage::ensure_profiles(tx.conn(), &[id], tx_now(tx)).await?;
+                        count(tx, id, Kind::LatePayment, due, 1).await?;
+                        id
+                    }
+                    _ => return Ok(()),
+                };
+                app.mark_dirty_after_commit(id);
+                Ok(())
+            })
+        },
+    )
 }
 
 /// Follows the funnel feed.
@@ -260,35 +274,38 @@ pub fn funnel_consumer(
     app: Scoring,
     shutdown: Shutdown,
 ) -> Result<Consumer, Error> {
-    let open = Upstream::Funnel.open_feed(settings)?;
-    let store = app.store().clone();
-    let apply: ApplyEvent = Arc::new(move |tx, event| {
-        let app = app.clone();
-        Box::pin(async move {
-            if event.event_type != "transition.recorded" {
-                return Ok(());
-            }
-            let Some(t) = payload::<funnel_pb::Transition>(&event)? else {
-                return Ok(());
-            };
-            let id = account_id(&t.account_id)?;
-            let at = instant("payload.occurred_at", t.occurred_at.as_ref())?;
-            match Stage::try_from(t.to_stage) {
-                Ok(Stage::Commit) => {
-                    let mut p = profile(tx, id).await?;
-                    if p.onboarding_at.is_none_or(|s| at > s) {
-                        p.onboarding_at = Some(at);
-                        storage::save_profile(tx.conn(), &p, tx_now(tx)).await?;
-                    }
+    follow(
+        FUNNEL_CONSUMER,
+        Upstream::Funnel,
+        settings,
+        app,
+        shutdown,
+        |app, tx, event| {
+            Box::pin(async move {
+                if event.event_type != "transition.recorded" {
+                    return Ok(());
                 }
-                // First value recorded in the funnel (by hand or from this
-                // service's own feed) is not announced again.
-                Ok(Stage::Impact) => reach_first_values(tx, &[(id, at)], false).await?,
-                _ => return Ok(()),
-            }
-            app.mark_dirty_after_commit(id);
-            Ok(())
-        })
-    });
-    Ok(Consumer::new(FUNNEL_CONSUMER, store, open, apply, shutdown))
+                let Some(t) = payload::<funnel_pb::Transition>(&event)? else {
+                    return Ok(());
+                };
+                let id = account_id(&t.account_id)?;
+                let at = instant("payload.occurred_at", t.occurred_at.as_ref())?;
+                match Stage::try_from(t.to_stage) {
+                    Ok(Stage::Commit) => {
+                        let mut p = profile(tx, id).await?;
+                        if p.onboarding_at.is_none_or(|s| at > s) {
+                            p.onboarding_at = Some(at);
+                            storage::save_profile(tx.conn(), &p, tx_now(tx)).await?;
+                        }
+                    }
+                    // First value recorded in the funnel (by hand or from this
+                    // service's own feed) is not announced again.
+                    Ok(Stage::Impact) => reach_first_values(tx, &[(id, at)], false).await?,
+                    _ => return Ok(()),
+                }
+                app.mark_dirty_after_commit(id);
+                Ok(())
+            })
+        },
+    )
 }

@@ -134,9 +134,7 @@ impl Scoring {
         self.inner
             .store
             .write(None, move |tx| {
-                Box::pin(async move {
-                    storage::save_model(tx.conn(), &id, at, &body).await
-                })
+                Box::pin(async move { storage::save_model(tx.conn(), &id, at, &body).await })
             })
             .await?;
         let info = convert::model_info(&stored);
