@@ -29,7 +29,7 @@ use uuid::Uuid;
 
 pub use bowtie_runtime::peer::payload;
 
-use crate::service::{Scoring, reach_first_values};
+use crate::service::{Scoring, reach_first_values, tx_now};
 use crate::storage::{self, DayDelta, Kind, Profile, SubscriptionRow};
 
 /// Cursor name of the accounts feed consumer.
@@ -50,11 +50,6 @@ fn instant(field: &str, ts: Option<&prost_types::Timestamp>) -> Result<Instant, 
     let at = validate::required_instant(&mut v, field, ts);
     v.into_result()?;
     at.ok_or_else(|| Error::invalid(field.to_owned(), "is required"))
-}
-
-/// The instant this transaction writes at.
-fn tx_now(tx: &Tx) -> Instant {
-    Instant::from_micros(tx.now())
 }
 
 /// The account's profile, locked for this transaction's read-modify-write.

@@ -3,13 +3,13 @@
 //! resolved alert frees its account and kind for a new one.
 
 use bowtie_proto::scoring as pb;
+use bowtie_runtime::AccountId;
 use bowtie_runtime::error::Error;
 use bowtie_runtime::feed::NewEvent;
 use bowtie_runtime::paging::Page;
-use bowtie_runtime::{AccountId, Instant};
 use uuid::Uuid;
 
-use super::{ALERT_ACKNOWLEDGED, ALERT_RESOLVED, Scoring};
+use super::{ALERT_ACKNOWLEDGED, ALERT_RESOLVED, Scoring, tx_now};
 use crate::convert;
 use crate::domain::AlertId;
 use crate::storage;
@@ -83,7 +83,7 @@ impl Scoring {
                     if !note.is_empty() {
                         alert.note = note;
                     }
-                    alert.updated_at = Instant::from_micros(tx.now());
+                    alert.updated_at = tx_now(tx);
                     storage::update_alert(tx.conn(), &alert).await?;
                     let event = if to == pb::AlertState::Resolved {
                         ALERT_RESOLVED

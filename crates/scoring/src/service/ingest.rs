@@ -14,7 +14,7 @@ use bowtie_runtime::store::Tx;
 use bowtie_runtime::{AccountId, Instant};
 use futures::StreamExt;
 
-use super::{FIRST_VALUE_REACHED, Scoring, poisoned};
+use super::{FIRST_VALUE_REACHED, Scoring, poisoned, tx_now};
 use crate::convert::{self, MAX_BATCH, Rejection};
 use crate::storage::{self, NewSignal, Profile, Scope};
 
@@ -117,7 +117,7 @@ impl Scoring {
                     for id in reaching {
                         storage::lock_profile(tx.conn(), id).await?;
                     }
-                    let now = Instant::from_micros(tx.now());
+                    let now = tx_now(tx);
                     storage::ensure_profiles(tx.conn(), &found_for_tx, now).await?;
                     let inserted = storage::insert_signals(tx.conn(), &signals, now).await?;
                     let mut claimed: HashSet<&str> = HashSet::with_capacity(inserted.len());
@@ -214,5 +214,5 @@ pub async fn reach_first_values(
         changed.push(id);
     }
     let changed: Vec<&Profile> = changed.iter().filter_map(|id| profiles.get(id)).collect();
-    storage::save_profiles(tx.conn(), &changed, Instant::from_micros(tx.now())).await
+    storage::save_profiles(tx.conn(), &changed, tx_now(tx)).await
 }

@@ -23,7 +23,7 @@ use bowtie_proto::common::Segment;
 use bowtie_runtime::config::ScoringPolicySettings;
 use bowtie_runtime::error::Error;
 use bowtie_runtime::peer::AccountDirectory;
-use bowtie_runtime::store::Store;
+use bowtie_runtime::store::{Store, Tx};
 use bowtie_runtime::{AccountId, Instant, Minor};
 use tokio::sync::Notify;
 
@@ -75,6 +75,11 @@ impl std::fmt::Debug for Scoring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Scoring").finish_non_exhaustive()
     }
+}
+
+/// The instant `tx` writes at (its rows' `updated_at`, `recorded_at`, ...).
+pub(crate) fn tx_now(tx: &Tx) -> Instant {
+    Instant::from_micros(tx.now())
 }
 
 fn poisoned() -> Error {

@@ -4,12 +4,11 @@
 
 use bowtie_proto::common::Segment;
 use bowtie_proto::scoring as pb;
-use bowtie_runtime::Instant;
 use bowtie_runtime::error::Error;
 use bowtie_runtime::idempotency::Idempotency;
 use bowtie_runtime::paging::Page;
 
-use super::Scoring;
+use super::{Scoring, tx_now};
 use crate::convert;
 use crate::domain::{Scorecard, ScorecardVersion};
 use crate::storage::{self, StoredScorecard};
@@ -76,7 +75,7 @@ impl Scoring {
                     let stored = StoredScorecard {
                         card,
                         version: current.next(),
-                        updated_at: Instant::from_micros(tx.now()),
+                        updated_at: tx_now(tx),
                     };
                     storage::save_scorecard(
                         tx.conn(),
