@@ -120,7 +120,7 @@ pub async fn scores_at<C: ConnectionTrait>(
 }
 
 /// A computed health row: the columns reports filter on and the encoded
-/// health (see `convert::health_row`).
+/// health (see `convert::account_health`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthRow {
     /// The account.
