@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use bowtie_proto::scoring::scoring_service_client::ScoringServiceClient;
 use bowtie_proto::scoring::{RecomputeHealthRequest, RecordSignalsRequest, Signal, SignalType};
+use bowtie_runtime::AccountId;
 use bowtie_runtime::auth::{ApiKeys, hash_key};
 use bowtie_runtime::config::{ApiKeySettings, Settings};
 use bowtie_runtime::db::Db;
@@ -142,7 +143,13 @@ async fn run_on(
     {
         let db = Db::connect(&settings.scoring.database).await?;
         db.migrate::<bowtie_scoring::storage::Migrator>().await?;
-        bowtie_scoring::storage::ensure_profiles(db.writer(), &ids, 0).await?;
+        let accounts: Vec<AccountId> = ids.iter().copied().map(AccountId).collect();
+        bowtie_scoring::storage::ensure_profiles(
+            db.writer(),
+            &accounts,
+            bowtie_runtime::Instant::EPOCH,
+        )
+        .await?;
         db.close().await;
     }
     let keys = Arc::new(ApiKeys::from_settings(&settings.auth)?);

@@ -3,8 +3,8 @@
 
 use bowtie_proto::scoring as pb;
 use bowtie_proto::scoring::scoring_service_server::ScoringService;
-use bowtie_runtime::api::{Answer, idempotency, parsed};
-use bowtie_runtime::error::FieldViolations;
+use bowtie_runtime::api::{self, Answer, idempotency, parsed};
+use bowtie_runtime::error::{Error, FieldViolations};
 use bowtie_runtime::feed::EventStream;
 use bowtie_runtime::paging::Page;
 use bowtie_runtime::validate;
@@ -14,6 +14,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::convert;
+use crate::domain::{AlertId, ScorecardVersion};
 use crate::service::{self, Scoring};
 use crate::storage::HealthFilter;
 
@@ -28,14 +29,27 @@ impl ScoringApi {
     pub fn new(app: Scoring) -> Self {
         Self { app }
     }
-}
 
-fn account_id(v: &mut FieldViolations, raw: &str) -> Option<uuid::Uuid> {
-    validate::uuid(v, "account_id", raw)
-}
-
-fn note(v: &mut FieldViolations, raw: &str) -> String {
-    validate::optional_text(v, "note", raw, 500).unwrap_or_default()
+    /// Acknowledges or resolves the alert `id` at `expected_version`, with
+    /// an optional note: the two transitions differ only in where they lead.
+    async fn transition(
+        &self,
+        id: &str,
+        expected_version: i64,
+        note: &str,
+        to: pb::AlertState,
+    ) -> Result<pb::Alert, Error> {
+        let mut v = FieldViolations::default();
+        let id = validate::uuid(&mut v, "id", id).map(AlertId);
+        let note = validate::optional_text(&mut v, "note", note, 500).unwrap_or_default();
+        if expected_version <= 0 {
+            v.add("expected_version", "must be the alert's current version");
+        }
+        v.into_result()?;
+        self.app
+            .transition_alert(parsed(id)?, expected_version, to, note)
+            .await
+    }
 }
 
 #[tonic::async_trait]
@@ -65,20 +79,10 @@ impl ScoringService for ScoringApi {
                         return;
                     }
                 };
-                let answer =
-                    app.record_batch(&request.signals)
-                        .await
-                        .map(|r| pb::RecordSignalsResponse {
-                            batch,
-                            recorded: r.recorded,
-                            duplicates: r.duplicates,
-                            rejected: r.rejected,
-                            results: r
-                                .results
-                                .into_iter()
-                                .filter(|x| x.outcome != pb::SignalOutcome::Recorded as i32)
-                                .collect(),
-                        });
+                let answer = app
+                    .record_batch(&request.signals)
+                    .await
+                    .map(|r| convert::stream_response(batch, r));
                 let failed = answer.is_err();
                 if tx.send(answer.map_err(Status::from)).await.is_err() || failed {
                     return;
@@ -104,12 +108,8 @@ impl ScoringService for ScoringApi {
         request: Request<pb::GetHealthRequest>,
     ) -> Answer<pb::GetHealthResponse> {
         let req = request.into_inner();
-        let mut v = FieldViolations::default();
-        let id = account_id(&mut v, &req.account_id);
-        v.into_result()?;
-        Ok(Response::new(pb::GetHealthResponse {
-            health: Some(self.app.get_health(parsed(id)?).await?),
-        }))
+        let id = api::account_id("account_id", &req.account_id)?;
+        Ok(Response::new(self.app.get_health(id).await?))
     }
 
     #[tracing::instrument(skip_all)]
@@ -119,9 +119,9 @@ impl ScoringService for ScoringApi {
     ) -> Answer<pb::ListHealthResponse> {
         let req = request.into_inner();
         let mut v = FieldViolations::default();
-        let segment = convert::segment_filter(&mut v, "segment", req.segment);
-        let band: Option<pb::Band> = validate::enum_value(&mut v, "band", req.band, false);
-        let tier: Option<pb::Tier> = validate::enum_value(&mut v, "tier", req.tier, false);
+        let segment = convert::filter(&mut v, "segment", req.segment);
+        let band = convert::filter(&mut v, "band", req.band);
+        let tier = convert::filter(&mut v, "tier", req.tier);
         let order: Option<pb::HealthOrder> =
             validate::enum_value(&mut v, "order", req.order, false);
         if !(0..=100).contains(&req.min_score) {
@@ -141,12 +141,8 @@ impl ScoringService for ScoringApi {
         v.into_result()?;
         let filter = HealthFilter {
             segment,
-            band: band
-                .filter(|b| *b != pb::Band::Unspecified)
-                .map(|b| b as i32),
-            tier: tier
-                .filter(|t| *t != pb::Tier::Unspecified)
-                .map(|t| t as i32),
+            band,
+            tier,
             min_score: req.min_score,
             max_score,
             at_risk_bp: None,
@@ -154,10 +150,7 @@ impl ScoringService for ScoringApi {
         };
         let page = Page::parse(req.page.as_ref(), &format!("health|{filter:?}"))?;
         let (accounts, page) = self.app.list_health(&filter, &page).await?;
-        Ok(Response::new(pb::ListHealthResponse {
-            accounts,
-            page: Some(page),
-        }))
+        Ok(Response::new(convert::list_health(accounts, page)))
     }
 
     #[tracing::instrument(skip_all)]
@@ -167,7 +160,7 @@ impl ScoringService for ScoringApi {
     ) -> Answer<pb::ListAtRiskResponse> {
         let req = request.into_inner();
         let mut v = FieldViolations::default();
-        let segment = convert::segment_filter(&mut v, "segment", req.segment);
+        let segment = convert::filter(&mut v, "segment", req.segment);
         v.into_result()?;
         let filter = HealthFilter {
             segment,
@@ -177,10 +170,7 @@ impl ScoringService for ScoringApi {
         };
         let page = Page::parse(req.page.as_ref(), &format!("risk|{filter:?}"))?;
         let (accounts, page) = self.app.list_health(&filter, &page).await?;
-        Ok(Response::new(pb::ListAtRiskResponse {
-            accounts,
-            page: Some(page),
-        }))
+        Ok(Response::new(convert::list_at_risk(accounts, page)))
     }
 
     #[tracing::instrument(skip_all)]
@@ -190,7 +180,7 @@ impl ScoringService for ScoringApi {
     ) -> Answer<pb::GetHealthHistoryResponse> {
         let req = request.into_inner();
         let mut v = FieldViolations::default();
-        let id = account_id(&mut v, &req.account_id);
+        let id = validate::account_id(&mut v, "account_id", &req.account_id);
         if !(0..=730).contains(&req.days) {
             v.add("days", "must be 1..=730 (0 means 90)");
         }
@@ -200,9 +190,7 @@ impl ScoringService for ScoringApi {
         } else {
             i64::from(req.days)
         };
-        Ok(Response::new(pb::GetHealthHistoryResponse {
-            snapshots: self.app.history(parsed(id)?, days).await?,
-        }))
+        Ok(Response::new(self.app.history(parsed(id)?, days).await?))
     }
 
     #[tracing::instrument(skip_all)]
@@ -210,9 +198,9 @@ impl ScoringService for ScoringApi {
         &self,
         _request: Request<pb::RecomputeHealthRequest>,
     ) -> Answer<pb::RecomputeHealthResponse> {
-        Ok(Response::new(pb::RecomputeHealthResponse {
-            accounts: self.app.recompute_all().await? as i64,
-        }))
+        Ok(Response::new(convert::recomputed(
+            self.app.recompute_all().await?,
+        )))
     }
 
     #[tracing::instrument(skip_all)]
@@ -224,9 +212,7 @@ impl ScoringService for ScoringApi {
         let mut v = FieldViolations::default();
         let segment = convert::segment(&mut v, "segment", req.segment);
         v.into_result()?;
-        Ok(Response::new(pb::GetScorecardResponse {
-            scorecard: Some(self.app.scorecard(parsed(segment)?).await?),
-        }))
+        Ok(Response::new(self.app.scorecard(parsed(segment)?).await?))
     }
 
     #[tracing::instrument(skip_all)]
@@ -262,9 +248,10 @@ impl ScoringService for ScoringApi {
         let idem = idempotency(&mut v, &req.idempotency_key, "UpdateScorecard", &req);
         v.into_result()?;
         let (segment, card) = parsed(card)?;
+        let expected = ScorecardVersion(req.expected_version);
         Ok(Response::new(
             self.app
-                .update_scorecard(segment, card, req.expected_version, idem)
+                .update_scorecard(segment, card, expected, idem)
                 .await?,
         ))
     }
@@ -275,9 +262,9 @@ impl ScoringService for ScoringApi {
         request: Request<pb::TrainModelRequest>,
     ) -> Answer<pb::TrainModelResponse> {
         let req = request.into_inner();
-        Ok(Response::new(pb::TrainModelResponse {
-            model: Some(self.app.train(req.seed).await?),
-        }))
+        Ok(Response::new(convert::trained(
+            self.app.train(req.seed).await?,
+        )))
     }
 
     #[tracing::instrument(skip_all)]
@@ -285,9 +272,7 @@ impl ScoringService for ScoringApi {
         &self,
         _request: Request<pb::GetModelRequest>,
     ) -> Answer<pb::GetModelResponse> {
-        Ok(Response::new(pb::GetModelResponse {
-            model: Some(self.app.model_info()?),
-        }))
+        Ok(Response::new(convert::get_model(self.app.model_info()?)))
     }
 
     #[tracing::instrument(skip_all)]
@@ -296,10 +281,8 @@ impl ScoringService for ScoringApi {
         request: Request<pb::GetChurnRiskRequest>,
     ) -> Answer<pb::GetChurnRiskResponse> {
         let req = request.into_inner();
-        let mut v = FieldViolations::default();
-        let id = account_id(&mut v, &req.account_id);
-        v.into_result()?;
-        Ok(Response::new(self.app.churn_risk(parsed(id)?).await?))
+        let id = api::account_id("account_id", &req.account_id)?;
+        Ok(Response::new(self.app.churn_risk(id).await?))
     }
 
     #[tracing::instrument(skip_all)]
@@ -309,20 +292,14 @@ impl ScoringService for ScoringApi {
     ) -> Answer<pb::ListAlertsResponse> {
         let req = request.into_inner();
         let mut v = FieldViolations::default();
-        let state: Option<pb::AlertState> = validate::enum_value(&mut v, "state", req.state, false);
-        let kind: Option<pb::AlertKind> = validate::enum_value(&mut v, "kind", req.kind, false);
+        let state: Option<pb::AlertState> = convert::filter(&mut v, "state", req.state);
+        let kind: Option<pb::AlertKind> = convert::filter(&mut v, "kind", req.kind);
         let account = if req.account_id.is_empty() {
             None
         } else {
-            account_id(&mut v, &req.account_id)
+            validate::account_id(&mut v, "account_id", &req.account_id)
         };
         v.into_result()?;
-        let state = state
-            .filter(|s| *s != pb::AlertState::Unspecified)
-            .map(|s| s as i32);
-        let kind = kind
-            .filter(|k| *k != pb::AlertKind::Unspecified)
-            .map(|k| k as i32);
         let page = Page::parse(
             req.page.as_ref(),
             &format!("alerts|{state:?}|{kind:?}|{account:?}"),
@@ -338,25 +315,11 @@ impl ScoringService for ScoringApi {
         request: Request<pb::AcknowledgeAlertRequest>,
     ) -> Answer<pb::AcknowledgeAlertResponse> {
         let req = request.into_inner();
-        let mut v = FieldViolations::default();
-        let id = validate::uuid(&mut v, "id", &req.id);
-        let note = note(&mut v, &req.note);
-        if req.expected_version <= 0 {
-            v.add("expected_version", "must be the alert's current version");
-        }
-        v.into_result()?;
-        Ok(Response::new(pb::AcknowledgeAlertResponse {
-            alert: Some(
-                self.app
-                    .transition_alert(
-                        parsed(id)?,
-                        req.expected_version,
-                        pb::AlertState::Acknowledged,
-                        note,
-                    )
-                    .await?,
-            ),
-        }))
+        let to = pb::AlertState::Acknowledged;
+        let alert = self
+            .transition(&req.id, req.expected_version, &req.note, to)
+            .await?;
+        Ok(Response::new(convert::acknowledged(alert)))
     }
 
     #[tracing::instrument(skip_all)]
@@ -365,25 +328,11 @@ impl ScoringService for ScoringApi {
         request: Request<pb::ResolveAlertRequest>,
     ) -> Answer<pb::ResolveAlertResponse> {
         let req = request.into_inner();
-        let mut v = FieldViolations::default();
-        let id = validate::uuid(&mut v, "id", &req.id);
-        let note = note(&mut v, &req.note);
-        if req.expected_version <= 0 {
-            v.add("expected_version", "must be the alert's current version");
-        }
-        v.into_result()?;
-        Ok(Response::new(pb::ResolveAlertResponse {
-            alert: Some(
-                self.app
-                    .transition_alert(
-                        parsed(id)?,
-                        req.expected_version,
-                        pb::AlertState::Resolved,
-                        note,
-                    )
-                    .await?,
-            ),
-        }))
+        let to = pb::AlertState::Resolved;
+        let alert = self
+            .transition(&req.id, req.expected_version, &req.note, to)
+            .await?;
+        Ok(Response::new(convert::resolved(alert)))
     }
 
     type WatchAlertsStream = EventStream<pb::WatchAlertsResponse>;
@@ -408,11 +357,11 @@ impl ScoringService for ScoringApi {
                         return None;
                     }
                     let alert = crate::feeds::payload::<pb::Alert>(&event).ok().flatten()?;
-                    Some(Ok(pb::WatchAlertsResponse {
-                        sequence: event.sequence,
-                        event_type: event.event_type,
-                        alert: Some(alert),
-                    }))
+                    Some(Ok(convert::watched_alert(
+                        event.sequence,
+                        event.event_type,
+                        alert,
+                    )))
                 }
             }
         });
@@ -426,7 +375,7 @@ impl ScoringService for ScoringApi {
     ) -> Answer<pb::GetSegmentsResponse> {
         let req = request.into_inner();
         let mut v = FieldViolations::default();
-        let segment = convert::segment_filter(&mut v, "segment", req.segment);
+        let segment = convert::filter(&mut v, "segment", req.segment);
         v.into_result()?;
         Ok(Response::new(self.app.segments(segment).await?))
     }

@@ -1,16 +1,15 @@
 //! Wire <-> domain: request messages become checked values (every problem
 //! named by field), domain values become response messages.
 
-use bowtie_proto::common::Segment;
+use bowtie_proto::common::{PageResponse, Segment};
 use bowtie_proto::scoring as pb;
 use bowtie_runtime::error::FieldViolations;
-use bowtie_runtime::validate::{self, to_timestamp};
+use bowtie_runtime::validate;
+use bowtie_runtime::{AccountId, Instant, Minor};
+use prost::Message;
 use tonic::Code;
 
-use crate::domain::{self, COMPONENTS, DAY, Health, Scorecard, component_index};
-use prost::Message;
-use uuid::Uuid;
-
+use crate::domain::{self, COMPONENTS, Health, Scorecard, ScorecardVersion, component_index};
 use crate::service::StoredModel;
 use crate::storage::{
     Alert, DayScore, HealthRow, NewSignal, Profile, StoredHealth, StoredScorecard, ValueRow,
@@ -41,8 +40,8 @@ fn invalid(field: &str, message: impl Into<String>) -> Rejection {
 }
 
 /// Checks one signal: key, account id, known type, value range by type,
-/// and a time no later than `now + tolerance` (µs).
-pub fn signal(s: &pb::Signal, now: i64, tolerance: i64) -> Result<NewSignal, Rejection> {
+/// and a time no later than `now` plus `tolerance` microseconds.
+pub fn signal(s: &pb::Signal, now: Instant, tolerance: i64) -> Result<NewSignal, Rejection> {
     let mut v = FieldViolations::default();
     let key = validate::idempotency_key(&mut v, &s.idempotency_key);
     if let Some(first) = v.0.first() {
@@ -51,7 +50,7 @@ pub fn signal(s: &pb::Signal, now: i64, tolerance: i64) -> Result<NewSignal, Rej
     let Some(key) = key else {
         return Err(invalid("idempotency_key", "is required"));
     };
-    let account_id = validate::uuid(&mut v, "account_id", &s.account_id);
+    let account_id = validate::account_id(&mut v, "account_id", &s.account_id);
     let Some(account_id) = account_id else {
         return Err(invalid(
             "account_id",
@@ -81,15 +80,14 @@ pub fn signal(s: &pb::Signal, now: i64, tolerance: i64) -> Result<NewSignal, Rej
         return Err(invalid("value", format!("must be 0..={MAX_VALUE}")));
     }
     let mut v = FieldViolations::default();
-    let Some(at) = validate::required_timestamp(&mut v, "occurred_at", s.occurred_at.as_ref())
-    else {
+    let Some(at) = validate::required_instant(&mut v, "occurred_at", s.occurred_at.as_ref()) else {
         return Err(invalid(
             "occurred_at",
             v.0.first()
                 .map_or("is required".to_owned(), |f| f.description.clone()),
         ));
     };
-    if at > now + tolerance {
+    if at > now.plus_micros(tolerance) {
         return Err(invalid(
             "occurred_at",
             format!(
@@ -118,10 +116,11 @@ pub fn rejected(index: usize, r: &Rejection) -> pb::SignalResult {
     }
 }
 
-/// A segment filter (UNSPECIFIED = any).
-pub fn segment_filter(v: &mut FieldViolations, field: &str, raw: i32) -> Option<i32> {
-    let s: Option<Segment> = validate::enum_value(v, field, raw, false);
-    s.filter(|s| *s != Segment::Unspecified).map(|s| s as i32)
+/// An optional enum filter: `None` when unset (UNSPECIFIED means any), a
+/// violation for an unknown number.
+pub fn filter<E: TryFrom<i32>>(v: &mut FieldViolations, field: &str, raw: i32) -> Option<E> {
+    let value = validate::enum_value(v, field, raw, false);
+    if raw == 0 { None } else { value }
 }
 
 /// A segment (UNSPECIFIED allowed: the default scorecard).
@@ -200,11 +199,13 @@ pub fn scorecard(
     ))
 }
 
-/// A scorecard on the wire.
-pub fn scorecard_to_pb(segment: Segment, card: &Scorecard, version: i64, at: i64) -> pb::Scorecard {
+/// A segment's scorecard version on the wire (the built-in one, never
+/// stored, has no update time).
+pub fn scorecard_to_pb(segment: Segment, stored: &StoredScorecard) -> pb::Scorecard {
+    let (card, at) = (&stored.card, stored.updated_at);
     pb::Scorecard {
         segment: segment as i32,
-        version,
+        version: stored.version.0,
         weights: COMPONENTS
             .iter()
             .zip(card.weights)
@@ -221,7 +222,19 @@ pub fn scorecard_to_pb(segment: Segment, card: &Scorecard, version: i64, at: i64
         stakeholder_penalty: card.stakeholder_penalty,
         onboarding_target_days: card.onboarding_target_days,
         renewal_window_days: card.renewal_window_days,
-        update_time: (at > 0).then(|| to_timestamp(at)),
+        update_time: (at > Instant::EPOCH).then(|| at.to_timestamp()),
+    }
+}
+
+/// A page of ListScorecardVersions.
+pub fn scorecard_versions(
+    segment: Segment,
+    rows: &[StoredScorecard],
+    page: PageResponse,
+) -> pb::ListScorecardVersionsResponse {
+    pb::ListScorecardVersionsResponse {
+        scorecards: rows.iter().map(|s| scorecard_to_pb(segment, s)).collect(),
+        page: Some(page),
     }
 }
 
@@ -241,32 +254,7 @@ pub fn components_to_pb(h: &Health) -> Vec<pb::ComponentScore> {
 
 /// Midnight UTC of a day number.
 pub fn day_start(day: i64) -> prost_types::Timestamp {
-    to_timestamp(day * DAY)
-}
-
-/// A stored scorecard version on the wire.
-pub fn stored_scorecard_to_pb(segment: Segment, s: &StoredScorecard) -> pb::Scorecard {
-    scorecard_to_pb(segment, &s.card, s.version, s.updated_at)
-}
-
-/// The row a computed health is stored as: its filter columns, and the
-/// health encoded without its compute time (the `computed_at` column holds
-/// it), so two computations that agree store the same bytes.
-pub fn health_row(account_id: Uuid, health: &mut pb::AccountHealth) -> HealthRow {
-    let computed = health.compute_time.take();
-    let body = health.encode_to_vec();
-    health.compute_time = computed;
-    HealthRow {
-        account_id,
-        segment: health.segment,
-        score: health.score,
-        band: health.band,
-        risk_bp: health.churn_risk_bp,
-        tier: health.tier,
-        quadrant: health.quadrant,
-        mrr: health.mrr_minor_units,
-        body,
-    }
+    Instant::EPOCH.plus_days(day).to_timestamp()
 }
 
 /// A stored health on the wire (deltas unset; they come from the snapshots).
@@ -276,9 +264,48 @@ pub fn stored_health(
     let mut health = pb::AccountHealth::decode(stored.body.as_slice())
         .map_err(|e| bowtie_runtime::sql::corrupt(format_args!("stored health: {e}")))?;
     if health.compute_time.is_none() {
-        health.compute_time = Some(to_timestamp(stored.computed_at));
+        health.compute_time = Some(stored.computed_at.to_timestamp());
     }
     Ok(health)
+}
+
+/// GetHealth: a stored health with its deltas (from the snapshots).
+pub fn get_health(
+    mut health: pb::AccountHealth,
+    score_7d_ago: Option<i32>,
+    score_30d_ago: Option<i32>,
+) -> pb::GetHealthResponse {
+    health.delta_7d = score_7d_ago.map(|s| health.score - s);
+    health.delta_30d = score_30d_ago.map(|s| health.score - s);
+    pb::GetHealthResponse {
+        health: Some(health),
+    }
+}
+
+/// A page of ListHealth.
+pub fn list_health(accounts: Vec<pb::AccountHealth>, page: PageResponse) -> pb::ListHealthResponse {
+    pb::ListHealthResponse {
+        accounts,
+        page: Some(page),
+    }
+}
+
+/// A page of ListAtRisk.
+pub fn list_at_risk(
+    accounts: Vec<pb::AccountHealth>,
+    page: PageResponse,
+) -> pb::ListAtRiskResponse {
+    pb::ListAtRiskResponse {
+        accounts,
+        page: Some(page),
+    }
+}
+
+/// GetHealthHistory: one snapshot a day, oldest first.
+pub fn health_history(days: &[DayScore]) -> pb::GetHealthHistoryResponse {
+    pb::GetHealthHistoryResponse {
+        snapshots: days.iter().map(snapshot_to_pb).collect(),
+    }
 }
 
 /// An alert on the wire.
@@ -293,8 +320,16 @@ pub fn alert_to_pb(a: &Alert) -> pb::Alert {
         churn_risk_bp: a.risk_bp,
         version: a.version,
         note: a.note.clone(),
-        create_time: Some(to_timestamp(a.created_at)),
-        update_time: Some(to_timestamp(a.updated_at)),
+        create_time: Some(a.created_at.to_timestamp()),
+        update_time: Some(a.updated_at.to_timestamp()),
+    }
+}
+
+/// A page of ListAlerts.
+pub fn alerts_page(alerts: &[Alert], page: PageResponse) -> pb::ListAlertsResponse {
+    pb::ListAlertsResponse {
+        alerts: alerts.iter().map(alert_to_pb).collect(),
+        page: Some(page),
     }
 }
 
@@ -313,7 +348,7 @@ pub fn model_info(m: &StoredModel) -> pb::ModelInfo {
     coefficients.sort_by(|a, b| b.coefficient.abs().total_cmp(&a.coefficient.abs()));
     pb::ModelInfo {
         id: m.id.clone(),
-        train_time: Some(to_timestamp(m.trained_at)),
+        train_time: Some(m.trained_at.to_timestamp()),
         horizon_days: m.horizon_days,
         training_examples: m.metrics.train as i32,
         holdout_examples: m.metrics.holdout as i32,
@@ -337,53 +372,66 @@ pub fn model_info(m: &StoredModel) -> pb::ModelInfo {
     }
 }
 
+/// How many `rows` there are and their MRR (a negative MRR counts as none).
+fn summed<'a>(rows: impl Iterator<Item = &'a ValueRow>) -> (i64, Minor) {
+    rows.fold((0, Minor::ZERO), |(n, mrr), r| {
+        (n + 1, mrr + r.mrr.max(Minor::ZERO))
+    })
+}
+
+/// One value segment (a tier or a quadrant): its accounts, their MRR and
+/// its share of `total`.
+fn spread<K: Copy + PartialEq>(
+    rows: &[ValueRow],
+    of: impl Fn(&ValueRow) -> K,
+    segment: K,
+    total: Minor,
+) -> (i64, i64, i32) {
+    let (accounts, mrr) = summed(rows.iter().filter(|r| of(r) == segment));
+    (accounts, mrr.get(), domain::share_bp(mrr, total))
+}
+
 /// GetSegments from every scored account's value row.
 pub fn segments_to_pb(rows: &[ValueRow]) -> pb::GetSegmentsResponse {
-    let total: i64 = rows.iter().map(|r| r.mrr.max(0)).sum();
+    use pb::{Quadrant as Q, Tier as T};
+    let (accounts, total) = summed(rows.iter());
     let tiers = [
-        pb::Tier::Diamond,
-        pb::Tier::Gold,
-        pb::Tier::Strategic,
-        pb::Tier::Potential,
-        pb::Tier::General,
-        pb::Tier::Problem,
+        T::Diamond,
+        T::Gold,
+        T::Strategic,
+        T::Potential,
+        T::General,
+        T::Problem,
     ]
     .into_iter()
     .map(|t| {
-        let of: Vec<&ValueRow> = rows.iter().filter(|r| r.tier == t as i32).collect();
-        let mrr: i64 = of.iter().map(|r| r.mrr.max(0)).sum();
+        let (accounts, mrr_minor_units, revenue_share_bp) = spread(rows, |r| r.tier, t, total);
         pb::TierSummary {
             tier: t as i32,
-            accounts: of.len() as i64,
-            mrr_minor_units: mrr,
-            revenue_share_bp: domain::share_bp(mrr, total),
+            accounts,
+            mrr_minor_units,
+            revenue_share_bp,
         }
     })
     .collect();
-    let quadrants = [
-        pb::Quadrant::A,
-        pb::Quadrant::B,
-        pb::Quadrant::C,
-        pb::Quadrant::D,
-        pb::Quadrant::E,
-    ]
-    .into_iter()
-    .map(|q| {
-        let of: Vec<&ValueRow> = rows.iter().filter(|r| r.quadrant == q as i32).collect();
-        let mrr: i64 = of.iter().map(|r| r.mrr.max(0)).sum();
-        pb::QuadrantSummary {
-            quadrant: q as i32,
-            accounts: of.len() as i64,
-            mrr_minor_units: mrr,
-            revenue_share_bp: domain::share_bp(mrr, total),
-        }
-    })
-    .collect();
+    let quadrants = [Q::A, Q::B, Q::C, Q::D, Q::E]
+        .into_iter()
+        .map(|q| {
+            let (accounts, mrr_minor_units, revenue_share_bp) =
+                spread(rows, |r| r.quadrant, q, total);
+            pb::QuadrantSummary {
+                quadrant: q as i32,
+                accounts,
+                mrr_minor_units,
+                revenue_share_bp,
+            }
+        })
+        .collect();
     pb::GetSegmentsResponse {
         tiers,
         quadrants,
-        accounts: rows.len() as i64,
-        mrr_minor_units: total,
+        accounts,
+        mrr_minor_units: total.get(),
         top_20_percent_share_bp: domain::top_20_share_bp(rows.iter().map(|r| r.mrr).collect()),
     }
 }
@@ -393,22 +441,35 @@ pub fn snapshot_to_pb(d: &DayScore) -> pb::HealthSnapshot {
     pb::HealthSnapshot {
         day: Some(day_start(d.day)),
         score: d.score,
-        band: d.band,
+        band: d.band as i32,
     }
 }
 
+/// What one account's rescoring decided, beside its health.
+#[derive(Debug, Clone, Copy)]
+pub struct Valued {
+    /// The scorecard version it was scored under.
+    pub scorecard_version: ScorecardVersion,
+    /// Churn risk, when a model is trained.
+    pub risk_bp: Option<i32>,
+    /// Value tier.
+    pub tier: pb::Tier,
+    /// Value x loyalty quadrant.
+    pub quadrant: pb::Quadrant,
+}
+
 /// A computed health on the wire (deltas unset; they come from the
-/// snapshots when it is read).
+/// snapshots when it is read) and the row it is stored as: its filter
+/// columns, and the health encoded without its compute time (the
+/// `computed_at` column holds it), so two computations that agree store the
+/// same bytes.
 pub fn account_health(
     p: &Profile,
     h: &Health,
-    scorecard_version: i64,
-    risk_bp: Option<i32>,
-    tier: pb::Tier,
-    quadrant: pb::Quadrant,
-    now: i64,
-) -> pb::AccountHealth {
-    pb::AccountHealth {
+    valued: Valued,
+    now: Instant,
+) -> (pb::AccountHealth, HealthRow) {
+    let mut health = pb::AccountHealth {
         account_id: p.account_id.to_string(),
         score: h.score,
         band: h.band as i32,
@@ -417,19 +478,32 @@ pub fn account_health(
         delta_7d: None,
         delta_30d: None,
         segment: p.segment as i32,
-        scorecard_version,
-        churn_risk_bp: risk_bp,
-        tier: tier as i32,
-        quadrant: quadrant as i32,
-        mrr_minor_units: p.mrr,
-        compute_time: Some(to_timestamp(now)),
-    }
+        scorecard_version: valued.scorecard_version.0,
+        churn_risk_bp: valued.risk_bp,
+        tier: valued.tier as i32,
+        quadrant: valued.quadrant as i32,
+        mrr_minor_units: p.mrr.get(),
+        compute_time: None,
+    };
+    let row = HealthRow {
+        account_id: p.account_id,
+        segment: p.segment,
+        score: h.score,
+        band: h.band,
+        risk_bp: valued.risk_bp,
+        tier: valued.tier,
+        quadrant: valued.quadrant,
+        mrr: p.mrr,
+        body: health.encode_to_vec(),
+    };
+    health.compute_time = Some(now.to_timestamp());
+    (health, row)
 }
 
 /// GetChurnRisk: the probability and the (at most five) features that
 /// raise it most, from the model's drivers (feature, contribution, value).
 pub fn churn_risk_to_pb(
-    account_id: Uuid,
+    account_id: AccountId,
     m: &StoredModel,
     probability: f64,
     drivers: Vec<(String, f64, f64)>,
@@ -461,6 +535,31 @@ pub fn signal_result(index: usize, outcome: pb::SignalOutcome) -> pb::SignalResu
     }
 }
 
+/// The results a batch's transaction decided, in the order it took them
+/// (the counts are made by [`batch_response`] over the whole batch).
+pub fn batch_results(results: Vec<pb::SignalResult>) -> pb::RecordSignalBatchResponse {
+    pb::RecordSignalBatchResponse {
+        results,
+        ..Default::default()
+    }
+}
+
+/// One answer of the RecordSignals stream: the batch's counts and the
+/// results of the signals that were not recorded.
+pub fn stream_response(batch: i64, r: pb::RecordSignalBatchResponse) -> pb::RecordSignalsResponse {
+    pb::RecordSignalsResponse {
+        batch,
+        recorded: r.recorded,
+        duplicates: r.duplicates,
+        rejected: r.rejected,
+        results: r
+            .results
+            .into_iter()
+            .filter(|x| x.outcome != pb::SignalOutcome::Recorded as i32)
+            .collect(),
+    }
+}
+
 /// A batch's answer: every signal's result, in order, and the counts.
 pub fn batch_response(results: Vec<pb::SignalResult>) -> pb::RecordSignalBatchResponse {
     let count =
@@ -475,13 +574,67 @@ pub fn batch_response(results: Vec<pb::SignalResult>) -> pb::RecordSignalBatchRe
 
 /// The `first_value.reached` event's payload.
 pub fn first_value_reached(
-    account_id: Uuid,
-    at: i64,
+    account_id: AccountId,
+    at: Instant,
     days_to_value: Option<i32>,
 ) -> pb::FirstValueReached {
     pb::FirstValueReached {
         account_id: account_id.to_string(),
-        reached_at: Some(to_timestamp(at)),
+        reached_at: Some(at.to_timestamp()),
         days_to_value,
+    }
+}
+
+/// GetScorecard.
+pub fn get_scorecard(segment: Segment, stored: &StoredScorecard) -> pb::GetScorecardResponse {
+    pb::GetScorecardResponse {
+        scorecard: Some(scorecard_to_pb(segment, stored)),
+    }
+}
+
+/// UpdateScorecard: the version just stored.
+pub fn update_scorecard(segment: Segment, stored: &StoredScorecard) -> pb::UpdateScorecardResponse {
+    pb::UpdateScorecardResponse {
+        scorecard: Some(scorecard_to_pb(segment, stored)),
+    }
+}
+
+/// RecomputeHealth: how many accounts got a score.
+pub fn recomputed(accounts: usize) -> pb::RecomputeHealthResponse {
+    pb::RecomputeHealthResponse {
+        accounts: accounts as i64,
+    }
+}
+
+/// TrainModel: the model just trained.
+pub fn trained(model: pb::ModelInfo) -> pb::TrainModelResponse {
+    pb::TrainModelResponse { model: Some(model) }
+}
+
+/// GetModel: the model that scores.
+pub fn get_model(model: pb::ModelInfo) -> pb::GetModelResponse {
+    pb::GetModelResponse { model: Some(model) }
+}
+
+/// AcknowledgeAlert: the alert at its new version.
+pub fn acknowledged(alert: pb::Alert) -> pb::AcknowledgeAlertResponse {
+    pb::AcknowledgeAlertResponse { alert: Some(alert) }
+}
+
+/// ResolveAlert: the alert at its new version.
+pub fn resolved(alert: pb::Alert) -> pb::ResolveAlertResponse {
+    pb::ResolveAlertResponse { alert: Some(alert) }
+}
+
+/// One answer of WatchAlerts: an alert event of the feed.
+pub fn watched_alert(
+    sequence: i64,
+    event_type: String,
+    alert: pb::Alert,
+) -> pb::WatchAlertsResponse {
+    pb::WatchAlertsResponse {
+        sequence,
+        event_type,
+        alert: Some(alert),
     }
 }

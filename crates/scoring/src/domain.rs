@@ -6,12 +6,43 @@
 
 use bowtie_proto::common::Segment;
 use bowtie_proto::scoring::{AlertKind, Band, Component, Quadrant, Tier};
+use bowtie_runtime::{Instant, Minor};
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 pub mod cells;
 
 /// One day in microseconds.
-pub const DAY: i64 = 86_400_000_000;
+pub const DAY: i64 = bowtie_runtime::types::MICROS_PER_DAY;
+
+/// The id of an alert (a UUIDv7: alerts sort by when they were raised).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AlertId(pub Uuid);
+
+impl AlertId {
+    /// A fresh id, after every id generated before it.
+    pub fn generate() -> Self {
+        AlertId(Uuid::now_v7())
+    }
+}
+
+impl std::fmt::Display for AlertId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The version of a segment's scorecard: 0 for the built-in one, then 1, 2,
+/// ... for each stored edit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ScorecardVersion(pub i64);
+
+impl ScorecardVersion {
+    /// The version an edit of this one stores.
+    pub const fn next(self) -> Self {
+        ScorecardVersion(self.0 + 1)
+    }
+}
 
 /// Every component, in the order of the proto enum.
 pub const COMPONENTS: [Component; 9] = [
@@ -91,8 +122,8 @@ impl Default for Scorecard {
 /// Everything health is computed from, aggregated as of `now`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Inputs {
-    /// The instant of the computation (µs).
-    pub now: i64,
+    /// The instant of the computation.
+    pub now: Instant,
     /// Usage events (logins and feature uses) of the last 30 days.
     pub usage_recent: i64,
     /// Usage events of the 30 days before.
@@ -118,15 +149,15 @@ pub struct Inputs {
     /// CSAT answers of the last 180 days: (sum, count).
     pub csat: (i64, i64),
     /// When onboarding began (COMMIT), if known.
-    pub onboarding_started_at: Option<i64>,
+    pub onboarding_started_at: Option<Instant>,
     /// When first value was reached, if it was.
-    pub first_value_at: Option<i64>,
+    pub first_value_at: Option<Instant>,
     /// Stakeholders who left in the last 180 days.
     pub stakeholders_left: i64,
     /// Whether any signal of the account was ever received.
     pub listening: bool,
     /// The next renewal date, if a subscription has a term.
-    pub renewal_at: Option<i64>,
+    pub renewal_at: Option<Instant>,
 }
 
 /// One scored component.
@@ -294,9 +325,9 @@ pub fn sentiment(nps: (i64, i64), csat: (i64, i64)) -> Option<Scored> {
 /// points less per day overdue (at least 0); missing when neither the start
 /// nor first value is known.
 pub fn onboarding(
-    started_at: Option<i64>,
-    first_value_at: Option<i64>,
-    now: i64,
+    started_at: Option<Instant>,
+    first_value_at: Option<Instant>,
+    now: Instant,
     target_days: i32,
 ) -> Option<Scored> {
     let c = Component::Onboarding;
@@ -305,7 +336,7 @@ pub fn onboarding(
         (None, None) => None,
         (None, Some(_)) => scored(c, 100, "first value reached".to_owned()),
         (Some(start), Some(reached)) => {
-            let days = (reached - start).max(0) / DAY;
+            let days = reached.micros_since(start).max(0) / DAY;
             let score = if days <= target {
                 100
             } else if days <= 2 * target {
@@ -320,7 +351,7 @@ pub fn onboarding(
             )
         }
         (Some(start), None) => {
-            let days = (now - start).max(0) / DAY;
+            let days = now.micros_since(start).max(0) / DAY;
             if days <= target {
                 scored(
                     c,
@@ -362,10 +393,14 @@ pub fn stakeholder_stability(listening: bool, left: i64, penalty: i32) -> Option
 
 /// Renewal proximity: 100 outside the window; inside it 50 + 50 x days left
 /// / window; 50 on or after the renewal date; missing without a renewal date.
-pub fn renewal_proximity(renewal_at: Option<i64>, now: i64, window_days: i32) -> Option<Scored> {
+pub fn renewal_proximity(
+    renewal_at: Option<Instant>,
+    now: Instant,
+    window_days: i32,
+) -> Option<Scored> {
     let at = renewal_at?;
     let window = i64::from(window_days.max(1));
-    let days = (at - now).div_euclid(DAY);
+    let days = at.days_since(now);
     let c = Component::RenewalProximity;
     if days > window {
         scored(c, 100, format!("renewal in {days} days"))
@@ -538,18 +573,18 @@ pub fn alert_message(kind: AlertKind, after: Trigger, baseline: Option<i32>) -> 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Cutoffs {
     /// Lowest MRR of a DIAMOND account (None: nobody pays).
-    pub diamond_min: Option<i64>,
+    pub diamond_min: Option<Minor>,
     /// Lowest MRR of a GOLD account.
-    pub gold_min: Option<i64>,
+    pub gold_min: Option<Minor>,
     /// Lowest MRR counted as high value.
-    pub value_min: Option<i64>,
+    pub value_min: Option<Minor>,
 }
 
 /// Cutoffs from the MRR of every account (zero MRR is not paying): DIAMOND
 /// is the top `diamond_pct`% of paying accounts (at least one), GOLD the
 /// next `gold_pct`%, high value is at or above the `value_pct` percentile.
-pub fn cutoffs(mut mrrs: Vec<i64>, diamond_pct: u32, gold_pct: u32, value_pct: u32) -> Cutoffs {
-    mrrs.retain(|m| *m > 0);
+pub fn cutoffs(mut mrrs: Vec<Minor>, diamond_pct: u32, gold_pct: u32, value_pct: u32) -> Cutoffs {
+    mrrs.retain(|m| m.is_positive());
     if mrrs.is_empty() {
         return Cutoffs::default();
     }
@@ -573,7 +608,7 @@ pub fn cutoffs(mut mrrs: Vec<i64>, diamond_pct: u32, gold_pct: u32, value_pct: u
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ValueFacts {
     /// MRR (reporting minor units).
-    pub mrr: i64,
+    pub mrr: Minor,
     /// Flagged strategic.
     pub strategic: bool,
     /// Health band.
@@ -592,7 +627,7 @@ pub struct ValueFacts {
 /// STRATEGIC, then PROBLEM (red or paying late), then POTENTIAL (growing),
 /// else GENERAL.
 pub fn tier(f: &ValueFacts, c: &Cutoffs) -> Tier {
-    let at_least = |min: Option<i64>| f.mrr > 0 && min.is_some_and(|m| f.mrr >= m);
+    let at_least = |min: Option<Minor>| f.mrr.is_positive() && min.is_some_and(|m| f.mrr >= m);
     if at_least(c.diamond_min) {
         Tier::Diamond
     } else if at_least(c.gold_min) {
@@ -615,7 +650,7 @@ pub fn quadrant(f: &ValueFacts, c: &Cutoffs, loyalty_score: i32) -> Quadrant {
     if f.dormant {
         return Quadrant::E;
     }
-    let high_value = f.mrr > 0 && c.value_min.is_some_and(|m| f.mrr >= m);
+    let high_value = f.mrr.is_positive() && c.value_min.is_some_and(|m| f.mrr >= m);
     let loyal = f.score >= loyalty_score;
     match (high_value, loyal) {
         (true, true) => Quadrant::A,
@@ -627,23 +662,23 @@ pub fn quadrant(f: &ValueFacts, c: &Cutoffs, loyalty_score: i32) -> Quadrant {
 
 /// Share of the total MRR that the top 20% of accounts (by MRR, at least
 /// one) carry, in basis points; 0 when nothing is paid.
-pub fn top_20_share_bp(mut mrrs: Vec<i64>) -> i32 {
-    let total: i64 = mrrs.iter().map(|m| (*m).max(0)).sum();
-    if total == 0 || mrrs.is_empty() {
+pub fn top_20_share_bp(mut mrrs: Vec<Minor>) -> i32 {
+    let total: Minor = mrrs.iter().map(|m| (*m).max(Minor::ZERO)).sum();
+    if total == Minor::ZERO || mrrs.is_empty() {
         return 0;
     }
     mrrs.sort_unstable_by(|a, b| b.cmp(a));
     let take = (mrrs.len() * 20).div_ceil(100).max(1);
-    let top: i64 = mrrs.iter().take(take).map(|m| (*m).max(0)).sum();
-    div_round(top * 10_000, total) as i32
+    let top: Minor = mrrs.iter().take(take).map(|m| (*m).max(Minor::ZERO)).sum();
+    div_round(top.get() * 10_000, total.get()) as i32
 }
 
-/// Share in basis points.
-pub fn share_bp(part: i64, total: i64) -> i32 {
-    if total <= 0 {
+/// The share of `total` that `part` is, in basis points.
+pub fn share_bp(part: Minor, total: Minor) -> i32 {
+    if !total.is_positive() {
         0
     } else {
-        div_round(part.max(0) * 10_000, total) as i32
+        div_round(part.get().max(0) * 10_000, total.get()) as i32
     }
 }
 

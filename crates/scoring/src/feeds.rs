@@ -14,7 +14,7 @@
 use std::sync::Arc;
 
 use bowtie_proto::accounts as accounts_pb;
-use bowtie_proto::common::{Segment, Stage};
+use bowtie_proto::common::{Event, Segment, Stage};
 use bowtie_proto::funnel as funnel_pb;
 use bowtie_proto::revenue as revenue_pb;
 use bowtie_runtime::config::PeerSettings;
@@ -22,13 +22,15 @@ use bowtie_runtime::error::Error;
 use bowtie_runtime::peer::{ApplyEvent, Consumer, Upstream};
 use bowtie_runtime::shutdown::Shutdown;
 use bowtie_runtime::store::Tx;
-use bowtie_runtime::validate::{self, now_micros};
+use bowtie_runtime::validate;
+use bowtie_runtime::{AccountId, Instant, Minor};
+use futures::future::BoxFuture;
 use uuid::Uuid;
 
 pub use bowtie_runtime::peer::payload;
 
-use crate::service::{Scoring, reach_first_values};
-use crate::storage::{self, DayDelta, Profile, SubscriptionRow, kinds};
+use crate::service::{Scoring, reach_first_values, tx_now};
+use crate::storage::{self, DayDelta, Kind, Profile, SubscriptionRow};
 
 /// Cursor name of the accounts feed consumer.
 pub const ACCOUNTS_CONSUMER: &str = "scoring.accounts";
@@ -37,19 +39,21 @@ pub const REVENUE_CONSUMER: &str = "scoring.revenue";
 /// Cursor name of the funnel feed consumer.
 pub const FUNNEL_CONSUMER: &str = "scoring.funnel";
 
-fn account_id(raw: &str) -> Result<Uuid, Error> {
-    Uuid::parse_str(raw).map_err(|_| Error::invalid("payload.account_id", "is not a UUID"))
+fn account_id(raw: &str) -> Result<AccountId, Error> {
+    Uuid::parse_str(raw)
+        .map(AccountId)
+        .map_err(|_| Error::invalid("payload.account_id", "is not a UUID"))
 }
 
-fn micros(field: &str, ts: Option<&prost_types::Timestamp>) -> Result<i64, Error> {
+fn instant(field: &str, ts: Option<&prost_types::Timestamp>) -> Result<Instant, Error> {
     let mut v = bowtie_runtime::FieldViolations::default();
-    let at = validate::required_timestamp(&mut v, field, ts);
+    let at = validate::required_instant(&mut v, field, ts);
     v.into_result()?;
     at.ok_or_else(|| Error::invalid(field.to_owned(), "is required"))
 }
 
 /// The account's profile, locked for this transaction's read-modify-write.
-async fn profile(tx: &Tx, id: Uuid) -> Result<Profile, Error> {
+async fn profile(tx: &Tx, id: AccountId) -> Result<Profile, Error> {
     storage::lock_profile(tx.conn(), id).await?;
     Ok(storage::get_profile(tx.conn(), id)
         .await?
@@ -59,41 +63,58 @@ async fn profile(tx: &Tx, id: Uuid) -> Result<Profile, Error> {
         }))
 }
 
+/// How a consumer applies one event of its feed inside its transaction.
+type Apply = for<'c> fn(Scoring, &'c mut Tx, Event) -> BoxFuture<'c, Result<(), Error>>;
+
+/// The consumer `name` of `upstream`'s feed, applying each event with
+/// `apply` in the service's store.
+fn follow(
+    name: &str,
+    upstream: Upstream,
+    settings: &PeerSettings,
+    app: Scoring,
+    shutdown: Shutdown,
+    apply: Apply,
+) -> Result<Consumer, Error> {
+    let open = upstream.open_feed(settings)?;
+    let store = app.store().clone();
+    let apply: ApplyEvent = Arc::new(move |tx, event| apply(app.clone(), tx, event));
+    Ok(Consumer::new(name, store, open, apply, shutdown))
+}
+
 /// Follows the accounts feed.
 pub fn accounts_consumer(
     settings: &PeerSettings,
     app: Scoring,
     shutdown: Shutdown,
 ) -> Result<Consumer, Error> {
-    let open = Upstream::Accounts.open_feed(settings)?;
-    let store = app.store().clone();
-    let apply: ApplyEvent = Arc::new(move |tx, event| {
-        let app = app.clone();
-        Box::pin(async move {
-            let Some(account) = payload::<accounts_pb::Account>(&event)? else {
-                return Ok(());
-            };
-            let id = Uuid::parse_str(&account.id)
-                .map_err(|_| Error::invalid("payload.id", "is not a UUID"))?;
-            let mut p = profile(tx, id).await?;
-            p.segment = Segment::try_from(account.segment).unwrap_or(Segment::Unspecified);
-            p.strategic = account.strategic;
-            if let Some(created) = account.create_time.as_ref() {
-                p.created_at = Some(micros("payload.create_time", Some(created))?);
-            }
-            storage::save_profile(tx.conn(), &p, tx.now()).await?;
-            app.remember([id])?;
-            app.mark_dirty_after_commit(id);
-            Ok(())
-        })
-    });
-    Ok(Consumer::new(
+    follow(
         ACCOUNTS_CONSUMER,
-        store,
-        open,
-        apply,
+        Upstream::Accounts,
+        settings,
+        app,
         shutdown,
-    ))
+        |app, tx, event| {
+            Box::pin(async move {
+                let Some(account) = payload::<accounts_pb::Account>(&event)? else {
+                    return Ok(());
+                };
+                let id = Uuid::parse_str(&account.id)
+                    .map(AccountId)
+                    .map_err(|_| Error::invalid("payload.id", "is not a UUID"))?;
+                let mut p = profile(tx, id).await?;
+                p.segment = Segment::try_from(account.segment).unwrap_or(Segment::Unspecified);
+                p.strategic = account.strategic;
+                if let Some(created) = account.create_time.as_ref() {
+                    p.created_at = Some(instant("payload.create_time", Some(created))?);
+                }
+                storage::save_profile(tx.conn(), &p, tx_now(tx)).await?;
+                app.remember([id])?;
+                app.mark_dirty_after_commit(id);
+                Ok(())
+            })
+        },
+    )
 }
 
 fn interval_months(raw: i32) -> i32 {
@@ -104,7 +125,7 @@ fn interval_months(raw: i32) -> i32 {
     }
 }
 
-async fn count(tx: &Tx, id: Uuid, kind: i32, at: i64, delta: i64) -> Result<(), Error> {
+async fn count(tx: &Tx, id: AccountId, kind: Kind, at: Instant, delta: i64) -> Result<(), Error> {
     storage::add_days(
         tx.conn(),
         &[DayDelta {
@@ -124,20 +145,23 @@ async fn apply_movement(
     tx: &mut Tx,
     m: &revenue_pb::Movement,
     retracted: bool,
-) -> Result<Uuid, Error> {
+) -> Result<AccountId, Error> {
     use revenue_pb::MovementType as M;
     let id = account_id(&m.account_id)?;
-    let at = micros("payload.occurred_at", m.occurred_at.as_ref())?;
+    let at = instant("payload.occurred_at", m.occurred_at.as_ref())?;
     let mut p = profile(tx, id).await?;
     let sign = if retracted { -1 } else { 1 };
     match m.r#type() {
-        M::Contraction => count(tx, id, kinds::DOWNGRADE, at, sign).await?,
-        M::Expansion => count(tx, id, kinds::EXPANSION, at, sign).await?,
+        M::Contraction => count(tx, id, Kind::Downgrade, at, sign).await?,
+        M::Expansion => count(tx, id, Kind::Expansion, at, sign).await?,
         M::Churn if retracted && p.churned_at == Some(at) => p.churned_at = None,
         M::Churn if retracted => {}
         M::Churn => {
             p.churned_at = Some(at);
-            p.last_mrr = m.mrr_before.as_ref().map_or(p.last_mrr, |x| x.minor_units);
+            p.last_mrr = m
+                .mrr_before
+                .as_ref()
+                .map_or(p.last_mrr, |x| Minor(x.minor_units));
         }
         M::New | M::Reactivation if !retracted => {
             p.first_paid_at = Some(p.first_paid_at.map_or(at, |f| f.min(at)));
@@ -148,29 +172,32 @@ async fn apply_movement(
         _ => {}
     }
     if !retracted && p.mrr_at.is_none_or(|t| at >= t) {
-        p.mrr = m.mrr_after.as_ref().map_or(0, |x| x.minor_units);
+        p.mrr = m
+            .mrr_after
+            .as_ref()
+            .map_or(Minor::ZERO, |x| Minor(x.minor_units));
         p.mrr_at = Some(at);
-        if p.mrr > 0 {
+        if p.mrr.is_positive() {
             p.last_mrr = p.mrr;
         }
     }
-    storage::save_profile(tx.conn(), &p, tx.now()).await?;
+    storage::save_profile(tx.conn(), &p, tx_now(tx)).await?;
     Ok(id)
 }
 
-async fn apply_subscription(tx: &mut Tx, s: &revenue_pb::Subscription) -> Result<Uuid, Error> {
+async fn apply_subscription(tx: &mut Tx, s: &revenue_pb::Subscription) -> Result<AccountId, Error> {
     let id = account_id(&s.account_id)?;
-    let now = now_micros();
+    let now = Instant::now();
     let cancelled = match s
         .cancellation
         .as_ref()
         .and_then(|c| c.effective_at.as_ref())
     {
-        Some(at) => micros("payload.cancellation.effective_at", Some(at))? <= now,
+        Some(at) => instant("payload.cancellation.effective_at", Some(at))? <= now,
         None => false,
     };
     let term_end = match s.term_end_at.as_ref() {
-        Some(t) => Some(micros("payload.term_end_at", Some(t))?),
+        Some(t) => Some(instant("payload.term_end_at", Some(t))?),
         None => None,
     };
     let row = SubscriptionRow {
@@ -186,7 +213,7 @@ async fn apply_subscription(tx: &mut Tx, s: &revenue_pb::Subscription) -> Result
     p.seats = seats;
     p.renewal_at = renewal;
     p.contract_months = months;
-    storage::save_profile(tx.conn(), &p, tx.now()).await?;
+    storage::save_profile(tx.conn(), &p, tx_now(tx)).await?;
     Ok(id)
 }
 
@@ -196,47 +223,44 @@ pub fn revenue_consumer(
     app: Scoring,
     shutdown: Shutdown,
 ) -> Result<Consumer, Error> {
-    let open = Upstream::Revenue.open_feed(settings)?;
-    let store = app.store().clone();
-    let apply: ApplyEvent = Arc::new(move |tx, event| {
-        let app = app.clone();
-        Box::pin(async move {
-            let id = match event.event_type.as_str() {
-                "movement.recorded" | "movement.retracted" => {
-                    let Some(m) = payload::<revenue_pb::Movement>(&event)? else {
-                        return Ok(());
-                    };
-                    apply_movement(tx, &m, event.event_type == "movement.retracted").await?
-                }
-                "subscription.created" | "subscription.changed" | "subscription.cancelled" => {
-                    let Some(s) = payload::<revenue_pb::Subscription>(&event)? else {
-                        return Ok(());
-                    };
-                    apply_subscription(tx, &s).await?
-                }
-                "invoice.late" => {
-                    let Some(i) = payload::<revenue_pb::Invoice>(&event)? else {
-                        return Ok(());
-                    };
-                    let id = account_id(&i.account_id)?;
-                    let due = micros("payload.due_at", i.due_at.as_ref())?;
-                    storage::ensure_profiles(tx.conn(), &[id], tx.now()).await?;
-                    count(tx, id, kinds::LATE_PAYMENT, due, 1).await?;
-                    id
-                }
-                _ => return Ok(()),
-            };
-            app.mark_dirty_after_commit(id);
-            Ok(())
-        })
-    });
-    Ok(Consumer::new(
+    follow(
         REVENUE_CONSUMER,
-        store,
-        open,
-        apply,
+        Upstream::Revenue,
+        settings,
+        app,
         shutdown,
-    ))
+        |app, tx, event| {
+            Box::pin(async move {
+                let id = match event.event_type.as_str() {
+                    "movement.recorded" | "movement.retracted" => {
+                        let Some(m) = payload::<revenue_pb::Movement>(&event)? else {
+                            return Ok(());
+                        };
+                        apply_movement(tx, &m, event.event_type == "movement.retracted").await?
+                    }
+                    "subscription.created" | "subscription.changed" | "subscription.cancelled" => {
+                        let Some(s) = payload::<revenue_pb::Subscription>(&event)? else {
+                            return Ok(());
+                        };
+                        apply_subscription(tx, &s).await?
+                    }
+                    "invoice.late" => {
+                        let Some(i) = payload::<revenue_pb::Invoice>(&event)? else {
+                            return Ok(());
+                        };
+                        let id = account_id(&i.account_id)?;
+                        let due = instant("payload.due_at", i.due_at.as_ref())?;
+                        storage::ensure_profiles(tx.conn(), &[id], tx_now(tx)).await?;
+                        count(tx, id, Kind::LatePayment, due, 1).await?;
+                        id
+                    }
+                    _ => return Ok(()),
+                };
+                app.mark_dirty_after_commit(id);
+                Ok(())
+            })
+        },
+    )
 }
 
 /// Follows the funnel feed.
@@ -245,35 +269,38 @@ pub fn funnel_consumer(
     app: Scoring,
     shutdown: Shutdown,
 ) -> Result<Consumer, Error> {
-    let open = Upstream::Funnel.open_feed(settings)?;
-    let store = app.store().clone();
-    let apply: ApplyEvent = Arc::new(move |tx, event| {
-        let app = app.clone();
-        Box::pin(async move {
-            if event.event_type != "transition.recorded" {
-                return Ok(());
-            }
-            let Some(t) = payload::<funnel_pb::Transition>(&event)? else {
-                return Ok(());
-            };
-            let id = account_id(&t.account_id)?;
-            let at = micros("payload.occurred_at", t.occurred_at.as_ref())?;
-            match Stage::try_from(t.to_stage) {
-                Ok(Stage::Commit) => {
-                    let mut p = profile(tx, id).await?;
-                    if p.onboarding_at.is_none_or(|s| at > s) {
-                        p.onboarding_at = Some(at);
-                        storage::save_profile(tx.conn(), &p, tx.now()).await?;
-                    }
+    follow(
+        FUNNEL_CONSUMER,
+        Upstream::Funnel,
+        settings,
+        app,
+        shutdown,
+        |app, tx, event| {
+            Box::pin(async move {
+                if event.event_type != "transition.recorded" {
+                    return Ok(());
                 }
-                // First value recorded in the funnel (by hand or from this
-                // service's own feed) is not announced again.
-                Ok(Stage::Impact) => reach_first_values(tx, &[(id, at)], false).await?,
-                _ => return Ok(()),
-            }
-            app.mark_dirty_after_commit(id);
-            Ok(())
-        })
-    });
-    Ok(Consumer::new(FUNNEL_CONSUMER, store, open, apply, shutdown))
+                let Some(t) = payload::<funnel_pb::Transition>(&event)? else {
+                    return Ok(());
+                };
+                let id = account_id(&t.account_id)?;
+                let at = instant("payload.occurred_at", t.occurred_at.as_ref())?;
+                match Stage::try_from(t.to_stage) {
+                    Ok(Stage::Commit) => {
+                        let mut p = profile(tx, id).await?;
+                        if p.onboarding_at.is_none_or(|s| at > s) {
+                            p.onboarding_at = Some(at);
+                            storage::save_profile(tx.conn(), &p, tx_now(tx)).await?;
+                        }
+                    }
+                    // First value recorded in the funnel (by hand or from this
+                    // service's own feed) is not announced again.
+                    Ok(Stage::Impact) => reach_first_values(tx, &[(id, at)], false).await?,
+                    _ => return Ok(()),
+                }
+                app.mark_dirty_after_commit(id);
+                Ok(())
+            })
+        },
+    )
 }

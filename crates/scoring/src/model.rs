@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{COMPONENTS, Inputs, Scorecard, component_name, components};
 use bowtie_proto::common::Segment;
+use bowtie_runtime::Minor;
 
 /// Feature names, in vector order: the nine health components, then segment
 /// indicators, tenure, MRR and contract length.
@@ -40,7 +41,7 @@ pub struct Profile {
     /// Days since the account became a customer (or was created).
     pub tenure_days: Option<f64>,
     /// MRR in minor units.
-    pub mrr: i64,
+    pub mrr: Minor,
     /// Longest billing term in months, when known.
     pub contract_months: Option<f64>,
 }
@@ -64,7 +65,7 @@ pub fn features(inputs: &Inputs, card: &Scorecard, profile: &Profile) -> Vec<Opt
         profile.segment == Segment::Enterprise,
     ))));
     out.push(profile.tenure_days);
-    out.push(Some((profile.mrr.max(0) as f64).ln_1p()));
+    out.push(Some((profile.mrr.get().max(0) as f64).ln_1p()));
     out.push(profile.contract_months);
     out
 }
@@ -400,7 +401,6 @@ pub fn train(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::DAY;
 
     #[test]
     fn auc_counts_correctly_ordered_pairs_and_ties_as_half() {
@@ -455,7 +455,7 @@ mod tests {
     fn population(n: usize, seed: u64) -> (Vec<Vec<Option<f64>>>, Vec<bool>) {
         let mut rng = Lcg(seed);
         let card = Scorecard::default();
-        let now = 1_767_225_600_000_000;
+        let now = bowtie_runtime::Instant::from_micros(1_767_225_600_000_000);
         let mut x = Vec::new();
         let mut y = Vec::new();
         for _ in 0..n {
@@ -476,14 +476,14 @@ mod tests {
                 tickets_prior: (rng.unit() * 4.0) as i64,
                 nps: ((rng.unit() * 10.0) as i64, 1),
                 listening: true,
-                renewal_at: Some(now + (rng.unit() * 300.0) as i64 * DAY),
+                renewal_at: Some(now.plus_days((rng.unit() * 300.0) as i64)),
                 ..Inputs::default()
             };
             let profile = Profile {
                 segment: [Segment::Smb, Segment::MidMarket, Segment::Enterprise]
                     [(rng.step() % 3) as usize],
                 tenure_days: Some(30.0 + rng.unit() * 1000.0),
-                mrr: 1000 + (rng.unit() * 50_000.0) as i64,
+                mrr: Minor(1000 + (rng.unit() * 50_000.0) as i64),
                 contract_months: Some(if rng.unit() < 0.5 { 1.0 } else { 12.0 }),
             };
             let decline = (1.0 - ratio).max(0.0);

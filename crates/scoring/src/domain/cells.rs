@@ -6,18 +6,21 @@
 //! fold them here, as of the instant they score, so every number health is
 //! computed from is aggregated the same way, in one place.
 
+use std::cmp::Ordering;
+use std::hash::{Hash, Hasher};
+
 use bowtie_proto::scoring::SignalType;
-use uuid::Uuid;
+use bowtie_runtime::{AccountId, Instant};
 
-use super::{DAY, Inputs};
+use super::Inputs;
 
-/// The UTC day number of an instant (µs).
-pub fn day_of(micros: i64) -> i64 {
-    micros.div_euclid(DAY)
+/// The UTC day number of an instant.
+pub const fn day_of(at: Instant) -> i64 {
+    at.days_since(Instant::EPOCH)
 }
 
 /// What a day cell counts: a signal type, or a fact the revenue feed records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// A signal of this type.
     Signal(SignalType),
@@ -27,6 +30,26 @@ pub enum Kind {
     Downgrade,
     /// An expansion movement.
     Expansion,
+}
+
+/// Kinds are ordered and hashed by their stored numbers (a day's cells are kept in
+/// (day, kind) order, as the table's key orders them).
+impl Ord for Kind {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.stored().cmp(&other.stored())
+    }
+}
+
+impl Hash for Kind {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.stored().hash(state);
+    }
+}
+
+impl PartialOrd for Kind {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 /// Stored kinds from this number on are the revenue feed's, below it signal
@@ -55,27 +78,14 @@ impl Kind {
     }
 }
 
-/// The stored numbers of the revenue feed's kinds, for the statements and
-/// the feed consumer that write them.
-pub mod kinds {
-    use super::Kind;
-
-    /// [`Kind::LatePayment`].
-    pub const LATE_PAYMENT: i32 = Kind::LatePayment.stored();
-    /// [`Kind::Downgrade`].
-    pub const DOWNGRADE: i32 = Kind::Downgrade.stored();
-    /// [`Kind::Expansion`].
-    pub const EXPANSION: i32 = Kind::Expansion.stored();
-}
-
 /// One increment of a day cell: (account, kind, day) -> (sum, events,
 /// latest value, its time).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DayDelta {
     /// The account.
-    pub account_id: Uuid,
-    /// Stored kind number (see [`Kind::stored`]).
-    pub kind: i32,
+    pub account_id: AccountId,
+    /// What it counts.
+    pub kind: Kind,
     /// UTC day number.
     pub day: i64,
     /// Added to the sum (negative to take back).
@@ -85,7 +95,7 @@ pub struct DayDelta {
     /// The latest value seen in this delta.
     pub last_value: i64,
     /// Its time.
-    pub last_at: i64,
+    pub last_at: Instant,
 }
 
 /// One kind of fact of an account on one UTC day: what a `signal_days` row
@@ -94,16 +104,16 @@ pub struct DayDelta {
 pub struct Cell {
     /// UTC day number.
     pub day: i32,
-    /// Stored kind number (see [`Kind::stored`]).
-    pub kind: i32,
+    /// What it counts.
+    pub kind: Kind,
     /// Sum of the values.
     pub total: i64,
     /// Number of events.
     pub events: i64,
     /// The latest value.
     pub last_value: i64,
-    /// Its time (µs).
-    pub last_at: i64,
+    /// Its time.
+    pub last_at: Instant,
 }
 
 impl Cell {
@@ -147,8 +157,8 @@ pub struct Aggregates {
 /// The instant a [`fold`] is as of, and the policy's windows in days.
 #[derive(Debug, Clone, Copy)]
 pub struct Windows {
-    /// The instant (µs); its day is "today".
-    pub now: i64,
+    /// The instant; its day is "today".
+    pub now: Instant,
     /// Days of the PROBLEM window.
     pub problem_days: i64,
     /// Days of the POTENTIAL window.
@@ -184,8 +194,8 @@ pub fn fold<'a>(cells: impl IntoIterator<Item = &'a Cell>, w: Windows) -> Option
         }
         any = true;
         let i = &mut a.inputs;
-        match Kind::from_stored(c.kind) {
-            Some(Kind::Signal(SignalType::Login | SignalType::FeatureUsed)) => {
+        match c.kind {
+            Kind::Signal(SignalType::Login | SignalType::FeatureUsed) => {
                 if day >= d30 {
                     i.usage_recent += c.total;
                 } else if day >= d60 {
@@ -193,40 +203,40 @@ pub fn fold<'a>(cells: impl IntoIterator<Item = &'a Cell>, w: Windows) -> Option
                 }
                 a.last_usage_day = a.last_usage_day.max(Some(day));
             }
-            Some(Kind::Signal(SignalType::ActiveUsers)) if day >= d30 => {
+            Kind::Signal(SignalType::ActiveUsers) if day >= d30 => {
                 // The latest day's count; on a day's tie the larger one.
                 let key = (day, c.last_value.rem_euclid(10_000_000));
                 active = active.max(Some(key));
             }
-            Some(Kind::Signal(SignalType::TicketOpened)) => {
+            Kind::Signal(SignalType::TicketOpened) => {
                 if day >= d30 {
                     i.tickets_recent += c.total;
                 } else if day >= d60 {
                     i.tickets_prior += c.total;
                 }
             }
-            Some(Kind::Signal(SignalType::Complaint)) => complaints += c.total,
-            Some(Kind::Signal(SignalType::ComplaintResolved)) => complaints -= c.total,
-            Some(Kind::Signal(SignalType::NpsAnswer)) => {
+            Kind::Signal(SignalType::Complaint) => complaints += c.total,
+            Kind::Signal(SignalType::ComplaintResolved) => complaints -= c.total,
+            Kind::Signal(SignalType::NpsAnswer) => {
                 i.nps.0 += c.total;
                 i.nps.1 += c.events;
             }
-            Some(Kind::Signal(SignalType::CsatAnswer)) => {
+            Kind::Signal(SignalType::CsatAnswer) => {
                 i.csat.0 += c.total;
                 i.csat.1 += c.events;
             }
-            Some(Kind::Signal(SignalType::StakeholderLeft)) => i.stakeholders_left += c.total,
-            Some(Kind::LatePayment) => {
+            Kind::Signal(SignalType::StakeholderLeft) => i.stakeholders_left += c.total,
+            Kind::LatePayment => {
                 i.late_payments += c.total;
                 if day >= problem {
                     late_recent += c.total;
                 }
             }
-            Some(Kind::Downgrade) => i.downgrades += c.total,
-            Some(Kind::Expansion) if day >= potential => expanded += c.total,
+            Kind::Downgrade => i.downgrades += c.total,
+            Kind::Expansion if day >= potential => expanded += c.total,
             _ => {}
         }
-        if c.kind < FEED_KINDS_FROM {
+        if let Kind::Signal(_) = c.kind {
             events += c.events;
         }
     }
@@ -242,17 +252,18 @@ pub fn fold<'a>(cells: impl IntoIterator<Item = &'a Cell>, w: Windows) -> Option
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::domain::DAY;
 
-    fn cell(kind: Kind, day: i32, total: i64, events: i64, last_value: i64) -> Cell {
+    pub(crate) fn cell(kind: Kind, day: i32, total: i64, events: i64, last_value: i64) -> Cell {
         Cell {
             day,
-            kind: kind.stored(),
+            kind,
             total,
             events,
             last_value,
-            last_at: i64::from(day) * DAY,
+            last_at: Instant::EPOCH.plus_days(i64::from(day)),
         }
     }
 
@@ -265,7 +276,7 @@ mod tests {
     /// days (from 971), POTENTIAL 90 (from 911).
     fn windows() -> Windows {
         Windows {
-            now: 1000 * DAY + DAY / 2,
+            now: Instant::from_micros(1000 * DAY + DAY / 2),
             problem_days: 30,
             potential_days: 90,
         }
@@ -277,8 +288,8 @@ mod tests {
             assert_eq!(Kind::from_stored(n).map(Kind::stored), Some(n));
         }
         assert_eq!(Kind::from_stored(103), None);
-        assert_eq!(kinds::LATE_PAYMENT, 100);
-        assert_eq!(kinds::EXPANSION, 102);
+        assert_eq!(Kind::LatePayment.stored(), 100);
+        assert_eq!(Kind::Expansion.stored(), 102);
     }
 
     #[test]
@@ -344,27 +355,27 @@ mod tests {
 
     #[test]
     fn adding_a_later_delta_replaces_the_latest_value() {
-        let active = Kind::Signal(SignalType::ActiveUsers).stored();
+        let active = Kind::Signal(SignalType::ActiveUsers);
         let mut c = signal(SignalType::ActiveUsers, 990, 12, 1, 12);
         c.add(&DayDelta {
-            account_id: Uuid::nil(),
+            account_id: AccountId::default(),
             kind: active,
             day: 990,
             total: 7,
             events: 1,
             last_value: 7,
-            last_at: 990 * DAY + 5,
+            last_at: Instant::EPOCH.plus_days(990).plus_micros(5),
         });
         // 12 + 7 summed, 2 events, the later value 7 is the latest.
         assert_eq!((c.total, c.events, c.last_value), (19, 2, 7));
         c.add(&DayDelta {
-            account_id: Uuid::nil(),
+            account_id: AccountId::default(),
             kind: active,
             day: 990,
             total: 30,
             events: 1,
             last_value: 30,
-            last_at: 990 * DAY,
+            last_at: Instant::EPOCH.plus_days(990),
         });
         // An earlier value adds to the sum but is not the latest.
         assert_eq!((c.total, c.events, c.last_value), (49, 3, 7));

@@ -2,7 +2,7 @@
 
 use super::*;
 
-const NOW: i64 = 1_767_225_600_000_000; // 2026-01-01T00:00:00Z
+const NOW: Instant = Instant::from_micros(1_767_225_600_000_000); // 2026-01-01T00:00:00Z
 
 #[test]
 fn usage_falling_from_10_to_3_scores_30() -> Result<(), String> {
@@ -69,28 +69,28 @@ fn sentiment_maps_nps_and_csat_to_0_to_100_and_averages_both() {
 
 #[test]
 fn onboarding_rewards_fast_first_value_and_penalises_overdue_onboarding() {
-    let start = NOW - 100 * DAY;
+    let start = NOW.plus_days(-100);
     // Reached after 20 days (target 30): 100; after 45: 75; after 90: 50.
     assert_eq!(
-        onboarding(Some(start), Some(start + 20 * DAY), NOW, 30).map(|s| s.score),
+        onboarding(Some(start), Some(start.plus_days(20)), NOW, 30).map(|s| s.score),
         Some(100)
     );
     assert_eq!(
-        onboarding(Some(start), Some(start + 45 * DAY), NOW, 30).map(|s| s.score),
+        onboarding(Some(start), Some(start.plus_days(45)), NOW, 30).map(|s| s.score),
         Some(75)
     );
     assert_eq!(
-        onboarding(Some(start), Some(start + 90 * DAY), NOW, 30).map(|s| s.score),
+        onboarding(Some(start), Some(start.plus_days(90)), NOW, 30).map(|s| s.score),
         Some(50)
     );
     // Not reached, 40 days in: 70 - 2 x (40 - 30) = 50.
     assert_eq!(
-        onboarding(Some(NOW - 40 * DAY), None, NOW, 30).map(|s| s.score),
+        onboarding(Some(NOW.plus_days(-40)), None, NOW, 30).map(|s| s.score),
         Some(50)
     );
     // Not reached, 10 days in: 70.
     assert_eq!(
-        onboarding(Some(NOW - 10 * DAY), None, NOW, 30).map(|s| s.score),
+        onboarding(Some(NOW.plus_days(-10)), None, NOW, 30).map(|s| s.score),
         Some(70)
     );
     assert_eq!(onboarding(None, None, NOW, 30), None);
@@ -106,15 +106,15 @@ fn stakeholder_departures_and_renewal_proximity() {
     assert_eq!(stakeholder_stability(false, 0, 60), None);
     // Renewal in 45 of 90 days: 50 + 50 x 45 / 90 = 75.
     assert_eq!(
-        renewal_proximity(Some(NOW + 45 * DAY), NOW, 90).map(|s| s.score),
+        renewal_proximity(Some(NOW.plus_days(45)), NOW, 90).map(|s| s.score),
         Some(75)
     );
     assert_eq!(
-        renewal_proximity(Some(NOW + 200 * DAY), NOW, 90).map(|s| s.score),
+        renewal_proximity(Some(NOW.plus_days(200)), NOW, 90).map(|s| s.score),
         Some(100)
     );
     assert_eq!(
-        renewal_proximity(Some(NOW - 3 * DAY), NOW, 90).map(|s| s.score),
+        renewal_proximity(Some(NOW.plus_days(-3)), NOW, 90).map(|s| s.score),
         Some(50)
     );
     assert_eq!(renewal_proximity(None, NOW, 90), None);
@@ -135,11 +135,11 @@ fn inputs() -> Inputs {
         complaints_open: 0,
         nps: (15, 2),
         csat: (0, 0),
-        onboarding_started_at: Some(NOW - 100 * DAY),
-        first_value_at: Some(NOW - 80 * DAY),
+        onboarding_started_at: Some(NOW.plus_days(-100)),
+        first_value_at: Some(NOW.plus_days(-80)),
         stakeholders_left: 0,
         listening: true,
-        renewal_at: Some(NOW + 45 * DAY),
+        renewal_at: Some(NOW.plus_days(45)),
     }
 }
 
@@ -293,14 +293,17 @@ fn a_drop_below_the_30_day_baseline_and_a_risk_crossing_raise_once() {
 fn tiers_follow_mrr_rank_then_flags() {
     // 20 paying accounts with MRR 100, 200, ..., 2000: the top 5% is one
     // account (2000), the next 15% three (1900, 1800, 1700).
-    let mrrs: Vec<i64> = (1..=20).map(|i| i * 100).chain([0, 0]).collect();
+    let mrrs: Vec<Minor> = (1..=20)
+        .map(|i| Minor(i * 100))
+        .chain([Minor::ZERO; 2])
+        .collect();
     let c = cutoffs(mrrs, 5, 15, 50);
-    assert_eq!(c.diamond_min, Some(2000));
-    assert_eq!(c.gold_min, Some(1700));
+    assert_eq!(c.diamond_min, Some(Minor(2000)));
+    assert_eq!(c.gold_min, Some(Minor(1700)));
     // The 50th percentile: the top 10 of 20 are high value, from 1100 up.
-    assert_eq!(c.value_min, Some(1100));
+    assert_eq!(c.value_min, Some(Minor(1100)));
     let f = |mrr: i64| ValueFacts {
-        mrr,
+        mrr: Minor(mrr),
         strategic: false,
         band: Band::Green,
         score: 80,
@@ -385,9 +388,9 @@ fn tiers_follow_mrr_rank_then_flags() {
 #[test]
 fn the_top_20_percent_share_is_measured_in_basis_points() {
     // 10 accounts: two with 4000, eight with 250: total 10000, top 2 carry 8000.
-    let mut mrrs = vec![4000, 4000];
-    mrrs.extend([250; 8]);
+    let mut mrrs = vec![Minor(4000), Minor(4000)];
+    mrrs.extend([Minor(250); 8]);
     assert_eq!(top_20_share_bp(mrrs), 8000);
     assert_eq!(top_20_share_bp(vec![]), 0);
-    assert_eq!(share_bp(1, 3), 3333);
+    assert_eq!(share_bp(Minor(1), Minor(3)), 3333);
 }

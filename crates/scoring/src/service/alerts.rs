@@ -3,29 +3,31 @@
 //! resolved alert frees its account and kind for a new one.
 
 use bowtie_proto::scoring as pb;
+use bowtie_runtime::AccountId;
 use bowtie_runtime::error::Error;
 use bowtie_runtime::feed::NewEvent;
 use bowtie_runtime::paging::Page;
 use uuid::Uuid;
 
-use super::{ALERT_ACKNOWLEDGED, ALERT_RESOLVED, Scoring};
+use super::{ALERT_ACKNOWLEDGED, ALERT_RESOLVED, Scoring, tx_now};
 use crate::convert;
+use crate::domain::AlertId;
 use crate::storage;
 
 impl Scoring {
     /// ListAlerts: newest first, the page token is the last id returned.
     pub async fn list_alerts(
         &self,
-        state: Option<i32>,
-        kind: Option<i32>,
-        account: Option<Uuid>,
+        state: Option<pb::AlertState>,
+        kind: Option<pb::AlertKind>,
+        account: Option<AccountId>,
         page: &Page,
     ) -> Result<pb::ListAlertsResponse, Error> {
         let after = match &page.after {
             None => None,
-            Some(a) => Some(Uuid::parse_str(a).map_err(|_| {
+            Some(a) => Some(AlertId(Uuid::parse_str(a).map_err(|_| {
                 Error::invalid("page.page_token", "is not a token issued for this query")
-            })?),
+            })?)),
         };
         let rows = storage::list_alerts(
             self.inner.store.db().reader(),
@@ -36,18 +38,14 @@ impl Scoring {
             page.fetch_limit(),
         )
         .await?;
-        let alerts = rows.iter().map(convert::alert_to_pb).collect();
-        let (alerts, page) = page.finish(alerts, |a| a.id.clone());
-        Ok(pb::ListAlertsResponse {
-            alerts,
-            page: Some(page),
-        })
+        let (rows, page) = page.finish(rows, |a| a.id.to_string());
+        Ok(convert::alerts_page(&rows, page))
     }
 
     /// Acknowledges or resolves an alert at `expected_version`.
     pub async fn transition_alert(
         &self,
-        id: Uuid,
+        id: AlertId,
         expected_version: i64,
         to: pb::AlertState,
         note: String,
@@ -85,7 +83,7 @@ impl Scoring {
                     if !note.is_empty() {
                         alert.note = note;
                     }
-                    alert.updated_at = tx.now();
+                    alert.updated_at = tx_now(tx);
                     storage::update_alert(tx.conn(), &alert).await?;
                     let event = if to == pb::AlertState::Resolved {
                         ALERT_RESOLVED

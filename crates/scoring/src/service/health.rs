@@ -6,7 +6,7 @@ use bowtie_proto::common::PageResponse;
 use bowtie_proto::scoring as pb;
 use bowtie_runtime::error::Error;
 use bowtie_runtime::paging::Page;
-use bowtie_runtime::validate::now_micros;
+use bowtie_runtime::{AccountId, Instant};
 use uuid::Uuid;
 
 use super::Scoring;
@@ -16,19 +16,21 @@ use crate::storage::{self, HealthFilter, Scope};
 
 impl Scoring {
     /// GetHealth: the stored health with deltas from the snapshots.
-    pub async fn get_health(&self, id: Uuid) -> Result<pb::AccountHealth, Error> {
+    pub async fn get_health(&self, id: AccountId) -> Result<pb::GetHealthResponse, Error> {
         let conn = self.inner.store.db().reader();
         let stored = storage::get_health(conn, id)
             .await?
             .ok_or_else(|| Error::not_found("health of account", id.to_string()))?;
-        let mut h = convert::stored_health(&stored)?;
-        let today = day_of(now_micros());
+        let health = convert::stored_health(&stored)?;
+        let today = day_of(Instant::now());
         let ids = [id];
         let d7 = storage::scores_at(conn, Scope::Ids(&ids), today - 7).await?;
         let d30 = storage::scores_at(conn, Scope::Ids(&ids), today - 30).await?;
-        h.delta_7d = d7.get(&id).map(|s| h.score - s);
-        h.delta_30d = d30.get(&id).map(|s| h.score - s);
-        Ok(h)
+        Ok(convert::get_health(
+            health,
+            d7.get(&id).copied(),
+            d30.get(&id).copied(),
+        ))
     }
 
     /// ListHealth / ListAtRisk.
@@ -45,7 +47,7 @@ impl Scoring {
                 let (score, id) = token.split_once(':').ok_or_else(bad)?;
                 Some((
                     score.parse::<i32>().map_err(|_| bad())?,
-                    Uuid::parse_str(id).map_err(|_| bad())?,
+                    AccountId(Uuid::parse_str(id).map_err(|_| bad())?),
                 ))
             }
         };
@@ -63,14 +65,13 @@ impl Scoring {
     }
 
     /// GetHealthHistory: the snapshots of the last `days` days.
-    pub async fn history(&self, id: Uuid, days: i64) -> Result<Vec<pb::HealthSnapshot>, Error> {
-        let today = day_of(now_micros());
-        Ok(
-            storage::history(self.inner.store.db().reader(), id, today - days + 1)
-                .await?
-                .into_iter()
-                .map(|d| convert::snapshot_to_pb(&d))
-                .collect(),
-        )
+    pub async fn history(
+        &self,
+        id: AccountId,
+        days: i64,
+    ) -> Result<pb::GetHealthHistoryResponse, Error> {
+        let today = day_of(Instant::now());
+        let days = storage::history(self.inner.store.db().reader(), id, today - days + 1).await?;
+        Ok(convert::health_history(&days))
     }
 }

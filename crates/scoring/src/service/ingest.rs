@@ -11,21 +11,22 @@ use bowtie_proto::scoring as pb;
 use bowtie_runtime::error::Error;
 use bowtie_runtime::feed::NewEvent;
 use bowtie_runtime::store::Tx;
-use bowtie_runtime::validate::now_micros;
+use bowtie_runtime::{AccountId, Instant};
 use futures::StreamExt;
-use uuid::Uuid;
 
-use super::{FIRST_VALUE_REACHED, Scoring, poisoned};
+use super::{FIRST_VALUE_REACHED, Scoring, poisoned, tx_now};
 use crate::convert::{self, MAX_BATCH, Rejection};
-use crate::domain::DAY;
 use crate::storage::{self, NewSignal, Profile, Scope};
 
 impl Scoring {
     /// Which of `ids` exist: known ones from memory, the rest asked of the
     /// accounts service once each (concurrently). UNAVAILABLE when it cannot
     /// be reached.
-    async fn existing(&self, ids: &HashSet<Uuid>) -> Result<(HashSet<Uuid>, Vec<Uuid>), Error> {
-        let unknown: Vec<Uuid> = {
+    async fn existing(
+        &self,
+        ids: &HashSet<AccountId>,
+    ) -> Result<(HashSet<AccountId>, Vec<AccountId>), Error> {
+        let unknown: Vec<AccountId> = {
             let known = self.inner.known.read().map_err(|_| poisoned())?;
             ids.iter()
                 .filter(|id| !known.contains(id))
@@ -35,8 +36,8 @@ impl Scoring {
         let mut missing = HashSet::new();
         let mut found = Vec::new();
         // At most 32 questions in flight, however many ids a batch names.
-        let answers: Vec<(Uuid, Result<_, Error>)> = futures::stream::iter(unknown)
-            .map(|id| async move { (id, self.inner.accounts.get(id).await) })
+        let answers: Vec<(AccountId, Result<_, Error>)> = futures::stream::iter(unknown)
+            .map(|id| async move { (id, self.inner.accounts.get(id.uuid()).await) })
             .buffer_unordered(32)
             .collect()
             .await;
@@ -63,13 +64,13 @@ impl Scoring {
                 format!("at most {MAX_BATCH} signals per batch"),
             ));
         }
-        let now = now_micros();
+        let now = Instant::now();
         let tolerance = self.inner.policy.future_tolerance_seconds.max(0) * 1_000_000;
         let parsed: Vec<Result<NewSignal, Rejection>> = signals
             .iter()
             .map(|s| convert::signal(s, now, tolerance))
             .collect();
-        let ids: HashSet<Uuid> = parsed
+        let ids: HashSet<AccountId> = parsed
             .iter()
             .filter_map(|p| p.as_ref().ok().map(|s| s.account_id))
             .collect();
@@ -106,7 +107,7 @@ impl Scoring {
                     // this transaction writes any row, in account order: a
                     // feed consumer holding one of them then never waits for
                     // a row this batch wrote while the batch waits for it.
-                    let mut reaching: Vec<Uuid> = batch
+                    let mut reaching: Vec<AccountId> = batch
                         .iter()
                         .filter(|(_, s)| s.kind == pb::SignalType::FirstValueReached)
                         .map(|(_, s)| s.account_id)
@@ -116,12 +117,13 @@ impl Scoring {
                     for id in reaching {
                         storage::lock_profile(tx.conn(), id).await?;
                     }
-                    storage::ensure_profiles(tx.conn(), &found_for_tx, tx.now()).await?;
-                    let inserted = storage::insert_signals(tx.conn(), &signals, tx.now()).await?;
+                    let now = tx_now(tx);
+                    storage::ensure_profiles(tx.conn(), &found_for_tx, now).await?;
+                    let inserted = storage::insert_signals(tx.conn(), &signals, now).await?;
                     let mut claimed: HashSet<&str> = HashSet::with_capacity(inserted.len());
                     let mut out = Vec::with_capacity(batch.len());
                     let mut fresh_signals: Vec<&NewSignal> = Vec::with_capacity(batch.len());
-                    let mut first_values: Vec<(Uuid, i64)> = Vec::new();
+                    let mut first_values: Vec<(AccountId, Instant)> = Vec::new();
                     for (i, s) in batch.iter() {
                         let fresh = inserted.contains(&s.key) && claimed.insert(&s.key);
                         if !fresh {
@@ -136,10 +138,7 @@ impl Scoring {
                     }
                     cells.record(tx.conn(), &fresh_signals).await?;
                     reach_first_values(tx, &first_values, true).await?;
-                    Ok(pb::RecordSignalBatchResponse {
-                        results: out,
-                        ..Default::default()
-                    })
+                    Ok(convert::batch_results(out))
                 })
             })
             .await?;
@@ -150,7 +149,7 @@ impl Scoring {
             .filter(|r| r.outcome == pb::SignalOutcome::Recorded as i32)
             .filter_map(|r| by_index.get(&(r.index as usize)).copied())
             .collect();
-        let touched: HashSet<Uuid> = recorded.iter().map(|s| s.account_id).collect();
+        let touched: HashSet<AccountId> = recorded.iter().map(|s| s.account_id).collect();
         // Committed: the day cells in memory follow, before the worker is
         // told to rescore.
         self.inner.cells.committed(recorded)?;
@@ -174,7 +173,7 @@ impl Scoring {
 /// statement for all of them.
 pub async fn reach_first_values(
     tx: &mut Tx,
-    reached: &[(Uuid, i64)],
+    reached: &[(AccountId, Instant)],
     announce: bool,
 ) -> Result<(), Error> {
     // Each account's earliest time, in account order (like every other
@@ -182,15 +181,16 @@ pub async fn reach_first_values(
     let mut earliest = reached.to_vec();
     earliest.sort_unstable();
     earliest.dedup_by_key(|(id, _)| *id);
-    let ids: Vec<Uuid> = earliest.iter().map(|(id, _)| *id).collect();
+    let ids: Vec<AccountId> = earliest.iter().map(|(id, _)| *id).collect();
     for id in &ids {
         storage::lock_profile(tx.conn(), *id).await?;
     }
-    let mut profiles: HashMap<Uuid, Profile> = storage::load_profiles(tx.conn(), Scope::Ids(&ids))
-        .await?
-        .into_iter()
-        .map(|p| (p.account_id, p))
-        .collect();
+    let mut profiles: HashMap<AccountId, Profile> =
+        storage::load_profiles(tx.conn(), Scope::Ids(&ids))
+            .await?
+            .into_iter()
+            .map(|p| (p.account_id, p))
+            .collect();
     let mut changed = Vec::new();
     for (id, at) in earliest {
         let p = profiles.entry(id).or_insert_with(|| Profile {
@@ -203,7 +203,7 @@ pub async fn reach_first_values(
         }
         p.first_value_at = Some(at);
         if first && announce {
-            let days = p.onboarding_at.map(|s| ((at - s).max(0) / DAY) as i32);
+            let days = p.onboarding_at.map(|s| at.days_since(s).max(0) as i32);
             tx.emit(NewEvent::new(
                 "account",
                 id.to_string(),
@@ -214,5 +214,5 @@ pub async fn reach_first_values(
         changed.push(id);
     }
     let changed: Vec<&Profile> = changed.iter().filter_map(|id| profiles.get(id)).collect();
-    storage::save_profiles(tx.conn(), &changed, tx.now()).await
+    storage::save_profiles(tx.conn(), &changed, tx_now(tx)).await
 }

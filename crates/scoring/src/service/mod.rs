@@ -23,13 +23,12 @@ use bowtie_proto::common::Segment;
 use bowtie_runtime::config::ScoringPolicySettings;
 use bowtie_runtime::error::Error;
 use bowtie_runtime::peer::AccountDirectory;
-use bowtie_runtime::store::Store;
-use bowtie_runtime::validate::now_micros;
+use bowtie_runtime::store::{Store, Tx};
+use bowtie_runtime::{AccountId, Instant, Minor};
 use tokio::sync::Notify;
-use uuid::Uuid;
 
 use crate::domain::cells::{Aggregates, Windows};
-use crate::domain::{self, Cutoffs, DAY, Scorecard};
+use crate::domain::{self, Cutoffs, Scorecard, ScorecardVersion};
 use crate::model::Profile as ModelProfile;
 use crate::storage::{self, DayCells, Profile, Scope, StoredScorecard};
 
@@ -51,8 +50,8 @@ struct Inner {
     store: Store,
     accounts: AccountDirectory,
     policy: ScoringPolicySettings,
-    known: RwLock<HashSet<Uuid>>,
-    dirty: Mutex<HashSet<Uuid>>,
+    known: RwLock<HashSet<AccountId>>,
+    dirty: Mutex<HashSet<AccountId>>,
     wake: Notify,
     model: RwLock<Option<Arc<StoredModel>>>,
     cutoffs: RwLock<Cutoffs>,
@@ -78,17 +77,22 @@ impl std::fmt::Debug for Scoring {
     }
 }
 
+/// The instant `tx` writes at (its rows' `updated_at`, `recorded_at`, ...).
+pub(crate) fn tx_now(tx: &Tx) -> Instant {
+    Instant::from_micros(tx.now())
+}
+
 fn poisoned() -> Error {
     Error::Internal(anyhow::anyhow!("a scoring lock was poisoned"))
 }
 
 /// The profile's facts added to aggregated signal inputs.
-fn inputs_of(agg: &Aggregates, p: &Profile, at: i64) -> domain::Inputs {
-    let before = |t: Option<i64>| t.filter(|t| *t <= at);
+fn inputs_of(agg: &Aggregates, p: &Profile, at: Instant) -> domain::Inputs {
+    let before = |t: Option<Instant>| t.filter(|t| *t <= at);
     domain::Inputs {
         now: at,
         seats: p.seats,
-        paying: p.first_paid_at.is_some_and(|t| t <= at) || p.mrr > 0,
+        paying: p.first_paid_at.is_some_and(|t| t <= at) || p.mrr.is_positive(),
         onboarding_started_at: before(p.onboarding_at),
         first_value_at: before(p.first_value_at),
         renewal_at: p.renewal_at,
@@ -97,22 +101,27 @@ fn inputs_of(agg: &Aggregates, p: &Profile, at: i64) -> domain::Inputs {
 }
 
 /// What the churn model knows of a profile as of `at`, with this MRR.
-fn model_profile(p: &Profile, at: i64, mrr: i64) -> ModelProfile {
+fn model_profile(p: &Profile, at: Instant, mrr: Minor) -> ModelProfile {
     let since = p.first_paid_at.or(p.created_at);
     ModelProfile {
         segment: p.segment,
-        tenure_days: since.map(|s| ((at - s).max(0) / DAY) as f64),
+        tenure_days: since.map(|s| (at.micros_since(s).max(0) / domain::DAY) as f64),
         mrr,
         contract_months: p.contract_months.map(|m| m as f64),
     }
 }
 
 /// The scorecard of a segment: its own, else the default one, else the built-in.
-fn card_for(cards: &HashMap<i32, StoredScorecard>, segment: Segment) -> (Scorecard, i64) {
+fn card_for(
+    cards: &HashMap<Segment, StoredScorecard>,
+    segment: Segment,
+) -> (Scorecard, ScorecardVersion) {
     cards
-        .get(&(segment as i32))
-        .or_else(|| cards.get(&(Segment::Unspecified as i32)))
-        .map_or((Scorecard::default(), 0), |s| (s.card.clone(), s.version))
+        .get(&segment)
+        .or_else(|| cards.get(&Segment::Unspecified))
+        .map_or((Scorecard::default(), ScorecardVersion(0)), |s| {
+            (s.card.clone(), s.version)
+        })
 }
 
 impl Scoring {
@@ -124,9 +133,9 @@ impl Scoring {
         policy: ScoringPolicySettings,
     ) -> Result<Self, Error> {
         let reader = store.db().reader();
-        let known: HashSet<Uuid> = storage::known_ids(reader).await?.into_iter().collect();
+        let known: HashSet<AccountId> = storage::known_ids(reader).await?.into_iter().collect();
         let model = training::load_model(reader).await?;
-        let cells = DayCells::open(reader, now_micros()).await?;
+        let cells = DayCells::open(reader, Instant::now()).await?;
         Ok(Self {
             inner: Arc::new(Inner {
                 store,
@@ -156,7 +165,7 @@ impl Scoring {
     }
 
     /// Remembers that accounts exist (the accounts feed, the directory).
-    pub fn remember(&self, ids: impl IntoIterator<Item = Uuid>) -> Result<(), Error> {
+    pub fn remember(&self, ids: impl IntoIterator<Item = AccountId>) -> Result<(), Error> {
         self.inner
             .known
             .write()
@@ -166,7 +175,7 @@ impl Scoring {
     }
 
     /// Queues accounts for rescoring and wakes the worker.
-    pub fn mark_dirty(&self, ids: impl IntoIterator<Item = Uuid>) {
+    pub fn mark_dirty(&self, ids: impl IntoIterator<Item = AccountId>) {
         if let Ok(mut dirty) = self.inner.dirty.lock() {
             dirty.extend(ids);
         }
@@ -176,7 +185,7 @@ impl Scoring {
     /// Marks an account changed by a feed event: now, and once more a moment
     /// later, because the consumer's transaction commits after the event is
     /// applied and a recomputation in between would not see it yet.
-    pub fn mark_dirty_after_commit(&self, id: Uuid) {
+    pub fn mark_dirty_after_commit(&self, id: AccountId) {
         self.mark_dirty([id]);
         let app = self.clone();
         tokio::spawn(async move {
@@ -186,7 +195,7 @@ impl Scoring {
     }
 
     /// The windows of a fold as of `now`, from the policy.
-    fn windows(&self, now: i64) -> Windows {
+    fn windows(&self, now: Instant) -> Windows {
         Windows {
             now,
             problem_days: self.inner.policy.problem_late_days.max(1),
@@ -204,9 +213,9 @@ impl Scoring {
     async fn aggregates(
         &self,
         scope: Scope<'_>,
-        ids: &[Uuid],
+        ids: &[AccountId],
         w: Windows,
-    ) -> Result<HashMap<Uuid, Aggregates>, Error> {
+    ) -> Result<HashMap<AccountId, Aggregates>, Error> {
         let cells = &self.inner.cells;
         let read = cells.read(self.inner.store.db().reader(), scope, w).await?;
         cells.fold(&read, ids, w)

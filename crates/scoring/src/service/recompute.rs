@@ -13,16 +13,15 @@ use bowtie_runtime::config::ScoringPolicySettings;
 use bowtie_runtime::error::Error;
 use bowtie_runtime::feed::NewEvent;
 use bowtie_runtime::shutdown::Shutdown;
-use bowtie_runtime::validate::now_micros;
+use bowtie_runtime::{AccountId, Instant};
 use futures::{StreamExt, TryStreamExt};
-use uuid::Uuid;
 
 use super::{
     ALERT_RAISED, BAND_CHANGED, Scoring, StoredModel, card_for, inputs_of, model_profile, poisoned,
 };
 use crate::convert;
 use crate::domain::cells::{Aggregates, day_of};
-use crate::domain::{self, Cutoffs, Trigger, ValueFacts};
+use crate::domain::{self, AlertId, Cutoffs, Trigger, ValueFacts};
 use crate::model;
 use crate::storage::{
     self, Alert, HealthRow, PreviousHealth, Profile, Scope, Snapshot, StoredScorecard,
@@ -55,7 +54,7 @@ impl Scoring {
         scope: Scope<'_>,
         read: Option<Vec<Profile>>,
     ) -> Result<Prepared, Error> {
-        let now = now_micros();
+        let now = Instant::now();
         let started = std::time::Instant::now();
         let today = day_of(now);
         let conn = self.inner.store.db().reader();
@@ -82,7 +81,7 @@ impl Scoring {
                 outcomes: Vec::new(),
             });
         }
-        let ids: Vec<Uuid> = profiles.iter().map(|p| p.account_id).collect();
+        let ids: Vec<AccountId> = profiles.iter().map(|p| p.account_id).collect();
         let cutoffs = *self.inner.cutoffs.read().map_err(|_| poisoned())?;
         let round = Round {
             now,
@@ -125,7 +124,7 @@ impl Scoring {
 
     /// Writes one chunk of outcomes computed at `now` in one transaction:
     /// new alerts, changed health rows, snapshots and the events.
-    async fn write_chunk(&self, now: i64, chunk: Vec<Outcome>) -> Result<(), Error> {
+    async fn write_chunk(&self, now: Instant, chunk: Vec<Outcome>) -> Result<(), Error> {
         self.inner
             .store
             .write(None, move |tx| {
@@ -157,12 +156,10 @@ impl Scoring {
                     storage::save_health(tx.conn(), &changed, now).await?;
                     let snapshots: Vec<&Snapshot> =
                         chunk.iter().flat_map(|o| &o.snapshots).collect();
-                    storage::save_snapshots(tx.conn(), &snapshots).await?;
-                    Ok(pb::RecomputeHealthResponse::default())
+                    storage::save_snapshots(tx.conn(), &snapshots).await
                 })
             })
             .await
-            .map(|_| ())
     }
 
     /// Re-ranks the MRR of every paying account into the tier and quadrant
@@ -190,7 +187,7 @@ impl Scoring {
         let _turn = self.inner.rescoring.lock().await;
         // Every account is read after this point: what was queued is
         // covered, unless the round fails, when it is queued again.
-        let queued: Vec<Uuid> = match self.inner.dirty.lock() {
+        let queued: Vec<AccountId> = match self.inner.dirty.lock() {
             Ok(mut dirty) => dirty.drain().collect(),
             Err(_) => Vec::new(),
         };
@@ -207,8 +204,8 @@ impl Scoring {
     /// ranges.
     async fn full_round(&self) -> Result<usize, Error> {
         self.refresh_cutoffs().await?;
-        self.inner.cells.trim(now_micros())?;
-        let (sender, mut receiver) = tokio::sync::mpsc::channel::<(i64, Vec<Outcome>)>(WRITERS);
+        self.inner.cells.trim(Instant::now())?;
+        let (sender, mut receiver) = tokio::sync::mpsc::channel::<(Instant, Vec<Outcome>)>(WRITERS);
         let produce = async move {
             let mut after = None;
             let mut total = 0;
@@ -257,7 +254,7 @@ impl Scoring {
         if stale {
             self.refresh_cutoffs().await?;
         }
-        let ids: Vec<Uuid> = {
+        let ids: Vec<AccountId> = {
             let mut dirty = self.inner.dirty.lock().map_err(|_| poisoned())?;
             dirty.drain().collect()
         };
@@ -325,7 +322,7 @@ impl Scoring {
 /// A scored set of accounts, before its writes.
 struct Prepared {
     /// The instant of the computation.
-    now: i64,
+    now: Instant,
     /// Accounts that got a score.
     scored: usize,
     /// What has to be written.
@@ -351,15 +348,15 @@ struct Outcome {
 
 /// Everything a rescoring of some accounts reads, for the pure computation.
 struct Round {
-    now: i64,
+    now: Instant,
     policy: ScoringPolicySettings,
     model: Option<Arc<StoredModel>>,
     cutoffs: Cutoffs,
-    cards: HashMap<i32, StoredScorecard>,
-    aggs: HashMap<Uuid, Aggregates>,
-    prev: HashMap<Uuid, PreviousHealth>,
-    baseline: HashMap<Uuid, i32>,
-    snapshotted: HashSet<Uuid>,
+    cards: HashMap<bowtie_proto::common::Segment, StoredScorecard>,
+    aggs: HashMap<AccountId, Aggregates>,
+    prev: HashMap<AccountId, PreviousHealth>,
+    baseline: HashMap<AccountId, i32>,
+    snapshotted: HashSet<AccountId>,
 }
 
 impl Round {
@@ -427,11 +424,17 @@ impl Round {
         };
         let tier = domain::tier(&facts, &self.cutoffs);
         let quadrant = domain::quadrant(&facts, &self.cutoffs, policy.loyalty_score);
-        let mut health = convert::account_health(p, &h, version, risk_bp, tier, quadrant, now);
+        let valued = convert::Valued {
+            scorecard_version: version,
+            risk_bp,
+            tier,
+            quadrant,
+        };
+        let (health, row) = convert::account_health(p, &h, valued, now);
         let prev = self.prev.get(&p.account_id);
         let before = prev.map(|b| Trigger {
             score: b.score,
-            band: pb::Band::try_from(b.band).unwrap_or(pb::Band::Unspecified),
+            band: b.band,
             risk_bp: b.risk_bp,
         });
         let after = Trigger {
@@ -449,7 +452,7 @@ impl Round {
         )
         .into_iter()
         .map(|kind| Alert {
-            id: Uuid::now_v7(),
+            id: AlertId::generate(),
             account_id: p.account_id,
             kind,
             state: pb::AlertState::Open,
@@ -462,14 +465,13 @@ impl Round {
             updated_at: now,
         })
         .collect();
-        let row = convert::health_row(p.account_id, &mut health);
         let changed = prev.is_none_or(|b| b.body != row.body);
         let snapshots = snapshots_for(
             p.account_id,
             prev,
             self.snapshotted.contains(&p.account_id),
             today,
-            (h.score, h.band as i32),
+            (h.score, h.band),
         );
         Some(Outcome {
             health,
@@ -490,11 +492,11 @@ impl Round {
 /// is that last score (reads take it from there until then). So an account
 /// is snapshotted at most twice a day, however often its score moves.
 fn snapshots_for(
-    account_id: Uuid,
+    account_id: AccountId,
     prev: Option<&PreviousHealth>,
     snapshotted_today: bool,
     today: i64,
-    (score, band): (i32, i32),
+    (score, band): (i32, pb::Band),
 ) -> Vec<Snapshot> {
     if snapshotted_today {
         return Vec::new();
@@ -532,36 +534,46 @@ fn write_chunks(outcomes: Vec<Outcome>) -> Vec<Vec<Outcome>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pb::Band;
 
     fn stored(day: i64, score: i32) -> PreviousHealth {
         PreviousHealth {
             score,
-            band: 2,
+            band: Band::Yellow,
             risk_bp: None,
             body: Vec::new(),
             day,
         }
     }
 
-    fn snap(day: i64, score: i32, band: i32) -> Snapshot {
+    fn snap(day: i64, score: i32, band: Band) -> Snapshot {
         Snapshot {
-            account_id: Uuid::nil(),
+            account_id: AccountId::default(),
             day,
             score,
             band,
         }
     }
 
+    /// The snapshots of a rescoring on day 100 of an account stored as `prev`.
+    fn on_day_100(
+        prev: Option<&PreviousHealth>,
+        snapshotted_today: bool,
+        now: (i32, Band),
+    ) -> Vec<Snapshot> {
+        snapshots_for(AccountId::default(), prev, snapshotted_today, 100, now)
+    }
+
     #[test]
     fn a_first_rescoring_writes_today_s_snapshot() {
-        let out = snapshots_for(Uuid::nil(), None, false, 100, (61, 2));
-        assert_eq!(out, [snap(100, 61, 2)]);
+        let out = on_day_100(None, false, (61, Band::Yellow));
+        assert_eq!(out, [snap(100, 61, Band::Yellow)]);
     }
 
     #[test]
     fn later_rescorings_of_the_same_day_write_no_snapshot() {
         let prev = stored(100, 61);
-        assert!(snapshots_for(Uuid::nil(), Some(&prev), true, 100, (40, 1)).is_empty());
+        assert!(on_day_100(Some(&prev), true, (40, Band::Red)).is_empty());
     }
 
     #[test]
@@ -569,15 +581,18 @@ mod tests {
         // Computed last on day 97 at 55 (day 97's snapshot may hold an
         // earlier score of that day); today is 100.
         let prev = stored(97, 55);
-        let out = snapshots_for(Uuid::nil(), Some(&prev), false, 100, (48, 3));
-        assert_eq!(out, [snap(97, 55, 2), snap(100, 48, 3)]);
+        let out = on_day_100(Some(&prev), false, (48, Band::Green));
+        assert_eq!(
+            out,
+            [snap(97, 55, Band::Yellow), snap(100, 48, Band::Green)]
+        );
     }
 
     #[test]
     fn a_day_whose_snapshot_was_lost_is_written_again_without_a_closing_one() {
         // Stored health computed today but today's snapshot missing.
         let prev = stored(100, 55);
-        let out = snapshots_for(Uuid::nil(), Some(&prev), false, 100, (48, 3));
-        assert_eq!(out, [snap(100, 48, 3)]);
+        let out = on_day_100(Some(&prev), false, (48, Band::Green));
+        assert_eq!(out, [snap(100, 48, Band::Green)]);
     }
 }

@@ -8,19 +8,20 @@ use bowtie_runtime::error::Error;
 use bowtie_runtime::idempotency::Idempotency;
 use bowtie_runtime::paging::Page;
 
-use super::Scoring;
+use super::{Scoring, tx_now};
 use crate::convert;
-use crate::domain::Scorecard;
-use crate::storage;
+use crate::domain::{Scorecard, ScorecardVersion};
+use crate::storage::{self, StoredScorecard};
 
 impl Scoring {
     /// GetScorecard.
-    pub async fn scorecard(&self, segment: Segment) -> Result<pb::Scorecard, Error> {
+    pub async fn scorecard(&self, segment: Segment) -> Result<pb::GetScorecardResponse, Error> {
         let cards = storage::scorecards(self.inner.store.db().reader()).await?;
-        Ok(match cards.get(&(segment as i32)) {
-            Some(stored) => convert::stored_scorecard_to_pb(segment, stored),
-            None => convert::scorecard_to_pb(segment, &Scorecard::default(), 0, 0),
-        })
+        let built_in = StoredScorecard::built_in();
+        Ok(convert::get_scorecard(
+            segment,
+            cards.get(&segment).unwrap_or(&built_in),
+        ))
     }
 
     /// ListScorecardVersions: newest first, the page token is the last
@@ -32,9 +33,9 @@ impl Scoring {
     ) -> Result<pb::ListScorecardVersionsResponse, Error> {
         let before = match &page.after {
             None => None,
-            Some(token) => Some(token.parse::<i64>().map_err(|_| {
+            Some(token) => Some(ScorecardVersion(token.parse::<i64>().map_err(|_| {
                 Error::invalid("page.page_token", "is not a token issued for this query")
-            })?),
+            })?)),
         };
         let rows = storage::scorecard_versions(
             self.inner.store.db().reader(),
@@ -43,15 +44,8 @@ impl Scoring {
             page.fetch_limit(),
         )
         .await?;
-        let cards = rows
-            .iter()
-            .map(|stored| convert::stored_scorecard_to_pb(segment, stored))
-            .collect();
-        let (scorecards, page) = page.finish(cards, |c| c.version.to_string());
-        Ok(pb::ListScorecardVersionsResponse {
-            scorecards,
-            page: Some(page),
-        })
+        let (rows, page) = page.finish(rows, |c| c.version.0.to_string());
+        Ok(convert::scorecard_versions(segment, &rows, page))
     }
 
     /// UpdateScorecard: checks the expected version, stores the next one and
@@ -60,7 +54,7 @@ impl Scoring {
         &self,
         segment: Segment,
         card: Scorecard,
-        expected_version: i64,
+        expected_version: ScorecardVersion,
         idem: Option<Idempotency>,
     ) -> Result<pb::UpdateScorecardResponse, Error> {
         let response = self
@@ -69,18 +63,29 @@ impl Scoring {
             .write(idem, move |tx| {
                 Box::pin(async move {
                     let cards = storage::scorecards(tx.conn()).await?;
-                    let current = cards.get(&(segment as i32)).map_or(0, |c| c.version);
+                    let current = cards
+                        .get(&segment)
+                        .map_or(ScorecardVersion(0), |c| c.version);
                     if current != expected_version {
                         return Err(Error::Aborted(format!(
-                            "the scorecard is at version {current}, not {expected_version}; re-read and retry"
+                            "the scorecard is at version {}, not {}; re-read and retry",
+                            current.0, expected_version.0
                         )));
                     }
-                    let version = current + 1;
-                    storage::save_scorecard(tx.conn(), segment, &card, version, tx.now())
-                        .await?;
-                    Ok(pb::UpdateScorecardResponse {
-                        scorecard: Some(convert::scorecard_to_pb(segment, &card, version, tx.now())),
-                    })
+                    let stored = StoredScorecard {
+                        card,
+                        version: current.next(),
+                        updated_at: tx_now(tx),
+                    };
+                    storage::save_scorecard(
+                        tx.conn(),
+                        segment,
+                        &stored.card,
+                        stored.version,
+                        stored.updated_at,
+                    )
+                    .await?;
+                    Ok(convert::update_scorecard(segment, &stored))
                 })
             })
             .await?;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bowtie_proto::scoring as pb;
 use bowtie_runtime::error::Error;
-use bowtie_runtime::validate::now_micros;
+use bowtie_runtime::{AccountId, Instant};
 use sea_orm::ConnectionTrait;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -25,8 +25,8 @@ use crate::storage::{self, Profile, ReadCells, Scope};
 pub struct StoredModel {
     /// Model id (UUIDv7).
     pub id: String,
-    /// Training time (µs).
-    pub trained_at: i64,
+    /// Training time (microseconds since the epoch, as persisted).
+    pub trained_at: Instant,
     /// Horizon in days.
     pub horizon_days: i32,
     /// The fitted model.
@@ -59,7 +59,7 @@ impl Scoring {
     pub async fn train(&self, seed: u64) -> Result<pb::ModelInfo, Error> {
         let policy = &self.inner.policy;
         let horizon = i64::from(policy.churn_horizon_days.max(1)) * DAY;
-        let now = now_micros();
+        let now = Instant::now();
         let conn = self.inner.store.db().reader();
         let profiles = storage::load_profiles(conn, Scope::All).await?;
         let cards = storage::scorecards(conn).await?;
@@ -69,8 +69,8 @@ impl Scoring {
                 continue;
             };
             let (at, churned) = match p.churned_at {
-                Some(c) if c <= now => (c - horizon / 2, true),
-                _ if paid <= now - horizon => (now - horizon, false),
+                Some(c) if c <= now => (c.plus_micros(-horizon / 2), true),
+                _ if paid <= now.plus_micros(-horizon) => (now.plus_micros(-horizon), false),
                 _ => continue,
             };
             by_day.entry(day_of(at)).or_default().push((p, churned));
@@ -93,7 +93,7 @@ impl Scoring {
         let mut y = Vec::new();
         for day in days {
             let group = &by_day[&day];
-            let at = day * DAY + DAY - 1;
+            let at = Instant::EPOCH.plus_days(day + 1).plus_micros(-1);
             let w = self.windows(at);
             for (p, churned) in group {
                 let agg = history
@@ -134,10 +134,7 @@ impl Scoring {
         self.inner
             .store
             .write(None, move |tx| {
-                Box::pin(async move {
-                    storage::save_model(tx.conn(), &id, at, &body).await?;
-                    Ok(pb::RecomputeHealthResponse::default())
-                })
+                Box::pin(async move { storage::save_model(tx.conn(), &id, at, &body).await })
             })
             .await?;
         let info = convert::model_info(&stored);
@@ -161,7 +158,7 @@ impl Scoring {
     }
 
     /// GetChurnRisk: probability and the features that raise it most.
-    pub async fn churn_risk(&self, id: Uuid) -> Result<pb::GetChurnRiskResponse, Error> {
+    pub async fn churn_risk(&self, id: AccountId) -> Result<pb::GetChurnRiskResponse, Error> {
         let m = self.model().ok_or_else(|| {
             Error::FailedPrecondition("no churn model was trained yet; call TrainModel".into())
         })?;
@@ -169,7 +166,7 @@ impl Scoring {
         let p = storage::get_profile(conn, id)
             .await?
             .ok_or_else(|| Error::not_found("account", id.to_string()))?;
-        let now = now_micros();
+        let now = Instant::now();
         let ids = [id];
         let agg = self
             .aggregates(Scope::Ids(&ids), &ids, self.windows(now))

@@ -7,11 +7,13 @@ use std::collections::HashSet;
 use bowtie_proto::scoring::{AlertKind, AlertState};
 use bowtie_runtime::error::Error;
 use bowtie_runtime::sql::{corrupt, execute, internal, query, stored_uuid};
+use bowtie_runtime::{AccountId, Instant};
 use sea_orm::sea_query::{Expr, OnConflict, Query};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
-use uuid::Uuid;
 
 use super::entity::alert::{self, Column as A, Entity as Alerts};
+use super::stored_account;
+use crate::domain::AlertId;
 
 /// `dedupe` of an alert that is not resolved.
 const OPEN: &str = "open";
@@ -19,10 +21,10 @@ const OPEN: &str = "open";
 /// A stored alert.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Alert {
-    /// Its id (UUIDv7: ordered by creation).
-    pub id: Uuid,
+    /// Its id (ordered by creation).
+    pub id: AlertId,
     /// The account.
-    pub account_id: Uuid,
+    pub account_id: AccountId,
     /// What raised it.
     pub kind: AlertKind,
     /// Open, acknowledged or resolved.
@@ -37,10 +39,10 @@ pub struct Alert {
     pub version: i64,
     /// The last transition's note.
     pub note: String,
-    /// When it was raised (µs).
-    pub created_at: i64,
-    /// When it last changed (µs).
-    pub updated_at: i64,
+    /// When it was raised.
+    pub created_at: Instant,
+    /// When it last changed.
+    pub updated_at: Instant,
 }
 
 impl TryFrom<alert::Model> for Alert {
@@ -48,8 +50,8 @@ impl TryFrom<alert::Model> for Alert {
 
     fn try_from(m: alert::Model) -> Result<Self, Error> {
         Ok(Self {
-            id: stored_uuid(&m.id)?,
-            account_id: stored_uuid(&m.account_id)?,
+            id: AlertId(stored_uuid(&m.id)?),
+            account_id: stored_account(&m.account_id)?,
             kind: AlertKind::try_from(m.kind)
                 .map_err(|_| corrupt(format_args!("alert {}: kind {}", m.id, m.kind)))?,
             state: AlertState::try_from(m.state)
@@ -59,8 +61,8 @@ impl TryFrom<alert::Model> for Alert {
             risk_bp: m.risk_bp,
             version: m.version,
             note: m.note,
-            created_at: m.created_at,
-            updated_at: m.updated_at,
+            created_at: Instant::from_micros(m.created_at),
+            updated_at: Instant::from_micros(m.updated_at),
         })
     }
 }
@@ -70,7 +72,7 @@ impl TryFrom<alert::Model> for Alert {
 pub async fn insert_alerts<C: ConnectionTrait>(
     conn: &C,
     alerts: &[&Alert],
-) -> Result<HashSet<Uuid>, Error> {
+) -> Result<HashSet<AlertId>, Error> {
     let mut inserted = HashSet::new();
     // 12 values a row: within SQLite's 32,766 and PostgreSQL's 65,535 parameters.
     for chunk in alerts.chunks(1000) {
@@ -110,8 +112,8 @@ pub async fn insert_alerts<C: ConnectionTrait>(
                     a.risk_bp.into(),
                     a.version.into(),
                     a.note.clone().into(),
-                    a.created_at.into(),
-                    a.updated_at.into(),
+                    a.created_at.micros().into(),
+                    a.updated_at.micros().into(),
                 ])
                 .map_err(internal)?;
         }
@@ -119,14 +121,14 @@ pub async fn insert_alerts<C: ConnectionTrait>(
             continue;
         }
         for row in query(conn, &insert).await? {
-            inserted.insert(stored_uuid(&row.try_get_by_index::<String>(0)?)?);
+            inserted.insert(AlertId(stored_uuid(&row.try_get_by_index::<String>(0)?)?));
         }
     }
     Ok(inserted)
 }
 
 /// One alert.
-pub async fn get_alert<C: ConnectionTrait>(conn: &C, id: Uuid) -> Result<Option<Alert>, Error> {
+pub async fn get_alert<C: ConnectionTrait>(conn: &C, id: AlertId) -> Result<Option<Alert>, Error> {
     Alerts::find_by_id(id.to_string())
         .one(conn)
         .await?
@@ -137,18 +139,18 @@ pub async fn get_alert<C: ConnectionTrait>(conn: &C, id: Uuid) -> Result<Option<
 /// Alerts newest first (by UUIDv7 id), after the id `after`.
 pub async fn list_alerts<C: ConnectionTrait>(
     conn: &C,
-    state: Option<i32>,
-    kind: Option<i32>,
-    account: Option<Uuid>,
-    after: Option<Uuid>,
+    state: Option<AlertState>,
+    kind: Option<AlertKind>,
+    account: Option<AccountId>,
+    after: Option<AlertId>,
     limit: u64,
 ) -> Result<Vec<Alert>, Error> {
     let mut find = Alerts::find();
     if let Some(s) = state {
-        find = find.filter(A::State.eq(s));
+        find = find.filter(A::State.eq(s as i32));
     }
     if let Some(k) = kind {
-        find = find.filter(A::Kind.eq(k));
+        find = find.filter(A::Kind.eq(k as i32));
     }
     if let Some(a) = account {
         find = find.filter(A::AccountId.eq(a.to_string()));
@@ -179,7 +181,7 @@ pub async fn update_alert<C: ConnectionTrait>(conn: &C, a: &Alert) -> Result<(),
             (A::Dedupe, dedupe.into()),
             (A::Version, a.version.into()),
             (A::Note, a.note.clone().into()),
-            (A::UpdatedAt, a.updated_at.into()),
+            (A::UpdatedAt, a.updated_at.micros().into()),
         ])
         .and_where(Expr::col(A::Id).eq(a.id.to_string()))
         .to_owned();

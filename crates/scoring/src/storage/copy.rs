@@ -4,8 +4,10 @@
 
 use bowtie_runtime::error::Error;
 use bowtie_runtime::sql::{corrupt, internal};
+use bowtie_runtime::{AccountId, Instant};
 use uuid::Uuid;
 
+use super::day_cells::stored_kind;
 use crate::domain::cells::Cell;
 
 /// Decodes `signal_days` rows in PostgreSQL's binary `COPY` format, as the
@@ -25,7 +27,7 @@ const COPY_SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
 
 impl CopyDecoder {
     /// Decodes every complete row of `chunk` (with what was pending) into `out`.
-    pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<(Uuid, Cell)>) -> Result<(), Error> {
+    pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<(AccountId, Cell)>) -> Result<(), Error> {
         self.pending.extend_from_slice(chunk);
         let mut at = 0;
         if !self.started {
@@ -73,7 +75,7 @@ impl CopyDecoder {
 /// One step of [`CopyDecoder`].
 enum Decoded {
     /// A row and the bytes it took.
-    Row(usize, Uuid, Cell),
+    Row(usize, AccountId, Cell),
     /// The trailer and its length.
     End(usize),
     /// More bytes are needed.
@@ -115,7 +117,7 @@ fn decode_cell(bytes: &[u8]) -> Result<Decoded, Error> {
     if bytes.len() < len {
         return Ok(Decoded::Incomplete);
     }
-    let id = Uuid::try_parse_ascii(&bytes[6..6 + id_len]).map_err(internal)?;
+    let id = AccountId(Uuid::try_parse_ascii(&bytes[6..6 + id_len]).map_err(internal)?);
     let mut at = 6 + id_len;
     let mut field = |width: usize| -> Result<usize, Error> {
         if read_i32(bytes, at) != Some(width as i32) {
@@ -137,11 +139,11 @@ fn decode_cell(bytes: &[u8]) -> Result<Decoded, Error> {
     };
     let cell = Cell {
         day: i32::try_from(day).map_err(internal)?,
-        kind,
+        kind: stored_kind(kind)?,
         total,
         events,
         last_value,
-        last_at,
+        last_at: Instant::from_micros(last_at),
     };
     Ok(Decoded::Row(len, id, cell))
 }
@@ -149,28 +151,20 @@ fn decode_cell(bytes: &[u8]) -> Result<Decoded, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::DAY;
-
-    fn cell(kind: i32, day: i32, total: i64, events: i64, last_value: i64) -> Cell {
-        Cell {
-            day,
-            kind,
-            total,
-            events,
-            last_value,
-            last_at: i64::from(day) * DAY,
-        }
-    }
+    use crate::domain::cells::Kind;
+    use crate::domain::cells::tests::cell;
+    use bowtie_proto::scoring::SignalType;
 
     /// A `signal_days` row as PostgreSQL's binary COPY writes it.
-    fn copied_row(id: Uuid, c: &Cell) -> Vec<u8> {
+    fn copied_row(id: AccountId, c: &Cell) -> Vec<u8> {
         let mut out = 7i16.to_be_bytes().to_vec();
         let text = id.to_string();
         out.extend((text.len() as i32).to_be_bytes());
         out.extend(text.as_bytes());
         out.extend(4i32.to_be_bytes());
-        out.extend(c.kind.to_be_bytes());
-        for v in [i64::from(c.day), c.total, c.events, c.last_value, c.last_at] {
+        out.extend(c.kind.stored().to_be_bytes());
+        let last_at = c.last_at.micros();
+        for v in [i64::from(c.day), c.total, c.events, c.last_value, last_at] {
             out.extend(8i32.to_be_bytes());
             out.extend(v.to_be_bytes());
         }
@@ -178,7 +172,7 @@ mod tests {
     }
 
     /// A whole binary COPY: header (with `extension` bytes), rows, trailer.
-    fn copied(rows: &[(Uuid, Cell)], extension: &[u8]) -> Vec<u8> {
+    fn copied(rows: &[(AccountId, Cell)], extension: &[u8]) -> Vec<u8> {
         let mut out = COPY_SIGNATURE.to_vec();
         out.extend(0i32.to_be_bytes());
         out.extend((extension.len() as i32).to_be_bytes());
@@ -190,7 +184,7 @@ mod tests {
         out
     }
 
-    fn decode(bytes: &[u8], chunk: usize) -> Result<Vec<(Uuid, Cell)>, String> {
+    fn decode(bytes: &[u8], chunk: usize) -> Result<Vec<(AccountId, Cell)>, String> {
         let mut decoder = CopyDecoder::default();
         let mut out = Vec::new();
         for piece in bytes.chunks(chunk) {
@@ -203,12 +197,18 @@ mod tests {
     #[test]
     fn a_binary_copy_decodes_into_the_same_cells_however_it_is_split() -> Result<(), String> {
         let rows = vec![
-            (Uuid::from_u128(1), cell(1, 1000, 5, 5, 1)),
             (
-                Uuid::from_u128(u128::MAX),
-                cell(104, 971, -250, 2, i64::MIN),
+                AccountId(Uuid::from_u128(1)),
+                cell(Kind::Signal(SignalType::Login), 1000, 5, 5, 1),
             ),
-            (Uuid::from_u128(7), cell(9, 0, i64::MAX, 0, 0)),
+            (
+                AccountId(Uuid::from_u128(u128::MAX)),
+                cell(Kind::Expansion, 971, -250, 2, i64::MIN),
+            ),
+            (
+                AccountId(Uuid::from_u128(7)),
+                cell(Kind::Signal(SignalType::CsatAnswer), 0, i64::MAX, 0, 0),
+            ),
         ];
         let bytes = copied(&rows, b"ext");
         for chunk in [1, 2, 7, 19, 64, bytes.len()] {
@@ -225,7 +225,10 @@ mod tests {
 
     #[test]
     fn a_binary_copy_cut_short_or_of_another_shape_is_an_error() {
-        let rows = [(Uuid::from_u128(3), cell(1, 10, 1, 1, 1))];
+        let rows = [(
+            AccountId(Uuid::from_u128(3)),
+            cell(Kind::Signal(SignalType::Login), 10, 1, 1, 1),
+        )];
         let bytes = copied(&rows, b"");
         // No trailer, or half a row.
         assert!(decode(&bytes[..bytes.len() - 2], 4).is_err());

@@ -13,26 +13,26 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use bowtie_runtime::error::Error;
-use bowtie_runtime::sql::{execute, internal, query, stored_uuid};
+use bowtie_runtime::sql::{corrupt, execute, internal, query};
+use bowtie_runtime::{AccountId, Instant};
 use sea_orm::sea_query::{Alias, Asterisk, Expr, Func, OnConflict, Query, SelectStatement};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, QueryResult};
-use uuid::Uuid;
 
 use super::entity::signal::{Column as S, Entity as Signals};
 use super::entity::signal_day::{Column as D, Entity as SignalDays};
 use super::signals::NewSignal;
-use super::{Scope, pg};
+use super::{Scope, pg, stored_account};
 use crate::domain::DAY;
 use crate::domain::cells::{
     Aggregates, Cell, DayDelta, FEED_KINDS_FROM, Kind, WINDOW_DAYS, Windows, day_of, fold,
 };
 
 /// Day cells read from the database, by account.
-pub type ReadCells = HashMap<Uuid, Vec<Cell>>;
+pub type ReadCells = HashMap<AccountId, Vec<Cell>>;
 
 /// Per account, the cells of its signals of the last [`WINDOW_DAYS`] days,
 /// each account's in (day, kind) order.
-type Ledger = HashMap<Uuid, Vec<Cell>>;
+type Ledger = HashMap<AccountId, Vec<Cell>>;
 
 /// Where the day cells are: in memory (SQLite) or in `signal_days`
 /// (PostgreSQL). Cheap to clone; clones share the memory.
@@ -57,7 +57,7 @@ fn poisoned() -> Error {
 impl DayCells {
     /// The day cells of the database behind `conn`; on SQLite, the last
     /// [`WINDOW_DAYS`] days of signals as of `now` are summed into memory.
-    pub async fn open(conn: &DatabaseConnection, now: i64) -> Result<Self, Error> {
+    pub async fn open(conn: &DatabaseConnection, now: Instant) -> Result<Self, Error> {
         if conn.get_database_backend() == DbBackend::Postgres {
             return Ok(Self { memory: None });
         }
@@ -128,9 +128,9 @@ impl DayCells {
     pub fn fold(
         &self,
         read: &ReadCells,
-        ids: &[Uuid],
+        ids: &[AccountId],
         w: Windows,
-    ) -> Result<HashMap<Uuid, Aggregates>, Error> {
+    ) -> Result<HashMap<AccountId, Aggregates>, Error> {
         let ledger = match &self.memory {
             Some(memory) => Some(memory.read().map_err(|_| poisoned())?),
             None => None,
@@ -169,7 +169,7 @@ impl DayCells {
     }
 
     /// Drops the cells in memory that fell out of the window as of `now`.
-    pub fn trim(&self, now: i64) -> Result<(), Error> {
+    pub fn trim(&self, now: Instant) -> Result<(), Error> {
         if let Some(memory) = &self.memory {
             let oldest = (day_of(now) - WINDOW_DAYS) as i32;
             let mut ledger = memory.write().map_err(|_| poisoned())?;
@@ -187,10 +187,10 @@ impl DayCells {
 /// rows share B-tree pages, and two concurrent batches lock rows in the same
 /// order, so they cannot deadlock.
 fn day_deltas<'a>(signals: impl IntoIterator<Item = &'a NewSignal>) -> Vec<DayDelta> {
-    let mut deltas: HashMap<(Uuid, i32, i64), DayDelta> = HashMap::new();
+    let mut deltas: HashMap<(AccountId, Kind, i64), DayDelta> = HashMap::new();
     for s in signals {
         let day = day_of(s.occurred_at);
-        let kind = Kind::Signal(s.kind).stored();
+        let kind = Kind::Signal(s.kind);
         let d = deltas.entry((s.account_id, kind, day)).or_insert(DayDelta {
             account_id: s.account_id,
             kind,
@@ -221,6 +221,18 @@ fn add_cell(cells: &mut Vec<Cell>, d: &DayDelta) {
     }
 }
 
+/// The columns of a `signal_days` row, in the order a cell is written and
+/// read (see [`cell_row`] and the binary `COPY` reader).
+const CELL_COLUMNS: [D; 7] = [
+    D::AccountId,
+    D::Kind,
+    D::Day,
+    D::Total,
+    D::Events,
+    D::LastValue,
+    D::LastAt,
+];
+
 /// Adds the deltas to `signal_days` (one row per key per statement): the
 /// sums and counts add up, the later value wins.
 pub async fn add_days<C: ConnectionTrait>(conn: &C, deltas: &[DayDelta]) -> Result<(), Error> {
@@ -231,15 +243,7 @@ pub async fn add_days<C: ConnectionTrait>(conn: &C, deltas: &[DayDelta]) -> Resu
         let mut insert = Query::insert();
         insert
             .into_table(SignalDays)
-            .columns([
-                D::AccountId,
-                D::Kind,
-                D::Day,
-                D::Total,
-                D::Events,
-                D::LastValue,
-                D::LastAt,
-            ])
+            .columns(CELL_COLUMNS)
             .on_conflict(
                 OnConflict::columns([D::AccountId, D::Day, D::Kind])
                     .value(D::Total, stored(D::Total).add(excluded(D::Total)))
@@ -258,12 +262,12 @@ pub async fn add_days<C: ConnectionTrait>(conn: &C, deltas: &[DayDelta]) -> Resu
             insert
                 .values([
                     d.account_id.to_string().into(),
-                    d.kind.into(),
+                    d.kind.stored().into(),
                     d.day.into(),
                     d.total.into(),
                     d.events.into(),
                     d.last_value.into(),
-                    d.last_at.into(),
+                    d.last_at.micros().into(),
                 ])
                 .map_err(internal)?;
         }
@@ -274,18 +278,24 @@ pub async fn add_days<C: ConnectionTrait>(conn: &C, deltas: &[DayDelta]) -> Resu
 
 /// A cell read column by column: account, kind, day, total, events, last
 /// value, last time.
-fn cell_row(r: &QueryResult) -> Result<(Uuid, Cell), Error> {
+fn cell_row(r: &QueryResult) -> Result<(AccountId, Cell), Error> {
     Ok((
-        stored_uuid(&r.try_get_by_index::<String>(0)?)?,
+        stored_account(&r.try_get_by_index::<String>(0)?)?,
         Cell {
-            kind: r.try_get_by_index(1)?,
+            kind: stored_kind(r.try_get_by_index(1)?)?,
             day: i32::try_from(r.try_get_by_index::<i64>(2)?).map_err(internal)?,
             total: r.try_get_by_index(3)?,
             events: r.try_get_by_index(4)?,
             last_value: r.try_get_by_index(5)?,
-            last_at: r.try_get_by_index(6)?,
+            last_at: Instant::from_micros(r.try_get_by_index(6)?),
         },
     ))
+}
+
+/// The kind a cell is stored under, or an internal error for a number
+/// Bowtie never writes.
+pub(super) fn stored_kind(number: i32) -> Result<Kind, Error> {
+    Kind::from_stored(number).ok_or_else(|| corrupt(format_args!("cell kind {number}")))
 }
 
 /// The `signal_days` rows of the accounts in `scope` from day `from` to
@@ -297,17 +307,9 @@ async fn table_cells(
     from: i64,
     to: i64,
     feeds_only: bool,
-) -> Result<Vec<(Uuid, Cell)>, Error> {
+) -> Result<Vec<(AccountId, Cell)>, Error> {
     let mut select: SelectStatement = Query::select()
-        .columns([
-            D::AccountId,
-            D::Kind,
-            D::Day,
-            D::Total,
-            D::Events,
-            D::LastValue,
-            D::LastAt,
-        ])
+        .columns(CELL_COLUMNS)
         .from(SignalDays)
         .and_where(Expr::col(D::Day).gte(from))
         .and_where(Expr::col(D::Day).lte(to))
@@ -332,7 +334,7 @@ async fn signal_cells<C: ConnectionTrait>(
     conn: &C,
     from: i64,
     to: i64,
-) -> Result<Vec<(Uuid, Cell)>, Error> {
+) -> Result<Vec<(AccountId, Cell)>, Error> {
     let day = Alias::new("d");
     let bigint = || Alias::new("BIGINT");
     let select = Query::select()

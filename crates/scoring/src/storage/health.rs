@@ -3,15 +3,17 @@
 
 use std::collections::{HashMap, HashSet};
 
+use bowtie_proto::common::Segment;
+use bowtie_proto::scoring::{Band, Quadrant, Tier};
 use bowtie_runtime::error::Error;
-use bowtie_runtime::sql::{execute, internal, query, query_one, stored_uuid};
+use bowtie_runtime::sql::{execute, internal, query, query_one};
+use bowtie_runtime::{AccountId, Instant, Minor};
 use sea_orm::sea_query::{Condition, Expr, OnConflict, Order, Query, SelectStatement};
 use sea_orm::{ConnectionTrait, DbBackend, QueryResult};
-use uuid::Uuid;
 
 use super::entity::health::{Column as H, Entity as Health};
 use super::entity::health_history::{Column as HH, Entity as HealthHistory};
-use super::{Scope, pg};
+use super::{Scope, pg, stored_account, stored_enum};
 use crate::domain::cells::day_of;
 
 /// What the previous computation of an account said.
@@ -19,8 +21,8 @@ use crate::domain::cells::day_of;
 pub struct PreviousHealth {
     /// Score.
     pub score: i32,
-    /// Band number.
-    pub band: i32,
+    /// Band.
+    pub band: Band,
     /// Risk.
     pub risk_bp: Option<i32>,
     /// The stored body (see [`HealthRow::body`]).
@@ -33,7 +35,7 @@ pub struct PreviousHealth {
 pub async fn previous_health<C: ConnectionTrait>(
     conn: &C,
     scope: Scope<'_>,
-) -> Result<HashMap<Uuid, PreviousHealth>, Error> {
+) -> Result<HashMap<AccountId, PreviousHealth>, Error> {
     let mut select = Query::select()
         .columns([
             H::AccountId,
@@ -53,13 +55,13 @@ pub async fn previous_health<C: ConnectionTrait>(
         .iter()
         .map(|r| {
             Ok((
-                stored_uuid(&r.try_get_by_index::<String>(0)?)?,
+                stored_account(&r.try_get_by_index::<String>(0)?)?,
                 PreviousHealth {
                     score: r.try_get_by_index(1)?,
-                    band: r.try_get_by_index(2)?,
+                    band: stored_enum(r.try_get_by_index(2)?),
                     risk_bp: r.try_get_by_index(3)?,
                     body: r.try_get_by_index(4)?,
-                    day: day_of(r.try_get_by_index(5)?),
+                    day: day_of(Instant::from_micros(r.try_get_by_index(5)?)),
                 },
             ))
         })
@@ -71,7 +73,7 @@ pub async fn snapshotted<C: ConnectionTrait>(
     conn: &C,
     scope: Scope<'_>,
     day: i64,
-) -> Result<HashSet<Uuid>, Error> {
+) -> Result<HashSet<AccountId>, Error> {
     let mut select = Query::select()
         .column(HH::AccountId)
         .from(HealthHistory)
@@ -83,7 +85,7 @@ pub async fn snapshotted<C: ConnectionTrait>(
     query(conn, &select)
         .await?
         .iter()
-        .map(|r| stored_uuid(&r.try_get_by_index::<String>(0)?))
+        .map(|r| stored_account(&r.try_get_by_index::<String>(0)?))
         .collect()
 }
 
@@ -93,7 +95,7 @@ pub async fn scores_at<C: ConnectionTrait>(
     conn: &C,
     scope: Scope<'_>,
     day: i64,
-) -> Result<HashMap<Uuid, i32>, Error> {
+) -> Result<HashMap<AccountId, i32>, Error> {
     let mut select = Query::select()
         .columns([HH::AccountId, HH::Day, HH::Score])
         .from(HealthHistory)
@@ -110,7 +112,7 @@ pub async fn scores_at<C: ConnectionTrait>(
     for r in query(conn, &select).await? {
         // Ordered by day: the last one wins.
         out.insert(
-            stored_uuid(&r.try_get_by_index::<String>(0)?)?,
+            stored_account(&r.try_get_by_index::<String>(0)?)?,
             r.try_get_by_index::<i32>(2)?,
         );
     }
@@ -118,25 +120,25 @@ pub async fn scores_at<C: ConnectionTrait>(
 }
 
 /// A computed health row: the columns reports filter on and the encoded
-/// health (see `convert::health_row`).
+/// health (see `convert::account_health`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthRow {
     /// The account.
-    pub account_id: Uuid,
-    /// Segment number.
-    pub segment: i32,
+    pub account_id: AccountId,
+    /// Its segment.
+    pub segment: Segment,
     /// Score.
     pub score: i32,
-    /// Band number.
-    pub band: i32,
+    /// Its band.
+    pub band: Band,
     /// Churn risk, when a model is trained.
     pub risk_bp: Option<i32>,
-    /// Tier number.
-    pub tier: i32,
-    /// Quadrant number.
-    pub quadrant: i32,
+    /// Value tier.
+    pub tier: Tier,
+    /// Value x loyalty quadrant.
+    pub quadrant: Quadrant,
     /// MRR (minor units).
-    pub mrr: i64,
+    pub mrr: Minor,
     /// The health encoded without its compute time (the `computed_at`
     /// column holds it): two computations that agree store the same bytes.
     pub body: Vec<u8>,
@@ -146,7 +148,7 @@ pub struct HealthRow {
 pub async fn save_health<C: ConnectionTrait>(
     conn: &C,
     rows: &[&HealthRow],
-    now: i64,
+    now: Instant,
 ) -> Result<(), Error> {
     if rows.is_empty() {
         return Ok(());
@@ -177,15 +179,15 @@ pub async fn save_health<C: ConnectionTrait>(
             insert
                 .values([
                     r.account_id.to_string().into(),
-                    r.segment.into(),
+                    (r.segment as i32).into(),
                     r.score.into(),
-                    r.band.into(),
+                    (r.band as i32).into(),
                     r.risk_bp.into(),
-                    r.tier.into(),
-                    r.quadrant.into(),
-                    r.mrr.into(),
+                    (r.tier as i32).into(),
+                    (r.quadrant as i32).into(),
+                    r.mrr.get().into(),
                     r.body.clone().into(),
-                    now.into(),
+                    now.micros().into(),
                 ])
                 .map_err(internal)?;
         }
@@ -198,13 +200,13 @@ pub async fn save_health<C: ConnectionTrait>(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Snapshot {
     /// The account.
-    pub account_id: Uuid,
+    pub account_id: AccountId,
     /// UTC day number.
     pub day: i64,
     /// Score.
     pub score: i32,
-    /// Band number.
-    pub band: i32,
+    /// Its band.
+    pub band: Band,
 }
 
 /// Writes snapshots (insert or replace).
@@ -231,7 +233,7 @@ pub async fn save_snapshots<C: ConnectionTrait>(conn: &C, rows: &[&Snapshot]) ->
                     r.account_id.to_string().into(),
                     r.day.into(),
                     r.score.into(),
-                    r.band.into(),
+                    (r.band as i32).into(),
                 ])
                 .map_err(internal)?;
         }
@@ -246,8 +248,8 @@ pub async fn save_snapshots<C: ConnectionTrait>(conn: &C, rows: &[&Snapshot]) ->
 pub struct StoredHealth {
     /// See [`HealthRow::body`].
     pub body: Vec<u8>,
-    /// The compute time (µs).
-    pub computed_at: i64,
+    /// The compute time.
+    pub computed_at: Instant,
 }
 
 /// A select of what a [`StoredHealth`] is read from.
@@ -261,14 +263,14 @@ fn select_stored() -> SelectStatement {
 fn stored_row(r: &QueryResult) -> Result<StoredHealth, Error> {
     Ok(StoredHealth {
         body: r.try_get_by_index(0)?,
-        computed_at: r.try_get_by_index(1)?,
+        computed_at: Instant::from_micros(r.try_get_by_index(1)?),
     })
 }
 
 /// The stored health of an account.
 pub async fn get_health<C: ConnectionTrait>(
     conn: &C,
-    id: Uuid,
+    id: AccountId,
 ) -> Result<Option<StoredHealth>, Error> {
     let select = select_stored()
         .and_where(Expr::col(H::AccountId).eq(id.to_string()))
@@ -283,12 +285,12 @@ pub async fn get_health<C: ConnectionTrait>(
 /// Filters of ListHealth / ListAtRisk.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HealthFilter {
-    /// Segment number.
-    pub segment: Option<i32>,
-    /// Band number.
-    pub band: Option<i32>,
-    /// Tier number.
-    pub tier: Option<i32>,
+    /// Only this segment.
+    pub segment: Option<Segment>,
+    /// Only this band.
+    pub band: Option<Band>,
+    /// Only this tier.
+    pub tier: Option<Tier>,
     /// Lowest score.
     pub min_score: i32,
     /// Highest score.
@@ -303,7 +305,7 @@ pub struct HealthFilter {
 pub async fn list_health<C: ConnectionTrait>(
     conn: &C,
     f: &HealthFilter,
-    after: Option<(i32, Uuid)>,
+    after: Option<(i32, AccountId)>,
     limit: u64,
 ) -> Result<Vec<StoredHealth>, Error> {
     let mut select = select_stored();
@@ -311,18 +313,18 @@ pub async fn list_health<C: ConnectionTrait>(
         .and_where(Expr::col(H::Score).gte(f.min_score))
         .and_where(Expr::col(H::Score).lte(f.max_score));
     if let Some(s) = f.segment {
-        select.and_where(Expr::col(H::Segment).eq(s));
+        select.and_where(Expr::col(H::Segment).eq(s as i32));
     }
     if let Some(b) = f.band {
-        select.and_where(Expr::col(H::Band).eq(b));
+        select.and_where(Expr::col(H::Band).eq(b as i32));
     }
     if let Some(t) = f.tier {
-        select.and_where(Expr::col(H::Tier).eq(t));
+        select.and_where(Expr::col(H::Tier).eq(t as i32));
     }
     if let Some(r) = f.at_risk_bp {
         select.cond_where(
             Condition::any()
-                .add(Expr::col(H::Band).eq(bowtie_proto::scoring::Band::Red as i32))
+                .add(Expr::col(H::Band).eq(Band::Red as i32))
                 .add(Expr::col(H::RiskBp).gte(r)),
         );
     }
@@ -362,14 +364,14 @@ pub struct DayScore {
     pub day: i64,
     /// Score.
     pub score: i32,
-    /// Band number.
-    pub band: i32,
+    /// Its band.
+    pub band: Band,
 }
 
 /// Snapshots of an account from `from_day` on, oldest first.
 pub async fn history<C: ConnectionTrait>(
     conn: &C,
-    id: Uuid,
+    id: AccountId,
     from_day: i64,
 ) -> Result<Vec<DayScore>, Error> {
     let select = Query::select()
@@ -386,7 +388,7 @@ pub async fn history<C: ConnectionTrait>(
             Ok(DayScore {
                 day: r.try_get_by_index(0)?,
                 score: r.try_get_by_index(1)?,
-                band: r.try_get_by_index(2)?,
+                band: stored_enum(r.try_get_by_index(2)?),
             })
         })
         .collect::<Result<_, Error>>()?;
@@ -399,12 +401,12 @@ pub async fn history<C: ConnectionTrait>(
         .and_where(Expr::col(H::AccountId).eq(id.to_string()))
         .to_owned();
     if let Some(r) = query_one(conn, &latest).await? {
-        let day = day_of(r.try_get_by_index(0)?);
+        let day = day_of(Instant::from_micros(r.try_get_by_index(0)?));
         if day >= from_day {
             let last = DayScore {
                 day,
                 score: r.try_get_by_index(1)?,
-                band: r.try_get_by_index(2)?,
+                band: stored_enum(r.try_get_by_index(2)?),
             };
             match days.binary_search_by_key(&day, |d| d.day) {
                 Ok(i) => days[i] = last,
@@ -419,33 +421,33 @@ pub async fn history<C: ConnectionTrait>(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ValueRow {
     /// MRR (minor units).
-    pub mrr: i64,
-    /// Tier number.
-    pub tier: i32,
-    /// Quadrant number.
-    pub quadrant: i32,
+    pub mrr: Minor,
+    /// Value tier.
+    pub tier: Tier,
+    /// Value x loyalty quadrant.
+    pub quadrant: Quadrant,
 }
 
 /// Every scored account's value row, optionally of one segment.
 pub async fn value_rows<C: ConnectionTrait>(
     conn: &C,
-    segment: Option<i32>,
+    segment: Option<Segment>,
 ) -> Result<Vec<ValueRow>, Error> {
     let mut select = Query::select()
         .columns([H::Mrr, H::Tier, H::Quadrant])
         .from(Health)
         .to_owned();
     if let Some(s) = segment {
-        select.and_where(Expr::col(H::Segment).eq(s));
+        select.and_where(Expr::col(H::Segment).eq(s as i32));
     }
     query(conn, &select)
         .await?
         .iter()
         .map(|r| {
             Ok(ValueRow {
-                mrr: r.try_get_by_index(0)?,
-                tier: r.try_get_by_index(1)?,
-                quadrant: r.try_get_by_index(2)?,
+                mrr: Minor(r.try_get_by_index(0)?),
+                tier: stored_enum(r.try_get_by_index(1)?),
+                quadrant: stored_enum(r.try_get_by_index(2)?),
             })
         })
         .collect()

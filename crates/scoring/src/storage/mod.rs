@@ -6,11 +6,13 @@
 //! binary `COPY`) and `pg` (the only statements written as SQL text, each
 //! saying why).
 //!
-//! Reads return domain rows; statements are built with sea-query from the
-//! entities' columns, every value bound. The small row-shaped reads
-//! (alerts, scorecards, models) go through the entities; the reads of a
-//! recomputation (profiles, health, snapshots, day cells), 100,000 rows at
-//! a time, select their columns with the builder and read them by position.
+//! Reads return domain rows (ids, instants, money and enums in their
+//! domain types; the columns hold their numbers and text, converted here);
+//! statements are built with sea-query from the entities' columns, every
+//! value bound. The row-shaped reads (profiles, alerts, scorecards, models)
+//! go through the entities; the narrow reads of a recomputation (health,
+//! snapshots, day cells), 100,000 rows at a time, select only the columns
+//! they need with the builder and read them by position.
 
 pub mod alerts;
 mod copy;
@@ -24,10 +26,12 @@ pub mod schema;
 pub mod scorecards;
 pub mod signals;
 
+use bowtie_runtime::AccountId;
+use bowtie_runtime::error::Error;
+use bowtie_runtime::sql::stored_uuid;
 use sea_orm::sea_query::{Expr, IntoColumnRef, SelectStatement};
-use uuid::Uuid;
 
-pub use crate::domain::cells::{Cell, DayDelta, day_of, kinds};
+pub use crate::domain::cells::{Cell, DayDelta, Kind, day_of};
 pub use alerts::*;
 pub use day_cells::{DayCells, ReadCells, add_days};
 pub use health::*;
@@ -37,20 +41,32 @@ pub use schema::Migrator;
 pub use scorecards::*;
 pub use signals::*;
 
+/// A stored account id, or an internal error naming the value.
+fn stored_account(raw: &str) -> Result<AccountId, Error> {
+    stored_uuid(raw).map(AccountId)
+}
+
+/// A stored enum number (segment, band, tier, quadrant) as its enum; a
+/// number this version does not know reads as the unset value, as the
+/// filters and summaries that use it treat any unknown one.
+fn stored_enum<E: TryFrom<i32> + Default>(number: i32) -> E {
+    E::try_from(number).unwrap_or_default()
+}
+
 /// Which accounts a read covers.
 #[derive(Debug, Clone, Copy)]
 pub enum Scope<'a> {
     /// Every account.
     All,
     /// These accounts.
-    Ids(&'a [Uuid]),
+    Ids(&'a [AccountId]),
     /// The accounts whose id is after `after` (from the first when `None`)
     /// and at most `last`: a key range, read without an id list.
     Range {
         /// Exclusive lower bound.
-        after: Option<Uuid>,
+        after: Option<AccountId>,
         /// Inclusive upper bound.
-        last: Uuid,
+        last: AccountId,
     },
 }
 
@@ -62,7 +78,7 @@ impl Scope<'_> {
             Self::All => {}
             Self::Ids([]) => return false,
             Self::Ids(ids) => {
-                select.and_where(Expr::col(column).is_in(ids.iter().map(Uuid::to_string)));
+                select.and_where(Expr::col(column).is_in(ids.iter().map(AccountId::to_string)));
             }
             Self::Range { after, last } => {
                 if let Some(after) = after {
@@ -79,6 +95,8 @@ impl Scope<'_> {
 mod tests {
     use sea_orm::sea_query::{Query, SqliteQueryBuilder};
 
+    use uuid::Uuid;
+
     use super::*;
     use entity::profile::{Column as P, Entity as Profiles};
 
@@ -92,7 +110,7 @@ mod tests {
 
     #[test]
     fn a_scope_restricts_a_read_with_bound_ids() {
-        let ids = [Uuid::from_u128(1), Uuid::from_u128(2)];
+        let ids = [AccountId(Uuid::from_u128(1)), AccountId(Uuid::from_u128(2))];
         assert_eq!(
             restricted(Scope::All),
             Some((r#"SELECT "mrr" FROM "profiles""#.to_owned(), 0))

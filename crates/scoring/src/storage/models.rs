@@ -1,6 +1,7 @@
 //! `models`: every trained churn model, its body as JSON; the newest one
 //! scores.
 
+use bowtie_runtime::Instant;
 use bowtie_runtime::error::Error;
 use bowtie_runtime::sql::{execute, internal};
 use sea_orm::sea_query::Query;
@@ -12,13 +13,13 @@ use super::entity::model::{Column as M, Entity as Models};
 pub async fn save_model<C: ConnectionTrait>(
     conn: &C,
     id: &str,
-    trained_at: i64,
+    trained_at: Instant,
     body: &str,
 ) -> Result<(), Error> {
     let insert = Query::insert()
         .into_table(Models)
         .columns([M::Id, M::TrainedAt, M::Body])
-        .values([id.into(), trained_at.into(), body.into()])
+        .values([id.into(), trained_at.micros().into(), body.into()])
         .map_err(internal)?
         .to_owned();
     execute(conn, &insert).await

@@ -8,9 +8,9 @@ use sea_orm::sea_query::{PostgresQueryBuilder, SelectStatement};
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbBackend, DbErr, RuntimeErr, Statement, Value,
 };
-use uuid::Uuid;
 
 use bowtie_runtime::error::Error;
+use bowtie_runtime::{AccountId, Instant};
 
 use super::copy::CopyDecoder;
 use super::health::{HealthRow, Snapshot};
@@ -37,7 +37,7 @@ pub async fn set_health_fillfactor<C: ConnectionTrait>(
 pub async fn save_health<C: ConnectionTrait>(
     conn: &C,
     rows: &[&HealthRow],
-    now: i64,
+    now: Instant,
 ) -> Result<(), Error> {
     let column = |f: fn(&HealthRow) -> i32| -> Value {
         rows.iter().map(|r| f(r)).collect::<Vec<i32>>().into()
@@ -47,18 +47,21 @@ pub async fn save_health<C: ConnectionTrait>(
             .map(|r| r.account_id.to_string())
             .collect::<Vec<String>>()
             .into(),
-        column(|r| r.segment),
+        column(|r| r.segment as i32),
         column(|r| r.score),
-        column(|r| r.band),
+        column(|r| r.band as i32),
         column(|r| r.risk_bp.unwrap_or(-1)),
-        column(|r| r.tier),
-        column(|r| r.quadrant),
-        rows.iter().map(|r| r.mrr).collect::<Vec<i64>>().into(),
+        column(|r| r.tier as i32),
+        column(|r| r.quadrant as i32),
+        rows.iter()
+            .map(|r| r.mrr.get())
+            .collect::<Vec<i64>>()
+            .into(),
         rows.iter()
             .map(|r| r.body.clone())
             .collect::<Vec<Vec<u8>>>()
             .into(),
-        now.into(),
+        now.micros().into(),
     ];
     conn.execute(Statement::from_sql_and_values(
         DbBackend::Postgres,
@@ -87,7 +90,10 @@ pub async fn save_snapshots<C: ConnectionTrait>(conn: &C, rows: &[&Snapshot]) ->
             .into(),
         rows.iter().map(|r| r.day).collect::<Vec<i64>>().into(),
         rows.iter().map(|r| r.score).collect::<Vec<i32>>().into(),
-        rows.iter().map(|r| r.band).collect::<Vec<i32>>().into(),
+        rows.iter()
+            .map(|r| r.band as i32)
+            .collect::<Vec<i32>>()
+            .into(),
     ];
     conn.execute(Statement::from_sql_and_values(
         DbBackend::Postgres,
@@ -114,7 +120,7 @@ pub async fn save_snapshots<C: ConnectionTrait>(conn: &C, rows: &[&Snapshot]) ->
 pub async fn copy_cells(
     conn: &DatabaseConnection,
     select: &SelectStatement,
-) -> Result<Vec<(Uuid, Cell)>, Error> {
+) -> Result<Vec<(AccountId, Cell)>, Error> {
     use sea_orm::sqlx::Executor;
     let sqlx_error =
         |e: sea_orm::sqlx::Error| Error::Database(DbErr::Query(RuntimeErr::SqlxError(e)));

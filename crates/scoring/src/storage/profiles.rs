@@ -4,49 +4,73 @@
 
 use bowtie_proto::common::Segment;
 use bowtie_runtime::error::Error;
-use bowtie_runtime::sql::{execute, internal, query, stored_uuid};
+use bowtie_runtime::sql::{execute, internal, query};
+use bowtie_runtime::{AccountId, Instant, Minor};
 use sea_orm::sea_query::{Alias, Asterisk, Expr, Func, OnConflict, Order, Query, SelectStatement};
-use sea_orm::{ConnectionTrait, QueryResult};
-use uuid::Uuid;
+use sea_orm::{ConnectionTrait, EntityTrait, QueryOrder, QuerySelect, QueryTrait};
 
-use super::Scope;
-use super::entity::profile::{Column as P, Entity as Profiles};
+use super::entity::profile::{self, Column as P, Entity as Profiles};
 use super::entity::subscription::{Column as Sub, Entity as Subscriptions};
+use super::{Scope, stored_account};
 
 /// What the feeds say about an account.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Profile {
     /// The account.
-    pub account_id: Uuid,
+    pub account_id: AccountId,
     /// Segment.
     pub segment: Segment,
     /// Flagged strategic.
     pub strategic: bool,
     /// When the account was created.
-    pub created_at: Option<i64>,
+    pub created_at: Option<Instant>,
     /// MRR (reporting currency minor units).
-    pub mrr: i64,
+    pub mrr: Minor,
     /// Business time of the movement that set the MRR.
-    pub mrr_at: Option<i64>,
+    pub mrr_at: Option<Instant>,
     /// First payment.
-    pub first_paid_at: Option<i64>,
+    pub first_paid_at: Option<Instant>,
     /// Last time all revenue was lost (cleared by a reactivation).
-    pub churned_at: Option<i64>,
+    pub churned_at: Option<Instant>,
     /// Onboarding start (COMMIT).
-    pub onboarding_at: Option<i64>,
+    pub onboarding_at: Option<Instant>,
     /// First value reached.
-    pub first_value_at: Option<i64>,
+    pub first_value_at: Option<Instant>,
     /// Seats.
     pub seats: Option<i64>,
     /// Next renewal date.
-    pub renewal_at: Option<i64>,
+    pub renewal_at: Option<Instant>,
     /// Longest billing term in months.
     pub contract_months: Option<i64>,
     /// The last positive MRR (kept after a churn, for the churn model).
-    pub last_mrr: i64,
+    pub last_mrr: Minor,
 }
 
-/// The columns of a [`Profile`], in the order [`profile_row`] reads them.
+impl TryFrom<profile::Model> for Profile {
+    type Error = Error;
+
+    fn try_from(m: profile::Model) -> Result<Self, Error> {
+        let at = |t: Option<i64>| t.map(Instant::from_micros);
+        Ok(Self {
+            account_id: stored_account(&m.account_id)?,
+            segment: Segment::try_from(m.segment).unwrap_or(Segment::Unspecified),
+            strategic: m.strategic != 0,
+            created_at: at(m.created_at),
+            mrr: Minor(m.mrr),
+            mrr_at: at(m.mrr_at),
+            first_paid_at: at(m.first_paid_at),
+            churned_at: at(m.churned_at),
+            onboarding_at: at(m.onboarding_at),
+            first_value_at: at(m.first_value_at),
+            seats: m.seats,
+            renewal_at: at(m.renewal_at),
+            contract_months: m.contract_months,
+            last_mrr: Minor(m.last_mrr),
+        })
+    }
+}
+
+/// Every column of `profiles` but `updated_at`, in [`save_profiles`]' order.
 const PROFILE_COLUMNS: [P; 14] = [
     P::AccountId,
     P::Segment,
@@ -64,39 +88,23 @@ const PROFILE_COLUMNS: [P; 14] = [
     P::LastMrr,
 ];
 
-/// A select of [`PROFILE_COLUMNS`].
-fn select_profiles() -> SelectStatement {
-    Query::select()
-        .columns(PROFILE_COLUMNS)
-        .from(Profiles)
-        .to_owned()
-}
-
-/// A profile read by position (a recomputation reads 100,000 of them).
-fn profile_row(row: &QueryResult) -> Result<Profile, Error> {
-    Ok(Profile {
-        account_id: stored_uuid(&row.try_get_by_index::<String>(0)?)?,
-        segment: Segment::try_from(row.try_get_by_index::<i32>(1)?).unwrap_or(Segment::Unspecified),
-        strategic: row.try_get_by_index::<i32>(2)? != 0,
-        created_at: row.try_get_by_index(3)?,
-        mrr: row.try_get_by_index(4)?,
-        mrr_at: row.try_get_by_index(5)?,
-        first_paid_at: row.try_get_by_index(6)?,
-        churned_at: row.try_get_by_index(7)?,
-        onboarding_at: row.try_get_by_index(8)?,
-        first_value_at: row.try_get_by_index(9)?,
-        seats: row.try_get_by_index(10)?,
-        renewal_at: row.try_get_by_index(11)?,
-        contract_months: row.try_get_by_index(12)?,
-        last_mrr: row.try_get_by_index(13)?,
-    })
+/// The profiles `find` picks, as domain rows.
+async fn read_profiles<C: ConnectionTrait>(
+    conn: &C,
+    find: sea_orm::Select<Profiles>,
+) -> Result<Vec<Profile>, Error> {
+    find.all(conn)
+        .await?
+        .into_iter()
+        .map(Profile::try_from)
+        .collect()
 }
 
 /// Creates empty profiles for accounts that have none (known to exist).
 pub async fn ensure_profiles<C: ConnectionTrait>(
     conn: &C,
-    ids: &[Uuid],
-    now: i64,
+    ids: &[AccountId],
+    now: Instant,
 ) -> Result<(), Error> {
     for chunk in ids.chunks(1000) {
         let mut insert = Query::insert();
@@ -119,7 +127,7 @@ pub async fn ensure_profiles<C: ConnectionTrait>(
                     0i32.into(),
                     0i64.into(),
                     0i64.into(),
-                    now.into(),
+                    now.micros().into(),
                 ])
                 .map_err(internal)?;
         }
@@ -131,12 +139,15 @@ pub async fn ensure_profiles<C: ConnectionTrait>(
 /// Serialises read-modify-writes of one account's profile until the
 /// transaction ends, so feed consumers and ingest running at once cannot
 /// overwrite each other's fields (PostgreSQL; SQLite has one writer).
-pub async fn lock_profile<C: ConnectionTrait>(conn: &C, id: Uuid) -> Result<(), Error> {
+pub async fn lock_profile<C: ConnectionTrait>(conn: &C, id: AccountId) -> Result<(), Error> {
     bowtie_runtime::store::lock(conn, &format!("scoring.profile.{id}")).await
 }
 
 /// The profile of an account, if scoring knows it.
-pub async fn get_profile<C: ConnectionTrait>(conn: &C, id: Uuid) -> Result<Option<Profile>, Error> {
+pub async fn get_profile<C: ConnectionTrait>(
+    conn: &C,
+    id: AccountId,
+) -> Result<Option<Profile>, Error> {
     Ok(load_profiles(conn, Scope::Ids(&[id]))
         .await?
         .into_iter()
@@ -148,41 +159,32 @@ pub async fn load_profiles<C: ConnectionTrait>(
     conn: &C,
     scope: Scope<'_>,
 ) -> Result<Vec<Profile>, Error> {
-    let mut select = select_profiles();
-    if !scope.restrict(&mut select, P::AccountId) {
+    let mut find = Profiles::find();
+    if !scope.restrict(QueryTrait::query(&mut find), P::AccountId) {
         return Ok(Vec::new());
     }
-    query(conn, &select)
-        .await?
-        .iter()
-        .map(profile_row)
-        .collect()
+    read_profiles(conn, find).await
 }
 
 /// Up to `limit` profiles after `after` (from the first when `None`), in
 /// id order: a key range of accounts to rescore.
 pub async fn profiles_after<C: ConnectionTrait>(
     conn: &C,
-    after: Option<Uuid>,
+    after: Option<AccountId>,
     limit: u64,
 ) -> Result<Vec<Profile>, Error> {
-    let mut select = select_profiles();
+    let mut find = Profiles::find();
     if let Some(after) = after {
-        select.and_where(Expr::col(P::AccountId).gt(after.to_string()));
+        QueryTrait::query(&mut find).and_where(Expr::col(P::AccountId).gt(after.to_string()));
     }
-    select.order_by(P::AccountId, Order::Asc).limit(limit);
-    query(conn, &select)
-        .await?
-        .iter()
-        .map(profile_row)
-        .collect()
+    read_profiles(conn, find.order_by(P::AccountId, Order::Asc).limit(limit)).await
 }
 
 /// Writes a whole profile (insert or replace).
 pub async fn save_profile<C: ConnectionTrait>(
     conn: &C,
     p: &Profile,
-    now: i64,
+    now: Instant,
 ) -> Result<(), Error> {
     save_profiles(conn, &[p], now).await
 }
@@ -191,8 +193,9 @@ pub async fn save_profile<C: ConnectionTrait>(
 pub async fn save_profiles<C: ConnectionTrait>(
     conn: &C,
     profiles: &[&Profile],
-    now: i64,
+    now: Instant,
 ) -> Result<(), Error> {
+    let at = |t: Option<Instant>| t.map(Instant::micros);
     let mut cols = PROFILE_COLUMNS.to_vec();
     cols.push(P::UpdatedAt);
     // 15 values a row: within SQLite's 32,766 and PostgreSQL's 65,535 parameters.
@@ -212,18 +215,18 @@ pub async fn save_profiles<C: ConnectionTrait>(
                     p.account_id.to_string().into(),
                     (p.segment as i32).into(),
                     i32::from(p.strategic).into(),
-                    p.created_at.into(),
-                    p.mrr.into(),
-                    p.mrr_at.into(),
-                    p.first_paid_at.into(),
-                    p.churned_at.into(),
-                    p.onboarding_at.into(),
-                    p.first_value_at.into(),
+                    at(p.created_at).into(),
+                    p.mrr.get().into(),
+                    at(p.mrr_at).into(),
+                    at(p.first_paid_at).into(),
+                    at(p.churned_at).into(),
+                    at(p.onboarding_at).into(),
+                    at(p.first_value_at).into(),
                     p.seats.into(),
-                    p.renewal_at.into(),
+                    at(p.renewal_at).into(),
                     p.contract_months.into(),
-                    p.last_mrr.into(),
-                    now.into(),
+                    p.last_mrr.get().into(),
+                    now.micros().into(),
                 ])
                 .map_err(internal)?;
         }
@@ -238,16 +241,16 @@ pub async fn save_profiles<C: ConnectionTrait>(
 async fn profile_ids<C: ConnectionTrait>(
     conn: &C,
     select: &SelectStatement,
-) -> Result<Vec<Uuid>, Error> {
+) -> Result<Vec<AccountId>, Error> {
     query(conn, select)
         .await?
         .iter()
-        .map(|r| stored_uuid(&r.try_get_by_index::<String>(0)?))
+        .map(|r| stored_account(&r.try_get_by_index::<String>(0)?))
         .collect()
 }
 
 /// Every account id with a profile (the accounts scoring knows to exist).
-pub async fn known_ids<C: ConnectionTrait>(conn: &C) -> Result<Vec<Uuid>, Error> {
+pub async fn known_ids<C: ConnectionTrait>(conn: &C) -> Result<Vec<AccountId>, Error> {
     profile_ids(conn, Query::select().column(P::AccountId).from(Profiles)).await
 }
 
@@ -255,7 +258,7 @@ pub async fn known_ids<C: ConnectionTrait>(conn: &C) -> Result<Vec<Uuid>, Error>
 pub async fn ids_in_segment<C: ConnectionTrait>(
     conn: &C,
     segment: Segment,
-) -> Result<Vec<Uuid>, Error> {
+) -> Result<Vec<AccountId>, Error> {
     profile_ids(
         conn,
         Query::select()
@@ -267,7 +270,7 @@ pub async fn ids_in_segment<C: ConnectionTrait>(
 }
 
 /// MRR of every account with a profile.
-pub async fn all_mrr<C: ConnectionTrait>(conn: &C) -> Result<Vec<i64>, Error> {
+pub async fn all_mrr<C: ConnectionTrait>(conn: &C) -> Result<Vec<Minor>, Error> {
     let select = Query::select()
         .column(P::Mrr)
         .from(Profiles)
@@ -276,7 +279,7 @@ pub async fn all_mrr<C: ConnectionTrait>(conn: &C) -> Result<Vec<i64>, Error> {
     query(conn, &select)
         .await?
         .iter()
-        .map(|r| Ok(r.try_get_by_index(0)?))
+        .map(|r| Ok(Minor(r.try_get_by_index(0)?)))
         .collect()
 }
 
@@ -286,11 +289,11 @@ pub struct SubscriptionRow {
     /// Its id.
     pub id: String,
     /// The account.
-    pub account_id: Uuid,
+    pub account_id: AccountId,
     /// Seats / units.
     pub quantity: i64,
     /// End of the current term.
-    pub term_end: Option<i64>,
+    pub term_end: Option<Instant>,
     /// Billing interval in months.
     pub interval_months: i32,
     /// Cancelled.
@@ -302,7 +305,7 @@ pub struct SubscriptionRow {
 pub async fn save_subscription<C: ConnectionTrait>(
     conn: &C,
     s: &SubscriptionRow,
-) -> Result<(Option<i64>, Option<i64>, Option<i64>), Error> {
+) -> Result<(Option<i64>, Option<Instant>, Option<i64>), Error> {
     let cols = [
         Sub::Id,
         Sub::AccountId,
@@ -318,7 +321,7 @@ pub async fn save_subscription<C: ConnectionTrait>(
             s.id.clone().into(),
             s.account_id.to_string().into(),
             s.quantity.into(),
-            s.term_end.into(),
+            s.term_end.map(Instant::micros).into(),
             s.interval_months.into(),
             i32::from(s.cancelled).into(),
         ])
@@ -353,5 +356,9 @@ pub async fn save_subscription<C: ConnectionTrait>(
     let seats: Option<i64> = row.try_get_by_index::<Option<i64>>(0)?;
     let renewal: Option<i64> = row.try_get_by_index(1)?;
     let months: Option<i32> = row.try_get_by_index(2)?;
-    Ok((seats, renewal, months.map(i64::from)))
+    Ok((
+        seats,
+        renewal.map(Instant::from_micros),
+        months.map(i64::from),
+    ))
 }

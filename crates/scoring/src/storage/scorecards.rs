@@ -4,13 +4,14 @@
 use std::collections::HashMap;
 
 use bowtie_proto::common::Segment;
+use bowtie_runtime::Instant;
 use bowtie_runtime::error::Error;
 use bowtie_runtime::sql::{corrupt, execute, internal};
 use sea_orm::sea_query::{OnConflict, Query};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::entity::{scorecard, scorecard_version};
-use crate::domain::Scorecard;
+use crate::domain::{Scorecard, ScorecardVersion};
 
 /// A stored version of a segment's scorecard.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,32 +19,44 @@ pub struct StoredScorecard {
     /// The weights and thresholds.
     pub card: Scorecard,
     /// Its version (1 for the first stored one).
-    pub version: i64,
-    /// When it was stored (µs).
-    pub updated_at: i64,
+    pub version: ScorecardVersion,
+    /// When it was stored.
+    pub updated_at: Instant,
 }
 
-fn card(body: &str) -> Result<Scorecard, Error> {
-    serde_json::from_str(body).map_err(|e| corrupt(format_args!("stored scorecard: {e}")))
+impl StoredScorecard {
+    /// The built-in scorecard, version 0, never stored.
+    pub fn built_in() -> Self {
+        Self {
+            card: Scorecard::default(),
+            version: ScorecardVersion(0),
+            updated_at: Instant::EPOCH,
+        }
+    }
+
+    /// A stored version from its columns.
+    fn stored(body: &str, version: i64, updated_at: i64) -> Result<Self, Error> {
+        Ok(Self {
+            card: serde_json::from_str(body)
+                .map_err(|e| corrupt(format_args!("stored scorecard: {e}")))?,
+            version: ScorecardVersion(version),
+            updated_at: Instant::from_micros(updated_at),
+        })
+    }
 }
 
-/// The current scorecards, by segment number.
+/// The current scorecards, by segment (a segment this version does not
+/// know is never asked for, and left out).
 pub async fn scorecards<C: ConnectionTrait>(
     conn: &C,
-) -> Result<HashMap<i32, StoredScorecard>, Error> {
+) -> Result<HashMap<Segment, StoredScorecard>, Error> {
     scorecard::Entity::find()
         .all(conn)
         .await?
         .into_iter()
-        .map(|m| {
-            Ok((
-                m.segment,
-                StoredScorecard {
-                    card: card(&m.body)?,
-                    version: m.version,
-                    updated_at: m.updated_at,
-                },
-            ))
+        .filter_map(|m| {
+            let segment = Segment::try_from(m.segment).ok()?;
+            Some(StoredScorecard::stored(&m.body, m.version, m.updated_at).map(|s| (segment, s)))
         })
         .collect()
 }
@@ -53,26 +66,20 @@ pub async fn scorecards<C: ConnectionTrait>(
 pub async fn scorecard_versions<C: ConnectionTrait>(
     conn: &C,
     segment: Segment,
-    before: Option<i64>,
+    before: Option<ScorecardVersion>,
     limit: u64,
 ) -> Result<Vec<StoredScorecard>, Error> {
     use scorecard_version::Column as V;
     let mut find = scorecard_version::Entity::find().filter(V::Segment.eq(segment as i32));
     if let Some(before) = before {
-        find = find.filter(V::Version.lt(before));
+        find = find.filter(V::Version.lt(before.0));
     }
     find.order_by_desc(V::Version)
         .limit(limit)
         .all(conn)
         .await?
         .into_iter()
-        .map(|m| {
-            Ok(StoredScorecard {
-                card: card(&m.body)?,
-                version: m.version,
-                updated_at: m.updated_at,
-            })
-        })
+        .map(|m| StoredScorecard::stored(&m.body, m.version, m.updated_at))
         .collect()
 }
 
@@ -82,13 +89,13 @@ pub async fn save_scorecard<C: ConnectionTrait>(
     conn: &C,
     segment: Segment,
     card: &Scorecard,
-    version: i64,
-    now: i64,
+    version: ScorecardVersion,
+    now: Instant,
 ) -> Result<(), Error> {
     use scorecard::Column as S;
     use scorecard_version::Column as V;
     let body = serde_json::to_string(card).map_err(internal)?;
-    let segment = segment as i32;
+    let (segment, version, now) = (segment as i32, version.0, now.micros());
     let current = Query::insert()
         .into_table(scorecard::Entity)
         .columns([S::Segment, S::Version, S::Body, S::UpdatedAt])

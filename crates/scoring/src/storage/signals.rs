@@ -6,9 +6,9 @@ use std::collections::HashSet;
 use bowtie_proto::scoring::SignalType;
 use bowtie_runtime::error::Error;
 use bowtie_runtime::sql::{internal, query};
+use bowtie_runtime::{AccountId, Instant};
 use sea_orm::ConnectionTrait;
 use sea_orm::sea_query::{OnConflict, Query};
-use uuid::Uuid;
 
 use super::entity::signal::{Column as S, Entity as Signals};
 
@@ -18,20 +18,20 @@ pub struct NewSignal {
     /// Its idempotency key.
     pub key: String,
     /// The account.
-    pub account_id: Uuid,
+    pub account_id: AccountId,
     /// Its type.
     pub kind: SignalType,
     /// The value (counts already defaulted to 1).
     pub value: i64,
-    /// When it happened (µs).
-    pub occurred_at: i64,
+    /// When it happened.
+    pub occurred_at: Instant,
 }
 
 /// Inserts signals, skipping keys recorded before; returns the keys inserted.
 pub async fn insert_signals<C: ConnectionTrait>(
     conn: &C,
     signals: &[NewSignal],
-    now: i64,
+    now: Instant,
 ) -> Result<HashSet<String>, Error> {
     let mut inserted = HashSet::with_capacity(signals.len());
     // 6 values a row: within SQLite's 32,766 and PostgreSQL's 65,535 parameters.
@@ -60,8 +60,8 @@ pub async fn insert_signals<C: ConnectionTrait>(
                     s.account_id.to_string().into(),
                     (s.kind as i32).into(),
                     s.value.into(),
-                    s.occurred_at.into(),
-                    now.into(),
+                    s.occurred_at.micros().into(),
+                    now.micros().into(),
                 ])
                 .map_err(internal)?;
         }
