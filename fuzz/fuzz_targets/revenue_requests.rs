@@ -21,17 +21,16 @@ fuzz_target!(|data: &[u8]| {
     let mut v = FieldViolations::default();
     match pick % 9 {
         0 => {
-            if let Ok(req) = pb::CreateSubscriptionRequest::decode(bytes)
-                && let Some(s) = req.subscription.as_ref()
-            {
-                let _ = convert::new_subscription(&mut v, s);
+            if let Ok(req) = pb::CreateSubscriptionRequest::decode(bytes) {
+                let _ = convert::new_subscription(&mut v, req.subscription.as_ref());
             }
         }
         1 => {
             if let Ok(req) = pb::ChangeSubscriptionRequest::decode(bytes) {
                 let _ = validate::uuid(&mut v, "id", &req.id);
                 let _ = convert::terms(&mut v, "terms", req.terms.as_ref());
-                let _ = convert::required_time(&mut v, "effective_at", req.effective_at.as_ref());
+                let _ =
+                    validate::required_instant(&mut v, "effective_at", req.effective_at.as_ref());
             }
         }
         2 => {
@@ -40,15 +39,8 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         3 => {
-            if let Ok(req) = pb::RecordInvoiceRequest::decode(bytes)
-                && let Some(i) = req.invoice.as_ref()
-            {
-                let _ = validate::uuid(&mut v, "invoice.account_id", &i.account_id);
-                let _ =
-                    convert::optional_uuid(&mut v, "invoice.subscription_id", &i.subscription_id);
-                let _ = convert::amount(&mut v, "invoice.amount", i.amount.as_ref());
-                let _ = convert::required_time(&mut v, "invoice.due_at", i.due_at.as_ref());
-                let _ = convert::optional_time(&mut v, "invoice.paid_at", i.paid_at.as_ref());
+            if let Ok(req) = pb::RecordInvoiceRequest::decode(bytes) {
+                let _ = convert::invoice(&mut v, req.invoice.as_ref());
             }
         }
         4 => {
@@ -59,24 +51,21 @@ fuzz_target!(|data: &[u8]| {
                     req.outcome,
                     true,
                 );
-                let _ = convert::required_time(&mut v, "decided_at", req.decided_at.as_ref());
+                let _ = validate::required_instant(&mut v, "decided_at", req.decided_at.as_ref());
             }
         }
         5 => {
             if let Ok(req) = pb::SetFxRateRequest::decode(bytes)
                 && let Some(r) = req.rate.as_ref()
             {
-                let _ = convert::currency(&mut v, "rate.currency_code", &r.currency_code);
-                let _ =
-                    convert::required_time(&mut v, "rate.effective_at", r.effective_at.as_ref());
+                let _ = convert::fx_rate(&mut v, Some(r));
                 let _ = Rate::parse(&r.rate);
             }
         }
         6 => {
             if let Ok(req) = pb::ListMovementsRequest::decode(bytes) {
-                let _ = convert::required_time(&mut v, "start_at", req.start_at.as_ref());
-                let _ = convert::required_time(&mut v, "end_at", req.end_at.as_ref());
-                let _ = convert::optional_uuid(&mut v, "account_id", &req.account_id);
+                let _ = convert::window(&mut v, req.start_at.as_ref(), req.end_at.as_ref());
+                let _ = convert::optional_account_id(&mut v, "account_id", &req.account_id);
                 let _ = convert::movement_kind_filter(&mut v, "type", req.r#type);
                 let _ = Page::parse(req.page.as_ref(), &req.account_id);
             }

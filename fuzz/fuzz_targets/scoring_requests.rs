@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
     match pick % 5 {
         0 => {
             if let Ok(req) = pb::RecordSignalBatchRequest::decode(bytes) {
-                let now = validate::now_micros();
+                let now = bowtie_runtime::Instant::now();
                 for (i, s) in req.signals.iter().enumerate() {
                     if let Err(r) = convert::signal(s, now, 86_400_000_000) {
                         let _ = convert::rejected(i, &r);
@@ -31,7 +31,8 @@ fuzz_target!(|data: &[u8]| {
         }
         1 => {
             if let Ok(req) = pb::ListHealthRequest::decode(bytes) {
-                let _ = convert::segment_filter(&mut v, "segment", req.segment);
+                let _: Option<bowtie_proto::common::Segment> =
+                    convert::filter(&mut v, "segment", req.segment);
                 let _: Option<pb::Band> = validate::enum_value(&mut v, "band", req.band, false);
                 let _: Option<pb::Tier> = validate::enum_value(&mut v, "tier", req.tier, false);
                 let _ = Page::parse(req.page.as_ref(), "health");
