@@ -2,6 +2,9 @@
 //! transport. Requests are parsed into these types (see `convert`), so the
 //! code below never sees a raw protobuf message.
 
+use std::fmt;
+
+use bowtie_runtime::{AccountId, Instant};
 use uuid::Uuid;
 
 /// Longest account or contact name.
@@ -18,6 +21,34 @@ pub const MAX_EXTERNAL_ID: usize = 200;
 pub const MAX_EXTERNAL_IDS: usize = 20;
 /// Longest email address (RFC 5321).
 pub const MAX_EMAIL: usize = 254;
+
+/// A new account id: UUIDv7, so ids sort by creation.
+pub fn new_account_id() -> AccountId {
+    AccountId(Uuid::now_v7())
+}
+
+/// The id of a contact (UUIDv7, so ids sort by creation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ContactId(pub Uuid);
+
+impl ContactId {
+    /// A fresh id.
+    pub fn new() -> Self {
+        ContactId(Uuid::now_v7())
+    }
+}
+
+impl Default for ContactId {
+    fn default() -> Self {
+        ContactId::new()
+    }
+}
+
+impl fmt::Display for ContactId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 /// Customer segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,17 +162,17 @@ pub struct AccountFields {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
     /// Id (UUIDv7, so ids sort by creation).
-    pub id: Uuid,
+    pub id: AccountId,
     /// Writable fields.
     pub fields: AccountFields,
     /// Status.
     pub status: AccountStatus,
     /// Optimistic-concurrency version, 1 on creation.
     pub version: i64,
-    /// Microseconds since the epoch.
-    pub created_at: i64,
-    /// Microseconds since the epoch.
-    pub updated_at: i64,
+    /// When it was created.
+    pub created_at: Instant,
+    /// When it last changed.
+    pub updated_at: Instant,
 }
 
 /// A field that UpdateAccount may change.
@@ -283,19 +314,19 @@ pub struct ContactFields {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Contact {
     /// Id.
-    pub id: Uuid,
+    pub id: ContactId,
     /// Owning account.
-    pub account_id: Uuid,
+    pub account_id: AccountId,
     /// Writable fields.
     pub fields: ContactFields,
     /// When the person left the company, if they did.
-    pub left_at: Option<i64>,
+    pub left_at: Option<Instant>,
     /// Version, 1 on creation.
     pub version: i64,
-    /// Microseconds since the epoch.
-    pub created_at: i64,
-    /// Microseconds since the epoch.
-    pub updated_at: i64,
+    /// When it was created.
+    pub created_at: Instant,
+    /// When it last changed.
+    pub updated_at: Instant,
 }
 
 /// A partial change of a contact.
