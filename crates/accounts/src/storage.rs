@@ -328,12 +328,17 @@ pub async fn update_account<C: ConnectionTrait>(
         .filter(account::Column::Version.eq(previous.version))
         .exec(conn)
         .await?;
-    if result.rows_affected == 1 {
+    one_row_changed(result.rows_affected, "account", next.id)
+}
+
+/// ABORTED unless a versioned update changed its one row: a concurrent
+/// writer moved the version on first.
+fn one_row_changed(rows: u64, kind: &str, id: impl std::fmt::Display) -> Result<(), Error> {
+    if rows == 1 {
         Ok(())
     } else {
         Err(Error::Aborted(format!(
-            "account {} changed concurrently; re-read it and retry",
-            next.id
+            "{kind} {id} changed concurrently; re-read it and retry"
         )))
     }
 }
@@ -510,14 +515,7 @@ pub async fn update_contact<C: ConnectionTrait>(
         .filter(contact::Column::Version.eq(previous_version))
         .exec(conn)
         .await?;
-    if result.rows_affected == 1 {
-        Ok(())
-    } else {
-        Err(Error::Aborted(format!(
-            "contact {} changed concurrently; re-read it and retry",
-            next.id
-        )))
-    }
+    one_row_changed(result.rows_affected, "contact", next.id)
 }
 
 /// Deletes a contact.

@@ -19,17 +19,17 @@ use bowtie_proto::common::Stage;
 use bowtie_proto::revenue as revenue_pb;
 use bowtie_proto::scoring as scoring_pb;
 use bowtie_runtime::config::PeerSettings;
-use bowtie_runtime::error::Error;
+use bowtie_runtime::error::{Error, FieldViolations};
+use bowtie_runtime::feed::NewEvent;
 use bowtie_runtime::peer::{AccountDirectory, ApplyEvent, Consumer, Upstream};
 use bowtie_runtime::shutdown::Shutdown;
-use bowtie_runtime::store::Store;
-use bowtie_runtime::validate;
+use bowtie_runtime::store::{Store, Tx};
+use bowtie_runtime::{AccountId, Instant, validate};
+use prost_types::Timestamp;
 use uuid::Uuid;
 
-use bowtie_runtime::feed::NewEvent;
-
 use crate::convert;
-use crate::convert::NewTransition;
+use crate::domain::{NewTransition, Profile};
 use crate::service::{apply_transition, profile_of, retract_transitions};
 use crate::storage;
 
@@ -41,20 +41,54 @@ pub const ACCOUNTS_CONSUMER: &str = "funnel.accounts";
 
 pub use bowtie_runtime::peer::payload;
 
+/// The account id an upstream event names in `field`.
+fn payload_account(field: &str, raw: &str) -> Result<AccountId, Error> {
+    Uuid::parse_str(raw)
+        .map(AccountId)
+        .map_err(|_| Error::invalid(field, "is not a UUID"))
+}
+
+/// The required time an upstream event carries in `field`.
+fn payload_instant(field: &str, ts: Option<&Timestamp>) -> Result<Instant, Error> {
+    let mut v = FieldViolations::default();
+    let at = validate::required_instant(&mut v, field, ts);
+    v.into_result()?;
+    at.ok_or_else(|| Error::invalid(field, "is required"))
+}
+
+/// The profile of an account a feed moves: its journey's, or the accounts
+/// service's for an account without one yet.
+async fn profile(tx: &Tx, accounts: &AccountDirectory, id: AccountId) -> Result<Profile, Error> {
+    Ok(match storage::get_journey(tx.conn(), id).await? {
+        Some(row) => row.profile,
+        None => profile_of(&accounts.get(id.uuid()).await?),
+    })
+}
+
+/// The consumer `name` applying `upstream`'s feed with `apply`.
+fn follow(
+    name: &str,
+    upstream: Upstream,
+    settings: &PeerSettings,
+    (store, shutdown): (Store, Shutdown),
+    apply: ApplyEvent,
+) -> Result<Consumer, Error> {
+    let open = upstream.open_feed(settings)?;
+    Ok(Consumer::new(name, store, open, apply, shutdown))
+}
+
 /// Follows the accounts feed.
 pub fn accounts_consumer(
     settings: &PeerSettings,
     store: Store,
     shutdown: Shutdown,
 ) -> Result<Consumer, Error> {
-    let open = Upstream::Accounts.open_feed(settings)?;
     let apply: ApplyEvent = Arc::new(|tx, event| {
         Box::pin(async move {
             let Some(account) = payload::<accounts_pb::Account>(&event)? else {
                 return Ok(());
             };
-            let id = Uuid::parse_str(&account.id)
-                .map_err(|_| Error::invalid("payload.id", "is not a UUID"))?;
+            let id = payload_account("payload.id", &account.id)?;
             if let Some(journey) =
                 storage::update_profile(tx.conn(), id, &profile_of(&account)).await?
             {
@@ -68,13 +102,14 @@ pub fn accounts_consumer(
             Ok(())
         })
     });
-    Ok(Consumer::new(
+    let upstream = Upstream::Accounts;
+    follow(
         ACCOUNTS_CONSUMER,
-        store,
-        open,
+        upstream,
+        settings,
+        (store, shutdown),
         apply,
-        shutdown,
-    ))
+    )
 }
 
 /// Cursor name of the revenue feed consumer.
@@ -114,7 +149,6 @@ pub fn revenue_consumer(
     accounts: AccountDirectory,
     shutdown: Shutdown,
 ) -> Result<Consumer, Error> {
-    let open = Upstream::Revenue.open_feed(settings)?;
     let apply: ApplyEvent = Arc::new(move |tx, event| {
         let accounts = accounts.clone();
         Box::pin(async move {
@@ -146,20 +180,13 @@ pub fn revenue_consumer(
             if stages.is_empty() {
                 return Ok(());
             }
-            let account_id = Uuid::parse_str(&account_id)
-                .map_err(|_| Error::invalid("payload.account_id", "is not a UUID"))?;
-            let mut v = bowtie_runtime::FieldViolations::default();
-            let at = validate::required_timestamp(&mut v, "payload.occurred_at", at.as_ref());
-            v.into_result()?;
-            let at = at.ok_or_else(|| Error::invalid("payload.occurred_at", "is required"))?;
+            let account_id = payload_account("payload.account_id", &account_id)?;
+            let at = payload_instant("payload.occurred_at", at.as_ref())?;
             if retract {
                 retract_transitions(tx, account_id, stages, at, REVENUE_SOURCE).await?;
                 return Ok(());
             }
-            let profile = match storage::get_journey(tx.conn(), account_id).await? {
-                Some(row) => row.profile,
-                None => profile_of(&accounts.get(account_id).await?),
-            };
+            let profile = profile(tx, &accounts, account_id).await?;
             for stage in stages {
                 let reason = if *stage == Stage::Churned {
                     REVENUE_CHURN_REASON
@@ -182,13 +209,14 @@ pub fn revenue_consumer(
             Ok(())
         })
     });
-    Ok(Consumer::new(
+    let upstream = Upstream::Revenue;
+    follow(
         REVENUE_CONSUMER,
-        store,
-        open,
+        upstream,
+        settings,
+        (store, shutdown),
         apply,
-        shutdown,
-    ))
+    )
 }
 
 /// Cursor name of the scoring feed consumer.
@@ -203,7 +231,6 @@ pub fn scoring_consumer(
     accounts: AccountDirectory,
     shutdown: Shutdown,
 ) -> Result<Consumer, Error> {
-    let open = Upstream::Scoring.open_feed(settings)?;
     let apply: ApplyEvent = Arc::new(move |tx, event| {
         let accounts = accounts.clone();
         Box::pin(async move {
@@ -213,40 +240,26 @@ pub fn scoring_consumer(
             let Some(reached) = payload::<scoring_pb::FirstValueReached>(&event)? else {
                 return Ok(());
             };
-            let account_id = Uuid::parse_str(&reached.account_id)
-                .map_err(|_| Error::invalid("payload.account_id", "is not a UUID"))?;
-            let mut v = bowtie_runtime::FieldViolations::default();
-            let at = validate::required_timestamp(
-                &mut v,
-                "payload.reached_at",
-                reached.reached_at.as_ref(),
-            );
-            v.into_result()?;
-            let at = at.ok_or_else(|| Error::invalid("payload.reached_at", "is required"))?;
-            let profile = match storage::get_journey(tx.conn(), account_id).await? {
-                Some(row) => row.profile,
-                None => profile_of(&accounts.get(account_id).await?),
+            let account_id = payload_account("payload.account_id", &reached.account_id)?;
+            let at = payload_instant("payload.reached_at", reached.reached_at.as_ref())?;
+            let profile = profile(tx, &accounts, account_id).await?;
+            let new = NewTransition {
+                account_id,
+                stage: Stage::Impact,
+                occurred_at: at,
+                reason: String::new(),
+                source: SCORING_SOURCE.to_owned(),
             };
-            apply_transition(
-                tx,
-                NewTransition {
-                    account_id,
-                    stage: Stage::Impact,
-                    occurred_at: at,
-                    reason: String::new(),
-                    source: SCORING_SOURCE.to_owned(),
-                },
-                &profile,
-            )
-            .await?;
+            apply_transition(tx, new, &profile).await?;
             Ok(())
         })
     });
-    Ok(Consumer::new(
+    let upstream = Upstream::Scoring;
+    follow(
         SCORING_CONSUMER,
-        store,
-        open,
+        upstream,
+        settings,
+        (store, shutdown),
         apply,
-        shutdown,
-    ))
+    )
 }
