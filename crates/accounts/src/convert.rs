@@ -350,15 +350,41 @@ pub fn create_account(req: &pb::CreateAccountRequest) -> Result<Write<AccountFie
     Ok((parsed(fields)?, idem))
 }
 
-/// What UpdateAccount asks: the account, the change and the version it expects.
+/// What an update asks: the record, the change and the version it expects.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AccountUpdate {
-    /// The account.
-    pub id: AccountId,
+pub struct Update<I, P> {
+    /// The record.
+    pub id: I,
     /// The masked fields.
-    pub patch: AccountPatch,
+    pub patch: P,
     /// The version the caller last read, if it cares.
     pub expected_version: Option<i64>,
+}
+
+/// What UpdateAccount asks.
+pub type AccountUpdate = Update<AccountId, AccountPatch>;
+/// What UpdateContact asks.
+pub type ContactUpdate = Update<ContactId, ContactPatch>;
+
+/// Finishes parsing an update whose record and patch are parsed: the
+/// expected version and the idempotency key of `method`.
+fn update<I, P, M: prost::Message>(
+    mut v: FieldViolations,
+    (id, patch): (Option<I>, Option<P>),
+    (method, req, expected, key): (&str, &M, Option<i64>, &str),
+) -> Result<Write<Update<I, P>>, Error> {
+    let expected_version = expected_version(&mut v, expected);
+    let idem = idempotency(&mut v, key, method, req);
+    v.into_result()?;
+    let (id, patch) = (parsed(id)?, parsed(patch)?);
+    Ok((
+        Update {
+            id,
+            patch,
+            expected_version,
+        },
+        idem,
+    ))
 }
 
 /// Parses UpdateAccount.
@@ -367,15 +393,13 @@ pub fn update_account(req: &pb::UpdateAccountRequest) -> Result<Write<AccountUpd
     let account = required(&mut v, "account", req.account.as_ref());
     let id = account.and_then(|a| validate::account_id(&mut v, "account.id", &a.id));
     let patch = account.map(|a| account_patch(&mut v, a, req.update_mask.as_ref()));
-    let expected_version = expected_version(&mut v, req.expected_version);
-    let idem = idempotency(&mut v, &req.idempotency_key, "UpdateAccount", req);
-    v.into_result()?;
-    let update = AccountUpdate {
-        id: parsed(id)?,
-        patch: parsed(patch)?,
-        expected_version,
-    };
-    Ok((update, idem))
+    let request = (
+        "UpdateAccount",
+        req,
+        req.expected_version,
+        &*req.idempotency_key,
+    );
+    update(v, (id, patch), request)
 }
 
 /// Parses ListAccounts: its filters and the page they are bound to.
@@ -450,32 +474,19 @@ pub fn create_contact(
     Ok(((parsed(account_id)?, parsed(fields)?), idem))
 }
 
-/// What UpdateContact asks: the contact, the change and the version it expects.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ContactUpdate {
-    /// The contact.
-    pub id: ContactId,
-    /// The masked fields.
-    pub patch: ContactPatch,
-    /// The version the caller last read, if it cares.
-    pub expected_version: Option<i64>,
-}
-
 /// Parses UpdateContact.
 pub fn update_contact(req: &pb::UpdateContactRequest) -> Result<Write<ContactUpdate>, Error> {
     let mut v = FieldViolations::default();
     let contact = required(&mut v, "contact", req.contact.as_ref());
     let id = contact.and_then(|c| contact_id(&mut v, "contact.id", &c.id));
     let patch = contact.map(|c| contact_patch(&mut v, c, req.update_mask.as_ref()));
-    let expected_version = expected_version(&mut v, req.expected_version);
-    let idem = idempotency(&mut v, &req.idempotency_key, "UpdateContact", req);
-    v.into_result()?;
-    let update = ContactUpdate {
-        id: parsed(id)?,
-        patch: parsed(patch)?,
-        expected_version,
-    };
-    Ok((update, idem))
+    let request = (
+        "UpdateContact",
+        req,
+        req.expected_version,
+        &*req.idempotency_key,
+    );
+    update(v, (id, patch), request)
 }
 
 /// Parses ListContacts: the account and the page bound to it.

@@ -229,6 +229,17 @@ pub struct AccountPatch {
     pub external_ids: Option<Vec<ExternalId>>,
 }
 
+impl Account {
+    /// The account with `patch` applied, `None` when it changes nothing.
+    pub fn patched(&self, patch: &AccountPatch) -> Option<Account> {
+        let fields = self.fields.patched(patch);
+        (fields != self.fields).then(|| Account {
+            fields,
+            ..self.clone()
+        })
+    }
+}
+
 impl AccountFields {
     /// The fields after applying `patch`.
     pub fn patched(&self, patch: &AccountPatch) -> AccountFields {
@@ -340,6 +351,17 @@ pub struct ContactPatch {
     pub title: Option<String>,
     /// New roles.
     pub roles: Option<Vec<ContactRole>>,
+}
+
+impl Contact {
+    /// The contact with `patch` applied, `None` when it changes nothing.
+    pub fn patched(&self, patch: &ContactPatch) -> Option<Contact> {
+        let fields = self.fields.patched(patch);
+        (fields != self.fields).then(|| Contact {
+            fields,
+            ..self.clone()
+        })
+    }
 }
 
 impl ContactFields {

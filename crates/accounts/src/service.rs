@@ -169,24 +169,19 @@ impl Accounts {
         update: AccountUpdate,
         idem: Option<Idempotency>,
     ) -> Result<pb::UpdateAccountResponse, Error> {
-        let AccountUpdate {
-            id,
-            patch,
-            expected_version,
-        } = update;
         self.store
             .write(idem, move |tx| {
                 Box::pin(async move {
-                    let current = storage::require_account(tx.conn(), id).await?;
-                    check_version("account", id, current.version, expected_version)?;
+                    let current = storage::require_account(tx.conn(), update.id).await?;
+                    check_version(
+                        "account",
+                        update.id,
+                        current.version,
+                        update.expected_version,
+                    )?;
                     check_active(&current)?;
-                    let fields = current.fields.patched(&patch);
-                    if fields == current.fields {
+                    let Some(next) = current.patched(&update.patch) else {
                         return Ok(convert::account_updated(&current));
-                    }
-                    let next = Account {
-                        fields,
-                        ..current.clone()
                     };
                     let next = write_next(tx, &current, next, "account.updated").await?;
                     Ok(convert::account_updated(&next))
@@ -315,23 +310,18 @@ impl Accounts {
         update: ContactUpdate,
         idem: Option<Idempotency>,
     ) -> Result<pb::UpdateContactResponse, Error> {
-        let ContactUpdate {
-            id,
-            patch,
-            expected_version,
-        } = update;
         self.store
             .write(idem, move |tx| {
                 Box::pin(async move {
-                    let current = storage::require_contact(tx.conn(), id).await?;
-                    check_version("contact", id, current.version, expected_version)?;
-                    let fields = current.fields.patched(&patch);
-                    if fields == current.fields {
+                    let current = storage::require_contact(tx.conn(), update.id).await?;
+                    check_version(
+                        "contact",
+                        update.id,
+                        current.version,
+                        update.expected_version,
+                    )?;
+                    let Some(next) = current.patched(&update.patch) else {
                         return Ok(convert::contact_updated(&current));
-                    }
-                    let next = Contact {
-                        fields,
-                        ..current.clone()
                     };
                     let next = write_next_contact(tx, &current, next, "contact.updated").await?;
                     Ok(convert::contact_updated(&next))

@@ -15,9 +15,7 @@ use bowtie_runtime::{AccountId, Instant};
 use sea_orm::entity::prelude::*;
 use sea_orm::sea_query::{Expr, LikeExpr};
 use sea_orm::{ActiveValue::Set, Condition, QueryOrder, QuerySelect, Schema};
-use sea_orm_migration::prelude::{
-    Index, MigrationName, MigrationTrait, MigratorTrait, SchemaManager, Table,
-};
+use sea_orm_migration::prelude::{Index, MigrationName, MigrationTrait, SchemaManager, Table};
 
 use crate::domain::*;
 
@@ -182,17 +180,7 @@ impl MigrationTrait for CreateAccountTables {
     }
 }
 
-/// The accounts service's migrations: the runtime's tables, then its own.
-#[derive(Debug)]
-pub struct Migrator;
-
-impl MigratorTrait for Migrator {
-    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        let mut migrations = bowtie_runtime::schema::runtime_migrations();
-        migrations.push(Box::new(CreateAccountTables));
-        migrations
-    }
-}
+bowtie_runtime::migrator!(CreateAccountTables);
 
 fn account_from_row(m: account::Model) -> Result<Account, Error> {
     let ids: Vec<(String, String)> =
@@ -245,16 +233,30 @@ fn account_row(a: &Account) -> account::ActiveModel {
     }
 }
 
+/// The row of `E` whose id is `id`, read by `from_row`.
+async fn find<E, T, C>(
+    conn: &C,
+    id: impl std::fmt::Display,
+    from_row: fn(E::Model) -> Result<T, Error>,
+) -> Result<Option<T>, Error>
+where
+    E: EntityTrait,
+    C: ConnectionTrait,
+    <E::PrimaryKey as PrimaryKeyTrait>::ValueType: From<String>,
+{
+    E::find_by_id(id.to_string())
+        .one(conn)
+        .await?
+        .map(from_row)
+        .transpose()
+}
+
 /// Reads one account.
 pub async fn get_account<C: ConnectionTrait>(
     conn: &C,
     id: AccountId,
 ) -> Result<Option<Account>, Error> {
-    account::Entity::find_by_id(id.to_string())
-        .one(conn)
-        .await?
-        .map(account_from_row)
-        .transpose()
+    find::<account::Entity, _, _>(conn, id, account_from_row).await
 }
 
 /// Reads one account or fails with NOT_FOUND.
@@ -489,11 +491,8 @@ pub async fn require_contact<C: ConnectionTrait>(
     conn: &C,
     id: ContactId,
 ) -> Result<Contact, Error> {
-    contact::Entity::find_by_id(id.to_string())
-        .one(conn)
+    find::<contact::Entity, _, _>(conn, id, contact_from_row)
         .await?
-        .map(contact_from_row)
-        .transpose()?
         .ok_or_else(|| Error::not_found("contact", id.to_string()))
 }
 

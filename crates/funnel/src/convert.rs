@@ -1,6 +1,7 @@
 //! Wire <-> domain: parse requests into checked values (every problem named
 //! by field) and render domain values as protobuf messages.
 
+use bowtie_proto::accounts as accounts_pb;
 use bowtie_proto::common::{PageResponse, Segment, Stage};
 use bowtie_proto::funnel as pb;
 use bowtie_runtime::api::{idempotency, parsed};
@@ -12,8 +13,8 @@ use bowtie_runtime::{AccountId, Instant};
 use prost_types::Duration;
 
 use crate::domain::{
-    self, Cohort, Entry, Filters, FunnelReport, JourneyRow, NewTransition, Recorded, Selection,
-    Transition,
+    self, Cohort, Entry, Filters, FunnelReport, JourneyRow, NewTransition, Profile, Recorded,
+    Selection, Transition,
 };
 
 /// Longest reason code.
@@ -202,6 +203,19 @@ pub fn cohort_report(
     let filters = filters(&mut v, req.segment, &req.owner);
     v.into_result()?;
     Ok((parsed(period)?, parsed(stage)?, filters))
+}
+
+/// The profile the accounts service reports for an account.
+pub fn profile_of(account: &accounts_pb::Account) -> Profile {
+    Profile {
+        segment: Segment::try_from(account.segment).unwrap_or(Segment::Unspecified),
+        owner: account.owner.clone(),
+    }
+}
+
+/// Whether the accounts service reports the account archived.
+pub fn is_archived(account: &accounts_pb::Account) -> bool {
+    account.status == accounts_pb::AccountStatus::Archived as i32
 }
 
 /// RecordTransition's answer.

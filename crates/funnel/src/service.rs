@@ -2,8 +2,7 @@
 //! derived stage entries, journey row, events and idempotency key in one
 //! transaction); reads go to the reader pool.
 
-use bowtie_proto::accounts as accounts_pb;
-use bowtie_proto::common::{Segment, Stage};
+use bowtie_proto::common::Stage;
 use bowtie_proto::funnel as pb;
 use bowtie_runtime::error::Error;
 use bowtie_runtime::feed::NewEvent;
@@ -32,14 +31,6 @@ pub struct Funnel {
     store: Store,
     accounts: AccountDirectory,
     index: Arc<JourneyIndex>,
-}
-
-/// The profile the accounts service reports for an account.
-pub fn profile_of(account: &accounts_pb::Account) -> Profile {
-    Profile {
-        segment: Segment::try_from(account.segment).unwrap_or(Segment::Unspecified),
-        owner: account.owner.clone(),
-    }
 }
 
 /// The instant of the unit of work, which every row it touches carries.
@@ -151,13 +142,13 @@ impl Funnel {
         idem: Option<Idempotency>,
     ) -> Result<pb::RecordTransitionResponse, Error> {
         let account = self.accounts.get(new.account_id.uuid()).await?;
-        if account.status == accounts_pb::AccountStatus::Archived as i32 {
+        if convert::is_archived(&account) {
             return Err(Error::FailedPrecondition(format!(
                 "account {} is archived; its journey can no longer change",
                 account.id
             )));
         }
-        let profile = profile_of(&account);
+        let profile = convert::profile_of(&account);
         self.store
             .write(idem, move |tx| {
                 Box::pin(async move {

@@ -14,7 +14,7 @@ use sea_orm::sea_query::{
 };
 use sea_orm::{ConnectionTrait, DbErr, QueryResult};
 use sea_orm_migration::prelude::{
-    DeriveIden, Index, MigrationName, MigrationTrait, MigratorTrait, SchemaManager, Table,
+    DeriveIden, Index, MigrationName, MigrationTrait, SchemaManager, Table,
 };
 use sea_orm_migration::schema::{big_integer, big_integer_null, integer, integer_null, string};
 
@@ -211,17 +211,7 @@ impl MigrationTrait for CreateFunnelTables {
     }
 }
 
-/// The funnel service's migrations: the runtime's tables, then its own.
-#[derive(Debug)]
-pub struct Migrator;
-
-impl MigratorTrait for Migrator {
-    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        let mut migrations = bowtie_runtime::schema::runtime_migrations();
-        migrations.push(Box::new(CreateFunnelTables));
-        migrations
-    }
-}
+bowtie_runtime::migrator!(CreateFunnelTables);
 
 fn stage(raw: i32) -> Result<Stage, Error> {
     Stage::try_from(raw).map_err(|_| corrupt(format_args!("stored stage {raw} is unknown")))
