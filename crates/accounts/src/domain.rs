@@ -22,26 +22,18 @@ pub const MAX_EXTERNAL_IDS: usize = 20;
 /// Longest email address (RFC 5321).
 pub const MAX_EMAIL: usize = 254;
 
-/// A new account id: UUIDv7, so ids sort by creation.
+/// The id of a contact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ContactId(pub Uuid);
+
+/// A new account's id: UUIDv7, so ids sort by creation.
 pub fn new_account_id() -> AccountId {
     AccountId(Uuid::now_v7())
 }
 
-/// The id of a contact (UUIDv7, so ids sort by creation).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ContactId(pub Uuid);
-
-impl ContactId {
-    /// A fresh id.
-    pub fn new() -> Self {
-        ContactId(Uuid::now_v7())
-    }
-}
-
-impl Default for ContactId {
-    fn default() -> Self {
-        ContactId::new()
-    }
+/// A new contact's id: UUIDv7, so ids sort by creation.
+pub fn new_contact_id() -> ContactId {
+    ContactId(Uuid::now_v7())
 }
 
 impl fmt::Display for ContactId {

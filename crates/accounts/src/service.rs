@@ -282,7 +282,7 @@ impl Accounts {
                     let account = storage::require_account(tx.conn(), account_id).await?;
                     check_active(&account)?;
                     let contact = Contact {
-                        id: ContactId::new(),
+                        id: new_contact_id(),
                         account_id,
                         fields,
                         left_at: None,

@@ -45,19 +45,6 @@ pub fn next_stage(stage: Stage) -> Option<Stage> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TransitionId(pub Uuid);
 
-impl TransitionId {
-    /// A fresh id.
-    pub fn new() -> Self {
-        TransitionId(Uuid::now_v7())
-    }
-}
-
-impl Default for TransitionId {
-    fn default() -> Self {
-        TransitionId::new()
-    }
-}
-
 impl fmt::Display for TransitionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
@@ -83,7 +70,7 @@ impl NewTransition {
     /// The transition as recorded at `recorded_at`, under a fresh id.
     pub fn recorded(self, recorded_at: Instant) -> Transition {
         Transition {
-            id: TransitionId::new(),
+            id: TransitionId(Uuid::now_v7()),
             account_id: self.account_id,
             stage: self.stage,
             occurred_at: self.occurred_at,
