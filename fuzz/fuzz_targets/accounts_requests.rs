@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let mut v = FieldViolations::default();
-    let now = validate::now_micros();
+    let now = bowtie_runtime::Instant::now();
     match pick % 8 {
         0 => {
             if let Ok(req) = pb::CreateAccountRequest::decode(bytes) {

@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
     match pick % 5 {
         0 => {
             if let Ok(req) = pb::RecordTransitionRequest::decode(bytes) {
-                let _ = convert::new_transition(&mut v, &req, validate::now_micros());
+                let _ = convert::new_transition(&mut v, &req, bowtie_runtime::Instant::now());
                 let _ = validate::idempotency_key(&mut v, &req.idempotency_key);
             }
         }

@@ -1,19 +1,16 @@
-//! gRPC handlers: parse the request into domain values (every problem named
-//! by field), call the application, map the error. Nothing else happens here.
+//! gRPC handlers: parse the request into domain values (`convert`, every
+//! problem named by field), call the application, map the error. Nothing
+//! else happens here.
 
 use bowtie_proto::accounts as pb;
 use bowtie_proto::accounts::accounts_service_server::AccountsService;
-use bowtie_runtime::api::{Answer, idempotency, parsed};
-use bowtie_runtime::error::FieldViolations;
+use bowtie_runtime::Instant;
+use bowtie_runtime::api::{self, Answer};
 use bowtie_runtime::feed::EventStream;
-use bowtie_runtime::paging::Page;
-use bowtie_runtime::validate::{self, now_micros};
 use tonic::{Request, Response};
 
 use crate::convert;
-use crate::domain::MAX_NAME;
 use crate::service::Accounts;
-use crate::storage::AccountFilter;
 
 /// The tonic service.
 #[derive(Debug, Clone)]
@@ -28,13 +25,6 @@ impl AccountsApi {
     }
 }
 
-fn required<'a, T>(v: &mut FieldViolations, field: &str, value: Option<&'a T>) -> Option<&'a T> {
-    if value.is_none() {
-        v.add(field, "is required");
-    }
-    value
-}
-
 #[tonic::async_trait]
 impl AccountsService for AccountsApi {
     #[tracing::instrument(skip_all)]
@@ -42,15 +32,8 @@ impl AccountsService for AccountsApi {
         &self,
         request: Request<pb::CreateAccountRequest>,
     ) -> Answer<pb::CreateAccountResponse> {
-        let req = request.into_inner();
-        let mut v = FieldViolations::default();
-        let fields = required(&mut v, "account", req.account.as_ref())
-            .and_then(|a| convert::account_fields(&mut v, "account", a));
-        let idem = idempotency(&mut v, &req.idempotency_key, "CreateAccount", &req);
-        v.into_result()?;
-        Ok(Response::new(
-            self.app.create_account(parsed(fields)?, idem).await?,
-        ))
+        let (fields, idem) = convert::create_account(&request.into_inner())?;
+        Ok(Response::new(self.app.create_account(fields, idem).await?))
     }
 
     #[tracing::instrument(skip_all)]
@@ -58,14 +41,8 @@ impl AccountsService for AccountsApi {
         &self,
         request: Request<pb::GetAccountRequest>,
     ) -> Answer<pb::GetAccountResponse> {
-        let req = request.into_inner();
-        let mut v = FieldViolations::default();
-        let id = validate::uuid(&mut v, "id", &req.id);
-        v.into_result()?;
-        let account = self.app.get_account(parsed(id)?).await?;
-        Ok(Response::new(pb::GetAccountResponse {
-            account: Some(account),
-        }))
+        let id = api::account_id("id", &request.into_inner().id)?;
+        Ok(Response::new(self.app.get_account(id).await?))
     }
 
     #[tracing::instrument(skip_all)]
@@ -73,19 +50,8 @@ impl AccountsService for AccountsApi {
         &self,
         request: Request<pb::UpdateAccountRequest>,
     ) -> Answer<pb::UpdateAccountResponse> {
-        let req = request.into_inner();
-        let mut v = FieldViolations::default();
-        let account = required(&mut v, "account", req.account.as_ref());
-        let id = account.and_then(|a| validate::uuid(&mut v, "account.id", &a.id));
-        let patch = account.map(|a| convert::account_patch(&mut v, a, req.update_mask.as_ref()));
-        let expected = convert::expected_version(&mut v, req.expected_version);
-        let idem = idempotency(&mut v, &req.idempotency_key, "UpdateAccount", &req);
-        v.into_result()?;
-        Ok(Response::new(
-            self.app
-                .update_account(parsed(id)?, parsed(patch)?, expected, idem)
-                .await?,
-        ))
+        let (update, idem) = convert::update_account(&request.into_inner())?;
+        Ok(Response::new(self.app.update_account(update, idem).await?))
     }
 
     #[tracing::instrument(skip_all)]
@@ -93,20 +59,7 @@ impl AccountsService for AccountsApi {
         &self,
         request: Request<pb::ListAccountsRequest>,
     ) -> Answer<pb::ListAccountsResponse> {
-        let req = request.into_inner();
-        let mut v = FieldViolations::default();
-        let non_empty = |s: Option<String>| s.filter(|s| !s.is_empty());
-        let filter = AccountFilter {
-            segment: convert::segment_filter(&mut v, "segment", req.segment),
-            owner: non_empty(validate::optional_text(
-                &mut v, "owner", &req.owner, MAX_NAME,
-            )),
-            csm: non_empty(validate::optional_text(&mut v, "csm", &req.csm, MAX_NAME)),
-            status: convert::status_filter(&mut v, "status", req.status),
-            text: non_empty(validate::optional_text(&mut v, "text", &req.text, MAX_NAME)),
-        };
-        v.into_result()?;
-        let page = Page::parse(req.page.as_ref(), &filter.fingerprint())?;
+        let (filter, page) = convert::list_accounts(&request.into_inner())?;
         Ok(Response::new(self.app.list_accounts(filter, page).await?))
     }
 
@@ -115,24 +68,9 @@ impl AccountsService for AccountsApi {
         &self,
         request: Request<pb::UpsertAccountByExternalIdRequest>,
     ) -> Answer<pb::UpsertAccountByExternalIdResponse> {
-        let req = request.into_inner();
-        let mut v = FieldViolations::default();
-        let external = required(&mut v, "external_id", req.external_id.as_ref())
-            .and_then(|e| convert::external_id(&mut v, "external_id", e));
-        let fields = required(&mut v, "account", req.account.as_ref())
-            .and_then(|a| convert::account_fields(&mut v, "account", a));
-        let idem = idempotency(
-            &mut v,
-            &req.idempotency_key,
-            "UpsertAccountByExternalId",
-            &req,
-        );
-        v.into_result()?;
-        Ok(Response::new(
-            self.app
-                .upsert_by_external_id(parsed(external)?, parsed(fields)?, idem)
-                .await?,
-        ))
+        let ((external, fields), idem) = convert::upsert_account(&request.into_inner())?;
+        let answer = self.app.upsert_by_external_id(external, fields, idem);
+        Ok(Response::new(answer.await?))
     }
 
     #[tracing::instrument(skip_all)]
@@ -140,17 +78,9 @@ impl AccountsService for AccountsApi {
         &self,
         request: Request<pb::ArchiveAccountRequest>,
     ) -> Answer<pb::ArchiveAccountResponse> {
-        let req = request.into_inner();
-        let mut v = FieldViolations::default();
-        let id = validate::uuid(&mut v, "id", &req.id);
-        let expected = convert::expected_version(&mut v, req.expected_version);
-        let idem = idempotency(&mut v, &req.idempotency_key, "ArchiveAccount", &req);
-        v.into_result()?;
-        Ok(Response::new(
-            self.app
-                .archive_account(parsed(id)?, expected, idem)
-                .await?,
-        ))
+        let ((id, expected), idem) = convert::archive_account(&request.into_inner())?;
+        let answer = self.app.archive_account(id, expected, idem);
+        Ok(Response::new(answer.await?))
     }
 
     #[tracing::instrument(skip_all)]
@@ -158,19 +88,9 @@ impl AccountsService for AccountsApi {
         &self,
         request: Request<pb::CreateContactRequest>,
     ) -> Answer<pb::CreateContactResponse> {
-        let req = request.into_inner();
-        let mut v = FieldViolations::default();
-        let contact = required(&mut v, "contact", req.contact.as_ref());
-        let account_id =
-            contact.and_then(|c| validate::uuid(&mut v, "contact.account_id", &c.account_id));
-        let fields = contact.and_then(|c| convert::contact_fields(&mut v, c));
-        let idem = idempotency(&mut v, &req.idempotency_key, "CreateContact", &req);
-        v.into_result()?;
-        Ok(Response::new(
-            self.app
-                .create_contact(parsed(account_id)?, parsed(fields)?, idem)
-                .await?,
-        ))
+        let ((account_id, fields), idem) = convert::create_contact(&request.into_inner())?;
+        let answer = self.app.create_contact(account_id, fields, idem);
+        Ok(Response::new(answer.await?))
     }
 
     #[tracing::instrument(skip_all)]
@@ -178,14 +98,8 @@ impl AccountsService for AccountsApi {
         &self,
         request: Request<pb::GetContactRequest>,
     ) -> Answer<pb::GetContactResponse> {
-        let req = request.into_inner();
-        let mut v = FieldViolations::default();
-        let id = validate::uuid(&mut v, "id", &req.id);
-        v.into_result()?;
-        let contact = self.app.get_contact(parsed(id)?).await?;
-        Ok(Response::new(pb::GetContactResponse {
-            contact: Some(contact),
-        }))
+        let id = convert::lookup_contact(&request.into_inner().id)?;
+        Ok(Response::new(self.app.get_contact(id).await?))
     }
 
     #[tracing::instrument(skip_all)]
@@ -193,19 +107,8 @@ impl AccountsService for AccountsApi {
         &self,
         request: Request<pb::UpdateContactRequest>,
     ) -> Answer<pb::UpdateContactResponse> {
-        let req = request.into_inner();
-        let mut v = FieldViolations::default();
-        let contact = required(&mut v, "contact", req.contact.as_ref());
-        let id = contact.and_then(|c| validate::uuid(&mut v, "contact.id", &c.id));
-        let patch = contact.map(|c| convert::contact_patch(&mut v, c, req.update_mask.as_ref()));
-        let expected = convert::expected_version(&mut v, req.expected_version);
-        let idem = idempotency(&mut v, &req.idempotency_key, "UpdateContact", &req);
-        v.into_result()?;
-        Ok(Response::new(
-            self.app
-                .update_contact(parsed(id)?, parsed(patch)?, expected, idem)
-                .await?,
-        ))
+        let (update, idem) = convert::update_contact(&request.into_inner())?;
+        Ok(Response::new(self.app.update_contact(update, idem).await?))
     }
 
     #[tracing::instrument(skip_all)]
@@ -213,12 +116,7 @@ impl AccountsService for AccountsApi {
         &self,
         request: Request<pb::ListContactsRequest>,
     ) -> Answer<pb::ListContactsResponse> {
-        let req = request.into_inner();
-        let mut v = FieldViolations::default();
-        let account_id = validate::uuid(&mut v, "account_id", &req.account_id);
-        v.into_result()?;
-        let account_id = parsed(account_id)?;
-        let page = Page::parse(req.page.as_ref(), &account_id.to_string())?;
+        let (account_id, page) = convert::list_contacts(&request.into_inner())?;
         Ok(Response::new(
             self.app.list_contacts(account_id, page).await?,
         ))
@@ -229,14 +127,8 @@ impl AccountsService for AccountsApi {
         &self,
         request: Request<pb::DeleteContactRequest>,
     ) -> Answer<pb::DeleteContactResponse> {
-        let req = request.into_inner();
-        let mut v = FieldViolations::default();
-        let id = validate::uuid(&mut v, "id", &req.id);
-        let idem = idempotency(&mut v, &req.idempotency_key, "DeleteContact", &req);
-        v.into_result()?;
-        Ok(Response::new(
-            self.app.delete_contact(parsed(id)?, idem).await?,
-        ))
+        let (id, idem) = convert::delete_contact(&request.into_inner())?;
+        Ok(Response::new(self.app.delete_contact(id, idem).await?))
     }
 
     #[tracing::instrument(skip_all)]
@@ -245,16 +137,9 @@ impl AccountsService for AccountsApi {
         request: Request<pb::MarkContactLeftRequest>,
     ) -> Answer<pb::MarkContactLeftResponse> {
         let req = request.into_inner();
-        let mut v = FieldViolations::default();
-        let id = validate::uuid(&mut v, "id", &req.id);
-        let left_at = convert::past_time(&mut v, "left_time", req.left_time.as_ref(), now_micros());
-        let idem = idempotency(&mut v, &req.idempotency_key, "MarkContactLeft", &req);
-        v.into_result()?;
-        Ok(Response::new(
-            self.app
-                .mark_contact_left(parsed(id)?, parsed(left_at)?, idem)
-                .await?,
-        ))
+        let ((id, left_at), idem) = convert::mark_contact_left(&req, Instant::now())?;
+        let answer = self.app.mark_contact_left(id, left_at, idem);
+        Ok(Response::new(answer.await?))
     }
 
     type WatchEventsStream = EventStream<pb::WatchEventsResponse>;

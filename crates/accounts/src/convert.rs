@@ -6,12 +6,15 @@ use std::collections::BTreeSet;
 
 use bowtie_proto::accounts as pb;
 use bowtie_proto::common;
-use bowtie_runtime::error::FieldViolations;
-use bowtie_runtime::validate::{
-    enum_value, optional_text, required_text, timestamp_micros, to_timestamp,
-};
+use bowtie_runtime::api::{self, idempotency, parsed};
+use bowtie_runtime::error::{Error, FieldViolations};
+use bowtie_runtime::idempotency::Idempotency;
+use bowtie_runtime::paging::Page;
+use bowtie_runtime::validate::{self, enum_value, optional_text, required_text};
+use bowtie_runtime::{AccountId, Instant};
 
 use crate::domain::*;
+use crate::storage::AccountFilter;
 
 fn segment_from_pb(v: &mut FieldViolations, field: &str, raw: i32) -> Option<Segment> {
     match enum_value::<common::Segment>(v, field, raw, true)? {
@@ -247,16 +250,16 @@ pub fn past_time(
     v: &mut FieldViolations,
     field: &str,
     ts: Option<&prost_types::Timestamp>,
-    now: i64,
-) -> Option<i64> {
+    now: Instant,
+) -> Option<Instant> {
     const SKEW_MICROS: i64 = 5 * 60 * 1_000_000;
     let Some(ts) = ts else { return Some(now) };
-    let micros = timestamp_micros(v, field, ts)?;
-    if micros > now + SKEW_MICROS {
+    let at = validate::instant(v, field, ts)?;
+    if at > now.plus_micros(SKEW_MICROS) {
         v.add(field, "must not lie in the future");
         return None;
     }
-    Some(micros)
+    Some(at)
 }
 
 /// Renders an account.
@@ -292,8 +295,8 @@ pub fn account_to_pb(a: &Account) -> pb::Account {
             AccountStatus::Archived => pb::AccountStatus::Archived,
         } as i32,
         version: a.version,
-        create_time: Some(to_timestamp(a.created_at)),
-        update_time: Some(to_timestamp(a.updated_at)),
+        create_time: Some(a.created_at.to_timestamp()),
+        update_time: Some(a.updated_at.to_timestamp()),
     }
 }
 
@@ -320,9 +323,282 @@ pub fn contact_to_pb(c: &Contact) -> pb::Contact {
         } else {
             pb::ContactStatus::Active
         } as i32,
-        left_time: c.left_at.map(to_timestamp),
+        left_time: c.left_at.map(Instant::to_timestamp),
         version: c.version,
-        create_time: Some(to_timestamp(c.created_at)),
-        update_time: Some(to_timestamp(c.updated_at)),
+        create_time: Some(c.created_at.to_timestamp()),
+        update_time: Some(c.updated_at.to_timestamp()),
+    }
+}
+
+fn required<'a, T>(v: &mut FieldViolations, field: &str, value: Option<&'a T>) -> Option<&'a T> {
+    if value.is_none() {
+        v.add(field, "is required");
+    }
+    value
+}
+
+/// A write whose request carried an optional idempotency key.
+pub type Write<T> = (T, Option<Idempotency>);
+
+/// Parses CreateAccount.
+pub fn create_account(req: &pb::CreateAccountRequest) -> Result<Write<AccountFields>, Error> {
+    let mut v = FieldViolations::default();
+    let fields = required(&mut v, "account", req.account.as_ref())
+        .and_then(|a| account_fields(&mut v, "account", a));
+    let idem = idempotency(&mut v, &req.idempotency_key, "CreateAccount", req);
+    v.into_result()?;
+    Ok((parsed(fields)?, idem))
+}
+
+/// What an update asks: the record, the change and the version it expects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Update<I, P> {
+    /// The record.
+    pub id: I,
+    /// The masked fields.
+    pub patch: P,
+    /// The version the caller last read, if it cares.
+    pub expected_version: Option<i64>,
+}
+
+/// What UpdateAccount asks.
+pub type AccountUpdate = Update<AccountId, AccountPatch>;
+/// What UpdateContact asks.
+pub type ContactUpdate = Update<ContactId, ContactPatch>;
+
+/// Finishes parsing an update whose record and patch are parsed: the
+/// expected version and the idempotency key of `method`.
+fn update<I, P, M: prost::Message>(
+    mut v: FieldViolations,
+    (id, patch): (Option<I>, Option<P>),
+    (method, req, expected, key): (&str, &M, Option<i64>, &str),
+) -> Result<Write<Update<I, P>>, Error> {
+    let expected_version = expected_version(&mut v, expected);
+    let idem = idempotency(&mut v, key, method, req);
+    v.into_result()?;
+    let (id, patch) = (parsed(id)?, parsed(patch)?);
+    Ok((
+        Update {
+            id,
+            patch,
+            expected_version,
+        },
+        idem,
+    ))
+}
+
+/// Parses UpdateAccount.
+pub fn update_account(req: &pb::UpdateAccountRequest) -> Result<Write<AccountUpdate>, Error> {
+    let mut v = FieldViolations::default();
+    let account = required(&mut v, "account", req.account.as_ref());
+    let id = account.and_then(|a| validate::account_id(&mut v, "account.id", &a.id));
+    let patch = account.map(|a| account_patch(&mut v, a, req.update_mask.as_ref()));
+    let request = (
+        "UpdateAccount",
+        req,
+        req.expected_version,
+        &*req.idempotency_key,
+    );
+    update(v, (id, patch), request)
+}
+
+/// Parses ListAccounts: its filters and the page they are bound to.
+pub fn list_accounts(req: &pb::ListAccountsRequest) -> Result<(AccountFilter, Page), Error> {
+    let mut v = FieldViolations::default();
+    let text = |v: &mut FieldViolations, field: &str, value: &str| {
+        optional_text(v, field, value, MAX_NAME).filter(|s| !s.is_empty())
+    };
+    let filter = AccountFilter {
+        segment: segment_filter(&mut v, "segment", req.segment),
+        owner: text(&mut v, "owner", &req.owner),
+        csm: text(&mut v, "csm", &req.csm),
+        status: status_filter(&mut v, "status", req.status),
+        text: text(&mut v, "text", &req.text),
+    };
+    v.into_result()?;
+    let page = Page::parse(req.page.as_ref(), &filter.fingerprint())?;
+    Ok((filter, page))
+}
+
+/// Parses UpsertAccountByExternalId.
+pub fn upsert_account(
+    req: &pb::UpsertAccountByExternalIdRequest,
+) -> Result<Write<(ExternalId, AccountFields)>, Error> {
+    let mut v = FieldViolations::default();
+    let external = required(&mut v, "external_id", req.external_id.as_ref())
+        .and_then(|e| external_id(&mut v, "external_id", e));
+    let fields = required(&mut v, "account", req.account.as_ref())
+        .and_then(|a| account_fields(&mut v, "account", a));
+    let idem = idempotency(
+        &mut v,
+        &req.idempotency_key,
+        "UpsertAccountByExternalId",
+        req,
+    );
+    v.into_result()?;
+    Ok(((parsed(external)?, parsed(fields)?), idem))
+}
+
+/// Parses ArchiveAccount: the account and the version it expects.
+pub fn archive_account(
+    req: &pb::ArchiveAccountRequest,
+) -> Result<Write<(AccountId, Option<i64>)>, Error> {
+    let mut v = FieldViolations::default();
+    let id = validate::account_id(&mut v, "id", &req.id);
+    let expected = expected_version(&mut v, req.expected_version);
+    let idem = idempotency(&mut v, &req.idempotency_key, "ArchiveAccount", req);
+    v.into_result()?;
+    Ok(((parsed(id)?, expected), idem))
+}
+
+fn contact_id(v: &mut FieldViolations, field: &str, raw: &str) -> Option<ContactId> {
+    validate::uuid(v, field, raw).map(ContactId)
+}
+
+/// Parses the one contact id of a lookup (`GetContact`).
+pub fn lookup_contact(raw: &str) -> Result<ContactId, Error> {
+    api::id("id", raw).map(ContactId)
+}
+
+/// Parses CreateContact: the owning account and the fields.
+pub fn create_contact(
+    req: &pb::CreateContactRequest,
+) -> Result<Write<(AccountId, ContactFields)>, Error> {
+    let mut v = FieldViolations::default();
+    let contact = required(&mut v, "contact", req.contact.as_ref());
+    let account_id =
+        contact.and_then(|c| validate::account_id(&mut v, "contact.account_id", &c.account_id));
+    let fields = contact.and_then(|c| contact_fields(&mut v, c));
+    let idem = idempotency(&mut v, &req.idempotency_key, "CreateContact", req);
+    v.into_result()?;
+    Ok(((parsed(account_id)?, parsed(fields)?), idem))
+}
+
+/// Parses UpdateContact.
+pub fn update_contact(req: &pb::UpdateContactRequest) -> Result<Write<ContactUpdate>, Error> {
+    let mut v = FieldViolations::default();
+    let contact = required(&mut v, "contact", req.contact.as_ref());
+    let id = contact.and_then(|c| contact_id(&mut v, "contact.id", &c.id));
+    let patch = contact.map(|c| contact_patch(&mut v, c, req.update_mask.as_ref()));
+    let request = (
+        "UpdateContact",
+        req,
+        req.expected_version,
+        &*req.idempotency_key,
+    );
+    update(v, (id, patch), request)
+}
+
+/// Parses ListContacts: the account and the page bound to it.
+pub fn list_contacts(req: &pb::ListContactsRequest) -> Result<(AccountId, Page), Error> {
+    let account_id = api::account_id("account_id", &req.account_id)?;
+    let page = Page::parse(req.page.as_ref(), &account_id.to_string())?;
+    Ok((account_id, page))
+}
+
+/// Parses DeleteContact.
+pub fn delete_contact(req: &pb::DeleteContactRequest) -> Result<Write<ContactId>, Error> {
+    let mut v = FieldViolations::default();
+    let id = contact_id(&mut v, "id", &req.id);
+    let idem = idempotency(&mut v, &req.idempotency_key, "DeleteContact", req);
+    v.into_result()?;
+    Ok((parsed(id)?, idem))
+}
+
+/// Parses MarkContactLeft: the contact and when they left (now when unset).
+pub fn mark_contact_left(
+    req: &pb::MarkContactLeftRequest,
+    now: Instant,
+) -> Result<Write<(ContactId, Instant)>, Error> {
+    let mut v = FieldViolations::default();
+    let id = contact_id(&mut v, "id", &req.id);
+    let left_at = past_time(&mut v, "left_time", req.left_time.as_ref(), now);
+    let idem = idempotency(&mut v, &req.idempotency_key, "MarkContactLeft", req);
+    v.into_result()?;
+    Ok(((parsed(id)?, parsed(left_at)?), idem))
+}
+
+/// CreateAccount's answer.
+pub fn account_created(a: &Account) -> pb::CreateAccountResponse {
+    pb::CreateAccountResponse {
+        account: Some(account_to_pb(a)),
+    }
+}
+
+/// GetAccount's answer (the account comes rendered from the read cache).
+pub fn account_got(account: pb::Account) -> pb::GetAccountResponse {
+    pb::GetAccountResponse {
+        account: Some(account),
+    }
+}
+
+/// UpdateAccount's answer.
+pub fn account_updated(a: &Account) -> pb::UpdateAccountResponse {
+    pb::UpdateAccountResponse {
+        account: Some(account_to_pb(a)),
+    }
+}
+
+/// ListAccounts' answer.
+pub fn accounts_listed(rows: &[Account], page: common::PageResponse) -> pb::ListAccountsResponse {
+    pb::ListAccountsResponse {
+        accounts: rows.iter().map(account_to_pb).collect(),
+        page: Some(page),
+    }
+}
+
+/// UpsertAccountByExternalId's answer.
+pub fn account_upserted(a: &Account, created: bool) -> pb::UpsertAccountByExternalIdResponse {
+    pb::UpsertAccountByExternalIdResponse {
+        account: Some(account_to_pb(a)),
+        created,
+    }
+}
+
+/// ArchiveAccount's answer.
+pub fn account_archived(a: &Account) -> pb::ArchiveAccountResponse {
+    pb::ArchiveAccountResponse {
+        account: Some(account_to_pb(a)),
+    }
+}
+
+/// CreateContact's answer.
+pub fn contact_created(c: &Contact) -> pb::CreateContactResponse {
+    pb::CreateContactResponse {
+        contact: Some(contact_to_pb(c)),
+    }
+}
+
+/// GetContact's answer.
+pub fn contact_got(c: &Contact) -> pb::GetContactResponse {
+    pb::GetContactResponse {
+        contact: Some(contact_to_pb(c)),
+    }
+}
+
+/// UpdateContact's answer.
+pub fn contact_updated(c: &Contact) -> pb::UpdateContactResponse {
+    pb::UpdateContactResponse {
+        contact: Some(contact_to_pb(c)),
+    }
+}
+
+/// ListContacts' answer.
+pub fn contacts_listed(rows: &[Contact], page: common::PageResponse) -> pb::ListContactsResponse {
+    pb::ListContactsResponse {
+        contacts: rows.iter().map(contact_to_pb).collect(),
+        page: Some(page),
+    }
+}
+
+/// DeleteContact's answer (empty: the contact is gone).
+pub fn contact_deleted() -> pb::DeleteContactResponse {
+    pb::DeleteContactResponse {}
+}
+
+/// MarkContactLeft's answer.
+pub fn contact_left(c: &Contact) -> pb::MarkContactLeftResponse {
+    pb::MarkContactLeftResponse {
+        contact: Some(contact_to_pb(c)),
     }
 }

@@ -2,6 +2,9 @@
 //! transport. Requests are parsed into these types (see `convert`), so the
 //! code below never sees a raw protobuf message.
 
+use std::fmt;
+
+use bowtie_runtime::{AccountId, Instant};
 use uuid::Uuid;
 
 /// Longest account or contact name.
@@ -18,6 +21,26 @@ pub const MAX_EXTERNAL_ID: usize = 200;
 pub const MAX_EXTERNAL_IDS: usize = 20;
 /// Longest email address (RFC 5321).
 pub const MAX_EMAIL: usize = 254;
+
+/// The id of a contact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ContactId(pub Uuid);
+
+/// A new account's id: UUIDv7, so ids sort by creation.
+pub fn new_account_id() -> AccountId {
+    AccountId(Uuid::now_v7())
+}
+
+/// A new contact's id: UUIDv7, so ids sort by creation.
+pub fn new_contact_id() -> ContactId {
+    ContactId(Uuid::now_v7())
+}
+
+impl fmt::Display for ContactId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 /// Customer segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,17 +154,17 @@ pub struct AccountFields {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
     /// Id (UUIDv7, so ids sort by creation).
-    pub id: Uuid,
+    pub id: AccountId,
     /// Writable fields.
     pub fields: AccountFields,
     /// Status.
     pub status: AccountStatus,
     /// Optimistic-concurrency version, 1 on creation.
     pub version: i64,
-    /// Microseconds since the epoch.
-    pub created_at: i64,
-    /// Microseconds since the epoch.
-    pub updated_at: i64,
+    /// When it was created.
+    pub created_at: Instant,
+    /// When it last changed.
+    pub updated_at: Instant,
 }
 
 /// A field that UpdateAccount may change.
@@ -196,6 +219,17 @@ pub struct AccountPatch {
     pub strategic: Option<bool>,
     /// New external ids (replacing the old set).
     pub external_ids: Option<Vec<ExternalId>>,
+}
+
+impl Account {
+    /// The account with `patch` applied, `None` when it changes nothing.
+    pub fn patched(&self, patch: &AccountPatch) -> Option<Account> {
+        let fields = self.fields.patched(patch);
+        (fields != self.fields).then(|| Account {
+            fields,
+            ..self.clone()
+        })
+    }
 }
 
 impl AccountFields {
@@ -283,19 +317,19 @@ pub struct ContactFields {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Contact {
     /// Id.
-    pub id: Uuid,
+    pub id: ContactId,
     /// Owning account.
-    pub account_id: Uuid,
+    pub account_id: AccountId,
     /// Writable fields.
     pub fields: ContactFields,
     /// When the person left the company, if they did.
-    pub left_at: Option<i64>,
+    pub left_at: Option<Instant>,
     /// Version, 1 on creation.
     pub version: i64,
-    /// Microseconds since the epoch.
-    pub created_at: i64,
-    /// Microseconds since the epoch.
-    pub updated_at: i64,
+    /// When it was created.
+    pub created_at: Instant,
+    /// When it last changed.
+    pub updated_at: Instant,
 }
 
 /// A partial change of a contact.
@@ -309,6 +343,17 @@ pub struct ContactPatch {
     pub title: Option<String>,
     /// New roles.
     pub roles: Option<Vec<ContactRole>>,
+}
+
+impl Contact {
+    /// The contact with `patch` applied, `None` when it changes nothing.
+    pub fn patched(&self, patch: &ContactPatch) -> Option<Contact> {
+        let fields = self.fields.patched(patch);
+        (fields != self.fields).then(|| Contact {
+            fields,
+            ..self.clone()
+        })
+    }
 }
 
 impl ContactFields {

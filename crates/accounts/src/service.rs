@@ -2,6 +2,7 @@
 //! events and idempotency key in one transaction) and answers with the
 //! protobuf response that an idempotent replay will return again.
 
+use std::fmt::Display;
 use std::sync::Arc;
 
 use bowtie_proto::accounts as pb;
@@ -11,21 +12,31 @@ use bowtie_runtime::feed::NewEvent;
 use bowtie_runtime::idempotency::Idempotency;
 use bowtie_runtime::paging::Page;
 use bowtie_runtime::store::{Store, Tx};
-use uuid::Uuid;
+use bowtie_runtime::{AccountId, Instant};
 
-use crate::convert::{account_to_pb, contact_to_pb};
+use crate::convert::{self, AccountUpdate, ContactUpdate, account_to_pb, contact_to_pb};
 use crate::domain::*;
 use crate::storage::{self, AccountFilter};
 
-fn account_event(event_type: &'static str, a: &pb::Account) -> NewEvent {
-    NewEvent::new("account", a.id.clone(), event_type, a)
+fn account_event(event_type: &'static str, a: &Account) -> NewEvent {
+    NewEvent::new("account", a.id.to_string(), event_type, &account_to_pb(a))
 }
 
-fn contact_event(event_type: &'static str, c: &pb::Contact) -> NewEvent {
-    NewEvent::new("contact", c.id.clone(), event_type, c)
+fn contact_event(event_type: &'static str, c: &Contact) -> NewEvent {
+    NewEvent::new("contact", c.id.to_string(), event_type, &contact_to_pb(c))
 }
 
-fn check_version(kind: &str, id: Uuid, current: i64, expected: Option<i64>) -> Result<(), Error> {
+/// The instant of the unit of work, which every row it touches carries.
+fn now(tx: &Tx) -> Instant {
+    Instant::from_micros(tx.now())
+}
+
+fn check_version(
+    kind: &str,
+    id: impl Display,
+    current: i64,
+    expected: Option<i64>,
+) -> Result<(), Error> {
     match expected {
         Some(expected) if expected != current => Err(Error::Aborted(format!(
             "{kind} {id} is at version {current}, not {expected}; re-read it and retry"
@@ -45,17 +56,16 @@ fn check_active(a: &Account) -> Result<(), Error> {
 }
 
 /// Inserts a new active account at version 1 and queues `account.created`.
-async fn insert_new(tx: &mut Tx, fields: AccountFields) -> Result<pb::Account, Error> {
+async fn insert_new(tx: &mut Tx, fields: AccountFields) -> Result<Account, Error> {
     let account = Account {
-        id: Uuid::now_v7(),
+        id: new_account_id(),
         fields,
         status: AccountStatus::Active,
         version: 1,
-        created_at: tx.now(),
-        updated_at: tx.now(),
+        created_at: now(tx),
+        updated_at: now(tx),
     };
     storage::insert_account(tx.conn(), &account).await?;
-    let account = account_to_pb(&account);
     tx.emit(account_event("account.created", &account));
     Ok(account)
 }
@@ -66,16 +76,32 @@ async fn write_next(
     current: &Account,
     next: Account,
     event_type: &'static str,
-) -> Result<pb::Account, Error> {
+) -> Result<Account, Error> {
     let next = Account {
         version: current.version + 1,
-        updated_at: tx.now(),
+        updated_at: now(tx),
         ..next
     };
     storage::update_account(tx.conn(), current, &next).await?;
-    let account = account_to_pb(&next);
-    tx.emit(account_event(event_type, &account));
-    Ok(account)
+    tx.emit(account_event(event_type, &next));
+    Ok(next)
+}
+
+/// Writes `next` as the version after `current` and queues `event_type`.
+async fn write_next_contact(
+    tx: &mut Tx,
+    current: &Contact,
+    next: Contact,
+    event_type: &'static str,
+) -> Result<Contact, Error> {
+    let next = Contact {
+        version: current.version + 1,
+        updated_at: now(tx),
+        ..next
+    };
+    storage::update_contact(tx.conn(), current.version, &next).await?;
+    tx.emit(contact_event(event_type, &next));
+    Ok(next)
 }
 
 /// The accounts service's operations.
@@ -118,54 +144,47 @@ impl Accounts {
     ) -> Result<pb::CreateAccountResponse, Error> {
         self.store
             .write(idem, move |tx| {
-                Box::pin(async move {
-                    Ok(pb::CreateAccountResponse {
-                        account: Some(insert_new(tx, fields).await?),
-                    })
-                })
+                Box::pin(
+                    async move { Ok(convert::account_created(&insert_new(tx, fields).await?)) },
+                )
             })
             .await
     }
 
     /// Reads an account.
-    pub async fn get_account(&self, id: Uuid) -> Result<pb::Account, Error> {
+    pub async fn get_account(&self, id: AccountId) -> Result<pb::GetAccountResponse, Error> {
         let key = id.to_string();
         if let Some(hit) = self.cache.get(&key) {
-            return Ok(hit);
+            return Ok(convert::account_got(hit));
         }
         let stamp = self.cache.generation();
         let account = account_to_pb(&storage::require_account(self.store.db().reader(), id).await?);
         self.cache.insert_if_current(key, account.clone(), stamp);
-        Ok(account)
+        Ok(convert::account_got(account))
     }
 
     /// Applies a patch, checking the expected version.
     pub async fn update_account(
         &self,
-        id: Uuid,
-        patch: AccountPatch,
-        expected_version: Option<i64>,
+        update: AccountUpdate,
         idem: Option<Idempotency>,
     ) -> Result<pb::UpdateAccountResponse, Error> {
         self.store
             .write(idem, move |tx| {
                 Box::pin(async move {
-                    let current = storage::require_account(tx.conn(), id).await?;
-                    check_version("account", id, current.version, expected_version)?;
+                    let current = storage::require_account(tx.conn(), update.id).await?;
+                    check_version(
+                        "account",
+                        update.id,
+                        current.version,
+                        update.expected_version,
+                    )?;
                     check_active(&current)?;
-                    let fields = current.fields.patched(&patch);
-                    if fields == current.fields {
-                        return Ok(pb::UpdateAccountResponse {
-                            account: Some(account_to_pb(&current)),
-                        });
-                    }
-                    let next = Account {
-                        fields,
-                        ..current.clone()
+                    let Some(next) = current.patched(&update.patch) else {
+                        return Ok(convert::account_updated(&current));
                     };
-                    Ok(pb::UpdateAccountResponse {
-                        account: Some(write_next(tx, &current, next, "account.updated").await?),
-                    })
+                    let next = write_next(tx, &current, next, "account.updated").await?;
+                    Ok(convert::account_updated(&next))
                 })
             })
             .await
@@ -185,10 +204,7 @@ impl Accounts {
         )
         .await?;
         let (rows, paging) = page.finish(rows, |a| a.id.to_string());
-        Ok(pb::ListAccountsResponse {
-            accounts: rows.iter().map(account_to_pb).collect(),
-            page: Some(paging),
-        })
+        Ok(convert::accounts_listed(&rows, paging))
     }
 
     /// Creates or updates the account a CRM knows by `external`.
@@ -205,28 +221,21 @@ impl Accounts {
             .write(idem, move |tx| {
                 Box::pin(async move {
                     let Some(id) = storage::find_by_external_id(tx.conn(), &external).await? else {
-                        return Ok(pb::UpsertAccountByExternalIdResponse {
-                            account: Some(insert_new(tx, fields).await?),
-                            created: true,
-                        });
+                        let account = insert_new(tx, fields).await?;
+                        return Ok(convert::account_upserted(&account, true));
                     };
                     let current = storage::require_account(tx.conn(), id).await?;
                     let merged = current.fields.merged_from_crm(&fields);
                     if merged == current.fields {
-                        return Ok(pb::UpsertAccountByExternalIdResponse {
-                            account: Some(account_to_pb(&current)),
-                            created: false,
-                        });
+                        return Ok(convert::account_upserted(&current, false));
                     }
                     check_active(&current)?;
                     let next = Account {
                         fields: merged,
                         ..current.clone()
                     };
-                    Ok(pb::UpsertAccountByExternalIdResponse {
-                        account: Some(write_next(tx, &current, next, "account.updated").await?),
-                        created: false,
-                    })
+                    let next = write_next(tx, &current, next, "account.updated").await?;
+                    Ok(convert::account_upserted(&next, false))
                 })
             })
             .await
@@ -235,7 +244,7 @@ impl Accounts {
     /// Archives an account.
     pub async fn archive_account(
         &self,
-        id: Uuid,
+        id: AccountId,
         expected_version: Option<i64>,
         idem: Option<Idempotency>,
     ) -> Result<pb::ArchiveAccountResponse, Error> {
@@ -253,9 +262,8 @@ impl Accounts {
                         status: AccountStatus::Archived,
                         ..current.clone()
                     };
-                    Ok(pb::ArchiveAccountResponse {
-                        account: Some(write_next(tx, &current, next, "account.archived").await?),
-                    })
+                    let next = write_next(tx, &current, next, "account.archived").await?;
+                    Ok(convert::account_archived(&next))
                 })
             })
             .await
@@ -264,7 +272,7 @@ impl Accounts {
     /// Adds a contact to an active account.
     pub async fn create_contact(
         &self,
-        account_id: Uuid,
+        account_id: AccountId,
         fields: ContactFields,
         idem: Option<Idempotency>,
     ) -> Result<pb::CreateContactResponse, Error> {
@@ -274,62 +282,49 @@ impl Accounts {
                     let account = storage::require_account(tx.conn(), account_id).await?;
                     check_active(&account)?;
                     let contact = Contact {
-                        id: Uuid::now_v7(),
+                        id: new_contact_id(),
                         account_id,
                         fields,
                         left_at: None,
                         version: 1,
-                        created_at: tx.now(),
-                        updated_at: tx.now(),
+                        created_at: now(tx),
+                        updated_at: now(tx),
                     };
                     storage::insert_contact(tx.conn(), &contact).await?;
-                    let contact = contact_to_pb(&contact);
                     tx.emit(contact_event("contact.created", &contact));
-                    Ok(pb::CreateContactResponse {
-                        contact: Some(contact),
-                    })
+                    Ok(convert::contact_created(&contact))
                 })
             })
             .await
     }
 
     /// Reads a contact.
-    pub async fn get_contact(&self, id: Uuid) -> Result<pb::Contact, Error> {
+    pub async fn get_contact(&self, id: ContactId) -> Result<pb::GetContactResponse, Error> {
         let contact = storage::require_contact(self.store.db().reader(), id).await?;
-        Ok(contact_to_pb(&contact))
+        Ok(convert::contact_got(&contact))
     }
 
     /// Applies a patch to a contact.
     pub async fn update_contact(
         &self,
-        id: Uuid,
-        patch: ContactPatch,
-        expected_version: Option<i64>,
+        update: ContactUpdate,
         idem: Option<Idempotency>,
     ) -> Result<pb::UpdateContactResponse, Error> {
         self.store
             .write(idem, move |tx| {
                 Box::pin(async move {
-                    let current = storage::require_contact(tx.conn(), id).await?;
-                    check_version("contact", id, current.version, expected_version)?;
-                    let fields = current.fields.patched(&patch);
-                    if fields == current.fields {
-                        return Ok(pb::UpdateContactResponse {
-                            contact: Some(contact_to_pb(&current)),
-                        });
-                    }
-                    let next = Contact {
-                        fields,
-                        version: current.version + 1,
-                        updated_at: tx.now(),
-                        ..current.clone()
+                    let current = storage::require_contact(tx.conn(), update.id).await?;
+                    check_version(
+                        "contact",
+                        update.id,
+                        current.version,
+                        update.expected_version,
+                    )?;
+                    let Some(next) = current.patched(&update.patch) else {
+                        return Ok(convert::contact_updated(&current));
                     };
-                    storage::update_contact(tx.conn(), current.version, &next).await?;
-                    let contact = contact_to_pb(&next);
-                    tx.emit(contact_event("contact.updated", &contact));
-                    Ok(pb::UpdateContactResponse {
-                        contact: Some(contact),
-                    })
+                    let next = write_next_contact(tx, &current, next, "contact.updated").await?;
+                    Ok(convert::contact_updated(&next))
                 })
             })
             .await
@@ -338,7 +333,7 @@ impl Accounts {
     /// Lists an account's contacts.
     pub async fn list_contacts(
         &self,
-        account_id: Uuid,
+        account_id: AccountId,
         page: Page,
     ) -> Result<pb::ListContactsResponse, Error> {
         let reader = self.store.db().reader();
@@ -351,16 +346,13 @@ impl Accounts {
         )
         .await?;
         let (rows, paging) = page.finish(rows, |c| c.id.to_string());
-        Ok(pb::ListContactsResponse {
-            contacts: rows.iter().map(contact_to_pb).collect(),
-            page: Some(paging),
-        })
+        Ok(convert::contacts_listed(&rows, paging))
     }
 
     /// Deletes a contact.
     pub async fn delete_contact(
         &self,
-        id: Uuid,
+        id: ContactId,
         idem: Option<Idempotency>,
     ) -> Result<pb::DeleteContactResponse, Error> {
         self.store
@@ -368,8 +360,8 @@ impl Accounts {
                 Box::pin(async move {
                     let current = storage::require_contact(tx.conn(), id).await?;
                     storage::delete_contact(tx.conn(), id).await?;
-                    tx.emit(contact_event("contact.deleted", &contact_to_pb(&current)));
-                    Ok(pb::DeleteContactResponse {})
+                    tx.emit(contact_event("contact.deleted", &current));
+                    Ok(convert::contact_deleted())
                 })
             })
             .await
@@ -378,8 +370,8 @@ impl Accounts {
     /// Records that a contact left the company.
     pub async fn mark_contact_left(
         &self,
-        id: Uuid,
-        left_at: i64,
+        id: ContactId,
+        left_at: Instant,
         idem: Option<Idempotency>,
     ) -> Result<pb::MarkContactLeftResponse, Error> {
         self.store
@@ -393,16 +385,10 @@ impl Accounts {
                     }
                     let next = Contact {
                         left_at: Some(left_at),
-                        version: current.version + 1,
-                        updated_at: tx.now(),
                         ..current.clone()
                     };
-                    storage::update_contact(tx.conn(), current.version, &next).await?;
-                    let contact = contact_to_pb(&next);
-                    tx.emit(contact_event("contact.left", &contact));
-                    Ok(pb::MarkContactLeftResponse {
-                        contact: Some(contact),
-                    })
+                    let next = write_next_contact(tx, &current, next, "contact.left").await?;
+                    Ok(convert::contact_left(&next))
                 })
             })
             .await

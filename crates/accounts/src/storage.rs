@@ -9,16 +9,13 @@
 //! filter: SQLite's `LOWER()` folds only ASCII, so folding in SQL would make
 //! "émile" miss "Émile" on SQLite but not on PostgreSQL.
 
+use bowtie_runtime::error::Error;
+use bowtie_runtime::sql::{corrupt, stored_uuid};
+use bowtie_runtime::{AccountId, Instant};
 use sea_orm::entity::prelude::*;
 use sea_orm::sea_query::{Expr, LikeExpr};
-use sea_orm::{ActiveValue::Set, Condition, QueryOrder, QuerySelect};
-use sea_orm_migration::prelude::{
-    ColumnDef, Index, MigrationName, MigrationTrait, MigratorTrait, SchemaManager, Table,
-};
-use uuid::Uuid;
-
-use bowtie_runtime::error::Error;
-use bowtie_runtime::sql::corrupt;
+use sea_orm::{ActiveValue::Set, Condition, QueryOrder, QuerySelect, Schema};
+use sea_orm_migration::prelude::{Index, MigrationName, MigrationTrait, SchemaManager, Table};
 
 use crate::domain::*;
 
@@ -42,6 +39,7 @@ pub mod entity {
             pub owner: String,
             pub csm: String,
             pub strategic: bool,
+            #[sea_orm(column_type = "Text")]
             pub external_ids: String,
             pub status: i32,
             pub version: i64,
@@ -112,91 +110,56 @@ impl MigrationName for CreateAccountTables {
     }
 }
 
+/// Creates `entity`'s table from its definition (columns, types, nullability
+/// and primary key), unless it exists.
+async fn create_table<E: EntityTrait>(manager: &SchemaManager<'_>, entity: E) -> Result<(), DbErr> {
+    let schema = Schema::new(manager.get_database_backend());
+    manager
+        .create_table(
+            schema
+                .create_table_from_entity(entity)
+                .if_not_exists()
+                .to_owned(),
+        )
+        .await
+}
+
+/// Creates the index `name` on `columns` of `entity`'s table, unless it exists.
+async fn create_index<E: EntityTrait>(
+    manager: &SchemaManager<'_>,
+    name: &str,
+    entity: E,
+    columns: [E::Column; 2],
+) -> Result<(), DbErr> {
+    let mut index = Index::create();
+    index.name(name).table(entity).if_not_exists();
+    for column in columns {
+        index.col(column);
+    }
+    manager.create_index(index.to_owned()).await
+}
+
 #[async_trait::async_trait]
 impl MigrationTrait for CreateAccountTables {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         use account::Column as A;
-        use contact::Column as C;
-        use external_id::Column as E;
-        manager
-            .create_table(
-                Table::create()
-                    .table(account::Entity)
-                    .if_not_exists()
-                    .col(ColumnDef::new(A::Id).string().not_null().primary_key())
-                    .col(ColumnDef::new(A::Name).string().not_null())
-                    .col(ColumnDef::new(A::NameFolded).string().not_null())
-                    .col(ColumnDef::new(A::Segment).integer().not_null())
-                    .col(ColumnDef::new(A::Industry).string().not_null())
-                    .col(ColumnDef::new(A::Owner).string().not_null())
-                    .col(ColumnDef::new(A::Csm).string().not_null())
-                    .col(ColumnDef::new(A::Strategic).boolean().not_null())
-                    .col(ColumnDef::new(A::ExternalIds).text().not_null())
-                    .col(ColumnDef::new(A::Status).integer().not_null())
-                    .col(ColumnDef::new(A::Version).big_integer().not_null())
-                    .col(ColumnDef::new(A::CreatedAt).big_integer().not_null())
-                    .col(ColumnDef::new(A::UpdatedAt).big_integer().not_null())
-                    .to_owned(),
-            )
-            .await?;
+        create_table(manager, account::Entity).await?;
         for (name, column) in [
             ("accounts_owner", A::Owner),
             ("accounts_csm", A::Csm),
             ("accounts_segment", A::Segment),
         ] {
-            manager
-                .create_index(
-                    Index::create()
-                        .name(name)
-                        .table(account::Entity)
-                        .col(column)
-                        .col(A::Id)
-                        .if_not_exists()
-                        .to_owned(),
-                )
-                .await?;
+            create_index(manager, name, account::Entity, [column, A::Id]).await?;
         }
-        manager
-            .create_table(
-                Table::create()
-                    .table(external_id::Entity)
-                    .if_not_exists()
-                    .col(ColumnDef::new(E::Source).string().not_null())
-                    .col(ColumnDef::new(E::ExternalId).string().not_null())
-                    .col(ColumnDef::new(E::AccountId).string().not_null())
-                    .primary_key(Index::create().col(E::Source).col(E::ExternalId))
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .create_table(
-                Table::create()
-                    .table(contact::Entity)
-                    .if_not_exists()
-                    .col(ColumnDef::new(C::Id).string().not_null().primary_key())
-                    .col(ColumnDef::new(C::AccountId).string().not_null())
-                    .col(ColumnDef::new(C::Name).string().not_null())
-                    .col(ColumnDef::new(C::Email).string().not_null())
-                    .col(ColumnDef::new(C::Title).string().not_null())
-                    .col(ColumnDef::new(C::Roles).string().not_null())
-                    .col(ColumnDef::new(C::LeftAt).big_integer().null())
-                    .col(ColumnDef::new(C::Version).big_integer().not_null())
-                    .col(ColumnDef::new(C::CreatedAt).big_integer().not_null())
-                    .col(ColumnDef::new(C::UpdatedAt).big_integer().not_null())
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .create_index(
-                Index::create()
-                    .name("contacts_account")
-                    .table(contact::Entity)
-                    .col(C::AccountId)
-                    .col(C::Id)
-                    .if_not_exists()
-                    .to_owned(),
-            )
-            .await
+        create_table(manager, external_id::Entity).await?;
+        create_table(manager, contact::Entity).await?;
+        create_index(
+            manager,
+            "contacts_account",
+            contact::Entity,
+            [contact::Column::AccountId, contact::Column::Id],
+        )
+        .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
@@ -217,27 +180,13 @@ impl MigrationTrait for CreateAccountTables {
     }
 }
 
-/// The accounts service's migrations: the runtime's tables, then its own.
-#[derive(Debug)]
-pub struct Migrator;
-
-impl MigratorTrait for Migrator {
-    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        let mut migrations = bowtie_runtime::schema::runtime_migrations();
-        migrations.push(Box::new(CreateAccountTables));
-        migrations
-    }
-}
-
-fn parse_id(raw: &str) -> Result<Uuid, Error> {
-    Uuid::parse_str(raw).map_err(|_| corrupt("id"))
-}
+bowtie_runtime::migrator!(CreateAccountTables);
 
 fn account_from_row(m: account::Model) -> Result<Account, Error> {
     let ids: Vec<(String, String)> =
         serde_json::from_str(&m.external_ids).map_err(|_| corrupt("external_ids"))?;
     Ok(Account {
-        id: parse_id(&m.id)?,
+        id: AccountId(stored_uuid(&m.id)?),
         fields: AccountFields {
             name: m.name,
             segment: Segment::from_code(m.segment).ok_or_else(|| corrupt("segment"))?,
@@ -252,8 +201,8 @@ fn account_from_row(m: account::Model) -> Result<Account, Error> {
         },
         status: AccountStatus::from_code(m.status).ok_or_else(|| corrupt("status"))?,
         version: m.version,
-        created_at: m.created_at,
-        updated_at: m.updated_at,
+        created_at: Instant::from_micros(m.created_at),
+        updated_at: Instant::from_micros(m.updated_at),
     })
 }
 
@@ -279,22 +228,42 @@ fn account_row(a: &Account) -> account::ActiveModel {
         external_ids: Set(external_ids_json(&a.fields.external_ids)),
         status: Set(a.status.code()),
         version: Set(a.version),
-        created_at: Set(a.created_at),
-        updated_at: Set(a.updated_at),
+        created_at: Set(a.created_at.micros()),
+        updated_at: Set(a.updated_at.micros()),
     }
 }
 
-/// Reads one account.
-pub async fn get_account<C: ConnectionTrait>(conn: &C, id: Uuid) -> Result<Option<Account>, Error> {
-    account::Entity::find_by_id(id.to_string())
+/// The row of `E` whose id is `id`, read by `from_row`.
+async fn find<E, T, C>(
+    conn: &C,
+    id: impl std::fmt::Display,
+    from_row: fn(E::Model) -> Result<T, Error>,
+) -> Result<Option<T>, Error>
+where
+    E: EntityTrait,
+    C: ConnectionTrait,
+    <E::PrimaryKey as PrimaryKeyTrait>::ValueType: From<String>,
+{
+    E::find_by_id(id.to_string())
         .one(conn)
         .await?
-        .map(account_from_row)
+        .map(from_row)
         .transpose()
 }
 
+/// Reads one account.
+pub async fn get_account<C: ConnectionTrait>(
+    conn: &C,
+    id: AccountId,
+) -> Result<Option<Account>, Error> {
+    find::<account::Entity, _, _>(conn, id, account_from_row).await
+}
+
 /// Reads one account or fails with NOT_FOUND.
-pub async fn require_account<C: ConnectionTrait>(conn: &C, id: Uuid) -> Result<Account, Error> {
+pub async fn require_account<C: ConnectionTrait>(
+    conn: &C,
+    id: AccountId,
+) -> Result<Account, Error> {
     get_account(conn, id)
         .await?
         .ok_or_else(|| Error::not_found("account", id.to_string()))
@@ -304,7 +273,7 @@ pub async fn require_account<C: ConnectionTrait>(conn: &C, id: Uuid) -> Result<A
 /// them belongs to another account; ids in `previous` that are gone are freed.
 async fn claim_external_ids<C: ConnectionTrait>(
     conn: &C,
-    account: Uuid,
+    account: AccountId,
     previous: &[ExternalId],
     ids: &[ExternalId],
 ) -> Result<(), Error> {
@@ -361,12 +330,17 @@ pub async fn update_account<C: ConnectionTrait>(
         .filter(account::Column::Version.eq(previous.version))
         .exec(conn)
         .await?;
-    if result.rows_affected == 1 {
+    one_row_changed(result.rows_affected, "account", next.id)
+}
+
+/// ABORTED unless a versioned update changed its one row: a concurrent
+/// writer moved the version on first.
+fn one_row_changed(rows: u64, kind: &str, id: impl std::fmt::Display) -> Result<(), Error> {
+    if rows == 1 {
         Ok(())
     } else {
         Err(Error::Aborted(format!(
-            "account {} changed concurrently; re-read it and retry",
-            next.id
+            "{kind} {id} changed concurrently; re-read it and retry"
         )))
     }
 }
@@ -375,11 +349,11 @@ pub async fn update_account<C: ConnectionTrait>(
 pub async fn find_by_external_id<C: ConnectionTrait>(
     conn: &C,
     id: &ExternalId,
-) -> Result<Option<Uuid>, Error> {
+) -> Result<Option<AccountId>, Error> {
     external_id::Entity::find_by_id((id.source.clone(), id.id.clone()))
         .one(conn)
         .await?
-        .map(|row| parse_id(&row.account_id))
+        .map(|row| stored_uuid(&row.account_id).map(AccountId))
         .transpose()
 }
 
@@ -476,18 +450,18 @@ fn contact_from_row(m: contact::Model) -> Result<Contact, Error> {
             .collect::<Result<_, _>>()?
     };
     Ok(Contact {
-        id: parse_id(&m.id)?,
-        account_id: parse_id(&m.account_id)?,
+        id: ContactId(stored_uuid(&m.id)?),
+        account_id: AccountId(stored_uuid(&m.account_id)?),
         fields: ContactFields {
             name: m.name,
             email: m.email,
             title: m.title,
             roles,
         },
-        left_at: m.left_at,
+        left_at: m.left_at.map(Instant::from_micros),
         version: m.version,
-        created_at: m.created_at,
-        updated_at: m.updated_at,
+        created_at: Instant::from_micros(m.created_at),
+        updated_at: Instant::from_micros(m.updated_at),
     })
 }
 
@@ -505,20 +479,20 @@ fn contact_row(c: &Contact) -> contact::ActiveModel {
             .map(|r| r.code())
             .collect::<Vec<_>>()
             .join(",")),
-        left_at: Set(c.left_at),
+        left_at: Set(c.left_at.map(Instant::micros)),
         version: Set(c.version),
-        created_at: Set(c.created_at),
-        updated_at: Set(c.updated_at),
+        created_at: Set(c.created_at.micros()),
+        updated_at: Set(c.updated_at.micros()),
     }
 }
 
 /// Reads one contact or fails with NOT_FOUND.
-pub async fn require_contact<C: ConnectionTrait>(conn: &C, id: Uuid) -> Result<Contact, Error> {
-    contact::Entity::find_by_id(id.to_string())
-        .one(conn)
+pub async fn require_contact<C: ConnectionTrait>(
+    conn: &C,
+    id: ContactId,
+) -> Result<Contact, Error> {
+    find::<contact::Entity, _, _>(conn, id, contact_from_row)
         .await?
-        .map(contact_from_row)
-        .transpose()?
         .ok_or_else(|| Error::not_found("contact", id.to_string()))
 }
 
@@ -540,18 +514,11 @@ pub async fn update_contact<C: ConnectionTrait>(
         .filter(contact::Column::Version.eq(previous_version))
         .exec(conn)
         .await?;
-    if result.rows_affected == 1 {
-        Ok(())
-    } else {
-        Err(Error::Aborted(format!(
-            "contact {} changed concurrently; re-read it and retry",
-            next.id
-        )))
-    }
+    one_row_changed(result.rows_affected, "contact", next.id)
 }
 
 /// Deletes a contact.
-pub async fn delete_contact<C: ConnectionTrait>(conn: &C, id: Uuid) -> Result<(), Error> {
+pub async fn delete_contact<C: ConnectionTrait>(conn: &C, id: ContactId) -> Result<(), Error> {
     contact::Entity::delete_by_id(id.to_string())
         .exec(conn)
         .await?;
@@ -561,7 +528,7 @@ pub async fn delete_contact<C: ConnectionTrait>(conn: &C, id: Uuid) -> Result<()
 /// Up to `limit` contacts of an account with ids after `after`, by id.
 pub async fn list_contacts<C: ConnectionTrait>(
     conn: &C,
-    account: Uuid,
+    account: AccountId,
     after: Option<&str>,
     limit: u64,
 ) -> Result<Vec<Contact>, Error> {

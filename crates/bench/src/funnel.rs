@@ -11,8 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bowtie_funnel::convert::NewTransition;
-use bowtie_funnel::storage::Profile;
+use bowtie_funnel::domain::{NewTransition, Profile};
 use bowtie_proto::common::{Period, Segment, Stage};
 use bowtie_proto::funnel::funnel_service_client::FunnelServiceClient;
 use bowtie_proto::funnel::{
@@ -25,6 +24,7 @@ use bowtie_runtime::feed::Feed;
 use bowtie_runtime::peer::AccountDirectory;
 use bowtie_runtime::shutdown::Shutdown;
 use bowtie_runtime::store::Store;
+use bowtie_runtime::{AccountId, Instant as At};
 use tonic::metadata::MetadataValue;
 use uuid::Uuid;
 
@@ -60,7 +60,7 @@ impl Lcg {
 /// Exactly `PER_ACCOUNT` transitions: forward through the bowtie with some
 /// losses and returns, renewals (repeated GROWTH) once grown.
 fn journey(rng: &mut Lcg) -> Vec<NewTransition> {
-    let account_id = Uuid::nil();
+    let account_id = AccountId(Uuid::nil());
     let mut out = Vec::with_capacity(PER_ACCOUNT);
     let mut day = rng.below(700);
     let mut stage = 1;
@@ -73,7 +73,7 @@ fn journey(rng: &mut Lcg) -> Vec<NewTransition> {
         out.push(NewTransition {
             account_id,
             stage: to,
-            occurred_at: START + day * DAY + rng.below(DAY as u64),
+            occurred_at: At::from_micros(START + day * DAY + rng.below(DAY as u64)),
             reason: reason.into(),
             source: "bench".into(),
         });
@@ -92,11 +92,13 @@ fn journey(rng: &mut Lcg) -> Vec<NewTransition> {
 }
 
 /// The data set, account by account: id, profile and journey.
-fn data_set() -> impl Iterator<Item = (Uuid, Profile, Vec<NewTransition>)> {
+fn data_set() -> impl Iterator<Item = (AccountId, Profile, Vec<NewTransition>)> {
     let mut rng = Lcg(7);
     let segments = [Segment::Smb, Segment::MidMarket, Segment::Enterprise];
     (0..ACCOUNTS).map(move |i| {
-        let id = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0000 + i as u128);
+        let id = AccountId(Uuid::from_u128(
+            0x0190_0000_0000_7000_8000_0000_0000_0000 + i as u128,
+        ));
         let profile = Profile {
             segment: segments[i % 3],
             owner: format!("owner-{}", i % 20),
@@ -353,7 +355,7 @@ fn compare_with_duckdb(
     let mut csv = String::from("account_id,stage,ts\n");
     for (id, _, path) in data_set() {
         for t in path {
-            writeln!(csv, "{id},{},{}", t.stage as i32, t.occurred_at)?;
+            writeln!(csv, "{id},{},{}", t.stage as i32, t.occurred_at.micros())?;
         }
     }
     let file = dir.join("transitions.csv");

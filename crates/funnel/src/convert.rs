@@ -1,14 +1,21 @@
 //! Wire <-> domain: parse requests into checked values (every problem named
 //! by field) and render domain values as protobuf messages.
 
-use bowtie_proto::common::{Segment, Stage};
+use bowtie_proto::accounts as accounts_pb;
+use bowtie_proto::common::{PageResponse, Segment, Stage};
 use bowtie_proto::funnel as pb;
-use bowtie_runtime::error::FieldViolations;
-use bowtie_runtime::validate::{self, to_timestamp};
+use bowtie_runtime::api::{idempotency, parsed};
+use bowtie_runtime::error::{Error, FieldViolations};
+use bowtie_runtime::idempotency::Idempotency;
+use bowtie_runtime::paging::Page;
+use bowtie_runtime::validate;
+use bowtie_runtime::{AccountId, Instant};
 use prost_types::Duration;
 
-use crate::domain::{self, Cohort, Entry, FunnelReport, Transition};
-use crate::storage::{Filters, JourneyRow, Selection};
+use crate::domain::{
+    self, Cohort, Entry, Filters, FunnelReport, JourneyRow, NewTransition, Profile, Recorded,
+    Selection, Transition,
+};
 
 /// Longest reason code.
 pub const MAX_REASON: usize = 64;
@@ -18,21 +25,6 @@ pub const MAX_SOURCE: usize = 64;
 pub const MAX_OWNER: usize = 200;
 /// How far ahead of now a transition may be dated (clock skew allowance).
 pub const MAX_FUTURE_MICROS: i64 = 24 * 3600 * 1_000_000;
-
-/// A transition to record, as the client asked for it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewTransition {
-    /// The account.
-    pub account_id: uuid::Uuid,
-    /// The stage or outcome.
-    pub stage: Stage,
-    /// Business time.
-    pub occurred_at: i64,
-    /// Reason code.
-    pub reason: String,
-    /// Origin.
-    pub source: String,
-}
 
 /// A reason code: lower-case ASCII letters, digits and underscores; required
 /// for LOST and CHURNED.
@@ -65,13 +57,13 @@ pub fn reason(
 pub fn new_transition(
     v: &mut FieldViolations,
     req: &pb::RecordTransitionRequest,
-    now: i64,
+    now: Instant,
 ) -> Option<NewTransition> {
-    let account_id = validate::uuid(v, "account_id", &req.account_id);
+    let account_id = validate::account_id(v, "account_id", &req.account_id);
     let stage: Option<Stage> = validate::enum_value(v, "to_stage", req.to_stage, true);
-    let occurred_at = validate::required_timestamp(v, "occurred_at", req.occurred_at.as_ref());
+    let occurred_at = validate::required_instant(v, "occurred_at", req.occurred_at.as_ref());
     if let Some(at) = occurred_at
-        && at > now + MAX_FUTURE_MICROS
+        && at > now.plus_micros(MAX_FUTURE_MICROS)
     {
         v.add("occurred_at", "must not be more than one day in the future");
     }
@@ -128,41 +120,154 @@ pub fn duration(micros: f64) -> Duration {
     }
 }
 
+/// A write whose request carried an optional idempotency key.
+pub type Write<T> = (T, Option<Idempotency>);
+
+/// Parses RecordTransition; `now` bounds how far ahead it may be dated.
+pub fn record_transition(
+    req: &pb::RecordTransitionRequest,
+    now: Instant,
+) -> Result<Write<NewTransition>, Error> {
+    let mut v = FieldViolations::default();
+    let new = new_transition(&mut v, req, now);
+    let idem = idempotency(&mut v, &req.idempotency_key, "RecordTransition", req);
+    v.into_result()?;
+    Ok((parsed(new)?, idem))
+}
+
+/// What ListAccountsInStage asks: the stage, the filters, the page and the
+/// keyset position (since, account id) the page token carries.
+#[derive(Debug, Clone)]
+pub struct InStageQuery {
+    /// The stage.
+    pub stage: Stage,
+    /// Segment and owner.
+    pub filters: Filters,
+    /// The page.
+    pub page: Page,
+    /// Where the previous page ended.
+    pub after: Option<(Instant, String)>,
+}
+
+/// Parses ListAccountsInStage.
+pub fn list_in_stage(req: &pb::ListAccountsInStageRequest) -> Result<InStageQuery, Error> {
+    let mut v = FieldViolations::default();
+    let stage: Option<Stage> = validate::enum_value(&mut v, "stage", req.stage, true);
+    let filters = filters(&mut v, req.segment, &req.owner);
+    v.into_result()?;
+    let page = Page::parse(
+        req.page.as_ref(),
+        &format!("{}|{:?}|{:?}", req.stage, filters.segment, filters.owner),
+    )?;
+    let after = match &page.after {
+        None => None,
+        Some(token) => {
+            let bad = || Error::invalid("page.page_token", "is not a token issued for this query");
+            let (since, id) = token.split_once(',').ok_or_else(bad)?;
+            let since = since.parse::<i64>().map_err(|_| bad())?;
+            Some((Instant::from_micros(since), id.to_owned()))
+        }
+    };
+    Ok(InStageQuery {
+        stage: parsed(stage)?,
+        filters,
+        page,
+        after,
+    })
+}
+
+/// The page token that resumes a list of accounts in a stage after `row`.
+pub fn in_stage_key(row: &JourneyRow) -> String {
+    format!("{},{}", row.current_since.micros(), row.account_id)
+}
+
+/// Parses GetFunnelReport: the period, the filters and which entries count.
+pub fn funnel_report(
+    req: &pb::GetFunnelReportRequest,
+) -> Result<((Instant, Instant), Filters, Selection), Error> {
+    let mut v = FieldViolations::default();
+    let period = validate::instant_period(&mut v, "period", req.period.as_ref());
+    let filters = filters(&mut v, req.segment, &req.owner);
+    let selection = selection(&mut v, req.cohort_by);
+    v.into_result()?;
+    Ok((parsed(period)?, filters, parsed(selection)?))
+}
+
+/// Parses GetCohortReport: the period, the cohort stage and the filters.
+pub fn cohort_report(
+    req: &pb::GetCohortReportRequest,
+) -> Result<((Instant, Instant), Stage, Filters), Error> {
+    let mut v = FieldViolations::default();
+    let period = validate::instant_period(&mut v, "period", req.period.as_ref());
+    let stage = cohort_stage(&mut v, req.cohort_stage);
+    let filters = filters(&mut v, req.segment, &req.owner);
+    v.into_result()?;
+    Ok((parsed(period)?, parsed(stage)?, filters))
+}
+
+/// The profile the accounts service reports for an account.
+pub fn profile_of(account: &accounts_pb::Account) -> Profile {
+    Profile {
+        segment: Segment::try_from(account.segment).unwrap_or(Segment::Unspecified),
+        owner: account.owner.clone(),
+    }
+}
+
+/// Whether the accounts service reports the account archived.
+pub fn is_archived(account: &accounts_pb::Account) -> bool {
+    account.status == accounts_pb::AccountStatus::Archived as i32
+}
+
+/// RecordTransition's answer.
+pub fn recorded_to_pb(r: &Recorded) -> pb::RecordTransitionResponse {
+    pb::RecordTransitionResponse {
+        transition: Some(transition_to_pb(&r.transition)),
+        applied: r.applied,
+        current_stage: r.current_stage as i32,
+    }
+}
+
+/// ListAccountsInStage's answer.
+pub fn in_stage_listed(rows: &[JourneyRow], page: PageResponse) -> pb::ListAccountsInStageResponse {
+    pb::ListAccountsInStageResponse {
+        accounts: rows.iter().map(account_in_stage).collect(),
+        page: Some(page),
+    }
+}
+
 /// A stored transition on the wire.
 pub fn transition_to_pb(t: &Transition) -> pb::Transition {
     pb::Transition {
         id: t.id.to_string(),
         account_id: t.account_id.to_string(),
         to_stage: t.stage as i32,
-        occurred_at: Some(to_timestamp(t.occurred_at)),
-        record_time: Some(to_timestamp(t.recorded_at)),
+        occurred_at: Some(t.occurred_at.to_timestamp()),
+        record_time: Some(t.recorded_at.to_timestamp()),
         reason: t.reason.clone(),
         source: t.source.clone(),
     }
 }
 
-/// A journey on the wire.
+/// GetJourney's answer: the journey as it stands at `now`.
 pub fn journey_to_pb(
-    account_id: uuid::Uuid,
+    account_id: AccountId,
     transitions: &[Transition],
     entries: &[Entry],
-    now: i64,
-) -> pb::Journey {
+    now: Instant,
+) -> pb::GetJourneyResponse {
     let last = entries.last();
-    pb::Journey {
+    let journey = pb::Journey {
         account_id: account_id.to_string(),
         current_stage: last.map_or(0, |e| e.stage as i32),
-        current_since: last.map(|e| to_timestamp(e.entered_at)),
+        current_since: last.map(|e| e.entered_at.to_timestamp()),
         transitions: transitions.iter().map(transition_to_pb).collect(),
         visits: entries
             .iter()
             .map(|e| pb::StageVisit {
                 stage: e.stage as i32,
-                enter_time: Some(to_timestamp(e.entered_at)),
-                exit_time: e.exited_at.map(to_timestamp),
-                duration: Some(duration(
-                    (e.exited_at.unwrap_or(now) - e.entered_at).max(0) as f64
-                )),
+                enter_time: Some(e.entered_at.to_timestamp()),
+                exit_time: e.exited_at.map(Instant::to_timestamp),
+                duration: Some(duration(e.duration(now) as f64)),
                 attempt: e.attempt,
             })
             .collect(),
@@ -175,6 +280,9 @@ pub fn journey_to_pb(
             })
             .collect(),
         attempts: last.map_or(0, |e| e.attempt),
+    };
+    pb::GetJourneyResponse {
+        journey: Some(journey),
     }
 }
 
@@ -183,7 +291,7 @@ pub fn account_in_stage(row: &JourneyRow) -> pb::AccountInStage {
     pb::AccountInStage {
         account_id: row.account_id.to_string(),
         stage: row.current_stage as i32,
-        since: Some(to_timestamp(row.current_since)),
+        since: Some(row.current_since.to_timestamp()),
         segment: row.profile.segment as i32,
         owner: row.profile.owner.clone(),
     }

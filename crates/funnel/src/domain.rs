@@ -2,10 +2,13 @@
 //! which new transition is admitted, how a journey splits into stage entries
 //! and attempts, and the report maths (docs/design.md section 1).
 //!
-//! Times are microseconds since the Unix epoch (UTC).
+//! Times are [`Instant`]s; durations are microseconds.
 
-use bowtie_proto::common::Stage;
-use chrono::{DateTime, Datelike, Utc};
+use std::fmt;
+
+use bowtie_proto::common::{Segment, Stage};
+use bowtie_runtime::{AccountId, Instant};
+use chrono::Datelike;
 use uuid::Uuid;
 
 /// The seven stages of the bowtie, in order.
@@ -38,19 +41,59 @@ pub fn next_stage(stage: Stage) -> Option<Stage> {
     STAGES.get(i + 1).copied()
 }
 
+/// The id of a recorded transition (UUIDv7, so ids sort by recording).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TransitionId(pub Uuid);
+
+impl fmt::Display for TransitionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A transition to record, as the client (or a feed) asked for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTransition {
+    /// The account.
+    pub account_id: AccountId,
+    /// The stage or outcome.
+    pub stage: Stage,
+    /// Business time.
+    pub occurred_at: Instant,
+    /// Reason code.
+    pub reason: String,
+    /// Origin.
+    pub source: String,
+}
+
+impl NewTransition {
+    /// The transition as recorded at `recorded_at`, under a fresh id.
+    pub fn recorded(self, recorded_at: Instant) -> Transition {
+        Transition {
+            id: TransitionId(Uuid::now_v7()),
+            account_id: self.account_id,
+            stage: self.stage,
+            occurred_at: self.occurred_at,
+            recorded_at,
+            reason: self.reason,
+            source: self.source,
+        }
+    }
+}
+
 /// One recorded transition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transition {
-    /// Its id (UUIDv7).
-    pub id: Uuid,
+    /// Its id.
+    pub id: TransitionId,
     /// The account.
-    pub account_id: Uuid,
+    pub account_id: AccountId,
     /// The stage or outcome entered.
     pub stage: Stage,
     /// Business time.
-    pub occurred_at: i64,
+    pub occurred_at: Instant,
     /// When it was recorded.
-    pub recorded_at: i64,
+    pub recorded_at: Instant,
     /// Reason code (required for outcomes).
     pub reason: String,
     /// Origin.
@@ -61,7 +104,7 @@ impl Transition {
     /// The journey order: business time, then bowtie order (COMMIT before
     /// ONBOARDING when both land at one instant). A journey holds at most one
     /// transition per (time, stage), so the order never depends on arrival.
-    fn order_key(&self) -> (i64, i32) {
+    fn order_key(&self) -> (Instant, i32) {
         (self.occurred_at, self.stage as i32)
     }
 }
@@ -69,6 +112,71 @@ impl Transition {
 /// Sorts transitions into journey order.
 pub fn sort_journey(transitions: &mut [Transition]) {
     transitions.sort_by_key(Transition::order_key);
+}
+
+/// What recording a transition did.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// The stored (or already existing) transition.
+    pub transition: Transition,
+    /// False for an idempotent no-op.
+    pub applied: bool,
+    /// The current stage afterwards.
+    pub current_stage: Stage,
+}
+
+/// Who an account is, for the report filters: what the accounts service
+/// last reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Profile {
+    /// Its segment.
+    pub segment: Segment,
+    /// Its owner.
+    pub owner: String,
+}
+
+impl Profile {
+    /// The profile of an account the accounts service has not described.
+    pub fn unknown() -> Self {
+        Profile {
+            segment: Segment::Unspecified,
+            owner: String::new(),
+        }
+    }
+}
+
+/// Where an account stands: its current stage, since when, after how many
+/// attempts, and its profile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JourneyRow {
+    /// The account.
+    pub account_id: AccountId,
+    /// Current stage.
+    pub current_stage: Stage,
+    /// Since when.
+    pub current_since: Instant,
+    /// Attempts.
+    pub attempts: i32,
+    /// Segment and owner.
+    pub profile: Profile,
+}
+
+/// Filters of the lists and reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filters {
+    /// Only this segment.
+    pub segment: Option<Segment>,
+    /// Only this owner.
+    pub owner: Option<String>,
+}
+
+/// Which entries a report selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selection {
+    /// Entries made in the period.
+    EnteredIn,
+    /// Entries of attempts that started in the period.
+    AttemptStartedIn,
 }
 
 /// What to do with a proposed transition.
@@ -108,18 +216,18 @@ pub struct Entry {
     /// The stage entered.
     pub stage: Stage,
     /// When.
-    pub entered_at: i64,
+    pub entered_at: Instant,
     /// When the next entry began (any stage); `None` for the current one.
-    pub exited_at: Option<i64>,
+    pub exited_at: Option<Instant>,
     /// When the same attempt first entered the next bowtie stage after this
     /// entry: the entry converted. `None` for GROWTH and outcomes.
-    pub next_at: Option<i64>,
+    pub next_at: Option<Instant>,
     /// For left-side entries: when the same attempt reached COMMIT after it.
-    pub commit_at: Option<i64>,
+    pub commit_at: Option<Instant>,
     /// The outcome that immediately followed (drop-off) and its reason.
     pub exit: Option<(Stage, String)>,
     /// When the attempt began.
-    pub attempt_started_at: i64,
+    pub attempt_started_at: Instant,
 }
 
 /// Splits a sorted journey into stage entries: consecutive transitions to
@@ -133,7 +241,7 @@ pub fn entries(journey: &[Transition]) -> Vec<Entry> {
     }
     let mut out: Vec<Entry> = Vec::with_capacity(kept.len());
     let mut attempt = 1;
-    let mut attempt_started_at = kept.first().map_or(0, |t| t.occurred_at);
+    let mut attempt_started_at = kept.first().map_or(Instant::EPOCH, |t| t.occurred_at);
     for (i, t) in kept.iter().enumerate() {
         if i > 0 && is_outcome(kept[i - 1].stage) {
             attempt += 1;
@@ -178,9 +286,19 @@ pub fn entries(journey: &[Transition]) -> Vec<Entry> {
     out
 }
 
-/// Total time and visit count per stage, in bowtie order then outcomes; the
-/// current stay counts until `now`.
-pub fn time_in_stages(entries: &[Entry], now: i64) -> Vec<(Stage, i64, i32)> {
+impl Entry {
+    /// How long the stay lasted in microseconds; the current one lasts until `now`.
+    pub fn duration(&self, now: Instant) -> i64 {
+        self.exited_at
+            .unwrap_or(now)
+            .micros_since(self.entered_at)
+            .max(0)
+    }
+}
+
+/// Total time (microseconds) and visit count per stage, in bowtie order then
+/// outcomes; the current stay counts until `now`.
+pub fn time_in_stages(entries: &[Entry], now: Instant) -> Vec<(Stage, i64, i32)> {
     let order = STAGES.iter().copied().chain([Stage::Lost, Stage::Churned]);
     order
         .filter_map(|stage| {
@@ -188,10 +306,7 @@ pub fn time_in_stages(entries: &[Entry], now: i64) -> Vec<(Stage, i64, i32)> {
             if visits.is_empty() {
                 return None;
             }
-            let total = visits
-                .iter()
-                .map(|e| (e.exited_at.unwrap_or(now) - e.entered_at).max(0))
-                .sum();
+            let total = visits.iter().map(|e| e.duration(now)).sum();
             Some((stage, total, visits.len() as i32))
         })
         .collect()
@@ -203,11 +318,11 @@ pub struct ReportRow<'a> {
     /// The stage entered.
     pub stage: Stage,
     /// When.
-    pub entered_at: i64,
+    pub entered_at: Instant,
     /// When the attempt entered the next stage, if it did.
-    pub next_at: Option<i64>,
+    pub next_at: Option<Instant>,
     /// When the attempt reached COMMIT (left-side entries), if it did.
-    pub commit_at: Option<i64>,
+    pub commit_at: Option<Instant>,
     /// Outcome that immediately followed.
     pub exit_stage: Option<Stage>,
     /// Its reason.
@@ -305,7 +420,7 @@ pub fn funnel_report<'a>(rows: impl IntoIterator<Item = ReportRow<'a>>) -> Funne
         let a = &mut acc[i];
         a.volume += 1;
         if let Some(next_at) = row.next_at {
-            a.durations.push(next_at - row.entered_at);
+            a.durations.push(next_at.micros_since(row.entered_at));
         }
         if let Some(outcome) = row.exit_stage {
             *a.drops
@@ -315,7 +430,7 @@ pub fn funnel_report<'a>(rows: impl IntoIterator<Item = ReportRow<'a>>) -> Funne
         if row.stage == Stage::Awareness {
             awareness += 1;
             if let Some(commit_at) = row.commit_at {
-                cycle.push(commit_at - row.entered_at);
+                cycle.push(commit_at.micros_since(row.entered_at));
             }
         }
     }
@@ -400,9 +515,9 @@ pub const MAX_COHORT_MONTHS: usize = 60;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CohortMember {
     /// When it entered the cohort stage.
-    pub entered_at: i64,
+    pub entered_at: Instant,
     /// (stage, first time reached) for later stages of the same attempt.
-    pub reached: Vec<(Stage, i64)>,
+    pub reached: Vec<(Stage, Instant)>,
 }
 
 /// One monthly cohort.
@@ -417,8 +532,8 @@ pub struct Cohort {
 }
 
 /// Calendar month index (year * 12 + month0) of a UTC instant.
-pub fn month_index(micros: i64) -> i32 {
-    let at = DateTime::<Utc>::from_timestamp_micros(micros).unwrap_or_default();
+pub fn month_index(at: Instant) -> i32 {
+    let at = at.to_datetime().unwrap_or_default();
     at.year() * 12 + at.month0() as i32
 }
 
@@ -427,12 +542,12 @@ pub fn month_index(micros: i64) -> i32 {
 pub fn cohorts(
     members: &[CohortMember],
     followed: &[Stage],
-    start: i64,
-    end: i64,
-    as_of: i64,
+    start: Instant,
+    end: Instant,
+    as_of: Instant,
 ) -> Vec<Cohort> {
     let first = month_index(start);
-    let last = month_index(end - 1);
+    let last = month_index(end.plus_micros(-1));
     let now = month_index(as_of);
     (first..=last)
         .map(|m| {
@@ -471,16 +586,20 @@ mod tests {
 
     const DAY: i64 = 86_400_000_000;
 
-    fn t(account: u128, stage: Stage, day: i64, reason: &str) -> Transition {
-        Transition {
-            id: Uuid::now_v7(),
-            account_id: Uuid::from_u128(account),
+    /// The instant `n` days after the epoch.
+    fn day(n: i64) -> Instant {
+        Instant::EPOCH.plus_days(n)
+    }
+
+    fn t(account: u128, stage: Stage, on: i64, reason: &str) -> Transition {
+        NewTransition {
+            account_id: AccountId(Uuid::from_u128(account)),
             stage,
-            occurred_at: day * DAY,
-            recorded_at: 0,
+            occurred_at: day(on),
             reason: reason.into(),
             source: "test".into(),
         }
+        .recorded(Instant::EPOCH)
     }
 
     fn journey(account: u128, steps: &[(Stage, i64, &str)]) -> Vec<Transition> {
@@ -515,82 +634,48 @@ mod tests {
     /// | I    | AW 9, ED 11, SE 21, LOST 31 (competitor)                       |
     /// | J    | AW 10, ED 30, SE 40, CO 80, ON 81, CHURNED 90 (price)          |
     fn ten_accounts() -> Vec<Entry> {
-        use Stage::*;
-        let journeys = [
-            journey(
-                1,
-                &[
-                    (Awareness, 0, ""),
-                    (Education, 10, ""),
-                    (Selection, 20, ""),
-                    (Commit, 30, ""),
-                    (Onboarding, 30, ""),
-                    (Impact, 60, ""),
-                ],
-            ),
-            journey(
-                2,
-                &[
-                    (Awareness, 0, ""),
-                    (Education, 5, ""),
-                    (Selection, 25, ""),
-                    (Commit, 45, ""),
-                ],
-            ),
-            journey(
-                3,
-                &[
-                    (Awareness, 2, ""),
-                    (Education, 12, ""),
-                    (Lost, 20, "no_budget"),
-                ],
-            ),
-            journey(4, &[(Awareness, 3, ""), (Lost, 4, "no_fit")]),
-            journey(
-                5,
-                &[
-                    (Awareness, 5, ""),
-                    (Education, 25, ""),
-                    (Selection, 30, ""),
-                    (Lost, 50, "competitor"),
-                ],
-            ),
-            journey(
-                6,
-                &[
-                    (Awareness, 6, ""),
-                    (Education, 16, ""),
-                    (Selection, 36, ""),
-                    (Commit, 56, ""),
-                ],
-            ),
-            journey(7, &[(Awareness, 7, ""), (Education, 37, "")]),
-            journey(
-                8,
-                &[(Awareness, 8, ""), (Selection, 18, ""), (Commit, 28, "")],
-            ),
-            journey(
-                9,
-                &[
-                    (Awareness, 9, ""),
-                    (Education, 11, ""),
-                    (Selection, 21, ""),
-                    (Lost, 31, "competitor"),
-                ],
-            ),
-            journey(
-                10,
-                &[
-                    (Awareness, 10, ""),
-                    (Education, 30, ""),
-                    (Selection, 40, ""),
-                    (Commit, 80, ""),
-                    (Onboarding, 81, ""),
-                    (Churned, 90, "price"),
-                ],
-            ),
-        ];
-        journeys.iter().flat_map(|j| entries(j)).collect()
+        [
+            "AW 0, ED 10, SE 20, CO 30, ON 30, IM 60",
+            "AW 0, ED 5, SE 25, CO 45",
+            "AW 2, ED 12, LOST 20 no_budget",
+            "AW 3, LOST 4 no_fit",
+            "AW 5, ED 25, SE 30, LOST 50 competitor",
+            "AW 6, ED 16, SE 36, CO 56",
+            "AW 7, ED 37",
+            "AW 8, SE 18, CO 28",
+            "AW 9, ED 11, SE 21, LOST 31 competitor",
+            "AW 10, ED 30, SE 40, CO 80, ON 81, CHURNED 90 price",
+        ]
+        .iter()
+        .zip(1..)
+        .flat_map(|(steps, account)| entries(&written(account, steps)))
+        .collect()
+    }
+
+    /// A journey written as in the table above: `STAGE day [reason]`, comma-separated.
+    fn written(account: u128, steps: &str) -> Vec<Transition> {
+        let steps: Vec<(Stage, i64, &str)> = steps
+            .split(", ")
+            .map(|step| {
+                let mut words = step.split(' ');
+                let stage = match words.next() {
+                    Some("AW") => Stage::Awareness,
+                    Some("ED") => Stage::Education,
+                    Some("SE") => Stage::Selection,
+                    Some("CO") => Stage::Commit,
+                    Some("ON") => Stage::Onboarding,
+                    Some("IM") => Stage::Impact,
+                    Some("LOST") => Stage::Lost,
+                    Some("CHURNED") => Stage::Churned,
+                    other => panic!("unknown stage {other:?}"),
+                };
+                let Some(on) = words.next().and_then(|d| d.parse().ok()) else {
+                    panic!("step {step:?} has no day");
+                };
+                (stage, on, words.next().unwrap_or(""))
+            })
+            .collect();
+        journey(account, &steps)
     }
 
     #[test]
@@ -687,8 +772,8 @@ mod tests {
         let stages: Vec<Stage> = entries(&j).iter().map(|e| e.stage).collect();
         assert_eq!(stages, [Awareness, Education, Selection]);
         let e = entries(&j);
-        assert_eq!(e[0].next_at, Some(10 * DAY));
-        assert_eq!(e[0].exited_at, Some(10 * DAY));
+        assert_eq!(e[0].next_at, Some(day(10)));
+        assert_eq!(e[0].exited_at, Some(day(10)));
         assert_eq!(e[2].exited_at, None);
     }
 
@@ -714,9 +799,9 @@ mod tests {
         // The first AWARENESS dropped off and never reached COMMIT in its attempt.
         assert_eq!(e[0].exit, Some((Lost, "timing".to_owned())));
         assert_eq!(e[0].commit_at, None);
-        assert_eq!(e[2].commit_at, Some(130 * DAY));
-        assert_eq!(e[2].attempt_started_at, 100 * DAY);
-        let times = time_in_stages(&e, 200 * DAY);
+        assert_eq!(e[2].commit_at, Some(day(130)));
+        assert_eq!(e[2].attempt_started_at, day(100));
+        let times = time_in_stages(&e, day(200));
         assert_eq!(times[0], (Awareness, 5 * DAY + 10 * DAY, 2));
         assert_eq!(times.last(), Some(&(Lost, 95 * DAY, 1)));
     }
@@ -772,19 +857,19 @@ mod tests {
     #[test]
     fn cohorts_count_who_reached_each_stage_by_month_since_entry() {
         // 2026-01-01T00:00:00Z and 2026-02-01.
-        let jan = 1_767_225_600 * 1_000_000;
-        let feb = jan + 31 * DAY;
+        let jan = Instant::from_micros(1_767_225_600 * 1_000_000);
+        let feb = jan.plus_days(31);
         let members = vec![
             CohortMember {
                 entered_at: jan,
                 reached: vec![
-                    (Stage::Onboarding, jan + DAY),
-                    (Stage::Churned, jan + 40 * DAY),
+                    (Stage::Onboarding, jan.plus_days(1)),
+                    (Stage::Churned, jan.plus_days(40)),
                 ],
             },
             CohortMember {
-                entered_at: jan + 5 * DAY,
-                reached: vec![(Stage::Onboarding, jan + 35 * DAY)],
+                entered_at: jan.plus_days(5),
+                reached: vec![(Stage::Onboarding, jan.plus_days(35))],
             },
             CohortMember {
                 entered_at: feb,
@@ -795,8 +880,8 @@ mod tests {
             &members,
             &cohort_stages(Stage::Commit),
             jan,
-            feb + 28 * DAY,
-            feb + 10 * DAY,
+            feb.plus_days(28),
+            feb.plus_days(10),
         );
         assert_eq!(c.len(), 2);
         assert_eq!((c[0].month, c[0].size), ((2026, 1), 2));

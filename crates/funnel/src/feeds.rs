@@ -15,22 +15,23 @@
 use std::sync::Arc;
 
 use bowtie_proto::accounts as accounts_pb;
-use bowtie_proto::common::Stage;
+use bowtie_proto::common::{Event, Stage};
 use bowtie_proto::revenue as revenue_pb;
 use bowtie_proto::scoring as scoring_pb;
 use bowtie_runtime::config::PeerSettings;
-use bowtie_runtime::error::Error;
+use bowtie_runtime::error::{Error, FieldViolations};
+use bowtie_runtime::feed::NewEvent;
 use bowtie_runtime::peer::{AccountDirectory, ApplyEvent, Consumer, Upstream};
 use bowtie_runtime::shutdown::Shutdown;
-use bowtie_runtime::store::Store;
-use bowtie_runtime::validate;
+use bowtie_runtime::store::{Store, Tx};
+use bowtie_runtime::{AccountId, Instant, validate};
+use prost_types::Timestamp;
 use uuid::Uuid;
 
-use bowtie_runtime::feed::NewEvent;
-
 use crate::convert;
-use crate::convert::NewTransition;
-use crate::service::{apply_transition, profile_of, retract_transitions};
+use crate::convert::profile_of;
+use crate::domain::{NewTransition, Profile};
+use crate::service::{apply_transition, retract_transitions};
 use crate::storage;
 
 /// Event type published when an account's segment or owner changed.
@@ -41,40 +42,75 @@ pub const ACCOUNTS_CONSUMER: &str = "funnel.accounts";
 
 pub use bowtie_runtime::peer::payload;
 
-/// Follows the accounts feed.
-pub fn accounts_consumer(
+/// The account id an upstream event names in `field`.
+fn payload_account(field: &str, raw: &str) -> Result<AccountId, Error> {
+    Uuid::parse_str(raw)
+        .map(AccountId)
+        .map_err(|_| Error::invalid(field, "is not a UUID"))
+}
+
+/// The required time an upstream event carries in `field`.
+fn payload_instant(field: &str, ts: Option<&Timestamp>) -> Result<Instant, Error> {
+    let mut v = FieldViolations::default();
+    let at = validate::required_instant(&mut v, field, ts);
+    v.into_result()?;
+    at.ok_or_else(|| Error::invalid(field, "is required"))
+}
+
+/// The profile of an account a feed moves: its journey's, or the accounts
+/// service's for an account without one yet.
+async fn profile(tx: &Tx, accounts: &AccountDirectory, id: AccountId) -> Result<Profile, Error> {
+    Ok(match storage::get_journey(tx.conn(), id).await? {
+        Some(row) => row.profile,
+        None => profile_of(&accounts.get(id.uuid()).await?),
+    })
+}
+
+/// Starts the consumers of the accounts, revenue and scoring feeds, in
+/// that order; the revenue and scoring ones ask `accounts` for the profile
+/// of an account they move that has no journey yet.
+pub fn spawn_consumers(
     settings: &PeerSettings,
-    store: Store,
-    shutdown: Shutdown,
-) -> Result<Consumer, Error> {
-    let open = Upstream::Accounts.open_feed(settings)?;
-    let apply: ApplyEvent = Arc::new(|tx, event| {
-        Box::pin(async move {
-            let Some(account) = payload::<accounts_pb::Account>(&event)? else {
-                return Ok(());
-            };
-            let id = Uuid::parse_str(&account.id)
-                .map_err(|_| Error::invalid("payload.id", "is not a UUID"))?;
-            if let Some(journey) =
-                storage::update_profile(tx.conn(), id, &profile_of(&account)).await?
-            {
-                tx.emit(NewEvent::new(
-                    "account",
-                    id.to_string(),
-                    PROFILE_CHANGED,
-                    &convert::account_in_stage(&journey),
-                ));
-            }
-            Ok(())
-        })
-    });
-    Ok(Consumer::new(
-        ACCOUNTS_CONSUMER,
-        store,
-        open,
-        apply,
-        shutdown,
-    ))
+    store: &Store,
+    accounts: &AccountDirectory,
+    shutdown: &Shutdown,
+) -> Result<(), Error> {
+    let spawn = |(name, upstream): (&str, Upstream), apply: ApplyEvent| -> Result<(), Error> {
+        let open = upstream.open_feed(settings)?;
+        Consumer::new(name, store.clone(), open, apply, shutdown.clone()).spawn();
+        Ok(())
+    };
+    spawn(
+        (ACCOUNTS_CONSUMER, Upstream::Accounts),
+        Arc::new(|tx, event| Box::pin(apply_account(tx, event))),
+    )?;
+    let directory = accounts.clone();
+    spawn(
+        (REVENUE_CONSUMER, Upstream::Revenue),
+        Arc::new(move |tx, event| Box::pin(apply_revenue(tx, event, directory.clone()))),
+    )?;
+    let directory = accounts.clone();
+    spawn(
+        (SCORING_CONSUMER, Upstream::Scoring),
+        Arc::new(move |tx, event| Box::pin(apply_scoring(tx, event, directory.clone()))),
+    )
+}
+
+/// An accounts event: keeps the journey's segment and owner current.
+async fn apply_account(tx: &mut Tx, event: Event) -> Result<(), Error> {
+    let Some(account) = payload::<accounts_pb::Account>(&event)? else {
+        return Ok(());
+    };
+    let id = payload_account("payload.id", &account.id)?;
+    if let Some(journey) = storage::update_profile(tx.conn(), id, &profile_of(&account)).await? {
+        tx.emit(NewEvent::new(
+            "account",
+            id.to_string(),
+            PROFILE_CHANGED,
+            &convert::account_in_stage(&journey),
+        ));
+    }
+    Ok(())
 }
 
 /// Cursor name of the revenue feed consumer.
@@ -107,88 +143,64 @@ pub fn stages_for_renewal(outcome: revenue_pb::RenewalOutcome) -> &'static [Stag
     }
 }
 
-/// Follows the revenue feed and moves journeys on their own.
-pub fn revenue_consumer(
-    settings: &PeerSettings,
-    store: Store,
-    accounts: AccountDirectory,
-    shutdown: Shutdown,
-) -> Result<Consumer, Error> {
-    let open = Upstream::Revenue.open_feed(settings)?;
-    let apply: ApplyEvent = Arc::new(move |tx, event| {
-        let accounts = accounts.clone();
-        Box::pin(async move {
-            let (account_id, stages, at, retract) = match event.event_type.as_str() {
-                "movement.recorded" | "movement.retracted" => {
-                    let Some(m) = payload::<revenue_pb::Movement>(&event)? else {
-                        return Ok(());
-                    };
-                    (
-                        m.account_id.clone(),
-                        stages_for_movement(m.r#type()),
-                        m.occurred_at,
-                        event.event_type == "movement.retracted",
-                    )
-                }
-                "renewal.recorded" => {
-                    let Some(r) = payload::<revenue_pb::Renewal>(&event)? else {
-                        return Ok(());
-                    };
-                    (
-                        r.account_id.clone(),
-                        stages_for_renewal(r.outcome()),
-                        r.decided_at,
-                        false,
-                    )
-                }
-                _ => return Ok(()),
-            };
-            if stages.is_empty() {
+/// A revenue event: moves the journey on its own (or takes back what a
+/// retracted movement moved).
+async fn apply_revenue(tx: &mut Tx, event: Event, accounts: AccountDirectory) -> Result<(), Error> {
+    let (account_id, stages, at, retract) = match event.event_type.as_str() {
+        "movement.recorded" | "movement.retracted" => {
+            let Some(m) = payload::<revenue_pb::Movement>(&event)? else {
                 return Ok(());
-            }
-            let account_id = Uuid::parse_str(&account_id)
-                .map_err(|_| Error::invalid("payload.account_id", "is not a UUID"))?;
-            let mut v = bowtie_runtime::FieldViolations::default();
-            let at = validate::required_timestamp(&mut v, "payload.occurred_at", at.as_ref());
-            v.into_result()?;
-            let at = at.ok_or_else(|| Error::invalid("payload.occurred_at", "is required"))?;
-            if retract {
-                retract_transitions(tx, account_id, stages, at, REVENUE_SOURCE).await?;
-                return Ok(());
-            }
-            let profile = match storage::get_journey(tx.conn(), account_id).await? {
-                Some(row) => row.profile,
-                None => profile_of(&accounts.get(account_id).await?),
             };
-            for stage in stages {
-                let reason = if *stage == Stage::Churned {
-                    REVENUE_CHURN_REASON
-                } else {
-                    ""
-                };
-                apply_transition(
-                    tx,
-                    NewTransition {
-                        account_id,
-                        stage: *stage,
-                        occurred_at: at,
-                        reason: reason.to_owned(),
-                        source: REVENUE_SOURCE.to_owned(),
-                    },
-                    &profile,
-                )
-                .await?;
-            }
-            Ok(())
-        })
-    });
-    Ok(Consumer::new(
-        REVENUE_CONSUMER,
-        store,
-        open,
-        apply,
-        shutdown,
-    ))
+            (
+                m.account_id.clone(),
+                stages_for_movement(m.r#type()),
+                m.occurred_at,
+                event.event_type == "movement.retracted",
+            )
+        }
+        "renewal.recorded" => {
+            let Some(r) = payload::<revenue_pb::Renewal>(&event)? else {
+                return Ok(());
+            };
+            (
+                r.account_id.clone(),
+                stages_for_renewal(r.outcome()),
+                r.decided_at,
+                false,
+            )
+        }
+        _ => return Ok(()),
+    };
+    if stages.is_empty() {
+        return Ok(());
+    }
+    let account_id = payload_account("payload.account_id", &account_id)?;
+    let at = payload_instant("payload.occurred_at", at.as_ref())?;
+    if retract {
+        retract_transitions(tx, account_id, stages, at, REVENUE_SOURCE).await?;
+        return Ok(());
+    }
+    let profile = profile(tx, &accounts, account_id).await?;
+    for stage in stages {
+        let reason = if *stage == Stage::Churned {
+            REVENUE_CHURN_REASON
+        } else {
+            ""
+        };
+        apply_transition(
+            tx,
+            NewTransition {
+                account_id,
+                stage: *stage,
+                occurred_at: at,
+                reason: reason.to_owned(),
+                source: REVENUE_SOURCE.to_owned(),
+            },
+            &profile,
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Cursor name of the scoring feed consumer.
@@ -196,57 +208,24 @@ pub const SCORING_CONSUMER: &str = "funnel.scoring";
 /// Source recorded on the transitions the scoring feed causes.
 pub const SCORING_SOURCE: &str = "scoring";
 
-/// Follows the scoring feed: first value reached enters IMPACT.
-pub fn scoring_consumer(
-    settings: &PeerSettings,
-    store: Store,
-    accounts: AccountDirectory,
-    shutdown: Shutdown,
-) -> Result<Consumer, Error> {
-    let open = Upstream::Scoring.open_feed(settings)?;
-    let apply: ApplyEvent = Arc::new(move |tx, event| {
-        let accounts = accounts.clone();
-        Box::pin(async move {
-            if event.event_type != "first_value.reached" {
-                return Ok(());
-            }
-            let Some(reached) = payload::<scoring_pb::FirstValueReached>(&event)? else {
-                return Ok(());
-            };
-            let account_id = Uuid::parse_str(&reached.account_id)
-                .map_err(|_| Error::invalid("payload.account_id", "is not a UUID"))?;
-            let mut v = bowtie_runtime::FieldViolations::default();
-            let at = validate::required_timestamp(
-                &mut v,
-                "payload.reached_at",
-                reached.reached_at.as_ref(),
-            );
-            v.into_result()?;
-            let at = at.ok_or_else(|| Error::invalid("payload.reached_at", "is required"))?;
-            let profile = match storage::get_journey(tx.conn(), account_id).await? {
-                Some(row) => row.profile,
-                None => profile_of(&accounts.get(account_id).await?),
-            };
-            apply_transition(
-                tx,
-                NewTransition {
-                    account_id,
-                    stage: Stage::Impact,
-                    occurred_at: at,
-                    reason: String::new(),
-                    source: SCORING_SOURCE.to_owned(),
-                },
-                &profile,
-            )
-            .await?;
-            Ok(())
-        })
-    });
-    Ok(Consumer::new(
-        SCORING_CONSUMER,
-        store,
-        open,
-        apply,
-        shutdown,
-    ))
+/// A scoring event: first value reached enters IMPACT.
+async fn apply_scoring(tx: &mut Tx, event: Event, accounts: AccountDirectory) -> Result<(), Error> {
+    if event.event_type != "first_value.reached" {
+        return Ok(());
+    }
+    let Some(reached) = payload::<scoring_pb::FirstValueReached>(&event)? else {
+        return Ok(());
+    };
+    let account_id = payload_account("payload.account_id", &reached.account_id)?;
+    let at = payload_instant("payload.reached_at", reached.reached_at.as_ref())?;
+    let profile = profile(tx, &accounts, account_id).await?;
+    let new = NewTransition {
+        account_id,
+        stage: Stage::Impact,
+        occurred_at: at,
+        reason: String::new(),
+        source: SCORING_SOURCE.to_owned(),
+    };
+    apply_transition(tx, new, &profile).await?;
+    Ok(())
 }

@@ -21,14 +21,16 @@ use bowtie_proto::common::Stage;
 use bowtie_runtime::error::Error;
 use bowtie_runtime::feed;
 use bowtie_runtime::shutdown::Shutdown;
+use bowtie_runtime::sql::{query, stored_uuid};
 use bowtie_runtime::store::Store;
+use bowtie_runtime::{AccountId, Instant};
+use sea_orm::ConnectionTrait;
 use sea_orm::sea_query::{Cond, Expr, Order, Query};
-use sea_orm::{ConnectionTrait, StatementBuilder};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::domain::{self, CohortMember, FunnelReport, ReportRow};
-use crate::storage::{ENTRY_COLUMNS, Filters, Selection, StageEntries as E};
+use crate::domain::{self, CohortMember, Filters, FunnelReport, ReportRow, Selection};
+use crate::storage::{ENTRY_COLUMNS, StageEntries as E};
 
 /// "No time" in a compact entry.
 const NONE: i64 = i64::MIN;
@@ -51,8 +53,8 @@ struct Compact {
     attempt_started_at: i64,
 }
 
-fn opt(v: i64) -> Option<i64> {
-    (v != NONE).then_some(v)
+fn opt(v: i64) -> Option<Instant> {
+    (v != NONE).then_some(Instant::from_micros(v))
 }
 
 #[derive(Debug, Default)]
@@ -64,7 +66,7 @@ struct Account {
 
 #[derive(Debug, Default)]
 struct Inner {
-    accounts: HashMap<Uuid, Account>,
+    accounts: HashMap<AccountId, Account>,
     strings: Vec<String>,
     string_ids: HashMap<String, u32>,
 }
@@ -100,7 +102,7 @@ pub struct JourneyIndex {
 
 /// One stage entry row as loaded from the database.
 struct Loaded {
-    account_id: Uuid,
+    account_id: AccountId,
     segment: i32,
     owner: String,
     reason: String,
@@ -108,9 +110,7 @@ struct Loaded {
 }
 
 fn loaded(row: &sea_orm::QueryResult) -> Result<Loaded, Error> {
-    let id: String = row.try_get("", "account_id")?;
-    let account_id = Uuid::parse_str(&id)
-        .map_err(|_| Error::Internal(anyhow::anyhow!("stored id {id:?} is not a UUID")))?;
+    let account_id = AccountId(stored_uuid(&row.try_get::<String>("", "account_id")?)?);
     let stage: i32 = row.try_get("", "stage")?;
     let exit: Option<i32> = row.try_get("", "exit_stage")?;
     Ok(Loaded {
@@ -187,9 +187,7 @@ impl JourneyIndex {
                     ),
                 );
             }
-            let rows = conn
-                .query_all(StatementBuilder::build(&stmt, &conn.get_database_backend()))
-                .await?;
+            let rows = query(conn, &stmt).await?;
             let full = rows.len() as u64 == LOAD_PAGE;
             if let Some(last) = rows.last() {
                 after = Some((
@@ -206,13 +204,12 @@ impl JourneyIndex {
     }
 
     /// Re-reads the entries of `ids` (after they changed).
-    async fn reload<C: ConnectionTrait>(&self, conn: &C, ids: &[Uuid]) -> Result<(), Error> {
+    async fn reload<C: ConnectionTrait>(&self, conn: &C, ids: &[AccountId]) -> Result<(), Error> {
         for chunk in ids.chunks(500) {
             let stmt = select()
                 .and_where(Expr::col(E::AccountId).is_in(chunk.iter().map(|id| id.to_string())))
                 .to_owned();
-            let rows = conn
-                .query_all(StatementBuilder::build(&stmt, &conn.get_database_backend()))
+            let rows = query(conn, &stmt)
                 .await?
                 .iter()
                 .map(loaded)
@@ -288,10 +285,10 @@ impl JourneyIndex {
         let Some(last) = events.last().map(|e| e.sequence) else {
             return Ok((cursor, false));
         };
-        let mut ids: Vec<Uuid> = events
+        let mut ids: Vec<AccountId> = events
             .iter()
             .filter(|e| e.aggregate_type == "account")
-            .filter_map(|e| Uuid::parse_str(&e.aggregate_id).ok())
+            .filter_map(|e| Uuid::parse_str(&e.aggregate_id).ok().map(AccountId))
             .collect();
         ids.sort_unstable();
         ids.dedup();
@@ -315,9 +312,10 @@ impl JourneyIndex {
     pub fn funnel_report(
         &self,
         selection: Selection,
-        (start, end): (i64, i64),
+        (start, end): (Instant, Instant),
         filters: &Filters,
     ) -> FunnelReport {
+        let (start, end) = (start.micros(), end.micros());
         let inner = self.read();
         let rows = inner
             .accounts
@@ -333,7 +331,7 @@ impl JourneyIndex {
             })
             .map(|e| ReportRow {
                 stage: Stage::try_from(i32::from(e.stage)).unwrap_or(Stage::Unspecified),
-                entered_at: e.entered_at,
+                entered_at: Instant::from_micros(e.entered_at),
                 next_at: opt(e.next_at),
                 commit_at: opt(e.commit_at),
                 exit_stage: (e.exit_stage != 0)
@@ -352,9 +350,10 @@ impl JourneyIndex {
     pub fn cohort_members(
         &self,
         cohort_stage: Stage,
-        (start, end): (i64, i64),
+        (start, end): (Instant, Instant),
         filters: &Filters,
     ) -> Vec<CohortMember> {
+        let (start, end) = (start.micros(), end.micros());
         let inner = self.read();
         let mut members = Vec::new();
         for account in inner
@@ -366,7 +365,7 @@ impl JourneyIndex {
                 if e.stage != cohort_stage as i8 || e.entered_at < start || e.entered_at >= end {
                     continue;
                 }
-                let mut reached: Vec<(Stage, i64)> = Vec::new();
+                let mut reached: Vec<(Stage, Instant)> = Vec::new();
                 for later in account.entries[i + 1..]
                     .iter()
                     .take_while(|l| l.attempt == e.attempt)
@@ -375,11 +374,11 @@ impl JourneyIndex {
                         continue;
                     };
                     if stage != cohort_stage && !reached.iter().any(|(s, _)| *s == stage) {
-                        reached.push((stage, later.entered_at));
+                        reached.push((stage, Instant::from_micros(later.entered_at)));
                     }
                 }
                 members.push(CohortMember {
-                    entered_at: e.entered_at,
+                    entered_at: Instant::from_micros(e.entered_at),
                     reached,
                 });
             }

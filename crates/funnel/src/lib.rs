@@ -42,21 +42,7 @@ pub async fn build(
         Bootstrap::open::<storage::Migrator>(settings, &settings.funnel, keys, shutdown).await?;
     let (store, shutdown) = (boot.store(), boot.shutdown());
     let accounts = AccountDirectory::connect(&settings.peers)?;
-    feeds::accounts_consumer(&settings.peers, store.clone(), shutdown.clone())?.spawn();
-    feeds::revenue_consumer(
-        &settings.peers,
-        store.clone(),
-        accounts.clone(),
-        shutdown.clone(),
-    )?
-    .spawn();
-    feeds::scoring_consumer(
-        &settings.peers,
-        store.clone(),
-        accounts.clone(),
-        shutdown.clone(),
-    )?
-    .spawn();
+    feeds::spawn_consumers(&settings.peers, &store, &accounts, &shutdown)?;
     let index = index::JourneyIndex::new();
     index.spawn(store.clone(), shutdown.clone());
     let app = service::Funnel::new(store, accounts, index);

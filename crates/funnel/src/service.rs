@@ -2,25 +2,23 @@
 //! derived stage entries, journey row, events and idempotency key in one
 //! transaction); reads go to the reader pool.
 
-use bowtie_proto::accounts as accounts_pb;
-use bowtie_proto::common::{Segment, Stage};
+use bowtie_proto::common::Stage;
 use bowtie_proto::funnel as pb;
 use bowtie_runtime::error::Error;
 use bowtie_runtime::feed::NewEvent;
 use bowtie_runtime::idempotency::Idempotency;
-use bowtie_runtime::paging::Page;
 use bowtie_runtime::peer::AccountDirectory;
 use bowtie_runtime::store::{Store, Tx};
-use bowtie_runtime::validate::now_micros;
+use bowtie_runtime::{AccountId, Instant};
 use std::sync::Arc;
-
-use uuid::Uuid;
 
 use crate::index::JourneyIndex;
 
-use crate::convert::{self, NewTransition};
-use crate::domain::{self, Admission, Transition};
-use crate::storage::{self, Filters, JourneyRow, Profile, Selection};
+use crate::convert::{self, InStageQuery};
+use crate::domain::{
+    self, Admission, Filters, JourneyRow, NewTransition, Profile, Recorded, Selection, Transition,
+};
+use crate::storage;
 
 /// Event type of every recorded transition.
 pub const TRANSITION_RECORDED: &str = "transition.recorded";
@@ -35,23 +33,19 @@ pub struct Funnel {
     index: Arc<JourneyIndex>,
 }
 
-/// The profile the accounts service reports for an account.
-pub fn profile_of(account: &accounts_pb::Account) -> Profile {
-    Profile {
-        segment: Segment::try_from(account.segment).unwrap_or(Segment::Unspecified),
-        owner: account.owner.clone(),
-    }
+/// The instant of the unit of work, which every row it touches carries.
+fn now(tx: &Tx) -> Instant {
+    Instant::from_micros(tx.now())
 }
 
-/// What recording a transition did.
-#[derive(Debug, Clone)]
-pub struct Recorded {
-    /// The stored (or already existing) transition.
-    pub transition: Transition,
-    /// False for an idempotent no-op.
-    pub applied: bool,
-    /// The current stage afterwards.
-    pub current_stage: Stage,
+/// The account's transition event (`event_type`) for the feed.
+fn transition_event(event_type: &'static str, t: &Transition) -> NewEvent {
+    NewEvent::new(
+        "account",
+        t.account_id.to_string(),
+        event_type,
+        &convert::transition_to_pb(t),
+    )
 }
 
 /// Records one transition inside `tx`: admission, insert, re-derivation of
@@ -64,15 +58,7 @@ pub async fn apply_transition(
     storage::lock_journey(tx.conn(), new.account_id).await?;
     let mut journey = storage::load_transitions(tx.conn(), new.account_id).await?;
     domain::sort_journey(&mut journey);
-    let transition = Transition {
-        id: Uuid::now_v7(),
-        account_id: new.account_id,
-        stage: new.stage,
-        occurred_at: new.occurred_at,
-        recorded_at: tx.now(),
-        reason: new.reason,
-        source: new.source,
-    };
+    let transition = new.recorded(now(tx));
     match domain::admit(&journey, &transition) {
         Admission::AlreadyThere(existing) => {
             let current = journey.last().map_or(existing.stage, |t| t.stage);
@@ -88,20 +74,9 @@ pub async fn apply_transition(
     journey.push(transition.clone());
     domain::sort_journey(&mut journey);
     let entries = domain::entries(&journey);
-    storage::save_journey(
-        tx.conn(),
-        transition.account_id,
-        &entries,
-        profile,
-        tx.now(),
-    )
-    .await?;
-    tx.emit(NewEvent::new(
-        "account",
-        transition.account_id.to_string(),
-        TRANSITION_RECORDED,
-        &convert::transition_to_pb(&transition),
-    ));
+    let account_id = transition.account_id;
+    storage::save_journey(tx.conn(), account_id, &entries, profile, now(tx)).await?;
+    tx.emit(transition_event(TRANSITION_RECORDED, &transition));
     Ok(Recorded {
         current_stage: entries.last().map_or(transition.stage, |e| e.stage),
         transition,
@@ -115,9 +90,9 @@ pub async fn apply_transition(
 /// Returns how many were removed.
 pub async fn retract_transitions(
     tx: &mut Tx,
-    account_id: Uuid,
+    account_id: AccountId,
     stages: &[Stage],
-    occurred_at: i64,
+    occurred_at: Instant,
     source: &str,
 ) -> Result<usize, Error> {
     storage::lock_journey(tx.conn(), account_id).await?;
@@ -130,23 +105,15 @@ pub async fn retract_transitions(
     }
     let profile = match storage::get_journey(tx.conn(), account_id).await? {
         Some(row) => row.profile,
-        None => Profile {
-            segment: Segment::Unspecified,
-            owner: String::new(),
-        },
+        None => Profile::unknown(),
     };
     let mut kept = kept;
     domain::sort_journey(&mut kept);
     storage::delete_transitions(tx.conn(), &gone.iter().map(|t| t.id).collect::<Vec<_>>()).await?;
     let entries = domain::entries(&kept);
-    storage::save_journey(tx.conn(), account_id, &entries, &profile, tx.now()).await?;
+    storage::save_journey(tx.conn(), account_id, &entries, &profile, now(tx)).await?;
     for t in &gone {
-        tx.emit(NewEvent::new(
-            "account",
-            account_id.to_string(),
-            TRANSITION_RETRACTED,
-            &convert::transition_to_pb(t),
-        ));
+        tx.emit(transition_event(TRANSITION_RETRACTED, t));
     }
     Ok(gone.len())
 }
@@ -174,30 +141,29 @@ impl Funnel {
         new: NewTransition,
         idem: Option<Idempotency>,
     ) -> Result<pb::RecordTransitionResponse, Error> {
-        let account = self.accounts.get(new.account_id).await?;
-        if account.status == accounts_pb::AccountStatus::Archived as i32 {
+        let account = self.accounts.get(new.account_id.uuid()).await?;
+        if convert::is_archived(&account) {
             return Err(Error::FailedPrecondition(format!(
                 "account {} is archived; its journey can no longer change",
                 account.id
             )));
         }
-        let profile = profile_of(&account);
+        let profile = convert::profile_of(&account);
         self.store
             .write(idem, move |tx| {
                 Box::pin(async move {
-                    let r = apply_transition(tx, new, &profile).await?;
-                    Ok(pb::RecordTransitionResponse {
-                        transition: Some(convert::transition_to_pb(&r.transition)),
-                        applied: r.applied,
-                        current_stage: r.current_stage as i32,
-                    })
+                    let recorded = apply_transition(tx, new, &profile).await?;
+                    Ok(convert::recorded_to_pb(&recorded))
                 })
             })
             .await
     }
 
     /// An account's journey; NOT_FOUND when it has no transitions.
-    pub async fn get_journey(&self, account_id: Uuid) -> Result<pb::Journey, Error> {
+    pub async fn get_journey(
+        &self,
+        account_id: AccountId,
+    ) -> Result<pb::GetJourneyResponse, Error> {
         let mut transitions =
             storage::load_transitions(self.store.db().reader(), account_id).await?;
         if transitions.is_empty() {
@@ -209,48 +175,32 @@ impl Funnel {
             account_id,
             &transitions,
             &entries,
-            now_micros(),
+            Instant::now(),
         ))
     }
 
-    /// Accounts currently in `stage`, longest there first.
+    /// Accounts currently in a stage, longest there first.
     pub async fn list_in_stage(
         &self,
-        stage: Stage,
-        filters: &Filters,
-        page: &Page,
+        q: InStageQuery,
     ) -> Result<pb::ListAccountsInStageResponse, Error> {
-        let after = match &page.after {
-            None => None,
-            Some(token) => {
-                let bad =
-                    || Error::invalid("page.page_token", "is not a token issued for this query");
-                let (since, id) = token.split_once(',').ok_or_else(bad)?;
-                Some((since.parse::<i64>().map_err(|_| bad())?, id.to_owned()))
-            }
-        };
         let rows = storage::list_in_stage(
             self.store.db().reader(),
-            stage,
-            filters,
-            after,
-            page.fetch_limit(),
+            q.stage,
+            &q.filters,
+            q.after,
+            q.page.fetch_limit(),
         )
         .await?;
-        let (rows, paging) = page.finish(rows, |r: &JourneyRow| {
-            format!("{},{}", r.current_since, r.account_id)
-        });
-        Ok(pb::ListAccountsInStageResponse {
-            accounts: rows.iter().map(convert::account_in_stage).collect(),
-            page: Some(paging),
-        })
+        let (rows, paging) = q.page.finish(rows, convert::in_stage_key);
+        Ok(convert::in_stage_listed(&rows, paging))
     }
 
     /// The funnel report over `period`, from the journey index once it
     /// holds everything committed so far.
     pub async fn funnel_report(
         &self,
-        period: (i64, i64),
+        period: (Instant, Instant),
         filters: Filters,
         selection: Selection,
     ) -> Result<pb::GetFunnelReportResponse, Error> {
@@ -266,7 +216,7 @@ impl Funnel {
     /// Monthly cohorts entering `cohort_stage` in `period`.
     pub async fn cohort_report(
         &self,
-        period: (i64, i64),
+        period: (Instant, Instant),
         cohort_stage: Stage,
         filters: Filters,
     ) -> Result<pb::GetCohortReportResponse, Error> {
@@ -275,7 +225,7 @@ impl Funnel {
         let cohorts = tokio::task::spawn_blocking(move || {
             let members = index.cohort_members(cohort_stage, period, &filters);
             let followed = domain::cohort_stages(cohort_stage);
-            domain::cohorts(&members, &followed, period.0, period.1, now_micros())
+            domain::cohorts(&members, &followed, period.0, period.1, Instant::now())
         })
         .await
         .map_err(|e| Error::Internal(e.into()))?;
@@ -290,9 +240,9 @@ impl Funnel {
     /// transitions were stored.
     pub async fn import_journeys(
         &self,
-        journeys: Vec<(Uuid, Profile, Vec<NewTransition>)>,
+        journeys: Vec<(AccountId, Profile, Vec<NewTransition>)>,
     ) -> Result<u64, Error> {
-        let ids: Vec<Uuid> = journeys.iter().map(|(id, _, _)| *id).collect();
+        let ids: Vec<AccountId> = journeys.iter().map(|(id, _, _)| *id).collect();
         if storage::any_journey_exists(self.store.db().reader(), &ids).await? {
             return Err(Error::FailedPrecondition(
                 "bulk import is for accounts without a journey; record transitions one by one instead"
@@ -303,7 +253,7 @@ impl Funnel {
             .store
             .write(None, move |tx| {
                 Box::pin(async move {
-                    let now = tx.now();
+                    let now = now(tx);
                     let mut all = Vec::new();
                     let mut derived = Vec::new();
                     let mut rows = Vec::new();
@@ -312,15 +262,7 @@ impl Funnel {
                         let mut news = news;
                         news.sort_by_key(|n| (n.occurred_at, n.stage as i32));
                         for n in news {
-                            let t = Transition {
-                                id: Uuid::now_v7(),
-                                account_id,
-                                stage: n.stage,
-                                occurred_at: n.occurred_at,
-                                recorded_at: now,
-                                reason: n.reason,
-                                source: n.source,
-                            };
+                            let t = NewTransition { account_id, ..n }.recorded(now);
                             if domain::admit(&journey, &t) == Admission::Apply {
                                 journey.push(t);
                             }
@@ -336,18 +278,13 @@ impl Funnel {
                             });
                         }
                         for t in &journey {
-                            tx.emit(NewEvent::new(
-                                "account",
-                                account_id.to_string(),
-                                TRANSITION_RECORDED,
-                                &convert::transition_to_pb(t),
-                            ));
+                            tx.emit(transition_event(TRANSITION_RECORDED, t));
                         }
                         all.extend(journey);
                         derived.push((account_id, entries, profile));
                     }
                     storage::insert_transitions(tx.conn(), &all).await?;
-                    let refs: Vec<(Uuid, &[domain::Entry], &Profile)> = derived
+                    let refs: Vec<(AccountId, &[domain::Entry], &Profile)> = derived
                         .iter()
                         .map(|(id, e, p)| (*id, e.as_slice(), p))
                         .collect();

@@ -9,18 +9,20 @@
 //!   segment and owner the accounts service last reported (report filters).
 
 use bowtie_proto::common::{Segment, Stage};
-use sea_orm::sea_query::{Alias, Cond, Expr, OnConflict, Order, Query, SelectStatement};
+use sea_orm::sea_query::{
+    Alias, Cond, Expr, IntoIden, OnConflict, Order, Query, SelectStatement, SimpleExpr,
+};
 use sea_orm::{ConnectionTrait, DbErr, QueryResult};
 use sea_orm_migration::prelude::{
-    ColumnDef, DeriveIden, Index, MigrationName, MigrationTrait, MigratorTrait, SchemaManager,
-    Table,
+    DeriveIden, Index, MigrationName, MigrationTrait, SchemaManager, Table,
 };
-use uuid::Uuid;
+use sea_orm_migration::schema::{big_integer, big_integer_null, integer, integer_null, string};
 
 use bowtie_runtime::error::Error;
-use bowtie_runtime::sql::{corrupt, execute, internal, query, stored_uuid as uuid};
+use bowtie_runtime::sql::{corrupt, execute, internal, query, stored_uuid};
+use bowtie_runtime::{AccountId, Instant};
 
-use crate::domain::{Entry, Transition};
+use crate::domain::{Entry, Filters, JourneyRow, Profile, Transition, TransitionId};
 
 /// `transitions`
 #[derive(DeriveIden, Clone, Copy)]
@@ -105,9 +107,29 @@ impl MigrationName for CreateFunnelTables {
     }
 }
 
+/// Creates the index `name` on `columns` of `table`, unless it exists.
+async fn create_index<T: IntoIden + Copy + 'static>(
+    manager: &SchemaManager<'_>,
+    name: &str,
+    table: T,
+    columns: &[T],
+    unique: bool,
+) -> Result<(), DbErr> {
+    let mut index = Index::create();
+    index.name(name).table(table).if_not_exists();
+    for column in columns {
+        index.col(*column);
+    }
+    if unique {
+        index.unique();
+    }
+    manager.create_index(index.to_owned()).await
+}
+
 #[async_trait::async_trait]
 impl MigrationTrait for CreateFunnelTables {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        use Journeys as J;
         use StageEntries as E;
         use Transitions as T;
         manager
@@ -115,113 +137,64 @@ impl MigrationTrait for CreateFunnelTables {
                 Table::create()
                     .table(T::Table)
                     .if_not_exists()
-                    .col(ColumnDef::new(T::Id).string().not_null().primary_key())
-                    .col(ColumnDef::new(T::AccountId).string().not_null())
-                    .col(ColumnDef::new(T::Stage).integer().not_null())
-                    .col(ColumnDef::new(T::OccurredAt).big_integer().not_null())
-                    .col(ColumnDef::new(T::RecordedAt).big_integer().not_null())
-                    .col(ColumnDef::new(T::Reason).string().not_null())
-                    .col(ColumnDef::new(T::Source).string().not_null())
+                    .col(string(T::Id).primary_key())
+                    .col(string(T::AccountId))
+                    .col(integer(T::Stage))
+                    .col(big_integer(T::OccurredAt))
+                    .col(big_integer(T::RecordedAt))
+                    .col(string(T::Reason))
+                    .col(string(T::Source))
                     .to_owned(),
             )
             .await?;
-        manager
-            .create_index(
-                Index::create()
-                    .name("transitions_account")
-                    .table(T::Table)
-                    .col(T::AccountId)
-                    .col(T::OccurredAt)
-                    .col(T::Stage)
-                    .unique()
-                    .if_not_exists()
-                    .to_owned(),
-            )
-            .await?;
+        let by_account = [T::AccountId, T::OccurredAt, T::Stage];
+        create_index(manager, "transitions_account", T::Table, &by_account, true).await?;
         manager
             .create_table(
                 Table::create()
                     .table(E::Table)
                     .if_not_exists()
-                    .col(ColumnDef::new(E::AccountId).string().not_null())
-                    .col(ColumnDef::new(E::Position).integer().not_null())
-                    .col(ColumnDef::new(E::Attempt).integer().not_null())
-                    .col(ColumnDef::new(E::Stage).integer().not_null())
-                    .col(ColumnDef::new(E::EnteredAt).big_integer().not_null())
-                    .col(ColumnDef::new(E::ExitedAt).big_integer().null())
-                    .col(ColumnDef::new(E::NextAt).big_integer().null())
-                    .col(ColumnDef::new(E::CommitAt).big_integer().null())
-                    .col(ColumnDef::new(E::ExitStage).integer().null())
-                    .col(ColumnDef::new(E::ExitReason).string().not_null())
-                    .col(ColumnDef::new(E::AttemptStartedAt).big_integer().not_null())
-                    .col(ColumnDef::new(E::Segment).integer().not_null())
-                    .col(ColumnDef::new(E::Owner).string().not_null())
+                    .col(string(E::AccountId))
+                    .col(integer(E::Position))
+                    .col(integer(E::Attempt))
+                    .col(integer(E::Stage))
+                    .col(big_integer(E::EnteredAt))
+                    .col(big_integer_null(E::ExitedAt))
+                    .col(big_integer_null(E::NextAt))
+                    .col(big_integer_null(E::CommitAt))
+                    .col(integer_null(E::ExitStage))
+                    .col(string(E::ExitReason))
+                    .col(big_integer(E::AttemptStartedAt))
+                    .col(integer(E::Segment))
+                    .col(string(E::Owner))
                     .primary_key(Index::create().col(E::AccountId).col(E::Position))
                     .to_owned(),
             )
             .await?;
-        for (name, column) in [
-            ("stage_entries_entered", E::EnteredAt),
-            ("stage_entries_attempt_started", E::AttemptStartedAt),
+        for (name, columns) in [
+            ("stage_entries_entered", &[E::EnteredAt][..]),
+            ("stage_entries_attempt_started", &[E::AttemptStartedAt]),
+            ("stage_entries_stage_entered", &[E::Stage, E::EnteredAt]),
         ] {
-            manager
-                .create_index(
-                    Index::create()
-                        .name(name)
-                        .table(E::Table)
-                        .col(column)
-                        .if_not_exists()
-                        .to_owned(),
-                )
-                .await?;
+            create_index(manager, name, E::Table, columns, false).await?;
         }
-        manager
-            .create_index(
-                Index::create()
-                    .name("stage_entries_stage_entered")
-                    .table(E::Table)
-                    .col(E::Stage)
-                    .col(E::EnteredAt)
-                    .if_not_exists()
-                    .to_owned(),
-            )
-            .await?;
         manager
             .create_table(
                 Table::create()
-                    .table(Journeys::Table)
+                    .table(J::Table)
                     .if_not_exists()
-                    .col(
-                        ColumnDef::new(Journeys::AccountId)
-                            .string()
-                            .not_null()
-                            .primary_key(),
-                    )
-                    .col(ColumnDef::new(Journeys::CurrentStage).integer().not_null())
-                    .col(
-                        ColumnDef::new(Journeys::CurrentSince)
-                            .big_integer()
-                            .not_null(),
-                    )
-                    .col(ColumnDef::new(Journeys::Attempts).integer().not_null())
-                    .col(ColumnDef::new(Journeys::Segment).integer().not_null())
-                    .col(ColumnDef::new(Journeys::Owner).string().not_null())
-                    .col(ColumnDef::new(Journeys::UpdatedAt).big_integer().not_null())
+                    .col(string(J::AccountId).primary_key())
+                    .col(integer(J::CurrentStage))
+                    .col(big_integer(J::CurrentSince))
+                    .col(integer(J::Attempts))
+                    .col(integer(J::Segment))
+                    .col(string(J::Owner))
+                    .col(big_integer(J::UpdatedAt))
                     .to_owned(),
             )
             .await?;
-        manager
-            .create_index(
-                Index::create()
-                    .name("journeys_stage")
-                    .table(Journeys::Table)
-                    .col(Journeys::CurrentStage)
-                    .col(Journeys::CurrentSince)
-                    .col(Journeys::AccountId)
-                    .if_not_exists()
-                    .to_owned(),
-            )
-            .await
+        let by_stage = [J::CurrentStage, J::CurrentSince, J::AccountId];
+        create_index(manager, "journeys_stage", J::Table, &by_stage, false).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
@@ -238,66 +211,97 @@ impl MigrationTrait for CreateFunnelTables {
     }
 }
 
-/// The funnel service's migrations: the runtime's tables, then its own.
-#[derive(Debug)]
-pub struct Migrator;
-
-impl MigratorTrait for Migrator {
-    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        let mut migrations = bowtie_runtime::schema::runtime_migrations();
-        migrations.push(Box::new(CreateFunnelTables));
-        migrations
-    }
-}
+bowtie_runtime::migrator!(CreateFunnelTables);
 
 fn stage(raw: i32) -> Result<Stage, Error> {
     Stage::try_from(raw).map_err(|_| corrupt(format_args!("stored stage {raw} is unknown")))
 }
 
-/// Stores new transitions (multi-row insert).
-pub async fn insert_transitions<C: ConnectionTrait>(
+fn account_id(raw: &str) -> Result<AccountId, Error> {
+    stored_uuid(raw).map(AccountId)
+}
+
+fn micros(at: Option<Instant>) -> SimpleExpr {
+    at.map(Instant::micros).into()
+}
+
+/// Inserts `rows` into `table` many at a time (a multi-row insert of
+/// `chunk` rows each), each row rendered by `values` in `columns` order.
+async fn insert_many<C, T, R, const N: usize>(
     conn: &C,
-    transitions: &[Transition],
-) -> Result<(), Error> {
-    use Transitions as T;
-    for chunk in transitions.chunks(500) {
+    table: T,
+    columns: [T; N],
+    rows: &[R],
+    chunk: usize,
+    values: impl Fn(&R) -> [SimpleExpr; N],
+) -> Result<(), Error>
+where
+    C: ConnectionTrait,
+    T: IntoIden + Copy + 'static,
+{
+    for rows in rows.chunks(chunk) {
         let mut insert = Query::insert();
-        insert.into_table(T::Table).columns([
-            T::Id,
-            T::AccountId,
-            T::Stage,
-            T::OccurredAt,
-            T::RecordedAt,
-            T::Reason,
-            T::Source,
-        ]);
-        for t in chunk {
-            insert
-                .values([
-                    t.id.to_string().into(),
-                    t.account_id.to_string().into(),
-                    (t.stage as i32).into(),
-                    t.occurred_at.into(),
-                    t.recorded_at.into(),
-                    t.reason.clone().into(),
-                    t.source.clone().into(),
-                ])
-                .map_err(internal)?;
+        insert.into_table(table).columns(columns);
+        for row in rows {
+            insert.values(values(row)).map_err(internal)?;
         }
         execute(conn, &insert).await?;
     }
     Ok(())
 }
 
+/// Every column of `transitions`, in insert order.
+const TRANSITION_COLUMNS: [Transitions; 7] = [
+    Transitions::Id,
+    Transitions::AccountId,
+    Transitions::Stage,
+    Transitions::OccurredAt,
+    Transitions::RecordedAt,
+    Transitions::Reason,
+    Transitions::Source,
+];
+
+/// Stores new transitions (multi-row insert).
+pub async fn insert_transitions<C: ConnectionTrait>(
+    conn: &C,
+    transitions: &[Transition],
+) -> Result<(), Error> {
+    insert_many(
+        conn,
+        Transitions::Table,
+        TRANSITION_COLUMNS,
+        transitions,
+        500,
+        |t| {
+            [
+                t.id.to_string().into(),
+                t.account_id.to_string().into(),
+                (t.stage as i32).into(),
+                t.occurred_at.micros().into(),
+                t.recorded_at.micros().into(),
+                t.reason.clone().into(),
+                t.source.clone().into(),
+            ]
+        },
+    )
+    .await
+}
+
 /// Serialises writers of one account's journey until the transaction ends
 /// (PostgreSQL; SQLite has a single writer already), so two concurrent
 /// transitions cannot each derive the journey without the other.
-pub async fn lock_journey<C: ConnectionTrait>(conn: &C, account_id: Uuid) -> Result<(), Error> {
+pub async fn lock_journey<C: ConnectionTrait>(
+    conn: &C,
+    account_id: AccountId,
+) -> Result<(), Error> {
     bowtie_runtime::store::lock(conn, &format!("funnel.journey.{account_id}")).await
 }
 
 /// Deletes transitions by id.
-pub async fn delete_transitions<C: ConnectionTrait>(conn: &C, ids: &[Uuid]) -> Result<(), Error> {
+pub async fn delete_transitions<C: ConnectionTrait>(
+    conn: &C,
+    ids: &[TransitionId],
+) -> Result<(), Error> {
     if ids.is_empty() {
         return Ok(());
     }
@@ -305,7 +309,7 @@ pub async fn delete_transitions<C: ConnectionTrait>(conn: &C, ids: &[Uuid]) -> R
         conn,
         Query::delete()
             .from_table(Transitions::Table)
-            .and_where(Expr::col(Transitions::Id).is_in(ids.iter().map(Uuid::to_string))),
+            .and_where(Expr::col(Transitions::Id).is_in(ids.iter().map(TransitionId::to_string))),
     )
     .await
 }
@@ -313,32 +317,23 @@ pub async fn delete_transitions<C: ConnectionTrait>(conn: &C, ids: &[Uuid]) -> R
 /// An account's transitions (unsorted).
 pub async fn load_transitions<C: ConnectionTrait>(
     conn: &C,
-    account_id: Uuid,
+    account_id: AccountId,
 ) -> Result<Vec<Transition>, Error> {
-    use Transitions as T;
     let stmt = Query::select()
-        .columns([
-            T::Id,
-            T::AccountId,
-            T::Stage,
-            T::OccurredAt,
-            T::RecordedAt,
-            T::Reason,
-            T::Source,
-        ])
-        .from(T::Table)
-        .and_where(Expr::col(T::AccountId).eq(account_id.to_string()))
+        .columns(TRANSITION_COLUMNS)
+        .from(Transitions::Table)
+        .and_where(Expr::col(Transitions::AccountId).eq(account_id.to_string()))
         .to_owned();
     query(conn, &stmt)
         .await?
         .iter()
         .map(|row| {
             Ok(Transition {
-                id: uuid(&row.try_get::<String>("", "id")?)?,
+                id: TransitionId(stored_uuid(&row.try_get::<String>("", "id")?)?),
                 account_id,
                 stage: stage(row.try_get("", "stage")?)?,
-                occurred_at: row.try_get("", "occurred_at")?,
-                recorded_at: row.try_get("", "recorded_at")?,
+                occurred_at: Instant::from_micros(row.try_get("", "occurred_at")?),
+                recorded_at: Instant::from_micros(row.try_get("", "recorded_at")?),
                 reason: row.try_get("", "reason")?,
                 source: row.try_get("", "source")?,
             })
@@ -346,37 +341,37 @@ pub async fn load_transitions<C: ConnectionTrait>(
         .collect()
 }
 
-/// Who an account is, for the report filters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Profile {
-    /// Its segment.
-    pub segment: Segment,
-    /// Its owner.
-    pub owner: String,
-}
+/// Every column of `journeys`, in insert order.
+const JOURNEY_COLUMNS: [Journeys; 7] = [
+    Journeys::AccountId,
+    Journeys::CurrentStage,
+    Journeys::CurrentSince,
+    Journeys::Attempts,
+    Journeys::Segment,
+    Journeys::Owner,
+    Journeys::UpdatedAt,
+];
 
-/// The `journeys` row of an account.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JourneyRow {
-    /// The account.
-    pub account_id: Uuid,
-    /// Current stage.
-    pub current_stage: Stage,
-    /// Since when.
-    pub current_since: i64,
-    /// Attempts.
-    pub attempts: i32,
-    /// Segment and owner.
-    pub profile: Profile,
+/// A `journeys` row as inserted at `now`.
+fn journey_values(r: &JourneyRow, now: Instant) -> [SimpleExpr; 7] {
+    [
+        r.account_id.to_string().into(),
+        (r.current_stage as i32).into(),
+        r.current_since.micros().into(),
+        r.attempts.into(),
+        (r.profile.segment as i32).into(),
+        r.profile.owner.clone().into(),
+        now.micros().into(),
+    ]
 }
 
 /// Replaces an account's stage entries and journey row with `entries`.
 pub async fn save_journey<C: ConnectionTrait>(
     conn: &C,
-    account_id: Uuid,
+    account_id: AccountId,
     entries: &[Entry],
     profile: &Profile,
-    now: i64,
+    now: Instant,
 ) -> Result<(), Error> {
     use StageEntries as E;
     let id = account_id.to_string();
@@ -397,37 +392,21 @@ pub async fn save_journey<C: ConnectionTrait>(
         )
         .await;
     };
+    let row = JourneyRow {
+        account_id,
+        current_stage: last.stage,
+        current_since: last.entered_at,
+        attempts: last.attempt,
+        profile: profile.clone(),
+    };
     let stmt = Query::insert()
         .into_table(Journeys::Table)
-        .columns([
-            Journeys::AccountId,
-            Journeys::CurrentStage,
-            Journeys::CurrentSince,
-            Journeys::Attempts,
-            Journeys::Segment,
-            Journeys::Owner,
-            Journeys::UpdatedAt,
-        ])
-        .values([
-            id.into(),
-            (last.stage as i32).into(),
-            last.entered_at.into(),
-            last.attempt.into(),
-            (profile.segment as i32).into(),
-            profile.owner.clone().into(),
-            now.into(),
-        ])
+        .columns(JOURNEY_COLUMNS)
+        .values(journey_values(&row, now))
         .map_err(internal)?
         .on_conflict(
             OnConflict::column(Journeys::AccountId)
-                .update_columns([
-                    Journeys::CurrentStage,
-                    Journeys::CurrentSince,
-                    Journeys::Attempts,
-                    Journeys::Segment,
-                    Journeys::Owner,
-                    Journeys::UpdatedAt,
-                ])
+                .update_columns(JOURNEY_COLUMNS[1..].iter().copied())
                 .to_owned(),
         )
         .to_owned();
@@ -454,87 +433,62 @@ pub const ENTRY_COLUMNS: [StageEntries; 13] = [
 /// Inserts the stage entries of several accounts (multi-row).
 pub async fn insert_entries<C: ConnectionTrait>(
     conn: &C,
-    accounts: &[(Uuid, &[Entry], &Profile)],
+    accounts: &[(AccountId, &[Entry], &Profile)],
 ) -> Result<(), Error> {
-    use StageEntries as E;
     let rows: Vec<(String, &Entry, &Profile)> = accounts
         .iter()
         .flat_map(|(id, entries, profile)| {
             entries.iter().map(move |e| (id.to_string(), e, *profile))
         })
         .collect();
-    for chunk in rows.chunks(400) {
-        let mut insert = Query::insert();
-        insert.into_table(E::Table).columns(ENTRY_COLUMNS);
-        for (id, e, profile) in chunk {
-            insert
-                .values([
-                    id.clone().into(),
-                    e.position.into(),
-                    e.attempt.into(),
-                    (e.stage as i32).into(),
-                    e.entered_at.into(),
-                    e.exited_at.into(),
-                    e.next_at.into(),
-                    e.commit_at.into(),
-                    e.exit.as_ref().map(|(s, _)| *s as i32).into(),
-                    e.exit
-                        .as_ref()
-                        .map(|(_, r)| r.clone())
-                        .unwrap_or_default()
-                        .into(),
-                    e.attempt_started_at.into(),
-                    (profile.segment as i32).into(),
-                    profile.owner.clone().into(),
-                ])
-                .map_err(internal)?;
-        }
-        if !chunk.is_empty() {
-            execute(conn, &insert).await?;
-        }
-    }
-    Ok(())
+    insert_many(
+        conn,
+        StageEntries::Table,
+        ENTRY_COLUMNS,
+        &rows,
+        400,
+        |(id, e, profile)| {
+            [
+                id.clone().into(),
+                e.position.into(),
+                e.attempt.into(),
+                (e.stage as i32).into(),
+                e.entered_at.micros().into(),
+                micros(e.exited_at),
+                micros(e.next_at),
+                micros(e.commit_at),
+                e.exit.as_ref().map(|(s, _)| *s as i32).into(),
+                e.exit
+                    .as_ref()
+                    .map(|(_, r)| r.clone())
+                    .unwrap_or_default()
+                    .into(),
+                e.attempt_started_at.micros().into(),
+                (profile.segment as i32).into(),
+                profile.owner.clone().into(),
+            ]
+        },
+    )
+    .await
 }
 
 /// Inserts journey rows of accounts that have none yet (bulk import).
 pub async fn insert_journeys<C: ConnectionTrait>(
     conn: &C,
     rows: &[JourneyRow],
-    now: i64,
+    now: Instant,
 ) -> Result<(), Error> {
-    for chunk in rows.chunks(500) {
-        let mut insert = Query::insert();
-        insert.into_table(Journeys::Table).columns([
-            Journeys::AccountId,
-            Journeys::CurrentStage,
-            Journeys::CurrentSince,
-            Journeys::Attempts,
-            Journeys::Segment,
-            Journeys::Owner,
-            Journeys::UpdatedAt,
-        ]);
-        for r in chunk {
-            insert
-                .values([
-                    r.account_id.to_string().into(),
-                    (r.current_stage as i32).into(),
-                    r.current_since.into(),
-                    r.attempts.into(),
-                    (r.profile.segment as i32).into(),
-                    r.profile.owner.clone().into(),
-                    now.into(),
-                ])
-                .map_err(internal)?;
-        }
-        if !chunk.is_empty() {
-            execute(conn, &insert).await?;
-        }
-    }
-    Ok(())
+    insert_many(conn, Journeys::Table, JOURNEY_COLUMNS, rows, 500, |r| {
+        journey_values(r, now)
+    })
+    .await
 }
 
 /// Whether any of `ids` already has a journey (bulk import must be new accounts).
-pub async fn any_journey_exists<C: ConnectionTrait>(conn: &C, ids: &[Uuid]) -> Result<bool, Error> {
+pub async fn any_journey_exists<C: ConnectionTrait>(
+    conn: &C,
+    ids: &[AccountId],
+) -> Result<bool, Error> {
     for chunk in ids.chunks(500) {
         let stmt = Query::select()
             .column(Journeys::AccountId)
@@ -551,9 +505,9 @@ pub async fn any_journey_exists<C: ConnectionTrait>(conn: &C, ids: &[Uuid]) -> R
 
 fn journey_row(row: &QueryResult) -> Result<JourneyRow, Error> {
     Ok(JourneyRow {
-        account_id: uuid(&row.try_get::<String>("", "account_id")?)?,
+        account_id: account_id(&row.try_get::<String>("", "account_id")?)?,
         current_stage: stage(row.try_get("", "current_stage")?)?,
-        current_since: row.try_get("", "current_since")?,
+        current_since: Instant::from_micros(row.try_get("", "current_since")?),
         attempts: row.try_get("", "attempts")?,
         profile: Profile {
             segment: Segment::try_from(row.try_get::<i32>("", "segment")?)
@@ -565,14 +519,7 @@ fn journey_row(row: &QueryResult) -> Result<JourneyRow, Error> {
 
 fn journey_select() -> SelectStatement {
     Query::select()
-        .columns([
-            Journeys::AccountId,
-            Journeys::CurrentStage,
-            Journeys::CurrentSince,
-            Journeys::Attempts,
-            Journeys::Segment,
-            Journeys::Owner,
-        ])
+        .columns(JOURNEY_COLUMNS[..6].iter().copied())
         .from(Journeys::Table)
         .to_owned()
 }
@@ -580,7 +527,7 @@ fn journey_select() -> SelectStatement {
 /// The journey row of an account, if it has any transition.
 pub async fn get_journey<C: ConnectionTrait>(
     conn: &C,
-    account_id: Uuid,
+    account_id: AccountId,
 ) -> Result<Option<JourneyRow>, Error> {
     let stmt = journey_select()
         .and_where(Expr::col(Journeys::AccountId).eq(account_id.to_string()))
@@ -592,30 +539,16 @@ pub async fn get_journey<C: ConnectionTrait>(
         .transpose()
 }
 
-/// Filters of the lists and reports.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Filters {
-    /// Only this segment.
-    pub segment: Option<Segment>,
-    /// Only this owner.
-    pub owner: Option<String>,
-}
-
-impl Filters {
-    fn condition<C: sea_orm::sea_query::IntoIden + Copy + 'static>(
-        &self,
-        segment: C,
-        owner: C,
-    ) -> Cond {
-        let mut cond = Cond::all();
-        if let Some(s) = self.segment {
-            cond = cond.add(Expr::col(segment).eq(s as i32));
-        }
-        if let Some(o) = &self.owner {
-            cond = cond.add(Expr::col(owner).eq(o.clone()));
-        }
-        cond
+/// The condition `filters` put on a table's segment and owner columns.
+fn filtered<C: IntoIden + Copy + 'static>(filters: &Filters, segment: C, owner: C) -> Cond {
+    let mut cond = Cond::all();
+    if let Some(s) = filters.segment {
+        cond = cond.add(Expr::col(segment).eq(s as i32));
     }
+    if let Some(o) = &filters.owner {
+        cond = cond.add(Expr::col(owner).eq(o.clone()));
+    }
+    cond
 }
 
 /// Accounts currently in `stage`, ordered by (since, id), after the keyset
@@ -624,12 +557,12 @@ pub async fn list_in_stage<C: ConnectionTrait>(
     conn: &C,
     stage: Stage,
     filters: &Filters,
-    after: Option<(i64, String)>,
+    after: Option<(Instant, String)>,
     limit: u64,
 ) -> Result<Vec<JourneyRow>, Error> {
     let mut stmt = journey_select()
         .and_where(Expr::col(Journeys::CurrentStage).eq(stage as i32))
-        .cond_where(filters.condition(Journeys::Segment, Journeys::Owner))
+        .cond_where(filtered(filters, Journeys::Segment, Journeys::Owner))
         .order_by(Journeys::CurrentSince, Order::Asc)
         .order_by(Journeys::AccountId, Order::Asc)
         .limit(limit)
@@ -637,10 +570,10 @@ pub async fn list_in_stage<C: ConnectionTrait>(
     if let Some((since, id)) = after {
         stmt.cond_where(
             Cond::any()
-                .add(Expr::col(Journeys::CurrentSince).gt(since))
+                .add(Expr::col(Journeys::CurrentSince).gt(since.micros()))
                 .add(
                     Cond::all()
-                        .add(Expr::col(Journeys::CurrentSince).eq(since))
+                        .add(Expr::col(Journeys::CurrentSince).eq(since.micros()))
                         .add(Expr::col(Journeys::AccountId).gt(id)),
                 ),
         );
@@ -648,49 +581,43 @@ pub async fn list_in_stage<C: ConnectionTrait>(
     query(conn, &stmt).await?.iter().map(journey_row).collect()
 }
 
-/// Which entries a report selects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Selection {
-    /// Entries made in the period.
-    EnteredIn,
-    /// Entries of attempts that started in the period.
-    AttemptStartedIn,
-}
-
 /// Updates the segment and owner that filter an account's rows; returns
 /// the journey row when the account has one and it changed.
 pub async fn update_profile<C: ConnectionTrait>(
     conn: &C,
-    account_id: Uuid,
+    account_id: AccountId,
     profile: &Profile,
 ) -> Result<Option<JourneyRow>, Error> {
-    use StageEntries as E;
     match get_journey(conn, account_id).await? {
         Some(row) if row.profile != *profile => {}
         _ => return Ok(None),
     }
     let id = account_id.to_string();
-    execute(
-        conn,
-        Query::update()
-            .table(Journeys::Table)
-            .values([
-                (Journeys::Segment, (profile.segment as i32).into()),
-                (Journeys::Owner, profile.owner.clone().into()),
-            ])
-            .and_where(Expr::col(Journeys::AccountId).eq(id.clone())),
-    )
-    .await?;
-    execute(
-        conn,
-        Query::update()
-            .table(E::Table)
-            .values([
-                (E::Segment, (profile.segment as i32).into()),
-                (E::Owner, profile.owner.clone().into()),
-            ])
-            .and_where(Expr::col(E::AccountId).eq(id)),
-    )
-    .await?;
+    for (table, segment, owner, key) in [
+        (
+            Journeys::Table.into_iden(),
+            Journeys::Segment.into_iden(),
+            Journeys::Owner.into_iden(),
+            Journeys::AccountId.into_iden(),
+        ),
+        (
+            StageEntries::Table.into_iden(),
+            StageEntries::Segment.into_iden(),
+            StageEntries::Owner.into_iden(),
+            StageEntries::AccountId.into_iden(),
+        ),
+    ] {
+        execute(
+            conn,
+            Query::update()
+                .table(table)
+                .values([
+                    (segment, (profile.segment as i32).into()),
+                    (owner, profile.owner.clone().into()),
+                ])
+                .and_where(Expr::col(key).eq(id.clone())),
+        )
+        .await?;
+    }
     get_journey(conn, account_id).await
 }

@@ -68,6 +68,31 @@ pub async fn query_one<C: ConnectionTrait, S: StatementBuilder>(
         .await?)
 }
 
+/// The migration crate the [`migrator!`](crate::migrator) expansion names,
+/// so a service needs no path of its own to it.
+#[doc(hidden)]
+pub use sea_orm_migration as migration;
+
+/// Declares a service's `Migrator`: the runtime's tables
+/// ([`runtime_migrations`](crate::schema::runtime_migrations)), then the
+/// service's own migrations in the order given.
+#[macro_export]
+macro_rules! migrator {
+    ($($own:expr),+ $(,)?) => {
+        /// The service's migrations: the runtime's tables, then its own.
+        #[derive(Debug)]
+        pub struct Migrator;
+
+        impl $crate::sql::migration::MigratorTrait for Migrator {
+            fn migrations() -> Vec<Box<dyn $crate::sql::migration::MigrationTrait>> {
+                let mut migrations = $crate::schema::runtime_migrations();
+                $(migrations.push(Box::new($own));)+
+                migrations
+            }
+        }
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,7 +21,7 @@ use crate::AppState;
 use crate::clients::Caller;
 use crate::common::Segment;
 use crate::error::{ApiError, ErrorBody};
-use crate::rest::{Body, Path, Query, idempotency_key, missing, page};
+use crate::rest::{Body, Path, Query, idempotency_key, page};
 use crate::schema;
 
 pub use model::*;
@@ -34,8 +34,10 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(upsert_account_by_external_id))
 }
 
-fn accounts_error(s: tonic::Status) -> ApiError {
-    ApiError::from_status("accounts", &s)
+/// The accounts service's answer, or its status as the API's error.
+fn answer<T>(r: Result<tonic::Response<T>, tonic::Status>) -> Result<T, ApiError> {
+    r.map(tonic::Response::into_inner)
+        .map_err(|s| ApiError::from_status("accounts", &s))
 }
 
 /// Filters and paging of the account list.
@@ -73,25 +75,16 @@ async fn list_accounts(
     caller: Caller,
     Query(q): Query<ListAccountsQuery>,
 ) -> Result<Json<AccountPage>, ApiError> {
-    let r = state
-        .services
-        .accounts
-        .clone()
-        .list_accounts(caller.request(acc::ListAccountsRequest {
-            segment: q.segment.unwrap_or_default().into(),
-            owner: q.owner.unwrap_or_default(),
-            csm: q.csm.unwrap_or_default(),
-            status: q.status.unwrap_or_default().into(),
-            text: q.text.unwrap_or_default(),
-            page: page(q.page_size, q.page_token),
-        }))
-        .await
-        .map_err(accounts_error)?
-        .into_inner();
-    Ok(Json(AccountPage {
-        accounts: r.accounts.into_iter().map(Into::into).collect(),
-        next_page_token: r.page.map(|p| p.next_page_token).unwrap_or_default(),
-    }))
+    let request = caller.request(acc::ListAccountsRequest {
+        segment: q.segment.unwrap_or_default().into(),
+        owner: q.owner.unwrap_or_default(),
+        csm: q.csm.unwrap_or_default(),
+        status: q.status.unwrap_or_default().into(),
+        text: q.text.unwrap_or_default(),
+        page: page(q.page_size, q.page_token),
+    });
+    let mut accounts = state.services.accounts.clone();
+    Ok(Json(answer(accounts.list_accounts(request).await)?.into()))
 }
 
 /// Create an account (write scope). An `Idempotency-Key` header makes retries safe.
@@ -105,19 +98,13 @@ async fn create_account(
     headers: HeaderMap,
     Body(body): Body<NewAccount>,
 ) -> Result<(StatusCode, Json<Account>), ApiError> {
-    let r = state
-        .services
-        .accounts
-        .clone()
-        .create_account(caller.request(acc::CreateAccountRequest {
-            account: Some(body.to_pb()),
-            idempotency_key: idempotency_key(&headers)?,
-        }))
-        .await
-        .map_err(accounts_error)?
-        .into_inner();
-    let account = r.account.ok_or_else(|| missing("an account"))?;
-    Ok((StatusCode::CREATED, Json(account.into())))
+    let request = caller.request(acc::CreateAccountRequest {
+        account: Some(body.to_pb()),
+        idempotency_key: idempotency_key(&headers)?,
+    });
+    let mut accounts = state.services.accounts.clone();
+    let r = answer(accounts.create_account(request).await)?;
+    Ok((StatusCode::CREATED, Json(the_account(r.account)?)))
 }
 
 /// Get an account.
@@ -130,15 +117,10 @@ async fn get_account(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Account>, ApiError> {
-    let r = state
-        .services
-        .accounts
-        .clone()
-        .get_account(caller.request(acc::GetAccountRequest { id }))
-        .await
-        .map_err(accounts_error)?
-        .into_inner();
-    Ok(Json(r.account.ok_or_else(|| missing("an account"))?.into()))
+    let request = caller.request(acc::GetAccountRequest { id });
+    let mut accounts = state.services.accounts.clone();
+    let r = answer(accounts.get_account(request).await)?;
+    Ok(Json(the_account(r.account)?))
 }
 
 /// Change an account's fields (write scope); a stale `expected_version` is 409 ABORTED.
@@ -156,20 +138,15 @@ async fn update_account(
     Body(body): Body<AccountChanges>,
 ) -> Result<Json<Account>, ApiError> {
     let (account, paths) = body.to_pb(&id);
-    let r = state
-        .services
-        .accounts
-        .clone()
-        .update_account(caller.request(acc::UpdateAccountRequest {
-            account: Some(account),
-            update_mask: Some(prost_types::FieldMask { paths }),
-            expected_version: body.expected_version,
-            idempotency_key: idempotency_key(&headers)?,
-        }))
-        .await
-        .map_err(accounts_error)?
-        .into_inner();
-    Ok(Json(r.account.ok_or_else(|| missing("an account"))?.into()))
+    let request = caller.request(acc::UpdateAccountRequest {
+        account: Some(account),
+        update_mask: Some(prost_types::FieldMask { paths }),
+        expected_version: body.expected_version,
+        idempotency_key: idempotency_key(&headers)?,
+    });
+    let mut accounts = state.services.accounts.clone();
+    let r = answer(accounts.update_account(request).await)?;
+    Ok(Json(the_account(r.account)?))
 }
 
 /// The system and the id of an account there.
@@ -201,23 +178,15 @@ async fn upsert_account_by_external_id(
     }): Path<ExternalIdPath>,
     Body(body): Body<NewAccount>,
 ) -> Result<Json<UpsertedAccount>, ApiError> {
-    let r = state
-        .services
-        .accounts
-        .clone()
-        .upsert_account_by_external_id(caller.request(acc::UpsertAccountByExternalIdRequest {
-            external_id: Some(acc::ExternalId {
-                source,
-                external_id,
-            }),
-            account: Some(body.to_pb()),
-            idempotency_key: idempotency_key(&headers)?,
-        }))
-        .await
-        .map_err(accounts_error)?
-        .into_inner();
-    Ok(Json(UpsertedAccount {
-        account: r.account.ok_or_else(|| missing("an account"))?.into(),
-        created: r.created,
-    }))
+    let request = caller.request(acc::UpsertAccountByExternalIdRequest {
+        external_id: Some(acc::ExternalId {
+            source,
+            external_id,
+        }),
+        account: Some(body.to_pb()),
+        idempotency_key: idempotency_key(&headers)?,
+    });
+    let mut accounts = state.services.accounts.clone();
+    let r = answer(accounts.upsert_account_by_external_id(request).await)?;
+    Ok(Json(r.try_into()?))
 }

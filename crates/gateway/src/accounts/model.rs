@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::common::{CoverageModel, Segment, mirror_enum, time};
+use crate::error::ApiError;
+use crate::rest::missing;
 use crate::schema;
 
 mirror_enum!(
@@ -219,6 +221,31 @@ pub struct UpsertedAccount {
     pub account: Account,
     /// True when it did not exist before.
     pub created: bool,
+}
+
+impl From<acc::ListAccountsResponse> for AccountPage {
+    fn from(r: acc::ListAccountsResponse) -> Self {
+        Self {
+            accounts: r.accounts.into_iter().map(Into::into).collect(),
+            next_page_token: r.page.map(|p| p.next_page_token).unwrap_or_default(),
+        }
+    }
+}
+
+impl TryFrom<acc::UpsertAccountByExternalIdResponse> for UpsertedAccount {
+    type Error = ApiError;
+
+    fn try_from(r: acc::UpsertAccountByExternalIdResponse) -> Result<Self, ApiError> {
+        Ok(Self {
+            account: the_account(r.account)?,
+            created: r.created,
+        })
+    }
+}
+
+/// The account an answer must carry; its absence is the service's fault.
+pub(crate) fn the_account(account: Option<acc::Account>) -> Result<Account, ApiError> {
+    Ok(account.ok_or_else(|| missing("an account"))?.into())
 }
 
 #[cfg(test)]

@@ -33,8 +33,10 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_accounts_in_stage))
 }
 
-fn funnel_error(s: tonic::Status) -> ApiError {
-    ApiError::from_status("funnel", &s)
+/// The funnel service's answer, or its status as the API's error.
+fn answer<T>(r: Result<tonic::Response<T>, tonic::Status>) -> Result<T, ApiError> {
+    r.map(tonic::Response::into_inner)
+        .map_err(|s| ApiError::from_status("funnel", &s))
 }
 
 /// An account's journey through the bowtie.
@@ -47,14 +49,9 @@ async fn get_journey(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Journey>, ApiError> {
-    let r = state
-        .services
-        .funnel
-        .clone()
-        .get_journey(caller.request(fun::GetJourneyRequest { account_id: id }))
-        .await
-        .map_err(funnel_error)?
-        .into_inner();
+    let mut funnel = state.services.funnel.clone();
+    let request = caller.request(fun::GetJourneyRequest { account_id: id });
+    let r = answer(funnel.get_journey(request).await)?;
     Ok(Json(r.journey.ok_or_else(|| missing("a journey"))?.into()))
 }
 
@@ -72,26 +69,18 @@ async fn record_transition(
     Path(id): Path<String>,
     Body(body): Body<NewTransition>,
 ) -> Result<Json<RecordedTransition>, ApiError> {
-    let r = state
-        .services
-        .funnel
-        .clone()
-        .record_transition(caller.request(fun::RecordTransitionRequest {
-            account_id: id,
-            to_stage: body.stage.into(),
-            occurred_at: Some(timestamp(body.occurred_at)),
-            reason: body.reason,
-            source: body.source,
-            idempotency_key: idempotency_key(&headers)?,
-        }))
-        .await
-        .map_err(funnel_error)?
-        .into_inner();
-    Ok(Json(RecordedTransition {
-        transition: r.transition.map(Into::into),
-        applied: r.applied,
-        current_stage: r.current_stage.into(),
-    }))
+    let request = caller.request(fun::RecordTransitionRequest {
+        account_id: id,
+        to_stage: body.stage.into(),
+        occurred_at: Some(timestamp(body.occurred_at)),
+        reason: body.reason,
+        source: body.source,
+        idempotency_key: idempotency_key(&headers)?,
+    });
+    let mut funnel = state.services.funnel.clone();
+    Ok(Json(
+        answer(funnel.record_transition(request).await)?.into(),
+    ))
 }
 
 /// Period and filters of a funnel report.
@@ -124,20 +113,16 @@ async fn get_funnel_report(
     caller: Caller,
     Query(q): Query<FunnelQuery>,
 ) -> Result<Json<FunnelReport>, ApiError> {
-    let r = state
-        .services
-        .funnel
-        .clone()
-        .get_funnel_report(caller.request(fun::GetFunnelReportRequest {
-            period: period(q.start, q.end),
-            segment: q.segment.unwrap_or_default().into(),
-            owner: q.owner.unwrap_or_default(),
-            cohort_by: q.cohort_by.unwrap_or_default().into(),
-        }))
-        .await
-        .map_err(funnel_error)?
-        .into_inner();
-    Ok(Json(r.into()))
+    let request = caller.request(fun::GetFunnelReportRequest {
+        period: period(q.start, q.end),
+        segment: q.segment.unwrap_or_default().into(),
+        owner: q.owner.unwrap_or_default(),
+        cohort_by: q.cohort_by.unwrap_or_default().into(),
+    });
+    let mut funnel = state.services.funnel.clone();
+    Ok(Json(
+        answer(funnel.get_funnel_report(request).await)?.into(),
+    ))
 }
 
 /// Period and filters of the funnel cohorts.
@@ -170,39 +155,16 @@ async fn get_funnel_cohorts(
     caller: Caller,
     Query(q): Query<FunnelCohortQuery>,
 ) -> Result<Json<FunnelCohorts>, ApiError> {
-    let r = state
-        .services
-        .funnel
-        .clone()
-        .get_cohort_report(caller.request(fun::GetCohortReportRequest {
-            period: period(q.start, q.end),
-            cohort_stage: q.cohort_stage.unwrap_or_default().into(),
-            segment: q.segment.unwrap_or_default().into(),
-            owner: q.owner.unwrap_or_default(),
-        }))
-        .await
-        .map_err(funnel_error)?
-        .into_inner();
-    Ok(Json(FunnelCohorts {
-        cohort_stage: r.cohort_stage.into(),
-        cohorts: r
-            .cohorts
-            .into_iter()
-            .map(|c| FunnelCohort {
-                month: c.month,
-                size: c.size,
-                progress: c
-                    .progress
-                    .into_iter()
-                    .map(|p| CohortProgress {
-                        stage: p.stage.into(),
-                        reached: p.reached,
-                        share: p.share,
-                    })
-                    .collect(),
-            })
-            .collect(),
-    }))
+    let request = caller.request(fun::GetCohortReportRequest {
+        period: period(q.start, q.end),
+        cohort_stage: q.cohort_stage.unwrap_or_default().into(),
+        segment: q.segment.unwrap_or_default().into(),
+        owner: q.owner.unwrap_or_default(),
+    });
+    let mut funnel = state.services.funnel.clone();
+    Ok(Json(
+        answer(funnel.get_cohort_report(request).await)?.into(),
+    ))
 }
 
 /// Filters and paging of the accounts in a stage.
@@ -250,18 +212,14 @@ async fn list_accounts_in_stage(
     Path(StagePath { stage }): Path<StagePath>,
     Query(q): Query<InStageQuery>,
 ) -> Result<Json<AccountsInStagePage>, ApiError> {
-    let r = state
-        .services
-        .funnel
-        .clone()
-        .list_accounts_in_stage(caller.request(fun::ListAccountsInStageRequest {
-            stage: stage.into(),
-            segment: q.segment.unwrap_or_default().into(),
-            owner: q.owner.unwrap_or_default(),
-            page: page(q.page_size, q.page_token),
-        }))
-        .await
-        .map_err(funnel_error)?
-        .into_inner();
-    Ok(Json(r.into()))
+    let request = caller.request(fun::ListAccountsInStageRequest {
+        stage: stage.into(),
+        segment: q.segment.unwrap_or_default().into(),
+        owner: q.owner.unwrap_or_default(),
+        page: page(q.page_size, q.page_token),
+    });
+    let mut funnel = state.services.funnel.clone();
+    Ok(Json(
+        answer(funnel.list_accounts_in_stage(request).await)?.into(),
+    ))
 }

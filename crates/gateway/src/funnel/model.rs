@@ -83,6 +83,16 @@ pub struct RecordedTransition {
     pub current_stage: Stage,
 }
 
+impl From<fun::RecordTransitionResponse> for RecordedTransition {
+    fn from(r: fun::RecordTransitionResponse) -> Self {
+        Self {
+            transition: r.transition.map(Into::into),
+            applied: r.applied,
+            current_stage: r.current_stage.into(),
+        }
+    }
+}
+
 /// One continuous stay in a stage.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct StageVisit {
@@ -318,4 +328,29 @@ pub struct FunnelCohorts {
     pub cohort_stage: Stage,
     /// Oldest first.
     pub cohorts: Vec<FunnelCohort>,
+}
+
+impl From<fun::GetCohortReportResponse> for FunnelCohorts {
+    fn from(r: fun::GetCohortReportResponse) -> Self {
+        Self {
+            cohort_stage: r.cohort_stage.into(),
+            cohorts: r
+                .cohorts
+                .into_iter()
+                .map(|c| FunnelCohort {
+                    month: c.month,
+                    size: c.size,
+                    progress: c
+                        .progress
+                        .into_iter()
+                        .map(|p| CohortProgress {
+                            stage: p.stage.into(),
+                            reached: p.reached,
+                            share: p.share,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
 }
