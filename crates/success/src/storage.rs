@@ -23,7 +23,7 @@ use sea_orm::entity::prelude::*;
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{ActiveValue::Set, Condition, QueryOrder, QuerySelect};
 use sea_orm_migration::prelude::{
-    ColumnDef, Index, MigrationName, MigrationTrait, MigratorTrait, SchemaManager, Table,
+    ColumnDef, Index, MigrationName, MigrationTrait, SchemaManager, Table,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -426,17 +426,7 @@ impl MigrationTrait for CreateSuccessTables {
     }
 }
 
-/// The success service's migrations: the runtime's tables, then its own.
-#[derive(Debug)]
-pub struct Migrator;
-
-impl MigratorTrait for Migrator {
-    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        let mut migrations = bowtie_runtime::schema::runtime_migrations();
-        migrations.push(Box::new(CreateSuccessTables));
-        migrations
-    }
-}
+bowtie_runtime::migrator!(CreateSuccessTables);
 
 /// Decodes a stored contract enum number.
 fn stored_enum<E: TryFrom<i32>>(what: &str, raw: i32) -> Result<E, Error> {

@@ -10,8 +10,8 @@
 
 use sea_orm::DbBackend;
 use sea_orm_migration::prelude::{
-    ColumnDef, DbErr, Index, IndexCreateStatement, MigrationName, MigrationTrait, MigratorTrait,
-    SchemaManager, Table, TableCreateStatement,
+    ColumnDef, DbErr, Index, IndexCreateStatement, MigrationName, MigrationTrait, SchemaManager,
+    Table, TableCreateStatement,
 };
 
 use super::entity::{
@@ -228,14 +228,4 @@ impl MigrationTrait for CreateRevenueTables {
     }
 }
 
-/// The revenue service's migrations: the runtime's tables, then its own.
-#[derive(Debug)]
-pub struct Migrator;
-
-impl MigratorTrait for Migrator {
-    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        let mut migrations = bowtie_runtime::schema::runtime_migrations();
-        migrations.push(Box::new(CreateRevenueTables));
-        migrations
-    }
-}
+bowtie_runtime::migrator!(CreateRevenueTables);

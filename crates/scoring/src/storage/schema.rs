@@ -16,8 +16,7 @@
 use sea_orm::sea_query::{Alias, IntoIden};
 use sea_orm::{DbBackend, DbErr};
 use sea_orm_migration::prelude::{
-    ColumnDef, Index, MigrationName, MigrationTrait, MigratorTrait, SchemaManager, Table,
-    TableAlterStatement,
+    ColumnDef, Index, MigrationName, MigrationTrait, SchemaManager, Table, TableAlterStatement,
 };
 
 use super::entity::{
@@ -398,18 +397,7 @@ impl MigrationTrait for PostgresLayout {
     }
 }
 
-/// The scoring service's migrations: the runtime's tables, then its own.
-#[derive(Debug)]
-pub struct Migrator;
-
-impl MigratorTrait for Migrator {
-    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        let mut migrations = bowtie_runtime::schema::runtime_migrations();
-        migrations.push(Box::new(CreateScoringTables));
-        migrations.push(Box::new(PostgresLayout));
-        migrations
-    }
-}
+bowtie_runtime::migrator!(CreateScoringTables, PostgresLayout);
 
 #[cfg(test)]
 mod tests {
