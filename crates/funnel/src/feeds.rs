@@ -12,8 +12,6 @@
 //! - scoring: first value reached (`first_value.reached`) moves the journey
 //!   to IMPACT at the time it was reached, with source "scoring".
 
-use std::sync::Arc;
-
 use bowtie_proto::accounts as accounts_pb;
 use bowtie_proto::common::{Event, Stage};
 use bowtie_proto::revenue as revenue_pb;
@@ -21,7 +19,7 @@ use bowtie_proto::scoring as scoring_pb;
 use bowtie_runtime::config::PeerSettings;
 use bowtie_runtime::error::{Error, FieldViolations};
 use bowtie_runtime::feed::NewEvent;
-use bowtie_runtime::peer::{AccountDirectory, ApplyEvent, Consumer, Upstream};
+use bowtie_runtime::peer::{AccountDirectory, AppApply, Consumer, Upstream};
 use bowtie_runtime::shutdown::Shutdown;
 use bowtie_runtime::store::{Store, Tx};
 use bowtie_runtime::{AccountId, Instant, validate};
@@ -75,24 +73,32 @@ pub fn spawn_consumers(
     accounts: &AccountDirectory,
     shutdown: &Shutdown,
 ) -> Result<(), Error> {
-    let spawn = |(name, upstream): (&str, Upstream), apply: ApplyEvent| -> Result<(), Error> {
-        let open = upstream.open_feed(settings)?;
-        Consumer::new(name, store.clone(), open, apply, shutdown.clone()).spawn();
+    let follow = |name, upstream, apply: AppApply<AccountDirectory>| -> Result<(), Error> {
+        let (store, directory) = (store.clone(), accounts.clone());
+        Consumer::of(
+            name,
+            upstream,
+            settings,
+            store,
+            directory,
+            apply,
+            shutdown.clone(),
+        )?
+        .spawn();
         Ok(())
     };
-    spawn(
-        (ACCOUNTS_CONSUMER, Upstream::Accounts),
-        Arc::new(|tx, event| Box::pin(apply_account(tx, event))),
+    follow(ACCOUNTS_CONSUMER, Upstream::Accounts, |_, tx, event| {
+        Box::pin(apply_account(tx, event))
+    })?;
+    follow(
+        REVENUE_CONSUMER,
+        Upstream::Revenue,
+        |directory, tx, event| Box::pin(apply_revenue(tx, event, directory)),
     )?;
-    let directory = accounts.clone();
-    spawn(
-        (REVENUE_CONSUMER, Upstream::Revenue),
-        Arc::new(move |tx, event| Box::pin(apply_revenue(tx, event, directory.clone()))),
-    )?;
-    let directory = accounts.clone();
-    spawn(
-        (SCORING_CONSUMER, Upstream::Scoring),
-        Arc::new(move |tx, event| Box::pin(apply_scoring(tx, event, directory.clone()))),
+    follow(
+        SCORING_CONSUMER,
+        Upstream::Scoring,
+        |directory, tx, event| Box::pin(apply_scoring(tx, event, directory)),
     )
 }
 

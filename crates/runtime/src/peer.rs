@@ -268,6 +268,10 @@ pub type ApplyEvent = Arc<
     dyn for<'c> Fn(&'c mut Tx, common::Event) -> BoxFuture<'c, Result<(), Error>> + Send + Sync,
 >;
 
+/// Applies one event with a clone of the service's application `A`, inside
+/// the consumer's transaction (see [`Consumer::of`]).
+pub type AppApply<A> = for<'c> fn(A, &'c mut Tx, common::Event) -> BoxFuture<'c, Result<(), Error>>;
+
 /// Longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// First wait after a failure.
@@ -319,6 +323,24 @@ impl Consumer {
             apply,
             shutdown,
         }
+    }
+
+    /// The consumer `name` of `upstream`'s feed (at its `[peers]` address),
+    /// applying each event with `apply`, which is handed a clone of the
+    /// service's `app` (its application, or whatever the apply step needs)
+    /// and the consumer's transaction on `store`.
+    pub fn of<A: Clone + Send + Sync + 'static>(
+        name: &str,
+        upstream: Upstream,
+        settings: &PeerSettings,
+        store: Store,
+        app: A,
+        apply: AppApply<A>,
+        shutdown: Shutdown,
+    ) -> Result<Self, Error> {
+        let open = upstream.open_feed(settings)?;
+        let apply: ApplyEvent = Arc::new(move |tx, event| apply(app.clone(), tx, event));
+        Ok(Self::new(name, store, open, apply, shutdown))
     }
 
     /// Runs the consumer on its own task until shutdown.

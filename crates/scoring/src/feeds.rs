@@ -11,20 +11,17 @@
 //!   downgrade, expansion or churn back out.
 //! - funnel: the onboarding start (COMMIT) and first value (IMPACT).
 
-use std::sync::Arc;
-
 use bowtie_proto::accounts as accounts_pb;
-use bowtie_proto::common::{Event, Segment, Stage};
+use bowtie_proto::common::{Segment, Stage};
 use bowtie_proto::funnel as funnel_pb;
 use bowtie_proto::revenue as revenue_pb;
 use bowtie_runtime::config::PeerSettings;
 use bowtie_runtime::error::Error;
-use bowtie_runtime::peer::{ApplyEvent, Consumer, Upstream};
+use bowtie_runtime::peer::{AppApply, Consumer, Upstream};
 use bowtie_runtime::shutdown::Shutdown;
 use bowtie_runtime::store::Tx;
 use bowtie_runtime::validate;
 use bowtie_runtime::{AccountId, Instant, Minor};
-use futures::future::BoxFuture;
 use uuid::Uuid;
 
 pub use bowtie_runtime::peer::payload;
@@ -63,9 +60,6 @@ async fn profile(tx: &Tx, id: AccountId) -> Result<Profile, Error> {
         }))
 }
 
-/// How a consumer applies one event of its feed inside its transaction.
-type Apply = for<'c> fn(Scoring, &'c mut Tx, Event) -> BoxFuture<'c, Result<(), Error>>;
-
 /// The consumer `name` of `upstream`'s feed, applying each event with
 /// `apply` in the service's store.
 fn follow(
@@ -74,12 +68,10 @@ fn follow(
     settings: &PeerSettings,
     app: Scoring,
     shutdown: Shutdown,
-    apply: Apply,
+    apply: AppApply<Scoring>,
 ) -> Result<Consumer, Error> {
-    let open = upstream.open_feed(settings)?;
     let store = app.store().clone();
-    let apply: ApplyEvent = Arc::new(move |tx, event| apply(app.clone(), tx, event));
-    Ok(Consumer::new(name, store, open, apply, shutdown))
+    Consumer::of(name, upstream, settings, store, app, apply, shutdown)
 }
 
 /// Follows the accounts feed.

@@ -15,8 +15,6 @@
 //!   passes); `contact.left` of a champion or decision maker fires
 //!   CHAMPION_LEFT.
 
-use std::sync::Arc;
-
 use bowtie_proto::accounts as accounts_pb;
 use bowtie_proto::common::{self, Stage};
 use bowtie_proto::funnel as funnel_pb;
@@ -24,9 +22,8 @@ use bowtie_proto::revenue as revenue_pb;
 use bowtie_proto::scoring as scoring_pb;
 use bowtie_runtime::config::PeerSettings;
 use bowtie_runtime::error::Error;
-use bowtie_runtime::peer::{ApplyEvent, Consumer, Upstream, payload};
+use bowtie_runtime::peer::{AppApply, Consumer, Upstream, payload};
 use bowtie_runtime::shutdown::Shutdown;
-use bowtie_runtime::store::Tx;
 use bowtie_runtime::{AccountId, FieldViolations, Instant, Minor, validate};
 
 use crate::domain::{ActivityKind, Event, Segment, TriggerKind};
@@ -64,33 +61,18 @@ fn trigger(kind: TriggerKind, account_id: AccountId, at: Instant, reason: String
     }
 }
 
-/// A consumer of `upstream` called `name` applying `apply` with the app.
-fn consumer<F>(
-    name: &'static str,
+/// The consumer `name` of `upstream`'s feed, applying each event with
+/// `apply` in the service's store.
+fn follow(
+    name: &str,
     upstream: Upstream,
     settings: &PeerSettings,
     app: Success,
     shutdown: Shutdown,
-    apply: F,
-) -> Result<Consumer, Error>
-where
-    F: for<'c> Fn(
-            &'c Success,
-            &'c mut Tx,
-            &'c common::Event,
-        ) -> futures::future::BoxFuture<'c, Result<(), Error>>
-        + Send
-        + Sync
-        + 'static,
-{
-    let open = upstream.open_feed(settings)?;
+    apply: AppApply<Success>,
+) -> Result<Consumer, Error> {
     let store = app.store().clone();
-    let apply = Arc::new(apply);
-    let run: ApplyEvent = Arc::new(move |tx, event| {
-        let (app, apply) = (app.clone(), apply.clone());
-        Box::pin(async move { apply(&app, tx, &event).await })
-    });
-    Ok(Consumer::new(name, store, open, run, shutdown))
+    Consumer::of(name, upstream, settings, store, app, apply, shutdown)
 }
 
 /// Follows the scoring feed.
@@ -99,7 +81,7 @@ pub fn scoring_consumer(
     app: Success,
     shutdown: Shutdown,
 ) -> Result<Consumer, Error> {
-    consumer(
+    follow(
         SCORING_CONSUMER,
         Upstream::Scoring,
         settings,
@@ -109,7 +91,7 @@ pub fn scoring_consumer(
             Box::pin(async move {
                 match event.event_type.as_str() {
                     "alert.raised" => {
-                        let Some(alert) = payload::<scoring_pb::Alert>(event)? else {
+                        let Some(alert) = payload::<scoring_pb::Alert>(&event)? else {
                             return Ok(());
                         };
                         let id = account("payload.account_id", &alert.account_id)?;
@@ -133,7 +115,7 @@ pub fn scoring_consumer(
                             .await
                     }
                     "health.band_changed" => {
-                        let Some(health) = payload::<scoring_pb::AccountHealth>(event)? else {
+                        let Some(health) = payload::<scoring_pb::AccountHealth>(&event)? else {
                             return Ok(());
                         };
                         let id = account("payload.account_id", &health.account_id)?;
@@ -160,7 +142,7 @@ pub fn revenue_consumer(
     app: Success,
     shutdown: Shutdown,
 ) -> Result<Consumer, Error> {
-    consumer(
+    follow(
         REVENUE_CONSUMER,
         Upstream::Revenue,
         settings,
@@ -170,7 +152,7 @@ pub fn revenue_consumer(
             Box::pin(async move {
                 match event.event_type.as_str() {
                     "movement.recorded" | "movement.retracted" => {
-                        let Some(m) = payload::<revenue_pb::Movement>(event)? else {
+                        let Some(m) = payload::<revenue_pb::Movement>(&event)? else {
                             return Ok(());
                         };
                         let id = account("payload.account_id", &m.account_id)?;
@@ -228,7 +210,7 @@ pub fn revenue_consumer(
                         }
                     }
                     "invoice.late" => {
-                        let Some(invoice) = payload::<revenue_pb::Invoice>(event)? else {
+                        let Some(invoice) = payload::<revenue_pb::Invoice>(&event)? else {
                             return Ok(());
                         };
                         let id = account("payload.account_id", &invoice.account_id)?;
@@ -250,7 +232,7 @@ pub fn funnel_consumer(
     app: Success,
     shutdown: Shutdown,
 ) -> Result<Consumer, Error> {
-    consumer(
+    follow(
         FUNNEL_CONSUMER,
         Upstream::Funnel,
         settings,
@@ -261,7 +243,7 @@ pub fn funnel_consumer(
                 if event.event_type != "transition.recorded" {
                     return Ok(());
                 }
-                let Some(t) = payload::<funnel_pb::Transition>(event)? else {
+                let Some(t) = payload::<funnel_pb::Transition>(&event)? else {
                     return Ok(());
                 };
                 let id = account("payload.account_id", &t.account_id)?;
@@ -300,7 +282,7 @@ pub fn accounts_consumer(
     app: Success,
     shutdown: Shutdown,
 ) -> Result<Consumer, Error> {
-    consumer(
+    follow(
         ACCOUNTS_CONSUMER,
         Upstream::Accounts,
         settings,
@@ -309,7 +291,7 @@ pub fn accounts_consumer(
         |app, tx, event| {
             Box::pin(async move {
                 if event.event_type == "contact.left" {
-                    let Some(c) = payload::<accounts_pb::Contact>(event)? else {
+                    let Some(c) = payload::<accounts_pb::Contact>(&event)? else {
                         return Ok(());
                     };
                     let key = [
@@ -331,7 +313,7 @@ pub fn accounts_consumer(
                         .apply_event(tx, &trigger(TriggerKind::ChampionLeft, id, at, reason))
                         .await;
                 }
-                let Some(a) = payload::<accounts_pb::Account>(event)? else {
+                let Some(a) = payload::<accounts_pb::Account>(&event)? else {
                     return Ok(());
                 };
                 let id = account("payload.id", &a.id)?;
