@@ -81,8 +81,8 @@ pub fn spawn_consumers(
             settings,
             store,
             directory,
-            apply,
             shutdown.clone(),
+            apply,
         )?
         .spawn();
         Ok(())

@@ -335,8 +335,8 @@ impl Consumer {
         settings: &PeerSettings,
         store: Store,
         app: A,
-        apply: AppApply<A>,
         shutdown: Shutdown,
+        apply: AppApply<A>,
     ) -> Result<Self, Error> {
         let open = upstream.open_feed(settings)?;
         let apply: ApplyEvent = Arc::new(move |tx, event| apply(app.clone(), tx, event));

@@ -17,7 +17,7 @@ use bowtie_proto::funnel as funnel_pb;
 use bowtie_proto::revenue as revenue_pb;
 use bowtie_runtime::config::PeerSettings;
 use bowtie_runtime::error::Error;
-use bowtie_runtime::peer::{AppApply, Consumer, Upstream};
+use bowtie_runtime::peer::{Consumer, Upstream};
 use bowtie_runtime::shutdown::Shutdown;
 use bowtie_runtime::store::Tx;
 use bowtie_runtime::validate;
@@ -60,30 +60,17 @@ async fn profile(tx: &Tx, id: AccountId) -> Result<Profile, Error> {
         }))
 }
 
-/// The consumer `name` of `upstream`'s feed, applying each event with
-/// `apply` in the service's store.
-fn follow(
-    name: &str,
-    upstream: Upstream,
-    settings: &PeerSettings,
-    app: Scoring,
-    shutdown: Shutdown,
-    apply: AppApply<Scoring>,
-) -> Result<Consumer, Error> {
-    let store = app.store().clone();
-    Consumer::of(name, upstream, settings, store, app, apply, shutdown)
-}
-
 /// Follows the accounts feed.
 pub fn accounts_consumer(
     settings: &PeerSettings,
     app: Scoring,
     shutdown: Shutdown,
 ) -> Result<Consumer, Error> {
-    follow(
+    Consumer::of(
         ACCOUNTS_CONSUMER,
         Upstream::Accounts,
         settings,
+        app.store().clone(),
         app,
         shutdown,
         |app, tx, event| {
@@ -215,10 +202,11 @@ pub fn revenue_consumer(
     app: Scoring,
     shutdown: Shutdown,
 ) -> Result<Consumer, Error> {
-    follow(
+    Consumer::of(
         REVENUE_CONSUMER,
         Upstream::Revenue,
         settings,
+        app.store().clone(),
         app,
         shutdown,
         |app, tx, event| {
@@ -261,10 +249,11 @@ pub fn funnel_consumer(
     app: Scoring,
     shutdown: Shutdown,
 ) -> Result<Consumer, Error> {
-    follow(
+    Consumer::of(
         FUNNEL_CONSUMER,
         Upstream::Funnel,
         settings,
+        app.store().clone(),
         app,
         shutdown,
         |app, tx, event| {

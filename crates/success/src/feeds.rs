@@ -22,7 +22,7 @@ use bowtie_proto::revenue as revenue_pb;
 use bowtie_proto::scoring as scoring_pb;
 use bowtie_runtime::config::PeerSettings;
 use bowtie_runtime::error::Error;
-use bowtie_runtime::peer::{AppApply, Consumer, Upstream, payload};
+use bowtie_runtime::peer::{Consumer, Upstream, payload};
 use bowtie_runtime::shutdown::Shutdown;
 use bowtie_runtime::{AccountId, FieldViolations, Instant, Minor, validate};
 
@@ -61,30 +61,17 @@ fn trigger(kind: TriggerKind, account_id: AccountId, at: Instant, reason: String
     }
 }
 
-/// The consumer `name` of `upstream`'s feed, applying each event with
-/// `apply` in the service's store.
-fn follow(
-    name: &str,
-    upstream: Upstream,
-    settings: &PeerSettings,
-    app: Success,
-    shutdown: Shutdown,
-    apply: AppApply<Success>,
-) -> Result<Consumer, Error> {
-    let store = app.store().clone();
-    Consumer::of(name, upstream, settings, store, app, apply, shutdown)
-}
-
 /// Follows the scoring feed.
 pub fn scoring_consumer(
     settings: &PeerSettings,
     app: Success,
     shutdown: Shutdown,
 ) -> Result<Consumer, Error> {
-    follow(
+    Consumer::of(
         SCORING_CONSUMER,
         Upstream::Scoring,
         settings,
+        app.store().clone(),
         app,
         shutdown,
         |app, tx, event| {
@@ -142,10 +129,11 @@ pub fn revenue_consumer(
     app: Success,
     shutdown: Shutdown,
 ) -> Result<Consumer, Error> {
-    follow(
+    Consumer::of(
         REVENUE_CONSUMER,
         Upstream::Revenue,
         settings,
+        app.store().clone(),
         app,
         shutdown,
         |app, tx, event| {
@@ -232,10 +220,11 @@ pub fn funnel_consumer(
     app: Success,
     shutdown: Shutdown,
 ) -> Result<Consumer, Error> {
-    follow(
+    Consumer::of(
         FUNNEL_CONSUMER,
         Upstream::Funnel,
         settings,
+        app.store().clone(),
         app,
         shutdown,
         |app, tx, event| {
@@ -282,10 +271,11 @@ pub fn accounts_consumer(
     app: Success,
     shutdown: Shutdown,
 ) -> Result<Consumer, Error> {
-    follow(
+    Consumer::of(
         ACCOUNTS_CONSUMER,
         Upstream::Accounts,
         settings,
+        app.store().clone(),
         app,
         shutdown,
         |app, tx, event| {
