@@ -1,7 +1,7 @@
 //! The HTTP/JSON gateway: a REST API over the gRPC services, the OpenAPI
 //! document generated from its handlers (`/openapi.json`), Kubernetes probes
-//! (`/healthz`, `/readyz`), the dashboard (`/`) and the CRM webhooks
-//! (`/webhooks/...`).
+//! (`/healthz`, `/readyz`), the dashboard (`/`), the CRM and Stripe webhooks
+//! (`/webhooks/...`) and Segment-spec tracking (`/v1/...`).
 //!
 //! The gateway owns no data and holds no privileges of its own: it forwards
 //! each caller's `Authorization` header to the services, which check the key
@@ -20,7 +20,7 @@ use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use bowtie_runtime::config::{GatewaySettings, Settings};
+use bowtie_runtime::config::{ConnectorSettings, GatewaySettings, Settings};
 use bowtie_runtime::shutdown::Shutdown;
 use opentelemetry::global;
 use opentelemetry_http::HeaderExtractor;
@@ -37,6 +37,7 @@ use utoipa_axum::routes;
 mod accounts;
 mod clients;
 mod common;
+mod connectors;
 mod dashboard;
 mod error;
 mod funnel;
@@ -53,6 +54,10 @@ pub use error::http_status;
 struct AppState {
     services: clients::Services,
     settings: Arc<GatewaySettings>,
+    /// The Stripe and Segment connectors' settings.
+    connectors: Arc<ConnectorSettings>,
+    /// The reason codes the revenue service accepts on a cancellation.
+    churn_reasons: Arc<Vec<String>>,
     /// Set on shutdown: /readyz answers 503 while the gateway drains.
     draining: Arc<AtomicBool>,
 }
@@ -90,7 +95,7 @@ Errors have the body `{\"error\": {\"code\", \"message\", \"field_violations\"}}
         (name = "revenue", description = "MRR, retention, renewals and unit economics"),
         (name = "scoring", description = "Health scores, churn risk, alerts and value segments"),
         (name = "operations", description = "Probes"),
-        (name = "webhooks", description = "CRM webhooks, verified by HMAC signature"),
+        (name = "webhooks", description = "CRM and Stripe webhooks, verified by HMAC signature"),
     )
 )]
 struct ApiDoc;
@@ -152,6 +157,7 @@ fn app(state: AppState, churn_reasons: &[String]) -> axum::Router {
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .merge(webhooks::router())
+        .merge(connectors::router())
         .split_for_parts();
     PathParamsRequired.modify(&mut openapi);
     let openapi = Arc::new(revenue::with_churn_reasons(openapi, churn_reasons));
@@ -292,6 +298,8 @@ pub async fn build(settings: &Settings, shutdown: Shutdown) -> anyhow::Result<Ga
     let state = AppState {
         services,
         settings: Arc::new(settings.gateway.clone()),
+        connectors: Arc::new(settings.connectors.clone()),
+        churn_reasons: Arc::new(settings.revenue_policy.churn_reasons.clone()),
         draining: draining.clone(),
     };
     let listener = tokio::net::TcpListener::bind(settings.gateway.listen)

@@ -69,7 +69,7 @@ fn same(expected: &[u8], presented: &[u8]) -> bool {
     !expected.is_empty() && expected.ct_eq(presented).into()
 }
 
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(crate) fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -81,8 +81,29 @@ pub fn verify_generic(
     now: i64,
     tolerance: i64,
 ) -> Result<(), ApiError> {
-    let signature =
-        signature.ok_or_else(|| ApiError::unauthenticated("missing X-Bowtie-Signature header"))?;
+    verify_timestamped(
+        "X-Bowtie-Signature",
+        secret,
+        signature,
+        body,
+        now,
+        tolerance,
+    )
+}
+
+/// Checks a `t=<unix seconds>,v1=<hex HMAC-SHA256 of "t.body">` signature
+/// (one or more `v1=`, any may match), the scheme of the generic CRM webhook
+/// and of Stripe's `Stripe-Signature`; `header_name` names it in errors.
+pub(crate) fn verify_timestamped(
+    header_name: &str,
+    secret: &str,
+    signature: Option<&str>,
+    body: &[u8],
+    now: i64,
+    tolerance: i64,
+) -> Result<(), ApiError> {
+    let signature = signature
+        .ok_or_else(|| ApiError::unauthenticated(format!("missing {header_name} header")))?;
     let mut t = None;
     let mut v1 = Vec::new();
     for part in signature.split(',') {
@@ -428,7 +449,7 @@ fn from_generic(e: CrmEvent) -> Change {
 
 /// A delivery without its signature headers is 401, whether or not the
 /// webhook is on: the document declares them required.
-fn signed(headers: &HeaderMap, names: &[&str]) -> Result<(), ApiError> {
+pub(crate) fn signed(headers: &HeaderMap, names: &[&str]) -> Result<(), ApiError> {
     match names.iter().find(|n| !headers.contains_key(**n)) {
         Some(name) => Err(ApiError::unauthenticated(format!(
             "missing the {name} header"
@@ -443,11 +464,22 @@ fn writer(
     secret: &secrecy::SecretString,
     name: &str,
 ) -> Result<(String, Caller), ApiError> {
+    writer_for(state, secret, name, &format!("gateway.{name}_secret"))
+}
+
+/// The key the gateway writes what `name` (a webhook or a connector) sends
+/// with, or 404 while `secret` (the setting `setting`) or the key is empty.
+pub(crate) fn writer_for(
+    state: &AppState,
+    secret: &secrecy::SecretString,
+    name: &str,
+    setting: &str,
+) -> Result<(String, Caller), ApiError> {
     let secret = secret.expose_secret();
     let key = state.settings.webhook_api_key.expose_secret();
     if secret.is_empty() || key.is_empty() {
         return Err(ApiError::not_found(format!(
-            "the {name} webhook is not configured (gateway.{name}_secret and gateway.webhook_api_key)"
+            "the {name} webhook is not configured ({setting} and gateway.webhook_api_key)"
         )));
     }
     Ok((secret.to_owned(), Caller::bearer(key)?))
@@ -518,7 +550,7 @@ async fn apply(
     Ok(result)
 }
 
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

@@ -9,4 +9,5 @@ mod openapi;
 mod reports;
 mod scoring;
 mod status;
+mod stripe;
 mod webhooks;

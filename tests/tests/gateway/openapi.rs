@@ -46,6 +46,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/scoring/segments"),
     ("post", "/webhooks/hubspot"),
     ("post", "/webhooks/crm"),
+    ("post", "/webhooks/stripe"),
     ("get", "/healthz"),
     ("get", "/readyz"),
 ];
