@@ -58,6 +58,8 @@ struct AppState {
     connectors: Arc<ConnectorSettings>,
     /// The reason codes the revenue service accepts on a cancellation.
     churn_reasons: Arc<Vec<String>>,
+    /// Segment users' last groups.
+    last_groups: Arc<connectors::segment::LastGroups>,
     /// Set on shutdown: /readyz answers 503 while the gateway drains.
     draining: Arc<AtomicBool>,
 }
@@ -96,6 +98,7 @@ Errors have the body `{\"error\": {\"code\", \"message\", \"field_violations\"}}
         (name = "scoring", description = "Health scores, churn risk, alerts and value segments"),
         (name = "operations", description = "Probes"),
         (name = "webhooks", description = "CRM and Stripe webhooks, verified by HMAC signature"),
+        (name = "tracking", description = "Segment-spec identify, group, track and batch calls, authenticated by the write key"),
     )
 )]
 struct ApiDoc;
@@ -300,6 +303,7 @@ pub async fn build(settings: &Settings, shutdown: Shutdown) -> anyhow::Result<Ga
         settings: Arc::new(settings.gateway.clone()),
         connectors: Arc::new(settings.connectors.clone()),
         churn_reasons: Arc::new(settings.revenue_policy.churn_reasons.clone()),
+        last_groups: Arc::default(),
         draining: draining.clone(),
     };
     let listener = tokio::net::TcpListener::bind(settings.gateway.listen)

@@ -64,7 +64,7 @@ fn mac(secret: &[u8], message: &[u8]) -> Vec<u8> {
 }
 
 /// Constant-time comparison of a computed and a presented MAC.
-fn same(expected: &[u8], presented: &[u8]) -> bool {
+pub(crate) fn same(expected: &[u8], presented: &[u8]) -> bool {
     use subtle::ConstantTimeEq;
     !expected.is_empty() && expected.ct_eq(presented).into()
 }
@@ -349,11 +349,18 @@ fn segment_of(props: &BTreeMap<String, String>) -> Option<Segment> {
         return serde_json::from_value(serde_json::Value::String(s.to_ascii_uppercase())).ok();
     }
     let employees = props.get("numberofemployees")?.trim().parse::<i64>().ok()?;
-    Some(match employees {
+    Some(segment_for_employees(employees))
+}
+
+/// The segment of a company of `employees` people: SMB below 200,
+/// MID_MARKET below 1,000, else ENTERPRISE (CRM head counts and Segment
+/// `group` traits alike).
+pub(crate) fn segment_for_employees(employees: i64) -> Segment {
+    match employees {
         ..200 => Segment::Smb,
         200..1000 => Segment::MidMarket,
         _ => Segment::Enterprise,
-    })
+    }
 }
 
 fn company_from(id: i64, props: &BTreeMap<String, String>) -> CrmCompany {

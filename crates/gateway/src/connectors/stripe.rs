@@ -10,7 +10,7 @@
 //! The revenue API keys subscriptions by its own ids and has no lookup by a
 //! Stripe id, so the mapping is carried by idempotency keys: the account of
 //! a customer is resolved by an upsert whose key and payload never change
-//! (`stripe:customer:<cus>`; its repeats answer the stored account without
+//! (`stripe:account:<cus>`; its repeats answer the stored account without
 //! writing), and each subscription item is one revenue subscription created
 //! with zero terms at the Stripe subscription's `start_date` under the key
 //! `stripe:sub:<sub>/<si>`. Every event then states, per item, the terms in
@@ -44,7 +44,7 @@ use serde_json::Value;
 use tonic::Code;
 use utoipa::ToSchema;
 
-use super::count_ignored;
+use super::{count_ignored, resolve_account, upsert_account};
 use crate::AppState;
 use crate::clients::Caller;
 use crate::error::ApiError;
@@ -479,20 +479,9 @@ struct Writer<'a> {
 }
 
 impl Writer<'_> {
-    /// The account of a Stripe customer, created with the customer id as its
-    /// name when the customer is not known yet. The key and the payload never
-    /// change, so after the first call this reads without writing.
+    /// The account of a Stripe customer (see [`resolve_account`]).
     async fn account(&self, customer: &str) -> Result<String, ApiError> {
-        self.upsert(
-            customer,
-            acc::Account {
-                name: customer.to_owned(),
-                segment: com::Segment::Smb as i32,
-                ..acc::Account::default()
-            },
-            format!("stripe:customer:{customer}"),
-        )
-        .await
+        resolve_account(self.state, &self.caller, SOURCE, customer).await
     }
 
     async fn upsert(
@@ -501,28 +490,7 @@ impl Writer<'_> {
         account: acc::Account,
         key: String,
     ) -> Result<String, ApiError> {
-        let answer = self
-            .state
-            .services
-            .accounts
-            .clone()
-            .upsert_account_by_external_id(self.caller.request(
-                acc::UpsertAccountByExternalIdRequest {
-                    external_id: Some(acc::ExternalId {
-                        source: SOURCE.into(),
-                        external_id: customer.to_owned(),
-                    }),
-                    account: Some(account),
-                    idempotency_key: key,
-                },
-            ))
-            .await
-            .map_err(|s| ApiError::from_status("accounts", &s))?
-            .into_inner();
-        answer
-            .account
-            .map(|a| a.id)
-            .ok_or_else(|| ApiError::internal(&"UpsertAccountByExternalId returned no account"))
+        upsert_account(self.state, &self.caller, SOURCE, customer, account, key).await
     }
 
     /// The revenue subscription of one Stripe item: created once with zero
