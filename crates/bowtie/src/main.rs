@@ -264,6 +264,9 @@ async fn run(command: Command, mut settings: Settings, log: Option<String>) -> a
             let _telemetry = telemetry("bowtie", &settings, log, &dev_log_filter(&settings))?;
             let mut banner = Banner::default();
             dev(&mut settings, &data_dir, &mut banner);
+            if demo {
+                demo_connectors(&mut settings, &mut banner);
+            }
             let demo = demo.then(|| Demo {
                 key: demo_key(&mut settings),
                 seed: demo_seed,
@@ -497,6 +500,39 @@ fn dev(settings: &mut Settings, data_dir: &std::path::Path, banner: &mut Banner)
     settings.server.drain_seconds = 0;
 }
 
+/// The Stripe signing secret `bowtie dev --demo` uses unless one is configured.
+const DEV_STRIPE_SECRET: &str = "whsec_bowtie_dev_demo";
+/// The Segment write key `bowtie dev --demo` uses unless one is configured.
+const DEV_SEGMENT_WRITE_KEY: &str = "bowtie-dev-segment";
+
+/// `bowtie dev --demo` turns the Stripe webhook and Segment tracking on with
+/// test secrets (unless configured) and prints them, so a signed `curl` can
+/// drive each (docs/connectors.md).
+fn demo_connectors(settings: &mut Settings, banner: &mut Banner) {
+    use secrecy::ExposeSecret;
+    let stripe = &mut settings.connectors.stripe;
+    if stripe.secret().expose_secret().is_empty() {
+        stripe.webhook_secret = DEV_STRIPE_SECRET.to_owned().into();
+    }
+    let segment = &mut settings.connectors.segment;
+    if segment.key().expose_secret().is_empty() {
+        segment.write_key = DEV_SEGMENT_WRITE_KEY.to_owned().into();
+    }
+    let shown = |secret: secrecy::SecretString, dev: &str| {
+        if secret.expose_secret() == dev {
+            dev.to_owned()
+        } else {
+            "the configured one".to_owned()
+        }
+    };
+    banner.connectors = format!(
+        "\x20 POST /webhooks/stripe     Stripe events, Stripe-Signature under the signing secret {}\n\
+         \x20 POST /v1/batch            Segment calls, write key {} (HTTP Basic user name); see docs/connectors.md\n",
+        shown(settings.connectors.stripe.secret(), DEV_STRIPE_SECRET),
+        shown(settings.connectors.segment.key(), DEV_SEGMENT_WRITE_KEY),
+    );
+}
+
 /// What `bowtie dev --demo` seeds, and the key it writes with.
 struct Demo {
     key: String,
@@ -528,6 +564,8 @@ struct Banner {
     keys: Option<String>,
     /// What the demo company holds and what to look at.
     demo: String,
+    /// The connectors the demo turns on and their test secrets.
+    connectors: String,
     /// The dashboard's address.
     dashboard: Option<String>,
     /// Where to start.
@@ -545,6 +583,7 @@ impl Banner {
             let _ = writeln!(out, "{keys}");
         }
         out.push_str(&self.demo);
+        out.push_str(&self.connectors);
         let _ = writeln!(out, "{}", self.ready);
         out
     }
