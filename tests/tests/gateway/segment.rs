@@ -162,6 +162,19 @@ async fn a_recorded_visit_lands_as_account_contact_and_signals_and_a_replay_adds
     let (status, one) = post(&stack, "/v1/track", track.to_string(), None).await?;
     assert_eq!(status, StatusCode::OK, "{one}");
     assert_eq!(one["signals"], 1);
+
+    // One event posted to /v1/batch as it is (a webhook destination) is a batch of one.
+    let forwarded = json!({"type": "track", "messageId": "ajs-9", "userId": "u-42",
+                           "event": "Signed In", "timestamp": "2026-03-02T11:00:00Z"});
+    let (status, one) = post(
+        &stack,
+        "/v1/batch",
+        forwarded.to_string(),
+        Some(WRITE_KEY_SEGMENT),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::OK, "{one}");
+    assert_eq!(one["signals"], 1, "{one}");
     Ok(())
 }
 

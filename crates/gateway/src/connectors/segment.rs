@@ -536,6 +536,18 @@ pub async fn batch(
     body: Bytes,
 ) -> Result<Json<TrackingResult>, ApiError> {
     let value = read(&body, BATCH_LIMIT)?;
+    // One event posted as it is (a webhook destination forwarding each
+    // call) is a batch of one, within the per-call limit.
+    if value.get("batch").is_none() && value.get("type").is_some() {
+        if body.len() > CALL_LIMIT {
+            return Err(ApiError::too_large(format!(
+                "the call is {} bytes; at most {CALL_LIMIT} are accepted",
+                body.len()
+            )));
+        }
+        let events = vec![value.clone()];
+        return Ok(Json(ingest(&state, &headers, &value, events).await?));
+    }
     let Some(events) = value.get("batch").and_then(Value::as_array) else {
         return Err(ApiError::invalid("batch", "must be an array of calls"));
     };
