@@ -93,12 +93,14 @@ enum Command {
         command: KeysCommand,
     },
     /// Load a CSV file (with a header row) into the services; see docs/cli.md
-    /// for the columns. Exits non-zero when any row failed.
+    /// for the columns. `import stripe` takes JSON files of Stripe list
+    /// responses (docs/connectors.md). Exits non-zero when any row failed.
     Import {
         /// What the file holds.
         what: ImportKind,
-        /// The CSV file.
-        file: PathBuf,
+        /// The CSV file (`stripe`: one or more JSON files).
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
         #[command(flatten)]
         connection: Connection,
         /// The accounts service, asked for the ids of `account_external_id`
@@ -149,6 +151,8 @@ enum ImportKind {
     Subscriptions,
     /// Funnel transitions (funnel service).
     Transitions,
+    /// Stripe customers, subscriptions and invoices (JSON list responses).
+    Stripe,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -320,11 +324,22 @@ async fn run(command: Command, mut settings: Settings, log: Option<String>) -> a
         }
         Command::Keys { .. } => Ok(()),
         Command::Import {
-            what,
-            file,
+            what: ImportKind::Stripe,
+            files,
             connection,
             accounts_addr,
-        } => import(&settings, what, &file, connection, accounts_addr).await,
+        } => import_stripe(settings, &files, connection, accounts_addr).await,
+        Command::Import {
+            what,
+            files,
+            connection,
+            accounts_addr,
+        } => {
+            let [file] = files.as_slice() else {
+                anyhow::bail!("a CSV import takes one file");
+            };
+            import(&settings, what, file, connection, accounts_addr).await
+        }
         Command::Report {
             what,
             period,
@@ -357,6 +372,7 @@ async fn import(
         ImportKind::Accounts => (Kind::Accounts, Svc::Accounts),
         ImportKind::Subscriptions => (Kind::Subscriptions, Svc::Revenue),
         ImportKind::Transitions => (Kind::Transitions, Svc::Funnel),
+        ImportKind::Stripe => anyhow::bail!("import stripe reads JSON files"),
     };
     let mut target = Target::new(&settings.peers, &connection.key);
     if let Some(addr) = accounts_addr {
@@ -382,6 +398,45 @@ async fn import(
         "{} of {} rows failed",
         report.errors.len(),
         report.rows
+    );
+    Ok(())
+}
+
+/// `bowtie import stripe FILE...`: the backfill, with progress, each bad
+/// object named by its id and a summary.
+async fn import_stripe(
+    mut settings: Settings,
+    files: &[PathBuf],
+    connection: Connection,
+    accounts_addr: Option<String>,
+) -> anyhow::Result<()> {
+    let uri = |a: String| {
+        if a.contains("://") {
+            a
+        } else {
+            format!("http://{a}")
+        }
+    };
+    if let Some(addr) = connection.addr {
+        settings.peers.revenue = uri(addr);
+    }
+    if let Some(addr) = accounts_addr {
+        settings.peers.accounts = uri(addr);
+    }
+    let progress = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let report =
+        bowtie::stripe_import::import(&settings, &connection.key, files, &progress).await?;
+    for (id, error) in &report.errors {
+        println!("{id}: {error}");
+    }
+    println!("stripe: {}", report.summary());
+    anyhow::ensure!(
+        report.errors.is_empty(),
+        "{} objects failed",
+        report.errors.len()
     );
     Ok(())
 }

@@ -276,6 +276,59 @@ async fn readyz(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
+/// A Stripe backfill (`bowtie import stripe`): listed Stripe objects
+/// applied to the services by the webhook's own rules and keys, so a
+/// backfill and the live events give one history.
+pub struct StripeBackfill {
+    state: AppState,
+    caller: clients::Caller,
+}
+
+impl std::fmt::Debug for StripeBackfill {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StripeBackfill").finish_non_exhaustive()
+    }
+}
+
+impl StripeBackfill {
+    /// Clients of the services at `settings.peers`, writing with `key`.
+    pub fn connect(settings: &Settings, key: &str) -> anyhow::Result<Self> {
+        let caller = clients::Caller::bearer(key)
+            .map_err(|_| anyhow::anyhow!("the API key is not ASCII"))?;
+        Ok(Self {
+            state: AppState {
+                services: clients::Services::connect(&settings.peers)?,
+                settings: Arc::new(settings.gateway.clone()),
+                connectors: Arc::new(settings.connectors.clone()),
+                churn_reasons: Arc::new(settings.revenue_policy.churn_reasons.clone()),
+                last_groups: Arc::default(),
+                draining: Arc::new(AtomicBool::new(false)),
+            },
+            caller,
+        })
+    }
+
+    /// Applies one object of a list response (a customer, a subscription
+    /// with its items, an invoice); the error says what was wrong with it.
+    pub async fn apply(&self, object: &serde_json::Value) -> Result<(), String> {
+        connectors::stripe::backfill(&self.state, &self.caller, object)
+            .await
+            .map_err(|e| {
+                let detail = e.detail();
+                let fields: Vec<String> = detail
+                    .field_violations
+                    .iter()
+                    .map(|v| format!("{}: {}", v.field, v.description))
+                    .collect();
+                if fields.is_empty() {
+                    detail.message.clone()
+                } else {
+                    format!("{} ({})", detail.message, fields.join("; "))
+                }
+            })
+    }
+}
+
 /// A bound gateway, ready to run.
 pub struct Gateway {
     listener: tokio::net::TcpListener,

@@ -23,6 +23,7 @@ backend_test!(
     redelivered_and_out_of_order_stripe_events_give_one_history,
     a_wrong_secret_a_stale_timestamp_or_a_tampered_body_is_401_and_writes_nothing,
     an_unused_stripe_event_type_is_200_and_stores_nothing,
+    a_backfill_then_the_live_events_give_one_history,
 );
 
 const SECRET: &str = "whsec_test_bowtie_connector";
@@ -612,5 +613,99 @@ async fn an_unused_stripe_event_type_is_200_and_stores_nothing(
     let answers = h.deliver(&[charge]).await?;
     assert_eq!(answers[0]["handled"], false, "{}", answers[0]);
     assert!(h.accounts().await?.is_empty());
+    Ok(())
+}
+
+async fn a_backfill_then_the_live_events_give_one_history(db: &TestDatabase) -> anyhow::Result<()> {
+    let Some(h) = Harness::start(db).await? else {
+        return Ok(());
+    };
+    // F: $30 a month from 5 Jan, live. G: a trial from 1 Jan that converted
+    // on 15 Jan at $50 a month and was cancelled (price) on 1 Mar.
+    let f_start = "2026-01-05T00:00:00Z";
+    let f = subscription(
+        "sub_F",
+        "cus_F",
+        "active",
+        f_start,
+        vec![item("si_F1", "solo", 3000, "month", 1, 1)],
+    );
+    let mut g = subscription(
+        "sub_G",
+        "cus_G",
+        "canceled",
+        "2026-01-01T00:00:00Z",
+        vec![item("si_G1", "team", 5000, "month", 1, 1)],
+    );
+    g["trial_start"] = json!(ts("2026-01-01T00:00:00Z"));
+    g["trial_end"] = json!(ts("2026-01-15T00:00:00Z"));
+    g["canceled_at"] = json!(ts("2026-03-01T00:00:00Z"));
+    g["ended_at"] = json!(ts("2026-03-01T00:00:00Z"));
+    g["cancellation_details"] =
+        json!({"comment": null, "feedback": "too_expensive", "reason": "cancellation_requested"});
+    let page = |data: Vec<Value>| json!({"object": "list", "data": data, "has_more": false, "url": "/v1/x"});
+    let files = [
+        page(vec![f.clone(), g]),
+        page(vec![
+            customer("cus_F", "Foxtrot Shipping", "smb"),
+            customer("cus_G", "Golf Rail", "smb"),
+        ]),
+        page(vec![
+            json!({"id": "in_F1", "object": "invoice", "customer": "cus_F", "currency": "usd",
+                         "amount_due": 3000, "created": ts(f_start), "due_date": null, "status": "paid",
+                         "attempt_count": 1, "status_transitions": {"paid_at": ts(f_start)}}),
+        ]),
+    ];
+    let dir = tempfile::tempdir()?;
+    let paths: Vec<std::path::PathBuf> = files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let path = dir.path().join(format!("page-{i}.json"));
+            std::fs::write(&path, f.to_string()).map(|()| path)
+        })
+        .collect::<Result<_, _>>()?;
+    let progress = indicatif::ProgressBar::hidden();
+    for _ in 0..2 {
+        let report =
+            bowtie::stripe_import::import(&h.stack.settings, WRITE_KEY, &paths, &progress).await?;
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        assert_eq!(
+            (report.customers, report.subscriptions, report.invoices),
+            (2, 2, 1)
+        );
+    }
+    // The live creation event of F after the backfill: nothing new.
+    h.deliver(&[event(
+        "evt_F1",
+        "customer.subscription.created",
+        f_start,
+        f,
+        None,
+    )])
+    .await?;
+
+    let accounts = h.accounts().await?;
+    assert_eq!(accounts.len(), 2, "{accounts:?}");
+    let id = |name: &str| {
+        accounts
+            .iter()
+            .find(|a| a["name"] == name)
+            .and_then(|a| a["id"].as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let movements = h.movements().await?;
+    assert_eq!(
+        of(&movements, &id("Foxtrot Shipping")),
+        vec![mv("NEW", 3_000, "2026-01-05T00:00:00Z")]
+    );
+    assert_eq!(
+        of(&movements, &id("Golf Rail")),
+        vec![
+            mv("NEW", 5_000, "2026-01-15T00:00:00Z"),
+            mv("CHURN", -5_000, "2026-03-01T00:00:00Z")
+        ]
+    );
     Ok(())
 }

@@ -785,6 +785,148 @@ pub async fn webhook(
     Ok(Json(apply(&state, caller, event).await?))
 }
 
+/// A short digest of an object, so a changed object re-imported is a new
+/// synthetic event and the same one imported again is a repeat.
+fn digest(object: &Value) -> String {
+    use sha2::Digest as _;
+    hex::encode(&sha2::Sha256::digest(object.to_string().as_bytes())[..8])
+}
+
+/// The events a listed object (a backfill: what `GET /v1/customers`,
+/// `/v1/subscriptions?status=all` and `/v1/invoices` return) stands for,
+/// applied by the same rules as the webhook. A subscription is its creation
+/// at `start_date` (trialing first when it had a trial), its conversion at
+/// `trial_end` and its end at `ended_at`, with the terms it has now; invoices
+/// share the webhook's keys (per invoice and outcome), customers and items
+/// the same accounts and revenue subscriptions, so a backfill after live
+/// events, or the reverse, does not duplicate anything.
+pub fn backfill_events(object: &Value) -> Result<Vec<Event>, ApiError> {
+    let kind = object
+        .get("object")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let id = object.get("id").and_then(Value::as_str).unwrap_or_default();
+    let created = object.get("created").and_then(Value::as_i64).unwrap_or(0);
+    let hash = digest(object);
+    let event =
+        |suffix: &str, kind: &str, created: i64, object: Value, previous: Option<Value>| Event {
+            id: format!("import_{id}_{hash}_{suffix}"),
+            kind: kind.to_owned(),
+            created,
+            data: EventData {
+                object,
+                previous_attributes: previous,
+            },
+        };
+    match kind {
+        "customer" => Ok(vec![event(
+            "customer",
+            "customer.created",
+            created,
+            object.clone(),
+            None,
+        )]),
+        "subscription" => {
+            let s: Subscription = serde_path_to_error::deserialize(object.clone())
+                .map_err(|e| ApiError::invalid(e.path().to_string(), e.inner().to_string()))?;
+            let mut events = Vec::new();
+            let trial = s.trial_end.filter(|end| *end > s.start_date);
+            let status_now = s.status.as_str();
+            let with_status = |status: &str| {
+                let mut o = object.clone();
+                o["status"] = Value::String(status.to_owned());
+                o
+            };
+            let paid_status = if status_now == "past_due" {
+                "past_due"
+            } else {
+                "active"
+            };
+            let ended = s
+                .ended_at
+                .or(s.canceled_at.filter(|_| status_now == "canceled"));
+            // Whether it was ever paid: it is now, or it ended after its trial.
+            let converted = matches!(status_now, "active" | "past_due")
+                || (status_now == "canceled" && trial.zip(ended).is_none_or(|(t, e)| e > t));
+            match trial {
+                Some(trial_end) => {
+                    events.push(event(
+                        "created",
+                        "customer.subscription.created",
+                        s.start_date,
+                        with_status("trialing"),
+                        None,
+                    ));
+                    if converted {
+                        events.push(event(
+                            "converted",
+                            "customer.subscription.updated",
+                            trial_end,
+                            with_status(paid_status),
+                            Some(serde_json::json!({"status": "trialing"})),
+                        ));
+                    }
+                }
+                None => {
+                    let status = if status_now == "canceled" {
+                        paid_status
+                    } else {
+                        status_now
+                    };
+                    events.push(event(
+                        "created",
+                        "customer.subscription.created",
+                        s.start_date,
+                        with_status(status),
+                        None,
+                    ));
+                }
+            }
+            if status_now == "canceled" {
+                let end = ended.unwrap_or(created);
+                events.push(event(
+                    "deleted",
+                    "customer.subscription.deleted",
+                    end,
+                    object.clone(),
+                    None,
+                ));
+            }
+            Ok(events)
+        }
+        "invoice" => {
+            let status = object
+                .get("status")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let attempts = object
+                .get("attempt_count")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            let kind = match status {
+                "paid" => "invoice.paid",
+                "uncollectible" => "invoice.marked_uncollectible",
+                "open" if attempts > 0 => "invoice.payment_failed",
+                // Drafts, voided and not yet attempted invoices say nothing.
+                _ => return Ok(Vec::new()),
+            };
+            Ok(vec![event("invoice", kind, created, object.clone(), None)])
+        }
+        other => Err(ApiError::invalid(
+            "object",
+            format!("{other:?} is not a customer, subscription or invoice"),
+        )),
+    }
+}
+
+/// Applies one listed object (see [`backfill_events`]).
+pub async fn backfill(state: &AppState, caller: &Caller, object: &Value) -> Result<(), ApiError> {
+    for event in backfill_events(object)? {
+        apply(state, caller.clone(), event).await?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
