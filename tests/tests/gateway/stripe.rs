@@ -24,6 +24,7 @@ backend_test!(
     a_wrong_secret_a_stale_timestamp_or_a_tampered_body_is_401_and_writes_nothing,
     an_unused_stripe_event_type_is_200_and_stores_nothing,
     a_backfill_then_the_live_events_give_one_history,
+    a_failed_payment_churns_and_a_new_payment_reactivates,
 );
 
 const SECRET: &str = "whsec_test_bowtie_connector";
@@ -705,6 +706,125 @@ async fn a_backfill_then_the_live_events_give_one_history(db: &TestDatabase) -> 
         vec![
             mv("NEW", 5_000, "2026-01-15T00:00:00Z"),
             mv("CHURN", -5_000, "2026-03-01T00:00:00Z")
+        ]
+    );
+    Ok(())
+}
+
+async fn a_failed_payment_churns_and_a_new_payment_reactivates(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let Some(h) = Harness::start(db).await? else {
+        return Ok(());
+    };
+    // H: $40 a month from 1 Jan, cancelled by Stripe's dunning on 1 Feb
+    // (payment_failed: involuntary), back with a new subscription on 1 Apr.
+    let start = "2026-01-01T00:00:00Z";
+    let h1_item = item("si_H1", "solo", 4000, "month", 1, 1);
+    let mut h1_end = subscription("sub_H1", "cus_H", "canceled", start, vec![h1_item.clone()]);
+    h1_end["ended_at"] = json!(ts("2026-02-01T00:00:00Z"));
+    h1_end["cancellation_details"] =
+        json!({"comment": null, "feedback": null, "reason": "payment_failed"});
+    // I: $25 a month from 1 Jan, unpaid (MRR 0) on 1 Mar, paid again on 20 Mar.
+    let i_item = item("si_I1", "solo", 2500, "month", 1, 1);
+    let events = vec![
+        event(
+            "evt_H0",
+            "customer.created",
+            start,
+            customer("cus_H", "Hotel Freight", "smb"),
+            None,
+        ),
+        event(
+            "evt_H1",
+            "customer.subscription.created",
+            start,
+            subscription("sub_H1", "cus_H", "active", start, vec![h1_item]),
+            None,
+        ),
+        event(
+            "evt_H2",
+            "customer.subscription.deleted",
+            "2026-02-01T00:00:09Z",
+            h1_end,
+            None,
+        ),
+        event(
+            "evt_H3",
+            "customer.subscription.created",
+            "2026-04-01T00:00:00Z",
+            subscription(
+                "sub_H2",
+                "cus_H",
+                "active",
+                "2026-04-01T00:00:00Z",
+                vec![item("si_H2", "solo", 4000, "month", 1, 1)],
+            ),
+            None,
+        ),
+        event(
+            "evt_I0",
+            "customer.created",
+            start,
+            customer("cus_I", "India Docks", "smb"),
+            None,
+        ),
+        event(
+            "evt_I1",
+            "customer.subscription.created",
+            start,
+            subscription("sub_I", "cus_I", "active", start, vec![i_item.clone()]),
+            None,
+        ),
+        event(
+            "evt_I2",
+            "customer.subscription.updated",
+            "2026-03-01T00:00:00Z",
+            subscription("sub_I", "cus_I", "unpaid", start, vec![i_item.clone()]),
+            Some(json!({"status": "past_due"})),
+        ),
+        event(
+            "evt_I3",
+            "customer.subscription.updated",
+            "2026-03-20T00:00:00Z",
+            subscription("sub_I", "cus_I", "active", start, vec![i_item]),
+            Some(json!({"status": "unpaid"})),
+        ),
+        event(
+            "evt_I4",
+            "invoice.payment_failed",
+            "2026-02-03T00:00:00Z",
+            json!({"id": "in_I2", "object": "invoice", "customer": "cus_I", "currency": "usd",
+                     "amount_due": 2500, "created": ts("2026-02-01T00:00:00Z"), "due_date": null,
+                     "status": "open", "attempt_count": 2}),
+            None,
+        ),
+    ];
+    h.deliver(&events).await?;
+    let accounts = h.accounts().await?;
+    let id = |name: &str| {
+        accounts
+            .iter()
+            .find(|a| a["name"] == name)
+            .and_then(|a| a["id"].as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let movements = h.movements().await?;
+    assert_eq!(
+        of(&movements, &id("Hotel Freight")),
+        vec![
+            mv("NEW", 4_000, "2026-01-01T00:00:00Z"),
+            mv("CHURN", -4_000, "2026-02-01T00:00:00Z"),
+            mv("REACTIVATION", 4_000, "2026-04-01T00:00:00Z"),
+        ]
+    );
+    assert_eq!(
+        of(&movements, &id("India Docks")),
+        vec![
+            mv("NEW", 2_500, "2026-01-01T00:00:00Z"),
+            mv("CHURN", -2_500, "2026-03-01T00:00:00Z"),
+            mv("REACTIVATION", 2_500, "2026-03-20T00:00:00Z"),
         ]
     );
     Ok(())
