@@ -715,6 +715,11 @@ async fn apply(state: &AppState, caller: Caller, event: Event) -> Result<StripeR
         "invoice.paid" | "invoice.payment_failed" | "invoice.marked_uncollectible" => {
             let i: Invoice = object(&event)?;
             let account = w.account(&customer_id(&i.customer)?).await?;
+            result.account_id = Some(account.clone());
+            // A zero invoice (a trial's) says nothing about paying on time.
+            if i.amount_due <= 0 {
+                return Ok(result);
+            }
             let paid = event.kind == "invoice.paid";
             let paid_at = paid.then(|| {
                 i.status_transitions
@@ -735,7 +740,7 @@ async fn apply(state: &AppState, caller: Caller, event: Event) -> Result<StripeR
                 .clone()
                 .record_invoice(w.caller.request(rev::RecordInvoiceRequest {
                     invoice: Some(rev::Invoice {
-                        account_id: account.clone(),
+                        account_id: account,
                         amount: Some(com::Money {
                             currency_code: i.currency.to_ascii_uppercase(),
                             minor_units: i.amount_due,
@@ -748,7 +753,6 @@ async fn apply(state: &AppState, caller: Caller, event: Event) -> Result<StripeR
                 }))
                 .await
                 .map_err(|s| ApiError::from_status("revenue", &s))?;
-            result.account_id = Some(account);
         }
         other => {
             count_ignored("stripe", other);
