@@ -1,9 +1,10 @@
 //! The `bowtie` command as a library: gRPC clients of the services
-//! ([`client`]), the demo company ([`demo`]), CSV import ([`import`]) and
-//! terminal reports ([`report`]). The binary is a thin clap front end over
+//! ([`client`]), the demo company ([`demo`]), CSV import ([`import`]), the
+//! Stripe backfill ([`stripe_import`]) and terminal reports ([`report`]). The binary is a thin clap front end over
 //! these, and the integration tests call them directly.
 
 pub mod client;
 pub mod demo;
 pub mod import;
 pub mod report;
+pub mod stripe_import;

@@ -93,12 +93,14 @@ enum Command {
         command: KeysCommand,
     },
     /// Load a CSV file (with a header row) into the services; see docs/cli.md
-    /// for the columns. Exits non-zero when any row failed.
+    /// for the columns. `import stripe` takes JSON files of Stripe list
+    /// responses (docs/connectors.md). Exits non-zero when any row failed.
     Import {
         /// What the file holds.
         what: ImportKind,
-        /// The CSV file.
-        file: PathBuf,
+        /// The CSV file (`stripe`: one or more JSON files).
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
         #[command(flatten)]
         connection: Connection,
         /// The accounts service, asked for the ids of `account_external_id`
@@ -149,6 +151,8 @@ enum ImportKind {
     Subscriptions,
     /// Funnel transitions (funnel service).
     Transitions,
+    /// Stripe customers, subscriptions and invoices (JSON list responses).
+    Stripe,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -267,6 +271,9 @@ async fn run(command: Command, mut settings: Settings, log: Option<String>) -> a
             let _telemetry = telemetry("bowtie", &settings, log, &dev_log_filter(&settings))?;
             let mut banner = Banner::default();
             dev(&mut settings, &data_dir, &mut banner);
+            if demo {
+                demo_connectors(&mut settings, &mut banner);
+            }
             let demo = demo.then(|| Demo {
                 key: demo_key(&mut settings),
                 seed: demo_seed,
@@ -324,11 +331,22 @@ async fn run(command: Command, mut settings: Settings, log: Option<String>) -> a
         }
         Command::Keys { .. } => Ok(()),
         Command::Import {
-            what,
-            file,
+            what: ImportKind::Stripe,
+            files,
             connection,
             accounts_addr,
-        } => import(&settings, what, &file, connection, accounts_addr).await,
+        } => import_stripe(settings, &files, connection, accounts_addr).await,
+        Command::Import {
+            what,
+            files,
+            connection,
+            accounts_addr,
+        } => {
+            let [file] = files.as_slice() else {
+                anyhow::bail!("a CSV import takes one file");
+            };
+            import(&settings, what, file, connection, accounts_addr).await
+        }
         Command::Report {
             what,
             period,
@@ -361,6 +379,7 @@ async fn import(
         ImportKind::Accounts => (Kind::Accounts, Svc::Accounts),
         ImportKind::Subscriptions => (Kind::Subscriptions, Svc::Revenue),
         ImportKind::Transitions => (Kind::Transitions, Svc::Funnel),
+        ImportKind::Stripe => anyhow::bail!("import stripe reads JSON files"),
     };
     let mut target = Target::new(&settings.peers, &connection.key);
     if let Some(addr) = accounts_addr {
@@ -386,6 +405,45 @@ async fn import(
         "{} of {} rows failed",
         report.errors.len(),
         report.rows
+    );
+    Ok(())
+}
+
+/// `bowtie import stripe FILE...`: the backfill, with progress, each bad
+/// object named by its id and a summary.
+async fn import_stripe(
+    mut settings: Settings,
+    files: &[PathBuf],
+    connection: Connection,
+    accounts_addr: Option<String>,
+) -> anyhow::Result<()> {
+    let uri = |a: String| {
+        if a.contains("://") {
+            a
+        } else {
+            format!("http://{a}")
+        }
+    };
+    if let Some(addr) = connection.addr {
+        settings.peers.revenue = uri(addr);
+    }
+    if let Some(addr) = accounts_addr {
+        settings.peers.accounts = uri(addr);
+    }
+    let progress = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let report =
+        bowtie::stripe_import::import(&settings, &connection.key, files, &progress).await?;
+    for (id, error) in &report.errors {
+        println!("{id}: {error}");
+    }
+    println!("stripe: {}", report.summary());
+    anyhow::ensure!(
+        report.errors.is_empty(),
+        "{} objects failed",
+        report.errors.len()
     );
     Ok(())
 }
@@ -506,6 +564,39 @@ fn dev(settings: &mut Settings, data_dir: &std::path::Path, banner: &mut Banner)
     settings.server.drain_seconds = 0;
 }
 
+/// The Stripe signing secret `bowtie dev --demo` uses unless one is configured.
+const DEV_STRIPE_SECRET: &str = "whsec_bowtie_dev_demo";
+/// The Segment write key `bowtie dev --demo` uses unless one is configured.
+const DEV_SEGMENT_WRITE_KEY: &str = "bowtie-dev-segment";
+
+/// `bowtie dev --demo` turns the Stripe webhook and Segment tracking on with
+/// test secrets (unless configured) and prints them, so a signed `curl` can
+/// drive each (docs/connectors.md).
+fn demo_connectors(settings: &mut Settings, banner: &mut Banner) {
+    use secrecy::ExposeSecret;
+    let stripe = &mut settings.connectors.stripe;
+    if stripe.secret().expose_secret().is_empty() {
+        stripe.webhook_secret = DEV_STRIPE_SECRET.to_owned().into();
+    }
+    let segment = &mut settings.connectors.segment;
+    if segment.key().expose_secret().is_empty() {
+        segment.write_key = DEV_SEGMENT_WRITE_KEY.to_owned().into();
+    }
+    let shown = |secret: secrecy::SecretString, dev: &str| {
+        if secret.expose_secret() == dev {
+            dev.to_owned()
+        } else {
+            "the configured one".to_owned()
+        }
+    };
+    banner.connectors = format!(
+        "\x20 POST /webhooks/stripe     Stripe events, Stripe-Signature under the signing secret {}\n\
+         \x20 POST /v1/batch            Segment calls, write key {} (HTTP Basic user name); see docs/connectors.md\n",
+        shown(settings.connectors.stripe.secret(), DEV_STRIPE_SECRET),
+        shown(settings.connectors.segment.key(), DEV_SEGMENT_WRITE_KEY),
+    );
+}
+
 /// What `bowtie dev --demo` seeds, and the key it writes with.
 struct Demo {
     key: String,
@@ -537,6 +628,8 @@ struct Banner {
     keys: Option<String>,
     /// What the demo company holds and what to look at.
     demo: String,
+    /// The connectors the demo turns on and their test secrets.
+    connectors: String,
     /// The dashboard's address.
     dashboard: Option<String>,
     /// Where to start.
@@ -554,6 +647,7 @@ impl Banner {
             let _ = writeln!(out, "{keys}");
         }
         out.push_str(&self.demo);
+        out.push_str(&self.connectors);
         let _ = writeln!(out, "{}", self.ready);
         out
     }

@@ -97,6 +97,11 @@ impl ApiError {
         Self::plain(StatusCode::NOT_FOUND, "NOT_FOUND", message)
     }
 
+    /// A 413 for a body past a limit (Segment's 32 KB per call, 500 KB per batch).
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::plain(StatusCode::PAYLOAD_TOO_LARGE, "RESOURCE_EXHAUSTED", message)
+    }
+
     /// A 405 for a method the route does not serve; the router adds the
     /// `Allow` header listing the ones it does.
     pub fn method_not_allowed() -> Self {
@@ -130,8 +135,7 @@ impl ApiError {
         self.status
     }
 
-    /// The JSON error.
-    #[cfg(test)]
+    /// The JSON error (the connectors report it per rejected event).
     pub fn detail(&self) -> &ErrorDetail {
         &self.detail
     }

@@ -1,7 +1,7 @@
 //! The HTTP/JSON gateway: a REST API over the gRPC services, the OpenAPI
 //! document generated from its handlers (`/openapi.json`), Kubernetes probes
-//! (`/healthz`, `/readyz`), the dashboard (`/`) and the CRM webhooks
-//! (`/webhooks/...`).
+//! (`/healthz`, `/readyz`), the dashboard (`/`), the CRM and Stripe webhooks
+//! (`/webhooks/...`) and Segment-spec tracking (`/v1/...`).
 //!
 //! The gateway owns no data and holds no privileges of its own: it forwards
 //! each caller's `Authorization` header to the services, which check the key
@@ -20,7 +20,7 @@ use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use bowtie_runtime::config::{GatewaySettings, Settings};
+use bowtie_runtime::config::{ConnectorSettings, GatewaySettings, Settings};
 use bowtie_runtime::shutdown::Shutdown;
 use opentelemetry::global;
 use opentelemetry_http::HeaderExtractor;
@@ -37,6 +37,7 @@ use utoipa_axum::routes;
 mod accounts;
 mod clients;
 mod common;
+mod connectors;
 mod dashboard;
 mod error;
 mod funnel;
@@ -53,6 +54,12 @@ pub use error::http_status;
 struct AppState {
     services: clients::Services,
     settings: Arc<GatewaySettings>,
+    /// The Stripe and Segment connectors' settings.
+    connectors: Arc<ConnectorSettings>,
+    /// The reason codes the revenue service accepts on a cancellation.
+    churn_reasons: Arc<Vec<String>>,
+    /// Segment users' last groups.
+    last_groups: Arc<connectors::segment::LastGroups>,
     /// Set on shutdown: /readyz answers 503 while the gateway drains.
     draining: Arc<AtomicBool>,
 }
@@ -90,7 +97,8 @@ Errors have the body `{\"error\": {\"code\", \"message\", \"field_violations\"}}
         (name = "revenue", description = "MRR, retention, renewals and unit economics"),
         (name = "scoring", description = "Health scores, churn risk, alerts and value segments"),
         (name = "operations", description = "Probes"),
-        (name = "webhooks", description = "CRM webhooks, verified by HMAC signature"),
+        (name = "webhooks", description = "CRM and Stripe webhooks, verified by HMAC signature"),
+        (name = "tracking", description = "Segment-spec identify, group, track and batch calls, authenticated by the write key"),
     )
 )]
 struct ApiDoc;
@@ -152,6 +160,7 @@ fn app(state: AppState, churn_reasons: &[String]) -> axum::Router {
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .merge(webhooks::router())
+        .merge(connectors::router())
         .split_for_parts();
     PathParamsRequired.modify(&mut openapi);
     let openapi = Arc::new(revenue::with_churn_reasons(openapi, churn_reasons));
@@ -267,6 +276,59 @@ async fn readyz(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
+/// A Stripe backfill (`bowtie import stripe`): listed Stripe objects
+/// applied to the services by the webhook's own rules and keys, so a
+/// backfill and the live events give one history.
+pub struct StripeBackfill {
+    state: AppState,
+    caller: clients::Caller,
+}
+
+impl std::fmt::Debug for StripeBackfill {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StripeBackfill").finish_non_exhaustive()
+    }
+}
+
+impl StripeBackfill {
+    /// Clients of the services at `settings.peers`, writing with `key`.
+    pub fn connect(settings: &Settings, key: &str) -> anyhow::Result<Self> {
+        let caller = clients::Caller::bearer(key)
+            .map_err(|_| anyhow::anyhow!("the API key is not ASCII"))?;
+        Ok(Self {
+            state: AppState {
+                services: clients::Services::connect(&settings.peers)?,
+                settings: Arc::new(settings.gateway.clone()),
+                connectors: Arc::new(settings.connectors.clone()),
+                churn_reasons: Arc::new(settings.revenue_policy.churn_reasons.clone()),
+                last_groups: Arc::default(),
+                draining: Arc::new(AtomicBool::new(false)),
+            },
+            caller,
+        })
+    }
+
+    /// Applies one object of a list response (a customer, a subscription
+    /// with its items, an invoice); the error says what was wrong with it.
+    pub async fn apply(&self, object: &serde_json::Value) -> Result<(), String> {
+        connectors::stripe::backfill(&self.state, &self.caller, object)
+            .await
+            .map_err(|e| {
+                let detail = e.detail();
+                let fields: Vec<String> = detail
+                    .field_violations
+                    .iter()
+                    .map(|v| format!("{}: {}", v.field, v.description))
+                    .collect();
+                if fields.is_empty() {
+                    detail.message.clone()
+                } else {
+                    format!("{} ({})", detail.message, fields.join("; "))
+                }
+            })
+    }
+}
+
 /// A bound gateway, ready to run.
 pub struct Gateway {
     listener: tokio::net::TcpListener,
@@ -292,6 +354,9 @@ pub async fn build(settings: &Settings, shutdown: Shutdown) -> anyhow::Result<Ga
     let state = AppState {
         services,
         settings: Arc::new(settings.gateway.clone()),
+        connectors: Arc::new(settings.connectors.clone()),
+        churn_reasons: Arc::new(settings.revenue_policy.churn_reasons.clone()),
+        last_groups: Arc::default(),
         draining: draining.clone(),
     };
     let listener = tokio::net::TcpListener::bind(settings.gateway.listen)

@@ -64,12 +64,12 @@ fn mac(secret: &[u8], message: &[u8]) -> Vec<u8> {
 }
 
 /// Constant-time comparison of a computed and a presented MAC.
-fn same(expected: &[u8], presented: &[u8]) -> bool {
+pub(crate) fn same(expected: &[u8], presented: &[u8]) -> bool {
     use subtle::ConstantTimeEq;
     !expected.is_empty() && expected.ct_eq(presented).into()
 }
 
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(crate) fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -81,8 +81,29 @@ pub fn verify_generic(
     now: i64,
     tolerance: i64,
 ) -> Result<(), ApiError> {
-    let signature =
-        signature.ok_or_else(|| ApiError::unauthenticated("missing X-Bowtie-Signature header"))?;
+    verify_timestamped(
+        "X-Bowtie-Signature",
+        secret,
+        signature,
+        body,
+        now,
+        tolerance,
+    )
+}
+
+/// Checks a `t=<unix seconds>,v1=<hex HMAC-SHA256 of "t.body">` signature
+/// (one or more `v1=`, any may match), the scheme of the generic CRM webhook
+/// and of Stripe's `Stripe-Signature`; `header_name` names it in errors.
+pub(crate) fn verify_timestamped(
+    header_name: &str,
+    secret: &str,
+    signature: Option<&str>,
+    body: &[u8],
+    now: i64,
+    tolerance: i64,
+) -> Result<(), ApiError> {
+    let signature = signature
+        .ok_or_else(|| ApiError::unauthenticated(format!("missing {header_name} header")))?;
     let mut t = None;
     let mut v1 = Vec::new();
     for part in signature.split(',') {
@@ -328,11 +349,18 @@ fn segment_of(props: &BTreeMap<String, String>) -> Option<Segment> {
         return serde_json::from_value(serde_json::Value::String(s.to_ascii_uppercase())).ok();
     }
     let employees = props.get("numberofemployees")?.trim().parse::<i64>().ok()?;
-    Some(match employees {
+    Some(segment_for_employees(employees))
+}
+
+/// The segment of a company of `employees` people: SMB below 200,
+/// MID_MARKET below 1,000, else ENTERPRISE (CRM head counts and Segment
+/// `group` traits alike).
+pub(crate) fn segment_for_employees(employees: i64) -> Segment {
+    match employees {
         ..200 => Segment::Smb,
         200..1000 => Segment::MidMarket,
         _ => Segment::Enterprise,
-    })
+    }
 }
 
 fn company_from(id: i64, props: &BTreeMap<String, String>) -> CrmCompany {
@@ -428,7 +456,7 @@ fn from_generic(e: CrmEvent) -> Change {
 
 /// A delivery without its signature headers is 401, whether or not the
 /// webhook is on: the document declares them required.
-fn signed(headers: &HeaderMap, names: &[&str]) -> Result<(), ApiError> {
+pub(crate) fn signed(headers: &HeaderMap, names: &[&str]) -> Result<(), ApiError> {
     match names.iter().find(|n| !headers.contains_key(**n)) {
         Some(name) => Err(ApiError::unauthenticated(format!(
             "missing the {name} header"
@@ -443,11 +471,22 @@ fn writer(
     secret: &secrecy::SecretString,
     name: &str,
 ) -> Result<(String, Caller), ApiError> {
+    writer_for(state, secret, name, &format!("gateway.{name}_secret"))
+}
+
+/// The key the gateway writes what `name` (a webhook or a connector) sends
+/// with, or 404 while `secret` (the setting `setting`) or the key is empty.
+pub(crate) fn writer_for(
+    state: &AppState,
+    secret: &secrecy::SecretString,
+    name: &str,
+    setting: &str,
+) -> Result<(String, Caller), ApiError> {
     let secret = secret.expose_secret();
     let key = state.settings.webhook_api_key.expose_secret();
     if secret.is_empty() || key.is_empty() {
         return Err(ApiError::not_found(format!(
-            "the {name} webhook is not configured (gateway.{name}_secret and gateway.webhook_api_key)"
+            "the {name} webhook is not configured ({setting} and gateway.webhook_api_key)"
         )));
     }
     Ok((secret.to_owned(), Caller::bearer(key)?))
@@ -518,7 +557,7 @@ async fn apply(
     Ok(result)
 }
 
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

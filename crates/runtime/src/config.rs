@@ -43,6 +43,8 @@ pub struct Settings {
     pub scoring_policy: ScoringPolicySettings,
     /// Playbook effectiveness policy.
     pub success_policy: SuccessPolicySettings,
+    /// Stripe webhooks and Segment-spec tracking on the gateway.
+    pub connectors: ConnectorSettings,
 }
 
 /// How the success service judges playbooks (docs/design.md section 6.3).
@@ -52,6 +54,84 @@ pub struct SuccessPolicySettings {
     pub horizon_days: i32,
     /// Seed of the holdout draw.
     pub holdout_seed: String,
+}
+
+/// The gateway's connectors (docs/connectors.md). Both are off until their
+/// secret is configured; they write with `gateway.webhook_api_key`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ConnectorSettings {
+    /// `POST /webhooks/stripe`.
+    pub stripe: StripeSettings,
+    /// `POST /v1/identify`, `/v1/group`, `/v1/track`, `/v1/batch`.
+    pub segment: SegmentSettings,
+}
+
+/// How Stripe events become accounts, subscriptions and invoices.
+#[derive(Debug, Clone, Deserialize)]
+pub struct StripeSettings {
+    /// The endpoint's signing secret (`whsec_...`); empty disables the
+    /// webhook unless `webhook_secret_env` names a set variable. Secret.
+    pub webhook_secret: SecretString,
+    /// Name of an environment variable holding the signing secret; when it
+    /// is set and not empty it wins over `webhook_secret`.
+    pub webhook_secret_env: String,
+    /// Largest accepted distance between the signature's `t=` and now.
+    pub tolerance_seconds: u64,
+    /// Customer metadata key holding the segment (SMB, MID_MARKET, ENTERPRISE).
+    pub segment_metadata_key: String,
+    /// Which coupons reduce MRR: `forever` (only `forever` coupons) or `all`
+    /// (`once` and `repeating` too, while attached).
+    pub discounts: String,
+    /// `cancellation_details.feedback` -> churn reason code (of
+    /// `revenue_policy.churn_reasons`); unmapped feedback is `other`.
+    pub feedback_reasons: std::collections::BTreeMap<String, String>,
+}
+
+impl StripeSettings {
+    /// The signing secret in force: the named variable's value, else `webhook_secret`.
+    pub fn secret(&self) -> SecretString {
+        from_env_or(&self.webhook_secret_env, &self.webhook_secret)
+    }
+}
+
+/// How Segment-spec calls become accounts, contacts and signals.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SegmentSettings {
+    /// The write key sources present; empty disables the endpoints unless
+    /// `write_key_env` names a set variable. Secret.
+    pub write_key: SecretString,
+    /// Name of an environment variable holding the write key; it wins when set.
+    pub write_key_env: String,
+    /// `track` event name -> scoring signal type; an unmapped event is counted, not stored.
+    pub events: Vec<SegmentEventSignal>,
+}
+
+impl SegmentSettings {
+    /// The write key in force: the named variable's value, else `write_key`.
+    pub fn key(&self) -> SecretString {
+        from_env_or(&self.write_key_env, &self.write_key)
+    }
+}
+
+/// One `track` event name and the signal it becomes.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SegmentEventSignal {
+    /// The event name exactly as tracked, e.g. `Signed In`.
+    pub event: String,
+    /// A scoring signal type, e.g. `LOGIN`, `FEATURE_USED`, `TICKET_OPENED`.
+    pub signal: String,
+}
+
+/// The value of the environment variable `name` when it is named and set,
+/// else `fallback`: secrets a deployment keeps out of `bowtie.toml`.
+fn from_env_or(name: &str, fallback: &SecretString) -> SecretString {
+    if !name.is_empty()
+        && let Ok(value) = std::env::var(name)
+        && !value.is_empty()
+    {
+        return SecretString::from(value);
+    }
+    fallback.clone()
 }
 
 /// What the scoring service accepts and decides: signal time tolerance, the

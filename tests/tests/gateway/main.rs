@@ -8,5 +8,7 @@ mod auth;
 mod openapi;
 mod reports;
 mod scoring;
+mod segment;
 mod status;
+mod stripe;
 mod webhooks;

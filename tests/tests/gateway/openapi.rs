@@ -46,6 +46,11 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/scoring/segments"),
     ("post", "/webhooks/hubspot"),
     ("post", "/webhooks/crm"),
+    ("post", "/webhooks/stripe"),
+    ("post", "/v1/identify"),
+    ("post", "/v1/group"),
+    ("post", "/v1/track"),
+    ("post", "/v1/batch"),
     ("get", "/healthz"),
     ("get", "/readyz"),
 ];
