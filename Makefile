@@ -68,6 +68,15 @@ STRIPE_STAMP   := $(STRIPE_VENV)/.installed
 # Installed only where Python is there; the test says why it skips otherwise.
 STRIPE_DEP     := $(if $(shell command -v $(PYTHON) 2>/dev/null),$(STRIPE_STAMP))
 
+# The success service's email test delivers to a real SMTP server, aiosmtpd
+# (PyPI, pinned), from a virtualenv under .tools/.
+AIOSMTPD_VERSION := 1.4.6
+AIOSMTPD_VENV    := $(TOOLS_DIR)/aiosmtpd-venv-$(AIOSMTPD_VERSION)
+AIOSMTPD_PYTHON  := $(AIOSMTPD_VENV)/bin/python
+AIOSMTPD_STAMP   := $(AIOSMTPD_VENV)/.installed
+# Installed only where Python is there; the test says why it skips otherwise.
+AIOSMTPD_DEP     := $(if $(shell command -v $(PYTHON) 2>/dev/null),$(AIOSMTPD_STAMP))
+
 # The shape check's SQL part (format!-built SQL outside storage/pg): SHAPE_SQL=0
 # reports the findings without failing on them.
 SHAPE_SQL ?= 1
@@ -110,7 +119,7 @@ TEST_ARGS   ?=
 # Arguments for the benchmark runner, e.g. make bench BENCH_ARGS="funnel".
 BENCH_ARGS  ?=
 
-.PHONY: help run build test api-fuzz stripe-tools lint fmt fmt-check clippy buf-lint proto-fmt \
+.PHONY: help run build test api-fuzz stripe-tools smtp-tools lint fmt fmt-check clippy buf-lint proto-fmt \
         tools browser-tools grpcurl-tools shape-check bench deploy-check clean distclean robustness fuzz fuzz-check
 
 help: ## List the targets
@@ -125,10 +134,11 @@ run: ## Run all services in one process with the demo company: bowtie dev --demo
 build: ## Build the whole workspace (debug)
 	$(CARGO) build $(CARGO_FLAGS) --workspace --all-targets
 
-test: $(PLAYWRIGHT_DEP) $(GRPCURL_DEP) $(STRIPE_DEP) ## Run the workspace's tests (PostgreSQL ones need BOWTIE_TEST_DATABASE_URL)
+test: $(PLAYWRIGHT_DEP) $(GRPCURL_DEP) $(STRIPE_DEP) $(AIOSMTPD_DEP) ## Run the workspace's tests (PostgreSQL ones need BOWTIE_TEST_DATABASE_URL)
 	BOWTIE_PLAYWRIGHT_NODE_PATH=$(abspath $(PLAYWRIGHT_DIR)/node_modules) \
 	BOWTIE_GRPCURL=$(if $(findstring /,$(GRPCURL)),$(abspath $(GRPCURL)),$(GRPCURL)) \
 	BOWTIE_STRIPE_PYTHON=$(if $(STRIPE_DEP),$(abspath $(STRIPE_PYTHON))) \
+	BOWTIE_AIOSMTPD_PYTHON=$(if $(AIOSMTPD_DEP),$(abspath $(AIOSMTPD_PYTHON))) \
 	  $(CARGO) test $(CARGO_FLAGS) --workspace --all-targets -- $(TEST_ARGS)
 	$(MAKE) --no-print-directory api-fuzz
 
@@ -185,11 +195,18 @@ deploy-check: $(DEPLOY_STAMP) ## Render and validate deploy/: Kubernetes schemas
 
 # --- tools -------------------------------------------------------------------
 
-tools: $(BUF_LOCAL) $(PLAYWRIGHT_LOCAL) $(GRPCURL_LOCAL) $(STRIPE_STAMP) $(CARGO_FUZZ) ## Install the pinned helper tools into .tools/
+tools: $(BUF_LOCAL) $(PLAYWRIGHT_LOCAL) $(GRPCURL_LOCAL) $(STRIPE_STAMP) $(AIOSMTPD_STAMP) $(CARGO_FUZZ) ## Install the pinned helper tools into .tools/
 
 browser-tools: $(PLAYWRIGHT_LOCAL) ## Install playwright-core for the dashboard's browser test
 
 stripe-tools: $(STRIPE_STAMP) ## Install the pinned stripe SDK the Stripe webhook tests sign with
+
+smtp-tools: $(AIOSMTPD_STAMP) ## Install the pinned aiosmtpd the success service's email test delivers to
+
+$(AIOSMTPD_STAMP):
+	$(PYTHON) -m venv $(AIOSMTPD_VENV)
+	$(AIOSMTPD_VENV)/bin/pip install --quiet --disable-pip-version-check aiosmtpd==$(AIOSMTPD_VERSION)
+	touch $@
 
 $(STRIPE_STAMP):
 	$(PYTHON) -m venv $(STRIPE_VENV)

@@ -35,6 +35,7 @@ pub fn gateway_only(gateway: u16) -> Vec<(&'static str, String)> {
         "BOWTIE__FUNNEL__LISTEN",
         "BOWTIE__REVENUE__LISTEN",
         "BOWTIE__SCORING__LISTEN",
+        "BOWTIE__SUCCESS__LISTEN",
     ]
     .into_iter()
     .map(|variable| (variable, "127.0.0.1:0".to_owned()))

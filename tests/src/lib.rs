@@ -44,6 +44,7 @@ pub mod gateway;
 pub mod revenue;
 pub mod robustness;
 pub mod scoring;
+pub mod receiver;
 pub mod stack;
 pub mod success;
 pub mod tls;

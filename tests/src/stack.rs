@@ -8,12 +8,13 @@ use bowtie_runtime::config::Settings;
 
 use crate::revenue::REVENUE_SERVICE;
 use crate::scoring::start_scoring;
+use crate::success::start_success;
 use crate::{ADMIN_KEY, TestDatabase, TestServer};
 
 /// The funnel's full gRPC name.
 pub const FUNNEL_SERVICE: &str = "bowtie.funnel.v1.FunnelService";
 
-/// Accounts, revenue, funnel and scoring, each following the others.
+/// Accounts, revenue, funnel, scoring and success, each following the others.
 pub struct Stack {
     /// The accounts server.
     pub accounts: TestServer,
@@ -23,11 +24,13 @@ pub struct Stack {
     pub funnel: TestServer,
     /// The scoring server.
     pub scoring: TestServer,
+    /// The success server.
+    pub success: TestServer,
     settings: Settings,
 }
 
 impl Stack {
-    /// Starts accounts, revenue, funnel and scoring on `db`. Funnel and
+    /// Starts accounts, revenue, funnel, scoring and success on `db`. Funnel and
     /// scoring follow each other's feeds, so scoring's port is chosen
     /// before funnel starts (a free port the system hands out, then
     /// released for scoring to bind).
@@ -45,11 +48,15 @@ impl Stack {
             TestServer::start_service(FUNNEL_SERVICE, &settings, bowtie_funnel::build).await?;
         settings.peers.funnel = funnel.uri();
         let scoring = start_scoring(&settings).await?;
+        settings.peers.scoring = scoring.uri();
+        let success = start_success(&settings).await?;
+        settings.peers.success = success.uri();
         Ok(Self {
             accounts,
             revenue,
             funnel,
             scoring,
+            success,
             settings,
         })
     }

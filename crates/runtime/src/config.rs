@@ -43,6 +43,8 @@ pub struct Settings {
     pub scoring_policy: ScoringPolicySettings,
     /// Playbook effectiveness policy.
     pub success_policy: SuccessPolicySettings,
+    /// How the success service notifies people of CTAs.
+    pub success_notify: SuccessNotifySettings,
     /// Stripe webhooks and Segment-spec tracking on the gateway.
     pub connectors: ConnectorSettings,
 }
@@ -54,6 +56,34 @@ pub struct SuccessPolicySettings {
     pub horizon_days: i32,
     /// Seed of the holdout draw.
     pub holdout_seed: String,
+}
+
+/// Email (SMTP) and chat-webhook notifications of CTAs: both off until
+/// configured; delivered from the outbox with retries.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SuccessNotifySettings {
+    /// The SMTP server; empty: no email.
+    pub smtp_host: String,
+    /// Its port.
+    pub smtp_port: u16,
+    /// `none`, `starttls` or `tls`.
+    pub smtp_security: String,
+    /// The SMTP user name; empty: no authentication.
+    pub smtp_username: String,
+    /// Its password. Secret.
+    pub smtp_password: SecretString,
+    /// The sender address.
+    pub from: String,
+    /// A Slack-compatible incoming-webhook URL; empty: no chat. Secret (the URL is the credential).
+    pub chat_webhook_url: SecretString,
+    /// The dashboard the messages link to.
+    pub dashboard_url: String,
+    /// The first retry's delay; it doubles up to `max_backoff_ms`.
+    pub retry_backoff_ms: u64,
+    /// The longest delay between retries.
+    pub max_backoff_ms: u64,
+    /// How long one delivery attempt may take.
+    pub timeout_ms: u64,
 }
 
 /// The gateway's connectors (docs/connectors.md). Both are off until their

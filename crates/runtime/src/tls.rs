@@ -235,6 +235,34 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// An HTTP/1.1 client for `http://` and `https://` webhooks (scoring's
+/// alerts, success's chat messages).
+pub type HttpsClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    http_body_util::Full<bytes::Bytes>,
+>;
+
+/// A webhook client: `https://` trusts the CA in the PEM file `ca` (the
+/// setting `key`) or, when it is empty, the public web PKI.
+pub fn https_client(key: &'static str, ca: &str) -> Result<HttpsClient, TlsConfigError> {
+    install_crypto_provider();
+    let builder = hyper_rustls::HttpsConnectorBuilder::new();
+    let builder = if ca.is_empty() {
+        builder.with_webpki_roots()
+    } else {
+        builder.with_tls_config(
+            rustls::ClientConfig::builder()
+                .with_root_certificates(root_store(key, ca)?)
+                .with_no_client_auth(),
+        )
+    };
+    let https = builder.https_or_http().enable_http1().build();
+    Ok(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(https),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

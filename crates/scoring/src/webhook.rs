@@ -21,8 +21,6 @@ use bowtie_runtime::validate::now_micros;
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use http_body_util::Full;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use secrecy::ExposeSecret;
 use sha2::Sha256;
 
@@ -94,28 +92,15 @@ pub fn spawn(
     Ok(())
 }
 
-type HttpClient = Client<
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-    Full<Bytes>,
->;
+type HttpClient = bowtie_runtime::tls::HttpsClient;
 
 /// An HTTP/1.1 client for http:// and https:// webhooks: https trusts the
 /// CA in `ca` (PEM path) or, when empty, the public web PKI.
 fn client(ca: &str) -> anyhow::Result<HttpClient> {
-    bowtie_runtime::tls::install_crypto_provider();
-    let builder = hyper_rustls::HttpsConnectorBuilder::new();
-    let builder = if ca.is_empty() {
-        builder.with_webpki_roots()
-    } else {
-        let roots = bowtie_runtime::tls::root_store("scoring_policy.webhook_ca", ca)?;
-        builder.with_tls_config(
-            rustls::ClientConfig::builder()
-                .with_root_certificates(roots)
-                .with_no_client_auth(),
-        )
-    };
-    let https = builder.https_or_http().enable_http1().build();
-    Ok(Client::builder(TokioExecutor::new()).build(https))
+    Ok(bowtie_runtime::tls::https_client(
+        "scoring_policy.webhook_ca",
+        ca,
+    )?)
 }
 
 async fn deliver_pending(

@@ -367,6 +367,40 @@ impl SuccessService for SuccessApi {
         Ok(Response::new(convert::effectiveness_to_pb(&report)))
     }
 
+    #[tracing::instrument(skip_all)]
+    async fn set_notification_settings(
+        &self,
+        request: Request<pb::SetNotificationSettingsRequest>,
+    ) -> Answer<pb::SetNotificationSettingsResponse> {
+        let req = request.into_inner();
+        let mut v = FieldViolations::default();
+        let person = convert::person_from_pb(&mut v, "settings", req.settings.as_ref());
+        v.into_result()?;
+        Ok(Response::new(
+            self.app.set_notification_settings(parsed(person)?).await?,
+        ))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_deliveries(
+        &self,
+        request: Request<pb::ListDeliveriesRequest>,
+    ) -> Answer<pb::ListDeliveriesResponse> {
+        let req = request.into_inner();
+        let mut v = FieldViolations::default();
+        let status = enum_value::<DeliveryStatus>(&mut v, "status", req.status, false);
+        if !(0..=1000).contains(&req.limit) {
+            v.add("limit", "must be between 1 and 1000 (0 for 100)");
+        }
+        v.into_result()?;
+        let status = Some(parsed(status)?).filter(|s| *s != DeliveryStatus::Unspecified);
+        let limit = if req.limit == 0 { 100 } else { req.limit as u64 };
+        let deliveries = self.app.list_deliveries(status, limit).await?;
+        Ok(Response::new(pb::ListDeliveriesResponse {
+            deliveries: deliveries.iter().map(convert::delivery_to_pb).collect(),
+        }))
+    }
+
     type WatchEventsStream = EventStream<pb::WatchEventsResponse>;
 
     #[tracing::instrument(skip_all)]

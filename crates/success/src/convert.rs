@@ -9,7 +9,7 @@ use bowtie_runtime::{Instant, Minor};
 
 use crate::domain::*;
 use crate::service::Effectiveness;
-use crate::storage::{Activity, Comment, Cta, Task};
+use crate::storage::{Activity, Comment, Cta, Delivery, Task};
 
 fn days(v: &mut FieldViolations, field: &str, raw: i32) -> Option<i32> {
     if (0..=MAX_DAYS).contains(&raw) {
@@ -364,4 +364,63 @@ pub fn kinds(v: &mut FieldViolations, field: &str, raw: &[i32]) -> Option<Vec<Ac
 /// Parses participants of an activity.
 pub fn participants(v: &mut FieldViolations, field: &str, raw: &[String]) -> Option<Vec<String>> {
     names(v, field, raw)
+}
+
+/// Parses a person's notification settings.
+pub fn person_from_pb(
+    v: &mut FieldViolations,
+    field: &str,
+    p: Option<&pb::NotificationSettings>,
+) -> Option<Person> {
+    let Some(p) = p else {
+        v.add(field, "is required");
+        return None;
+    };
+    let person = required_text(v, &format!("{field}.person"), &p.person, MAX_NAME);
+    let email = optional_text(v, &format!("{field}.email"), &p.email, MAX_NAME).filter(|e| {
+        let ok = e.is_empty() || is_address(e);
+        if !ok {
+            v.add(format!("{field}.email"), "must be an email address");
+        }
+        ok
+    });
+    let cta_types = p
+        .cta_types
+        .iter()
+        .enumerate()
+        .map(|(i, t)| enum_value::<CtaType>(v, &format!("{field}.cta_types[{i}]"), *t, true))
+        .collect::<Option<Vec<_>>>();
+    let min_priority = enum_value::<Priority>(v, &format!("{field}.min_priority"), p.min_priority, false);
+    Some(Person {
+        person: person?,
+        email: email?,
+        cta_types: cta_types?,
+        min_priority: min_priority?,
+        muted: p.muted,
+    })
+}
+
+/// A person's notification settings on the wire.
+pub fn person_to_pb(p: &Person) -> pb::NotificationSettings {
+    pb::NotificationSettings {
+        person: p.person.clone(),
+        email: p.email.clone(),
+        cta_types: p.cta_types.iter().map(|t| *t as i32).collect(),
+        min_priority: p.min_priority as i32,
+        muted: p.muted,
+    }
+}
+
+/// A delivery on the wire.
+pub fn delivery_to_pb(d: &Delivery) -> pb::Delivery {
+    pb::Delivery {
+        sequence: d.sequence,
+        cta_id: d.cta_id.0.to_string(),
+        channel: d.channel,
+        recipient: d.recipient.clone(),
+        status: d.status as i32,
+        attempts: d.attempts,
+        last_error: d.last_error.clone(),
+        deliver_time: d.delivered_at.map(Instant::to_timestamp),
+    }
 }

@@ -12,8 +12,8 @@ use uuid::Uuid;
 
 pub use bowtie_proto::common::{Segment, Stage};
 pub use bowtie_proto::success::{
-    ActivityKind, AutoClose, CtaStatus, CtaType, Outcome, PlaybookMode, Priority, TaskStatus,
-    TriggerKind,
+    ActivityKind, AutoClose, Channel, CtaStatus, CtaType, DeliveryStatus, Outcome, PlaybookMode,
+    Priority, TaskStatus, TriggerKind,
 };
 use bowtie_runtime::error::Error;
 use bowtie_runtime::types::MICROS_PER_DAY;
@@ -497,6 +497,56 @@ pub fn median(values: &mut [f64]) -> Option<f64> {
     } else {
         values[mid]
     })
+}
+
+/// Who is notified of which CTAs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Person {
+    /// As CTAs name their owner.
+    pub person: String,
+    /// Where their email goes; empty: `person` itself.
+    pub email: String,
+    /// Only these CTA types; empty for all.
+    pub cta_types: Vec<CtaType>,
+    /// Only CTAs of at least this priority.
+    pub min_priority: Priority,
+    /// No email at all.
+    pub muted: bool,
+}
+
+/// Where a CTA's owner is emailed, if at all: their settings' address (or
+/// their name when that is an address), unless they muted email or filter
+/// out this CTA's type or priority. An owner without settings is emailed
+/// when the owner is an address.
+pub fn email_recipient(
+    owner: &str,
+    settings: Option<&Person>,
+    cta_type: CtaType,
+    priority: Priority,
+) -> Option<String> {
+    let address = |s: &str| is_address(s).then(|| s.to_owned());
+    match settings {
+        None => address(owner),
+        Some(p) if p.muted => None,
+        Some(p) if !p.cta_types.is_empty() && !p.cta_types.contains(&cta_type) => None,
+        Some(p) if (priority as i32) < (p.min_priority as i32) => None,
+        Some(p) if p.email.is_empty() => address(owner),
+        Some(p) => address(&p.email),
+    }
+}
+
+/// Whether `s` looks like one email address: `local@domain.tld`, no spaces
+/// or angle brackets (the SMTP library checks it properly when sending).
+pub fn is_address(s: &str) -> bool {
+    let Some((local, domain)) = s.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !domain.contains('@')
+        && !s.chars().any(|c| c.is_whitespace() || matches!(c, '<' | '>' | ','))
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub mod api;
 pub mod convert;
 pub mod domain;
 pub mod feeds;
+pub mod notify;
 pub mod service;
 pub mod storage;
 
@@ -37,12 +38,19 @@ pub async fn build(
 ) -> anyhow::Result<GrpcServer> {
     let boot =
         Bootstrap::open::<storage::Migrator>(settings, &settings.success, keys, shutdown).await?;
+    let accounts = AccountDirectory::connect(&settings.peers)?;
     let app = service::Success::new(
         boot.store(),
-        AccountDirectory::connect(&settings.peers)?,
+        accounts.clone(),
         settings.success_policy.clone(),
     );
     let shutdown = boot.shutdown();
+    notify::spawn(
+        boot.store(),
+        settings.success_notify.clone(),
+        accounts,
+        shutdown.clone(),
+    )?;
     for consumer in [
         feeds::accounts_consumer(&settings.peers, app.clone(), shutdown.clone())?,
         feeds::scoring_consumer(&settings.peers, app.clone(), shutdown.clone())?,

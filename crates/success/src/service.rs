@@ -551,6 +551,35 @@ impl Success {
         Ok(page.finish(rows, storage::activity_page_key))
     }
 
+    // --- notifications -----------------------------------------------------------
+
+    /// Stores a person's notification settings.
+    pub async fn set_notification_settings(
+        &self,
+        person: Person,
+    ) -> Result<pb::SetNotificationSettingsResponse, Error> {
+        self.inner
+            .store
+            .write(None, move |tx| {
+                Box::pin(async move {
+                    storage::save_person(tx.conn(), &person).await?;
+                    Ok(pb::SetNotificationSettingsResponse {
+                        settings: Some(crate::convert::person_to_pb(&person)),
+                    })
+                })
+            })
+            .await
+    }
+
+    /// The newest deliveries, of one status when asked.
+    pub async fn list_deliveries(
+        &self,
+        status: Option<DeliveryStatus>,
+        limit: u64,
+    ) -> Result<Vec<storage::Delivery>, Error> {
+        storage::list_deliveries(self.inner.store.db().reader(), status, limit).await
+    }
+
     // --- effectiveness ---------------------------------------------------------
 
     /// Measures a playbook over `period` as of `now`.

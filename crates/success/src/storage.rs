@@ -211,9 +211,55 @@ pub mod entity {
 
         impl ActiveModelBehavior for ActiveModel {}
     }
+
+    /// `people`: who is notified of which CTAs.
+    pub mod person {
+        use sea_orm::entity::prelude::*;
+
+        #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+        #[sea_orm(table_name = "people")]
+        pub struct Model {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub person: String,
+            pub email: String,
+            pub cta_types: String,
+            pub min_priority: i32,
+            pub muted: bool,
+        }
+
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+
+        impl ActiveModelBehavior for ActiveModel {}
+    }
+
+    /// `deliveries`: each notification of a CTA event on a channel.
+    pub mod delivery {
+        use sea_orm::entity::prelude::*;
+
+        #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+        #[sea_orm(table_name = "deliveries")]
+        pub struct Model {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub sequence: i64,
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub channel: i32,
+            pub cta_id: String,
+            pub recipient: String,
+            pub status: i32,
+            pub attempts: i32,
+            pub last_error: String,
+            pub delivered_at: Option<i64>,
+        }
+
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+
+        impl ActiveModelBehavior for ActiveModel {}
+    }
 }
 
-use entity::{activity, churn, cta, fact, playbook, playbook_version, trigger};
+use entity::{activity, churn, cta, delivery, fact, person, playbook, playbook_version, trigger};
 
 struct CreateSuccessTables;
 
@@ -426,7 +472,62 @@ impl MigrationTrait for CreateSuccessTables {
     }
 }
 
-bowtie_runtime::migrator!(CreateSuccessTables);
+struct CreateNotificationTables;
+
+impl MigrationName for CreateNotificationTables {
+    fn name(&self) -> &str {
+        "m0101_success_notifications"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateNotificationTables {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        use delivery::Column as D;
+        use person::Column as P;
+        manager
+            .create_table(
+                Table::create()
+                    .table(person::Entity)
+                    .if_not_exists()
+                    .col(ColumnDef::new(P::Person).string().not_null().primary_key())
+                    .col(text(P::Email))
+                    .col(ColumnDef::new(P::CtaTypes).text().not_null())
+                    .col(ColumnDef::new(P::MinPriority).integer().not_null())
+                    .col(ColumnDef::new(P::Muted).boolean().not_null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(delivery::Entity)
+                    .if_not_exists()
+                    .col(ColumnDef::new(D::Sequence).big_integer().not_null())
+                    .col(ColumnDef::new(D::Channel).integer().not_null())
+                    .col(text(D::CtaId))
+                    .col(text(D::Recipient))
+                    .col(ColumnDef::new(D::Status).integer().not_null())
+                    .col(ColumnDef::new(D::Attempts).integer().not_null())
+                    .col(ColumnDef::new(D::LastError).text().not_null())
+                    .col(ColumnDef::new(D::DeliveredAt).big_integer().null())
+                    .primary_key(Index::create().col(D::Sequence).col(D::Channel))
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(delivery::Entity).if_exists().to_owned())
+            .await?;
+        manager
+            .drop_table(Table::drop().table(person::Entity).if_exists().to_owned())
+            .await
+    }
+}
+
+bowtie_runtime::migrator!(CreateSuccessTables, CreateNotificationTables);
 
 /// Decodes a stored contract enum number.
 fn stored_enum<E: TryFrom<i32>>(what: &str, raw: i32) -> Result<E, Error> {
@@ -1247,4 +1348,136 @@ pub async fn churns_of<C: ConnectionTrait>(
         }
     }
     Ok(out)
+}
+
+// --- notifications -----------------------------------------------------------
+
+/// Stores a person's notification settings.
+pub async fn save_person<C: ConnectionTrait>(conn: &C, p: &Person) -> Result<(), Error> {
+    use person::Column as P;
+    let types: Vec<i32> = p.cta_types.iter().map(|t| *t as i32).collect();
+    person::Entity::insert(person::ActiveModel {
+        person: Set(p.person.clone()),
+        email: Set(p.email.clone()),
+        cta_types: Set(serde_json::to_string(&types).map_err(internal)?),
+        min_priority: Set(p.min_priority as i32),
+        muted: Set(p.muted),
+    })
+    .on_conflict(
+        OnConflict::column(P::Person)
+            .update_columns([P::Email, P::CtaTypes, P::MinPriority, P::Muted])
+            .to_owned(),
+    )
+    .exec(conn)
+    .await?;
+    Ok(())
+}
+
+/// A person's notification settings, if they set any.
+pub async fn get_person<C: ConnectionTrait>(conn: &C, who: &str) -> Result<Option<Person>, Error> {
+    let Some(m) = person::Entity::find_by_id(who.to_owned()).one(conn).await? else {
+        return Ok(None);
+    };
+    let types: Vec<i32> =
+        serde_json::from_str(&m.cta_types).map_err(|_| corrupt("person cta_types"))?;
+    Ok(Some(Person {
+        person: m.person,
+        email: m.email,
+        cta_types: types
+            .into_iter()
+            .map(|t| stored_enum("cta type", t))
+            .collect::<Result<_, _>>()?,
+        min_priority: stored_enum("priority", m.min_priority)?,
+        muted: m.muted,
+    }))
+}
+
+/// One notification of a CTA event on a channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The feed sequence of the event.
+    pub sequence: i64,
+    /// The channel (the contract's number).
+    pub channel: i32,
+    /// The CTA.
+    pub cta_id: CtaId,
+    /// The address, or the webhook's host.
+    pub recipient: String,
+    /// Where it stands.
+    pub status: DeliveryStatus,
+    /// When it was delivered.
+    pub delivered_at: Option<Instant>,
+    /// Attempts so far.
+    pub attempts: i32,
+    /// Why the last attempt failed.
+    pub last_error: String,
+}
+
+fn delivery_from_row(m: delivery::Model) -> Result<Delivery, Error> {
+    Ok(Delivery {
+        sequence: m.sequence,
+        channel: m.channel,
+        cta_id: CtaId(stored_uuid(&m.cta_id)?),
+        recipient: m.recipient,
+        status: stored_enum("delivery status", m.status)?,
+        delivered_at: m.delivered_at.map(Instant::from_micros),
+        attempts: m.attempts,
+        last_error: m.last_error,
+    })
+}
+
+/// The delivery of event `sequence` on `channel`, if one was tried.
+pub async fn get_delivery<C: ConnectionTrait>(
+    conn: &C,
+    sequence: i64,
+    channel: i32,
+) -> Result<Option<Delivery>, Error> {
+    delivery::Entity::find_by_id((sequence, channel))
+        .one(conn)
+        .await?
+        .map(delivery_from_row)
+        .transpose()
+}
+
+/// Records an attempt (or the success) of a delivery.
+pub async fn save_delivery<C: ConnectionTrait>(conn: &C, d: &Delivery) -> Result<(), Error> {
+    use delivery::Column as D;
+    delivery::Entity::insert(delivery::ActiveModel {
+        sequence: Set(d.sequence),
+        channel: Set(d.channel),
+        cta_id: Set(d.cta_id.0.to_string()),
+        recipient: Set(d.recipient.clone()),
+        status: Set(d.status as i32),
+        attempts: Set(d.attempts),
+        last_error: Set(d.last_error.clone()),
+        delivered_at: Set(d.delivered_at.map(Instant::micros)),
+    })
+    .on_conflict(
+        OnConflict::columns([D::Sequence, D::Channel])
+            .update_columns([D::Recipient, D::Status, D::Attempts, D::LastError, D::DeliveredAt])
+            .to_owned(),
+    )
+    .exec(conn)
+    .await?;
+    Ok(())
+}
+
+/// The newest deliveries, of one status when asked.
+pub async fn list_deliveries<C: ConnectionTrait>(
+    conn: &C,
+    status: Option<DeliveryStatus>,
+    limit: u64,
+) -> Result<Vec<Delivery>, Error> {
+    let mut q = delivery::Entity::find();
+    if let Some(status) = status {
+        q = q.filter(delivery::Column::Status.eq(status as i32));
+    }
+    q.order_by_desc(delivery::Column::Sequence)
+        .order_by_asc(delivery::Column::Channel)
+        .limit(limit)
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(delivery_from_row)
+        .collect()
 }

@@ -29,11 +29,12 @@ const DEMO_ACCOUNTS: &str = "200";
 
 /// The addresses the README uses (the defaults of `make run`), each with the
 /// environment variable that moves its listener.
-const ADDRESSES: [(&str, &str); 5] = [
+const ADDRESSES: [(&str, &str); 6] = [
     ("127.0.0.1:50051", "BOWTIE__ACCOUNTS__LISTEN"),
     ("127.0.0.1:50052", "BOWTIE__FUNNEL__LISTEN"),
     ("127.0.0.1:50053", "BOWTIE__REVENUE__LISTEN"),
     ("127.0.0.1:50054", "BOWTIE__SCORING__LISTEN"),
+    ("127.0.0.1:50055", "BOWTIE__SUCCESS__LISTEN"),
     ("127.0.0.1:8080", "BOWTIE__GATEWAY__LISTEN"),
 ];
 

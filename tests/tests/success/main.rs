@@ -5,6 +5,7 @@
 //! scoring raises alerts from recorded signals and success follows its feed.
 
 mod ctas;
+mod notify;
 mod playbooks;
 mod timeline;
 mod triggers;

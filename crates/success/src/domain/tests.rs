@@ -341,3 +341,31 @@ fn a_trigger_whose_auto_close_condition_already_holds_opens_nothing() {
         Decision::Skip(Skip::Resolved)
     );
 }
+
+#[test]
+fn a_ctas_owner_is_emailed_by_their_settings_or_when_the_owner_is_an_address() {
+    let (risk, high) = (CtaType::Risk, Priority::High);
+    assert_eq!(
+        email_recipient("ana@acme.io", None, risk, high).as_deref(),
+        Some("ana@acme.io")
+    );
+    assert_eq!(email_recipient("Ana Lima", None, risk, high), None);
+    let mut ana = Person {
+        person: "Ana Lima".into(),
+        email: "ana.lima@acme.io".into(),
+        cta_types: vec![CtaType::Risk, CtaType::Renewal],
+        min_priority: Priority::Medium,
+        muted: false,
+    };
+    assert_eq!(
+        email_recipient("Ana Lima", Some(&ana), risk, high).as_deref(),
+        Some("ana.lima@acme.io")
+    );
+    assert_eq!(email_recipient("Ana Lima", Some(&ana), risk, Priority::Low), None);
+    assert_eq!(email_recipient("Ana Lima", Some(&ana), CtaType::WinBack, high), None);
+    ana.muted = true;
+    assert_eq!(email_recipient("Ana Lima", Some(&ana), risk, high), None);
+    for bad in ["", "ana", "ana@", "@acme.io", "ana@acme", "a b@acme.io", "ana@x@acme.io", "<ana@acme.io>"] {
+        assert!(!is_address(bad), "{bad:?}");
+    }
+}

@@ -1,0 +1,204 @@
+//! Notifications of new CTAs, against a real SMTP server (aiosmtpd, the
+//! pinned PyPI package `make test` installs into `.tools/` and names in
+//! `BOWTIE_AIOSMTPD_PYTHON`) and a local chat-webhook receiver: with the
+//! SMTP server down the email waits (pending, its error shown) and arrives
+//! once the server is up; the chat message survives a refused first attempt;
+//! each arrives once, with the account's name and a link to it.
+//!
+//! Without `BOWTIE_AIOSMTPD_PYTHON` the test says why and passes, except
+//! under `CI=true`, where it fails.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bowtie_proto::common::Segment;
+use bowtie_proto::success::{
+    CreateCtaRequest, CtaType, DeliveryStatus, ListDeliveriesRequest, Priority,
+};
+use bowtie_testkit::demo::free_port;
+use bowtie_testkit::receiver::receiver;
+use bowtie_testkit::success::Suite;
+use bowtie_testkit::{TestDatabase, backend_test, within};
+
+backend_test!(a_new_cta_is_emailed_to_its_owner_and_posted_to_chat_once_even_when_smtp_was_down);
+
+/// The aiosmtpd Python, or `None` (with the reason printed) to skip.
+fn smtpd_python() -> Option<String> {
+    match std::env::var("BOWTIE_AIOSMTPD_PYTHON") {
+        Ok(p) if !p.trim().is_empty() => Some(p),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => panic!(
+            "BOWTIE_AIOSMTPD_PYTHON is not set, but CI=true requires the email test to run \
+             (`make test` installs the pinned aiosmtpd and sets it)"
+        ),
+        _ => {
+            eprintln!(
+                "SKIPPED: the success email test did not run: BOWTIE_AIOSMTPD_PYTHON is not set \
+                 (`make smtp-tools` installs the pinned aiosmtpd; `make test` sets it)"
+            );
+            None
+        }
+    }
+}
+
+/// An aiosmtpd server on `port` writing every message into the Maildir `dir`.
+struct Smtpd(Child);
+
+impl Smtpd {
+    fn start(python: &str, port: u16, dir: &Path) -> anyhow::Result<Self> {
+        let child = Command::new(python)
+            .args(["-m", "aiosmtpd", "-n", "-l"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        Ok(Self(child))
+    }
+}
+
+impl Drop for Smtpd {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The messages in the Maildir `dir` (new and current).
+fn mails(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for sub in ["new", "cur"] {
+        if let Ok(entries) = std::fs::read_dir(dir.join(sub)) {
+            for e in entries.flatten() {
+                if let Ok(text) = std::fs::read_to_string(e.path()) {
+                    out.push(text);
+                }
+            }
+        }
+    }
+    out
+}
+
+async fn a_new_cta_is_emailed_to_its_owner_and_posted_to_chat_once_even_when_smtp_was_down(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let Some(python) = smtpd_python() else {
+        return Ok(());
+    };
+    let port = free_port()?;
+    let (chat_url, chat, _) = receiver(None).await?;
+    let suite = Suite::start_with(db, |s| {
+        let n = &mut s.success_notify;
+        n.smtp_host = "127.0.0.1".into();
+        n.smtp_port = port;
+        n.smtp_security = "none".into();
+        n.chat_webhook_url = chat_url.clone().into();
+        n.dashboard_url = "http://bowtie.example/".into();
+        n.retry_backoff_ms = 50;
+        n.max_backoff_ms = 200;
+        n.timeout_ms = 2000;
+    })
+    .await?;
+    let acme = suite.account("Acme Logistics", Segment::Smb, "ana@acme.io").await?;
+    let mut client = suite.client();
+    let cta = client
+        .create_cta(CreateCtaRequest {
+            account_id: acme.clone(),
+            r#type: CtaType::Renewal as i32,
+            reason: "renewal in 60 days, champion quiet".into(),
+            priority: Priority::High as i32,
+            owner: "ana@acme.io".into(),
+            due_time: Some(prost_types::Timestamp {
+                seconds: 1_900_000_000,
+                nanos: 0,
+            }),
+            idempotency_key: String::new(),
+        })
+        .await?
+        .into_inner()
+        .cta
+        .ok_or_else(|| anyhow::anyhow!("no CTA"))?;
+
+    // The SMTP server is not up yet: the email waits, with its error shown.
+    let pending = within(20, "a pending email", async {
+        loop {
+            let d = client
+                .list_deliveries(ListDeliveriesRequest {
+                    status: DeliveryStatus::Pending as i32,
+                    limit: 0,
+                })
+                .await?
+                .into_inner()
+                .deliveries;
+            if let Some(d) = d.into_iter().find(|d| d.attempts >= 2) {
+                return anyhow::Ok(d);
+            }
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    })
+    .await??;
+    assert_eq!(pending.cta_id, cta.id);
+    assert_eq!(pending.recipient, "ana@acme.io");
+    assert!(!pending.last_error.is_empty());
+
+    // The server comes up: the email arrives, once.
+    let dir = tempfile::tempdir()?;
+    let maildir = dir.path().join("mail");
+    let _smtpd = Smtpd::start(&python, port, &maildir)?;
+    let mail = within(30, "the email", async {
+        loop {
+            if let Some(m) = mails(&maildir).into_iter().next() {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await?;
+    assert!(mail.contains("To: ana@acme.io"), "{mail}");
+    assert!(
+        mail.contains(
+            "Subject: [Bowtie] high renewal CTA for Acme Logistics: renewal in 60 days, champion quiet"
+        ),
+        "{mail}"
+    );
+    assert!(
+        mail.contains(&format!("http://bowtie.example/#account={acme}")),
+        "{mail}"
+    );
+    let delivered = within(10, "both delivered", async {
+        loop {
+            let d = client
+                .list_deliveries(ListDeliveriesRequest {
+                    status: DeliveryStatus::Delivered as i32,
+                    limit: 0,
+                })
+                .await?
+                .into_inner()
+                .deliveries;
+            if d.len() == 2 {
+                return anyhow::Ok(d);
+            }
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    })
+    .await??;
+    assert!(delivered.iter().all(|d| d.deliver_time.is_some()));
+
+    // The chat got one message (after its refused first attempt), with the
+    // account's name and link; nothing is sent again.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(mails(&maildir).len(), 1);
+    let posted: Vec<String> = chat
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .iter()
+        .map(|(_, body)| String::from_utf8_lossy(body).into_owned())
+        .collect();
+    assert_eq!(posted.len(), 2, "a refused attempt, then the message: {posted:?}");
+    let message: serde_json::Value = serde_json::from_str(&posted[1])?;
+    let text = message["text"].as_str().unwrap_or_default();
+    assert!(text.starts_with("Acme Logistics: renewal in 60 days"), "{text}");
+    assert!(text.contains(&format!("#account={acme}")), "{text}");
+    Ok(())
+}
