@@ -38,7 +38,9 @@ impl Dev {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        for service in ["ACCOUNTS", "FUNNEL", "REVENUE", "SCORING", "SUCCESS", "GATEWAY"] {
+        for service in [
+            "ACCOUNTS", "FUNNEL", "REVENUE", "SCORING", "SUCCESS", "GATEWAY",
+        ] {
             command.env(format!("BOWTIE__{service}__LISTEN"), "127.0.0.1:0");
         }
         if let Some(filter) = rust_log {

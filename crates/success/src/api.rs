@@ -394,7 +394,11 @@ impl SuccessService for SuccessApi {
         }
         v.into_result()?;
         let status = Some(parsed(status)?).filter(|s| *s != DeliveryStatus::Unspecified);
-        let limit = if req.limit == 0 { 100 } else { req.limit as u64 };
+        let limit = if req.limit == 0 {
+            100
+        } else {
+            req.limit as u64
+        };
         let deliveries = self.app.list_deliveries(status, limit).await?;
         Ok(Response::new(pb::ListDeliveriesResponse {
             deliveries: deliveries.iter().map(convert::delivery_to_pb).collect(),

@@ -390,7 +390,8 @@ pub fn person_from_pb(
         .enumerate()
         .map(|(i, t)| enum_value::<CtaType>(v, &format!("{field}.cta_types[{i}]"), *t, true))
         .collect::<Option<Vec<_>>>();
-    let min_priority = enum_value::<Priority>(v, &format!("{field}.min_priority"), p.min_priority, false);
+    let min_priority =
+        enum_value::<Priority>(v, &format!("{field}.min_priority"), p.min_priority, false);
     Some(Person {
         person: person?,
         email: email?,

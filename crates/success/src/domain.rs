@@ -546,7 +546,9 @@ pub fn is_address(s: &str) -> bool {
         && !domain.starts_with('.')
         && !domain.ends_with('.')
         && !domain.contains('@')
-        && !s.chars().any(|c| c.is_whitespace() || matches!(c, '<' | '>' | ','))
+        && !s
+            .chars()
+            .any(|c| c.is_whitespace() || matches!(c, '<' | '>' | ','))
 }
 
 #[cfg(test)]

@@ -55,14 +55,19 @@ pub fn render(cta: &pb::Cta, account_name: &str, dashboard_url: &str) -> (String
     let name = |raw: &str, prefix: &str| raw.strip_prefix(prefix).unwrap_or(raw).to_lowercase();
     let priority = pb::Priority::try_from(cta.priority)
         .map_or_else(|_| "?".to_owned(), |p| name(p.as_str_name(), "PRIORITY_"));
-    let kind = pb::CtaType::try_from(cta.r#type)
-        .map_or_else(|_| "?".to_owned(), |t| name(t.as_str_name(), "CTA_TYPE_").replace('_', "-"));
+    let kind = pb::CtaType::try_from(cta.r#type).map_or_else(
+        |_| "?".to_owned(),
+        |t| name(t.as_str_name(), "CTA_TYPE_").replace('_', "-"),
+    );
     let due = cta
         .due_time
         .map(|t| Instant::from_micros(t.seconds.saturating_mul(1_000_000)).to_string())
         .unwrap_or_default();
     let link = format!("{dashboard_url}#account={}", cta.account_id);
-    let subject = format!("[Bowtie] {priority} {kind} CTA for {account_name}: {}", cta.reason);
+    let subject = format!(
+        "[Bowtie] {priority} {kind} CTA for {account_name}: {}",
+        cta.reason
+    );
     let mut text = format!(
         "{account_name}: {}\n\nA {priority}-priority {kind} CTA for {}, due {due}.\n",
         cta.reason, cta.owner
@@ -90,7 +95,10 @@ pub fn spawn(
     let chat = if settings.chat_webhook_url.expose_secret().is_empty() {
         None
     } else {
-        Some(bowtie_runtime::tls::https_client("success_notify.chat_webhook_url", "")?)
+        Some(bowtie_runtime::tls::https_client(
+            "success_notify.chat_webhook_url",
+            "",
+        )?)
     };
     if smtp.is_none() && chat.is_none() {
         return Ok(());
@@ -203,7 +211,8 @@ impl Worker {
         if self.smtp.is_some() {
             let settings = storage::get_person(self.store.db().reader(), &cta.owner).await?;
             let kind = pb::CtaType::try_from(cta.r#type).unwrap_or(pb::CtaType::Unspecified);
-            let priority = pb::Priority::try_from(cta.priority).unwrap_or(pb::Priority::Unspecified);
+            let priority =
+                pb::Priority::try_from(cta.priority).unwrap_or(pb::Priority::Unspecified);
             if let Some(to) = email_recipient(&cta.owner, settings.as_ref(), kind, priority) {
                 out.push(Outgoing {
                     channel: Channel::Email,
@@ -256,9 +265,7 @@ impl Worker {
             None => Delivery {
                 sequence,
                 channel: out.channel as i32,
-                cta_id: CtaId(
-                    bowtie_runtime::api::id("payload.id", &cta.id)?,
-                ),
+                cta_id: CtaId(bowtie_runtime::api::id("payload.id", &cta.id)?),
                 recipient: out.recipient.clone(),
                 status: DeliveryStatus::Pending,
                 delivered_at: None,
@@ -351,7 +358,10 @@ impl Worker {
                     Err(_) => Err(transient("the chat webhook did not answer in time".into())),
                     Ok(Err(e)) => Err(transient(e.to_string())),
                     Ok(Ok(r)) if r.status().is_success() => Ok(()),
-                    Ok(Ok(r)) => Err(transient(format!("the chat webhook answered {}", r.status()))),
+                    Ok(Ok(r)) => Err(transient(format!(
+                        "the chat webhook answered {}",
+                        r.status()
+                    ))),
                 }
             }
         }

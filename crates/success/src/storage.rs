@@ -1454,7 +1454,13 @@ pub async fn save_delivery<C: ConnectionTrait>(conn: &C, d: &Delivery) -> Result
     })
     .on_conflict(
         OnConflict::columns([D::Sequence, D::Channel])
-            .update_columns([D::Recipient, D::Status, D::Attempts, D::LastError, D::DeliveredAt])
+            .update_columns([
+                D::Recipient,
+                D::Status,
+                D::Attempts,
+                D::LastError,
+                D::DeliveredAt,
+            ])
             .to_owned(),
     )
     .exec(conn)

@@ -2,20 +2,18 @@
 //! stream, and webhook delivery with retries and an HMAC signature checked
 //! by a tiny HTTP receiver.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use bowtie_proto::common::Segment;
 use bowtie_proto::scoring::{
     AcknowledgeAlertRequest, AlertKind, AlertState, ResolveAlertRequest, WatchAlertsRequest,
 };
+use bowtie_testkit::receiver::{Received, receiver};
 use bowtie_testkit::scoring::{Scoring, alerts_of, health_when, logins, record};
-use bowtie_testkit::receiver::receiver;
 use bowtie_testkit::tls::Pki;
 use bowtie_testkit::{TestDatabase, backend_test, within};
 use futures::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 use tonic::Code;
 
 backend_test!(
@@ -151,7 +149,6 @@ async fn watchers_see_alerts_as_they_are_raised_and_resolved(
     assert!(resolved.sequence > raised.sequence);
     Ok(())
 }
-
 
 /// A TLS acceptor with the test CA's server certificate (for 127.0.0.1).
 fn acceptor(pki: &Pki) -> anyhow::Result<tokio_rustls::TlsAcceptor> {

@@ -65,14 +65,48 @@ impl Drop for Smtpd {
     }
 }
 
-/// The messages in the Maildir `dir` (new and current).
+/// A stored message as a person reads it: folded header lines joined, and a
+/// quoted-printable body decoded.
+fn readable(raw: &str) -> String {
+    let raw = raw.replace("\r\n", "\n");
+    let (head, body) = raw.split_once("\n\n").unwrap_or((&raw, ""));
+    let head = head.replace("\n ", " ").replace("\n\t", " ");
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("content-transfer-encoding: quoted-printable")
+    {
+        let joined = body.replace("=\n", "");
+        let mut out = Vec::new();
+        let bytes = joined.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'='
+                && i + 2 < bytes.len()
+                && joined.is_char_boundary(i + 3)
+                && let Ok(b) = u8::from_str_radix(&joined[i + 1..i + 3], 16)
+            {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+            out.push(bytes[i]);
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    } else {
+        body.to_owned()
+    };
+    format!("{head}\n\n{body}")
+}
+
+/// The messages in the Maildir `dir` (new and current), readable.
 fn mails(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     for sub in ["new", "cur"] {
         if let Ok(entries) = std::fs::read_dir(dir.join(sub)) {
             for e in entries.flatten() {
                 if let Ok(text) = std::fs::read_to_string(e.path()) {
-                    out.push(text);
+                    out.push(readable(&text));
                 }
             }
         }
@@ -100,7 +134,9 @@ async fn a_new_cta_is_emailed_to_its_owner_and_posted_to_chat_once_even_when_smt
         n.timeout_ms = 2000;
     })
     .await?;
-    let acme = suite.account("Acme Logistics", Segment::Smb, "ana@acme.io").await?;
+    let acme = suite
+        .account("Acme Logistics", Segment::Smb, "ana@acme.io")
+        .await?;
     let mut client = suite.client();
     let cta = client
         .create_cta(CreateCtaRequest {
@@ -195,10 +231,17 @@ async fn a_new_cta_is_emailed_to_its_owner_and_posted_to_chat_once_even_when_smt
         .iter()
         .map(|(_, body)| String::from_utf8_lossy(body).into_owned())
         .collect();
-    assert_eq!(posted.len(), 2, "a refused attempt, then the message: {posted:?}");
+    assert_eq!(
+        posted.len(),
+        2,
+        "a refused attempt, then the message: {posted:?}"
+    );
     let message: serde_json::Value = serde_json::from_str(&posted[1])?;
     let text = message["text"].as_str().unwrap_or_default();
-    assert!(text.starts_with("Acme Logistics: renewal in 60 days"), "{text}");
+    assert!(
+        text.starts_with("Acme Logistics: renewal in 60 days"),
+        "{text}"
+    );
     assert!(text.contains(&format!("#account={acme}")), "{text}");
     Ok(())
 }

@@ -361,11 +361,26 @@ fn a_ctas_owner_is_emailed_by_their_settings_or_when_the_owner_is_an_address() {
         email_recipient("Ana Lima", Some(&ana), risk, high).as_deref(),
         Some("ana.lima@acme.io")
     );
-    assert_eq!(email_recipient("Ana Lima", Some(&ana), risk, Priority::Low), None);
-    assert_eq!(email_recipient("Ana Lima", Some(&ana), CtaType::WinBack, high), None);
+    assert_eq!(
+        email_recipient("Ana Lima", Some(&ana), risk, Priority::Low),
+        None
+    );
+    assert_eq!(
+        email_recipient("Ana Lima", Some(&ana), CtaType::WinBack, high),
+        None
+    );
     ana.muted = true;
     assert_eq!(email_recipient("Ana Lima", Some(&ana), risk, high), None);
-    for bad in ["", "ana", "ana@", "@acme.io", "ana@acme", "a b@acme.io", "ana@x@acme.io", "<ana@acme.io>"] {
+    for bad in [
+        "",
+        "ana",
+        "ana@",
+        "@acme.io",
+        "ana@acme",
+        "a b@acme.io",
+        "ana@x@acme.io",
+        "<ana@acme.io>",
+    ] {
         assert!(!is_address(bad), "{bad:?}");
     }
 }
