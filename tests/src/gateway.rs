@@ -29,6 +29,8 @@ pub struct Stack {
     pub funnel: TestServer,
     /// The scoring server.
     pub scoring: TestServer,
+    /// The success server.
+    pub success: TestServer,
     /// Where the gateway listens.
     pub addr: SocketAddr,
     /// The settings the gateway was built with.
@@ -40,7 +42,7 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// Starts accounts, revenue, funnel, scoring and the gateway on `db`.
+    /// Starts accounts, revenue, funnel, scoring, success and the gateway on `db`.
     pub async fn start(db: &TestDatabase) -> anyhow::Result<Self> {
         Self::start_with(db, |_| {}).await
     }
@@ -69,6 +71,8 @@ impl Stack {
         settings.peers.funnel = funnel.uri();
         let scoring = crate::scoring::start_scoring(&settings).await?;
         settings.peers.scoring = scoring.uri();
+        let success = crate::success::start_success(&settings).await?;
+        settings.peers.success = success.uri();
         settings.gateway.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         configure(&mut settings);
         let shutdown = Shutdown::new();
@@ -84,6 +88,7 @@ impl Stack {
             revenue,
             funnel,
             scoring,
+            success,
             addr,
             settings,
             shutdown,

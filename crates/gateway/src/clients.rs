@@ -11,6 +11,7 @@ use bowtie_proto::accounts::accounts_service_client::AccountsServiceClient;
 use bowtie_proto::funnel::funnel_service_client::FunnelServiceClient;
 use bowtie_proto::revenue::revenue_service_client::RevenueServiceClient;
 use bowtie_proto::scoring::scoring_service_client::ScoringServiceClient;
+use bowtie_proto::success::success_service_client::SuccessServiceClient;
 use bowtie_runtime::config::PeerSettings;
 use bowtie_runtime::peer::{PeerChannel, connect};
 use secrecy::SecretString;
@@ -30,6 +31,8 @@ pub struct Services {
     pub revenue: RevenueServiceClient<PeerChannel>,
     /// The scoring service.
     pub scoring: ScoringServiceClient<PeerChannel>,
+    /// The success service.
+    pub success: SuccessServiceClient<PeerChannel>,
     /// Health clients, by service name and gRPC service name, for /readyz.
     pub health: Vec<(&'static str, &'static str, HealthClient<PeerChannel>)>,
 }
@@ -46,6 +49,7 @@ impl Services {
         let funnel = connect(&keyless.funnel, &keyless)?;
         let revenue = connect(&keyless.revenue, &keyless)?;
         let scoring = connect(&keyless.scoring, &keyless)?;
+        let success = connect(&keyless.success, &keyless)?;
         let health = vec![
             (
                 "accounts",
@@ -67,12 +71,18 @@ impl Services {
                 "bowtie.scoring.v1.ScoringService",
                 HealthClient::new(scoring.clone()),
             ),
+            (
+                "success",
+                "bowtie.success.v1.SuccessService",
+                HealthClient::new(success.clone()),
+            ),
         ];
         Ok(Self {
             accounts: AccountsServiceClient::new(accounts),
             funnel: FunnelServiceClient::new(funnel),
             revenue: RevenueServiceClient::new(revenue),
             scoring: ScoringServiceClient::new(scoring),
+            success: SuccessServiceClient::new(success),
             health,
         })
     }

@@ -45,6 +45,7 @@ mod rest;
 mod revenue;
 mod schema;
 mod scoring;
+mod success;
 mod webhooks;
 
 pub use error::http_status;
@@ -72,7 +73,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(1);
 #[openapi(
     info(
         title = "Bowtie API",
-        description = "REST/JSON API over the Bowtie services: accounts, the bowtie funnel, revenue and scoring. \
+        description = "REST/JSON API over the Bowtie services: accounts, the bowtie funnel, revenue, scoring and success. \
 Send `Authorization: Bearer <API key>`; reads need the read scope, writes the write scope. \
 Errors have the body `{\"error\": {\"code\", \"message\", \"field_violations\"}}` where `code` is the gRPC code name."
     ),
@@ -88,6 +89,8 @@ Errors have the body `{\"error\": {\"code\", \"message\", \"field_violations\"}}
         revenue::MovementType,
         scoring::AlertState,
         scoring::AlertKind,
+        success::CtaStatus,
+        success::ActivityKind,
         error::ErrorBody,
     )),
     security(("bearer" = [])),
@@ -96,6 +99,7 @@ Errors have the body `{\"error\": {\"code\", \"message\", \"field_violations\"}}
         (name = "funnel", description = "Journeys through the bowtie and its conversion"),
         (name = "revenue", description = "MRR, retention, renewals and unit economics"),
         (name = "scoring", description = "Health scores, churn risk, alerts and value segments"),
+        (name = "success", description = "Playbooks and their effectiveness, calls to action, account timelines"),
         (name = "operations", description = "Probes"),
         (name = "webhooks", description = "CRM and Stripe webhooks, verified by HMAC signature"),
         (name = "tracking", description = "Segment-spec identify, group, track and batch calls, authenticated by the write key"),
@@ -157,6 +161,7 @@ fn app(state: AppState, churn_reasons: &[String]) -> axum::Router {
         .merge(funnel::router())
         .merge(revenue::router())
         .merge(scoring::router())
+        .merge(success::router())
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .merge(webhooks::router())

@@ -11,4 +11,5 @@ mod scoring;
 mod segment;
 mod status;
 mod stripe;
+mod success;
 mod webhooks;
