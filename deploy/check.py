@@ -40,11 +40,11 @@ K8S_VERSION = os.environ.get("K8S_VERSION", "1.37.0")
 
 # Who calls whom over gRPC (the wiring of `bowtie dev`): caller -> callees.
 CALLS = {
-    "gateway": {"accounts", "funnel", "revenue", "scoring"},
+    "gateway": {"accounts", "funnel", "revenue", "scoring", "success"},
     "funnel": {"accounts", "revenue", "scoring"},
     "revenue": {"accounts"},
     "scoring": {"accounts", "revenue", "funnel"},
-    # Follows the change feeds of the four; nobody calls it yet.
+    # Follows the change feeds of the four; the gateway calls it.
     "success": {"accounts", "scoring", "revenue", "funnel"},
     "accounts": set(),
 }
