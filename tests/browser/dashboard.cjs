@@ -64,6 +64,10 @@ function check(condition, message) {
     const nrr = Number(await page.getAttribute('[data-testid="kpi-nrr"]', "data-value"));
     check(Math.abs(nrr - expected.nrr) < 1e-9, `NRR on the page ${nrr} != API ${expected.nrr}`);
 
+    if (expected.playbooks) {
+      const shown = await page.$$eval('[data-testid="playbooks"] tbody tr td:first-child', (cells) => cells.map((c) => c.textContent));
+      check(JSON.stringify(shown) === JSON.stringify(expected.playbooks), `playbooks on the page ${JSON.stringify(shown)} != API ${JSON.stringify(expected.playbooks)}`);
+    }
     await page.screenshot({ path: path.join(artifacts, "dashboard.png"), fullPage: true });
 
     // The segment filter: enterprise only, then back to every segment.
@@ -91,7 +95,22 @@ function check(condition, message) {
       const alerts = await page.textContent("#account-alerts");
       check(/Fell into red|Score dropped|High churn risk/.test(alerts), `the account's alert is shown: ${alerts}`);
     }
+    if (expected.playbooks) {
+      const timeline = await page.$$('[data-testid="timeline"] tr');
+      check(timeline.length > 0, "the account's timeline is shown");
+      check(await page.$('[data-testid="log-form"]') !== null, "the timeline offers to log an activity");
+    }
     await page.screenshot({ path: path.join(artifacts, "account.png"), fullPage: true });
+
+    if (expected.playbooks) {
+      await page.goto(`${url}/#work`, { waitUntil: "load" });
+      await page.waitForSelector('body[data-loaded="work"]', { timeout: 30000 });
+      const owner = await page.inputValue('[data-testid="work-owner"]');
+      check(owner !== "", "the work page picks a person");
+      const rows = await page.$$('[data-testid="ctas"] tbody tr');
+      check(rows.length > 0, `the work page lists ${owner}'s CTAs`);
+      await page.screenshot({ path: path.join(artifacts, "work.png"), fullPage: true });
+    }
 
     check(problems.length === 0, `the page reported problems:\n  ${problems.join("\n  ")}`);
     console.log(`dashboard ok: MRR ${mrr}, AWARENESS ${awareness}, NRR ${nrr}, at-risk ${name}; screenshots in ${artifacts}`);

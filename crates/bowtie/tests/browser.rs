@@ -10,7 +10,8 @@
 //! key, show those figures with no console error or failed request (and
 //! the enterprise MRR once filtered by segment), follow
 //! the first at-risk link to that account's page (health components and
-//! alerts shown), and it saves screenshots under `target/browser/`.
+//! alerts shown, with its CTAs and timeline), list the playbooks, open the
+//! work page, and it saves screenshots under `target/browser/`.
 //!
 //! Needs Node.js, Chromium (`/usr/bin/chromium` or `BOWTIE_CHROMIUM`) and
 //! playwright-core (`make test` installs it into `.tools/`, or point
@@ -240,7 +241,14 @@ fn the_dashboard_shows_the_demo_figures_and_links_to_an_at_risk_account() -> any
         .and_then(|p| p["end_mrr"].as_i64())
         .context("MRR report without periods")?;
     anyhow::ensure!(end_mrr > 0, "the demo company has MRR");
+    let playbooks = get(&http, &format!("{}/api/v1/success/playbooks", dev.url))?;
+    let playbooks: Vec<&str> = playbooks["playbooks"]
+        .as_array()
+        .map(|p| p.iter().filter_map(|p| p["name"].as_str()).collect())
+        .unwrap_or_default();
+    anyhow::ensure!(!playbooks.is_empty(), "the demo company ships playbooks");
     let expect = json!({
+        "playbooks": playbooks,
         "mrr": end_mrr,
         "awareness": funnel["stages"][0]["volume"].as_i64().context("AWARENESS volume")?,
         "nrr": retention["nrr"].as_f64().context("NRR")?,

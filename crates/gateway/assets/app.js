@@ -23,7 +23,7 @@ const ALERT_LABEL = { ENTERED_RED: "Fell into red", SCORE_DROP: "Score dropped",
 const SEGMENT_LABEL = { SMB: "SMB", MID_MARKET: "Mid-market", ENTERPRISE: "Enterprise", UNSPECIFIED: "-" };
 const SVG_NS = "http://www.w3.org/2000/svg";
 
-const state = { key: "", currency: "USD", scoring: false, cohortMetric: "mrr_retention", cohorts: null };
+const state = { key: "", currency: "USD", scoring: false, success: false, cohortMetric: "mrr_retention", cohorts: null };
 
 // --- small helpers ---------------------------------------------------------
 
@@ -126,6 +126,17 @@ async function apiOrNull(path) {
     if (e instanceof ApiError && e.status === 404) return null;
     throw e;
   }
+}
+
+async function post(path, body) {
+  const response = await fetch(path, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${state.key}`, "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  const answer = await response.json().catch(() => null);
+  if (!response.ok) throw new ApiError(response.status, answer);
+  return answer;
 }
 
 function showBanner(message) {
@@ -434,7 +445,7 @@ async function loadOverview() {
   renderWaterfall(mrr);
   renderTrend(mrr);
   renderCohorts();
-  await Promise.all([renderAtRisk(p), renderRenewals(p), renderValue()]);
+  await Promise.all([renderAtRisk(p), renderRenewals(p), renderValue(), renderPlaybooks(p)]);
   document.body.dataset.loaded = "overview";
 }
 
@@ -513,6 +524,7 @@ async function loadAccount(id) {
     $("account-health").replaceChildren(empty("Health scores appear once the scoring service runs"));
     $("account-alerts").replaceChildren(empty("Alerts appear once the scoring service runs"));
   }
+  await renderAccountSuccess(id);
   document.body.dataset.loaded = "account";
 }
 
@@ -537,6 +549,92 @@ function renderHealth(health) {
       : null);
 }
 
+
+// --- success: playbooks, CTAs, timeline, work ---------------------------------
+
+const OUTCOMES = ["", "saved", "lost", "won", "not needed", "closed by itself"];
+const label = (x) => (x || "").toLowerCase().replace(/_/g, " ");
+
+async function renderPlaybooks(p) {
+  $("playbooks-card").hidden = !state.success;
+  if (!state.success) return;
+  const list = await api("/api/v1/success/playbooks");
+  if (!list.playbooks.length) { $("playbooks").replaceChildren(empty("No playbook yet")); return; }
+  const start = new Date(Date.now() - 365 * 86400e3).toISOString().slice(0, 19) + "Z";
+  const rows = await Promise.all(list.playbooks.map(async (pb) => [pb,
+    await api(`/api/v1/success/playbooks/${pb.id}/effectiveness?start=${start}&end=${p.end}`)]));
+  $("playbooks").replaceChildren(h("table", { "data-testid": "playbooks" },
+    h("thead", {}, h("tr", {}, h("th", { text: "Playbook" }), h("th", { text: "Mode" }), h("th", { class: "num", text: "CTAs" }),
+      h("th", { class: "num", text: "In SLA" }), h("th", { text: "Outcomes" }), h("th", { class: "num", text: "Churn, treated" }),
+      h("th", { class: "num", text: "Churn, comparison" }), h("th", { text: "Effect" }))),
+    h("tbody", {}, rows.map(([pb, e]) => h("tr", {},
+      h("td", { text: pb.name }),
+      h("td", { text: pb.mode === "HOLDOUT" ? `holdout ${pb.holdout_percent}%` : label(pb.mode) }),
+      h("td", { class: "num", text: count(e.ctas_opened) }),
+      h("td", { class: "num", text: pct(e.closed_within_sla, 0) }),
+      h("td", { text: e.outcomes.map((n, i) => (i && n ? `${n} ${OUTCOMES[i]}` : null)).filter(Boolean).join(", ") || "-" }),
+      h("td", { class: "num", text: `${pct(e.treated.churn_rate, 0)} of ${e.treated.matured}` }),
+      h("td", { class: "num", text: `${pct(e.comparison.churn_rate, 0)} of ${e.comparison.matured}` }),
+      h("td", { class: "reason", text: e.effect === null || e.effect === undefined
+        ? (e.note || "-")
+        : `${e.effect >= 0 ? "+" : ""}${(e.effect * 100).toFixed(1)} pts (${(e.effect_low * 100).toFixed(1)} to ${(e.effect_high * 100).toFixed(1)})${e.observational ? ", observational" : ""}` }))))));
+}
+
+function ctaRows(ctas, withAccount, names) {
+  const now = Date.now();
+  return h("table", { "data-testid": "ctas" },
+    h("thead", {}, h("tr", {}, withAccount ? h("th", { text: "Account" }) : null, h("th", { text: "Due" }), h("th", { text: "Type" }),
+      h("th", { text: "Why" }), h("th", { text: "Owner" }), h("th", { text: "Status" }))),
+    h("tbody", {}, ctas.map((c) => h("tr", {},
+      withAccount ? h("td", {}, h("a", { href: `#account=${c.account_id}`, text: (names[c.account_id] || {}).name || c.account_id })) : null,
+      h("td", { class: c.status !== "CLOSED" && c.due_at && Date.parse(c.due_at) < now ? "overdue" : "", text: date(c.due_at) }),
+      h("td", { text: `${label(c.priority)} ${label(c.type)}` }),
+      h("td", { class: "reason", text: c.reason }),
+      h("td", { text: c.owner || "-" }),
+      h("td", { text: c.status === "CLOSED" ? OUTCOMES[["", "SAVED", "LOST", "WON", "NOT_NEEDED", "AUTO_CLOSED"].indexOf(c.outcome)] || "closed" : label(c.status) })))));
+}
+
+async function renderAccountSuccess(id) {
+  $("account-success").hidden = !state.success;
+  if (!state.success) return;
+  const [open, closed, timeline] = await Promise.all([
+    api(`/api/v1/success/ctas?account_id=${id}&page_size=50`),
+    api(`/api/v1/success/ctas?account_id=${id}&status=CLOSED&page_size=20`),
+    api(`/api/v1/accounts/${id}/timeline?page_size=20`),
+  ]);
+  const ctas = open.ctas.concat(closed.ctas);
+  $("account-ctas").replaceChildren(ctas.length ? ctaRows(ctas, false, {}) : empty("No call to action"));
+  $("account-timeline").replaceChildren(timeline.activities.length
+    ? h("table", { "data-testid": "timeline" }, h("tbody", {}, timeline.activities.map((a) => h("tr", {},
+      h("td", { text: date(a.occurred_at) }), h("td", { text: label(a.kind) }),
+      h("td", { class: "reason", text: a.text }), h("td", { text: a.author })))))
+    : empty("Nothing on the timeline yet"));
+  $("log-form").onsubmit = async (ev) => {
+    ev.preventDefault();
+    $("log-error").textContent = "";
+    try {
+      await post(`/api/v1/accounts/${id}/timeline`, { kind: $("log-kind").value, author: $("log-author").value.trim(), text: $("log-text").value.trim() });
+      $("log-text").value = "";
+      await renderAccountSuccess(id);
+    } catch (e) {
+      $("log-error").textContent = e.status === 403 ? "This key may read but not write: sign in with a write key to log." : e.message;
+    }
+  };
+}
+
+async function loadWork(owner) {
+  const open = await api("/api/v1/success/ctas?page_size=1000");
+  const owners = [...new Set(open.ctas.map((c) => c.owner).filter(Boolean))].sort();
+  const chosen = owner || owners[0] || "";
+  $("work-owner").replaceChildren(...owners.map((o) => h("option", { value: o, text: o })));
+  $("work-owner").value = chosen;
+  $("work-owner").onchange = () => { window.location.hash = `#work=${encodeURIComponent($("work-owner").value)}`; };
+  const mine = chosen ? await api(`/api/v1/success/ctas?owner=${encodeURIComponent(chosen)}&page_size=200`) : { ctas: [] };
+  const names = await accountNames([...new Set(mine.ctas.map((c) => c.account_id))]);
+  $("work-ctas").replaceChildren(mine.ctas.length ? ctaRows(mine.ctas, true, names) : empty("No open call to action"));
+  document.body.dataset.loaded = "work";
+}
+
 // --- routing ---------------------------------------------------------------
 
 async function route() {
@@ -545,14 +643,18 @@ async function route() {
   $("filters").hidden = false;
   showBanner("");
   const match = /^#account=([0-9a-fA-F-]{36})$/.exec(window.location.hash);
+  const work = /^#work(?:=(.*))?$/.exec(window.location.hash);
+  const show = (page) => { for (const p of ["overview", "account", "work"]) $(p).hidden = p !== page; };
   try {
     if (match) {
-      $("overview").hidden = true;
-      $("account").hidden = false;
+      show("account");
       await loadAccount(match[1]);
+    } else if (work && state.success) {
+      show("work");
+      $("filters").hidden = true;
+      await loadWork(work[1] ? decodeURIComponent(work[1]) : "");
     } else {
-      $("account").hidden = true;
-      $("overview").hidden = false;
+      show("overview");
       await loadOverview();
     }
   } catch (e) {
@@ -568,6 +670,8 @@ async function main() {
   await initKey();
   const doc = await fetch("/openapi.json").then((r) => r.json()).catch(() => ({ paths: {} }));
   state.scoring = Boolean(doc.paths && doc.paths["/api/v1/scoring/at-risk"]);
+  state.success = Boolean(doc.paths && doc.paths["/api/v1/success/ctas"]);
+  $("work-link").hidden = !state.success;
   $("signin-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
     state.key = $("key").value.trim();
