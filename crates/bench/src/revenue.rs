@@ -338,7 +338,7 @@ pub async fn run(report: &mut Report) -> anyhow::Result<()> {
             month_start(Month::january(2024)),
             month_start(Month::january(2026)),
         ]
-        .map(|v| v.to_string()),
+        .map(|v| v.micros().to_string()),
     );
     let Some(duck) = crate::duckdb::run("revenue", DUCKDB_SCRIPT, dir.path(), &args)? else {
         return Ok(());
