@@ -119,6 +119,18 @@ pub fn scoring_consumer(
     )
 }
 
+/// An amount as a person reads it: `585.00 USD` (no decimals for the
+/// currencies without a minor unit).
+pub fn money(amount: Minor, currency: &str) -> String {
+    let minor = amount.get();
+    if matches!(currency, "JPY" | "KRW") {
+        return format!("{minor} {currency}");
+    }
+    let sign = if minor < 0 { "-" } else { "" };
+    let abs = minor.unsigned_abs();
+    format!("{sign}{}.{:02} {currency}", abs / 100, abs % 100)
+}
+
 fn minor(money: Option<&common::Money>) -> Minor {
     Minor(money.map_or(0, |m| m.minor_units))
 }
@@ -160,21 +172,26 @@ pub fn revenue_consumer(
                         storage::save_facts(tx.conn(), &facts).await?;
                         let amount = minor(m.amount.as_ref());
                         let currency = m.amount.as_ref().map_or("", |a| a.currency_code.as_str());
+                        let shown = |x: Minor| money(x, currency);
+                        let name = kind.as_str_name().trim_start_matches("MOVEMENT_TYPE_");
                         log_system(
                             tx,
                             id,
                             ActivityKind::Movement,
                             at,
                             format!(
-                                "{}: {amount} {currency} (MRR {before} -> {after})",
-                                kind.as_str_name()
+                                "{}: {} (MRR {} -> {})",
+                                name.to_lowercase(),
+                                shown(amount),
+                                shown(before),
+                                shown(after)
                             ),
                         )
                         .await?;
                         match kind {
                             revenue_pb::MovementType::Churn => {
                                 storage::add_churn(tx.conn(), id, at).await?;
-                                let reason = format!("churned: MRR {before} {currency} lost");
+                                let reason = format!("churned: MRR {} lost", shown(before));
                                 app.apply_event(tx, &trigger(TriggerKind::Churn, id, at, reason))
                                     .await
                             }
@@ -188,7 +205,9 @@ pub fn revenue_consumer(
                                     id,
                                     at,
                                     format!(
-                                        "MRR contracted by {percent}% ({before} -> {after} {currency})"
+                                        "MRR contracted by {percent}% ({} -> {})",
+                                        shown(before),
+                                        shown(after)
                                     ),
                                 );
                                 e.percent = percent;
@@ -238,12 +257,16 @@ pub fn funnel_consumer(
                 let id = account("payload.account_id", &t.account_id)?;
                 let at = instant("payload.occurred_at", t.occurred_at.as_ref())?;
                 let stage = Stage::try_from(t.to_stage).unwrap_or(Stage::Unspecified);
+                let stage_name = stage
+                    .as_str_name()
+                    .trim_start_matches("STAGE_")
+                    .to_lowercase();
                 log_system(
                     tx,
                     id,
                     ActivityKind::StageChange,
                     at,
-                    format!("entered {}", stage.as_str_name()),
+                    format!("entered {stage_name}"),
                 )
                 .await?;
                 if stage == Stage::Impact {
@@ -256,7 +279,7 @@ pub fn funnel_consumer(
                     TriggerKind::StageEntered,
                     id,
                     at,
-                    format!("entered {}", stage.as_str_name()),
+                    format!("entered {stage_name}"),
                 );
                 e.stage = stage;
                 app.apply_event(tx, &e).await
@@ -315,4 +338,16 @@ pub fn accounts_consumer(
             })
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn money_reads_in_major_units() {
+        assert_eq!(money(Minor(58_500), "USD"), "585.00 USD");
+        assert_eq!(money(Minor(-5), "EUR"), "-0.05 EUR");
+        assert_eq!(money(Minor(1_200), "JPY"), "1200 JPY");
+    }
 }
