@@ -338,19 +338,17 @@ impl MigrationTrait for CreateSuccessTables {
                     .to_owned(),
             )
             .await?;
-        for (name, columns) in [
-            ("ctas_owner", vec![C::Owner, C::Status, C::DueKey]),
-            ("ctas_account", vec![C::AccountId, C::DueKey]),
-            ("ctas_playbook", vec![C::PlaybookId, C::CreatedAt]),
-            ("ctas_due", vec![C::Status, C::DueKey]),
-        ] {
-            let mut index = Index::create();
-            index.name(name).table(cta::Entity).if_not_exists();
-            for c in columns {
-                index.col(c);
-            }
-            manager.create_index(index.to_owned()).await?;
-        }
+        create_indexes(
+            manager,
+            cta::Entity,
+            &[
+                ("ctas_owner", &[C::Owner, C::Status, C::DueKey]),
+                ("ctas_account", &[C::AccountId, C::DueKey]),
+                ("ctas_playbook", &[C::PlaybookId, C::CreatedAt]),
+                ("ctas_due", &[C::Status, C::DueKey]),
+            ],
+        )
+        .await?;
         manager
             .create_table(
                 Table::create()
@@ -367,20 +365,15 @@ impl MigrationTrait for CreateSuccessTables {
                     .to_owned(),
             )
             .await?;
-        for (name, columns) in [
-            ("triggers_playbook_at", vec![T::PlaybookId, T::At]),
-            (
-                "triggers_enrollment",
-                vec![T::PlaybookId, T::AccountId, T::At],
-            ),
-        ] {
-            let mut index = Index::create();
-            index.name(name).table(trigger::Entity).if_not_exists();
-            for c in columns {
-                index.col(c);
-            }
-            manager.create_index(index.to_owned()).await?;
-        }
+        create_indexes(
+            manager,
+            trigger::Entity,
+            &[
+                ("triggers_playbook_at", &[T::PlaybookId, T::At]),
+                ("triggers_enrollment", &[T::PlaybookId, T::AccountId, T::At]),
+            ],
+        )
+        .await?;
         manager
             .create_table(
                 Table::create()
@@ -535,6 +528,27 @@ fn stored_enum<E: TryFrom<i32>>(what: &str, raw: i32) -> Result<E, Error> {
 }
 
 // --- playbooks ---------------------------------------------------------------
+
+/// Creates the named indexes of `table`, each on its columns in order.
+async fn create_indexes<T, C>(
+    manager: &SchemaManager<'_>,
+    table: T,
+    indexes: &[(&str, &[C])],
+) -> Result<(), DbErr>
+where
+    T: sea_orm::sea_query::IntoTableRef + Clone,
+    C: sea_orm::sea_query::IntoIden + Clone,
+{
+    for (name, columns) in indexes {
+        let mut index = Index::create();
+        index.name(*name).table(table.clone()).if_not_exists();
+        for c in columns.iter() {
+            index.col(c.clone());
+        }
+        manager.create_index(index.to_owned()).await?;
+    }
+    Ok(())
+}
 
 /// A required text column.
 fn text(c: impl sea_orm_migration::prelude::IntoIden) -> ColumnDef {
