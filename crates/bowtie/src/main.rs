@@ -119,9 +119,13 @@ enum Command {
         /// Only one segment: smb, mid_market or enterprise.
         #[arg(long)]
         segment: Option<String>,
-        /// At most this many accounts (at-risk).
+        /// At most this many accounts (at-risk) or CTAs (work).
         #[arg(long, default_value_t = 25)]
         limit: usize,
+        /// Whose work (an owner, as CTAs name it); default the person with
+        /// the most open CTAs.
+        #[arg(long)]
+        owner: Option<String>,
         #[command(flatten)]
         connection: Connection,
         /// The accounts service, asked for the names of at-risk accounts
@@ -165,6 +169,10 @@ enum ReportKind {
     Retention,
     /// Accounts in the red or at high churn risk, and why (scoring).
     AtRisk,
+    /// A person's open calls to action, earliest due first (success; `--owner`).
+    Work,
+    /// Every playbook's CTAs, outcomes and effect on churn (success).
+    Playbooks,
 }
 
 #[derive(Debug, Subcommand)]
@@ -352,6 +360,7 @@ async fn run(command: Command, mut settings: Settings, log: Option<String>) -> a
             period,
             segment,
             limit,
+            owner,
             connection,
             accounts_addr,
         } => {
@@ -360,6 +369,7 @@ async fn run(command: Command, mut settings: Settings, log: Option<String>) -> a
                 period,
                 segment,
                 limit,
+                owner,
             };
             report(&settings, query, connection, accounts_addr).await
         }
@@ -454,6 +464,7 @@ struct ReportQuery {
     period: Option<String>,
     segment: Option<String>,
     limit: usize,
+    owner: Option<String>,
 }
 
 async fn report(
@@ -467,6 +478,7 @@ async fn report(
         period,
         segment,
         limit,
+        owner,
     } = query;
     use bowtie::client::{Service as Svc, Target};
     let now = chrono::Utc::now();
@@ -476,6 +488,7 @@ async fn report(
         ReportKind::Funnel => Svc::Funnel,
         ReportKind::Mrr | ReportKind::Retention => Svc::Revenue,
         ReportKind::AtRisk => Svc::Scoring,
+        ReportKind::Work | ReportKind::Playbooks => Svc::Success,
     };
     let mut target = Target::new(&settings.peers, &connection.key);
     if let Some(addr) = accounts_addr {
@@ -491,6 +504,8 @@ async fn report(
             bowtie::report::retention(&target, range, segment, now.timestamp()).await?
         }
         ReportKind::AtRisk => bowtie::report::at_risk(&target, segment, limit).await?,
+        ReportKind::Work => bowtie::report::work(&target, owner.as_deref(), limit).await?,
+        ReportKind::Playbooks => bowtie::report::playbooks(&target, range).await?,
     };
     print!("{text}");
     Ok(())

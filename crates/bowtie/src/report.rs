@@ -549,6 +549,194 @@ pub async fn at_risk(
     ))
 }
 
+/// A person's open CTAs (or, without `owner`, the person with the most),
+/// earliest due first, overdue ones marked.
+pub async fn work(target: &Target, owner: Option<&str>, limit: usize) -> anyhow::Result<String> {
+    use bowtie_proto::success::{CtaType, ListCtasRequest, Priority};
+    let mut success = target.success()?;
+    let page = |size: usize| {
+        Some(bowtie_proto::common::PageRequest {
+            page_size: i32::try_from(size.clamp(1, 1000)).unwrap_or(1000),
+            page_token: String::new(),
+        })
+    };
+    let owner = match owner {
+        Some(o) => o.to_owned(),
+        None => {
+            let all = success
+                .list_ctas(ListCtasRequest {
+                    page: page(1000),
+                    ..ListCtasRequest::default()
+                })
+                .await
+                .map_err(|s| anyhow::anyhow!("ListCtas: {}", describe(&s)))?
+                .into_inner();
+            let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+            for c in all.ctas.iter().filter(|c| !c.owner.is_empty()) {
+                *counts.entry(c.owner.clone()).or_default() += 1;
+            }
+            let busiest = counts.iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)));
+            match busiest {
+                Some((o, _)) => o.clone(),
+                None => return Ok("No open call to action.\n".to_owned()),
+            }
+        }
+    };
+    let response = success
+        .list_ctas(ListCtasRequest {
+            owner: owner.clone(),
+            page: page(limit),
+            ..ListCtasRequest::default()
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("ListCtas: {}", describe(&s)))?
+        .into_inner();
+    let mut accounts = target.accounts()?;
+    let mut t = table(&["due", "account", "priority", "type", "why", "status"]);
+    for i in 1..6 {
+        if let Some(column) = t.column_mut(i) {
+            column.set_cell_alignment(CellAlignment::Left);
+        }
+    }
+    let now = chrono::Utc::now().timestamp();
+    let name = |raw: &str, prefix: &str| raw.trim_start_matches(prefix).to_ascii_lowercase();
+    let mut overdue = 0;
+    for c in &response.ctas {
+        let account = match accounts
+            .get_account(bowtie_proto::accounts::GetAccountRequest {
+                id: c.account_id.clone(),
+            })
+            .await
+        {
+            Ok(r) => r.into_inner().account.map(|a| a.name).unwrap_or_default(),
+            Err(_) => c.account_id.clone(),
+        };
+        let due = c.due_time.map_or(0, |t| t.seconds);
+        let late = due < now;
+        overdue += usize::from(late);
+        let day = chrono::DateTime::from_timestamp(due, 0)
+            .map(|d| d.format("%Y-%m-%d").to_string())
+            .unwrap_or_default();
+        t.add_row(vec![
+            if late { format!("{day} overdue") } else { day },
+            account,
+            Priority::try_from(c.priority)
+                .map(|p| name(p.as_str_name(), "PRIORITY_"))
+                .unwrap_or_default(),
+            CtaType::try_from(c.r#type)
+                .map(|k| name(k.as_str_name(), "CTA_TYPE_").replace('_', "-"))
+                .unwrap_or_default(),
+            c.reason.clone(),
+            bowtie_proto::success::CtaStatus::try_from(c.status)
+                .map(|s| name(s.as_str_name(), "CTA_STATUS_").replace('_', " "))
+                .unwrap_or_default(),
+        ]);
+    }
+    Ok(format!(
+        "Open calls to action of {owner}, earliest due first: {} shown, {overdue} overdue\n{t}\n",
+        response.ctas.len()
+    ))
+}
+
+/// Every playbook over `range`: CTAs opened, the share closed within SLA,
+/// outcomes, churn of the treated and the comparison group, and the effect
+/// with its 95% interval (or why there is none yet).
+pub async fn playbooks(target: &Target, range: MonthRange) -> anyhow::Result<String> {
+    use bowtie_proto::success::{GetPlaybookEffectivenessRequest, ListPlaybooksRequest};
+    let mut success = target.success()?;
+    let list = success
+        .list_playbooks(ListPlaybooksRequest {})
+        .await
+        .map_err(|s| anyhow::anyhow!("ListPlaybooks: {}", describe(&s)))?
+        .into_inner();
+    let mut t = table(&[
+        "playbook",
+        "mode",
+        "CTAs",
+        "in SLA",
+        "saved / lost / won / not needed / auto",
+        "churn treated",
+        "churn comparison",
+        "effect",
+    ]);
+    for i in [1, 4, 7] {
+        if let Some(column) = t.column_mut(i) {
+            column.set_cell_alignment(CellAlignment::Left);
+        }
+    }
+    let rate = |r: Option<f64>, n: i64| {
+        r.map_or_else(|| format!("- of {n}"), |r| format!("{} of {n}", percent(r)))
+    };
+    for p in &list.playbooks {
+        let e = success
+            .get_playbook_effectiveness(GetPlaybookEffectivenessRequest {
+                playbook_id: p.id.clone(),
+                period: Some(bowtie_proto::common::Period {
+                    start: Some(prost_types::Timestamp {
+                        seconds: range.start(),
+                        nanos: 0,
+                    }),
+                    end: Some(prost_types::Timestamp {
+                        seconds: range.end(),
+                        nanos: 0,
+                    }),
+                }),
+            })
+            .await
+            .map_err(|s| anyhow::anyhow!("GetPlaybookEffectiveness: {}", describe(&s)))?
+            .into_inner();
+        let spec = p.spec.clone().unwrap_or_default();
+        let mode = bowtie_proto::success::PlaybookMode::try_from(spec.mode)
+            .map(|m| {
+                m.as_str_name()
+                    .trim_start_matches("PLAYBOOK_MODE_")
+                    .to_ascii_lowercase()
+            })
+            .unwrap_or_default();
+        let mode = if spec.holdout_percent > 0 {
+            format!("{mode} {}%", spec.holdout_percent)
+        } else {
+            mode
+        };
+        let outcomes: Vec<String> = (1..=5)
+            .map(|i| e.outcomes.get(i).copied().unwrap_or(0).to_string())
+            .collect();
+        let (treated, comparison) = (
+            e.treated.unwrap_or_default(),
+            e.comparison.unwrap_or_default(),
+        );
+        let effect = match (e.effect, e.effect_low, e.effect_high) {
+            (Some(d), Some(lo), Some(hi)) => format!(
+                "{:+.1} pts ({:+.1} to {:+.1}){}",
+                d * 100.0,
+                lo * 100.0,
+                hi * 100.0,
+                if e.observational {
+                    ", observational"
+                } else {
+                    ""
+                }
+            ),
+            _ => e.note.clone(),
+        };
+        t.add_row(vec![
+            spec.name,
+            mode,
+            group_thousands(e.ctas_opened),
+            e.closed_within_sla.map_or_else(|| "-".to_owned(), percent),
+            outcomes.join(" / "),
+            rate(treated.churn_rate, treated.matured),
+            rate(comparison.churn_rate, comparison.matured),
+            effect,
+        ]);
+    }
+    Ok(format!(
+        "Playbooks, {} to {}: churn within the horizon of the matured triggers\n{t}\n",
+        range.start_month(),
+        range.end_month()
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,7 @@ mod demo;
 mod import;
 mod report;
 mod scoring;
+mod success;
 
 use bowtie::demo::DemoOptions;
 use bowtie::demo::plan::anchor_for;
