@@ -485,6 +485,25 @@ pub fn churned_within(at: Instant, horizon_days: i32, churns: &[Instant]) -> boo
     churns.iter().any(|c| *c >= at && *c <= end)
 }
 
+/// Whether the account of a trigger of `kind` at `at` counts as lost over
+/// `horizon_days`: for a win-back play (a CHURN trigger) the account is
+/// already gone, so it is lost unless its MRR came back within the horizon;
+/// for every other trigger it is lost when its MRR reached zero within it.
+pub fn lost_within(
+    kind: TriggerKind,
+    at: Instant,
+    horizon_days: i32,
+    churns: &[Instant],
+    reactivations: &[Instant],
+) -> bool {
+    if kind == TriggerKind::Churn {
+        let end = at.plus_days(i64::from(horizon_days));
+        !reactivations.iter().any(|r| *r > at && *r <= end)
+    } else {
+        churned_within(at, horizon_days, churns)
+    }
+}
+
 /// The median of `values`, `None` when empty.
 pub fn median(values: &mut [f64]) -> Option<f64> {
     if values.is_empty() {

@@ -28,7 +28,7 @@ use bowtie_runtime::{AccountId, FieldViolations, Instant, Minor, validate};
 
 use crate::domain::{ActivityKind, Event, Segment, TriggerKind};
 use crate::service::{Success, log_system};
-use crate::storage;
+use crate::storage::{self, Turn};
 
 /// Cursor name of the scoring feed consumer.
 pub const SCORING_CONSUMER: &str = "success.scoring";
@@ -159,11 +159,19 @@ pub fn revenue_consumer(
                         let at = instant("payload.occurred_at", m.occurred_at.as_ref())?;
                         let kind = revenue_pb::MovementType::try_from(m.r#type)
                             .unwrap_or(revenue_pb::MovementType::Unspecified);
+                        let turn = match kind {
+                            revenue_pb::MovementType::Churn => Some(Turn::Churn),
+                            revenue_pb::MovementType::Reactivation => Some(Turn::Reactivation),
+                            _ => None,
+                        };
                         if event.event_type == "movement.retracted" {
-                            if kind == revenue_pb::MovementType::Churn {
-                                storage::remove_churn(tx.conn(), id, at).await?;
+                            if let Some(turn) = turn {
+                                storage::remove_turn(tx.conn(), turn, id, at).await?;
                             }
                             return Ok(());
+                        }
+                        if let Some(turn) = turn {
+                            storage::add_turn(tx.conn(), turn, id, at).await?;
                         }
                         let (before, after) =
                             (minor(m.mrr_before.as_ref()), minor(m.mrr_after.as_ref()));
@@ -190,7 +198,6 @@ pub fn revenue_consumer(
                         .await?;
                         match kind {
                             revenue_pb::MovementType::Churn => {
-                                storage::add_churn(tx.conn(), id, at).await?;
                                 let reason = format!("churned: MRR {} lost", shown(before));
                                 app.apply_event(tx, &trigger(TriggerKind::Churn, id, at, reason))
                                     .await

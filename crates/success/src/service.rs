@@ -23,7 +23,9 @@ use uuid::Uuid;
 
 use crate::convert::{activity_to_pb, cta_to_pb, playbook_to_pb};
 use crate::domain::*;
-use crate::storage::{self, Activity, ActivityFilter, Comment, Cta, CtaFilter, Task, TriggerRow};
+use crate::storage::{
+    self, Activity, ActivityFilter, Comment, Cta, CtaFilter, Task, TriggerRow, Turn,
+};
 
 /// A playbook was created.
 pub const PLAYBOOK_CREATED: &str = "playbook.created";
@@ -590,13 +592,19 @@ impl Success {
         now: Instant,
     ) -> Result<Effectiveness, Error> {
         let conn = self.inner.store.db().reader();
-        storage::require_playbook(conn, id).await?;
+        let playbook = storage::require_playbook(conn, id).await?;
+        let kind = playbook.spec.trigger.kind;
         let horizon = self.inner.policy.horizon_days;
         let triggers = storage::triggers_in(conn, id, period).await?;
         let mut accounts: Vec<AccountId> = triggers.iter().map(|t| t.account_id).collect();
         accounts.sort();
         accounts.dedup();
-        let churns = storage::churns_of(conn, &accounts).await?;
+        let churns = storage::turns_of(conn, Turn::Churn, &accounts).await?;
+        let reactivations = if kind == TriggerKind::Churn {
+            storage::turns_of(conn, Turn::Reactivation, &accounts).await?
+        } else {
+            Default::default()
+        };
         let held_out: Vec<&TriggerRow> =
             triggers.iter().filter(|t| t.arm == Arm::HeldOut).collect();
         let treated: Vec<&TriggerRow> = triggers.iter().filter(|t| t.arm == Arm::Treated).collect();
@@ -621,9 +629,14 @@ impl Success {
             for t in arm {
                 if t.at.plus_days(i64::from(horizon)) <= now {
                     c.matured += 1;
-                    let churned = churns
-                        .get(&t.account_id)
-                        .is_some_and(|c| churned_within(t.at, horizon, c));
+                    let none = Vec::new();
+                    let churned = lost_within(
+                        kind,
+                        t.at,
+                        horizon,
+                        churns.get(&t.account_id).unwrap_or(&none),
+                        reactivations.get(&t.account_id).unwrap_or(&none),
+                    );
                     c.churned += i64::from(churned);
                 }
             }

@@ -212,6 +212,25 @@ pub mod entity {
         impl ActiveModelBehavior for ActiveModel {}
     }
 
+    /// `reactivations`: when each account's MRR came back from zero.
+    pub mod reactivation {
+        use sea_orm::entity::prelude::*;
+
+        #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+        #[sea_orm(table_name = "reactivations")]
+        pub struct Model {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub account_id: String,
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub at: i64,
+        }
+
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+
+        impl ActiveModelBehavior for ActiveModel {}
+    }
+
     /// `people`: who is notified of which CTAs.
     pub mod person {
         use sea_orm::entity::prelude::*;
@@ -259,7 +278,9 @@ pub mod entity {
     }
 }
 
-use entity::{activity, churn, cta, delivery, fact, person, playbook, playbook_version, trigger};
+use entity::{
+    activity, churn, cta, delivery, fact, person, playbook, playbook_version, reactivation, trigger,
+};
 
 struct CreateSuccessTables;
 
@@ -520,7 +541,48 @@ impl MigrationTrait for CreateNotificationTables {
     }
 }
 
-bowtie_runtime::migrator!(CreateSuccessTables, CreateNotificationTables);
+struct CreateReactivationTable;
+
+impl MigrationName for CreateReactivationTable {
+    fn name(&self) -> &str {
+        "m0102_success_reactivations"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateReactivationTable {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        use reactivation::Column as R;
+        manager
+            .create_table(
+                Table::create()
+                    .table(reactivation::Entity)
+                    .if_not_exists()
+                    .col(text(R::AccountId))
+                    .col(ColumnDef::new(R::At).big_integer().not_null())
+                    .primary_key(Index::create().col(R::AccountId).col(R::At))
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(
+                Table::drop()
+                    .table(reactivation::Entity)
+                    .if_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+bowtie_runtime::migrator!(
+    CreateSuccessTables,
+    CreateNotificationTables,
+    CreateReactivationTable
+);
 
 /// Decodes a stored contract enum number.
 fn stored_enum<E: TryFrom<i32>>(what: &str, raw: i32) -> Result<E, Error> {
@@ -1311,54 +1373,111 @@ pub async fn save_facts<C: ConnectionTrait>(conn: &C, f: &AccountFacts) -> Resul
     Ok(())
 }
 
-/// Records that the account churned at `at` (once).
-pub async fn add_churn<C: ConnectionTrait>(
+/// A turn of an account's MRR: to zero (a churn) or back from zero (a
+/// reactivation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Turn {
+    /// MRR reached zero.
+    Churn,
+    /// MRR came back from zero.
+    Reactivation,
+}
+
+/// Records that the account's MRR turned at `at` (once).
+pub async fn add_turn<C: ConnectionTrait>(
     conn: &C,
+    turn: Turn,
     account: AccountId,
     at: Instant,
 ) -> Result<(), Error> {
-    churn::Entity::insert(churn::ActiveModel {
-        account_id: Set(account.to_string()),
-        at: Set(at.micros()),
-    })
-    .on_conflict(
-        OnConflict::columns([churn::Column::AccountId, churn::Column::At])
+    let (id, at) = (account.to_string(), at.micros());
+    match turn {
+        Turn::Churn => {
+            churn::Entity::insert(churn::ActiveModel {
+                account_id: Set(id),
+                at: Set(at),
+            })
+            .on_conflict(
+                OnConflict::columns([churn::Column::AccountId, churn::Column::At])
+                    .do_nothing()
+                    .to_owned(),
+            )
             .do_nothing()
-            .to_owned(),
-    )
-    .do_nothing()
-    .exec(conn)
-    .await?;
+            .exec(conn)
+            .await?;
+        }
+        Turn::Reactivation => {
+            reactivation::Entity::insert(reactivation::ActiveModel {
+                account_id: Set(id),
+                at: Set(at),
+            })
+            .on_conflict(
+                OnConflict::columns([reactivation::Column::AccountId, reactivation::Column::At])
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .do_nothing()
+            .exec(conn)
+            .await?;
+        }
+    }
     Ok(())
 }
 
-/// Takes back a churn that revenue retracted.
-pub async fn remove_churn<C: ConnectionTrait>(
+/// Takes back a turn that revenue retracted.
+pub async fn remove_turn<C: ConnectionTrait>(
     conn: &C,
+    turn: Turn,
     account: AccountId,
     at: Instant,
 ) -> Result<(), Error> {
-    churn::Entity::delete_by_id((account.to_string(), at.micros()))
-        .exec(conn)
-        .await?;
+    let key = (account.to_string(), at.micros());
+    match turn {
+        Turn::Churn => {
+            churn::Entity::delete_by_id(key).exec(conn).await?;
+        }
+        Turn::Reactivation => {
+            reactivation::Entity::delete_by_id(key).exec(conn).await?;
+        }
+    }
     Ok(())
 }
 
-/// When each of `accounts` churned.
-pub async fn churns_of<C: ConnectionTrait>(
+/// When each of `accounts` turned that way.
+pub async fn turns_of<C: ConnectionTrait>(
     conn: &C,
+    turn: Turn,
     accounts: &[AccountId],
 ) -> Result<HashMap<AccountId, Vec<Instant>>, Error> {
     let mut out: HashMap<AccountId, Vec<Instant>> = HashMap::new();
     for chunk in accounts.chunks(500) {
-        let rows = churn::Entity::find()
-            .filter(churn::Column::AccountId.is_in(chunk.iter().map(ToString::to_string)))
-            .all(conn)
-            .await?;
-        for m in rows {
-            out.entry(AccountId(stored_uuid(&m.account_id)?))
+        let ids = chunk.iter().map(ToString::to_string);
+        let rows: Vec<(String, i64)> = match turn {
+            Turn::Churn => {
+                churn::Entity::find()
+                    .select_only()
+                    .column(churn::Column::AccountId)
+                    .column(churn::Column::At)
+                    .filter(churn::Column::AccountId.is_in(ids))
+                    .into_tuple()
+                    .all(conn)
+                    .await?
+            }
+            Turn::Reactivation => {
+                reactivation::Entity::find()
+                    .select_only()
+                    .column(reactivation::Column::AccountId)
+                    .column(reactivation::Column::At)
+                    .filter(reactivation::Column::AccountId.is_in(ids))
+                    .into_tuple()
+                    .all(conn)
+                    .await?
+            }
+        };
+        for (account, at) in rows {
+            out.entry(AccountId(stored_uuid(&account)?))
                 .or_default()
-                .push(Instant::from_micros(m.at));
+                .push(Instant::from_micros(at));
         }
     }
     Ok(out)

@@ -384,3 +384,22 @@ fn a_ctas_owner_is_emailed_by_their_settings_or_when_the_owner_is_an_address() {
         assert!(!is_address(bad), "{bad:?}");
     }
 }
+
+#[test]
+fn a_win_back_counts_as_lost_unless_the_account_came_back_within_the_horizon() {
+    let at = Instant::EPOCH.plus_days(10);
+    let back = [at.plus_days(30)];
+    assert!(!lost_within(TriggerKind::Churn, at, 90, &[at], &back));
+    assert!(lost_within(TriggerKind::Churn, at, 20, &[at], &back));
+    assert!(lost_within(TriggerKind::Churn, at, 90, &[at], &[]));
+    // Other triggers: lost when the MRR reached zero within the horizon,
+    // whatever came after.
+    assert!(lost_within(
+        TriggerKind::EnteredRed,
+        at,
+        90,
+        &[at.plus_days(5)],
+        &back
+    ));
+    assert!(!lost_within(TriggerKind::EnteredRed, at, 90, &[], &back));
+}
