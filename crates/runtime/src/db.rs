@@ -6,18 +6,23 @@
 //! both. SQLite gets a pool of readers and a single writer connection: SQLite
 //! admits one writer at a time anyway, and a single writer connection avoids
 //! the `SQLITE_BUSY` failures that deferred transactions hit when two
-//! connections race to upgrade from reading to writing.
+//! connections race to upgrade from reading to writing. Replicas of one
+//! service on one SQLite file each have their own writer, so a write
+//! transaction takes the file's write lock first ([`Db::begin_write`]).
 
 use std::time::Duration;
 
+use sea_orm::sea_query::{Expr, Query};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, TransactionTrait,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
+    StatementBuilder, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 
 use crate::config::DatabaseSettings;
 use crate::error::Error;
+use crate::schema::FeedCursors;
 
 /// A service's database: a reader and a writer handle (the same pool on PostgreSQL).
 #[derive(Debug, Clone)]
@@ -168,6 +173,26 @@ impl Db {
         M::up(&txn, None).await?;
         txn.commit().await?;
         Ok(())
+    }
+
+    /// Starts a write transaction. On SQLite its first statement takes the
+    /// file's write lock, waiting up to the busy timeout for another
+    /// process's writer; a deferred transaction that read first and then
+    /// found the file changed by that writer would fail at once with
+    /// `SQLITE_BUSY` instead. PostgreSQL's row locks need nothing here.
+    pub async fn begin_write(&self) -> Result<DatabaseTransaction, Error> {
+        let txn = self.writer.begin().await?;
+        if txn.get_database_backend() == DbBackend::Sqlite {
+            // An update that matches no row still opens the write transaction.
+            let claim = Query::update()
+                .table(FeedCursors::Table)
+                .value(FeedCursors::Position, Expr::col(FeedCursors::Position))
+                .and_where(Expr::val(1).eq(0))
+                .to_owned();
+            txn.execute(StatementBuilder::build(&claim, &DbBackend::Sqlite))
+                .await?;
+        }
+        Ok(txn)
     }
 
     /// Round trip to the database, for health checks.

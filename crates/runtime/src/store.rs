@@ -3,7 +3,7 @@
 //! write is either entirely there (change, events, key) or not at all.
 
 use futures::future::BoxFuture;
-use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, TransactionTrait};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend};
 
 use std::sync::Arc;
 
@@ -103,7 +103,7 @@ impl Store {
         {
             return Ok(response);
         }
-        let txn = self.db.writer().begin().await?;
+        let txn = self.db.begin_write().await?;
         let mut tx = Tx {
             txn,
             events: Vec::new(),
@@ -138,7 +138,7 @@ impl Store {
     where
         F: for<'c> FnOnce(&'c mut Tx) -> BoxFuture<'c, Result<(), Error>> + Send,
     {
-        let txn = self.db.writer().begin().await?;
+        let txn = self.db.begin_write().await?;
         // Replicas running the same consumer take turns per event.
         lock(&txn, &format!("consumer.{consumer}")).await?;
         if feed::load_cursor(&txn, consumer).await? >= sequence {
@@ -164,7 +164,8 @@ impl Store {
 /// the way to guard a read-modify-write of one aggregate (a journey, an
 /// account's movements, a scoring profile) against a concurrent writer on
 /// PostgreSQL. Keys name their service and aggregate, e.g.
-/// `funnel.journey.<id>`. SQLite has a single writer, so nothing is needed.
+/// `funnel.journey.<id>`. On SQLite a write transaction holds the file's
+/// write lock from its start ([`crate::db::Db::begin_write`]), so nothing more is needed.
 pub async fn lock<C: ConnectionTrait>(txn: &C, key: &str) -> Result<(), Error> {
     if txn.get_database_backend() == DbBackend::Postgres {
         crate::pg::advisory_lock(txn, key).await?;
