@@ -11,6 +11,8 @@ use crate::domain::*;
 
 /// The message of a month field that does not parse.
 const MONTH_FORMAT: &str = "must be a month written YYYY-MM";
+/// Longest external invoice id, in bytes (the column is as long).
+const EXTERNAL_ID_MAX: usize = 200;
 
 /// Parses a currency code.
 pub fn currency(v: &mut FieldViolations, field: &str, code: &str) -> Option<String> {
@@ -232,6 +234,13 @@ pub fn invoice(v: &mut FieldViolations, i: Option<&pb::Invoice>) -> Option<Invoi
     let amount = amount(v, "invoice.amount", i.amount.as_ref());
     let due = required_instant(v, "invoice.due_at", i.due_at.as_ref());
     let paid = validate::optional_instant(v, "invoice.paid_at", i.paid_at.as_ref());
+    let external_id = i.external_id.trim();
+    if external_id.len() > EXTERNAL_ID_MAX {
+        v.add(
+            "invoice.external_id",
+            format!("must be at most {EXTERNAL_ID_MAX} bytes"),
+        );
+    }
     let (currency, amount) = amount?;
     Some(Invoice {
         id: uuid::Uuid::nil(),
@@ -241,6 +250,7 @@ pub fn invoice(v: &mut FieldViolations, i: Option<&pb::Invoice>) -> Option<Invoi
         amount,
         due_at: due?,
         paid_at: paid?,
+        external_id: (!external_id.is_empty()).then(|| external_id.to_owned()),
     })
 }
 
@@ -371,6 +381,7 @@ pub fn invoice_to_pb(invoice: &Invoice, late: bool) -> pb::Invoice {
         due_at: Some(invoice.due_at.to_timestamp()),
         paid_at: invoice.paid_at.map(Instant::to_timestamp),
         late,
+        external_id: invoice.external_id.clone().unwrap_or_default(),
     }
 }
 

@@ -311,6 +311,62 @@ pub struct Subscription {
     pub cancellation: Option<Cancellation>,
     /// Incremented by every change.
     pub version: i64,
+    /// Spans in which the subscription is past due beyond the policy's days
+    /// and counts no MRR (docs/design.md section 8.1). Derived from its
+    /// invoices each time its account is recomputed, never stored.
+    #[serde(skip)]
+    pub lapses: Vec<Lapse>,
+}
+
+/// A span in which a subscription counts no MRR because an invoice stayed
+/// unpaid past the past-due policy: from the invoice's due date plus the
+/// policy's days until it was paid (open while it is unpaid).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lapse {
+    /// Start, inclusive: the involuntary churn.
+    pub from: Instant,
+    /// End, exclusive: the payment that reactivates it; `None` while unpaid.
+    pub to: Option<Instant>,
+}
+
+impl Lapse {
+    fn covers(&self, t: Instant) -> bool {
+        self.from <= t && self.to.is_none_or(|to| t < to)
+    }
+}
+
+/// The lapses the past-due policy derives from a subscription's invoices:
+/// an invoice still unpaid `days` after its due date stops the MRR at that
+/// instant, until it is paid. Overlapping lapses merge. `days` of 0 turns
+/// the policy off.
+pub fn lapses(invoices: &[&Invoice], days: i64) -> Vec<Lapse> {
+    if days <= 0 {
+        return Vec::new();
+    }
+    let mut spans: Vec<Lapse> = invoices
+        .iter()
+        .filter_map(|i| {
+            let from = i.due_at.plus_days(days);
+            match i.paid_at {
+                Some(paid) if paid <= from => None,
+                to => Some(Lapse { from, to }),
+            }
+        })
+        .collect();
+    spans.sort_by_key(|l| l.from);
+    let mut merged: Vec<Lapse> = Vec::with_capacity(spans.len());
+    for l in spans {
+        match merged.last_mut() {
+            Some(open) if open.to.is_none_or(|to| l.from <= to) => {
+                open.to = match (open.to, l.to) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    _ => None,
+                };
+            }
+            _ => merged.push(l),
+        }
+    }
+    merged
 }
 
 /// What a new subscription is created with.
@@ -349,6 +405,7 @@ impl Subscription {
             }],
             cancellation: None,
             version: 1,
+            lapses: Vec::new(),
         }
     }
 
@@ -363,14 +420,15 @@ impl Subscription {
     }
 
     /// Normalised MRR at `t` in the subscription's currency: zero before the
-    /// start, during the trial and from the cancellation on.
+    /// start, during the trial, while lapsed and from the cancellation on.
     pub fn mrr_at(&self, t: Instant) -> Minor {
         let active = self.start <= t
             && self.trial_end.is_none_or(|end| end <= t)
             && self
                 .cancellation
                 .as_ref()
-                .is_none_or(|c| t < c.effective_at);
+                .is_none_or(|c| t < c.effective_at)
+            && !self.lapses.iter().any(|l| l.covers(t));
         if !active {
             return Minor::ZERO;
         }
@@ -387,6 +445,11 @@ impl Subscription {
             .chain(self.trial_end)
             .chain(self.versions.iter().map(|v| v.effective_at))
             .chain(self.cancellation.as_ref().map(|c| c.effective_at))
+            .chain(
+                self.lapses
+                    .iter()
+                    .flat_map(|l| std::iter::once(l.from).chain(l.to)),
+            )
     }
 
     /// Records new terms from `effective_at` on; terms at the same instant
@@ -1151,6 +1214,9 @@ pub struct Invoice {
     pub due_at: Instant,
     /// Paid, when it was.
     pub paid_at: Option<Instant>,
+    /// The billing system's id of the invoice (Stripe's `in_...`), which
+    /// later records of the same invoice name to add its payment.
+    pub external_id: Option<String>,
 }
 
 impl Invoice {

@@ -48,6 +48,7 @@ pub fn policy(settings: &Settings) -> anyhow::Result<service::Policy> {
                 .default_renewal_likelihood_bp
                 .min(10_000),
         ),
+        past_due_churn_days: i64::from(settings.revenue_policy.past_due_churn_days),
     })
 }
 

@@ -39,6 +39,9 @@ pub struct Policy {
     pub churn_reasons: Vec<String>,
     /// Renewal likelihood (basis points) when no score exists.
     pub default_renewal_likelihood_bp: i64,
+    /// Days an invoice may stay unpaid past its due date before its
+    /// subscription churns involuntarily (0: never).
+    pub past_due_churn_days: i64,
 }
 
 /// Where an account reports: its segment and owner.
@@ -268,13 +271,18 @@ impl Revenue {
     }
 
     /// Records an invoice; a late one (paid after its due date, or unpaid
-    /// past it) is announced as `invoice.late`.
+    /// past it) is announced as `invoice.late`. An invoice whose external id
+    /// is already recorded is the same invoice: a payment of an unpaid one is
+    /// added to it, anything else answers the stored invoice. An invoice of a
+    /// subscription revises its account's movements under the past-due policy
+    /// (docs/design.md section 8.1).
     pub async fn record_invoice(
         &self,
         invoice: Invoice,
         idem: Option<Idempotency>,
     ) -> Result<pb::RecordInvoiceResponse, Error> {
-        self.account(invoice.account_id).await?;
+        let account = self.account(invoice.account_id).await?;
+        let policy = self.policy.clone();
         self.store
             .write(idem, move |tx| {
                 Box::pin(async move {
@@ -287,13 +295,40 @@ impl Revenue {
                             ));
                         }
                     }
-                    let invoice = Invoice {
-                        id: Uuid::now_v7(),
-                        ..invoice
+                    let known = match &invoice.external_id {
+                        Some(ext) => storage::invoice_by_external_id(tx.conn(), ext).await?,
+                        None => None,
                     };
-                    storage::insert_invoice(tx.conn(), &invoice, now(tx)).await?;
+                    let (invoice, changed) = match known {
+                        Some(known) if known.account_id != invoice.account_id => {
+                            return Err(Error::invalid(
+                                "invoice.external_id",
+                                "names an invoice of another account",
+                            ));
+                        }
+                        Some(known) if known.paid_at.is_none() && invoice.paid_at.is_some() => {
+                            let paid = Invoice {
+                                paid_at: invoice.paid_at,
+                                ..known
+                            };
+                            storage::mark_invoice_paid(tx.conn(), &paid).await?;
+                            (paid, true)
+                        }
+                        Some(known) => (known, false),
+                        None => {
+                            let new = Invoice {
+                                id: Uuid::now_v7(),
+                                ..invoice
+                            };
+                            storage::insert_invoice(tx.conn(), &new, now(tx)).await?;
+                            (new, true)
+                        }
+                    };
                     let late = invoice.is_late(now(tx));
                     let out = invoice_to_pb(&invoice, late);
+                    if !changed {
+                        return Ok(pb::RecordInvoiceResponse { invoice: Some(out) });
+                    }
                     if late {
                         tx.emit(NewEvent::new(
                             "account",
@@ -301,6 +336,9 @@ impl Revenue {
                             "invoice.late",
                             &out,
                         ));
+                    }
+                    if invoice.subscription_id.is_some() && policy.past_due_churn_days > 0 {
+                        recompute_account(tx, &policy, &account).await?;
                     }
                     Ok(pb::RecordInvoiceResponse { invoice: Some(out) })
                 })
@@ -369,6 +407,7 @@ impl Revenue {
             ));
         }
         let reporting = self.policy.reporting_currency.clone();
+        let past_due_days = self.policy.past_due_churn_days;
         self.store
             .write(idem, move |tx| {
                 Box::pin(async move {
@@ -382,7 +421,8 @@ impl Revenue {
                     for history in &histories {
                         storage::lock_account(tx.conn(), history.account_id).await?;
                     }
-                    let revisions = storage::recompute(tx.conn(), &histories, &fx).await?;
+                    let revisions =
+                        storage::recompute(tx.conn(), &histories, &fx, past_due_days).await?;
                     for (history, revision) in histories.iter().zip(revisions) {
                         emit_revision(
                             tx,
@@ -582,7 +622,8 @@ impl Revenue {
                 owner: a.owner,
             })
             .collect();
-        let revisions = storage::recompute(&txn, &histories, &fx).await?;
+        let revisions =
+            storage::recompute(&txn, &histories, &fx, self.policy.past_due_churn_days).await?;
         txn.commit().await?;
         Ok(revisions.iter().map(|r| r.recorded.len()).sum())
     }
@@ -609,6 +650,25 @@ async fn apply(
 ) -> Result<pb::Subscription, Error> {
     storage::lock_account(tx.conn(), account.id).await?;
     storage::save_subscriptions(tx.conn(), &[&subscription], now(tx)).await?;
+    let out = subscription_to_pb(&subscription, now(tx));
+    tx.emit(NewEvent::new(
+        "account",
+        account.id.to_string(),
+        event_type,
+        &out,
+    ));
+    recompute_account(tx, policy, account).await?;
+    Ok(out)
+}
+
+/// Recomputes one account's movements from its subscriptions and invoices
+/// and queues the revised movements' events.
+async fn recompute_account(
+    tx: &mut Tx,
+    policy: &Policy,
+    account: &AccountInfo,
+) -> Result<(), Error> {
+    storage::lock_account(tx.conn(), account.id).await?;
     let fx = storage::fx_table(tx.conn(), &policy.reporting_currency).await?;
     let mut histories = storage::subscriptions_of(tx.conn(), &[account.id]).await?;
     let history = AccountHistory {
@@ -617,10 +677,13 @@ async fn apply(
         owner: account.owner.clone(),
         subscriptions: histories.remove(&account.id).unwrap_or_default(),
     };
-    let revisions = storage::recompute(tx.conn(), std::slice::from_ref(&history), &fx).await?;
-    let out = subscription_to_pb(&subscription, now(tx));
-    let id = account.id.to_string();
-    tx.emit(NewEvent::new("account", id.clone(), event_type, &out));
+    let revisions = storage::recompute(
+        tx.conn(),
+        std::slice::from_ref(&history),
+        &fx,
+        policy.past_due_churn_days,
+    )
+    .await?;
     for revision in revisions {
         emit_revision(
             tx,
@@ -630,7 +693,7 @@ async fn apply(
             revision,
         );
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Queues the events of one account's revised movements: retractions first.

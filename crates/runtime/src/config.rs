@@ -227,6 +227,9 @@ pub struct RevenuePolicySettings {
     pub churn_reasons: Vec<String>,
     /// Renewal likelihood in basis points (0..=10000) when no score exists.
     pub default_renewal_likelihood_bp: u32,
+    /// Days an invoice may stay unpaid past its due date before its
+    /// subscription churns involuntarily; 0 turns the policy off.
+    pub past_due_churn_days: u32,
 }
 
 /// How a service reaches the others (their gRPC addresses and the key it

@@ -61,8 +61,9 @@ async fn the_feed_announces_subscriptions_movements_renewals_and_late_invoices(
         .await?
         .into_inner();
     assert!(!recorded.invoice.unwrap_or_default().late);
+    // Late, but paid within the past-due policy's 30 days.
     let late = Invoice {
-        paid_at: Some(day(2025, 3, 9)),
+        paid_at: Some(day(2025, 2, 20)),
         ..on_time
     };
     client.record_invoice(invoice(late)).await?;
@@ -130,7 +131,7 @@ async fn the_feed_announces_subscriptions_movements_renewals_and_late_invoices(
     assert_eq!(changed.id, id);
     let late = payload::<Invoice>(&events[10])?;
     assert!(late.late);
-    assert_eq!(late.paid_at, Some(day(2025, 3, 9)));
+    assert_eq!(late.paid_at, Some(day(2025, 2, 20)));
     let renewal = payload::<Renewal>(&events[11])?;
     assert_eq!(renewal.outcome, RenewalOutcome::Churned as i32);
     assert_eq!(renewal.subscription_id, id);

@@ -21,6 +21,7 @@ backend_test!(
     a_replayed_idempotency_key_returns_the_first_result_and_another_payload_is_refused,
     bad_subscription_input_is_refused_naming_the_field,
     a_change_before_the_start_is_invalid_and_a_second_cancel_is_a_failed_precondition,
+    an_invoice_unpaid_thirty_days_past_due_churns_until_its_payment_reactivates_it,
 );
 
 async fn a_subscription_lifecycle_records_each_movement_type(
@@ -356,5 +357,82 @@ async fn a_change_before_the_start_is_invalid_and_a_second_cancel_is_a_failed_pr
         kinds,
         vec![MovementType::New as i32, MovementType::Churn as i32]
     );
+    Ok(())
+}
+
+async fn an_invoice_unpaid_thirty_days_past_due_churns_until_its_payment_reactivates_it(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let suite = Revenue::start(db).await?;
+    let mut client = suite.client();
+    let account = suite.account("Acme", Segment::Smb, "ana").await?;
+    let sub = client
+        .create_subscription(create(monthly(&account, day(2025, 1, 1), 2, 5_000)))
+        .await?
+        .into_inner()
+        .subscription
+        .unwrap_or_default();
+    let record =
+        |due: (i32, u32, u32), paid: Option<(i32, u32, u32)>, ext: &str| RecordInvoiceRequest {
+            invoice: Some(bowtie_proto::revenue::Invoice {
+                account_id: account.clone(),
+                subscription_id: sub.id.clone(),
+                amount: money("USD", 10_000),
+                due_at: Some(day(due.0, due.1, due.2)),
+                paid_at: paid.map(|p| day(p.0, p.1, p.2)),
+                external_id: ext.to_owned(),
+                ..Default::default()
+            }),
+            idempotency_key: String::new(),
+        };
+    // February's invoice is paid 10 days late: within the policy, no movement.
+    client
+        .record_invoice(record((2025, 2, 1), Some((2025, 2, 11)), "in_feb"))
+        .await?;
+    // March's fails: unpaid 30 days after 1 March, the subscription churns on 31 March.
+    client
+        .record_invoice(record((2025, 3, 1), None, "in_mar"))
+        .await?;
+    let seen = |ms: &[bowtie_proto::revenue::Movement]| -> Vec<(i32, i64, Option<prost_types::Timestamp>)> {
+        ms.iter()
+            .map(|m| (m.r#type, minor(&m.amount), m.occurred_at))
+            .collect()
+    };
+    assert_eq!(
+        seen(&all_movements(&mut client, &account).await?),
+        vec![
+            (MovementType::New as i32, 10_000, Some(day(2025, 1, 1))),
+            (MovementType::Churn as i32, -10_000, Some(day(2025, 3, 31))),
+        ]
+    );
+    // Paid on 15 April (the same invoice, by its external id): reactivated then.
+    let paid = client
+        .record_invoice(record((2025, 3, 1), Some((2025, 4, 15)), "in_mar"))
+        .await?
+        .into_inner()
+        .invoice
+        .unwrap_or_default();
+    assert_eq!(paid.paid_at, Some(day(2025, 4, 15)));
+    assert!(paid.late);
+    assert_eq!(
+        seen(&all_movements(&mut client, &account).await?),
+        vec![
+            (MovementType::New as i32, 10_000, Some(day(2025, 1, 1))),
+            (MovementType::Churn as i32, -10_000, Some(day(2025, 3, 31))),
+            (
+                MovementType::Reactivation as i32,
+                10_000,
+                Some(day(2025, 4, 15))
+            ),
+        ]
+    );
+    let months = monthly_report(&mut client, "2025-01", "2025-04", Segment::Unspecified).await?;
+    let ends: Vec<i64> = months.iter().map(|p| minor(&p.end_mrr)).collect();
+    assert_eq!(ends, vec![10_000, 10_000, 0, 10_000]);
+    // Recording the paid invoice again changes nothing.
+    client
+        .record_invoice(record((2025, 3, 1), Some((2025, 4, 20)), "in_mar"))
+        .await?;
+    assert_eq!(all_movements(&mut client, &account).await?.len(), 3);
     Ok(())
 }

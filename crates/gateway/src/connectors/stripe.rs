@@ -747,6 +747,8 @@ async fn apply(state: &AppState, caller: Caller, event: Event) -> Result<StripeR
                         }),
                         due_at: at(i.due_date.unwrap_or(i.created)),
                         paid_at: paid_at.and_then(at),
+                        // The payment of a failed invoice updates the same invoice.
+                        external_id: format!("stripe:{}", i.id),
                         ..rev::Invoice::default()
                     }),
                     idempotency_key: key,

@@ -438,6 +438,95 @@ fn a_subscription_is_stored_as_it_always_was_ids_as_text_instants_and_money_as_n
     Ok(())
 }
 
+fn invoice_of(s: &Subscription, due: Instant, paid: Option<Instant>) -> Invoice {
+    Invoice {
+        id: Uuid::new_v4(),
+        account_id: s.account_id,
+        subscription_id: Some(s.id),
+        currency: "USD".into(),
+        amount: Minor(10_000),
+        due_at: due,
+        paid_at: paid,
+        external_id: None,
+    }
+}
+
+#[test]
+fn an_invoice_unpaid_past_the_policy_churns_its_subscription_until_it_is_paid() -> Result<(), Error>
+{
+    let a = AccountId(Uuid::new_v4());
+    let mut s = monthly(a, day(0), 1, 10_000);
+    // Due on day 31, unpaid for 30 days: churn on day 61; paid on day 75.
+    let late = invoice_of(&s, day(31), Some(day(75)));
+    s.lapses = lapses(&[&late], 30);
+    assert_eq!(
+        s.lapses,
+        vec![Lapse {
+            from: day(61),
+            to: Some(day(75))
+        }]
+    );
+    let ms = movements(&[s], &usd())?;
+    assert_eq!(
+        kinds(&ms),
+        vec![
+            (MovementKind::New, 10_000),
+            (MovementKind::Churn, -10_000),
+            (MovementKind::Reactivation, 10_000)
+        ]
+    );
+    assert_eq!((ms[1].at, ms[2].at), (day(61), day(75)));
+    Ok(())
+}
+
+#[test]
+fn an_invoice_paid_within_the_policy_or_with_the_policy_off_changes_nothing() {
+    let a = AccountId(Uuid::new_v4());
+    let s = monthly(a, day(0), 1, 10_000);
+    let on_the_last_day = invoice_of(&s, day(31), Some(day(61)));
+    let unpaid = invoice_of(&s, day(31), None);
+    assert_eq!(lapses(&[&on_the_last_day], 30), vec![]);
+    assert_eq!(lapses(&[&unpaid], 0), vec![]);
+    assert_eq!(
+        lapses(&[&unpaid], 30),
+        vec![Lapse {
+            from: day(61),
+            to: None
+        }]
+    );
+}
+
+#[test]
+fn overlapping_lapses_merge_and_an_unpaid_one_keeps_the_span_open() {
+    let a = AccountId(Uuid::new_v4());
+    let s = monthly(a, day(0), 1, 10_000);
+    // Lapses [40, 80) and [70, 90) merge into [40, 90); [100, open) stays.
+    let first = invoice_of(&s, day(10), Some(day(80)));
+    let second = invoice_of(&s, day(40), Some(day(90)));
+    let third = invoice_of(&s, day(70), None);
+    assert_eq!(
+        lapses(&[&third, &first, &second], 30),
+        vec![
+            Lapse {
+                from: day(40),
+                to: Some(day(90))
+            },
+            Lapse {
+                from: day(100),
+                to: None
+            }
+        ]
+    );
+    let fourth = invoice_of(&s, day(45), None);
+    assert_eq!(
+        lapses(&[&first, &fourth], 30),
+        vec![Lapse {
+            from: day(40),
+            to: None
+        }]
+    );
+}
+
 // ---- property tests -------------------------------------------------------
 
 /// A generated subscription: start day, interval, terms, trial length,

@@ -129,7 +129,8 @@ pub mod fx_rate {
 }
 
 /// `invoices`: recorded invoices (`subscription_id` is empty when the
-/// invoice is tied to no subscription).
+/// invoice is tied to no subscription; `external_id`, unique, is the billing
+/// system's id when one was given).
 pub mod invoice {
     use sea_orm::entity::prelude::*;
 
@@ -145,6 +146,7 @@ pub mod invoice {
         pub due_at: i64,
         pub paid_at: Option<i64>,
         pub created_at: i64,
+        pub external_id: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

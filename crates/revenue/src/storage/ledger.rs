@@ -1,12 +1,16 @@
 //! The money-side rows: FX rates, invoices and each month's spend.
 
+use std::collections::HashMap;
+
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ActiveValue::Set, ConnectionTrait, EntityTrait};
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 
 use bowtie_runtime::error::Error;
+use bowtie_runtime::sql::stored_uuid;
 
 use super::entity::{fx_rate, invoice, monthly_spend};
-use crate::domain::{FxTable, Instant, Invoice, Minor, Month, Rate};
+use super::{CHUNK, keys, stored_account};
+use crate::domain::{FxTable, Instant, Invoice, Minor, Month, Rate, SubscriptionId};
 
 /// The FX table.
 pub async fn fx_table<C: ConnectionTrait>(conn: &C, reporting: &str) -> Result<FxTable, Error> {
@@ -62,10 +66,80 @@ pub async fn insert_invoice<C: ConnectionTrait>(
         due_at: Set(invoice.due_at.micros()),
         paid_at: Set(invoice.paid_at.map(Instant::micros)),
         created_at: Set(now.micros()),
+        external_id: Set(invoice.external_id.clone()),
     })
     .exec_without_returning(conn)
     .await?;
     Ok(())
+}
+
+fn invoice_from_model(m: invoice::Model) -> Result<Invoice, Error> {
+    Ok(Invoice {
+        id: stored_uuid(&m.id)?,
+        account_id: stored_account(&m.account_id)?,
+        subscription_id: if m.subscription_id.is_empty() {
+            None
+        } else {
+            Some(SubscriptionId(stored_uuid(&m.subscription_id)?))
+        },
+        currency: m.currency,
+        amount: Minor(m.amount),
+        due_at: Instant::from_micros(m.due_at),
+        paid_at: m.paid_at.map(Instant::from_micros),
+        external_id: m.external_id,
+    })
+}
+
+/// The invoice the billing system knows as `external_id`, if recorded.
+pub async fn invoice_by_external_id<C: ConnectionTrait>(
+    conn: &C,
+    external_id: &str,
+) -> Result<Option<Invoice>, Error> {
+    invoice::Entity::find()
+        .filter(invoice::Column::ExternalId.eq(external_id))
+        .one(conn)
+        .await?
+        .map(invoice_from_model)
+        .transpose()
+}
+
+/// Records the payment of a stored invoice.
+pub async fn mark_invoice_paid<C: ConnectionTrait>(
+    conn: &C,
+    invoice: &Invoice,
+) -> Result<(), Error> {
+    invoice::Entity::update_many()
+        .col_expr(
+            invoice::Column::PaidAt,
+            invoice.paid_at.map(Instant::micros).into(),
+        )
+        .filter(invoice::Column::Id.eq(invoice.id.to_string()))
+        .exec(conn)
+        .await?;
+    Ok(())
+}
+
+/// The invoices tied to a subscription, of each given account, by
+/// subscription: what the past-due policy reads.
+pub async fn subscription_invoices<C: ConnectionTrait>(
+    conn: &C,
+    accounts: &[crate::domain::AccountId],
+) -> Result<HashMap<SubscriptionId, Vec<Invoice>>, Error> {
+    let mut out: HashMap<SubscriptionId, Vec<Invoice>> = HashMap::new();
+    for chunk in accounts.chunks(CHUNK) {
+        let rows = invoice::Entity::find()
+            .filter(invoice::Column::AccountId.is_in(keys(chunk)))
+            .filter(invoice::Column::SubscriptionId.ne(""))
+            .all(conn)
+            .await?;
+        for row in rows {
+            let i = invoice_from_model(row)?;
+            if let Some(sid) = i.subscription_id {
+                out.entry(sid).or_default().push(i);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Records a month's spend and gross margin.

@@ -35,7 +35,10 @@ use bowtie_runtime::sql::{corrupt, execute, internal, stored_uuid};
 
 use crate::domain::{AccountId, Instant, MovementKind, Segment};
 
-pub use ledger::{fx_table, insert_invoice, save_rate, save_spend, spend};
+pub use ledger::{
+    fx_table, insert_invoice, invoice_by_external_id, mark_invoice_paid, save_rate, save_spend,
+    spend, subscription_invoices,
+};
 pub use movements::{first_payments, list_movements, recompute, rollups};
 pub use retention::{retention, retention_by_owner, spans_of};
 pub use schema::Migrator;

@@ -11,13 +11,15 @@ use bowtie_runtime::error::Error;
 use bowtie_runtime::sql::{corrupt, query};
 
 use super::entity::{movement, paying_span, rollup};
+use super::ledger::subscription_invoices;
 use super::{
     CHUNK, MovementFilter, OPEN_END, insert_chunks, keys, segment_code, stored_account,
     stored_segment,
 };
 use crate::domain::{
-    AccountHistory, AccountId, FxTable, Instant, Minor, Month, Movement, MovementKind, Revision,
-    RollupKey, Segment, StoredMovement, Tally, add_to_rollup, movements, paying_spans,
+    AccountHistory, AccountId, FxTable, Instant, Invoice, Minor, Month, Movement, MovementKind,
+    Revision, RollupKey, Segment, StoredMovement, Subscription, Tally, add_to_rollup, lapses,
+    movements, paying_spans,
 };
 
 fn from_model(m: &movement::Model) -> Result<Movement, Error> {
@@ -30,15 +32,23 @@ fn from_model(m: &movement::Model) -> Result<Movement, Error> {
     })
 }
 
-/// Recomputes the movements of each account from its history, replaces the
-/// stored movements and paying spans, and applies the differences to the
-/// monthly roll-ups. Returns each account's revision, in input order.
+/// Recomputes the movements of each account from its history (with the
+/// lapses the past-due policy of `past_due_days` derives from its invoices),
+/// replaces the stored movements and paying spans, and applies the
+/// differences to the monthly roll-ups. Returns each account's revision, in
+/// input order.
 pub async fn recompute<C: ConnectionTrait>(
     conn: &C,
     accounts: &[AccountHistory],
     fx: &FxTable,
+    past_due_days: i64,
 ) -> Result<Vec<Revision>, Error> {
     let ids: Vec<AccountId> = accounts.iter().map(|a| a.account_id).collect();
+    let invoices = if past_due_days > 0 {
+        subscription_invoices(conn, &ids).await?
+    } else {
+        HashMap::new()
+    };
     let mut stored: HashMap<AccountId, Vec<(Movement, Segment)>> = HashMap::new();
     for chunk in ids.chunks(CHUNK) {
         let chunk = keys(chunk);
@@ -67,7 +77,22 @@ pub async fn recompute<C: ConnectionTrait>(
     let mut span_rows = Vec::new();
     let mut revisions = Vec::with_capacity(accounts.len());
     for account in accounts {
-        let new = movements(&account.subscriptions, fx)?;
+        let new = if invoices.is_empty() {
+            movements(&account.subscriptions, fx)?
+        } else {
+            let lapsed: Vec<Subscription> = account
+                .subscriptions
+                .iter()
+                .map(|s| {
+                    let of: Vec<&Invoice> = invoices.get(&s.id).into_iter().flatten().collect();
+                    Subscription {
+                        lapses: lapses(&of, past_due_days),
+                        ..s.clone()
+                    }
+                })
+                .collect();
+            movements(&lapsed, fx)?
+        };
         let old = stored.remove(&account.account_id).unwrap_or_default();
         for (m, segment) in &old {
             add_to_rollup(&mut deltas, *segment, std::slice::from_ref(m), -1);

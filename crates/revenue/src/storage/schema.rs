@@ -24,8 +24,63 @@ const ID: u32 = 36;
 const CURRENCY: u32 = 3;
 /// Longest owner name.
 const OWNER: u32 = 200;
+/// Longest external invoice id.
+pub const EXTERNAL_ID: u32 = 200;
 
 struct CreateRevenueTables;
+
+/// Adds the billing system's id to invoices, so a later record of the same
+/// invoice (its payment) updates it: the past-due policy reads when each
+/// invoice was paid.
+struct InvoiceExternalIds;
+
+impl MigrationName for InvoiceExternalIds {
+    fn name(&self) -> &str {
+        "m0301_invoice_external_ids"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for InvoiceExternalIds {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        use invoice::Column as I;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(invoice::Entity)
+                    .add_column(ColumnDef::new(I::ExternalId).string_len(EXTERNAL_ID).null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                index("invoices_external", invoice::Entity)
+                    .col(I::ExternalId)
+                    .unique()
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_index(
+                Index::drop()
+                    .name("invoices_external")
+                    .table(invoice::Entity)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(invoice::Entity)
+                    .drop_column(invoice::Column::ExternalId)
+                    .to_owned(),
+            )
+            .await
+    }
+}
 
 impl MigrationName for CreateRevenueTables {
     fn name(&self) -> &str {
@@ -228,4 +283,4 @@ impl MigrationTrait for CreateRevenueTables {
     }
 }
 
-bowtie_runtime::migrator!(CreateRevenueTables);
+bowtie_runtime::migrator!(CreateRevenueTables, InvoiceExternalIds);
