@@ -1,6 +1,7 @@
 //! Bowtie's benchmark cases and the measuring helpers they share; the
 //! `bowtie-bench` binary runs them (`make bench`).
 
+pub mod connectors;
 pub mod duckdb;
 pub mod funnel;
 pub mod load;

@@ -46,6 +46,8 @@ enum Case {
     Revenue,
     /// The scoring service: 1M streamed signals and a 100k-account recompute.
     Scoring,
+    /// Stripe webhooks and backfill, Segment batches, through the gateway.
+    Connectors,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -69,6 +71,9 @@ fn main() -> anyhow::Result<()> {
         }
         if matches!(cli.case, Case::All | Case::Scoring) {
             bowtie_bench::scoring::run(&mut report).await?;
+        }
+        if matches!(cli.case, Case::All | Case::Connectors) {
+            bowtie_bench::connectors::run(&mut report).await?;
         }
         anyhow::Ok(report)
     })?;

@@ -31,7 +31,7 @@ use tonic_health::pb::health_client::HealthClient;
 use crate::load::{self, LoadResult};
 use crate::measure::{Report, ms};
 
-const KEY: &str = "bench-unary-key";
+pub(crate) const KEY: &str = "bench-unary-key";
 /// Concurrency levels measured.
 const LEVELS: [usize; 3] = [1, 16, 64];
 /// Accounts created before the reads.
@@ -39,7 +39,7 @@ const ACCOUNTS: usize = 1_000;
 /// REST reads sent through the gateway before its peak memory is read.
 const GATEWAY_READS: usize = 2_000;
 /// Services that run as their own process, in start order (peers first).
-const SERVICES: [&str; 4] = ["accounts", "revenue", "funnel", "scoring"];
+pub(crate) const SERVICES: [&str; 4] = ["accounts", "revenue", "funnel", "scoring"];
 
 /// Runs the case; `seconds` is the measured time of each load level.
 pub async fn run(report: &mut Report, seconds: u64) -> anyhow::Result<()> {
@@ -307,7 +307,7 @@ async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)>
 }
 
 /// Waits until `GET path` answers 200.
-async fn wait_http_ok(addr: SocketAddr, path: &str) -> anyhow::Result<()> {
+pub(crate) async fn wait_http_ok(addr: SocketAddr, path: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match http_get(addr, path).await {
@@ -322,7 +322,7 @@ async fn wait_http_ok(addr: SocketAddr, path: &str) -> anyhow::Result<()> {
 
 /// The `bowtie` release binary: `BOWTIE_BENCH_BIN` or the workspace's
 /// `target/release/bowtie` (`make bench` builds it first).
-fn bowtie_binary() -> anyhow::Result<PathBuf> {
+pub(crate) fn bowtie_binary() -> anyhow::Result<PathBuf> {
     let path = std::env::var_os("BOWTIE_BENCH_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("target/release/bowtie"));
@@ -334,11 +334,11 @@ fn bowtie_binary() -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn config_toml(dir: &Path, ports: &[u16], gateway_port: u16) -> String {
+pub(crate) fn config_toml(dir: &Path, ports: &[u16], gateway_port: u16) -> String {
     let mut toml = format!(
         "[telemetry]\nlog_filter = \"warn\"\n\n[server]\ndrain_seconds = 0\n\n\
          [auth]\nkeys = [{{ name = \"bench\", hash = \"{}\", scopes = [\"admin\"] }}]\n\n\
@@ -361,10 +361,10 @@ fn config_toml(dir: &Path, ports: &[u16], gateway_port: u16) -> String {
 }
 
 /// A child process that is killed when dropped.
-struct Process(Child);
+pub(crate) struct Process(Child);
 
 impl Process {
-    fn spawn(command: &mut Command, name: &str) -> anyhow::Result<Self> {
+    pub(crate) fn spawn(command: &mut Command, name: &str) -> anyhow::Result<Self> {
         let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -374,7 +374,7 @@ impl Process {
     }
 
     /// A memory figure of `/proc/<pid>/status` (VmRSS, VmHWM) in MiB.
-    fn memory(&self, field: &str) -> anyhow::Result<f64> {
+    pub(crate) fn memory(&self, field: &str) -> anyhow::Result<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.id()))?;
         let kib: f64 = status
             .lines()
@@ -409,7 +409,7 @@ async fn wait_connectable(addr: SocketAddr) -> anyhow::Result<Channel> {
     }
 }
 
-async fn wait_serving(addr: SocketAddr) -> anyhow::Result<()> {
+pub(crate) async fn wait_serving(addr: SocketAddr) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut health = HealthClient::new(wait_connectable(addr).await?);
     loop {

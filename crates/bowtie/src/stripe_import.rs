@@ -5,11 +5,15 @@
 //! (`bowtie_gateway::StripeBackfill`, docs/connectors.md), so importing
 //! again, or after live events, adds nothing twice.
 //!
-//! Customers are applied first, then subscriptions, then invoices, whatever
-//! the order of the files; each bad object is reported by its id and the
-//! rest land.
+//! Each customer's objects are applied in order, the customer first, then
+//! its subscriptions, then its invoices, whatever the order of the files;
+//! customers are independent, so up to [`CONCURRENCY`] of them are applied
+//! at once. Each bad object is reported by its id and the rest land.
 
+use std::collections::BTreeMap;
 use std::path::Path;
+
+use futures::StreamExt as _;
 
 use anyhow::Context as _;
 use bowtie_runtime::config::Settings;
@@ -60,6 +64,20 @@ pub fn objects(text: &str) -> anyhow::Result<Vec<Value>> {
     Ok(out)
 }
 
+/// Customers applied at once.
+pub const CONCURRENCY: usize = 32;
+
+/// The customer an object belongs to: a customer's own id, or the
+/// `customer` of a subscription or invoice (an id or the expanded object).
+fn customer_of(object: &Value) -> String {
+    let own = (rank(object) == 0).then(|| object.get("id")).flatten();
+    let named = object.get("customer").map(|c| c.get("id").unwrap_or(c));
+    own.or(named)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
 fn rank(object: &Value) -> u8 {
     match object.get("object").and_then(Value::as_str) {
         Some("customer") => 0,
@@ -83,26 +101,46 @@ pub async fn import(
             std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
         all.extend(objects(&text).with_context(|| format!("parsing {}", file.display()))?);
     }
-    all.sort_by_key(rank);
+    let mut by_customer: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for object in all {
+        by_customer
+            .entry(customer_of(&object))
+            .or_default()
+            .push(object);
+    }
     let backfill = bowtie_gateway::StripeBackfill::connect(settings, key)?;
-    progress.set_length(u64::try_from(all.len()).unwrap_or(u64::MAX));
+    let total: usize = by_customer.values().map(Vec::len).sum();
+    progress.set_length(u64::try_from(total).unwrap_or(u64::MAX));
+    let backfill = &backfill;
+    let mut outcomes = futures::stream::iter(by_customer.into_values())
+        .map(|mut objects| async move {
+            objects.sort_by_key(rank);
+            let mut report = StripeReport::default();
+            for object in &objects {
+                let id = object
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .unwrap_or("(no id)")
+                    .to_owned();
+                match backfill.apply(object).await {
+                    Ok(()) => match rank(object) {
+                        0 => report.customers += 1,
+                        1 => report.subscriptions += 1,
+                        _ => report.invoices += 1,
+                    },
+                    Err(e) => report.errors.push((id, e)),
+                }
+                progress.inc(1);
+            }
+            report
+        })
+        .buffer_unordered(CONCURRENCY);
     let mut report = StripeReport::default();
-    for object in &all {
-        let id = object
-            .get("id")
-            .and_then(Value::as_str)
-            .unwrap_or("(no id)")
-            .to_owned();
-        progress.set_message(id.clone());
-        match backfill.apply(object).await {
-            Ok(()) => match rank(object) {
-                0 => report.customers += 1,
-                1 => report.subscriptions += 1,
-                _ => report.invoices += 1,
-            },
-            Err(e) => report.errors.push((id, e)),
-        }
-        progress.inc(1);
+    while let Some(one) = outcomes.next().await {
+        report.customers += one.customers;
+        report.subscriptions += one.subscriptions;
+        report.invoices += one.invoices;
+        report.errors.extend(one.errors);
     }
     progress.finish_and_clear();
     Ok(report)
@@ -120,5 +158,17 @@ mod tests {
         assert_eq!(objects(&format!("[{page},{page}]"))?.len(), 2);
         assert_eq!(objects(r#"[{"id":"in_1","object":"invoice"}]"#)?.len(), 1);
         Ok(())
+    }
+
+    #[test]
+    fn an_object_belongs_to_its_customer_by_id_or_expanded_object() {
+        let customer = serde_json::json!({"id": "cus_1", "object": "customer"});
+        let by_id =
+            serde_json::json!({"id": "sub_1", "object": "subscription", "customer": "cus_1"});
+        let expanded = serde_json::json!({"id": "in_1", "object": "invoice",
+                                          "customer": {"id": "cus_1", "object": "customer"}});
+        assert_eq!(customer_of(&customer), "cus_1");
+        assert_eq!(customer_of(&by_id), "cus_1");
+        assert_eq!(customer_of(&expanded), "cus_1");
     }
 }
