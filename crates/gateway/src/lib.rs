@@ -61,6 +61,8 @@ struct AppState {
     churn_reasons: Arc<Vec<String>>,
     /// Segment users' last groups.
     last_groups: Arc<connectors::segment::LastGroups>,
+    /// The accounts of the external ids the connectors resolved.
+    known_accounts: Arc<connectors::Memo>,
     /// Set on shutdown: /readyz answers 503 while the gateway drains.
     draining: Arc<AtomicBool>,
 }
@@ -307,6 +309,7 @@ impl StripeBackfill {
                 connectors: Arc::new(settings.connectors.clone()),
                 churn_reasons: Arc::new(settings.revenue_policy.churn_reasons.clone()),
                 last_groups: Arc::default(),
+                known_accounts: Arc::default(),
                 draining: Arc::new(AtomicBool::new(false)),
             },
             caller,
@@ -362,6 +365,7 @@ pub async fn build(settings: &Settings, shutdown: Shutdown) -> anyhow::Result<Ga
         connectors: Arc::new(settings.connectors.clone()),
         churn_reasons: Arc::new(settings.revenue_policy.churn_reasons.clone()),
         last_groups: Arc::default(),
+        known_accounts: Arc::default(),
         draining: draining.clone(),
     };
     let listener = tokio::net::TcpListener::bind(settings.gateway.listen)

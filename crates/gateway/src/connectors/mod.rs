@@ -7,6 +7,9 @@
 //! with `gateway.webhook_api_key`, like the CRM webhooks whose signature
 //! check, body parsing and error mapping they share (`crate::webhooks`).
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use bowtie_proto::{accounts as acc, common as com};
 use opentelemetry::KeyValue;
 use utoipa_axum::router::OpenApiRouter;
@@ -18,6 +21,32 @@ use crate::error::ApiError;
 
 pub mod segment;
 pub mod stripe;
+
+/// Most entries a [`Memo`] holds before it starts again empty.
+const MEMO_ENTRIES: usize = 100_000;
+
+/// A bounded in-memory map of facts that do not change once learnt (a
+/// Segment user's last group, the account of an external id). When full it
+/// empties and fills again from the next calls, which only costs lookups.
+#[derive(Debug, Default)]
+pub struct Memo(Mutex<HashMap<String, String>>);
+
+impl Memo {
+    /// The value of `key`, if remembered.
+    pub fn get(&self, key: &str) -> Option<String> {
+        self.0.lock().ok()?.get(key).cloned()
+    }
+
+    /// Remembers `value` for `key`.
+    pub fn set(&self, key: &str, value: &str) {
+        if let Ok(mut map) = self.0.lock() {
+            if map.len() >= MEMO_ENTRIES && !map.contains_key(key) {
+                map.clear();
+            }
+            map.insert(key.to_owned(), value.to_owned());
+        }
+    }
+}
 
 /// The connector routes.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -47,7 +76,14 @@ pub async fn resolve_account(
         ..acc::Account::default()
     };
     let key = format!("{source}:account:{external_id}");
-    upsert_account(state, caller, source, external_id, placeholder, key).await
+    // An external id names one account for good: once resolved, the
+    // gateway answers from memory instead of asking accounts again.
+    if let Some(id) = state.known_accounts.get(&key) {
+        return Ok(id);
+    }
+    let id = upsert_account(state, caller, source, external_id, placeholder, key.clone()).await?;
+    state.known_accounts.set(&key, &id);
+    Ok(id)
 }
 
 /// Upserts the account of `external_id` in `source` with `account`'s data

@@ -17,9 +17,6 @@
 //! a signal through `connectors.segment.events`, on `context.groupId` or the
 //! user's last group. `messageId` is the idempotency key of each call.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -48,29 +45,10 @@ pub const CALL_LIMIT: usize = 32 * 1024;
 pub const BATCH_LIMIT: usize = 500 * 1024;
 /// Most events in a batch.
 pub const BATCH_EVENTS: usize = 2500;
-/// Most users whose last group the gateway remembers.
-const LAST_GROUPS: usize = 100_000;
-
 /// userId -> the account of the user's last `group` call. Held in memory:
 /// a restarted gateway learns it again from the next group call, and a
 /// `track` carrying `context.groupId` never needs it.
-#[derive(Debug, Default)]
-pub struct LastGroups(Mutex<HashMap<String, String>>);
-
-impl LastGroups {
-    fn get(&self, user: &str) -> Option<String> {
-        self.0.lock().ok()?.get(user).cloned()
-    }
-
-    fn set(&self, user: &str, account: &str) {
-        if let Ok(mut map) = self.0.lock() {
-            if map.len() >= LAST_GROUPS && !map.contains_key(user) {
-                map.clear();
-            }
-            map.insert(user.to_owned(), account.to_owned());
-        }
-    }
-}
+pub type LastGroups = super::Memo;
 
 /// What a call or a batch did.
 #[derive(Debug, Clone, Default, Serialize, ToSchema)]
