@@ -21,6 +21,7 @@ fn steps(list: &[(&str, i32)]) -> Vec<Step> {
         .map(|(title, due)| Step {
             title: (*title).to_owned(),
             due_offset_days: *due,
+            ..Step::default()
         })
         .collect()
 }
