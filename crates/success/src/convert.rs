@@ -98,7 +98,16 @@ fn names(v: &mut FieldViolations, field: &str, raw: &[String]) -> Option<Vec<Str
 
 /// A step template: at most `max` characters, naming only known values.
 fn template(v: &mut FieldViolations, field: &str, raw: &str, max: usize) -> Option<String> {
-    let text = optional_text(v, field, raw, max)?;
+    // A body may span lines: only line breaks and tabs among control characters.
+    let lines: Vec<&str> = raw.split(['\n', '\t', '\r']).collect();
+    for line in &lines {
+        optional_text(v, field, line, max)?;
+    }
+    if raw.chars().count() > max {
+        v.add(field, format!("must be at most {max} characters"));
+        return None;
+    }
+    let text = raw.to_owned();
     if let Some(name) = unknown_placeholder(&text) {
         v.add(
             field,
@@ -136,7 +145,8 @@ fn action(v: &mut FieldViolations, field: &str, s: &pb::Step) -> Option<Option<A
                     ok
                 },
             );
-            let subject = template(v, &format!("{field}.subject"), &s.subject, MAX_NAME);
+            let subject = optional_text(v, &format!("{field}.subject"), &s.subject, MAX_NAME)
+                .and_then(|subject| template(v, &format!("{field}.subject"), &subject, MAX_NAME));
             let body = template(v, &format!("{field}.body"), &s.body, MAX_TEXT);
             Some(Action::Email {
                 to: to?,
