@@ -248,7 +248,19 @@ async fn seeding_again_on_a_seeded_suite_adds_nothing(db: &TestDatabase) -> anyh
     // The churn model the first seeding trained is kept.
     assert_eq!(model_id(&stack).await?, model_before);
     // No CTA was worked twice.
-    assert_eq!(worked_ctas(&stack).await?, (ctas, logged));
+    let closed_by_people = |all: &[(String, i32, i32, i64)]| -> Vec<(String, i32, i32, i64)> {
+        all.iter()
+            .filter(|c| {
+                [Outcome::Saved, Outcome::Lost, Outcome::Won]
+                    .iter()
+                    .any(|o| *o as i32 == c.2)
+            })
+            .cloned()
+            .collect()
+    };
+    let (after, logged_after) = worked_ctas(&stack).await?;
+    assert_eq!(closed_by_people(&after), closed_by_people(&ctas));
+    assert_eq!(logged_after, logged);
     Ok(())
 }
 

@@ -58,13 +58,13 @@ async fn open_ctas(client: &mut SuccessClient) -> anyhow::Result<Vec<Cta>> {
 }
 
 /// The open CTAs once success has stopped opening new ones from the feeds
-/// (the count unchanged over three looks, a third of a second apart).
+/// (the count unchanged over three looks, half a second apart).
 async fn settled(client: &mut SuccessClient) -> anyhow::Result<Vec<Cta>> {
     let deadline = Instant::now() + SETTLE_TIMEOUT;
     let mut last = open_ctas(client).await?;
     let mut same = 0;
     while same < 3 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(330)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
         let now = open_ctas(client).await?;
         same = if now.len() == last.len() { same + 1 } else { 0 };
         last = now;
