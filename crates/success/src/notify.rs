@@ -766,4 +766,38 @@ mod tests {
              Open the account: http://bowtie.example/#account=01a24e37-7f9c-71e8-b6bc-37ab41f8802f\n"
         );
     }
+
+    #[test]
+    fn a_digest_lists_the_overdue_first_then_the_open_each_with_account_playbook_and_due_day() {
+        // 2026-12-07T00:00:00Z is 1_796_601_600 seconds after the epoch.
+        let day = |d: i64, h: i64| {
+            Instant::from_micros((1_796_601_600 + d * 86_400 + h * 3_600) * 1_000_000)
+        };
+        let lines = [
+            DigestLine {
+                account: "Acme".into(),
+                playbook: "Save red accounts".into(),
+                due: day(-2, 9),
+                reason: "health fell into red at 17".into(),
+            },
+            DigestLine {
+                account: "Globex".into(),
+                playbook: String::new(),
+                due: day(2, 9),
+                reason: "renewal in 30 days".into(),
+            },
+        ];
+        let (subject, text) =
+            render_digest("2026-12-07", day(0, 7), &lines, "http://bowtie.example/");
+        assert_eq!(
+            subject,
+            "[Bowtie] Your CTAs on 2026-12-07: 1 overdue, 1 open"
+        );
+        assert_eq!(
+            text,
+            "Overdue (1):\n- Acme | Save red accounts | due 2026-12-05 | health fell into red at 17\n\n\
+             Open (1):\n- Globex | opened by hand | due 2026-12-09 | renewal in 30 days\n\n\
+             Your work: http://bowtie.example/\n"
+        );
+    }
 }
