@@ -140,10 +140,12 @@ pub fn red_playbook(name: &str) -> PlaybookSpec {
             Step {
                 title: "Call the champion".into(),
                 due_offset_days: 1,
+                ..Step::default()
             },
             Step {
                 title: "Agree a save plan".into(),
                 due_offset_days: 3,
+                ..Step::default()
             },
         ],
         auto_close: AutoClose::HealthOutOfRed as i32,

@@ -84,6 +84,9 @@ pub struct SuccessNotifySettings {
     pub max_backoff_ms: u64,
     /// How long one delivery attempt may take.
     pub timeout_ms: u64,
+    /// How often the service looks for playbook steps that came due and
+    /// daily digests whose hour has come.
+    pub schedule_interval_ms: u64,
 }
 
 /// The gateway's connectors (docs/connectors.md). Both are off until their

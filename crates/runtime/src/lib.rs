@@ -24,6 +24,7 @@ pub mod pg;
 pub mod schema;
 pub mod server;
 pub mod shutdown;
+pub mod signing;
 pub mod sql;
 pub mod store;
 pub mod telemetry;

@@ -16,31 +16,19 @@ use bowtie_runtime::config::ScoringPolicySettings;
 use bowtie_runtime::feed;
 use bowtie_runtime::peer::payload;
 use bowtie_runtime::shutdown::Shutdown;
+use bowtie_runtime::signing::{SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use bowtie_runtime::store::Store;
 use bowtie_runtime::validate::now_micros;
 use bytes::Bytes;
-use hmac::{Hmac, Mac};
 use http_body_util::Full;
 use secrecy::ExposeSecret;
-use sha2::Sha256;
 
 use crate::service::{ALERT_ACKNOWLEDGED, ALERT_RAISED, ALERT_RESOLVED};
 
 /// Cursor name of the webhook delivery.
 pub const WEBHOOK_CURSOR: &str = "scoring.webhook";
 
-/// `sha256=<hex>` of HMAC-SHA256(`secret`, `<timestamp>.<body>`).
-pub fn signature(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
-    // HMAC accepts keys of any length; new_from_slice cannot fail for it.
-    let mut mac = match Hmac::<Sha256>::new_from_slice(secret) {
-        Ok(mac) => mac,
-        Err(_) => return String::new(),
-    };
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-}
+pub use bowtie_runtime::signing::signature;
 
 /// The JSON body of an alert event.
 pub fn body(sequence: i64, event_type: &str, a: &pb::Alert) -> Vec<u8> {
@@ -178,8 +166,8 @@ async fn post(
     );
     let request = http::Request::post(policy.webhook_url.as_str())
         .header("content-type", "application/json")
-        .header("x-bowtie-timestamp", timestamp.to_string())
-        .header("x-bowtie-signature", signature)
+        .header(TIMESTAMP_HEADER, timestamp.to_string())
+        .header(SIGNATURE_HEADER, signature)
         .body(Full::new(Bytes::copy_from_slice(body)))?;
     let response = tokio::time::timeout(
         Duration::from_millis(policy.webhook_timeout_ms.max(1)),
@@ -220,20 +208,5 @@ mod tests {
         );
         assert!(client("").is_ok(), "empty trusts the public web PKI");
         Ok(())
-    }
-
-    #[test]
-    fn the_signature_is_hmac_sha256_of_timestamp_dot_body() {
-        // Computed independently: Python's
-        // hmac.new(b"Jefe", b'1767225600.{"a":1}', hashlib.sha256).hexdigest()
-        assert_eq!(
-            signature(b"Jefe", 1_767_225_600, br#"{"a":1}"#),
-            "sha256=bb7f7f576d169b57777ab3f8cf1a3b51416fd9eba32fdcb6f59ea046006c32b8"
-        );
-        assert_ne!(
-            signature(b"Jefe", 1_767_225_601, br#"{"a":1}"#),
-            signature(b"Jefe", 1_767_225_600, br#"{"a":1}"#),
-            "the timestamp is signed too"
-        );
     }
 }

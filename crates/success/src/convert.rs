@@ -96,6 +96,116 @@ fn names(v: &mut FieldViolations, field: &str, raw: &[String]) -> Option<Vec<Str
         .collect()
 }
 
+/// A step template: at most `max` characters, naming only known values.
+fn template(v: &mut FieldViolations, field: &str, raw: &str, max: usize) -> Option<String> {
+    // A body may span lines: only line breaks and tabs among control characters.
+    let lines: Vec<&str> = raw.split(['\n', '\t', '\r']).collect();
+    for line in &lines {
+        optional_text(v, field, line, max)?;
+    }
+    if raw.chars().count() > max {
+        v.add(field, format!("must be at most {max} characters"));
+        return None;
+    }
+    let text = raw.to_owned();
+    if let Some(name) = unknown_placeholder(&text) {
+        v.add(
+            field,
+            format!(
+                "names {{{name}}}; a template may name {}",
+                TEMPLATE_NAMES.map(|n| format!("{{{n}}}")).join(", ")
+            ),
+        );
+        return None;
+    }
+    Some(text)
+}
+
+fn web_url(v: &mut FieldViolations, field: &str, raw: &str) -> Option<String> {
+    let url = required_text(v, field, raw, MAX_DESCRIPTION)?;
+    if !is_web_url(&url) {
+        v.add(field, "must be an http:// or https:// URL");
+        return None;
+    }
+    Some(url)
+}
+
+/// Parses what a step does besides being a task (fields under `field`).
+fn action(v: &mut FieldViolations, field: &str, s: &pb::Step) -> Option<Option<Action>> {
+    let kind = enum_value::<pb::StepAction>(v, &format!("{field}.action"), s.action, false)?;
+    Some(match kind {
+        pb::StepAction::Unspecified => None,
+        pb::StepAction::Email => {
+            let to = optional_text(v, &format!("{field}.email_to"), &s.email_to, MAX_NAME).filter(
+                |to| {
+                    let ok = to.is_empty() || is_address(to);
+                    if !ok {
+                        v.add(format!("{field}.email_to"), "must be an email address");
+                    }
+                    ok
+                },
+            );
+            let subject = optional_text(v, &format!("{field}.subject"), &s.subject, MAX_NAME)
+                .and_then(|subject| template(v, &format!("{field}.subject"), &subject, MAX_NAME));
+            let body = template(v, &format!("{field}.body"), &s.body, MAX_TEXT);
+            Some(Action::Email {
+                to: to?,
+                subject: subject?,
+                body: body?,
+            })
+        }
+        pb::StepAction::Chat => {
+            let url = web_url(v, &format!("{field}.webhook_url"), &s.webhook_url);
+            let body = template(v, &format!("{field}.body"), &s.body, MAX_TEXT);
+            Some(Action::Chat {
+                url: url?,
+                body: body?,
+            })
+        }
+        pb::StepAction::Webhook => {
+            let url = web_url(v, &format!("{field}.webhook_url"), &s.webhook_url);
+            let secret = required_text(
+                v,
+                &format!("{field}.webhook_secret"),
+                &s.webhook_secret,
+                MAX_NAME,
+            );
+            Some(Action::Webhook {
+                url: url?,
+                secret: secret?,
+            })
+        }
+    })
+}
+
+fn step_to_pb(step: &Step) -> pb::Step {
+    let mut out = pb::Step {
+        title: step.title.clone(),
+        due_offset_days: step.due_offset_days,
+        ..pb::Step::default()
+    };
+    match &step.action {
+        None => {}
+        Some(Action::Email { to, subject, body }) => {
+            out.action = pb::StepAction::Email as i32;
+            out.email_to.clone_from(to);
+            out.subject.clone_from(subject);
+            out.body.clone_from(body);
+        }
+        Some(Action::Chat { url, body }) => {
+            out.action = pb::StepAction::Chat as i32;
+            out.webhook_url.clone_from(url);
+            out.body.clone_from(body);
+        }
+        Some(Action::Webhook { url, secret }) => {
+            out.action = pb::StepAction::Webhook as i32;
+            out.webhook_url.clone_from(url);
+            out.webhook_secret.clone_from(secret);
+        }
+    }
+    out
+}
+
 /// Parses a playbook definition.
 pub fn spec_from_pb(
     v: &mut FieldViolations,
@@ -141,9 +251,11 @@ pub fn spec_from_pb(
                     &format!("{field}.steps[{i}].due_offset_days"),
                     step.due_offset_days,
                 );
+                let action = action(v, &format!("{field}.steps[{i}]"), step);
                 Some(Step {
                     title: title?,
                     due_offset_days: due?,
+                    action: action?,
                 })
             })
             .collect::<Option<Vec<_>>>()
@@ -213,14 +325,7 @@ fn spec_to_pb(s: &PlaybookSpec) -> pb::PlaybookSpec {
         priority: s.priority as i32,
         owner_pool: s.owner_pool.clone(),
         sla_days: s.sla_days,
-        steps: s
-            .steps
-            .iter()
-            .map(|step| pb::Step {
-                title: step.title.clone(),
-                due_offset_days: step.due_offset_days,
-            })
-            .collect(),
+        steps: s.steps.iter().map(step_to_pb).collect(),
         auto_close: s.auto_close as i32,
         risk_threshold_bp: s.risk_threshold_bp,
         enrollment_limit_days: s.enrollment_limit_days,
@@ -308,6 +413,8 @@ fn arm_to_pb(a: ArmCounts) -> pb::Arm {
         matured: a.matured,
         churned: a.churned,
         churn_rate: a.churn_rate(),
+        health_measured: a.health_measured,
+        health_change_30d: a.health_change_30d(),
     }
 }
 
@@ -392,12 +499,23 @@ pub fn person_from_pb(
         .collect::<Option<Vec<_>>>();
     let min_priority =
         enum_value::<Priority>(v, &format!("{field}.min_priority"), p.min_priority, false);
+    let digest_hour_utc = if (0..=23).contains(&p.digest_hour_utc) {
+        Some(p.digest_hour_utc)
+    } else {
+        v.add(
+            format!("{field}.digest_hour_utc"),
+            "must be an hour between 0 and 23",
+        );
+        None
+    };
     Some(Person {
         person: person?,
         email: email?,
         cta_types: cta_types?,
         min_priority: min_priority?,
         muted: p.muted,
+        daily_digest: p.daily_digest,
+        digest_hour_utc: digest_hour_utc?,
     })
 }
 
@@ -409,6 +527,8 @@ pub fn person_to_pb(p: &Person) -> pb::NotificationSettings {
         cta_types: p.cta_types.iter().map(|t| *t as i32).collect(),
         min_priority: p.min_priority as i32,
         muted: p.muted,
+        daily_digest: p.daily_digest,
+        digest_hour_utc: p.digest_hour_utc,
     }
 }
 
@@ -416,12 +536,13 @@ pub fn person_to_pb(p: &Person) -> pb::NotificationSettings {
 pub fn delivery_to_pb(d: &Delivery) -> pb::Delivery {
     pb::Delivery {
         sequence: d.sequence,
-        cta_id: d.cta_id.0.to_string(),
+        cta_id: d.cta_id.map(|c| c.0.to_string()).unwrap_or_default(),
         channel: d.channel,
         recipient: d.recipient.clone(),
         status: d.status as i32,
         attempts: d.attempts,
         last_error: d.last_error.clone(),
         deliver_time: d.delivered_at.map(Instant::to_timestamp),
+        about: d.about.clone(),
     }
 }

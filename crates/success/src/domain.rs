@@ -128,6 +128,115 @@ pub struct Step {
     pub title: String,
     /// Days after opening that it is due.
     pub due_offset_days: i32,
+    /// What else it does when it comes due; `None` for a task only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<Action>,
+}
+
+/// What a playbook step does besides being a task (docs/design.md section
+/// 6.4): delivered from the service's feed like every notification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Action {
+    /// An email to `to`, or to the CTA's owner when `to` is empty.
+    Email {
+        /// The address; empty for the CTA's owner.
+        to: String,
+        /// The subject template; empty for [`DEFAULT_SUBJECT`].
+        subject: String,
+        /// The text template; empty for [`DEFAULT_BODY`].
+        body: String,
+    },
+    /// A Slack-compatible incoming-webhook message.
+    Chat {
+        /// Where to POST.
+        url: String,
+        /// The text template; empty for [`DEFAULT_BODY`].
+        body: String,
+    },
+    /// A signed JSON POST of the CTA and its account.
+    Webhook {
+        /// Where to POST.
+        url: String,
+        /// The HMAC-SHA256 key of the signature.
+        secret: String,
+    },
+}
+
+/// The subject of a step's email when the step names none.
+pub const DEFAULT_SUBJECT: &str = "[Bowtie] {step}: {account}";
+/// The text of a step's email or chat message when the step names none.
+pub const DEFAULT_BODY: &str =
+    "{account}: {reason}\n\n{step} (due {due}, CTA owner {owner}).\n\nOpen the account: {link}\n";
+/// The names a step's templates may use, each written `{name}`.
+pub const TEMPLATE_NAMES: [&str; 6] = ["account", "reason", "owner", "step", "due", "link"];
+
+/// The first `{name}` of `template` that is not one of [`TEMPLATE_NAMES`]
+/// (or an unclosed `{`), if any.
+pub fn unknown_placeholder(template: &str) -> Option<String> {
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        let after = &rest[start + 1..];
+        let Some(end) = after.find('}') else {
+            return Some(after.to_owned());
+        };
+        let name = &after[..end];
+        if !TEMPLATE_NAMES.contains(&name) {
+            return Some(name.to_owned());
+        }
+        rest = &after[end + 1..];
+    }
+    None
+}
+
+/// `template` with each `{name}` replaced by its value in `values` (pairs
+/// of a name of [`TEMPLATE_NAMES`] and its text); values are not expanded
+/// again.
+pub fn fill(template: &str, values: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        match after.find('}').and_then(|end| {
+            values
+                .iter()
+                .find(|(n, _)| *n == &after[..end])
+                .map(|(_, v)| (end, v))
+        }) {
+            Some((end, value)) => {
+                out.push_str(value);
+                rest = &after[end + 1..];
+            }
+            None => {
+                out.push('{');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Whether `raw` is an absolute http:// or https:// URL with a host.
+pub fn is_web_url(raw: &str) -> bool {
+    let Some((scheme, rest)) = raw.split_once("://") else {
+        return false;
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    matches!(scheme, "http" | "https")
+        && !host.is_empty()
+        && !raw.chars().any(char::is_whitespace)
+        && raw.parse::<http::Uri>().is_ok()
+}
+
+/// The host of a web URL, as deliveries name their recipient.
+pub fn url_host(raw: &str) -> String {
+    raw.split("://")
+        .nth(1)
+        .and_then(|rest| rest.split(['/', '?', '#']).next())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// A playbook's definition: what one version holds.
@@ -436,12 +545,30 @@ pub struct ArmCounts {
     pub matured: i64,
     /// Matured triggers whose account churned within the horizon.
     pub churned: i64,
+    /// Triggers with a health change (see [`health_change`]).
+    pub health_measured: i64,
+    /// The sum of those changes, in score points.
+    pub health_change_total: i64,
 }
 
 impl ArmCounts {
     /// churned / matured; `None` without matured triggers.
     pub fn churn_rate(&self) -> Option<f64> {
         (self.matured > 0).then(|| self.churned as f64 / self.matured as f64)
+    }
+
+    /// Counts one trigger's health change, if it has one.
+    pub fn add_health_change(&mut self, change: Option<i32>) {
+        if let Some(c) = change {
+            self.health_measured += 1;
+            self.health_change_total += i64::from(c);
+        }
+    }
+
+    /// The mean health change 30 days after the trigger; `None` without any.
+    pub fn health_change_30d(&self) -> Option<f64> {
+        (self.health_measured > 0)
+            .then(|| self.health_change_total as f64 / self.health_measured as f64)
     }
 }
 
@@ -504,6 +631,30 @@ pub fn lost_within(
     }
 }
 
+/// Days after a trigger its health change is read.
+pub const HEALTH_CHANGE_DAYS: i64 = 30;
+
+/// An account's health score at `at`: the latest of `scores` (instant and
+/// score, in any order) at or before it; `None` before the first.
+pub fn score_at(scores: &[(Instant, i32)], at: Instant) -> Option<i32> {
+    scores
+        .iter()
+        .filter(|(t, _)| *t <= at)
+        .max_by_key(|(t, _)| *t)
+        .map(|(_, s)| *s)
+}
+
+/// The health change of a trigger at `at`: the score [`HEALTH_CHANGE_DAYS`]
+/// later minus the score at the trigger, when the trigger is that old by
+/// `now` and the account had a score at both instants.
+pub fn health_change(scores: &[(Instant, i32)], at: Instant, now: Instant) -> Option<i32> {
+    let later = at.plus_days(HEALTH_CHANGE_DAYS);
+    if later > now {
+        return None;
+    }
+    Some(score_at(scores, later)? - score_at(scores, at)?)
+}
+
 /// The median of `values`, `None` when empty.
 pub fn median(values: &mut [f64]) -> Option<f64> {
     if values.is_empty() {
@@ -531,6 +682,32 @@ pub struct Person {
     pub min_priority: Priority,
     /// No email at all.
     pub muted: bool,
+    /// One email a day listing their open and overdue CTAs.
+    pub daily_digest: bool,
+    /// From which hour of the day (UTC) the digest is sent.
+    pub digest_hour_utc: i32,
+}
+
+impl Person {
+    /// Where their digest goes, if they get one: their address (or their
+    /// name when that is an address), unless they muted email.
+    pub fn digest_address(&self) -> Option<String> {
+        if self.muted || !self.daily_digest {
+            return None;
+        }
+        let to = if self.email.is_empty() {
+            &self.person
+        } else {
+            &self.email
+        };
+        is_address(to).then(|| to.clone())
+    }
+}
+
+/// Whether a digest of the day starting at `day_start` is due at `now` for
+/// someone who asked for it from `hour` UTC.
+pub fn digest_due(day_start: Instant, hour: i32, now: Instant) -> bool {
+    now.micros_since(day_start) >= i64::from(hour.clamp(0, 23)) * MICROS_PER_DAY / 24
 }
 
 /// Where a CTA's owner is emailed, if at all: their settings' address (or

@@ -4,7 +4,9 @@
 //!
 //! - scoring: `alert.raised` fires the ENTERED_RED, SCORE_DROP and HIGH_RISK
 //!   triggers and lands on the timeline; `health.band_changed` updates the
-//!   account's band and churn risk, which may auto-close its CTAs.
+//!   account's band and churn risk, which may auto-close its CTAs. The
+//!   scores both carry (at the alert's creation, at the health's
+//!   computation) make the score history of the effectiveness report.
 //! - revenue: `movement.recorded` keeps the account's MRR, fires CHURN and
 //!   CONTRACTION and records churns for the effectiveness report (a
 //!   `movement.retracted` churn is taken back); `invoice.late` fires
@@ -97,6 +99,7 @@ pub fn scoring_consumer(
                             facts.churn_risk_bp = Some(alert.churn_risk_bp);
                         }
                         storage::save_facts(tx.conn(), &facts).await?;
+                        storage::add_score(tx.conn(), id, at, alert.score).await?;
                         log_system(tx, id, ActivityKind::Alert, at, alert.message.clone()).await?;
                         app.apply_event(tx, &trigger(kind, id, at, alert.message))
                             .await
@@ -110,6 +113,10 @@ pub fn scoring_consumer(
                         facts.red = health.band == scoring_pb::Band::Red as i32;
                         facts.churn_risk_bp = health.churn_risk_bp;
                         storage::save_facts(tx.conn(), &facts).await?;
+                        if let Some(ts) = health.compute_time.as_ref() {
+                            let at = instant("payload.compute_time", Some(ts))?;
+                            storage::add_score(tx.conn(), id, at, health.score).await?;
+                        }
                         app.auto_close(tx, &facts).await
                     }
                     _ => Ok(()),

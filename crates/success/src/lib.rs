@@ -51,6 +51,11 @@ pub async fn build(
         accounts,
         shutdown.clone(),
     )?;
+    notify::spawn_schedule(
+        app.clone(),
+        std::time::Duration::from_millis(settings.success_notify.schedule_interval_ms.max(1)),
+        shutdown.clone(),
+    );
     for consumer in [
         feeds::accounts_consumer(&settings.peers, app.clone(), shutdown.clone())?,
         feeds::scoring_consumer(&settings.peers, app.clone(), shutdown.clone())?,

@@ -1,14 +1,21 @@
-//! Notifications of new CTAs: an email to the CTA's owner over SMTP and a
-//! Slack-compatible chat message, delivered from the service's own feed by a
-//! worker with a stored cursor (docs/design.md section 6).
+//! Notifications: new CTAs (an email to the owner over SMTP and a
+//! Slack-compatible chat message), the actions of playbook steps (an email,
+//! a chat message, a signed webhook) and daily digests, delivered from the
+//! service's own feed by a worker with a stored cursor (docs/design.md
+//! section 6.4).
 //!
-//! Every `cta.opened` event is delivered on each configured channel. A
+//! Every `cta.opened` event is delivered on each configured channel, every
+//! `cta.step_due` on its step's channel and every `digest.due` by email. A
 //! delivery that fails is retried with a doubling wait, its attempts and last
 //! error kept in `deliveries` (see `ListDeliveries`), so a server that is down
 //! delays notifications and loses none; one the server refuses for good (an
-//! unknown mailbox) is marked FAILED and the worker moves on. A delivery is
-//! recorded as soon as it succeeds and the cursor moves once every channel of
-//! the event is done, so a restart repeats nothing that was delivered.
+//! unknown mailbox, a webhook answering 4xx) is marked FAILED and the worker
+//! moves on. A delivery is recorded as soon as it succeeds and the cursor
+//! moves once every channel of the event is done, so a restart repeats
+//! nothing that was delivered.
+//!
+//! [`spawn_schedule`] is the periodic task that turns steps that came due
+//! and digests whose hour has come into those events.
 
 use std::time::Duration;
 
@@ -29,8 +36,11 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use secrecy::ExposeSecret;
 
-use crate::domain::{Channel, CtaId, DeliveryStatus, email_recipient};
-use crate::service::CTA_OPENED;
+use crate::domain::{
+    Action, Channel, CtaId, DEFAULT_BODY, DEFAULT_SUBJECT, DeliveryStatus, PlaybookId,
+    email_recipient, fill, url_host,
+};
+use crate::service::{CTA_OPENED, DIGEST_DUE, STEP_DUE, Success};
 use crate::storage::{self, Delivery};
 
 /// Cursor name of the notification worker.
@@ -43,10 +53,141 @@ pub struct Outgoing {
     pub channel: Channel,
     /// The email address, or the webhook's host.
     pub recipient: String,
-    /// The email subject (chat: unused).
+    /// The email subject (chat, webhook: unused).
     pub subject: String,
-    /// The text.
+    /// The text (webhook: the JSON body).
     pub text: String,
+    /// Chat, webhook: where to POST.
+    pub url: String,
+    /// Webhook: the signing secret.
+    pub secret: String,
+    /// The CTA it is about; `None` for a digest.
+    pub cta: Option<CtaId>,
+    /// What it is (see `Delivery.about`).
+    pub about: String,
+}
+
+/// A timestamp as people read it, empty when unset.
+fn shown(ts: Option<&prost_types::Timestamp>) -> String {
+    ts.map(|t| Instant::from_micros(t.seconds.saturating_mul(1_000_000)).to_string())
+        .unwrap_or_default()
+}
+
+/// The values a step's templates may name, for `cta` on `account_name`.
+pub fn step_values(
+    cta: &pb::Cta,
+    step: &str,
+    due: &str,
+    account_name: &str,
+    dashboard_url: &str,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("account", account_name.to_owned()),
+        ("reason", cta.reason.clone()),
+        ("owner", cta.owner.clone()),
+        ("step", step.to_owned()),
+        ("due", due.to_owned()),
+        (
+            "link",
+            format!("{dashboard_url}#account={}", cta.account_id),
+        ),
+    ]
+}
+
+/// The JSON body a step's webhook receives: the event, the step, the CTA
+/// (with a link to its account) and the account.
+pub fn step_body(
+    sequence: i64,
+    index: i32,
+    title: &str,
+    cta: &pb::Cta,
+    account: &bowtie_proto::accounts::Account,
+    dashboard_url: &str,
+) -> String {
+    let name = |raw: &str, prefix: &str| raw.strip_prefix(prefix).unwrap_or(raw).to_owned();
+    let task_due = usize::try_from(index)
+        .ok()
+        .and_then(|i| cta.tasks.get(i))
+        .map(|t| shown(t.due_time.as_ref()))
+        .unwrap_or_default();
+    serde_json::json!({
+        "sequence": sequence,
+        "event_type": STEP_DUE,
+        "step": { "index": index, "title": title, "due_time": task_due },
+        "cta": {
+            "id": cta.id,
+            "account_id": cta.account_id,
+            "playbook_id": cta.playbook_id,
+            "playbook_version": cta.playbook_version,
+            "type": pb::CtaType::try_from(cta.r#type).map_or(String::new(), |t| name(t.as_str_name(), "CTA_TYPE_")),
+            "priority": pb::Priority::try_from(cta.priority).map_or(String::new(), |p| name(p.as_str_name(), "PRIORITY_")),
+            "status": pb::CtaStatus::try_from(cta.status).map_or(String::new(), |s| name(s.as_str_name(), "CTA_STATUS_")),
+            "reason": cta.reason,
+            "owner": cta.owner,
+            "due_time": shown(cta.due_time.as_ref()),
+            "create_time": shown(cta.create_time.as_ref()),
+            "link": format!("{dashboard_url}#account={}", cta.account_id),
+        },
+        "account": {
+            "id": cta.account_id,
+            "name": account.name,
+            "segment": bowtie_proto::common::Segment::try_from(account.segment).map_or(String::new(), |s| name(s.as_str_name(), "SEGMENT_")),
+            "owner": account.owner,
+            "csm": account.csm,
+        },
+    })
+    .to_string()
+}
+
+/// One line of a digest: the account, the playbook, the due day and the reason.
+pub struct DigestLine {
+    /// The account's name.
+    pub account: String,
+    /// The playbook's name; empty for a CTA opened by hand.
+    pub playbook: String,
+    /// When it is due.
+    pub due: Instant,
+    /// Why it exists.
+    pub reason: String,
+}
+
+/// The subject and text of `person`'s digest of `day` as of `at`: the
+/// overdue CTAs first, then the other open ones (both already in due order).
+pub fn render_digest(
+    day: &str,
+    at: Instant,
+    lines: &[DigestLine],
+    dashboard_url: &str,
+) -> (String, String) {
+    let (overdue, open): (Vec<&DigestLine>, Vec<&DigestLine>) =
+        lines.iter().partition(|l| l.due < at);
+    let subject = format!(
+        "[Bowtie] Your CTAs on {day}: {} overdue, {} open",
+        overdue.len(),
+        open.len()
+    );
+    let mut text = String::new();
+    for (title, part) in [("Overdue", &overdue), ("Open", &open)] {
+        if part.is_empty() {
+            continue;
+        }
+        text.push_str(&format!("{title} ({}):\n", part.len()));
+        for l in part.iter() {
+            let playbook = if l.playbook.is_empty() {
+                "opened by hand"
+            } else {
+                &l.playbook
+            };
+            let due: String = l.due.to_string().chars().take(10).collect();
+            text.push_str(&format!(
+                "- {} | {playbook} | due {due} | {}\n",
+                l.account, l.reason
+            ));
+        }
+        text.push('\n');
+    }
+    text.push_str(&format!("Your work: {dashboard_url}\n"));
+    (subject, text)
 }
 
 /// The subject and text of the notification of `cta` on `account_name`,
@@ -83,8 +224,7 @@ pub fn render(cta: &pb::Cta, account_name: &str, dashboard_url: &str) -> (String
     (subject, text)
 }
 
-/// Starts the worker when email or chat is configured; a bad SMTP setting
-/// stops the start, named.
+/// Starts the worker; a bad SMTP setting stops the start, named.
 pub fn spawn(
     store: Store,
     settings: SuccessNotifySettings,
@@ -92,23 +232,13 @@ pub fn spawn(
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let smtp = smtp(&settings)?;
-    let chat = if settings.chat_webhook_url.expose_secret().is_empty() {
-        None
-    } else {
-        Some(bowtie_runtime::tls::https_client(
-            "success_notify.chat_webhook_url",
-            "",
-        )?)
-    };
-    if smtp.is_none() && chat.is_none() {
-        return Ok(());
-    }
+    let http = bowtie_runtime::tls::https_client("success_notify.chat_webhook_url", "")?;
     let worker = Worker {
         store,
         settings,
         accounts,
         smtp,
-        chat,
+        http,
     };
     tokio::spawn(async move {
         let mut commits = worker.store.feed().commits();
@@ -124,6 +254,33 @@ pub fn spawn(
         }
     });
     Ok(())
+}
+
+/// Starts the periodic task: every `interval` (and at once) the steps that
+/// came due and the digests whose hour has come become feed events.
+pub fn spawn_schedule(app: Success, interval: Duration, shutdown: Shutdown) {
+    tokio::spawn(async move {
+        loop {
+            let now = Instant::now();
+            loop {
+                match app.run_due_steps(now).await {
+                    Ok(n) if n > 0 => continue,
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "scheduled steps interrupted; resuming");
+                        break;
+                    }
+                }
+            }
+            if let Err(e) = app.queue_digests(now).await {
+                tracing::warn!(error = %e, "daily digests interrupted; resuming");
+            }
+            tokio::select! {
+                () = shutdown.wait() => return,
+                () = tokio::time::sleep(interval) => {}
+            }
+        }
+    });
 }
 
 type Smtp = AsyncSmtpTransport<Tokio1Executor>;
@@ -167,7 +324,7 @@ struct Worker {
     settings: SuccessNotifySettings,
     accounts: AccountDirectory,
     smtp: Option<Smtp>,
-    chat: Option<HttpsClient>,
+    http: HttpsClient,
 }
 
 impl Worker {
@@ -181,13 +338,24 @@ impl Worker {
                 return Ok(());
             }
             for event in batch {
-                if event.event_type == CTA_OPENED
-                    && let Some(cta) = payload::<pb::Cta>(&event)?
-                {
-                    for out in self.plan(&cta).await? {
-                        if !self.deliver(event.sequence, &cta, &out, shutdown).await? {
-                            return Ok(());
-                        }
+                let outgoing = match event.event_type.as_str() {
+                    CTA_OPENED => match payload::<pb::Cta>(&event)? {
+                        Some(cta) => self.plan(&cta).await?,
+                        None => Vec::new(),
+                    },
+                    STEP_DUE => match payload::<pb::StepDue>(&event)? {
+                        Some(due) => self.plan_step(event.sequence, &due).await?,
+                        None => Vec::new(),
+                    },
+                    DIGEST_DUE => match payload::<pb::Digest>(&event)? {
+                        Some(digest) => self.plan_digest(&digest).await?,
+                        None => Vec::new(),
+                    },
+                    _ => Vec::new(),
+                };
+                for out in outgoing {
+                    if !self.deliver(event.sequence, &out, shutdown).await? {
+                        return Ok(());
                     }
                 }
                 feed::save_cursor(
@@ -207,6 +375,7 @@ impl Worker {
         let account = bowtie_runtime::api::account_id("payload.account_id", &cta.account_id)?;
         let account_name = self.account_name(account).await?;
         let (subject, text) = render(cta, &account_name, &self.settings.dashboard_url);
+        let cta_id = Some(CtaId(bowtie_runtime::api::id("payload.id", &cta.id)?));
         let mut out = Vec::new();
         if self.smtp.is_some() {
             let settings = storage::get_person(self.store.db().reader(), &cta.owner).await?;
@@ -219,24 +388,183 @@ impl Worker {
                     recipient: to,
                     subject: subject.clone(),
                     text: text.clone(),
+                    url: String::new(),
+                    secret: String::new(),
+                    cta: cta_id,
+                    about: CTA_OPENED.to_owned(),
                 });
             }
         }
-        if self.chat.is_some() {
-            let url = self.settings.chat_webhook_url.expose_secret();
-            let host = url
-                .split("://")
-                .nth(1)
-                .and_then(|rest| rest.split('/').next())
-                .unwrap_or_default();
+        let url = self.settings.chat_webhook_url.expose_secret();
+        if !url.is_empty() {
             out.push(Outgoing {
                 channel: Channel::Chat,
-                recipient: host.to_owned(),
+                recipient: url_host(url),
                 subject,
                 text,
+                url: url.to_owned(),
+                secret: String::new(),
+                cta: cta_id,
+                about: CTA_OPENED.to_owned(),
             });
         }
         Ok(out)
+    }
+
+    /// The message of a playbook step's action: its email, chat message or
+    /// signed webhook, from the playbook version that opened the CTA.
+    async fn plan_step(&self, sequence: i64, due: &pb::StepDue) -> Result<Vec<Outgoing>, Error> {
+        let Some(cta) = &due.cta else {
+            return Ok(Vec::new());
+        };
+        let conn = self.store.db().reader();
+        let playbook = PlaybookId(bowtie_runtime::api::id(
+            "payload.cta.playbook_id",
+            &cta.playbook_id,
+        )?);
+        let Some(spec) = storage::playbook_at_version(conn, playbook, cta.playbook_version).await?
+        else {
+            return Ok(Vec::new());
+        };
+        let Some(step) = usize::try_from(due.step_index)
+            .ok()
+            .and_then(|i| spec.steps.get(i))
+        else {
+            return Ok(Vec::new());
+        };
+        let Some(action) = &step.action else {
+            return Ok(Vec::new());
+        };
+        let account_id =
+            bowtie_runtime::api::account_id("payload.cta.account_id", &cta.account_id)?;
+        let account = match self.accounts.get(account_id.0).await {
+            Ok(account) => account,
+            Err(Error::NotFound { .. }) => bowtie_proto::accounts::Account {
+                id: cta.account_id.clone(),
+                name: cta.account_id.clone(),
+                ..Default::default()
+            },
+            Err(e) => return Err(e),
+        };
+        let task_due = usize::try_from(due.step_index)
+            .ok()
+            .and_then(|i| cta.tasks.get(i))
+            .map(|t| shown(t.due_time.as_ref()))
+            .unwrap_or_default();
+        let values = step_values(
+            cta,
+            &step.title,
+            &task_due,
+            &account.name,
+            &self.settings.dashboard_url,
+        );
+        let values: Vec<(&str, &str)> = values.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let text = |template: &str, default: &str| {
+            fill(
+                if template.is_empty() {
+                    default
+                } else {
+                    template
+                },
+                &values,
+            )
+        };
+        let mut out = Outgoing {
+            channel: Channel::Email,
+            recipient: String::new(),
+            subject: String::new(),
+            text: String::new(),
+            url: String::new(),
+            secret: String::new(),
+            cta: Some(CtaId(bowtie_runtime::api::id("payload.cta.id", &cta.id)?)),
+            about: format!("step {}", due.step_index),
+        };
+        match action {
+            Action::Email { to, subject, body } => {
+                out.recipient = if to.is_empty() {
+                    let settings = storage::get_person(conn, &cta.owner).await?;
+                    match settings {
+                        Some(p) if !p.email.is_empty() => p.email,
+                        _ => cta.owner.clone(),
+                    }
+                } else {
+                    to.clone()
+                };
+                out.subject = text(subject, DEFAULT_SUBJECT);
+                out.text = text(body, DEFAULT_BODY);
+            }
+            Action::Chat { url, body } => {
+                out.channel = Channel::Chat;
+                out.recipient = url_host(url);
+                out.url.clone_from(url);
+                out.text = text(body, DEFAULT_BODY);
+            }
+            Action::Webhook { url, secret } => {
+                out.channel = Channel::Webhook;
+                out.recipient = url_host(url);
+                out.url.clone_from(url);
+                out.secret.clone_from(secret);
+                out.text = step_body(
+                    sequence,
+                    due.step_index,
+                    &step.title,
+                    cta,
+                    &account,
+                    &self.settings.dashboard_url,
+                );
+            }
+        }
+        Ok(vec![out])
+    }
+
+    /// The email of a daily digest.
+    async fn plan_digest(&self, digest: &pb::Digest) -> Result<Vec<Outgoing>, Error> {
+        let conn = self.store.db().reader();
+        let mut names: std::collections::HashMap<String, String> = Default::default();
+        let mut playbooks: std::collections::HashMap<String, String> = Default::default();
+        let mut lines = Vec::new();
+        for cta in &digest.ctas {
+            if !names.contains_key(&cta.account_id) {
+                let id =
+                    bowtie_runtime::api::account_id("payload.ctas.account_id", &cta.account_id)?;
+                names.insert(cta.account_id.clone(), self.account_name(id).await?);
+            }
+            if !cta.playbook_id.is_empty() && !playbooks.contains_key(&cta.playbook_id) {
+                let id = PlaybookId(bowtie_runtime::api::id(
+                    "payload.ctas.playbook_id",
+                    &cta.playbook_id,
+                )?);
+                let name = storage::get_playbook(conn, id)
+                    .await?
+                    .map(|p| p.spec.name)
+                    .unwrap_or_default();
+                playbooks.insert(cta.playbook_id.clone(), name);
+            }
+            lines.push(DigestLine {
+                account: names.get(&cta.account_id).cloned().unwrap_or_default(),
+                playbook: playbooks.get(&cta.playbook_id).cloned().unwrap_or_default(),
+                due: cta
+                    .due_time
+                    .map(|t| Instant::from_micros(t.seconds.saturating_mul(1_000_000)))
+                    .unwrap_or(Instant::from_micros(0)),
+                reason: cta.reason.clone(),
+            });
+        }
+        let at = digest
+            .queue_time
+            .map(|t| Instant::from_micros(t.seconds.saturating_mul(1_000_000)))
+            .unwrap_or(Instant::now());
+        let (subject, text) = render_digest(&digest.day, at, &lines, &self.settings.dashboard_url);
+        Ok(vec![Outgoing {
+            channel: Channel::Email,
+            recipient: digest.email.clone(),
+            subject,
+            text,
+            url: String::new(),
+            secret: String::new(),
+            cta: None,
+            about: format!("digest {}", digest.day),
+        }])
     }
 
     /// The account's name from the accounts service, its id when that
@@ -254,7 +582,6 @@ impl Worker {
     async fn deliver(
         &self,
         sequence: i64,
-        cta: &pb::Cta,
         out: &Outgoing,
         shutdown: &Shutdown,
     ) -> Result<bool, Error> {
@@ -265,12 +592,13 @@ impl Worker {
             None => Delivery {
                 sequence,
                 channel: out.channel as i32,
-                cta_id: CtaId(bowtie_runtime::api::id("payload.id", &cta.id)?),
+                cta_id: out.cta,
                 recipient: out.recipient.clone(),
                 status: DeliveryStatus::Pending,
                 delivered_at: None,
                 attempts: 0,
                 last_error: String::new(),
+                about: out.about.clone(),
             },
         };
         let mut backoff = Duration::from_millis(self.settings.retry_backoff_ms.max(1));
@@ -312,12 +640,14 @@ impl Worker {
         };
         match out.channel {
             Channel::Email => {
-                let Some(smtp) = &self.smtp else {
-                    return Ok(());
-                };
                 let refused = |message: String| Failure {
                     message,
                     permanent: true,
+                };
+                let Some(smtp) = &self.smtp else {
+                    return Err(refused(
+                        "no SMTP server is configured (success_notify.smtp_host)".into(),
+                    ));
                 };
                 let to = out
                     .recipient
@@ -342,26 +672,55 @@ impl Worker {
                     Ok(Err(e)) => Err(transient(e.to_string())),
                 }
             }
-            _ => {
-                let Some(client) = &self.chat else {
-                    return Ok(());
+            channel => {
+                let webhook = channel == Channel::Webhook;
+                let what = if webhook {
+                    "the webhook"
+                } else {
+                    "the chat webhook"
                 };
-                let body = serde_json::json!({ "text": out.text }).to_string();
-                let request = http::Request::post(self.settings.chat_webhook_url.expose_secret())
-                    .header("content-type", "application/json")
+                let mut request = http::Request::post(out.url.as_str())
+                    .header("content-type", "application/json");
+                let body = if webhook {
+                    let timestamp = Instant::now().micros() / 1_000_000;
+                    let signature = bowtie_runtime::signing::signature(
+                        out.secret.as_bytes(),
+                        timestamp,
+                        out.text.as_bytes(),
+                    );
+                    request = request
+                        .header(
+                            bowtie_runtime::signing::TIMESTAMP_HEADER,
+                            timestamp.to_string(),
+                        )
+                        .header(bowtie_runtime::signing::SIGNATURE_HEADER, signature);
+                    out.text.clone()
+                } else {
+                    serde_json::json!({ "text": out.text }).to_string()
+                };
+                let request = request
                     .body(Full::new(Bytes::from(body)))
                     .map_err(|e| Failure {
                         message: e.to_string(),
                         permanent: true,
                     })?;
-                match tokio::time::timeout(timeout, client.request(request)).await {
-                    Err(_) => Err(transient("the chat webhook did not answer in time".into())),
+                match tokio::time::timeout(timeout, self.http.request(request)).await {
+                    Err(_) => Err(transient(format!("{what} did not answer in time"))),
                     Ok(Err(e)) => Err(transient(e.to_string())),
                     Ok(Ok(r)) if r.status().is_success() => Ok(()),
-                    Ok(Ok(r)) => Err(transient(format!(
-                        "the chat webhook answered {}",
-                        r.status()
-                    ))),
+                    // A signed webhook that refuses the request (4xx but a
+                    // timeout or throttling) will refuse it again.
+                    Ok(Ok(r))
+                        if webhook
+                            && r.status().is_client_error()
+                            && !matches!(r.status().as_u16(), 408 | 429) =>
+                    {
+                        Err(Failure {
+                            message: format!("{what} answered {}", r.status()),
+                            permanent: true,
+                        })
+                    }
+                    Ok(Ok(r)) => Err(transient(format!("{what} answered {}", r.status()))),
                 }
             }
         }
@@ -405,6 +764,40 @@ mod tests {
              A high-priority win-back CTA for ana@acme.io, due 2026-01-31T09:30:00Z.\n\
              - Call the champion (due 2026-01-30T09:30:00Z)\n\n\
              Open the account: http://bowtie.example/#account=01a24e37-7f9c-71e8-b6bc-37ab41f8802f\n"
+        );
+    }
+
+    #[test]
+    fn a_digest_lists_the_overdue_first_then_the_open_each_with_account_playbook_and_due_day() {
+        // 2026-12-07T00:00:00Z is 1_796_601_600 seconds after the epoch.
+        let day = |d: i64, h: i64| {
+            Instant::from_micros((1_796_601_600 + d * 86_400 + h * 3_600) * 1_000_000)
+        };
+        let lines = [
+            DigestLine {
+                account: "Acme".into(),
+                playbook: "Save red accounts".into(),
+                due: day(-2, 9),
+                reason: "health fell into red at 17".into(),
+            },
+            DigestLine {
+                account: "Globex".into(),
+                playbook: String::new(),
+                due: day(2, 9),
+                reason: "renewal in 30 days".into(),
+            },
+        ];
+        let (subject, text) =
+            render_digest("2026-12-07", day(0, 7), &lines, "http://bowtie.example/");
+        assert_eq!(
+            subject,
+            "[Bowtie] Your CTAs on 2026-12-07: 1 overdue, 1 open"
+        );
+        assert_eq!(
+            text,
+            "Overdue (1):\n- Acme | Save red accounts | due 2026-12-05 | health fell into red at 17\n\n\
+             Open (1):\n- Globex | opened by hand | due 2026-12-09 | renewal in 30 days\n\n\
+             Your work: http://bowtie.example/\n"
         );
     }
 }

@@ -18,6 +18,7 @@ use bowtie_runtime::idempotency::Idempotency;
 use bowtie_runtime::paging::Page;
 use bowtie_runtime::peer::AccountDirectory;
 use bowtie_runtime::store::{Store, Tx};
+use bowtie_runtime::types::MICROS_PER_DAY;
 use bowtie_runtime::{AccountId, Instant};
 use uuid::Uuid;
 
@@ -39,6 +40,12 @@ pub const CTA_UPDATED: &str = "cta.updated";
 pub const CTA_CLOSED: &str = "cta.closed";
 /// A person logged an activity.
 pub const ACTIVITY_LOGGED: &str = "activity.logged";
+/// A playbook step with an action came due (payload `StepDue`).
+pub const STEP_DUE: &str = "cta.step_due";
+/// A person's daily digest is to be sent (payload `Digest`).
+pub const DIGEST_DUE: &str = "digest.due";
+/// Most CTAs one digest lists.
+pub const DIGEST_LIMIT: u64 = 200;
 
 fn cta_event(event_type: &'static str, c: &pb::Cta) -> NewEvent {
     NewEvent::new("cta", c.id.clone(), event_type, c)
@@ -582,6 +589,99 @@ impl Success {
         storage::list_deliveries(self.inner.store.db().reader(), status, limit).await
     }
 
+    /// Emits `cta.step_due` for the scheduled step actions due at `now`,
+    /// each once (a step whose CTA is closed, or whose task is done or
+    /// skipped, is dropped without an event). Returns how many came due.
+    pub async fn run_due_steps(&self, now: Instant) -> Result<usize, Error> {
+        let due = storage::due_steps(self.inner.store.db().reader(), now, 100).await?;
+        let count = due.len();
+        for (cta, index) in due {
+            self.inner
+                .store
+                .write(None, move |tx| {
+                    Box::pin(async move {
+                        if !storage::finish_step(tx.conn(), cta, index).await? {
+                            return Ok(());
+                        }
+                        let Some(c) = storage::get_cta(tx.conn(), cta).await? else {
+                            return Ok(());
+                        };
+                        let open = usize::try_from(index)
+                            .ok()
+                            .and_then(|i| c.tasks.get(i))
+                            .is_some_and(|t| t.status == TaskStatus::Open as i32);
+                        if c.status != CtaStatus::Closed && open {
+                            tx.emit(step_due_event(&cta_to_pb(&c), index));
+                        }
+                        Ok(())
+                    })
+                })
+                .await?;
+        }
+        Ok(count)
+    }
+
+    /// Queues the daily digest of everyone who asked for one and whose hour
+    /// (UTC) has come at `now`, once per person and day: the claim and the
+    /// `digest.due` event commit together. Someone with no open CTA gets
+    /// none that day. Returns how many were queued.
+    pub async fn queue_digests(&self, now: Instant) -> Result<usize, Error> {
+        let day_start =
+            Instant::from_micros(now.micros().div_euclid(MICROS_PER_DAY) * MICROS_PER_DAY);
+        let day: String = day_start.to_string().chars().take(10).collect();
+        let mut queued = 0;
+        for person in storage::digest_people(self.inner.store.db().reader()).await? {
+            let Some(email) = person.digest_address() else {
+                continue;
+            };
+            if !digest_due(day_start, person.digest_hour_utc, now) {
+                continue;
+            }
+            let day = day.clone();
+            let sent = self
+                .inner
+                .store
+                .write(None, move |tx| {
+                    Box::pin(async move {
+                        if !storage::claim_digest(tx.conn(), &person.person, &day, now).await? {
+                            return Ok(false);
+                        }
+                        let filter = CtaFilter {
+                            owner: Some(person.person.clone()),
+                            ..CtaFilter::default()
+                        };
+                        let mut ctas: Vec<Cta> =
+                            storage::list_ctas(tx.conn(), &filter, None, DIGEST_LIMIT)
+                                .await?
+                                .into_iter()
+                                .filter(|c| c.status != CtaStatus::Snoozed)
+                                .collect();
+                        if ctas.is_empty() {
+                            return Ok(false);
+                        }
+                        digest_order(&mut ctas, now);
+                        let digest = pb::Digest {
+                            person: person.person.clone(),
+                            email,
+                            day: day.clone(),
+                            ctas: ctas.iter().map(cta_to_pb).collect(),
+                            queue_time: Some(now.to_timestamp()),
+                        };
+                        tx.emit(NewEvent::new(
+                            "digest",
+                            format!("{}:{day}", person.person),
+                            DIGEST_DUE,
+                            &digest,
+                        ));
+                        Ok(true)
+                    })
+                })
+                .await?;
+            queued += usize::from(sent);
+        }
+        Ok(queued)
+    }
+
     // --- effectiveness ---------------------------------------------------------
 
     /// Measures a playbook over `period` as of `now`.
@@ -600,6 +700,7 @@ impl Success {
         accounts.sort();
         accounts.dedup();
         let churns = storage::turns_of(conn, Turn::Churn, &accounts).await?;
+        let scores = storage::scores_of(conn, &accounts).await?;
         let reactivations = if kind == TriggerKind::Churn {
             storage::turns_of(conn, Turn::Reactivation, &accounts).await?
         } else {
@@ -627,6 +728,12 @@ impl Success {
                 ..ArmCounts::default()
             };
             for t in arm {
+                let none = Vec::new();
+                c.add_health_change(health_change(
+                    scores.get(&t.account_id).unwrap_or(&none),
+                    t.at,
+                    now,
+                ));
                 if t.at.plus_days(i64::from(horizon)) <= now {
                     c.matured += 1;
                     let none = Vec::new();
@@ -796,6 +903,12 @@ impl Success {
     }
 }
 
+/// A digest's order: the overdue (due before `now`) first, each part by
+/// due time.
+pub fn digest_order(ctas: &mut [Cta], now: Instant) {
+    ctas.sort_by_key(|c| (c.due_at >= now, c.due_at, c.id));
+}
+
 /// Opens a CTA of playbook `p` for the event's account.
 async fn open_from(
     tx: &mut Tx,
@@ -847,8 +960,35 @@ async fn open_from(
     };
     storage::insert_cta(tx.conn(), &cta).await?;
     log_cta(tx, &cta, format!("{}: {}", p.spec.name, cta.reason)).await?;
-    tx.emit(cta_event(CTA_OPENED, &cta_to_pb(&cta)));
+    let out = cta_to_pb(&cta);
+    tx.emit(cta_event(CTA_OPENED, &out));
+    // Each step's action: at once when it is already due (offset 0), else
+    // when the schedule finds it due (`Success::run_due_steps`).
+    let now = Instant::from_micros(tx.now());
+    for (index, (step, task)) in p.spec.steps.iter().zip(&cta.tasks).enumerate() {
+        if step.action.is_none() {
+            continue;
+        }
+        let index = i32::try_from(index).unwrap_or(i32::MAX);
+        let due_now = task.due_at <= now;
+        storage::schedule_step(tx.conn(), cta.id, index, task.due_at, due_now).await?;
+        if due_now {
+            tx.emit(step_due_event(&out, index));
+        }
+    }
     Ok(cta.id)
+}
+
+fn step_due_event(cta: &pb::Cta, index: i32) -> NewEvent {
+    NewEvent::new(
+        "cta",
+        cta.id.clone(),
+        STEP_DUE,
+        &pb::StepDue {
+            cta: Some(cta.clone()),
+            step_index: index,
+        },
+    )
 }
 
 /// Writes an automatic timeline entry about a CTA.

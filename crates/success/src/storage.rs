@@ -244,6 +244,8 @@ pub mod entity {
             pub cta_types: String,
             pub min_priority: i32,
             pub muted: bool,
+            pub daily_digest: bool,
+            pub digest_hour_utc: i32,
         }
 
         #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -269,6 +271,69 @@ pub mod entity {
             pub attempts: i32,
             pub last_error: String,
             pub delivered_at: Option<i64>,
+            pub about: String,
+        }
+
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+
+        impl ActiveModelBehavior for ActiveModel {}
+    }
+
+    /// `step_runs`: each playbook step with an action of each CTA, until it
+    /// has come due (`done`).
+    pub mod step_run {
+        use sea_orm::entity::prelude::*;
+
+        #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+        #[sea_orm(table_name = "step_runs")]
+        pub struct Model {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub cta_id: String,
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub step_index: i32,
+            pub due_at: i64,
+            pub done: bool,
+        }
+
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+
+        impl ActiveModelBehavior for ActiveModel {}
+    }
+
+    /// `digests`: the daily digests queued, one per person and day.
+    pub mod digest {
+        use sea_orm::entity::prelude::*;
+
+        #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+        #[sea_orm(table_name = "digests")]
+        pub struct Model {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub person: String,
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub day: String,
+            pub queued_at: i64,
+        }
+
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+
+        impl ActiveModelBehavior for ActiveModel {}
+    }
+
+    /// `health_scores`: each account's health score as scoring reported it.
+    pub mod health_score {
+        use sea_orm::entity::prelude::*;
+
+        #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+        #[sea_orm(table_name = "health_scores")]
+        pub struct Model {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub account_id: String,
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub at: i64,
+            pub score: i32,
         }
 
         #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -279,7 +344,8 @@ pub mod entity {
 }
 
 use entity::{
-    activity, churn, cta, delivery, fact, person, playbook, playbook_version, reactivation, trigger,
+    activity, churn, cta, delivery, digest, fact, health_score, person, playbook, playbook_version,
+    reactivation, step_run, trigger,
 };
 
 struct CreateSuccessTables;
@@ -578,10 +644,149 @@ impl MigrationTrait for CreateReactivationTable {
     }
 }
 
+struct CreateScheduleTables;
+
+impl MigrationName for CreateScheduleTables {
+    fn name(&self) -> &str {
+        "m0103_success_steps_digests_scores"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateScheduleTables {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        use delivery::Column as D;
+        use digest::Column as G;
+        use health_score::Column as H;
+        use person::Column as P;
+        use step_run::Column as S;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(person::Entity)
+                    .add_column(
+                        ColumnDef::new(P::DailyDigest)
+                            .boolean()
+                            .not_null()
+                            .default(false),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        // SQLite adds one column per ALTER TABLE.
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(person::Entity)
+                    .add_column(
+                        ColumnDef::new(P::DigestHourUtc)
+                            .integer()
+                            .not_null()
+                            .default(0),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(delivery::Entity)
+                    .add_column(ColumnDef::new(D::About).string().not_null().default(""))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(step_run::Entity)
+                    .if_not_exists()
+                    .col(text(S::CtaId))
+                    .col(ColumnDef::new(S::StepIndex).integer().not_null())
+                    .col(ColumnDef::new(S::DueAt).big_integer().not_null())
+                    .col(ColumnDef::new(S::Done).boolean().not_null())
+                    .primary_key(Index::create().col(S::CtaId).col(S::StepIndex))
+                    .to_owned(),
+            )
+            .await?;
+        create_indexes(
+            manager,
+            step_run::Entity,
+            &[("step_runs_due", &[S::Done, S::DueAt])],
+        )
+        .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(digest::Entity)
+                    .if_not_exists()
+                    .col(text(G::Person))
+                    .col(text(G::Day))
+                    .col(ColumnDef::new(G::QueuedAt).big_integer().not_null())
+                    .primary_key(Index::create().col(G::Person).col(G::Day))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(health_score::Entity)
+                    .if_not_exists()
+                    .col(text(H::AccountId))
+                    .col(ColumnDef::new(H::At).big_integer().not_null())
+                    .col(ColumnDef::new(H::Score).integer().not_null())
+                    .primary_key(Index::create().col(H::AccountId).col(H::At))
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in [
+            health_score::Entity.table_name(),
+            digest::Entity.table_name(),
+            step_run::Entity.table_name(),
+        ] {
+            manager
+                .drop_table(
+                    Table::drop()
+                        .table(sea_orm::sea_query::Alias::new(table))
+                        .if_exists()
+                        .to_owned(),
+                )
+                .await?;
+        }
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(delivery::Entity)
+                    .drop_column(delivery::Column::About)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(person::Entity)
+                    .drop_column(person::Column::DigestHourUtc)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(person::Entity)
+                    .drop_column(person::Column::DailyDigest)
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
 bowtie_runtime::migrator!(
     CreateSuccessTables,
     CreateNotificationTables,
-    CreateReactivationTable
+    CreateReactivationTable,
+    CreateScheduleTables
 );
 
 /// Decodes a stored contract enum number.
@@ -1495,10 +1700,19 @@ pub async fn save_person<C: ConnectionTrait>(conn: &C, p: &Person) -> Result<(),
         cta_types: Set(serde_json::to_string(&types).map_err(internal)?),
         min_priority: Set(p.min_priority as i32),
         muted: Set(p.muted),
+        daily_digest: Set(p.daily_digest),
+        digest_hour_utc: Set(p.digest_hour_utc),
     })
     .on_conflict(
         OnConflict::column(P::Person)
-            .update_columns([P::Email, P::CtaTypes, P::MinPriority, P::Muted])
+            .update_columns([
+                P::Email,
+                P::CtaTypes,
+                P::MinPriority,
+                P::Muted,
+                P::DailyDigest,
+                P::DigestHourUtc,
+            ])
             .to_owned(),
     )
     .exec(conn)
@@ -1506,14 +1720,10 @@ pub async fn save_person<C: ConnectionTrait>(conn: &C, p: &Person) -> Result<(),
     Ok(())
 }
 
-/// A person's notification settings, if they set any.
-pub async fn get_person<C: ConnectionTrait>(conn: &C, who: &str) -> Result<Option<Person>, Error> {
-    let Some(m) = person::Entity::find_by_id(who.to_owned()).one(conn).await? else {
-        return Ok(None);
-    };
+fn person_from_row(m: person::Model) -> Result<Person, Error> {
     let types: Vec<i32> =
         serde_json::from_str(&m.cta_types).map_err(|_| corrupt("person cta_types"))?;
-    Ok(Some(Person {
+    Ok(Person {
         person: m.person,
         email: m.email,
         cta_types: types
@@ -1522,7 +1732,176 @@ pub async fn get_person<C: ConnectionTrait>(conn: &C, who: &str) -> Result<Optio
             .collect::<Result<_, _>>()?,
         min_priority: stored_enum("priority", m.min_priority)?,
         muted: m.muted,
-    }))
+        daily_digest: m.daily_digest,
+        digest_hour_utc: m.digest_hour_utc,
+    })
+}
+
+/// A person's notification settings, if they set any.
+pub async fn get_person<C: ConnectionTrait>(conn: &C, who: &str) -> Result<Option<Person>, Error> {
+    person::Entity::find_by_id(who.to_owned())
+        .one(conn)
+        .await?
+        .map(person_from_row)
+        .transpose()
+}
+
+/// Everyone who asked for a daily digest and has not muted email.
+pub async fn digest_people<C: ConnectionTrait>(conn: &C) -> Result<Vec<Person>, Error> {
+    person::Entity::find()
+        .filter(person::Column::DailyDigest.eq(true))
+        .filter(person::Column::Muted.eq(false))
+        .order_by_asc(person::Column::Person)
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(person_from_row)
+        .collect()
+}
+
+/// Records that `person`'s digest of `day` is queued; `false` when it
+/// already was (by this replica or another, before a restart or not).
+pub async fn claim_digest<C: ConnectionTrait>(
+    conn: &C,
+    person: &str,
+    day: &str,
+    at: Instant,
+) -> Result<bool, Error> {
+    let rows = digest::Entity::insert(digest::ActiveModel {
+        person: Set(person.to_owned()),
+        day: Set(day.to_owned()),
+        queued_at: Set(at.micros()),
+    })
+    .on_conflict(
+        OnConflict::columns([digest::Column::Person, digest::Column::Day])
+            .do_nothing()
+            .to_owned(),
+    )
+    .exec_without_returning(conn)
+    .await?;
+    Ok(rows == 1)
+}
+
+// --- step actions --------------------------------------------------------------
+
+/// Schedules the action of step `index` of a CTA for `due_at`.
+pub async fn schedule_step<C: ConnectionTrait>(
+    conn: &C,
+    cta: CtaId,
+    index: i32,
+    due_at: Instant,
+    done: bool,
+) -> Result<(), Error> {
+    step_run::ActiveModel {
+        cta_id: Set(cta.0.to_string()),
+        step_index: Set(index),
+        due_at: Set(due_at.micros()),
+        done: Set(done),
+    }
+    .insert(conn)
+    .await?;
+    Ok(())
+}
+
+/// Up to `limit` scheduled step actions due at `now`, the earliest first.
+pub async fn due_steps<C: ConnectionTrait>(
+    conn: &C,
+    now: Instant,
+    limit: u64,
+) -> Result<Vec<(CtaId, i32)>, Error> {
+    let rows: Vec<(String, i32)> = step_run::Entity::find()
+        .select_only()
+        .column(step_run::Column::CtaId)
+        .column(step_run::Column::StepIndex)
+        .filter(step_run::Column::Done.eq(false))
+        .filter(step_run::Column::DueAt.lte(now.micros()))
+        .order_by_asc(step_run::Column::DueAt)
+        .limit(limit)
+        .into_tuple()
+        .all(conn)
+        .await?;
+    rows.into_iter()
+        .map(|(id, index)| Ok((CtaId(stored_uuid(&id)?), index)))
+        .collect()
+}
+
+/// Marks a scheduled step action as come due; `false` when it already was.
+pub async fn finish_step<C: ConnectionTrait>(
+    conn: &C,
+    cta: CtaId,
+    index: i32,
+) -> Result<bool, Error> {
+    let done = step_run::Entity::update_many()
+        .col_expr(step_run::Column::Done, Expr::value(true))
+        .filter(step_run::Column::CtaId.eq(cta.0.to_string()))
+        .filter(step_run::Column::StepIndex.eq(index))
+        .filter(step_run::Column::Done.eq(false))
+        .exec(conn)
+        .await?;
+    Ok(done.rows_affected == 1)
+}
+
+/// One version of a playbook, if it exists.
+pub async fn playbook_at_version<C: ConnectionTrait>(
+    conn: &C,
+    id: PlaybookId,
+    version: i64,
+) -> Result<Option<PlaybookSpec>, Error> {
+    playbook_version::Entity::find_by_id((id.0.to_string(), version))
+        .one(conn)
+        .await?
+        .map(|m| spec_from_json(&m.spec))
+        .transpose()
+}
+
+// --- health scores -------------------------------------------------------------
+
+/// Records an account's health score at `at` (a repeat changes nothing).
+pub async fn add_score<C: ConnectionTrait>(
+    conn: &C,
+    account: AccountId,
+    at: Instant,
+    score: i32,
+) -> Result<(), Error> {
+    health_score::Entity::insert(health_score::ActiveModel {
+        account_id: Set(account.to_string()),
+        at: Set(at.micros()),
+        score: Set(score),
+    })
+    .on_conflict(
+        OnConflict::columns([health_score::Column::AccountId, health_score::Column::At])
+            .do_nothing()
+            .to_owned(),
+    )
+    .do_nothing()
+    .exec(conn)
+    .await?;
+    Ok(())
+}
+
+/// The recorded health scores of each of `accounts`.
+pub async fn scores_of<C: ConnectionTrait>(
+    conn: &C,
+    accounts: &[AccountId],
+) -> Result<HashMap<AccountId, Vec<(Instant, i32)>>, Error> {
+    let mut out: HashMap<AccountId, Vec<(Instant, i32)>> = HashMap::new();
+    for chunk in accounts.chunks(500) {
+        let rows: Vec<(String, i64, i32)> = health_score::Entity::find()
+            .select_only()
+            .column(health_score::Column::AccountId)
+            .column(health_score::Column::At)
+            .column(health_score::Column::Score)
+            .filter(health_score::Column::AccountId.is_in(chunk.iter().map(ToString::to_string)))
+            .into_tuple()
+            .all(conn)
+            .await?;
+        for (account, at, score) in rows {
+            out.entry(AccountId(stored_uuid(&account)?))
+                .or_default()
+                .push((Instant::from_micros(at), score));
+        }
+    }
+    Ok(out)
 }
 
 /// One notification of a CTA event on a channel.
@@ -1532,8 +1911,8 @@ pub struct Delivery {
     pub sequence: i64,
     /// The channel (the contract's number).
     pub channel: i32,
-    /// The CTA.
-    pub cta_id: CtaId,
+    /// The CTA; `None` for a digest.
+    pub cta_id: Option<CtaId>,
     /// The address, or the webhook's host.
     pub recipient: String,
     /// Where it stands.
@@ -1544,13 +1923,20 @@ pub struct Delivery {
     pub attempts: i32,
     /// Why the last attempt failed.
     pub last_error: String,
+    /// What it is: `cta.opened`, `step <index>` or `digest <day>`.
+    pub about: String,
 }
 
 fn delivery_from_row(m: delivery::Model) -> Result<Delivery, Error> {
     Ok(Delivery {
         sequence: m.sequence,
         channel: m.channel,
-        cta_id: CtaId(stored_uuid(&m.cta_id)?),
+        cta_id: if m.cta_id.is_empty() {
+            None
+        } else {
+            Some(CtaId(stored_uuid(&m.cta_id)?))
+        },
+        about: m.about,
         recipient: m.recipient,
         status: stored_enum("delivery status", m.status)?,
         delivered_at: m.delivered_at.map(Instant::from_micros),
@@ -1578,7 +1964,8 @@ pub async fn save_delivery<C: ConnectionTrait>(conn: &C, d: &Delivery) -> Result
     delivery::Entity::insert(delivery::ActiveModel {
         sequence: Set(d.sequence),
         channel: Set(d.channel),
-        cta_id: Set(d.cta_id.0.to_string()),
+        cta_id: Set(d.cta_id.map(|c| c.0.to_string()).unwrap_or_default()),
+        about: Set(d.about.clone()),
         recipient: Set(d.recipient.clone()),
         status: Set(d.status as i32),
         attempts: Set(d.attempts),

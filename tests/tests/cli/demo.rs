@@ -4,6 +4,9 @@ use bowtie::demo::{self, Company};
 use bowtie_proto::accounts::ListAccountsRequest;
 use bowtie_proto::common::{PageRequest, Segment};
 use bowtie_proto::revenue::{GetMrrReportRequest, GetMrrReportResponse};
+use bowtie_proto::success::{
+    ActivityKind, CtaStatus, ListActivitiesRequest, ListCtasRequest, Outcome,
+};
 use bowtie_testkit::stack::Stack;
 use bowtie_testkit::{TestDatabase, backend_test, within};
 
@@ -159,11 +162,81 @@ async fn the_demo_has_every_segment_churn_comebacks_and_a_balanced_waterfall(
     Ok(())
 }
 
+/// Every CTA (id, status, outcome, version), and how many timeline entries
+/// people logged on their accounts.
+async fn worked_ctas(stack: &Stack) -> anyhow::Result<(Vec<(String, i32, i32, i64)>, usize)> {
+    let mut success = stack.target().success()?;
+    let mut ctas = Vec::new();
+    for status in [CtaStatus::Unspecified, CtaStatus::Closed] {
+        let mut token = String::new();
+        loop {
+            let page = success
+                .list_ctas(ListCtasRequest {
+                    status: status as i32,
+                    page: Some(PageRequest {
+                        page_size: 500,
+                        page_token: token,
+                    }),
+                    ..ListCtasRequest::default()
+                })
+                .await?
+                .into_inner();
+            ctas.extend(page.ctas);
+            token = page.page.map(|p| p.next_page_token).unwrap_or_default();
+            if token.is_empty() {
+                break;
+            }
+        }
+    }
+    let mut logged = 0;
+    let mut accounts: Vec<String> = ctas.iter().map(|c| c.account_id.clone()).collect();
+    accounts.sort();
+    accounts.dedup();
+    for account in accounts {
+        logged += success
+            .list_activities(ListActivitiesRequest {
+                account_id: account,
+                kinds: vec![ActivityKind::Call as i32, ActivityKind::Note as i32],
+                page: Some(PageRequest {
+                    page_size: 500,
+                    page_token: String::new(),
+                }),
+                ..ListActivitiesRequest::default()
+            })
+            .await?
+            .into_inner()
+            .activities
+            .len();
+    }
+    let mut out: Vec<(String, i32, i32, i64)> = ctas
+        .into_iter()
+        .map(|c| (c.id, c.status, c.outcome, c.version))
+        .collect();
+    out.sort();
+    Ok((out, logged))
+}
+
 async fn seeding_again_on_a_seeded_suite_adds_nothing(db: &TestDatabase) -> anyhow::Result<()> {
     let stack = Stack::start(db).await?;
     let first = demo::seed(&stack.target(), small_demo()).await?;
     let before = waterfall(&stack).await?;
     let model_before = model_id(&stack).await?;
+    // The history's CTAs were worked: calls and notes logged, some closed
+    // by their owners with an outcome.
+    let (ctas, logged) = worked_ctas(&stack).await?;
+    let by_people = ctas
+        .iter()
+        .filter(|c| {
+            [Outcome::Saved, Outcome::Lost, Outcome::Won]
+                .iter()
+                .any(|o| *o as i32 == c.2)
+        })
+        .count();
+    assert!(by_people > 0, "{ctas:?}");
+    assert!(
+        logged >= 2 * by_people,
+        "{logged} entries for {by_people} closed"
+    );
     // A restart on another day finds the first anchor again.
     let mut later = small_demo();
     later.anchor -= 3 * demo::plan::DAY;
@@ -174,6 +247,20 @@ async fn seeding_again_on_a_seeded_suite_adds_nothing(db: &TestDatabase) -> anyh
     assert_eq!(waterfall(&stack).await?, before);
     // The churn model the first seeding trained is kept.
     assert_eq!(model_id(&stack).await?, model_before);
+    // No CTA was worked twice.
+    let closed_by_people = |all: &[(String, i32, i32, i64)]| -> Vec<(String, i32, i32, i64)> {
+        all.iter()
+            .filter(|c| {
+                [Outcome::Saved, Outcome::Lost, Outcome::Won]
+                    .iter()
+                    .any(|o| *o as i32 == c.2)
+            })
+            .cloned()
+            .collect()
+    };
+    let (after, logged_after) = worked_ctas(&stack).await?;
+    assert_eq!(closed_by_people(&after), closed_by_people(&ctas));
+    assert_eq!(logged_after, logged);
     Ok(())
 }
 

@@ -24,7 +24,7 @@ use bowtie_testkit::{TestDatabase, backend_test, within};
 backend_test!(a_new_cta_is_emailed_to_its_owner_and_posted_to_chat_once_even_when_smtp_was_down);
 
 /// The aiosmtpd Python, or `None` (with the reason printed) to skip.
-fn smtpd_python() -> Option<String> {
+pub fn smtpd_python() -> Option<String> {
     match std::env::var("BOWTIE_AIOSMTPD_PYTHON") {
         Ok(p) if !p.trim().is_empty() => Some(p),
         _ if std::env::var("CI").is_ok_and(|v| v == "true") => panic!(
@@ -42,10 +42,10 @@ fn smtpd_python() -> Option<String> {
 }
 
 /// An aiosmtpd server on `port` writing every message into the Maildir `dir`.
-struct Smtpd(Child);
+pub struct Smtpd(Child);
 
 impl Smtpd {
-    fn start(python: &str, port: u16, dir: &Path) -> anyhow::Result<Self> {
+    pub fn start(python: &str, port: u16, dir: &Path) -> anyhow::Result<Self> {
         let child = Command::new(python)
             .args(["-m", "aiosmtpd", "-n", "-l"])
             .arg(format!("127.0.0.1:{port}"))
@@ -100,7 +100,7 @@ fn readable(raw: &str) -> String {
 }
 
 /// The messages in the Maildir `dir` (new and current), readable.
-fn mails(dir: &Path) -> Vec<String> {
+pub fn mails(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     for sub in ["new", "cur"] {
         if let Ok(entries) = std::fs::read_dir(dir.join(sub)) {

@@ -13,6 +13,7 @@
 pub mod plan;
 pub mod playbooks;
 pub mod signals;
+pub mod work;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -153,6 +154,10 @@ pub async fn seed(target: &Target, mut options: DemoOptions) -> anyhow::Result<S
     // Health and risk from everything above: the model learns from the
     // demo's own churn history.
     let model_auc = signals::score(scoring).await?;
+    // The CTAs the history opened, worked by their owners.
+    let planned: std::collections::HashMap<String, PlannedAccount> =
+        customers.into_iter().map(|(a, id)| (id, a)).collect();
+    calls += work::work(target.success()?, &prefix, company.options.anchor, &planned).await?;
     Ok(Seeded {
         options,
         summary: company.summary(),

@@ -1,9 +1,11 @@
 //! The demo company's playbooks, created before its history is written so
 //! that the history's alerts, late invoices, churns and onboardings open
-//! CTAs as they would have: saving red accounts (in holdout for a fifth of
-//! them, so the effectiveness report has a comparison group), recovering
-//! failed payments, onboarding kick-offs closed at first value, and win-back
-//! plays for churned customers (docs/design.md section 6).
+//! CTAs as they would have: saving red accounts, recovering failed
+//! payments, onboarding kick-offs closed at first value, and win-back plays
+//! for churned customers (docs/design.md section 6). Saving red accounts,
+//! onboarding and win-back hold a fifth of their triggers out, so the
+//! effectiveness report has a comparison group; the history's onboardings
+//! and churns fill both arms.
 
 use bowtie_proto::common::Stage;
 use bowtie_proto::success::{
@@ -21,6 +23,7 @@ fn steps(list: &[(&str, i32)]) -> Vec<Step> {
         .map(|(title, due)| Step {
             title: (*title).to_owned(),
             due_offset_days: *due,
+            ..Step::default()
         })
         .collect()
 }
@@ -88,8 +91,8 @@ fn plays() -> Vec<Play> {
             sla_days: 30,
             steps: &[("Kick-off call", 2), ("First-value review", 21)],
             auto_close: AutoClose::FirstValue,
-            mode: PlaybookMode::On,
-            holdout_percent: 0,
+            mode: PlaybookMode::Holdout,
+            holdout_percent: 20,
         },
         Play {
             name: "Win back churned customers",
@@ -100,8 +103,8 @@ fn plays() -> Vec<Play> {
             sla_days: 30,
             steps: &[("Exit interview", 3), ("Offer to return", 30)],
             auto_close: AutoClose::Unspecified,
-            mode: PlaybookMode::On,
-            holdout_percent: 0,
+            mode: PlaybookMode::Holdout,
+            holdout_percent: 20,
         },
     ]
 }

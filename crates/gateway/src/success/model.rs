@@ -479,6 +479,10 @@ pub struct Arm {
     pub churned: i64,
     /// churned / matured.
     pub churn_rate: Option<f64>,
+    /// Triggers with a health score at the trigger and 30 days later.
+    pub health_measured: i64,
+    /// Mean health-score change 30 days after the trigger.
+    pub health_change_30d: Option<f64>,
 }
 
 impl From<Option<suc::Arm>> for Arm {
@@ -489,6 +493,8 @@ impl From<Option<suc::Arm>> for Arm {
             matured: a.matured,
             churned: a.churned,
             churn_rate: a.churn_rate,
+            health_measured: a.health_measured,
+            health_change_30d: a.health_change_30d,
         }
     }
 }

@@ -269,11 +269,13 @@ fn the_effect_and_its_interval_match_the_hand_worked_figures() -> Result<(), Str
             triggers: 45,
             matured: 40,
             churned: 8,
+            ..ArmCounts::default()
         },
         ArmCounts {
             triggers: 30,
             matured: 25,
             churned: 10,
+            ..ArmCounts::default()
         },
     )?;
     assert!((e.difference - -0.2).abs() < 1e-12);
@@ -288,11 +290,13 @@ fn an_arm_below_twenty_matured_triggers_gives_counts_not_an_effect() {
         triggers: 20,
         matured: 20,
         churned: 2,
+        ..ArmCounts::default()
     };
     let few = ArmCounts {
         triggers: 30,
         matured: 19,
         churned: 5,
+        ..ArmCounts::default()
     };
     assert_eq!(
         effect(enough, few).err().as_deref(),
@@ -321,6 +325,10 @@ fn a_spec_round_trips_through_its_stored_form() -> Result<(), serde_json::Error>
     spec.steps = vec![Step {
         title: "Call the champion".into(),
         due_offset_days: 2,
+        action: Some(Action::Webhook {
+            url: "https://crm.example/hooks".into(),
+            secret: "s3cret".into(),
+        }),
     }];
     let stored = serde_json::to_string(&spec)?;
     assert!(stored.contains("\"mode\":3"), "{stored}");
@@ -356,6 +364,8 @@ fn a_ctas_owner_is_emailed_by_their_settings_or_when_the_owner_is_an_address() {
         cta_types: vec![CtaType::Risk, CtaType::Renewal],
         min_priority: Priority::Medium,
         muted: false,
+        daily_digest: false,
+        digest_hour_utc: 0,
     };
     assert_eq!(
         email_recipient("Ana Lima", Some(&ana), risk, high).as_deref(),
@@ -402,4 +412,93 @@ fn a_win_back_counts_as_lost_unless_the_account_came_back_within_the_horizon() {
         &back
     ));
     assert!(!lost_within(TriggerKind::EnteredRed, at, 90, &[], &back));
+}
+
+fn day(n: i64) -> Instant {
+    Instant::from_micros(n * MICROS_PER_DAY)
+}
+
+#[test]
+fn the_score_at_an_instant_is_the_latest_at_or_before_it() {
+    let scores = [(day(10), 70), (day(2), 55), (day(20), 40)];
+    assert_eq!(score_at(&scores, day(1)), None, "before the first score");
+    assert_eq!(score_at(&scores, day(2)), Some(55), "at it");
+    assert_eq!(score_at(&scores, day(9)), Some(55));
+    assert_eq!(score_at(&scores, day(15)), Some(70));
+    assert_eq!(score_at(&scores, day(400)), Some(40));
+}
+
+#[test]
+fn the_health_change_is_the_score_30_days_on_minus_the_score_at_the_trigger() {
+    let scores = [(day(0), 30), (day(12), 45), (day(35), 62)];
+    // Trigger on day 5: 30 at the trigger, 62 on day 35 (the day-35 score is at or before it).
+    assert_eq!(health_change(&scores, day(5), day(100)), Some(32));
+    // Trigger on day 1: 30 then, 45 on day 31.
+    assert_eq!(health_change(&scores, day(1), day(100)), Some(15));
+    // Not yet 30 days old.
+    assert_eq!(health_change(&scores, day(5), day(34)), None);
+    // No score at the trigger.
+    let later = [(day(10), 50)];
+    assert_eq!(health_change(&later, day(5), day(100)), None);
+}
+
+#[test]
+fn an_arm_averages_the_health_changes_it_has() {
+    let mut arm = ArmCounts::default();
+    assert_eq!(arm.health_change_30d(), None);
+    for change in [Some(32), Some(15), None, Some(-8)] {
+        arm.add_health_change(change);
+    }
+    // (32 + 15 - 8) / 3 = 13
+    assert_eq!(arm.health_measured, 3);
+    assert_eq!(arm.health_change_total, 39);
+    assert_eq!(arm.health_change_30d(), Some(13.0));
+}
+
+#[test]
+fn a_template_fills_known_names_and_leaves_the_rest() {
+    let values = [
+        ("account", "Acme"),
+        ("step", "Call {owner}"),
+        ("owner", "ana"),
+    ];
+    assert_eq!(
+        fill("{step} at {account} ({owner}) {", &values),
+        "Call {owner} at Acme (ana) {",
+        "values are not expanded again"
+    );
+    assert_eq!(unknown_placeholder("{account}: {reason} {link}"), None);
+    assert_eq!(unknown_placeholder("Hi {name}"), Some("name".into()));
+    assert_eq!(unknown_placeholder("Hi {account"), Some("account".into()));
+}
+
+#[test]
+fn only_http_and_https_urls_with_a_host_are_web_urls() {
+    assert!(is_web_url("https://hooks.example/services/T0/B0"));
+    assert!(is_web_url("http://127.0.0.1:8080/hook?x=1"));
+    assert!(!is_web_url("ftp://hooks.example/x"));
+    assert!(!is_web_url("https:///nohost"));
+    assert!(!is_web_url("hooks.example/x"));
+    assert!(!is_web_url("https://hooks.example/a b"));
+    assert_eq!(
+        url_host("https://hooks.example:8443/x?y"),
+        "hooks.example:8443"
+    );
+}
+
+#[test]
+fn a_digest_is_due_from_its_hour_of_the_day() {
+    let start = day(100);
+    let hour = MICROS_PER_DAY / 24;
+    assert!(digest_due(start, 0, start));
+    assert!(!digest_due(
+        start,
+        8,
+        Instant::from_micros(start.micros() + 8 * hour - 1)
+    ));
+    assert!(digest_due(
+        start,
+        8,
+        Instant::from_micros(start.micros() + 8 * hour)
+    ));
 }
