@@ -108,6 +108,7 @@ pub async fn recompute<C: ConnectionTrait>(
                 s.mrr.get().into(),
                 segment.into(),
                 account.owner.clone().into(),
+                account.csm.clone().into(),
             ]);
         }
     }
@@ -138,6 +139,7 @@ pub async fn recompute<C: ConnectionTrait>(
                 P::Mrr,
                 P::Segment,
                 P::Owner,
+                P::Csm,
             ])
             .to_owned();
         insert_chunks(conn, &insert, span_rows).await?;
