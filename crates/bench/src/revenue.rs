@@ -285,6 +285,7 @@ pub async fn run(report: &mut Report) -> anyhow::Result<()> {
         segment: 0,
         owner: String::new(),
         by_owner: false,
+        ..GetRetentionRequest::default()
     };
     let mut samples = Vec::new();
     let mut mrr_report = None;
