@@ -301,10 +301,10 @@ impl RevenueService for RevenueApi {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn summarize_renewals(
+    async fn get_renewal_summary(
         &self,
-        request: Request<pb::SummarizeRenewalsRequest>,
-    ) -> Answer<pb::SummarizeRenewalsResponse> {
+        request: Request<pb::GetRenewalSummaryRequest>,
+    ) -> Answer<pb::GetRenewalSummaryResponse> {
         let req = request.into_inner();
         let (start, end, grouping, person) = read_request(|v| {
             let (start, end) = convert::window(v, req.start_at.as_ref(), req.end_at.as_ref());

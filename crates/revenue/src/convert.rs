@@ -541,8 +541,8 @@ pub fn retention_to_pb(report: RetentionReport, currency: &str) -> pb::GetRetent
 pub fn renewal_summaries_to_pb(
     summaries: &[RenewalSummary],
     currency: &str,
-) -> pb::SummarizeRenewalsResponse {
-    pb::SummarizeRenewalsResponse {
+) -> pb::GetRenewalSummaryResponse {
+    pb::GetRenewalSummaryResponse {
         summaries: summaries
             .iter()
             .map(|s| pb::RenewalSummary {

@@ -5,7 +5,7 @@
 //! from the MRR the revenue feed reported, red and high-risk accounts from
 //! the scoring feed, and the open and overdue CTAs of the book's accounts.
 //! The revenue figures are revenue's: renewals of the next 90 days with
-//! their forecast (SummarizeRenewals) and logo retention, GRR and NRR over a
+//! their forecast (GetRenewalSummary) and logo retention, GRR and NRR over a
 //! period (GetRetention), both cut by the same person, asked over gRPC. The
 //! mean health comes from scoring's ListHealth; when scoring does not
 //! answer, the book is shown without it.
@@ -399,7 +399,7 @@ impl Books {
             .map_err(|s| revenue_error(&s))?
             .into_inner();
         let renewals = revenue
-            .summarize_renewals(revenue_pb::SummarizeRenewalsRequest {
+            .get_renewal_summary(revenue_pb::GetRenewalSummaryRequest {
                 start_at: Some(Instant::to_timestamp(now)),
                 end_at: Some(Instant::to_timestamp(now.plus_days(RENEWAL_DAYS))),
                 group_by: match grouping {

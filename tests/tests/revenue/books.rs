@@ -6,9 +6,9 @@ use anyhow::Context as _;
 use bowtie_proto::accounts::{Account, CreateAccountRequest};
 use bowtie_proto::common::Segment;
 use bowtie_proto::revenue::{
-    BillingInterval, CancelSubscriptionRequest, CsmRetention, GetRetentionRequest,
-    RecordRenewalOutcomeRequest, RenewalGrouping, RenewalOutcome, RenewalSummary, Subscription,
-    SummarizeRenewalsRequest,
+    BillingInterval, CancelSubscriptionRequest, CsmRetention, GetRenewalSummaryRequest,
+    GetRetentionRequest, RecordRenewalOutcomeRequest, RenewalGrouping, RenewalOutcome,
+    RenewalSummary, Subscription,
 };
 use bowtie_testkit::TestDatabase;
 use bowtie_testkit::assert::invalid_field;
@@ -185,7 +185,7 @@ async fn the_renewal_book_sums_per_csm_and_per_owner(db: &TestDatabase) -> anyho
         })
         .await?;
 
-    let request = |group_by: RenewalGrouping, person: &str| SummarizeRenewalsRequest {
+    let request = |group_by: RenewalGrouping, person: &str| GetRenewalSummaryRequest {
         start_at: Some(day(2025, 12, 1)),
         end_at: Some(day(2026, 3, 1)),
         group_by: group_by as i32,
@@ -201,7 +201,7 @@ async fn the_renewal_book_sums_per_csm_and_per_owner(db: &TestDatabase) -> anyho
         )
     };
     let by_csm = client
-        .summarize_renewals(request(RenewalGrouping::Csm, ""))
+        .get_renewal_summary(request(RenewalGrouping::Csm, ""))
         .await?
         .into_inner();
     assert_eq!(by_csm.reporting_currency_code, "USD");
@@ -216,7 +216,7 @@ async fn the_renewal_book_sums_per_csm_and_per_owner(db: &TestDatabase) -> anyho
         ]
     );
     let olga = client
-        .summarize_renewals(request(RenewalGrouping::Owner, "olga"))
+        .get_renewal_summary(request(RenewalGrouping::Owner, "olga"))
         .await?
         .into_inner();
     assert_eq!(
@@ -226,9 +226,9 @@ async fn the_renewal_book_sums_per_csm_and_per_owner(db: &TestDatabase) -> anyho
 
     let mut bad_grouping = request(RenewalGrouping::Csm, "");
     bad_grouping.group_by = 9;
-    invalid_field(client.summarize_renewals(bad_grouping).await, "group_by");
+    invalid_field(client.get_renewal_summary(bad_grouping).await, "group_by");
     let mut too_long = request(RenewalGrouping::Csm, "");
     too_long.end_at = Some(day(2027, 3, 1));
-    invalid_field(client.summarize_renewals(too_long).await, "end_at");
+    invalid_field(client.get_renewal_summary(too_long).await, "end_at");
     Ok(())
 }
