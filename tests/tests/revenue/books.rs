@@ -43,7 +43,9 @@ async fn account(suite: &Revenue, name: &str, owner: &str, csm: &str) -> anyhow:
 }
 
 /// (accounts at t0, retained, MRR at t0, retained MRR, MRR at t1) of a book.
-fn figures(r: &CsmRetention) -> (i64, i64, i64, i64, i64) {
+type Figures = (i64, i64, i64, i64, i64);
+
+fn figures(r: &CsmRetention) -> Figures {
     (
         r.accounts_start,
         r.accounts_retained,
@@ -103,7 +105,7 @@ async fn retention_breaks_down_by_the_csm_of_each_account(db: &TestDatabase) -> 
         ..GetRetentionRequest::default()
     };
     let all = client.get_retention(request("")).await?.into_inner();
-    let books: Vec<(&str, (i64, i64, i64, i64, i64))> = all
+    let books: Vec<(&str, Figures)> = all
         .by_csm
         .iter()
         .map(|r| (r.csm.as_str(), figures(r)))

@@ -213,6 +213,9 @@ async fn the_book_of_business_combines_success_s_facts_with_revenue_s_figures(
     Ok(())
 }
 
+/// Author, week, notes, calls, meetings, emails, total and accounts of a row.
+type Counts<'a> = (&'a str, &'a str, i64, i64, i64, i64, i64, i64);
+
 fn log(account: &str, kind: ActivityKind, author: &str, at: Timestamp) -> LogActivityRequest {
     LogActivityRequest {
         account_id: account.to_owned(),
@@ -277,7 +280,7 @@ async fn touches_count_what_people_logged_per_author_and_week(
         .get_touches_report(report("", false))
         .await?
         .into_inner();
-    let counts: Vec<(&str, &str, i64, i64, i64, i64, i64, i64)> = rows
+    let counts: Vec<Counts> = rows
         .touches
         .iter()
         .map(|t| {
