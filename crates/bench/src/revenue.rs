@@ -73,6 +73,7 @@ fn generate() -> DataSet {
             id: AccountId(Uuid::from_u128(0x1000_0000 + a as u128)),
             segment: [Segment::Smb, Segment::MidMarket, Segment::Enterprise][a % 3],
             owner: format!("owner-{}", a % 20),
+            csm: format!("csm-{}", a % 10),
         };
         let interval = [Interval::Month, Interval::Quarter, Interval::Year][rng.below(3) as usize];
         let start = first + rng.below(span_days - 60) * DAY + rng.below(24) * 3_600_000_000;
@@ -284,6 +285,7 @@ pub async fn run(report: &mut Report) -> anyhow::Result<()> {
         segment: 0,
         owner: String::new(),
         by_owner: false,
+        ..GetRetentionRequest::default()
     };
     let mut samples = Vec::new();
     let mut mrr_report = None;

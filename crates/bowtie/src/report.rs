@@ -400,6 +400,7 @@ pub async fn retention(
                 segment: s.unwrap_or(Segment::Unspecified) as i32,
                 owner: String::new(),
                 by_owner: i == 0,
+                ..GetRetentionRequest::default()
             })
             .await
             .map_err(|st| anyhow::anyhow!("GetRetention: {}", describe(&st)))?

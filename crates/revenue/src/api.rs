@@ -12,14 +12,18 @@ use bowtie_runtime::validate;
 use tonic::{Request, Response};
 
 use crate::convert;
-use crate::domain::{Granularity, Instant, MAX_PLAN, Month, RenewalOutcome, SubscriptionId};
-use crate::service::Revenue;
+use crate::domain::{
+    BookGrouping, Granularity, Instant, MAX_PLAN, Month, RenewalOutcome, SubscriptionId,
+};
+use crate::service::{RetentionSplit, Revenue};
 use crate::storage::{CohortFilter, MovementFilter};
 
 /// Longest report range in months.
 const MAX_REPORT_MONTHS: i32 = 120;
 /// Most cohorts, and most months since the first payment, of a cohort grid.
 const MAX_COHORT_MONTHS: i32 = 36;
+/// Longest window of a renewal summary, in days.
+const MAX_SUMMARY_DAYS: i64 = 400;
 
 /// The tonic service.
 #[derive(Debug, Clone)]
@@ -277,16 +281,61 @@ impl RevenueService for RevenueApi {
             let (t0, t1) = convert::window(v, req.start_at.as_ref(), req.end_at.as_ref());
             let segment = convert::segment_filter(v, "segment", req.segment);
             let owner = validate::optional_text(v, "owner", &req.owner, MAX_PLAN);
+            let csm = validate::optional_text(v, "csm", &req.csm, MAX_PLAN);
             let filter = CohortFilter {
                 segment: segment?,
                 owner: Some(owner?).filter(|o| !o.is_empty()),
+                csm: Some(csm?).filter(|c| !c.is_empty()),
             };
             Some((t0?, t1?, filter))
         })?;
-        let (r, owners) = self.app.retention(t0, t1, filter, req.by_owner).await?;
+        let split = RetentionSplit {
+            by_owner: req.by_owner,
+            by_csm: req.by_csm,
+        };
+        let report = self.app.retention(t0, t1, filter, split).await?;
         Ok(Response::new(convert::retention_to_pb(
-            &r,
-            owners,
+            report,
+            self.app.reporting_currency(),
+        )))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_renewal_summary(
+        &self,
+        request: Request<pb::GetRenewalSummaryRequest>,
+    ) -> Answer<pb::GetRenewalSummaryResponse> {
+        let req = request.into_inner();
+        let (start, end, grouping, person) = read_request(|v| {
+            let (start, end) = convert::window(v, req.start_at.as_ref(), req.end_at.as_ref());
+            if let (Some(start), Some(end)) = (start, end)
+                && end.days_since(start) > MAX_SUMMARY_DAYS
+            {
+                v.add(
+                    "end_at",
+                    format!("must be within {MAX_SUMMARY_DAYS} days of start_at"),
+                );
+            }
+            let grouping = match validate::enum_value::<pb::RenewalGrouping>(
+                v,
+                "group_by",
+                req.group_by,
+                false,
+            ) {
+                Some(pb::RenewalGrouping::Owner) => Some(BookGrouping::Owner),
+                Some(_) => Some(BookGrouping::Csm),
+                None => None,
+            };
+            let person = validate::optional_text(v, "person", &req.person, MAX_PLAN);
+            Some((start?, end?, grouping?, person?))
+        })?;
+        let only = Some(person).filter(|p| !p.is_empty());
+        let summaries = self
+            .app
+            .summarize_renewals(start, end, grouping, only)
+            .await?;
+        Ok(Response::new(convert::renewal_summaries_to_pb(
+            &summaries,
             self.app.reporting_currency(),
         )))
     }

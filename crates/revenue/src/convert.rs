@@ -8,6 +8,7 @@ use bowtie_runtime::error::FieldViolations;
 use bowtie_runtime::validate::{self, required_instant};
 
 use crate::domain::*;
+use crate::service::RetentionReport;
 
 /// The message of a month field that does not parse.
 const MONTH_FORMAT: &str = "must be a month written YYYY-MM";
@@ -528,17 +529,43 @@ macro_rules! retention_message {
     }};
 }
 
-/// Renders retention between two instants, with its split per owner.
-pub fn retention_to_pb(
-    r: &Retention,
-    owners: Vec<(String, Retention)>,
-    currency: &str,
-) -> pb::GetRetentionResponse {
-    let by_owner = owners
+/// Renders retention between two instants, with its splits per owner and
+/// per CSM.
+pub fn retention_to_pb(report: RetentionReport, currency: &str) -> pb::GetRetentionResponse {
+    let by_owner = report
+        .by_owner
         .into_iter()
         .map(|(owner, r)| retention_message!(pb::OwnerRetention, &r, currency, { owner: owner }))
         .collect();
-    retention_message!(pb::GetRetentionResponse, r, currency, { by_owner: by_owner })
+    let by_csm = report
+        .by_csm
+        .into_iter()
+        .map(|(csm, r)| retention_message!(pb::CsmRetention, &r, currency, { csm: csm }))
+        .collect();
+    retention_message!(pb::GetRetentionResponse, &report.total, currency, {
+        by_owner: by_owner,
+        by_csm: by_csm,
+    })
+}
+
+/// Renders the renewal book summed per person, in the reporting currency.
+pub fn renewal_summaries_to_pb(
+    summaries: &[RenewalSummary],
+    currency: &str,
+) -> pb::GetRenewalSummaryResponse {
+    pb::GetRenewalSummaryResponse {
+        summaries: summaries
+            .iter()
+            .map(|s| pb::RenewalSummary {
+                person: s.person.clone(),
+                renewals: s.renewals,
+                amount_at_stake: money(currency, s.amount_at_stake),
+                forecast: money(currency, s.forecast),
+                decided: s.decided,
+            })
+            .collect(),
+        reporting_currency_code: currency.to_owned(),
+    }
 }
 
 /// Renders a month's unit economics, in the reporting currency.

@@ -1088,6 +1088,84 @@ impl RenewalEntry {
     }
 }
 
+/// Who an account's book belongs to, as revenue last recorded it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BookPeople {
+    /// The owner who closed the deal.
+    pub owner: String,
+    /// The customer success manager ("" for none).
+    pub csm: String,
+}
+
+/// Whose book a summary cuts by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BookGrouping {
+    /// The account's customer success manager.
+    Csm,
+    /// The account's owner.
+    Owner,
+}
+
+impl BookPeople {
+    /// The person whose book the account is in under `grouping`.
+    pub fn person(&self, grouping: BookGrouping) -> &str {
+        match grouping {
+            BookGrouping::Csm => &self.csm,
+            BookGrouping::Owner => &self.owner,
+        }
+    }
+}
+
+/// The renewals of one person's book, in the reporting currency.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RenewalSummary {
+    /// The CSM or owner ("" for none).
+    pub person: String,
+    /// Renewals in the window.
+    pub renewals: i64,
+    /// Sum of the amounts at stake.
+    pub amount_at_stake: Minor,
+    /// Sum of the forecasts.
+    pub forecast: Minor,
+    /// Renewals with an outcome.
+    pub decided: i64,
+}
+
+/// Sums the renewal `entries` per person of `grouping` (accounts revenue has
+/// no people for are in the book of ""), keeping only `only` when given.
+/// Each amount converts into the reporting currency at its renewal date;
+/// the largest amount at stake comes first, ties by person.
+pub fn summarize_renewals(
+    entries: &[RenewalEntry],
+    people: &std::collections::HashMap<AccountId, BookPeople>,
+    grouping: BookGrouping,
+    only: Option<&str>,
+    fx: &FxTable,
+) -> Result<Vec<RenewalSummary>, Error> {
+    let mut books: BTreeMap<&str, RenewalSummary> = BTreeMap::new();
+    for e in entries {
+        let person = people.get(&e.account_id).map_or("", |p| p.person(grouping));
+        if only.is_some_and(|o| o != person) {
+            continue;
+        }
+        let book = books.entry(person).or_insert_with(|| RenewalSummary {
+            person: person.to_owned(),
+            ..RenewalSummary::default()
+        });
+        book.renewals += 1;
+        book.amount_at_stake += fx.convert(e.amount_at_stake, &e.currency, e.renewal_at)?;
+        book.forecast += fx.convert(e.forecast, &e.currency, e.renewal_at)?;
+        book.decided += i64::from(e.outcome != RenewalOutcome::Unspecified);
+    }
+    let mut out: Vec<RenewalSummary> = books.into_values().collect();
+    out.sort_by(|a, b| {
+        b.amount_at_stake
+            .cmp(&a.amount_at_stake)
+            .then_with(|| a.person.cmp(&b.person))
+    });
+    Ok(out)
+}
+
 /// CAC, LTV, LTV:CAC and payback of one month (docs/design.md section 2).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct UnitEconomics {
@@ -1173,6 +1251,8 @@ pub struct AccountHistory {
     pub segment: Segment,
     /// The owner who closed the deal.
     pub owner: String,
+    /// The customer success manager looking after it ("" for none).
+    pub csm: String,
     /// Every subscription of the account.
     pub subscriptions: Vec<Subscription>,
 }

@@ -44,7 +44,7 @@ pub struct Policy {
     pub past_due_churn_days: i64,
 }
 
-/// Where an account reports: its segment and owner.
+/// Where an account reports: its segment, owner and CSM.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountInfo {
     /// The account.
@@ -53,6 +53,8 @@ pub struct AccountInfo {
     pub segment: Segment,
     /// The owner who closed the deal.
     pub owner: String,
+    /// The customer success manager looking after it ("" for none).
+    pub csm: String,
 }
 
 impl AccountInfo {
@@ -69,6 +71,7 @@ impl AccountInfo {
             id,
             segment,
             owner: a.owner.clone(),
+            csm: a.csm.clone(),
         })
     }
 }
@@ -81,6 +84,29 @@ pub struct Imported {
     /// The subscription with its whole history.
     pub subscription: Subscription,
 }
+
+/// Which splits of retention to compute beside the total.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionSplit {
+    /// Per owner who closed the deal.
+    pub by_owner: bool,
+    /// Per customer success manager.
+    pub by_csm: bool,
+}
+
+/// Retention between two instants with the splits asked for.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RetentionReport {
+    /// The whole cohort.
+    pub total: Retention,
+    /// Per owner, the largest starting MRR first.
+    pub by_owner: Vec<(String, Retention)>,
+    /// Per CSM, the largest starting MRR first.
+    pub by_csm: Vec<(String, Retention)>,
+}
+
+/// Subscriptions read per query while summing the renewal book.
+const SUMMARY_PAGE: u64 = 5_000;
 
 /// One page of a list and the paging to answer with.
 pub type PageOf<T> = (Vec<T>, PageResponse);
@@ -576,22 +602,80 @@ impl Revenue {
     }
 
     /// Retention of the accounts paying at `t0`, at `t1`, and optionally
-    /// per owner who closed the deal.
+    /// per owner who closed the deal and per CSM.
     pub async fn retention(
         &self,
         t0: Instant,
         t1: Instant,
         filter: CohortFilter,
-        by_owner: bool,
-    ) -> Result<(Retention, Vec<(String, Retention)>), Error> {
+        split: RetentionSplit,
+    ) -> Result<RetentionReport, Error> {
         let reader = self.store.db().reader();
-        let r = storage::retention(reader, t0, t1, &filter).await?;
-        let owners = if by_owner {
+        let total = storage::retention(reader, t0, t1, &filter).await?;
+        let by_owner = if split.by_owner {
             storage::retention_by_owner(reader, t0, t1, &filter).await?
         } else {
             Vec::new()
         };
-        Ok((r, owners))
+        let by_csm = if split.by_csm {
+            storage::retention_by_csm(reader, t0, t1, &filter).await?
+        } else {
+            Vec::new()
+        };
+        Ok(RetentionReport {
+            total,
+            by_owner,
+            by_csm,
+        })
+    }
+
+    /// The renewal book of `[start, end)` summed per person of `grouping`,
+    /// only `only`'s book when given, in the reporting currency.
+    pub async fn summarize_renewals(
+        &self,
+        start: Instant,
+        end: Instant,
+        grouping: BookGrouping,
+        only: Option<String>,
+    ) -> Result<Vec<RenewalSummary>, Error> {
+        let reader = self.store.db().reader();
+        let mut rows = Vec::new();
+        let mut after = None;
+        loop {
+            let page = storage::renewals(reader, start, end, None, after, SUMMARY_PAGE).await?;
+            let full = page.len() as u64 == SUMMARY_PAGE;
+            after = page
+                .last()
+                .map(|(s, _)| (s.term_end.unwrap_or_default(), s.id.to_string()));
+            rows.extend(page);
+            if !full {
+                break;
+            }
+        }
+        let mut accounts: Vec<AccountId> = rows.iter().map(|(s, _)| s.account_id).collect();
+        accounts.sort_unstable();
+        accounts.dedup();
+        let people = storage::book_people(reader, &accounts).await?;
+        let wanted: Vec<AccountId> = accounts
+            .into_iter()
+            .filter(|a| {
+                let person = people.get(a).map_or("", |p| p.person(grouping));
+                only.as_deref().is_none_or(|o| o == person)
+            })
+            .collect();
+        let scored = self.risk.likelihoods(&wanted).await;
+        let default = self.policy.default_renewal_likelihood_bp;
+        let now = Instant::now();
+        let entries: Vec<RenewalEntry> = rows
+            .iter()
+            .filter(|(s, _)| wanted.binary_search(&s.account_id).is_ok())
+            .map(|(s, outcome)| {
+                let from_scoring = scored.get(&s.account_id).copied();
+                RenewalEntry::new(s, *outcome, from_scoring, default, now)
+            })
+            .collect();
+        let fx = storage::fx_table(reader, &self.policy.reporting_currency).await?;
+        summarize_renewals(&entries, &people, grouping, only.as_deref(), &fx)
     }
 
     /// Imports subscriptions with their whole histories in one transaction,
@@ -620,6 +704,7 @@ impl Revenue {
                 account_id: a.id,
                 segment: a.segment,
                 owner: a.owner,
+                csm: a.csm,
             })
             .collect();
         let revisions =
@@ -675,6 +760,7 @@ async fn recompute_account(
         account_id: account.id,
         segment: account.segment,
         owner: account.owner.clone(),
+        csm: account.csm.clone(),
         subscriptions: histories.remove(&account.id).unwrap_or_default(),
     };
     let revisions = storage::recompute(

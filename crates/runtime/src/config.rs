@@ -56,6 +56,9 @@ pub struct SuccessPolicySettings {
     pub horizon_days: i32,
     /// Seed of the holdout draw.
     pub holdout_seed: String,
+    /// Churn risk (basis points) from which the book of business counts an
+    /// account as high risk.
+    pub high_risk_bp: i32,
 }
 
 /// Email (SMTP) and chat-webhook notifications of CTAs: both off until

@@ -12,6 +12,7 @@ use bowtie_runtime::validate::{self, enum_value, optional_text, required_text};
 use bowtie_runtime::{Instant, validate::instant_period};
 use tonic::{Request, Response};
 
+use crate::book::{Books, Grouping};
 use crate::convert;
 use crate::domain::*;
 use crate::service::{LoggedActivity, ManualCta, StatusChange, Success};
@@ -21,14 +22,18 @@ use crate::storage::{ActivityFilter, CtaFilter};
 #[derive(Debug, Clone)]
 pub struct SuccessApi {
     app: Success,
+    books: Books,
 }
 
 impl SuccessApi {
-    /// Handlers over the application.
-    pub fn new(app: Success) -> Self {
-        Self { app }
+    /// Handlers over the application and the books of business.
+    pub fn new(app: Success, books: Books) -> Self {
+        Self { app, books }
     }
 }
+
+/// Longest period of a touches report, in days.
+const MAX_TOUCH_DAYS: i64 = 366;
 
 fn version(v: &mut FieldViolations, raw: i64) -> Option<i64> {
     if raw < 1 {
@@ -403,6 +408,61 @@ impl SuccessService for SuccessApi {
         Ok(Response::new(pb::ListDeliveriesResponse {
             deliveries: deliveries.iter().map(convert::delivery_to_pb).collect(),
         }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_book_of_business(
+        &self,
+        request: Request<pb::GetBookOfBusinessRequest>,
+    ) -> Answer<pb::GetBookOfBusinessResponse> {
+        let req = request.into_inner();
+        let mut v = FieldViolations::default();
+        let grouping = enum_value::<pb::BookGrouping>(&mut v, "group_by", req.group_by, false).map(
+            |g| match g {
+                pb::BookGrouping::Owner => Grouping::Owner,
+                _ => Grouping::Csm,
+            },
+        );
+        let person = optional_text(&mut v, "person", &req.person, MAX_NAME);
+        let period = instant_period(&mut v, "period", req.period.as_ref());
+        v.into_result()?;
+        let only = Some(parsed(person)?).filter(|p| !p.is_empty());
+        let report = self
+            .books
+            .book(parsed(grouping)?, only, parsed(period)?, Instant::now())
+            .await?;
+        Ok(Response::new(convert::book_to_pb(&report)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_touches_report(
+        &self,
+        request: Request<pb::GetTouchesReportRequest>,
+    ) -> Answer<pb::GetTouchesReportResponse> {
+        let req = request.into_inner();
+        let mut v = FieldViolations::default();
+        let period = instant_period(&mut v, "period", req.period.as_ref());
+        if let Some((start, end)) = period
+            && end.days_since(start) > MAX_TOUCH_DAYS
+        {
+            v.add(
+                "period.end",
+                format!("must be within {MAX_TOUCH_DAYS} days of period.start"),
+            );
+        }
+        let owner = optional_text(&mut v, "owner", &req.owner, MAX_NAME);
+        let author = optional_text(&mut v, "author", &req.author, MAX_NAME);
+        v.into_result()?;
+        let rows = self
+            .books
+            .touches(
+                parsed(period)?,
+                Some(parsed(owner)?).filter(|o| !o.is_empty()),
+                Some(parsed(author)?).filter(|a| !a.is_empty()),
+                req.by_owner,
+            )
+            .await?;
+        Ok(Response::new(convert::touches_to_pb(&rows)))
     }
 
     type WatchEventsStream = EventStream<pb::WatchEventsResponse>;

@@ -546,3 +546,60 @@ pub fn delivery_to_pb(d: &Delivery) -> pb::Delivery {
         about: d.about.clone(),
     }
 }
+
+/// The books of business on the wire.
+pub fn book_to_pb(report: &crate::book::BookReport) -> pb::GetBookOfBusinessResponse {
+    let money = |m: Minor| {
+        Some(bowtie_proto::common::Money {
+            currency_code: report.currency.clone(),
+            minor_units: m.get(),
+        })
+    };
+    pb::GetBookOfBusinessResponse {
+        books: report
+            .rows
+            .iter()
+            .map(|r| {
+                let paying = r.retention.accounts > 0;
+                pb::Book {
+                    person: r.person.clone(),
+                    accounts: r.accounts,
+                    arr: money(r.arr()),
+                    average_health: r.average_health(),
+                    red: r.red,
+                    high_risk: r.high_risk,
+                    open_ctas: r.open_ctas,
+                    overdue_ctas: r.overdue_ctas,
+                    renewals_90d: r.renewals,
+                    renewal_amount_at_stake: money(r.renewal_at_stake),
+                    renewal_forecast: money(r.renewal_forecast),
+                    retention_accounts: r.retention.accounts,
+                    logo_retention: paying.then_some(r.retention.logo),
+                    grr: paying.then_some(r.retention.grr),
+                    nrr: paying.then_some(r.retention.nrr),
+                }
+            })
+            .collect(),
+        reporting_currency_code: report.currency.clone(),
+    }
+}
+
+/// The touches report on the wire.
+pub fn touches_to_pb(rows: &[crate::book::TouchRow]) -> pb::GetTouchesReportResponse {
+    pb::GetTouchesReportResponse {
+        touches: rows
+            .iter()
+            .map(|r| pb::Touches {
+                author: r.author.clone(),
+                week: r.week.clone(),
+                owner: r.owner.clone(),
+                notes: r.notes,
+                calls: r.calls,
+                meetings: r.meetings,
+                emails: r.emails,
+                total: r.total(),
+                accounts: r.accounts,
+            })
+            .collect(),
+    }
+}

@@ -9,6 +9,7 @@
 //! `api` (thin tonic handlers).
 
 pub mod api;
+pub mod book;
 pub mod convert;
 pub mod domain;
 pub mod feeds;
@@ -64,6 +65,11 @@ pub async fn build(
     ] {
         consumer.spawn();
     }
-    let api = SuccessServiceServer::new(api::SuccessApi::new(app));
+    let books = book::Books::connect(
+        boot.store(),
+        &settings.peers,
+        settings.success_policy.high_risk_bp,
+    )?;
+    let api = SuccessServiceServer::new(api::SuccessApi::new(app, books));
     boot.serve(ADMIN_METHODS, api).await
 }

@@ -2007,3 +2007,84 @@ pub async fn list_deliveries<C: ConnectionTrait>(
         .map(delivery_from_row)
         .collect()
 }
+
+// --- book of business and touches ---------------------------------------------
+
+/// What the book of business reads of every account's facts.
+pub async fn book_facts<C: ConnectionTrait>(
+    conn: &C,
+) -> Result<Vec<crate::book::BookFacts>, Error> {
+    use fact::Column as F;
+    let rows: Vec<(String, String, String, i64, bool, Option<i32>)> = fact::Entity::find()
+        .select_only()
+        .columns([
+            F::AccountId,
+            F::Csm,
+            F::Owner,
+            F::Mrr,
+            F::Red,
+            F::ChurnRiskBp,
+        ])
+        .order_by_asc(F::AccountId)
+        .into_tuple()
+        .all(conn)
+        .await?;
+    rows.into_iter()
+        .map(|(account, csm, owner, mrr, red, churn_risk_bp)| {
+            Ok(crate::book::BookFacts {
+                account_id: AccountId(stored_uuid(&account)?),
+                csm,
+                owner,
+                mrr: Minor(mrr),
+                red,
+                churn_risk_bp,
+            })
+        })
+        .collect()
+}
+
+/// The account and due time of every CTA that is not closed.
+pub async fn open_cta_dues<C: ConnectionTrait>(
+    conn: &C,
+) -> Result<Vec<(AccountId, Instant)>, Error> {
+    let rows: Vec<(String, i64)> = cta::Entity::find()
+        .select_only()
+        .columns([cta::Column::AccountId, cta::Column::DueAt])
+        .filter(cta::Column::Status.ne(CtaStatus::Closed as i32))
+        .into_tuple()
+        .all(conn)
+        .await?;
+    rows.into_iter()
+        .map(|(account, due)| Ok((AccountId(stored_uuid(&account)?), Instant::from_micros(due))))
+        .collect()
+}
+
+/// The activities people logged (NOTE, CALL, MEETING, EMAIL) that happened
+/// in `[start, end)`, of one author when asked.
+pub async fn logged_touches<C: ConnectionTrait>(
+    conn: &C,
+    (start, end): (Instant, Instant),
+    author: Option<&str>,
+) -> Result<Vec<crate::book::Touch>, Error> {
+    use activity::Column as A;
+    let mut q = activity::Entity::find()
+        .select_only()
+        .columns([A::AccountId, A::Kind, A::Author, A::OccurredAt])
+        .filter(A::Kind.is_in(crate::book::LOGGED_KINDS.iter().map(|k| *k as i32)))
+        .filter(A::OccurredAt.gte(start.micros()))
+        .filter(A::OccurredAt.lt(end.micros()));
+    if let Some(author) = author {
+        q = q.filter(A::Author.eq(author));
+    }
+    let rows: Vec<(String, i32, String, i64)> = q.into_tuple().all(conn).await?;
+    rows.into_iter()
+        .map(|(account, kind, author, at)| {
+            Ok(crate::book::Touch {
+                account_id: AccountId(stored_uuid(&account)?),
+                kind: stored_enum("activity kind", kind)?,
+                author,
+                at: Instant::from_micros(at),
+            })
+        })
+        .collect()
+}

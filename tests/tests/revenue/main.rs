@@ -3,6 +3,7 @@
 //! databases, driven with the generated clients. Every scenario runs on
 //! SQLite and on PostgreSQL (`<scenario>::sqlite`, `<scenario>::postgres`).
 
+mod books;
 mod feed;
 mod renewals;
 mod reports;

@@ -343,6 +343,7 @@ async fn mrr_report_and_retention_equal_an_independent_sql_computation(
                 segment: segment as i32,
                 owner: owner.to_owned(),
                 by_owner: true,
+                ..GetRetentionRequest::default()
             })
             .await?
             .into_inner();
@@ -673,6 +674,7 @@ async fn reports_are_identical_whether_history_arrives_in_order_or_shuffled(
             segment: segment as i32,
             owner: String::new(),
             by_owner: false,
+            ..GetRetentionRequest::default()
         };
         let a = client
             .get_retention(retention(Segment::Smb))

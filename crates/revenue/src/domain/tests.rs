@@ -700,3 +700,101 @@ proptest! {
         prop_assert_eq!(in_order, per_account(&shuffled)?);
     }
 }
+
+fn renewal(account: AccountId, currency: &str, at_stake: i64, forecast: i64) -> RenewalEntry {
+    RenewalEntry {
+        subscription_id: SubscriptionId::new(),
+        account_id: account,
+        currency: currency.into(),
+        renewal_at: day(40),
+        days_to_renewal: 30,
+        amount_at_stake: Minor(at_stake),
+        likelihood_bp: 8_000,
+        likelihood_from_scoring: false,
+        forecast: Minor(forecast),
+        outcome: RenewalOutcome::Unspecified,
+    }
+}
+
+fn people(owner: &str, csm: &str) -> BookPeople {
+    BookPeople {
+        owner: owner.into(),
+        csm: csm.into(),
+    }
+}
+
+/// Four renewals: two in Cara's book (one in EUR at 1.1, already renewed),
+/// one in Dan's, one of an account revenue has no people for.
+fn renewal_book() -> (
+    Vec<RenewalEntry>,
+    std::collections::HashMap<AccountId, BookPeople>,
+    FxTable,
+) {
+    let [a, b, c, d] = [1u128, 2, 3, 4].map(|n| AccountId(Uuid::from_u128(n)));
+    let mut renewed = renewal(b, "EUR", 10_000, 5_000);
+    renewed.outcome = RenewalOutcome::Renewed;
+    let entries = vec![
+        renewal(a, "USD", 12_000, 9_600),
+        renewed,
+        renewal(c, "USD", 30_000, 24_000),
+        renewal(d, "USD", 500, 400),
+    ];
+    let people = [
+        (a, people("olga", "cara")),
+        (b, people("piet", "cara")),
+        (c, people("olga", "dan")),
+    ]
+    .into_iter()
+    .collect();
+    let mut fx = FxTable::new("USD");
+    fx.insert("EUR", day(0), Rate(1_100_000_000));
+    (entries, people, fx)
+}
+
+#[test]
+fn renewals_sum_per_csm_in_the_reporting_currency_largest_book_first() -> Result<(), Error> {
+    let (entries, people, fx) = renewal_book();
+    let books = summarize_renewals(&entries, &people, BookGrouping::Csm, None, &fx)?;
+    let summary = |person: &str, renewals, at_stake, forecast, decided| RenewalSummary {
+        person: person.into(),
+        renewals,
+        amount_at_stake: Minor(at_stake),
+        forecast: Minor(forecast),
+        decided,
+    };
+    // Cara: 12,000 + 10,000 x 1.1 = 23,000 at stake; 9,600 + 5,000 x 1.1 = 15,100 forecast.
+    assert_eq!(
+        books,
+        vec![
+            summary("dan", 1, 30_000, 24_000, 0),
+            summary("cara", 2, 23_000, 15_100, 1),
+            summary("", 1, 500, 400, 0),
+        ]
+    );
+    Ok(())
+}
+
+#[test]
+fn one_owner_s_renewals_are_summed_alone() -> Result<(), Error> {
+    let (entries, people, fx) = renewal_book();
+    let books = summarize_renewals(&entries, &people, BookGrouping::Owner, Some("olga"), &fx)?;
+    assert_eq!(
+        books,
+        vec![RenewalSummary {
+            person: "olga".into(),
+            renewals: 2,
+            amount_at_stake: Minor(42_000),
+            forecast: Minor(33_600),
+            decided: 0,
+        }]
+    );
+    Ok(())
+}
+
+#[test]
+fn a_renewal_in_a_currency_without_a_rate_is_a_failed_precondition() {
+    let (mut entries, people, fx) = renewal_book();
+    entries[0].currency = "GBP".into();
+    let result = summarize_renewals(&entries, &people, BookGrouping::Csm, None, &fx);
+    assert!(matches!(result, Err(Error::FailedPrecondition(m)) if m.contains("GBP")));
+}

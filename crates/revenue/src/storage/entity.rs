@@ -83,7 +83,7 @@ pub mod rollup {
 }
 
 /// `paying_spans`: the intervals `[valid_from, valid_to)` in which an
-/// account paid, with its MRR, segment and owner (`valid_to` is
+/// account paid, with its MRR, segment, owner and CSM (`valid_to` is
 /// [`super::OPEN_END`] while it still pays).
 pub mod paying_span {
     use sea_orm::entity::prelude::*;
@@ -99,6 +99,7 @@ pub mod paying_span {
         pub mrr: i64,
         pub segment: i32,
         pub owner: String,
+        pub csm: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

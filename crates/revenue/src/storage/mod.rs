@@ -7,7 +7,7 @@
 //! - `mrr_rollup`: signed sum and count of movements per month x segment x
 //!   type, maintained by deltas, so a waterfall reads O(months) rows.
 //! - `paying_spans`: the intervals in which each account paid, with its MRR,
-//!   segment and owner, so retention between two instants is one pass over
+//!   segment, owner and CSM, so retention between two instants is one pass over
 //!   the spans that overlap them instead of a scan of history.
 //! - `fx_rates`, `invoices`, `renewal_outcomes` and `monthly_spend`.
 //!
@@ -40,7 +40,7 @@ pub use ledger::{
     spend, subscription_invoices,
 };
 pub use movements::{first_payments, list_movements, recompute, rollups};
-pub use retention::{retention, retention_by_owner, spans_of};
+pub use retention::{book_people, retention, retention_by_csm, retention_by_owner, spans_of};
 pub use schema::Migrator;
 pub use subscriptions::{
     histories_in_currency, renewals, require_subscription, save_renewal_outcome,
@@ -106,6 +106,8 @@ pub struct CohortFilter {
     pub segment: Option<Segment>,
     /// Owner.
     pub owner: Option<String>,
+    /// Customer success manager.
+    pub csm: Option<String>,
 }
 
 /// Filters of `ListMovements`.

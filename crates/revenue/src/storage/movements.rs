@@ -133,6 +133,7 @@ pub async fn recompute<C: ConnectionTrait>(
                 s.mrr.get().into(),
                 segment.into(),
                 account.owner.clone().into(),
+                account.csm.clone().into(),
             ]);
         }
     }
@@ -163,6 +164,7 @@ pub async fn recompute<C: ConnectionTrait>(
                 P::Mrr,
                 P::Segment,
                 P::Owner,
+                P::Csm,
             ])
             .to_owned();
         insert_chunks(conn, &insert, span_rows).await?;

@@ -2,14 +2,16 @@
 //! spans the cohort grid folds.
 
 use sea_orm::sea_query::{Alias, Asterisk, Expr, Func, Order, Query, SelectStatement, SimpleExpr};
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+use std::collections::HashMap;
+
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect};
 
 use bowtie_runtime::error::Error;
 use bowtie_runtime::sql::{corrupt, query};
 
 use super::entity::paying_span;
 use super::{CHUNK, CohortFilter, OPEN_END, keys, segment_code, stored_account};
-use crate::domain::{AccountId, Instant, Minor, PayingSpan, Retention};
+use crate::domain::{AccountId, BookPeople, Instant, Minor, PayingSpan, Retention};
 
 /// Retention between `t0` and `t1` from the paying spans.
 pub async fn retention<C: ConnectionTrait>(
@@ -18,7 +20,7 @@ pub async fn retention<C: ConnectionTrait>(
     t1: Instant,
     filter: &CohortFilter,
 ) -> Result<Retention, Error> {
-    let rows = retention_rows(conn, t0, t1, filter, false).await?;
+    let rows = retention_rows(conn, t0, t1, filter, None).await?;
     let (_, r) = rows
         .into_iter()
         .next()
@@ -34,10 +36,22 @@ pub async fn retention_by_owner<C: ConnectionTrait>(
     t1: Instant,
     filter: &CohortFilter,
 ) -> Result<Vec<(String, Retention)>, Error> {
-    retention_rows(conn, t0, t1, filter, true).await
+    retention_rows(conn, t0, t1, filter, Some(paying_span::Column::Owner)).await
 }
 
-/// Each account's MRR at `t0` (`m0`) and at `t1` (`m1`), with its owner:
+/// Retention between `t0` and `t1` per customer success manager ("" for
+/// accounts without one), the largest starting MRR first.
+pub async fn retention_by_csm<C: ConnectionTrait>(
+    conn: &C,
+    t0: Instant,
+    t1: Instant,
+    filter: &CohortFilter,
+) -> Result<Vec<(String, Retention)>, Error> {
+    retention_rows(conn, t0, t1, filter, Some(paying_span::Column::Csm)).await
+}
+
+/// Each account's MRR at `t0` (`m0`) and at `t1` (`m1`), with its owner
+/// and CSM:
 /// one pass over the spans that overlap `[t0, t1]`, grouped by account (the
 /// table is clustered by account), rather than a join of two point-in-time
 /// lookups.
@@ -57,6 +71,7 @@ fn per_account(t0: Instant, t1: Instant, filter: &CohortFilter) -> SelectStateme
     Query::select()
         .column(P::AccountId)
         .expr_as(Func::min(Expr::col(P::Owner)), P::Owner)
+        .expr_as(Func::min(Expr::col(P::Csm)), P::Csm)
         .expr_as(Func::sum(mrr_at(t0)), Alias::new("m0"))
         .expr_as(Func::sum(mrr_at(t1)), Alias::new("m1"))
         .from(paying_span::Entity)
@@ -68,6 +83,7 @@ fn per_account(t0: Instant, t1: Instant, filter: &CohortFilter) -> SelectStateme
                 .map(|s| Expr::col(P::Segment).eq(segment_code(s))),
         )
         .and_where_option(filter.owner.clone().map(|o| Expr::col(P::Owner).eq(o)))
+        .and_where_option(filter.csm.clone().map(|c| Expr::col(P::Csm).eq(c)))
         .group_by_col(P::AccountId)
         .to_owned()
 }
@@ -77,10 +93,10 @@ async fn retention_rows<C: ConnectionTrait>(
     t0: Instant,
     t1: Instant,
     filter: &CohortFilter,
-    by_owner: bool,
+    group: Option<paying_span::Column>,
 ) -> Result<Vec<(String, Retention)>, Error> {
     let (m0, m1) = (Alias::new("m0"), Alias::new("m1"));
-    let owner = paying_span::Column::Owner;
+    let person = Alias::new("person");
     let total = |e: SimpleExpr| -> SimpleExpr {
         Func::cast_as(
             Func::coalesce([Func::sum(e).into(), Expr::val(0i64).into()]),
@@ -91,11 +107,10 @@ async fn retention_rows<C: ConnectionTrait>(
     let positive =
         |c: Alias| -> SimpleExpr { Expr::case(Expr::col(c).gt(0i64), 1i64).finally(0i64).into() };
     let mut stmt = Query::select();
-    if by_owner {
-        stmt.column(owner);
-    } else {
-        stmt.expr_as(Expr::val(""), owner);
-    }
+    match group {
+        Some(column) => stmt.expr_as(Expr::col(column), person.clone()),
+        None => stmt.expr_as(Expr::val(""), person.clone()),
+    };
     stmt.expr_as(
         Func::cast_as(Func::count(Expr::col(Asterisk)), Alias::new("BIGINT")),
         Alias::new("accounts_start"),
@@ -116,17 +131,17 @@ async fn retention_rows<C: ConnectionTrait>(
     .expr_as(total(Expr::col(m1.clone()).into()), Alias::new("mrr_end"))
     .from_subquery(per_account(t0, t1, filter), Alias::new("x"))
     .and_where(Expr::col(m0.clone()).gt(0i64));
-    if by_owner {
-        stmt.group_by_col(owner)
+    if let Some(column) = group {
+        stmt.group_by_col(column)
             .order_by_expr(Func::sum(Expr::col(m0)).into(), Order::Desc)
-            .order_by(owner, Order::Asc);
+            .order_by(column, Order::Asc);
     }
     query(conn, &stmt)
         .await?
         .iter()
         .map(|row| {
             Ok((
-                row.try_get("", "owner")?,
+                row.try_get("", "person")?,
                 Retention {
                     accounts_start: row.try_get("", "accounts_start")?,
                     accounts_retained: row.try_get("", "accounts_retained")?,
@@ -162,4 +177,31 @@ pub async fn spans_of<C: ConnectionTrait>(
         }
     }
     Ok(out)
+}
+
+/// The owner and CSM of each of `accounts` that ever paid, as its latest
+/// paying span records them.
+pub async fn book_people<C: ConnectionTrait>(
+    conn: &C,
+    accounts: &[AccountId],
+) -> Result<HashMap<AccountId, BookPeople>, Error> {
+    use paying_span::Column as P;
+    let mut latest: HashMap<AccountId, (i64, BookPeople)> = HashMap::new();
+    for chunk in accounts.chunks(CHUNK) {
+        let rows: Vec<(String, i64, String, String)> = paying_span::Entity::find()
+            .select_only()
+            .columns([P::AccountId, P::ValidFrom, P::Owner, P::Csm])
+            .filter(P::AccountId.is_in(keys(chunk)))
+            .into_tuple()
+            .all(conn)
+            .await?;
+        for (account, from, owner, csm) in rows {
+            let account = stored_account(&account)?;
+            let newer = latest.get(&account).is_none_or(|(at, _)| from > *at);
+            if newer {
+                latest.insert(account, (from, BookPeople { owner, csm }));
+            }
+        }
+    }
+    Ok(latest.into_iter().map(|(a, (_, p))| (a, p)).collect())
 }

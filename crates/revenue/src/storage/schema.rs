@@ -22,7 +22,7 @@ use super::entity::{
 const ID: u32 = 36;
 /// Length of an ISO-4217 code.
 const CURRENCY: u32 = 3;
-/// Longest owner name.
+/// Longest owner or CSM name.
 const OWNER: u32 = 200;
 /// Longest external invoice id.
 pub const EXTERNAL_ID: u32 = 200;
@@ -283,4 +283,45 @@ impl MigrationTrait for CreateRevenueTables {
     }
 }
 
-bowtie_runtime::migrator!(CreateRevenueTables, InvoiceExternalIds);
+/// Gives the paying spans the account's customer success manager, so
+/// retention cuts by CSM as it does by owner. Spans written before it have
+/// none ("") until their account's next write recomputes them.
+struct AddSpanCsm;
+
+impl MigrationName for AddSpanCsm {
+    fn name(&self) -> &str {
+        "m0302_paying_span_csm"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddSpanCsm {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(paying_span::Entity)
+                    .add_column(
+                        ColumnDef::new(paying_span::Column::Csm)
+                            .string_len(OWNER)
+                            .not_null()
+                            .default(""),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(paying_span::Entity)
+                    .drop_column(paying_span::Column::Csm)
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+bowtie_runtime::migrator!(CreateRevenueTables, InvoiceExternalIds, AddSpanCsm);

@@ -128,6 +128,7 @@ pub async fn histories_in_currency<C: ConnectionTrait>(
             .column(P::AccountId)
             .expr_as(Func::min(Expr::col(P::Segment)), P::Segment)
             .expr_as(Func::min(Expr::col(P::Owner)), P::Owner)
+            .expr_as(Func::min(Expr::col(P::Csm)), P::Csm)
             .from(paying_span::Entity)
             .and_where(Expr::col(P::AccountId).is_in(keys(chunk)))
             .group_by_col(P::AccountId)
@@ -138,6 +139,7 @@ pub async fn histories_in_currency<C: ConnectionTrait>(
                 account_id,
                 segment: stored_segment(row.try_get("", "segment")?)?,
                 owner: row.try_get("", "owner")?,
+                csm: row.try_get("", "csm")?,
                 subscriptions: subscriptions.remove(&account_id).unwrap_or_default(),
             });
         }
