@@ -46,6 +46,8 @@ enum Case {
     Revenue,
     /// The scoring service: 1M streamed signals and a 100k-account recompute.
     Scoring,
+    /// The success service: 100k accounts entering red at once, ListCtas, effectiveness, memory.
+    Success,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -69,6 +71,9 @@ fn main() -> anyhow::Result<()> {
         }
         if matches!(cli.case, Case::All | Case::Scoring) {
             bowtie_bench::scoring::run(&mut report).await?;
+        }
+        if matches!(cli.case, Case::All | Case::Success) {
+            bowtie_bench::success::run(&mut report).await?;
         }
         anyhow::Ok(report)
     })?;

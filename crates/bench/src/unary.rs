@@ -322,7 +322,7 @@ async fn wait_http_ok(addr: SocketAddr, path: &str) -> anyhow::Result<()> {
 
 /// The `bowtie` release binary: `BOWTIE_BENCH_BIN` or the workspace's
 /// `target/release/bowtie` (`make bench` builds it first).
-fn bowtie_binary() -> anyhow::Result<PathBuf> {
+pub(crate) fn bowtie_binary() -> anyhow::Result<PathBuf> {
     let path = std::env::var_os("BOWTIE_BENCH_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("target/release/bowtie"));
@@ -334,7 +334,7 @@ fn bowtie_binary() -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
@@ -361,10 +361,10 @@ fn config_toml(dir: &Path, ports: &[u16], gateway_port: u16) -> String {
 }
 
 /// A child process that is killed when dropped.
-struct Process(Child);
+pub(crate) struct Process(Child);
 
 impl Process {
-    fn spawn(command: &mut Command, name: &str) -> anyhow::Result<Self> {
+    pub(crate) fn spawn(command: &mut Command, name: &str) -> anyhow::Result<Self> {
         let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -374,7 +374,7 @@ impl Process {
     }
 
     /// A memory figure of `/proc/<pid>/status` (VmRSS, VmHWM) in MiB.
-    fn memory(&self, field: &str) -> anyhow::Result<f64> {
+    pub(crate) fn memory(&self, field: &str) -> anyhow::Result<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.id()))?;
         let kib: f64 = status
             .lines()
@@ -409,7 +409,7 @@ async fn wait_connectable(addr: SocketAddr) -> anyhow::Result<Channel> {
     }
 }
 
-async fn wait_serving(addr: SocketAddr) -> anyhow::Result<()> {
+pub(crate) async fn wait_serving(addr: SocketAddr) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut health = HealthClient::new(wait_connectable(addr).await?);
     loop {

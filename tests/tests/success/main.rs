@@ -4,6 +4,7 @@
 //! `<scenario>::postgres`). Triggers arrive the way they do in production:
 //! scoring raises alerts from recorded signals and success follows its feed.
 
+mod crash;
 mod ctas;
 mod notify;
 mod playbooks;
