@@ -30,7 +30,7 @@ impl MigratorTrait for Migrator {
 const CONSUMER: &str = "test.things";
 /// Most events per transaction, as `peers.feed_batch` sets by default.
 const BATCH: usize = 200;
-/// The amount that the consumer refuses for good.
+/// The amount that the consumer refuses for good (only the poison test writes it).
 const POISON: i64 = 500;
 
 /// Where a test's two stores live.
@@ -215,7 +215,7 @@ async fn a_backlog_is_applied_exactly_once_in_order_in_far_fewer_transactions_th
         let shutdown = Shutdown::new();
         let upstream = open_store(&backend.upstream, &shutdown).await?;
         let consumer = open_store(&backend.consumer, &shutdown).await?;
-        write_things(&upstream, 1..1001).await?;
+        write_things(&upstream, 1001..2001).await?;
         let last = feed::last_sequence(upstream.db().reader()).await?;
         Consumer::new(
             CONSUMER,
@@ -278,7 +278,7 @@ async fn a_restarted_consumer_handed_every_event_again_applies_none_twice() -> a
     on_every_backend(|backend| async move {
         let upstream_shutdown = Shutdown::new();
         let upstream = open_store(&backend.upstream, &upstream_shutdown).await?;
-        write_things(&upstream, 1..1001).await?;
+        write_things(&upstream, 1001..2001).await?;
         let last = feed::last_sequence(upstream.db().reader()).await?;
 
         // The first run applies one event per transaction and stops part way.
