@@ -1103,6 +1103,9 @@ pub struct OpenedCta {
     pub first_action_at: Option<Instant>,
 }
 
+/// Status, outcome, due, created, closed and first action of a CTA as read.
+type OpenedRow = (i32, i32, i64, i64, Option<i64>, Option<i64>);
+
 /// The playbook's CTAs opened in `[start, end)`: only the columns the
 /// effectiveness report counts, so a year of CTAs is not decoded whole.
 pub async fn ctas_opened<C: ConnectionTrait>(
@@ -1111,7 +1114,7 @@ pub async fn ctas_opened<C: ConnectionTrait>(
     (start, end): (Instant, Instant),
 ) -> Result<Vec<OpenedCta>, Error> {
     use cta::Column as C;
-    let rows: Vec<(i32, i32, i64, i64, Option<i64>, Option<i64>)> = cta::Entity::find()
+    let rows: Vec<OpenedRow> = cta::Entity::find()
         .select_only()
         .columns([
             C::Status,
