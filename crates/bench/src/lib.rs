@@ -8,4 +8,5 @@ pub mod load;
 pub mod measure;
 pub mod revenue;
 pub mod scoring;
+pub mod success;
 pub mod unary;

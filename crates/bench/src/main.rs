@@ -48,6 +48,8 @@ enum Case {
     Scoring,
     /// Stripe webhooks and backfill, Segment batches, through the gateway.
     Connectors,
+    /// The success service: 100k accounts entering red at once, ListCtas, effectiveness, memory.
+    Success,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -74,6 +76,9 @@ fn main() -> anyhow::Result<()> {
         }
         if matches!(cli.case, Case::All | Case::Connectors) {
             bowtie_bench::connectors::run(&mut report).await?;
+        }
+        if matches!(cli.case, Case::All | Case::Success) {
+            bowtie_bench::success::run(&mut report).await?;
         }
         anyhow::Ok(report)
     })?;

@@ -258,6 +258,9 @@ pub struct PeerSettings {
     pub connect_timeout_ms: u64,
     /// Deadline of each unary call to a peer.
     pub request_timeout_ms: u64,
+    /// Most events of a peer's feed a consumer applies in one transaction
+    /// (1: each in its own).
+    pub feed_batch: usize,
     /// TLS of calls to `https://` peers.
     #[serde(default)]
     pub tls: PeerTlsSettings,

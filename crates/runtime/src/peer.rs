@@ -285,6 +285,13 @@ const QUIET_RETRIES: Duration = Duration::from_secs(1);
 /// that applies the event, so a restart resumes where it stopped, and a
 /// redelivered event is skipped.
 ///
+/// Batches: the events already received when the consumer is ready for more
+/// (a burst, a feed read from far behind) are applied together, up to
+/// `peers.feed_batch` in one transaction with the cursor saved once, at the
+/// last of them; a quiet feed is applied event by event as it arrives. When any
+/// event of a batch fails, the batch rolls back and its events are applied
+/// one at a time, so a bad event is isolated as below.
+///
 /// Failures: when the peer is down or the stream breaks, the consumer waits
 /// (100 ms doubling to 5 s) and resumes from its stored cursor. An event that
 /// this service cannot apply for a transient reason (its own database down)
@@ -296,6 +303,7 @@ pub struct Consumer {
     open: OpenFeed,
     apply: ApplyEvent,
     shutdown: Shutdown,
+    batch: usize,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -308,7 +316,8 @@ impl std::fmt::Debug for Consumer {
 
 impl Consumer {
     /// A consumer called `name` (its cursor's key) reading from `open` and
-    /// applying with `apply`; it stops when `shutdown` fires.
+    /// applying with `apply`, each event in its own transaction until
+    /// [`Self::with_batch`]; it stops when `shutdown` fires.
     pub fn new(
         name: impl Into<String>,
         store: Store,
@@ -322,13 +331,22 @@ impl Consumer {
             open,
             apply,
             shutdown,
+            batch: 1,
         }
     }
 
+    /// The same consumer applying at most `batch` events per transaction
+    /// (1: each in its own).
+    pub fn with_batch(mut self, batch: usize) -> Self {
+        self.batch = batch.max(1);
+        self
+    }
+
     /// The consumer `name` of `upstream`'s feed (at its `[peers]` address),
-    /// applying each event with `apply`, which is handed a clone of the
-    /// service's `app` (its application, or whatever the apply step needs)
-    /// and the consumer's transaction on `store`.
+    /// applying up to `peers.feed_batch` events per transaction, each with
+    /// `apply`, which is handed a clone of the service's `app` (its
+    /// application, or whatever the apply step needs) and the consumer's
+    /// transaction on `store`.
     pub fn of<A: Clone + Send + Sync + 'static>(
         name: &str,
         upstream: Upstream,
@@ -340,7 +358,7 @@ impl Consumer {
     ) -> Result<Self, Error> {
         let open = upstream.open_feed(settings)?;
         let apply: ApplyEvent = Arc::new(move |tx, event| apply(app.clone(), tx, event));
-        Ok(Self::new(name, store, open, apply, shutdown))
+        Ok(Self::new(name, store, open, apply, shutdown).with_batch(settings.feed_batch))
     }
 
     /// Runs the consumer on its own task until shutdown.
@@ -377,15 +395,71 @@ impl Consumer {
     /// Reads from the stored cursor until the stream ends or fails.
     async fn follow(&self) -> Result<(), Error> {
         let after = crate::feed::load_cursor(self.store.db().reader(), &self.name).await?;
-        let mut stream = (self.open)(after)
+        let stream = (self.open)(after)
             .await
             .map_err(|s| peer_error("upstream", &s))?;
         tracing::info!(consumer = %self.name, after, "following change feed");
-        while let Some(item) = stream.next().await {
-            let event = item.map_err(|s| peer_error("upstream", &s))?;
-            self.apply_one(&event).await?;
+        // Whatever has arrived, up to a batch, without waiting for more.
+        let mut received = stream.ready_chunks(self.batch);
+        while let Some(items) = received.next().await {
+            let mut events = Vec::with_capacity(items.len());
+            let mut broke = None;
+            for item in items {
+                match item {
+                    Ok(event) => events.push(event),
+                    Err(status) => {
+                        broke = Some(status);
+                        break;
+                    }
+                }
+            }
+            self.apply_batch(&events).await?;
+            if let Some(status) = broke {
+                return Err(peer_error("upstream", &status));
+            }
         }
         Ok(())
+    }
+
+    /// Applies `events` (consecutive, ascending) in one transaction; when
+    /// that fails, one at a time, as [`Self::apply_one`] does.
+    async fn apply_batch(&self, events: &[common::Event]) -> Result<(), Error> {
+        if let [event] = events {
+            return self.apply_one(event).await;
+        }
+        if events.is_empty() {
+            return Ok(());
+        }
+        let sequences: Vec<i64> = events.iter().map(|e| e.sequence).collect();
+        let apply = self.apply.clone();
+        let batch = events.to_vec();
+        let outcome = self
+            .store
+            .consume_batch(&self.name, &sequences, move |tx, first| {
+                Box::pin(async move {
+                    for event in batch.into_iter().skip(first) {
+                        apply(tx, event).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .await;
+        match outcome {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::debug!(
+                    consumer = %self.name,
+                    first = sequences.first().copied().unwrap_or_default(),
+                    events = events.len(),
+                    error = %e,
+                    "a batch of events failed; applying them one at a time"
+                );
+                for event in events {
+                    self.apply_one(event).await?;
+                }
+                Ok(())
+            }
+        }
     }
 
     async fn apply_one(&self, event: &common::Event) -> Result<(), Error> {

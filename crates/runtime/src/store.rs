@@ -138,25 +138,53 @@ impl Store {
     where
         F: for<'c> FnOnce(&'c mut Tx) -> BoxFuture<'c, Result<(), Error>> + Send,
     {
+        let ran = self
+            .consume_batch(consumer, &[sequence], move |tx, _| work(tx))
+            .await?;
+        Ok(ran == 1)
+    }
+
+    /// Applies consecutive events of another service's feed for `consumer`
+    /// in one transaction: `sequences` are theirs, ascending. Those at or
+    /// below the stored cursor were applied before and are skipped: `work`
+    /// is handed the index in `sequences` of the first one above it and
+    /// applies that one and every later one. The cursor moves to the last
+    /// sequence in the same transaction, so the batch and its emitted events
+    /// are either all there or not at all, exactly once. Returns how many
+    /// events ran (0 when all had been applied).
+    pub async fn consume_batch<F>(
+        &self,
+        consumer: &str,
+        sequences: &[i64],
+        work: F,
+    ) -> Result<usize, Error>
+    where
+        F: for<'c> FnOnce(&'c mut Tx, usize) -> BoxFuture<'c, Result<(), Error>> + Send,
+    {
+        let Some(&last) = sequences.last() else {
+            return Ok(0);
+        };
         let txn = self.db.begin_write().await?;
-        // Replicas running the same consumer take turns per event.
+        // Replicas running the same consumer take turns per batch.
         lock(&txn, &format!("consumer.{consumer}")).await?;
-        if feed::load_cursor(&txn, consumer).await? >= sequence {
+        let cursor = feed::load_cursor(&txn, consumer).await?;
+        if cursor >= last {
             txn.rollback().await?;
-            return Ok(false);
+            return Ok(0);
         }
+        let first = sequences.partition_point(|&s| s <= cursor);
         let mut tx = Tx {
             txn,
             events: Vec::new(),
             now: now_micros(),
         };
-        work(&mut tx).await?;
+        work(&mut tx, first).await?;
         let Tx { txn, events, now } = tx;
-        feed::save_cursor(&txn, consumer, sequence, now).await?;
+        feed::save_cursor(&txn, consumer, last, now).await?;
         feed::append(&txn, &events, now).await?;
         txn.commit().await?;
         self.committed(&events);
-        Ok(true)
+        Ok(sequences.len() - first)
     }
 }
 

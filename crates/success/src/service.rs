@@ -751,7 +751,7 @@ impl Success {
         };
         let (treated, comparison) = (count(&treated), count(&comparison));
         let ctas = storage::ctas_opened(conn, id, period).await?;
-        let due: Vec<&Cta> = ctas.iter().filter(|c| c.due_at <= now).collect();
+        let due: Vec<&storage::OpenedCta> = ctas.iter().filter(|c| c.due_at <= now).collect();
         let closed_within_sla = (!due.is_empty()).then(|| {
             let on_time = due
                 .iter()

@@ -5,6 +5,7 @@
 //! scoring raises alerts from recorded signals and success follows its feed.
 
 mod book;
+mod crash;
 mod ctas;
 mod notify;
 mod playbooks;
