@@ -56,6 +56,9 @@ pub struct SuccessPolicySettings {
     pub horizon_days: i32,
     /// Seed of the holdout draw.
     pub holdout_seed: String,
+    /// Seconds between two runs of the sweep that fires the time-based
+    /// triggers (RENEWAL_DUE, ONBOARDING_STALLED, COMPLAINT_UNRESOLVED).
+    pub sweep_interval_seconds: u64,
 }
 
 /// Email (SMTP) and chat-webhook notifications of CTAs: both off until

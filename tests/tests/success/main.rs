@@ -7,5 +7,6 @@
 mod ctas;
 mod notify;
 mod playbooks;
+mod sweep;
 mod timeline;
 mod triggers;
