@@ -4,7 +4,9 @@
 //!
 //! - scoring: `alert.raised` fires the ENTERED_RED, SCORE_DROP and HIGH_RISK
 //!   triggers and lands on the timeline; `health.band_changed` updates the
-//!   account's band and churn risk, which may auto-close its CTAs.
+//!   account's band and churn risk, which may auto-close its CTAs;
+//!   `signal.recorded` (complaints and their resolutions only) keeps the
+//!   open complaints the sweep fires COMPLAINT_UNRESOLVED on.
 //! - revenue: `movement.recorded` keeps the account's MRR, fires CHURN and
 //!   CONTRACTION and records churns for the effectiveness report (a
 //!   `movement.retracted` churn is taken back); `invoice.late` fires
@@ -103,6 +105,31 @@ pub fn scoring_consumer(
                         log_system(tx, id, ActivityKind::Alert, at, alert.message.clone()).await?;
                         app.apply_event(tx, &trigger(kind, id, at, alert.message))
                             .await
+                    }
+                    "signal.recorded" => {
+                        let Some(signal) = payload::<scoring_pb::Signal>(&event)? else {
+                            return Ok(());
+                        };
+                        let id = account("payload.account_id", &signal.account_id)?;
+                        let at = instant("payload.occurred_at", signal.occurred_at.as_ref())?;
+                        // Counts as scoring defaulted them, at most 100 a signal.
+                        let count = signal.value.clamp(1, 100);
+                        match scoring_pb::SignalType::try_from(signal.r#type) {
+                            Ok(scoring_pb::SignalType::Complaint) => {
+                                storage::add_complaints(
+                                    tx.conn(),
+                                    &signal.idempotency_key,
+                                    id,
+                                    at,
+                                    count,
+                                )
+                                .await
+                            }
+                            Ok(scoring_pb::SignalType::ComplaintResolved) => {
+                                storage::resolve_complaints(tx.conn(), id, at, count).await
+                            }
+                            _ => Ok(()),
+                        }
                     }
                     "health.band_changed" => {
                         let Some(health) = payload::<scoring_pb::AccountHealth>(&event)? else {

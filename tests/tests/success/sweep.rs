@@ -13,6 +13,7 @@ use bowtie_proto::funnel::RecordTransitionRequest;
 use bowtie_proto::funnel::funnel_service_client::FunnelServiceClient;
 use bowtie_proto::revenue::revenue_service_client::RevenueServiceClient;
 use bowtie_proto::revenue::{RecordRenewalOutcomeRequest, RenewalOutcome};
+use bowtie_proto::scoring::SignalType;
 use bowtie_proto::success::{
     AutoClose, CtaStatus, CtaType, ListCtasRequest, Outcome, PlaybookSpec, Trigger, TriggerKind,
     UpdateCtaStatusRequest,
@@ -20,8 +21,9 @@ use bowtie_proto::success::{
 use bowtie_runtime::Instant;
 use bowtie_runtime::config::Settings;
 use bowtie_testkit::revenue::{REVENUE_SERVICE, create, monthly};
+use bowtie_testkit::scoring::{record, signal};
 use bowtie_testkit::stack::FUNNEL_SERVICE;
-use bowtie_testkit::success::{ctas_of, ctas_when, red_playbook, start_success};
+use bowtie_testkit::success::{Suite, ctas_of, ctas_when, red_playbook, start_success};
 use bowtie_testkit::{TestDatabase, TestServer, WRITE_KEY, backend_test};
 use prost_types::Timestamp;
 
@@ -29,6 +31,7 @@ backend_test!(
     a_renewal_within_the_playbooks_days_opens_one_cta_that_recording_the_renewal_closes,
     a_renewal_fires_once_per_date_across_sweeps_and_restarts,
     an_account_stuck_in_onboarding_past_the_playbooks_days_gets_an_onboarding_cta,
+    a_complaint_left_unresolved_past_the_playbooks_days_opens_a_cta,
 );
 
 const DAY: i64 = 86_400;
@@ -371,5 +374,62 @@ async fn an_account_stuck_in_onboarding_past_the_playbooks_days_gets_an_onboardi
         c.is_empty()
     })
     .await?;
+    Ok(())
+}
+
+async fn a_complaint_left_unresolved_past_the_playbooks_days_opens_a_cta(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let suite = Suite::start_with(db, |s| s.success_policy.sweep_interval_seconds = 1).await?;
+    let mut spec = timed_playbook(
+        "Complaint unresolved",
+        TriggerKind::ComplaintUnresolved,
+        7,
+        CtaType::Risk,
+        AutoClose::Unspecified,
+    );
+    spec.steps.clear();
+    // Beta complained 10 days ago and it was resolved 8 days ago; Cara
+    // complained 2 days ago; Acme's complaint of 10 days ago is still open.
+    // The playbook comes after Beta's resolution had time to reach success.
+    let beta = suite.account("Beta", Segment::Smb, "bo@beta.io").await?;
+    let cara = suite.account("Cara", Segment::Smb, "cy@cara.io").await?;
+    let acme = suite.account("Acme", Segment::Smb, "ana@acme.io").await?;
+    let mut scoring = suite.scoring();
+    record(
+        &mut scoring,
+        vec![
+            signal("beta-c", &beta, SignalType::Complaint, 1, 10),
+            signal("beta-r", &beta, SignalType::ComplaintResolved, 1, 8),
+            signal("cara-c", &cara, SignalType::Complaint, 1, 2),
+        ],
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    suite.playbook(spec).await?;
+    record(
+        &mut scoring,
+        vec![signal("acme-c", &acme, SignalType::Complaint, 1, 10)],
+    )
+    .await?;
+    let mut client = suite.client();
+    let ctas = ctas_when(
+        &mut client,
+        of_account(&acme),
+        "Acme's complaint CTA",
+        |c| !c.is_empty(),
+    )
+    .await?;
+    assert_eq!(ctas.len(), 1);
+    assert_eq!(ctas[0].owner, "ana@acme.io");
+    assert_eq!(
+        ctas[0].reason,
+        format!(
+            "complaint of {} unresolved after 10 days",
+            date_of(seconds(now() - 10 * DAY))
+        )
+    );
+    assert!(ctas_of(&mut client, &beta).await?.is_empty());
+    assert!(ctas_of(&mut client, &cara).await?.is_empty());
     Ok(())
 }
