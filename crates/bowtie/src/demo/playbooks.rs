@@ -103,6 +103,25 @@ fn plays() -> Vec<Play> {
             mode: PlaybookMode::On,
             holdout_percent: 0,
         },
+        Play {
+            name: "Renewal in 60 days",
+            description: "A subscription renewing within 60 days gets a value review and a renewal proposal; closes itself when the renewal is recorded.",
+            trigger: Trigger {
+                kind: TriggerKind::RenewalDue as i32,
+                days: 60,
+                ..Trigger::default()
+            },
+            cta_type: CtaType::Renewal,
+            priority: Priority::High,
+            sla_days: 45,
+            steps: &[
+                ("Value review with the champion", 7),
+                ("Send the renewal proposal", 21),
+            ],
+            auto_close: AutoClose::RenewalRecorded,
+            mode: PlaybookMode::On,
+            holdout_percent: 0,
+        },
     ]
 }
 
