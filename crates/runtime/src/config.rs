@@ -59,6 +59,9 @@ pub struct SuccessPolicySettings {
     /// Churn risk (basis points) from which the book of business counts an
     /// account as high risk.
     pub high_risk_bp: i32,
+    /// Seconds between two runs of the sweep that fires the time-based
+    /// triggers (RENEWAL_DUE, ONBOARDING_STALLED, COMPLAINT_UNRESOLVED).
+    pub sweep_interval_seconds: u64,
 }
 
 /// Email (SMTP) and chat-webhook notifications of CTAs: both off until

@@ -42,10 +42,23 @@ fn trigger(v: &mut FieldViolations, field: &str, t: Option<&pb::Trigger>) -> Opt
         }
         _ => {}
     }
+    let mut days = 0;
+    if SWEPT.contains(&kind) {
+        if (1..=MAX_DAYS).contains(&t.days) {
+            days = t.days;
+        } else {
+            v.add(
+                format!("{field}.days"),
+                format!("must be between 1 and {MAX_DAYS} days"),
+            );
+            return None;
+        }
+    }
     Some(Trigger {
         kind,
         percent,
         stage,
+        days,
     })
 }
 
@@ -315,6 +328,7 @@ fn spec_to_pb(s: &PlaybookSpec) -> pb::PlaybookSpec {
             kind: s.trigger.kind as i32,
             percent: s.trigger.percent,
             stage: s.trigger.stage as i32,
+            days: s.trigger.days,
         }),
         filter: Some(pb::Filter {
             segments: s.filter.segments.iter().map(|s| *s as i32).collect(),

@@ -98,7 +98,19 @@ pub struct Trigger {
     /// STAGE_ENTERED: the stage.
     #[serde(with = "code")]
     pub stage: Stage,
+    /// RENEWAL_DUE: days before the renewal date; ONBOARDING_STALLED and
+    /// COMPLAINT_UNRESOLVED: days after the entry or complaint.
+    #[serde(default)]
+    pub days: i32,
 }
+
+/// The trigger kinds the sweep fires: they depend on time passing, not on
+/// a feed event, and take the `days` parameter.
+pub const SWEPT: [TriggerKind; 3] = [
+    TriggerKind::RenewalDue,
+    TriggerKind::OnboardingStalled,
+    TriggerKind::ComplaintUnresolved,
+];
 
 /// Which accounts a playbook applies to.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -310,6 +322,8 @@ pub struct AccountFacts {
     pub churn_risk_bp: Option<i32>,
     /// Whether it has reached first value (funnel).
     pub first_value: bool,
+    /// When it entered ONBOARDING, while it has not moved on (funnel).
+    pub onboarding_since: Option<Instant>,
 }
 
 /// An event of another service, as a playbook trigger sees it.
@@ -533,7 +547,60 @@ pub fn auto_closes(auto_close: AutoClose, risk_threshold_bp: i32, facts: &Accoun
             .churn_risk_bp
             .is_some_and(|risk| risk < risk_threshold_bp),
         AutoClose::FirstValue => facts.first_value,
+        // An event, not a state: revenue's `renewal.recorded` closes these.
+        AutoClose::RenewalRecorded => false,
     }
+}
+
+/// A subscription's renewal as the sweep sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenewalDate {
+    /// The account.
+    pub account_id: AccountId,
+    /// The subscription (revenue's id).
+    pub subscription_id: String,
+    /// The end of its current term.
+    pub renews_at: Instant,
+}
+
+/// The renewals a RENEWAL_DUE trigger of `days` fires on at `now`: each
+/// account's earliest renewal date in `(now, now + days]` (ties by
+/// subscription id), in account order. A renewal date that has passed
+/// fires nothing: the renewal happened or was missed.
+pub fn due_renewals(renewals: &[RenewalDate], now: Instant, days: i32) -> Vec<RenewalDate> {
+    let end = now.plus_days(i64::from(days));
+    let mut due: Vec<&RenewalDate> = renewals
+        .iter()
+        .filter(|r| r.renews_at > now && r.renews_at <= end)
+        .collect();
+    due.sort_by(|a, b| {
+        (a.account_id, a.renews_at, &a.subscription_id).cmp(&(
+            b.account_id,
+            b.renews_at,
+            &b.subscription_id,
+        ))
+    });
+    due.dedup_by_key(|r| r.account_id);
+    due.into_iter().cloned().collect()
+}
+
+/// Whether something that started at `since` is older than `days` days at
+/// `now`: an onboarding stalled, a complaint left unresolved.
+pub fn overdue(since: Instant, now: Instant, days: i32) -> bool {
+    now.micros_since(since) > i64::from(days) * MICROS_PER_DAY
+}
+
+/// Whole days from `now` to the later `at`, a part day counting as one:
+/// a renewal 13 days and an hour away is "in 14 days".
+pub fn days_until(now: Instant, at: Instant) -> i64 {
+    let micros = at.micros_since(now).max(0);
+    (micros + MICROS_PER_DAY - 1) / MICROS_PER_DAY
+}
+
+/// The date part of an instant, `2026-01-31`.
+pub fn date(at: Instant) -> String {
+    let full = at.to_string();
+    full.get(..10).unwrap_or(&full).to_owned()
 }
 
 /// One arm of the comparison: triggers, matured triggers and churned ones.

@@ -7,12 +7,17 @@
 //!   account's band and churn risk, which may auto-close its CTAs. The
 //!   scores both carry (at the alert's creation, at the health's
 //!   computation) make the score history of the effectiveness report.
+//!   `signal.recorded` (complaints and their resolutions only) keeps the
+//!   open complaints the sweep fires COMPLAINT_UNRESOLVED on.
 //! - revenue: `movement.recorded` keeps the account's MRR, fires CHURN and
 //!   CONTRACTION and records churns for the effectiveness report (a
 //!   `movement.retracted` churn is taken back); `invoice.late` fires
-//!   PAYMENT_FAILED.
+//!   PAYMENT_FAILED; `subscription.*` keeps each subscription's renewal date
+//!   (the sweep fires RENEWAL_DUE on it) and `renewal.recorded` marks that
+//!   date's outcome known and auto-closes renewal CTAs.
 //! - funnel: `transition.recorded` fires STAGE_ENTERED; reaching IMPACT is
-//!   first value, which may auto-close onboarding CTAs.
+//!   first value, which may auto-close onboarding CTAs; entering ONBOARDING
+//!   starts the clock of ONBOARDING_STALLED, any later stage stops it.
 //! - accounts: the CSM, owner and segment (who gets a CTA, which filter
 //!   passes); `contact.left` of a champion or decision maker fires
 //!   CHAMPION_LEFT.
@@ -28,7 +33,7 @@ use bowtie_runtime::peer::{Consumer, Upstream, payload};
 use bowtie_runtime::shutdown::Shutdown;
 use bowtie_runtime::{AccountId, FieldViolations, Instant, Minor, validate};
 
-use crate::domain::{ActivityKind, Event, Segment, TriggerKind};
+use crate::domain::{AccountFacts, ActivityKind, Event, Segment, TriggerKind};
 use crate::service::{Success, log_system};
 use crate::storage::{self, Turn};
 
@@ -103,6 +108,31 @@ pub fn scoring_consumer(
                         log_system(tx, id, ActivityKind::Alert, at, alert.message.clone()).await?;
                         app.apply_event(tx, &trigger(kind, id, at, alert.message))
                             .await
+                    }
+                    "signal.recorded" => {
+                        let Some(signal) = payload::<scoring_pb::Signal>(&event)? else {
+                            return Ok(());
+                        };
+                        let id = account("payload.account_id", &signal.account_id)?;
+                        let at = instant("payload.occurred_at", signal.occurred_at.as_ref())?;
+                        // Counts as scoring defaulted them, at most 100 a signal.
+                        let count = signal.value.clamp(1, 100);
+                        match scoring_pb::SignalType::try_from(signal.r#type) {
+                            Ok(scoring_pb::SignalType::Complaint) => {
+                                storage::add_complaints(
+                                    tx.conn(),
+                                    &signal.idempotency_key,
+                                    id,
+                                    at,
+                                    count,
+                                )
+                                .await
+                            }
+                            Ok(scoring_pb::SignalType::ComplaintResolved) => {
+                                storage::resolve_complaints(tx.conn(), id, at, count).await
+                            }
+                            _ => Ok(()),
+                        }
                     }
                     "health.band_changed" => {
                         let Some(health) = payload::<scoring_pb::AccountHealth>(&event)? else {
@@ -230,6 +260,32 @@ pub fn revenue_consumer(
                             _ => Ok(()),
                         }
                     }
+                    "subscription.created" | "subscription.changed" | "subscription.cancelled" => {
+                        let Some(sub) = payload::<revenue_pb::Subscription>(&event)? else {
+                            return Ok(());
+                        };
+                        let id = account("payload.account_id", &sub.account_id)?;
+                        let renews_at = match sub.term_end_at.as_ref() {
+                            Some(ts) => Some(instant("payload.term_end_at", Some(ts))?),
+                            None => None,
+                        };
+                        storage::save_renewal(
+                            tx.conn(),
+                            &sub.id,
+                            id,
+                            renews_at,
+                            sub.cancellation.is_some(),
+                        )
+                        .await
+                    }
+                    "renewal.recorded" => {
+                        let Some(r) = payload::<revenue_pb::Renewal>(&event)? else {
+                            return Ok(());
+                        };
+                        let id = account("payload.account_id", &r.account_id)?;
+                        storage::record_renewal(tx.conn(), &r.subscription_id).await?;
+                        app.renewal_recorded(tx, id).await
+                    }
                     "invoice.late" => {
                         let Some(invoice) = payload::<revenue_pb::Invoice>(&event)? else {
                             return Ok(());
@@ -283,11 +339,27 @@ pub fn funnel_consumer(
                     format!("entered {stage_name}"),
                 )
                 .await?;
-                if stage == Stage::Impact {
+                let moved_on =
+                    |f: &AccountFacts| f.onboarding_since.is_some_and(|since| at >= since);
+                if matches!(stage, Stage::Onboarding | Stage::Impact) {
                     let mut facts = app.facts(tx, id).await?;
-                    facts.first_value = true;
+                    if stage == Stage::Onboarding {
+                        facts.onboarding_since = Some(at);
+                    } else {
+                        facts.first_value = true;
+                        if moved_on(&facts) {
+                            facts.onboarding_since = None;
+                        }
+                    }
                     storage::save_facts(tx.conn(), &facts).await?;
-                    app.auto_close(tx, &facts).await?;
+                    if stage == Stage::Impact {
+                        app.auto_close(tx, &facts).await?;
+                    }
+                } else if let Some(mut facts) = storage::known_facts(tx.conn(), id).await?
+                    && moved_on(&facts)
+                {
+                    facts.onboarding_since = None;
+                    storage::save_facts(tx.conn(), &facts).await?;
                 }
                 let mut e = trigger(
                     TriggerKind::StageEntered,

@@ -6,7 +6,7 @@
 //!
 //! Layout: `domain` (pure rules), `convert` (wire <-> domain), `storage`
 //! (tables and queries), `service` (units of work), `feeds` (the consumers),
-//! `api` (thin tonic handlers).
+//! `api` (thin tonic handlers), `sweep` (the time-based triggers).
 
 pub mod api;
 pub mod book;
@@ -16,6 +16,7 @@ pub mod feeds;
 pub mod notify;
 pub mod service;
 pub mod storage;
+pub mod sweep;
 
 use std::sync::Arc;
 
@@ -65,6 +66,11 @@ pub async fn build(
     ] {
         consumer.spawn();
     }
+    sweep::spawn(
+        app.clone(),
+        std::time::Duration::from_secs(settings.success_policy.sweep_interval_seconds),
+        shutdown.clone(),
+    );
     let books = book::Books::connect(
         boot.store(),
         &settings.peers,

@@ -796,11 +796,21 @@ impl Success {
             .into_iter()
             .filter(|p| p.spec.trigger.fires_on(event))
             .collect();
+        self.apply_to(tx, &playbooks, event).await
+    }
+
+    /// Runs `event` through `playbooks` (those it fires), inside `tx`.
+    pub async fn apply_to(
+        &self,
+        tx: &mut Tx,
+        playbooks: &[Playbook],
+        event: &Event,
+    ) -> Result<(), Error> {
         if playbooks.is_empty() {
             return Ok(());
         }
         let facts = self.facts(tx, event.account_id).await?;
-        for p in &playbooks {
+        for p in playbooks {
             let open = storage::open_cta(tx.conn(), event.account_id, p.id).await?;
             let last = storage::last_enrolled(tx.conn(), p.id, event.account_id).await?;
             let decision = decide(
@@ -871,14 +881,37 @@ impl Success {
     /// Closes the account's open CTAs whose playbook's auto-close condition
     /// the new `facts` meet.
     pub async fn auto_close(&self, tx: &mut Tx, facts: &AccountFacts) -> Result<(), Error> {
-        for current in storage::open_ctas_of(tx.conn(), facts.account_id).await? {
+        self.close_where(tx, facts.account_id, |spec| {
+            auto_closes(spec.auto_close, spec.risk_threshold_bp, facts)
+        })
+        .await
+    }
+
+    /// Closes the account's open CTAs whose playbook closes them when
+    /// revenue records the outcome of a renewal.
+    pub async fn renewal_recorded(&self, tx: &mut Tx, account: AccountId) -> Result<(), Error> {
+        self.close_where(tx, account, |spec| {
+            spec.auto_close == AutoClose::RenewalRecorded
+        })
+        .await
+    }
+
+    /// Closes (AUTO_CLOSED) the account's open CTAs whose playbook's spec
+    /// meets `closes`.
+    async fn close_where(
+        &self,
+        tx: &mut Tx,
+        account: AccountId,
+        closes: impl Fn(&PlaybookSpec) -> bool,
+    ) -> Result<(), Error> {
+        for current in storage::open_ctas_of(tx.conn(), account).await? {
             let Some((playbook, _)) = current.playbook else {
                 continue;
             };
             let Some(p) = storage::get_playbook(tx.conn(), playbook).await? else {
                 continue;
             };
-            if !auto_closes(p.spec.auto_close, p.spec.risk_threshold_bp, facts) {
+            if !closes(&p.spec) {
                 continue;
             }
             let now = Instant::from_micros(tx.now());

@@ -185,6 +185,7 @@ pub mod entity {
             pub red: bool,
             pub churn_risk_bp: Option<i32>,
             pub first_value: bool,
+            pub onboarding_since: Option<i64>,
         }
 
         #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -341,11 +342,75 @@ pub mod entity {
 
         impl ActiveModelBehavior for ActiveModel {}
     }
+
+    /// `renewals`: each subscription's renewal date, from revenue's feed.
+    pub mod renewal {
+        use sea_orm::entity::prelude::*;
+
+        #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+        #[sea_orm(table_name = "renewals")]
+        pub struct Model {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub subscription_id: String,
+            pub account_id: String,
+            pub renews_at: Option<i64>,
+            pub cancelled: bool,
+            pub recorded_for: Option<i64>,
+        }
+
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+
+        impl ActiveModelBehavior for ActiveModel {}
+    }
+
+    /// `complaints`: each complaint scoring recorded, until resolved.
+    pub mod complaint {
+        use sea_orm::entity::prelude::*;
+
+        #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+        #[sea_orm(table_name = "complaints")]
+        pub struct Model {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub id: String,
+            pub account_id: String,
+            pub at: i64,
+            pub resolved_at: Option<i64>,
+        }
+
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+
+        impl ActiveModelBehavior for ActiveModel {}
+    }
+
+    /// `sweep_fired`: what the sweep fired, once per playbook, account and
+    /// occurrence (a renewal date, an onboarding entry, a complaint).
+    pub mod sweep_fired {
+        use sea_orm::entity::prelude::*;
+
+        #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+        #[sea_orm(table_name = "sweep_fired")]
+        pub struct Model {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub playbook_id: String,
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub account_id: String,
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub occurrence: i64,
+            pub fired_at: i64,
+        }
+
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+
+        impl ActiveModelBehavior for ActiveModel {}
+    }
 }
 
 use entity::{
-    activity, churn, cta, delivery, digest, fact, health_score, person, playbook, playbook_version,
-    reactivation, step_run, trigger,
+    activity, churn, complaint, cta, delivery, digest, fact, health_score, person, playbook,
+    playbook_version, reactivation, renewal, step_run, sweep_fired, trigger,
 };
 
 struct CreateSuccessTables;
@@ -782,11 +847,130 @@ impl MigrationTrait for CreateScheduleTables {
     }
 }
 
+struct CreateSweepTables;
+
+impl MigrationName for CreateSweepTables {
+    fn name(&self) -> &str {
+        "m0104_success_sweep"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateSweepTables {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        use complaint::Column as Co;
+        use fact::Column as F;
+        use renewal::Column as R;
+        use sweep_fired::Column as S;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(fact::Entity)
+                    .add_column_if_not_exists(
+                        ColumnDef::new(F::OnboardingSince).big_integer().null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(renewal::Entity)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(R::SubscriptionId)
+                            .string()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(text(R::AccountId))
+                    .col(ColumnDef::new(R::RenewsAt).big_integer().null())
+                    .col(ColumnDef::new(R::Cancelled).boolean().not_null())
+                    .col(ColumnDef::new(R::RecordedFor).big_integer().null())
+                    .to_owned(),
+            )
+            .await?;
+        create_indexes(
+            manager,
+            renewal::Entity,
+            &[("renewals_date", &[R::RenewsAt])],
+        )
+        .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(complaint::Entity)
+                    .if_not_exists()
+                    .col(ColumnDef::new(Co::Id).string().not_null().primary_key())
+                    .col(text(Co::AccountId))
+                    .col(ColumnDef::new(Co::At).big_integer().not_null())
+                    .col(ColumnDef::new(Co::ResolvedAt).big_integer().null())
+                    .to_owned(),
+            )
+            .await?;
+        create_indexes(
+            manager,
+            complaint::Entity,
+            &[("complaints_account", &[Co::AccountId, Co::At])],
+        )
+        .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(sweep_fired::Entity)
+                    .if_not_exists()
+                    .col(text(S::PlaybookId))
+                    .col(text(S::AccountId))
+                    .col(ColumnDef::new(S::Occurrence).big_integer().not_null())
+                    .col(ColumnDef::new(S::FiredAt).big_integer().not_null())
+                    .primary_key(
+                        Index::create()
+                            .col(S::PlaybookId)
+                            .col(S::AccountId)
+                            .col(S::Occurrence),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(
+                Table::drop()
+                    .table(sweep_fired::Entity)
+                    .if_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .drop_table(
+                Table::drop()
+                    .table(complaint::Entity)
+                    .if_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .drop_table(Table::drop().table(renewal::Entity).if_exists().to_owned())
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(fact::Entity)
+                    .drop_column(fact::Column::OnboardingSince)
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
 bowtie_runtime::migrator!(
     CreateSuccessTables,
     CreateNotificationTables,
     CreateReactivationTable,
-    CreateScheduleTables
+    CreateScheduleTables,
+    CreateSweepTables
 );
 
 /// Decodes a stored contract enum number.
@@ -1587,6 +1771,7 @@ pub async fn known_facts<C: ConnectionTrait>(
         red: m.red,
         churn_risk_bp: m.churn_risk_bp,
         first_value: m.first_value,
+        onboarding_since: m.onboarding_since.map(Instant::from_micros),
     }))
 }
 
@@ -1602,6 +1787,7 @@ pub async fn save_facts<C: ConnectionTrait>(conn: &C, f: &AccountFacts) -> Resul
         red: Set(f.red),
         churn_risk_bp: Set(f.churn_risk_bp),
         first_value: Set(f.first_value),
+        onboarding_since: Set(f.onboarding_since.map(Instant::micros)),
     })
     .on_conflict(
         OnConflict::column(F::AccountId)
@@ -1613,6 +1799,7 @@ pub async fn save_facts<C: ConnectionTrait>(conn: &C, f: &AccountFacts) -> Resul
                 F::Red,
                 F::ChurnRiskBp,
                 F::FirstValue,
+                F::OnboardingSince,
             ])
             .to_owned(),
     )
@@ -1729,6 +1916,212 @@ pub async fn turns_of<C: ConnectionTrait>(
         }
     }
     Ok(out)
+}
+
+// --- the sweep's facts ------------------------------------------------------
+
+/// Stores a subscription's renewal date as revenue announced it (none
+/// without a fixed term); a cancelled subscription renews no more. What was
+/// recorded for an earlier date stays, and counts only for that date.
+pub async fn save_renewal<C: ConnectionTrait>(
+    conn: &C,
+    subscription_id: &str,
+    account: AccountId,
+    renews_at: Option<Instant>,
+    cancelled: bool,
+) -> Result<(), Error> {
+    use renewal::Column as R;
+    renewal::Entity::insert(renewal::ActiveModel {
+        subscription_id: Set(subscription_id.to_owned()),
+        account_id: Set(account.to_string()),
+        renews_at: Set(renews_at.map(Instant::micros)),
+        cancelled: Set(cancelled),
+        recorded_for: Set(None),
+    })
+    .on_conflict(
+        OnConflict::column(R::SubscriptionId)
+            .update_columns([R::AccountId, R::RenewsAt, R::Cancelled])
+            .to_owned(),
+    )
+    .exec(conn)
+    .await?;
+    Ok(())
+}
+
+/// Records that the outcome of the subscription's current renewal date is
+/// known, so the sweep no longer fires on that date.
+pub async fn record_renewal<C: ConnectionTrait>(
+    conn: &C,
+    subscription_id: &str,
+) -> Result<(), Error> {
+    renewal::Entity::update_many()
+        .col_expr(
+            renewal::Column::RecordedFor,
+            Expr::col(renewal::Column::RenewsAt).into(),
+        )
+        .filter(renewal::Column::SubscriptionId.eq(subscription_id))
+        .exec(conn)
+        .await?;
+    Ok(())
+}
+
+/// The renewals still open with a date in `(start, end]`: not cancelled and
+/// no outcome recorded for that date.
+pub async fn renewals_between<C: ConnectionTrait>(
+    conn: &C,
+    start: Instant,
+    end: Instant,
+) -> Result<Vec<RenewalDate>, Error> {
+    renewal::Entity::find()
+        .filter(renewal::Column::Cancelled.eq(false))
+        .filter(renewal::Column::RenewsAt.gt(start.micros()))
+        .filter(renewal::Column::RenewsAt.lte(end.micros()))
+        .filter(
+            Condition::any()
+                .add(renewal::Column::RecordedFor.is_null())
+                .add(
+                    Expr::col(renewal::Column::RecordedFor)
+                        .ne(Expr::col(renewal::Column::RenewsAt)),
+                ),
+        )
+        .all(conn)
+        .await?
+        .into_iter()
+        .filter_map(|m| {
+            let at = m.renews_at?;
+            Some(stored_uuid(&m.account_id).map(|id| RenewalDate {
+                account_id: AccountId(id),
+                subscription_id: m.subscription_id,
+                renews_at: Instant::from_micros(at),
+            }))
+        })
+        .collect()
+}
+
+/// The accounts in ONBOARDING since before `before`, with that instant.
+pub async fn onboarding_before<C: ConnectionTrait>(
+    conn: &C,
+    before: Instant,
+) -> Result<Vec<(AccountId, Instant)>, Error> {
+    let rows: Vec<(String, Option<i64>)> = fact::Entity::find()
+        .select_only()
+        .column(fact::Column::AccountId)
+        .column(fact::Column::OnboardingSince)
+        .filter(fact::Column::OnboardingSince.lt(before.micros()))
+        .order_by_asc(fact::Column::AccountId)
+        .into_tuple()
+        .all(conn)
+        .await?;
+    rows.into_iter()
+        .filter_map(|(id, since)| Some((id, since?)))
+        .map(|(id, since)| Ok((AccountId(stored_uuid(&id)?), Instant::from_micros(since))))
+        .collect()
+}
+
+/// Records `count` complaints of the account at `at` under `key` (a
+/// replayed key records nothing).
+pub async fn add_complaints<C: ConnectionTrait>(
+    conn: &C,
+    key: &str,
+    account: AccountId,
+    at: Instant,
+    count: i64,
+) -> Result<(), Error> {
+    for i in 0..count {
+        complaint::Entity::insert(complaint::ActiveModel {
+            id: Set(format!("{key}#{i}")),
+            account_id: Set(account.to_string()),
+            at: Set(at.micros()),
+            resolved_at: Set(None),
+        })
+        .on_conflict(
+            OnConflict::column(complaint::Column::Id)
+                .do_nothing()
+                .to_owned(),
+        )
+        .do_nothing()
+        .exec(conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Resolves the account's `count` oldest open complaints at `at`.
+pub async fn resolve_complaints<C: ConnectionTrait>(
+    conn: &C,
+    account: AccountId,
+    at: Instant,
+    count: i64,
+) -> Result<(), Error> {
+    let oldest: Vec<String> = complaint::Entity::find()
+        .select_only()
+        .column(complaint::Column::Id)
+        .filter(complaint::Column::AccountId.eq(account.to_string()))
+        .filter(complaint::Column::ResolvedAt.is_null())
+        .order_by_asc(complaint::Column::At)
+        .order_by_asc(complaint::Column::Id)
+        .limit(u64::try_from(count).unwrap_or(0))
+        .into_tuple()
+        .all(conn)
+        .await?;
+    if oldest.is_empty() {
+        return Ok(());
+    }
+    complaint::Entity::update_many()
+        .col_expr(complaint::Column::ResolvedAt, Expr::value(at.micros()))
+        .filter(complaint::Column::Id.is_in(oldest))
+        .exec(conn)
+        .await?;
+    Ok(())
+}
+
+/// Each account's oldest open complaint made before `before`.
+pub async fn complaints_before<C: ConnectionTrait>(
+    conn: &C,
+    before: Instant,
+) -> Result<Vec<(AccountId, Instant)>, Error> {
+    let rows: Vec<(String, Option<i64>)> = complaint::Entity::find()
+        .select_only()
+        .column(complaint::Column::AccountId)
+        .column_as(Expr::col(complaint::Column::At).min(), "at")
+        .filter(complaint::Column::ResolvedAt.is_null())
+        .filter(complaint::Column::At.lt(before.micros()))
+        .group_by(complaint::Column::AccountId)
+        .order_by_asc(complaint::Column::AccountId)
+        .into_tuple()
+        .all(conn)
+        .await?;
+    rows.into_iter()
+        .filter_map(|(id, at)| Some((id, at?)))
+        .map(|(id, at)| Ok((AccountId(stored_uuid(&id)?), Instant::from_micros(at))))
+        .collect()
+}
+
+/// Records that the sweep fired `playbook` for the account's `occurrence`;
+/// `false` when it had already (on this replica or another, before or
+/// after a restart).
+pub async fn mark_fired<C: ConnectionTrait>(
+    conn: &C,
+    playbook: PlaybookId,
+    account: AccountId,
+    occurrence: Instant,
+    now: Instant,
+) -> Result<bool, Error> {
+    use sweep_fired::Column as S;
+    let result = sweep_fired::Entity::insert(sweep_fired::ActiveModel {
+        playbook_id: Set(playbook.0.to_string()),
+        account_id: Set(account.to_string()),
+        occurrence: Set(occurrence.micros()),
+        fired_at: Set(now.micros()),
+    })
+    .on_conflict(
+        OnConflict::columns([S::PlaybookId, S::AccountId, S::Occurrence])
+            .do_nothing()
+            .to_owned(),
+    )
+    .exec_without_returning(conn)
+    .await?;
+    Ok(result == 1)
 }
 
 // --- notifications -----------------------------------------------------------

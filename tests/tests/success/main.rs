@@ -10,5 +10,6 @@ mod ctas;
 mod notify;
 mod playbooks;
 mod steps;
+mod sweep;
 mod timeline;
 mod triggers;

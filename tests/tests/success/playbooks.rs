@@ -126,6 +126,22 @@ async fn a_bad_playbook_is_refused_naming_the_field(db: &TestDatabase) -> anyhow
         admin.create_playbook(create(contraction)).await,
         "spec.trigger.percent",
     );
+    for (kind, days) in [
+        (TriggerKind::RenewalDue, 0),
+        (TriggerKind::OnboardingStalled, -1),
+        (TriggerKind::ComplaintUnresolved, 366),
+    ] {
+        let mut swept = red_playbook("A");
+        swept.trigger = Some(bowtie_proto::success::Trigger {
+            kind: kind as i32,
+            days,
+            ..Default::default()
+        });
+        invalid_field(
+            admin.create_playbook(create(swept)).await,
+            "spec.trigger.days",
+        );
+    }
     let mut holdout = red_playbook("A");
     holdout.mode = PlaybookMode::Holdout as i32;
     holdout.holdout_percent = 100;

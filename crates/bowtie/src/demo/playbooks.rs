@@ -106,6 +106,25 @@ fn plays() -> Vec<Play> {
             mode: PlaybookMode::Holdout,
             holdout_percent: 20,
         },
+        Play {
+            name: "Renewal in 60 days",
+            description: "A subscription renewing within 60 days gets a value review and a renewal proposal; closes itself when the renewal is recorded.",
+            trigger: Trigger {
+                kind: TriggerKind::RenewalDue as i32,
+                days: 60,
+                ..Trigger::default()
+            },
+            cta_type: CtaType::Renewal,
+            priority: Priority::High,
+            sla_days: 45,
+            steps: &[
+                ("Value review with the champion", 7),
+                ("Send the renewal proposal", 21),
+            ],
+            auto_close: AutoClose::RenewalRecorded,
+            mode: PlaybookMode::On,
+            holdout_percent: 0,
+        },
     ]
 }
 

@@ -14,7 +14,7 @@ use bowtie_runtime::store::Tx;
 use bowtie_runtime::{AccountId, Instant};
 use futures::StreamExt;
 
-use super::{FIRST_VALUE_REACHED, Scoring, poisoned, tx_now};
+use super::{FIRST_VALUE_REACHED, SIGNAL_RECORDED, Scoring, poisoned, tx_now};
 use crate::convert::{self, MAX_BATCH, Rejection};
 use crate::storage::{self, NewSignal, Profile, Scope};
 
@@ -133,6 +133,23 @@ impl Scoring {
                         fresh_signals.push(s);
                         if s.kind == pb::SignalType::FirstValueReached {
                             first_values.push((s.account_id, s.occurred_at));
+                        }
+                        if matches!(
+                            s.kind,
+                            pb::SignalType::Complaint | pb::SignalType::ComplaintResolved
+                        ) {
+                            tx.emit(NewEvent::new(
+                                "account",
+                                s.account_id.to_string(),
+                                SIGNAL_RECORDED,
+                                &pb::Signal {
+                                    idempotency_key: s.key.clone(),
+                                    account_id: s.account_id.to_string(),
+                                    r#type: s.kind as i32,
+                                    value: s.value,
+                                    occurred_at: Some(s.occurred_at.to_timestamp()),
+                                },
+                            ));
                         }
                         out.push(convert::signal_result(*i, pb::SignalOutcome::Recorded));
                     }

@@ -37,6 +37,9 @@ pub use training::StoredModel;
 
 /// Event type: an account reached its first value.
 pub const FIRST_VALUE_REACHED: &str = "first_value.reached";
+/// A complaint or its resolution was recorded (only those two signal types
+/// are announced; the others are not, to keep ingest lean).
+pub const SIGNAL_RECORDED: &str = "signal.recorded";
 /// Event type: an account's health band changed.
 pub const BAND_CHANGED: &str = "health.band_changed";
 /// Event type: an alert was raised.

@@ -13,6 +13,7 @@ fn playbook(mode: PlaybookMode) -> Playbook {
                 kind: TriggerKind::EnteredRed,
                 percent: 0,
                 stage: Stage::Unspecified,
+                days: 0,
             },
             filter: Filter::default(),
             cta_type: CtaType::Risk,
@@ -58,6 +59,7 @@ fn a_trigger_fires_on_its_kind_and_a_contraction_only_past_its_percent() {
         kind: TriggerKind::EnteredRed,
         percent: 0,
         stage: Stage::Unspecified,
+        days: 0,
     };
     assert!(red.fires_on(&event(TriggerKind::EnteredRed)));
     assert!(!red.fires_on(&event(TriggerKind::HighRisk)));
@@ -65,6 +67,7 @@ fn a_trigger_fires_on_its_kind_and_a_contraction_only_past_its_percent() {
         kind: TriggerKind::Contraction,
         percent: 20,
         stage: Stage::Unspecified,
+        days: 0,
     };
     let mut small = event(TriggerKind::Contraction);
     small.percent = 19;
@@ -75,6 +78,7 @@ fn a_trigger_fires_on_its_kind_and_a_contraction_only_past_its_percent() {
         kind: TriggerKind::StageEntered,
         percent: 0,
         stage: Stage::Onboarding,
+        days: 0,
     };
     let mut entered = event(TriggerKind::StageEntered);
     entered.stage = Stage::Impact;
@@ -501,4 +505,83 @@ fn a_digest_is_due_from_its_hour_of_the_day() {
         8,
         Instant::from_micros(start.micros() + 8 * hour)
     ));
+}
+
+fn renewal(account: u128, subscription: &str, at: Instant) -> RenewalDate {
+    RenewalDate {
+        account_id: AccountId(Uuid::from_u128(account)),
+        subscription_id: subscription.into(),
+        renews_at: at,
+    }
+}
+
+#[test]
+fn a_renewal_is_due_once_its_date_is_within_the_days_and_each_account_counts_its_earliest() {
+    let now = Instant::EPOCH.plus_days(100);
+    let renewals = [
+        // Account 1: day 130 (30 days away) and day 110 (10 days away).
+        renewal(1, "s-late", now.plus_days(30)),
+        renewal(1, "s-soon", now.plus_days(10)),
+        // Account 2: exactly 30 days away, the window's last instant.
+        renewal(2, "s-edge", now.plus_days(30)),
+        // Account 3: one microsecond past the window.
+        renewal(3, "s-out", now.plus_days(30).plus_micros(1)),
+        // Account 4: the date passed at this instant; nothing to fire.
+        renewal(4, "s-past", now),
+    ];
+    assert_eq!(
+        due_renewals(&renewals, now, 30),
+        [
+            renewal(1, "s-soon", now.plus_days(10)),
+            renewal(2, "s-edge", now.plus_days(30)),
+        ]
+    );
+    assert_eq!(
+        due_renewals(&renewals, now, 10),
+        [renewal(1, "s-soon", now.plus_days(10))]
+    );
+    assert!(due_renewals(&renewals, now, 9).is_empty());
+}
+
+#[test]
+fn two_subscriptions_renewing_the_same_day_fire_once_with_the_first_subscription() {
+    let now = Instant::EPOCH;
+    let day = now.plus_days(5);
+    let renewals = [renewal(1, "b", day), renewal(1, "a", day)];
+    assert_eq!(due_renewals(&renewals, now, 7), [renewal(1, "a", day)]);
+}
+
+#[test]
+fn something_is_overdue_only_once_more_than_its_days_have_passed() {
+    let since = Instant::EPOCH.plus_days(10);
+    // 14 days later exactly: not yet "more than 14 days".
+    assert!(!overdue(since, since.plus_days(14), 14));
+    assert!(overdue(since, since.plus_days(14).plus_micros(1), 14));
+    assert!(!overdue(since, since.plus_days(3), 14));
+}
+
+#[test]
+fn days_until_counts_a_part_day_as_a_day_and_dates_read_as_the_calendar_day() {
+    let now = Instant::EPOCH;
+    assert_eq!(days_until(now, now.plus_days(13)), 13);
+    assert_eq!(
+        days_until(now, now.plus_days(13).plus_micros(3_600_000_000)),
+        14
+    );
+    assert_eq!(days_until(now, now), 0);
+    // 1 769 851 800 s after the epoch is 2026-01-31 09:30 UTC.
+    assert_eq!(
+        date(Instant::from_micros(1_769_851_800_000_000)),
+        "2026-01-31"
+    );
+}
+
+#[test]
+fn a_renewal_recorded_playbook_does_not_close_on_facts_alone() {
+    let f = AccountFacts {
+        first_value: true,
+        ..facts(1)
+    };
+    assert!(!auto_closes(AutoClose::RenewalRecorded, 0, &f));
+    assert!(auto_closes(AutoClose::FirstValue, 0, &f));
 }
