@@ -894,8 +894,11 @@ fn plan_invoices(options: &DemoOptions, rng: &mut Rng, account: &mut PlannedAcco
                 })
                 .unwrap_or(0);
             if in_window && amount > 0 {
+                // Late payers pay within the past-due policy's 30 days
+                // (docs/design.md section 2), those still late today pay
+                // today, so the demo's churns are the planned cancellations.
                 let paid = if rng.chance(late_chance) {
-                    Some(due + rng.range(10, 45) * DAY).filter(|p| *p <= end)
+                    Some((due + rng.range(10, 28) * DAY).min(end))
                 } else {
                     Some(due - rng.range(0, 3) * DAY)
                 };
