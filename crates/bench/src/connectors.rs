@@ -18,14 +18,13 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
 use crate::measure::Report;
 use crate::unary::{
-    KEY, Process, SERVICES, bowtie_binary, config_toml, free_port, wait_http_ok, wait_serving,
+    KEY, SERVICES, bowtie_binary, config_toml, free_port, start_gateway, start_services,
 };
 
 const SECRET: &str = "whsec_bench_connectors";
@@ -63,30 +62,9 @@ pub async fn run(report: &mut Report) -> anyhow::Result<()> {
          [connectors.segment]\nwrite_key = \"{WRITE_KEY}\"\n"
     ));
     std::fs::write(&config, toml)?;
-    let mut processes = Vec::new();
-    for (service, port) in SERVICES.iter().zip(&ports) {
-        processes.push(Process::spawn(
-            Command::new(&bin)
-                .arg("--config")
-                .arg(&config)
-                .args(["serve", service]),
-            service,
-        )?);
-        wait_serving(([127, 0, 0, 1], *port).into())
-            .await
-            .with_context(|| format!("{service} did not start"))?;
-    }
+    let services = start_services(&bin, &config, &ports).await?;
     let gateway_addr: SocketAddr = ([127, 0, 0, 1], gateway_port).into();
-    processes.push(Process::spawn(
-        Command::new(&bin)
-            .arg("--config")
-            .arg(&config)
-            .args(["serve", "gateway"]),
-        "gateway",
-    )?);
-    wait_http_ok(gateway_addr, "/healthz")
-        .await
-        .context("the gateway did not start")?;
+    let gateway = start_gateway(&bin, &config, gateway_addr).await?;
     let base = format!("http://{gateway_addr}");
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
@@ -119,7 +97,8 @@ pub async fn run(report: &mut Report) -> anyhow::Result<()> {
         "ev/s",
         50_000.0,
     );
-    drop(processes);
+    drop(gateway);
+    drop(services);
     Ok(())
 }
 

@@ -53,36 +53,13 @@ pub async fn run(report: &mut Report, seconds: u64) -> anyhow::Result<()> {
     let config = dir.path().join("bowtie.toml");
     std::fs::write(&config, config_toml(dir.path(), &ports, gateway_port))?;
 
-    let mut processes = Vec::new();
-    for (service, port) in SERVICES.iter().zip(&ports) {
-        let child = Process::spawn(
-            Command::new(&bin)
-                .arg("--config")
-                .arg(&config)
-                .args(["serve", service]),
-            service,
-        )?;
-        let addr: SocketAddr = ([127, 0, 0, 1], *port).into();
-        wait_serving(addr)
-            .await
-            .with_context(|| format!("{service} did not start"))?;
-        processes.push((service, child));
-    }
+    let processes = start_services(&bin, &config, &ports).await?;
     let gateway_addr: SocketAddr = ([127, 0, 0, 1], gateway_port).into();
-    let gateway = Process::spawn(
-        Command::new(&bin)
-            .arg("--config")
-            .arg(&config)
-            .args(["serve", "gateway"]),
-        "gateway",
-    )?;
-    wait_http_ok(gateway_addr, "/healthz")
-        .await
-        .context("the gateway did not start")?;
+    let gateway = start_gateway(&bin, &config, gateway_addr).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let measured = processes
         .iter()
-        .map(|(service, process)| (**service, process));
+        .map(|(service, process)| (*service, process));
     for (service, process) in measured.chain([("gateway", &gateway)]) {
         let rss = process.memory("VmRSS")?;
         report.add(
@@ -358,6 +335,50 @@ pub(crate) fn config_toml(dir: &Path, ports: &[u16], gateway_port: u16) -> Strin
         "\n[gateway]\nlisten = \"127.0.0.1:{gateway_port}\"\n"
     ));
     toml
+}
+
+/// Starts each of [`SERVICES`] as its own `bowtie serve` process on its
+/// port, in order, each serving before the next starts.
+pub(crate) async fn start_services(
+    bin: &Path,
+    config: &Path,
+    ports: &[u16],
+) -> anyhow::Result<Vec<(&'static str, Process)>> {
+    let mut processes = Vec::new();
+    for (service, port) in SERVICES.iter().zip(ports) {
+        let child = Process::spawn(
+            Command::new(bin)
+                .arg("--config")
+                .arg(config)
+                .args(["serve", service]),
+            service,
+        )?;
+        let addr: SocketAddr = ([127, 0, 0, 1], *port).into();
+        wait_serving(addr)
+            .await
+            .with_context(|| format!("{service} did not start"))?;
+        processes.push((*service, child));
+    }
+    Ok(processes)
+}
+
+/// Starts `bowtie serve gateway` and waits until it answers on `addr`.
+pub(crate) async fn start_gateway(
+    bin: &Path,
+    config: &Path,
+    addr: SocketAddr,
+) -> anyhow::Result<Process> {
+    let gateway = Process::spawn(
+        Command::new(bin)
+            .arg("--config")
+            .arg(config)
+            .args(["serve", "gateway"]),
+        "gateway",
+    )?;
+    wait_http_ok(addr, "/healthz")
+        .await
+        .context("the gateway did not start")?;
+    Ok(gateway)
 }
 
 /// A child process that is killed when dropped.
