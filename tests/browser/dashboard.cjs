@@ -109,6 +109,10 @@ function check(condition, message) {
       check(owner !== "", "the work page picks a person");
       const rows = await page.$$('[data-testid="ctas"] tbody tr');
       check(rows.length > 0, `the work page lists ${owner}'s CTAs`);
+      const books = await page.$$('[data-testid="book"] tbody tr');
+      check(books.length > 0, "the work page shows each CSM's book of business");
+      const bookText = await page.textContent('[data-testid="book"]');
+      check(bookText.includes("NRR") && bookText.includes("Renewals 90 d"), "the book shows NRR and renewals");
       await page.screenshot({ path: path.join(artifacts, "work.png"), fullPage: true });
     }
 

@@ -126,6 +126,15 @@ enum Command {
         /// the most open CTAs.
         #[arg(long)]
         owner: Option<String>,
+        /// Books by `csm` (default) or `owner` (book).
+        #[arg(long, value_enum, default_value_t = BookBy::Csm)]
+        by: BookBy,
+        /// Only this person's book (book).
+        #[arg(long)]
+        person: Option<String>,
+        /// Also split each author's weeks by the account's owner (touches).
+        #[arg(long)]
+        by_owner: bool,
         #[command(flatten)]
         connection: Connection,
         /// The accounts service, asked for the names of at-risk accounts
@@ -173,6 +182,18 @@ enum ReportKind {
     Work,
     /// Every playbook's CTAs, outcomes and effect on churn (success).
     Playbooks,
+    /// Each CSM's (or owner's) book of business (success).
+    Book,
+    /// Activities logged per author and ISO week (success).
+    Touches,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BookBy {
+    /// The account's customer success manager.
+    Csm,
+    /// The account's owner (who closed the deal).
+    Owner,
 }
 
 #[derive(Debug, Subcommand)]
@@ -361,6 +382,9 @@ async fn run(command: Command, mut settings: Settings, log: Option<String>) -> a
             segment,
             limit,
             owner,
+            by,
+            person,
+            by_owner,
             connection,
             accounts_addr,
         } => {
@@ -370,6 +394,9 @@ async fn run(command: Command, mut settings: Settings, log: Option<String>) -> a
                 segment,
                 limit,
                 owner,
+                by,
+                person,
+                by_owner,
             };
             report(&settings, query, connection, accounts_addr).await
         }
@@ -465,6 +492,9 @@ struct ReportQuery {
     segment: Option<String>,
     limit: usize,
     owner: Option<String>,
+    by: BookBy,
+    person: Option<String>,
+    by_owner: bool,
 }
 
 async fn report(
@@ -479,6 +509,9 @@ async fn report(
         segment,
         limit,
         owner,
+        by,
+        person,
+        by_owner,
     } = query;
     use bowtie::client::{Service as Svc, Target};
     let now = chrono::Utc::now();
@@ -488,7 +521,9 @@ async fn report(
         ReportKind::Funnel => Svc::Funnel,
         ReportKind::Mrr | ReportKind::Retention => Svc::Revenue,
         ReportKind::AtRisk => Svc::Scoring,
-        ReportKind::Work | ReportKind::Playbooks => Svc::Success,
+        ReportKind::Work | ReportKind::Playbooks | ReportKind::Book | ReportKind::Touches => {
+            Svc::Success
+        }
     };
     let mut target = Target::new(&settings.peers, &connection.key);
     if let Some(addr) = accounts_addr {
@@ -506,6 +541,12 @@ async fn report(
         ReportKind::AtRisk => bowtie::report::at_risk(&target, segment, limit).await?,
         ReportKind::Work => bowtie::report::work(&target, owner.as_deref(), limit).await?,
         ReportKind::Playbooks => bowtie::report::playbooks(&target, range).await?,
+        ReportKind::Book => {
+            bowtie::report::book(&target, by == BookBy::Owner, person.as_deref(), range).await?
+        }
+        ReportKind::Touches => {
+            bowtie::report::touches(&target, range, owner.as_deref(), by_owner).await?
+        }
     };
     print!("{text}");
     Ok(())

@@ -738,6 +738,143 @@ pub async fn playbooks(target: &Target, range: MonthRange) -> anyhow::Result<Str
     ))
 }
 
+fn period(range: MonthRange) -> Option<bowtie_proto::common::Period> {
+    Some(bowtie_proto::common::Period {
+        start: timestamp(range.start()),
+        end: timestamp(range.end()),
+    })
+}
+
+fn optional_percent(rate: Option<f64>) -> String {
+    rate.map_or_else(|| "-".to_owned(), percent)
+}
+
+/// The book of business of every CSM (or owner, `by_owner`), or of one
+/// `person`: accounts, ARR, health, red and high-risk accounts, open and
+/// overdue CTAs, renewals in the next 90 days with their forecast, and
+/// logo retention, GRR and NRR over `range`.
+pub async fn book(
+    target: &Target,
+    by_owner: bool,
+    person: Option<&str>,
+    range: MonthRange,
+) -> anyhow::Result<String> {
+    use bowtie_proto::success::{BookGrouping, GetBookOfBusinessRequest};
+    let grouping = if by_owner {
+        BookGrouping::Owner
+    } else {
+        BookGrouping::Csm
+    };
+    let response = target
+        .success()?
+        .get_book_of_business(GetBookOfBusinessRequest {
+            group_by: grouping as i32,
+            person: person.unwrap_or_default().to_owned(),
+            period: period(range),
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("GetBookOfBusiness: {}", describe(&s)))?
+        .into_inner();
+    let mut t = table(&[
+        if by_owner { "owner" } else { "CSM" },
+        "accounts",
+        "ARR",
+        "health",
+        "red",
+        "high risk",
+        "open CTAs",
+        "overdue",
+        "renewals 90 d",
+        "at stake",
+        "forecast",
+        "logo retention",
+        "GRR",
+        "NRR",
+    ]);
+    if let Some(column) = t.column_mut(0) {
+        column.set_cell_alignment(CellAlignment::Left);
+    }
+    for b in &response.books {
+        t.add_row(vec![
+            if b.person.is_empty() {
+                "(none)".to_owned()
+            } else {
+                b.person.clone()
+            },
+            group_thousands(b.accounts),
+            amount(b.arr.as_ref()),
+            b.average_health
+                .map_or_else(|| "-".to_owned(), |h| format!("{h:.1}")),
+            group_thousands(b.red),
+            group_thousands(b.high_risk),
+            group_thousands(b.open_ctas),
+            group_thousands(b.overdue_ctas),
+            group_thousands(b.renewals_90d),
+            amount(b.renewal_amount_at_stake.as_ref()),
+            amount(b.renewal_forecast.as_ref()),
+            optional_percent(b.logo_retention),
+            optional_percent(b.grr),
+            optional_percent(b.nrr),
+        ]);
+    }
+    Ok(format!(
+        "Book of business by {}, retention {} to {}, {}\n{t}\n",
+        if by_owner { "owner" } else { "CSM" },
+        range.start_month(),
+        range.end_month(),
+        response.reporting_currency_code
+    ))
+}
+
+/// The activities logged over `range` per author and ISO week (and per
+/// account owner with `by_owner`), only on `owner`'s accounts if given.
+pub async fn touches(
+    target: &Target,
+    range: MonthRange,
+    owner: Option<&str>,
+    by_owner: bool,
+) -> anyhow::Result<String> {
+    use bowtie_proto::success::GetTouchesReportRequest;
+    let response = target
+        .success()?
+        .get_touches_report(GetTouchesReportRequest {
+            period: period(range),
+            owner: owner.unwrap_or_default().to_owned(),
+            author: String::new(),
+            by_owner,
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("GetTouchesReport: {}", describe(&s)))?
+        .into_inner();
+    let mut header = vec!["author", "week"];
+    if by_owner {
+        header.push("owner");
+    }
+    header.extend(["notes", "calls", "meetings", "emails", "total", "accounts"]);
+    let mut t = table(&header);
+    for i in 0..if by_owner { 3 } else { 2 } {
+        if let Some(column) = t.column_mut(i) {
+            column.set_cell_alignment(CellAlignment::Left);
+        }
+    }
+    for r in &response.touches {
+        let mut row = vec![r.author.clone(), r.week.clone()];
+        if by_owner {
+            row.push(r.owner.clone());
+        }
+        row.extend(
+            [r.notes, r.calls, r.meetings, r.emails, r.total, r.accounts].map(group_thousands),
+        );
+        t.add_row(row);
+    }
+    Ok(format!(
+        "Touches {} to {}{}: activities logged per author and ISO week\n{t}\n",
+        range.start_month(),
+        range.end_month(),
+        owner.map_or_else(String::new, |o| format!(" on accounts of {o}"))
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

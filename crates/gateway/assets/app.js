@@ -622,6 +622,29 @@ async function renderAccountSuccess(id) {
   };
 }
 
+async function renderBook() {
+  const p = period();
+  const book = await api(`/api/v1/success/book?by=CSM&start=${p.start}&end=${p.end}`);
+  if (!book.books.length) { $("work-book").replaceChildren(empty("No account yet")); return; }
+  const num = (text) => h("td", { class: "num", text });
+  $("work-book").replaceChildren(h("table", { "data-testid": "book" },
+    h("thead", {}, h("tr", {}, h("th", { text: "CSM" }), ...["Accounts", "ARR", "Health", "Red", "High risk", "Open CTAs",
+      "Overdue", "Renewals 90 d", "Forecast", "GRR", "NRR"].map((t) => h("th", { class: "num", text: t })))),
+    h("tbody", {}, book.books.map((b) => h("tr", {},
+      h("td", { text: b.person || "(none)" }),
+      num(count(b.accounts)),
+      num(money(b.arr.minor_units, book.currency, true)),
+      num(b.average_health === null || b.average_health === undefined ? "-" : b.average_health.toFixed(0)),
+      num(count(b.red)),
+      num(count(b.high_risk)),
+      num(count(b.open_ctas)),
+      num(count(b.overdue_ctas)),
+      num(`${count(b.renewals_90d)} (${money(b.renewal_amount_at_stake.minor_units, book.currency, true)})`),
+      num(money(b.renewal_forecast.minor_units, book.currency, true)),
+      num(pct(b.grr)),
+      num(pct(b.nrr)))))));
+}
+
 async function loadWork(owner) {
   const open = await api("/api/v1/success/ctas?page_size=1000");
   const owners = [...new Set(open.ctas.map((c) => c.owner).filter(Boolean))].sort();
@@ -632,6 +655,7 @@ async function loadWork(owner) {
   const mine = chosen ? await api(`/api/v1/success/ctas?owner=${encodeURIComponent(chosen)}&page_size=200`) : { ctas: [] };
   const names = await accountNames([...new Set(mine.ctas.map((c) => c.account_id))]);
   $("work-ctas").replaceChildren(mine.ctas.length ? ctaRows(mine.ctas, true, names) : empty("No open call to action"));
+  await renderBook();
   document.body.dataset.loaded = "work";
 }
 

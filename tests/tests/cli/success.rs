@@ -1,16 +1,39 @@
 //! The work and playbooks reports print what the success service holds: a
 //! person's open CTAs earliest due first with the account's name, and every
-//! playbook with its CTAs and why there is no effect yet.
+//! playbook with its CTAs and why there is no effect yet. The book and
+//! touches reports print the figures of GetBookOfBusiness and
+//! GetTouchesReport.
 
 use bowtie::report;
+use bowtie_proto::accounts::{Account, CreateAccountRequest};
+use bowtie_proto::common::Period;
 use bowtie_proto::common::Segment;
 use bowtie_proto::success::success_service_client::SuccessServiceClient;
-use bowtie_proto::success::{CreateCtaRequest, CreatePlaybookRequest, CtaType, Priority};
+use bowtie_proto::success::{
+    ActivityKind, BookGrouping, CreateCtaRequest, CreatePlaybookRequest, CtaType,
+    GetBookOfBusinessRequest, LogActivityRequest, Priority,
+};
 use bowtie_testkit::stack::Stack;
 use bowtie_testkit::success::red_playbook;
-use bowtie_testkit::{ADMIN_KEY, READ_KEY, TestDatabase, backend_test};
+use bowtie_testkit::{ADMIN_KEY, READ_KEY, TestDatabase, backend_test, within};
 
-backend_test!(the_work_and_playbooks_reports_print_what_success_holds);
+backend_test!(
+    the_work_and_playbooks_reports_print_what_success_holds,
+    the_book_and_touches_reports_print_each_person_s_figures,
+);
+
+/// The table row whose first cell is `first`, split into its cells.
+fn cells(text: &str, first: &str) -> anyhow::Result<Vec<String>> {
+    text.lines()
+        .map(|l| {
+            l.split(['│', '┆'])
+                .map(|c| c.trim().to_owned())
+                .filter(|c| !c.is_empty())
+                .collect::<Vec<_>>()
+        })
+        .find(|c| c.first().map(String::as_str) == Some(first))
+        .ok_or_else(|| anyhow::anyhow!("no row {first:?} in\n{text}"))
+}
 
 async fn the_work_and_playbooks_reports_print_what_success_holds(
     db: &TestDatabase,
@@ -71,5 +94,133 @@ async fn the_work_and_playbooks_reports_print_what_success_holds(
         playbooks.contains("an effect needs 20 matured triggers in each arm"),
         "{playbooks}"
     );
+    Ok(())
+}
+
+async fn the_book_and_touches_reports_print_each_person_s_figures(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let stack = Stack::start(db).await?;
+    let acme = stack
+        .accounts
+        .accounts()
+        .create_account(CreateAccountRequest {
+            account: Some(Account {
+                name: "Acme Logistics".into(),
+                segment: Segment::Smb as i32,
+                owner: "olga".into(),
+                csm: "cara".into(),
+                ..Account::default()
+            }),
+            idempotency_key: String::new(),
+        })
+        .await?
+        .into_inner()
+        .account
+        .map(|a| a.id)
+        .ok_or_else(|| anyhow::anyhow!("CreateAccount returned no account"))?;
+    let mut success = SuccessServiceClient::new(stack.success.with_key(ADMIN_KEY));
+    let now = chrono::Utc::now().timestamp();
+    success
+        .create_cta(CreateCtaRequest {
+            account_id: acme.clone(),
+            r#type: CtaType::Risk as i32,
+            reason: "champion quiet for a month".into(),
+            priority: Priority::High as i32,
+            owner: "cara".into(),
+            due_time: Some(prost_types::Timestamp {
+                seconds: now - 3 * 86_400,
+                nanos: 0,
+            }),
+            idempotency_key: String::new(),
+        })
+        .await?;
+    for kind in [ActivityKind::Call, ActivityKind::Email] {
+        success
+            .log_activity(LogActivityRequest {
+                account_id: acme.clone(),
+                kind: kind as i32,
+                author: "ana".into(),
+                occur_time: Some(prost_types::Timestamp {
+                    seconds: now,
+                    nanos: 0,
+                }),
+                text: "Touch".into(),
+                participants: vec![],
+                idempotency_key: String::new(),
+            })
+            .await?;
+    }
+    let today = chrono::Utc::now().date_naive();
+    let range = report::parse_period(Some("1m"), today)?;
+    let period = Some(Period {
+        start: Some(prost_types::Timestamp {
+            seconds: range.start(),
+            nanos: 0,
+        }),
+        end: Some(prost_types::Timestamp {
+            seconds: range.end(),
+            nanos: 0,
+        }),
+    });
+    // Success knows Cara's account once the accounts feed told it.
+    let books = within(20, "Cara's book", async {
+        loop {
+            let books = success
+                .get_book_of_business(GetBookOfBusinessRequest {
+                    group_by: BookGrouping::Csm as i32,
+                    person: "cara".into(),
+                    period,
+                })
+                .await?
+                .into_inner();
+            if books
+                .books
+                .iter()
+                .any(|b| b.person == "cara" && b.accounts == 1)
+            {
+                return anyhow::Ok(books);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await??;
+    let cara = books
+        .books
+        .iter()
+        .find(|b| b.person == "cara")
+        .ok_or_else(|| anyhow::anyhow!("no book of cara"))?;
+    let target = stack.target_with(READ_KEY);
+
+    let book = report::book(&target, false, Some("cara"), range).await?;
+    assert!(book.starts_with("Book of business by CSM"), "{book}");
+    let row = cells(&book, "cara")?;
+    assert_eq!(row[1], report::group_thousands(cara.accounts), "{book}");
+    assert_eq!(
+        row[2],
+        report::money(cara.arr.as_ref().map_or(0, |m| m.minor_units)),
+        "{book}"
+    );
+    assert_eq!((row[6].as_str(), row[7].as_str()), ("1", "1"), "{book}");
+    let by_owner = report::book(&target, true, None, range).await?;
+    assert!(
+        by_owner.starts_with("Book of business by owner"),
+        "{by_owner}"
+    );
+    assert_eq!(cells(&by_owner, "olga")?[1], "1", "{by_owner}");
+
+    let touches = report::touches(&target, range, None, false).await?;
+    let week = chrono::Utc::now().format("%G-W%V").to_string();
+    let ana = cells(&touches, "ana")?;
+    // author, week, notes, calls, meetings, emails, total, accounts
+    assert_eq!(
+        ana,
+        ["ana", week.as_str(), "0", "1", "0", "1", "2", "1"],
+        "{touches}"
+    );
+    let of_olga = report::touches(&target, range, Some("olga"), true).await?;
+    let ana = cells(&of_olga, "ana")?;
+    assert_eq!(ana[2], "olga", "{of_olga}");
+    assert_eq!(ana[7], "2", "{of_olga}");
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! REST routes over the success service: the playbooks and how well each
 //! works, the CTAs (a person's work list, one CTA, moving it along), and an
-//! account's timeline with the activities people log on it.
+//! account's timeline with the activities people log on it, each person's
+//! book of business and the touches they logged.
 
 mod model;
 
@@ -32,6 +33,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_cta))
         .routes(routes!(change_status))
         .routes(routes!(list_timeline, log_activity))
+        .routes(routes!(get_book))
+        .routes(routes!(get_touches))
 }
 
 /// The answer of a success call, or its error in the REST shape.
@@ -256,4 +259,86 @@ async fn log_activity(
     let r = answer(success.log_activity(caller.request(request)).await)?;
     let activity = r.activity.ok_or_else(|| missing("the activity"))?;
     Ok((StatusCode::CREATED, Json(activity.into())))
+}
+
+/// Whose books, and the retention period.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct BookQuery {
+    /// By CSM (the default) or by owner.
+    #[param(schema_with = BookGrouping::input_schema)]
+    by: Option<BookGrouping>,
+    /// Only this person's book.
+    #[param(schema_with = schema::optional_text::<200>)]
+    person: Option<String>,
+    /// First instant of the retention period.
+    #[param(schema_with = schema::time)]
+    start: DateTime<Utc>,
+    /// First instant after it; after `start`, at most 10 years later.
+    #[param(schema_with = schema::time)]
+    end: DateTime<Utc>,
+}
+
+/// Each CSM's (or owner's) book of business: accounts, ARR, health, red and
+/// high-risk accounts, open and overdue CTAs, renewals in the next 90 days
+/// with their forecast, and logo retention, GRR and NRR over the period.
+#[utoipa::path(get, path = "/api/v1/success/book", tag = "success", params(BookQuery),
+    responses((status = 200, body = BookOfBusiness), (status = "4XX", body = ErrorBody),
+              (status = "5XX", body = ErrorBody)))]
+async fn get_book(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<BookQuery>,
+) -> Result<Json<BookOfBusiness>, ApiError> {
+    let request = suc::GetBookOfBusinessRequest {
+        group_by: q.by.unwrap_or(BookGrouping::Csm).into(),
+        person: q.person.unwrap_or_default(),
+        period: period(q.start, q.end),
+    };
+    let mut success = state.services.success.clone();
+    let r = answer(success.get_book_of_business(caller.request(request)).await)?;
+    Ok(Json(r.into()))
+}
+
+/// The period and filters of the touches report.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TouchesQuery {
+    /// First instant of the period (activities from then count).
+    #[param(schema_with = schema::time)]
+    start: DateTime<Utc>,
+    /// First instant after it; after `start`, at most 366 days later.
+    #[param(schema_with = schema::time)]
+    end: DateTime<Utc>,
+    /// Only activities on accounts of this owner.
+    #[param(schema_with = schema::optional_text::<200>)]
+    owner: Option<String>,
+    /// Only this author.
+    #[param(schema_with = schema::optional_text::<200>)]
+    author: Option<String>,
+    /// Also split each author's weeks by the account's owner.
+    by_owner: Option<bool>,
+}
+
+/// The activities logged per author and ISO week: notes, calls, meetings,
+/// emails, their total and the distinct accounts touched.
+#[utoipa::path(get, path = "/api/v1/success/touches", tag = "success", params(TouchesQuery),
+    responses((status = 200, body = TouchesReport), (status = "4XX", body = ErrorBody),
+              (status = "5XX", body = ErrorBody)))]
+async fn get_touches(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<TouchesQuery>,
+) -> Result<Json<TouchesReport>, ApiError> {
+    let request = suc::GetTouchesReportRequest {
+        period: period(q.start, q.end),
+        owner: q.owner.unwrap_or_default(),
+        author: q.author.unwrap_or_default(),
+        by_owner: q.by_owner.unwrap_or(false),
+    };
+    let mut success = state.services.success.clone();
+    let r = answer(success.get_touches_report(caller.request(request)).await)?;
+    Ok(Json(TouchesReport {
+        touches: r.touches.into_iter().map(Touches::from).collect(),
+    }))
 }

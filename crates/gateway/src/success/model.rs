@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::common::{mirror_enum, time, timestamp};
+use crate::common::{Money, mirror_enum, time, timestamp};
 use crate::schema;
 
 mirror_enum!(
@@ -517,4 +517,135 @@ impl From<suc::GetPlaybookEffectivenessResponse> for Effectiveness {
             note: r.note,
         }
     }
+}
+
+mirror_enum!(
+    /// Whose books a book of business lists.
+    BookGrouping, suc::BookGrouping {
+        /// By the account's customer success manager.
+        Csm,
+        /// By the account's owner (who closed the deal).
+        Owner,
+    }
+);
+
+/// One person's book of business.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Book {
+    /// The CSM or owner; empty for the accounts without one.
+    pub person: String,
+    /// Accounts in the book.
+    pub accounts: i64,
+    /// 12 x the book's MRR, in the reporting currency.
+    pub arr: Money,
+    /// Mean health score (0..=100) of the scored accounts; null without any.
+    pub average_health: Option<f64>,
+    /// Accounts in the red health band.
+    pub red: i64,
+    /// Accounts at high churn risk.
+    pub high_risk: i64,
+    /// CTAs of the book's accounts that are not closed.
+    pub open_ctas: i64,
+    /// Of those, the ones past their due time.
+    pub overdue_ctas: i64,
+    /// Renewals due in the next 90 days.
+    pub renewals_90d: i64,
+    /// Their amount at stake.
+    pub renewal_amount_at_stake: Money,
+    /// Their forecast.
+    pub renewal_forecast: Money,
+    /// Accounts of the book paying at the period's start.
+    pub retention_accounts: i64,
+    /// Logo retention over the period; null without accounts paying at its start.
+    pub logo_retention: Option<f64>,
+    /// Gross revenue retention over the period; null as `logo_retention`.
+    pub grr: Option<f64>,
+    /// Net revenue retention over the period; null as `logo_retention`.
+    pub nrr: Option<f64>,
+}
+
+impl From<suc::Book> for Book {
+    fn from(b: suc::Book) -> Self {
+        Self {
+            person: b.person,
+            accounts: b.accounts,
+            arr: Money::from_pb(b.arr.as_ref()),
+            average_health: b.average_health,
+            red: b.red,
+            high_risk: b.high_risk,
+            open_ctas: b.open_ctas,
+            overdue_ctas: b.overdue_ctas,
+            renewals_90d: b.renewals_90d,
+            renewal_amount_at_stake: Money::from_pb(b.renewal_amount_at_stake.as_ref()),
+            renewal_forecast: Money::from_pb(b.renewal_forecast.as_ref()),
+            retention_accounts: b.retention_accounts,
+            logo_retention: b.logo_retention,
+            grr: b.grr,
+            nrr: b.nrr,
+        }
+    }
+}
+
+/// The book of business of each person.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BookOfBusiness {
+    /// One per person, the largest ARR first (ties by person).
+    pub books: Vec<Book>,
+    /// ISO-4217 code of every amount.
+    pub currency: String,
+}
+
+impl From<suc::GetBookOfBusinessResponse> for BookOfBusiness {
+    fn from(r: suc::GetBookOfBusinessResponse) -> Self {
+        Self {
+            books: r.books.into_iter().map(Book::from).collect(),
+            currency: r.reporting_currency_code,
+        }
+    }
+}
+
+/// The activities one author logged in one ISO week.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Touches {
+    /// Who logged them.
+    pub author: String,
+    /// The ISO week, e.g. `2026-W49`.
+    pub week: String,
+    /// With `by_owner`: the owner of the accounts; empty otherwise.
+    pub owner: String,
+    /// Notes.
+    pub notes: i64,
+    /// Calls.
+    pub calls: i64,
+    /// Meetings.
+    pub meetings: i64,
+    /// Emails.
+    pub emails: i64,
+    /// All of them.
+    pub total: i64,
+    /// Distinct accounts touched.
+    pub accounts: i64,
+}
+
+impl From<suc::Touches> for Touches {
+    fn from(t: suc::Touches) -> Self {
+        Self {
+            author: t.author,
+            week: t.week,
+            owner: t.owner,
+            notes: t.notes,
+            calls: t.calls,
+            meetings: t.meetings,
+            emails: t.emails,
+            total: t.total,
+            accounts: t.accounts,
+        }
+    }
+}
+
+/// The touches report.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TouchesReport {
+    /// By author, then week, then owner.
+    pub touches: Vec<Touches>,
 }
