@@ -260,6 +260,13 @@ impl IntoResponse for ApiError {
 /// service's INVALID_ARGUMENT does.
 fn rejection(text: &str, fallback_field: &str) -> ApiError {
     let detail = text.split_once(": ").map_or(text, |(_, rest)| rest);
+    // serde names a missing field in its message: "missing field `start`".
+    if let Some(field) = detail
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.strip_suffix('`'))
+    {
+        return ApiError::invalid(field, "is required");
+    }
     match detail.split_once(": ") {
         Some((field, problem)) if !field.contains(' ') => ApiError::invalid(field, problem),
         _ => ApiError::invalid(fallback_field, detail),
@@ -364,6 +371,16 @@ mod tests {
                 description: "must not be blank".into()
             }]
         );
+    }
+
+    #[test]
+    fn a_missing_query_parameter_is_named_as_required() {
+        let e = rejection(
+            "Failed to deserialize query string: missing field `start`",
+            "query",
+        );
+        assert_eq!(e.detail().field_violations[0].field, "start");
+        assert_eq!(e.detail().field_violations[0].description, "is required");
     }
 
     #[test]
