@@ -2,8 +2,7 @@
 //! account's CSM (docs/design.md section 6.4) and the renewal book summed
 //! per CSM or per owner, with figures worked out by hand.
 
-use anyhow::Context as _;
-use bowtie_proto::accounts::{Account, CreateAccountRequest};
+use bowtie_proto::accounts::Account;
 use bowtie_proto::common::Segment;
 use bowtie_proto::revenue::{
     BillingInterval, CancelSubscriptionRequest, CsmRetention, GetRenewalSummaryRequest,
@@ -13,6 +12,7 @@ use bowtie_proto::revenue::{
 use bowtie_testkit::TestDatabase;
 use bowtie_testkit::assert::invalid_field;
 use bowtie_testkit::backend_test;
+use bowtie_testkit::fixtures::create_account;
 use bowtie_testkit::revenue::*;
 
 backend_test!(
@@ -22,23 +22,15 @@ backend_test!(
 
 /// Creates an account with an owner and a CSM; returns its id.
 async fn account(suite: &Revenue, name: &str, owner: &str, csm: &str) -> anyhow::Result<String> {
-    Ok(suite
-        .accounts
-        .accounts()
-        .create_account(CreateAccountRequest {
-            account: Some(Account {
-                name: name.to_owned(),
-                segment: Segment::Smb as i32,
-                owner: owner.to_owned(),
-                csm: csm.to_owned(),
-                ..Account::default()
-            }),
-            idempotency_key: String::new(),
-        })
+    let account = Account {
+        name: name.to_owned(),
+        segment: Segment::Smb as i32,
+        owner: owner.to_owned(),
+        csm: csm.to_owned(),
+        ..Account::default()
+    };
+    Ok(create_account(&mut suite.accounts.accounts(), account)
         .await?
-        .into_inner()
-        .account
-        .context("CreateAccount returned no account")?
         .id)
 }
 

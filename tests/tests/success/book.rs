@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use bowtie_proto::accounts::{Account, CreateAccountRequest};
+use bowtie_proto::accounts::Account;
 use bowtie_proto::common::{Period, Segment};
 use bowtie_proto::revenue::revenue_service_client::RevenueServiceClient;
 use bowtie_proto::revenue::{BillingInterval, CancelSubscriptionRequest, Subscription};
@@ -14,6 +14,7 @@ use bowtie_proto::success::{
     GetBookOfBusinessResponse, GetTouchesReportRequest, LogActivityRequest, Priority,
 };
 use bowtie_testkit::assert::invalid_field;
+use bowtie_testkit::fixtures::create_account;
 use bowtie_testkit::revenue::{REVENUE_SERVICE, cancellation, create, day, minor, monthly};
 use bowtie_testkit::scoring::start_scoring;
 use bowtie_testkit::success::{Suite, start_success};
@@ -48,23 +49,15 @@ async fn start(db: &TestDatabase) -> anyhow::Result<(Suite, TestServer)> {
 }
 
 async fn account(suite: &Suite, name: &str, owner: &str, csm: &str) -> anyhow::Result<String> {
-    Ok(suite
-        .accounts
-        .accounts()
-        .create_account(CreateAccountRequest {
-            account: Some(Account {
-                name: name.to_owned(),
-                segment: Segment::Smb as i32,
-                owner: owner.to_owned(),
-                csm: csm.to_owned(),
-                ..Account::default()
-            }),
-            idempotency_key: String::new(),
-        })
+    let account = Account {
+        name: name.to_owned(),
+        segment: Segment::Smb as i32,
+        owner: owner.to_owned(),
+        csm: csm.to_owned(),
+        ..Account::default()
+    };
+    Ok(create_account(&mut suite.accounts.accounts(), account)
         .await?
-        .into_inner()
-        .account
-        .context("CreateAccount returned no account")?
         .id)
 }
 
