@@ -145,9 +145,23 @@ async fn a_service_that_is_down_is_503_and_readyz_says_so(db: &TestDatabase) -> 
 }
 
 async fn a_service_slower_than_the_deadline_is_504(db: &TestDatabase) -> anyhow::Result<()> {
-    // A zero deadline: no call can answer in time.
-    let stack = Stack::start_with(db, |s| s.peers.request_timeout_ms = 0).await?;
+    // An accounts address that takes the connection and never answers: the
+    // call outlives the gateway's deadline whatever the machine's speed.
+    let silent = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+    let silent_uri = format!("http://{}", silent.local_addr()?);
+    let held = tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            sockets.push(socket);
+        }
+    });
+    let stack = Stack::start_with(db, |s| {
+        s.peers.accounts = silent_uri;
+        s.peers.request_timeout_ms = 300;
+    })
+    .await?;
     let (status, body) = stack.get("/api/v1/accounts", READ_KEY).await?;
+    held.abort();
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
     assert_eq!(body["error"]["code"], "DEADLINE_EXCEEDED");
     Ok(())
