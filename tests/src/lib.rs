@@ -61,6 +61,10 @@ pub const ADMIN_KEY: &str = "bt_test_admin_0b8f3c1e6d2a4f5b9c7e1d3a5f7b9c1e";
 pub const WRITE_KEY: &str = "bt_test_writer_4e6a8c0b2d4f6a8c0e2b4d6f8a0c2e4b";
 /// An API key with the read scope only, the key a dashboard holds.
 pub const READ_KEY: &str = "bt_test_reader_7d9b1f3a5c7e9b1d3f5a7c9e1b3d5f7a";
+/// An API key with the write scope that expired at [`EXPIRED_AT`].
+pub const EXPIRED_KEY: &str = "bt_test_expired_2c4e6a8b0d2f4a6c8e0b2d4f6a8c0e2d";
+/// When [`EXPIRED_KEY`] stopped working.
+pub const EXPIRED_AT: &str = "2026-01-01T00:00:00Z";
 
 /// Longest time the harness waits for a server to start or stop before
 /// failing the test, so a hung server is a failure rather than a hung suite.
@@ -283,12 +287,37 @@ pub fn test_keys() -> Vec<ApiKeySettings> {
         name: name.to_owned(),
         hash: hash_key(key),
         scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+        expires_at: None,
     };
     vec![
         key("test-admin", ADMIN_KEY, &["admin"]),
         key("test-writer", WRITE_KEY, &["read", "write"]),
         key("test-reader", READ_KEY, &["read"]),
+        ApiKeySettings {
+            expires_at: Some(EXPIRED_AT.to_owned()),
+            ..key("test-expired", EXPIRED_KEY, &["write"])
+        },
     ]
+}
+
+/// [`test_keys`] as the TOML array of a configuration file's `auth.keys`,
+/// for tests that start `bowtie` as a process.
+pub fn test_keys_toml() -> String {
+    let keys: Vec<String> = test_keys()
+        .iter()
+        .map(|k| {
+            let expires = k
+                .expires_at
+                .as_ref()
+                .map(|at| format!(", expires_at = {at:?}"))
+                .unwrap_or_default();
+            format!(
+                "{{ name = {:?}, hash = {:?}, scopes = {:?}{expires} }}",
+                k.name, k.hash, k.scopes
+            )
+        })
+        .collect();
+    format!("[{}]", keys.join(", "))
 }
 
 /// Client interceptor adding `authorization: Bearer <key>` to every call

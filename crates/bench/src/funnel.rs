@@ -130,6 +130,7 @@ fn settings(dir: &std::path::Path) -> anyhow::Result<Settings> {
         name: "bench".into(),
         hash: hash_key(KEY),
         scopes: vec!["admin".into()],
+        expires_at: None,
     }];
     settings.peers.api_key = KEY.to_owned().into();
     Ok(settings)

@@ -221,6 +221,7 @@ pub async fn run(report: &mut Report) -> anyhow::Result<()> {
         name: "bench".into(),
         hash: hash_key(KEY),
         scopes: vec!["read".into()],
+        expires_at: None,
     }];
 
     let db = Db::connect(&settings.revenue.database).await?;

@@ -113,6 +113,7 @@ fn settings(url: &str, schemas: (&str, &str)) -> anyhow::Result<Settings> {
         name: "bench".into(),
         hash: hash_key(KEY),
         scopes: vec!["admin".into()],
+        expires_at: None,
     }];
     settings.peers.api_key = KEY.to_owned().into();
     // The worker waits: the accounts are scored together by RecomputeHealth.

@@ -586,11 +586,13 @@ fn dev(settings: &mut Settings, data_dir: &std::path::Path, banner: &mut Banner)
                 name: "dev-admin".into(),
                 hash: hash_key(DEV_ADMIN_KEY),
                 scopes: vec!["admin".into()],
+                expires_at: None,
             },
             ApiKeySettings {
                 name: "dev-read".into(),
                 hash: hash_key(DEV_READ_KEY),
                 scopes: vec!["read".into()],
+                expires_at: None,
             },
         ];
         banner.keys = Some(format!(
@@ -605,6 +607,7 @@ fn dev(settings: &mut Settings, data_dir: &std::path::Path, banner: &mut Banner)
             name: "dev-peers".into(),
             hash,
             scopes: vec!["read".into()],
+            expires_at: None,
         });
         settings.peers.api_key = key.into();
     }
@@ -668,6 +671,7 @@ fn demo_key(settings: &mut Settings) -> String {
         name: "dev-demo".into(),
         hash,
         scopes: vec!["admin".into()],
+        expires_at: None,
     });
     key
 }

@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -63,6 +64,8 @@ pub struct Principal {
 struct Key {
     hash: [u8; 32],
     principal: Principal,
+    /// Refused from this instant on.
+    expires_at: Option<DateTime<Utc>>,
 }
 
 /// The configured keys.
@@ -91,8 +94,25 @@ pub fn generate_key() -> (String, String) {
 impl ApiKeys {
     /// Parses the configured keys; a malformed entry is a startup error.
     pub fn from_settings(settings: &AuthSettings) -> anyhow::Result<Self> {
-        let mut keys = Vec::with_capacity(settings.keys.len());
+        let mut keys: Vec<Key> = Vec::with_capacity(settings.keys.len());
         for entry in &settings.keys {
+            if keys.iter().any(|k| k.principal.name == entry.name) {
+                anyhow::bail!("auth key {:?} is configured twice", entry.name);
+            }
+            let expires_at = entry
+                .expires_at
+                .as_deref()
+                .map(|text| {
+                    DateTime::parse_from_rfc3339(text)
+                        .map(|t| t.with_timezone(&Utc))
+                        .map_err(|e| {
+                            anyhow::anyhow!(
+                                "auth key {:?}: expires_at {text:?} is not an RFC 3339 instant ({e})",
+                                entry.name
+                            )
+                        })
+                })
+                .transpose()?;
             let hex_part = entry.hash.strip_prefix("sha256:").ok_or_else(|| {
                 anyhow::anyhow!("auth key {:?}: hash must start with sha256:", entry.name)
             })?;
@@ -116,21 +136,39 @@ impl ApiKeys {
                     name: entry.name.clone(),
                     scope,
                 },
+                expires_at,
             });
         }
         Ok(Self { keys })
     }
 
-    /// The principal of a presented key, comparing against every key in constant time.
-    pub fn authenticate(&self, presented: &str) -> Option<&Principal> {
+    /// The principal of a presented key, comparing against every key in
+    /// constant time: `None` for an unknown key, UNAUTHENTICATED naming the
+    /// key for one that expired by `now`.
+    pub fn authenticate(
+        &self,
+        presented: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<&Principal>, Status> {
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         let mut found = None;
         for key in &self.keys {
             if bool::from(key.hash.ct_eq(&digest)) {
-                found = Some(&key.principal);
+                found = Some(key);
             }
         }
-        found
+        match found {
+            Some(Key {
+                principal,
+                expires_at: Some(end),
+                ..
+            }) if now >= *end => Err(Status::unauthenticated(format!(
+                "API key {:?} expired at {}",
+                principal.name,
+                end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ))),
+            found => Ok(found.map(|k| &k.principal)),
+        }
     }
 
     /// Decides one request: `Ok(None)` for an open method, the principal when
@@ -155,7 +193,7 @@ impl ApiKeys {
                 Status::unauthenticated("missing API key: send `authorization: Bearer <key>`")
             })?;
         let principal = self
-            .authenticate(token)
+            .authenticate(token, Utc::now())?
             .ok_or_else(|| Status::unauthenticated("unknown API key"))?;
         if principal.scope < needed {
             return Err(Status::permission_denied(format!(
@@ -270,11 +308,13 @@ mod tests {
                     name: "dashboard".into(),
                     hash: hash_key("reader-secret"),
                     scopes: vec!["read".into()],
+                    expires_at: None,
                 },
                 ApiKeySettings {
                     name: "crm".into(),
                     hash: hash_key("writer-secret"),
                     scopes: vec!["read".into(), "write".into()],
+                    expires_at: None,
                 },
             ],
         })
@@ -331,9 +371,66 @@ mod tests {
                 name: "x".into(),
                 hash: "md5:abc".into(),
                 scopes: vec!["read".into()],
+                expires_at: None,
             }],
         };
         assert!(ApiKeys::from_settings(&settings).is_err());
+    }
+
+    fn key_expiring_at(name: &str, expires_at: Option<&str>) -> ApiKeySettings {
+        ApiKeySettings {
+            name: name.into(),
+            hash: hash_key(&format!("{name}-secret")),
+            scopes: vec!["write".into()],
+            expires_at: expires_at.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_key_is_refused_from_its_expiry_instant_on_naming_it() -> anyhow::Result<()> {
+        let keys = ApiKeys::from_settings(&AuthSettings {
+            keys: vec![key_expiring_at("import", Some("2027-01-01T00:00:00Z"))],
+        })?;
+        let at = |t: &str| -> anyhow::Result<DateTime<Utc>> {
+            Ok(DateTime::parse_from_rfc3339(t)?.with_timezone(&Utc))
+        };
+        let before = keys.authenticate("import-secret", at("2026-12-31T23:59:59Z")?);
+        assert_eq!(
+            before.ok().flatten().map(|p| p.name.clone()),
+            Some("import".into())
+        );
+        let expired = keys
+            .authenticate("import-secret", at("2027-01-01T00:00:00Z")?)
+            .err()
+            .map(|s| (s.code(), s.message().to_owned()));
+        assert_eq!(
+            expired,
+            Some((
+                tonic::Code::Unauthenticated,
+                "API key \"import\" expired at 2027-01-01T00:00:00Z".into()
+            ))
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_malformed_expiry_or_a_name_given_twice_is_a_startup_error() {
+        let malformed = ApiKeys::from_settings(&AuthSettings {
+            keys: vec![key_expiring_at("import", Some("next year"))],
+        });
+        assert!(
+            malformed
+                .err()
+                .is_some_and(|e| e.to_string().contains("expires_at \"next year\""))
+        );
+        let twice = ApiKeys::from_settings(&AuthSettings {
+            keys: vec![key_expiring_at("crm", None), key_expiring_at("crm", None)],
+        });
+        assert!(
+            twice
+                .err()
+                .is_some_and(|e| e.to_string().contains("configured twice"))
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use config::{Config, Environment, File, FileFormat};
+use config::{Config, Environment, File, FileFormat, Map};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
@@ -344,6 +344,106 @@ pub struct ApiKeySettings {
     pub hash: String,
     /// `read`, `write` and/or `admin`; the highest one counts.
     pub scopes: Vec<String>,
+    /// RFC 3339 instant from which the key is refused; unset: never.
+    #[serde(default)]
+    pub expires_at: Option<String>,
+}
+
+/// The variable that holds the whole key list (a JSON or TOML array of
+/// `{ name, hash, scopes, expires_at }`); it replaces `auth.keys` of the file.
+pub const KEYS_VARIABLE: &str = "BOWTIE__AUTH__KEYS";
+
+/// The prefix of a variable that adds one key, named after the rest of the
+/// variable's name (lower case, `_` as `-`), for example
+/// `BOWTIE__AUTH__KEY__CRM_SYNC="hash=sha256:<hex> scopes=write expires_at=2027-06-30T00:00:00Z"`.
+pub const KEY_VARIABLE_PREFIX: &str = "BOWTIE__AUTH__KEY__";
+
+/// Takes the key variables out of `env` (so the generic `BOWTIE__...`
+/// mapping never sees them) and returns the keys they configure: `None` for
+/// the list when [`KEYS_VARIABLE`] is not set, and the one-key variables in
+/// name order.
+fn key_variables(
+    env: &mut Map<String, String>,
+) -> Result<(Option<Vec<ApiKeySettings>>, Vec<ApiKeySettings>), config::ConfigError> {
+    let list = env
+        .remove(KEYS_VARIABLE)
+        .map(|text| parse_key_list(&text))
+        .transpose()?;
+    let mut names: Vec<String> = env
+        .keys()
+        .filter(|k| k.starts_with(KEY_VARIABLE_PREFIX))
+        .cloned()
+        .collect();
+    names.sort();
+    let mut single = Vec::with_capacity(names.len());
+    for variable in names {
+        let text = env.remove(&variable).unwrap_or_default();
+        let name = variable[KEY_VARIABLE_PREFIX.len()..]
+            .to_ascii_lowercase()
+            .replace('_', "-");
+        single.push(parse_key_variable(&variable, name, &text)?);
+    }
+    Ok((list, single))
+}
+
+/// A key list given as JSON (`[{"name": ...}]`) or as a TOML array
+/// (`[{ name = "...", ... }]`).
+fn parse_key_list(text: &str) -> Result<Vec<ApiKeySettings>, config::ConfigError> {
+    if let Ok(keys) = serde_json::from_str::<Vec<ApiKeySettings>>(text) {
+        return Ok(keys);
+    }
+    #[derive(Deserialize)]
+    struct Keys {
+        keys: Vec<ApiKeySettings>,
+    }
+    Config::builder()
+        .add_source(File::from_str(&format!("keys = {text}"), FileFormat::Toml))
+        .build()
+        .and_then(|c| c.try_deserialize::<Keys>())
+        .map(|k| k.keys)
+        .map_err(|e| {
+            config::ConfigError::Message(format!(
+                "{KEYS_VARIABLE}: not a JSON or TOML list of keys ({e})"
+            ))
+        })
+}
+
+/// One key from `hash=... scopes=a,b [expires_at=...]`.
+fn parse_key_variable(
+    variable: &str,
+    name: String,
+    text: &str,
+) -> Result<ApiKeySettings, config::ConfigError> {
+    let mut key = ApiKeySettings {
+        name,
+        hash: String::new(),
+        scopes: Vec::new(),
+        expires_at: None,
+    };
+    for part in text.split_whitespace() {
+        match part.split_once('=') {
+            Some(("hash", v)) => key.hash = v.to_owned(),
+            Some(("scopes", v)) => {
+                key.scopes = v
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            }
+            Some(("expires_at", v)) => key.expires_at = Some(v.to_owned()),
+            _ => {
+                return Err(config::ConfigError::Message(format!(
+                    "{variable}: {part:?} is not hash=..., scopes=... or expires_at=..."
+                )));
+            }
+        }
+    }
+    if key.hash.is_empty() {
+        return Err(config::ConfigError::Message(format!(
+            "{variable}: hash=sha256:<hex> is required"
+        )));
+    }
+    Ok(key)
 }
 
 /// Settings of one service.
@@ -434,21 +534,39 @@ impl Settings {
 
     /// Defaults, then `file` (or `./bowtie.toml` when it exists), then `BOWTIE__...` variables.
     pub fn load(file: Option<&Path>) -> Result<Self, config::ConfigError> {
+        Self::load_with_env(file, std::env::vars().collect())
+    }
+
+    /// [`Settings::load`] with the given environment instead of the process's.
+    /// The API key variables ([`KEYS_VARIABLE`], [`KEY_VARIABLE_PREFIX`]) are
+    /// read here: the list replaces the file's keys, each one-key variable
+    /// adds a key.
+    pub fn load_with_env(
+        file: Option<&Path>,
+        mut env: Map<String, String>,
+    ) -> Result<Self, config::ConfigError> {
+        let (list, single) = key_variables(&mut env)?;
         let mut builder =
             Config::builder().add_source(File::from_str(DEFAULTS_TOML, FileFormat::Toml));
         builder = match file {
             Some(path) => builder.add_source(File::from(path).required(true)),
             None => builder.add_source(File::with_name("bowtie.toml").required(false)),
         };
-        builder
+        let built = builder
             .add_source(
                 Environment::with_prefix("BOWTIE")
                     .prefix_separator("__")
                     .separator("__")
-                    .try_parsing(true),
+                    .try_parsing(true)
+                    .source(Some(env)),
             )
-            .build()?
-            .try_deserialize()
+            .build()?;
+        let mut settings: Self = built.try_deserialize()?;
+        if let Some(list) = list {
+            settings.auth.keys = list;
+        }
+        settings.auth.keys.extend(single);
+        Ok(settings)
     }
 }
 
@@ -502,6 +620,94 @@ mod tests {
             .unwrap_or_default();
         assert!(error.contains("\"nowhere\" is not host:port"), "{error}");
         Ok(())
+    }
+
+    fn env(vars: &[(&str, &str)]) -> Map<String, String> {
+        vars.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn names(settings: &Settings) -> Vec<&str> {
+        settings.auth.keys.iter().map(|k| k.name.as_str()).collect()
+    }
+
+    #[test]
+    fn the_key_list_variable_replaces_the_files_keys_in_json_or_toml() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("bowtie.toml");
+        std::fs::write(
+            &path,
+            "[[auth.keys]]\nname = \"file\"\nhash = \"sha256:00\"\nscopes = [\"read\"]\n",
+        )?;
+        let json = Settings::load_with_env(
+            Some(&path),
+            env(&[(
+                KEYS_VARIABLE,
+                r#"[{"name": "crm", "hash": "sha256:11", "scopes": ["write"], "expires_at": "2027-06-30T00:00:00Z"}]"#,
+            )]),
+        )?;
+        assert_eq!(names(&json), vec!["crm"]);
+        assert_eq!(
+            json.auth.keys[0].expires_at.as_deref(),
+            Some("2027-06-30T00:00:00Z")
+        );
+        let toml = Settings::load_with_env(
+            Some(&path),
+            env(&[(
+                KEYS_VARIABLE,
+                r#"[{ name = "a", hash = "sha256:22", scopes = ["read"] }, { name = "b", hash = "sha256:33", scopes = ["admin"] }]"#,
+            )]),
+        )?;
+        assert_eq!(names(&toml), vec!["a", "b"]);
+        assert_eq!(toml.auth.keys[1].scopes, vec!["admin"]);
+        let without = Settings::load_with_env(Some(&path), env(&[]))?;
+        assert_eq!(names(&without), vec!["file"]);
+        Ok(())
+    }
+
+    #[test]
+    fn a_one_key_variable_adds_a_key_named_after_it() -> anyhow::Result<()> {
+        let settings = Settings::load_with_env(
+            None,
+            env(&[
+                (
+                    "BOWTIE__AUTH__KEY__CRM_SYNC",
+                    "hash=sha256:44 scopes=read,write expires_at=2027-01-01T00:00:00Z",
+                ),
+                ("BOWTIE__AUTH__KEY__DASHBOARD", "scopes=read hash=sha256:55"),
+            ]),
+        )?;
+        assert_eq!(names(&settings), vec!["crm-sync", "dashboard"]);
+        assert_eq!(settings.auth.keys[0].hash, "sha256:44");
+        assert_eq!(settings.auth.keys[0].scopes, vec!["read", "write"]);
+        assert_eq!(
+            settings.auth.keys[0].expires_at.as_deref(),
+            Some("2027-01-01T00:00:00Z")
+        );
+        assert_eq!(settings.auth.keys[1].expires_at, None);
+        Ok(())
+    }
+
+    #[test]
+    fn a_malformed_key_variable_is_refused_naming_it() {
+        let error = |vars: &[(&str, &str)]| {
+            Settings::load_with_env(None, env(vars))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        assert!(error(&[(KEYS_VARIABLE, "crm")]).contains(KEYS_VARIABLE));
+        let unknown = error(&[("BOWTIE__AUTH__KEY__CRM", "hash=sha256:66 role=admin")]);
+        assert!(
+            unknown.contains("BOWTIE__AUTH__KEY__CRM: \"role=admin\""),
+            "{unknown}"
+        );
+        let no_hash = error(&[("BOWTIE__AUTH__KEY__CRM", "scopes=read")]);
+        assert!(
+            no_hash.contains("hash=sha256:<hex> is required"),
+            "{no_hash}"
+        );
     }
 
     #[test]

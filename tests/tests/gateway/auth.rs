@@ -2,13 +2,14 @@
 //! the services decide, and their answer reaches the caller.
 
 use bowtie_testkit::gateway::Stack;
-use bowtie_testkit::{READ_KEY, TestDatabase, WRITE_KEY, backend_test};
+use bowtie_testkit::{EXPIRED_KEY, READ_KEY, TestDatabase, WRITE_KEY, backend_test};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 backend_test!(
     a_call_without_a_key_is_401,
     an_unknown_key_is_401,
+    an_expired_key_is_401_naming_it_and_writes_nothing,
     a_read_key_cannot_write_and_nothing_is_written,
     a_write_key_writes_and_a_read_key_reads,
 );
@@ -30,6 +31,31 @@ async fn an_unknown_key_is_401(db: &TestDatabase) -> anyhow::Result<()> {
     let stack = Stack::start(db).await?;
     let (status, body) = stack.get("/api/v1/accounts", "bt_not_a_key").await?;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    Ok(())
+}
+
+async fn an_expired_key_is_401_naming_it_and_writes_nothing(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let stack = Stack::start(db).await?;
+    let (status, body) = stack
+        .post(
+            "/api/v1/accounts",
+            EXPIRED_KEY,
+            &json!({"name": "Acme", "segment": "SMB"}),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["error"]["code"], "UNAUTHENTICATED");
+    assert_eq!(
+        body["error"]["message"],
+        format!(
+            "API key \"test-expired\" expired at {}",
+            bowtie_testkit::EXPIRED_AT
+        )
+    );
+    let (_, body) = stack.get("/api/v1/accounts", READ_KEY).await?;
+    assert_eq!(body["accounts"].as_array().map(Vec::len), Some(0), "{body}");
     Ok(())
 }
 

@@ -28,7 +28,7 @@ use bowtie_testkit::demo::free_port;
 use bowtie_testkit::scoring::{logins, record, start_scoring};
 use bowtie_testkit::success::{SUCCESS_SERVICE, SuccessClient, red_playbook};
 use bowtie_testkit::{
-    ADMIN_KEY, Bearer, READ_KEY, TestDatabase, TestServer, WRITE_KEY, backend_test, test_keys,
+    ADMIN_KEY, Bearer, READ_KEY, TestDatabase, TestServer, WRITE_KEY, backend_test, test_keys_toml,
     within,
 };
 use secrecy::ExposeSecret;
@@ -76,24 +76,15 @@ impl SuccessProcess {
     fn configure(settings: &Settings) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
-        let keys: Vec<String> = test_keys()
-            .iter()
-            .map(|k| {
-                format!(
-                    "{{ name = {:?}, hash = {:?}, scopes = {:?} }}",
-                    k.name, k.hash, k.scopes
-                )
-            })
-            .collect();
         let database = &settings.success.database;
         let toml = format!(
             "[telemetry]\nlog_filter = \"warn\"\n\n[server]\ndrain_seconds = 0\n\n\
-             [auth]\nkeys = [{}]\n\n\
+             [auth]\nkeys = {}\n\n\
              [peers]\napi_key = {:?}\naccounts = {:?}\nscoring = {:?}\n\
              revenue = {:?}\nfunnel = {:?}\nsuccess = {:?}\n\n\
              [success]\nlisten = \"{addr}\"\n\n\
              [success.database]\nurl = {:?}\nschema = {:?}\nmax_connections = 4\n",
-            keys.join(", "),
+            test_keys_toml(),
             READ_KEY,
             settings.peers.accounts,
             settings.peers.scoring,

@@ -20,7 +20,7 @@ use bowtie_testkit::gateway::FUNNEL_SERVICE;
 use bowtie_testkit::revenue::REVENUE_SERVICE;
 use bowtie_testkit::scoring::SCORING_SERVICE;
 use bowtie_testkit::{
-    ACCOUNTS_SERVICE, AccountsClient, Bearer, NO_PEER, READ_KEY, WRITE_KEY, test_keys,
+    ACCOUNTS_SERVICE, AccountsClient, Bearer, NO_PEER, READ_KEY, WRITE_KEY, test_keys_toml,
 };
 use tokio::task::AbortHandle;
 use tonic::service::interceptor::InterceptedService;
@@ -92,20 +92,11 @@ pub fn write_config(
     nodes: &[Node<'_>],
     peers: &[(&str, String)],
 ) -> anyhow::Result<PathBuf> {
-    let keys: Vec<String> = test_keys()
-        .iter()
-        .map(|k| {
-            format!(
-                "{{ name = {:?}, hash = {:?}, scopes = {:?} }}",
-                k.name, k.hash, k.scopes
-            )
-        })
-        .collect();
     let mut toml = format!(
         "[telemetry]\nlog_filter = \"warn\"\n\n[server]\ndrain_seconds = 0\n\n\
-         [auth]\nkeys = [{}]\n\n[scoring_policy]\nrecompute_interval_ms = 20\n\n\
+         [auth]\nkeys = {}\n\n[scoring_policy]\nrecompute_interval_ms = 20\n\n\
          [peers]\napi_key = {READ_KEY:?}\nconnect_timeout_ms = 1000\nrequest_timeout_ms = 3000\n",
-        keys.join(", "),
+        test_keys_toml(),
     );
     for service in SERVICES {
         let peer = peers
