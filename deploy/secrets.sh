@@ -41,6 +41,11 @@ umask 077
 } >"$dir/postgres.env"
 {
   echo "# Accepted API keys (SHA-256 hashes), written by deploy/secrets.sh."
+  echo
+  echo "# Calls per second each key may make, by its scope (docs/configuration.md, \"Auth\")."
+  echo "# The peer keys below are exempt."
+  printf '[auth.rate_limits.%s]\nper_second = %s\nburst = %s\n\n' \
+    read 500.0 1000 write 500.0 1000 admin 50.0 100
 } >"$dir/auth.toml"
 
 for svc in "${services[@]}" gateway; do
@@ -54,7 +59,7 @@ for svc in "${services[@]}" gateway; do
     fi
     echo "BOWTIE__PEERS__API_KEY=$peer_key"
   } >"$dir/$svc.env"
-  printf '\n[[auth.keys]]\nname = "peer-%s"\nhash = "%s"\nscopes = ["read"]\n' \
+  printf '\n[[auth.keys]]\nname = "peer-%s"\nhash = "%s"\nscopes = ["read"]\nrate_limit = { per_second = 0.0 }\n' \
     "$svc" "$(hash "$peer_key")" >>"$dir/auth.toml"
 done
 

@@ -288,6 +288,7 @@ pub fn test_keys() -> Vec<ApiKeySettings> {
         hash: hash_key(key),
         scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
         expires_at: None,
+        rate_limit: None,
     };
     vec![
         key("test-admin", ADMIN_KEY, &["admin"]),

@@ -131,6 +131,7 @@ fn settings(dir: &std::path::Path) -> anyhow::Result<Settings> {
         hash: hash_key(KEY),
         scopes: vec!["admin".into()],
         expires_at: None,
+        rate_limit: None,
     }];
     settings.peers.api_key = KEY.to_owned().into();
     Ok(settings)

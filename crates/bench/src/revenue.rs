@@ -222,6 +222,7 @@ pub async fn run(report: &mut Report) -> anyhow::Result<()> {
         hash: hash_key(KEY),
         scopes: vec!["read".into()],
         expires_at: None,
+        rate_limit: None,
     }];
 
     let db = Db::connect(&settings.revenue.database).await?;

@@ -587,12 +587,14 @@ fn dev(settings: &mut Settings, data_dir: &std::path::Path, banner: &mut Banner)
                 hash: hash_key(DEV_ADMIN_KEY),
                 scopes: vec!["admin".into()],
                 expires_at: None,
+                rate_limit: None,
             },
             ApiKeySettings {
                 name: "dev-read".into(),
                 hash: hash_key(DEV_READ_KEY),
                 scopes: vec!["read".into()],
                 expires_at: None,
+                rate_limit: None,
             },
         ];
         banner.keys = Some(format!(
@@ -608,6 +610,7 @@ fn dev(settings: &mut Settings, data_dir: &std::path::Path, banner: &mut Banner)
             hash,
             scopes: vec!["read".into()],
             expires_at: None,
+            rate_limit: None,
         });
         settings.peers.api_key = key.into();
     }
@@ -672,6 +675,7 @@ fn demo_key(settings: &mut Settings) -> String {
         hash,
         scopes: vec!["admin".into()],
         expires_at: None,
+        rate_limit: None,
     });
     key
 }

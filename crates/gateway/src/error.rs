@@ -69,6 +69,8 @@ pub struct ErrorBody {
 pub struct ApiError {
     status: StatusCode,
     detail: ErrorDetail,
+    /// Seconds to wait before retrying (a rate limit's `retry-after`).
+    retry_after: Option<String>,
 }
 
 impl ApiError {
@@ -84,6 +86,7 @@ impl ApiError {
                     description: description.into(),
                 }],
             },
+            retry_after: None,
         }
     }
 
@@ -126,6 +129,7 @@ impl ApiError {
                 message: message.into(),
                 field_violations: Vec::new(),
             },
+            retry_after: None,
         }
     }
 
@@ -189,6 +193,11 @@ impl ApiError {
         } else {
             http
         };
+        let retry_after = status
+            .metadata()
+            .get(bowtie_runtime::auth::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         Self {
             status: http,
             detail: ErrorDetail {
@@ -196,6 +205,7 @@ impl ApiError {
                 message,
                 field_violations,
             },
+            retry_after,
         }
     }
 }
@@ -251,7 +261,16 @@ pub fn http_status(code: Code) -> (StatusCode, &'static str) {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(ErrorBody { error: self.detail })).into_response()
+        let mut response = (self.status, Json(ErrorBody { error: self.detail })).into_response();
+        if let Some(value) = self
+            .retry_after
+            .and_then(|v| axum::http::HeaderValue::from_str(&v).ok())
+        {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, value);
+        }
+        response
     }
 }
 

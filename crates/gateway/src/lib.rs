@@ -20,6 +20,7 @@ use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use bowtie_runtime::auth::ApiKeys;
 use bowtie_runtime::config::{ConnectorSettings, GatewaySettings, Settings};
 use bowtie_runtime::shutdown::Shutdown;
 use opentelemetry::global;
@@ -158,7 +159,7 @@ impl Modify for PathParamsRequired {
 ///
 /// `churn_reasons` are the reason codes the revenue service accepts on a
 /// cancellation (configuration, so the document states them from it).
-fn app(state: AppState, churn_reasons: &[String]) -> axum::Router {
+fn app(state: AppState, churn_reasons: &[String], keys: Arc<ApiKeys>) -> axum::Router {
     let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(accounts::router())
         .merge(funnel::router())
@@ -187,8 +188,24 @@ fn app(state: AppState, churn_reasons: &[String]) -> axum::Router {
         // A method a route does not serve is 405 with `Allow` (axum sets it
         // from the methods the route has), in the error shape.
         .method_not_allowed_fallback(|| async { error::ApiError::method_not_allowed() })
+        .layer(axum::middleware::from_fn(move |request, next| {
+            throttle(keys.clone(), request, next)
+        }))
         .layer(axum::middleware::from_fn(trace))
         .with_state(state)
+}
+
+/// The caller's rate limit (`auth.rate_limits`), applied here as well as in
+/// each service: 429 with `Retry-After` once its key's budget is spent.
+async fn throttle(keys: Arc<ApiKeys>, request: Request, next: Next) -> Response {
+    let authorization = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match keys.throttle(authorization) {
+        Ok(()) => next.run(request).await,
+        Err(status) => error::ApiError::from_status("gateway", &status).into_response(),
+    }
 }
 
 /// One span per HTTP request, child of the caller's W3C trace context; the
@@ -378,7 +395,11 @@ pub async fn build(settings: &Settings, shutdown: Shutdown) -> anyhow::Result<Ga
     Ok(Gateway {
         listener,
         local_addr,
-        app: app(state, &settings.revenue_policy.churn_reasons),
+        app: app(
+            state,
+            &settings.revenue_policy.churn_reasons,
+            Arc::new(ApiKeys::from_settings(&settings.auth)?),
+        ),
         shutdown,
         draining,
         drain: Duration::from_secs(settings.server.drain_seconds),

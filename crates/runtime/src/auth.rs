@@ -8,8 +8,9 @@
 //! so timing does not reveal which or how many keys exist. Health checks and
 //! reflection are open: orchestrators and `grpcurl list` need no key.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
@@ -18,7 +19,11 @@ use subtle::ConstantTimeEq;
 use tonic::Status;
 use tower::{Layer, Service};
 
-use crate::config::AuthSettings;
+use crate::config::{AuthSettings, RateBudget};
+
+/// The metadata key (and HTTP header) that says how many seconds to wait
+/// before retrying a call refused by a rate limit.
+pub const RETRY_AFTER: &str = "retry-after";
 
 /// What a key may do. Each scope includes the ones below it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -66,6 +71,51 @@ struct Key {
     principal: Principal,
     /// Refused from this instant on.
     expires_at: Option<DateTime<Utc>>,
+    /// Its request budget; `None`: unlimited.
+    bucket: Option<Bucket>,
+}
+
+/// A token bucket (`auth.rate_limits`): `per_second` tokens a second up to
+/// `burst`; a call takes one, and a call that finds none is
+/// RESOURCE_EXHAUSTED with the wait until the next token.
+#[derive(Debug)]
+struct Bucket {
+    per_second: f64,
+    burst: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl Bucket {
+    fn new(budget: RateBudget, now: Instant) -> Option<Self> {
+        if budget.per_second <= 0.0 || budget.per_second.is_nan() {
+            return None;
+        }
+        let burst = if budget.burst == 0 {
+            budget.per_second.ceil().max(1.0)
+        } else {
+            f64::from(budget.burst)
+        };
+        Some(Self {
+            per_second: budget.per_second,
+            burst,
+            state: Mutex::new((burst, now)),
+        })
+    }
+
+    /// Takes a token at `now`, or says how long until one is there.
+    fn take(&self, now: Instant) -> Result<(), Duration> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let (tokens, since) = *state;
+        let elapsed = now.saturating_duration_since(since).as_secs_f64();
+        let tokens = (tokens + elapsed * self.per_second).min(self.burst);
+        if tokens >= 1.0 {
+            *state = (tokens - 1.0, now);
+            Ok(())
+        } else {
+            *state = (tokens, now);
+            Err(Duration::from_secs_f64((1.0 - tokens) / self.per_second))
+        }
+    }
 }
 
 /// The configured keys.
@@ -130,6 +180,11 @@ impl ApiKeys {
             }
             let scope =
                 scope.ok_or_else(|| anyhow::anyhow!("auth key {:?}: no scopes", entry.name))?;
+            let budget = entry.rate_limit.unwrap_or(match scope {
+                Scope::Read => settings.rate_limits.read,
+                Scope::Write => settings.rate_limits.write,
+                Scope::Admin => settings.rate_limits.admin,
+            });
             keys.push(Key {
                 hash,
                 principal: Principal {
@@ -137,6 +192,7 @@ impl ApiKeys {
                     scope,
                 },
                 expires_at,
+                bucket: Bucket::new(budget, Instant::now()),
             });
         }
         Ok(Self { keys })
@@ -150,6 +206,10 @@ impl ApiKeys {
         presented: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<&Principal>, Status> {
+        Ok(self.find(presented, now)?.map(|k| &k.principal))
+    }
+
+    fn find(&self, presented: &str, now: DateTime<Utc>) -> Result<Option<&Key>, Status> {
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         let mut found = None;
         for key in &self.keys {
@@ -167,8 +227,40 @@ impl ApiKeys {
                 principal.name,
                 end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
             ))),
-            found => Ok(found.map(|k| &k.principal)),
+            found => Ok(found),
         }
+    }
+
+    /// For a front door that passes the caller's key on (the gateway): takes
+    /// one call from the budget of the key `authorization` carries. A request
+    /// without a known, unexpired key passes; the services refuse it.
+    pub fn throttle(&self, authorization: Option<&str>) -> Result<(), Status> {
+        match bearer(authorization).map(|token| self.find(token, Utc::now())) {
+            Some(Ok(Some(key))) => Self::admit(key, Instant::now()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Takes one call from the key's budget at `now`: RESOURCE_EXHAUSTED
+    /// naming the key and its scope, with `retry-after` (whole seconds,
+    /// rounded up) in the metadata, when it has none left.
+    fn admit(key: &Key, now: Instant) -> Result<(), Status> {
+        let Some(bucket) = &key.bucket else {
+            return Ok(());
+        };
+        bucket.take(now).map_err(|wait| {
+            let seconds = wait.as_secs_f64().ceil().max(1.0);
+            let mut status = Status::resource_exhausted(format!(
+                "API key {:?} (scope {}) is over its rate limit of {} calls/s; retry after {seconds} s",
+                key.principal.name,
+                key.principal.scope.as_str(),
+                bucket.per_second,
+            ));
+            if let Ok(value) = format!("{seconds}").parse() {
+                status.metadata_mut().insert(RETRY_AFTER, value);
+            }
+            status
+        })
     }
 
     /// Decides one request: `Ok(None)` for an open method, the principal when
@@ -182,19 +274,13 @@ impl ApiKeys {
         let Some(needed) = required_scope(path, admin_methods) else {
             return Ok(None);
         };
-        let token = authorization
-            .and_then(|h| {
-                h.strip_prefix("Bearer ")
-                    .or_else(|| h.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                Status::unauthenticated("missing API key: send `authorization: Bearer <key>`")
-            })?;
-        let principal = self
-            .authenticate(token, Utc::now())?
+        let token = bearer(authorization).ok_or_else(|| {
+            Status::unauthenticated("missing API key: send `authorization: Bearer <key>`")
+        })?;
+        let key = self
+            .find(token, Utc::now())?
             .ok_or_else(|| Status::unauthenticated("unknown API key"))?;
+        let principal = &key.principal;
         if principal.scope < needed {
             return Err(Status::permission_denied(format!(
                 "API key {:?} has scope {}; this call needs {}",
@@ -203,8 +289,20 @@ impl ApiKeys {
                 needed.as_str()
             )));
         }
+        Self::admit(key, Instant::now())?;
         Ok(Some(principal.clone()))
     }
+}
+
+/// The token of an `authorization: Bearer <token>` header.
+fn bearer(authorization: Option<&str>) -> Option<&str> {
+    authorization
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
 }
 
 /// The scope a gRPC method path needs, or `None` for open ones (health,
@@ -303,18 +401,21 @@ mod tests {
 
     fn keys() -> anyhow::Result<ApiKeys> {
         ApiKeys::from_settings(&AuthSettings {
+            rate_limits: Default::default(),
             keys: vec![
                 ApiKeySettings {
                     name: "dashboard".into(),
                     hash: hash_key("reader-secret"),
                     scopes: vec!["read".into()],
                     expires_at: None,
+                    rate_limit: None,
                 },
                 ApiKeySettings {
                     name: "crm".into(),
                     hash: hash_key("writer-secret"),
                     scopes: vec!["read".into(), "write".into()],
                     expires_at: None,
+                    rate_limit: None,
                 },
             ],
         })
@@ -367,11 +468,13 @@ mod tests {
     #[test]
     fn malformed_key_hashes_are_a_startup_error() {
         let settings = AuthSettings {
+            rate_limits: Default::default(),
             keys: vec![ApiKeySettings {
                 name: "x".into(),
                 hash: "md5:abc".into(),
                 scopes: vec!["read".into()],
                 expires_at: None,
+                rate_limit: None,
             }],
         };
         assert!(ApiKeys::from_settings(&settings).is_err());
@@ -383,12 +486,14 @@ mod tests {
             hash: hash_key(&format!("{name}-secret")),
             scopes: vec!["write".into()],
             expires_at: expires_at.map(str::to_owned),
+            rate_limit: None,
         }
     }
 
     #[test]
     fn a_key_is_refused_from_its_expiry_instant_on_naming_it() -> anyhow::Result<()> {
         let keys = ApiKeys::from_settings(&AuthSettings {
+            rate_limits: Default::default(),
             keys: vec![key_expiring_at("import", Some("2027-01-01T00:00:00Z"))],
         })?;
         let at = |t: &str| -> anyhow::Result<DateTime<Utc>> {
@@ -416,6 +521,7 @@ mod tests {
     #[test]
     fn a_malformed_expiry_or_a_name_given_twice_is_a_startup_error() {
         let malformed = ApiKeys::from_settings(&AuthSettings {
+            rate_limits: Default::default(),
             keys: vec![key_expiring_at("import", Some("next year"))],
         });
         assert!(
@@ -424,6 +530,7 @@ mod tests {
                 .is_some_and(|e| e.to_string().contains("expires_at \"next year\""))
         );
         let twice = ApiKeys::from_settings(&AuthSettings {
+            rate_limits: Default::default(),
             keys: vec![key_expiring_at("crm", None), key_expiring_at("crm", None)],
         });
         assert!(
@@ -431,6 +538,97 @@ mod tests {
                 .err()
                 .is_some_and(|e| e.to_string().contains("configured twice"))
         );
+    }
+
+    #[test]
+    fn a_bucket_gives_its_burst_at_once_then_refills_at_its_rate() {
+        let start = Instant::now();
+        let budget = RateBudget {
+            per_second: 2.0,
+            burst: 3,
+        };
+        let bucket = Bucket::new(budget, start);
+        let Some(bucket) = bucket else {
+            panic!("a positive rate makes a bucket");
+        };
+        for _ in 0..3 {
+            assert_eq!(bucket.take(start), Ok(()));
+        }
+        // Empty: the next token comes after 1 / 2 s.
+        assert_eq!(bucket.take(start), Err(Duration::from_millis(500)));
+        // 250 ms later half a token is there: 250 ms more to wait.
+        let later = start + Duration::from_millis(250);
+        assert_eq!(bucket.take(later), Err(Duration::from_millis(250)));
+        assert_eq!(bucket.take(start + Duration::from_millis(500)), Ok(()));
+        // A long pause fills it up to the burst, no further.
+        let rested = start + Duration::from_secs(60);
+        for _ in 0..3 {
+            assert_eq!(bucket.take(rested), Ok(()));
+        }
+        assert!(bucket.take(rested).is_err());
+    }
+
+    #[test]
+    fn no_rate_means_no_bucket_and_no_burst_means_one_seconds_worth() {
+        let now = Instant::now();
+        assert!(Bucket::new(RateBudget::default(), now).is_none());
+        let bucket = Bucket::new(
+            RateBudget {
+                per_second: 2.5,
+                burst: 0,
+            },
+            now,
+        );
+        assert_eq!(bucket.map(|b| b.burst), Some(3.0));
+    }
+
+    #[test]
+    fn a_key_over_its_scopes_budget_is_resource_exhausted_while_another_key_passes()
+    -> anyhow::Result<()> {
+        let mut settings = AuthSettings {
+            rate_limits: Default::default(),
+            keys: vec![
+                key_expiring_at("script", None),
+                ApiKeySettings {
+                    rate_limit: Some(RateBudget::default()),
+                    ..key_expiring_at("peer", None)
+                },
+                key_expiring_at("crm", None),
+            ],
+        };
+        settings.rate_limits.write = RateBudget {
+            per_second: 0.5,
+            burst: 2,
+        };
+        let keys = ApiKeys::from_settings(&settings)?;
+        let create = "/bowtie.accounts.v1.AccountsService/CreateAccount";
+        let call = |key: &str| keys.authorize(create, Some(&format!("Bearer {key}")), &[]);
+        assert!(call("script-secret").is_ok());
+        assert!(call("script-secret").is_ok());
+        let refused = call("script-secret").err();
+        assert_eq!(
+            refused.as_ref().map(|s| s.code()),
+            Some(tonic::Code::ResourceExhausted)
+        );
+        assert_eq!(
+            refused
+                .as_ref()
+                .and_then(|s| s.metadata().get(RETRY_AFTER))
+                .and_then(|v| v.to_str().ok()),
+            Some("2")
+        );
+        assert!(
+            refused
+                .map(|s| s.message().to_owned())
+                .unwrap_or_default()
+                .starts_with("API key \"script\" (scope write) is over its rate limit")
+        );
+        // The other write key has its own bucket; the peer key has none.
+        assert!(call("crm-secret").is_ok());
+        for _ in 0..10 {
+            assert!(call("peer-secret").is_ok());
+        }
+        Ok(())
     }
 
     #[test]

@@ -333,6 +333,34 @@ pub struct ServerTlsSettings {
 pub struct AuthSettings {
     /// The accepted keys, hashed.
     pub keys: Vec<ApiKeySettings>,
+    /// Each key's request budget by its scope, unless the key sets its own.
+    #[serde(default)]
+    pub rate_limits: RateLimitSettings,
+}
+
+/// The request budget of each scope (role): a token bucket per key.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RateLimitSettings {
+    /// Keys whose highest scope is read.
+    #[serde(default)]
+    pub read: RateBudget,
+    /// Keys whose highest scope is write.
+    #[serde(default)]
+    pub write: RateBudget,
+    /// Keys whose highest scope is admin.
+    #[serde(default)]
+    pub admin: RateBudget,
+}
+
+/// A token bucket: `per_second` calls on average, up to `burst` at once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+pub struct RateBudget {
+    /// Calls per second the bucket refills; 0: no limit.
+    #[serde(default)]
+    pub per_second: f64,
+    /// The bucket's size (the most calls at once); 0: one second's worth.
+    #[serde(default)]
+    pub burst: u32,
 }
 
 /// One configured API key.
@@ -347,6 +375,10 @@ pub struct ApiKeySettings {
     /// RFC 3339 instant from which the key is refused; unset: never.
     #[serde(default)]
     pub expires_at: Option<String>,
+    /// This key's own budget instead of its scope's (e.g. unlimited for the
+    /// services' peer key).
+    #[serde(default)]
+    pub rate_limit: Option<RateBudget>,
 }
 
 /// The variable that holds the whole key list (a JSON or TOML array of
@@ -419,6 +451,7 @@ fn parse_key_variable(
         hash: String::new(),
         scopes: Vec::new(),
         expires_at: None,
+        rate_limit: None,
     };
     for part in text.split_whitespace() {
         match part.split_once('=') {

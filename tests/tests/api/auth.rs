@@ -19,6 +19,7 @@ backend_test!(
     calls_with_an_unknown_key_are_unauthenticated,
     a_read_only_key_can_read_but_every_write_is_permission_denied,
     write_and_admin_keys_can_write,
+    a_key_over_its_rate_limit_is_resource_exhausted_with_retry_after_and_writes_nothing,
 );
 
 /// One call of every method, with valid arguments, each answering only its
@@ -265,5 +266,56 @@ async fn write_and_admin_keys_can_write(db: &TestDatabase) -> anyhow::Result<()>
             assert_eq!(code, Code::Ok, "{method}");
         }
     }
+    Ok(())
+}
+
+async fn a_key_over_its_rate_limit_is_resource_exhausted_with_retry_after_and_writes_nothing(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let mut settings = db.server_settings()?;
+    // Write keys: three calls at once, then one every 100 s.
+    settings.auth.rate_limits.write = bowtie_runtime::config::RateBudget {
+        per_second: 0.01,
+        burst: 3,
+    };
+    let server = TestServer::start_with(&settings).await?;
+    let mut writer = server.accounts();
+    for name in ["Acme", "Globex", "Initech"] {
+        create_named(&mut writer, name, Segment::Smb).await?;
+    }
+    let refused = writer
+        .create_account(CreateAccountRequest {
+            account: Some(bowtie_testkit::fixtures::account("Umbrella", Segment::Smb)),
+            ..Default::default()
+        })
+        .await
+        .err();
+    assert_eq!(
+        refused.as_ref().map(tonic::Status::code),
+        Some(Code::ResourceExhausted)
+    );
+    let retry_after: Option<u64> = refused
+        .as_ref()
+        .and_then(|s| s.metadata().get("retry-after"))
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    assert!(
+        retry_after.is_some_and(|s| (1..=100).contains(&s)),
+        "{retry_after:?}"
+    );
+    // Another principal is not held back, and the refused call wrote nothing.
+    let mut admin = server.accounts_admin();
+    create_named(&mut admin, "Hooli", Segment::Smb).await?;
+    let names: Vec<String> = list_all(
+        &mut server.accounts_read_only(),
+        ListAccountsRequest::default(),
+        10,
+    )
+    .await?
+    .into_iter()
+    .map(|a| a.name)
+    .collect();
+    assert!(!names.contains(&"Umbrella".to_owned()), "{names:?}");
+    assert_eq!(names.len(), 4, "{names:?}");
     Ok(())
 }
