@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 pub use bowtie_proto::common::{Segment, Stage};
+pub use bowtie_proto::scoring::{Quadrant, Tier};
 pub use bowtie_proto::success::{
     ActivityKind, AutoClose, Channel, CtaStatus, CtaType, DeliveryStatus, Outcome, PlaybookMode,
     Priority, TaskStatus, TriggerKind,
@@ -88,7 +89,7 @@ mod codes {
 }
 
 /// What fires a playbook.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Trigger {
     /// The kind of event.
     #[serde(with = "code")]
@@ -102,6 +103,45 @@ pub struct Trigger {
     /// COMPLAINT_UNRESOLVED: days after the entry or complaint.
     #[serde(default)]
     pub days: i32,
+    /// TIER_ENTERED: the tiers entered; QUADRANT_ENTERED: the tiers the
+    /// account must be in (empty for any).
+    #[serde(default, with = "codes", skip_serializing_if = "Vec::is_empty")]
+    pub tiers: Vec<Tier>,
+    /// QUADRANT_ENTERED: the quadrants entered.
+    #[serde(default, with = "codes", skip_serializing_if = "Vec::is_empty")]
+    pub quadrants: Vec<Quadrant>,
+}
+
+/// The trigger kinds scoring's `segment.changed` fires.
+pub const SEGMENT_KINDS: [TriggerKind; 2] =
+    [TriggerKind::TierEntered, TriggerKind::QuadrantEntered];
+
+/// An account's move between value segments (scoring's `segment.changed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentMove {
+    /// The tier before (UNSPECIFIED at the account's first score).
+    pub tier_before: Tier,
+    /// The tier now.
+    pub tier_after: Tier,
+    /// The quadrant before (UNSPECIFIED at the account's first score).
+    pub quadrant_before: Quadrant,
+    /// The quadrant now.
+    pub quadrant_after: Quadrant,
+}
+
+impl SegmentMove {
+    /// The trigger kinds this move is an event of: TIER_ENTERED when the
+    /// tier changed, QUADRANT_ENTERED when the quadrant did.
+    pub fn kinds(&self) -> Vec<TriggerKind> {
+        let mut kinds = Vec::new();
+        if self.tier_before != self.tier_after {
+            kinds.push(TriggerKind::TierEntered);
+        }
+        if self.quadrant_before != self.quadrant_after {
+            kinds.push(TriggerKind::QuadrantEntered);
+        }
+        kinds
+    }
 }
 
 /// The trigger kinds the sweep fires: they depend on time passing, not on
@@ -341,6 +381,8 @@ pub struct Event {
     pub percent: i32,
     /// STAGE_ENTERED: the stage entered.
     pub stage: Stage,
+    /// TIER_ENTERED and QUADRANT_ENTERED: the move between value segments.
+    pub segment: Option<SegmentMove>,
 }
 
 impl Trigger {
@@ -350,6 +392,14 @@ impl Trigger {
             && match self.kind {
                 TriggerKind::Contraction => event.percent >= self.percent,
                 TriggerKind::StageEntered => event.stage == self.stage,
+                TriggerKind::TierEntered => event.segment.is_some_and(|m| {
+                    m.tier_before != m.tier_after && self.tiers.contains(&m.tier_after)
+                }),
+                TriggerKind::QuadrantEntered => event.segment.is_some_and(|m| {
+                    m.quadrant_before != m.quadrant_after
+                        && self.quadrants.contains(&m.quadrant_after)
+                        && (self.tiers.is_empty() || self.tiers.contains(&m.tier_after))
+                }),
                 _ => true,
             }
     }

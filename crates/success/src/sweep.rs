@@ -78,6 +78,7 @@ pub async fn run(app: &Success, now: Instant) -> Result<(), Error> {
                                 reason: due.reason,
                                 percent: 0,
                                 stage: Stage::Unspecified,
+                                segment: None,
                             };
                             app.apply_to(tx, std::slice::from_ref(&p), &event).await?;
                         }

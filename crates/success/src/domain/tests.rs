@@ -14,6 +14,7 @@ fn playbook(mode: PlaybookMode) -> Playbook {
                 percent: 0,
                 stage: Stage::Unspecified,
                 days: 0,
+                ..Trigger::default()
             },
             filter: Filter::default(),
             cta_type: CtaType::Risk,
@@ -50,6 +51,7 @@ fn event(kind: TriggerKind) -> Event {
         reason: "entered red".into(),
         percent: 0,
         stage: Stage::Unspecified,
+        segment: None,
     }
 }
 
@@ -60,6 +62,7 @@ fn a_trigger_fires_on_its_kind_and_a_contraction_only_past_its_percent() {
         percent: 0,
         stage: Stage::Unspecified,
         days: 0,
+        ..Trigger::default()
     };
     assert!(red.fires_on(&event(TriggerKind::EnteredRed)));
     assert!(!red.fires_on(&event(TriggerKind::HighRisk)));
@@ -68,6 +71,7 @@ fn a_trigger_fires_on_its_kind_and_a_contraction_only_past_its_percent() {
         percent: 20,
         stage: Stage::Unspecified,
         days: 0,
+        ..Trigger::default()
     };
     let mut small = event(TriggerKind::Contraction);
     small.percent = 19;
@@ -79,12 +83,106 @@ fn a_trigger_fires_on_its_kind_and_a_contraction_only_past_its_percent() {
         percent: 0,
         stage: Stage::Onboarding,
         days: 0,
+        ..Trigger::default()
     };
     let mut entered = event(TriggerKind::StageEntered);
     entered.stage = Stage::Impact;
     assert!(!onboarding.fires_on(&entered));
     entered.stage = Stage::Onboarding;
     assert!(onboarding.fires_on(&entered));
+}
+
+fn moved(tier: (Tier, Tier), quadrant: (Quadrant, Quadrant)) -> SegmentMove {
+    SegmentMove {
+        tier_before: tier.0,
+        tier_after: tier.1,
+        quadrant_before: quadrant.0,
+        quadrant_after: quadrant.1,
+    }
+}
+
+fn segment_event(kind: TriggerKind, m: SegmentMove) -> Event {
+    let mut e = event(kind);
+    e.segment = Some(m);
+    e
+}
+
+#[test]
+fn a_segment_move_is_a_tier_event_a_quadrant_event_or_both() {
+    use Quadrant::{A, B};
+    use Tier::{Diamond, Gold};
+    assert_eq!(
+        moved((Gold, Diamond), (A, A)).kinds(),
+        [TriggerKind::TierEntered]
+    );
+    assert_eq!(
+        moved((Gold, Gold), (A, B)).kinds(),
+        [TriggerKind::QuadrantEntered]
+    );
+    assert_eq!(
+        moved((Gold, Diamond), (A, B)).kinds(),
+        [TriggerKind::TierEntered, TriggerKind::QuadrantEntered]
+    );
+    assert!(moved((Gold, Gold), (B, B)).kinds().is_empty());
+}
+
+#[test]
+fn a_tier_trigger_fires_on_entering_a_listed_tier_only() {
+    use Quadrant::A;
+    use Tier::{Diamond, General, Gold, Unspecified};
+    let diamond = Trigger {
+        kind: TriggerKind::TierEntered,
+        tiers: vec![Diamond],
+        ..Trigger::default()
+    };
+    let entered = |from, to| segment_event(TriggerKind::TierEntered, moved((from, to), (A, A)));
+    assert!(diamond.fires_on(&entered(Gold, Diamond)));
+    // An account's first score enters its tier.
+    assert!(diamond.fires_on(&entered(Unspecified, Diamond)));
+    assert!(!diamond.fires_on(&entered(Diamond, Gold)));
+    assert!(!diamond.fires_on(&entered(General, Gold)));
+    // Staying DIAMOND is not entering it.
+    assert!(!diamond.fires_on(&entered(Diamond, Diamond)));
+    // A quadrant event of a DIAMOND account is not a tier event.
+    assert!(!diamond.fires_on(&segment_event(
+        TriggerKind::QuadrantEntered,
+        moved((Gold, Diamond), (A, A))
+    )));
+}
+
+#[test]
+fn a_quadrant_trigger_fires_on_a_listed_tier_entering_a_listed_quadrant() {
+    use Quadrant::{A, B, C, E};
+    use Tier::{Diamond, General, Gold};
+    let vip_at_risk = Trigger {
+        kind: TriggerKind::QuadrantEntered,
+        tiers: vec![Diamond, Gold],
+        quadrants: vec![B, E],
+        ..Trigger::default()
+    };
+    let entered = |tier, from, to| {
+        segment_event(
+            TriggerKind::QuadrantEntered,
+            moved((tier, tier), (from, to)),
+        )
+    };
+    assert!(vip_at_risk.fires_on(&entered(Gold, A, B)));
+    assert!(vip_at_risk.fires_on(&entered(Diamond, A, E)));
+    assert!(!vip_at_risk.fires_on(&entered(General, C, E)));
+    assert!(!vip_at_risk.fires_on(&entered(Gold, B, A)));
+    assert!(!vip_at_risk.fires_on(&entered(Gold, B, B)));
+    // The tier the account is in now counts: GOLD entering DIAMOND while
+    // falling into B fires.
+    assert!(vip_at_risk.fires_on(&segment_event(
+        TriggerKind::QuadrantEntered,
+        moved((Tier::Potential, Gold), (A, B))
+    )));
+    // No tiers listed: any tier.
+    let any_tier = Trigger {
+        tiers: vec![],
+        ..vip_at_risk.clone()
+    };
+    assert!(any_tier.fires_on(&entered(General, C, E)));
 }
 
 #[test]
