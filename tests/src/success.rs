@@ -129,6 +129,14 @@ pub struct ValueSuite {
 impl ValueSuite {
     /// Starts accounts, revenue, scoring and success on `db`.
     pub async fn start(db: &TestDatabase) -> anyhow::Result<Self> {
+        Self::start_with(db, |_| {}).await
+    }
+
+    /// Like [`ValueSuite::start`], with success's settings adjusted by `tweak`.
+    pub async fn start_with(
+        db: &TestDatabase,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> anyhow::Result<Self> {
         let mut settings = db.server_settings()?;
         let accounts = TestServer::start_with(&settings).await?;
         settings.peers.accounts = accounts.uri();
@@ -141,6 +149,7 @@ impl ValueSuite {
         settings.peers.revenue = revenue.uri();
         let scoring = start_scoring(&settings).await?;
         settings.peers.scoring = scoring.uri();
+        tweak(&mut settings);
         let success = start_success(&settings).await?;
         Ok(Self {
             suite: Suite {

@@ -72,6 +72,18 @@ fn trigger(v: &mut FieldViolations, field: &str, t: Option<&pb::Trigger>) -> Opt
             return None;
         }
     }
+    let mut milestone = Minor::ZERO;
+    if kind == TriggerKind::RevenueMilestone {
+        if t.milestone_minor_units > 0 {
+            milestone = Minor(t.milestone_minor_units);
+        } else {
+            v.add(
+                format!("{field}.milestone_minor_units"),
+                "must be a positive amount (minor units of the reporting currency)",
+            );
+            return None;
+        }
+    }
     Some(Trigger {
         kind,
         percent,
@@ -79,6 +91,7 @@ fn trigger(v: &mut FieldViolations, field: &str, t: Option<&pb::Trigger>) -> Opt
         days,
         tiers,
         quadrants,
+        milestone,
     })
 }
 
@@ -368,6 +381,7 @@ fn spec_to_pb(s: &PlaybookSpec) -> pb::PlaybookSpec {
             days: s.trigger.days,
             tiers: s.trigger.tiers.iter().map(|t| *t as i32).collect(),
             quadrants: s.trigger.quadrants.iter().map(|q| *q as i32).collect(),
+            milestone_minor_units: s.trigger.milestone.get(),
         }),
         filter: Some(pb::Filter {
             segments: s.filter.segments.iter().map(|s| *s as i32).collect(),

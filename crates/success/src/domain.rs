@@ -110,6 +110,68 @@ pub struct Trigger {
     /// QUADRANT_ENTERED: the quadrants entered.
     #[serde(default, with = "codes", skip_serializing_if = "Vec::is_empty")]
     pub quadrants: Vec<Quadrant>,
+    /// REVENUE_MILESTONE: the revenue to date to reach (reporting minor units).
+    #[serde(default, skip_serializing_if = "no_amount")]
+    pub milestone: Minor,
+}
+
+fn no_amount(m: &Minor) -> bool {
+    m.get() == 0
+}
+
+/// The swept trigger kinds without a `days` parameter.
+pub const SWEPT_ONCE: [TriggerKind; 1] = [TriggerKind::RevenueMilestone];
+
+/// Microseconds in an average month (365.25 / 12 days): MRR is earned at
+/// this rate.
+pub const MICROS_PER_MONTH: i64 = 2_629_800_000_000;
+
+/// An account's revenue to date as the revenue feed's movements give it:
+/// what it earned up to `since`, and the MRR it has earned at since then.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RevenueToDate {
+    /// Earned up to `since` (reporting minor units).
+    pub earned: Minor,
+    /// The MRR from `since` on.
+    pub mrr: Minor,
+    /// The business time of the last movement; `None` before the first.
+    pub since: Option<Instant>,
+    /// The reporting currency (as the movements name it).
+    pub currency: String,
+}
+
+impl RevenueToDate {
+    /// What the account has earned by `at`: `earned + mrr x months since`
+    /// (rounded down to a minor unit; nothing more before `since`).
+    pub fn at(&self, at: Instant) -> Minor {
+        let Some(since) = self.since else {
+            return self.earned;
+        };
+        let elapsed = i128::from(at.micros_since(since).max(0));
+        let more = i128::from(self.mrr.get().max(0)) * elapsed / i128::from(MICROS_PER_MONTH);
+        Minor(
+            self.earned
+                .get()
+                .saturating_add(i64::try_from(more).unwrap_or(i64::MAX)),
+        )
+    }
+
+    /// After a movement at `at` that left the MRR at `mrr`. A movement
+    /// dated before the last one changes the MRR from the last one's time
+    /// on (what was earned is not recomputed).
+    pub fn moved(&self, at: Instant, mrr: Minor, currency: &str) -> Self {
+        let at = self.since.map_or(at, |since| at.max(since));
+        Self {
+            earned: self.at(at),
+            mrr,
+            since: Some(at),
+            currency: if currency.is_empty() {
+                self.currency.clone()
+            } else {
+                currency.to_owned()
+            },
+        }
+    }
 }
 
 /// The trigger kinds scoring's `segment.changed` fires.

@@ -11,7 +11,8 @@
 //!   open complaints the sweep fires COMPLAINT_UNRESOLVED on.
 //!   `segment.changed` (a new value tier or quadrant) fires TIER_ENTERED
 //!   and QUADRANT_ENTERED.
-//! - revenue: `movement.recorded` keeps the account's MRR, fires CHURN and
+//! - revenue: `movement.recorded` keeps the account's MRR and its revenue
+//!   to date (the sweep fires REVENUE_MILESTONE on it), fires CHURN and
 //!   CONTRACTION and records churns for the effectiveness report (a
 //!   `movement.retracted` churn is taken back); `invoice.late` fires
 //!   PAYMENT_FAILED; `subscription.*` keeps each subscription's renewal date
@@ -287,6 +288,13 @@ pub fn revenue_consumer(
                         storage::save_facts(tx.conn(), &facts).await?;
                         let amount = minor(m.amount.as_ref());
                         let currency = m.amount.as_ref().map_or("", |a| a.currency_code.as_str());
+                        let earned = storage::revenue_to_date(tx.conn(), id).await?;
+                        storage::save_revenue_to_date(
+                            tx.conn(),
+                            id,
+                            &earned.moved(at, after, currency),
+                        )
+                        .await?;
                         let shown = |x: Minor| money(x, currency);
                         let name = kind.as_str_name().trim_start_matches("MOVEMENT_TYPE_");
                         log_system(

@@ -191,6 +191,18 @@ async fn a_bad_playbook_is_refused_naming_the_field(db: &TestDatabase) -> anyhow
         });
         invalid_field(admin.create_playbook(create(segment)).await, field);
     }
+    for amount in [0, -100] {
+        let mut milestone = red_playbook("A");
+        milestone.trigger = Some(bowtie_proto::success::Trigger {
+            kind: TriggerKind::RevenueMilestone as i32,
+            milestone_minor_units: amount,
+            ..Default::default()
+        });
+        invalid_field(
+            admin.create_playbook(create(milestone)).await,
+            "spec.trigger.milestone_minor_units",
+        );
+    }
     let mut holdout = red_playbook("A");
     holdout.mode = PlaybookMode::Holdout as i32;
     holdout.holdout_percent = 100;

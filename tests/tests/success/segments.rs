@@ -3,6 +3,8 @@
 //! when the same DIAMOND account's usage falls it enters quadrant B and a
 //! "VIP at risk" playbook opens its CTA. Rescoring an account that stays
 //! where it is publishes nothing, so nothing is opened or counted twice.
+//! An account whose revenue to date passes a milestone gets one thank-you
+//! CTA, however often the sweep runs.
 
 use bowtie_proto::common::Segment;
 use bowtie_proto::scoring::scoring_service_client::ScoringServiceClient;
@@ -13,7 +15,10 @@ use bowtie_testkit::scoring::{days_ago, health_when, logins, record};
 use bowtie_testkit::success::{ValueSuite, ctas_when, vip_playbook};
 use bowtie_testkit::{ADMIN_KEY, TestDatabase, backend_test};
 
-backend_test!(an_account_entering_diamond_gets_one_thank_you_and_falling_into_b_one_rescue);
+backend_test!(
+    an_account_entering_diamond_gets_one_thank_you_and_falling_into_b_one_rescue,
+    an_account_passing_a_revenue_milestone_gets_one_thank_you,
+);
 
 async fn an_account_entering_diamond_gets_one_thank_you_and_falling_into_b_one_rescue(
     db: &TestDatabase,
@@ -130,5 +135,72 @@ async fn an_account_entering_diamond_gets_one_thank_you_and_falling_into_b_one_r
     assert_eq!(thanks_now[0].id, thanks[0].id);
     assert_eq!(thanks_now[0].trigger_count, 1);
     assert_eq!(thanks_now[0].version, thanks[0].version);
+    Ok(())
+}
+
+async fn an_account_passing_a_revenue_milestone_gets_one_thank_you(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let value = ValueSuite::start_with(db, |s| s.success_policy.sweep_interval_seconds = 1).await?;
+    let suite = &value.suite;
+    let milestone = |amount: i64| Trigger {
+        kind: TriggerKind::RevenueMilestone as i32,
+        milestone_minor_units: amount,
+        ..Trigger::default()
+    };
+    let passed = suite
+        .playbook(vip_playbook("VIP care: 150 earned", milestone(15_000)))
+        .await?;
+    let ahead = suite
+        .playbook(vip_playbook(
+            "VIP care: 100,000 earned",
+            milestone(10_000_000),
+        ))
+        .await?;
+    let acme = suite.account("Acme", Segment::Smb, "ana@acme.io").await?;
+    // 100.00 a month for the last 60 days: 10,000 x 60 / 30.4375 = 19,712
+    // earned by now (and a little more each second).
+    value
+        .billing()
+        .create_subscription(create(monthly(
+            &acme,
+            days_ago(60).unwrap_or_default(),
+            10,
+            1_000,
+        )))
+        .await?;
+    let mut client = suite.client();
+    let of = |playbook: &str| ListCtasRequest {
+        account_id: acme.clone(),
+        playbook_id: playbook.to_owned(),
+        ..ListCtasRequest::default()
+    };
+    let thanks = ctas_when(&mut client, of(&passed.id), "the milestone CTA", |c| {
+        !c.is_empty()
+    })
+    .await?;
+    assert_eq!(thanks.len(), 1, "{thanks:?}");
+    assert_eq!(thanks[0].owner, "ana@acme.io");
+    assert!(
+        thanks[0].reason.starts_with("revenue to date 197.1")
+            && thanks[0]
+                .reason
+                .ends_with(" USD passed the 150.00 USD milestone"),
+        "{}",
+        thanks[0].reason
+    );
+    // Three more sweeps: the milestone was passed once.
+    tokio::time::sleep(std::time::Duration::from_millis(3_200)).await;
+    let after = ctas_when(&mut client, of(&passed.id), "the milestone CTA", |c| {
+        !c.is_empty()
+    })
+    .await?;
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(
+        (after[0].id.as_str(), after[0].trigger_count),
+        (thanks[0].id.as_str(), 1)
+    );
+    let none = client.list_ctas(of(&ahead.id)).await?.into_inner().ctas;
+    assert!(none.is_empty(), "{none:?}");
     Ok(())
 }

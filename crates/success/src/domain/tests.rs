@@ -683,3 +683,36 @@ fn a_renewal_recorded_playbook_does_not_close_on_facts_alone() {
     assert!(!auto_closes(AutoClose::RenewalRecorded, 0, &f));
     assert!(auto_closes(AutoClose::FirstValue, 0, &f));
 }
+
+#[test]
+fn revenue_to_date_earns_the_mrr_month_by_month_from_each_movement() {
+    let month = |n: i64| Instant::from_micros(n * MICROS_PER_MONTH);
+    let none = RevenueToDate::default();
+    assert_eq!(none.at(month(12)), Minor(0));
+    // New business at 100.00 a month in month 0.
+    let new = none.moved(month(0), Minor(10_000), "USD");
+    assert_eq!(new.at(month(0)), Minor(0));
+    assert_eq!(new.at(month(1)), Minor(10_000));
+    // Half a month: 5,000; a third: 3,333 (rounded down).
+    assert_eq!(
+        new.at(Instant::from_micros(MICROS_PER_MONTH / 2)),
+        Minor(5_000)
+    );
+    assert_eq!(
+        new.at(Instant::from_micros(MICROS_PER_MONTH / 3)),
+        Minor(3_333)
+    );
+    // Expansion to 200.00 after a month: 10,000 + 2 x 20,000 two months on.
+    let expanded = new.moved(month(1), Minor(20_000), "USD");
+    assert_eq!(expanded.earned, Minor(10_000));
+    assert_eq!(expanded.at(month(3)), Minor(50_000));
+    // A churn in month 3 keeps what was earned and earns nothing more.
+    let churned = expanded.moved(month(3), Minor(0), "");
+    assert_eq!(churned.at(month(24)), Minor(50_000));
+    assert_eq!(churned.currency, "USD");
+    // A movement dated before the last one changes the MRR from the last
+    // one's time on.
+    let late = expanded.moved(month(0), Minor(30_000), "USD");
+    assert_eq!(late.since, Some(month(1)));
+    assert_eq!(late.at(month(2)), Minor(40_000));
+}
