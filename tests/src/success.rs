@@ -116,6 +116,79 @@ impl Suite {
     }
 }
 
+/// Accounts, revenue, scoring and success started side by side: scoring
+/// ranks accounts into value tiers by the MRR on revenue's feed, success
+/// follows both feeds.
+pub struct ValueSuite {
+    /// Accounts, scoring and success.
+    pub suite: Suite,
+    /// The revenue server.
+    pub revenue: TestServer,
+}
+
+impl ValueSuite {
+    /// Starts accounts, revenue, scoring and success on `db`.
+    pub async fn start(db: &TestDatabase) -> anyhow::Result<Self> {
+        Self::start_with(db, |_| {}).await
+    }
+
+    /// Like [`ValueSuite::start`], with success's settings adjusted by `tweak`.
+    pub async fn start_with(
+        db: &TestDatabase,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> anyhow::Result<Self> {
+        let mut settings = db.server_settings()?;
+        let accounts = TestServer::start_with(&settings).await?;
+        settings.peers.accounts = accounts.uri();
+        let revenue = TestServer::start_service(
+            crate::revenue::REVENUE_SERVICE,
+            &settings,
+            bowtie_revenue::build,
+        )
+        .await?;
+        settings.peers.revenue = revenue.uri();
+        let scoring = start_scoring(&settings).await?;
+        settings.peers.scoring = scoring.uri();
+        tweak(&mut settings);
+        let success = start_success(&settings).await?;
+        Ok(Self {
+            suite: Suite {
+                accounts,
+                scoring,
+                success,
+            },
+            revenue,
+        })
+    }
+
+    /// A revenue client with the write key.
+    pub fn billing(&self) -> crate::revenue::RevenueClient {
+        bowtie_proto::revenue::revenue_service_client::RevenueServiceClient::new(
+            self.revenue.with_key(WRITE_KEY),
+        )
+    }
+}
+
+/// A LIFECYCLE playbook ("VIP care") that opens a thank-you CTA due in 14
+/// days when `trigger` fires: no auto-close, no enrollment limit.
+pub fn vip_playbook(name: &str, trigger: Trigger) -> PlaybookSpec {
+    PlaybookSpec {
+        name: name.to_owned(),
+        description: "Thank our most valuable customers".into(),
+        trigger: Some(trigger),
+        cta_type: CtaType::Lifecycle as i32,
+        priority: Priority::Medium as i32,
+        sla_days: 14,
+        steps: vec![Step {
+            title: "Send a thank-you note from the founder".into(),
+            due_offset_days: 2,
+            ..Step::default()
+        }],
+        auto_close: 0,
+        ..red_playbook(name)
+    }
+}
+
 /// Starts a success server with `settings`.
 pub async fn start_success(settings: &Settings) -> anyhow::Result<TestServer> {
     TestServer::start_service(SUCCESS_SERVICE, settings, bowtie_success::build).await

@@ -54,12 +54,62 @@ fn trigger(v: &mut FieldViolations, field: &str, t: Option<&pb::Trigger>) -> Opt
             return None;
         }
     }
+    let (mut tiers, mut quadrants) = (Vec::new(), Vec::new());
+    if SEGMENT_KINDS.contains(&kind) {
+        tiers = listed::<Tier>(v, &format!("{field}.tiers"), &t.tiers)?;
+        if kind == TriggerKind::QuadrantEntered {
+            quadrants = listed::<Quadrant>(v, &format!("{field}.quadrants"), &t.quadrants)?;
+        }
+        if kind == TriggerKind::TierEntered && tiers.is_empty() {
+            v.add(format!("{field}.tiers"), "must name at least one tier");
+            return None;
+        }
+        if kind == TriggerKind::QuadrantEntered && quadrants.is_empty() {
+            v.add(
+                format!("{field}.quadrants"),
+                "must name at least one quadrant",
+            );
+            return None;
+        }
+    }
+    let mut milestone = Minor::ZERO;
+    if kind == TriggerKind::RevenueMilestone {
+        if t.milestone_minor_units > 0 {
+            milestone = Minor(t.milestone_minor_units);
+        } else {
+            v.add(
+                format!("{field}.milestone_minor_units"),
+                "must be a positive amount (minor units of the reporting currency)",
+            );
+            return None;
+        }
+    }
     Some(Trigger {
         kind,
         percent,
         stage,
         days,
+        tiers,
+        quadrants,
+        milestone,
     })
+}
+
+/// A list of contract enums, each set and known (`field[i]` names a bad
+/// one), without repeats.
+fn listed<E: TryFrom<i32> + PartialEq>(
+    v: &mut FieldViolations,
+    field: &str,
+    raw: &[i32],
+) -> Option<Vec<E>> {
+    let mut out: Vec<E> = Vec::with_capacity(raw.len());
+    for (i, r) in raw.iter().enumerate() {
+        let e = enum_value::<E>(v, &format!("{field}[{i}]"), *r, true)?;
+        if !out.contains(&e) {
+            out.push(e);
+        }
+    }
+    Some(out)
 }
 
 fn filter(v: &mut FieldViolations, field: &str, f: Option<&pb::Filter>) -> Option<Filter> {
@@ -329,6 +379,9 @@ fn spec_to_pb(s: &PlaybookSpec) -> pb::PlaybookSpec {
             percent: s.trigger.percent,
             stage: s.trigger.stage as i32,
             days: s.trigger.days,
+            tiers: s.trigger.tiers.iter().map(|t| *t as i32).collect(),
+            quadrants: s.trigger.quadrants.iter().map(|q| *q as i32).collect(),
+            milestone_minor_units: s.trigger.milestone.get(),
         }),
         filter: Some(pb::Filter {
             segments: s.filter.segments.iter().map(|s| *s as i32).collect(),

@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 pub use bowtie_proto::common::{Segment, Stage};
+pub use bowtie_proto::scoring::{Quadrant, Tier};
 pub use bowtie_proto::success::{
     ActivityKind, AutoClose, Channel, CtaStatus, CtaType, DeliveryStatus, Outcome, PlaybookMode,
     Priority, TaskStatus, TriggerKind,
@@ -88,7 +89,7 @@ mod codes {
 }
 
 /// What fires a playbook.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Trigger {
     /// The kind of event.
     #[serde(with = "code")]
@@ -102,6 +103,107 @@ pub struct Trigger {
     /// COMPLAINT_UNRESOLVED: days after the entry or complaint.
     #[serde(default)]
     pub days: i32,
+    /// TIER_ENTERED: the tiers entered; QUADRANT_ENTERED: the tiers the
+    /// account must be in (empty for any).
+    #[serde(default, with = "codes", skip_serializing_if = "Vec::is_empty")]
+    pub tiers: Vec<Tier>,
+    /// QUADRANT_ENTERED: the quadrants entered.
+    #[serde(default, with = "codes", skip_serializing_if = "Vec::is_empty")]
+    pub quadrants: Vec<Quadrant>,
+    /// REVENUE_MILESTONE: the revenue to date to reach (reporting minor units).
+    #[serde(default, skip_serializing_if = "no_amount")]
+    pub milestone: Minor,
+}
+
+fn no_amount(m: &Minor) -> bool {
+    m.get() == 0
+}
+
+/// The swept trigger kinds without a `days` parameter.
+pub const SWEPT_ONCE: [TriggerKind; 1] = [TriggerKind::RevenueMilestone];
+
+/// Microseconds in an average month (365.25 / 12 days): MRR is earned at
+/// this rate.
+pub const MICROS_PER_MONTH: i64 = 2_629_800_000_000;
+
+/// An account's revenue to date as the revenue feed's movements give it:
+/// what it earned up to `since`, and the MRR it has earned at since then.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RevenueToDate {
+    /// Earned up to `since` (reporting minor units).
+    pub earned: Minor,
+    /// The MRR from `since` on.
+    pub mrr: Minor,
+    /// The business time of the last movement; `None` before the first.
+    pub since: Option<Instant>,
+    /// The reporting currency (as the movements name it).
+    pub currency: String,
+}
+
+impl RevenueToDate {
+    /// What the account has earned by `at`: `earned + mrr x months since`
+    /// (rounded down to a minor unit; nothing more before `since`).
+    pub fn at(&self, at: Instant) -> Minor {
+        let Some(since) = self.since else {
+            return self.earned;
+        };
+        let elapsed = i128::from(at.micros_since(since).max(0));
+        let more = i128::from(self.mrr.get().max(0)) * elapsed / i128::from(MICROS_PER_MONTH);
+        Minor(
+            self.earned
+                .get()
+                .saturating_add(i64::try_from(more).unwrap_or(i64::MAX)),
+        )
+    }
+
+    /// After a movement at `at` that left the MRR at `mrr`. A movement
+    /// dated before the last one changes the MRR from the last one's time
+    /// on (what was earned is not recomputed).
+    pub fn moved(&self, at: Instant, mrr: Minor, currency: &str) -> Self {
+        let at = self.since.map_or(at, |since| at.max(since));
+        Self {
+            earned: self.at(at),
+            mrr,
+            since: Some(at),
+            currency: if currency.is_empty() {
+                self.currency.clone()
+            } else {
+                currency.to_owned()
+            },
+        }
+    }
+}
+
+/// The trigger kinds scoring's `segment.changed` fires.
+pub const SEGMENT_KINDS: [TriggerKind; 2] =
+    [TriggerKind::TierEntered, TriggerKind::QuadrantEntered];
+
+/// An account's move between value segments (scoring's `segment.changed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentMove {
+    /// The tier before (UNSPECIFIED at the account's first score).
+    pub tier_before: Tier,
+    /// The tier now.
+    pub tier_after: Tier,
+    /// The quadrant before (UNSPECIFIED at the account's first score).
+    pub quadrant_before: Quadrant,
+    /// The quadrant now.
+    pub quadrant_after: Quadrant,
+}
+
+impl SegmentMove {
+    /// The trigger kinds this move is an event of: TIER_ENTERED when the
+    /// tier changed, QUADRANT_ENTERED when the quadrant did.
+    pub fn kinds(&self) -> Vec<TriggerKind> {
+        let mut kinds = Vec::new();
+        if self.tier_before != self.tier_after {
+            kinds.push(TriggerKind::TierEntered);
+        }
+        if self.quadrant_before != self.quadrant_after {
+            kinds.push(TriggerKind::QuadrantEntered);
+        }
+        kinds
+    }
 }
 
 /// The trigger kinds the sweep fires: they depend on time passing, not on
@@ -341,6 +443,8 @@ pub struct Event {
     pub percent: i32,
     /// STAGE_ENTERED: the stage entered.
     pub stage: Stage,
+    /// TIER_ENTERED and QUADRANT_ENTERED: the move between value segments.
+    pub segment: Option<SegmentMove>,
 }
 
 impl Trigger {
@@ -350,6 +454,14 @@ impl Trigger {
             && match self.kind {
                 TriggerKind::Contraction => event.percent >= self.percent,
                 TriggerKind::StageEntered => event.stage == self.stage,
+                TriggerKind::TierEntered => event.segment.is_some_and(|m| {
+                    m.tier_before != m.tier_after && self.tiers.contains(&m.tier_after)
+                }),
+                TriggerKind::QuadrantEntered => event.segment.is_some_and(|m| {
+                    m.quadrant_before != m.quadrant_after
+                        && self.quadrants.contains(&m.quadrant_after)
+                        && (self.tiers.is_empty() || self.tiers.contains(&m.tier_after))
+                }),
                 _ => true,
             }
     }

@@ -9,7 +9,10 @@
 //!   computation) make the score history of the effectiveness report.
 //!   `signal.recorded` (complaints and their resolutions only) keeps the
 //!   open complaints the sweep fires COMPLAINT_UNRESOLVED on.
-//! - revenue: `movement.recorded` keeps the account's MRR, fires CHURN and
+//!   `segment.changed` (a new value tier or quadrant) fires TIER_ENTERED
+//!   and QUADRANT_ENTERED.
+//! - revenue: `movement.recorded` keeps the account's MRR and its revenue
+//!   to date (the sweep fires REVENUE_MILESTONE on it), fires CHURN and
 //!   CONTRACTION and records churns for the effectiveness report (a
 //!   `movement.retracted` churn is taken back); `invoice.late` fires
 //!   PAYMENT_FAILED; `subscription.*` keeps each subscription's renewal date
@@ -33,7 +36,9 @@ use bowtie_runtime::peer::{Consumer, Upstream, payload};
 use bowtie_runtime::shutdown::Shutdown;
 use bowtie_runtime::{AccountId, FieldViolations, Instant, Minor, validate};
 
-use crate::domain::{AccountFacts, ActivityKind, Event, Segment, TriggerKind};
+use crate::domain::{
+    AccountFacts, ActivityKind, Event, Quadrant, Segment, SegmentMove, Tier, TriggerKind,
+};
 use crate::service::{Success, log_system};
 use crate::storage::{self, Turn};
 
@@ -65,7 +70,54 @@ fn trigger(kind: TriggerKind, account_id: AccountId, at: Instant, reason: String
         reason,
         percent: 0,
         stage: Stage::Unspecified,
+        segment: None,
     }
+}
+
+/// A tier or quadrant as a person reads it: `DIAMOND`, `B`.
+fn tier_name(t: Tier) -> &'static str {
+    t.as_str_name().trim_start_matches("TIER_")
+}
+
+fn quadrant_name(q: Quadrant) -> &'static str {
+    q.as_str_name().trim_start_matches("QUADRANT_")
+}
+
+/// The events of scoring's `segment.changed`: TIER_ENTERED when the tier
+/// changed, QUADRANT_ENTERED when the quadrant did (both when both did).
+pub fn segment_events(id: AccountId, at: Instant, m: SegmentMove) -> Vec<Event> {
+    m.kinds()
+        .into_iter()
+        .map(|kind| {
+            let reason = if kind == TriggerKind::TierEntered {
+                if m.tier_before == Tier::Unspecified {
+                    format!("entered tier {}", tier_name(m.tier_after))
+                } else {
+                    format!(
+                        "entered tier {} (was {})",
+                        tier_name(m.tier_after),
+                        tier_name(m.tier_before)
+                    )
+                }
+            } else if m.quadrant_before == Quadrant::Unspecified {
+                format!(
+                    "entered quadrant {} as {}",
+                    quadrant_name(m.quadrant_after),
+                    tier_name(m.tier_after)
+                )
+            } else {
+                format!(
+                    "entered quadrant {} (was {}) as {}",
+                    quadrant_name(m.quadrant_after),
+                    quadrant_name(m.quadrant_before),
+                    tier_name(m.tier_after)
+                )
+            };
+            let mut e = trigger(kind, id, at, reason);
+            e.segment = Some(m);
+            e
+        })
+        .collect()
 }
 
 /// Follows the scoring feed.
@@ -149,6 +201,25 @@ pub fn scoring_consumer(
                         }
                         app.auto_close(tx, &facts).await
                     }
+                    "segment.changed" => {
+                        let Some(c) = payload::<scoring_pb::SegmentChange>(&event)? else {
+                            return Ok(());
+                        };
+                        let id = account("payload.account_id", &c.account_id)?;
+                        let at = instant("payload.compute_time", c.compute_time.as_ref())?;
+                        let m = SegmentMove {
+                            tier_before: Tier::try_from(c.tier_before).unwrap_or_default(),
+                            tier_after: Tier::try_from(c.tier_after).unwrap_or_default(),
+                            quadrant_before: Quadrant::try_from(c.quadrant_before)
+                                .unwrap_or_default(),
+                            quadrant_after: Quadrant::try_from(c.quadrant_after)
+                                .unwrap_or_default(),
+                        };
+                        for e in segment_events(id, at, m) {
+                            app.apply_event(tx, &e).await?;
+                        }
+                        Ok(())
+                    }
                     _ => Ok(()),
                 }
             })
@@ -217,6 +288,13 @@ pub fn revenue_consumer(
                         storage::save_facts(tx.conn(), &facts).await?;
                         let amount = minor(m.amount.as_ref());
                         let currency = m.amount.as_ref().map_or("", |a| a.currency_code.as_str());
+                        let earned = storage::revenue_to_date(tx.conn(), id).await?;
+                        storage::save_revenue_to_date(
+                            tx.conn(),
+                            id,
+                            &earned.moved(at, after, currency),
+                        )
+                        .await?;
                         let shown = |x: Minor| money(x, currency);
                         let name = kind.as_str_name().trim_start_matches("MOVEMENT_TYPE_");
                         log_system(
@@ -435,5 +513,45 @@ mod tests {
         assert_eq!(money(Minor(58_500), "USD"), "585.00 USD");
         assert_eq!(money(Minor(-5), "EUR"), "-0.05 EUR");
         assert_eq!(money(Minor(1_200), "JPY"), "1200 JPY");
+    }
+
+    #[test]
+    fn a_segment_change_is_one_event_per_kind_it_moved_with_a_reason_each() {
+        let id = AccountId::default();
+        let at = Instant::EPOCH;
+        let both = SegmentMove {
+            tier_before: Tier::Gold,
+            tier_after: Tier::Diamond,
+            quadrant_before: Quadrant::A,
+            quadrant_after: Quadrant::B,
+        };
+        let events: Vec<(TriggerKind, String)> = segment_events(id, at, both)
+            .into_iter()
+            .map(|e| (e.kind, e.reason))
+            .collect();
+        assert_eq!(
+            events,
+            [
+                (
+                    TriggerKind::TierEntered,
+                    "entered tier DIAMOND (was GOLD)".into()
+                ),
+                (
+                    TriggerKind::QuadrantEntered,
+                    "entered quadrant B (was A) as DIAMOND".into()
+                ),
+            ]
+        );
+        let first = SegmentMove {
+            tier_before: Tier::Unspecified,
+            tier_after: Tier::Gold,
+            quadrant_before: Quadrant::Unspecified,
+            quadrant_after: Quadrant::E,
+        };
+        let reasons: Vec<String> = segment_events(id, at, first)
+            .into_iter()
+            .map(|e| e.reason)
+            .collect();
+        assert_eq!(reasons, ["entered tier GOLD", "entered quadrant E as GOLD"]);
     }
 }

@@ -384,6 +384,28 @@ pub mod entity {
         impl ActiveModelBehavior for ActiveModel {}
     }
 
+    /// `revenue_to_date`: each account's revenue to date from the revenue
+    /// feed's movements (see `domain::RevenueToDate`).
+    pub mod revenue_to_date {
+        use sea_orm::entity::prelude::*;
+
+        #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+        #[sea_orm(table_name = "revenue_to_date")]
+        pub struct Model {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub account_id: String,
+            pub earned: i64,
+            pub mrr: i64,
+            pub since: i64,
+            pub currency: String,
+        }
+
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+
+        impl ActiveModelBehavior for ActiveModel {}
+    }
+
     /// `sweep_fired`: what the sweep fired, once per playbook, account and
     /// occurrence (a renewal date, an onboarding entry, a complaint).
     pub mod sweep_fired {
@@ -410,7 +432,7 @@ pub mod entity {
 
 use entity::{
     activity, churn, complaint, cta, delivery, digest, fact, health_score, person, playbook,
-    playbook_version, reactivation, renewal, step_run, sweep_fired, trigger,
+    playbook_version, reactivation, renewal, revenue_to_date, step_run, sweep_fired, trigger,
 };
 
 struct CreateSuccessTables;
@@ -965,12 +987,57 @@ impl MigrationTrait for CreateSweepTables {
     }
 }
 
+struct CreateRevenueToDateTable;
+
+impl MigrationName for CreateRevenueToDateTable {
+    fn name(&self) -> &str {
+        "m0105_success_revenue_to_date"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateRevenueToDateTable {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        use revenue_to_date::Column as R;
+        manager
+            .create_table(
+                Table::create()
+                    .table(revenue_to_date::Entity)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(R::AccountId)
+                            .string()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(R::Earned).big_integer().not_null())
+                    .col(ColumnDef::new(R::Mrr).big_integer().not_null())
+                    .col(ColumnDef::new(R::Since).big_integer().not_null())
+                    .col(text(R::Currency))
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(
+                Table::drop()
+                    .table(revenue_to_date::Entity)
+                    .if_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
 bowtie_runtime::migrator!(
     CreateSuccessTables,
     CreateNotificationTables,
     CreateReactivationTable,
     CreateScheduleTables,
-    CreateSweepTables
+    CreateSweepTables,
+    CreateRevenueToDateTable
 );
 
 /// Decodes a stored contract enum number.
@@ -2015,6 +2082,81 @@ pub async fn onboarding_before<C: ConnectionTrait>(
     rows.into_iter()
         .filter_map(|(id, since)| Some((id, since?)))
         .map(|(id, since)| Ok((AccountId(stored_uuid(&id)?), Instant::from_micros(since))))
+        .collect()
+}
+
+/// An account's revenue to date (the default before its first movement).
+pub async fn revenue_to_date<C: ConnectionTrait>(
+    conn: &C,
+    account: AccountId,
+) -> Result<RevenueToDate, Error> {
+    Ok(revenue_to_date::Entity::find_by_id(account.to_string())
+        .one(conn)
+        .await?
+        .map(|m| RevenueToDate {
+            earned: Minor(m.earned),
+            mrr: Minor(m.mrr),
+            since: Some(Instant::from_micros(m.since)),
+            currency: m.currency,
+        })
+        .unwrap_or_default())
+}
+
+/// Stores an account's revenue to date (one that has a movement).
+pub async fn save_revenue_to_date<C: ConnectionTrait>(
+    conn: &C,
+    account: AccountId,
+    r: &RevenueToDate,
+) -> Result<(), Error> {
+    use revenue_to_date::Column as R;
+    let Some(since) = r.since else {
+        return Ok(());
+    };
+    revenue_to_date::Entity::insert(revenue_to_date::ActiveModel {
+        account_id: Set(account.to_string()),
+        earned: Set(r.earned.get()),
+        mrr: Set(r.mrr.get()),
+        since: Set(since.micros()),
+        currency: Set(r.currency.clone()),
+    })
+    .on_conflict(
+        OnConflict::column(R::AccountId)
+            .update_columns([R::Earned, R::Mrr, R::Since, R::Currency])
+            .to_owned(),
+    )
+    .exec(conn)
+    .await?;
+    Ok(())
+}
+
+/// The accounts that may have reached `milestone` by now: those that
+/// earned it already or still earn (a positive MRR), in account order.
+pub async fn earning_toward<C: ConnectionTrait>(
+    conn: &C,
+    milestone: Minor,
+) -> Result<Vec<(AccountId, RevenueToDate)>, Error> {
+    use revenue_to_date::Column as R;
+    revenue_to_date::Entity::find()
+        .filter(
+            Condition::any()
+                .add(R::Earned.gte(milestone.get()))
+                .add(R::Mrr.gt(0)),
+        )
+        .order_by_asc(R::AccountId)
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(|m| {
+            Ok((
+                AccountId(stored_uuid(&m.account_id)?),
+                RevenueToDate {
+                    earned: Minor(m.earned),
+                    mrr: Minor(m.mrr),
+                    since: Some(Instant::from_micros(m.since)),
+                    currency: m.currency,
+                },
+            ))
+        })
         .collect()
 }
 

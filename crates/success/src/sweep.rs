@@ -9,8 +9,11 @@
 //! - COMPLAINT_UNRESOLVED: the account's oldest open complaint is more than
 //!   `days` days old.
 //!
+//! - REVENUE_MILESTONE: the account's revenue to date (revenue's movements,
+//!   MRR earned month by month) reached the trigger's milestone.
+//!
 //! Each playbook fires at most once per account and occurrence (the renewal
-//! date, the onboarding entry, the complaint's time): `sweep_fired` records
+//! date, the onboarding entry, the complaint's time, the milestone): `sweep_fired` records
 //! it in the same transaction as the CTA it opens, so a restart, a second
 //! replica or a second run fires nothing twice.
 
@@ -21,8 +24,9 @@ use bowtie_runtime::shutdown::Shutdown;
 use bowtie_runtime::{AccountId, Instant};
 
 use crate::domain::{
-    Event, Playbook, SWEPT, Stage, TriggerKind, date, days_until, due_renewals, overdue,
+    Event, Playbook, SWEPT, SWEPT_ONCE, Stage, TriggerKind, date, days_until, due_renewals, overdue,
 };
+use crate::feeds::money;
 use crate::service::Success;
 use crate::storage;
 
@@ -57,7 +61,7 @@ pub async fn run(app: &Success, now: Instant) -> Result<(), Error> {
         .clone()
         .write(None, move |tx| {
             Box::pin(async move {
-                for kind in SWEPT {
+                for kind in SWEPT.into_iter().chain(SWEPT_ONCE) {
                     for p in storage::playbooks_for(tx.conn(), kind).await? {
                         for due in due_for(tx.conn(), &p, now).await? {
                             if !storage::mark_fired(
@@ -78,6 +82,7 @@ pub async fn run(app: &Success, now: Instant) -> Result<(), Error> {
                                 reason: due.reason,
                                 percent: 0,
                                 stage: Stage::Unspecified,
+                                segment: None,
                             };
                             app.apply_to(tx, std::slice::from_ref(&p), &event).await?;
                         }
@@ -141,6 +146,25 @@ async fn due_for<C: sea_orm::ConnectionTrait>(
                 ),
             })
             .collect(),
+        TriggerKind::RevenueMilestone => {
+            let milestone = p.spec.trigger.milestone;
+            storage::earning_toward(conn, milestone)
+                .await?
+                .into_iter()
+                .filter(|(_, r)| r.at(now) >= milestone)
+                .map(|(account_id, r)| Due {
+                    account_id,
+                    // Once per account and milestone: the amount is the
+                    // occurrence.
+                    occurrence: Instant::from_micros(milestone.get()),
+                    reason: format!(
+                        "revenue to date {} passed the {} milestone",
+                        money(r.at(now), &r.currency),
+                        money(milestone, &r.currency)
+                    ),
+                })
+                .collect()
+        }
         _ => Vec::new(),
     })
 }

@@ -9,6 +9,7 @@ mod crash;
 mod ctas;
 mod notify;
 mod playbooks;
+mod segments;
 mod steps;
 mod sweep;
 mod timeline;

@@ -142,6 +142,67 @@ async fn a_bad_playbook_is_refused_naming_the_field(db: &TestDatabase) -> anyhow
             "spec.trigger.days",
         );
     }
+    // The segment triggers name known tiers and quadrants, at least one of
+    // what they enter.
+    for (kind, tiers, quadrants, field) in [
+        (
+            TriggerKind::TierEntered,
+            vec![],
+            vec![],
+            "spec.trigger.tiers",
+        ),
+        (
+            TriggerKind::TierEntered,
+            vec![1, 42],
+            vec![],
+            "spec.trigger.tiers[1]",
+        ),
+        (
+            TriggerKind::TierEntered,
+            vec![0],
+            vec![],
+            "spec.trigger.tiers[0]",
+        ),
+        (
+            TriggerKind::QuadrantEntered,
+            vec![1, 2],
+            vec![],
+            "spec.trigger.quadrants",
+        ),
+        (
+            TriggerKind::QuadrantEntered,
+            vec![],
+            vec![2, 9],
+            "spec.trigger.quadrants[1]",
+        ),
+        (
+            TriggerKind::QuadrantEntered,
+            vec![7],
+            vec![2],
+            "spec.trigger.tiers[0]",
+        ),
+    ] {
+        let mut segment = red_playbook("A");
+        segment.trigger = Some(bowtie_proto::success::Trigger {
+            kind: kind as i32,
+            tiers,
+            quadrants,
+            ..Default::default()
+        });
+        invalid_field(admin.create_playbook(create(segment)).await, field);
+    }
+    for amount in [0, -100] {
+        let mut milestone = red_playbook("A");
+        milestone.trigger = Some(bowtie_proto::success::Trigger {
+            kind: TriggerKind::RevenueMilestone as i32,
+            milestone_minor_units: amount,
+            ..Default::default()
+        });
+        invalid_field(
+            admin.create_playbook(create(milestone)).await,
+            "spec.trigger.milestone_minor_units",
+        );
+    }
     let mut holdout = red_playbook("A");
     holdout.mode = PlaybookMode::Holdout as i32;
     holdout.holdout_percent = 100;

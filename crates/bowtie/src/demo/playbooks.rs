@@ -136,7 +136,7 @@ pub async fn create(mut client: SuccessClient, prefix: &str) -> anyhow::Result<u
         let spec = PlaybookSpec {
             name: p.name.to_owned(),
             description: p.description.to_owned(),
-            trigger: Some(p.trigger),
+            trigger: Some(p.trigger.clone()),
             filter: None,
             cta_type: p.cta_type as i32,
             priority: p.priority as i32,

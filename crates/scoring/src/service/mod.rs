@@ -42,6 +42,9 @@ pub const FIRST_VALUE_REACHED: &str = "first_value.reached";
 pub const SIGNAL_RECORDED: &str = "signal.recorded";
 /// Event type: an account's health band changed.
 pub const BAND_CHANGED: &str = "health.band_changed";
+/// Event type: an account's value tier or quadrant changed (published
+/// only on a change, so a rescoring that keeps both publishes nothing).
+pub const SEGMENT_CHANGED: &str = "segment.changed";
 /// Event type: an alert was raised.
 pub const ALERT_RAISED: &str = "alert.raised";
 /// Event type: an alert was acknowledged.

@@ -17,7 +17,8 @@ use bowtie_runtime::{AccountId, Instant};
 use futures::{StreamExt, TryStreamExt};
 
 use super::{
-    ALERT_RAISED, BAND_CHANGED, Scoring, StoredModel, card_for, inputs_of, model_profile, poisoned,
+    ALERT_RAISED, BAND_CHANGED, SEGMENT_CHANGED, Scoring, StoredModel, card_for, inputs_of,
+    model_profile, poisoned,
 };
 use crate::convert;
 use crate::domain::cells::{Aggregates, day_of};
@@ -148,6 +149,14 @@ impl Scoring {
                                 o.row.account_id.to_string(),
                                 BAND_CHANGED,
                                 &o.health,
+                            ));
+                        }
+                        if let Some(change) = &o.segment_change {
+                            tx.emit(NewEvent::new(
+                                "account",
+                                o.row.account_id.to_string(),
+                                SEGMENT_CHANGED,
+                                change,
                             ));
                         }
                     }
@@ -339,6 +348,8 @@ struct Outcome {
     alerts: Vec<Alert>,
     /// The band differs from the stored one.
     band_changed: bool,
+    /// The tier or quadrant differs from the stored one (or there was none).
+    segment_change: Option<pb::SegmentChange>,
     /// The health differs from the stored one (its time aside).
     changed: bool,
     /// Snapshots to write: today's first, and the closing one of the day
@@ -473,15 +484,44 @@ impl Round {
             today,
             (h.score, h.band),
         );
+        let segment_change = segment_change(prev, &row, h.score, now);
         Some(Outcome {
             health,
             band_changed: before.is_some_and(|b| b.band != h.band),
+            segment_change,
             changed,
             snapshots,
             alerts,
             row,
         })
     }
+}
+
+/// The `segment.changed` payload of a rescoring that stored `row` after
+/// `prev`: `None` when the tier and quadrant stayed as they were.
+fn segment_change(
+    prev: Option<&PreviousHealth>,
+    row: &HealthRow,
+    score: i32,
+    now: Instant,
+) -> Option<pb::SegmentChange> {
+    let (tier_before, quadrant_before) = prev
+        .map_or((pb::Tier::Unspecified, pb::Quadrant::Unspecified), |b| {
+            (b.tier, b.quadrant)
+        });
+    if (tier_before, quadrant_before) == (row.tier, row.quadrant) {
+        return None;
+    }
+    Some(pb::SegmentChange {
+        account_id: row.account_id.to_string(),
+        tier_before: tier_before as i32,
+        tier_after: row.tier as i32,
+        quadrant_before: quadrant_before as i32,
+        quadrant_after: row.quadrant as i32,
+        mrr_minor_units: row.mrr.get(),
+        score,
+        compute_time: Some(now.to_timestamp()),
+    })
 }
 
 /// The snapshots an account's rescoring on `today` writes, given its stored
@@ -541,6 +581,8 @@ mod tests {
             score,
             band: Band::Yellow,
             risk_bp: None,
+            tier: pb::Tier::General,
+            quadrant: pb::Quadrant::C,
             body: Vec::new(),
             day,
         }
@@ -594,5 +636,68 @@ mod tests {
         let prev = stored(100, 55);
         let out = on_day_100(Some(&prev), false, (48, Band::Green));
         assert_eq!(out, [snap(100, 48, Band::Green)]);
+    }
+
+    fn row(tier: pb::Tier, quadrant: pb::Quadrant) -> HealthRow {
+        HealthRow {
+            account_id: AccountId::default(),
+            segment: bowtie_proto::common::Segment::Smb,
+            score: 40,
+            band: Band::Red,
+            risk_bp: None,
+            tier,
+            quadrant,
+            mrr: bowtie_runtime::Minor(250_000),
+            body: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_rescoring_that_keeps_tier_and_quadrant_publishes_no_segment_change() {
+        let prev = stored(100, 61);
+        let same = row(pb::Tier::General, pb::Quadrant::C);
+        assert_eq!(
+            segment_change(Some(&prev), &same, 40, Instant::from_micros(0)),
+            None
+        );
+    }
+
+    #[test]
+    fn a_new_quadrant_publishes_both_sides_of_the_change() {
+        let prev = stored(100, 61);
+        let moved = row(pb::Tier::General, pb::Quadrant::D);
+        let change = segment_change(Some(&prev), &moved, 40, Instant::from_micros(0));
+        assert_eq!(
+            change.map(|c| (
+                c.tier_before,
+                c.tier_after,
+                c.quadrant_before,
+                c.quadrant_after,
+                c.mrr_minor_units,
+                c.score
+            )),
+            Some((
+                pb::Tier::General as i32,
+                pb::Tier::General as i32,
+                pb::Quadrant::C as i32,
+                pb::Quadrant::D as i32,
+                250_000,
+                40
+            ))
+        );
+    }
+
+    #[test]
+    fn a_first_score_enters_its_tier_from_unspecified() {
+        let first = row(pb::Tier::Diamond, pb::Quadrant::B);
+        let change = segment_change(None, &first, 40, Instant::from_micros(0));
+        assert_eq!(
+            change.map(|c| (c.tier_before, c.tier_after, c.quadrant_before)),
+            Some((
+                pb::Tier::Unspecified as i32,
+                pb::Tier::Diamond as i32,
+                pb::Quadrant::Unspecified as i32
+            ))
+        );
     }
 }

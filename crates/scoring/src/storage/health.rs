@@ -25,6 +25,10 @@ pub struct PreviousHealth {
     pub band: Band,
     /// Risk.
     pub risk_bp: Option<i32>,
+    /// Value tier.
+    pub tier: Tier,
+    /// Value x loyalty quadrant.
+    pub quadrant: Quadrant,
     /// The stored body (see [`HealthRow::body`]).
     pub body: Vec<u8>,
     /// The UTC day it was computed on.
@@ -44,6 +48,8 @@ pub async fn previous_health<C: ConnectionTrait>(
             H::RiskBp,
             H::Body,
             H::ComputedAt,
+            H::Tier,
+            H::Quadrant,
         ])
         .from(Health)
         .to_owned();
@@ -60,6 +66,8 @@ pub async fn previous_health<C: ConnectionTrait>(
                     score: r.try_get_by_index(1)?,
                     band: stored_enum(r.try_get_by_index(2)?),
                     risk_bp: r.try_get_by_index(3)?,
+                    tier: stored_enum(r.try_get_by_index(6)?),
+                    quadrant: stored_enum(r.try_get_by_index(7)?),
                     body: r.try_get_by_index(4)?,
                     day: day_of(Instant::from_micros(r.try_get_by_index(5)?)),
                 },

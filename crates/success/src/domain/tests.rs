@@ -14,6 +14,7 @@ fn playbook(mode: PlaybookMode) -> Playbook {
                 percent: 0,
                 stage: Stage::Unspecified,
                 days: 0,
+                ..Trigger::default()
             },
             filter: Filter::default(),
             cta_type: CtaType::Risk,
@@ -50,6 +51,7 @@ fn event(kind: TriggerKind) -> Event {
         reason: "entered red".into(),
         percent: 0,
         stage: Stage::Unspecified,
+        segment: None,
     }
 }
 
@@ -60,6 +62,7 @@ fn a_trigger_fires_on_its_kind_and_a_contraction_only_past_its_percent() {
         percent: 0,
         stage: Stage::Unspecified,
         days: 0,
+        ..Trigger::default()
     };
     assert!(red.fires_on(&event(TriggerKind::EnteredRed)));
     assert!(!red.fires_on(&event(TriggerKind::HighRisk)));
@@ -68,6 +71,7 @@ fn a_trigger_fires_on_its_kind_and_a_contraction_only_past_its_percent() {
         percent: 20,
         stage: Stage::Unspecified,
         days: 0,
+        ..Trigger::default()
     };
     let mut small = event(TriggerKind::Contraction);
     small.percent = 19;
@@ -79,12 +83,106 @@ fn a_trigger_fires_on_its_kind_and_a_contraction_only_past_its_percent() {
         percent: 0,
         stage: Stage::Onboarding,
         days: 0,
+        ..Trigger::default()
     };
     let mut entered = event(TriggerKind::StageEntered);
     entered.stage = Stage::Impact;
     assert!(!onboarding.fires_on(&entered));
     entered.stage = Stage::Onboarding;
     assert!(onboarding.fires_on(&entered));
+}
+
+fn moved(tier: (Tier, Tier), quadrant: (Quadrant, Quadrant)) -> SegmentMove {
+    SegmentMove {
+        tier_before: tier.0,
+        tier_after: tier.1,
+        quadrant_before: quadrant.0,
+        quadrant_after: quadrant.1,
+    }
+}
+
+fn segment_event(kind: TriggerKind, m: SegmentMove) -> Event {
+    let mut e = event(kind);
+    e.segment = Some(m);
+    e
+}
+
+#[test]
+fn a_segment_move_is_a_tier_event_a_quadrant_event_or_both() {
+    use Quadrant::{A, B};
+    use Tier::{Diamond, Gold};
+    assert_eq!(
+        moved((Gold, Diamond), (A, A)).kinds(),
+        [TriggerKind::TierEntered]
+    );
+    assert_eq!(
+        moved((Gold, Gold), (A, B)).kinds(),
+        [TriggerKind::QuadrantEntered]
+    );
+    assert_eq!(
+        moved((Gold, Diamond), (A, B)).kinds(),
+        [TriggerKind::TierEntered, TriggerKind::QuadrantEntered]
+    );
+    assert!(moved((Gold, Gold), (B, B)).kinds().is_empty());
+}
+
+#[test]
+fn a_tier_trigger_fires_on_entering_a_listed_tier_only() {
+    use Quadrant::A;
+    use Tier::{Diamond, General, Gold, Unspecified};
+    let diamond = Trigger {
+        kind: TriggerKind::TierEntered,
+        tiers: vec![Diamond],
+        ..Trigger::default()
+    };
+    let entered = |from, to| segment_event(TriggerKind::TierEntered, moved((from, to), (A, A)));
+    assert!(diamond.fires_on(&entered(Gold, Diamond)));
+    // An account's first score enters its tier.
+    assert!(diamond.fires_on(&entered(Unspecified, Diamond)));
+    assert!(!diamond.fires_on(&entered(Diamond, Gold)));
+    assert!(!diamond.fires_on(&entered(General, Gold)));
+    // Staying DIAMOND is not entering it.
+    assert!(!diamond.fires_on(&entered(Diamond, Diamond)));
+    // A quadrant event of a DIAMOND account is not a tier event.
+    assert!(!diamond.fires_on(&segment_event(
+        TriggerKind::QuadrantEntered,
+        moved((Gold, Diamond), (A, A))
+    )));
+}
+
+#[test]
+fn a_quadrant_trigger_fires_on_a_listed_tier_entering_a_listed_quadrant() {
+    use Quadrant::{A, B, C, E};
+    use Tier::{Diamond, General, Gold};
+    let vip_at_risk = Trigger {
+        kind: TriggerKind::QuadrantEntered,
+        tiers: vec![Diamond, Gold],
+        quadrants: vec![B, E],
+        ..Trigger::default()
+    };
+    let entered = |tier, from, to| {
+        segment_event(
+            TriggerKind::QuadrantEntered,
+            moved((tier, tier), (from, to)),
+        )
+    };
+    assert!(vip_at_risk.fires_on(&entered(Gold, A, B)));
+    assert!(vip_at_risk.fires_on(&entered(Diamond, A, E)));
+    assert!(!vip_at_risk.fires_on(&entered(General, C, E)));
+    assert!(!vip_at_risk.fires_on(&entered(Gold, B, A)));
+    assert!(!vip_at_risk.fires_on(&entered(Gold, B, B)));
+    // The tier the account is in now counts: GOLD entering DIAMOND while
+    // falling into B fires.
+    assert!(vip_at_risk.fires_on(&segment_event(
+        TriggerKind::QuadrantEntered,
+        moved((Tier::Potential, Gold), (A, B))
+    )));
+    // No tiers listed: any tier.
+    let any_tier = Trigger {
+        tiers: vec![],
+        ..vip_at_risk.clone()
+    };
+    assert!(any_tier.fires_on(&entered(General, C, E)));
 }
 
 #[test]
@@ -584,4 +682,37 @@ fn a_renewal_recorded_playbook_does_not_close_on_facts_alone() {
     };
     assert!(!auto_closes(AutoClose::RenewalRecorded, 0, &f));
     assert!(auto_closes(AutoClose::FirstValue, 0, &f));
+}
+
+#[test]
+fn revenue_to_date_earns_the_mrr_month_by_month_from_each_movement() {
+    let month = |n: i64| Instant::from_micros(n * MICROS_PER_MONTH);
+    let none = RevenueToDate::default();
+    assert_eq!(none.at(month(12)), Minor(0));
+    // New business at 100.00 a month in month 0.
+    let new = none.moved(month(0), Minor(10_000), "USD");
+    assert_eq!(new.at(month(0)), Minor(0));
+    assert_eq!(new.at(month(1)), Minor(10_000));
+    // Half a month: 5,000; a third: 3,333 (rounded down).
+    assert_eq!(
+        new.at(Instant::from_micros(MICROS_PER_MONTH / 2)),
+        Minor(5_000)
+    );
+    assert_eq!(
+        new.at(Instant::from_micros(MICROS_PER_MONTH / 3)),
+        Minor(3_333)
+    );
+    // Expansion to 200.00 after a month: 10,000 + 2 x 20,000 two months on.
+    let expanded = new.moved(month(1), Minor(20_000), "USD");
+    assert_eq!(expanded.earned, Minor(10_000));
+    assert_eq!(expanded.at(month(3)), Minor(50_000));
+    // A churn in month 3 keeps what was earned and earns nothing more.
+    let churned = expanded.moved(month(3), Minor(0), "");
+    assert_eq!(churned.at(month(24)), Minor(50_000));
+    assert_eq!(churned.currency, "USD");
+    // A movement dated before the last one changes the MRR from the last
+    // one's time on.
+    let late = expanded.moved(month(0), Minor(30_000), "USD");
+    assert_eq!(late.since, Some(month(1)));
+    assert_eq!(late.at(month(2)), Minor(40_000));
 }
