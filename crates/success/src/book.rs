@@ -6,9 +6,10 @@
 //! the scoring feed, and the open and overdue CTAs of the book's accounts.
 //! The revenue figures are revenue's: renewals of the next 90 days with
 //! their forecast (GetRenewalSummary) and logo retention, GRR and NRR over a
-//! period (GetRetention), both cut by the same person, asked over gRPC. The
-//! mean health comes from scoring's ListHealth; when scoring does not
-//! answer, the book is shown without it.
+//! period (GetRetention), both cut by the same person, asked over gRPC side
+//! by side. The mean health is of each account's latest score success
+//! recorded from the scoring feed (`health_scores`, the history the
+//! effectiveness report reads), so the book asks scoring nothing.
 //!
 //! The touches report counts what people logged on the timeline (notes,
 //! calls, meetings, emails), never the automatic entries, per author and ISO
@@ -16,11 +17,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use bowtie_proto::common::PageRequest;
 use bowtie_proto::revenue as revenue_pb;
 use bowtie_proto::revenue::revenue_service_client::RevenueServiceClient;
-use bowtie_proto::scoring as scoring_pb;
-use bowtie_proto::scoring::scoring_service_client::ScoringServiceClient;
 use bowtie_runtime::config::PeerSettings;
 use bowtie_runtime::error::Error;
 use bowtie_runtime::peer::{self, PeerChannel};
@@ -42,9 +40,6 @@ pub const LOGGED_KINDS: [ActivityKind; 4] = [
 
 /// Days ahead of now whose renewals a book shows.
 pub const RENEWAL_DAYS: i64 = 90;
-
-/// Accounts scoring lists per page while the book gathers health scores.
-const HEALTH_PAGE: i32 = 1000;
 
 /// What the book of business reads of an account's facts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -104,7 +99,7 @@ pub struct BookRow {
     pub accounts: i64,
     /// Sum of their MRR.
     pub mrr: Minor,
-    /// Sum of the health scores scoring has.
+    /// Sum of the accounts' latest recorded health scores.
     pub health_sum: i64,
     /// Accounts with a health score.
     pub health_scored: i64,
@@ -140,7 +135,7 @@ impl BookRow {
 
 /// The books success can count itself: every account of `facts` in the book
 /// of its person under `grouping` (only `only`'s book when given), with the
-/// `health` scores scoring has, the accounts at or above `high_risk_bp`, and
+/// `health` scores (each account's latest recorded), the accounts at or above `high_risk_bp`, and
 /// the CTAs not closed (`dues`: account and due time), overdue when due
 /// before `now`.
 pub fn books(
@@ -287,12 +282,11 @@ pub fn touch_rows(
     rows.into_values().map(|(row, _)| row).collect()
 }
 
-/// The revenue and scoring clients the book asks.
+/// The book's store and the revenue client it asks.
 #[derive(Debug, Clone)]
 pub struct Books {
     store: Store,
     revenue: RevenueServiceClient<PeerChannel>,
-    scoring: ScoringServiceClient<PeerChannel>,
     high_risk_bp: i32,
 }
 
@@ -322,49 +316,14 @@ fn minor(m: Option<&bowtie_proto::common::Money>) -> Minor {
 }
 
 impl Books {
-    /// The book over `store`, asking the revenue and scoring services of
-    /// `peers` (connected lazily).
+    /// The book over `store`, asking the revenue service of `peers`
+    /// (connected lazily).
     pub fn connect(store: Store, peers: &PeerSettings, high_risk_bp: i32) -> Result<Self, Error> {
         Ok(Self {
             store,
             revenue: RevenueServiceClient::new(peer::connect(&peers.revenue, peers)?),
-            scoring: ScoringServiceClient::new(peer::connect(&peers.scoring, peers)?),
             high_risk_bp,
         })
-    }
-
-    /// Every health score scoring has; empty when scoring does not answer.
-    async fn health(&self) -> HashMap<AccountId, i32> {
-        let mut client = self.scoring.clone();
-        let mut out = HashMap::new();
-        let mut token = String::new();
-        loop {
-            let page = client
-                .list_health(scoring_pb::ListHealthRequest {
-                    page: Some(PageRequest {
-                        page_size: HEALTH_PAGE,
-                        page_token: token.clone(),
-                    }),
-                    ..scoring_pb::ListHealthRequest::default()
-                })
-                .await;
-            let page = match page {
-                Ok(page) => page.into_inner(),
-                Err(status) => {
-                    tracing::warn!(%status, "scoring did not answer; the book has no health");
-                    return HashMap::new();
-                }
-            };
-            for h in page.accounts {
-                if let Ok(id) = h.account_id.parse() {
-                    out.insert(AccountId(id), h.score);
-                }
-            }
-            token = page.page.map(|p| p.next_page_token).unwrap_or_default();
-            if token.is_empty() {
-                return out;
-            }
-        }
     }
 
     /// The books of `grouping` (only `only`'s when given) as of `now`, with
@@ -379,39 +338,44 @@ impl Books {
         let conn = self.store.db().reader();
         let facts = storage::book_facts(conn).await?;
         let dues = storage::open_cta_dues(conn).await?;
+        let health = storage::latest_scores(conn).await?;
         let person = only.clone().unwrap_or_default();
         let (csm, owner) = match grouping {
             Grouping::Csm => (person.clone(), String::new()),
             Grouping::Owner => (String::new(), person.clone()),
         };
-        let mut revenue = self.revenue.clone();
-        let retention = revenue
-            .get_retention(revenue_pb::GetRetentionRequest {
-                start_at: Some(Instant::to_timestamp(period.0)),
-                end_at: Some(Instant::to_timestamp(period.1)),
-                owner,
-                csm,
-                by_owner: grouping == Grouping::Owner,
-                by_csm: grouping == Grouping::Csm,
-                ..revenue_pb::GetRetentionRequest::default()
-            })
-            .await
-            .map_err(|s| revenue_error(&s))?
-            .into_inner();
-        let renewals = revenue
-            .get_renewal_summary(revenue_pb::GetRenewalSummaryRequest {
-                start_at: Some(Instant::to_timestamp(now)),
-                end_at: Some(Instant::to_timestamp(now.plus_days(RENEWAL_DAYS))),
-                group_by: match grouping {
-                    Grouping::Csm => revenue_pb::RenewalGrouping::Csm,
-                    Grouping::Owner => revenue_pb::RenewalGrouping::Owner,
-                } as i32,
-                person,
-            })
-            .await
-            .map_err(|s| revenue_error(&s))?
-            .into_inner();
-        let health = self.health().await;
+        let mut retention_client = self.revenue.clone();
+        let mut renewals_client = self.revenue.clone();
+        let retention = async {
+            retention_client
+                .get_retention(revenue_pb::GetRetentionRequest {
+                    start_at: Some(Instant::to_timestamp(period.0)),
+                    end_at: Some(Instant::to_timestamp(period.1)),
+                    owner,
+                    csm,
+                    by_owner: grouping == Grouping::Owner,
+                    by_csm: grouping == Grouping::Csm,
+                    ..revenue_pb::GetRetentionRequest::default()
+                })
+                .await
+                .map_err(|s| revenue_error(&s))
+        };
+        let renewals = async {
+            renewals_client
+                .get_renewal_summary(revenue_pb::GetRenewalSummaryRequest {
+                    start_at: Some(Instant::to_timestamp(now)),
+                    end_at: Some(Instant::to_timestamp(now.plus_days(RENEWAL_DAYS))),
+                    group_by: match grouping {
+                        Grouping::Csm => revenue_pb::RenewalGrouping::Csm,
+                        Grouping::Owner => revenue_pb::RenewalGrouping::Owner,
+                    } as i32,
+                    person,
+                })
+                .await
+                .map_err(|s| revenue_error(&s))
+        };
+        let (retention, renewals) = tokio::try_join!(retention, renewals)?;
+        let (retention, renewals) = (retention.into_inner(), renewals.into_inner());
         let mut rows = books(
             &facts,
             &dues,

@@ -227,7 +227,9 @@ fn action(v: &mut FieldViolations, field: &str, s: &pb::Step) -> Option<Option<A
         }
         pb::StepAction::Webhook => {
             let url = web_url(v, &format!("{field}.webhook_url"), &s.webhook_url);
-            let secret = required_text(
+            // Empty is allowed here: the service requires it on create and
+            // keeps the stored one on update (`domain::keep_secrets`).
+            let secret = optional_text(
                 v,
                 &format!("{field}.webhook_secret"),
                 &s.webhook_secret,
@@ -263,7 +265,8 @@ fn step_to_pb(step: &Step) -> pb::Step {
         Some(Action::Webhook { url, secret }) => {
             out.action = pb::StepAction::Webhook as i32;
             out.webhook_url.clone_from(url);
-            out.webhook_secret.clone_from(secret);
+            // Write-only (docs/design.md 6.5): reads say only that one is set.
+            out.webhook_secret_set = !secret.is_empty();
         }
     }
     out

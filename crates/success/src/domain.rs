@@ -285,6 +285,39 @@ pub const DEFAULT_BODY: &str =
 /// The names a step's templates may use, each written `{name}`.
 pub const TEMPLATE_NAMES: [&str; 6] = ["account", "reason", "owner", "step", "due", "link"];
 
+/// Fills the webhook secrets a request left empty (docs/design.md 6.5): a
+/// secret is write-only, so a client that read a playbook and sends it back
+/// has none to send. An empty secret keeps the one of the `current` version's
+/// first WEBHOOK step with the same URL; a secret sent replaces it. Returns
+/// the index of the first WEBHOOK step left without a secret (every step on
+/// create, where there is no current version; a step whose URL is new on
+/// update).
+pub fn keep_secrets(steps: &mut [Step], current: Option<&[Step]>) -> Result<(), usize> {
+    for (i, step) in steps.iter_mut().enumerate() {
+        let Some(Action::Webhook { url, secret }) = &mut step.action else {
+            continue;
+        };
+        if !secret.is_empty() {
+            continue;
+        }
+        let stored = current
+            .into_iter()
+            .flatten()
+            .find_map(|old| match &old.action {
+                Some(Action::Webhook {
+                    url: old_url,
+                    secret: old_secret,
+                }) if old_url == url && !old_secret.is_empty() => Some(old_secret),
+                _ => None,
+            });
+        match stored {
+            Some(old) => secret.clone_from(old),
+            None => return Err(i),
+        }
+    }
+    Ok(())
+}
+
 /// The first `{name}` of `template` that is not one of [`TEMPLATE_NAMES`]
 /// (or an unclosed `{`), if any.
 pub fn unknown_placeholder(template: &str) -> Option<String> {

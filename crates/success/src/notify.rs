@@ -1,8 +1,10 @@
 //! Notifications: new CTAs (an email to the owner over SMTP and a
 //! Slack-compatible chat message), the actions of playbook steps (an email,
 //! a chat message, a signed webhook) and daily digests, delivered from the
-//! service's own feed by a worker with a stored cursor (docs/design.md
-//! section 6.4).
+//! service's own feed (docs/design.md section 6.5) by one worker per
+//! channel (email, chat, webhook), each with its own stored cursor, so the
+//! channels proceed side by side: a slow or down SMTP server holds back only
+//! emails, never a chat message or a webhook.
 //!
 //! Every `cta.opened` event is delivered on each configured channel, every
 //! `cta.step_due` on its step's channel and every `digest.due` by email. A
@@ -10,9 +12,9 @@
 //! error kept in `deliveries` (see `ListDeliveries`), so a server that is down
 //! delays notifications and loses none; one the server refuses for good (an
 //! unknown mailbox, a webhook answering 4xx) is marked FAILED and the worker
-//! moves on. A delivery is recorded as soon as it succeeds and the cursor
-//! moves once every channel of the event is done, so a restart repeats
-//! nothing that was delivered.
+//! moves on. A delivery is recorded as soon as it succeeds and a channel's
+//! cursor moves once that channel's message of the event is done, so a
+//! restart repeats nothing that was delivered.
 //!
 //! [`spawn_schedule`] is the periodic task that turns steps that came due
 //! and digests whose hour has come into those events.
@@ -43,8 +45,18 @@ use crate::domain::{
 use crate::service::{CTA_OPENED, DIGEST_DUE, STEP_DUE, Success};
 use crate::storage::{self, Delivery};
 
-/// Cursor name of the notification worker.
+/// Cursor name of the single notification worker of earlier versions: where
+/// each channel's worker starts before it has stored a cursor of its own, so
+/// an upgrade neither repeats nor skips anything.
 pub const NOTIFY_CURSOR: &str = "success.notify";
+
+/// The channels delivered side by side, each by its own worker, and the name
+/// of that worker's cursor.
+pub const LANES: [(Channel, &str); 3] = [
+    (Channel::Email, "success.notify.email"),
+    (Channel::Chat, "success.notify.chat"),
+    (Channel::Webhook, "success.notify.webhook"),
+];
 
 /// One message to send on one channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,7 +236,8 @@ pub fn render(cta: &pb::Cta, account_name: &str, dashboard_url: &str) -> (String
     (subject, text)
 }
 
-/// Starts the worker; a bad SMTP setting stops the start, named.
+/// Starts one worker per channel ([`LANES`]); a bad SMTP setting stops the
+/// start, named.
 pub fn spawn(
     store: Store,
     settings: SuccessNotifySettings,
@@ -233,26 +246,30 @@ pub fn spawn(
 ) -> anyhow::Result<()> {
     let smtp = smtp(&settings)?;
     let http = bowtie_runtime::tls::https_client("success_notify.chat_webhook_url", "")?;
-    let worker = Worker {
+    let worker = std::sync::Arc::new(Worker {
         store,
         settings,
         accounts,
         smtp,
         http,
-    };
-    tokio::spawn(async move {
-        let mut commits = worker.store.feed().commits();
-        loop {
-            if let Err(e) = worker.deliver_pending(&shutdown).await {
-                tracing::warn!(error = %e, "notification delivery interrupted; resuming");
-            }
-            tokio::select! {
-                () = shutdown.wait() => return,
-                _ = commits.changed() => {}
-                () = tokio::time::sleep(Duration::from_millis(500)) => {}
-            }
-        }
     });
+    for (lane, cursor) in LANES {
+        let worker = worker.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut commits = worker.store.feed().commits();
+            loop {
+                if let Err(e) = worker.deliver_pending(lane, cursor, &shutdown).await {
+                    tracing::warn!(channel = ?lane, error = %e, "notification delivery interrupted; resuming");
+                }
+                tokio::select! {
+                    () = shutdown.wait() => return,
+                    _ = commits.changed() => {}
+                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            }
+        });
+    }
     Ok(())
 }
 
@@ -328,16 +345,48 @@ struct Worker {
 }
 
 impl Worker {
-    /// Delivers every event after the cursor; returns when caught up or
-    /// shutting down.
-    async fn deliver_pending(&self, shutdown: &Shutdown) -> Result<(), Error> {
+    /// Whether an event of `event_type` may send anything on `lane`, so a
+    /// worker plans (and asks the accounts service about) only its own.
+    fn may_send(&self, lane: Channel, event_type: &str) -> bool {
+        match (event_type, lane) {
+            (CTA_OPENED, Channel::Email) => self.smtp.is_some(),
+            (CTA_OPENED, Channel::Chat) => {
+                !self.settings.chat_webhook_url.expose_secret().is_empty()
+            }
+            (STEP_DUE, _) | (DIGEST_DUE, Channel::Email) => true,
+            _ => false,
+        }
+    }
+
+    /// Delivers `lane`'s messages of every event after its `cursor`;
+    /// returns when caught up or shutting down.
+    async fn deliver_pending(
+        &self,
+        lane: Channel,
+        cursor: &str,
+        shutdown: &Shutdown,
+    ) -> Result<(), Error> {
         loop {
-            let after = feed::load_cursor(self.store.db().writer(), NOTIFY_CURSOR).await?;
+            let writer = self.store.db().writer();
+            let mut after = feed::load_cursor(writer, cursor).await?;
+            if after == 0 {
+                after = feed::load_cursor(writer, NOTIFY_CURSOR).await?;
+            }
             let batch = feed::read_after(self.store.db().reader(), after, 100).await?;
             if batch.is_empty() {
                 return Ok(());
             }
+            // Events with nothing for this lane move the cursor once, at the
+            // end of the batch or before the next delivery.
+            let mut skipped = None;
             for event in batch {
+                if !self.may_send(lane, &event.event_type) {
+                    skipped = Some(event.sequence);
+                    continue;
+                }
+                if let Some(sequence) = skipped.take() {
+                    feed::save_cursor(writer, cursor, sequence, Instant::now().micros()).await?;
+                }
                 let outgoing = match event.event_type.as_str() {
                     CTA_OPENED => match payload::<pb::Cta>(&event)? {
                         Some(cta) => self.plan(&cta).await?,
@@ -353,18 +402,15 @@ impl Worker {
                     },
                     _ => Vec::new(),
                 };
-                for out in outgoing {
-                    if !self.deliver(event.sequence, &out, shutdown).await? {
+                for out in outgoing.iter().filter(|o| o.channel == lane) {
+                    if !self.deliver(event.sequence, out, shutdown).await? {
                         return Ok(());
                     }
                 }
-                feed::save_cursor(
-                    self.store.db().writer(),
-                    NOTIFY_CURSOR,
-                    event.sequence,
-                    Instant::now().micros(),
-                )
-                .await?;
+                feed::save_cursor(writer, cursor, event.sequence, Instant::now().micros()).await?;
+            }
+            if let Some(sequence) = skipped {
+                feed::save_cursor(writer, cursor, sequence, Instant::now().micros()).await?;
             }
         }
     }

@@ -163,9 +163,15 @@ impl Success {
     /// Creates a playbook at version 1.
     pub async fn create_playbook(
         &self,
-        spec: PlaybookSpec,
+        mut spec: PlaybookSpec,
         idem: Option<Idempotency>,
     ) -> Result<pb::CreatePlaybookResponse, Error> {
+        keep_secrets(&mut spec.steps, None).map_err(|i| {
+            Error::invalid(
+                format!("spec.steps[{i}].webhook_secret"),
+                "must not be blank: a WEBHOOK step needs its signing secret",
+            )
+        })?;
         self.inner
             .store
             .write(idem, move |tx| {
@@ -207,7 +213,7 @@ impl Success {
     pub async fn update_playbook(
         &self,
         id: PlaybookId,
-        spec: PlaybookSpec,
+        mut spec: PlaybookSpec,
         expected_version: i64,
         idem: Option<Idempotency>,
     ) -> Result<pb::UpdatePlaybookResponse, Error> {
@@ -230,6 +236,15 @@ impl Success {
                             spec.name
                         )));
                     }
+                    keep_secrets(&mut spec.steps, Some(&current.spec.steps)).map_err(
+                        |i| {
+                            Error::invalid(
+                                format!("spec.steps[{i}].webhook_secret"),
+                                "must not be blank for a webhook_url the current version has no \
+                                 secret for (empty keeps the secret stored for the same URL)",
+                            )
+                        },
+                    )?;
                     let next = Playbook {
                         version: current.version + 1,
                         spec,

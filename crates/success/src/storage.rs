@@ -2482,6 +2482,31 @@ pub async fn scores_of<C: ConnectionTrait>(
     Ok(out)
 }
 
+/// Each account's latest recorded health score (the one at its latest
+/// `at`), for the book of business.
+pub async fn latest_scores<C: ConnectionTrait>(conn: &C) -> Result<HashMap<AccountId, i32>, Error> {
+    use health_score::Column as H;
+    let latest = sea_orm::sea_query::Query::select()
+        .column(H::AccountId)
+        .expr(Expr::col(H::At).max())
+        .from(health_score::Entity)
+        .group_by_col(H::AccountId)
+        .to_owned();
+    let rows: Vec<(String, i32)> = health_score::Entity::find()
+        .select_only()
+        .columns([H::AccountId, H::Score])
+        .filter(
+            Expr::tuple([Expr::col(H::AccountId).into(), Expr::col(H::At).into()])
+                .in_subquery(latest),
+        )
+        .into_tuple()
+        .all(conn)
+        .await?;
+    rows.into_iter()
+        .map(|(account, score)| Ok((AccountId(stored_uuid(&account)?), score)))
+        .collect()
+}
+
 /// One notification of a CTA event on a channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {

@@ -1,6 +1,7 @@
 //! The book of business and the touches report, with revenue's figures
 //! asked over gRPC from a real revenue server that follows the same
-//! accounts, and success following revenue's feed for each account's MRR.
+//! accounts, and success following revenue's feed for each account's MRR
+//! and scoring's feed for each account's latest health score.
 
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use bowtie_proto::accounts::Account;
 use bowtie_proto::common::{Period, Segment};
 use bowtie_proto::revenue::revenue_service_client::RevenueServiceClient;
 use bowtie_proto::revenue::{BillingInterval, CancelSubscriptionRequest, Subscription};
+use bowtie_proto::scoring::Band;
 use bowtie_proto::success::{
     ActivityKind, Book, BookGrouping, CreateCtaRequest, CtaType, GetBookOfBusinessRequest,
     GetBookOfBusinessResponse, GetTouchesReportRequest, LogActivityRequest, Priority,
@@ -16,7 +18,7 @@ use bowtie_proto::success::{
 use bowtie_testkit::assert::invalid_field;
 use bowtie_testkit::fixtures::create_account;
 use bowtie_testkit::revenue::{REVENUE_SERVICE, cancellation, create, day, minor, monthly};
-use bowtie_testkit::scoring::start_scoring;
+use bowtie_testkit::scoring::{health_when, logins, record, start_scoring};
 use bowtie_testkit::success::{Suite, start_success};
 use bowtie_testkit::{TestDatabase, TestServer, WRITE_KEY, backend_test, within};
 use prost_types::Timestamp;
@@ -196,6 +198,43 @@ async fn the_book_of_business_combines_success_s_facts_with_revenue_s_figures(
         ),
         ("olga", 2, 2, Some(0.25))
     );
+
+    // The mean health is of each account's latest score from scoring's feed:
+    // none yet, then Acme's red score, then the one its new logins bring.
+    assert_eq!(cara.average_health, None);
+    let mut scoring = suite.scoring();
+    record(&mut scoring, logins("acme-before", &acme, 10, 40)).await?;
+    let red = health_when(&mut scoring, &acme, "a red score", |h| {
+        h.band == Band::Red as i32
+    })
+    .await?;
+    let cara_when = |what: &'static str, health: f64, red: i64| {
+        let mut reader = suite.reader();
+        let request = request(BookGrouping::Csm, "cara");
+        within(20, what, async move {
+            loop {
+                let books = reader
+                    .get_book_of_business(request.clone())
+                    .await?
+                    .into_inner();
+                if let Some(cara) = book(&books, "cara")
+                    && cara.average_health == Some(health)
+                    && cara.red == red
+                {
+                    return anyhow::Ok(cara.clone());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    cara_when("Acme's red score in the book", f64::from(red.score), 1).await??;
+    record(&mut scoring, logins("acme-now", &acme, 40, 1)).await?;
+    let back = health_when(&mut scoring, &acme, "a score out of red", |h| {
+        h.band != Band::Red as i32
+    })
+    .await?;
+    assert!(back.score > red.score);
+    cara_when("Acme's new score in the book", f64::from(back.score), 0).await??;
 
     let mut bad = request(BookGrouping::Csm, "");
     bad.group_by = 7;

@@ -3,25 +3,32 @@
 //! `BOWTIE_AIOSMTPD_PYTHON`) and a local chat-webhook receiver: with the
 //! SMTP server down the email waits (pending, its error shown) and arrives
 //! once the server is up; the chat message survives a refused first attempt;
-//! each arrives once, with the account's name and a link to it.
+//! each arrives once, with the account's name and a link to it; and an SMTP
+//! server that takes a connection but never answers holds back no chat
+//! message, each channel being delivered on its own.
 //!
 //! Without `BOWTIE_AIOSMTPD_PYTHON` the test says why and passes, except
 //! under `CI=true`, where it fails.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bowtie_proto::common::Segment;
 use bowtie_proto::success::{
-    CreateCtaRequest, CtaType, DeliveryStatus, ListDeliveriesRequest, Priority,
+    Channel, CreateCtaRequest, CtaType, DeliveryStatus, ListDeliveriesRequest, Priority,
 };
 use bowtie_testkit::demo::free_port;
 use bowtie_testkit::receiver::receiver;
 use bowtie_testkit::success::Suite;
 use bowtie_testkit::{TestDatabase, backend_test, within};
 
-backend_test!(a_new_cta_is_emailed_to_its_owner_and_posted_to_chat_once_even_when_smtp_was_down);
+backend_test!(
+    a_new_cta_is_emailed_to_its_owner_and_posted_to_chat_once_even_when_smtp_was_down,
+    a_silent_smtp_server_holds_back_no_chat_message,
+);
 
 /// The aiosmtpd Python, or `None` (with the reason printed) to skip.
 pub fn smtpd_python() -> Option<String> {
@@ -243,5 +250,101 @@ async fn a_new_cta_is_emailed_to_its_owner_and_posted_to_chat_once_even_when_smt
         "{text}"
     );
     assert!(text.contains(&format!("#account={acme}")), "{text}");
+    Ok(())
+}
+
+async fn a_silent_smtp_server_holds_back_no_chat_message(db: &TestDatabase) -> anyhow::Result<()> {
+    // An SMTP server that takes each connection and never says a word: every
+    // email attempt hangs until its 20-second timeout.
+    let smtp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = smtp.local_addr()?.port();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = smtp.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    let (chat_url, chat, _) = receiver(None).await?;
+    let suite = Suite::start_with(db, |s| {
+        let n = &mut s.success_notify;
+        n.smtp_host = "127.0.0.1".into();
+        n.smtp_port = port;
+        n.smtp_security = "none".into();
+        n.chat_webhook_url = chat_url.clone().into();
+        n.retry_backoff_ms = 50;
+        n.max_backoff_ms = 200;
+        n.timeout_ms = 20_000;
+    })
+    .await?;
+    let acme = suite
+        .account("Acme Logistics", Segment::Smb, "ana@acme.io")
+        .await?;
+    let mut client = suite.client();
+    let cta = client
+        .create_cta(CreateCtaRequest {
+            account_id: acme.clone(),
+            r#type: CtaType::Renewal as i32,
+            reason: "renewal in 60 days, champion quiet".into(),
+            priority: Priority::High as i32,
+            owner: "ana@acme.io".into(),
+            due_time: Some(prost_types::Timestamp {
+                seconds: 1_900_000_000,
+                nanos: 0,
+            }),
+            idempotency_key: String::new(),
+        })
+        .await?
+        .into_inner()
+        .cta
+        .ok_or_else(|| anyhow::anyhow!("no CTA"))?;
+
+    // The chat message is delivered (after its refused first attempt) well
+    // before the email's first attempt could even time out.
+    let delivered = within(10, "the chat message", async {
+        loop {
+            let d = client
+                .list_deliveries(ListDeliveriesRequest {
+                    status: DeliveryStatus::Delivered as i32,
+                    limit: 0,
+                })
+                .await?
+                .into_inner()
+                .deliveries;
+            if !d.is_empty() {
+                return anyhow::Ok(d);
+            }
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    })
+    .await??;
+    assert_eq!(delivered.len(), 1, "{delivered:?}");
+    assert_eq!(delivered[0].channel, Channel::Chat as i32);
+    assert_eq!(delivered[0].cta_id, cta.id);
+    let posted = chat.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.len();
+    assert_eq!(posted, 2, "a refused attempt, then the message");
+
+    // Meanwhile the email is being tried: the silent server has its
+    // connection, and no email counts as delivered.
+    within(10, "the email attempt", async {
+        while connections.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    })
+    .await?;
+    let all = client
+        .list_deliveries(ListDeliveriesRequest::default())
+        .await?
+        .into_inner()
+        .deliveries;
+    assert!(
+        !all.iter()
+            .any(|d| d.channel == Channel::Email as i32
+                && d.status != DeliveryStatus::Pending as i32),
+        "{all:?}"
+    );
+    silent.abort();
     Ok(())
 }

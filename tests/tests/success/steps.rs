@@ -5,15 +5,17 @@
 //! refused first attempt and delivered once, while a later step waits; a
 //! bad step is refused naming its field; a person who asked for a digest
 //! gets one email listing their overdue CTAs first, once a day even across a
-//! restart.
+//! restart; a webhook's secret is write-only, never read back, and kept when
+//! a playbook is sent back without it.
 
 use std::time::Duration;
 
 use bowtie_proto::common::Segment;
 use bowtie_proto::success::{
     Channel, CreateCtaRequest, CreatePlaybookRequest, CtaType, Delivery, DeliveryStatus,
-    ListDeliveriesRequest, NotificationSettings, Priority, SetNotificationSettingsRequest, Step,
-    StepAction,
+    GetPlaybookRequest, ListDeliveriesRequest, ListPlaybookVersionsRequest, ListPlaybooksRequest,
+    NotificationSettings, Playbook, Priority, SetNotificationSettingsRequest, Step, StepAction,
+    UpdatePlaybookRequest, WatchEventsRequest,
 };
 use bowtie_runtime::config::Settings;
 use bowtie_testkit::assert::invalid_field;
@@ -30,6 +32,7 @@ backend_test!(
     a_red_accounts_cta_sends_its_steps_email_chat_message_and_signed_webhook_once,
     a_step_with_a_bad_address_url_or_no_secret_is_refused_naming_the_field,
     a_person_who_asked_for_a_digest_gets_one_email_a_day_overdue_first,
+    a_webhook_secret_is_never_read_back_and_a_playbook_sent_back_unchanged_still_signs_with_it,
 );
 
 const DAY: i64 = 86_400;
@@ -245,6 +248,151 @@ async fn a_red_accounts_cta_sends_its_steps_email_chat_message_and_signed_webhoo
         .deliveries;
     assert_eq!(all.len(), 4, "{all:?}");
     assert!(!all.iter().any(|d| d.about == "step 3"));
+    Ok(())
+}
+
+/// The webhook steps of `playbook`: (URL, secret as read, whether one is set).
+fn hooks(playbook: &Playbook) -> Vec<(String, String, bool)> {
+    playbook
+        .spec
+        .iter()
+        .flat_map(|s| &s.steps)
+        .filter(|s| s.action == StepAction::Webhook as i32)
+        .map(|s| {
+            (
+                s.webhook_url.clone(),
+                s.webhook_secret.clone(),
+                s.webhook_secret_set,
+            )
+        })
+        .collect()
+}
+
+async fn a_webhook_secret_is_never_read_back_and_a_playbook_sent_back_unchanged_still_signs_with_it(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    const SECRET: &str = "s3cret-only-the-receiver-knows";
+    let (hook_url, hook, _) = receiver(None).await?;
+    let suite = Suite::start_with(db, |s| {
+        s.success_notify.retry_backoff_ms = 50;
+        s.success_notify.schedule_interval_ms = 100;
+    })
+    .await?;
+    let mut spec = red_playbook("Save red accounts");
+    spec.steps = vec![Step {
+        webhook_url: hook_url.clone(),
+        webhook_secret: SECRET.into(),
+        ..step("Open a CRM task", 0, StepAction::Webhook)
+    }];
+    // Even the answer to the create does not carry it back.
+    let created = suite.playbook(spec).await?;
+    let redacted = vec![(hook_url.clone(), String::new(), true)];
+    assert_eq!(hooks(&created), redacted);
+
+    // A read key sees that a secret is set, never the secret.
+    let mut reader = suite.reader();
+    let got = reader
+        .get_playbook(GetPlaybookRequest {
+            id: created.id.clone(),
+        })
+        .await?
+        .into_inner()
+        .playbook
+        .unwrap_or_default();
+    assert_eq!(hooks(&got), redacted);
+    let listed = reader
+        .list_playbooks(ListPlaybooksRequest {})
+        .await?
+        .into_inner()
+        .playbooks;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(hooks(&listed[0]), redacted);
+
+    // Sent back as read, the playbook keeps its secret; a step whose URL is
+    // new must bring one.
+    let mut writer = suite.admin();
+    let mut moved = got.spec.clone().unwrap_or_default();
+    moved.steps[0].webhook_url = "https://crm.example/elsewhere".into();
+    invalid_field(
+        writer
+            .update_playbook(UpdatePlaybookRequest {
+                id: got.id.clone(),
+                spec: Some(moved),
+                expected_version: 1,
+                idempotency_key: String::new(),
+            })
+            .await,
+        "spec.steps[0].webhook_secret",
+    );
+    let updated = writer
+        .update_playbook(UpdatePlaybookRequest {
+            id: got.id.clone(),
+            spec: got.spec.clone(),
+            expected_version: 1,
+            idempotency_key: String::new(),
+        })
+        .await?
+        .into_inner()
+        .playbook
+        .unwrap_or_default();
+    assert_eq!(updated.version, 2);
+    assert_eq!(hooks(&updated), redacted);
+    let versions = reader
+        .list_playbook_versions(ListPlaybookVersionsRequest { id: got.id.clone() })
+        .await?
+        .into_inner()
+        .versions;
+    assert_eq!(versions.len(), 2);
+    assert!(versions.iter().all(|v| hooks(v) == redacted));
+
+    // Nor does the feed: the playbook events carry no secret.
+    let mut feed = reader
+        .watch_events(WatchEventsRequest { after_sequence: 0 })
+        .await?
+        .into_inner();
+    let mut playbook_events = 0;
+    while playbook_events < 2 {
+        let event = within(10, "the playbook events", feed.message())
+            .await??
+            .and_then(|m| m.event)
+            .ok_or_else(|| anyhow::anyhow!("the feed ended"))?;
+        if event.aggregate_type == "playbook" {
+            playbook_events += 1;
+            let payload = event.payload.map(|p| p.value).unwrap_or_default();
+            assert!(!payload.is_empty());
+            assert!(
+                !String::from_utf8_lossy(&payload).contains(SECRET),
+                "{} carries the secret",
+                event.event_type
+            );
+        }
+    }
+
+    // Version 2 still signs its webhook with the secret stored at creation.
+    let acme = suite
+        .account("Acme", Segment::MidMarket, "ana@acme.io")
+        .await?;
+    let mut scoring = suite.scoring();
+    record(&mut scoring, logins("acme-before", &acme, 10, 40)).await?;
+    health_when(&mut scoring, &acme, "a red score", |h| h.score == 17).await?;
+    let mut client = suite.client();
+    deliveries_when(&mut client, "the webhook delivered", |d| {
+        d.iter().any(|d| {
+            d.channel == Channel::Webhook as i32 && d.status == DeliveryStatus::Delivered as i32
+        })
+    })
+    .await?;
+    let calls = bodies(&hook)?;
+    let (headers, body) = calls.last().ok_or_else(|| anyhow::anyhow!("no call"))?;
+    let json: serde_json::Value = serde_json::from_str(body)?;
+    assert_eq!(json["cta"]["playbook_version"], 2);
+    let timestamp = header(headers, "x-bowtie-timestamp");
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes())?;
+    mac.update(format!("{timestamp}.{body}").as_bytes());
+    assert_eq!(
+        header(headers, "x-bowtie-signature"),
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    );
     Ok(())
 }
 

@@ -588,6 +588,52 @@ fn only_http_and_https_urls_with_a_host_are_web_urls() {
     );
 }
 
+fn hook(url: &str, secret: &str) -> Step {
+    Step {
+        title: format!("Call {url}"),
+        due_offset_days: 0,
+        action: Some(Action::Webhook {
+            url: url.into(),
+            secret: secret.into(),
+        }),
+    }
+}
+
+#[test]
+fn an_empty_webhook_secret_keeps_the_one_stored_for_the_same_url_and_is_refused_otherwise() {
+    let current = [
+        hook("https://a.example/x", "alpha"),
+        hook("https://b.example/y", "beta"),
+    ];
+    // Sent back reordered and without secrets: each keeps its URL's secret;
+    // a secret sent replaces the stored one.
+    let mut steps = vec![
+        hook("https://b.example/y", ""),
+        hook("https://a.example/x", "gamma"),
+        hook("https://a.example/x", ""),
+    ];
+    assert_eq!(keep_secrets(&mut steps, Some(&current)), Ok(()));
+    assert_eq!(
+        steps,
+        [
+            hook("https://b.example/y", "beta"),
+            hook("https://a.example/x", "gamma"),
+            hook("https://a.example/x", "alpha"),
+        ]
+    );
+    // A new URL without a secret names its step; so does any on create.
+    let mut moved = vec![
+        hook("https://a.example/x", ""),
+        hook("https://c.example/z", ""),
+    ];
+    assert_eq!(keep_secrets(&mut moved, Some(&current)), Err(1));
+    let mut created = vec![hook("https://a.example/x", "")];
+    assert_eq!(keep_secrets(&mut created, None), Err(0));
+    let mut given = vec![hook("https://a.example/x", "delta")];
+    assert_eq!(keep_secrets(&mut given, None), Ok(()));
+    assert_eq!(given, [hook("https://a.example/x", "delta")]);
+}
+
 #[test]
 fn a_digest_is_due_from_its_hour_of_the_day() {
     let start = day(100);
