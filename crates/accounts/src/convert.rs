@@ -90,6 +90,27 @@ fn external_ids(v: &mut FieldViolations, field: &str, ids: &[pb::ExternalId]) ->
     parsed
 }
 
+/// Parses a list of at most [`MAX_TAGS`] tags into their normal form, sorted
+/// and without repeats; each bad one is named by its index.
+pub fn tags(v: &mut FieldViolations, field: &str, raw: &[String]) -> Vec<String> {
+    if raw.len() > MAX_TAGS {
+        v.add(field, format!("must hold at most {MAX_TAGS} tags"));
+        return Vec::new();
+    }
+    let set: BTreeSet<String> = raw
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| match normalize_tag(t) {
+            Ok(tag) => Some(tag),
+            Err(e) => {
+                v.add(format!("{field}[{i}]"), e.to_string());
+                None
+            }
+        })
+        .collect();
+    set.into_iter().collect()
+}
+
 /// Parses every writable field of an account (create, upsert).
 pub fn account_fields(
     v: &mut FieldViolations,
@@ -102,6 +123,7 @@ pub fn account_fields(
     let owner = optional_text(v, &format!("{field}.owner"), &a.owner, MAX_PERSON);
     let csm = optional_text(v, &format!("{field}.csm"), &a.csm, MAX_PERSON);
     let external_ids = external_ids(v, &format!("{field}.external_ids"), &a.external_ids);
+    let tags = tags(v, &format!("{field}.tags"), &a.tags);
     Some(AccountFields {
         name: name?,
         segment: segment?,
@@ -110,6 +132,7 @@ pub fn account_fields(
         csm: csm?,
         strategic: a.strategic,
         external_ids,
+        tags,
     })
 }
 
@@ -154,10 +177,11 @@ pub fn account_patch(
             Some(AccountField::ExternalIds) => {
                 patch.external_ids = Some(external_ids(v, "account.external_ids", &a.external_ids));
             }
+            Some(AccountField::Tags) => patch.tags = Some(tags(v, "account.tags", &a.tags)),
             None => v.add(
                 "update_mask",
                 format!(
-                    "unknown path {path:?}; allowed: name, segment, industry, owner, csm, strategic, external_ids"
+                    "unknown path {path:?}; allowed: name, segment, industry, owner, csm, strategic, external_ids, tags"
                 ),
             ),
         }
@@ -297,6 +321,7 @@ pub fn account_to_pb(a: &Account) -> pb::Account {
         version: a.version,
         create_time: Some(a.created_at.to_timestamp()),
         update_time: Some(a.updated_at.to_timestamp()),
+        tags: a.fields.tags.clone(),
     }
 }
 
@@ -402,6 +427,20 @@ pub fn update_account(req: &pb::UpdateAccountRequest) -> Result<Write<AccountUpd
     update(v, (id, patch), request)
 }
 
+/// Parses the optional tag filter (blank = any), normalised like a tag.
+fn tag_filter(v: &mut FieldViolations, raw: &str) -> Option<String> {
+    if raw.trim().is_empty() {
+        return None;
+    }
+    match normalize_tag(raw) {
+        Ok(tag) => Some(tag),
+        Err(e) => {
+            v.add("tag", e.to_string());
+            None
+        }
+    }
+}
+
 /// Parses ListAccounts: its filters and the page they are bound to.
 pub fn list_accounts(req: &pb::ListAccountsRequest) -> Result<(AccountFilter, Page), Error> {
     let mut v = FieldViolations::default();
@@ -414,6 +453,7 @@ pub fn list_accounts(req: &pb::ListAccountsRequest) -> Result<(AccountFilter, Pa
         csm: text(&mut v, "csm", &req.csm),
         status: status_filter(&mut v, "status", req.status),
         text: text(&mut v, "text", &req.text),
+        tag: tag_filter(&mut v, &req.tag),
     };
     v.into_result()?;
     let page = Page::parse(req.page.as_ref(), &filter.fingerprint())?;

@@ -5,15 +5,21 @@
 //! (source, id) belong to one account, and as a JSON column on the account
 //! row, so the hot `GetAccount` path is a single-row primary-key read.
 //!
+//! Tags live in their own table (`account_tags`, one row per account and
+//! tag, indexed by tag then account) so the tag filter of ListAccounts is
+//! an index lookup; an account's tags are read with it by account id.
+//!
 //! The name is also stored case-folded by Rust (`name_folded`) for the text
 //! filter: SQLite's `LOWER()` folds only ASCII, so folding in SQL would make
 //! "émile" miss "Émile" on SQLite but not on PostgreSQL.
+
+use std::collections::HashMap;
 
 use bowtie_runtime::error::Error;
 use bowtie_runtime::sql::{corrupt, stored_uuid};
 use bowtie_runtime::{AccountId, Instant};
 use sea_orm::entity::prelude::*;
-use sea_orm::sea_query::{Expr, LikeExpr};
+use sea_orm::sea_query::{Expr, LikeExpr, Query};
 use sea_orm::{ActiveValue::Set, Condition, QueryOrder, QuerySelect, Schema};
 use sea_orm_migration::prelude::{Index, MigrationName, MigrationTrait, SchemaManager, Table};
 
@@ -73,6 +79,25 @@ pub mod entity {
         impl ActiveModelBehavior for ActiveModel {}
     }
 
+    /// `account_tags`
+    pub mod tag {
+        use sea_orm::entity::prelude::*;
+
+        #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+        #[sea_orm(table_name = "account_tags")]
+        pub struct Model {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub account_id: String,
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub tag: String,
+        }
+
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+
+        impl ActiveModelBehavior for ActiveModel {}
+    }
+
     /// `contacts`
     pub mod contact {
         use sea_orm::entity::prelude::*;
@@ -100,7 +125,7 @@ pub mod entity {
     }
 }
 
-use entity::{account, contact, external_id};
+use entity::{account, contact, external_id, tag};
 
 struct CreateAccountTables;
 
@@ -180,9 +205,38 @@ impl MigrationTrait for CreateAccountTables {
     }
 }
 
-bowtie_runtime::migrator!(CreateAccountTables);
+/// Adds the tags table and its by-tag index.
+struct CreateTagTable;
 
-fn account_from_row(m: account::Model) -> Result<Account, Error> {
+impl MigrationName for CreateTagTable {
+    fn name(&self) -> &str {
+        "m0101_account_tags"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateTagTable {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        create_table(manager, tag::Entity).await?;
+        create_index(
+            manager,
+            "account_tags_tag",
+            tag::Entity,
+            [tag::Column::Tag, tag::Column::AccountId],
+        )
+        .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(tag::Entity).if_exists().to_owned())
+            .await
+    }
+}
+
+bowtie_runtime::migrator!(CreateAccountTables, CreateTagTable);
+
+fn account_from_row(m: account::Model, tags: Vec<String>) -> Result<Account, Error> {
     let ids: Vec<(String, String)> =
         serde_json::from_str(&m.external_ids).map_err(|_| corrupt("external_ids"))?;
     Ok(Account {
@@ -198,6 +252,7 @@ fn account_from_row(m: account::Model) -> Result<Account, Error> {
                 .into_iter()
                 .map(|(source, id)| ExternalId { source, id })
                 .collect(),
+            tags,
         },
         status: AccountStatus::from_code(m.status).ok_or_else(|| corrupt("status"))?,
         version: m.version,
@@ -251,12 +306,86 @@ where
         .transpose()
 }
 
+/// The tags of `accounts`, by account id, each list sorted.
+async fn tags_of<C: ConnectionTrait>(
+    conn: &C,
+    accounts: Vec<String>,
+) -> Result<HashMap<String, Vec<String>>, Error> {
+    let mut tags: HashMap<String, Vec<String>> = HashMap::new();
+    if accounts.is_empty() {
+        return Ok(tags);
+    }
+    let rows = tag::Entity::find()
+        .filter(tag::Column::AccountId.is_in(accounts))
+        .order_by_asc(tag::Column::AccountId)
+        .order_by_asc(tag::Column::Tag)
+        .all(conn)
+        .await?;
+    for row in rows {
+        tags.entry(row.account_id).or_default().push(row.tag);
+    }
+    Ok(tags)
+}
+
+/// Reads account rows with their tags.
+async fn accounts_from_rows<C: ConnectionTrait>(
+    conn: &C,
+    rows: Vec<account::Model>,
+) -> Result<Vec<Account>, Error> {
+    let mut tags = tags_of(conn, rows.iter().map(|r| r.id.clone()).collect()).await?;
+    rows.into_iter()
+        .map(|row| {
+            let own = tags.remove(&row.id).unwrap_or_default();
+            account_from_row(row, own)
+        })
+        .collect()
+}
+
 /// Reads one account.
 pub async fn get_account<C: ConnectionTrait>(
     conn: &C,
     id: AccountId,
 ) -> Result<Option<Account>, Error> {
-    find::<account::Entity, _, _>(conn, id, account_from_row).await
+    let Some(row) = account::Entity::find_by_id(id.to_string())
+        .one(conn)
+        .await?
+    else {
+        return Ok(None);
+    };
+    Ok(accounts_from_rows(conn, vec![row]).await?.pop())
+}
+
+/// Replaces the tags of `account`: `previous` by `next`.
+async fn write_tags<C: ConnectionTrait>(
+    conn: &C,
+    account: AccountId,
+    previous: &[String],
+    next: &[String],
+) -> Result<(), Error> {
+    let gone: Vec<String> = previous
+        .iter()
+        .filter(|t| !next.contains(t))
+        .cloned()
+        .collect();
+    if !gone.is_empty() {
+        tag::Entity::delete_many()
+            .filter(tag::Column::AccountId.eq(account.to_string()))
+            .filter(tag::Column::Tag.is_in(gone))
+            .exec(conn)
+            .await?;
+    }
+    let new: Vec<tag::ActiveModel> = next
+        .iter()
+        .filter(|t| !previous.contains(t))
+        .map(|t| tag::ActiveModel {
+            account_id: Set(account.to_string()),
+            tag: Set(t.clone()),
+        })
+        .collect();
+    if !new.is_empty() {
+        tag::Entity::insert_many(new).exec(conn).await?;
+    }
+    Ok(())
 }
 
 /// Reads one account or fails with NOT_FOUND.
@@ -307,7 +436,7 @@ async fn claim_external_ids<C: ConnectionTrait>(
 pub async fn insert_account<C: ConnectionTrait>(conn: &C, a: &Account) -> Result<(), Error> {
     claim_external_ids(conn, a.id, &[], &a.fields.external_ids).await?;
     account_row(a).insert(conn).await?;
-    Ok(())
+    write_tags(conn, a.id, &[], &a.fields.tags).await
 }
 
 /// Writes `next` over `previous` if the row is still at `previous.version`;
@@ -330,7 +459,8 @@ pub async fn update_account<C: ConnectionTrait>(
         .filter(account::Column::Version.eq(previous.version))
         .exec(conn)
         .await?;
-    one_row_changed(result.rows_affected, "account", next.id)
+    one_row_changed(result.rows_affected, "account", next.id)?;
+    write_tags(conn, next.id, &previous.fields.tags, &next.fields.tags).await
 }
 
 /// ABORTED unless a versioned update changed its one row: a concurrent
@@ -370,18 +500,21 @@ pub struct AccountFilter {
     pub status: Option<AccountStatus>,
     /// Case-insensitive name substring.
     pub text: Option<String>,
+    /// A tag the account carries (normal form).
+    pub tag: Option<String>,
 }
 
 impl AccountFilter {
     /// A stable rendering, to bind page tokens to the filters.
     pub fn fingerprint(&self) -> String {
         format!(
-            "{:?}|{:?}|{:?}|{:?}|{:?}",
+            "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
             self.segment.map(Segment::code),
             self.owner,
             self.csm,
             self.status.map(AccountStatus::code),
-            self.text
+            self.text,
+            self.tag
         )
     }
 }
@@ -426,18 +559,27 @@ pub async fn list_accounts<C: ConnectionTrait>(
                 .like(LikeExpr::new(like_pattern(text)).escape('\\')),
         );
     }
+    if let Some(wanted) = &filter.tag {
+        condition = condition.add(
+            account::Column::Id.in_subquery(
+                Query::select()
+                    .column(tag::Column::AccountId)
+                    .from(tag::Entity)
+                    .and_where(tag::Column::Tag.eq(wanted.as_str()))
+                    .to_owned(),
+            ),
+        );
+    }
     if let Some(after) = after {
         condition = condition.add(account::Column::Id.gt(after));
     }
-    account::Entity::find()
+    let rows = account::Entity::find()
         .filter(condition)
         .order_by_asc(account::Column::Id)
         .limit(limit)
         .all(conn)
-        .await?
-        .into_iter()
-        .map(account_from_row)
-        .collect()
+        .await?;
+    accounts_from_rows(conn, rows).await
 }
 
 fn contact_from_row(m: contact::Model) -> Result<Contact, Error> {

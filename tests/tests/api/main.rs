@@ -12,3 +12,4 @@ mod contacts;
 mod feed;
 mod listing;
 mod operations;
+mod tags;

@@ -53,6 +53,8 @@ pub struct Account {
     pub strategic: bool,
     /// Ids in other systems.
     pub external_ids: Vec<ExternalId>,
+    /// Tags, normalised (lower case) and sorted.
+    pub tags: Vec<String>,
     /// Lifecycle status.
     pub status: AccountStatus,
     /// Version, for `expected_version` on updates.
@@ -82,6 +84,7 @@ impl From<acc::Account> for Account {
                     external_id: e.external_id,
                 })
                 .collect(),
+            tags: a.tags,
             status: a.status.into(),
             version: a.version,
             created_at: time(a.create_time.as_ref()),
@@ -118,6 +121,11 @@ pub struct NewAccount {
     #[serde(default)]
     #[schema(max_items = 20)]
     pub external_ids: Vec<ExternalId>,
+    /// Tags: at most 20, each 1 to 40 ASCII letters, digits, `-`, `_`, `:`
+    /// or `.` once trimmed; stored lower-cased, repeats collapse.
+    #[serde(default)]
+    #[schema(schema_with = schema::tags)]
+    pub tags: Vec<String>,
 }
 
 impl NewAccount {
@@ -138,6 +146,7 @@ impl NewAccount {
                     external_id: e.external_id.clone(),
                 })
                 .collect(),
+            tags: self.tags.clone(),
             ..acc::Account::default()
         }
     }
@@ -163,6 +172,9 @@ pub struct AccountChanges {
     pub csm: Option<String>,
     /// New strategic flag.
     pub strategic: Option<bool>,
+    /// New tags, replacing the old ones (`[]` clears them); as on create.
+    #[schema(schema_with = schema::nullable_tags)]
+    pub tags: Option<Vec<String>>,
     /// Apply only if the account is still at this version (else 409 ABORTED).
     #[schema(minimum = 1)]
     #[serde(default, deserialize_with = "crate::common::optional_integer")]
@@ -200,6 +212,10 @@ impl AccountChanges {
         if let Some(v) = self.strategic {
             a.strategic = v;
             mask.push("strategic".to_owned());
+        }
+        if let Some(v) = &self.tags {
+            a.tags = v.clone();
+            mask.push("tags".to_owned());
         }
         (a, mask)
     }
