@@ -12,4 +12,5 @@ mod segment;
 mod status;
 mod stripe;
 mod success;
+mod tags;
 mod webhooks;
