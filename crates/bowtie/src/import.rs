@@ -17,7 +17,8 @@
 //!
 //! - accounts: `external_id`\*, `name`\*, `segment`\* (smb, mid_market,
 //!   enterprise), `source` (default `csv`), `industry`, `owner`, `csm`,
-//!   `strategic` (true/false).
+//!   `strategic` (true/false), `tags` (separated by `;`, for example
+//!   `pilot;eu`; an empty cell keeps the account's tags).
 //! - subscriptions: `subscription_id`\* (the billing system's id),
 //!   `account_external_id`\* or `account_id`, `account_source` (default
 //!   `csv`), `plan`\*, `quantity`\*, `unit_price`\* (per billing interval, in
@@ -74,7 +75,7 @@ impl Kind {
         match self {
             Kind::Accounts => (
                 &["external_id", "name", "segment"],
-                &["source", "industry", "owner", "csm", "strategic"],
+                &["source", "industry", "owner", "csm", "strategic", "tags"],
             ),
             Kind::Subscriptions => (
                 &[
@@ -434,6 +435,17 @@ fn parse_bool(value: &str) -> Option<bool> {
     }
 }
 
+/// The tags of a `tags` cell: `;`-separated, blanks between separators
+/// dropped (the server normalises and checks each one).
+fn split_tags(cell: Option<&str>) -> Vec<String> {
+    cell.unwrap_or_default()
+        .split(';')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 async fn account_row(mut client: AccountsClient, row: &Row) -> Result<Outcome, String> {
     let segment_text = row.required("segment")?;
     let segment = parse_segment(segment_text).ok_or_else(|| {
@@ -458,6 +470,7 @@ async fn account_row(mut client: AccountsClient, row: &Row) -> Result<Outcome, S
                 csm: row.get("csm").unwrap_or_default().to_owned(),
                 strategic,
                 external_ids: vec![external_id],
+                tags: split_tags(row.get("tags")),
                 ..Account::default()
             }),
             // No idempotency key: the upsert by external id is the key, and
@@ -672,6 +685,15 @@ mod tests {
             Some(1_772_409_600 + 8 * 3600)
         );
         assert_eq!(parse_time("02/03/2026"), None);
+    }
+
+    #[test]
+    fn a_tags_cell_splits_on_semicolons_and_drops_blanks() {
+        assert_eq!(
+            split_tags(Some("pilot; EU ;;beta")),
+            vec!["pilot", "EU", "beta"]
+        );
+        assert!(split_tags(None).is_empty());
     }
 
     #[test]

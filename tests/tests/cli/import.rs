@@ -13,6 +13,7 @@ use indicatif::ProgressBar;
 backend_test!(
     importing_accounts_reports_bad_rows_by_line_and_lands_the_rest,
     importing_subscriptions_and_transitions_twice_duplicates_nothing,
+    importing_accounts_with_a_tags_column_tags_them_and_reports_a_bad_tag,
 );
 
 const ACCOUNTS: &str = "\
@@ -93,6 +94,50 @@ async fn importing_accounts_reports_bad_rows_by_line_and_lands_the_rest(
     assert_eq!((again.created, again.unchanged), (0, 2));
     assert_eq!(again.errors.len(), 4);
     assert_eq!(account_names(&stack).await?.len(), 2);
+    Ok(())
+}
+
+const TAGGED: &str = "\
+external_id,name,segment,tags
+t1,Acme,smb,Pilot;eu
+t2,Bolt,smb,eu
+t3,Crane,smb,ok;two words
+t4,Dune,smb,
+";
+
+async fn names_tagged(stack: &Stack, tag: &str) -> anyhow::Result<Vec<String>> {
+    let page = stack
+        .target()
+        .accounts()?
+        .list_accounts(ListAccountsRequest {
+            tag: tag.to_owned(),
+            ..ListAccountsRequest::default()
+        })
+        .await?
+        .into_inner();
+    let mut names: Vec<String> = page.accounts.into_iter().map(|a| a.name).collect();
+    names.sort();
+    Ok(names)
+}
+
+async fn importing_accounts_with_a_tags_column_tags_them_and_reports_a_bad_tag(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let stack = Stack::start(db).await?;
+    let report = run(&stack, Kind::Accounts, TAGGED).await?;
+    assert_eq!(report.created, 3, "{report:?}");
+    let lines: Vec<u64> = report.errors.iter().map(|e| e.line).collect();
+    assert_eq!(lines, vec![4], "{report:?}");
+    assert!(
+        report.errors[0].message.contains("account.tags[1]"),
+        "{report:?}"
+    );
+    assert_eq!(names_tagged(&stack, "pilot").await?, vec!["Acme"]);
+    assert_eq!(names_tagged(&stack, "eu").await?, vec!["Acme", "Bolt"]);
+    assert_eq!(
+        account_names(&stack).await?,
+        vec!["Acme".to_owned(), "Bolt".to_owned(), "Dune".to_owned()]
+    );
     Ok(())
 }
 
