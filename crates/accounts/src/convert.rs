@@ -13,6 +13,10 @@ use bowtie_runtime::paging::Page;
 use bowtie_runtime::validate::{self, enum_value, optional_text, required_text};
 use bowtie_runtime::{AccountId, Instant};
 
+use crate::attributes::{
+    self as attr, AttributeKind, Declaration, DeclarationFields, Input, MAX_ATTRIBUTES,
+    MAX_DESCRIPTION, MAX_ENUM_VALUE, MAX_ENUM_VALUES,
+};
 use crate::domain::*;
 use crate::storage::AccountFilter;
 
@@ -111,6 +115,39 @@ pub fn tags(v: &mut FieldViolations, field: &str, raw: &[String]) -> Vec<String>
     set.into_iter().collect()
 }
 
+/// Parses attribute values as sent (`field.<name>` names a bad one); the
+/// declarations check them later.
+pub fn attribute_inputs(
+    v: &mut FieldViolations,
+    field: &str,
+    raw: &std::collections::HashMap<String, pb::AttributeValue>,
+) -> Inputs {
+    if raw.len() > MAX_ATTRIBUTES {
+        v.add(
+            field,
+            format!("must hold at most {MAX_ATTRIBUTES} attributes"),
+        );
+        return Inputs::new();
+    }
+    let mut inputs = Inputs::new();
+    for (name, value) in raw {
+        let input = match &value.kind {
+            None => Input::Clear,
+            Some(pb::attribute_value::Kind::StringValue(t)) => Input::Text(t.clone()),
+            Some(pb::attribute_value::Kind::BoolValue(b)) => Input::Bool(*b),
+            Some(pb::attribute_value::Kind::NumberValue(n)) => match attr::canonical_number(*n) {
+                Some(n) => Input::Number(n),
+                None => {
+                    v.add(format!("{field}.{name}"), "must be a finite number");
+                    continue;
+                }
+            },
+        };
+        inputs.insert(name.clone(), input);
+    }
+    inputs
+}
+
 /// Parses every writable field of an account (create, upsert).
 pub fn account_fields(
     v: &mut FieldViolations,
@@ -133,6 +170,7 @@ pub fn account_fields(
         strategic: a.strategic,
         external_ids,
         tags,
+        attributes: attr::Values::new(),
     })
 }
 
@@ -178,10 +216,14 @@ pub fn account_patch(
                 patch.external_ids = Some(external_ids(v, "account.external_ids", &a.external_ids));
             }
             Some(AccountField::Tags) => patch.tags = Some(tags(v, "account.tags", &a.tags)),
+            Some(AccountField::Attributes) => {
+                patch.attribute_inputs =
+                    Some(attribute_inputs(v, "account.attributes", &a.attributes));
+            }
             None => v.add(
                 "update_mask",
                 format!(
-                    "unknown path {path:?}; allowed: name, segment, industry, owner, csm, strategic, external_ids, tags"
+                    "unknown path {path:?}; allowed: name, segment, industry, owner, csm, strategic, external_ids, tags, attributes"
                 ),
             ),
         }
@@ -322,6 +364,132 @@ pub fn account_to_pb(a: &Account) -> pb::Account {
         create_time: Some(a.created_at.to_timestamp()),
         update_time: Some(a.updated_at.to_timestamp()),
         tags: a.fields.tags.clone(),
+        attributes: a
+            .fields
+            .attributes
+            .iter()
+            .map(|(name, value)| (name.clone(), attribute_value_to_pb(value)))
+            .collect(),
+    }
+}
+
+/// Renders a stored attribute value in the kind its type is sent in.
+pub fn attribute_value_to_pb(value: &attr::Value) -> pb::AttributeValue {
+    use pb::attribute_value::Kind;
+    let kind = match value.kind {
+        AttributeKind::Number => Kind::NumberValue(value.text.parse().unwrap_or(f64::NAN)),
+        AttributeKind::Bool => Kind::BoolValue(value.text == "true"),
+        AttributeKind::String | AttributeKind::Date | AttributeKind::Enum => {
+            Kind::StringValue(value.text.clone())
+        }
+    };
+    pb::AttributeValue { kind: Some(kind) }
+}
+
+fn kind_from_pb(v: &mut FieldViolations, field: &str, raw: i32) -> Option<AttributeKind> {
+    match enum_value::<pb::AttributeType>(v, field, raw, true)? {
+        pb::AttributeType::String => Some(AttributeKind::String),
+        pb::AttributeType::Number => Some(AttributeKind::Number),
+        pb::AttributeType::Bool => Some(AttributeKind::Bool),
+        pb::AttributeType::Date => Some(AttributeKind::Date),
+        pb::AttributeType::Enum => Some(AttributeKind::Enum),
+        pb::AttributeType::Unspecified => None,
+    }
+}
+
+fn allowed_values(
+    v: &mut FieldViolations,
+    field: &str,
+    kind: Option<AttributeKind>,
+    raw: &[String],
+) -> Vec<String> {
+    if kind != Some(AttributeKind::Enum) {
+        if !raw.is_empty() {
+            v.add(
+                field,
+                "must be empty unless the type is ATTRIBUTE_TYPE_ENUM",
+            );
+        }
+        return Vec::new();
+    }
+    if raw.is_empty() || raw.len() > MAX_ENUM_VALUES {
+        v.add(
+            field,
+            format!("an enum needs 1 to {MAX_ENUM_VALUES} values"),
+        );
+        return Vec::new();
+    }
+    let mut values: Vec<String> = Vec::with_capacity(raw.len());
+    for (i, value) in raw.iter().enumerate() {
+        let Some(value) = required_text(v, &format!("{field}[{i}]"), value, MAX_ENUM_VALUE) else {
+            continue;
+        };
+        if values.contains(&value) {
+            v.add(format!("{field}[{i}]"), format!("repeats {value:?}"));
+        } else {
+            values.push(value);
+        }
+    }
+    values
+}
+
+/// Parses DeclareAttribute: the declaration and the version it expects
+/// (0: must not exist yet).
+pub fn declare_attribute(
+    req: &pb::DeclareAttributeRequest,
+) -> Result<(DeclarationFields, Option<i64>), Error> {
+    let mut v = FieldViolations::default();
+    let d = required(&mut v, "declaration", req.declaration.as_ref());
+    let fields = d.and_then(|d| {
+        let name_ok = attr::valid_name(&d.name);
+        if !name_ok {
+            v.add(
+                "declaration.name",
+                "must be lower snake case: a lower-case letter, then lower-case letters, digits or '_', at most 50 characters",
+            );
+        }
+        let kind = kind_from_pb(&mut v, "declaration.type", d.r#type);
+        let allowed = allowed_values(&mut v, "declaration.allowed_values", kind, &d.allowed_values);
+        let description = optional_text(
+            &mut v,
+            "declaration.description",
+            &d.description,
+            MAX_DESCRIPTION,
+        );
+        Some(DeclarationFields {
+            name: name_ok.then(|| d.name.clone())?,
+            kind: kind?,
+            allowed_values: allowed,
+            description: description?,
+        })
+    });
+    let expected = match req.expected_version {
+        Some(n) if n < 0 => {
+            v.add("expected_version", "must be 0 (new) or a version");
+            None
+        }
+        other => other,
+    };
+    v.into_result()?;
+    Ok((parsed(fields)?, expected))
+}
+
+/// Renders a declaration.
+pub fn declaration_to_pb(d: &Declaration) -> pb::AttributeDeclaration {
+    pb::AttributeDeclaration {
+        name: d.fields.name.clone(),
+        r#type: match d.fields.kind {
+            AttributeKind::String => pb::AttributeType::String,
+            AttributeKind::Number => pb::AttributeType::Number,
+            AttributeKind::Bool => pb::AttributeType::Bool,
+            AttributeKind::Date => pb::AttributeType::Date,
+            AttributeKind::Enum => pb::AttributeType::Enum,
+        } as i32,
+        allowed_values: d.fields.allowed_values.clone(),
+        description: d.fields.description.clone(),
+        version: d.version,
+        create_time: Some(d.created_at.to_timestamp()),
+        update_time: Some(d.updated_at.to_timestamp()),
     }
 }
 
@@ -366,13 +534,18 @@ fn required<'a, T>(v: &mut FieldViolations, field: &str, value: Option<&'a T>) -
 pub type Write<T> = (T, Option<Idempotency>);
 
 /// Parses CreateAccount.
-pub fn create_account(req: &pb::CreateAccountRequest) -> Result<Write<AccountFields>, Error> {
+pub fn create_account(
+    req: &pb::CreateAccountRequest,
+) -> Result<Write<(AccountFields, Inputs)>, Error> {
     let mut v = FieldViolations::default();
-    let fields = required(&mut v, "account", req.account.as_ref())
-        .and_then(|a| account_fields(&mut v, "account", a));
+    let account = required(&mut v, "account", req.account.as_ref());
+    let fields = account.and_then(|a| account_fields(&mut v, "account", a));
+    let inputs = account.map_or_else(Inputs::new, |a| {
+        attribute_inputs(&mut v, "account.attributes", &a.attributes)
+    });
     let idem = idempotency(&mut v, &req.idempotency_key, "CreateAccount", req);
     v.into_result()?;
-    Ok((parsed(fields)?, idem))
+    Ok(((parsed(fields)?, inputs), idem))
 }
 
 /// What an update asks: the record, the change and the version it expects.
@@ -454,6 +627,8 @@ pub fn list_accounts(req: &pb::ListAccountsRequest) -> Result<(AccountFilter, Pa
         status: status_filter(&mut v, "status", req.status),
         text: text(&mut v, "text", &req.text),
         tag: tag_filter(&mut v, &req.tag),
+        attributes: attribute_inputs(&mut v, "attributes", &req.attributes),
+        attribute_values: Vec::new(),
     };
     v.into_result()?;
     let page = Page::parse(req.page.as_ref(), &filter.fingerprint())?;
@@ -463,12 +638,15 @@ pub fn list_accounts(req: &pb::ListAccountsRequest) -> Result<(AccountFilter, Pa
 /// Parses UpsertAccountByExternalId.
 pub fn upsert_account(
     req: &pb::UpsertAccountByExternalIdRequest,
-) -> Result<Write<(ExternalId, AccountFields)>, Error> {
+) -> Result<Write<(ExternalId, AccountFields, Inputs)>, Error> {
     let mut v = FieldViolations::default();
     let external = required(&mut v, "external_id", req.external_id.as_ref())
         .and_then(|e| external_id(&mut v, "external_id", e));
-    let fields = required(&mut v, "account", req.account.as_ref())
-        .and_then(|a| account_fields(&mut v, "account", a));
+    let account = required(&mut v, "account", req.account.as_ref());
+    let fields = account.and_then(|a| account_fields(&mut v, "account", a));
+    let inputs = account.map_or_else(Inputs::new, |a| {
+        attribute_inputs(&mut v, "account.attributes", &a.attributes)
+    });
     let idem = idempotency(
         &mut v,
         &req.idempotency_key,
@@ -476,7 +654,7 @@ pub fn upsert_account(
         req,
     );
     v.into_result()?;
-    Ok(((parsed(external)?, parsed(fields)?), idem))
+    Ok(((parsed(external)?, parsed(fields)?, inputs), idem))
 }
 
 /// Parses ArchiveAccount: the account and the version it expects.
@@ -599,6 +777,13 @@ pub fn account_upserted(a: &Account, created: bool) -> pb::UpsertAccountByExtern
 pub fn account_archived(a: &Account) -> pb::ArchiveAccountResponse {
     pb::ArchiveAccountResponse {
         account: Some(account_to_pb(a)),
+    }
+}
+
+/// DeclareAttribute's answer.
+pub fn attribute_declared(d: &Declaration) -> pb::DeclareAttributeResponse {
+    pb::DeclareAttributeResponse {
+        declaration: Some(declaration_to_pb(d)),
     }
 }
 

@@ -4,8 +4,15 @@
 
 use std::fmt;
 
+use std::collections::BTreeMap;
+
 use bowtie_runtime::{AccountId, Instant};
 use uuid::Uuid;
+
+use crate::attributes::{Input, Value, Values, apply};
+
+/// Attribute values as a request sends them, by name.
+pub type Inputs = BTreeMap<String, Input>;
 
 /// Longest account or contact name.
 pub const MAX_NAME: usize = 200;
@@ -197,6 +204,8 @@ pub struct AccountFields {
     pub external_ids: Vec<ExternalId>,
     /// Tags in normal form, sorted, without repeats.
     pub tags: Vec<String>,
+    /// Values of declared attributes, by name.
+    pub attributes: Values,
 }
 
 /// A stored account.
@@ -235,6 +244,8 @@ pub enum AccountField {
     ExternalIds,
     /// `tags`
     Tags,
+    /// `attributes`
+    Attributes,
 }
 
 impl AccountField {
@@ -249,6 +260,7 @@ impl AccountField {
             "strategic" => AccountField::Strategic,
             "external_ids" => AccountField::ExternalIds,
             "tags" => AccountField::Tags,
+            "attributes" => AccountField::Attributes,
             _ => return None,
         })
     }
@@ -273,6 +285,11 @@ pub struct AccountPatch {
     pub external_ids: Option<Vec<ExternalId>>,
     /// New tags (replacing the old set).
     pub tags: Option<Vec<String>>,
+    /// Attribute values as sent, before they are checked.
+    pub attribute_inputs: Option<Inputs>,
+    /// Checked attribute changes (`None` clears one), merged into the
+    /// account's values.
+    pub attributes: Option<BTreeMap<String, Option<Value>>>,
 }
 
 impl Account {
@@ -304,12 +321,17 @@ impl AccountFields {
                 .clone()
                 .unwrap_or_else(|| self.external_ids.clone()),
             tags: patch.tags.clone().unwrap_or_else(|| self.tags.clone()),
+            attributes: match &patch.attributes {
+                Some(changes) => apply(&self.attributes, changes),
+                None => self.attributes.clone(),
+            },
         }
     }
 
     /// The fields a CRM upsert produces: its values win, the external ids it
     /// does not mention are kept (another CRM may have written them), and so
-    /// are the tags when it sends none.
+    /// are the tags when it sends none; its attribute changes are applied by
+    /// the caller once checked, so the attributes are kept here.
     pub fn merged_from_crm(&self, incoming: &AccountFields) -> AccountFields {
         let mut external_ids = self.external_ids.clone();
         for id in &incoming.external_ids {
@@ -325,6 +347,7 @@ impl AccountFields {
         AccountFields {
             external_ids,
             tags,
+            attributes: self.attributes.clone(),
             ..incoming.clone()
         }
     }
@@ -447,6 +470,7 @@ mod tests {
                 id: "001".into(),
             }],
             tags: vec!["pilot".into()],
+            attributes: Values::new(),
         }
     }
 

@@ -7,6 +7,7 @@
 //! rather than once per file.
 
 mod accounts;
+mod attributes;
 mod auth;
 mod contacts;
 mod feed;

@@ -85,6 +85,7 @@ async fn list_accounts(
         status: q.status.unwrap_or_default().into(),
         text: q.text.unwrap_or_default(),
         tag: q.tag.unwrap_or_default(),
+        attributes: std::collections::HashMap::new(),
         page: page(q.page_size, q.page_token),
     });
     let mut accounts = state.services.accounts.clone();
