@@ -4,6 +4,7 @@
 //! HTTP as a dashboard or a CRM would.
 
 mod api_fuzz;
+mod attributes;
 mod auth;
 mod openapi;
 mod reports;
