@@ -827,3 +827,72 @@ pub fn contact_left(c: &Contact) -> pb::MarkContactLeftResponse {
         contact: Some(contact_to_pb(c)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields_of(v: FieldViolations) -> Vec<String> {
+        match v.into_result() {
+            Ok(()) => Vec::new(),
+            Err(e) => {
+                let text = e.to_string();
+                [
+                    "account.tags",
+                    "account.attributes.seats",
+                    "account.attributes.plan",
+                ]
+                .iter()
+                .filter(|f| text.contains(*f))
+                .map(|f| (*f).to_owned())
+                .collect()
+            }
+        }
+    }
+
+    #[test]
+    fn tags_collapse_repeats_and_sort_but_count_as_sent() {
+        let mut v = FieldViolations::default();
+        let raw: Vec<String> = ["b", "A", "a"].iter().map(|t| (*t).to_owned()).collect();
+        assert_eq!(tags(&mut v, "account.tags", &raw), vec!["a", "b"]);
+        assert!(v.is_empty());
+        let many: Vec<String> = (0..=MAX_TAGS).map(|_| "a".to_owned()).collect();
+        let mut v = FieldViolations::default();
+        assert!(tags(&mut v, "account.tags", &many).is_empty());
+        assert_eq!(fields_of(v), vec!["account.tags"]);
+    }
+
+    #[test]
+    fn attribute_inputs_keep_the_kind_sent_and_refuse_non_finite_numbers() {
+        use pb::attribute_value::Kind;
+        let raw: std::collections::HashMap<String, pb::AttributeValue> = [
+            (
+                "plan".to_owned(),
+                pb::AttributeValue {
+                    kind: Some(Kind::StringValue("plus".into())),
+                },
+            ),
+            ("beta".to_owned(), pb::AttributeValue { kind: None }),
+            (
+                "seats".to_owned(),
+                pb::AttributeValue {
+                    kind: Some(Kind::NumberValue(f64::INFINITY)),
+                },
+            ),
+            (
+                "ratio".to_owned(),
+                pb::AttributeValue {
+                    kind: Some(Kind::NumberValue(0.25)),
+                },
+            ),
+        ]
+        .into();
+        let mut v = FieldViolations::default();
+        let inputs = attribute_inputs(&mut v, "account.attributes", &raw);
+        assert_eq!(inputs.get("plan"), Some(&Input::Text("plus".into())));
+        assert_eq!(inputs.get("beta"), Some(&Input::Clear));
+        assert_eq!(inputs.get("ratio"), Some(&Input::Number("0.25".into())));
+        assert_eq!(inputs.get("seats"), None);
+        assert_eq!(fields_of(v), vec!["account.attributes.seats"]);
+    }
+}
