@@ -156,6 +156,17 @@ impl AccountsService for AccountsApi {
     }
 
     #[tracing::instrument(skip_all)]
+    async fn delete_attribute_declaration(
+        &self,
+        request: Request<pb::DeleteAttributeDeclarationRequest>,
+    ) -> Answer<pb::DeleteAttributeDeclarationResponse> {
+        let (name, expected) = convert::delete_declaration(&request.into_inner())?;
+        Ok(Response::new(
+            self.app.delete_declaration(name, expected).await?,
+        ))
+    }
+
+    #[tracing::instrument(skip_all)]
     async fn list_attribute_declarations(
         &self,
         _request: Request<pb::ListAttributeDeclarationsRequest>,

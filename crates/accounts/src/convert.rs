@@ -474,6 +474,22 @@ pub fn declare_attribute(
     Ok((parsed(fields)?, expected))
 }
 
+/// Parses DeleteAttributeDeclaration: the name and the version it expects.
+pub fn delete_declaration(
+    req: &pb::DeleteAttributeDeclarationRequest,
+) -> Result<(String, Option<i64>), Error> {
+    let mut v = FieldViolations::default();
+    if !attr::valid_name(&req.name) {
+        v.add(
+            "name",
+            "must be the lower snake case name of a declared attribute",
+        );
+    }
+    let expected = expected_version(&mut v, req.expected_version);
+    v.into_result()?;
+    Ok((req.name.clone(), expected))
+}
+
 /// Renders a declaration.
 pub fn declaration_to_pb(d: &Declaration) -> pb::AttributeDeclaration {
     pb::AttributeDeclaration {

@@ -24,7 +24,7 @@ use bowtie_runtime::server::GrpcServer;
 use bowtie_runtime::shutdown::Shutdown;
 
 /// Methods that need the admin scope: the attribute declarations.
-pub const ADMIN_METHODS: &[&str] = &["DeclareAttribute"];
+pub const ADMIN_METHODS: &[&str] = &["DeclareAttribute", "DeleteAttributeDeclaration"];
 
 /// Connects the accounts database, applies migrations and binds the server on
 /// `settings.accounts.listen` (port 0 picks a free port).

@@ -510,6 +510,38 @@ impl Accounts {
             .await
     }
 
+    /// Deletes a declaration no account holds a value of.
+    pub async fn delete_declaration(
+        &self,
+        name: String,
+        expected_version: Option<i64>,
+    ) -> Result<pb::DeleteAttributeDeclarationResponse, Error> {
+        self.store
+            .write(None, move |tx| {
+                Box::pin(async move {
+                    let current = storage::get_declaration(tx.conn(), &name)
+                        .await?
+                        .ok_or_else(|| Error::not_found("attribute", name.clone()))?;
+                    check_version("attribute", &name, current.version, expected_version)?;
+                    let held = storage::count_values(tx.conn(), &name, None).await?;
+                    if held > 0 {
+                        return Err(Error::FailedPrecondition(format!(
+                            "attribute {name} cannot be deleted: {held} accounts hold a value; clear them first"
+                        )));
+                    }
+                    storage::delete_declaration(tx.conn(), &name, current.version).await?;
+                    tx.emit(NewEvent::new(
+                        "attribute",
+                        name,
+                        "attribute.deleted",
+                        &declaration_to_pb(&current),
+                    ));
+                    Ok(pb::DeleteAttributeDeclarationResponse {})
+                })
+            })
+            .await
+    }
+
     /// Lists the declarations.
     pub async fn list_declarations(&self) -> Result<pb::ListAttributeDeclarationsResponse, Error> {
         let all = storage::declarations(self.store.db().reader()).await?;

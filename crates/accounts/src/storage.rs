@@ -546,6 +546,20 @@ pub async fn put_declaration<C: ConnectionTrait>(
     one_row_changed(result.rows_affected, "attribute", &d.fields.name)
 }
 
+/// Deletes the declaration `name` if it is at `version`, else ABORTED.
+pub async fn delete_declaration<C: ConnectionTrait>(
+    conn: &C,
+    name: &str,
+    version: i64,
+) -> Result<(), Error> {
+    let result = declaration::Entity::delete_many()
+        .filter(declaration::Column::Name.eq(name))
+        .filter(declaration::Column::Version.eq(version))
+        .exec(conn)
+        .await?;
+    one_row_changed(result.rows_affected, "attribute", name)
+}
+
 /// How many accounts hold a value of attribute `name`, counting only
 /// values outside `keep` when it is given.
 pub async fn count_values<C: ConnectionTrait>(

@@ -638,6 +638,12 @@ impl AccountsService for Echo {
     ) -> Answer<bowtie_proto::accounts::DeclareAttributeResponse> {
         Err(Status::unimplemented("echo"))
     }
+    async fn delete_attribute_declaration(
+        &self,
+        _: Request<bowtie_proto::accounts::DeleteAttributeDeclarationRequest>,
+    ) -> Answer<bowtie_proto::accounts::DeleteAttributeDeclarationResponse> {
+        Err(Status::unimplemented("echo"))
+    }
     async fn list_attribute_declarations(
         &self,
         _: Request<bowtie_proto::accounts::ListAttributeDeclarationsRequest>,

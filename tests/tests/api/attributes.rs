@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use bowtie_proto::accounts::attribute_value::Kind;
 use bowtie_proto::accounts::{
     Account, AttributeDeclaration, AttributeType, AttributeValue, CreateAccountRequest,
-    DeclareAttributeRequest, ListAccountsRequest, ListAttributeDeclarationsRequest,
-    UpdateAccountRequest, UpsertAccountByExternalIdRequest,
+    DeclareAttributeRequest, DeleteAttributeDeclarationRequest, ListAccountsRequest,
+    ListAttributeDeclarationsRequest, UpdateAccountRequest, UpsertAccountByExternalIdRequest,
 };
 use bowtie_proto::common::Segment;
 use bowtie_testkit::fixtures::{
@@ -30,6 +30,7 @@ backend_test!(
     list_accounts_filters_by_attribute_value,
     an_upsert_sets_attributes_and_keeps_the_ones_it_does_not_name,
     a_declaration_cannot_change_type_or_drop_a_used_value_while_accounts_hold_values,
+    a_declaration_is_deleted_only_when_no_account_holds_a_value,
 );
 
 fn text(t: &str) -> AttributeValue {
@@ -564,5 +565,56 @@ async fn a_declaration_cannot_change_type_or_drop_a_used_value_while_accounts_ho
         .await?;
     let retyped = declare(&mut admin, declaration("seats", AttributeType::String, &[])).await?;
     assert_eq!(retyped.version, 2);
+    Ok(())
+}
+
+async fn a_declaration_is_deleted_only_when_no_account_holds_a_value(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let server = TestServer::start(db).await?;
+    let mut admin = server.accounts_admin();
+    declare_all(&mut admin).await?;
+    let mut client = server.accounts();
+    let created = create_account(
+        &mut client,
+        with_attributes("Acme", &[("seats", number(5.0))]),
+    )
+    .await?;
+    let delete = |name: &str| DeleteAttributeDeclarationRequest {
+        name: name.to_owned(),
+        expected_version: None,
+    };
+    assert::status(
+        client.delete_attribute_declaration(delete("beta")).await,
+        Code::PermissionDenied,
+    );
+    assert::status(
+        admin.delete_attribute_declaration(delete("seats")).await,
+        Code::FailedPrecondition,
+    );
+    assert::status(
+        admin.delete_attribute_declaration(delete("colour")).await,
+        Code::NotFound,
+    );
+    admin.delete_attribute_declaration(delete("beta")).await?;
+    client
+        .update_account(set_attributes(&created, &[("seats", clear())]))
+        .await?;
+    admin.delete_attribute_declaration(delete("seats")).await?;
+    let left: Vec<String> = admin
+        .list_attribute_declarations(ListAttributeDeclarationsRequest {})
+        .await?
+        .into_inner()
+        .declarations
+        .into_iter()
+        .map(|d| d.name)
+        .collect();
+    assert_eq!(left, vec!["go_live", "plan_family", "region"]);
+    assert::invalid_field(
+        client
+            .update_account(set_attributes(&created, &[("seats", number(1.0))]))
+            .await,
+        "account.attributes.seats",
+    );
     Ok(())
 }
