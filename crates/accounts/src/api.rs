@@ -32,8 +32,9 @@ impl AccountsService for AccountsApi {
         &self,
         request: Request<pb::CreateAccountRequest>,
     ) -> Answer<pb::CreateAccountResponse> {
-        let (fields, idem) = convert::create_account(&request.into_inner())?;
-        Ok(Response::new(self.app.create_account(fields, idem).await?))
+        let ((fields, inputs), idem) = convert::create_account(&request.into_inner())?;
+        let answer = self.app.create_account(fields, inputs, idem);
+        Ok(Response::new(answer.await?))
     }
 
     #[tracing::instrument(skip_all)]
@@ -68,8 +69,10 @@ impl AccountsService for AccountsApi {
         &self,
         request: Request<pb::UpsertAccountByExternalIdRequest>,
     ) -> Answer<pb::UpsertAccountByExternalIdResponse> {
-        let ((external, fields), idem) = convert::upsert_account(&request.into_inner())?;
-        let answer = self.app.upsert_by_external_id(external, fields, idem);
+        let ((external, fields, inputs), idem) = convert::upsert_account(&request.into_inner())?;
+        let answer = self
+            .app
+            .upsert_by_external_id(external, fields, inputs, idem);
         Ok(Response::new(answer.await?))
     }
 
@@ -140,6 +143,35 @@ impl AccountsService for AccountsApi {
         let ((id, left_at), idem) = convert::mark_contact_left(&req, Instant::now())?;
         let answer = self.app.mark_contact_left(id, left_at, idem);
         Ok(Response::new(answer.await?))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn declare_attribute(
+        &self,
+        request: Request<pb::DeclareAttributeRequest>,
+    ) -> Answer<pb::DeclareAttributeResponse> {
+        let (fields, expected) = convert::declare_attribute(&request.into_inner())?;
+        let answer = self.app.declare_attribute(fields, expected);
+        Ok(Response::new(answer.await?))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn delete_attribute_declaration(
+        &self,
+        request: Request<pb::DeleteAttributeDeclarationRequest>,
+    ) -> Answer<pb::DeleteAttributeDeclarationResponse> {
+        let (name, expected) = convert::delete_declaration(&request.into_inner())?;
+        Ok(Response::new(
+            self.app.delete_declaration(name, expected).await?,
+        ))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_attribute_declarations(
+        &self,
+        _request: Request<pb::ListAttributeDeclarationsRequest>,
+    ) -> Answer<pb::ListAttributeDeclarationsResponse> {
+        Ok(Response::new(self.app.list_declarations().await?))
     }
 
     type WatchEventsStream = EventStream<pb::WatchEventsResponse>;

@@ -13,6 +13,10 @@ use bowtie_runtime::paging::Page;
 use bowtie_runtime::validate::{self, enum_value, optional_text, required_text};
 use bowtie_runtime::{AccountId, Instant};
 
+use crate::attributes::{
+    self as attr, AttributeKind, Declaration, DeclarationFields, Input, MAX_ATTRIBUTES,
+    MAX_DESCRIPTION, MAX_ENUM_VALUE, MAX_ENUM_VALUES,
+};
 use crate::domain::*;
 use crate::storage::AccountFilter;
 
@@ -90,6 +94,60 @@ fn external_ids(v: &mut FieldViolations, field: &str, ids: &[pb::ExternalId]) ->
     parsed
 }
 
+/// Parses a list of at most [`MAX_TAGS`] tags into their normal form, sorted
+/// and without repeats; each bad one is named by its index.
+pub fn tags(v: &mut FieldViolations, field: &str, raw: &[String]) -> Vec<String> {
+    if raw.len() > MAX_TAGS {
+        v.add(field, format!("must hold at most {MAX_TAGS} tags"));
+        return Vec::new();
+    }
+    let set: BTreeSet<String> = raw
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| match normalize_tag(t) {
+            Ok(tag) => Some(tag),
+            Err(e) => {
+                v.add(format!("{field}[{i}]"), e.to_string());
+                None
+            }
+        })
+        .collect();
+    set.into_iter().collect()
+}
+
+/// Parses attribute values as sent (`field.<name>` names a bad one); the
+/// declarations check them later.
+pub fn attribute_inputs(
+    v: &mut FieldViolations,
+    field: &str,
+    raw: &std::collections::HashMap<String, pb::AttributeValue>,
+) -> Inputs {
+    if raw.len() > MAX_ATTRIBUTES {
+        v.add(
+            field,
+            format!("must hold at most {MAX_ATTRIBUTES} attributes"),
+        );
+        return Inputs::new();
+    }
+    let mut inputs = Inputs::new();
+    for (name, value) in raw {
+        let input = match &value.kind {
+            None => Input::Clear,
+            Some(pb::attribute_value::Kind::StringValue(t)) => Input::Text(t.clone()),
+            Some(pb::attribute_value::Kind::BoolValue(b)) => Input::Bool(*b),
+            Some(pb::attribute_value::Kind::NumberValue(n)) => match attr::canonical_number(*n) {
+                Some(n) => Input::Number(n),
+                None => {
+                    v.add(format!("{field}.{name}"), "must be a finite number");
+                    continue;
+                }
+            },
+        };
+        inputs.insert(name.clone(), input);
+    }
+    inputs
+}
+
 /// Parses every writable field of an account (create, upsert).
 pub fn account_fields(
     v: &mut FieldViolations,
@@ -102,6 +160,7 @@ pub fn account_fields(
     let owner = optional_text(v, &format!("{field}.owner"), &a.owner, MAX_PERSON);
     let csm = optional_text(v, &format!("{field}.csm"), &a.csm, MAX_PERSON);
     let external_ids = external_ids(v, &format!("{field}.external_ids"), &a.external_ids);
+    let tags = tags(v, &format!("{field}.tags"), &a.tags);
     Some(AccountFields {
         name: name?,
         segment: segment?,
@@ -110,6 +169,8 @@ pub fn account_fields(
         csm: csm?,
         strategic: a.strategic,
         external_ids,
+        tags,
+        attributes: attr::Values::new(),
     })
 }
 
@@ -154,10 +215,15 @@ pub fn account_patch(
             Some(AccountField::ExternalIds) => {
                 patch.external_ids = Some(external_ids(v, "account.external_ids", &a.external_ids));
             }
+            Some(AccountField::Tags) => patch.tags = Some(tags(v, "account.tags", &a.tags)),
+            Some(AccountField::Attributes) => {
+                patch.attribute_inputs =
+                    Some(attribute_inputs(v, "account.attributes", &a.attributes));
+            }
             None => v.add(
                 "update_mask",
                 format!(
-                    "unknown path {path:?}; allowed: name, segment, industry, owner, csm, strategic, external_ids"
+                    "unknown path {path:?}; allowed: name, segment, industry, owner, csm, strategic, external_ids, tags, attributes"
                 ),
             ),
         }
@@ -297,6 +363,149 @@ pub fn account_to_pb(a: &Account) -> pb::Account {
         version: a.version,
         create_time: Some(a.created_at.to_timestamp()),
         update_time: Some(a.updated_at.to_timestamp()),
+        tags: a.fields.tags.clone(),
+        attributes: a
+            .fields
+            .attributes
+            .iter()
+            .map(|(name, value)| (name.clone(), attribute_value_to_pb(value)))
+            .collect(),
+    }
+}
+
+/// Renders a stored attribute value in the kind its type is sent in.
+pub fn attribute_value_to_pb(value: &attr::Value) -> pb::AttributeValue {
+    use pb::attribute_value::Kind;
+    let kind = match value.kind {
+        AttributeKind::Number => Kind::NumberValue(value.text.parse().unwrap_or(f64::NAN)),
+        AttributeKind::Bool => Kind::BoolValue(value.text == "true"),
+        AttributeKind::String | AttributeKind::Date | AttributeKind::Enum => {
+            Kind::StringValue(value.text.clone())
+        }
+    };
+    pb::AttributeValue { kind: Some(kind) }
+}
+
+fn kind_from_pb(v: &mut FieldViolations, field: &str, raw: i32) -> Option<AttributeKind> {
+    match enum_value::<pb::AttributeType>(v, field, raw, true)? {
+        pb::AttributeType::String => Some(AttributeKind::String),
+        pb::AttributeType::Number => Some(AttributeKind::Number),
+        pb::AttributeType::Bool => Some(AttributeKind::Bool),
+        pb::AttributeType::Date => Some(AttributeKind::Date),
+        pb::AttributeType::Enum => Some(AttributeKind::Enum),
+        pb::AttributeType::Unspecified => None,
+    }
+}
+
+fn allowed_values(
+    v: &mut FieldViolations,
+    field: &str,
+    kind: Option<AttributeKind>,
+    raw: &[String],
+) -> Vec<String> {
+    if kind != Some(AttributeKind::Enum) {
+        if !raw.is_empty() {
+            v.add(
+                field,
+                "must be empty unless the type is ATTRIBUTE_TYPE_ENUM",
+            );
+        }
+        return Vec::new();
+    }
+    if raw.is_empty() || raw.len() > MAX_ENUM_VALUES {
+        v.add(
+            field,
+            format!("an enum needs 1 to {MAX_ENUM_VALUES} values"),
+        );
+        return Vec::new();
+    }
+    let mut values: Vec<String> = Vec::with_capacity(raw.len());
+    for (i, value) in raw.iter().enumerate() {
+        let Some(value) = required_text(v, &format!("{field}[{i}]"), value, MAX_ENUM_VALUE) else {
+            continue;
+        };
+        if values.contains(&value) {
+            v.add(format!("{field}[{i}]"), format!("repeats {value:?}"));
+        } else {
+            values.push(value);
+        }
+    }
+    values
+}
+
+/// Parses DeclareAttribute: the declaration and the version it expects
+/// (0: must not exist yet).
+pub fn declare_attribute(
+    req: &pb::DeclareAttributeRequest,
+) -> Result<(DeclarationFields, Option<i64>), Error> {
+    let mut v = FieldViolations::default();
+    let d = required(&mut v, "declaration", req.declaration.as_ref());
+    let fields = d.and_then(|d| {
+        let name_ok = attr::valid_name(&d.name);
+        if !name_ok {
+            v.add(
+                "declaration.name",
+                "must be lower snake case: a lower-case letter, then lower-case letters, digits or '_', at most 50 characters",
+            );
+        }
+        let kind = kind_from_pb(&mut v, "declaration.type", d.r#type);
+        let allowed = allowed_values(&mut v, "declaration.allowed_values", kind, &d.allowed_values);
+        let description = optional_text(
+            &mut v,
+            "declaration.description",
+            &d.description,
+            MAX_DESCRIPTION,
+        );
+        Some(DeclarationFields {
+            name: name_ok.then(|| d.name.clone())?,
+            kind: kind?,
+            allowed_values: allowed,
+            description: description?,
+        })
+    });
+    let expected = match req.expected_version {
+        Some(n) if n < 0 => {
+            v.add("expected_version", "must be 0 (new) or a version");
+            None
+        }
+        other => other,
+    };
+    v.into_result()?;
+    Ok((parsed(fields)?, expected))
+}
+
+/// Parses DeleteAttributeDeclaration: the name and the version it expects.
+pub fn delete_declaration(
+    req: &pb::DeleteAttributeDeclarationRequest,
+) -> Result<(String, Option<i64>), Error> {
+    let mut v = FieldViolations::default();
+    if !attr::valid_name(&req.name) {
+        v.add(
+            "name",
+            "must be the lower snake case name of a declared attribute",
+        );
+    }
+    let expected = expected_version(&mut v, req.expected_version);
+    v.into_result()?;
+    Ok((req.name.clone(), expected))
+}
+
+/// Renders a declaration.
+pub fn declaration_to_pb(d: &Declaration) -> pb::AttributeDeclaration {
+    pb::AttributeDeclaration {
+        name: d.fields.name.clone(),
+        r#type: match d.fields.kind {
+            AttributeKind::String => pb::AttributeType::String,
+            AttributeKind::Number => pb::AttributeType::Number,
+            AttributeKind::Bool => pb::AttributeType::Bool,
+            AttributeKind::Date => pb::AttributeType::Date,
+            AttributeKind::Enum => pb::AttributeType::Enum,
+        } as i32,
+        allowed_values: d.fields.allowed_values.clone(),
+        description: d.fields.description.clone(),
+        version: d.version,
+        create_time: Some(d.created_at.to_timestamp()),
+        update_time: Some(d.updated_at.to_timestamp()),
     }
 }
 
@@ -341,13 +550,18 @@ fn required<'a, T>(v: &mut FieldViolations, field: &str, value: Option<&'a T>) -
 pub type Write<T> = (T, Option<Idempotency>);
 
 /// Parses CreateAccount.
-pub fn create_account(req: &pb::CreateAccountRequest) -> Result<Write<AccountFields>, Error> {
+pub fn create_account(
+    req: &pb::CreateAccountRequest,
+) -> Result<Write<(AccountFields, Inputs)>, Error> {
     let mut v = FieldViolations::default();
-    let fields = required(&mut v, "account", req.account.as_ref())
-        .and_then(|a| account_fields(&mut v, "account", a));
+    let account = required(&mut v, "account", req.account.as_ref());
+    let fields = account.and_then(|a| account_fields(&mut v, "account", a));
+    let inputs = account.map_or_else(Inputs::new, |a| {
+        attribute_inputs(&mut v, "account.attributes", &a.attributes)
+    });
     let idem = idempotency(&mut v, &req.idempotency_key, "CreateAccount", req);
     v.into_result()?;
-    Ok((parsed(fields)?, idem))
+    Ok(((parsed(fields)?, inputs), idem))
 }
 
 /// What an update asks: the record, the change and the version it expects.
@@ -402,6 +616,20 @@ pub fn update_account(req: &pb::UpdateAccountRequest) -> Result<Write<AccountUpd
     update(v, (id, patch), request)
 }
 
+/// Parses the optional tag filter (blank = any), normalised like a tag.
+fn tag_filter(v: &mut FieldViolations, raw: &str) -> Option<String> {
+    if raw.trim().is_empty() {
+        return None;
+    }
+    match normalize_tag(raw) {
+        Ok(tag) => Some(tag),
+        Err(e) => {
+            v.add("tag", e.to_string());
+            None
+        }
+    }
+}
+
 /// Parses ListAccounts: its filters and the page they are bound to.
 pub fn list_accounts(req: &pb::ListAccountsRequest) -> Result<(AccountFilter, Page), Error> {
     let mut v = FieldViolations::default();
@@ -414,6 +642,9 @@ pub fn list_accounts(req: &pb::ListAccountsRequest) -> Result<(AccountFilter, Pa
         csm: text(&mut v, "csm", &req.csm),
         status: status_filter(&mut v, "status", req.status),
         text: text(&mut v, "text", &req.text),
+        tag: tag_filter(&mut v, &req.tag),
+        attributes: attribute_inputs(&mut v, "attributes", &req.attributes),
+        attribute_values: Vec::new(),
     };
     v.into_result()?;
     let page = Page::parse(req.page.as_ref(), &filter.fingerprint())?;
@@ -423,12 +654,15 @@ pub fn list_accounts(req: &pb::ListAccountsRequest) -> Result<(AccountFilter, Pa
 /// Parses UpsertAccountByExternalId.
 pub fn upsert_account(
     req: &pb::UpsertAccountByExternalIdRequest,
-) -> Result<Write<(ExternalId, AccountFields)>, Error> {
+) -> Result<Write<(ExternalId, AccountFields, Inputs)>, Error> {
     let mut v = FieldViolations::default();
     let external = required(&mut v, "external_id", req.external_id.as_ref())
         .and_then(|e| external_id(&mut v, "external_id", e));
-    let fields = required(&mut v, "account", req.account.as_ref())
-        .and_then(|a| account_fields(&mut v, "account", a));
+    let account = required(&mut v, "account", req.account.as_ref());
+    let fields = account.and_then(|a| account_fields(&mut v, "account", a));
+    let inputs = account.map_or_else(Inputs::new, |a| {
+        attribute_inputs(&mut v, "account.attributes", &a.attributes)
+    });
     let idem = idempotency(
         &mut v,
         &req.idempotency_key,
@@ -436,7 +670,7 @@ pub fn upsert_account(
         req,
     );
     v.into_result()?;
-    Ok(((parsed(external)?, parsed(fields)?), idem))
+    Ok(((parsed(external)?, parsed(fields)?, inputs), idem))
 }
 
 /// Parses ArchiveAccount: the account and the version it expects.
@@ -562,6 +796,13 @@ pub fn account_archived(a: &Account) -> pb::ArchiveAccountResponse {
     }
 }
 
+/// DeclareAttribute's answer.
+pub fn attribute_declared(d: &Declaration) -> pb::DeclareAttributeResponse {
+    pb::DeclareAttributeResponse {
+        declaration: Some(declaration_to_pb(d)),
+    }
+}
+
 /// CreateContact's answer.
 pub fn contact_created(c: &Contact) -> pb::CreateContactResponse {
     pb::CreateContactResponse {
@@ -600,5 +841,74 @@ pub fn contact_deleted() -> pb::DeleteContactResponse {
 pub fn contact_left(c: &Contact) -> pb::MarkContactLeftResponse {
     pb::MarkContactLeftResponse {
         contact: Some(contact_to_pb(c)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields_of(v: FieldViolations) -> Vec<String> {
+        match v.into_result() {
+            Ok(()) => Vec::new(),
+            Err(e) => {
+                let text = e.to_string();
+                [
+                    "account.tags",
+                    "account.attributes.seats",
+                    "account.attributes.plan",
+                ]
+                .iter()
+                .filter(|f| text.contains(*f))
+                .map(|f| (*f).to_owned())
+                .collect()
+            }
+        }
+    }
+
+    #[test]
+    fn tags_collapse_repeats_and_sort_but_count_as_sent() {
+        let mut v = FieldViolations::default();
+        let raw: Vec<String> = ["b", "A", "a"].iter().map(|t| (*t).to_owned()).collect();
+        assert_eq!(tags(&mut v, "account.tags", &raw), vec!["a", "b"]);
+        assert!(v.is_empty());
+        let many: Vec<String> = (0..=MAX_TAGS).map(|_| "a".to_owned()).collect();
+        let mut v = FieldViolations::default();
+        assert!(tags(&mut v, "account.tags", &many).is_empty());
+        assert_eq!(fields_of(v), vec!["account.tags"]);
+    }
+
+    #[test]
+    fn attribute_inputs_keep_the_kind_sent_and_refuse_non_finite_numbers() {
+        use pb::attribute_value::Kind;
+        let raw: std::collections::HashMap<String, pb::AttributeValue> = [
+            (
+                "plan".to_owned(),
+                pb::AttributeValue {
+                    kind: Some(Kind::StringValue("plus".into())),
+                },
+            ),
+            ("beta".to_owned(), pb::AttributeValue { kind: None }),
+            (
+                "seats".to_owned(),
+                pb::AttributeValue {
+                    kind: Some(Kind::NumberValue(f64::INFINITY)),
+                },
+            ),
+            (
+                "ratio".to_owned(),
+                pb::AttributeValue {
+                    kind: Some(Kind::NumberValue(0.25)),
+                },
+            ),
+        ]
+        .into();
+        let mut v = FieldViolations::default();
+        let inputs = attribute_inputs(&mut v, "account.attributes", &raw);
+        assert_eq!(inputs.get("plan"), Some(&Input::Text("plus".into())));
+        assert_eq!(inputs.get("beta"), Some(&Input::Clear));
+        assert_eq!(inputs.get("ratio"), Some(&Input::Number("0.25".into())));
+        assert_eq!(inputs.get("seats"), None);
+        assert_eq!(fields_of(v), vec!["account.attributes.seats"]);
     }
 }

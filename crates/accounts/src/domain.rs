@@ -4,8 +4,15 @@
 
 use std::fmt;
 
+use std::collections::BTreeMap;
+
 use bowtie_runtime::{AccountId, Instant};
 use uuid::Uuid;
+
+use crate::attributes::{Input, Value, Values, apply};
+
+/// Attribute values as a request sends them, by name.
+pub type Inputs = BTreeMap<String, Input>;
 
 /// Longest account or contact name.
 pub const MAX_NAME: usize = 200;
@@ -21,6 +28,53 @@ pub const MAX_EXTERNAL_ID: usize = 200;
 pub const MAX_EXTERNAL_IDS: usize = 20;
 /// Longest email address (RFC 5321).
 pub const MAX_EMAIL: usize = 254;
+/// Longest tag, in characters.
+pub const MAX_TAG: usize = 40;
+/// Most tags per account.
+pub const MAX_TAGS: usize = 20;
+
+/// Why a tag was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TagError {
+    /// Nothing left after trimming.
+    Empty,
+    /// Longer than [`MAX_TAG`] characters.
+    TooLong,
+    /// A character outside ASCII letters, digits, '-', '_', ':' and '.'.
+    BadCharacter(char),
+}
+
+impl fmt::Display for TagError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TagError::Empty => write!(f, "must not be blank"),
+            TagError::TooLong => write!(f, "must be at most {MAX_TAG} characters"),
+            TagError::BadCharacter(c) => write!(
+                f,
+                "may hold only ASCII letters, digits, '-', '_', ':' and '.', not {c:?}"
+            ),
+        }
+    }
+}
+
+/// A tag in its normal form (docs/design.md "Tags"): trimmed and lower-cased,
+/// 1 to [`MAX_TAG`] characters among ASCII letters, digits, '-', '_', ':' and '.'.
+pub fn normalize_tag(raw: &str) -> Result<String, TagError> {
+    let tag = raw.trim().to_lowercase();
+    if tag.is_empty() {
+        return Err(TagError::Empty);
+    }
+    if tag.chars().count() > MAX_TAG {
+        return Err(TagError::TooLong);
+    }
+    if let Some(c) = tag
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':' | '.')))
+    {
+        return Err(TagError::BadCharacter(c));
+    }
+    Ok(tag)
+}
 
 /// The id of a contact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -148,6 +202,10 @@ pub struct AccountFields {
     pub strategic: bool,
     /// Ids in other systems, sorted, at most one per source.
     pub external_ids: Vec<ExternalId>,
+    /// Tags in normal form, sorted, without repeats.
+    pub tags: Vec<String>,
+    /// Values of declared attributes, by name.
+    pub attributes: Values,
 }
 
 /// A stored account.
@@ -184,6 +242,10 @@ pub enum AccountField {
     Strategic,
     /// `external_ids`
     ExternalIds,
+    /// `tags`
+    Tags,
+    /// `attributes`
+    Attributes,
 }
 
 impl AccountField {
@@ -197,6 +259,8 @@ impl AccountField {
             "csm" => AccountField::Csm,
             "strategic" => AccountField::Strategic,
             "external_ids" => AccountField::ExternalIds,
+            "tags" => AccountField::Tags,
+            "attributes" => AccountField::Attributes,
             _ => return None,
         })
     }
@@ -219,6 +283,13 @@ pub struct AccountPatch {
     pub strategic: Option<bool>,
     /// New external ids (replacing the old set).
     pub external_ids: Option<Vec<ExternalId>>,
+    /// New tags (replacing the old set).
+    pub tags: Option<Vec<String>>,
+    /// Attribute values as sent, before they are checked.
+    pub attribute_inputs: Option<Inputs>,
+    /// Checked attribute changes (`None` clears one), merged into the
+    /// account's values.
+    pub attributes: Option<BTreeMap<String, Option<Value>>>,
 }
 
 impl Account {
@@ -249,11 +320,18 @@ impl AccountFields {
                 .external_ids
                 .clone()
                 .unwrap_or_else(|| self.external_ids.clone()),
+            tags: patch.tags.clone().unwrap_or_else(|| self.tags.clone()),
+            attributes: match &patch.attributes {
+                Some(changes) => apply(&self.attributes, changes),
+                None => self.attributes.clone(),
+            },
         }
     }
 
-    /// The fields a CRM upsert produces: its values win, and the external ids
-    /// it does not mention are kept (another CRM may have written them).
+    /// The fields a CRM upsert produces: its values win, the external ids it
+    /// does not mention are kept (another CRM may have written them), and so
+    /// are the tags when it sends none; its attribute changes are applied by
+    /// the caller once checked, so the attributes are kept here.
     pub fn merged_from_crm(&self, incoming: &AccountFields) -> AccountFields {
         let mut external_ids = self.external_ids.clone();
         for id in &incoming.external_ids {
@@ -261,8 +339,15 @@ impl AccountFields {
             external_ids.push(id.clone());
         }
         external_ids.sort();
+        let tags = if incoming.tags.is_empty() {
+            self.tags.clone()
+        } else {
+            incoming.tags.clone()
+        };
         AccountFields {
             external_ids,
+            tags,
+            attributes: self.attributes.clone(),
             ..incoming.clone()
         }
     }
@@ -384,6 +469,8 @@ mod tests {
                 source: "salesforce".into(),
                 id: "001".into(),
             }],
+            tags: vec!["pilot".into()],
+            attributes: Values::new(),
         }
     }
 
@@ -424,5 +511,36 @@ mod tests {
             .map(|e| e.source.as_str())
             .collect();
         assert_eq!(sources, vec!["hubspot", "salesforce"]);
+    }
+
+    #[test]
+    fn a_tag_is_trimmed_and_lower_cased() {
+        assert_eq!(
+            normalize_tag("  Beta-Wave:EU "),
+            Ok("beta-wave:eu".to_string())
+        );
+        assert_eq!(normalize_tag("Q4.2026"), Ok("q4.2026".to_string()));
+        assert_eq!(normalize_tag("Über"), Err(TagError::BadCharacter('ü')));
+    }
+
+    #[test]
+    fn a_tag_is_refused_when_blank_too_long_or_with_a_space() {
+        assert_eq!(normalize_tag("   "), Err(TagError::Empty));
+        assert_eq!(normalize_tag(&"a".repeat(MAX_TAG)), Ok("a".repeat(MAX_TAG)));
+        assert_eq!(
+            normalize_tag(&"a".repeat(MAX_TAG + 1)),
+            Err(TagError::TooLong)
+        );
+        assert_eq!(normalize_tag("two words"), Err(TagError::BadCharacter(' ')));
+        assert_eq!(normalize_tag("a,b"), Err(TagError::BadCharacter(',')));
+    }
+
+    #[test]
+    fn a_crm_upsert_without_tags_keeps_the_tags_and_with_tags_replaces_them() {
+        let mut incoming = fields();
+        incoming.tags = Vec::new();
+        assert_eq!(fields().merged_from_crm(&incoming).tags, vec!["pilot"]);
+        incoming.tags = vec!["churned".into()];
+        assert_eq!(fields().merged_from_crm(&incoming).tags, vec!["churned"]);
     }
 }

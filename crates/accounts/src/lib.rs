@@ -8,6 +8,7 @@
 //! tonic handlers).
 
 pub mod api;
+pub mod attributes;
 pub mod convert;
 pub mod domain;
 pub mod service;
@@ -22,8 +23,8 @@ use bowtie_runtime::config::Settings;
 use bowtie_runtime::server::GrpcServer;
 use bowtie_runtime::shutdown::Shutdown;
 
-/// Methods that need the admin scope (none: accounts has no configuration RPCs).
-pub const ADMIN_METHODS: &[&str] = &[];
+/// Methods that need the admin scope: the attribute declarations.
+pub const ADMIN_METHODS: &[&str] = &["DeclareAttribute", "DeleteAttributeDeclaration"];
 
 /// Connects the accounts database, applies migrations and binds the server on
 /// `settings.accounts.listen` (port 0 picks a free port).

@@ -2,19 +2,25 @@
 //! events and idempotency key in one transaction) and answers with the
 //! protobuf response that an idempotent replay will return again.
 
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Display;
 use std::sync::Arc;
 
 use bowtie_proto::accounts as pb;
 use bowtie_runtime::cache::FeedCache;
-use bowtie_runtime::error::Error;
+use bowtie_runtime::error::{Error, FieldViolations};
 use bowtie_runtime::feed::NewEvent;
 use bowtie_runtime::idempotency::Idempotency;
 use bowtie_runtime::paging::Page;
 use bowtie_runtime::store::{Store, Tx};
 use bowtie_runtime::{AccountId, Instant};
 
-use crate::convert::{self, AccountUpdate, ContactUpdate, account_to_pb, contact_to_pb};
+use sea_orm::ConnectionTrait;
+
+use crate::attributes::{self, Declaration, DeclarationFields, Value, Values};
+use crate::convert::{
+    self, AccountUpdate, ContactUpdate, account_to_pb, contact_to_pb, declaration_to_pb,
+};
 use crate::domain::*;
 use crate::storage::{self, AccountFilter};
 
@@ -53,6 +59,46 @@ fn check_active(a: &Account) -> Result<(), Error> {
         )));
     }
     Ok(())
+}
+
+/// The declarations, by name.
+async fn declared<C: ConnectionTrait>(
+    conn: &C,
+) -> Result<HashMap<String, DeclarationFields>, Error> {
+    Ok(storage::declarations(conn)
+        .await?
+        .into_iter()
+        .map(|d| (d.fields.name.clone(), d.fields))
+        .collect())
+}
+
+/// Checks attribute `inputs` against their declarations: the changes they
+/// make (`None` clears), or INVALID_ARGUMENT naming each bad `field.<name>`.
+async fn check_attributes<C: ConnectionTrait>(
+    conn: &C,
+    field: &str,
+    inputs: &Inputs,
+) -> Result<BTreeMap<String, Option<Value>>, Error> {
+    let mut changes = BTreeMap::new();
+    if inputs.is_empty() {
+        return Ok(changes);
+    }
+    let declared = declared(conn).await?;
+    let mut v = FieldViolations::default();
+    for (name, input) in inputs {
+        let at = format!("{field}.{name}");
+        match declared.get(name) {
+            None => v.add(at, "is not a declared attribute (see DeclareAttribute)"),
+            Some(d) => match attributes::check(d, input) {
+                Ok(change) => {
+                    changes.insert(name.clone(), change);
+                }
+                Err(why) => v.add(at, why),
+            },
+        }
+    }
+    v.into_result()?;
+    Ok(changes)
 }
 
 /// Inserts a new active account at version 1 and queues `account.created`.
@@ -139,14 +185,18 @@ impl Accounts {
     /// Creates an account.
     pub async fn create_account(
         &self,
-        fields: AccountFields,
+        mut fields: AccountFields,
+        inputs: Inputs,
         idem: Option<Idempotency>,
     ) -> Result<pb::CreateAccountResponse, Error> {
         self.store
             .write(idem, move |tx| {
-                Box::pin(
-                    async move { Ok(convert::account_created(&insert_new(tx, fields).await?)) },
-                )
+                Box::pin(async move {
+                    let changes =
+                        check_attributes(tx.conn(), "account.attributes", &inputs).await?;
+                    fields.attributes = attributes::apply(&Values::new(), &changes);
+                    Ok(convert::account_created(&insert_new(tx, fields).await?))
+                })
             })
             .await
     }
@@ -180,7 +230,13 @@ impl Accounts {
                         update.expected_version,
                     )?;
                     check_active(&current)?;
-                    let Some(next) = current.patched(&update.patch) else {
+                    let mut patch = update.patch.clone();
+                    if let Some(inputs) = &patch.attribute_inputs {
+                        let checked =
+                            check_attributes(tx.conn(), "account.attributes", inputs).await?;
+                        patch.attributes = Some(checked);
+                    }
+                    let Some(next) = current.patched(&patch) else {
                         return Ok(convert::account_updated(&current));
                     };
                     let next = write_next(tx, &current, next, "account.updated").await?;
@@ -193,9 +249,25 @@ impl Accounts {
     /// Lists accounts.
     pub async fn list_accounts(
         &self,
-        filter: AccountFilter,
+        mut filter: AccountFilter,
         page: Page,
     ) -> Result<pb::ListAccountsResponse, Error> {
+        if !filter.attributes.is_empty() {
+            let mut v = FieldViolations::default();
+            for (name, input) in &filter.attributes {
+                if *input == attributes::Input::Clear {
+                    v.add(format!("attributes.{name}"), "must hold the value to match");
+                }
+            }
+            v.into_result()?;
+            let checked =
+                check_attributes(self.store.db().reader(), "attributes", &filter.attributes)
+                    .await?;
+            filter.attribute_values = checked
+                .into_iter()
+                .filter_map(|(name, value)| value.map(|value| (name, value.text)))
+                .collect();
+        }
         let rows = storage::list_accounts(
             self.store.db().reader(),
             &filter,
@@ -212,6 +284,7 @@ impl Accounts {
         &self,
         external: ExternalId,
         mut fields: AccountFields,
+        inputs: Inputs,
         idem: Option<Idempotency>,
     ) -> Result<pb::UpsertAccountByExternalIdResponse, Error> {
         fields.external_ids.retain(|e| e.source != external.source);
@@ -220,12 +293,16 @@ impl Accounts {
         self.store
             .write(idem, move |tx| {
                 Box::pin(async move {
+                    let changes =
+                        check_attributes(tx.conn(), "account.attributes", &inputs).await?;
                     let Some(id) = storage::find_by_external_id(tx.conn(), &external).await? else {
+                        fields.attributes = attributes::apply(&Values::new(), &changes);
                         let account = insert_new(tx, fields).await?;
                         return Ok(convert::account_upserted(&account, true));
                     };
                     let current = storage::require_account(tx.conn(), id).await?;
-                    let merged = current.fields.merged_from_crm(&fields);
+                    let mut merged = current.fields.merged_from_crm(&fields);
+                    merged.attributes = attributes::apply(&merged.attributes, &changes);
                     if merged == current.fields {
                         return Ok(convert::account_upserted(&current, false));
                     }
@@ -393,4 +470,110 @@ impl Accounts {
             })
             .await
     }
+
+    /// Declares an attribute or changes its declaration.
+    pub async fn declare_attribute(
+        &self,
+        fields: DeclarationFields,
+        expected_version: Option<i64>,
+    ) -> Result<pb::DeclareAttributeResponse, Error> {
+        self.store
+            .write(None, move |tx| {
+                Box::pin(async move {
+                    let name = fields.name.clone();
+                    let current = storage::get_declaration(tx.conn(), &name).await?;
+                    let version = current.as_ref().map_or(0, |d| d.version);
+                    check_version("attribute", &name, version, expected_version)?;
+                    if let Some(current) = &current {
+                        blocked_change(tx.conn(), &current.fields, &fields).await?;
+                        if current.fields == fields {
+                            return Ok(convert::attribute_declared(current));
+                        }
+                    }
+                    let next = Declaration {
+                        fields,
+                        version: version + 1,
+                        created_at: current.as_ref().map_or(now(tx), |d| d.created_at),
+                        updated_at: now(tx),
+                    };
+                    let previous = current.as_ref().map(|d| d.version);
+                    storage::put_declaration(tx.conn(), &next, previous).await?;
+                    tx.emit(NewEvent::new(
+                        "attribute",
+                        name,
+                        "attribute.declared",
+                        &declaration_to_pb(&next),
+                    ));
+                    Ok(convert::attribute_declared(&next))
+                })
+            })
+            .await
+    }
+
+    /// Deletes a declaration no account holds a value of.
+    pub async fn delete_declaration(
+        &self,
+        name: String,
+        expected_version: Option<i64>,
+    ) -> Result<pb::DeleteAttributeDeclarationResponse, Error> {
+        self.store
+            .write(None, move |tx| {
+                Box::pin(async move {
+                    let current = storage::get_declaration(tx.conn(), &name)
+                        .await?
+                        .ok_or_else(|| Error::not_found("attribute", name.clone()))?;
+                    check_version("attribute", &name, current.version, expected_version)?;
+                    let held = storage::count_values(tx.conn(), &name, None).await?;
+                    if held > 0 {
+                        return Err(Error::FailedPrecondition(format!(
+                            "attribute {name} cannot be deleted: {held} accounts hold a value; clear them first"
+                        )));
+                    }
+                    storage::delete_declaration(tx.conn(), &name, current.version).await?;
+                    tx.emit(NewEvent::new(
+                        "attribute",
+                        name,
+                        "attribute.deleted",
+                        &declaration_to_pb(&current),
+                    ));
+                    Ok(pb::DeleteAttributeDeclarationResponse {})
+                })
+            })
+            .await
+    }
+
+    /// Lists the declarations.
+    pub async fn list_declarations(&self) -> Result<pb::ListAttributeDeclarationsResponse, Error> {
+        let all = storage::declarations(self.store.db().reader()).await?;
+        Ok(pb::ListAttributeDeclarationsResponse {
+            declarations: all.iter().map(declaration_to_pb).collect(),
+        })
+    }
+}
+
+/// FAILED_PRECONDITION when `next` would no longer admit values accounts
+/// hold under `current`: a new type while any value exists, or an enum
+/// losing a value in use.
+async fn blocked_change<C: ConnectionTrait>(
+    conn: &C,
+    current: &DeclarationFields,
+    next: &DeclarationFields,
+) -> Result<(), Error> {
+    let name = &next.name;
+    if current.kind != next.kind {
+        let held = storage::count_values(conn, name, None).await?;
+        if held > 0 {
+            return Err(Error::FailedPrecondition(format!(
+                "attribute {name} cannot change its type: {held} accounts hold a value; clear them first"
+            )));
+        }
+    } else if next.kind == attributes::AttributeKind::Enum {
+        let held = storage::count_values(conn, name, Some(&next.allowed_values)).await?;
+        if held > 0 {
+            return Err(Error::FailedPrecondition(format!(
+                "attribute {name} cannot drop an allowed value: {held} accounts hold a value it leaves out"
+            )));
+        }
+    }
+    Ok(())
 }

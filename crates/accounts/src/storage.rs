@@ -5,18 +5,25 @@
 //! (source, id) belong to one account, and as a JSON column on the account
 //! row, so the hot `GetAccount` path is a single-row primary-key read.
 //!
+//! Tags live in their own table (`account_tags`, one row per account and
+//! tag, indexed by tag then account) so the tag filter of ListAccounts is
+//! an index lookup; an account's tags are read with it by account id.
+//!
 //! The name is also stored case-folded by Rust (`name_folded`) for the text
 //! filter: SQLite's `LOWER()` folds only ASCII, so folding in SQL would make
 //! "émile" miss "Émile" on SQLite but not on PostgreSQL.
+
+use std::collections::HashMap;
 
 use bowtie_runtime::error::Error;
 use bowtie_runtime::sql::{corrupt, stored_uuid};
 use bowtie_runtime::{AccountId, Instant};
 use sea_orm::entity::prelude::*;
-use sea_orm::sea_query::{Expr, LikeExpr};
-use sea_orm::{ActiveValue::Set, Condition, QueryOrder, QuerySelect, Schema};
+use sea_orm::sea_query::{Expr, LikeExpr, Query};
+use sea_orm::{ActiveValue::Set, Condition, PaginatorTrait, QueryOrder, QuerySelect, Schema};
 use sea_orm_migration::prelude::{Index, MigrationName, MigrationTrait, SchemaManager, Table};
 
+use crate::attributes::{AttributeKind, Declaration, DeclarationFields, Value, Values};
 use crate::domain::*;
 
 /// Table definitions (sea-orm entities; the derive macros generate items
@@ -73,6 +80,70 @@ pub mod entity {
         impl ActiveModelBehavior for ActiveModel {}
     }
 
+    /// `account_tags`
+    pub mod tag {
+        use sea_orm::entity::prelude::*;
+
+        #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+        #[sea_orm(table_name = "account_tags")]
+        pub struct Model {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub account_id: String,
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub tag: String,
+        }
+
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+
+        impl ActiveModelBehavior for ActiveModel {}
+    }
+
+    /// `account_attributes`
+    pub mod attribute {
+        use sea_orm::entity::prelude::*;
+
+        #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+        #[sea_orm(table_name = "account_attributes")]
+        pub struct Model {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub account_id: String,
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub name: String,
+            pub kind: i32,
+            pub value: String,
+        }
+
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+
+        impl ActiveModelBehavior for ActiveModel {}
+    }
+
+    /// `attribute_declarations`
+    pub mod declaration {
+        use sea_orm::entity::prelude::*;
+
+        #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+        #[sea_orm(table_name = "attribute_declarations")]
+        pub struct Model {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub name: String,
+            pub kind: i32,
+            #[sea_orm(column_type = "Text")]
+            pub allowed_values: String,
+            pub description: String,
+            pub version: i64,
+            pub created_at: i64,
+            pub updated_at: i64,
+        }
+
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+
+        impl ActiveModelBehavior for ActiveModel {}
+    }
+
     /// `contacts`
     pub mod contact {
         use sea_orm::entity::prelude::*;
@@ -100,7 +171,7 @@ pub mod entity {
     }
 }
 
-use entity::{account, contact, external_id};
+use entity::{account, attribute, contact, declaration, external_id, tag};
 
 struct CreateAccountTables;
 
@@ -180,9 +251,86 @@ impl MigrationTrait for CreateAccountTables {
     }
 }
 
-bowtie_runtime::migrator!(CreateAccountTables);
+/// Adds the tags table and its by-tag index.
+struct CreateTagTable;
 
-fn account_from_row(m: account::Model) -> Result<Account, Error> {
+impl MigrationName for CreateTagTable {
+    fn name(&self) -> &str {
+        "m0101_account_tags"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateTagTable {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        create_table(manager, tag::Entity).await?;
+        create_index(
+            manager,
+            "account_tags_tag",
+            tag::Entity,
+            [tag::Column::Tag, tag::Column::AccountId],
+        )
+        .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(tag::Entity).if_exists().to_owned())
+            .await
+    }
+}
+
+/// Adds the attribute declarations and the account attribute values, the
+/// values indexed by (name, value) for the attribute filter.
+struct CreateAttributeTables;
+
+impl MigrationName for CreateAttributeTables {
+    fn name(&self) -> &str {
+        "m0102_account_attributes"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateAttributeTables {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        create_table(manager, declaration::Entity).await?;
+        create_table(manager, attribute::Entity).await?;
+        create_index(
+            manager,
+            "account_attributes_value",
+            attribute::Entity,
+            [attribute::Column::Name, attribute::Column::Value],
+        )
+        .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(
+                Table::drop()
+                    .table(attribute::Entity)
+                    .if_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .drop_table(
+                Table::drop()
+                    .table(declaration::Entity)
+                    .if_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+bowtie_runtime::migrator!(CreateAccountTables, CreateTagTable, CreateAttributeTables);
+
+fn account_from_row(
+    m: account::Model,
+    tags: Vec<String>,
+    attributes: Values,
+) -> Result<Account, Error> {
     let ids: Vec<(String, String)> =
         serde_json::from_str(&m.external_ids).map_err(|_| corrupt("external_ids"))?;
     Ok(Account {
@@ -198,6 +346,8 @@ fn account_from_row(m: account::Model) -> Result<Account, Error> {
                 .into_iter()
                 .map(|(source, id)| ExternalId { source, id })
                 .collect(),
+            tags,
+            attributes,
         },
         status: AccountStatus::from_code(m.status).ok_or_else(|| corrupt("status"))?,
         version: m.version,
@@ -251,12 +401,241 @@ where
         .transpose()
 }
 
+/// The tags of `accounts`, by account id, each list sorted.
+async fn tags_of<C: ConnectionTrait>(
+    conn: &C,
+    accounts: Vec<String>,
+) -> Result<HashMap<String, Vec<String>>, Error> {
+    let mut tags: HashMap<String, Vec<String>> = HashMap::new();
+    if accounts.is_empty() {
+        return Ok(tags);
+    }
+    let rows = tag::Entity::find()
+        .filter(tag::Column::AccountId.is_in(accounts))
+        .order_by_asc(tag::Column::AccountId)
+        .order_by_asc(tag::Column::Tag)
+        .all(conn)
+        .await?;
+    for row in rows {
+        tags.entry(row.account_id).or_default().push(row.tag);
+    }
+    Ok(tags)
+}
+
+/// The attribute values of `accounts`, by account id.
+async fn attributes_of<C: ConnectionTrait>(
+    conn: &C,
+    accounts: Vec<String>,
+) -> Result<HashMap<String, Values>, Error> {
+    let mut values: HashMap<String, Values> = HashMap::new();
+    if accounts.is_empty() {
+        return Ok(values);
+    }
+    let rows = attribute::Entity::find()
+        .filter(attribute::Column::AccountId.is_in(accounts))
+        .all(conn)
+        .await?;
+    for row in rows {
+        let kind = AttributeKind::from_code(row.kind).ok_or_else(|| corrupt("attribute kind"))?;
+        values.entry(row.account_id).or_default().insert(
+            row.name,
+            Value {
+                kind,
+                text: row.value,
+            },
+        );
+    }
+    Ok(values)
+}
+
+/// Replaces the attribute values of `account`: `previous` by `next`.
+async fn write_attributes<C: ConnectionTrait>(
+    conn: &C,
+    account: AccountId,
+    previous: &Values,
+    next: &Values,
+) -> Result<(), Error> {
+    let gone: Vec<String> = previous
+        .iter()
+        .filter(|(name, value)| next.get(*name) != Some(value))
+        .map(|(name, _)| name.clone())
+        .collect();
+    if !gone.is_empty() {
+        attribute::Entity::delete_many()
+            .filter(attribute::Column::AccountId.eq(account.to_string()))
+            .filter(attribute::Column::Name.is_in(gone))
+            .exec(conn)
+            .await?;
+    }
+    let new: Vec<attribute::ActiveModel> = next
+        .iter()
+        .filter(|(name, value)| previous.get(*name) != Some(value))
+        .map(|(name, value)| attribute::ActiveModel {
+            account_id: Set(account.to_string()),
+            name: Set(name.clone()),
+            kind: Set(value.kind.code()),
+            value: Set(value.text.clone()),
+        })
+        .collect();
+    if !new.is_empty() {
+        attribute::Entity::insert_many(new).exec(conn).await?;
+    }
+    Ok(())
+}
+
+fn declaration_from_row(m: declaration::Model) -> Result<Declaration, Error> {
+    Ok(Declaration {
+        fields: DeclarationFields {
+            name: m.name,
+            kind: AttributeKind::from_code(m.kind).ok_or_else(|| corrupt("declaration kind"))?,
+            allowed_values: serde_json::from_str(&m.allowed_values)
+                .map_err(|_| corrupt("allowed_values"))?,
+            description: m.description,
+        },
+        version: m.version,
+        created_at: Instant::from_micros(m.created_at),
+        updated_at: Instant::from_micros(m.updated_at),
+    })
+}
+
+/// Every attribute declaration, by name.
+pub async fn declarations<C: ConnectionTrait>(conn: &C) -> Result<Vec<Declaration>, Error> {
+    declaration::Entity::find()
+        .order_by_asc(declaration::Column::Name)
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(declaration_from_row)
+        .collect()
+}
+
+/// One declaration, if it exists.
+pub async fn get_declaration<C: ConnectionTrait>(
+    conn: &C,
+    name: &str,
+) -> Result<Option<Declaration>, Error> {
+    find::<declaration::Entity, _, _>(conn, name, declaration_from_row).await
+}
+
+/// Inserts `d`, or writes it over the row at `previous_version` (ABORTED
+/// when a concurrent writer moved it on).
+pub async fn put_declaration<C: ConnectionTrait>(
+    conn: &C,
+    d: &Declaration,
+    previous_version: Option<i64>,
+) -> Result<(), Error> {
+    let row = declaration::ActiveModel {
+        name: Set(d.fields.name.clone()),
+        kind: Set(d.fields.kind.code()),
+        allowed_values: Set(serde_json::Value::from(d.fields.allowed_values.clone()).to_string()),
+        description: Set(d.fields.description.clone()),
+        version: Set(d.version),
+        created_at: Set(d.created_at.micros()),
+        updated_at: Set(d.updated_at.micros()),
+    };
+    let Some(previous) = previous_version else {
+        row.insert(conn).await?;
+        return Ok(());
+    };
+    let result = declaration::Entity::update_many()
+        .set(row)
+        .filter(declaration::Column::Name.eq(d.fields.name.as_str()))
+        .filter(declaration::Column::Version.eq(previous))
+        .exec(conn)
+        .await?;
+    one_row_changed(result.rows_affected, "attribute", &d.fields.name)
+}
+
+/// Deletes the declaration `name` if it is at `version`, else ABORTED.
+pub async fn delete_declaration<C: ConnectionTrait>(
+    conn: &C,
+    name: &str,
+    version: i64,
+) -> Result<(), Error> {
+    let result = declaration::Entity::delete_many()
+        .filter(declaration::Column::Name.eq(name))
+        .filter(declaration::Column::Version.eq(version))
+        .exec(conn)
+        .await?;
+    one_row_changed(result.rows_affected, "attribute", name)
+}
+
+/// How many accounts hold a value of attribute `name`, counting only
+/// values outside `keep` when it is given.
+pub async fn count_values<C: ConnectionTrait>(
+    conn: &C,
+    name: &str,
+    keep: Option<&[String]>,
+) -> Result<u64, Error> {
+    let mut query = attribute::Entity::find().filter(attribute::Column::Name.eq(name));
+    if let Some(keep) = keep {
+        query = query.filter(attribute::Column::Value.is_not_in(keep.iter().cloned()));
+    }
+    Ok(query.count(conn).await?)
+}
+
+/// Reads account rows with their tags.
+async fn accounts_from_rows<C: ConnectionTrait>(
+    conn: &C,
+    rows: Vec<account::Model>,
+) -> Result<Vec<Account>, Error> {
+    let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+    let mut tags = tags_of(conn, ids.clone()).await?;
+    let mut attributes = attributes_of(conn, ids).await?;
+    rows.into_iter()
+        .map(|row| {
+            let own = tags.remove(&row.id).unwrap_or_default();
+            let values = attributes.remove(&row.id).unwrap_or_default();
+            account_from_row(row, own, values)
+        })
+        .collect()
+}
+
 /// Reads one account.
 pub async fn get_account<C: ConnectionTrait>(
     conn: &C,
     id: AccountId,
 ) -> Result<Option<Account>, Error> {
-    find::<account::Entity, _, _>(conn, id, account_from_row).await
+    let Some(row) = account::Entity::find_by_id(id.to_string())
+        .one(conn)
+        .await?
+    else {
+        return Ok(None);
+    };
+    Ok(accounts_from_rows(conn, vec![row]).await?.pop())
+}
+
+/// Replaces the tags of `account`: `previous` by `next`.
+async fn write_tags<C: ConnectionTrait>(
+    conn: &C,
+    account: AccountId,
+    previous: &[String],
+    next: &[String],
+) -> Result<(), Error> {
+    let gone: Vec<String> = previous
+        .iter()
+        .filter(|t| !next.contains(t))
+        .cloned()
+        .collect();
+    if !gone.is_empty() {
+        tag::Entity::delete_many()
+            .filter(tag::Column::AccountId.eq(account.to_string()))
+            .filter(tag::Column::Tag.is_in(gone))
+            .exec(conn)
+            .await?;
+    }
+    let new: Vec<tag::ActiveModel> = next
+        .iter()
+        .filter(|t| !previous.contains(t))
+        .map(|t| tag::ActiveModel {
+            account_id: Set(account.to_string()),
+            tag: Set(t.clone()),
+        })
+        .collect();
+    if !new.is_empty() {
+        tag::Entity::insert_many(new).exec(conn).await?;
+    }
+    Ok(())
 }
 
 /// Reads one account or fails with NOT_FOUND.
@@ -307,7 +686,8 @@ async fn claim_external_ids<C: ConnectionTrait>(
 pub async fn insert_account<C: ConnectionTrait>(conn: &C, a: &Account) -> Result<(), Error> {
     claim_external_ids(conn, a.id, &[], &a.fields.external_ids).await?;
     account_row(a).insert(conn).await?;
-    Ok(())
+    write_tags(conn, a.id, &[], &a.fields.tags).await?;
+    write_attributes(conn, a.id, &Values::new(), &a.fields.attributes).await
 }
 
 /// Writes `next` over `previous` if the row is still at `previous.version`;
@@ -330,7 +710,15 @@ pub async fn update_account<C: ConnectionTrait>(
         .filter(account::Column::Version.eq(previous.version))
         .exec(conn)
         .await?;
-    one_row_changed(result.rows_affected, "account", next.id)
+    one_row_changed(result.rows_affected, "account", next.id)?;
+    write_tags(conn, next.id, &previous.fields.tags, &next.fields.tags).await?;
+    write_attributes(
+        conn,
+        next.id,
+        &previous.fields.attributes,
+        &next.fields.attributes,
+    )
+    .await
 }
 
 /// ABORTED unless a versioned update changed its one row: a concurrent
@@ -370,18 +758,26 @@ pub struct AccountFilter {
     pub status: Option<AccountStatus>,
     /// Case-insensitive name substring.
     pub text: Option<String>,
+    /// A tag the account carries (normal form).
+    pub tag: Option<String>,
+    /// Attribute values to match, as sent.
+    pub attributes: Inputs,
+    /// The same, checked: (name, canonical value) pairs, all to match.
+    pub attribute_values: Vec<(String, String)>,
 }
 
 impl AccountFilter {
     /// A stable rendering, to bind page tokens to the filters.
     pub fn fingerprint(&self) -> String {
         format!(
-            "{:?}|{:?}|{:?}|{:?}|{:?}",
+            "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
             self.segment.map(Segment::code),
             self.owner,
             self.csm,
             self.status.map(AccountStatus::code),
-            self.text
+            self.text,
+            self.tag,
+            self.attributes
         )
     }
 }
@@ -426,18 +822,39 @@ pub async fn list_accounts<C: ConnectionTrait>(
                 .like(LikeExpr::new(like_pattern(text)).escape('\\')),
         );
     }
+    if let Some(wanted) = &filter.tag {
+        condition = condition.add(
+            account::Column::Id.in_subquery(
+                Query::select()
+                    .column(tag::Column::AccountId)
+                    .from(tag::Entity)
+                    .and_where(tag::Column::Tag.eq(wanted.as_str()))
+                    .to_owned(),
+            ),
+        );
+    }
+    for (name, value) in &filter.attribute_values {
+        condition = condition.add(
+            account::Column::Id.in_subquery(
+                Query::select()
+                    .column(attribute::Column::AccountId)
+                    .from(attribute::Entity)
+                    .and_where(attribute::Column::Name.eq(name.as_str()))
+                    .and_where(attribute::Column::Value.eq(value.as_str()))
+                    .to_owned(),
+            ),
+        );
+    }
     if let Some(after) = after {
         condition = condition.add(account::Column::Id.gt(after));
     }
-    account::Entity::find()
+    let rows = account::Entity::find()
         .filter(condition)
         .order_by_asc(account::Column::Id)
         .limit(limit)
         .all(conn)
-        .await?
-        .into_iter()
-        .map(account_from_row)
-        .collect()
+        .await?;
+    accounts_from_rows(conn, rows).await
 }
 
 fn contact_from_row(m: contact::Model) -> Result<Contact, Error> {

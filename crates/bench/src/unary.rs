@@ -561,6 +561,8 @@ fn echo_account(id: String) -> Account {
         version: 1,
         create_time: Some(now),
         update_time: Some(now),
+        tags: Vec::new(),
+        attributes: std::collections::HashMap::new(),
     }
 }
 
@@ -628,6 +630,24 @@ impl AccountsService for Echo {
         &self,
         _: Request<MarkContactLeftRequest>,
     ) -> Answer<MarkContactLeftResponse> {
+        Err(Status::unimplemented("echo"))
+    }
+    async fn declare_attribute(
+        &self,
+        _: Request<bowtie_proto::accounts::DeclareAttributeRequest>,
+    ) -> Answer<bowtie_proto::accounts::DeclareAttributeResponse> {
+        Err(Status::unimplemented("echo"))
+    }
+    async fn delete_attribute_declaration(
+        &self,
+        _: Request<bowtie_proto::accounts::DeleteAttributeDeclarationRequest>,
+    ) -> Answer<bowtie_proto::accounts::DeleteAttributeDeclarationResponse> {
+        Err(Status::unimplemented("echo"))
+    }
+    async fn list_attribute_declarations(
+        &self,
+        _: Request<bowtie_proto::accounts::ListAttributeDeclarationsRequest>,
+    ) -> Answer<bowtie_proto::accounts::ListAttributeDeclarationsResponse> {
         Err(Status::unimplemented("echo"))
     }
     type WatchEventsStream = futures::stream::Empty<Result<WatchEventsResponse, Status>>;

@@ -17,7 +17,11 @@
 //!
 //! - accounts: `external_id`\*, `name`\*, `segment`\* (smb, mid_market,
 //!   enterprise), `source` (default `csv`), `industry`, `owner`, `csm`,
-//!   `strategic` (true/false).
+//!   `strategic` (true/false), `tags` (separated by `;`, for example
+//!   `pilot;eu`; an empty cell keeps the account's tags), and one
+//!   `attr.<name>` column per declared attribute (a number, `true`/`false`,
+//!   or text for string, date `YYYY-MM-DD` and enum attributes; an empty
+//!   cell keeps the account's value).
 //! - subscriptions: `subscription_id`\* (the billing system's id),
 //!   `account_external_id`\* or `account_id`, `account_source` (default
 //!   `csv`), `plan`\*, `quantity`\*, `unit_price`\* (per billing interval, in
@@ -36,8 +40,10 @@ use std::collections::HashMap;
 use std::io::Read;
 
 use anyhow::Context as _;
+use bowtie_proto::accounts::attribute_value::Kind as ValueKind;
 use bowtie_proto::accounts::{
-    Account, ExternalId, ListAccountsRequest, UpsertAccountByExternalIdRequest,
+    Account, AttributeType, AttributeValue, ExternalId, ListAccountsRequest,
+    ListAttributeDeclarationsRequest, UpsertAccountByExternalIdRequest,
 };
 use bowtie_proto::common::{Money, PageRequest, Segment, Stage};
 use bowtie_proto::funnel::RecordTransitionRequest;
@@ -74,7 +80,7 @@ impl Kind {
         match self {
             Kind::Accounts => (
                 &["external_id", "name", "segment"],
-                &["source", "industry", "owner", "csm", "strategic"],
+                &["source", "industry", "owner", "csm", "strategic", "tags"],
             ),
             Kind::Subscriptions => (
                 &[
@@ -203,7 +209,11 @@ fn read_rows(kind: Kind, input: impl Read) -> anyhow::Result<(Vec<Row>, Vec<RowE
         .collect();
     let (required, optional) = kind.columns();
     for column in &headers {
-        if !required.contains(&column.as_str()) && !optional.contains(&column.as_str()) {
+        let attribute = kind == Kind::Accounts && column.starts_with(ATTRIBUTE_PREFIX);
+        if !attribute
+            && !required.contains(&column.as_str())
+            && !optional.contains(&column.as_str())
+        {
             anyhow::bail!(
                 "line 1: unknown column {column:?}; the columns are {} (required) and {}",
                 required.join(", "),
@@ -250,6 +260,81 @@ fn read_rows(kind: Kind, input: impl Read) -> anyhow::Result<(Vec<Row>, Vec<RowE
     Ok((rows, errors))
 }
 
+/// The prefix of attribute columns: `attr.plan_family`.
+const ATTRIBUTE_PREFIX: &str = "attr.";
+
+/// The declared type of each attribute a column of `rows` names; fails when
+/// one is not declared.
+async fn attribute_types(
+    client: &mut AccountsClient,
+    rows: &[Row],
+) -> anyhow::Result<HashMap<String, AttributeType>> {
+    let Some(first) = rows.first() else {
+        return Ok(HashMap::new());
+    };
+    let mut columns: Vec<&str> = first
+        .cells
+        .keys()
+        .filter_map(|c| c.strip_prefix(ATTRIBUTE_PREFIX))
+        .collect();
+    if columns.is_empty() {
+        return Ok(HashMap::new());
+    }
+    columns.sort_unstable();
+    let declared: HashMap<String, AttributeType> = client
+        .list_attribute_declarations(ListAttributeDeclarationsRequest {})
+        .await
+        .context("reading the attribute declarations")?
+        .into_inner()
+        .declarations
+        .into_iter()
+        .map(|d| {
+            (
+                d.name,
+                AttributeType::try_from(d.r#type).unwrap_or_default(),
+            )
+        })
+        .collect();
+    for name in columns {
+        if !declared.contains_key(name) {
+            anyhow::bail!(
+                "line 1: column {ATTRIBUTE_PREFIX}{name}: {name:?} is not a declared attribute"
+            );
+        }
+    }
+    Ok(declared)
+}
+
+/// The attribute values of a row's non-empty `attr.*` cells, by the
+/// declared types.
+fn attribute_values(
+    row: &Row,
+    types: &HashMap<String, AttributeType>,
+) -> Result<HashMap<String, AttributeValue>, String> {
+    let mut values = HashMap::new();
+    for (column, cell) in &row.cells {
+        let Some(name) = column.strip_prefix(ATTRIBUTE_PREFIX) else {
+            continue;
+        };
+        if cell.is_empty() {
+            continue;
+        }
+        let kind = match types.get(name).copied().unwrap_or_default() {
+            AttributeType::Number => ValueKind::NumberValue(
+                cell.parse()
+                    .map_err(|_| format!("{column}: {cell:?} is not a number"))?,
+            ),
+            AttributeType::Bool => ValueKind::BoolValue(
+                parse_bool(cell)
+                    .ok_or_else(|| format!("{column}: {cell:?} is not true or false"))?,
+            ),
+            _ => ValueKind::StringValue(cell.clone()),
+        };
+        values.insert(name.to_owned(), AttributeValue { kind: Some(kind) });
+    }
+    Ok(values)
+}
+
 /// Imports `input` (a CSV file of `kind`) into the services at `target`,
 /// advancing `progress` by one per row. Fails as a whole only when the file
 /// cannot be read (a bad header) or the accounts cannot be listed.
@@ -285,10 +370,15 @@ pub async fn import(
         revenue: target.revenue()?,
         funnel: target.funnel()?,
     };
+    let types = &if kind == Kind::Accounts {
+        attribute_types(&mut clients.accounts.clone(), &rows).await?
+    } else {
+        HashMap::new()
+    };
     let outcomes: Vec<(u64, Result<Outcome, String>)> = futures::stream::iter(rows)
         .map(|row| async move {
             let outcome = match kind {
-                Kind::Accounts => account_row(clients.accounts.clone(), &row).await,
+                Kind::Accounts => account_row(clients.accounts.clone(), &row, types).await,
                 Kind::Subscriptions => {
                     subscription_row(clients.revenue.clone(), directory, &row).await
                 }
@@ -434,7 +524,23 @@ fn parse_bool(value: &str) -> Option<bool> {
     }
 }
 
-async fn account_row(mut client: AccountsClient, row: &Row) -> Result<Outcome, String> {
+/// The tags of a `tags` cell: `;`-separated, blanks between separators
+/// dropped (the server normalises and checks each one).
+fn split_tags(cell: Option<&str>) -> Vec<String> {
+    cell.unwrap_or_default()
+        .split(';')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+async fn account_row(
+    mut client: AccountsClient,
+    row: &Row,
+    types: &HashMap<String, AttributeType>,
+) -> Result<Outcome, String> {
+    let attributes = attribute_values(row, types)?;
     let segment_text = row.required("segment")?;
     let segment = parse_segment(segment_text).ok_or_else(|| {
         format!("segment: unknown segment {segment_text:?} (smb, mid_market or enterprise)")
@@ -458,6 +564,8 @@ async fn account_row(mut client: AccountsClient, row: &Row) -> Result<Outcome, S
                 csm: row.get("csm").unwrap_or_default().to_owned(),
                 strategic,
                 external_ids: vec![external_id],
+                tags: split_tags(row.get("tags")),
+                attributes,
                 ..Account::default()
             }),
             // No idempotency key: the upsert by external id is the key, and
@@ -672,6 +780,15 @@ mod tests {
             Some(1_772_409_600 + 8 * 3600)
         );
         assert_eq!(parse_time("02/03/2026"), None);
+    }
+
+    #[test]
+    fn a_tags_cell_splits_on_semicolons_and_drops_blanks() {
+        assert_eq!(
+            split_tags(Some("pilot; EU ;;beta")),
+            vec!["pilot", "EU", "beta"]
+        );
+        assert!(split_tags(None).is_empty());
     }
 
     #[test]

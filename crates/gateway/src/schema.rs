@@ -113,6 +113,36 @@ pub fn reason() -> RefOr<Schema> {
     done(string().pattern(Some(format!("^[{SPACE}]*[a-z0-9_]{{0,64}}[{SPACE}]*$"))))
 }
 
+/// An account tag as the accounts service accepts it: 1 to 40 ASCII
+/// letters, digits, `-`, `_`, `:` or `.`, with white space around.
+pub fn tag() -> RefOr<Schema> {
+    done(string().pattern(Some(format!(
+        "^[{SPACE}]*[A-Za-z0-9_:.-]{{1,40}}[{SPACE}]*$"
+    ))))
+}
+
+/// A tag filter: a [`tag`], or blank for any.
+pub fn optional_tag() -> RefOr<Schema> {
+    done(string().pattern(Some(format!(
+        "^[{SPACE}]*[A-Za-z0-9_:.-]{{0,40}}[{SPACE}]*$"
+    ))))
+}
+
+/// At most 20 [`tag`]s.
+pub fn tags() -> RefOr<Schema> {
+    RefOr::T(Schema::Array(
+        utoipa::openapi::schema::ArrayBuilder::new()
+            .items(tag())
+            .max_items(Some(20))
+            .build(),
+    ))
+}
+
+/// [`tags`] or `null`.
+pub fn nullable_tags() -> RefOr<Schema> {
+    or_null(tags())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

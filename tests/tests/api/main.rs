@@ -7,8 +7,10 @@
 //! rather than once per file.
 
 mod accounts;
+mod attributes;
 mod auth;
 mod contacts;
 mod feed;
 mod listing;
 mod operations;
+mod tags;

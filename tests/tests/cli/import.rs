@@ -2,7 +2,14 @@
 //! server's message, valid rows land, and a re-import adds nothing.
 
 use bowtie::import::{ImportReport, Kind, import};
-use bowtie_proto::accounts::ListAccountsRequest;
+use std::collections::HashMap;
+
+use anyhow::Context as _;
+use bowtie_proto::accounts::attribute_value::Kind as ValueKind;
+use bowtie_proto::accounts::{
+    AttributeDeclaration, AttributeType, AttributeValue, DeclareAttributeRequest,
+    ListAccountsRequest,
+};
 use bowtie_proto::common::PageRequest;
 use bowtie_proto::funnel::GetJourneyRequest;
 use bowtie_proto::revenue::{GetMrrReportRequest, ListMovementsRequest};
@@ -13,6 +20,9 @@ use indicatif::ProgressBar;
 backend_test!(
     importing_accounts_reports_bad_rows_by_line_and_lands_the_rest,
     importing_subscriptions_and_transitions_twice_duplicates_nothing,
+    importing_accounts_with_a_tags_column_tags_them_and_reports_a_bad_tag,
+    importing_accounts_with_attribute_columns_sets_typed_values_and_reports_bad_ones,
+    an_attribute_column_that_is_not_declared_refuses_the_file,
 );
 
 const ACCOUNTS: &str = "\
@@ -93,6 +103,147 @@ async fn importing_accounts_reports_bad_rows_by_line_and_lands_the_rest(
     assert_eq!((again.created, again.unchanged), (0, 2));
     assert_eq!(again.errors.len(), 4);
     assert_eq!(account_names(&stack).await?.len(), 2);
+    Ok(())
+}
+
+const TAGGED: &str = "\
+external_id,name,segment,tags
+t1,Acme,smb,Pilot;eu
+t2,Bolt,smb,eu
+t3,Crane,smb,ok;two words
+t4,Dune,smb,
+";
+
+async fn names_tagged(stack: &Stack, tag: &str) -> anyhow::Result<Vec<String>> {
+    let page = stack
+        .target()
+        .accounts()?
+        .list_accounts(ListAccountsRequest {
+            tag: tag.to_owned(),
+            ..ListAccountsRequest::default()
+        })
+        .await?
+        .into_inner();
+    let mut names: Vec<String> = page.accounts.into_iter().map(|a| a.name).collect();
+    names.sort();
+    Ok(names)
+}
+
+async fn importing_accounts_with_a_tags_column_tags_them_and_reports_a_bad_tag(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let stack = Stack::start(db).await?;
+    let report = run(&stack, Kind::Accounts, TAGGED).await?;
+    assert_eq!(report.created, 3, "{report:?}");
+    let lines: Vec<u64> = report.errors.iter().map(|e| e.line).collect();
+    assert_eq!(lines, vec![4], "{report:?}");
+    assert!(
+        report.errors[0].message.contains("account.tags[1]"),
+        "{report:?}"
+    );
+    assert_eq!(names_tagged(&stack, "pilot").await?, vec!["Acme"]);
+    assert_eq!(names_tagged(&stack, "eu").await?, vec!["Acme", "Bolt"]);
+    assert_eq!(
+        account_names(&stack).await?,
+        vec!["Acme".to_owned(), "Bolt".to_owned(), "Dune".to_owned()]
+    );
+    Ok(())
+}
+
+async fn declare_plan_and_seats(stack: &Stack) -> anyhow::Result<()> {
+    let mut admin = stack.target_with(bowtie_testkit::ADMIN_KEY).accounts()?;
+    for (name, kind, allowed) in [
+        (
+            "plan_family",
+            AttributeType::Enum,
+            vec!["core".to_owned(), "plus".to_owned()],
+        ),
+        ("seats", AttributeType::Number, Vec::new()),
+        ("beta", AttributeType::Bool, Vec::new()),
+    ] {
+        admin
+            .declare_attribute(DeclareAttributeRequest {
+                declaration: Some(AttributeDeclaration {
+                    name: name.to_owned(),
+                    r#type: kind as i32,
+                    allowed_values: allowed,
+                    ..AttributeDeclaration::default()
+                }),
+                expected_version: None,
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+const WITH_ATTRIBUTES: &str = "\
+external_id,name,segment,attr.plan_family,Attr.Seats,attr.beta
+a1,Acme,smb,plus,12,true
+a2,Bolt,smb,core,,
+a3,Crane,smb,gold,3,false
+a4,Dune,smb,core,many,
+";
+
+async fn importing_accounts_with_attribute_columns_sets_typed_values_and_reports_bad_ones(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let stack = Stack::start(db).await?;
+    declare_plan_and_seats(&stack).await?;
+    let report = run(&stack, Kind::Accounts, WITH_ATTRIBUTES).await?;
+    assert_eq!(report.created, 2, "{report:?}");
+    let lines: Vec<u64> = report.errors.iter().map(|e| e.line).collect();
+    assert_eq!(lines, vec![4, 5], "{report:?}");
+    assert!(
+        report.errors[0]
+            .message
+            .contains("account.attributes.plan_family"),
+        "{report:?}"
+    );
+    assert!(
+        report.errors[1].message.starts_with("attr.seats:"),
+        "{report:?}"
+    );
+    let page = stack
+        .target()
+        .accounts()?
+        .list_accounts(ListAccountsRequest::default())
+        .await?
+        .into_inner();
+    let acme = page
+        .accounts
+        .iter()
+        .find(|a| a.name == "Acme")
+        .context("Acme was imported")?;
+    let value = |kind: ValueKind| AttributeValue { kind: Some(kind) };
+    let expected: HashMap<String, AttributeValue> = [
+        (
+            "plan_family".to_owned(),
+            value(ValueKind::StringValue("plus".into())),
+        ),
+        ("seats".to_owned(), value(ValueKind::NumberValue(12.0))),
+        ("beta".to_owned(), value(ValueKind::BoolValue(true))),
+    ]
+    .into();
+    assert_eq!(acme.attributes, expected);
+    let bolt = page
+        .accounts
+        .iter()
+        .find(|a| a.name == "Bolt")
+        .context("Bolt was imported")?;
+    assert_eq!(bolt.attributes.len(), 1, "empty cells set nothing");
+    Ok(())
+}
+
+async fn an_attribute_column_that_is_not_declared_refuses_the_file(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let stack = Stack::start(db).await?;
+    declare_plan_and_seats(&stack).await?;
+    let csv = "external_id,name,segment,attr.colour\nx1,Acme,smb,red\n";
+    let refused = run(&stack, Kind::Accounts, csv).await;
+    let message = format!("{:#}", refused.err().context("the file was refused")?);
+    assert!(message.contains("attr.colour"), "{message}");
+    assert!(account_names(&stack).await?.is_empty());
     Ok(())
 }
 

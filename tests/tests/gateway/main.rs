@@ -4,6 +4,7 @@
 //! HTTP as a dashboard or a CRM would.
 
 mod api_fuzz;
+mod attributes;
 mod auth;
 mod openapi;
 mod reports;
@@ -12,4 +13,5 @@ mod segment;
 mod status;
 mod stripe;
 mod success;
+mod tags;
 mod webhooks;

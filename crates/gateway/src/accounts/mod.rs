@@ -59,6 +59,9 @@ pub struct ListAccountsQuery {
     /// Case-insensitive substring of the name, at most 200 characters.
     #[param(schema_with = schema::optional_text::<200>)]
     text: Option<String>,
+    /// Only accounts with this tag (case-insensitive; blank = any).
+    #[param(schema_with = schema::optional_tag)]
+    tag: Option<String>,
     /// Rows per page (default 50, at most 1000; more is 1000).
     #[param(minimum = 0)]
     page_size: Option<i32>,
@@ -81,6 +84,8 @@ async fn list_accounts(
         csm: q.csm.unwrap_or_default(),
         status: q.status.unwrap_or_default().into(),
         text: q.text.unwrap_or_default(),
+        tag: q.tag.unwrap_or_default(),
+        attributes: std::collections::HashMap::new(),
         page: page(q.page_size, q.page_token),
     });
     let mut accounts = state.services.accounts.clone();

@@ -1,6 +1,8 @@
 //! The JSON shapes of the accounts routes and their conversions from and to
 //! the accounts service's messages.
 
+use std::collections::{BTreeMap, HashMap};
+
 use bowtie_proto::accounts as acc;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -32,6 +34,82 @@ pub struct ExternalId {
     pub external_id: String,
 }
 
+/// The value of a declared attribute: a string (string, date
+/// `YYYY-MM-DD` and enum attributes), a number or a boolean, as declared.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum AttributeValue {
+    /// String, date and enum attributes.
+    Text(String),
+    /// Number attributes.
+    Number(f64),
+    /// Bool attributes.
+    Bool(bool),
+}
+
+impl AttributeValue {
+    fn to_pb(&self) -> acc::AttributeValue {
+        use acc::attribute_value::Kind;
+        acc::AttributeValue {
+            kind: Some(match self {
+                AttributeValue::Text(t) => Kind::StringValue(t.clone()),
+                AttributeValue::Number(n) => Kind::NumberValue(*n),
+                AttributeValue::Bool(b) => Kind::BoolValue(*b),
+            }),
+        }
+    }
+
+    fn from_pb(v: acc::AttributeValue) -> Option<Self> {
+        use acc::attribute_value::Kind;
+        Some(match v.kind? {
+            Kind::StringValue(t) => AttributeValue::Text(t),
+            Kind::NumberValue(n) => AttributeValue::Number(n),
+            Kind::BoolValue(b) => AttributeValue::Bool(b),
+        })
+    }
+}
+
+/// An object of attribute values by name, each a string, number, boolean
+/// or `null`.
+fn attribute_writes() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::{
+        AdditionalProperties, ObjectBuilder, OneOfBuilder, Schema, Type,
+    };
+    let mut value = OneOfBuilder::new();
+    for kind in [Type::String, Type::Number, Type::Boolean, Type::Null] {
+        value = value.item(ObjectBuilder::new().schema_type(kind));
+    }
+    RefOr::T(Schema::Object(
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .additional_properties(Some(AdditionalProperties::RefOr(RefOr::T(Schema::OneOf(
+                value.build(),
+            )))))
+            .build(),
+    ))
+}
+
+/// [`attribute_writes`] or `null`.
+fn nullable_attribute_writes() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    crate::common::or_null(attribute_writes())
+}
+
+/// Attribute values to write: `null` clears one.
+fn attributes_to_pb(
+    values: &BTreeMap<String, Option<AttributeValue>>,
+) -> HashMap<String, acc::AttributeValue> {
+    values
+        .iter()
+        .map(|(name, value)| {
+            let value = value
+                .as_ref()
+                .map_or_else(acc::AttributeValue::default, AttributeValue::to_pb);
+            (name.clone(), value)
+        })
+        .collect()
+}
+
 /// An account.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Account {
@@ -53,6 +131,10 @@ pub struct Account {
     pub strategic: bool,
     /// Ids in other systems.
     pub external_ids: Vec<ExternalId>,
+    /// Tags, normalised (lower case) and sorted.
+    pub tags: Vec<String>,
+    /// Values of declared attributes, by name.
+    pub attributes: BTreeMap<String, AttributeValue>,
     /// Lifecycle status.
     pub status: AccountStatus,
     /// Version, for `expected_version` on updates.
@@ -81,6 +163,12 @@ impl From<acc::Account> for Account {
                     source: e.source,
                     external_id: e.external_id,
                 })
+                .collect(),
+            tags: a.tags,
+            attributes: a
+                .attributes
+                .into_iter()
+                .filter_map(|(name, v)| AttributeValue::from_pb(v).map(|v| (name, v)))
                 .collect(),
             status: a.status.into(),
             version: a.version,
@@ -118,6 +206,16 @@ pub struct NewAccount {
     #[serde(default)]
     #[schema(max_items = 20)]
     pub external_ids: Vec<ExternalId>,
+    /// Tags: at most 20, each 1 to 40 ASCII letters, digits, `-`, `_`, `:`
+    /// or `.` once trimmed; stored lower-cased, repeats collapse.
+    #[serde(default)]
+    #[schema(schema_with = schema::tags)]
+    pub tags: Vec<String>,
+    /// Values of declared attributes by name, typed as declared (see the
+    /// accounts API); `null` sets nothing.
+    #[serde(default)]
+    #[schema(schema_with = attribute_writes)]
+    pub attributes: BTreeMap<String, Option<AttributeValue>>,
 }
 
 impl NewAccount {
@@ -138,6 +236,8 @@ impl NewAccount {
                     external_id: e.external_id.clone(),
                 })
                 .collect(),
+            tags: self.tags.clone(),
+            attributes: attributes_to_pb(&self.attributes),
             ..acc::Account::default()
         }
     }
@@ -163,6 +263,13 @@ pub struct AccountChanges {
     pub csm: Option<String>,
     /// New strategic flag.
     pub strategic: Option<bool>,
+    /// New tags, replacing the old ones (`[]` clears them); as on create.
+    #[schema(schema_with = schema::nullable_tags)]
+    pub tags: Option<Vec<String>>,
+    /// Attribute values to set by name; `null` clears one, and attributes
+    /// left out keep their values.
+    #[schema(schema_with = nullable_attribute_writes)]
+    pub attributes: Option<BTreeMap<String, Option<AttributeValue>>>,
     /// Apply only if the account is still at this version (else 409 ABORTED).
     #[schema(minimum = 1)]
     #[serde(default, deserialize_with = "crate::common::optional_integer")]
@@ -200,6 +307,14 @@ impl AccountChanges {
         if let Some(v) = self.strategic {
             a.strategic = v;
             mask.push("strategic".to_owned());
+        }
+        if let Some(v) = &self.tags {
+            a.tags = v.clone();
+            mask.push("tags".to_owned());
+        }
+        if let Some(v) = &self.attributes {
+            a.attributes = attributes_to_pb(v);
+            mask.push("attributes".to_owned());
         }
         (a, mask)
     }
