@@ -55,7 +55,11 @@ fn planned() -> Vec<Planned> {
         sub(1, 3, Some((day(2025, 2, 20), Voluntary, "competitor"))),
         sub(1, 7, Some((day(2025, 2, 20), Voluntary, "budget"))),
         // Initech closes its business in March.
-        sub(2, 5, Some((day(2025, 3, 10), Involuntary, "business_closed"))),
+        sub(
+            2,
+            5,
+            Some((day(2025, 3, 10), Involuntary, "business_closed")),
+        ),
         // Umbrella cancels its add-on for product fit: a contraction.
         sub(3, 4, None),
         sub(3, 2, Some((day(2025, 2, 10), Voluntary, "product_fit"))),
@@ -88,7 +92,12 @@ fn expected(plan: &[Planned]) -> BTreeMap<(String, bool, i32, String), (i64, i64
         let mut falls: Vec<(i64, i64, i32, String)> = Vec::new();
         for s in &subs {
             if let Some((at, kind, reason)) = &s.end {
-                falls.push((at.seconds, s.seats * unit, *kind as i32, (*reason).to_owned()));
+                falls.push((
+                    at.seconds,
+                    s.seats * unit,
+                    *kind as i32,
+                    (*reason).to_owned(),
+                ));
             }
             if let Some(due) = &s.unpaid_due {
                 let lapse = due.seconds + 30 * 86_400;
@@ -115,9 +124,10 @@ fn expected(plan: &[Planned]) -> BTreeMap<(String, bool, i32, String), (i64, i64
         for t in instants {
             let now: Vec<&(i64, i64, i32, String)> = falls.iter().filter(|f| f.0 == t).collect();
             let lost: i64 = now.iter().map(|f| f.1).sum();
-            let largest = now.iter().max_by_key(|f| f.1).map_or((0, String::new()), |f| {
-                (f.2, f.3.clone())
-            });
+            let largest = now
+                .iter()
+                .max_by_key(|f| f.1)
+                .map_or((0, String::new()), |f| (f.2, f.3.clone()));
             mrr -= lost;
             let month = chrono::DateTime::from_timestamp(t, 0)
                 .map(|d| d.format("%Y-%m").to_string())
@@ -138,7 +148,9 @@ async fn churn_by_reason_and_kind_adds_up_to_the_waterfall_s_churn_and_contracti
     let suite = Revenue::start(db).await?;
     let mut client = suite.client();
     let plan = planned();
-    let names = ["Acme", "Globex", "Initech", "Umbrella", "Hooli", "Stark", "Wayne"];
+    let names = [
+        "Acme", "Globex", "Initech", "Umbrella", "Hooli", "Stark", "Wayne",
+    ];
     let mut ids = Vec::new();
     for name in names {
         ids.push(suite.account(name, Segment::Smb, "ana").await?);
@@ -208,16 +220,26 @@ async fn churn_by_reason_and_kind_adds_up_to_the_waterfall_s_churn_and_contracti
             (&churn.churn_by_reason, &churn.churn_mrr),
             (&churn.contraction_by_reason, &churn.contraction_mrr),
         ] {
-            assert_eq!(lines.iter().map(|l| minor(&l.lost_mrr)).sum::<i64>(), minor(total));
+            assert_eq!(
+                lines.iter().map(|l| minor(&l.lost_mrr)).sum::<i64>(),
+                minor(total)
+            );
         }
         for (lines, total) in [
             (&churn.churn_by_kind, &churn.churn_mrr),
             (&churn.contraction_by_kind, &churn.contraction_mrr),
         ] {
-            assert_eq!(lines.iter().map(|l| minor(&l.lost_mrr)).sum::<i64>(), minor(total));
+            assert_eq!(
+                lines.iter().map(|l| minor(&l.lost_mrr)).sum::<i64>(),
+                minor(total)
+            );
         }
         assert_eq!(
-            churn.churn_by_reason.iter().map(|l| l.movements).sum::<i64>(),
+            churn
+                .churn_by_reason
+                .iter()
+                .map(|l| l.movements)
+                .sum::<i64>(),
             churn.churned_accounts
         );
         // Per reason, from the plan.
@@ -234,11 +256,16 @@ async fn churn_by_reason_and_kind_adds_up_to_the_waterfall_s_churn_and_contracti
             }
         }
         // Per kind, from the plan.
-        for (is_churn, lines) in [(true, &churn.churn_by_kind), (false, &churn.contraction_by_kind)] {
+        for (is_churn, lines) in [
+            (true, &churn.churn_by_kind),
+            (false, &churn.contraction_by_kind),
+        ] {
             for l in lines {
                 let want: i64 = expected(&plan)
                     .iter()
-                    .filter(|((m, c, k, _), _)| *m == churn.period && *c == is_churn && *k == l.kind)
+                    .filter(|((m, c, k, _), _)| {
+                        *m == churn.period && *c == is_churn && *k == l.kind
+                    })
                     .map(|(_, v)| v.0)
                     .sum();
                 assert_eq!(minor(&l.lost_mrr), want, "{} kind {}", churn.period, l.kind);
@@ -256,10 +283,17 @@ async fn churn_by_reason_and_kind_adds_up_to_the_waterfall_s_churn_and_contracti
     // share of a half each; March: the lapse 60.00 and business_closed 50.00.
     let feb = &analysis.periods[1];
     assert_eq!(minor(&feb.churn_mrr), 20_000);
-    assert!(feb.churn_by_reason.iter().all(|l| (l.share - 0.5).abs() < 1e-12));
+    assert!(
+        feb.churn_by_reason
+            .iter()
+            .all(|l| (l.share - 0.5).abs() < 1e-12)
+    );
     let mar = &analysis.periods[2];
     assert_eq!(mar.churn_by_reason[0].reason_code, "payment_failure");
-    assert_eq!(mar.churn_by_kind[0].kind, CancellationKind::Involuntary as i32);
+    assert_eq!(
+        mar.churn_by_kind[0].kind,
+        CancellationKind::Involuntary as i32
+    );
     assert_eq!(minor(&mar.churn_by_kind[0].lost_mrr), 11_000);
 
     // Quarters sum the same movements.
@@ -275,7 +309,11 @@ async fn churn_by_reason_and_kind_adds_up_to_the_waterfall_s_churn_and_contracti
     assert_eq!(quarter.periods.len(), 1);
     assert_eq!(
         minor(&quarter.periods[0].churn_mrr),
-        waterfall.iter().take(3).map(|p| minor(&p.churn_mrr)).sum::<i64>()
+        waterfall
+            .iter()
+            .take(3)
+            .map(|p| minor(&p.churn_mrr))
+            .sum::<i64>()
     );
 
     // The quick ratio: January gained 470.00 and lost nothing (undefined);
