@@ -174,6 +174,8 @@ enum ReportKind {
     Funnel,
     /// The MRR waterfall month by month (revenue).
     Mrr,
+    /// Churn and contraction by cancellation reason and kind, month by month (revenue).
+    Churn,
     /// Logo retention, GRR and NRR by segment and owner, and the cohort grid (revenue).
     Retention,
     /// Accounts in the red or at high churn risk, and why (scoring).
@@ -519,7 +521,7 @@ async fn report(
     let segment = bowtie::report::parse_segment(segment.as_deref())?;
     let service = match what {
         ReportKind::Funnel => Svc::Funnel,
-        ReportKind::Mrr | ReportKind::Retention => Svc::Revenue,
+        ReportKind::Mrr | ReportKind::Churn | ReportKind::Retention => Svc::Revenue,
         ReportKind::AtRisk => Svc::Scoring,
         ReportKind::Work | ReportKind::Playbooks | ReportKind::Book | ReportKind::Touches => {
             Svc::Success
@@ -535,6 +537,7 @@ async fn report(
     let text = match what {
         ReportKind::Funnel => bowtie::report::funnel(&target, range, segment).await?,
         ReportKind::Mrr => bowtie::report::mrr(&target, range, segment).await?,
+        ReportKind::Churn => bowtie::report::churn(&target, range, segment).await?,
         ReportKind::Retention => {
             bowtie::report::retention(&target, range, segment, now.timestamp()).await?
         }

@@ -6,7 +6,10 @@
 use anyhow::Context as _;
 use bowtie_proto::common::{Money, Period, Segment, Stage};
 use bowtie_proto::funnel::GetFunnelReportRequest;
-use bowtie_proto::revenue::{GetCohortRetentionRequest, GetMrrReportRequest, GetRetentionRequest};
+use bowtie_proto::revenue::{
+    CancellationKind, GetChurnAnalysisRequest, GetCohortRetentionRequest, GetMrrReportRequest,
+    GetRetentionRequest,
+};
 use chrono::{Datelike, Months, NaiveDate};
 use comfy_table::{CellAlignment, Table, presets};
 use prost_types::Timestamp;
@@ -343,6 +346,97 @@ pub async fn mrr(
     }
     Ok(format!(
         "MRR waterfall {}..{} ({}), {}\n{t}\n",
+        range.start_month(),
+        range.end_month(),
+        segment_label(segment),
+        report.reporting_currency_code,
+    ))
+}
+
+/// The churn analysis, month by month: each period's churn and contraction
+/// split by cancellation reason code and by kind, with each line's share.
+pub async fn churn(
+    target: &Target,
+    range: MonthRange,
+    segment: Option<Segment>,
+) -> anyhow::Result<String> {
+    let report = target
+        .revenue()?
+        .get_churn_analysis(GetChurnAnalysisRequest {
+            start_month: range.start_month(),
+            end_month: range.end_month(),
+            segment: segment.unwrap_or(Segment::Unspecified) as i32,
+            ..GetChurnAnalysisRequest::default()
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("GetChurnAnalysis: {}", describe(&s)))?
+        .into_inner();
+    let kind_label = |k: i32| match CancellationKind::try_from(k) {
+        Ok(CancellationKind::Voluntary) => "voluntary",
+        Ok(CancellationKind::Involuntary) => "involuntary",
+        _ => "unspecified",
+    };
+    let mut t = table(&[
+        "month",
+        "loss",
+        "by",
+        "reason or kind",
+        "lost MRR",
+        "count",
+        "share",
+    ]);
+    for p in &report.periods {
+        for (loss, total, count, reasons, kinds) in [
+            (
+                "churn",
+                &p.churn_mrr,
+                p.churned_accounts,
+                &p.churn_by_reason,
+                &p.churn_by_kind,
+            ),
+            (
+                "contraction",
+                &p.contraction_mrr,
+                p.contractions,
+                &p.contraction_by_reason,
+                &p.contraction_by_kind,
+            ),
+        ] {
+            t.add_row(vec![
+                p.period.clone(),
+                loss.to_owned(),
+                "total".to_owned(),
+                String::new(),
+                amount(total.as_ref()),
+                group_thousands(count),
+                String::new(),
+            ]);
+            for r in reasons {
+                t.add_row(vec![
+                    p.period.clone(),
+                    loss.to_owned(),
+                    "reason".to_owned(),
+                    r.reason_code.clone(),
+                    amount(r.lost_mrr.as_ref()),
+                    group_thousands(r.movements),
+                    percent(r.share),
+                ]);
+            }
+            for k in kinds {
+                t.add_row(vec![
+                    p.period.clone(),
+                    loss.to_owned(),
+                    "kind".to_owned(),
+                    kind_label(k.kind).to_owned(),
+                    amount(k.lost_mrr.as_ref()),
+                    group_thousands(k.movements),
+                    percent(k.share),
+                ]);
+            }
+        }
+    }
+    Ok(format!(
+        "Churn analysis {}..{} ({}), {}\n{t}\n",
         range.start_month(),
         range.end_month(),
         segment_label(segment),

@@ -5,8 +5,9 @@
 //!   filters follow reassignments.
 //! - revenue: moves journeys on their own. The first subscription (or a
 //!   reactivation) enters COMMIT then ONBOARDING, an expansion or a renewal
-//!   GROWTH, losing all revenue CHURNED, each at the movement's business time
-//!   with source "revenue". A movement that revenue retracts (a back-dated
+//!   GROWTH, losing all revenue CHURNED (with the reason `kind:reason_code`
+//!   of the cancellation revenue attributes the churn to), each at the
+//!   movement's business time with source "revenue". A movement that revenue retracts (a back-dated
 //!   change reclassified it) takes its transitions back out.
 //!
 //! - scoring: first value reached (`first_value.reached`) moves the journey
@@ -123,8 +124,27 @@ async fn apply_account(tx: &mut Tx, event: Event) -> Result<(), Error> {
 pub const REVENUE_CONSUMER: &str = "funnel.revenue";
 /// Source recorded on the transitions the revenue feed causes.
 pub const REVENUE_SOURCE: &str = "revenue";
-/// Reason recorded when all revenue is gone.
+/// Reason recorded when all revenue is gone and the movement names no
+/// cancellation (events of revenue versions before churn causes).
 pub const REVENUE_CHURN_REASON: &str = "all_revenue_gone";
+
+/// The reason a CHURNED transition records for a CHURN movement: the
+/// cancellation's kind and reason code revenue attributed it to, as
+/// `voluntary:price` or `involuntary:payment_failure`, else
+/// [`REVENUE_CHURN_REASON`].
+pub fn churn_reason(m: &revenue_pb::Movement) -> String {
+    use revenue_pb::CancellationKind as K;
+    let kind = match m.cancellation_kind() {
+        K::Voluntary => "voluntary",
+        K::Involuntary => "involuntary",
+        K::Unspecified => "unspecified",
+    };
+    if m.reason_code.is_empty() {
+        REVENUE_CHURN_REASON.to_owned()
+    } else {
+        format!("{kind}:{}", m.reason_code)
+    }
+}
 
 /// The stages an MRR movement moves an account into: the first subscription
 /// (or a reactivation) is COMMIT then ONBOARDING, an expansion is GROWTH and
@@ -152,7 +172,7 @@ pub fn stages_for_renewal(outcome: revenue_pb::RenewalOutcome) -> &'static [Stag
 /// A revenue event: moves the journey on its own (or takes back what a
 /// retracted movement moved).
 async fn apply_revenue(tx: &mut Tx, event: Event, accounts: AccountDirectory) -> Result<(), Error> {
-    let (account_id, stages, at, retract) = match event.event_type.as_str() {
+    let (account_id, stages, at, retract, churn) = match event.event_type.as_str() {
         "movement.recorded" | "movement.retracted" => {
             let Some(m) = payload::<revenue_pb::Movement>(&event)? else {
                 return Ok(());
@@ -162,6 +182,7 @@ async fn apply_revenue(tx: &mut Tx, event: Event, accounts: AccountDirectory) ->
                 stages_for_movement(m.r#type()),
                 m.occurred_at,
                 event.event_type == "movement.retracted",
+                churn_reason(&m),
             )
         }
         "renewal.recorded" => {
@@ -173,6 +194,7 @@ async fn apply_revenue(tx: &mut Tx, event: Event, accounts: AccountDirectory) ->
                 stages_for_renewal(r.outcome()),
                 r.decided_at,
                 false,
+                REVENUE_CHURN_REASON.to_owned(),
             )
         }
         _ => return Ok(()),
@@ -189,7 +211,7 @@ async fn apply_revenue(tx: &mut Tx, event: Event, accounts: AccountDirectory) ->
     let profile = profile(tx, &accounts, account_id).await?;
     for stage in stages {
         let reason = if *stage == Stage::Churned {
-            REVENUE_CHURN_REASON
+            churn.as_str()
         } else {
             ""
         };

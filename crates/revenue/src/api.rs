@@ -13,7 +13,7 @@ use tonic::{Request, Response};
 
 use crate::convert;
 use crate::domain::{
-    BookGrouping, Granularity, Instant, MAX_PLAN, Month, RenewalOutcome, SubscriptionId,
+    BookGrouping, Granularity, Instant, MAX_PLAN, Month, RenewalOutcome, Segment, SubscriptionId,
 };
 use crate::service::{RetentionSplit, Revenue};
 use crate::storage::{CohortFilter, MovementFilter};
@@ -57,8 +57,61 @@ fn month_range(
     (first, last)
 }
 
+/// Reads the range, granularity and segment of a periodic report
+/// (GetMrrReport, GetChurnAnalysis): months in order, at most
+/// [`MAX_REPORT_MONTHS`] of them.
+fn report_range(
+    start_month: &str,
+    end_month: &str,
+    granularity: i32,
+    segment: i32,
+) -> Result<(Month, Month, Granularity, Option<Segment>), bowtie_runtime::error::Error> {
+    read_request(|v| {
+        let (first, last) = month_range(v, start_month, end_month, |months| {
+            if months < 0 {
+                Some("must not be before start_month".to_owned())
+            } else if months >= MAX_REPORT_MONTHS {
+                Some(format!(
+                    "must be within {MAX_REPORT_MONTHS} months of start_month"
+                ))
+            } else {
+                None
+            }
+        });
+        let granularity =
+            match validate::enum_value::<pb::Granularity>(v, "granularity", granularity, false) {
+                Some(pb::Granularity::Quarter) => Granularity::Quarter,
+                _ => Granularity::Month,
+            };
+        let segment = convert::segment_filter(v, "segment", segment);
+        Some((first?, last?, granularity, segment?))
+    })
+}
+
 #[tonic::async_trait]
 impl RevenueService for RevenueApi {
+    #[tracing::instrument(skip_all)]
+    async fn get_churn_analysis(
+        &self,
+        request: Request<pb::GetChurnAnalysisRequest>,
+    ) -> Answer<pb::GetChurnAnalysisResponse> {
+        let req = request.into_inner();
+        let (first, last, granularity, segment) = report_range(
+            &req.start_month,
+            &req.end_month,
+            req.granularity,
+            req.segment,
+        )?;
+        let periods = self
+            .app
+            .churn_analysis(first, last, granularity, segment)
+            .await?;
+        Ok(Response::new(convert::churn_analysis_to_pb(
+            &periods,
+            self.app.reporting_currency(),
+        )))
+    }
+
     #[tracing::instrument(skip_all)]
     async fn create_subscription(
         &self,
@@ -237,30 +290,12 @@ impl RevenueService for RevenueApi {
         request: Request<pb::GetMrrReportRequest>,
     ) -> Answer<pb::GetMrrReportResponse> {
         let req = request.into_inner();
-        let (first, last, granularity, segment) = read_request(|v| {
-            let (first, last) = month_range(v, &req.start_month, &req.end_month, |months| {
-                if months < 0 {
-                    Some("must not be before start_month".to_owned())
-                } else if months >= MAX_REPORT_MONTHS {
-                    Some(format!(
-                        "must be within {MAX_REPORT_MONTHS} months of start_month"
-                    ))
-                } else {
-                    None
-                }
-            });
-            let granularity = match validate::enum_value::<pb::Granularity>(
-                v,
-                "granularity",
-                req.granularity,
-                false,
-            ) {
-                Some(pb::Granularity::Quarter) => Granularity::Quarter,
-                _ => Granularity::Month,
-            };
-            let segment = convert::segment_filter(v, "segment", req.segment);
-            Some((first?, last?, granularity, segment?))
-        })?;
+        let (first, last, granularity, segment) = report_range(
+            &req.start_month,
+            &req.end_month,
+            req.granularity,
+            req.segment,
+        )?;
         let periods = self
             .app
             .mrr_report(first, last, granularity, segment)

@@ -350,6 +350,80 @@ pub fn movement_to_pb(
         mrr_after: money(currency, m.after),
         occurred_at: Some(m.at.to_timestamp()),
         segment: segment as i32,
+        cancellation_kind: m
+            .cause
+            .as_ref()
+            .map_or(pb::CancellationKind::Unspecified as i32, |c| {
+                kind_to_pb(c.kind) as i32
+            }),
+        reason_code: m
+            .cause
+            .as_ref()
+            .map_or_else(String::new, |c| c.reason.clone()),
+    }
+}
+
+/// The protobuf kind of a cause (unspecified: no cancellation caused it).
+fn kind_to_pb(kind: Option<CancellationKind>) -> pb::CancellationKind {
+    match kind {
+        None => pb::CancellationKind::Unspecified,
+        Some(CancellationKind::Voluntary) => pb::CancellationKind::Voluntary,
+        Some(CancellationKind::Involuntary) => pb::CancellationKind::Involuntary,
+    }
+}
+
+/// Renders one kind of loss of a churn analysis period: its totals and its
+/// splits by reason and by kind, with each line's share of the total.
+fn loss_to_pb(loss: &LossBreakdown, currency: &str) -> (Vec<pb::ChurnReason>, Vec<pb::ChurnKind>) {
+    let share = |lost: Minor| Retention::ratio(lost.get(), loss.lost.get());
+    (
+        loss.by_reason
+            .iter()
+            .map(|l| pb::ChurnReason {
+                reason_code: l.key.clone(),
+                lost_mrr: money(currency, l.lost),
+                movements: l.count,
+                share: share(l.lost),
+            })
+            .collect(),
+        loss.by_kind
+            .iter()
+            .map(|l| pb::ChurnKind {
+                kind: kind_to_pb(l.key) as i32,
+                lost_mrr: money(currency, l.lost),
+                movements: l.count,
+                share: share(l.lost),
+            })
+            .collect(),
+    )
+}
+
+/// Renders the churn analysis.
+pub fn churn_analysis_to_pb(
+    periods: &[ChurnPeriod],
+    currency: &str,
+) -> pb::GetChurnAnalysisResponse {
+    pb::GetChurnAnalysisResponse {
+        periods: periods
+            .iter()
+            .map(|p| {
+                let (churn_by_reason, churn_by_kind) = loss_to_pb(&p.churn, currency);
+                let (contraction_by_reason, contraction_by_kind) =
+                    loss_to_pb(&p.contraction, currency);
+                pb::ChurnPeriod {
+                    period: p.label.clone(),
+                    churn_mrr: money(currency, p.churn.lost),
+                    churned_accounts: p.churn.count,
+                    churn_by_reason,
+                    churn_by_kind,
+                    contraction_mrr: money(currency, p.contraction.lost),
+                    contractions: p.contraction.count,
+                    contraction_by_reason,
+                    contraction_by_kind,
+                }
+            })
+            .collect(),
+        reporting_currency_code: currency.to_owned(),
     }
 }
 
@@ -467,6 +541,7 @@ pub fn period_to_pb(p: &Period, currency: &str) -> pb::MrrPeriod {
         arpa: m(p.arpa()),
         customer_churn_rate: p.customer_churn_rate(),
         revenue_churn_rate: p.revenue_churn_rate(),
+        quick_ratio: p.quick_ratio(),
     }
 }
 

@@ -269,7 +269,7 @@ pub struct Version {
 }
 
 /// Voluntary or involuntary churn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum CancellationKind {
     /// The customer chose to leave.
     Voluntary,
@@ -565,7 +565,7 @@ impl MovementKind {
 }
 
 /// One change of an account's MRR, in reporting minor units.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Movement {
     /// When.
     pub at: Instant,
@@ -577,6 +577,100 @@ pub struct Movement {
     pub before: Minor,
     /// Account MRR after.
     pub after: Minor,
+    /// What caused a CHURN or CONTRACTION (`None` on the other kinds).
+    pub cause: Option<Cause>,
+}
+
+/// Reason code of a lapse: the past-due policy stopped a subscription whose
+/// invoice stayed unpaid (involuntary).
+pub const LAPSE_REASON: &str = "payment_failure";
+/// Reason code of a decrease no cancellation explains (new terms, the end of
+/// a lapse's neighbour ...).
+pub const UNSPECIFIED_REASON: &str = "unspecified";
+
+/// Orders the falls of subscriptions at one instant for attribution: the
+/// larger fall wins; between equal falls a cancellation or lapse wins over a
+/// change of terms, then involuntary over voluntary, then the reason code
+/// first in alphabetical order. It never depends on the order subscriptions
+/// are listed or recorded in.
+trait CmpFall {
+    fn cmp_fall(&self, other: &Self) -> std::cmp::Ordering;
+}
+
+impl CmpFall for (Minor, &Cause) {
+    fn cmp_fall(&self, other: &Self) -> std::cmp::Ordering {
+        self.0
+            .cmp(&other.0)
+            .then_with(|| self.1.kind.cmp(&other.1.kind))
+            .then_with(|| other.1.reason.cmp(&self.1.reason))
+    }
+}
+
+/// Why an account's MRR fell: the kind and reason code of the cancellation
+/// (or lapse) behind a CHURN or CONTRACTION movement, as recorded then.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Cause {
+    /// Voluntary or involuntary; `None` when no cancellation or lapse caused
+    /// the fall (a change of terms).
+    pub kind: Option<CancellationKind>,
+    /// The reason code as stored ([`UNSPECIFIED_REASON`] without one).
+    pub reason: String,
+}
+
+impl Cause {
+    /// A fall no cancellation explains.
+    pub fn unspecified() -> Self {
+        Self {
+            kind: None,
+            reason: UNSPECIFIED_REASON.to_owned(),
+        }
+    }
+
+    /// Stored code of the kind: 0 none, 1 voluntary, 2 involuntary (the
+    /// protobuf numbers).
+    pub fn kind_code(&self) -> i32 {
+        match self.kind {
+            None => 0,
+            Some(CancellationKind::Voluntary) => 1,
+            Some(CancellationKind::Involuntary) => 2,
+        }
+    }
+
+    /// From the stored kind code and reason.
+    pub fn from_stored(kind: i32, reason: String) -> Self {
+        let kind = match kind {
+            1 => Some(CancellationKind::Voluntary),
+            2 => Some(CancellationKind::Involuntary),
+            _ => None,
+        };
+        let reason = if reason.is_empty() {
+            UNSPECIFIED_REASON.to_owned()
+        } else {
+            reason
+        };
+        Self { kind, reason }
+    }
+}
+
+impl Subscription {
+    /// Why this subscription's MRR fell at `t`: its cancellation when it
+    /// takes effect at `t`, a lapse of the past-due policy starting at `t`
+    /// (involuntary, [`LAPSE_REASON`]), else unspecified (new terms).
+    fn fall_cause(&self, t: Instant) -> Cause {
+        if let Some(c) = self.cancellation.as_ref().filter(|c| c.effective_at == t) {
+            return Cause {
+                kind: Some(c.kind),
+                reason: c.reason.clone(),
+            };
+        }
+        if self.lapses.iter().any(|l| l.from == t) {
+            return Cause {
+                kind: Some(CancellationKind::Involuntary),
+                reason: LAPSE_REASON.to_owned(),
+            };
+        }
+        Cause::unspecified()
+    }
 }
 
 /// The MRR movements of one account from the full history of its
@@ -590,8 +684,15 @@ pub struct Movement {
 /// takes the account to zero, whatever the rates did in between, and a
 /// currency swing alone never creates a movement. A decrease is capped at the
 /// currency's balance, so the account's reporting MRR never goes negative.
+///
+/// A CHURN or CONTRACTION movement carries the [`Cause`] of the subscription
+/// whose MRR fell the most at that instant (converted into the reporting
+/// currency at that instant; ties as `CmpFall` orders them), so when
+/// several subscriptions end at the same instant the whole movement, its
+/// amount and its logo, is attributed to the largest of them.
 pub fn movements(subscriptions: &[Subscription], fx: &FxTable) -> Result<Vec<Movement>, Error> {
     let instants: BTreeSet<Instant> = subscriptions.iter().flat_map(|s| s.breakpoints()).collect();
+    let mut sub_mrr: Vec<Minor> = vec![Minor::ZERO; subscriptions.len()];
     let currencies: BTreeSet<&str> = subscriptions.iter().map(|s| s.currency.as_str()).collect();
     let mut local: BTreeMap<&str, Minor> = currencies.iter().map(|c| (*c, Minor::ZERO)).collect();
     let mut balance: BTreeMap<&str, Minor> = currencies.iter().map(|c| (*c, Minor::ZERO)).collect();
@@ -599,6 +700,22 @@ pub fn movements(subscriptions: &[Subscription], fx: &FxTable) -> Result<Vec<Mov
     let mut paid_before = false;
     let mut out = Vec::new();
     for t in instants {
+        let mut largest_fall: Option<(Minor, Cause)> = None;
+        for (i, s) in subscriptions.iter().enumerate() {
+            let now = s.mrr_at(t);
+            let fall = sub_mrr[i] - now;
+            if fall.is_positive() {
+                let fall = fx.convert(fall, &s.currency, t).unwrap_or(fall);
+                let cause = s.fall_cause(t);
+                if largest_fall
+                    .as_ref()
+                    .is_none_or(|(most, chosen)| (fall, &cause).cmp_fall(&(*most, chosen)).is_gt())
+                {
+                    largest_fall = Some((fall, cause));
+                }
+            }
+            sub_mrr[i] = now;
+        }
         let mut delta = Minor::ZERO;
         for currency in &currencies {
             let now: Minor = subscriptions
@@ -622,12 +739,19 @@ pub fn movements(subscriptions: &[Subscription], fx: &FxTable) -> Result<Vec<Mov
         }
         let after = total + delta;
         if let Some(kind) = MovementKind::classify(total, after, paid_before) {
+            let cause =
+                matches!(kind, MovementKind::Churn | MovementKind::Contraction).then(|| {
+                    largest_fall
+                        .take()
+                        .map_or_else(Cause::unspecified, |(_, cause)| cause)
+                });
             out.push(Movement {
                 at: t,
                 kind,
                 amount: delta,
                 before: total,
                 after,
+                cause,
             });
             paid_before |= after.is_positive();
         }
@@ -856,6 +980,170 @@ impl Period {
             + self.tally(MovementKind::Contraction).amount);
         Retention::ratio(lost.get(), self.start_mrr.get())
     }
+
+    /// Quick ratio: (new + expansion + reactivation) / (contraction +
+    /// churn); `None` (undefined) when nothing was lost in the period.
+    pub fn quick_ratio(&self) -> Option<f64> {
+        let gained: i64 = [
+            MovementKind::New,
+            MovementKind::Expansion,
+            MovementKind::Reactivation,
+        ]
+        .iter()
+        .map(|k| self.tally(*k).amount.get())
+        .sum();
+        let lost = -(self.tally(MovementKind::Churn).amount
+            + self.tally(MovementKind::Contraction).amount)
+            .get();
+        (lost != 0).then(|| gained as f64 / lost as f64)
+    }
+}
+
+/// The periods of a report over months `first..=last`: each one's label
+/// ("YYYY-MM" or "YYYY-Qn"), first month and length in months.
+pub fn report_periods(
+    first: Month,
+    last: Month,
+    granularity: Granularity,
+) -> Vec<(String, Month, i32)> {
+    let mut out = Vec::new();
+    let mut month = first;
+    while month <= last {
+        let (len, label) = match granularity {
+            Granularity::Month => (1, month_label(month)),
+            Granularity::Quarter => (
+                3,
+                format!("{:04}-Q{}", month.year(), month.month0() / 3 + 1),
+            ),
+        };
+        out.push((label, month, len));
+        month = month + len;
+    }
+    out
+}
+
+/// Stored sums of CHURN or CONTRACTION movements of one month by cause.
+pub type CauseRow = (Month, MovementKind, Cause, Tally);
+
+/// MRR lost to one reason code (or one kind) in a period, as a positive
+/// amount, with the number of movements (logos for churn).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LossLine<K> {
+    /// The reason code or the kind.
+    pub key: K,
+    /// MRR lost, positive.
+    pub lost: Minor,
+    /// Movements: churned accounts for churn, contractions for contraction.
+    pub count: i64,
+}
+
+/// One kind of loss (churn or contraction) of a period, split by reason and
+/// by kind; each split adds up to the totals.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LossBreakdown {
+    /// MRR lost, positive.
+    pub lost: Minor,
+    /// Movements.
+    pub count: i64,
+    /// Per reason code, the largest loss first (ties by code).
+    pub by_reason: Vec<LossLine<String>>,
+    /// Per kind (`None`: no cancellation caused it), the largest loss first.
+    pub by_kind: Vec<LossLine<Option<CancellationKind>>>,
+}
+
+impl LossBreakdown {
+    fn from_causes(causes: &BTreeMap<Cause, Tally>) -> Self {
+        let mut by_reason: BTreeMap<&str, Tally> = BTreeMap::new();
+        let mut by_kind: BTreeMap<i32, (Option<CancellationKind>, Tally)> = BTreeMap::new();
+        let mut out = LossBreakdown::default();
+        for (cause, t) in causes {
+            let r = by_reason.entry(cause.reason.as_str()).or_default();
+            r.amount += t.amount;
+            r.count += t.count;
+            let k = &mut by_kind
+                .entry(cause.kind_code())
+                .or_insert((cause.kind, Tally::default()))
+                .1;
+            k.amount += t.amount;
+            k.count += t.count;
+            out.lost += -t.amount;
+            out.count += t.count;
+        }
+        out.by_reason = by_reason
+            .into_iter()
+            .map(|(reason, t)| LossLine {
+                key: reason.to_owned(),
+                lost: -t.amount,
+                count: t.count,
+            })
+            .collect();
+        out.by_reason
+            .sort_by(|a, b| b.lost.cmp(&a.lost).then_with(|| a.key.cmp(&b.key)));
+        let mut kinds: Vec<(i32, LossLine<Option<CancellationKind>>)> = by_kind
+            .into_iter()
+            .map(|(code, (kind, t))| {
+                (
+                    code,
+                    LossLine {
+                        key: kind,
+                        lost: -t.amount,
+                        count: t.count,
+                    },
+                )
+            })
+            .collect();
+        kinds.sort_by(|a, b| b.1.lost.cmp(&a.1.lost).then_with(|| a.0.cmp(&b.0)));
+        out.by_kind = kinds.into_iter().map(|(_, line)| line).collect();
+        out
+    }
+}
+
+/// The churn analysis of one period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChurnPeriod {
+    /// "YYYY-MM" or "YYYY-Qn".
+    pub label: String,
+    /// CHURN movements by the cause they are attributed to.
+    pub churn: LossBreakdown,
+    /// CONTRACTION movements likewise.
+    pub contraction: LossBreakdown,
+}
+
+/// The churn analysis over months `first..=last` from the stored sums by
+/// cause (rows of other months or kinds are ignored). Its churn and
+/// contraction totals are sums of the same movements as the waterfall's, so
+/// they equal them to the minor unit.
+pub fn churn_analysis(
+    rows: &[CauseRow],
+    first: Month,
+    last: Month,
+    granularity: Granularity,
+) -> Vec<ChurnPeriod> {
+    report_periods(first, last, granularity)
+        .into_iter()
+        .map(|(label, start, len)| {
+            let mut churn: BTreeMap<Cause, Tally> = BTreeMap::new();
+            let mut contraction: BTreeMap<Cause, Tally> = BTreeMap::new();
+            for (month, kind, cause, t) in rows {
+                if *month < start || *month >= start + len {
+                    continue;
+                }
+                let into = match kind {
+                    MovementKind::Churn => &mut churn,
+                    MovementKind::Contraction => &mut contraction,
+                    _ => continue,
+                };
+                let e = into.entry(cause.clone()).or_default();
+                e.amount += t.amount;
+                e.count += t.count;
+            }
+            ChurnPeriod {
+                label,
+                churn: LossBreakdown::from_causes(&churn),
+                contraction: LossBreakdown::from_causes(&contraction),
+            }
+        })
+        .collect()
 }
 
 /// The waterfall over months `first..=last` from the totals before `first`
@@ -869,15 +1157,7 @@ pub fn waterfall(
 ) -> Vec<Period> {
     let (mut mrr, mut paying) = opening;
     let mut periods = Vec::new();
-    let mut month = first;
-    while month <= last {
-        let (len, label) = match granularity {
-            Granularity::Month => (1, month_label(month)),
-            Granularity::Quarter => (
-                3,
-                format!("{:04}-Q{}", month.year(), month.month0() / 3 + 1),
-            ),
-        };
+    for (label, month, len) in report_periods(first, last, granularity) {
         let mut sums: BTreeMap<MovementKind, Tally> = BTreeMap::new();
         for m in (0..len).map(|k| month + k) {
             for kind in MovementKind::ALL {
@@ -904,7 +1184,6 @@ pub fn waterfall(
             paying_start,
             paying_end: paying,
         });
-        month = month + len;
     }
     periods
 }

@@ -544,6 +544,24 @@ impl Revenue {
         Ok(waterfall(opening, &monthly, first, last, granularity))
     }
 
+    /// The churn analysis over months `first..=last` (widened to whole
+    /// quarters for quarters): reads the CHURN and CONTRACTION movements of
+    /// the range with their stored causes.
+    pub async fn churn_analysis(
+        &self,
+        first: Month,
+        last: Month,
+        granularity: Granularity,
+        segment: Option<Segment>,
+    ) -> Result<Vec<ChurnPeriod>, Error> {
+        let (first, last) = match granularity {
+            Granularity::Month => (first, last),
+            Granularity::Quarter => (first.quarter_start(), last.quarter_end()),
+        };
+        let rows = storage::loss_causes(self.store.db().reader(), first, last, segment).await?;
+        Ok(churn_analysis(&rows, first, last, granularity))
+    }
+
     /// The cohort grid of the cohorts `first..=last`, `months` months deep.
     pub async fn cohort_retention(
         &self,

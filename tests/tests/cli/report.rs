@@ -4,7 +4,7 @@ use bowtie::demo;
 use bowtie::report::{self, MonthRange, group_thousands, money, percent};
 use bowtie_proto::common::{Period, Segment};
 use bowtie_proto::funnel::GetFunnelReportRequest;
-use bowtie_proto::revenue::{GetMrrReportRequest, GetRetentionRequest};
+use bowtie_proto::revenue::{GetChurnAnalysisRequest, GetMrrReportRequest, GetRetentionRequest};
 use bowtie_testkit::stack::Stack;
 use bowtie_testkit::{READ_KEY, TestDatabase, backend_test};
 use prost_types::Timestamp;
@@ -72,6 +72,39 @@ async fn the_reports_print_the_figures_the_services_return(
             assert!(line.contains(&figure), "{figure} missing from {line}");
         }
     }
+
+    // The churn report prints every period's churn total and each reason's
+    // line as the service returns them.
+    let text = report::churn(&target, range, None).await?;
+    let api = target
+        .revenue()?
+        .get_churn_analysis(GetChurnAnalysisRequest {
+            start_month: range.start_month(),
+            end_month: range.end_month(),
+            ..GetChurnAnalysisRequest::default()
+        })
+        .await?
+        .into_inner();
+    assert_eq!(api.periods.len(), 12);
+    let lines: Vec<&str> = text.lines().collect();
+    for p in &api.periods {
+        let total = lines
+            .iter()
+            .find(|l| l.contains(&p.period) && l.contains("churn") && l.contains("total"))
+            .ok_or_else(|| anyhow::anyhow!("no churn total of {} in\n{text}", p.period))?;
+        assert!(total.contains(&amount(p.churn_mrr.as_ref())), "{total}");
+        for r in &p.churn_by_reason {
+            let line = lines
+                .iter()
+                .find(|l| l.contains(&p.period) && l.contains(&format!(" {} ", r.reason_code)))
+                .ok_or_else(|| anyhow::anyhow!("no {} line in\n{text}", r.reason_code))?;
+            assert!(line.contains(&amount(r.lost_mrr.as_ref())), "{line}");
+        }
+    }
+    assert!(
+        api.periods.iter().any(|p| !p.churn_by_reason.is_empty()),
+        "the demo churns some accounts"
+    );
 
     let text = report::funnel(&target, range, None).await?;
     let api = target

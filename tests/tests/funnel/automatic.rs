@@ -11,7 +11,7 @@ use bowtie_testkit::{TestDatabase, TestServer, WRITE_KEY, backend_test, within};
 use crate::*;
 
 backend_test!(
-    subscriptions_move_the_journey_to_commit_growth_and_churned,
+    subscriptions_move_the_journey_to_commit_growth_and_churned_with_the_cancellation_reason,
     after_a_restart_the_funnel_catches_up_without_repeating_a_stage,
     first_value_reached_in_scoring_moves_the_journey_to_impact_once,
 );
@@ -48,7 +48,7 @@ async fn journey_with(funnel: &TestServer, account: &str, count: usize) -> anyho
     .await?
 }
 
-async fn subscriptions_move_the_journey_to_commit_growth_and_churned(
+async fn subscriptions_move_the_journey_to_commit_growth_and_churned_with_the_cancellation_reason(
     db: &TestDatabase,
 ) -> anyhow::Result<()> {
     let revenue_suite = Revenue::start(db).await?;
@@ -98,7 +98,8 @@ async fn subscriptions_move_the_journey_to_commit_growth_and_churned(
         .await?;
     let j = journey_with(&funnel, &acme, 5).await?;
     assert_eq!(j.current_stage, Stage::Churned as i32);
-    assert_eq!(j.transitions[4].reason, "all_revenue_gone");
+    // The cancellation was voluntary, for price: CHURNED records both.
+    assert_eq!(j.transitions[4].reason, "voluntary:price");
     assert_eq!(j.current_since, Some(revenue::day(2026, 6, 1)));
     Ok(())
 }

@@ -92,6 +92,31 @@ async fn reports_over_http_equal_the_services_figures(db: &TestDatabase) -> anyh
     assert_eq!(periods[2]["end_mrr"], 60_000);
     assert_eq!(periods[2]["end_arr"], 720_000);
     assert_eq!(http["currency"], "USD");
+    // Nothing was lost: the quick ratio is undefined, null rather than a number.
+    assert!(periods.iter().all(|p| p["quick_ratio"].is_null()), "{http}");
+
+    // The churn analysis over the same months: nothing churned yet, per period.
+    let (status, churn) = stack
+        .get(
+            "/api/v1/revenue/churn?start_month=2026-01&end_month=2026-03",
+            READ_KEY,
+        )
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{churn}");
+    let churn_periods = churn["periods"].as_array().cloned().unwrap_or_default();
+    assert_eq!(churn_periods.len(), 3);
+    for (c, p) in churn_periods.iter().zip(&periods) {
+        assert_eq!(c["period"], p["period"]);
+        assert_eq!(c["churn_mrr"], p["churn_mrr"]);
+        assert_eq!(c["contraction_mrr"], p["contraction_mrr"]);
+    }
+    let (status, bad) = stack
+        .get(
+            "/api/v1/revenue/churn?start_month=2026-05&end_month=2026-03",
+            READ_KEY,
+        )
+        .await?;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
 
     // The funnel learns of the subscriptions from the revenue feed: wait until
     // both accounts are onboarding, so both reads below see the same journeys.

@@ -4,6 +4,7 @@
 //! SQLite and on PostgreSQL (`<scenario>::sqlite`, `<scenario>::postgres`).
 
 mod books;
+mod churn;
 mod feed;
 mod renewals;
 mod reports;

@@ -27,6 +27,7 @@ pub use model::*;
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(get_mrr_report))
+        .routes(routes!(get_churn_analysis))
         .routes(routes!(get_retention))
         .routes(routes!(get_cohort_retention))
         .routes(routes!(list_movements))
@@ -98,6 +99,27 @@ async fn get_mrr_report(
     };
     Ok(Json(
         revenue!(state, caller, get_mrr_report, message).into(),
+    ))
+}
+
+/// Churn and contraction per month or quarter by reason code and by kind
+/// (same months and filters as the MRR report).
+#[utoipa::path(get, path = "/api/v1/revenue/churn", tag = "revenue", params(MrrQuery),
+    responses((status = 200, body = ChurnAnalysis), (status = "4XX", body = ErrorBody),
+              (status = "5XX", body = ErrorBody)))]
+async fn get_churn_analysis(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<MrrQuery>,
+) -> Result<Json<ChurnAnalysis>, ApiError> {
+    let message = rev::GetChurnAnalysisRequest {
+        start_month: q.start_month,
+        end_month: q.end_month,
+        granularity: q.granularity.unwrap_or_default().into(),
+        segment: q.segment.unwrap_or_default().into(),
+    };
+    Ok(Json(
+        revenue!(state, caller, get_churn_analysis, message).into(),
     ))
 }
 

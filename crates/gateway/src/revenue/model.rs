@@ -129,6 +129,9 @@ pub struct MrrPeriod {
     pub customer_churn_rate: f64,
     /// (churn + contraction) / start MRR.
     pub revenue_churn_rate: f64,
+    /// (new + expansion + reactivation) / (contraction + churn); `null` when
+    /// the period lost nothing (undefined).
+    pub quick_ratio: Option<f64>,
 }
 
 /// The MRR report.
@@ -165,6 +168,114 @@ impl From<rev::GetMrrReportResponse> for MrrReport {
                     arpa: minor(p.arpa.as_ref()),
                     customer_churn_rate: p.customer_churn_rate,
                     revenue_churn_rate: p.revenue_churn_rate,
+                    quick_ratio: p.quick_ratio,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// MRR lost to one reason code in a period; amounts in minor units.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ChurnReason {
+    /// The reason code as stored; `payment_failure` for lapses of the
+    /// past-due policy, `unspecified` when no cancellation caused the loss.
+    pub reason_code: String,
+    /// MRR lost (positive).
+    pub lost_mrr: i64,
+    /// Movements (logos for churn).
+    pub movements: i64,
+    /// lost_mrr / the period's total of that loss.
+    pub share: f64,
+}
+
+/// MRR lost to one kind of cancellation in a period; amounts in minor units.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ChurnKind {
+    /// VOLUNTARY or INVOLUNTARY; UNSPECIFIED when no cancellation caused it.
+    pub kind: CancellationKind,
+    /// MRR lost (positive).
+    pub lost_mrr: i64,
+    /// Movements (logos for churn).
+    pub movements: i64,
+    /// lost_mrr / the period's total of that loss.
+    pub share: f64,
+}
+
+/// One period of the churn analysis: totals equal the MRR report's churn
+/// and contraction; each split adds up to them.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ChurnPeriod {
+    /// `YYYY-MM` or `YYYY-Qn`.
+    pub period: String,
+    /// CHURN movements (positive).
+    pub churn_mrr: i64,
+    /// Logos lost.
+    pub churned_accounts: i64,
+    /// Churn per reason, largest first.
+    pub churn_by_reason: Vec<ChurnReason>,
+    /// Churn per kind, largest first.
+    pub churn_by_kind: Vec<ChurnKind>,
+    /// CONTRACTION movements (positive).
+    pub contraction_mrr: i64,
+    /// Contraction movements.
+    pub contractions: i64,
+    /// Contraction per reason, largest first.
+    pub contraction_by_reason: Vec<ChurnReason>,
+    /// Contraction per kind, largest first.
+    pub contraction_by_kind: Vec<ChurnKind>,
+}
+
+/// The churn analysis.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ChurnAnalysis {
+    /// Currency of every amount.
+    pub currency: String,
+    /// Periods in order.
+    pub periods: Vec<ChurnPeriod>,
+}
+
+fn churn_reasons(lines: Vec<rev::ChurnReason>) -> Vec<ChurnReason> {
+    lines
+        .into_iter()
+        .map(|l| ChurnReason {
+            reason_code: l.reason_code,
+            lost_mrr: minor(l.lost_mrr.as_ref()),
+            movements: l.movements,
+            share: l.share,
+        })
+        .collect()
+}
+
+fn churn_kinds(lines: Vec<rev::ChurnKind>) -> Vec<ChurnKind> {
+    lines
+        .into_iter()
+        .map(|l| ChurnKind {
+            kind: l.kind.into(),
+            lost_mrr: minor(l.lost_mrr.as_ref()),
+            movements: l.movements,
+            share: l.share,
+        })
+        .collect()
+}
+
+impl From<rev::GetChurnAnalysisResponse> for ChurnAnalysis {
+    fn from(r: rev::GetChurnAnalysisResponse) -> Self {
+        Self {
+            currency: r.reporting_currency_code,
+            periods: r
+                .periods
+                .into_iter()
+                .map(|p| ChurnPeriod {
+                    period: p.period,
+                    churn_mrr: minor(p.churn_mrr.as_ref()),
+                    churned_accounts: p.churned_accounts,
+                    churn_by_reason: churn_reasons(p.churn_by_reason),
+                    churn_by_kind: churn_kinds(p.churn_by_kind),
+                    contraction_mrr: minor(p.contraction_mrr.as_ref()),
+                    contractions: p.contractions,
+                    contraction_by_reason: churn_reasons(p.contraction_by_reason),
+                    contraction_by_kind: churn_kinds(p.contraction_by_kind),
                 })
                 .collect(),
         }

@@ -111,7 +111,8 @@ fn a_first_subscription_is_new_business() -> Result<(), Error> {
             kind: MovementKind::New,
             amount: Minor(10_000),
             before: Minor(0),
-            after: Minor(10_000)
+            after: Minor(10_000),
+            cause: None,
         }]
     );
     Ok(())
@@ -436,6 +437,272 @@ fn a_subscription_is_stored_as_it_always_was_ids_as_text_instants_and_money_as_n
     assert_eq!(serde_json::to_string(&s)?, stored);
     assert_eq!(serde_json::from_str::<Subscription>(stored)?, s);
     Ok(())
+}
+
+fn cancellation(at: Instant, kind: CancellationKind, reason: &str) -> Cancellation {
+    Cancellation {
+        effective_at: at,
+        kind,
+        reason: reason.into(),
+    }
+}
+
+fn cause(kind: Option<CancellationKind>, reason: &str) -> Option<Cause> {
+    Some(Cause {
+        kind,
+        reason: reason.into(),
+    })
+}
+
+fn causes(ms: &[Movement]) -> Vec<(MovementKind, i64, Option<Cause>)> {
+    ms.iter()
+        .map(|m| (m.kind, m.amount.get(), m.cause.clone()))
+        .collect()
+}
+
+#[test]
+fn a_churn_carries_the_kind_and_reason_of_the_cancellation_behind_it() -> Result<(), Error> {
+    let a = AccountId::new();
+    let mut s = monthly(a, day(0), 3, 1_000);
+    s.cancel(cancellation(
+        day(40),
+        CancellationKind::Involuntary,
+        "business_closed",
+    ))?;
+    assert_eq!(
+        causes(&movements(&[s], &usd())?),
+        vec![
+            (MovementKind::New, 3_000, None),
+            (
+                MovementKind::Churn,
+                -3_000,
+                cause(Some(CancellationKind::Involuntary), "business_closed")
+            ),
+        ]
+    );
+    Ok(())
+}
+
+#[test]
+fn cancelling_one_of_two_subscriptions_is_a_contraction_with_its_reason_and_fewer_seats_are_unspecified()
+-> Result<(), Error> {
+    let a = AccountId::new();
+    // 2 x 10.00 + 5.00 = 25.00; 5.00 cancelled for price on day 20 (25.00 -> 20.00),
+    // then one seat dropped on day 30 (20.00 -> 10.00).
+    let mut big = monthly(a, day(0), 2, 1_000);
+    big.change(day(30), terms(1, 1_000, 0))?;
+    let mut small = monthly(a, day(0), 1, 500);
+    small.cancel(cancel_at(day(20)))?;
+    assert_eq!(
+        causes(&movements(&[big, small], &usd())?),
+        vec![
+            (MovementKind::New, 2_500, None),
+            (
+                MovementKind::Contraction,
+                -500,
+                cause(Some(CancellationKind::Voluntary), "price")
+            ),
+            (
+                MovementKind::Contraction,
+                -1_000,
+                cause(None, UNSPECIFIED_REASON)
+            ),
+        ]
+    );
+    Ok(())
+}
+
+#[test]
+fn subscriptions_ending_at_one_instant_churn_once_under_the_largest_of_them() -> Result<(), Error> {
+    let a = AccountId::new();
+    // 30.00 for competitor and 70.00 for budget end together on day 50: one
+    // churn of 100.00, attributed to budget (the 70.00).
+    let mut small = monthly(a, day(0), 3, 1_000);
+    small.cancel(cancellation(
+        day(50),
+        CancellationKind::Voluntary,
+        "competitor",
+    ))?;
+    let mut large = monthly(a, day(0), 7, 1_000);
+    large.cancel(cancellation(day(50), CancellationKind::Voluntary, "budget"))?;
+    let forward = movements(&[small.clone(), large.clone()], &usd())?;
+    assert_eq!(
+        causes(&forward)[1],
+        (
+            MovementKind::Churn,
+            -10_000,
+            cause(Some(CancellationKind::Voluntary), "budget")
+        )
+    );
+    assert_eq!(forward, movements(&[large, small], &usd())?);
+    Ok(())
+}
+
+#[test]
+fn equal_falls_at_one_instant_go_to_the_cancellation_then_involuntary_then_the_first_code()
+-> Result<(), Error> {
+    let a = AccountId::new();
+    // Both 10.00: one cancelled (voluntary, "price"), one cut to zero seats.
+    let mut cut = monthly(a, day(0), 1, 1_000);
+    cut.change(day(10), terms(0, 1_000, 0))?;
+    let mut cancelled = monthly(a, day(0), 1, 1_000);
+    cancelled.cancel(cancel_at(day(10)))?;
+    assert_eq!(
+        movements(&[cut, cancelled], &usd())?[1].cause,
+        cause(Some(CancellationKind::Voluntary), "price")
+    );
+    // Voluntary "budget" against involuntary "price": involuntary wins.
+    let mut voluntary = monthly(a, day(0), 1, 1_000);
+    voluntary.cancel(cancellation(day(10), CancellationKind::Voluntary, "budget"))?;
+    let mut involuntary = monthly(a, day(0), 1, 1_000);
+    involuntary.cancel(cancellation(
+        day(10),
+        CancellationKind::Involuntary,
+        "price",
+    ))?;
+    assert_eq!(
+        movements(&[voluntary.clone(), involuntary], &usd())?[1].cause,
+        cause(Some(CancellationKind::Involuntary), "price")
+    );
+    // Two voluntary: "budget" before "price".
+    let mut price = monthly(a, day(0), 1, 1_000);
+    price.cancel(cancel_at(day(10)))?;
+    assert_eq!(
+        movements(&[price, voluntary], &usd())?[1].cause,
+        cause(Some(CancellationKind::Voluntary), "budget")
+    );
+    Ok(())
+}
+
+#[test]
+fn a_lapse_of_the_past_due_policy_churns_involuntarily_for_payment_failure() -> Result<(), Error> {
+    let a = AccountId(Uuid::new_v4());
+    let mut s = monthly(a, day(0), 1, 10_000);
+    let late = invoice_of(&s, day(31), None);
+    s.lapses = lapses(&[&late], 30);
+    assert_eq!(
+        causes(&movements(&[s], &usd())?)[1],
+        (
+            MovementKind::Churn,
+            -10_000,
+            cause(Some(CancellationKind::Involuntary), LAPSE_REASON)
+        )
+    );
+    Ok(())
+}
+
+fn cause_row(
+    month: Month,
+    kind: MovementKind,
+    c: Option<Cause>,
+    amount: i64,
+    count: i64,
+) -> CauseRow {
+    (
+        month,
+        kind,
+        c.unwrap_or_else(Cause::unspecified),
+        Tally {
+            amount: Minor(amount),
+            count,
+        },
+    )
+}
+
+#[test]
+fn the_churn_analysis_splits_each_period_by_reason_and_by_kind_largest_first() {
+    let m = Month::january(2025);
+    let vol = Some(CancellationKind::Voluntary);
+    let inv = Some(CancellationKind::Involuntary);
+    let rows = vec![
+        cause_row(m, MovementKind::Churn, cause(vol, "price"), -3_000, 1),
+        cause_row(
+            m,
+            MovementKind::Churn,
+            cause(inv, "payment_failure"),
+            -5_000,
+            2,
+        ),
+        cause_row(m, MovementKind::Churn, cause(inv, "price"), -1_000, 1),
+        cause_row(m, MovementKind::Contraction, None, -200, 1),
+        cause_row(m, MovementKind::Contraction, cause(vol, "budget"), -700, 1),
+        cause_row(
+            m + 1,
+            MovementKind::Churn,
+            cause(vol, "competitor"),
+            -400,
+            1,
+        ),
+        cause_row(
+            m + 5,
+            MovementKind::Churn,
+            cause(vol, "competitor"),
+            -999,
+            1,
+        ),
+    ];
+    let months = churn_analysis(&rows, m, m + 2, Granularity::Month);
+    assert_eq!(months.len(), 3);
+    let jan = &months[0];
+    assert_eq!((jan.churn.lost, jan.churn.count), (Minor(9_000), 4));
+    let by_reason: Vec<(&str, i64, i64)> = jan
+        .churn
+        .by_reason
+        .iter()
+        .map(|l| (l.key.as_str(), l.lost.get(), l.count))
+        .collect();
+    // price: 3,000 voluntary + 1,000 involuntary.
+    assert_eq!(
+        by_reason,
+        vec![("payment_failure", 5_000, 2), ("price", 4_000, 2)]
+    );
+    let by_kind: Vec<(Option<CancellationKind>, i64, i64)> = jan
+        .churn
+        .by_kind
+        .iter()
+        .map(|l| (l.key, l.lost.get(), l.count))
+        .collect();
+    assert_eq!(by_kind, vec![(inv, 6_000, 3), (vol, 3_000, 1)]);
+    let contraction: Vec<(&str, i64)> = jan
+        .contraction
+        .by_reason
+        .iter()
+        .map(|l| (l.key.as_str(), l.lost.get()))
+        .collect();
+    assert_eq!(
+        contraction,
+        vec![("budget", 700), (UNSPECIFIED_REASON, 200)]
+    );
+    assert_eq!(jan.contraction.lost, Minor(900));
+    assert_eq!(months[1].churn.lost, Minor(400));
+    assert_eq!(months[2].churn, LossBreakdown::default());
+    let quarter = churn_analysis(&rows, m, m + 2, Granularity::Quarter);
+    assert_eq!(quarter.len(), 1);
+    assert_eq!(quarter[0].label, "2025-Q1");
+    assert_eq!(
+        (quarter[0].churn.lost, quarter[0].churn.count),
+        (Minor(9_400), 5)
+    );
+}
+
+#[test]
+fn the_quick_ratio_is_gains_over_losses_and_undefined_without_losses() {
+    let m = Month::january(2025);
+    let tally = |amount, count| Tally {
+        amount: Minor(amount),
+        count,
+    };
+    let mut monthly = BTreeMap::new();
+    monthly.insert((m, MovementKind::New), tally(3_000, 1));
+    monthly.insert((m, MovementKind::Expansion), tally(1_000, 1));
+    monthly.insert((m, MovementKind::Reactivation), tally(500, 1));
+    monthly.insert((m, MovementKind::Contraction), tally(-500, 1));
+    monthly.insert((m, MovementKind::Churn), tally(-1_000, 1));
+    monthly.insert((m + 1, MovementKind::New), tally(2_000, 1));
+    let periods = waterfall((Minor(10_000), 3), &monthly, m, m + 1, Granularity::Month);
+    // (3,000 + 1,000 + 500) / (500 + 1,000) = 3.
+    assert_eq!(periods[0].quick_ratio(), Some(3.0));
+    assert_eq!(periods[1].quick_ratio(), None);
 }
 
 fn invoice_of(s: &Subscription, due: Instant, paid: Option<Instant>) -> Invoice {

@@ -35,6 +35,8 @@ pub mod subscription {
 }
 
 /// `movements`: the derived MRR movements, one per account and instant.
+/// `cause_kind` (0 none, 1 voluntary, 2 involuntary) and `cause_reason` ("":
+/// none) are what a CHURN or CONTRACTION movement is attributed to.
 pub mod movement {
     use sea_orm::entity::prelude::*;
 
@@ -50,6 +52,8 @@ pub mod movement {
         pub mrr_before: i64,
         pub mrr_after: i64,
         pub segment: i32,
+        pub cause_kind: i32,
+        pub cause_reason: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -17,9 +17,9 @@ use super::{
     stored_segment,
 };
 use crate::domain::{
-    AccountHistory, AccountId, FxTable, Instant, Invoice, Minor, Month, Movement, MovementKind,
-    Revision, RollupKey, Segment, StoredMovement, Subscription, Tally, add_to_rollup, lapses,
-    movements, paying_spans,
+    AccountHistory, AccountId, Cause, CauseRow, FxTable, Instant, Invoice, Minor, Month, Movement,
+    MovementKind, Revision, RollupKey, Segment, StoredMovement, Subscription, Tally, add_to_rollup,
+    lapses, month_of, month_start, movements, paying_spans,
 };
 
 fn from_model(m: &movement::Model) -> Result<Movement, Error> {
@@ -29,6 +29,12 @@ fn from_model(m: &movement::Model) -> Result<Movement, Error> {
         amount: Minor(m.amount),
         before: Minor(m.mrr_before),
         after: Minor(m.mrr_after),
+        cause: (m.cause_kind != 0 || !m.cause_reason.is_empty())
+            .then(|| Cause::from_stored(m.cause_kind, m.cause_reason.clone()))
+            .or_else(|| {
+                // Rows written before causes were stored.
+                matches!(m.kind, 3 | 4).then(Cause::unspecified)
+            }),
     })
 }
 
@@ -98,18 +104,19 @@ pub async fn recompute<C: ConnectionTrait>(
             add_to_rollup(&mut deltas, *segment, std::slice::from_ref(m), -1);
         }
         add_to_rollup(&mut deltas, account.segment, &new, 1);
-        let old_set: HashSet<Movement> = old.iter().map(|(m, _)| *m).collect();
-        let new_set: HashSet<Movement> = new.iter().copied().collect();
+        let old_set: HashSet<&Movement> = old.iter().map(|(m, _)| m).collect();
+        let new_set: HashSet<&Movement> = new.iter().collect();
         revisions.push(Revision {
             recorded: new
                 .iter()
                 .filter(|m| !old_set.contains(m))
-                .copied()
+                .cloned()
                 .collect(),
             retracted: old
                 .iter()
-                .map(|(m, _)| *m)
+                .map(|(m, _)| m)
                 .filter(|m| !new_set.contains(m))
+                .cloned()
                 .collect(),
         });
         let id = account.account_id.to_string();
@@ -123,6 +130,11 @@ pub async fn recompute<C: ConnectionTrait>(
                 m.before.get().into(),
                 m.after.get().into(),
                 segment.into(),
+                m.cause.as_ref().map_or(0, Cause::kind_code).into(),
+                m.cause
+                    .as_ref()
+                    .map_or_else(String::new, |c| c.reason.clone())
+                    .into(),
             ]);
         }
         for s in paying_spans(&new) {
@@ -149,6 +161,8 @@ pub async fn recompute<C: ConnectionTrait>(
                 M::MrrBefore,
                 M::MrrAfter,
                 M::Segment,
+                M::CauseKind,
+                M::CauseReason,
             ])
             .to_owned();
         insert_chunks(conn, &insert, movement_rows).await?;
@@ -316,4 +330,51 @@ pub async fn first_payments<C: ConnectionTrait>(
         .into_iter()
         .map(|(account, at)| Ok((stored_account(&account)?, Instant::from_micros(at))))
         .collect()
+}
+
+/// The CHURN and CONTRACTION movements of months `first..=last`, optionally
+/// of one segment (the one the movement was derived in, as the roll-ups),
+/// summed per month, kind and cause. Reads only those movements (by the
+/// kind and time index), never a subscription's history.
+pub async fn loss_causes<C: ConnectionTrait>(
+    conn: &C,
+    first: Month,
+    last: Month,
+    segment: Option<Segment>,
+) -> Result<Vec<CauseRow>, Error> {
+    use movement::Column as M;
+    let mut select = movement::Entity::find()
+        .select_only()
+        .column(M::OccurredAt)
+        .column(M::Kind)
+        .column(M::CauseKind)
+        .column(M::CauseReason)
+        .column(M::Amount)
+        .filter(M::Kind.is_in([MovementKind::Churn.code(), MovementKind::Contraction.code()]))
+        .filter(M::OccurredAt.gte(month_start(first).micros()))
+        .filter(M::OccurredAt.lt(month_start(last + 1).micros()));
+    if let Some(segment) = segment {
+        select = select.filter(M::Segment.eq(segment_code(segment)));
+    }
+    let mut sums: BTreeMap<(Month, MovementKind, Cause), Tally> = BTreeMap::new();
+    for (at, kind, cause_kind, reason, amount) in select
+        .into_tuple::<(i64, i32, i32, String, i64)>()
+        .all(conn)
+        .await?
+    {
+        let kind = MovementKind::from_code(kind).ok_or_else(|| corrupt("movement kind"))?;
+        let t = sums
+            .entry((
+                month_of(Instant::from_micros(at)),
+                kind,
+                Cause::from_stored(cause_kind, reason),
+            ))
+            .or_default();
+        t.amount += Minor(amount);
+        t.count += 1;
+    }
+    Ok(sums
+        .into_iter()
+        .map(|((month, kind, cause), t)| (month, kind, cause, t))
+        .collect())
 }

@@ -324,4 +324,86 @@ impl MigrationTrait for AddSpanCsm {
     }
 }
 
-bowtie_runtime::migrator!(CreateRevenueTables, InvoiceExternalIds, AddSpanCsm);
+/// Gives each movement the cause a CHURN or CONTRACTION is attributed to
+/// (the kind and reason code of the cancellation or lapse behind it), so the
+/// churn analysis reads the movements of its range instead of every
+/// subscription's history, and an index by kind and time for that read.
+/// Movements written before it have no cause (they report as
+/// "unspecified") until their account's next write, or an import of it,
+/// recomputes them.
+struct AddMovementCause;
+
+/// Longest stored reason code (as CancelSubscription accepts).
+const REASON: u32 = 100;
+
+impl MigrationName for AddMovementCause {
+    fn name(&self) -> &str {
+        "m0303_movement_cause"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddMovementCause {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        use movement::Column as M;
+        // SQLite adds one column per ALTER TABLE.
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(movement::Entity)
+                    .add_column(ColumnDef::new(M::CauseKind).integer().not_null().default(0))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(movement::Entity)
+                    .add_column(
+                        ColumnDef::new(M::CauseReason)
+                            .string_len(REASON)
+                            .not_null()
+                            .default(""),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                index("movements_kind_time", movement::Entity)
+                    .col(M::Kind)
+                    .col(M::OccurredAt)
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_index(
+                Index::drop()
+                    .name("movements_kind_time")
+                    .table(movement::Entity)
+                    .to_owned(),
+            )
+            .await?;
+        for column in [movement::Column::CauseReason, movement::Column::CauseKind] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(movement::Entity)
+                        .drop_column(column)
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+bowtie_runtime::migrator!(
+    CreateRevenueTables,
+    InvoiceExternalIds,
+    AddSpanCsm,
+    AddMovementCause
+);
