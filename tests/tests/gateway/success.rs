@@ -4,10 +4,14 @@
 //! timeline with the activities people log on it; each CSM's book of
 //! business and the touches report, a bad parameter 400 naming it.
 
+use bowtie_proto::scoring::Tier;
 use bowtie_proto::success::success_service_client::SuccessServiceClient;
-use bowtie_proto::success::{CreateCtaRequest, CtaType, Priority};
+use bowtie_proto::success::{
+    CreateCtaRequest, CreatePlaybookRequest, CtaType, Priority, Trigger, TriggerKind,
+};
 use bowtie_testkit::gateway::Stack;
-use bowtie_testkit::{READ_KEY, TestDatabase, WRITE_KEY, backend_test, within};
+use bowtie_testkit::success::vip_playbook;
+use bowtie_testkit::{ADMIN_KEY, READ_KEY, TestDatabase, WRITE_KEY, backend_test, within};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -15,7 +19,30 @@ backend_test!(
     a_csm_lists_their_ctas_and_moves_one_along_at_the_version_read,
     people_log_activities_on_an_account_timeline_through_the_gateway,
     the_book_of_business_and_the_touches_report_are_read_over_rest,
+    a_segment_trigger_reads_back_by_its_name_over_rest,
 );
+
+async fn a_segment_trigger_reads_back_by_its_name_over_rest(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let stack = Stack::start(db).await?;
+    let mut success = SuccessServiceClient::new(stack.success.with_key(ADMIN_KEY));
+    let trigger = Trigger {
+        kind: TriggerKind::TierEntered as i32,
+        tiers: vec![Tier::Diamond as i32],
+        ..Trigger::default()
+    };
+    success
+        .create_playbook(CreatePlaybookRequest {
+            spec: Some(vip_playbook("VIP care", trigger)),
+            idempotency_key: String::new(),
+        })
+        .await?;
+    let (status, body) = stack.get("/api/v1/success/playbooks", READ_KEY).await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["playbooks"][0]["trigger"], "TIER_ENTERED", "{body}");
+    Ok(())
+}
 
 /// The field the first violation of a 400 names.
 fn violated(body: &serde_json::Value) -> Option<&str> {

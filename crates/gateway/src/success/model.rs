@@ -28,6 +28,18 @@ mirror_enum!(
         StageEntered,
         /// A champion or decision maker left.
         ChampionLeft,
+        /// A renewal within the playbook's days.
+        RenewalDue,
+        /// In ONBOARDING past the playbook's days without first value.
+        OnboardingStalled,
+        /// A complaint unresolved past the playbook's days.
+        ComplaintUnresolved,
+        /// The account entered one of the playbook's value tiers.
+        TierEntered,
+        /// The account entered one of the playbook's quadrants.
+        QuadrantEntered,
+        /// The account's revenue to date reached the playbook's milestone.
+        RevenueMilestone,
     }
 );
 
