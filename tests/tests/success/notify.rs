@@ -18,11 +18,11 @@ use std::time::Duration;
 
 use bowtie_proto::common::Segment;
 use bowtie_proto::success::{
-    Channel, CreateCtaRequest, CtaType, DeliveryStatus, ListDeliveriesRequest, Priority,
+    Channel, CreateCtaRequest, Cta, CtaType, DeliveryStatus, ListDeliveriesRequest, Priority,
 };
 use bowtie_testkit::demo::free_port;
 use bowtie_testkit::receiver::receiver;
-use bowtie_testkit::success::Suite;
+use bowtie_testkit::success::{SuccessClient, Suite};
 use bowtie_testkit::{TestDatabase, backend_test, within};
 
 backend_test!(
@@ -121,6 +121,28 @@ pub fn mails(dir: &Path) -> Vec<String> {
     out
 }
 
+/// Opens the high-priority renewal CTA both notification tests send out,
+/// owned by ana@acme.io.
+async fn renewal_cta(client: &mut SuccessClient, account_id: &str) -> anyhow::Result<Cta> {
+    client
+        .create_cta(CreateCtaRequest {
+            account_id: account_id.to_owned(),
+            r#type: CtaType::Renewal as i32,
+            reason: "renewal in 60 days, champion quiet".into(),
+            priority: Priority::High as i32,
+            owner: "ana@acme.io".into(),
+            due_time: Some(prost_types::Timestamp {
+                seconds: 1_900_000_000,
+                nanos: 0,
+            }),
+            idempotency_key: String::new(),
+        })
+        .await?
+        .into_inner()
+        .cta
+        .ok_or_else(|| anyhow::anyhow!("no CTA"))
+}
+
 async fn a_new_cta_is_emailed_to_its_owner_and_posted_to_chat_once_even_when_smtp_was_down(
     db: &TestDatabase,
 ) -> anyhow::Result<()> {
@@ -145,23 +167,7 @@ async fn a_new_cta_is_emailed_to_its_owner_and_posted_to_chat_once_even_when_smt
         .account("Acme Logistics", Segment::Smb, "ana@acme.io")
         .await?;
     let mut client = suite.client();
-    let cta = client
-        .create_cta(CreateCtaRequest {
-            account_id: acme.clone(),
-            r#type: CtaType::Renewal as i32,
-            reason: "renewal in 60 days, champion quiet".into(),
-            priority: Priority::High as i32,
-            owner: "ana@acme.io".into(),
-            due_time: Some(prost_types::Timestamp {
-                seconds: 1_900_000_000,
-                nanos: 0,
-            }),
-            idempotency_key: String::new(),
-        })
-        .await?
-        .into_inner()
-        .cta
-        .ok_or_else(|| anyhow::anyhow!("no CTA"))?;
+    let cta = renewal_cta(&mut client, &acme).await?;
 
     // The SMTP server is not up yet: the email waits, with its error shown.
     let pending = within(20, "a pending email", async {
@@ -283,23 +289,7 @@ async fn a_silent_smtp_server_holds_back_no_chat_message(db: &TestDatabase) -> a
         .account("Acme Logistics", Segment::Smb, "ana@acme.io")
         .await?;
     let mut client = suite.client();
-    let cta = client
-        .create_cta(CreateCtaRequest {
-            account_id: acme.clone(),
-            r#type: CtaType::Renewal as i32,
-            reason: "renewal in 60 days, champion quiet".into(),
-            priority: Priority::High as i32,
-            owner: "ana@acme.io".into(),
-            due_time: Some(prost_types::Timestamp {
-                seconds: 1_900_000_000,
-                nanos: 0,
-            }),
-            idempotency_key: String::new(),
-        })
-        .await?
-        .into_inner()
-        .cta
-        .ok_or_else(|| anyhow::anyhow!("no CTA"))?;
+    let cta = renewal_cta(&mut client, &acme).await?;
 
     // The chat message is delivered (after its refused first attempt) well
     // before the email's first attempt could even time out.
