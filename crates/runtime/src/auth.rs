@@ -198,17 +198,9 @@ impl ApiKeys {
         Ok(Self { keys })
     }
 
-    /// The principal of a presented key, comparing against every key in
-    /// constant time: `None` for an unknown key, UNAUTHENTICATED naming the
-    /// key for one that expired by `now`.
-    pub fn authenticate(
-        &self,
-        presented: &str,
-        now: DateTime<Utc>,
-    ) -> Result<Option<&Principal>, Status> {
-        Ok(self.find(presented, now)?.map(|k| &k.principal))
-    }
-
+    /// The key presented, comparing against every key in constant time:
+    /// `None` for an unknown key, UNAUTHENTICATED naming the key for one that
+    /// expired by `now`.
     fn find(&self, presented: &str, now: DateTime<Utc>) -> Result<Option<&Key>, Status> {
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         let mut found = None;
@@ -499,13 +491,13 @@ mod tests {
         let at = |t: &str| -> anyhow::Result<DateTime<Utc>> {
             Ok(DateTime::parse_from_rfc3339(t)?.with_timezone(&Utc))
         };
-        let before = keys.authenticate("import-secret", at("2026-12-31T23:59:59Z")?);
+        let before = keys.find("import-secret", at("2026-12-31T23:59:59Z")?);
         assert_eq!(
-            before.ok().flatten().map(|p| p.name.clone()),
+            before.ok().flatten().map(|k| k.principal.name.clone()),
             Some("import".into())
         );
         let expired = keys
-            .authenticate("import-secret", at("2027-01-01T00:00:00Z")?)
+            .find("import-secret", at("2027-01-01T00:00:00Z")?)
             .err()
             .map(|s| (s.code(), s.message().to_owned()));
         assert_eq!(
