@@ -227,6 +227,10 @@ impl ApiKeys {
     /// one call from the budget of the key `authorization` carries. A request
     /// without a known, unexpired key passes; the services refuse it.
     pub fn throttle(&self, authorization: Option<&str>) -> Result<(), Status> {
+        // Without any budget there is nothing to take: skip hashing the key.
+        if self.keys.iter().all(|k| k.bucket.is_none()) {
+            return Ok(());
+        }
         match bearer(authorization).map(|token| self.find(token, Utc::now())) {
             Some(Ok(Some(key))) => Self::admit(key, Instant::now()),
             _ => Ok(()),
