@@ -109,6 +109,8 @@ async fn apply_account(tx: &mut Tx, event: Event) -> Result<(), Error> {
         return Ok(());
     };
     let id = payload_account("payload.id", &account.id)?;
+    // Like every writer of a journey row, under the journey's lock.
+    storage::lock_journey(tx.conn(), id).await?;
     if let Some(journey) = storage::update_profile(tx.conn(), id, &profile_of(&account)).await? {
         tx.emit(NewEvent::new(
             "account",

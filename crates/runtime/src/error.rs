@@ -134,6 +134,20 @@ impl Error {
         }
     }
 
+    /// True when PostgreSQL gave up the transaction because of concurrent
+    /// ones: a deadlock (40P01), a serialization failure (40001) or a lock
+    /// wait over `lock_timeout` (55P03). Nothing of it was written, so the
+    /// caller may retry it as it was.
+    fn is_conflict(err: &DbErr) -> bool {
+        match err {
+            DbErr::Exec(RuntimeErr::SqlxError(sea_orm::sqlx::Error::Database(e)))
+            | DbErr::Query(RuntimeErr::SqlxError(sea_orm::sqlx::Error::Database(e))) => {
+                matches!(e.code().as_deref(), Some("40P01" | "40001" | "55P03"))
+            }
+            _ => false,
+        }
+    }
+
     /// True for a unique-constraint violation, which callers may turn into a
     /// domain answer (ALREADY_EXISTS, an idempotent replay).
     pub fn is_unique_violation(&self) -> bool {
@@ -211,6 +225,12 @@ impl From<Error> for Status {
             Error::Database(e) if Error::is_connectivity(&e) => {
                 tracing::warn!(error.cause_chain = ?e, "database unavailable");
                 Status::unavailable("database unavailable, retry later")
+            }
+            Error::Database(e) if Error::is_conflict(&e) => {
+                tracing::warn!(error.cause_chain = ?e, "write conflicted with a concurrent one");
+                Status::aborted(
+                    "the write conflicted with a concurrent one and was not made; retry",
+                )
             }
             Error::Database(e) => {
                 tracing::error!(error.cause_chain = ?e, "database error");

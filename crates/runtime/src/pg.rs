@@ -7,6 +7,8 @@
 //!   into the statement, so nothing else can reach the SQL text.
 //! - Advisory locks and privilege checks are PostgreSQL functions with no
 //!   builder form; their arguments are bound.
+//! - `SET LOCAL lock_timeout` is a setting, which has no builder form and
+//!   takes no parameters; its value is a number the runtime formats.
 //!
 //! Tests and benchmarks create and drop their throw-away schemas through
 //! the same functions.
@@ -78,6 +80,15 @@ pub async fn advisory_lock<C: ConnectionTrait>(txn: &C, key: &str) -> Result<(),
         [key.into()],
     ))
     .await?;
+    Ok(())
+}
+
+/// Makes every lock wait of the rest of the transaction give up after
+/// `millis` (`SET LOCAL lock_timeout`; raw: a setting has no builder form,
+/// and `SET` takes no bound parameters, so the number is formatted in).
+pub async fn lock_timeout<C: ConnectionTrait>(txn: &C, millis: u32) -> Result<(), Error> {
+    txn.execute_unprepared(&format!("SET LOCAL lock_timeout = {millis}"))
+        .await?;
     Ok(())
 }
 

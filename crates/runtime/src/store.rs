@@ -14,6 +14,11 @@ use crate::feed::{self, Feed, NewEvent};
 use crate::idempotency::{self, Idempotency};
 use crate::validate::now_micros;
 
+/// How long a consumer's batch waits for any one lock on PostgreSQL before
+/// it gives up and is applied one event at a time: under the server's
+/// `deadlock_timeout` (1 s by default).
+const BATCH_LOCK_TIMEOUT_MS: u32 = 500;
+
 /// An open write transaction.
 pub struct Tx {
     txn: DatabaseTransaction,
@@ -165,6 +170,15 @@ impl Store {
             return Ok(0);
         };
         let txn = self.db.begin_write().await?;
+        if sequences.len() > 1 && txn.get_database_backend() == DbBackend::Postgres {
+            // A batch locks its events' aggregates in feed order, which a
+            // client's write (locking in key order) may cross. Waiting less
+            // than PostgreSQL's deadlock check (1 s by default) makes the
+            // batch give up first, so a client's write is never the one a
+            // deadlock aborts; the consumer then applies the events one per
+            // transaction.
+            crate::pg::lock_timeout(&txn, BATCH_LOCK_TIMEOUT_MS).await?;
+        }
         // Replicas running the same consumer take turns per batch.
         lock(&txn, &format!("consumer.{consumer}")).await?;
         let cursor = feed::load_cursor(&txn, consumer).await?;

@@ -179,8 +179,40 @@ fn usd(minor_units: i64) -> Option<Money> {
     })
 }
 
+/// Tries of a demo write that the service answers UNAVAILABLE (its
+/// database busy past the pool's timeout) or ABORTED (the write conflicted
+/// with a concurrent one and was not made).
+const WRITE_TRIES: u32 = 5;
+
+/// `call(client, request)`, sent again after 100 ms, 200 ms, ... while it
+/// answers UNAVAILABLE or ABORTED, [`WRITE_TRIES`] times at most: every demo
+/// write carries an idempotency key, so a retry never writes twice.
+async fn retried<C, R, T, F, Fut>(
+    client: &C,
+    request: R,
+    call: F,
+) -> Result<tonic::Response<T>, tonic::Status>
+where
+    C: Clone,
+    R: Clone,
+    F: Fn(C, R) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let mut pause = Duration::from_millis(100);
+    for _ in 1..WRITE_TRIES {
+        match call(client.clone(), request.clone()).await {
+            Err(s) if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Aborted) => {
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            answer => return answer,
+        }
+    }
+    call(client.clone(), request).await
+}
+
 async fn upsert_account(
-    mut client: AccountsClient,
+    client: AccountsClient,
     prefix: String,
     a: PlannedAccount,
 ) -> anyhow::Result<String> {
@@ -188,8 +220,9 @@ async fn upsert_account(
         source: SOURCE.to_owned(),
         external_id: a.external_id.clone(),
     };
-    let response = client
-        .upsert_account_by_external_id(UpsertAccountByExternalIdRequest {
+    let response = retried(
+        &client,
+        UpsertAccountByExternalIdRequest {
             external_id: Some(external_id.clone()),
             account: Some(Account {
                 name: a.name.clone(),
@@ -202,10 +235,12 @@ async fn upsert_account(
                 ..Account::default()
             }),
             idempotency_key: format!("{prefix}-a{}", a.index),
-        })
-        .await
-        .with_context(|| format!("upserting demo account {}", a.external_id))?
-        .into_inner();
+        },
+        |mut c, r| async move { c.upsert_account_by_external_id(r).await },
+    )
+    .await
+    .with_context(|| format!("upserting demo account {}", a.external_id))?
+    .into_inner();
     response
         .account
         .map(|account| account.id)
@@ -213,14 +248,15 @@ async fn upsert_account(
 }
 
 async fn record_transitions(
-    mut client: FunnelClient,
+    client: FunnelClient,
     prefix: String,
     a: PlannedAccount,
     id: String,
 ) -> anyhow::Result<usize> {
     for (k, t) in a.transitions.iter().enumerate() {
-        client
-            .record_transition(RecordTransitionRequest {
+        retried(
+            &client,
+            RecordTransitionRequest {
                 account_id: id.clone(),
                 to_stage: t.stage as i32,
                 occurred_at: timestamp(t.at),
@@ -231,9 +267,11 @@ async fn record_transitions(
                     "crm:demo".to_owned()
                 },
                 idempotency_key: format!("{prefix}-a{}-t{k}", a.index),
-            })
-            .await
-            .with_context(|| format!("recording a transition of {}", a.external_id))?;
+            },
+            |mut c, r| async move { c.record_transition(r).await },
+        )
+        .await
+        .with_context(|| format!("recording a transition of {}", a.external_id))?;
     }
     Ok(a.transitions.len())
 }
@@ -248,7 +286,7 @@ fn terms(sub: &PlannedSubscription, seats: i64) -> Option<Terms> {
 }
 
 async fn record_revenue(
-    mut client: RevenueClient,
+    client: RevenueClient,
     prefix: String,
     a: PlannedAccount,
     id: String,
@@ -257,8 +295,9 @@ async fn record_revenue(
     let mut calls = 0;
     let mut subscription_ids = Vec::new();
     for (k, sub) in a.subscriptions.iter().enumerate() {
-        let created = client
-            .create_subscription(CreateSubscriptionRequest {
+        let created = retried(
+            &client,
+            CreateSubscriptionRequest {
                 subscription: Some(Subscription {
                     account_id: id.clone(),
                     billing_interval: match sub.billing {
@@ -271,29 +310,35 @@ async fn record_revenue(
                     ..Subscription::default()
                 }),
                 idempotency_key: key(format!("s{k}")),
-            })
-            .await
-            .with_context(|| format!("creating a subscription of {}", a.external_id))?
-            .into_inner()
-            .subscription
-            .context("CreateSubscription answered without a subscription")?;
+            },
+            |mut c, r| async move { c.create_subscription(r).await },
+        )
+        .await
+        .with_context(|| format!("creating a subscription of {}", a.external_id))?
+        .into_inner()
+        .subscription
+        .context("CreateSubscription answered without a subscription")?;
         calls += 1;
         for (c, (at, seats)) in sub.changes.iter().enumerate() {
-            client
-                .change_subscription(ChangeSubscriptionRequest {
+            retried(
+                &client,
+                ChangeSubscriptionRequest {
                     id: created.id.clone(),
                     terms: terms(sub, *seats),
                     effective_at: timestamp(*at),
                     idempotency_key: key(format!("s{k}-c{c}")),
                     expected_version: None,
-                })
-                .await
-                .with_context(|| format!("changing a subscription of {}", a.external_id))?;
+                },
+                |mut c, r| async move { c.change_subscription(r).await },
+            )
+            .await
+            .with_context(|| format!("changing a subscription of {}", a.external_id))?;
             calls += 1;
         }
         if let Some(cancel) = &sub.cancellation {
-            client
-                .cancel_subscription(CancelSubscriptionRequest {
+            retried(
+                &client,
+                CancelSubscriptionRequest {
                     id: created.id.clone(),
                     cancellation: Some(Cancellation {
                         effective_at: timestamp(cancel.at),
@@ -306,16 +351,19 @@ async fn record_revenue(
                     }),
                     idempotency_key: key(format!("s{k}-x")),
                     expected_version: None,
-                })
-                .await
-                .with_context(|| format!("cancelling a subscription of {}", a.external_id))?;
+                },
+                |mut c, r| async move { c.cancel_subscription(r).await },
+            )
+            .await
+            .with_context(|| format!("cancelling a subscription of {}", a.external_id))?;
             calls += 1;
         }
         subscription_ids.push(created.id);
     }
     for (n, invoice) in a.invoices.iter().enumerate() {
-        client
-            .record_invoice(RecordInvoiceRequest {
+        retried(
+            &client,
+            RecordInvoiceRequest {
                 invoice: Some(Invoice {
                     account_id: id.clone(),
                     subscription_id: subscription_ids
@@ -328,29 +376,34 @@ async fn record_revenue(
                     ..Invoice::default()
                 }),
                 idempotency_key: key(format!("i{n}")),
-            })
-            .await
-            .with_context(|| format!("recording an invoice of {}", a.external_id))?;
+            },
+            |mut c, r| async move { c.record_invoice(r).await },
+        )
+        .await
+        .with_context(|| format!("recording an invoice of {}", a.external_id))?;
         calls += 1;
     }
     Ok(calls)
 }
 
 async fn record_spend(
-    mut client: RevenueClient,
+    client: RevenueClient,
     prefix: String,
     spend: Vec<(String, i64)>,
 ) -> anyhow::Result<usize> {
     for (month, amount) in &spend {
-        client
-            .record_spend(RecordSpendRequest {
+        retried(
+            &client,
+            RecordSpendRequest {
                 month: month.clone(),
                 sales_and_marketing_spend: usd(*amount),
                 gross_margin_basis_points: 7800,
                 idempotency_key: format!("{prefix}-spend-{month}"),
-            })
-            .await
-            .with_context(|| format!("recording the spend of {month}"))?;
+            },
+            |mut c, r| async move { c.record_spend(r).await },
+        )
+        .await
+        .with_context(|| format!("recording the spend of {month}"))?;
     }
     Ok(spend.len())
 }
