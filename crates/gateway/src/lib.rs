@@ -41,6 +41,7 @@ mod common;
 mod connectors;
 mod dashboard;
 mod error;
+mod export;
 mod funnel;
 mod rest;
 mod revenue;

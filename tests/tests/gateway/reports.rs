@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 backend_test!(
     reports_over_http_equal_the_services_figures,
+    reports_download_as_csv_that_reads_back_to_the_json_figures,
     a_repeated_idempotency_key_returns_the_first_result,
 );
 
@@ -210,5 +211,135 @@ async fn a_repeated_idempotency_key_returns_the_first_result(
     assert_eq!(first["id"], second["id"]);
     let (_, list) = stack.get("/api/v1/accounts", READ_KEY).await?;
     assert_eq!(list["accounts"].as_array().map(Vec::len), Some(1));
+    Ok(())
+}
+
+/// `GET path` asking for CSV (by `accept` header or by the query) with the
+/// read key: the status, the content type and the records as maps of
+/// column to cell, read back by the `csv` crate.
+async fn csv_rows(
+    stack: &Stack,
+    path: &str,
+    accept: bool,
+) -> anyhow::Result<(
+    StatusCode,
+    String,
+    Vec<std::collections::HashMap<String, String>>,
+)> {
+    let mut request = stack
+        .request(reqwest::Method::GET, path)
+        .bearer_auth(READ_KEY);
+    if accept {
+        request = request.header("Accept", "text/csv");
+    }
+    let response = request.send().await?;
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let text = response.text().await?;
+    let rows = csv::Reader::from_reader(text.as_bytes())
+        .deserialize()
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((status, content_type, rows))
+}
+
+async fn reports_download_as_csv_that_reads_back_to_the_json_figures(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let stack = Stack::start(db).await?;
+    let acme = stack.account(WRITE_KEY, "Acme", "SMB").await?;
+    let globex = stack.account(WRITE_KEY, "Globex", "ENTERPRISE").await?;
+    // Acme pays 50,000 cents a month from January; Globex 10,000 from
+    // February and leaves on 10 March, for its price.
+    subscribe(&stack, &acme, "MONTH", 10, 5_000, "2026-01-15T00:00:00Z").await?;
+    let globex_sub = subscribe(&stack, &globex, "MONTH", 1, 10_000, "2026-02-01T00:00:00Z").await?;
+    let id = globex_sub["id"].as_str().unwrap_or_default();
+    let (status, body) = stack
+        .post(
+            &format!("/api/v1/subscriptions/{id}/cancellation"),
+            WRITE_KEY,
+            &json!({"effective_at": "2026-03-10T00:00:00Z", "kind": "VOLUNTARY",
+                    "reason_code": "price"}),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let months = "start_month=2026-01&end_month=2026-03";
+    let (status, json) = stack
+        .get(&format!("/api/v1/revenue/mrr?{months}"), READ_KEY)
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    let (status, content_type, rows) = csv_rows(
+        &stack,
+        &format!("/api/v1/revenue/mrr?{months}&format=csv"),
+        false,
+    )
+    .await?;
+    assert_eq!(status, StatusCode::OK);
+    assert!(content_type.starts_with("text/csv"), "{content_type}");
+    let periods = json["periods"].as_array().cloned().unwrap_or_default();
+    assert_eq!(rows.len(), 3);
+    for (row, period) in rows.iter().zip(&periods) {
+        for column in [
+            "period",
+            "start_mrr",
+            "new_mrr",
+            "churn_mrr",
+            "end_mrr",
+            "end_arr",
+        ] {
+            let cell = row.get(column).map(String::as_str).unwrap_or("(missing)");
+            let expected = match &period[column] {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            assert_eq!(cell, expected, "{column} of {}", period["period"]);
+        }
+    }
+    // March: Globex's 10,000 churned, Acme's 50,000 remains.
+    assert_eq!(rows[2]["churn_mrr"], "10000");
+    assert_eq!(rows[2]["end_mrr"], "50000");
+
+    // The churn analysis by the Accept header: one column per reason.
+    let (status, _, churn) =
+        csv_rows(&stack, &format!("/api/v1/revenue/churn?{months}"), true).await?;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(churn[2]["churn_by_reason.price.lost_mrr"], "10000");
+    assert_eq!(churn[2]["churn_by_kind.VOLUNTARY.lost_mrr"], "10000");
+    assert_eq!(churn[0]["churn_by_reason.price.lost_mrr"], "");
+
+    // A paged list: one movement per page, the next page's token in a header.
+    let response = stack
+        .request(
+            reqwest::Method::GET,
+            "/api/v1/revenue/movements?start=2026-01-01T00:00:00Z&end=2026-04-01T00:00:00Z&page_size=1&format=csv",
+        )
+        .bearer_auth(READ_KEY)
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers().contains_key("next-page-token"));
+    let text = response.text().await?;
+    assert_eq!(
+        csv::Reader::from_reader(text.as_bytes()).records().count(),
+        1
+    );
+
+    // A format Bowtie does not speak is a 400 naming the parameter.
+    let (status, bad) = stack
+        .get(
+            &format!("/api/v1/revenue/mrr?{months}&format=xlsx"),
+            READ_KEY,
+        )
+        .await?;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+    assert_eq!(
+        bad["error"]["field_violations"][0]["field"], "format",
+        "{bad}"
+    );
     Ok(())
 }

@@ -21,6 +21,7 @@ use crate::AppState;
 use crate::clients::Caller;
 use crate::common::Segment;
 use crate::error::{ApiError, ErrorBody};
+use crate::export::{Format, FormatQuery, Report};
 use crate::rest::{Body, Path, Query, idempotency_key, page};
 use crate::schema;
 
@@ -70,14 +71,16 @@ pub struct ListAccountsQuery {
 }
 
 /// List accounts.
-#[utoipa::path(get, path = "/api/v1/accounts", tag = "accounts", params(ListAccountsQuery),
-    responses((status = 200, body = AccountPage), (status = "4XX", body = ErrorBody),
-              (status = "5XX", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/accounts", tag = "accounts",
+    params(ListAccountsQuery, FormatQuery),
+    responses((status = 200, content((AccountPage = "application/json"), (String = "text/csv"))),
+              (status = "4XX", body = ErrorBody), (status = "5XX", body = ErrorBody)))]
 async fn list_accounts(
     State(state): State<AppState>,
     caller: Caller,
     Query(q): Query<ListAccountsQuery>,
-) -> Result<Json<AccountPage>, ApiError> {
+    format: Format,
+) -> Result<Report<AccountPage>, ApiError> {
     let request = caller.request(acc::ListAccountsRequest {
         segment: q.segment.unwrap_or_default().into(),
         owner: q.owner.unwrap_or_default(),
@@ -89,7 +92,12 @@ async fn list_accounts(
         page: page(q.page_size, q.page_token),
     });
     let mut accounts = state.services.accounts.clone();
-    Ok(Json(answer(accounts.list_accounts(request).await)?.into()))
+    Ok(Report::new(
+        format,
+        "accounts",
+        "accounts",
+        answer(accounts.list_accounts(request).await)?.into(),
+    ))
 }
 
 /// Create an account (write scope). An `Idempotency-Key` header makes retries safe.

@@ -18,6 +18,7 @@ use crate::AppState;
 use crate::clients::Caller;
 use crate::common::{Segment, Stage, timestamp};
 use crate::error::{ApiError, ErrorBody};
+use crate::export::{Format, FormatQuery, Report};
 use crate::rest::{Body, Path, Query, idempotency_key, missing, page, period};
 use crate::schema;
 
@@ -105,14 +106,16 @@ pub struct FunnelQuery {
 }
 
 /// The bowtie: volume, conversion, drop-off and time to the next stage per stage.
-#[utoipa::path(get, path = "/api/v1/funnel", tag = "funnel", params(FunnelQuery),
-    responses((status = 200, body = FunnelReport), (status = "4XX", body = ErrorBody),
-              (status = "5XX", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/funnel", tag = "funnel",
+    params(FunnelQuery, FormatQuery),
+    responses((status = 200, content((FunnelReport = "application/json"), (String = "text/csv"))),
+              (status = "4XX", body = ErrorBody), (status = "5XX", body = ErrorBody)))]
 async fn get_funnel_report(
     State(state): State<AppState>,
     caller: Caller,
     Query(q): Query<FunnelQuery>,
-) -> Result<Json<FunnelReport>, ApiError> {
+    format: Format,
+) -> Result<Report<FunnelReport>, ApiError> {
     let request = caller.request(fun::GetFunnelReportRequest {
         period: period(q.start, q.end),
         segment: q.segment.unwrap_or_default().into(),
@@ -120,7 +123,10 @@ async fn get_funnel_report(
         cohort_by: q.cohort_by.unwrap_or_default().into(),
     });
     let mut funnel = state.services.funnel.clone();
-    Ok(Json(
+    Ok(Report::new(
+        format,
+        "funnel",
+        "stages",
         answer(funnel.get_funnel_report(request).await)?.into(),
     ))
 }
@@ -147,14 +153,16 @@ pub struct FunnelCohortQuery {
 }
 
 /// How monthly cohorts of accounts progress through the bowtie.
-#[utoipa::path(get, path = "/api/v1/funnel/cohorts", tag = "funnel", params(FunnelCohortQuery),
-    responses((status = 200, body = FunnelCohorts), (status = "4XX", body = ErrorBody),
-              (status = "5XX", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/funnel/cohorts", tag = "funnel",
+    params(FunnelCohortQuery, FormatQuery),
+    responses((status = 200, content((FunnelCohorts = "application/json"), (String = "text/csv"))),
+              (status = "4XX", body = ErrorBody), (status = "5XX", body = ErrorBody)))]
 async fn get_funnel_cohorts(
     State(state): State<AppState>,
     caller: Caller,
     Query(q): Query<FunnelCohortQuery>,
-) -> Result<Json<FunnelCohorts>, ApiError> {
+    format: Format,
+) -> Result<Report<FunnelCohorts>, ApiError> {
     let request = caller.request(fun::GetCohortReportRequest {
         period: period(q.start, q.end),
         cohort_stage: q.cohort_stage.unwrap_or_default().into(),
@@ -162,7 +170,10 @@ async fn get_funnel_cohorts(
         owner: q.owner.unwrap_or_default(),
     });
     let mut funnel = state.services.funnel.clone();
-    Ok(Json(
+    Ok(Report::new(
+        format,
+        "funnel-cohorts",
+        "cohorts",
         answer(funnel.get_cohort_report(request).await)?.into(),
     ))
 }
@@ -203,15 +214,17 @@ fn cohort_stage_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Sche
 
 /// The accounts currently in a stage, longest there first.
 #[utoipa::path(get, path = "/api/v1/funnel/stages/{stage}/accounts", tag = "funnel",
-    params(StagePath, InStageQuery),
-    responses((status = 200, body = AccountsInStagePage), (status = "4XX", body = ErrorBody),
-              (status = "5XX", body = ErrorBody)))]
+    params(FormatQuery, StagePath, InStageQuery),
+    responses((status = 200,
+               content((AccountsInStagePage = "application/json"), (String = "text/csv"))),
+              (status = "4XX", body = ErrorBody), (status = "5XX", body = ErrorBody)))]
 async fn list_accounts_in_stage(
     State(state): State<AppState>,
     caller: Caller,
     Path(StagePath { stage }): Path<StagePath>,
     Query(q): Query<InStageQuery>,
-) -> Result<Json<AccountsInStagePage>, ApiError> {
+    format: Format,
+) -> Result<Report<AccountsInStagePage>, ApiError> {
     let request = caller.request(fun::ListAccountsInStageRequest {
         stage: stage.into(),
         segment: q.segment.unwrap_or_default().into(),
@@ -219,7 +232,10 @@ async fn list_accounts_in_stage(
         page: page(q.page_size, q.page_token),
     });
     let mut funnel = state.services.funnel.clone();
-    Ok(Json(
+    Ok(Report::new(
+        format,
+        "accounts-in-stage",
+        "accounts",
         answer(funnel.list_accounts_in_stage(request).await)?.into(),
     ))
 }

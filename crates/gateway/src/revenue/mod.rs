@@ -18,6 +18,7 @@ use crate::AppState;
 use crate::clients::Caller;
 use crate::common::{Segment, timestamp};
 use crate::error::{ApiError, ErrorBody};
+use crate::export::{Format, FormatQuery, Report};
 use crate::rest::{Body, Path, Query, id_filter, idempotency_key, missing, page};
 use crate::schema;
 
@@ -83,42 +84,52 @@ pub struct MrrQuery {
 }
 
 /// The MRR waterfall and ARR per month or quarter.
-#[utoipa::path(get, path = "/api/v1/revenue/mrr", tag = "revenue", params(MrrQuery),
-    responses((status = 200, body = MrrReport), (status = "4XX", body = ErrorBody),
-              (status = "5XX", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/revenue/mrr", tag = "revenue",
+    params(MrrQuery, FormatQuery),
+    responses((status = 200, content((MrrReport = "application/json"), (String = "text/csv"))),
+              (status = "4XX", body = ErrorBody), (status = "5XX", body = ErrorBody)))]
 async fn get_mrr_report(
     State(state): State<AppState>,
     caller: Caller,
+    format: Format,
     Query(q): Query<MrrQuery>,
-) -> Result<Json<MrrReport>, ApiError> {
+) -> Result<Report<MrrReport>, ApiError> {
     let message = rev::GetMrrReportRequest {
         start_month: q.start_month,
         end_month: q.end_month,
         granularity: q.granularity.unwrap_or_default().into(),
         segment: q.segment.unwrap_or_default().into(),
     };
-    Ok(Json(
+    Ok(Report::new(
+        format,
+        "mrr",
+        "periods",
         revenue!(state, caller, get_mrr_report, message).into(),
     ))
 }
 
 /// Churn and contraction per month or quarter by reason code and by kind
 /// (same months and filters as the MRR report).
-#[utoipa::path(get, path = "/api/v1/revenue/churn", tag = "revenue", params(MrrQuery),
-    responses((status = 200, body = ChurnAnalysis), (status = "4XX", body = ErrorBody),
-              (status = "5XX", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/revenue/churn", tag = "revenue",
+    params(MrrQuery, FormatQuery),
+    responses((status = 200, content((ChurnAnalysis = "application/json"), (String = "text/csv"))),
+              (status = "4XX", body = ErrorBody), (status = "5XX", body = ErrorBody)))]
 async fn get_churn_analysis(
     State(state): State<AppState>,
     caller: Caller,
+    format: Format,
     Query(q): Query<MrrQuery>,
-) -> Result<Json<ChurnAnalysis>, ApiError> {
+) -> Result<Report<ChurnAnalysis>, ApiError> {
     let message = rev::GetChurnAnalysisRequest {
         start_month: q.start_month,
         end_month: q.end_month,
         granularity: q.granularity.unwrap_or_default().into(),
         segment: q.segment.unwrap_or_default().into(),
     };
-    Ok(Json(
+    Ok(Report::new(
+        format,
+        "churn",
+        "periods",
         revenue!(state, caller, get_churn_analysis, message).into(),
     ))
 }
@@ -142,14 +153,16 @@ pub struct RetentionQuery {
 }
 
 /// Logo retention, GRR and NRR of the accounts paying at `start`.
-#[utoipa::path(get, path = "/api/v1/revenue/retention", tag = "revenue", params(RetentionQuery),
-    responses((status = 200, body = Retention), (status = "4XX", body = ErrorBody),
-              (status = "5XX", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/revenue/retention", tag = "revenue",
+    params(RetentionQuery, FormatQuery),
+    responses((status = 200, content((Retention = "application/json"), (String = "text/csv"))),
+              (status = "4XX", body = ErrorBody), (status = "5XX", body = ErrorBody)))]
 async fn get_retention(
     State(state): State<AppState>,
     caller: Caller,
+    format: Format,
     Query(q): Query<RetentionQuery>,
-) -> Result<Json<Retention>, ApiError> {
+) -> Result<Report<Retention>, ApiError> {
     let message = rev::GetRetentionRequest {
         start_at: Some(timestamp(q.start)),
         end_at: Some(timestamp(q.end)),
@@ -157,7 +170,12 @@ async fn get_retention(
         owner: q.owner.unwrap_or_default(),
         ..rev::GetRetentionRequest::default()
     };
-    Ok(Json(revenue!(state, caller, get_retention, message).into()))
+    Ok(Report::new(
+        format,
+        "retention",
+        "",
+        revenue!(state, caller, get_retention, message).into(),
+    ))
 }
 
 /// Months and filters of the cohort grid.
@@ -180,21 +198,26 @@ pub struct CohortRetentionQuery {
 
 /// The cohort grid: logo and MRR retention by months since the first payment.
 #[utoipa::path(get, path = "/api/v1/revenue/cohorts", tag = "revenue",
-    params(CohortRetentionQuery),
-    responses((status = 200, body = CohortRetention), (status = "4XX", body = ErrorBody),
-              (status = "5XX", body = ErrorBody)))]
+    params(CohortRetentionQuery, FormatQuery),
+    responses((status = 200,
+               content((CohortRetention = "application/json"), (String = "text/csv"))),
+              (status = "4XX", body = ErrorBody), (status = "5XX", body = ErrorBody)))]
 async fn get_cohort_retention(
     State(state): State<AppState>,
     caller: Caller,
+    format: Format,
     Query(q): Query<CohortRetentionQuery>,
-) -> Result<Json<CohortRetention>, ApiError> {
+) -> Result<Report<CohortRetention>, ApiError> {
     let message = rev::GetCohortRetentionRequest {
         start_month: q.start_month,
         end_month: q.end_month,
         months: q.months.unwrap_or(0),
         segment: q.segment.unwrap_or_default().into(),
     };
-    Ok(Json(
+    Ok(Report::new(
+        format,
+        "cohorts",
+        "cohorts",
         revenue!(state, caller, get_cohort_retention, message).into(),
     ))
 }
@@ -224,14 +247,16 @@ pub struct MovementsQuery {
 }
 
 /// MRR movements, by time.
-#[utoipa::path(get, path = "/api/v1/revenue/movements", tag = "revenue", params(MovementsQuery),
-    responses((status = 200, body = MovementPage), (status = "4XX", body = ErrorBody),
-              (status = "5XX", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/revenue/movements", tag = "revenue",
+    params(MovementsQuery, FormatQuery),
+    responses((status = 200, content((MovementPage = "application/json"), (String = "text/csv"))),
+              (status = "4XX", body = ErrorBody), (status = "5XX", body = ErrorBody)))]
 async fn list_movements(
     State(state): State<AppState>,
     caller: Caller,
+    format: Format,
     Query(q): Query<MovementsQuery>,
-) -> Result<Json<MovementPage>, ApiError> {
+) -> Result<Report<MovementPage>, ApiError> {
     let message = rev::ListMovementsRequest {
         start_at: Some(timestamp(q.start)),
         end_at: Some(timestamp(q.end)),
@@ -239,7 +264,10 @@ async fn list_movements(
         r#type: q.kind.unwrap_or_default().into(),
         page: page(q.page_size, q.page_token),
     };
-    Ok(Json(
+    Ok(Report::new(
+        format,
+        "movements",
+        "movements",
         revenue!(state, caller, list_movements, message).into(),
     ))
 }
@@ -265,21 +293,28 @@ pub struct RenewalsQuery {
 }
 
 /// The renewal book: what is up for renewal, at stake and forecast.
-#[utoipa::path(get, path = "/api/v1/revenue/renewals", tag = "revenue", params(RenewalsQuery),
-    responses((status = 200, body = RenewalPage), (status = "4XX", body = ErrorBody),
-              (status = "5XX", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/revenue/renewals", tag = "revenue",
+    params(RenewalsQuery, FormatQuery),
+    responses((status = 200, content((RenewalPage = "application/json"), (String = "text/csv"))),
+              (status = "4XX", body = ErrorBody), (status = "5XX", body = ErrorBody)))]
 async fn list_renewals(
     State(state): State<AppState>,
     caller: Caller,
+    format: Format,
     Query(q): Query<RenewalsQuery>,
-) -> Result<Json<RenewalPage>, ApiError> {
+) -> Result<Report<RenewalPage>, ApiError> {
     let message = rev::ListRenewalsRequest {
         start_at: Some(timestamp(q.start)),
         end_at: Some(timestamp(q.end)),
         account_id: id_filter("account_id", q.account_id)?,
         page: page(q.page_size, q.page_token),
     };
-    Ok(Json(revenue!(state, caller, list_renewals, message).into()))
+    Ok(Report::new(
+        format,
+        "renewals",
+        "renewals",
+        revenue!(state, caller, list_renewals, message).into(),
+    ))
 }
 
 /// The month of the unit economics.
@@ -293,16 +328,20 @@ pub struct UnitEconomicsQuery {
 
 /// CAC, LTV, LTV:CAC and payback of a month.
 #[utoipa::path(get, path = "/api/v1/revenue/unit-economics", tag = "revenue",
-    params(UnitEconomicsQuery),
-    responses((status = 200, body = UnitEconomics), (status = "4XX", body = ErrorBody),
-              (status = "5XX", body = ErrorBody)))]
+    params(UnitEconomicsQuery, FormatQuery),
+    responses((status = 200, content((UnitEconomics = "application/json"), (String = "text/csv"))),
+              (status = "4XX", body = ErrorBody), (status = "5XX", body = ErrorBody)))]
 async fn get_unit_economics(
     State(state): State<AppState>,
     caller: Caller,
+    format: Format,
     Query(q): Query<UnitEconomicsQuery>,
-) -> Result<Json<UnitEconomics>, ApiError> {
+) -> Result<Report<UnitEconomics>, ApiError> {
     let message = rev::GetUnitEconomicsRequest { month: q.month };
-    Ok(Json(
+    Ok(Report::new(
+        format,
+        "unit-economics",
+        "",
         revenue!(state, caller, get_unit_economics, message).into(),
     ))
 }

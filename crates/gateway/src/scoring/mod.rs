@@ -17,6 +17,7 @@ use crate::AppState;
 use crate::clients::Caller;
 use crate::common::{Segment, time};
 use crate::error::{ApiError, ErrorBody};
+use crate::export::{Format, FormatQuery, Report};
 use crate::rest::{Path, Query, id_filter, page};
 use crate::schema;
 
@@ -110,14 +111,16 @@ pub struct AtRiskQuery {
 }
 
 /// Accounts at risk (band RED or churn risk above the threshold), lowest score first.
-#[utoipa::path(get, path = "/api/v1/scoring/at-risk", tag = "scoring", params(AtRiskQuery),
-    responses((status = 200, body = AtRiskPage), (status = "4XX", body = ErrorBody),
-              (status = "5XX", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/scoring/at-risk", tag = "scoring",
+    params(AtRiskQuery, FormatQuery),
+    responses((status = 200, content((AtRiskPage = "application/json"), (String = "text/csv"))),
+              (status = "4XX", body = ErrorBody), (status = "5XX", body = ErrorBody)))]
 async fn list_at_risk(
     State(state): State<AppState>,
     caller: Caller,
     Query(q): Query<AtRiskQuery>,
-) -> Result<Json<AtRiskPage>, ApiError> {
+    format: Format,
+) -> Result<Report<AtRiskPage>, ApiError> {
     let r = state
         .services
         .scoring
@@ -170,10 +173,15 @@ async fn list_at_risk(
             reason,
         });
     }
-    Ok(Json(AtRiskPage {
-        accounts: rows,
-        next_page_token: r.page.map(|p| p.next_page_token).unwrap_or_default(),
-    }))
+    Ok(Report::new(
+        format,
+        "at-risk",
+        "accounts",
+        AtRiskPage {
+            accounts: rows,
+            next_page_token: r.page.map(|p| p.next_page_token).unwrap_or_default(),
+        },
+    ))
 }
 
 /// Filters and paging of the alerts.
@@ -197,14 +205,16 @@ pub struct AlertsQuery {
 }
 
 /// Alerts, newest first.
-#[utoipa::path(get, path = "/api/v1/scoring/alerts", tag = "scoring", params(AlertsQuery),
-    responses((status = 200, body = AlertPage), (status = "4XX", body = ErrorBody),
-              (status = "5XX", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/scoring/alerts", tag = "scoring",
+    params(AlertsQuery, FormatQuery),
+    responses((status = 200, content((AlertPage = "application/json"), (String = "text/csv"))),
+              (status = "4XX", body = ErrorBody), (status = "5XX", body = ErrorBody)))]
 async fn list_alerts(
     State(state): State<AppState>,
     caller: Caller,
     Query(q): Query<AlertsQuery>,
-) -> Result<Json<AlertPage>, ApiError> {
+    format: Format,
+) -> Result<Report<AlertPage>, ApiError> {
     let r = state
         .services
         .scoring
@@ -218,25 +228,30 @@ async fn list_alerts(
         .await
         .map_err(scoring_error)?
         .into_inner();
-    Ok(Json(AlertPage {
-        alerts: r
-            .alerts
-            .into_iter()
-            .map(|a| Alert {
-                id: a.id,
-                account_id: a.account_id,
-                kind: a.kind.into(),
-                state: a.state.into(),
-                message: a.message,
-                score: a.score,
-                churn_risk: fraction(a.churn_risk_bp),
-                created_at: time(a.create_time.as_ref()),
-                updated_at: time(a.update_time.as_ref()),
-                note: a.note,
-            })
-            .collect(),
-        next_page_token: r.page.map(|p| p.next_page_token).unwrap_or_default(),
-    }))
+    Ok(Report::new(
+        format,
+        "alerts",
+        "alerts",
+        AlertPage {
+            alerts: r
+                .alerts
+                .into_iter()
+                .map(|a| Alert {
+                    id: a.id,
+                    account_id: a.account_id,
+                    kind: a.kind.into(),
+                    state: a.state.into(),
+                    message: a.message,
+                    score: a.score,
+                    churn_risk: fraction(a.churn_risk_bp),
+                    created_at: time(a.create_time.as_ref()),
+                    updated_at: time(a.update_time.as_ref()),
+                    note: a.note,
+                })
+                .collect(),
+            next_page_token: r.page.map(|p| p.next_page_token).unwrap_or_default(),
+        },
+    ))
 }
 
 /// The segment filter of the value segments.
@@ -249,14 +264,16 @@ pub struct SegmentsQuery {
 }
 
 /// Value tiers and value x loyalty quadrants: accounts and revenue share.
-#[utoipa::path(get, path = "/api/v1/scoring/segments", tag = "scoring", params(SegmentsQuery),
-    responses((status = 200, body = ValueSegments), (status = "4XX", body = ErrorBody),
-              (status = "5XX", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/scoring/segments", tag = "scoring",
+    params(SegmentsQuery, FormatQuery),
+    responses((status = 200, content((ValueSegments = "application/json"), (String = "text/csv"))),
+              (status = "4XX", body = ErrorBody), (status = "5XX", body = ErrorBody)))]
 async fn get_segments(
     State(state): State<AppState>,
     caller: Caller,
     Query(q): Query<SegmentsQuery>,
-) -> Result<Json<ValueSegments>, ApiError> {
+    format: Format,
+) -> Result<Report<ValueSegments>, ApiError> {
     let r = state
         .services
         .scoring
@@ -267,29 +284,34 @@ async fn get_segments(
         .await
         .map_err(scoring_error)?
         .into_inner();
-    Ok(Json(ValueSegments {
-        tiers: r
-            .tiers
-            .into_iter()
-            .map(|t| TierSummary {
-                tier: t.tier.into(),
-                accounts: t.accounts,
-                mrr_minor_units: t.mrr_minor_units,
-                revenue_share: fraction(t.revenue_share_bp),
-            })
-            .collect(),
-        quadrants: r
-            .quadrants
-            .into_iter()
-            .map(|x| QuadrantSummary {
-                quadrant: x.quadrant.into(),
-                accounts: x.accounts,
-                mrr_minor_units: x.mrr_minor_units,
-                revenue_share: fraction(x.revenue_share_bp),
-            })
-            .collect(),
-        accounts: r.accounts,
-        mrr_minor_units: r.mrr_minor_units,
-        top_20_percent_share: fraction(r.top_20_percent_share_bp),
-    }))
+    Ok(Report::new(
+        format,
+        "segments",
+        "tiers",
+        ValueSegments {
+            tiers: r
+                .tiers
+                .into_iter()
+                .map(|t| TierSummary {
+                    tier: t.tier.into(),
+                    accounts: t.accounts,
+                    mrr_minor_units: t.mrr_minor_units,
+                    revenue_share: fraction(t.revenue_share_bp),
+                })
+                .collect(),
+            quadrants: r
+                .quadrants
+                .into_iter()
+                .map(|x| QuadrantSummary {
+                    quadrant: x.quadrant.into(),
+                    accounts: x.accounts,
+                    mrr_minor_units: x.mrr_minor_units,
+                    revenue_share: fraction(x.revenue_share_bp),
+                })
+                .collect(),
+            accounts: r.accounts,
+            mrr_minor_units: r.mrr_minor_units,
+            top_20_percent_share: fraction(r.top_20_percent_share_bp),
+        },
+    ))
 }

@@ -19,6 +19,7 @@ use crate::AppState;
 use crate::clients::Caller;
 use crate::common::timestamp;
 use crate::error::{ApiError, ErrorBody};
+use crate::export::{Format, FormatQuery, Report};
 use crate::rest::{Body, Path, Query, id_filter, idempotency_key, missing, page, period};
 use crate::schema;
 
@@ -44,22 +45,28 @@ fn answer<T>(r: Result<tonic::Response<T>, tonic::Status>) -> Result<T, ApiError
 }
 
 /// Every playbook's current version, by name.
-#[utoipa::path(get, path = "/api/v1/success/playbooks", tag = "success",
-    responses((status = 200, body = PlaybookList), (status = "4XX", body = ErrorBody),
-              (status = "5XX", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/success/playbooks", tag = "success", params(FormatQuery),
+    responses((status = 200, content((PlaybookList = "application/json"), (String = "text/csv"))),
+              (status = "4XX", body = ErrorBody), (status = "5XX", body = ErrorBody)))]
 async fn list_playbooks(
     State(state): State<AppState>,
     caller: Caller,
-) -> Result<Json<PlaybookList>, ApiError> {
+    format: Format,
+) -> Result<Report<PlaybookList>, ApiError> {
     let mut success = state.services.success.clone();
     let r = answer(
         success
             .list_playbooks(caller.request(suc::ListPlaybooksRequest {}))
             .await,
     )?;
-    Ok(Json(PlaybookList {
-        playbooks: r.playbooks.into_iter().map(Playbook::from).collect(),
-    }))
+    Ok(Report::new(
+        format,
+        "playbooks",
+        "playbooks",
+        PlaybookList {
+            playbooks: r.playbooks.into_iter().map(Playbook::from).collect(),
+        },
+    ))
 }
 
 /// The period of an effectiveness report.
@@ -78,15 +85,16 @@ pub struct PeriodQuery {
 /// treated accounts and the comparison group, the effect with its 95%
 /// interval, SLA and outcome counts.
 #[utoipa::path(get, path = "/api/v1/success/playbooks/{id}/effectiveness", tag = "success",
-    params(("id" = uuid::Uuid, Path, description = "Playbook id"), PeriodQuery),
-    responses((status = 200, body = Effectiveness), (status = "4XX", body = ErrorBody),
-              (status = "5XX", body = ErrorBody)))]
+    params(FormatQuery, ("id" = uuid::Uuid, Path, description = "Playbook id"), PeriodQuery),
+    responses((status = 200, content((Effectiveness = "application/json"), (String = "text/csv"))),
+              (status = "4XX", body = ErrorBody), (status = "5XX", body = ErrorBody)))]
 async fn get_effectiveness(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
     Query(q): Query<PeriodQuery>,
-) -> Result<Json<Effectiveness>, ApiError> {
+    format: Format,
+) -> Result<Report<Effectiveness>, ApiError> {
     let mut success = state.services.success.clone();
     let r = answer(
         success
@@ -96,7 +104,7 @@ async fn get_effectiveness(
             }))
             .await,
     )?;
-    Ok(Json(r.into()))
+    Ok(Report::new(format, "effectiveness", "", r.into()))
 }
 
 /// Filters and paging of the CTA list.
@@ -125,14 +133,16 @@ pub struct CtasQuery {
 }
 
 /// CTAs by owner, account, playbook and status, the earliest due first.
-#[utoipa::path(get, path = "/api/v1/success/ctas", tag = "success", params(CtasQuery),
-    responses((status = 200, body = CtaPage), (status = "4XX", body = ErrorBody),
-              (status = "5XX", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/success/ctas", tag = "success",
+    params(CtasQuery, FormatQuery),
+    responses((status = 200, content((CtaPage = "application/json"), (String = "text/csv"))),
+              (status = "4XX", body = ErrorBody), (status = "5XX", body = ErrorBody)))]
 async fn list_ctas(
     State(state): State<AppState>,
     caller: Caller,
     Query(q): Query<CtasQuery>,
-) -> Result<Json<CtaPage>, ApiError> {
+    format: Format,
+) -> Result<Report<CtaPage>, ApiError> {
     let request = suc::ListCtasRequest {
         owner: q.owner.unwrap_or_default(),
         account_id: id_filter("account_id", q.account_id)?,
@@ -143,10 +153,15 @@ async fn list_ctas(
     };
     let mut success = state.services.success.clone();
     let r = answer(success.list_ctas(caller.request(request)).await)?;
-    Ok(Json(CtaPage {
-        ctas: r.ctas.into_iter().map(Cta::from).collect(),
-        next_page_token: r.page.map(|p| p.next_page_token).unwrap_or_default(),
-    }))
+    Ok(Report::new(
+        format,
+        "ctas",
+        "ctas",
+        CtaPage {
+            ctas: r.ctas.into_iter().map(Cta::from).collect(),
+            next_page_token: r.page.map(|p| p.next_page_token).unwrap_or_default(),
+        },
+    ))
 }
 
 /// One CTA with its tasks and comments.
@@ -209,15 +224,16 @@ pub struct TimelineQuery {
 /// An account's timeline, newest first: what people logged and what
 /// happened (stage changes, alerts, MRR movements, CTA events).
 #[utoipa::path(get, path = "/api/v1/accounts/{id}/timeline", tag = "success",
-    params(("id" = uuid::Uuid, Path, description = "Account id"), TimelineQuery),
-    responses((status = 200, body = ActivityPage), (status = "4XX", body = ErrorBody),
-              (status = "5XX", body = ErrorBody)))]
+    params(FormatQuery, ("id" = uuid::Uuid, Path, description = "Account id"), TimelineQuery),
+    responses((status = 200, content((ActivityPage = "application/json"), (String = "text/csv"))),
+              (status = "4XX", body = ErrorBody), (status = "5XX", body = ErrorBody)))]
 async fn list_timeline(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
     Query(q): Query<TimelineQuery>,
-) -> Result<Json<ActivityPage>, ApiError> {
+    format: Format,
+) -> Result<Report<ActivityPage>, ApiError> {
     let request = suc::ListActivitiesRequest {
         account_id: id,
         kinds: q.kind.map(i32::from).into_iter().collect(),
@@ -226,10 +242,15 @@ async fn list_timeline(
     };
     let mut success = state.services.success.clone();
     let r = answer(success.list_activities(caller.request(request)).await)?;
-    Ok(Json(ActivityPage {
-        activities: r.activities.into_iter().map(Activity::from).collect(),
-        next_page_token: r.page.map(|p| p.next_page_token).unwrap_or_default(),
-    }))
+    Ok(Report::new(
+        format,
+        "timeline",
+        "activities",
+        ActivityPage {
+            activities: r.activities.into_iter().map(Activity::from).collect(),
+            next_page_token: r.page.map(|p| p.next_page_token).unwrap_or_default(),
+        },
+    ))
 }
 
 /// Logs a note, call, meeting or email on an account's timeline.
@@ -282,14 +303,16 @@ pub struct BookQuery {
 /// Each CSM's (or owner's) book of business: accounts, ARR, health, red and
 /// high-risk accounts, open and overdue CTAs, renewals in the next 90 days
 /// with their forecast, and logo retention, GRR and NRR over the period.
-#[utoipa::path(get, path = "/api/v1/success/book", tag = "success", params(BookQuery),
-    responses((status = 200, body = BookOfBusiness), (status = "4XX", body = ErrorBody),
-              (status = "5XX", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/success/book", tag = "success",
+    params(BookQuery, FormatQuery),
+    responses((status = 200, content((BookOfBusiness = "application/json"), (String = "text/csv"))),
+              (status = "4XX", body = ErrorBody), (status = "5XX", body = ErrorBody)))]
 async fn get_book(
     State(state): State<AppState>,
     caller: Caller,
     Query(q): Query<BookQuery>,
-) -> Result<Json<BookOfBusiness>, ApiError> {
+    format: Format,
+) -> Result<Report<BookOfBusiness>, ApiError> {
     let request = suc::GetBookOfBusinessRequest {
         group_by: q.by.unwrap_or(BookGrouping::Csm).into(),
         person: q.person.unwrap_or_default(),
@@ -297,7 +320,7 @@ async fn get_book(
     };
     let mut success = state.services.success.clone();
     let r = answer(success.get_book_of_business(caller.request(request)).await)?;
-    Ok(Json(r.into()))
+    Ok(Report::new(format, "book", "books", r.into()))
 }
 
 /// The period and filters of the touches report.
@@ -322,14 +345,16 @@ pub struct TouchesQuery {
 
 /// The activities logged per author and ISO week: notes, calls, meetings,
 /// emails, their total and the distinct accounts touched.
-#[utoipa::path(get, path = "/api/v1/success/touches", tag = "success", params(TouchesQuery),
-    responses((status = 200, body = TouchesReport), (status = "4XX", body = ErrorBody),
-              (status = "5XX", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/success/touches", tag = "success",
+    params(TouchesQuery, FormatQuery),
+    responses((status = 200, content((TouchesReport = "application/json"), (String = "text/csv"))),
+              (status = "4XX", body = ErrorBody), (status = "5XX", body = ErrorBody)))]
 async fn get_touches(
     State(state): State<AppState>,
     caller: Caller,
     Query(q): Query<TouchesQuery>,
-) -> Result<Json<TouchesReport>, ApiError> {
+    format: Format,
+) -> Result<Report<TouchesReport>, ApiError> {
     let request = suc::GetTouchesReportRequest {
         period: period(q.start, q.end),
         owner: q.owner.unwrap_or_default(),
@@ -338,7 +363,12 @@ async fn get_touches(
     };
     let mut success = state.services.success.clone();
     let r = answer(success.get_touches_report(caller.request(request)).await)?;
-    Ok(Json(TouchesReport {
-        touches: r.touches.into_iter().map(Touches::from).collect(),
-    }))
+    Ok(Report::new(
+        format,
+        "touches",
+        "touches",
+        TouchesReport {
+            touches: r.touches.into_iter().map(Touches::from).collect(),
+        },
+    ))
 }
