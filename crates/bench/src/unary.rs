@@ -620,6 +620,12 @@ impl AccountsService for Echo {
     async fn list_contacts(&self, _: Request<ListContactsRequest>) -> Answer<ListContactsResponse> {
         Err(Status::unimplemented("echo"))
     }
+    async fn list_audit_events(
+        &self,
+        _: Request<ListAuditEventsRequest>,
+    ) -> Answer<ListAuditEventsResponse> {
+        Err(Status::unimplemented("echo"))
+    }
     async fn delete_contact(
         &self,
         _: Request<DeleteContactRequest>,

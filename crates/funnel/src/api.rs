@@ -78,6 +78,14 @@ impl FunnelService for FunnelApi {
     type WatchEventsStream = EventStream<pb::WatchEventsResponse>;
 
     #[tracing::instrument(skip_all)]
+    async fn list_audit_events(
+        &self,
+        request: Request<pb::ListAuditEventsRequest>,
+    ) -> Answer<pb::ListAuditEventsResponse> {
+        bowtie_runtime::audit::list_audit_events(self.app.store().db(), request).await
+    }
+
+    #[tracing::instrument(skip_all)]
     async fn watch_events(
         &self,
         request: Request<pb::WatchEventsRequest>,

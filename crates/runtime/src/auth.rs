@@ -19,6 +19,7 @@ use subtle::ConstantTimeEq;
 use tonic::Status;
 use tower::{Layer, Service};
 
+use crate::audit::AuditContext;
 use crate::config::{AuthSettings, RateBudget};
 
 /// The metadata key (and HTTP header) that says how many seconds to wait
@@ -309,7 +310,8 @@ pub fn required_scope(path: &str, admin_methods: &[&str]) -> Option<Scope> {
         return None;
     }
     let method = path.rsplit('/').next().unwrap_or_default();
-    if admin_methods.contains(&method) {
+    // Every service's audit log is for admins.
+    if method == "ListAuditEvents" || admin_methods.contains(&method) {
         Some(Scope::Admin)
     } else if ["Get", "List", "Watch"]
         .iter()
@@ -358,7 +360,10 @@ pub struct AuthService<S> {
 
 impl<S, B> Service<http::Request<B>> for AuthService<S>
 where
-    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S: Service<
+            http::Request<crate::audit::HashingBody<B>>,
+            Response = http::Response<tonic::body::Body>,
+        >,
     S::Future: Send + 'static,
 {
     type Response = S::Response;
@@ -369,7 +374,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let authorization = request
             .headers()
             .get(http::header::AUTHORIZATION)
@@ -380,10 +385,15 @@ where
             self.layer.admin_methods,
         ) {
             Ok(principal) => {
+                // Every call's writes are audited under its principal.
+                let who = principal.as_ref().map_or("anonymous", |p| p.name.as_str());
+                let (parts, body) = request.into_parts();
+                let (context, body) = AuditContext::open(who, parts.uri.path(), body);
+                let mut request = http::Request::from_parts(parts, body);
                 if let Some(principal) = principal {
                     request.extensions_mut().insert(principal);
                 }
-                Box::pin(self.inner.call(request))
+                Box::pin(context.scope(self.inner.call(request)))
             }
             Err(status) => Box::pin(async move { Ok(status.into_http()) }),
         }

@@ -1,10 +1,12 @@
 //! What the runtime knows of each service's generated gRPC code, one line a
 //! service: its `WatchEvents` messages (so one handler serves every feed and
-//! one consumer follows any of them) and its generated server (so one
+//! one consumer follows any of them), its `ListAuditEvents` messages (one
+//! handler reads every audit log) and its generated server (so one
 //! bootstrap serves every service with the shared message limits). A new service adds its line here.
 
 use bowtie_proto::common;
 
+use crate::audit::AuditQuery;
 use crate::bootstrap::ServiceServer;
 use crate::feed::{WatchRequest, WatchResponse};
 use crate::server::GrpcServer;
@@ -30,6 +32,21 @@ macro_rules! contract {
 
             fn into_event(self) -> Option<common::Event> {
                 self.event
+            }
+        }
+
+        impl AuditQuery for bowtie_proto::$package::ListAuditEventsRequest {
+            type Answer = bowtie_proto::$package::ListAuditEventsResponse;
+
+            fn parts(&self) -> (Option<&common::AuditFilter>, Option<&common::PageRequest>) {
+                (self.filter.as_ref(), self.page.as_ref())
+            }
+
+            fn answer(events: Vec<common::AuditEvent>, page: common::PageResponse) -> Self::Answer {
+                Self::Answer {
+                    events,
+                    page: Some(page),
+                }
             }
         }
 

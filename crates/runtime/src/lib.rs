@@ -8,6 +8,7 @@
 //! is configured, secured, observed, stored and served comes from here.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod bootstrap;
 pub mod cache;

@@ -1,8 +1,12 @@
 //! The runtime's own tables, created in every service's schema by
 //! [`runtime_migrations`]: idempotency keys, the outbox that backs the change
-//! feed, and the cursors of change-feed consumers.
+//! feed, the cursors of change-feed consumers, and the audit log.
 
 use sea_orm_migration::prelude::*;
+
+mod audit;
+
+pub use audit::AuditEvents;
 
 /// Idempotency keys and the responses they produced.
 #[derive(DeriveIden, Clone, Copy)]
@@ -175,5 +179,8 @@ impl MigrationTrait for CreateRuntimeTables {
 
 /// The runtime's migrations; every service's migrator lists these first.
 pub fn runtime_migrations() -> Vec<Box<dyn MigrationTrait>> {
-    vec![Box::new(CreateRuntimeTables)]
+    vec![
+        Box::new(CreateRuntimeTables),
+        Box::new(audit::CreateAuditEvents),
+    ]
 }

@@ -117,6 +117,7 @@ impl Store {
         let response = work(&mut tx).await?;
         let Tx { txn, events, now } = tx;
         feed::append(&txn, &events, now).await?;
+        crate::audit::record(&txn, idem.as_ref(), &events, now).await?;
         if let Some(idem) = &idem
             && let Err(e) = idempotency::record(&txn, idem, &response.encode_to_vec(), now).await
         {

@@ -8,6 +8,7 @@
 
 mod accounts;
 mod attributes;
+mod audit;
 mod auth;
 mod contacts;
 mod feed;
