@@ -525,6 +525,7 @@ async function loadAccount(id) {
     $("account-alerts").replaceChildren(empty("Alerts appear once the scoring service runs"));
   }
   await renderAccountSuccess(id);
+  await renderChanges(id);
   document.body.dataset.loaded = "account";
 }
 
@@ -592,6 +593,26 @@ function ctaRows(ctas, withAccount, names) {
       h("td", { class: "reason", text: c.reason }),
       h("td", { text: c.owner || "-" }),
       h("td", { text: c.status === "CLOSED" ? OUTCOMES[["", "SAVED", "LOST", "WON", "NOT_NEEDED", "AUTO_CLOSED"].indexOf(c.outcome)] || "closed" : label(c.status) })))));
+}
+
+/// Who changed the account: every service's audit log (an admin key's view).
+async function renderChanges(id) {
+  let answer;
+  try {
+    answer = await api(`/api/v1/accounts/${id}/changes?limit=20`);
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 403) {
+      $("account-changes").replaceChildren(empty("An admin key shows who changed what"));
+      return;
+    }
+    throw e;
+  }
+  const others = (targets) => targets.filter((t) => t !== `account:${id}`).join(", ");
+  $("account-changes").replaceChildren(answer.changes.length
+    ? h("table", { "data-testid": "changes" }, h("tbody", {}, answer.changes.map((c) => h("tr", {},
+      h("td", { text: date(c.occurred_at) }), h("td", { text: c.principal }),
+      h("td", { text: `${c.service} ${c.method}` }), h("td", { class: "reason", text: others(c.targets) })))))
+    : empty("No change recorded"));
 }
 
 async function renderAccountSuccess(id) {

@@ -36,6 +36,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 mod accounts;
+mod audit;
 mod clients;
 mod common;
 mod connectors;
@@ -163,6 +164,7 @@ impl Modify for PathParamsRequired {
 fn app(state: AppState, churn_reasons: &[String], keys: Arc<ApiKeys>) -> axum::Router {
     let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(accounts::router())
+        .merge(audit::router())
         .merge(funnel::router())
         .merge(revenue::router())
         .merge(scoring::router())

@@ -211,6 +211,8 @@ pub async fn list<C: ConnectionTrait>(
     let default = common::AuditFilter::default();
     let filter = filter.unwrap_or(&default);
     let mut v = FieldViolations::default();
+    let principal = validate::optional_text(&mut v, "filter.principal", &filter.principal, 200);
+    let rpc = validate::optional_text(&mut v, "filter.rpc", &filter.rpc, 200);
     if !filter.account_id.is_empty() && uuid::Uuid::parse_str(&filter.account_id).is_err() {
         v.add("filter.account_id", "must be a UUID");
     }
@@ -219,10 +221,8 @@ pub async fn list<C: ConnectionTrait>(
         None => None,
     };
     v.into_result()?;
-    let rendered = format!(
-        "audit|{}|{}|{}|{:?}",
-        filter.principal, filter.account_id, filter.rpc, period
-    );
+    let (principal, rpc) = (principal.unwrap_or_default(), rpc.unwrap_or_default());
+    let rendered = format!("audit|{principal}|{}|{rpc}|{period:?}", filter.account_id);
     let page = Page::parse(page, &rendered)?;
     let mut select = Query::select();
     select
@@ -240,15 +240,22 @@ pub async fn list<C: ConnectionTrait>(
         .from(AuditEvents::Table)
         .order_by(AuditEvents::Id, Order::Desc)
         .limit(page.fetch_limit());
-    if !filter.principal.is_empty() {
-        select.and_where(Expr::col(AuditEvents::Principal).eq(filter.principal.as_str()));
+    if !principal.is_empty() {
+        select.and_where(Expr::col(AuditEvents::Principal).eq(principal.as_str()));
     }
-    if !filter.rpc.is_empty() {
-        if filter.rpc.starts_with('/') {
-            select.and_where(Expr::col(AuditEvents::Rpc).eq(filter.rpc.as_str()));
-        } else {
-            select.and_where(Expr::col(AuditEvents::Rpc).like(format!("%/{}", filter.rpc)));
+    if rpc.starts_with('/') {
+        select.and_where(Expr::col(AuditEvents::Rpc).eq(rpc.as_str()));
+    } else if !rpc.is_empty() {
+        // A method name matches the end of the path exactly: no wildcard
+        // of the caller's reaches the pattern.
+        let method = rpc.replace(['%', '_', '\\'], "");
+        if method != rpc {
+            return Err(Error::invalid(
+                "filter.rpc",
+                "must be a method name or a full path",
+            ));
         }
+        select.and_where(Expr::col(AuditEvents::Rpc).like(format!("%/{method}")));
     }
     if !filter.account_id.is_empty() {
         select.and_where(
