@@ -525,7 +525,8 @@ async function loadAccount(id) {
     $("account-alerts").replaceChildren(empty("Alerts appear once the scoring service runs"));
   }
   await renderAccountSuccess(id);
-  await renderChanges(id);
+  $("account-changes").replaceChildren();
+  $("show-changes").onclick = () => renderChanges(id);
   document.body.dataset.loaded = "account";
 }
 
@@ -595,17 +596,16 @@ function ctaRows(ctas, withAccount, names) {
       h("td", { text: c.status === "CLOSED" ? OUTCOMES[["", "SAVED", "LOST", "WON", "NOT_NEEDED", "AUTO_CLOSED"].indexOf(c.outcome)] || "closed" : label(c.status) })))));
 }
 
-/// Who changed the account: every service's audit log (an admin key's view).
+/// Who changed the account: every service's audit log (an admin key's
+/// view), read when asked for.
 async function renderChanges(id) {
   let answer;
   try {
     answer = await api(`/api/v1/accounts/${id}/changes?limit=20`);
   } catch (e) {
-    if (e instanceof ApiError && e.status === 403) {
-      $("account-changes").replaceChildren(empty("An admin key shows who changed what"));
-      return;
-    }
-    throw e;
+    $("account-changes").replaceChildren(empty(e instanceof ApiError && e.status === 403
+      ? "An admin key shows who changed what" : `Changes cannot be read: ${e.message}`));
+    return;
   }
   const others = (targets) => targets.filter((t) => t !== `account:${id}`).join(", ");
   $("account-changes").replaceChildren(answer.changes.length
