@@ -3,10 +3,12 @@
 //! it (docs/design.md section 6):
 //!
 //! - scoring: `alert.raised` fires the ENTERED_RED, SCORE_DROP and HIGH_RISK
-//!   triggers and lands on the timeline; `health.band_changed` updates the
-//!   account's band and churn risk, which may auto-close its CTAs. The
-//!   scores both carry (at the alert's creation, at the health's
-//!   computation) make the score history of the effectiveness report.
+//!   triggers and lands on the timeline; `health.band_changed` and
+//!   `health.scored` (a first score, or a score that moved within its band)
+//!   update the account's band and churn risk, which may auto-close its
+//!   CTAs. The scores all three carry (at the alert's creation, at the
+//!   health's computation) make the score history of the effectiveness
+//!   report and the book of business's mean health.
 //!   `signal.recorded` (complaints and their resolutions only) keeps the
 //!   open complaints the sweep fires COMPLAINT_UNRESOLVED on.
 //!   `segment.changed` (a new value tier or quadrant) fires TIER_ENTERED
@@ -158,8 +160,12 @@ pub fn scoring_consumer(
                         storage::save_facts(tx.conn(), &facts).await?;
                         storage::add_score(tx.conn(), id, at, alert.score).await?;
                         log_system(tx, id, ActivityKind::Alert, at, alert.message.clone()).await?;
-                        app.apply_event(tx, &trigger(kind, id, at, alert.message))
-                            .await
+                        app.apply_event_with(
+                            tx,
+                            &trigger(kind, id, at, alert.message),
+                            Some(&facts),
+                        )
+                        .await
                     }
                     "signal.recorded" => {
                         let Some(signal) = payload::<scoring_pb::Signal>(&event)? else {
@@ -186,15 +192,18 @@ pub fn scoring_consumer(
                             _ => Ok(()),
                         }
                     }
-                    "health.band_changed" => {
+                    "health.band_changed" | "health.scored" => {
                         let Some(health) = payload::<scoring_pb::AccountHealth>(&event)? else {
                             return Ok(());
                         };
                         let id = account("payload.account_id", &health.account_id)?;
-                        let mut facts = app.facts(tx, id).await?;
+                        let known = app.facts(tx, id).await?;
+                        let mut facts = known.clone();
                         facts.red = health.band == scoring_pb::Band::Red as i32;
                         facts.churn_risk_bp = health.churn_risk_bp;
-                        storage::save_facts(tx.conn(), &facts).await?;
+                        if facts != known {
+                            storage::save_facts(tx.conn(), &facts).await?;
+                        }
                         if let Some(ts) = health.compute_time.as_ref() {
                             let at = instant("payload.compute_time", Some(ts))?;
                             storage::add_score(tx.conn(), id, at, health.score).await?;

@@ -9,6 +9,7 @@
 //! stored cursor, opens nothing twice.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bowtie_proto::success as pb;
 use bowtie_runtime::config::SuccessPolicySettings;
@@ -62,6 +63,19 @@ struct Inner {
     store: Store,
     accounts: AccountDirectory,
     policy: SuccessPolicySettings,
+    /// The playbooks as one transaction read them (see [`Success::playbooks`]).
+    playbooks: std::sync::Mutex<Option<PlaybookCache>>,
+    /// Playbook writes this process committed, so a cached read never
+    /// outlives one.
+    playbook_writes: AtomicU64,
+}
+
+/// Every playbook's current version, as the transaction `key` read them.
+#[derive(Debug)]
+struct PlaybookCache {
+    /// The reading transaction's start and the playbook writes before it.
+    key: (i64, u64),
+    playbooks: Arc<Vec<Playbook>>,
 }
 
 /// What a person asks of a CTA's status.
@@ -145,6 +159,8 @@ impl Success {
                 store,
                 accounts,
                 policy,
+                playbooks: std::sync::Mutex::new(None),
+                playbook_writes: AtomicU64::new(0),
             }),
         }
     }
@@ -172,7 +188,8 @@ impl Success {
                 "must not be blank: a WEBHOOK step needs its signing secret",
             )
         })?;
-        self.inner
+        let written = self
+            .inner
             .store
             .write(idem, move |tx| {
                 Box::pin(async move {
@@ -206,7 +223,9 @@ impl Success {
                     })
                 })
             })
-            .await
+            .await;
+        self.inner.playbook_writes.fetch_add(1, Ordering::SeqCst);
+        written
     }
 
     /// Writes a new version of a playbook based on `expected_version`.
@@ -217,7 +236,8 @@ impl Success {
         expected_version: i64,
         idem: Option<Idempotency>,
     ) -> Result<pb::UpdatePlaybookResponse, Error> {
-        self.inner
+        let written = self
+            .inner
             .store
             .write(idem, move |tx| {
                 Box::pin(async move {
@@ -257,7 +277,9 @@ impl Success {
                     Ok(pb::UpdatePlaybookResponse { playbook: Some(out) })
                 })
             })
-            .await
+            .await;
+        self.inner.playbook_writes.fetch_add(1, Ordering::SeqCst);
+        written
     }
 
     /// One playbook's current version.
@@ -658,9 +680,6 @@ impl Success {
                 .store
                 .write(None, move |tx| {
                     Box::pin(async move {
-                        if !storage::claim_digest(tx.conn(), &person.person, &day, now).await? {
-                            return Ok(false);
-                        }
                         let filter = CtaFilter {
                             owner: Some(person.person.clone()),
                             ..CtaFilter::default()
@@ -671,7 +690,11 @@ impl Success {
                                 .into_iter()
                                 .filter(|c| c.status != CtaStatus::Snoozed)
                                 .collect();
-                        if ctas.is_empty() {
+                        // Nothing to list claims nothing: a CTA opened later
+                        // that day still gets the day's digest.
+                        if ctas.is_empty()
+                            || !storage::claim_digest(tx.conn(), &person.person, &day, now).await?
+                        {
                             return Ok(false);
                         }
                         digest_order(&mut ctas, now);
@@ -710,48 +733,52 @@ impl Success {
         let playbook = storage::require_playbook(conn, id).await?;
         let kind = playbook.spec.trigger.kind;
         let horizon = self.inner.policy.horizon_days;
-        let triggers = storage::triggers_in(conn, id, period).await?;
-        let mut accounts: Vec<AccountId> = triggers.iter().map(|t| t.account_id).collect();
-        accounts.sort();
-        accounts.dedup();
-        let churns = storage::turns_of(conn, Turn::Churn, &accounts).await?;
-        let scores = storage::scores_of(conn, &accounts).await?;
-        let reactivations = if kind == TriggerKind::Churn {
-            storage::turns_of(conn, Turn::Reactivation, &accounts).await?
-        } else {
-            Default::default()
-        };
-        let held_out: Vec<&TriggerRow> =
+        // Independent reads, on as many connections.
+        let (triggers, churns, scores, reactivations, ctas) = tokio::try_join!(
+            storage::counted_triggers(conn, id, period),
+            storage::turns_of_triggered(conn, Turn::Churn, id, period),
+            storage::scores_of_triggered(conn, id, period),
+            async {
+                if kind == TriggerKind::Churn {
+                    storage::turns_of_triggered(conn, Turn::Reactivation, id, period).await
+                } else {
+                    Ok(Default::default())
+                }
+            },
+            storage::cta_totals(conn, id, period, now),
+        )?;
+        let held_out: Vec<&storage::CountedTrigger> =
             triggers.iter().filter(|t| t.arm == Arm::HeldOut).collect();
-        let treated: Vec<&TriggerRow> = triggers.iter().filter(|t| t.arm == Arm::Treated).collect();
+        let treated: Vec<&storage::CountedTrigger> =
+            triggers.iter().filter(|t| t.arm == Arm::Treated).collect();
         let observational = held_out.is_empty();
-        let comparison: Vec<&TriggerRow> = if observational {
+        let comparison: Vec<&storage::CountedTrigger> = if observational {
             // Without a holdout: the untreated triggers of the segments the
             // treated ones come from.
+            let segments: std::collections::HashSet<Segment> =
+                treated.iter().map(|t| t.segment).collect();
             triggers
                 .iter()
-                .filter(|t| {
-                    t.arm == Arm::Untreated && treated.iter().any(|s| s.segment == t.segment)
-                })
+                .filter(|t| t.arm == Arm::Untreated && segments.contains(&t.segment))
                 .collect()
         } else {
             held_out
         };
-        let count = |arm: &[&TriggerRow]| {
+        let none_scores = Vec::new();
+        let none = Vec::new();
+        let count = |arm: &[&storage::CountedTrigger]| {
             let mut c = ArmCounts {
                 triggers: arm.len() as i64,
                 ..ArmCounts::default()
             };
             for t in arm {
-                let none = Vec::new();
                 c.add_health_change(health_change(
-                    scores.get(&t.account_id).unwrap_or(&none),
+                    scores.get(&t.account_id).unwrap_or(&none_scores),
                     t.at,
                     now,
                 ));
                 if t.at.plus_days(i64::from(horizon)) <= now {
                     c.matured += 1;
-                    let none = Vec::new();
                     let churned = lost_within(
                         kind,
                         t.at,
@@ -765,28 +792,14 @@ impl Success {
             c
         };
         let (treated, comparison) = (count(&treated), count(&comparison));
-        let ctas = storage::ctas_opened(conn, id, period).await?;
-        let due: Vec<&storage::OpenedCta> = ctas.iter().filter(|c| c.due_at <= now).collect();
-        let closed_within_sla = (!due.is_empty()).then(|| {
-            let on_time = due
-                .iter()
-                .filter(|c| c.closed_at.is_some_and(|at| at <= c.due_at))
-                .count();
-            on_time as f64 / due.len() as f64
-        });
+        let closed_within_sla =
+            (ctas.due > 0).then(|| ctas.closed_on_time as f64 / ctas.due as f64);
         let mut hours: Vec<f64> = ctas
+            .to_first_action
             .iter()
-            .filter_map(|c| {
-                c.first_action_at
-                    .map(|at| at.micros_since(c.created_at) as f64 / 3.6e9)
-            })
+            .map(|&micros| micros as f64 / 3.6e9)
             .collect();
-        let mut outcomes = [0i64; 6];
-        for c in ctas.iter().filter(|c| c.status == CtaStatus::Closed) {
-            if let Some(slot) = outcomes.get_mut(c.outcome as usize) {
-                *slot += 1;
-            }
-        }
+        let outcomes = ctas.outcomes;
         Ok(Effectiveness {
             playbook: id,
             horizon_days: horizon,
@@ -794,7 +807,7 @@ impl Success {
             comparison,
             observational,
             effect: effect(treated, comparison),
-            ctas_opened: ctas.len() as i64,
+            ctas_opened: ctas.opened,
             closed_within_sla,
             median_hours_to_first_action: median(&mut hours),
             outcomes,
@@ -806,12 +819,49 @@ impl Success {
     /// Runs `event` through every playbook it may fire, inside the feed
     /// consumer's transaction.
     pub async fn apply_event(&self, tx: &mut Tx, event: &Event) -> Result<(), Error> {
-        let playbooks = storage::playbooks_for(tx.conn(), event.kind).await?;
-        let playbooks: Vec<Playbook> = playbooks
-            .into_iter()
+        self.apply_event_with(tx, event, None).await
+    }
+
+    /// [`Self::apply_event`] for an account whose `facts` the caller has
+    /// just read (or written) in `tx`.
+    pub async fn apply_event_with(
+        &self,
+        tx: &mut Tx,
+        event: &Event,
+        facts: Option<&AccountFacts>,
+    ) -> Result<(), Error> {
+        let playbooks: Vec<Playbook> = self
+            .playbooks(tx)
+            .await?
+            .iter()
             .filter(|p| p.spec.trigger.fires_on(event))
+            .cloned()
             .collect();
-        self.apply_to(tx, &playbooks, event).await
+        self.apply_to_with(tx, &playbooks, event, facts).await
+    }
+
+    /// Every playbook's current version, by name, read once per
+    /// transaction: a burst of feed events applied in one transaction
+    /// reads them once, not once an event. On SQLite no playbook can change
+    /// while the consumer's write transaction is open; on PostgreSQL a
+    /// playbook written meanwhile is seen by the next transaction, as it
+    /// would be were each event read on its own.
+    async fn playbooks(&self, tx: &Tx) -> Result<Arc<Vec<Playbook>>, Error> {
+        let key = (tx.now(), self.inner.playbook_writes.load(Ordering::SeqCst));
+        if let Ok(cache) = self.inner.playbooks.lock()
+            && let Some(c) = cache.as_ref()
+            && c.key == key
+        {
+            return Ok(c.playbooks.clone());
+        }
+        let playbooks = Arc::new(storage::list_playbooks(tx.conn()).await?);
+        if let Ok(mut cache) = self.inner.playbooks.lock() {
+            *cache = Some(PlaybookCache {
+                key,
+                playbooks: playbooks.clone(),
+            });
+        }
+        Ok(playbooks)
     }
 
     /// Runs `event` through `playbooks` (those it fires), inside `tx`.
@@ -821,13 +871,31 @@ impl Success {
         playbooks: &[Playbook],
         event: &Event,
     ) -> Result<(), Error> {
+        self.apply_to_with(tx, playbooks, event, None).await
+    }
+
+    async fn apply_to_with(
+        &self,
+        tx: &mut Tx,
+        playbooks: &[Playbook],
+        event: &Event,
+        facts: Option<&AccountFacts>,
+    ) -> Result<(), Error> {
         if playbooks.is_empty() {
             return Ok(());
         }
-        let facts = self.facts(tx, event.account_id).await?;
+        let facts = match facts {
+            Some(f) if f.account_id == event.account_id => f.clone(),
+            _ => self.facts(tx, event.account_id).await?,
+        };
         for p in playbooks {
             let open = storage::open_cta(tx.conn(), event.account_id, p.id).await?;
-            let last = storage::last_enrolled(tx.conn(), p.id, event.account_id).await?;
+            // Only an enrollment limit looks at the last enrollment.
+            let last = if p.spec.enrollment_limit_days > 0 {
+                storage::last_enrolled(tx.conn(), p.id, event.account_id).await?
+            } else {
+                None
+            };
             let decision = decide(
                 p,
                 &facts,
@@ -919,11 +987,16 @@ impl Success {
         account: AccountId,
         closes: impl Fn(&PlaybookSpec) -> bool,
     ) -> Result<(), Error> {
-        for current in storage::open_ctas_of(tx.conn(), account).await? {
+        let open = storage::open_ctas_of(tx.conn(), account).await?;
+        if open.is_empty() {
+            return Ok(());
+        }
+        let playbooks = self.playbooks(tx).await?;
+        for current in open {
             let Some((playbook, _)) = current.playbook else {
                 continue;
             };
-            let Some(p) = storage::get_playbook(tx.conn(), playbook).await? else {
+            let Some(p) = playbooks.iter().find(|p| p.id == playbook) else {
                 continue;
             };
             if !closes(&p.spec) {

@@ -1391,7 +1391,11 @@ pub async fn require_cta<C: ConnectionTrait>(conn: &C, id: CtaId) -> Result<Cta,
 
 /// Inserts a new CTA.
 pub async fn insert_cta<C: ConnectionTrait>(conn: &C, c: &Cta) -> Result<(), Error> {
-    cta_row(c)?.insert(conn).await?;
+    // Without RETURNING, as SQLite then reads the row back in a second
+    // statement.
+    cta::Entity::insert(cta_row(c)?)
+        .exec_without_returning(conn)
+        .await?;
     Ok(())
 }
 
@@ -1542,64 +1546,93 @@ pub fn cta_page_key(c: &Cta) -> String {
     due_key(c.due_at, c.id)
 }
 
-/// What the effectiveness report counts of a CTA.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OpenedCta {
-    /// Where it stands.
-    pub status: CtaStatus,
-    /// How it ended.
-    pub outcome: Outcome,
-    /// When it is due.
-    pub due_at: Instant,
-    /// When it was opened.
-    pub created_at: Instant,
-    /// When it was closed.
-    pub closed_at: Option<Instant>,
-    /// When someone first acted on it.
-    pub first_action_at: Option<Instant>,
+/// What the effectiveness report counts of a playbook's CTAs opened in a
+/// period, counted by the database.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CtaTotals {
+    /// CTAs opened.
+    pub opened: i64,
+    /// Of those, the ones due by the report's instant.
+    pub due: i64,
+    /// Of the due ones, those closed at or before their due time.
+    pub closed_on_time: i64,
+    /// Closed CTAs per outcome, indexed by the outcome's number.
+    pub outcomes: [i64; 6],
+    /// Microseconds from opening to the first action, of each CTA acted on.
+    pub to_first_action: Vec<i64>,
 }
 
-/// Status, outcome, due, created, closed and first action of a CTA as read.
-type OpenedRow = (i32, i32, i64, i64, Option<i64>, Option<i64>);
-
-/// The playbook's CTAs opened in `[start, end)`: only the columns the
-/// effectiveness report counts, so a year of CTAs is not decoded whole.
-pub async fn ctas_opened<C: ConnectionTrait>(
+/// The totals of the playbook's CTAs opened in `[start, end)` as of `now`:
+/// three aggregate queries (counts, outcomes, time to first action), so a
+/// year of CTAs is never read row by row.
+pub async fn cta_totals<C: ConnectionTrait>(
     conn: &C,
     playbook: PlaybookId,
     (start, end): (Instant, Instant),
-) -> Result<Vec<OpenedCta>, Error> {
+    now: Instant,
+) -> Result<CtaTotals, Error> {
     use cta::Column as C;
-    let rows: Vec<OpenedRow> = cta::Entity::find()
+    use sea_orm::sea_query::{Func, SimpleExpr};
+    let in_period = Condition::all()
+        .add(C::PlaybookId.eq(playbook.0.to_string()))
+        .add(C::CreatedAt.gte(start.micros()))
+        .add(C::CreatedAt.lt(end.micros()));
+    let due = Expr::col(C::DueAt).lte(now.micros());
+    let one_if = |cond: SimpleExpr| -> SimpleExpr {
+        // Integer ones: PostgreSQL sums them as a BIGINT (a sum of BIGINTs
+        // would be a NUMERIC).
+        Func::sum(Expr::case(cond, 1i32).finally(0i32)).into()
+    };
+    let on_time = due.clone().and(
+        Expr::col(C::ClosedAt)
+            .is_not_null()
+            .and(Expr::col(C::ClosedAt).lte(Expr::col(C::DueAt))),
+    );
+    let counts: Option<(i64, Option<i64>, Option<i64>)> = cta::Entity::find()
         .select_only()
-        .columns([
-            C::Status,
-            C::Outcome,
-            C::DueAt,
-            C::CreatedAt,
-            C::ClosedAt,
-            C::FirstActionAt,
-        ])
-        .filter(C::PlaybookId.eq(playbook.0.to_string()))
-        .filter(C::CreatedAt.gte(start.micros()))
-        .filter(C::CreatedAt.lt(end.micros()))
+        .column_as(Expr::col(C::Id).count(), "opened")
+        .column_as(one_if(due), "due")
+        .column_as(one_if(on_time), "on_time")
+        .filter(in_period.clone())
+        .into_tuple()
+        .one(conn)
+        .await?;
+    let (opened, due, closed_on_time) = counts.unwrap_or_default();
+    let by_outcome: Vec<(i32, i64)> = cta::Entity::find()
+        .select_only()
+        .column(C::Outcome)
+        .column_as(Expr::col(C::Id).count(), "n")
+        .filter(in_period.clone())
+        .filter(C::Status.eq(CtaStatus::Closed as i32))
+        .group_by(C::Outcome)
         .into_tuple()
         .all(conn)
         .await?;
-    rows.into_iter()
-        .map(
-            |(status, outcome, due_at, created_at, closed_at, first_action_at)| {
-                Ok(OpenedCta {
-                    status: stored_enum("cta status", status)?,
-                    outcome: stored_enum("outcome", outcome)?,
-                    due_at: Instant::from_micros(due_at),
-                    created_at: Instant::from_micros(created_at),
-                    closed_at: closed_at.map(Instant::from_micros),
-                    first_action_at: first_action_at.map(Instant::from_micros),
-                })
-            },
+    let mut outcomes = [0i64; 6];
+    for (outcome, n) in by_outcome {
+        let outcome: Outcome = stored_enum("outcome", outcome)?;
+        if let Some(slot) = outcomes.get_mut(outcome as usize) {
+            *slot += n;
+        }
+    }
+    let to_first_action: Vec<i64> = cta::Entity::find()
+        .select_only()
+        .column_as(
+            Expr::col(C::FirstActionAt).sub(Expr::col(C::CreatedAt)),
+            "took",
         )
-        .collect()
+        .filter(in_period)
+        .filter(C::FirstActionAt.is_not_null())
+        .into_tuple()
+        .all(conn)
+        .await?;
+    Ok(CtaTotals {
+        opened,
+        due: due.unwrap_or(0),
+        closed_on_time: closed_on_time.unwrap_or(0),
+        outcomes,
+        to_first_action,
+    })
 }
 
 // --- triggers ----------------------------------------------------------------
@@ -1625,7 +1658,7 @@ pub struct TriggerRow {
 
 /// Records an enrollment.
 pub async fn insert_trigger<C: ConnectionTrait>(conn: &C, t: &TriggerRow) -> Result<(), Error> {
-    trigger::ActiveModel {
+    trigger::Entity::insert(trigger::ActiveModel {
         id: Set(Uuid::now_v7().to_string()),
         playbook_id: Set(t.playbook.0.to_string()),
         playbook_version: Set(t.playbook_version),
@@ -1634,8 +1667,8 @@ pub async fn insert_trigger<C: ConnectionTrait>(conn: &C, t: &TriggerRow) -> Res
         arm: Set(t.arm.code()),
         segment: Set(t.segment as i32),
         cta_id: Set(t.cta.map(|c| c.0.to_string()).unwrap_or_default()),
-    }
-    .insert(conn)
+    })
+    .exec_without_returning(conn)
     .await?;
     Ok(())
 }
@@ -1659,35 +1692,125 @@ pub async fn last_enrolled<C: ConnectionTrait>(
     Ok(at.map(Instant::from_micros))
 }
 
-/// The playbook's enrollments in `[start, end)`.
-pub async fn triggers_in<C: ConnectionTrait>(
+/// A trigger as the effectiveness report counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CountedTrigger {
+    /// The account.
+    pub account_id: AccountId,
+    /// When the event happened.
+    pub at: Instant,
+    /// Its arm.
+    pub arm: Arm,
+    /// The account's segment then.
+    pub segment: Segment,
+}
+
+/// The playbook's triggers in `[start, end)`, only the columns the
+/// effectiveness report counts.
+pub async fn counted_triggers<C: ConnectionTrait>(
     conn: &C,
     playbook: PlaybookId,
-    (start, end): (Instant, Instant),
-) -> Result<Vec<TriggerRow>, Error> {
-    trigger::Entity::find()
-        .filter(trigger::Column::PlaybookId.eq(playbook.0.to_string()))
-        .filter(trigger::Column::At.gte(start.micros()))
-        .filter(trigger::Column::At.lt(end.micros()))
+    period: (Instant, Instant),
+) -> Result<Vec<CountedTrigger>, Error> {
+    use trigger::Column as T;
+    let rows: Vec<(String, i64, i32, i32)> = trigger::Entity::find()
+        .select_only()
+        .columns([T::AccountId, T::At, T::Arm, T::Segment])
+        .filter(triggers_in_period(playbook, period))
+        .into_tuple()
         .all(conn)
-        .await?
-        .into_iter()
-        .map(|m| {
-            Ok(TriggerRow {
-                playbook: PlaybookId(stored_uuid(&m.playbook_id)?),
-                playbook_version: m.playbook_version,
-                account_id: AccountId(stored_uuid(&m.account_id)?),
-                at: Instant::from_micros(m.at),
-                arm: Arm::from_code(m.arm).ok_or_else(|| corrupt("trigger arm"))?,
-                segment: stored_enum("segment", m.segment)?,
-                cta: if m.cta_id.is_empty() {
-                    None
-                } else {
-                    Some(CtaId(stored_uuid(&m.cta_id)?))
-                },
+        .await?;
+    rows.into_iter()
+        .map(|(account, at, arm, segment)| {
+            Ok(CountedTrigger {
+                account_id: AccountId(stored_uuid(&account)?),
+                at: Instant::from_micros(at),
+                arm: Arm::from_code(arm).ok_or_else(|| corrupt("trigger arm"))?,
+                segment: stored_enum("segment", segment)?,
             })
         })
         .collect()
+}
+
+fn triggers_in_period(playbook: PlaybookId, (start, end): (Instant, Instant)) -> Condition {
+    Condition::all()
+        .add(trigger::Column::PlaybookId.eq(playbook.0.to_string()))
+        .add(trigger::Column::At.gte(start.micros()))
+        .add(trigger::Column::At.lt(end.micros()))
+}
+
+/// The accounts the playbook's triggers in the period name, as a subquery.
+fn triggered_accounts(
+    playbook: PlaybookId,
+    period: (Instant, Instant),
+) -> sea_orm::sea_query::SelectStatement {
+    sea_orm::sea_query::Query::select()
+        .column(trigger::Column::AccountId)
+        .from(trigger::Entity)
+        .cond_where(triggers_in_period(playbook, period))
+        .to_owned()
+}
+
+/// The churns (or reactivations) of every account the playbook's triggers
+/// in the period name, in one query.
+pub async fn turns_of_triggered<C: ConnectionTrait>(
+    conn: &C,
+    turn: Turn,
+    playbook: PlaybookId,
+    period: (Instant, Instant),
+) -> Result<HashMap<AccountId, Vec<Instant>>, Error> {
+    let accounts = triggered_accounts(playbook, period);
+    let rows: Vec<(String, i64)> = match turn {
+        Turn::Churn => {
+            churn::Entity::find()
+                .select_only()
+                .columns([churn::Column::AccountId, churn::Column::At])
+                .filter(churn::Column::AccountId.in_subquery(accounts))
+                .into_tuple()
+                .all(conn)
+                .await?
+        }
+        Turn::Reactivation => {
+            reactivation::Entity::find()
+                .select_only()
+                .columns([reactivation::Column::AccountId, reactivation::Column::At])
+                .filter(reactivation::Column::AccountId.in_subquery(accounts))
+                .into_tuple()
+                .all(conn)
+                .await?
+        }
+    };
+    let mut out: HashMap<AccountId, Vec<Instant>> = HashMap::new();
+    for (account, at) in rows {
+        out.entry(AccountId(stored_uuid(&account)?))
+            .or_default()
+            .push(Instant::from_micros(at));
+    }
+    Ok(out)
+}
+
+/// The recorded health scores of every account the playbook's triggers in
+/// the period name, in one query.
+pub async fn scores_of_triggered<C: ConnectionTrait>(
+    conn: &C,
+    playbook: PlaybookId,
+    period: (Instant, Instant),
+) -> Result<HashMap<AccountId, Vec<(Instant, i32)>>, Error> {
+    use health_score::Column as H;
+    let rows: Vec<(String, i64, i32)> = health_score::Entity::find()
+        .select_only()
+        .columns([H::AccountId, H::At, H::Score])
+        .filter(H::AccountId.in_subquery(triggered_accounts(playbook, period)))
+        .into_tuple()
+        .all(conn)
+        .await?;
+    let mut out: HashMap<AccountId, Vec<(Instant, i32)>> = HashMap::new();
+    for (account, at, score) in rows {
+        out.entry(AccountId(stored_uuid(&account)?))
+            .or_default()
+            .push((Instant::from_micros(at), score));
+    }
+    Ok(out)
 }
 
 // --- activities --------------------------------------------------------------
@@ -1728,7 +1851,7 @@ pub fn activity_page_key(a: &Activity) -> String {
 
 /// Adds an entry to the timeline.
 pub async fn insert_activity<C: ConnectionTrait>(conn: &C, a: &Activity) -> Result<(), Error> {
-    activity::ActiveModel {
+    activity::Entity::insert(activity::ActiveModel {
         id: Set(a.id.0.to_string()),
         account_id: Set(a.account_id.to_string()),
         kind: Set(a.kind as i32),
@@ -1737,8 +1860,8 @@ pub async fn insert_activity<C: ConnectionTrait>(conn: &C, a: &Activity) -> Resu
         text: Set(a.text.clone()),
         participants: Set(serde_json::to_string(&a.participants).map_err(internal)?),
         sort_key: Set(activity_key(a)),
-    }
-    .insert(conn)
+    })
+    .exec_without_returning(conn)
     .await?;
     Ok(())
 }
@@ -1943,46 +2066,6 @@ pub async fn remove_turn<C: ConnectionTrait>(
         }
     }
     Ok(())
-}
-
-/// When each of `accounts` turned that way.
-pub async fn turns_of<C: ConnectionTrait>(
-    conn: &C,
-    turn: Turn,
-    accounts: &[AccountId],
-) -> Result<HashMap<AccountId, Vec<Instant>>, Error> {
-    let mut out: HashMap<AccountId, Vec<Instant>> = HashMap::new();
-    for chunk in accounts.chunks(500) {
-        let ids = chunk.iter().map(ToString::to_string);
-        let rows: Vec<(String, i64)> = match turn {
-            Turn::Churn => {
-                churn::Entity::find()
-                    .select_only()
-                    .column(churn::Column::AccountId)
-                    .column(churn::Column::At)
-                    .filter(churn::Column::AccountId.is_in(ids))
-                    .into_tuple()
-                    .all(conn)
-                    .await?
-            }
-            Turn::Reactivation => {
-                reactivation::Entity::find()
-                    .select_only()
-                    .column(reactivation::Column::AccountId)
-                    .column(reactivation::Column::At)
-                    .filter(reactivation::Column::AccountId.is_in(ids))
-                    .into_tuple()
-                    .all(conn)
-                    .await?
-            }
-        };
-        for (account, at) in rows {
-            out.entry(AccountId(stored_uuid(&account)?))
-                .or_default()
-                .push(Instant::from_micros(at));
-        }
-    }
-    Ok(out)
 }
 
 // --- the sweep's facts ------------------------------------------------------
@@ -2370,13 +2453,13 @@ pub async fn schedule_step<C: ConnectionTrait>(
     due_at: Instant,
     done: bool,
 ) -> Result<(), Error> {
-    step_run::ActiveModel {
+    step_run::Entity::insert(step_run::ActiveModel {
         cta_id: Set(cta.0.to_string()),
         step_index: Set(index),
         due_at: Set(due_at.micros()),
         done: Set(done),
-    }
-    .insert(conn)
+    })
+    .exec_without_returning(conn)
     .await?;
     Ok(())
 }
@@ -2455,31 +2538,6 @@ pub async fn add_score<C: ConnectionTrait>(
     .exec(conn)
     .await?;
     Ok(())
-}
-
-/// The recorded health scores of each of `accounts`.
-pub async fn scores_of<C: ConnectionTrait>(
-    conn: &C,
-    accounts: &[AccountId],
-) -> Result<HashMap<AccountId, Vec<(Instant, i32)>>, Error> {
-    let mut out: HashMap<AccountId, Vec<(Instant, i32)>> = HashMap::new();
-    for chunk in accounts.chunks(500) {
-        let rows: Vec<(String, i64, i32)> = health_score::Entity::find()
-            .select_only()
-            .column(health_score::Column::AccountId)
-            .column(health_score::Column::At)
-            .column(health_score::Column::Score)
-            .filter(health_score::Column::AccountId.is_in(chunk.iter().map(ToString::to_string)))
-            .into_tuple()
-            .all(conn)
-            .await?;
-        for (account, at, score) in rows {
-            out.entry(AccountId(stored_uuid(&account)?))
-                .or_default()
-                .push((Instant::from_micros(at), score));
-        }
-    }
-    Ok(out)
 }
 
 /// Each account's latest recorded health score (the one at its latest

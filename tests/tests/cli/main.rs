@@ -15,6 +15,14 @@ use bowtie::demo::plan::anchor_for;
 /// do not move from day to day (today's midnight if the clock is earlier).
 const TEST_ANCHOR: i64 = 1_793_491_200;
 
+/// The default demo (2,000 accounts, seed 42) at the tests' anchor.
+pub fn default_demo() -> DemoOptions {
+    DemoOptions {
+        anchor: small_demo().anchor,
+        ..DemoOptions::new(0)
+    }
+}
+
 /// A small demo: 200 accounts, seed 6 (which has churn, comebacks and
 /// declining accounts at this size).
 pub fn small_demo() -> DemoOptions {

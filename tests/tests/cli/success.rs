@@ -11,15 +11,19 @@ use bowtie_proto::common::Segment;
 use bowtie_proto::success::success_service_client::SuccessServiceClient;
 use bowtie_proto::success::{
     ActivityKind, BookGrouping, CreateCtaRequest, CreatePlaybookRequest, CtaType,
-    GetBookOfBusinessRequest, LogActivityRequest, Priority,
+    GetBookOfBusinessRequest, GetPlaybookEffectivenessRequest, ListPlaybooksRequest,
+    LogActivityRequest, Priority,
 };
 use bowtie_testkit::stack::Stack;
 use bowtie_testkit::success::red_playbook;
 use bowtie_testkit::{ADMIN_KEY, READ_KEY, TestDatabase, backend_test, within};
 
+use super::default_demo;
+
 backend_test!(
     the_work_and_playbooks_reports_print_what_success_holds,
     the_book_and_touches_reports_print_each_person_s_figures,
+    the_default_demo_s_onboarding_play_shows_an_effect_with_its_interval,
 );
 
 /// The table row whose first cell is `first`, split into its cells.
@@ -222,5 +226,84 @@ async fn the_book_and_touches_reports_print_each_person_s_figures(
     let ana = cells(&of_olga, "ana")?;
     assert_eq!(ana[2], "olga", "{of_olga}");
     assert_eq!(ana[7], "2", "{of_olga}");
+    Ok(())
+}
+
+async fn the_default_demo_s_onboarding_play_shows_an_effect_with_its_interval(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let stack = Stack::start(db).await?;
+    let options = default_demo();
+    bowtie::demo::seed(&stack.target(), options).await?;
+    let anchor = chrono::DateTime::from_timestamp(options.anchor, 0)
+        .map(|t| t.date_naive())
+        .ok_or_else(|| anyhow::anyhow!("no anchor date"))?;
+    let range = report::parse_period(Some("12m"), anchor)?;
+    let target = stack.target_with(READ_KEY);
+
+    // The onboarding play holds a third of its triggers out: the year's
+    // onboardings give both arms at least 20 matured triggers.
+    let mut success = target.success()?;
+    let playbook = success
+        .list_playbooks(ListPlaybooksRequest::default())
+        .await?
+        .into_inner()
+        .playbooks
+        .into_iter()
+        .find(|p| {
+            p.spec
+                .as_ref()
+                .is_some_and(|s| s.name == "Onboarding kick-off")
+        })
+        .ok_or_else(|| anyhow::anyhow!("no onboarding playbook"))?;
+    let report = success
+        .get_playbook_effectiveness(GetPlaybookEffectivenessRequest {
+            playbook_id: playbook.id.clone(),
+            period: Some(Period {
+                start: Some(prost_types::Timestamp {
+                    seconds: range.start(),
+                    nanos: 0,
+                }),
+                end: Some(prost_types::Timestamp {
+                    seconds: range.end(),
+                    nanos: 0,
+                }),
+            }),
+        })
+        .await?
+        .into_inner();
+    let (treated, comparison) = (
+        report.treated.unwrap_or_default(),
+        report.comparison.unwrap_or_default(),
+    );
+    assert!(
+        treated.matured >= 20 && comparison.matured >= 20,
+        "{treated:?} {comparison:?}"
+    );
+    assert!(!report.observational);
+    let (Some(d), Some(low), Some(high)) = (report.effect, report.effect_low, report.effect_high)
+    else {
+        anyhow::bail!("no effect: {}", report.note);
+    };
+    assert!(low < d && d < high, "{low} {d} {high}");
+    assert!(
+        (d - (treated.churn_rate.unwrap_or(0.0) - comparison.churn_rate.unwrap_or(0.0))).abs()
+            < 1e-9
+    );
+
+    // The terminal report prints it: the difference and its interval.
+    let playbooks = report::playbooks(&target, range).await?;
+    let row = cells(&playbooks, "Onboarding kick-off")?;
+    let effect = row.last().map(String::as_str).unwrap_or_default();
+    assert_eq!(
+        effect,
+        format!(
+            "{:+.1} pts ({:+.1} to {:+.1})",
+            d * 100.0,
+            low * 100.0,
+            high * 100.0
+        ),
+        "{playbooks}"
+    );
     Ok(())
 }

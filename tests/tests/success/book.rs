@@ -18,13 +18,14 @@ use bowtie_proto::success::{
 use bowtie_testkit::assert::invalid_field;
 use bowtie_testkit::fixtures::create_account;
 use bowtie_testkit::revenue::{REVENUE_SERVICE, cancellation, create, day, minor, monthly};
-use bowtie_testkit::scoring::{health_when, logins, record, start_scoring};
+use bowtie_testkit::scoring::{alerts_of, health_when, logins, record, start_scoring};
 use bowtie_testkit::success::{Suite, start_success};
 use bowtie_testkit::{TestDatabase, TestServer, WRITE_KEY, backend_test, within};
 use prost_types::Timestamp;
 
 backend_test!(
     the_book_of_business_combines_success_s_facts_with_revenue_s_figures,
+    the_book_knows_the_health_of_an_account_whose_band_never_changed,
     touches_count_what_people_logged_per_author_and_week,
 );
 
@@ -242,6 +243,81 @@ async fn the_book_of_business_combines_success_s_facts_with_revenue_s_figures(
     let mut no_period = request(BookGrouping::Csm, "");
     no_period.period = None;
     invalid_field(reader.get_book_of_business(no_period).await, "period");
+    Ok(())
+}
+
+/// Waits until `person`'s CSM book has `health` as its mean health.
+async fn mean_health_when(
+    suite: &Suite,
+    person: &str,
+    what: &str,
+    health: f64,
+) -> anyhow::Result<Book> {
+    let mut reader = suite.reader();
+    let request = GetBookOfBusinessRequest {
+        group_by: BookGrouping::Csm as i32,
+        person: person.to_owned(),
+        period: Some(Period {
+            start: Some(day(2025, 1, 1)),
+            end: Some(day(2025, 2, 1)),
+        }),
+    };
+    within(20, what, async move {
+        loop {
+            let books = reader
+                .get_book_of_business(request.clone())
+                .await?
+                .into_inner();
+            if let Some(b) = book(&books, person)
+                && b.average_health == Some(health)
+            {
+                return anyhow::Ok(b.clone());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await?
+}
+
+async fn the_book_knows_the_health_of_an_account_whose_band_never_changed(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let (suite, _revenue) = start(db).await?;
+    let acme = account(&suite, "Acme", "olga", "cara").await?;
+    let mut scoring = suite.scoring();
+    // Ten logins 40 days ago and nine yesterday: usage fell to 90%, a
+    // first score in green, so scoring raises no alert and there is no band
+    // it changed from.
+    let mut signals = logins("acme-before", &acme, 10, 40);
+    signals.extend(logins("acme-recent", &acme, 9, 1));
+    record(&mut scoring, signals).await?;
+    let first = health_when(&mut scoring, &acme, "a first score", |_| true).await?;
+    assert_ne!(first.band, Band::Red as i32);
+    let cara = mean_health_when(
+        &suite,
+        "cara",
+        "Acme's first score in the book",
+        f64::from(first.score),
+    )
+    .await?;
+    assert_eq!((cara.accounts, cara.red), (1, 0));
+
+    // A tenth login today: usage held, the score moves within green and
+    // the book follows.
+    record(&mut scoring, logins("acme-today", &acme, 1, 0)).await?;
+    let moved = health_when(&mut scoring, &acme, "a new score", |h| {
+        h.score != first.score
+    })
+    .await?;
+    assert_eq!(moved.band, first.band);
+    mean_health_when(
+        &suite,
+        "cara",
+        "Acme's new score in the book",
+        f64::from(moved.score),
+    )
+    .await?;
+    assert!(alerts_of(&mut scoring, &acme).await?.is_empty());
     Ok(())
 }
 

@@ -7,6 +7,7 @@
 mod book;
 mod crash;
 mod ctas;
+mod effectiveness;
 mod notify;
 mod playbooks;
 mod segments;

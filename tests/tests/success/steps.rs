@@ -10,19 +10,21 @@
 
 use std::time::Duration;
 
+use bowtie_proto::accounts::MarkContactLeftRequest;
 use bowtie_proto::common::Segment;
 use bowtie_proto::success::{
     Channel, CreateCtaRequest, CreatePlaybookRequest, CtaType, Delivery, DeliveryStatus,
     GetPlaybookRequest, ListDeliveriesRequest, ListPlaybookVersionsRequest, ListPlaybooksRequest,
     NotificationSettings, Playbook, Priority, SetNotificationSettingsRequest, Step, StepAction,
-    UpdatePlaybookRequest, WatchEventsRequest,
+    Trigger, TriggerKind, UpdatePlaybookRequest, WatchEventsRequest,
 };
 use bowtie_runtime::config::Settings;
 use bowtie_testkit::assert::invalid_field;
 use bowtie_testkit::demo::free_port;
+use bowtie_testkit::fixtures::{contact, create_contact};
 use bowtie_testkit::receiver::{Received, receiver};
 use bowtie_testkit::scoring::{health_when, logins, record};
-use bowtie_testkit::success::{SuccessClient, Suite, red_playbook, start_success};
+use bowtie_testkit::success::{SuccessClient, Suite, ctas_of, red_playbook, start_success};
 use bowtie_testkit::{TestDatabase, backend_test, within};
 use hmac::{Hmac, Mac};
 
@@ -30,6 +32,7 @@ use crate::notify::{Smtpd, mails, smtpd_python};
 
 backend_test!(
     a_red_accounts_cta_sends_its_steps_email_chat_message_and_signed_webhook_once,
+    a_step_due_a_day_after_its_cta_opened_is_sent_when_it_comes_due_not_at_open,
     a_step_with_a_bad_address_url_or_no_secret_is_refused_naming_the_field,
     a_person_who_asked_for_a_digest_gets_one_email_a_day_overdue_first,
     a_webhook_secret_is_never_read_back_and_a_playbook_sent_back_unchanged_still_signs_with_it,
@@ -248,6 +251,166 @@ async fn a_red_accounts_cta_sends_its_steps_email_chat_message_and_signed_webhoo
         .deliveries;
     assert_eq!(all.len(), 4, "{all:?}");
     assert!(!all.iter().any(|d| d.about == "step 3"));
+    Ok(())
+}
+
+async fn a_step_due_a_day_after_its_cta_opened_is_sent_when_it_comes_due_not_at_open(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let Some(python) = smtpd_python() else {
+        return Ok(());
+    };
+    let port = free_port()?;
+    let dir = tempfile::tempdir()?;
+    let maildir = dir.path().join("mail");
+    let _smtpd = Smtpd::start(&python, port, &maildir)?;
+    let (chat_url, chat, _) = receiver(None).await?;
+    let suite = Suite::start_with(db, |s| mail(s, port)).await?;
+
+    // When the champion leaves: a CTA with a chat message and an email to
+    // the sponsor, both a day after the CTA opens.
+    let mut spec = red_playbook("Replace the champion");
+    spec.trigger = Some(Trigger {
+        kind: TriggerKind::ChampionLeft as i32,
+        ..Trigger::default()
+    });
+    spec.auto_close = 0;
+    spec.steps = vec![
+        Step {
+            webhook_url: chat_url.clone(),
+            body: "{account}: {step}".into(),
+            ..step("Find the new champion", 1, StepAction::Chat)
+        },
+        Step {
+            email_to: "exec@acme.io".into(),
+            subject: "{account} lost its champion".into(),
+            body: "{step}: {reason}\n".into(),
+            ..step("Write to the sponsor", 1, StepAction::Email)
+        },
+    ];
+    suite.playbook(spec).await?;
+    let acme = suite
+        .account("Acme", Segment::MidMarket, "ana@acme.io")
+        .await?;
+    let mut accounts = suite.accounts.accounts();
+    let champion = create_contact(&mut accounts, contact(&acme, "Jo Park")).await?;
+    // She left a day ago less 8 seconds: the CTA opens then, so its steps,
+    // a day later, come due 8 seconds from now.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs() as i64;
+    let left = now - DAY + 8;
+    accounts
+        .mark_contact_left(MarkContactLeftRequest {
+            id: champion.id.clone(),
+            left_time: Some(prost_types::Timestamp {
+                seconds: left,
+                nanos: 0,
+            }),
+            idempotency_key: String::new(),
+        })
+        .await?;
+    let mut client = suite.client();
+    let cta = within(20, "the CTA", async {
+        loop {
+            if let Some(cta) = ctas_of(&mut client, &acme).await?.into_iter().next() {
+                return anyhow::Ok(cta);
+            }
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    })
+    .await??;
+    let due: Vec<i64> = cta
+        .tasks
+        .iter()
+        .map(|t| t.due_time.as_ref().map_or(0, |d| d.seconds))
+        .collect();
+    assert_eq!(due, [left + DAY, left + DAY]);
+
+    // At open only the owner's new-CTA email goes out; the steps wait.
+    let opened = deliveries_when(&mut client, "the new-CTA email", |d| {
+        d.iter()
+            .any(|d| d.about == "cta.opened" && d.status == DeliveryStatus::Delivered as i32)
+    })
+    .await?;
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs() as i64;
+    assert!(
+        before < left + DAY,
+        "the test ran too slowly to see the wait"
+    );
+    assert!(
+        !opened.iter().any(|d| d.about.starts_with("step")),
+        "{opened:?}"
+    );
+    assert!(bodies(&chat)?.is_empty());
+
+    // Once due, each step is sent, once.
+    let sent = deliveries_when(&mut client, "the steps delivered", |d| {
+        d.iter()
+            .filter(|d| d.about.starts_with("step") && d.status == DeliveryStatus::Delivered as i32)
+            .count()
+            == 2
+    })
+    .await?;
+    let mut steps: Vec<(String, i32, i64)> = sent
+        .iter()
+        .filter(|d| d.about.starts_with("step"))
+        .map(|d| {
+            (
+                d.about.clone(),
+                d.channel,
+                d.deliver_time.as_ref().map_or(0, |t| t.seconds),
+            )
+        })
+        .collect();
+    steps.sort();
+    assert_eq!(
+        steps
+            .iter()
+            .map(|s| (s.0.as_str(), s.1))
+            .collect::<Vec<_>>(),
+        [
+            ("step 0", Channel::Chat as i32),
+            ("step 1", Channel::Email as i32)
+        ]
+    );
+    assert!(
+        steps.iter().all(|s| s.2 >= left + DAY),
+        "delivered before they were due: {steps:?}"
+    );
+    let posted = bodies(&chat)?;
+    let message: serde_json::Value =
+        serde_json::from_str(&posted.last().map(|p| p.1.clone()).unwrap_or_default())?;
+    assert_eq!(
+        message["text"].as_str(),
+        Some("Acme: Find the new champion")
+    );
+    let mail = within(10, "the step's email", async {
+        loop {
+            if let Some(m) = mails(&maildir)
+                .into_iter()
+                .find(|m| m.contains("To: exec@acme.io"))
+            {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await?;
+    assert!(mail.contains("Subject: Acme lost its champion"), "{mail}");
+    assert!(
+        mail.contains("Write to the sponsor: Jo Park (jo.park@example.com) left the company"),
+        "{mail}"
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let all = client
+        .list_deliveries(ListDeliveriesRequest::default())
+        .await?
+        .into_inner()
+        .deliveries;
+    assert_eq!(all.len(), 3, "{all:?}");
     Ok(())
 }
 

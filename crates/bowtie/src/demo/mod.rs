@@ -126,11 +126,15 @@ pub async fn seed(target: &Target, mut options: DemoOptions) -> anyhow::Result<S
         .await?;
     calls += ids.len();
 
-    // Funnel and revenue write to different databases: in parallel.
+    // Funnel and revenue write to different databases: in parallel. First
+    // value (IMPACT, and scoring's signal of it) waits until the funnel has
+    // followed revenue into ONBOARDING, so every feed tells each customer's
+    // story in its order: success opens an onboarding CTA for a customer
+    // who reached first value later, as it would have at the time.
     let funnel = target.funnel()?;
     let revenue = target.revenue()?;
     let transitions = futures::stream::iter(company.accounts.clone().into_iter().zip(ids.clone()))
-        .map(|(a, id)| record_transitions(funnel.clone(), prefix.clone(), a, id))
+        .map(|(a, id)| record_transitions(funnel.clone(), prefix.clone(), a, id, Phase::Journey))
         .buffer_unordered(CONCURRENCY)
         .try_fold(0, |n, k| async move { Ok(n + k) });
     let customers: Vec<(PlannedAccount, String)> = company
@@ -141,16 +145,22 @@ pub async fn seed(target: &Target, mut options: DemoOptions) -> anyhow::Result<S
         .filter(|(a, _)| a.is_customer())
         .collect();
     let scoring = target.scoring()?;
-    let signalled = signals::record(scoring.clone(), &prefix, &customers);
     let subscriptions = futures::stream::iter(customers.clone())
         .map(|(a, id)| record_revenue(revenue.clone(), prefix.clone(), a, id))
         .buffer_unordered(CONCURRENCY)
         .try_fold(0, |n, k| async move { Ok(n + k) });
     let spend = record_spend(revenue.clone(), prefix.clone(), company.spend.clone());
-    let (t, s, p, g) = tokio::try_join!(transitions, subscriptions, spend, signalled)?;
-    calls += t + s + p + g;
+    let (t, s, p) = tokio::try_join!(transitions, subscriptions, spend)?;
+    calls += t + s + p;
+    wait_for_funnel(funnel.clone(), &company).await?;
 
-    wait_for_funnel(funnel, &company).await?;
+    let values = futures::stream::iter(customers.clone())
+        .map(|(a, id)| record_transitions(funnel.clone(), prefix.clone(), a, id, Phase::Value))
+        .buffer_unordered(CONCURRENCY)
+        .try_fold(0, |n, k| async move { Ok(n + k) });
+    let signalled = signals::record(scoring.clone(), &prefix, &customers);
+    let (v, g) = tokio::try_join!(values, signalled)?;
+    calls += v + g;
     // Health and risk from everything above: the model learns from the
     // demo's own churn history.
     let model_auc = signals::score(scoring).await?;
@@ -247,13 +257,28 @@ async fn upsert_account(
         .context("UpsertAccountByExternalId answered without an account")
 }
 
+/// Which of an account's transitions to record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Everything but first value (IMPACT).
+    Journey,
+    /// First value only.
+    Value,
+}
+
 async fn record_transitions(
     client: FunnelClient,
     prefix: String,
     a: PlannedAccount,
     id: String,
+    phase: Phase,
 ) -> anyhow::Result<usize> {
+    let mut recorded = 0;
     for (k, t) in a.transitions.iter().enumerate() {
+        if (t.stage == Stage::Impact) != (phase == Phase::Value) {
+            continue;
+        }
+        recorded += 1;
         retried(
             &client,
             RecordTransitionRequest {
@@ -273,7 +298,7 @@ async fn record_transitions(
         .await
         .with_context(|| format!("recording a transition of {}", a.external_id))?;
     }
-    Ok(a.transitions.len())
+    Ok(recorded)
 }
 
 fn terms(sub: &PlannedSubscription, seats: i64) -> Option<Terms> {

@@ -42,6 +42,10 @@ pub const FIRST_VALUE_REACHED: &str = "first_value.reached";
 pub const SIGNAL_RECORDED: &str = "signal.recorded";
 /// Event type: an account's health band changed.
 pub const BAND_CHANGED: &str = "health.band_changed";
+/// Event type: an account got its first score, or its score moved within
+/// its band (a move to another band publishes [`BAND_CHANGED`] instead), so
+/// a follower of the feed knows every scored account's latest score.
+pub const HEALTH_SCORED: &str = "health.scored";
 /// Event type: an account's value tier or quadrant changed (published
 /// only on a change, so a rescoring that keeps both publishes nothing).
 pub const SEGMENT_CHANGED: &str = "segment.changed";

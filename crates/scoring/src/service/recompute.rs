@@ -17,8 +17,8 @@ use bowtie_runtime::{AccountId, Instant};
 use futures::{StreamExt, TryStreamExt};
 
 use super::{
-    ALERT_RAISED, BAND_CHANGED, SEGMENT_CHANGED, Scoring, StoredModel, card_for, inputs_of,
-    model_profile, poisoned,
+    ALERT_RAISED, BAND_CHANGED, HEALTH_SCORED, SEGMENT_CHANGED, Scoring, StoredModel, card_for,
+    inputs_of, model_profile, poisoned,
 };
 use crate::convert;
 use crate::domain::cells::{Aggregates, day_of};
@@ -148,6 +148,13 @@ impl Scoring {
                                 "account",
                                 o.row.account_id.to_string(),
                                 BAND_CHANGED,
+                                &o.health,
+                            ));
+                        } else if o.rescored {
+                            tx.emit(NewEvent::new(
+                                "account",
+                                o.row.account_id.to_string(),
+                                HEALTH_SCORED,
                                 &o.health,
                             ));
                         }
@@ -348,6 +355,9 @@ struct Outcome {
     alerts: Vec<Alert>,
     /// The band differs from the stored one.
     band_changed: bool,
+    /// A first score, or a score other than the stored one (in the same
+    /// band unless `band_changed`).
+    rescored: bool,
     /// The tier or quadrant differs from the stored one (or there was none).
     segment_change: Option<pb::SegmentChange>,
     /// The health differs from the stored one (its time aside).
@@ -488,6 +498,7 @@ impl Round {
         Some(Outcome {
             health,
             band_changed: before.is_some_and(|b| b.band != h.band),
+            rescored: before.is_none_or(|b| b.score != h.score),
             segment_change,
             changed,
             snapshots,
