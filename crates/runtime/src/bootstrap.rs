@@ -47,6 +47,7 @@ pub struct Bootstrap<'a> {
     feed: Feed,
     retention: Retention,
     pruning: Vec<Arc<dyn Prune>>,
+    own_cursors: Vec<&'static str>,
 }
 
 impl<'a> Bootstrap<'a> {
@@ -70,7 +71,8 @@ impl<'a> Bootstrap<'a> {
             db,
             feed,
             retention,
-            pruning: retention.tasks(),
+            pruning: Vec::new(),
+            own_cursors: Vec::new(),
         })
     }
 
@@ -83,6 +85,13 @@ impl<'a> Bootstrap<'a> {
     /// `pruning.interval_ms`, batches of `pruning.batch_size`).
     pub fn prune(&mut self, task: Arc<dyn Prune>) {
         self.pruning.push(task);
+    }
+
+    /// An in-process reader of the service's own outbox (a notifier, a
+    /// webhook sender) stores its position in `feed_cursors` under
+    /// `cursor`: pruning keeps every event after it.
+    pub fn keep_events_for(&mut self, cursor: &'static str) {
+        self.own_cursors.push(cursor);
     }
 
     /// The migrated database.
@@ -109,9 +118,11 @@ impl<'a> Bootstrap<'a> {
         admin_methods: &'static [&'static str],
         service: S,
     ) -> anyhow::Result<GrpcServer> {
+        let mut pruning = self.retention.tasks(&self.own_cursors);
+        pruning.extend(self.pruning);
         retention::spawn(
             self.db.clone(),
-            self.pruning,
+            pruning,
             self.settings.pruning.clone(),
             self.shutdown.clone(),
         );

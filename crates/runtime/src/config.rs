@@ -524,8 +524,9 @@ pub struct ServiceSettings {
     pub health_listen: Option<SocketAddr>,
     /// The service's own database.
     pub database: DatabaseSettings,
-    /// Scoring only: days raw signals are kept (by their time) once their
-    /// day cells hold them; 0 keeps them for ever. Other services ignore it.
+    /// Scoring only: days raw signals are kept (from when they occurred and
+    /// were recorded) once their day cells hold them; 0 keeps them for
+    /// ever. Other services ignore it.
     #[serde(default)]
     pub raw_signal_days: f64,
 }

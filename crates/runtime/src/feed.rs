@@ -305,21 +305,54 @@ async fn aged_through<C: ConnectionTrait>(conn: &C, expired_before: i64) -> Resu
     }
 }
 
+/// The lowest position stored in `feed_cursors` under one of `names`.
+async fn lowest_cursor<C: ConnectionTrait>(
+    conn: &C,
+    names: &[&'static str],
+) -> Result<Option<i64>, Error> {
+    if names.is_empty() {
+        return Ok(None);
+    }
+    let stmt = Query::select()
+        .expr_as(
+            Expr::col(FeedCursors::Position).min(),
+            sea_orm::sea_query::Alias::new("lowest"),
+        )
+        .from(FeedCursors::Table)
+        .and_where(Expr::col(FeedCursors::Consumer).is_in(names.iter().copied()))
+        .to_owned();
+    let row = conn
+        .query_one(StatementBuilder::build(&stmt, &conn.get_database_backend()))
+        .await?;
+    Ok(match row {
+        Some(row) => row.try_get::<Option<i64>>("", "lowest")?,
+        None => None,
+    })
+}
+
 /// Inside a pruning transaction: deletes up to `batch` of the oldest events
 /// that occurred before `expired_before` and that every registered consumer
-/// has passed (never the newest event), and records how far the outbox is
-/// pruned; answers how many were deleted.
+/// and every in-process reader whose cursor is stored under one of
+/// `own_cursors` has passed (never the newest event), and records how far
+/// the outbox is pruned; answers how many were deleted.
 pub(crate) async fn prune<C: ConnectionTrait>(
     conn: &C,
     expired_before: i64,
     batch: u64,
+    own_cursors: &[&'static str],
 ) -> Result<u64, Error> {
     let backend = conn.get_database_backend();
     crate::store::lock(conn, PRUNE_LOCK).await?;
     let aged = aged_through(conn, expired_before).await?;
     let last = last_sequence(conn).await?;
-    let through =
-        crate::retention::outbox_prunable_through(aged, lowest_consumer(conn).await?, last);
+    let lowest = match (
+        lowest_consumer(conn).await?,
+        lowest_cursor(conn, own_cursors).await?,
+    ) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let through = crate::retention::outbox_prunable_through(aged, lowest, last);
     if through <= pruned_through(conn).await? {
         return Ok(0);
     }

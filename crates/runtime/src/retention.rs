@@ -1,5 +1,6 @@
-//! Bounded storage: what each setting keeps, and the background pruner that
-//! deletes the rest (docs/operations.md, "Retention").
+//! Bounded storage (docs/design.md section 4): what each setting keeps, and
+//! the background pruner that deletes the rest (docs/operations.md,
+//! "Retention").
 //!
 //! The runtime prunes its own tables in every service: idempotency keys
 //! older than `idempotency.retention_days`, and outbox events older than
@@ -102,14 +103,19 @@ impl Retention {
         }
     }
 
-    /// The runtime's pruning tasks for these retentions.
-    pub fn tasks(&self) -> Vec<Arc<dyn Prune>> {
+    /// The runtime's pruning tasks for these retentions; the outbox keeps
+    /// every event after the position stored in `feed_cursors` under each of
+    /// `own_cursors` (in-process readers of the service's own outbox).
+    pub fn tasks(&self, own_cursors: &[&'static str]) -> Vec<Arc<dyn Prune>> {
         let mut tasks: Vec<Arc<dyn Prune>> = Vec::new();
         if let Some(retention) = self.keys {
             tasks.push(Arc::new(Keys { retention }));
         }
         if let Some(retention) = self.events {
-            tasks.push(Arc::new(Events { retention }));
+            tasks.push(Arc::new(Events {
+                retention,
+                own_cursors: own_cursors.to_vec(),
+            }));
         }
         tasks
     }
@@ -146,9 +152,11 @@ impl Prune for Keys {
     }
 }
 
-/// Outbox events past the retention that every registered consumer passed.
+/// Outbox events past the retention that every registered consumer (and
+/// every in-process reader) passed.
 struct Events {
     retention: i64,
+    own_cursors: Vec<&'static str>,
 }
 
 #[async_trait]
@@ -159,8 +167,8 @@ impl Prune for Events {
 
     async fn prune_batch(&self, db: &Db, now: i64, batch: u64) -> Result<u64, Error> {
         let txn = db.begin_write().await?;
-        let pruned =
-            crate::feed::prune(&txn, expired_before(now, Some(self.retention)), batch).await?;
+        let expired = expired_before(now, Some(self.retention));
+        let pruned = crate::feed::prune(&txn, expired, batch, &self.own_cursors).await?;
         txn.commit().await?;
         Ok(pruned)
     }

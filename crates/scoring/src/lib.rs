@@ -52,6 +52,9 @@ pub async fn build(
         boot.prune(storage::retention::raw_signals(retention));
     }
     let policy = &settings.scoring_policy;
+    if !policy.webhook_url.is_empty() {
+        boot.keep_events_for(webhook::WEBHOOK_CURSOR);
+    }
     boot.prune(storage::retention::old_cells(
         i64::from(policy.churn_horizon_days),
         vec![

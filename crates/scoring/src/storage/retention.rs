@@ -1,7 +1,12 @@
 //! Bounded storage of the scoring tables (docs/operations.md, "Retention"):
-//! raw signals older than `scoring.raw_signal_days` and day cells older
-//! than anything reads are pruned in batches by the runtime's pruner, and
-//! `m0402_scoring_retention` adds the indexes those deletes look rows up by.
+//! raw signals that occurred and were recorded more than
+//! `scoring.raw_signal_days` ago and day cells older than anything reads are
+//! pruned in batches by the runtime's pruner, and `m0402_scoring_retention`
+//! adds the indexes those deletes look rows up by.
+//!
+//! A signal's row is also its idempotency key, so it is kept for the window
+//! after it was recorded, however old its time: a batch of history replayed
+//! within the window is still recognised.
 //!
 //! A raw signal is pruned only once its day cell holds it: on PostgreSQL
 //! ingest added it to `signal_days` when it arrived; on SQLite, where the
@@ -31,12 +36,15 @@ use crate::domain::cells::{day_of, first_kept_day};
 
 /// Signals deleted per statement on SQLite (one bound key each).
 const DELETE_CHUNK: usize = 5000;
-/// The index raw signals are pruned by.
-const SIGNALS_BY_TIME: &str = "signals_occurred_at";
+/// The index raw signals are pruned by (a signal's time is at most the
+/// future tolerance after its recording, so rows recorded before a cutoff
+/// occurred before it too, bar minutes).
+const SIGNALS_BY_TIME: &str = "signals_recorded_at";
 /// The index day cells are pruned by.
 const CELLS_BY_DAY: &str = "signal_days_day";
 
-/// `m0402_scoring_retention`: indexes on the signals' time and the cells' day.
+/// `m0402_scoring_retention`: indexes on the signals' recording time and
+/// the cells' day.
 pub struct RetentionIndexes;
 
 impl MigrationName for RetentionIndexes {
@@ -52,7 +60,7 @@ impl MigrationTrait for RetentionIndexes {
             Index::create()
                 .name(SIGNALS_BY_TIME)
                 .table(Signals)
-                .col(S::OccurredAt)
+                .col(S::RecordedAt)
                 .if_not_exists()
                 .to_owned(),
         )
@@ -88,8 +96,8 @@ impl MigrationTrait for RetentionIndexes {
     }
 }
 
-/// The pruning of raw signals that occurred more than `retention`
-/// microseconds ago.
+/// The pruning of raw signals that occurred and were recorded more than
+/// `retention` microseconds ago.
 pub fn raw_signals(retention: i64) -> Arc<dyn Prune> {
     Arc::new(RawSignals { retention })
 }
@@ -125,8 +133,9 @@ impl Prune for RawSignals {
                 S::OccurredAt,
             ])
             .from(Signals)
+            .and_where(Expr::col(S::RecordedAt).lt(cutoff))
             .and_where(Expr::col(S::OccurredAt).lt(cutoff))
-            .order_by(S::OccurredAt, Order::Asc)
+            .order_by(S::RecordedAt, Order::Asc)
             .limit(batch)
             .to_owned();
         let txn = db.begin_write().await?;
@@ -135,8 +144,9 @@ impl Prune for RawSignals {
             let keys = Query::select()
                 .column(S::IdempotencyKey)
                 .from(Signals)
+                .and_where(Expr::col(S::RecordedAt).lt(cutoff))
                 .and_where(Expr::col(S::OccurredAt).lt(cutoff))
-                .order_by(S::OccurredAt, Order::Asc)
+                .order_by(S::RecordedAt, Order::Asc)
                 .limit(batch)
                 .to_owned();
             let delete = Query::delete()
