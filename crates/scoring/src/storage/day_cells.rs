@@ -390,3 +390,44 @@ async fn signal_cells<C: ConnectionTrait>(
         .to_owned();
     query(conn, &select).await?.iter().map(cell_row).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use bowtie_proto::scoring::SignalType;
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn cell(day: i32, kind: Kind, total: i64, events: i64, last: (i64, i64)) -> Cell {
+        Cell {
+            day,
+            kind,
+            total,
+            events,
+            last_value: last.0,
+            last_at: Instant::from_micros(last.1),
+        }
+    }
+
+    #[test]
+    fn the_raw_and_the_folded_part_of_a_cell_add_up_into_one() {
+        let acme = AccountId(Uuid::from_u128(7));
+        let login = Kind::Signal(SignalType::Login);
+        let seats = Kind::Signal(SignalType::ActiveUsers);
+        let ledger = merged(vec![
+            // Day 100's logins: 4 pruned into signal_days, 2 still raw.
+            (acme, cell(100, login, 4, 4, (1, 10))),
+            (acme, cell(101, seats, 30, 1, (30, 20))),
+            (acme, cell(100, login, 2, 2, (1, 30))),
+            // The later active-users count of day 101 wins.
+            (acme, cell(101, seats, 25, 1, (25, 15))),
+        ]);
+        assert_eq!(
+            ledger.get(&acme),
+            Some(&vec![
+                cell(100, login, 6, 6, (1, 30)),
+                cell(101, seats, 55, 2, (30, 20)),
+            ])
+        );
+    }
+}
