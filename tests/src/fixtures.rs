@@ -162,7 +162,10 @@ pub async fn watch(
     after_sequence: i64,
 ) -> anyhow::Result<Streaming<bowtie_proto::accounts::WatchEventsResponse>> {
     Ok(client
-        .watch_events(WatchEventsRequest { after_sequence })
+        .watch_events(WatchEventsRequest {
+            after_sequence,
+            ..Default::default()
+        })
         .await?
         .into_inner())
 }

@@ -46,6 +46,7 @@ pub mod revenue;
 pub mod robustness;
 pub mod scoring;
 pub mod stack;
+pub mod storage;
 pub mod success;
 pub mod tls;
 

@@ -222,7 +222,10 @@ pub async fn watch(
     after_sequence: i64,
 ) -> anyhow::Result<Streaming<WatchEventsResponse>> {
     Ok(client
-        .watch_events(WatchEventsRequest { after_sequence })
+        .watch_events(WatchEventsRequest {
+            after_sequence,
+            ..Default::default()
+        })
         .await?
         .into_inner())
 }

@@ -189,6 +189,6 @@ impl AccountsService for AccountsApi {
         &self,
         request: Request<pb::WatchEventsRequest>,
     ) -> Answer<Self::WatchEventsStream> {
-        self.app.store().feed().watch_events(request)
+        self.app.store().feed().watch_events(request).await
     }
 }

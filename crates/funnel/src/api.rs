@@ -90,6 +90,6 @@ impl FunnelService for FunnelApi {
         &self,
         request: Request<pb::WatchEventsRequest>,
     ) -> Answer<Self::WatchEventsStream> {
-        self.app.store().feed().watch_events(request)
+        self.app.store().feed().watch_events(request).await
     }
 }

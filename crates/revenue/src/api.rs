@@ -465,6 +465,6 @@ impl RevenueService for RevenueApi {
         &self,
         request: Request<pb::WatchEventsRequest>,
     ) -> Answer<Self::WatchEventsStream> {
-        self.app.store().feed().watch_events(request)
+        self.app.store().feed().watch_events(request).await
     }
 }

@@ -24,6 +24,7 @@ use bowtie_runtime::config::Settings;
 use bowtie_runtime::db::Db;
 use bowtie_runtime::feed::Feed;
 use bowtie_runtime::peer::AccountDirectory;
+use bowtie_runtime::retention::Retention;
 use bowtie_runtime::server::GrpcServer;
 use bowtie_runtime::shutdown::Shutdown;
 use bowtie_runtime::store::Store;
@@ -62,7 +63,7 @@ pub async fn app(
     let feed = Feed::new(db.clone(), shutdown);
     let directory = AccountDirectory::connect(&settings.peers)?;
     Ok(service::Revenue::new(
-        Store::new(db, feed),
+        Store::new(db, feed).with_retention(Retention::from_settings(settings)),
         directory,
         policy(settings)?,
         risk::ChurnRisk::connect(&settings.peers)?,

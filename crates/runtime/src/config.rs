@@ -47,6 +47,40 @@ pub struct Settings {
     pub success_notify: SuccessNotifySettings,
     /// Stripe webhooks and Segment-spec tracking on the gateway.
     pub connectors: ConnectorSettings,
+    /// How long idempotency keys answer a replay.
+    pub idempotency: IdempotencySettings,
+    /// How long each service's outbox keeps its events.
+    pub feed: FeedSettings,
+    /// The background pruning of expired rows.
+    pub pruning: PruningSettings,
+}
+
+/// Idempotency keys (docs/operations.md, "Retention").
+#[derive(Debug, Clone, Deserialize)]
+pub struct IdempotencySettings {
+    /// Days a key answers a replay with its first response; after that a
+    /// request with the key is treated as new and the key is pruned.
+    /// Fractions are allowed; 0 keeps keys for ever.
+    pub retention_days: f64,
+}
+
+/// The outbox behind every service's change feed.
+#[derive(Debug, Clone, Deserialize)]
+pub struct FeedSettings {
+    /// Days an event is kept at least; it is pruned after that once every
+    /// registered consumer has passed it. Fractions are allowed; 0 keeps
+    /// events for ever.
+    pub retention_days: f64,
+}
+
+/// How expired rows are pruned: in the background, in small batches, each
+/// in its own short transaction.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PruningSettings {
+    /// Most rows one batch deletes.
+    pub batch_size: u64,
+    /// Milliseconds between two pruning passes.
+    pub interval_ms: u64,
 }
 
 /// How the success service judges playbooks (docs/design.md section 6.3).
@@ -490,6 +524,11 @@ pub struct ServiceSettings {
     pub health_listen: Option<SocketAddr>,
     /// The service's own database.
     pub database: DatabaseSettings,
+    /// Scoring only: days raw signals are kept (from when they occurred and
+    /// were recorded) once their day cells hold them; 0 keeps them for
+    /// ever. Other services ignore it.
+    #[serde(default)]
+    pub raw_signal_days: f64,
 }
 
 /// The HTTP/JSON gateway: it has no database, it calls the services.

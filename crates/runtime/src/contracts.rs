@@ -20,8 +20,15 @@ macro_rules! contract {
                 self.after_sequence
             }
 
-            fn after(after_sequence: i64) -> Self {
-                Self { after_sequence }
+            fn consumer(&self) -> &str {
+                &self.consumer
+            }
+
+            fn after(after_sequence: i64, consumer: &str) -> Self {
+                Self {
+                    after_sequence,
+                    consumer: consumer.to_owned(),
+                }
             }
         }
 

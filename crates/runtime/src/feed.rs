@@ -7,6 +7,13 @@
 //! cursor 10 skip event 9 committed a moment later. Appends therefore take a
 //! transaction-scoped advisory lock, so outbox rows become visible in sequence
 //! order. SQLite has a single writer and needs no lock.
+//!
+//! Retention: the outbox is pruned in the background (see `retention`).
+//! A watcher that names itself (`consumer` in `WatchEventsRequest`) is
+//! registered in `feed_consumers` with the sequence it asked to resume
+//! after, and pruning never deletes an event after the lowest registered
+//! position. A watcher that asks to resume before what was pruned gets
+//! FAILED_PRECONDITION naming the oldest kept sequence, never a silent gap.
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -22,7 +29,7 @@ use tonic::Status;
 
 use crate::db::Db;
 use crate::error::Error;
-use crate::schema::{FeedCursors, OutboxEvents};
+use crate::schema::{FeedConsumers, FeedCursors, OutboxEvents, OutboxPruned};
 use crate::shutdown::Shutdown;
 use crate::validate::to_timestamp;
 
@@ -40,6 +47,12 @@ const EVENT_COLUMNS: [OutboxEvents; 7] = [
     OutboxEvents::Payload,
     OutboxEvents::OccurredAt,
 ];
+/// Taken by pruning and by a consumer's registration, so pruning never
+/// passes a position registered while it ran (PostgreSQL; SQLite's one
+/// writer serialises them anyway).
+const PRUNE_LOCK: &str = "bowtie.outbox.prune";
+/// Longest consumer name a watcher may give.
+const MAX_CONSUMER_NAME: usize = 200;
 /// Events per INSERT statement when appending.
 const APPEND_CHUNK: usize = 1000;
 /// Key of the advisory lock that orders outbox appends on PostgreSQL.
@@ -176,6 +189,234 @@ pub async fn last_sequence<C: ConnectionTrait>(conn: &C) -> Result<i64, Error> {
     })
 }
 
+/// The highest sequence pruning deleted (0 when nothing was pruned): no
+/// event at or below it is kept.
+pub async fn pruned_through<C: ConnectionTrait>(conn: &C) -> Result<i64, Error> {
+    let stmt = Query::select()
+        .column(OutboxPruned::Through)
+        .from(OutboxPruned::Table)
+        .and_where(Expr::col(OutboxPruned::Id).eq(1))
+        .to_owned();
+    let row = conn
+        .query_one(StatementBuilder::build(&stmt, &conn.get_database_backend()))
+        .await?;
+    Ok(match row {
+        Some(row) => row.try_get("", "through")?,
+        None => 0,
+    })
+}
+
+/// The lowest sequence in the outbox, if any.
+async fn first_sequence<C: ConnectionTrait>(conn: &C) -> Result<Option<i64>, Error> {
+    let stmt = Query::select()
+        .expr_as(
+            Expr::col(OutboxEvents::Sequence).min(),
+            sea_orm::sea_query::Alias::new("first"),
+        )
+        .from(OutboxEvents::Table)
+        .to_owned();
+    let row = conn
+        .query_one(StatementBuilder::build(&stmt, &conn.get_database_backend()))
+        .await?;
+    Ok(match row {
+        Some(row) => row.try_get::<Option<i64>>("", "first")?,
+        None => None,
+    })
+}
+
+/// FAILED_PRECONDITION when a watcher resuming after `after_sequence`
+/// would miss pruned events.
+async fn check_kept<C: ConnectionTrait>(conn: &C, after_sequence: i64) -> Result<(), Error> {
+    let through = pruned_through(conn).await?;
+    if after_sequence >= through {
+        return Ok(());
+    }
+    let oldest = first_sequence(conn).await?.unwrap_or(through + 1);
+    Err(Error::FailedPrecondition(format!(
+        "after_sequence {after_sequence} is behind the kept feed: events up to {through} were \
+         pruned (feed.retention_days) and the oldest kept sequence is {oldest}; rebuild from the \
+         service's current state, then watch after {through} or later"
+    )))
+}
+
+/// Registers `consumer` at `position`: it applied every event up to it, and
+/// pruning keeps every later one.
+pub async fn register_consumer<C: ConnectionTrait>(
+    conn: &C,
+    consumer: &str,
+    position: i64,
+    now: i64,
+) -> Result<(), Error> {
+    let stmt = Query::insert()
+        .into_table(FeedConsumers::Table)
+        .columns([
+            FeedConsumers::Consumer,
+            FeedConsumers::Position,
+            FeedConsumers::UpdatedAt,
+        ])
+        .values([consumer.into(), position.into(), now.into()])
+        .map_err(|e| Error::Internal(e.into()))?
+        .on_conflict(
+            OnConflict::column(FeedConsumers::Consumer)
+                .update_columns([FeedConsumers::Position, FeedConsumers::UpdatedAt])
+                .to_owned(),
+        )
+        .to_owned();
+    conn.execute(StatementBuilder::build(&stmt, &conn.get_database_backend()))
+        .await?;
+    Ok(())
+}
+
+/// The lowest position of a registered consumer, `None` without any.
+async fn lowest_consumer<C: ConnectionTrait>(conn: &C) -> Result<Option<i64>, Error> {
+    let stmt = Query::select()
+        .expr_as(
+            Expr::col(FeedConsumers::Position).min(),
+            sea_orm::sea_query::Alias::new("lowest"),
+        )
+        .from(FeedConsumers::Table)
+        .to_owned();
+    let row = conn
+        .query_one(StatementBuilder::build(&stmt, &conn.get_database_backend()))
+        .await?;
+    Ok(match row {
+        Some(row) => row.try_get::<Option<i64>>("", "lowest")?,
+        None => None,
+    })
+}
+
+/// The highest sequence whose event occurred before `expired_before` as
+/// far as the outbox's order goes: the one before the oldest younger event,
+/// or the newest when all are older (0 for an empty outbox).
+async fn aged_through<C: ConnectionTrait>(conn: &C, expired_before: i64) -> Result<i64, Error> {
+    let stmt = Query::select()
+        .column(OutboxEvents::Sequence)
+        .from(OutboxEvents::Table)
+        .and_where(Expr::col(OutboxEvents::OccurredAt).gte(expired_before))
+        .order_by(OutboxEvents::OccurredAt, Order::Asc)
+        .limit(1)
+        .to_owned();
+    let row = conn
+        .query_one(StatementBuilder::build(&stmt, &conn.get_database_backend()))
+        .await?;
+    match row {
+        Some(row) => Ok(row.try_get::<i64>("", "sequence")? - 1),
+        None => last_sequence(conn).await,
+    }
+}
+
+/// The lowest position stored in `feed_cursors` under one of `names`.
+async fn lowest_cursor<C: ConnectionTrait>(
+    conn: &C,
+    names: &[&'static str],
+) -> Result<Option<i64>, Error> {
+    if names.is_empty() {
+        return Ok(None);
+    }
+    let stmt = Query::select()
+        .expr_as(
+            Expr::col(FeedCursors::Position).min(),
+            sea_orm::sea_query::Alias::new("lowest"),
+        )
+        .from(FeedCursors::Table)
+        .and_where(Expr::col(FeedCursors::Consumer).is_in(names.iter().copied()))
+        .to_owned();
+    let row = conn
+        .query_one(StatementBuilder::build(&stmt, &conn.get_database_backend()))
+        .await?;
+    Ok(match row {
+        Some(row) => row.try_get::<Option<i64>>("", "lowest")?,
+        None => None,
+    })
+}
+
+/// Inside a pruning transaction: deletes up to `batch` of the oldest events
+/// that occurred before `expired_before` and that every registered consumer
+/// and every in-process reader whose cursor is stored under one of
+/// `own_cursors` has passed (never the newest event), and records how far
+/// the outbox is pruned; answers how many were deleted.
+pub(crate) async fn prune<C: ConnectionTrait>(
+    conn: &C,
+    expired_before: i64,
+    batch: u64,
+    own_cursors: &[&'static str],
+) -> Result<u64, Error> {
+    let backend = conn.get_database_backend();
+    crate::store::lock(conn, PRUNE_LOCK).await?;
+    let aged = aged_through(conn, expired_before).await?;
+    let last = last_sequence(conn).await?;
+    let lowest = match (
+        lowest_consumer(conn).await?,
+        lowest_cursor(conn, own_cursors).await?,
+    ) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let through = crate::retention::outbox_prunable_through(aged, lowest, last);
+    if through <= pruned_through(conn).await? {
+        return Ok(0);
+    }
+    // The batch ends at its `batch`-th event, or at `through` when fewer remain.
+    let end = Query::select()
+        .column(OutboxEvents::Sequence)
+        .from(OutboxEvents::Table)
+        .and_where(Expr::col(OutboxEvents::Sequence).lte(through))
+        .order_by(OutboxEvents::Sequence, Order::Asc)
+        .limit(1)
+        .offset(batch.saturating_sub(1))
+        .to_owned();
+    let end = match conn
+        .query_one(StatementBuilder::build(&end, &backend))
+        .await?
+    {
+        Some(row) => row.try_get::<i64>("", "sequence")?,
+        None => through,
+    };
+    let delete = Query::delete()
+        .from_table(OutboxEvents::Table)
+        .and_where(Expr::col(OutboxEvents::Sequence).lte(end))
+        .to_owned();
+    let deleted = conn
+        .execute(StatementBuilder::build(&delete, &backend))
+        .await?
+        .rows_affected();
+    let mark = Query::insert()
+        .into_table(OutboxPruned::Table)
+        .columns([OutboxPruned::Id, OutboxPruned::Through])
+        .values([1.into(), end.into()])
+        .map_err(|e| Error::Internal(e.into()))?
+        .on_conflict(
+            OnConflict::column(OutboxPruned::Id)
+                .update_column(OutboxPruned::Through)
+                .to_owned(),
+        )
+        .to_owned();
+    conn.execute(StatementBuilder::build(&mark, &backend))
+        .await?;
+    Ok(deleted)
+}
+
+/// A consumer name as a watcher gives it: at most 200 letters, digits and
+/// `.`, `_`, `-`, `:`; empty for an anonymous watcher.
+fn check_consumer(consumer: &str) -> Result<(), Error> {
+    if consumer.len() > MAX_CONSUMER_NAME {
+        return Err(Error::invalid(
+            "consumer",
+            format!("must be at most {MAX_CONSUMER_NAME} characters"),
+        ));
+    }
+    if !consumer
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':'))
+    {
+        return Err(Error::invalid(
+            "consumer",
+            "may hold only letters, digits and . _ - :",
+        ));
+    }
+    Ok(())
+}
+
 /// The sequence a consumer applied last (0 when it never ran).
 pub async fn load_cursor<C: ConnectionTrait>(conn: &C, consumer: &str) -> Result<i64, Error> {
     let stmt = Query::select()
@@ -227,8 +468,10 @@ pub type EventStream<R> = Pin<Box<dyn Stream<Item = Result<R, Status>> + Send + 
 pub trait WatchRequest: Send + 'static {
     /// Stream the events with a greater sequence.
     fn after_sequence(&self) -> i64;
-    /// The request that resumes after `after_sequence`.
-    fn after(after_sequence: i64) -> Self;
+    /// Who is watching (empty: an anonymous watcher, not registered).
+    fn consumer(&self) -> &str;
+    /// The request of `consumer` that resumes after `after_sequence`.
+    fn after(after_sequence: i64, consumer: &str) -> Self;
 }
 
 /// A service's `WatchEventsResponse`: one event.
@@ -271,11 +514,37 @@ impl Feed {
 
     /// The `WatchEvents` handler of every service: the events after the
     /// request's `after_sequence`, as [`watch`](Self::watch) streams them.
-    pub fn watch_events<Q: WatchRequest, R: WatchResponse>(
+    /// A named consumer is registered at `after_sequence` first (pruning
+    /// keeps what it has not passed); a request behind the pruned part of
+    /// the feed is FAILED_PRECONDITION naming the oldest kept sequence.
+    pub async fn watch_events<Q: WatchRequest, R: WatchResponse>(
         &self,
         request: tonic::Request<Q>,
     ) -> Result<tonic::Response<EventStream<R>>, Status> {
-        let after_sequence = request.into_inner().after_sequence();
+        let request = request.into_inner();
+        let after_sequence = request.after_sequence();
+        let consumer = request.consumer();
+        check_consumer(consumer)?;
+        if after_sequence < 0 {
+            return Err(Error::invalid("after_sequence", "must not be negative").into());
+        }
+        if consumer.is_empty() {
+            check_kept(self.db.reader(), after_sequence).await?;
+        } else {
+            // The check and the registration commit together, so pruning
+            // cannot pass the position between them.
+            let txn = self.db.begin_write().await?;
+            crate::store::lock(&txn, PRUNE_LOCK).await?;
+            check_kept(&txn, after_sequence).await?;
+            register_consumer(
+                &txn,
+                consumer,
+                after_sequence,
+                crate::validate::now_micros(),
+            )
+            .await?;
+            txn.commit().await.map_err(Error::from)?;
+        }
         Ok(tonic::Response::new(self.watch(after_sequence, R::wrap)?))
     }
 
@@ -305,6 +574,15 @@ impl Feed {
                         return;
                     }
                 };
+                // A gap may be sequences rolled back, or events pruned
+                // under an anonymous watcher that fell behind: say which.
+                if let Some(first) = batch.first()
+                    && first.sequence > cursor + 1
+                    && let Err(e) = check_kept(db.reader(), cursor).await
+                {
+                    let _ = tx.send(Err(Status::from(e))).await;
+                    return;
+                }
                 let full = batch.len() as u64 == BATCH;
                 for event in batch {
                     cursor = event.sequence;

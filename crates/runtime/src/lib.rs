@@ -22,6 +22,7 @@ pub mod limits;
 pub mod paging;
 pub mod peer;
 pub mod pg;
+pub mod retention;
 pub mod schema;
 pub mod server;
 pub mod shutdown;

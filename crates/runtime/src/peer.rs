@@ -116,6 +116,15 @@ pub fn peer_error(peer: &str, status: &Status) -> Error {
     }
 }
 
+/// A followed feed's failure: FAILED_PRECONDITION (the events after the
+/// cursor were pruned) as itself, anything else as [`peer_error`].
+fn feed_error(status: &Status) -> Error {
+    if status.code() == Code::FailedPrecondition {
+        return Error::FailedPrecondition(status.message().to_owned());
+    }
+    peer_error("upstream", status)
+}
+
 /// Whether `status` reports a call that broke on its way rather than an
 /// answer of the service: the connection failed (a transport error source)
 /// or the HTTP/2 stream was reset, as when a stopping service closes its
@@ -216,8 +225,9 @@ pub enum Upstream {
 
 impl Upstream {
     /// Its feed at its `[peers]` address, reached like any peer (lazily,
-    /// with this service's key and trace), for a [`Consumer`].
-    pub fn open_feed(self, settings: &PeerSettings) -> Result<OpenFeed, Error> {
+    /// with this service's key and trace), for the [`Consumer`] called
+    /// `consumer`, the name the producer registers its position under.
+    pub fn open_feed(self, settings: &PeerSettings, consumer: &str) -> Result<OpenFeed, Error> {
         use bowtie_proto::funnel::funnel_service_client::FunnelServiceClient;
         use bowtie_proto::revenue::revenue_service_client::RevenueServiceClient;
         use bowtie_proto::scoring::scoring_service_client::ScoringServiceClient;
@@ -226,6 +236,7 @@ impl Upstream {
             ($client:ident, $package:ident) => {
                 watch_with(
                     $client::new(connect(&settings.$package, settings)?),
+                    consumer,
                     |mut client, request: bowtie_proto::$package::WatchEventsRequest| async move {
                         client.watch_events(request).await
                     },
@@ -242,8 +253,8 @@ impl Upstream {
 }
 
 /// Opens a feed by calling `watch` (a client's `WatchEvents`) on a clone of
-/// `client` with the request that resumes after the given sequence.
-fn watch_with<C, Q, R, F, Fut>(client: C, watch: F) -> OpenFeed
+/// `client` with `consumer`'s request that resumes after the given sequence.
+fn watch_with<C, Q, R, F, Fut>(client: C, consumer: &str, watch: F) -> OpenFeed
 where
     C: Clone + Send + Sync + 'static,
     Q: WatchRequest,
@@ -254,10 +265,13 @@ where
         + 'static,
 {
     let watch = Arc::new(watch);
+    let consumer: Arc<str> = Arc::from(consumer);
     Arc::new(move |after| {
-        let (client, watch) = (client.clone(), watch.clone());
+        let (client, watch, consumer) = (client.clone(), watch.clone(), consumer.clone());
         Box::pin(async move {
-            let stream = watch(client, Q::after(after)).await?.into_inner();
+            let stream = watch(client, Q::after(after, &consumer))
+                .await?
+                .into_inner();
             Ok(events(stream, R::into_event))
         })
     })
@@ -279,6 +293,10 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// Failures are logged at `info` while the wait is shorter than this (the
 /// first 1.5 s of retries), at `warn` after.
 const QUIET_RETRIES: Duration = Duration::from_secs(1);
+/// How long one stream is followed before it is reopened from the stored
+/// cursor: reopening tells the producer how far this consumer has applied,
+/// so its outbox can be pruned up to there.
+const REPORT_POSITION_EVERY: Duration = Duration::from_secs(300);
 
 /// Follows another service's change feed and applies each event exactly once:
 /// the cursor lives in this service's database and moves in the transaction
@@ -356,7 +374,7 @@ impl Consumer {
         shutdown: Shutdown,
         apply: AppApply<A>,
     ) -> Result<Self, Error> {
-        let open = upstream.open_feed(settings)?;
+        let open = upstream.open_feed(settings, name)?;
         let apply: ApplyEvent = Arc::new(move |tx, event| apply(app.clone(), tx, event));
         Ok(Self::new(name, store, open, apply, shutdown).with_batch(settings.feed_batch))
     }
@@ -377,6 +395,15 @@ impl Consumer {
         loop {
             match self.follow().await {
                 Ok(()) => backoff = MIN_BACKOFF,
+                Err(e) if matches!(&e, Error::FailedPrecondition(_)) => {
+                    tracing::error!(
+                        consumer = %self.name,
+                        error = %e,
+                        "the change feed no longer holds the events after this consumer's cursor; \
+                         it cannot catch up from the feed"
+                    );
+                    backoff = MAX_BACKOFF;
+                }
                 // A peer starting a moment after this service (as under
                 // `bowtie dev`) is not worth a warning; one still away
                 // after a second of retries is.
@@ -395,13 +422,19 @@ impl Consumer {
     /// Reads from the stored cursor until the stream ends or fails.
     async fn follow(&self) -> Result<(), Error> {
         let after = crate::feed::load_cursor(self.store.db().reader(), &self.name).await?;
-        let stream = (self.open)(after)
-            .await
-            .map_err(|s| peer_error("upstream", &s))?;
+        let stream = (self.open)(after).await.map_err(|s| feed_error(&s))?;
         tracing::info!(consumer = %self.name, after, "following change feed");
+        let reopen = tokio::time::Instant::now() + REPORT_POSITION_EVERY;
         // Whatever has arrived, up to a batch, without waiting for more.
         let mut received = stream.ready_chunks(self.batch);
-        while let Some(items) = received.next().await {
+        loop {
+            let items = tokio::select! {
+                items = received.next() => items,
+                () = tokio::time::sleep_until(reopen) => return Ok(()),
+            };
+            let Some(items) = items else {
+                break;
+            };
             let mut events = Vec::with_capacity(items.len());
             let mut broke = None;
             for item in items {
@@ -415,7 +448,7 @@ impl Consumer {
             }
             self.apply_batch(&events).await?;
             if let Some(status) = broke {
-                return Err(peer_error("upstream", &status));
+                return Err(feed_error(&status));
             }
         }
         Ok(())

@@ -1,10 +1,13 @@
 //! The runtime's own tables, created in every service's schema by
 //! [`runtime_migrations`]: idempotency keys, the outbox that backs the change
-//! feed, the cursors of change-feed consumers, and the audit log.
+//! feed, the cursors of change-feed consumers, and the audit log; since
+//! `m0002_runtime_retention` (in `schema/retention.rs`) also the consumers
+//! of this service's own feed and how far its outbox was pruned.
 
 use sea_orm_migration::prelude::*;
 
 mod audit;
+mod retention;
 
 pub use audit::AuditEvents;
 
@@ -57,6 +60,32 @@ pub enum FeedCursors {
     Position,
     /// Microseconds since the epoch.
     UpdatedAt,
+}
+
+/// The consumers of this service's own feed, as they name themselves in
+/// `WatchEvents`, and the sequence each has passed: pruning keeps every
+/// event after the lowest of them.
+#[derive(DeriveIden, Clone, Copy)]
+pub enum FeedConsumers {
+    /// The table.
+    Table,
+    /// The name the consumer gave, e.g. `scoring.revenue`.
+    Consumer,
+    /// The `after_sequence` of its latest `WatchEvents`: it applied every event up to it.
+    Position,
+    /// Microseconds since the epoch.
+    UpdatedAt,
+}
+
+/// How far the outbox was pruned: one row (id 1) once anything was.
+#[derive(DeriveIden, Clone, Copy)]
+pub enum OutboxPruned {
+    /// The table.
+    Table,
+    /// Always 1.
+    Id,
+    /// No event with this sequence or a lower one is kept.
+    Through,
 }
 
 struct CreateRuntimeTables;
@@ -181,6 +210,7 @@ impl MigrationTrait for CreateRuntimeTables {
 pub fn runtime_migrations() -> Vec<Box<dyn MigrationTrait>> {
     vec![
         Box::new(CreateRuntimeTables),
+        Box::new(retention::RetentionTables),
         Box::new(audit::CreateAuditEvents),
     ]
 }

@@ -12,6 +12,7 @@ use crate::db::Db;
 use crate::error::Error;
 use crate::feed::{self, Feed, NewEvent};
 use crate::idempotency::{self, Idempotency};
+use crate::retention::{Retention, expired_before};
 use crate::validate::now_micros;
 
 /// How long a consumer's batch waits for any one lock on PostgreSQL before
@@ -50,16 +51,26 @@ pub struct Store {
     db: Db,
     feed: Feed,
     cache: Option<Arc<dyn Invalidates>>,
+    /// How long an idempotency key answers a replay (microseconds).
+    key_retention: Option<i64>,
 }
 
 impl Store {
-    /// Wraps a migrated database and its feed.
+    /// Wraps a migrated database and its feed; idempotency keys answer
+    /// replays for the default 30 days until [`Self::with_retention`].
     pub fn new(db: Db, feed: Feed) -> Self {
         Self {
             db,
             feed,
             cache: None,
+            key_retention: Retention::default().keys,
         }
+    }
+
+    /// The same store with idempotency keys expiring after `retention.keys`.
+    pub fn with_retention(mut self, retention: Retention) -> Self {
+        self.key_retention = retention.keys;
+        self
     }
 
     /// The same store, invalidating `cache` for every event a write of this
@@ -97,14 +108,17 @@ impl Store {
     /// With a key that was seen before, returns the stored response without
     /// running `work` (or INVALID_ARGUMENT when the request differs). When two
     /// requests with the same new key race, the loser's transaction rolls back
-    /// and it answers with the winner's response.
+    /// and it answers with the winner's response. A key older than the
+    /// retention counts as never seen: the request runs as new and its
+    /// response replaces the expired one.
     pub async fn write<R, F>(&self, idem: Option<Idempotency>, work: F) -> Result<R, Error>
     where
         R: prost::Message + Default,
         F: for<'c> FnOnce(&'c mut Tx) -> BoxFuture<'c, Result<R, Error>> + Send,
     {
+        let expired = expired_before(now_micros(), self.key_retention);
         if let Some(idem) = &idem
-            && let Some(response) = idempotency::replay(self.db.writer(), idem).await?
+            && let Some(response) = idempotency::replay(self.db.writer(), idem, expired).await?
         {
             return Ok(response);
         }
@@ -118,18 +132,24 @@ impl Store {
         let Tx { txn, events, now } = tx;
         feed::append(&txn, &events, now).await?;
         crate::audit::record(&txn, idem.as_ref(), &events, now).await?;
-        if let Some(idem) = &idem
-            && let Err(e) = idempotency::record(&txn, idem, &response.encode_to_vec(), now).await
-        {
-            if !e.is_unique_violation() {
-                return Err(e);
+        if let Some(idem) = &idem {
+            let recorded =
+                idempotency::record(&txn, idem, &response.encode_to_vec(), now, expired).await;
+            let lost = match recorded {
+                Ok(recorded) => !recorded,
+                Err(e) if e.is_unique_violation() => true,
+                Err(e) => return Err(e),
+            };
+            if lost {
+                txn.rollback().await?;
+                return idempotency::replay(self.db.writer(), idem, expired)
+                    .await?
+                    .ok_or_else(|| {
+                        Error::Aborted(
+                            "concurrent request with the same idempotency key; retry".into(),
+                        )
+                    });
             }
-            txn.rollback().await?;
-            return idempotency::replay(self.db.writer(), idem)
-                .await?
-                .ok_or_else(|| {
-                    Error::Aborted("concurrent request with the same idempotency key; retry".into())
-                });
         }
         txn.commit().await?;
         self.committed(&events);

@@ -395,6 +395,6 @@ impl ScoringService for ScoringApi {
         &self,
         request: Request<pb::WatchEventsRequest>,
     ) -> Answer<Self::WatchEventsStream> {
-        self.app.store().feed().watch_events(request)
+        self.app.store().feed().watch_events(request).await
     }
 }

@@ -31,6 +31,7 @@ use bowtie_runtime::auth::ApiKeys;
 use bowtie_runtime::bootstrap::Bootstrap;
 use bowtie_runtime::config::Settings;
 use bowtie_runtime::peer::AccountDirectory;
+use bowtie_runtime::retention::retention_micros;
 use bowtie_runtime::server::GrpcServer;
 use bowtie_runtime::shutdown::Shutdown;
 
@@ -45,8 +46,23 @@ pub async fn build(
     keys: Arc<ApiKeys>,
     shutdown: Shutdown,
 ) -> anyhow::Result<GrpcServer> {
-    let boot =
+    let mut boot =
         Bootstrap::open::<storage::Migrator>(settings, &settings.scoring, keys, shutdown).await?;
+    if let Some(retention) = retention_micros(settings.scoring.raw_signal_days) {
+        boot.prune(storage::retention::raw_signals(retention));
+    }
+    let policy = &settings.scoring_policy;
+    if !policy.webhook_url.is_empty() {
+        boot.keep_events_for(webhook::WEBHOOK_CURSOR);
+    }
+    boot.prune(storage::retention::old_cells(
+        i64::from(policy.churn_horizon_days),
+        vec![
+            policy.potential_window_days,
+            policy.problem_late_days,
+            policy.dormant_days,
+        ],
+    ));
     let (store, shutdown) = (boot.store(), boot.shutdown());
     let accounts = AccountDirectory::connect(&settings.peers)?;
     let policy = settings.scoring_policy.clone();

@@ -480,6 +480,6 @@ impl SuccessService for SuccessApi {
         &self,
         request: Request<pb::WatchEventsRequest>,
     ) -> Answer<Self::WatchEventsStream> {
-        self.app.store().feed().watch_events(request)
+        self.app.store().feed().watch_events(request).await
     }
 }

@@ -38,8 +38,11 @@ pub async fn build(
     keys: Arc<ApiKeys>,
     shutdown: Shutdown,
 ) -> anyhow::Result<GrpcServer> {
-    let boot =
+    let mut boot =
         Bootstrap::open::<storage::Migrator>(settings, &settings.success, keys, shutdown).await?;
+    for (_, cursor) in notify::LANES {
+        boot.keep_events_for(cursor);
+    }
     let accounts = AccountDirectory::connect(&settings.peers)?;
     let app = service::Success::new(
         boot.store(),

@@ -70,11 +70,7 @@ async fn call_every_method(
     ));
     codes.push((
         "WatchEvents",
-        code(
-            client
-                .watch_events(WatchEventsRequest { after_sequence: 0 })
-                .await,
-        ),
+        code(client.watch_events(WatchEventsRequest::default()).await),
     ));
     codes.push((
         "CreateAccount",

@@ -14,4 +14,5 @@ mod contacts;
 mod feed;
 mod listing;
 mod operations;
+mod retention;
 mod tags;

@@ -350,7 +350,7 @@ async fn every_transition_is_published_on_the_funnel_feed(db: &TestDatabase) -> 
     )
     .await?;
     let mut stream = funnel
-        .watch_events(WatchEventsRequest { after_sequence: 0 })
+        .watch_events(WatchEventsRequest::default())
         .await?
         .into_inner();
     let mut stages = Vec::new();

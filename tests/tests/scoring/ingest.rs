@@ -236,7 +236,7 @@ async fn first_value_is_announced_once_per_account_at_its_earliest_time(
     )
     .await?;
     let mut feed = client
-        .watch_events(WatchEventsRequest { after_sequence: 0 })
+        .watch_events(WatchEventsRequest::default())
         .await?
         .into_inner();
     let mut announced = Vec::new();

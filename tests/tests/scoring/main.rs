@@ -9,4 +9,5 @@ mod feeds;
 mod health;
 mod ingest;
 mod model;
+mod retention;
 mod segments;

@@ -510,7 +510,7 @@ async fn a_webhook_secret_is_never_read_back_and_a_playbook_sent_back_unchanged_
 
     // Nor does the feed: the playbook events carry no secret.
     let mut feed = reader
-        .watch_events(WatchEventsRequest { after_sequence: 0 })
+        .watch_events(WatchEventsRequest::default())
         .await?
         .into_inner();
     let mut playbook_events = 0;

@@ -168,6 +168,16 @@ pub struct Windows {
 /// Days of cells health looks back over.
 pub const WINDOW_DAYS: i64 = 180;
 
+/// The first day whose cells anything still reads as of day `today`: a
+/// fold looks back [`WINDOW_DAYS`] (a policy window longer than that, in
+/// `windows`, is cut to it by the fold, so it is counted only if longer),
+/// and the churn model folds its stayers as of one churn horizon ago.
+/// Cells of earlier days may be pruned.
+pub fn first_kept_day(today: i64, horizon_days: i64, windows: &[i64]) -> i64 {
+    let window = windows.iter().copied().fold(WINDOW_DAYS, i64::max);
+    today - window - horizon_days.max(0)
+}
+
 /// Aggregates one account's cells as of `w` (in any order); `None` when no
 /// cell falls within the last [`WINDOW_DAYS`] days.
 pub fn fold<'a>(cells: impl IntoIterator<Item = &'a Cell>, w: Windows) -> Option<Aggregates> {
@@ -254,6 +264,16 @@ pub fn fold<'a>(cells: impl IntoIterator<Item = &'a Cell>, w: Windows) -> Option
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn cells_are_kept_for_the_health_window_back_from_one_churn_horizon_ago() {
+        // Day 20,000 with a 90-day horizon: stayers are seen as of day
+        // 19,910 and fold back 180 days, to day 19,730.
+        assert_eq!(first_kept_day(20_000, 90, &[90, 30, 30]), 19_730);
+        // A policy window beyond the fold's 180 days widens what is kept.
+        assert_eq!(first_kept_day(20_000, 90, &[365]), 19_545);
+        assert_eq!(first_kept_day(20_000, 0, &[]), 19_820);
+    }
     use crate::domain::DAY;
 
     pub(crate) fn cell(kind: Kind, day: i32, total: i64, events: i64, last_value: i64) -> Cell {

@@ -5,8 +5,10 @@
 //! signal to `signal_days` in its own transaction and reads take the cells
 //! from there. On SQLite, where one process owns the file, the signals'
 //! cells live in memory (rebuilt from `signals` at start), so ingest writes
-//! one row per signal and nothing else; `signal_days` then holds only the
-//! revenue feed's kinds. Either way a read answers every cell of the
+//! one row per signal and nothing else; `signal_days` then holds the
+//! revenue feed's kinds, and the cells of raw signals pruned after
+//! `scoring.raw_signal_days` (folded in by the pruning before their rows
+//! go, and read back into memory at start). Either way a read answers every cell of the
 //! accounts it names, folded by [`crate::domain::cells::fold`].
 
 use std::collections::HashMap;
@@ -61,16 +63,13 @@ impl DayCells {
         if conn.get_database_backend() == DbBackend::Postgres {
             return Ok(Self { memory: None });
         }
-        let mut ledger = Ledger::new();
-        for (id, cell) in signal_cells(conn, day_of(now) - WINDOW_DAYS, i64::from(i32::MAX)).await?
-        {
-            ledger.entry(id).or_default().push(cell);
-        }
-        for cells in ledger.values_mut() {
-            cells.sort_unstable_by_key(|c| (c.day, c.kind));
-        }
+        let (from, to) = (day_of(now) - WINDOW_DAYS, i64::from(i32::MAX));
+        // The raw signals, and the cells of those pruned (folded into
+        // `signal_days` before their rows went).
+        let mut cells = signal_cells(conn, from, to).await?;
+        cells.extend(folded_cells(conn, Scope::All, from, to).await?);
         Ok(Self {
-            memory: Some(Arc::new(RwLock::new(ledger))),
+            memory: Some(Arc::new(RwLock::new(merged(cells)))),
         })
     }
 
@@ -147,25 +146,23 @@ impl DayCells {
     }
 
     /// Every account's cells from day `from` to day `to`, however old (the
-    /// churn model learns from the past): from `signal_days` on PostgreSQL,
-    /// summed from `signals` (with the feeds' kinds from `signal_days`) on
-    /// SQLite, whose memory holds only the recent days.
+    /// churn model learns from the past, as far as retention keeps it): from
+    /// `signal_days` on PostgreSQL, summed from `signals` (with the feeds'
+    /// kinds and the pruned signals' cells from `signal_days`) on SQLite,
+    /// whose memory holds only the recent days.
     pub async fn history(
         &self,
         conn: &DatabaseConnection,
         from: i64,
         to: i64,
     ) -> Result<ReadCells, Error> {
-        let feeds_only = self.memory.is_some();
-        let mut cells = table_cells(conn, Scope::All, from, to, feeds_only).await?;
-        if feeds_only {
+        // On SQLite `signal_days` holds the feeds' kinds and the cells of
+        // pruned signals; the rest are summed from the raw rows.
+        let mut cells = table_cells(conn, Scope::All, from, to, false).await?;
+        if self.memory.is_some() {
             cells.extend(signal_cells(conn, from, to).await?);
         }
-        let mut read = ReadCells::new();
-        for (id, cell) in cells {
-            read.entry(id).or_default().push(cell);
-        }
-        Ok(read)
+        Ok(merged(cells))
     }
 
     /// Drops the cells in memory that fell out of the window as of `now`.
@@ -183,10 +180,29 @@ impl DayCells {
     }
 }
 
+/// Cells by account, each account's in (day, kind) order with the parts of
+/// one cell (a raw and a folded part, on SQLite) added into one.
+fn merged(cells: Vec<(AccountId, Cell)>) -> Ledger {
+    let mut ledger = Ledger::new();
+    for (id, cell) in cells {
+        let delta = DayDelta {
+            account_id: id,
+            kind: cell.kind,
+            day: i64::from(cell.day),
+            total: cell.total,
+            events: cell.events,
+            last_value: cell.last_value,
+            last_at: cell.last_at,
+        };
+        add_cell(ledger.entry(id).or_default(), &delta);
+    }
+    ledger
+}
+
 /// The `signal_days` increments of `signals`, in key order: neighbouring
 /// rows share B-tree pages, and two concurrent batches lock rows in the same
 /// order, so they cannot deadlock.
-fn day_deltas<'a>(signals: impl IntoIterator<Item = &'a NewSignal>) -> Vec<DayDelta> {
+pub(super) fn day_deltas<'a>(signals: impl IntoIterator<Item = &'a NewSignal>) -> Vec<DayDelta> {
     let mut deltas: HashMap<(AccountId, Kind, i64), DayDelta> = HashMap::new();
     for s in signals {
         let day = day_of(s.occurred_at);
@@ -326,6 +342,26 @@ async fn table_cells(
     query(conn, &select).await?.iter().map(cell_row).collect()
 }
 
+/// SQLite: the signal cells `signal_days` holds, those of pruned signals.
+async fn folded_cells(
+    conn: &DatabaseConnection,
+    scope: Scope<'_>,
+    from: i64,
+    to: i64,
+) -> Result<Vec<(AccountId, Cell)>, Error> {
+    let mut select: SelectStatement = Query::select()
+        .columns(CELL_COLUMNS)
+        .from(SignalDays)
+        .and_where(Expr::col(D::Day).gte(from))
+        .and_where(Expr::col(D::Day).lte(to))
+        .and_where(Expr::col(D::Kind).lt(FEED_KINDS_FROM))
+        .to_owned();
+    if !scope.restrict(&mut select, D::AccountId) {
+        return Ok(Vec::new());
+    }
+    query(conn, &select).await?.iter().map(cell_row).collect()
+}
+
 /// The signals of every account from day `from` to day `to`, summed per
 /// account, kind and day into cells (SQLite, which keeps no `signal_days`
 /// rows of signals). SQLite answers the bare `value` from the row holding
@@ -353,4 +389,45 @@ async fn signal_cells<C: ConnectionTrait>(
         .group_by_col(day)
         .to_owned();
     query(conn, &select).await?.iter().map(cell_row).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use bowtie_proto::scoring::SignalType;
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn cell(day: i32, kind: Kind, total: i64, events: i64, last: (i64, i64)) -> Cell {
+        Cell {
+            day,
+            kind,
+            total,
+            events,
+            last_value: last.0,
+            last_at: Instant::from_micros(last.1),
+        }
+    }
+
+    #[test]
+    fn the_raw_and_the_folded_part_of_a_cell_add_up_into_one() {
+        let acme = AccountId(Uuid::from_u128(7));
+        let login = Kind::Signal(SignalType::Login);
+        let seats = Kind::Signal(SignalType::ActiveUsers);
+        let ledger = merged(vec![
+            // Day 100's logins: 4 pruned into signal_days, 2 still raw.
+            (acme, cell(100, login, 4, 4, (1, 10))),
+            (acme, cell(101, seats, 30, 1, (30, 20))),
+            (acme, cell(100, login, 2, 2, (1, 30))),
+            // The later active-users count of day 101 wins.
+            (acme, cell(101, seats, 25, 1, (25, 15))),
+        ]);
+        assert_eq!(
+            ledger.get(&acme),
+            Some(&vec![
+                cell(100, login, 6, 6, (1, 30)),
+                cell(101, seats, 55, 2, (30, 20)),
+            ])
+        );
+    }
 }

@@ -22,6 +22,7 @@ pub mod health;
 pub mod models;
 mod pg;
 pub mod profiles;
+pub mod retention;
 pub mod schema;
 pub mod scorecards;
 pub mod signals;

@@ -397,7 +397,11 @@ impl MigrationTrait for PostgresLayout {
     }
 }
 
-bowtie_runtime::migrator!(CreateScoringTables, PostgresLayout);
+bowtie_runtime::migrator!(
+    CreateScoringTables,
+    PostgresLayout,
+    super::retention::RetentionIndexes
+);
 
 #[cfg(test)]
 mod tests {
