@@ -85,8 +85,9 @@ pub fn duplicate(index: usize, id: impl Into<String>) -> ImportResult {
 }
 
 /// A row refused with `error`: the status code the same error gets from a
-/// unary call, the first offending field (or `field` when the error names
-/// none, e.g. NOT_FOUND of the row's account) and the message.
+/// unary call, the first offending field (or `field`, the part of the row
+/// the error is about, when the error names none: the account of a
+/// NOT_FOUND) and the message.
 pub fn rejected(index: usize, field: &str, error: &Error) -> ImportResult {
     let (code, field, message) = match error {
         Error::InvalidArgument(v) => match v.0.first() {
@@ -94,9 +95,9 @@ pub fn rejected(index: usize, field: &str, error: &Error) -> ImportResult {
             None => (Code::InvalidArgument, field.to_owned(), v.to_string()),
         },
         Error::NotFound { .. } => (Code::NotFound, field.to_owned(), error.to_string()),
-        Error::AlreadyExists(m) => (Code::AlreadyExists, String::new(), m.clone()),
-        Error::Aborted(m) => (Code::Aborted, String::new(), m.clone()),
-        Error::FailedPrecondition(m) => (Code::FailedPrecondition, String::new(), m.clone()),
+        Error::AlreadyExists(m) => (Code::AlreadyExists, field.to_owned(), m.clone()),
+        Error::Aborted(m) => (Code::Aborted, field.to_owned(), m.clone()),
+        Error::FailedPrecondition(m) => (Code::FailedPrecondition, field.to_owned(), m.clone()),
         // Rows are refused for what they say; anything else fails the
         // whole batch before it reaches here.
         Error::Unauthenticated(m) | Error::PermissionDenied(m) | Error::Unavailable(m) => {

@@ -197,3 +197,170 @@ pub fn record_over(
         None => InvoiceChange::Insert(Invoice { id, ..invoice }),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{CancellationKind, Interval, Minor};
+
+    fn terms(quantity: i64) -> Terms {
+        Terms {
+            plan: "pro".into(),
+            quantity,
+            unit_price: Minor(5_000),
+            discount_bp: 0,
+        }
+    }
+
+    fn event(external: &str, event: HistoryEvent) -> ImportedEvent {
+        ImportedEvent {
+            external: external.into(),
+            account_id: None,
+            event,
+        }
+    }
+
+    fn start(account: AccountId, at: i64) -> HistoryEvent {
+        HistoryEvent::Start(NewSubscription {
+            account_id: account,
+            currency: "USD".into(),
+            interval: Interval::Month,
+            start: Instant::from_micros(at),
+            trial_end: None,
+            term_end: None,
+            terms: terms(2),
+        })
+    }
+
+    #[test]
+    fn the_revenue_id_of_a_billing_subscription_is_stable_and_its_own() {
+        let id = imported_subscription_id("sub_1");
+        assert_eq!(id, imported_subscription_id("sub_1"));
+        assert_ne!(id, imported_subscription_id("sub_2"));
+        assert_eq!(id.uuid().get_version_num(), 8);
+    }
+
+    #[test]
+    fn a_history_applied_twice_is_recorded_once() -> Result<(), Error> {
+        let acme = AccountId(Uuid::from_u128(1));
+        let change = HistoryEvent::Change {
+            at: Instant::from_micros(200),
+            terms: terms(5),
+            currency: "USD".into(),
+        };
+        let cancel = HistoryEvent::Cancel(Cancellation {
+            effective_at: Instant::from_micros(300),
+            kind: CancellationKind::Voluntary,
+            reason: "price".into(),
+        });
+        let history = [
+            event("s1", start(acme, 100)),
+            event("s1", change),
+            event("s1", cancel),
+        ];
+        let mut subs = HashMap::new();
+        for e in &history {
+            assert_eq!(apply_event(&mut subs, e)?, Applied::Recorded);
+        }
+        let once = subs.clone();
+        for e in &history {
+            assert_eq!(apply_event(&mut subs, e)?, Applied::Duplicate);
+        }
+        assert_eq!(subs, once);
+        let s = &subs[&imported_subscription_id("s1")];
+        assert_eq!((s.versions.len(), s.version), (2, 3));
+        Ok(())
+    }
+
+    #[test]
+    fn a_refused_event_changes_nothing() {
+        let acme = AccountId(Uuid::from_u128(1));
+        let other = AccountId(Uuid::from_u128(2));
+        let mut subs = HashMap::new();
+        assert!(apply_event(&mut subs, &event("s1", start(acme, 100))).is_ok());
+        let before = subs.clone();
+        // Another account, another start, a change before the start, a
+        // change in another currency, a subscription never started.
+        let refused = [
+            event("s1", start(other, 100)),
+            event("s1", start(acme, 150)),
+            event(
+                "s1",
+                HistoryEvent::Change {
+                    at: Instant::from_micros(50),
+                    terms: terms(3),
+                    currency: "USD".into(),
+                },
+            ),
+            event(
+                "s1",
+                HistoryEvent::Change {
+                    at: Instant::from_micros(200),
+                    terms: terms(3),
+                    currency: "EUR".into(),
+                },
+            ),
+            event(
+                "s2",
+                HistoryEvent::Change {
+                    at: Instant::from_micros(200),
+                    terms: terms(3),
+                    currency: "USD".into(),
+                },
+            ),
+        ];
+        for e in &refused {
+            assert!(apply_event(&mut subs, e).is_err(), "{e:?}");
+        }
+        assert_eq!(subs, before);
+    }
+
+    #[test]
+    fn an_invoice_over_its_stored_self_adds_only_a_payment() -> Result<(), Error> {
+        let acme = AccountId(Uuid::from_u128(1));
+        let unpaid = Invoice {
+            id: Uuid::from_u128(7),
+            account_id: acme,
+            subscription_id: None,
+            currency: "USD".into(),
+            amount: Minor(10_000),
+            due_at: Instant::from_micros(100),
+            paid_at: None,
+            external_id: Some("in_1".into()),
+        };
+        let paid = Invoice {
+            id: Uuid::nil(),
+            paid_at: Some(Instant::from_micros(150)),
+            ..unpaid.clone()
+        };
+        let fresh = Uuid::from_u128(9);
+        assert_eq!(
+            record_over(None, unpaid.clone(), fresh)?,
+            InvoiceChange::Insert(Invoice {
+                id: fresh,
+                ..unpaid.clone()
+            })
+        );
+        assert_eq!(
+            record_over(Some(unpaid.clone()), paid.clone(), fresh)?,
+            InvoiceChange::Pay(Invoice {
+                paid_at: Some(Instant::from_micros(150)),
+                ..unpaid.clone()
+            })
+        );
+        let stored_paid = Invoice {
+            id: unpaid.id,
+            ..paid.clone()
+        };
+        assert_eq!(
+            record_over(Some(stored_paid.clone()), unpaid.clone(), fresh)?,
+            InvoiceChange::Keep(stored_paid)
+        );
+        let theirs = Invoice {
+            account_id: AccountId(Uuid::from_u128(2)),
+            ..paid
+        };
+        assert!(record_over(Some(unpaid), theirs, fresh).is_err());
+        Ok(())
+    }
+}
