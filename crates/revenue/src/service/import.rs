@@ -233,7 +233,19 @@ async fn apply_events(
         .collect();
     storage::save_subscriptions(tx.conn(), &saved, at).await?;
     let touched: BTreeSet<AccountId> = saved.iter().map(|s| s.account_id).collect();
-    recompute(tx, policy, accounts, &touched).await?;
+    // Every subscription of the touched accounts is in `subscriptions` (all
+    // of their accounts' were loaded under the lock), in the order
+    // `subscriptions_of` reads them: by id.
+    let mut of: HashMap<AccountId, Vec<Subscription>> = HashMap::new();
+    for s in subscriptions.into_values() {
+        if touched.contains(&s.account_id) {
+            of.entry(s.account_id).or_default().push(s);
+        }
+    }
+    for list in of.values_mut() {
+        list.sort_by_key(|s| s.id);
+    }
+    recompute(tx, policy, accounts, of).await?;
     Ok(results)
 }
 
@@ -296,23 +308,26 @@ async fn apply_invoices(
             }
         }
     }
-    recompute(tx, policy, accounts, &touched).await?;
+    let ids: Vec<AccountId> = touched.into_iter().collect();
+    let stored = storage::subscriptions_of(tx.conn(), &ids).await?;
+    recompute(tx, policy, accounts, stored).await?;
     Ok(results)
 }
 
-/// Recomputes the movements of `touched` from their stored subscriptions and
-/// invoices (one pass for all of them) and queues the revisions' events.
+/// Recomputes the movements of the accounts of `subscriptions` (each with
+/// all of its subscriptions) and their invoices in one pass, and queues the
+/// revisions' events.
 async fn recompute(
     tx: &mut Tx,
     policy: &Policy,
     accounts: &BTreeMap<AccountId, AccountInfo>,
-    touched: &BTreeSet<AccountId>,
+    mut subscriptions: HashMap<AccountId, Vec<Subscription>>,
 ) -> Result<(), Error> {
-    if touched.is_empty() {
+    if subscriptions.is_empty() {
         return Ok(());
     }
-    let ids: Vec<AccountId> = touched.iter().copied().collect();
-    let mut stored = storage::subscriptions_of(tx.conn(), &ids).await?;
+    let mut ids: Vec<AccountId> = subscriptions.keys().copied().collect();
+    ids.sort_unstable();
     let histories: Vec<AccountHistory> = ids
         .iter()
         .filter_map(|id| accounts.get(id))
@@ -321,7 +336,7 @@ async fn recompute(
             segment: a.segment,
             owner: a.owner.clone(),
             csm: a.csm.clone(),
-            subscriptions: stored.remove(&a.id).unwrap_or_default(),
+            subscriptions: subscriptions.remove(&a.id).unwrap_or_default(),
         })
         .collect();
     let fx = storage::fx_table(tx.conn(), &policy.reporting_currency).await?;
