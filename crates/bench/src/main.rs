@@ -46,6 +46,9 @@ enum Case {
     Revenue,
     /// The scoring service: 1M streamed signals and a 100k-account recompute.
     Scoring,
+    /// Subscription events and transitions imported end to end from CSV
+    /// files over the import streams, through the CLI's code path.
+    Import,
     /// Stripe webhooks and backfill, Segment batches, through the gateway.
     Connectors,
     /// The success service: 100k accounts entering red at once, ListCtas, effectiveness, memory.
@@ -70,6 +73,9 @@ fn main() -> anyhow::Result<()> {
         }
         if matches!(cli.case, Case::All | Case::Revenue) {
             bowtie_bench::revenue::run(&mut report).await?;
+        }
+        if matches!(cli.case, Case::All | Case::Import) {
+            bowtie_bench::import::run(&mut report).await?;
         }
         if matches!(cli.case, Case::All | Case::Scoring) {
             bowtie_bench::scoring::run(&mut report).await?;

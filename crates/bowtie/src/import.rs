@@ -1,16 +1,21 @@
-//! `bowtie import accounts|subscriptions|transitions FILE`: CSV files with a
-//! header row loaded through the services' public gRPC APIs.
+//! `bowtie import accounts|subscriptions|subscription-events|invoices|transitions
+//! FILE`: CSV files with a header row loaded through the services' public
+//! gRPC APIs.
 //!
-//! Every row is checked and sent on its own, so the valid rows land and each
-//! bad one is reported with its line number and the reason: a column this
-//! command could not read, or the server's message, which names the field.
+//! Every bad row is reported with its line number and the reason (a column
+//! this command could not read, or the server's message, which names the
+//! field) and the valid rows land. Accounts and subscriptions are sent row
+//! by row; subscription events, invoices and transitions are sent in
+//! batches over the services' import streams (`import_stream`), with
+//! progress in rows/s and an ETA.
+//!
 //! Re-importing a file duplicates nothing: accounts are upserted by their
 //! external id (a repeat with the same data changes nothing), subscriptions
 //! carry an idempotency key derived from their `subscription_id` column (and
-//! the cancellation one derived from it), and a transition repeated with the
-//! same stage and time is a no-op in the funnel. The natural keys of accounts
-//! and transitions are used rather than idempotency keys because their
-//! answers then say truthfully whether a row was new.
+//! the cancellation one derived from it), and the streamed rows are
+//! idempotent by their content (the services answer a repeat as already
+//! there), so an interrupted import run again with the same file finishes
+//! the job.
 //!
 //! Columns (header names are case-insensitive; unknown columns are refused
 //! so that a typo cannot silently drop data):
@@ -29,6 +34,19 @@
 //!   (month, quarter, year), `discount_percent`, `start_date`\*,
 //!   `trial_end_date`, `term_end_date`, `cancelled_at`, `cancel_kind`
 //!   (voluntary, involuntary), `cancel_reason` (required with `cancelled_at`).
+//! - subscription-events: one row per start, change or cancel, a
+//!   subscription's rows in order: `subscription_id`\* (the billing system's
+//!   id), `event`\* (start, change, cancel), `effective_date`\*,
+//!   `account_external_id` or `account_id` (required on start),
+//!   `account_source` (default `csv`); start and change: `plan`\*,
+//!   `quantity`\*, `unit_price`\*, `currency` (default USD),
+//!   `discount_percent`; start: `billing_interval`\*, `trial_end_date`,
+//!   `term_end_date`; cancel: `cancel_kind` (default voluntary),
+//!   `cancel_reason`\*.
+//! - invoices: `invoice_id`\* (the billing system's id), `account_external_id`\*
+//!   or `account_id`, `account_source`, `subscription_id` (the billing
+//!   system's, as in subscription-events), `amount`\* (major units),
+//!   `currency` (default USD), `due_date`\*, `paid_date`.
 //! - transitions: `account_external_id`\* or `account_id`, `account_source`
 //!   (default `csv`), `stage`\* (awareness, education, selection, commit,
 //!   onboarding, impact, growth, lost, churned), `occurred_at`\*, `reason`
@@ -46,7 +64,6 @@ use bowtie_proto::accounts::{
     ListAttributeDeclarationsRequest, UpsertAccountByExternalIdRequest,
 };
 use bowtie_proto::common::{Money, PageRequest, Segment, Stage};
-use bowtie_proto::funnel::RecordTransitionRequest;
 use bowtie_proto::revenue::{
     BillingInterval, CancelSubscriptionRequest, Cancellation, CancellationKind,
     CreateSubscriptionRequest, Subscription, Terms,
@@ -56,7 +73,7 @@ use indicatif::ProgressBar;
 use prost_types::Timestamp;
 use sha2::{Digest, Sha256};
 
-use crate::client::{AccountsClient, FunnelClient, RevenueClient, Target, describe};
+use crate::client::{AccountsClient, RevenueClient, Target, describe};
 
 /// Rows in flight at once.
 const CONCURRENCY: usize = 8;
@@ -71,8 +88,12 @@ pub enum Kind {
     Accounts,
     /// Subscriptions, with an optional cancellation.
     Subscriptions,
-    /// Funnel transitions.
+    /// Funnel transitions (streamed).
     Transitions,
+    /// Subscription events: one row per start, change or cancel (streamed).
+    SubscriptionEvents,
+    /// Invoices (streamed).
+    Invoices,
 }
 
 impl Kind {
@@ -102,6 +123,35 @@ impl Kind {
                     "cancelled_at",
                     "cancel_kind",
                     "cancel_reason",
+                ],
+            ),
+            Kind::SubscriptionEvents => (
+                &["subscription_id", "event", "effective_date"],
+                &[
+                    "account_external_id",
+                    "account_id",
+                    "account_source",
+                    "plan",
+                    "quantity",
+                    "unit_price",
+                    "currency",
+                    "billing_interval",
+                    "discount_percent",
+                    "trial_end_date",
+                    "term_end_date",
+                    "cancel_kind",
+                    "cancel_reason",
+                ],
+            ),
+            Kind::Invoices => (
+                &["invoice_id", "amount", "due_date"],
+                &[
+                    "account_external_id",
+                    "account_id",
+                    "account_source",
+                    "subscription_id",
+                    "currency",
+                    "paid_date",
                 ],
             ),
             Kind::Transitions => (
@@ -160,21 +210,21 @@ impl ImportReport {
 
 /// One data row: its line and its cells by column name.
 #[derive(Debug, Clone)]
-struct Row {
-    line: u64,
+pub(crate) struct Row {
+    pub(crate) line: u64,
     cells: HashMap<String, String>,
 }
 
 impl Row {
     /// A non-empty cell.
-    fn get(&self, column: &str) -> Option<&str> {
+    pub(crate) fn get(&self, column: &str) -> Option<&str> {
         self.cells
             .get(column)
             .map(String::as_str)
             .filter(|v| !v.is_empty())
     }
 
-    fn required(&self, column: &str) -> Result<&str, String> {
+    pub(crate) fn required(&self, column: &str) -> Result<&str, String> {
         self.get(column)
             .ok_or_else(|| format!("{column}: must not be empty"))
     }
@@ -184,7 +234,6 @@ impl Row {
 struct Clients {
     accounts: AccountsClient,
     revenue: RevenueClient,
-    funnel: FunnelClient,
 }
 
 /// What one row did.
@@ -362,13 +411,27 @@ pub async fn import(
         Kind::Accounts => "accounts",
         Kind::Subscriptions => "subscriptions",
         Kind::Transitions => "transitions",
+        Kind::SubscriptionEvents => "subscription events",
+        Kind::Invoices => "invoices",
     });
+    if matches!(
+        kind,
+        Kind::Transitions | Kind::SubscriptionEvents | Kind::Invoices
+    ) {
+        let streamed = crate::import_stream::send(target, kind, &directory, rows, progress).await?;
+        errors.extend(streamed.errors);
+        report.created = streamed.recorded;
+        report.unchanged = streamed.duplicates;
+        errors.sort_by_key(|e| e.line);
+        report.errors = errors;
+        progress.finish_and_clear();
+        return Ok(report);
+    }
     let directory = &directory;
     // One channel per service, shared by every row (clients are cheap clones).
     let clients = &Clients {
         accounts: target.accounts()?,
         revenue: target.revenue()?,
-        funnel: target.funnel()?,
     };
     let types = &if kind == Kind::Accounts {
         attribute_types(&mut clients.accounts.clone(), &rows).await?
@@ -382,7 +445,7 @@ pub async fn import(
                 Kind::Subscriptions => {
                     subscription_row(clients.revenue.clone(), directory, &row).await
                 }
-                Kind::Transitions => transition_row(clients.funnel.clone(), directory, &row).await,
+                _ => Err("this kind of file is imported over a stream".to_owned()),
             };
             progress.inc(1);
             (row.line, outcome)
@@ -434,7 +497,7 @@ async fn account_directory(target: &Target) -> anyhow::Result<HashMap<(String, S
 }
 
 /// The account a subscription or transition row refers to.
-fn account_of<'a>(
+pub(crate) fn account_of<'a>(
     directory: &'a HashMap<(String, String), String>,
     row: &'a Row,
 ) -> Result<&'a str, String> {
@@ -583,7 +646,7 @@ async fn account_row(
     })
 }
 
-fn optional_time(row: &Row, column: &str) -> Result<Option<Timestamp>, String> {
+pub(crate) fn optional_time(row: &Row, column: &str) -> Result<Option<Timestamp>, String> {
     row.get(column)
         .map(|v| {
             parse_time(v).ok_or_else(|| {
@@ -593,13 +656,9 @@ fn optional_time(row: &Row, column: &str) -> Result<Option<Timestamp>, String> {
         .transpose()
 }
 
-async fn subscription_row(
-    mut client: RevenueClient,
-    directory: &HashMap<(String, String), String>,
-    row: &Row,
-) -> Result<Outcome, String> {
-    let account_id = account_of(directory, row)?;
-    let external = row.required("subscription_id")?;
+/// The terms of a row: `plan`, `quantity`, `unit_price` in `currency`
+/// (default USD) and `discount_percent`.
+pub(crate) fn terms_of(row: &Row) -> Result<Terms, String> {
     let currency = row.get("currency").unwrap_or("USD").to_ascii_uppercase();
     let exponent = bowtie_revenue::domain::minor_exponent(&currency)
         .ok_or_else(|| format!("currency: unknown currency {currency:?}"))?;
@@ -617,33 +676,58 @@ async fn subscription_row(
             .and_then(|bp| i32::try_from(bp).ok())
             .ok_or_else(|| format!("discount_percent: {v:?} is not a percentage (e.g. 12.5)"))?,
     };
+    Ok(Terms {
+        plan: row.get("plan").unwrap_or_default().to_owned(),
+        quantity,
+        unit_price: Some(Money {
+            currency_code: currency,
+            minor_units: unit_price,
+        }),
+        discount_basis_points: discount,
+    })
+}
+
+/// The `billing_interval` of a row: month, quarter or year.
+pub(crate) fn interval_of(row: &Row) -> Result<BillingInterval, String> {
     let interval_text = row.required("billing_interval")?;
-    let interval = match interval_text.to_ascii_lowercase().as_str() {
-        "month" | "monthly" => BillingInterval::Month,
-        "quarter" | "quarterly" => BillingInterval::Quarter,
-        "year" | "yearly" | "annual" => BillingInterval::Year,
-        _ => {
-            return Err(format!(
-                "billing_interval: {interval_text:?} is not month, quarter or year"
-            ));
-        }
-    };
-    let start = optional_time(row, "start_date")?
-        .ok_or_else(|| "start_date: must not be empty".to_owned())?;
-    let cancelled_at = optional_time(row, "cancelled_at")?;
-    let cancel_kind = match row
+    match interval_text.to_ascii_lowercase().as_str() {
+        "month" | "monthly" => Ok(BillingInterval::Month),
+        "quarter" | "quarterly" => Ok(BillingInterval::Quarter),
+        "year" | "yearly" | "annual" => Ok(BillingInterval::Year),
+        _ => Err(format!(
+            "billing_interval: {interval_text:?} is not month, quarter or year"
+        )),
+    }
+}
+
+/// The `cancel_kind` of a row: voluntary (the default) or involuntary.
+pub(crate) fn cancel_kind_of(row: &Row) -> Result<CancellationKind, String> {
+    match row
         .get("cancel_kind")
         .map(str::to_ascii_lowercase)
         .as_deref()
     {
-        None | Some("voluntary") => CancellationKind::Voluntary,
-        Some("involuntary") => CancellationKind::Involuntary,
-        Some(other) => {
-            return Err(format!(
-                "cancel_kind: {other:?} is not voluntary or involuntary"
-            ));
-        }
-    };
+        None | Some("voluntary") => Ok(CancellationKind::Voluntary),
+        Some("involuntary") => Ok(CancellationKind::Involuntary),
+        Some(other) => Err(format!(
+            "cancel_kind: {other:?} is not voluntary or involuntary"
+        )),
+    }
+}
+
+async fn subscription_row(
+    mut client: RevenueClient,
+    directory: &HashMap<(String, String), String>,
+    row: &Row,
+) -> Result<Outcome, String> {
+    let account_id = account_of(directory, row)?;
+    let external = row.required("subscription_id")?;
+    let terms = terms_of(row)?;
+    let interval = interval_of(row)?;
+    let start = optional_time(row, "start_date")?
+        .ok_or_else(|| "start_date: must not be empty".to_owned())?;
+    let cancelled_at = optional_time(row, "cancelled_at")?;
+    let cancel_kind = cancel_kind_of(row)?;
     let key = {
         let mut hash = Sha256::new();
         hash.update(external.as_bytes());
@@ -654,15 +738,7 @@ async fn subscription_row(
             subscription: Some(Subscription {
                 account_id: account_id.to_owned(),
                 billing_interval: interval as i32,
-                terms: Some(Terms {
-                    plan: row.get("plan").unwrap_or_default().to_owned(),
-                    quantity,
-                    unit_price: Some(Money {
-                        currency_code: currency,
-                        minor_units: unit_price,
-                    }),
-                    discount_basis_points: discount,
-                }),
+                terms: Some(terms),
                 start_at: Some(start),
                 trial_end_at: optional_time(row, "trial_end_date")?,
                 term_end_at: optional_time(row, "term_end_date")?,
@@ -694,43 +770,6 @@ async fn subscription_row(
     // row was new or already there cannot be told apart; either way it is
     // recorded exactly once.
     Ok(Outcome::Recorded)
-}
-
-async fn transition_row(
-    mut client: FunnelClient,
-    directory: &HashMap<(String, String), String>,
-    row: &Row,
-) -> Result<Outcome, String> {
-    let account_id = account_of(directory, row)?;
-    let stage_text = row.required("stage")?;
-    let stage = parse_stage(stage_text).ok_or_else(|| {
-        format!(
-            "stage: unknown stage {stage_text:?} (awareness, education, selection, commit, \
-             onboarding, impact, growth, lost, churned)"
-        )
-    })?;
-    let occurred_at = optional_time(row, "occurred_at")?
-        .ok_or_else(|| "occurred_at: must not be empty".to_owned())?;
-    let response = client
-        .record_transition(RecordTransitionRequest {
-            account_id: account_id.to_owned(),
-            to_stage: stage as i32,
-            occurred_at: Some(occurred_at),
-            reason: row.get("reason").unwrap_or_default().to_owned(),
-            source: row.get("source").unwrap_or(DEFAULT_SOURCE).to_owned(),
-            // No idempotency key: the funnel answers a repeat of the same
-            // stage and time with applied = false, which is what the summary
-            // reports (a replayed key would repeat the first answer).
-            idempotency_key: String::new(),
-        })
-        .await
-        .map_err(|s| describe(&s))?
-        .into_inner();
-    Ok(if response.applied {
-        Outcome::Created
-    } else {
-        Outcome::Unchanged
-    })
 }
 
 #[cfg(test)]

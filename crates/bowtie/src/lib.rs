@@ -6,5 +6,6 @@
 pub mod client;
 pub mod demo;
 pub mod import;
+mod import_stream;
 pub mod report;
 pub mod stripe_import;

@@ -162,8 +162,13 @@ enum ImportKind {
     Accounts,
     /// Subscriptions with an optional cancellation (revenue service).
     Subscriptions,
-    /// Funnel transitions (funnel service).
+    /// Funnel transitions, streamed in batches (funnel service).
     Transitions,
+    /// Subscription events, one row per start, change or cancel, streamed in
+    /// batches (revenue service).
+    SubscriptionEvents,
+    /// Invoices, streamed in batches (revenue service).
+    Invoices,
     /// Stripe customers, subscriptions and invoices (JSON list responses).
     Stripe,
 }
@@ -418,6 +423,8 @@ async fn import(
         ImportKind::Accounts => (Kind::Accounts, Svc::Accounts),
         ImportKind::Subscriptions => (Kind::Subscriptions, Svc::Revenue),
         ImportKind::Transitions => (Kind::Transitions, Svc::Funnel),
+        ImportKind::SubscriptionEvents => (Kind::SubscriptionEvents, Svc::Revenue),
+        ImportKind::Invoices => (Kind::Invoices, Svc::Revenue),
         ImportKind::Stripe => anyhow::bail!("import stripe reads JSON files"),
     };
     let mut target = Target::new(&settings.peers, &connection.key);
@@ -429,8 +436,10 @@ async fn import(
     }
     let input = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
     let progress = indicatif::ProgressBar::new(0).with_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} rows, {per_sec}, ETA {eta} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let report = bowtie::import::import(&target, kind, std::io::BufReader::new(input), &progress)
         .await

@@ -7,10 +7,13 @@ use bowtie_proto::funnel::funnel_service_server::FunnelService;
 use bowtie_runtime::Instant;
 use bowtie_runtime::api::{self, Answer};
 use bowtie_runtime::feed::EventStream;
-use tonic::{Request, Response};
+use bowtie_runtime::import;
+use std::sync::Arc;
+use tokio::sync::Mutex;
+use tonic::{Request, Response, Streaming};
 
 use crate::convert;
-use crate::service::Funnel;
+use crate::service::{AccountCache, Funnel};
 
 /// The tonic service.
 #[derive(Debug, Clone)]
@@ -27,6 +30,34 @@ impl FunnelApi {
 
 #[tonic::async_trait]
 impl FunnelService for FunnelApi {
+    type ImportTransitionsStream = EventStream<pb::ImportTransitionsResponse>;
+
+    #[tracing::instrument(skip_all)]
+    async fn import_transitions(
+        &self,
+        request: Request<Streaming<pb::ImportTransitionsRequest>>,
+    ) -> Answer<Self::ImportTransitionsStream> {
+        let app = self.app.clone();
+        let cache = Arc::new(Mutex::new(AccountCache::default()));
+        Ok(Response::new(import::serve(
+            request.into_inner(),
+            move |batch, req: pb::ImportTransitionsRequest| {
+                let (app, cache) = (app.clone(), Arc::clone(&cache));
+                async move {
+                    import::check_batch("transitions", req.transitions.len())?;
+                    let now = Instant::now();
+                    let rows = req
+                        .transitions
+                        .iter()
+                        .map(|t| convert::imported_transition(t, now))
+                        .collect();
+                    let mut cache = cache.lock().await;
+                    app.import_transitions(batch, rows, &mut cache).await
+                }
+            },
+        )))
+    }
+
     #[tracing::instrument(skip_all)]
     async fn record_transition(
         &self,

@@ -135,6 +135,30 @@ pub fn record_transition(
     Ok((parsed(new)?, idem))
 }
 
+/// Parses one imported transition with the checks of RecordTransition; an
+/// empty source is "import".
+pub fn imported_transition(
+    t: &pb::ImportedTransition,
+    now: Instant,
+) -> Result<NewTransition, Error> {
+    let req = pb::RecordTransitionRequest {
+        account_id: t.account_id.clone(),
+        to_stage: t.to_stage,
+        occurred_at: t.occurred_at,
+        reason: t.reason.clone(),
+        source: if t.source.is_empty() {
+            "import".to_owned()
+        } else {
+            t.source.clone()
+        },
+        idempotency_key: String::new(),
+    };
+    let mut v = FieldViolations::default();
+    let new = new_transition(&mut v, &req, now);
+    v.into_result()?;
+    parsed(new)
+}
+
 /// What ListAccountsInStage asks: the stage, the filters, the page and the
 /// keyset position (since, account id) the page token carries.
 #[derive(Debug, Clone)]

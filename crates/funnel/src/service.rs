@@ -7,9 +7,11 @@ use bowtie_proto::funnel as pb;
 use bowtie_runtime::error::Error;
 use bowtie_runtime::feed::NewEvent;
 use bowtie_runtime::idempotency::Idempotency;
+use bowtie_runtime::import;
 use bowtie_runtime::peer::AccountDirectory;
 use bowtie_runtime::store::{Store, Tx};
 use bowtie_runtime::{AccountId, Instant};
+use futures::StreamExt;
 use std::sync::Arc;
 
 use crate::index::JourneyIndex;
@@ -296,4 +298,143 @@ impl Funnel {
             .await?;
         Ok(stored)
     }
+}
+
+/// The accounts one import stream has confirmed with the accounts service:
+/// their profile, or `None` when archived (their journey can no longer
+/// change).
+#[derive(Debug, Default)]
+pub struct AccountCache(std::collections::HashMap<AccountId, Option<Profile>>);
+
+impl Funnel {
+    /// Imports one batch of transitions (batch number `batch` of its stream;
+    /// docs/design.md, "Streaming imports"). Each row is admitted exactly as
+    /// RecordTransition would, in order; the accepted ones are stored in one
+    /// transaction with their accounts' re-derived stage entries and journey
+    /// rows and their events. A refused row changes nothing.
+    pub async fn import_transitions(
+        &self,
+        batch: i64,
+        rows: Vec<Result<NewTransition, Error>>,
+        cache: &mut AccountCache,
+    ) -> Result<pb::ImportTransitionsResponse, Error> {
+        let ids: std::collections::BTreeSet<AccountId> =
+            rows.iter().flatten().map(|t| t.account_id).collect();
+        let unknown: Vec<AccountId> = ids
+            .iter()
+            .filter(|id| !cache.0.contains_key(id))
+            .copied()
+            .collect();
+        let answers: Vec<(AccountId, Result<_, Error>)> = futures::stream::iter(unknown)
+            .map(|id| async move { (id, self.accounts.get(id.uuid()).await) })
+            .buffer_unordered(32)
+            .collect()
+            .await;
+        for (id, answer) in answers {
+            match answer {
+                Ok(account) => {
+                    let profile =
+                        (!convert::is_archived(&account)).then(|| convert::profile_of(&account));
+                    cache.0.insert(id, profile);
+                }
+                Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let known: std::collections::BTreeMap<AccountId, Option<Profile>> = ids
+            .iter()
+            .filter_map(|id| cache.0.get(id).map(|p| (*id, p.clone())))
+            .collect();
+        self.store
+            .write(None, move |tx| {
+                Box::pin(async move {
+                    let results = import_batch(tx, &known, rows).await?;
+                    let (recorded, duplicates, rejected) = import::tally(&results);
+                    Ok(pb::ImportTransitionsResponse {
+                        batch,
+                        recorded,
+                        duplicates,
+                        rejected,
+                        results,
+                    })
+                })
+            })
+            .await
+    }
+}
+
+/// Admits the rows inside `tx` under their journeys' locks, then stores the
+/// new transitions and the re-derived journeys of the accounts they changed.
+async fn import_batch(
+    tx: &mut Tx,
+    known: &std::collections::BTreeMap<AccountId, Option<Profile>>,
+    rows: Vec<Result<NewTransition, Error>>,
+) -> Result<Vec<bowtie_proto::common::ImportResult>, Error> {
+    let live: Vec<AccountId> = known
+        .iter()
+        .filter(|(_, p)| p.is_some())
+        .map(|(id, _)| *id)
+        .collect();
+    // Locks in account order, so concurrent imports cannot deadlock.
+    for id in &live {
+        storage::lock_journey(tx.conn(), *id).await?;
+    }
+    let mut journeys = storage::transitions_of(tx.conn(), &live).await?;
+    let at = now(tx);
+    let mut results = Vec::with_capacity(rows.len());
+    let mut added: Vec<Transition> = Vec::new();
+    let mut touched: std::collections::BTreeSet<AccountId> = std::collections::BTreeSet::new();
+    for (i, row) in rows.into_iter().enumerate() {
+        let new = match row {
+            Ok(new) => new,
+            Err(error) => {
+                results.push(import::rejected(i, "", &error));
+                continue;
+            }
+        };
+        let account_id = new.account_id;
+        let journey = match (known.get(&account_id), journeys.get_mut(&account_id)) {
+            (Some(Some(_)), Some(journey)) => journey,
+            (Some(_), _) => {
+                let archived = Error::FailedPrecondition(format!(
+                    "account {account_id} is archived; its journey can no longer change"
+                ));
+                results.push(import::rejected(i, "account_id", &archived));
+                continue;
+            }
+            (None, _) => {
+                let missing = Error::not_found("account", account_id.to_string());
+                results.push(import::rejected(i, "account_id", &missing));
+                continue;
+            }
+        };
+        let transition = new.recorded(at);
+        match domain::admit(journey, &transition) {
+            Admission::AlreadyThere(existing) => {
+                results.push(import::duplicate(i, existing.id.to_string()));
+            }
+            Admission::Apply => {
+                tx.emit(transition_event(TRANSITION_RECORDED, &transition));
+                results.push(import::recorded(i, transition.id.to_string()));
+                journey.push(transition.clone());
+                added.push(transition);
+                touched.insert(account_id);
+            }
+        }
+    }
+    storage::insert_transitions(tx.conn(), &added).await?;
+    let mut derived: Vec<(AccountId, Vec<domain::Entry>, Profile)> = Vec::new();
+    for id in touched {
+        let (Some(journey), Some(Some(profile))) = (journeys.get_mut(&id), known.get(&id)) else {
+            continue;
+        };
+        domain::sort_journey(journey);
+        derived.push((id, domain::entries(journey), profile.clone()));
+    }
+    let refs: Vec<(AccountId, &[domain::Entry], &Profile)> = derived
+        .iter()
+        .map(|(id, e, p)| (*id, e.as_slice(), p))
+        .collect();
+    storage::replace_journeys(tx.conn(), &refs, at).await?;
+    Ok(results)
 }

@@ -314,6 +314,19 @@ pub async fn delete_transitions<C: ConnectionTrait>(
     .await
 }
 
+/// A `transitions` row.
+fn transition_row(row: &QueryResult) -> Result<Transition, Error> {
+    Ok(Transition {
+        id: TransitionId(stored_uuid(&row.try_get::<String>("", "id")?)?),
+        account_id: account_id(&row.try_get::<String>("", "account_id")?)?,
+        stage: stage(row.try_get("", "stage")?)?,
+        occurred_at: Instant::from_micros(row.try_get("", "occurred_at")?),
+        recorded_at: Instant::from_micros(row.try_get("", "recorded_at")?),
+        reason: row.try_get("", "reason")?,
+        source: row.try_get("", "source")?,
+    })
+}
+
 /// An account's transitions (unsorted).
 pub async fn load_transitions<C: ConnectionTrait>(
     conn: &C,
@@ -327,18 +340,31 @@ pub async fn load_transitions<C: ConnectionTrait>(
     query(conn, &stmt)
         .await?
         .iter()
-        .map(|row| {
-            Ok(Transition {
-                id: TransitionId(stored_uuid(&row.try_get::<String>("", "id")?)?),
-                account_id,
-                stage: stage(row.try_get("", "stage")?)?,
-                occurred_at: Instant::from_micros(row.try_get("", "occurred_at")?),
-                recorded_at: Instant::from_micros(row.try_get("", "recorded_at")?),
-                reason: row.try_get("", "reason")?,
-                source: row.try_get("", "source")?,
-            })
-        })
+        .map(transition_row)
         .collect()
+}
+
+/// The transitions of each of `accounts` (unsorted), 500 accounts per query.
+pub async fn transitions_of<C: ConnectionTrait>(
+    conn: &C,
+    accounts: &[AccountId],
+) -> Result<std::collections::HashMap<AccountId, Vec<Transition>>, Error> {
+    let mut out: std::collections::HashMap<AccountId, Vec<Transition>> =
+        accounts.iter().map(|id| (*id, Vec::new())).collect();
+    for chunk in accounts.chunks(500) {
+        let stmt = Query::select()
+            .columns(TRANSITION_COLUMNS)
+            .from(Transitions::Table)
+            .and_where(
+                Expr::col(Transitions::AccountId).is_in(chunk.iter().map(AccountId::to_string)),
+            )
+            .to_owned();
+        for row in query(conn, &stmt).await? {
+            let t = transition_row(&row)?;
+            out.entry(t.account_id).or_default().push(t);
+        }
+    }
+    Ok(out)
 }
 
 /// Every column of `journeys`, in insert order.
@@ -482,6 +508,53 @@ pub async fn insert_journeys<C: ConnectionTrait>(
         journey_values(r, now)
     })
     .await
+}
+
+/// Replaces the stage entries and journey rows of several accounts, each
+/// with at least one entry (multi-row: what `save_journey` does for one).
+pub async fn replace_journeys<C: ConnectionTrait>(
+    conn: &C,
+    accounts: &[(AccountId, &[Entry], &Profile)],
+    now: Instant,
+) -> Result<(), Error> {
+    for chunk in accounts.chunks(500) {
+        execute(
+            conn,
+            Query::delete().from_table(StageEntries::Table).and_where(
+                Expr::col(StageEntries::AccountId)
+                    .is_in(chunk.iter().map(|(id, _, _)| id.to_string())),
+            ),
+        )
+        .await?;
+    }
+    insert_entries(conn, accounts).await?;
+    let rows: Vec<JourneyRow> = accounts
+        .iter()
+        .filter_map(|(account_id, entries, profile)| {
+            entries.last().map(|last| JourneyRow {
+                account_id: *account_id,
+                current_stage: last.stage,
+                current_since: last.entered_at,
+                attempts: last.attempt,
+                profile: (*profile).clone(),
+            })
+        })
+        .collect();
+    for chunk in rows.chunks(500) {
+        let mut stmt = Query::insert();
+        stmt.into_table(Journeys::Table)
+            .columns(JOURNEY_COLUMNS)
+            .on_conflict(
+                OnConflict::column(Journeys::AccountId)
+                    .update_columns(JOURNEY_COLUMNS[1..].iter().copied())
+                    .to_owned(),
+            );
+        for row in chunk {
+            stmt.values(journey_values(row, now)).map_err(internal)?;
+        }
+        execute(conn, &stmt).await?;
+    }
+    Ok(())
 }
 
 /// Whether any of `ids` already has a journey (bulk import must be new accounts).

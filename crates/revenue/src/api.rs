@@ -7,15 +7,18 @@ use bowtie_proto::revenue::revenue_service_server::RevenueService;
 use bowtie_runtime::api::{self, Answer, read_request, write_request};
 use bowtie_runtime::error::FieldViolations;
 use bowtie_runtime::feed::EventStream;
+use bowtie_runtime::import;
 use bowtie_runtime::paging::Page;
 use bowtie_runtime::validate;
-use tonic::{Request, Response};
+use std::sync::Arc;
+use tokio::sync::Mutex;
+use tonic::{Request, Response, Streaming};
 
 use crate::convert;
 use crate::domain::{
     BookGrouping, Granularity, Instant, MAX_PLAN, Month, RenewalOutcome, Segment, SubscriptionId,
 };
-use crate::service::{RetentionSplit, Revenue};
+use crate::service::{AccountCache, RetentionSplit, Revenue};
 use crate::storage::{CohortFilter, MovementFilter};
 
 /// Longest report range in months.
@@ -447,6 +450,53 @@ impl RevenueService for RevenueApi {
         Ok(Response::new(convert::unit_economics_to_pb(
             &economics,
             self.app.reporting_currency(),
+        )))
+    }
+
+    type ImportSubscriptionEventsStream = EventStream<pb::ImportSubscriptionEventsResponse>;
+
+    #[tracing::instrument(skip_all)]
+    async fn import_subscription_events(
+        &self,
+        request: Request<Streaming<pb::ImportSubscriptionEventsRequest>>,
+    ) -> Answer<Self::ImportSubscriptionEventsStream> {
+        let app = self.app.clone();
+        let cache = Arc::new(Mutex::new(AccountCache::default()));
+        Ok(Response::new(import::serve(
+            request.into_inner(),
+            move |batch, req: pb::ImportSubscriptionEventsRequest| {
+                let (app, cache) = (app.clone(), Arc::clone(&cache));
+                async move {
+                    import::check_batch("events", req.events.len())?;
+                    let rows = req.events.iter().map(convert::imported_event).collect();
+                    let mut cache = cache.lock().await;
+                    app.import_subscription_events(batch, rows, &mut cache)
+                        .await
+                }
+            },
+        )))
+    }
+
+    type ImportInvoicesStream = EventStream<pb::ImportInvoicesResponse>;
+
+    #[tracing::instrument(skip_all)]
+    async fn import_invoices(
+        &self,
+        request: Request<Streaming<pb::ImportInvoicesRequest>>,
+    ) -> Answer<Self::ImportInvoicesStream> {
+        let app = self.app.clone();
+        let cache = Arc::new(Mutex::new(AccountCache::default()));
+        Ok(Response::new(import::serve(
+            request.into_inner(),
+            move |batch, req: pb::ImportInvoicesRequest| {
+                let (app, cache) = (app.clone(), Arc::clone(&cache));
+                async move {
+                    import::check_batch("invoices", req.invoices.len())?;
+                    let rows = req.invoices.iter().map(convert::imported_invoice).collect();
+                    let mut cache = cache.lock().await;
+                    app.import_invoices(batch, rows, &mut cache).await
+                }
+            },
         )))
     }
 

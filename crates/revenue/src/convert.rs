@@ -4,7 +4,7 @@
 
 use bowtie_proto::common::{Money, PageResponse};
 use bowtie_proto::revenue as pb;
-use bowtie_runtime::error::FieldViolations;
+use bowtie_runtime::error::{Error, FieldViolations};
 use bowtie_runtime::validate::{self, required_instant};
 
 use crate::domain::*;
@@ -253,6 +253,141 @@ pub fn invoice(v: &mut FieldViolations, i: Option<&pb::Invoice>) -> Option<Invoi
         paid_at: paid?,
         external_id: (!external_id.is_empty()).then(|| external_id.to_owned()),
     })
+}
+
+/// Parses one row with `parse`, which names fields as the unary request
+/// does (`subscription.start_at`), and names them as the import row does
+/// (`effective_at`) with `rename`: a row is refused with exactly the
+/// checks of the unary write.
+fn import_row<T>(
+    parse: impl FnOnce(&mut FieldViolations) -> Option<T>,
+    rename: impl Fn(&str) -> String,
+) -> Result<T, Error> {
+    let mut v = FieldViolations::default();
+    let parsed = parse(&mut v);
+    if v.is_empty()
+        && let Some(parsed) = parsed
+    {
+        return Ok(parsed);
+    }
+    let mut renamed = FieldViolations::default();
+    for violation in v.0 {
+        renamed.add(rename(&violation.field), violation.description);
+    }
+    renamed.into_result()?;
+    Err(Error::invalid("", "could not be read"))
+}
+
+/// Parses the billing system's id of a subscription in `field`.
+fn external_subscription(v: &mut FieldViolations, field: &str, raw: &str) -> Option<String> {
+    validate::required_text(v, field, raw.trim(), EXTERNAL_ID_MAX)
+}
+
+/// Parses one event of an imported subscription history with the checks of
+/// CreateSubscription, ChangeSubscription and CancelSubscription.
+pub fn imported_event(e: &pb::SubscriptionEvent) -> Result<ImportedEvent, Error> {
+    let kind = pb::SubscriptionEventType::try_from(e.r#type).unwrap_or_default();
+    let event = |v: &mut FieldViolations| -> Option<HistoryEvent> {
+        match kind {
+            pb::SubscriptionEventType::Start => {
+                let s = pb::Subscription {
+                    account_id: e.account_id.clone(),
+                    billing_interval: e.billing_interval,
+                    terms: e.terms.clone(),
+                    start_at: e.effective_at,
+                    trial_end_at: e.trial_end_at,
+                    term_end_at: e.term_end_at,
+                    ..pb::Subscription::default()
+                };
+                new_subscription(v, Some(&s)).map(HistoryEvent::Start)
+            }
+            pb::SubscriptionEventType::Change => {
+                let terms = terms(v, "terms", e.terms.as_ref());
+                let at = required_instant(v, "effective_at", e.effective_at.as_ref());
+                let (terms, currency) = terms?;
+                Some(HistoryEvent::Change {
+                    at: at?,
+                    terms,
+                    currency,
+                })
+            }
+            pb::SubscriptionEventType::Cancel => {
+                let c = pb::Cancellation {
+                    effective_at: e.effective_at,
+                    kind: e.cancellation_kind,
+                    reason_code: e.reason_code.clone(),
+                };
+                cancellation(v, Some(&c)).map(HistoryEvent::Cancel)
+            }
+            pb::SubscriptionEventType::Unspecified => {
+                v.add("type", "must be START, CHANGE or CANCEL");
+                None
+            }
+        }
+    };
+    let rename = |field: &str| {
+        let field = field
+            .strip_prefix("subscription.")
+            .or_else(|| field.strip_prefix("cancellation."))
+            .unwrap_or(field);
+        match field {
+            "start_at" => "effective_at".to_owned(),
+            "kind" => "cancellation_kind".to_owned(),
+            other => other.to_owned(),
+        }
+    };
+    import_row(
+        |v| {
+            let external = external_subscription(v, "subscription_id", &e.subscription_id);
+            let account_id = if kind == pb::SubscriptionEventType::Start {
+                None
+            } else {
+                optional_account_id(v, "account_id", &e.account_id)
+            };
+            let event = event(v);
+            Some(ImportedEvent {
+                external: external?,
+                account_id: account_id.flatten(),
+                event: event?,
+            })
+        },
+        rename,
+    )
+}
+
+/// Parses one imported invoice with the checks of RecordInvoice; its
+/// external id is required (it is what makes a repeat a duplicate).
+pub fn imported_invoice(i: &pb::ImportedInvoice) -> Result<Invoice, Error> {
+    let wire = pb::Invoice {
+        account_id: i.account_id.clone(),
+        amount: i.amount.clone(),
+        due_at: i.due_at,
+        paid_at: i.paid_at,
+        external_id: i.external_id.clone(),
+        ..pb::Invoice::default()
+    };
+    import_row(
+        |v| {
+            let parsed = invoice(v, Some(&wire));
+            if i.external_id.trim().is_empty() {
+                v.add("external_id", "is required");
+            }
+            let subscription_id = i.subscription_id.trim();
+            let subscription_id =
+                (!subscription_id.is_empty()).then(|| imported_subscription_id(subscription_id));
+            if i.subscription_id.trim().len() > EXTERNAL_ID_MAX {
+                v.add(
+                    "subscription_id",
+                    format!("must be at most {EXTERNAL_ID_MAX} bytes"),
+                );
+            }
+            Some(Invoice {
+                subscription_id,
+                ..parsed?
+            })
+        },
+        |field| field.strip_prefix("invoice.").unwrap_or(field).to_owned(),
+    )
 }
 
 /// Parses the rate of a `SetFxRate` request: (currency, from when, rate).

@@ -490,6 +490,23 @@ impl Subscription {
         Ok(())
     }
 
+    /// Records new terms priced in `currency` from `effective_at` on: the
+    /// currency of a subscription never changes.
+    pub fn change_priced(
+        &mut self,
+        effective_at: Instant,
+        terms: Terms,
+        currency: &str,
+    ) -> Result<(), Error> {
+        if currency != self.currency {
+            return Err(Error::invalid(
+                "terms.unit_price.currency_code",
+                format!("must stay {}, the subscription's currency", self.currency),
+            ));
+        }
+        self.change(effective_at, terms)
+    }
+
     /// Cancels from `cancellation.effective_at` on.
     pub fn cancel(&mut self, cancellation: Cancellation) -> Result<(), Error> {
         if self.cancellation.is_some() {
@@ -1585,6 +1602,9 @@ impl Invoice {
             .map_or(self.due_at < now, |paid| paid > self.due_at)
     }
 }
+
+mod import;
+pub use import::*;
 
 #[cfg(test)]
 mod tests;

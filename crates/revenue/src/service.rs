@@ -30,6 +30,10 @@ use crate::domain::*;
 use crate::risk::ChurnRisk;
 use crate::storage::{self, CohortFilter, MovementFilter};
 
+mod import;
+
+pub use import::AccountCache;
+
 /// The revenue policy the service runs with.
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -244,15 +248,7 @@ impl Revenue {
         expected_version: Option<i64>,
         idem: Option<Idempotency>,
     ) -> Result<pb::ChangeSubscriptionResponse, Error> {
-        let change = move |s: &mut Subscription| {
-            if currency != s.currency {
-                return Err(Error::invalid(
-                    "terms.unit_price.currency_code",
-                    format!("must stay {}, the subscription's currency", s.currency),
-                ));
-            }
-            s.change(effective_at, terms)
-        };
+        let change = move |s: &mut Subscription| s.change_priced(effective_at, terms, &currency);
         self.amend(
             id,
             expected_version,
@@ -312,44 +308,7 @@ impl Revenue {
         self.store
             .write(idem, move |tx| {
                 Box::pin(async move {
-                    if let Some(sid) = invoice.subscription_id {
-                        let s = storage::require_subscription(tx.conn(), sid).await?;
-                        if s.account_id != invoice.account_id {
-                            return Err(Error::invalid(
-                                "invoice.subscription_id",
-                                "belongs to another account",
-                            ));
-                        }
-                    }
-                    let known = match &invoice.external_id {
-                        Some(ext) => storage::invoice_by_external_id(tx.conn(), ext).await?,
-                        None => None,
-                    };
-                    let (invoice, changed) = match known {
-                        Some(known) if known.account_id != invoice.account_id => {
-                            return Err(Error::invalid(
-                                "invoice.external_id",
-                                "names an invoice of another account",
-                            ));
-                        }
-                        Some(known) if known.paid_at.is_none() && invoice.paid_at.is_some() => {
-                            let paid = Invoice {
-                                paid_at: invoice.paid_at,
-                                ..known
-                            };
-                            storage::mark_invoice_paid(tx.conn(), &paid).await?;
-                            (paid, true)
-                        }
-                        Some(known) => (known, false),
-                        None => {
-                            let new = Invoice {
-                                id: Uuid::now_v7(),
-                                ..invoice
-                            };
-                            storage::insert_invoice(tx.conn(), &new, now(tx)).await?;
-                            (new, true)
-                        }
-                    };
+                    let (invoice, changed) = store_invoice(tx, invoice).await?;
                     let late = invoice.is_late(now(tx));
                     let out = invoice_to_pb(&invoice, late);
                     if !changed {
@@ -762,6 +721,34 @@ async fn apply(
     ));
     recompute_account(tx, policy, account).await?;
     Ok(out)
+}
+
+/// Stores `invoice` inside `tx` (checking that its subscription is its
+/// account's) over the invoice recorded under its external id, if any (see
+/// [`record_over`]); answers the invoice as stored and whether it changed.
+/// Nothing is written when it is refused.
+async fn store_invoice(tx: &mut Tx, invoice: Invoice) -> Result<(Invoice, bool), Error> {
+    if let Some(sid) = invoice.subscription_id {
+        let s = storage::require_subscription(tx.conn(), sid).await?;
+        if s.account_id != invoice.account_id {
+            return Err(Error::invalid(
+                "invoice.subscription_id",
+                "belongs to another account",
+            ));
+        }
+    }
+    let known = match &invoice.external_id {
+        Some(ext) => storage::invoice_by_external_id(tx.conn(), ext).await?,
+        None => None,
+    };
+    let change = record_over(known, invoice, Uuid::now_v7())?;
+    match &change {
+        InvoiceChange::Insert(new) => storage::insert_invoice(tx.conn(), new, now(tx)).await?,
+        InvoiceChange::Pay(paid) => storage::mark_invoice_paid(tx.conn(), paid).await?,
+        InvoiceChange::Keep(_) => {}
+    }
+    let changed = !matches!(change, InvoiceChange::Keep(_));
+    Ok((change.invoice().clone(), changed))
 }
 
 /// Recomputes one account's movements from its subscriptions and invoices

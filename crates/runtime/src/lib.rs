@@ -18,6 +18,7 @@ pub mod db;
 pub mod error;
 pub mod feed;
 pub mod idempotency;
+pub mod import;
 pub mod limits;
 pub mod paging;
 pub mod peer;

@@ -20,6 +20,7 @@ use indicatif::ProgressBar;
 backend_test!(
     importing_accounts_reports_bad_rows_by_line_and_lands_the_rest,
     importing_subscriptions_and_transitions_twice_duplicates_nothing,
+    importing_subscription_events_and_invoices_lands_a_history_and_twice_duplicates_nothing,
     importing_accounts_with_a_tags_column_tags_them_and_reports_a_bad_tag,
     importing_accounts_with_attribute_columns_sets_typed_values_and_reports_bad_ones,
     an_attribute_column_that_is_not_declared_refuses_the_file,
@@ -402,5 +403,74 @@ async fn importing_subscriptions_and_transitions_twice_duplicates_nothing(
             bowtie_proto::common::Stage::Selection as i32
         ]
     );
+    Ok(())
+}
+
+/// s1: 10 x 50.00 a month from January, 20 seats from March, cancelled on
+/// 1 June; s2: 100.00 a month from February. The March change repeats (a
+/// duplicate), line 6 names an account nobody has, line 7 changes a
+/// subscription that never started, line 8 has no event.
+const EVENTS: &str = "\
+subscription_id,account_external_id,event,effective_date,plan,quantity,unit_price,billing_interval,cancel_reason
+s1,c1,start,2025-01-01,pro,10,50.00,month,
+s1,,change,2025-03-01,pro,20,50.00,,
+s1,,change,2025-03-01,pro,20,50.00,,
+s2,c2,start,2025-02-01,basic,1,100.00,month,
+s3,nobody,start,2025-02-01,basic,1,100.00,month,
+s9,,change,2025-03-01,pro,1,1.00,,
+s1,,,2025-04-01,pro,1,1.00,,
+s1,,cancel,2025-06-01,,,,,price
+";
+
+/// s2's February invoice unpaid for 30 days churns it on 3 March; line 3
+/// refers to an account nobody has.
+const INVOICES: &str = "\
+invoice_id,account_external_id,subscription_id,amount,due_date,paid_date
+in_1,c2,s2,100.00,2025-02-01,
+in_2,nobody,,100.00,2025-02-01,
+";
+
+async fn importing_subscription_events_and_invoices_lands_a_history_and_twice_duplicates_nothing(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let stack = Stack::start(db).await?;
+    assert!(
+        run(&stack, Kind::Accounts, CUSTOMERS)
+            .await?
+            .errors
+            .is_empty()
+    );
+    let report = run(&stack, Kind::SubscriptionEvents, EVENTS).await?;
+    let lines: Vec<u64> = report.errors.iter().map(|e| e.line).collect();
+    assert_eq!(lines, vec![6, 7, 8], "{report:?}");
+    assert!(report.errors[0].message.contains("nobody"), "{report:?}");
+    assert!(
+        report.errors[1].message.starts_with("NotFound"),
+        "{report:?}"
+    );
+    assert!(report.errors[2].message.starts_with("event:"), "{report:?}");
+    assert_eq!((report.created, report.unchanged), (4, 1), "{report:?}");
+    let (ends, movements) = mrr_and_movements(&stack).await?;
+    // January 500.00; February + 100.00; March 1,000.00 + 100.00; June 100.00.
+    assert_eq!(
+        ends[..6],
+        [50_000, 60_000, 110_000, 110_000, 110_000, 10_000]
+    );
+
+    let invoices = run(&stack, Kind::Invoices, INVOICES).await?;
+    let lines: Vec<u64> = invoices.errors.iter().map(|e| e.line).collect();
+    assert_eq!(lines, vec![3], "{invoices:?}");
+    assert_eq!(invoices.created, 1, "{invoices:?}");
+    let (after, _) = mrr_and_movements(&stack).await?;
+    // s2 lapses on 3 March: March ends at s1's 1,000.00 alone.
+    assert_eq!(after[..6], [50_000, 60_000, 100_000, 100_000, 100_000, 0]);
+
+    // The same files again: everything is already there.
+    let again = run(&stack, Kind::SubscriptionEvents, EVENTS).await?;
+    assert_eq!((again.created, again.unchanged), (0, 5), "{again:?}");
+    let again = run(&stack, Kind::Invoices, INVOICES).await?;
+    assert_eq!((again.created, again.unchanged), (0, 1), "{again:?}");
+    assert_eq!(mrr_and_movements(&stack).await?.0, after);
+    assert!(mrr_and_movements(&stack).await?.1 > movements);
     Ok(())
 }

@@ -5,6 +5,7 @@
 
 mod automatic;
 mod crosscheck;
+mod import;
 mod journeys;
 mod reports;
 

@@ -6,6 +6,7 @@
 mod books;
 mod churn;
 mod feed;
+mod import;
 mod renewals;
 mod reports;
 mod subscriptions;

@@ -43,8 +43,8 @@ pub use movements::{first_payments, list_movements, loss_causes, recompute, roll
 pub use retention::{book_people, retention, retention_by_csm, retention_by_owner, spans_of};
 pub use schema::Migrator;
 pub use subscriptions::{
-    histories_in_currency, renewals, require_subscription, save_renewal_outcome,
-    save_subscriptions, subscriptions_of,
+    accounts_of_subscriptions, histories_in_currency, renewals, require_subscription,
+    save_renewal_outcome, save_subscriptions, subscriptions_of,
 };
 
 /// Open spans end here (a time no instant reaches), as stored.

@@ -59,6 +59,29 @@ pub async fn subscriptions_of<C: ConnectionTrait>(
     Ok(out)
 }
 
+/// The account of each of the subscriptions `ids` that exists.
+pub async fn accounts_of_subscriptions<C: ConnectionTrait>(
+    conn: &C,
+    ids: &[SubscriptionId],
+) -> Result<HashMap<SubscriptionId, AccountId>, Error> {
+    let mut out = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(CHUNK) {
+        let rows = subscription::Entity::find()
+            .select_only()
+            .column(subscription::Column::Id)
+            .column(subscription::Column::AccountId)
+            .filter(subscription::Column::Id.is_in(chunk.iter().map(SubscriptionId::to_string)))
+            .into_tuple::<(String, String)>()
+            .all(conn)
+            .await?;
+        for (id, account) in rows {
+            let id = SubscriptionId(bowtie_runtime::sql::stored_uuid(&id)?);
+            out.insert(id, stored_account(&account)?);
+        }
+    }
+    Ok(out)
+}
+
 /// Inserts or replaces subscriptions.
 pub async fn save_subscriptions<C: ConnectionTrait>(
     conn: &C,
