@@ -591,6 +591,7 @@ fn dev(settings: &mut Settings, data_dir: &std::path::Path, banner: &mut Banner)
                 scopes: vec!["admin".into()],
                 expires_at: None,
                 rate_limit: None,
+                role: None,
             },
             ApiKeySettings {
                 name: "dev-read".into(),
@@ -598,6 +599,7 @@ fn dev(settings: &mut Settings, data_dir: &std::path::Path, banner: &mut Banner)
                 scopes: vec!["read".into()],
                 expires_at: None,
                 rate_limit: None,
+                role: None,
             },
         ];
         banner.keys = Some(format!(
@@ -614,6 +616,7 @@ fn dev(settings: &mut Settings, data_dir: &std::path::Path, banner: &mut Banner)
             scopes: vec!["read".into()],
             expires_at: None,
             rate_limit: None,
+            role: None,
         });
         settings.peers.api_key = key.into();
     }
@@ -679,6 +682,7 @@ fn demo_key(settings: &mut Settings) -> String {
         scopes: vec!["admin".into()],
         expires_at: None,
         rate_limit: None,
+        role: None,
     });
     key
 }

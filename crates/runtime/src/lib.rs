@@ -18,6 +18,7 @@ pub mod error;
 pub mod feed;
 pub mod idempotency;
 pub mod limits;
+pub mod oidc;
 pub mod paging;
 pub mod peer;
 pub mod pg;

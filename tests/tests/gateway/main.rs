@@ -6,6 +6,7 @@
 mod api_fuzz;
 mod attributes;
 mod auth;
+mod oidc;
 mod openapi;
 mod reports;
 mod scoring;
