@@ -14,6 +14,10 @@
 //! `jwks_refresh_cooldown_seconds` (and one fetch at a time), so a stream of
 //! tokens with made-up kids costs the issuer at most one request per
 //! cooldown; meanwhile such tokens are simply UNAUTHENTICATED.
+//!
+//! A token that verified is remembered (by its SHA-256) with its identity
+//! until it expires, so a client that sends the same token on every call
+//! pays for the signature check once, not on every call.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -25,6 +29,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use jsonwebtoken::jwk::{Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 use tonic::Status;
 
 use crate::config::OidcSettings;
@@ -35,6 +40,10 @@ pub const ALLOWED_ALGORITHMS: [Algorithm; 2] = [Algorithm::RS256, Algorithm::ES2
 
 /// Deadline of one discovery or JWKS request.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Most verified tokens remembered; past it the expired ones are dropped,
+/// and all of them when none has expired.
+const MAX_VERIFIED: usize = 10_000;
 
 /// Largest discovery document or JWKS accepted.
 const MAX_DOCUMENT_BYTES: usize = 1 << 20;
@@ -68,6 +77,8 @@ pub struct Identity {
     /// The values of the roles claim with the prefix stripped, in token
     /// order; those that are no role are kept out.
     pub roles: Vec<String>,
+    /// `exp`, Unix seconds.
+    pub expires_at: i64,
 }
 
 /// Why a token's claims are refused; the message names the claim.
@@ -213,6 +224,7 @@ pub fn check_claims(
         subject: subject.to_owned(),
         email,
         roles,
+        expires_at: exp,
     })
 }
 
@@ -249,6 +261,8 @@ pub struct JwtVerifier {
     cache: RwLock<KeyCache>,
     /// One refresh at a time.
     refreshing: tokio::sync::Mutex<()>,
+    /// Tokens that verified, by their SHA-256.
+    verified: RwLock<HashMap<[u8; 32], Identity>>,
 }
 
 impl std::fmt::Debug for JwtVerifier {
@@ -320,6 +334,7 @@ impl JwtVerifier {
             http: crate::tls::https_client("auth.oidc.ca", &settings.ca)?,
             cache: RwLock::new(KeyCache::default()),
             refreshing: tokio::sync::Mutex::new(()),
+            verified: RwLock::new(HashMap::new()),
         }))
     }
 
@@ -334,6 +349,45 @@ impl JwtVerifier {
     /// Verifies `token` at the current time: the identity, or
     /// UNAUTHENTICATED saying why not.
     pub async fn verify(&self, token: &str) -> Result<Identity, Status> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = chrono::Utc::now().timestamp();
+        let remembered = self
+            .verified
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&digest)
+            .cloned();
+        if let Some(identity) = remembered {
+            // It verified before; only time can have made it invalid since.
+            let (exp, leeway) = (identity.expires_at, self.expect.leeway_seconds);
+            if now >= exp.saturating_add(leeway) {
+                return Err(unauthenticated(ClaimError::Expired { exp, now, leeway }));
+            }
+            return Ok(identity);
+        }
+        let identity = self.verify_anew(token, now).await?;
+        self.remember(digest, &identity, now);
+        Ok(identity)
+    }
+
+    /// Remembers a token that verified at `now`.
+    fn remember(&self, digest: [u8; 32], identity: &Identity, now: i64) {
+        let leeway = self.expect.leeway_seconds;
+        let mut verified = self
+            .verified
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if verified.len() >= MAX_VERIFIED {
+            verified.retain(|_, i| now < i.expires_at.saturating_add(leeway));
+            if verified.len() >= MAX_VERIFIED {
+                verified.clear();
+            }
+        }
+        verified.insert(digest, identity.clone());
+    }
+
+    /// Checks `token`'s signature and claims at `now`.
+    async fn verify_anew(&self, token: &str, now: i64) -> Result<Identity, Status> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| {
             unauthenticated(format!("not a signed JWT with a known algorithm ({e})"))
         })?;
@@ -362,7 +416,6 @@ impl JwtVerifier {
         validation.validate_aud = false;
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation)
             .map_err(|e| unauthenticated(format!("the signature does not verify ({e})")))?;
-        let now = chrono::Utc::now().timestamp();
         check_claims(&data.claims, &self.expect, now).map_err(unauthenticated)
     }
 
@@ -566,6 +619,7 @@ mod tests {
                 subject: "00u1csm".into(),
                 email: Some("ada@example.com".into()),
                 roles: vec!["csm".into(), "admin".into()],
+                expires_at: NOW + 300,
             })
         );
     }

@@ -26,6 +26,7 @@ backend_test!(
     every_kind_of_bad_token_is_unauthenticated_at_a_service_and_401_at_the_gateway,
     made_up_key_ids_fetch_the_jwks_at_most_once_per_cooldown,
     after_a_key_rotation_new_tokens_work_after_one_refresh_and_old_ones_until_they_expire,
+    a_token_subject_over_its_budget_is_429_and_resource_exhausted_while_another_passes,
 );
 
 /// The provider and every service and the gateway, accepting its tokens
@@ -35,11 +36,22 @@ async fn start(
     leeway: u64,
     cooldown: u64,
 ) -> anyhow::Result<Option<(OidcProvider, Stack)>> {
+    start_with(db, leeway, cooldown, |_| {}).await
+}
+
+/// [`start`] with the settings further changed by `configure`.
+async fn start_with(
+    db: &TestDatabase,
+    leeway: u64,
+    cooldown: u64,
+    configure: impl FnOnce(&mut bowtie_runtime::config::Settings),
+) -> anyhow::Result<Option<(OidcProvider, Stack)>> {
     let Some(provider) = OidcProvider::start()? else {
         return Ok(None);
     };
     let mut settings = db.server_settings()?;
     settings.auth.oidc = provider.settings(leeway, cooldown);
+    configure(&mut settings);
     let stack = Stack::start_from(settings, |_| {}).await?;
     Ok(Some((provider, stack)))
 }
@@ -312,5 +324,55 @@ async fn after_a_key_rotation_new_tokens_work_after_one_refresh_and_old_ones_unt
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(service_read(&stack, &old, &id).await?, Code::Ok);
+    Ok(())
+}
+
+async fn a_token_subject_over_its_budget_is_429_and_resource_exhausted_while_another_passes(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    // Readers may make 2 calls at once, then one every 10 s.
+    let Some((provider, stack)) = start_with(db, 5, 60, |settings| {
+        settings.auth.rate_limits.read = bowtie_runtime::config::RateBudget {
+            per_second: 0.1,
+            burst: 2,
+        };
+    })
+    .await?
+    else {
+        return Ok(());
+    };
+    let id = stack.account(WRITE_KEY, "Acme", "SMB").await?;
+    let (ada, lin) = (
+        provider.token("bowtie-viewer").await?,
+        provider.token("bowtie-short").await?,
+    );
+    assert_eq!(gateway_read(&stack, &ada, &id).await?, StatusCode::OK);
+    assert_eq!(gateway_read(&stack, &ada, &id).await?, StatusCode::OK);
+    let refused = stack
+        .request(reqwest::Method::GET, &format!("/api/v1/accounts/{id}"))
+        .bearer_auth(&ada)
+        .send()
+        .await?;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        refused
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("10")
+    );
+    let body: Value = refused.json().await?;
+    assert_eq!(
+        body["error"]["message"],
+        "token subject \"bowtie-viewer\" (scope read) is over its rate limit of 0.1 calls/s; retry after 10 s"
+    );
+    // Another person's calls still pass, through the gateway and at the service.
+    assert_eq!(gateway_read(&stack, &lin, &id).await?, StatusCode::OK);
+    assert_eq!(service_read(&stack, &lin, &id).await?, Code::Ok);
+    // The service keeps its own bucket per subject: Ada's two calls emptied it.
+    assert_eq!(
+        service_read(&stack, &ada, &id).await?,
+        Code::ResourceExhausted
+    );
     Ok(())
 }
