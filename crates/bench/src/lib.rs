@@ -4,6 +4,7 @@
 pub mod connectors;
 pub mod duckdb;
 pub mod funnel;
+pub mod issuer;
 pub mod load;
 pub mod measure;
 pub mod revenue;
