@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use jsonwebtoken::jwk::{Jwk, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -237,8 +237,9 @@ pub fn looks_like_jwt(token: &str) -> bool {
 /// One key of the issuer's JWKS.
 struct SigningKey {
     key: DecodingKey,
-    /// The algorithm the JWK names, when it names one.
-    algorithm: Option<Algorithm>,
+    /// The one algorithm it verifies: RS256 for an RSA key, ES256 for a
+    /// P-256 one.
+    algorithm: Algorithm,
 }
 
 /// The cached JWKS.
@@ -402,7 +403,7 @@ impl JwtVerifier {
             .as_deref()
             .ok_or_else(|| unauthenticated("the token header names no key (kid)"))?;
         let key = self.key(kid).await?;
-        if key.algorithm.is_some_and(|a| a != header.alg) {
+        if key.algorithm != header.alg {
             return Err(unauthenticated(format!(
                 "key {kid:?} is not for {:?}",
                 header.alg
@@ -536,9 +537,10 @@ impl JwtVerifier {
     }
 }
 
-/// The signing keys of a JWKS document by `kid`; keys without a kid, for
-/// encryption, of an algorithm outside the allowlist or unreadable are left
-/// out.
+/// The signing keys of a JWKS document by `kid`: RSA keys for RS256 and
+/// P-256 keys for ES256. Keys without a kid, for encryption, of another type
+/// (symmetric ones above all), naming another algorithm or unreadable are
+/// left out.
 fn parse_jwks(document: &Value) -> HashMap<String, std::sync::Arc<SigningKey>> {
     let mut keys = HashMap::new();
     let Some(entries) = document.get("keys").and_then(Value::as_array) else {
@@ -551,12 +553,22 @@ fn parse_jwks(document: &Value) -> HashMap<String, std::sync::Arc<SigningKey>> {
         if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
             continue;
         }
-        let algorithm = match jwk.common.key_algorithm {
-            None => None,
-            Some(KeyAlgorithm::RS256) => Some(Algorithm::RS256),
-            Some(KeyAlgorithm::ES256) => Some(Algorithm::ES256),
+        let algorithm = match &jwk.algorithm {
+            AlgorithmParameters::RSA(_) => Algorithm::RS256,
+            AlgorithmParameters::EllipticCurve(ec) if ec.curve == EllipticCurve::P256 => {
+                Algorithm::ES256
+            }
+            _ => continue,
+        };
+        let named = match jwk.common.key_algorithm {
+            None => algorithm,
+            Some(KeyAlgorithm::RS256) => Algorithm::RS256,
+            Some(KeyAlgorithm::ES256) => Algorithm::ES256,
             Some(_) => continue,
         };
+        if named != algorithm {
+            continue;
+        }
         let Some(kid) = jwk.common.key_id.clone() else {
             continue;
         };
@@ -719,6 +731,36 @@ mod tests {
             check(json!({"groups": null, "email": null})).map(|i| (i.roles, i.email)),
             Ok((Vec::new(), None))
         );
+    }
+
+    #[test]
+    fn only_signing_keys_with_a_kid_and_an_allowed_algorithm_are_kept_from_a_jwks() {
+        let rsa = |kid: &str, extra: Value| {
+            let mut key = json!({"kty": "RSA", "kid": kid, "n": "sXch", "e": "AQAB"});
+            if let (Some(key), Some(extra)) = (key.as_object_mut(), extra.as_object()) {
+                key.extend(extra.clone());
+            }
+            key
+        };
+        let document = json!({"keys": [
+            rsa("plain", json!({})),
+            rsa("signing", json!({"use": "sig", "alg": "RS256"})),
+            rsa("encryption", json!({"use": "enc"})),
+            rsa("rs512", json!({"alg": "RS512"})),
+            rsa("mislabelled", json!({"alg": "ES256"})),
+            {"kty": "RSA", "n": "sXch", "e": "AQAB"},
+            {"kty": "EC", "kid": "ec", "crv": "P-256", "alg": "ES256", "x": "AQ", "y": "AQ"},
+            {"kty": "oct", "kid": "secret", "k": "c2VjcmV0"},
+            "not a key",
+        ]});
+        let keys = parse_jwks(&document);
+        let mut kids: Vec<&str> = keys.keys().map(String::as_str).collect();
+        kids.sort_unstable();
+        assert_eq!(kids, vec!["ec", "plain", "signing"]);
+        let algorithm = |kid: &str| keys.get(kid).map(|k| k.algorithm);
+        assert_eq!(algorithm("plain"), Some(Algorithm::RS256));
+        assert_eq!(algorithm("ec"), Some(Algorithm::ES256));
+        assert!(parse_jwks(&json!({"no": "keys"})).is_empty());
     }
 
     #[test]
