@@ -290,7 +290,7 @@ impl ApiKeys {
                 }
                 (Some(scope), None) => (scope, Role::of_scope(scope)),
                 (None, Some(role)) => (role.scope(), role),
-                (None, None) => anyhow::bail!("auth key {:?}: no scopes", entry.name),
+                (None, None) => anyhow::bail!("auth key {:?}: no scopes and no role", entry.name),
             };
             let budget = entry.rate_limit.unwrap_or(match scope {
                 Scope::Read => settings.rate_limits.read,
