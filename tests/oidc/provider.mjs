@@ -40,7 +40,7 @@ const clients = {
   "bowtie-csm": { groups: ["Everyone", "bowtie-csm"], ttl: 600 },
   "bowtie-admin": { groups: ["bowtie-admin"], ttl: 600 },
   "bowtie-nobody": { groups: ["Everyone"], ttl: 600 },
-  "bowtie-short": { groups: ["bowtie-viewer"], ttl: 3 },
+  "bowtie-short": { groups: ["bowtie-viewer"], ttl: 10 },
 };
 
 let generation = 0;

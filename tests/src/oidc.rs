@@ -111,7 +111,7 @@ impl OidcProvider {
 
     /// An access token of `client` (`bowtie-viewer`, `bowtie-csm`,
     /// `bowtie-admin`, `bowtie-nobody`, or `bowtie-short`: a viewer whose
-    /// token lives 3 s) by the client credentials grant.
+    /// token lives 10 s) by the client credentials grant.
     pub async fn token(&self, client: &str) -> anyhow::Result<String> {
         let form = [
             ("grant_type", "client_credentials"),
