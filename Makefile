@@ -41,6 +41,14 @@ PLAYWRIGHT_LOCAL   := $(PLAYWRIGHT_DIR)/node_modules/playwright-core/package.jso
 # Installed only where npm exists; the test says why it skips otherwise.
 PLAYWRIGHT_DEP     := $(if $(shell command -v $(NPM) 2>/dev/null),$(PLAYWRIGHT_LOCAL))
 
+# The identity-provider tests run a real OpenID Connect provider,
+# oidc-provider (npm, pinned), with node from .tools/ (tests/oidc/provider.mjs).
+OIDC_PROVIDER_VERSION := 9.13.3
+OIDC_PROVIDER_DIR     := $(TOOLS_DIR)/oidc-provider-$(OIDC_PROVIDER_VERSION)
+OIDC_PROVIDER_LOCAL   := $(OIDC_PROVIDER_DIR)/node_modules/oidc-provider/package.json
+# Installed only where npm exists; the tests say why they skip otherwise.
+OIDC_PROVIDER_DEP     := $(if $(shell command -v $(NPM) 2>/dev/null),$(OIDC_PROVIDER_LOCAL))
+
 # The benchmark compares with DuckDB (Python package from PyPI, pinned) in a
 # virtualenv under .tools/.
 PYTHON         ?= python3
@@ -120,7 +128,7 @@ TEST_ARGS   ?=
 BENCH_ARGS  ?=
 
 .PHONY: help run build test api-fuzz stripe-tools smtp-tools lint fmt fmt-check clippy buf-lint proto-fmt \
-        tools browser-tools grpcurl-tools shape-check bench deploy-check clean distclean robustness fuzz fuzz-check
+        tools browser-tools oidc-tools grpcurl-tools shape-check bench deploy-check clean distclean robustness fuzz fuzz-check
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) \
@@ -134,8 +142,9 @@ run: ## Run all services in one process with the demo company: bowtie dev --demo
 build: ## Build the whole workspace (debug)
 	$(CARGO) build $(CARGO_FLAGS) --workspace --all-targets
 
-test: $(PLAYWRIGHT_DEP) $(GRPCURL_DEP) $(STRIPE_DEP) $(AIOSMTPD_DEP) ## Run the workspace's tests (PostgreSQL ones need BOWTIE_TEST_DATABASE_URL)
+test: $(PLAYWRIGHT_DEP) $(OIDC_PROVIDER_DEP) $(GRPCURL_DEP) $(STRIPE_DEP) $(AIOSMTPD_DEP) ## Run the workspace's tests (PostgreSQL ones need BOWTIE_TEST_DATABASE_URL)
 	BOWTIE_PLAYWRIGHT_NODE_PATH=$(abspath $(PLAYWRIGHT_DIR)/node_modules) \
+	BOWTIE_OIDC_PROVIDER_NODE_PATH=$(if $(OIDC_PROVIDER_DEP),$(abspath $(OIDC_PROVIDER_DIR)/node_modules)) \
 	BOWTIE_GRPCURL=$(if $(findstring /,$(GRPCURL)),$(abspath $(GRPCURL)),$(GRPCURL)) \
 	BOWTIE_STRIPE_PYTHON=$(if $(STRIPE_DEP),$(abspath $(STRIPE_PYTHON))) \
 	BOWTIE_AIOSMTPD_PYTHON=$(if $(AIOSMTPD_DEP),$(abspath $(AIOSMTPD_PYTHON))) \
@@ -195,9 +204,11 @@ deploy-check: $(DEPLOY_STAMP) ## Render and validate deploy/: Kubernetes schemas
 
 # --- tools -------------------------------------------------------------------
 
-tools: $(BUF_LOCAL) $(PLAYWRIGHT_LOCAL) $(GRPCURL_LOCAL) $(STRIPE_STAMP) $(AIOSMTPD_STAMP) $(CARGO_FUZZ) ## Install the pinned helper tools into .tools/
+tools: $(BUF_LOCAL) $(PLAYWRIGHT_LOCAL) $(OIDC_PROVIDER_LOCAL) $(GRPCURL_LOCAL) $(STRIPE_STAMP) $(AIOSMTPD_STAMP) $(CARGO_FUZZ) ## Install the pinned helper tools into .tools/
 
 browser-tools: $(PLAYWRIGHT_LOCAL) ## Install playwright-core for the dashboard's browser test
+
+oidc-tools: $(OIDC_PROVIDER_LOCAL) ## Install the pinned oidc-provider the identity-provider tests run
 
 stripe-tools: $(STRIPE_STAMP) ## Install the pinned stripe SDK the Stripe webhook tests sign with
 
@@ -224,6 +235,11 @@ $(PLAYWRIGHT_LOCAL):
 	@mkdir -p $(PLAYWRIGHT_DIR)
 	$(NPM) install --prefix $(PLAYWRIGHT_DIR) --no-save --no-audit --no-fund \
 	  --loglevel=error playwright-core@$(PLAYWRIGHT_VERSION)
+
+$(OIDC_PROVIDER_LOCAL):
+	@mkdir -p $(OIDC_PROVIDER_DIR)
+	$(NPM) install --prefix $(OIDC_PROVIDER_DIR) --no-save --no-audit --no-fund \
+	  --loglevel=error oidc-provider@$(OIDC_PROVIDER_VERSION)
 
 # The npm package ships the prebuilt buf binary for the platform as an
 # optional dependency; the install dir carries the version, so bumping

@@ -41,6 +41,7 @@ pub mod assert;
 pub mod demo;
 pub mod fixtures;
 pub mod gateway;
+pub mod oidc;
 pub mod receiver;
 pub mod revenue;
 pub mod robustness;
@@ -290,6 +291,7 @@ pub fn test_keys() -> Vec<ApiKeySettings> {
         scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
         expires_at: None,
         rate_limit: None,
+        role: None,
     };
     vec![
         key("test-admin", ADMIN_KEY, &["admin"]),

@@ -132,6 +132,7 @@ fn settings(dir: &std::path::Path) -> anyhow::Result<Settings> {
         scopes: vec!["admin".into()],
         expires_at: None,
         rate_limit: None,
+        role: None,
     }];
     settings.peers.api_key = KEY.to_owned().into();
     Ok(settings)

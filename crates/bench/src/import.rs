@@ -128,6 +128,7 @@ pub async fn run(report: &mut Report) -> anyhow::Result<()> {
         scopes: vec!["write".into()],
         expires_at: None,
         rate_limit: None,
+        role: None,
     }];
     settings.peers.api_key = KEY.to_owned().into();
     for peer in [&mut settings.peers.revenue, &mut settings.peers.scoring] {

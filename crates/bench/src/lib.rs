@@ -5,6 +5,7 @@ pub mod connectors;
 pub mod duckdb;
 pub mod funnel;
 pub mod import;
+pub mod issuer;
 pub mod load;
 pub mod measure;
 pub mod revenue;

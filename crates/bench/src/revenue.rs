@@ -223,6 +223,7 @@ pub async fn run(report: &mut Report) -> anyhow::Result<()> {
         scopes: vec!["read".into()],
         expires_at: None,
         rate_limit: None,
+        role: None,
     }];
 
     let db = Db::connect(&settings.revenue.database).await?;

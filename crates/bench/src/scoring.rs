@@ -51,6 +51,7 @@ fn settings(url: &str, schema: &str) -> anyhow::Result<Settings> {
         scopes: vec!["admin".into()],
         expires_at: None,
         rate_limit: None,
+        role: None,
     }];
     settings.peers.api_key = KEY.to_owned().into();
     if let Ok(ms) = std::env::var("BENCH_RECOMPUTE_MS") {

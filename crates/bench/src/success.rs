@@ -115,6 +115,7 @@ fn settings(url: &str, schemas: (&str, &str)) -> anyhow::Result<Settings> {
         scopes: vec!["admin".into()],
         expires_at: None,
         rate_limit: None,
+        role: None,
     }];
     settings.peers.api_key = KEY.to_owned().into();
     // The worker waits: the accounts are scored together by RecomputeHealth.

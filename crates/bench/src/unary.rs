@@ -9,6 +9,11 @@
 //! them and is measured idle and after a run of REST reads; last, the whole
 //! `bowtie dev --demo` suite is measured as one process while it seeds the
 //! demo company and once it is idle.
+//!
+//! The accounts process also trusts a stand-in OpenID Connect issuer
+//! ([`crate::issuer`]): `GetAccount` at 64 concurrent requests with its
+//! bearer JWT is measured right after the same load with the API key, and
+//! the ratio printed (JWT verification may cost at most 10%).
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -51,7 +56,11 @@ pub async fn run(report: &mut Report, seconds: u64) -> anyhow::Result<()> {
         .collect::<anyhow::Result<_>>()?;
     let gateway_port = free_port()?;
     let config = dir.path().join("bowtie.toml");
-    std::fs::write(&config, config_toml(dir.path(), &ports, gateway_port))?;
+    let issuer = crate::issuer::Issuer::start().await?;
+    std::fs::write(
+        &config,
+        config_toml(dir.path(), &ports, gateway_port) + &issuer.config_toml(),
+    )?;
 
     let processes = start_services(&bin, &config, &ports).await?;
     let gateway_addr: SocketAddr = ([127, 0, 0, 1], gateway_port).into();
@@ -76,8 +85,50 @@ pub async fn run(report: &mut Report, seconds: u64) -> anyhow::Result<()> {
     let ids = seed_accounts(channel.clone()).await?;
     println!("unary: {ACCOUNTS} accounts created; GetAccount for {seconds} s per level");
     let duration = Duration::from_secs(seconds);
-    let service = get_account_load(accounts_addr, &ids, duration).await?;
+    let service = get_account_load(accounts_addr, &ids, duration, KEY, &LEVELS).await?;
     let rss_load = processes[0].1.memory("VmHWM")?;
+    println!("unary: GetAccount at 64 with the API key, then with a bearer JWT");
+    let with_key = get_account_load(accounts_addr, &ids, duration, KEY, &[64]).await?;
+    let with_jwt = get_account_load(accounts_addr, &ids, duration, &issuer.token, &[64]).await?;
+    if let (Some(key), Some(jwt)) = (with_key.first(), with_jwt.first()) {
+        report.add(
+            "unary",
+            "GetAccount req/s at 64, API key",
+            key.per_second,
+            "req/s",
+            None,
+        );
+        report.add(
+            "unary",
+            "GetAccount req/s at 64, bearer JWT",
+            jwt.per_second,
+            "req/s",
+            None,
+        );
+        let ratio = if key.per_second > 0.0 {
+            jwt.per_second / key.per_second
+        } else {
+            0.0
+        };
+        println!(
+            "unary: bearer JWT / API key at 64 = {ratio:.3} (JWT costs {:.1}%)",
+            (1.0 - ratio) * 100.0
+        );
+        report.add_at_least(
+            "unary",
+            "ratio GetAccount bearer JWT / API key at 64",
+            ratio,
+            "x",
+            0.9,
+        );
+        report.add(
+            "unary",
+            "failed requests with a bearer JWT at 64",
+            jwt.errors as f64,
+            "",
+            Some(1.0),
+        );
+    }
     let started = Instant::now();
     for i in 0..GATEWAY_READS {
         let path = format!("/api/v1/accounts/{}", ids[i % ids.len()]);
@@ -97,7 +148,7 @@ pub async fn run(report: &mut Report, seconds: u64) -> anyhow::Result<()> {
         "echo",
     )?;
     wait_connectable(echo_addr).await?;
-    let bare = get_account_load(echo_addr, &ids, duration).await?;
+    let bare = get_account_load(echo_addr, &ids, duration, KEY, &LEVELS).await?;
     drop(echo);
 
     for (s, e) in service.iter().zip(&bare) {
@@ -449,8 +500,13 @@ pub(crate) async fn wait_serving(addr: SocketAddr) -> anyhow::Result<()> {
 }
 
 fn authorized<T>(message: T) -> Request<T> {
+    authorized_as(message, KEY)
+}
+
+/// `message` with `authorization: Bearer <credential>` (an API key or a JWT).
+fn authorized_as<T>(message: T, credential: &str) -> Request<T> {
     let mut request = Request::new(message);
-    if let Ok(value) = MetadataValue::try_from(format!("Bearer {KEY}")) {
+    if let Ok(value) = MetadataValue::try_from(format!("Bearer {credential}")) {
         request.metadata_mut().insert("authorization", value);
     }
     request
@@ -483,15 +539,17 @@ async fn seed_accounts(channel: Channel) -> anyhow::Result<Vec<String>> {
     Ok(ids)
 }
 
-/// GetAccount of random known ids at every level, over up to eight
-/// connections shared by the workers.
+/// GetAccount of random known ids at each of `levels`, with `credential`,
+/// over up to eight connections shared by the workers.
 async fn get_account_load(
     addr: SocketAddr,
     ids: &[String],
     duration: Duration,
+    credential: &str,
+    levels: &[usize],
 ) -> anyhow::Result<Vec<LoadResult>> {
     let mut out = Vec::new();
-    for concurrency in LEVELS {
+    for &concurrency in levels {
         let mut clients = Vec::new();
         for _ in 0..concurrency.clamp(1, 8) {
             clients.push(AccountsServiceClient::new(connect(addr).await?));
@@ -499,13 +557,15 @@ async fn get_account_load(
         let clients = std::sync::Arc::new(clients);
         let ids = std::sync::Arc::new(ids.to_vec());
         let counter = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let credential: std::sync::Arc<str> = credential.into();
         let result = load::run(concurrency, duration, move |worker| {
             let mut client = clients[worker % clients.len()].clone();
             let n = counter.fetch_add(7_919, std::sync::atomic::Ordering::Relaxed);
             let id = ids[n % ids.len()].clone();
+            let credential = credential.clone();
             async move {
                 client
-                    .get_account(authorized(GetAccountRequest { id }))
+                    .get_account(authorized_as(GetAccountRequest { id }, &credential))
                     .await
                     .map(|_| ())
             }

@@ -600,6 +600,7 @@ fn dev(settings: &mut Settings, data_dir: &std::path::Path, banner: &mut Banner)
                 scopes: vec!["admin".into()],
                 expires_at: None,
                 rate_limit: None,
+                role: None,
             },
             ApiKeySettings {
                 name: "dev-read".into(),
@@ -607,6 +608,7 @@ fn dev(settings: &mut Settings, data_dir: &std::path::Path, banner: &mut Banner)
                 scopes: vec!["read".into()],
                 expires_at: None,
                 rate_limit: None,
+                role: None,
             },
         ];
         banner.keys = Some(format!(
@@ -623,6 +625,7 @@ fn dev(settings: &mut Settings, data_dir: &std::path::Path, banner: &mut Banner)
             scopes: vec!["read".into()],
             expires_at: None,
             rate_limit: None,
+            role: None,
         });
         settings.peers.api_key = key.into();
     }
@@ -688,6 +691,7 @@ fn demo_key(settings: &mut Settings) -> String {
         scopes: vec!["admin".into()],
         expires_at: None,
         rate_limit: None,
+        role: None,
     });
     key
 }

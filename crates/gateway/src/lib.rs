@@ -5,7 +5,9 @@
 //!
 //! The gateway owns no data and holds no privileges of its own: it forwards
 //! each caller's `Authorization` header to the services, which check the key
-//! and its scope. The one exception is a verified CRM webhook, which carries
+//! or token and its scope (docs/design.md section 9.2). A bearer JWT is
+//! verified here too, so a bad one is 401 before any service is called and
+//! a good one is rate-limited by its subject. The one exception is a verified CRM webhook, which carries
 //! no Bowtie key: it writes with the configured `gateway.webhook_api_key`.
 
 use std::future::Future;
@@ -79,7 +81,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(1);
     info(
         title = "Bowtie API",
         description = "REST/JSON API over the Bowtie services: accounts, the bowtie funnel, revenue, scoring and success. \
-Send `Authorization: Bearer <API key>`; reads need the read scope, writes the write scope. \
+Send `Authorization: Bearer <API key>` or a bearer JWT of the configured OpenID Connect issuer; reads need the read scope (role viewer), writes the write scope (csm, manager). \
 Errors have the body `{\"error\": {\"code\", \"message\", \"field_violations\"}}` where `code` is the gRPC code name."
     ),
     modifiers(&BearerAuth),
@@ -123,7 +125,7 @@ impl Modify for BearerAuth {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("A Bowtie API key (`bowtie keys generate`)"))
+                    .description(Some("A Bowtie API key (`bowtie keys generate`) or a JWT of the configured OpenID Connect issuer (`auth.oidc`)"))
                     .build(),
             ),
         );
@@ -205,7 +207,7 @@ async fn throttle(keys: Arc<ApiKeys>, request: Request, next: Next) -> Response 
         .headers()
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    match keys.throttle(authorization) {
+    match keys.throttle(authorization).await {
         Ok(()) => next.run(request).await,
         Err(status) => error::ApiError::from_status("gateway", &status).into_response(),
     }

@@ -1,5 +1,10 @@
-//! Bearer API keys with scopes, checked by a tower layer in front of every
-//! service.
+//! Bearer API keys with scopes, and bearer JWTs of an OpenID Connect issuer
+//! (`crate::oidc`) with roles, checked by a tower layer in front of every
+//! service and by the gateway.
+//!
+//! A role maps to the scope [`authorize`](ApiKeys::authorize) checks:
+//! viewer reads, csm and manager read and write, admin does everything.
+//! A token carrying several roles gets the highest scope among them.
 //!
 //! Keys are configured as SHA-256 hashes, never in clear. API keys are long
 //! random strings, so a fast hash is enough (a slow password hash would only
@@ -8,6 +13,7 @@
 //! so timing does not reveal which or how many keys exist. Health checks and
 //! reflection are open: orchestrators and `grpcurl list` need no key.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -20,7 +26,8 @@ use tonic::Status;
 use tower::{Layer, Service};
 
 use crate::audit::AuditContext;
-use crate::config::{AuthSettings, RateBudget};
+use crate::config::{AuthSettings, RateBudget, RateLimitSettings};
+use crate::oidc::JwtVerifier;
 
 /// The metadata key (and HTTP header) that says how many seconds to wait
 /// before retrying a call refused by a rate limit.
@@ -56,14 +63,85 @@ impl Scope {
     }
 }
 
+/// What a person (or a key) is in the customer-success team.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// Reads everything.
+    Viewer,
+    /// A customer success manager.
+    Csm,
+    /// Leads a team of CSMs.
+    Manager,
+    /// Changes configuration too.
+    Admin,
+}
+
+impl Role {
+    /// The role named `s` (`viewer`, `csm`, `manager`, `admin`).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "viewer" => Some(Role::Viewer),
+            "csm" => Some(Role::Csm),
+            "manager" => Some(Role::Manager),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+
+    /// Its name in configuration and claims.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Csm => "csm",
+            Role::Manager => "manager",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// The scope the role grants.
+    pub fn scope(self) -> Scope {
+        match self {
+            Role::Viewer => Scope::Read,
+            Role::Csm | Role::Manager => Scope::Write,
+            Role::Admin => Scope::Admin,
+        }
+    }
+
+    /// The role of a key configured with scopes only.
+    fn of_scope(scope: Scope) -> Self {
+        match scope {
+            Scope::Read => Role::Viewer,
+            Scope::Write => Role::Manager,
+            Scope::Admin => Role::Admin,
+        }
+    }
+}
+
+/// How a caller authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrincipalKind {
+    /// A configured API key.
+    Key,
+    /// A bearer JWT of the configured issuer.
+    Jwt,
+}
+
 /// The caller a request was authenticated as; handlers find it in the
 /// request extensions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    /// The key's configured name.
+    /// The key's configured name, or the token's subject.
     pub name: String,
     /// Its highest scope.
     pub scope: Scope,
+    /// Key or token.
+    pub kind: PrincipalKind,
+    /// The key's name, or the token's `sub`.
+    pub subject: String,
+    /// The token's e-mail claim; `None` for keys.
+    pub email: Option<String>,
+    /// The caller's roles, highest last.
+    pub roles: Vec<Role>,
 }
 
 #[derive(Debug)]
@@ -103,6 +181,12 @@ impl Bucket {
         })
     }
 
+    /// True when the bucket has refilled to its burst by `now`.
+    fn is_full(&self, now: Instant) -> bool {
+        let (tokens, since) = *self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        tokens + now.saturating_duration_since(since).as_secs_f64() * self.per_second >= self.burst
+    }
+
     /// Takes a token at `now`, or says how long until one is there.
     fn take(&self, now: Instant) -> Result<(), Duration> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
@@ -119,10 +203,20 @@ impl Bucket {
     }
 }
 
-/// The configured keys.
+/// Most per-subject buckets kept; past it the full (idle) ones are dropped.
+const MAX_SUBJECT_BUCKETS: usize = 10_000;
+
+/// The configured keys and, when an issuer is configured, its JWT verifier.
 #[derive(Debug, Default)]
 pub struct ApiKeys {
     keys: Vec<Key>,
+    oidc: Option<JwtVerifier>,
+    /// A token's role when its claim names none.
+    default_role: Option<Role>,
+    /// The budgets of token subjects, by their scope.
+    rate_limits: RateLimitSettings,
+    /// Each token subject's bucket, made on its first call.
+    subjects: Mutex<HashMap<String, Arc<Bucket>>>,
 }
 
 /// `sha256:<hex>` of a key, the form the configuration holds.
@@ -179,8 +273,26 @@ impl ApiKeys {
                 })?;
                 scope = scope.max(Some(parsed));
             }
-            let scope =
-                scope.ok_or_else(|| anyhow::anyhow!("auth key {:?}: no scopes", entry.name))?;
+            let role = entry
+                .role
+                .as_deref()
+                .map(|r| {
+                    Role::parse(r).ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "auth key {:?}: unknown role {r:?} (viewer, csm, manager, admin)",
+                            entry.name
+                        )
+                    })
+                })
+                .transpose()?;
+            let (scope, role) = match (scope, role) {
+                (Some(_), Some(_)) => {
+                    anyhow::bail!("auth key {:?}: give scopes or a role, not both", entry.name)
+                }
+                (Some(scope), None) => (scope, Role::of_scope(scope)),
+                (None, Some(role)) => (role.scope(), role),
+                (None, None) => anyhow::bail!("auth key {:?}: no scopes and no role", entry.name),
+            };
             let budget = entry.rate_limit.unwrap_or(match scope {
                 Scope::Read => settings.rate_limits.read,
                 Scope::Write => settings.rate_limits.write,
@@ -191,12 +303,120 @@ impl ApiKeys {
                 principal: Principal {
                     name: entry.name.clone(),
                     scope,
+                    kind: PrincipalKind::Key,
+                    subject: entry.name.clone(),
+                    email: None,
+                    roles: vec![role],
                 },
                 expires_at,
                 bucket: Bucket::new(budget, Instant::now()),
             });
         }
-        Ok(Self { keys })
+        let default_role = Some(settings.oidc.default_role.as_str())
+            .filter(|r| !r.is_empty())
+            .map(|r| {
+                Role::parse(r).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "auth.oidc.default_role {r:?} is not viewer, csm, manager or admin"
+                    )
+                })
+            })
+            .transpose()?;
+        Ok(Self {
+            keys,
+            oidc: JwtVerifier::from_settings(&settings.oidc)?,
+            default_role,
+            rate_limits: settings.rate_limits.clone(),
+            subjects: Mutex::default(),
+        })
+    }
+
+    /// The JWT verifier, when an issuer is configured.
+    pub fn oidc(&self) -> Option<&JwtVerifier> {
+        self.oidc.as_ref()
+    }
+
+    /// The principal of a bearer JWT: `None` when `token` is not shaped like
+    /// one or no issuer is configured (it is then looked up as a key),
+    /// UNAUTHENTICATED when it does not verify, PERMISSION_DENIED when it
+    /// carries no role.
+    async fn jwt_principal(&self, token: &str) -> Option<Result<Principal, Status>> {
+        let verifier = self.oidc.as_ref()?;
+        if !crate::oidc::looks_like_jwt(token) {
+            return None;
+        }
+        let identity = match verifier.verify(token).await {
+            Ok(identity) => identity,
+            Err(status) => return Some(Err(status)),
+        };
+        let mut roles: Vec<Role> = identity
+            .roles
+            .iter()
+            .filter_map(|r| Role::parse(r))
+            .collect();
+        if roles.is_empty() {
+            roles.extend(self.default_role);
+        }
+        roles.sort();
+        roles.dedup();
+        let Some(scope) = roles.iter().map(|r| r.scope()).max() else {
+            return Some(Err(Status::permission_denied(format!(
+                "the token of {:?} carries no Bowtie role (viewer, csm, manager, admin)",
+                identity.subject
+            ))));
+        };
+        Some(Ok(Principal {
+            name: identity.subject.clone(),
+            scope,
+            kind: PrincipalKind::Jwt,
+            subject: identity.subject,
+            email: identity.email,
+            roles,
+        }))
+    }
+
+    /// The bucket of a token subject with `scope`, made on its first call;
+    /// `None` when that scope has no budget.
+    fn subject_bucket(&self, subject: &str, scope: Scope) -> Option<Arc<Bucket>> {
+        let budget = match scope {
+            Scope::Read => self.rate_limits.read,
+            Scope::Write => self.rate_limits.write,
+            Scope::Admin => self.rate_limits.admin,
+        };
+        if budget.per_second <= 0.0 || budget.per_second.is_nan() {
+            return None;
+        }
+        let now = Instant::now();
+        let mut subjects = self.subjects.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(bucket) = subjects.get(subject) {
+            return Some(bucket.clone());
+        }
+        if subjects.len() >= MAX_SUBJECT_BUCKETS {
+            // A full bucket is one whose subject has been idle long enough:
+            // forgetting it changes nothing for that subject.
+            subjects.retain(|_, b| !b.is_full(now));
+        }
+        let bucket = Arc::new(Bucket::new(budget, now)?);
+        subjects.insert(subject.to_owned(), bucket.clone());
+        Some(bucket)
+    }
+
+    /// Takes one call from a token subject's budget.
+    fn admit_subject(&self, principal: &Principal, now: Instant) -> Result<(), Status> {
+        let Some(bucket) = self.subject_bucket(&principal.subject, principal.scope) else {
+            return Ok(());
+        };
+        bucket.take(now).map_err(|wait| {
+            over_budget(
+                format!(
+                    "token subject {:?} (scope {})",
+                    principal.subject,
+                    principal.scope.as_str()
+                ),
+                bucket.per_second,
+                wait,
+            )
+        })
     }
 
     /// The key presented, comparing against every key in constant time:
@@ -227,13 +447,27 @@ impl ApiKeys {
     /// For a front door that passes the caller's key on (the gateway): takes
     /// one call from the budget of the key `authorization` carries. A request
     /// without a known, unexpired key passes; the services refuse it.
-    pub fn throttle(&self, authorization: Option<&str>) -> Result<(), Status> {
+    ///
+    /// A bearer JWT is verified here too (UNAUTHENTICATED when it does not
+    /// verify), so its budget is its verified subject's.
+    pub async fn throttle(&self, authorization: Option<&str>) -> Result<(), Status> {
+        let Some(token) = bearer(authorization) else {
+            return Ok(());
+        };
+        if let Some(principal) = self.jwt_principal(token).await {
+            return match principal {
+                Ok(principal) => self.admit_subject(&principal, Instant::now()),
+                // A token without a role is the services' to refuse.
+                Err(status) if status.code() == tonic::Code::PermissionDenied => Ok(()),
+                Err(status) => Err(status),
+            };
+        }
         // Without any budget there is nothing to take: skip hashing the key.
         if self.keys.iter().all(|k| k.bucket.is_none()) {
             return Ok(());
         }
-        match bearer(authorization).map(|token| self.find(token, Utc::now())) {
-            Some(Ok(Some(key))) => Self::admit(key, Instant::now()),
+        match self.find(token, Utc::now()) {
+            Ok(Some(key)) => Self::admit(key, Instant::now()),
             _ => Ok(()),
         }
     }
@@ -246,23 +480,24 @@ impl ApiKeys {
             return Ok(());
         };
         bucket.take(now).map_err(|wait| {
-            let seconds = wait.as_secs_f64().ceil().max(1.0);
-            let mut status = Status::resource_exhausted(format!(
-                "API key {:?} (scope {}) is over its rate limit of {} calls/s; retry after {seconds} s",
-                key.principal.name,
-                key.principal.scope.as_str(),
+            over_budget(
+                format!(
+                    "API key {:?} (scope {})",
+                    key.principal.name,
+                    key.principal.scope.as_str()
+                ),
                 bucket.per_second,
-            ));
-            if let Ok(value) = format!("{seconds}").parse() {
-                status.metadata_mut().insert(RETRY_AFTER, value);
-            }
-            status
+                wait,
+            )
         })
     }
 
     /// Decides one request: `Ok(None)` for an open method, the principal when
     /// allowed, else the status to answer with.
-    pub fn authorize(
+    ///
+    /// The credential is a bearer JWT of the configured issuer when it is
+    /// shaped like one, else an API key.
+    pub async fn authorize(
         &self,
         path: &str,
         authorization: Option<&str>,
@@ -272,8 +507,28 @@ impl ApiKeys {
             return Ok(None);
         };
         let token = bearer(authorization).ok_or_else(|| {
-            Status::unauthenticated("missing API key: send `authorization: Bearer <key>`")
+            Status::unauthenticated(
+                "missing credentials: send `authorization: Bearer <API key or token>`",
+            )
         })?;
+        if let Some(principal) = self.jwt_principal(token).await {
+            let principal = principal?;
+            if principal.scope < needed {
+                return Err(Status::permission_denied(format!(
+                    "{:?} has the roles {}; this call needs the {} scope",
+                    principal.subject,
+                    principal
+                        .roles
+                        .iter()
+                        .map(|r| r.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    needed.as_str()
+                )));
+            }
+            self.admit_subject(&principal, Instant::now())?;
+            return Ok(Some(principal));
+        }
         let key = self
             .find(token, Utc::now())?
             .ok_or_else(|| Status::unauthenticated("unknown API key"))?;
@@ -289,6 +544,19 @@ impl ApiKeys {
         Self::admit(key, Instant::now())?;
         Ok(Some(principal.clone()))
     }
+}
+
+/// RESOURCE_EXHAUSTED for `who`, over its `per_second` budget, with
+/// `retry-after` (whole seconds, rounded up) in the metadata.
+fn over_budget(who: String, per_second: f64, wait: Duration) -> Status {
+    let seconds = wait.as_secs_f64().ceil().max(1.0);
+    let mut status = Status::resource_exhausted(format!(
+        "{who} is over its rate limit of {per_second} calls/s; retry after {seconds} s"
+    ));
+    if let Ok(value) = format!("{seconds}").parse() {
+        status.metadata_mut().insert(RETRY_AFTER, value);
+    }
+    status
 }
 
 /// The token of an `authorization: Bearer <token>` header.
@@ -363,8 +631,11 @@ where
     S: Service<
             http::Request<crate::audit::HashingBody<B>>,
             Response = http::Response<tonic::body::Body>,
-        >,
+        > + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
+    B: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -375,28 +646,35 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let authorization = request
-            .headers()
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        match self.layer.keys.authorize(
-            request.uri().path(),
-            authorization,
-            self.layer.admin_methods,
-        ) {
-            Ok(principal) => {
-                // Every call's writes are audited under its principal.
-                let who = principal.as_ref().map_or("anonymous", |p| p.name.as_str());
-                let (parts, body) = request.into_parts();
-                let (context, body) = AuditContext::open(who, parts.uri.path(), body);
-                let mut request = http::Request::from_parts(parts, body);
-                if let Some(principal) = principal {
-                    request.extensions_mut().insert(principal);
+        // The service that was polled ready serves this call; its clone
+        // takes its place for the next one.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let keys = self.layer.keys.clone();
+        let admin_methods = self.layer.admin_methods;
+        Box::pin(async move {
+            let authorization = request
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            match keys
+                .authorize(request.uri().path(), authorization, admin_methods)
+                .await
+            {
+                Ok(principal) => {
+                    // Every call's writes are audited under its principal.
+                    let who = principal.as_ref().map_or("anonymous", |p| p.name.as_str());
+                    let (parts, body) = request.into_parts();
+                    let (context, body) = AuditContext::open(who, parts.uri.path(), body);
+                    let mut request = http::Request::from_parts(parts, body);
+                    if let Some(principal) = principal {
+                        request.extensions_mut().insert(principal);
+                    }
+                    context.scope(inner.call(request)).await
                 }
-                Box::pin(context.scope(self.inner.call(request)))
+                Err(status) => Ok(status.into_http()),
             }
-            Err(status) => Box::pin(async move { Ok(status.into_http()) }),
-        }
+        })
     }
 }
 
@@ -408,6 +686,7 @@ mod tests {
     fn keys() -> anyhow::Result<ApiKeys> {
         ApiKeys::from_settings(&AuthSettings {
             rate_limits: Default::default(),
+            oidc: Default::default(),
             keys: vec![
                 ApiKeySettings {
                     name: "dashboard".into(),
@@ -415,6 +694,7 @@ mod tests {
                     scopes: vec!["read".into()],
                     expires_at: None,
                     rate_limit: None,
+                    role: None,
                 },
                 ApiKeySettings {
                     name: "crm".into(),
@@ -422,6 +702,7 @@ mod tests {
                     scopes: vec!["read".into(), "write".into()],
                     expires_at: None,
                     rate_limit: None,
+                    role: None,
                 },
             ],
         })
@@ -451,22 +732,24 @@ mod tests {
     fn a_read_key_cannot_write_and_a_wrong_key_is_unauthenticated() -> anyhow::Result<()> {
         let keys = keys()?;
         let create = "/bowtie.accounts.v1.AccountsService/CreateAccount";
-        let denied = keys.authorize(create, Some("Bearer reader-secret"), &[]);
+        let denied =
+            futures::executor::block_on(keys.authorize(create, Some("Bearer reader-secret"), &[]));
         assert_eq!(
             denied.err().map(|s| s.code()),
             Some(tonic::Code::PermissionDenied)
         );
-        let wrong = keys.authorize(create, Some("Bearer nope"), &[]);
+        let wrong = futures::executor::block_on(keys.authorize(create, Some("Bearer nope"), &[]));
         assert_eq!(
             wrong.err().map(|s| s.code()),
             Some(tonic::Code::Unauthenticated)
         );
-        let missing = keys.authorize(create, None, &[]);
+        let missing = futures::executor::block_on(keys.authorize(create, None, &[]));
         assert_eq!(
             missing.err().map(|s| s.code()),
             Some(tonic::Code::Unauthenticated)
         );
-        let allowed = keys.authorize(create, Some("Bearer writer-secret"), &[]);
+        let allowed =
+            futures::executor::block_on(keys.authorize(create, Some("Bearer writer-secret"), &[]));
         assert_eq!(allowed.ok().flatten().map(|p| p.name), Some("crm".into()));
         Ok(())
     }
@@ -475,12 +758,14 @@ mod tests {
     fn malformed_key_hashes_are_a_startup_error() {
         let settings = AuthSettings {
             rate_limits: Default::default(),
+            oidc: Default::default(),
             keys: vec![ApiKeySettings {
                 name: "x".into(),
                 hash: "md5:abc".into(),
                 scopes: vec!["read".into()],
                 expires_at: None,
                 rate_limit: None,
+                role: None,
             }],
         };
         assert!(ApiKeys::from_settings(&settings).is_err());
@@ -493,6 +778,7 @@ mod tests {
             scopes: vec!["write".into()],
             expires_at: expires_at.map(str::to_owned),
             rate_limit: None,
+            role: None,
         }
     }
 
@@ -500,6 +786,7 @@ mod tests {
     fn a_key_is_refused_from_its_expiry_instant_on_naming_it() -> anyhow::Result<()> {
         let keys = ApiKeys::from_settings(&AuthSettings {
             rate_limits: Default::default(),
+            oidc: Default::default(),
             keys: vec![key_expiring_at("import", Some("2027-01-01T00:00:00Z"))],
         })?;
         let at = |t: &str| -> anyhow::Result<DateTime<Utc>> {
@@ -528,6 +815,7 @@ mod tests {
     fn a_malformed_expiry_or_a_name_given_twice_is_a_startup_error() {
         let malformed = ApiKeys::from_settings(&AuthSettings {
             rate_limits: Default::default(),
+            oidc: Default::default(),
             keys: vec![key_expiring_at("import", Some("next year"))],
         });
         assert!(
@@ -537,6 +825,7 @@ mod tests {
         );
         let twice = ApiKeys::from_settings(&AuthSettings {
             rate_limits: Default::default(),
+            oidc: Default::default(),
             keys: vec![key_expiring_at("crm", None), key_expiring_at("crm", None)],
         });
         assert!(
@@ -593,6 +882,7 @@ mod tests {
     -> anyhow::Result<()> {
         let mut settings = AuthSettings {
             rate_limits: Default::default(),
+            oidc: Default::default(),
             keys: vec![
                 key_expiring_at("script", None),
                 ApiKeySettings {
@@ -608,7 +898,9 @@ mod tests {
         };
         let keys = ApiKeys::from_settings(&settings)?;
         let create = "/bowtie.accounts.v1.AccountsService/CreateAccount";
-        let call = |key: &str| keys.authorize(create, Some(&format!("Bearer {key}")), &[]);
+        let call = |key: &str| {
+            futures::executor::block_on(keys.authorize(create, Some(&format!("Bearer {key}")), &[]))
+        };
         assert!(call("script-secret").is_ok());
         assert!(call("script-secret").is_ok());
         let refused = call("script-secret").err();
@@ -634,6 +926,145 @@ mod tests {
         for _ in 0..10 {
             assert!(call("peer-secret").is_ok());
         }
+        Ok(())
+    }
+
+    #[test]
+    fn viewers_read_csms_and_managers_write_and_admins_administer() {
+        let scopes: Vec<(&str, Scope)> = [Role::Viewer, Role::Csm, Role::Manager, Role::Admin]
+            .into_iter()
+            .map(|r| (r.as_str(), r.scope()))
+            .collect();
+        assert_eq!(
+            scopes,
+            vec![
+                ("viewer", Scope::Read),
+                ("csm", Scope::Write),
+                ("manager", Scope::Write),
+                ("admin", Scope::Admin),
+            ]
+        );
+        assert_eq!(Role::parse("owner"), None);
+    }
+
+    #[test]
+    fn a_key_has_the_role_it_is_given_or_the_one_of_its_highest_scope() -> anyhow::Result<()> {
+        let keys = ApiKeys::from_settings(&AuthSettings {
+            rate_limits: Default::default(),
+            oidc: Default::default(),
+            keys: vec![
+                ApiKeySettings {
+                    scopes: Vec::new(),
+                    role: Some("csm".into()),
+                    ..key_expiring_at("support", None)
+                },
+                key_expiring_at("crm", None),
+            ],
+        })?;
+        let create = "/bowtie.accounts.v1.AccountsService/CreateAccount";
+        let principal = |key: &str| {
+            futures::executor::block_on(keys.authorize(create, Some(key), &[]))
+                .ok()
+                .flatten()
+                .map(|p| (p.kind, p.subject, p.scope, p.roles))
+        };
+        assert_eq!(
+            principal("Bearer support-secret"),
+            Some((
+                PrincipalKind::Key,
+                "support".into(),
+                Scope::Write,
+                vec![Role::Csm]
+            ))
+        );
+        assert_eq!(
+            principal("Bearer crm-secret"),
+            Some((
+                PrincipalKind::Key,
+                "crm".into(),
+                Scope::Write,
+                vec![Role::Manager]
+            ))
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_key_with_both_scopes_and_a_role_or_an_unknown_role_is_a_startup_error() {
+        let error = |key: ApiKeySettings| {
+            ApiKeys::from_settings(&AuthSettings {
+                rate_limits: Default::default(),
+                oidc: Default::default(),
+                keys: vec![key],
+            })
+            .err()
+            .map(|e| e.to_string())
+        };
+        assert_eq!(
+            error(ApiKeySettings {
+                role: Some("admin".into()),
+                ..key_expiring_at("crm", None)
+            }),
+            Some("auth key \"crm\": give scopes or a role, not both".into())
+        );
+        assert_eq!(
+            error(ApiKeySettings {
+                scopes: Vec::new(),
+                role: Some("owner".into()),
+                ..key_expiring_at("crm", None)
+            }),
+            Some("auth key \"crm\": unknown role \"owner\" (viewer, csm, manager, admin)".into())
+        );
+    }
+
+    #[test]
+    fn each_token_subject_has_its_own_bucket_by_its_scope() -> anyhow::Result<()> {
+        let mut settings = AuthSettings {
+            rate_limits: Default::default(),
+            oidc: Default::default(),
+            keys: Vec::new(),
+        };
+        settings.rate_limits.write = RateBudget {
+            per_second: 1.0,
+            burst: 2,
+        };
+        let keys = ApiKeys::from_settings(&settings)?;
+        let person = |subject: &str, role: Role| Principal {
+            name: subject.into(),
+            scope: role.scope(),
+            kind: PrincipalKind::Jwt,
+            subject: subject.into(),
+            email: None,
+            roles: vec![role],
+        };
+        let now = Instant::now();
+        let ada = person("ada", Role::Csm);
+        assert!(keys.admit_subject(&ada, now).is_ok());
+        assert!(keys.admit_subject(&ada, now).is_ok());
+        let refused = keys.admit_subject(&ada, now).err();
+        assert_eq!(
+            refused.as_ref().map(|s| s.message().to_owned()),
+            Some(
+                "token subject \"ada\" (scope write) is over its rate limit of 1 calls/s; retry after 1 s"
+                    .into()
+            )
+        );
+        // Another person still passes; a viewer's scope has no budget.
+        assert!(
+            keys.admit_subject(&person("grace", Role::Manager), now)
+                .is_ok()
+        );
+        for _ in 0..5 {
+            assert!(
+                keys.admit_subject(&person("lin", Role::Viewer), now)
+                    .is_ok()
+            );
+        }
+        // A second later Ada has one call again.
+        assert!(
+            keys.admit_subject(&ada, now + Duration::from_secs(1))
+                .is_ok()
+        );
         Ok(())
     }
 

@@ -370,6 +370,52 @@ pub struct AuthSettings {
     /// Each key's request budget by its scope, unless the key sets its own.
     #[serde(default)]
     pub rate_limits: RateLimitSettings,
+    /// Bearer JWTs of an OpenID Connect issuer, beside the keys.
+    #[serde(default)]
+    pub oidc: OidcSettings,
+}
+
+/// The OpenID Connect issuer whose bearer JWTs (access or ID tokens) are
+/// accepted beside the API keys; off while `issuer` is empty.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct OidcSettings {
+    /// The issuer URL, exactly as tokens carry it in `iss`; its discovery
+    /// document is `<issuer>/.well-known/openid-configuration`. Empty: no JWTs.
+    #[serde(default)]
+    pub issuer: String,
+    /// The audience Bowtie's tokens are issued for: one of their `aud` values.
+    #[serde(default)]
+    pub audience: String,
+    /// The claim that lists the caller's roles (dots descend into objects,
+    /// e.g. `realm_access.roles`).
+    #[serde(default)]
+    pub roles_claim: String,
+    /// Stripped from each value of the roles claim before it is read as a
+    /// role (`bowtie-` maps the group `bowtie-csm` to `csm`); values without
+    /// it are ignored.
+    #[serde(default)]
+    pub role_prefix: String,
+    /// The role of a valid token whose claim names none; empty: such a
+    /// token may call nothing.
+    #[serde(default)]
+    pub default_role: String,
+    /// The claim holding the caller's e-mail address.
+    #[serde(default)]
+    pub email_claim: String,
+    /// Allowed clock difference for `exp`, `nbf` and `iat`, in seconds.
+    #[serde(default)]
+    pub leeway_seconds: u64,
+    /// Shortest time between two JWKS fetches caused by an unknown `kid`.
+    #[serde(default)]
+    pub jwks_refresh_cooldown_seconds: u64,
+    /// The JWKS URL instead of the discovery document's `jwks_uri`; empty:
+    /// discovered.
+    #[serde(default)]
+    pub jwks_uri: String,
+    /// PEM file of the CA the issuer's certificate chains to; empty: the
+    /// public web PKI.
+    #[serde(default)]
+    pub ca: String,
 }
 
 /// The request budget of each scope (role): a token bucket per key.
@@ -405,7 +451,13 @@ pub struct ApiKeySettings {
     /// `sha256:<64 hex digits>` of the key.
     pub hash: String,
     /// `read`, `write` and/or `admin`; the highest one counts.
+    #[serde(default)]
     pub scopes: Vec<String>,
+    /// The key's role (`viewer`, `csm`, `manager` or `admin`) instead of
+    /// scopes: its scope is the role's. Unset: the role follows the highest
+    /// scope (read: viewer, write: manager, admin: admin).
+    #[serde(default)]
+    pub role: Option<String>,
     /// RFC 3339 instant from which the key is refused; unset: never.
     #[serde(default)]
     pub expires_at: Option<String>,
@@ -486,6 +538,7 @@ fn parse_key_variable(
         scopes: Vec::new(),
         expires_at: None,
         rate_limit: None,
+        role: None,
     };
     for part in text.split_whitespace() {
         match part.split_once('=') {
@@ -498,9 +551,10 @@ fn parse_key_variable(
                     .collect()
             }
             Some(("expires_at", v)) => key.expires_at = Some(v.to_owned()),
+            Some(("role", v)) => key.role = Some(v.to_owned()),
             _ => {
                 return Err(config::ConfigError::Message(format!(
-                    "{variable}: {part:?} is not hash=..., scopes=... or expires_at=..."
+                    "{variable}: {part:?} is not hash=..., scopes=..., role=... or expires_at=..."
                 )));
             }
         }
@@ -762,6 +816,40 @@ mod tests {
     }
 
     #[test]
+    fn a_one_key_variable_may_give_a_role_instead_of_scopes() -> anyhow::Result<()> {
+        let settings = Settings::load_with_env(
+            None,
+            env(&[("BOWTIE__AUTH__KEY__SUPPORT", "hash=sha256:77 role=csm")]),
+        )?;
+        assert_eq!(settings.auth.keys[0].role.as_deref(), Some("csm"));
+        assert!(settings.auth.keys[0].scopes.is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn the_issuer_settings_come_from_the_environment_too() -> anyhow::Result<()> {
+        let defaults = Settings::defaults()?;
+        assert_eq!(defaults.auth.oidc.issuer, "");
+        assert_eq!(defaults.auth.oidc.leeway_seconds, 60);
+        let settings = Settings::load_with_env(
+            None,
+            env(&[
+                ("BOWTIE__AUTH__OIDC__ISSUER", "https://id.example.com/"),
+                ("BOWTIE__AUTH__OIDC__AUDIENCE", "https://bowtie.example.com"),
+                ("BOWTIE__AUTH__OIDC__ROLES_CLAIM", "groups"),
+                ("BOWTIE__AUTH__OIDC__LEEWAY_SECONDS", "15"),
+            ]),
+        )?;
+        let oidc = &settings.auth.oidc;
+        assert_eq!(oidc.issuer, "https://id.example.com/");
+        assert_eq!(oidc.audience, "https://bowtie.example.com");
+        assert_eq!(oidc.roles_claim, "groups");
+        assert_eq!(oidc.leeway_seconds, 15);
+        assert_eq!(oidc.jwks_refresh_cooldown_seconds, 60);
+        Ok(())
+    }
+
+    #[test]
     fn a_malformed_key_variable_is_refused_naming_it() {
         let error = |vars: &[(&str, &str)]| {
             Settings::load_with_env(None, env(vars))
@@ -770,9 +858,9 @@ mod tests {
                 .unwrap_or_default()
         };
         assert!(error(&[(KEYS_VARIABLE, "crm")]).contains(KEYS_VARIABLE));
-        let unknown = error(&[("BOWTIE__AUTH__KEY__CRM", "hash=sha256:66 role=admin")]);
+        let unknown = error(&[("BOWTIE__AUTH__KEY__CRM", "hash=sha256:66 team=emea")]);
         assert!(
-            unknown.contains("BOWTIE__AUTH__KEY__CRM: \"role=admin\""),
+            unknown.contains("BOWTIE__AUTH__KEY__CRM: \"team=emea\""),
             "{unknown}"
         );
         let no_hash = error(&[("BOWTIE__AUTH__KEY__CRM", "scopes=read")]);

@@ -20,6 +20,7 @@ pub mod feed;
 pub mod idempotency;
 pub mod import;
 pub mod limits;
+pub mod oidc;
 pub mod paging;
 pub mod peer;
 pub mod pg;
