@@ -1031,107 +1031,13 @@ impl MigrationTrait for CreateRevenueToDateTable {
     }
 }
 
-/// Covering indexes for the effectiveness report: a playbook's triggers and
-/// CTAs of a period are read from the index alone (the columns the report
-/// counts follow the playbook and the time), so a year of them is never
-/// read row by row. They replace the two indexes on (playbook, time) alone.
-struct CreateReportIndexes;
-
-impl MigrationName for CreateReportIndexes {
-    fn name(&self) -> &str {
-        "m0106_success_report_indexes"
-    }
-}
-
-#[async_trait::async_trait]
-impl MigrationTrait for CreateReportIndexes {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        use cta::Column as C;
-        use trigger::Column as T;
-        create_indexes(
-            manager,
-            cta::Entity,
-            &[(
-                "ctas_playbook_report",
-                &[
-                    C::PlaybookId,
-                    C::CreatedAt,
-                    C::Status,
-                    C::Outcome,
-                    C::DueAt,
-                    C::ClosedAt,
-                    C::FirstActionAt,
-                ],
-            )],
-        )
-        .await?;
-        create_indexes(
-            manager,
-            trigger::Entity,
-            &[(
-                "triggers_playbook_report",
-                &[T::PlaybookId, T::At, T::AccountId, T::Arm, T::Segment],
-            )],
-        )
-        .await?;
-        for (name, table) in [
-            ("ctas_playbook", cta::Entity.table_name()),
-            ("triggers_playbook_at", trigger::Entity.table_name()),
-        ] {
-            manager
-                .drop_index(
-                    Index::drop()
-                        .name(name)
-                        .table(sea_orm::sea_query::Alias::new(table))
-                        .if_exists()
-                        .to_owned(),
-                )
-                .await?;
-        }
-        Ok(())
-    }
-
-    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        use cta::Column as C;
-        use trigger::Column as T;
-        create_indexes(
-            manager,
-            cta::Entity,
-            &[("ctas_playbook", &[C::PlaybookId, C::CreatedAt])],
-        )
-        .await?;
-        create_indexes(
-            manager,
-            trigger::Entity,
-            &[("triggers_playbook_at", &[T::PlaybookId, T::At])],
-        )
-        .await?;
-        for (name, table) in [
-            ("ctas_playbook_report", cta::Entity.table_name()),
-            ("triggers_playbook_report", trigger::Entity.table_name()),
-        ] {
-            manager
-                .drop_index(
-                    Index::drop()
-                        .name(name)
-                        .table(sea_orm::sea_query::Alias::new(table))
-                        .if_exists()
-                        .to_owned(),
-                )
-                .await?;
-        }
-        Ok(())
-    }
-}
-
 bowtie_runtime::migrator!(
     CreateSuccessTables,
     CreateNotificationTables,
     CreateReactivationTable,
     CreateScheduleTables,
     CreateSweepTables,
-    CreateRevenueToDateTable,
-    CreateReportIndexes
+    CreateRevenueToDateTable
 );
 
 /// Decodes a stored contract enum number.
