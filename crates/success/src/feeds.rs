@@ -201,13 +201,17 @@ pub fn scoring_consumer(
                         let mut facts = known.clone();
                         facts.red = health.band == scoring_pb::Band::Red as i32;
                         facts.churn_risk_bp = health.churn_risk_bp;
-                        if facts != known {
-                            storage::save_facts(tx.conn(), &facts).await?;
-                        }
                         if let Some(ts) = health.compute_time.as_ref() {
                             let at = instant("payload.compute_time", Some(ts))?;
                             storage::add_score(tx.conn(), id, at, health.score).await?;
                         }
+                        // Auto-close follows a change of band or risk: an
+                        // open CTA was opened (or last checked) on the facts
+                        // as they stand.
+                        if facts == known {
+                            return Ok(());
+                        }
+                        storage::save_facts(tx.conn(), &facts).await?;
                         app.auto_close(tx, &facts).await
                     }
                     "segment.changed" => {

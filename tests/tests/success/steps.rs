@@ -653,18 +653,18 @@ async fn a_person_who_asked_for_a_digest_gets_one_email_a_day_overdue_first(
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs() as i64;
-    // Ana asks for a digest; the per-CTA emails she filters to RISK CTAs.
-    client
-        .set_notification_settings(SetNotificationSettingsRequest {
-            settings: Some(NotificationSettings {
-                person: "ana@acme.io".into(),
-                cta_types: vec![CtaType::Risk as i32],
-                daily_digest: true,
-                digest_hour_utc: 0,
-                ..NotificationSettings::default()
-            }),
-        })
-        .await?;
+    // Ana filters the per-CTA emails to RISK CTAs, and once her CTAs below
+    // exist asks for a digest.
+    let ana = |daily_digest: bool| SetNotificationSettingsRequest {
+        settings: Some(NotificationSettings {
+            person: "ana@acme.io".into(),
+            cta_types: vec![CtaType::Risk as i32],
+            daily_digest,
+            digest_hour_utc: 0,
+            ..NotificationSettings::default()
+        }),
+    };
+    client.set_notification_settings(ana(false)).await?;
     for (account, reason, owner, due) in [
         (&globex, "renewal in 30 days", "ana@acme.io", now + 3 * DAY),
         (&acme, "QBR not booked", "ana@acme.io", now - 2 * DAY),
@@ -685,6 +685,7 @@ async fn a_person_who_asked_for_a_digest_gets_one_email_a_day_overdue_first(
             })
             .await?;
     }
+    client.set_notification_settings(ana(true)).await?;
     let digests = |dir: &std::path::Path| {
         mails(dir)
             .into_iter()
