@@ -49,16 +49,31 @@ fn node_path() -> Option<String> {
     }
 }
 
+/// How long the provider may take to print that it listens.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
 impl OidcProvider {
-    /// Starts the provider and waits until it listens; `None` to skip.
+    /// Starts the provider and waits until it listens; `None` to skip. A
+    /// provider that prints nothing within [`START_TIMEOUT`] is killed and
+    /// started once more, so a stuck node fails the test rather than hanging it.
     pub fn start() -> anyhow::Result<Option<Self>> {
         let Some(node_path) = node_path() else {
             return Ok(None);
         };
+        match Self::spawn(&node_path) {
+            Ok(started) => Ok(Some(started)),
+            Err(first) => {
+                eprintln!("the identity provider did not start ({first:#}); starting it again");
+                Self::spawn(&node_path).map(Some)
+            }
+        }
+    }
+
+    fn spawn(node_path: &str) -> anyhow::Result<Self> {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/oidc/provider.mjs");
         let mut child = Command::new("node")
             .arg(script)
-            .env(NODE_PATH_VAR, &node_path)
+            .env(NODE_PATH_VAR, node_path)
             .env("BOWTIE_OIDC_AUDIENCE", AUDIENCE)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -66,10 +81,20 @@ impl OidcProvider {
             .spawn()
             .context("starting node with tests/oidc/provider.mjs")?;
         let stdout = child.stdout.take().context("the provider's stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .context("reading the provider's first line")?;
+        let (sent, first_line) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let read = BufReader::new(stdout).read_line(&mut line).map(|_| line);
+            let _ = sent.send(read);
+        });
+        let line = match first_line.recv_timeout(START_TIMEOUT) {
+            Ok(read) => read.context("reading the provider's first line")?,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                anyhow::bail!("the provider printed nothing in {START_TIMEOUT:?}");
+            }
+        };
         let ready: Value = serde_json::from_str(line.trim())
             .with_context(|| format!("the provider did not start: {line:?}"))?;
         let issuer = ready
@@ -77,13 +102,13 @@ impl OidcProvider {
             .and_then(Value::as_str)
             .context("the provider printed no issuer")?
             .to_owned();
-        Ok(Some(Self {
+        Ok(Self {
             child,
             issuer,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()?,
-        }))
+        })
     }
 
     /// The issuer URL, as tokens carry it in `iss`.

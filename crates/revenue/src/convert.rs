@@ -241,6 +241,8 @@ pub fn invoice(v: &mut FieldViolations, i: Option<&pb::Invoice>) -> Option<Invoi
             "invoice.external_id",
             format!("must be at most {EXTERNAL_ID_MAX} bytes"),
         );
+    } else if external_id.chars().any(char::is_control) {
+        v.add("invoice.external_id", "must not contain control characters");
     }
     let (currency, amount) = amount?;
     Some(Invoice {

@@ -285,15 +285,17 @@ async fn lowest_consumer<C: ConnectionTrait>(conn: &C) -> Result<Option<i64>, Er
     })
 }
 
-/// The highest sequence whose event occurred before `expired_before` as
-/// far as the outbox's order goes: the one before the oldest younger event,
-/// or the newest when all are older (0 for an empty outbox).
+/// The highest sequence at or below which every event occurred before
+/// `expired_before`: the one before the lowest sequence of a younger
+/// event, or the newest when all are older (0 for an empty outbox).
+/// Ordered by sequence, not by time: concurrent writers can commit their
+/// events in another order than they started in.
 async fn aged_through<C: ConnectionTrait>(conn: &C, expired_before: i64) -> Result<i64, Error> {
     let stmt = Query::select()
         .column(OutboxEvents::Sequence)
         .from(OutboxEvents::Table)
         .and_where(Expr::col(OutboxEvents::OccurredAt).gte(expired_before))
-        .order_by(OutboxEvents::OccurredAt, Order::Asc)
+        .order_by(OutboxEvents::Sequence, Order::Asc)
         .limit(1)
         .to_owned();
     let row = conn

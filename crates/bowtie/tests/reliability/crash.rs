@@ -97,6 +97,64 @@ async fn all_account_names(client: &mut AccountsClient) -> anyhow::Result<Vec<St
     }
 }
 
+/// Every account's id, page by page.
+async fn all_account_ids(client: &mut AccountsClient) -> anyhow::Result<Vec<String>> {
+    let mut ids = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_accounts(ListAccountsRequest {
+                page: page(500, &token),
+                ..ListAccountsRequest::default()
+            })
+            .await?
+            .into_inner();
+        ids.extend(page.accounts.into_iter().map(|a| a.id));
+        token = page.page.map(|p| p.next_page_token).unwrap_or_default();
+        if token.is_empty() {
+            return Ok(ids);
+        }
+    }
+}
+
+/// The account of every CreateAccount in the audit log.
+async fn audited_accounts<T>(
+    admin: &mut bowtie_proto::accounts::accounts_service_client::AccountsServiceClient<T>,
+) -> anyhow::Result<Vec<String>>
+where
+    T: tonic::client::GrpcService<tonic::body::Body> + Send,
+    T::Error: Into<tonic::codegen::StdError>,
+    T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
+{
+    let mut ids = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = admin
+            .list_audit_events(bowtie_proto::accounts::ListAuditEventsRequest {
+                filter: Some(bowtie_proto::common::AuditFilter {
+                    rpc: "CreateAccount".to_owned(),
+                    ..Default::default()
+                }),
+                page: page(500, &token),
+            })
+            .await?
+            .into_inner();
+        for e in page.events {
+            ids.extend(
+                e.targets
+                    .iter()
+                    .filter_map(|t| t.strip_prefix("account:"))
+                    .map(str::to_owned),
+            );
+        }
+        token = page.page.map(|p| p.next_page_token).unwrap_or_default();
+        if token.is_empty() {
+            return Ok(ids);
+        }
+    }
+}
+
 /// Waits (at most 60 s) until `count()` reaches `wanted`.
 async fn until_acknowledged(wanted: usize, count: impl AsyncFn() -> usize) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -171,6 +229,19 @@ async fn acknowledged_account_writes_survive_a_kill_and_replays_duplicate_nothin
             );
         }
     }
+
+    // The audit log kept an entry for exactly the writes that were kept:
+    // one CreateAccount per account there, none for one the kill lost.
+    let mut admin = bowtie_proto::accounts::accounts_service_client::AccountsServiceClient::new(
+        service.channel(ADMIN_KEY)?,
+    );
+    let audited = audited_accounts(&mut admin).await?;
+    assert_eq!(audited.len(), names.len(), "one audit entry per kept write");
+    let mut ids = all_account_ids(&mut client).await?;
+    let mut audited = audited;
+    ids.sort();
+    audited.sort();
+    assert_eq!(audited, ids);
 
     // Replay everything that was attempted, acknowledged or not, then the
     // rest: the acknowledged ones answer the first result, nothing doubles.
