@@ -30,6 +30,19 @@ use crate::paging::Page;
 use crate::schema::AuditEvents;
 use crate::validate;
 
+/// Every column of a row, in the order it is written and read.
+const COLUMNS: [AuditEvents; 9] = [
+    AuditEvents::Id,
+    AuditEvents::OccurredAt,
+    AuditEvents::Principal,
+    AuditEvents::Rpc,
+    AuditEvents::Targets,
+    AuditEvents::TargetsTotal,
+    AuditEvents::RequestDigest,
+    AuditEvents::IdempotencyKey,
+    AuditEvents::ResultCode,
+];
+
 /// Most targets one row names; `targets_total` counts them all.
 pub const MAX_TARGETS: usize = 100;
 
@@ -149,17 +162,7 @@ pub(crate) async fn record<C: ConnectionTrait>(
     };
     let insert = Query::insert()
         .into_table(AuditEvents::Table)
-        .columns([
-            AuditEvents::Id,
-            AuditEvents::OccurredAt,
-            AuditEvents::Principal,
-            AuditEvents::Rpc,
-            AuditEvents::Targets,
-            AuditEvents::TargetsTotal,
-            AuditEvents::RequestDigest,
-            AuditEvents::IdempotencyKey,
-            AuditEvents::ResultCode,
-        ])
+        .columns(COLUMNS)
         .values([
             uuid::Uuid::now_v7().to_string().into(),
             now.into(),
@@ -226,17 +229,7 @@ pub async fn list<C: ConnectionTrait>(
     let page = Page::parse(page, &rendered)?;
     let mut select = Query::select();
     select
-        .columns([
-            AuditEvents::Id,
-            AuditEvents::OccurredAt,
-            AuditEvents::Principal,
-            AuditEvents::Rpc,
-            AuditEvents::Targets,
-            AuditEvents::TargetsTotal,
-            AuditEvents::RequestDigest,
-            AuditEvents::IdempotencyKey,
-            AuditEvents::ResultCode,
-        ])
+        .columns(COLUMNS)
         .from(AuditEvents::Table)
         .order_by(AuditEvents::Id, Order::Desc)
         .limit(page.fetch_limit());

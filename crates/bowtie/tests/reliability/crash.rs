@@ -78,8 +78,11 @@ async fn accounts_and(
     Ok((accounts, other))
 }
 
-async fn all_account_names(client: &mut AccountsClient) -> anyhow::Result<Vec<String>> {
-    let mut names = Vec::new();
+/// Every account, page by page.
+async fn all_accounts(
+    client: &mut AccountsClient,
+) -> anyhow::Result<Vec<bowtie_proto::accounts::Account>> {
+    let mut accounts = Vec::new();
     let mut token = String::new();
     loop {
         let page = client
@@ -89,32 +92,30 @@ async fn all_account_names(client: &mut AccountsClient) -> anyhow::Result<Vec<St
             })
             .await?
             .into_inner();
-        names.extend(page.accounts.into_iter().map(|a| a.name));
+        accounts.extend(page.accounts);
         token = page.page.map(|p| p.next_page_token).unwrap_or_default();
         if token.is_empty() {
-            return Ok(names);
+            return Ok(accounts);
         }
     }
 }
 
-/// Every account's id, page by page.
+/// Every account's name.
+async fn all_account_names(client: &mut AccountsClient) -> anyhow::Result<Vec<String>> {
+    Ok(all_accounts(client)
+        .await?
+        .into_iter()
+        .map(|a| a.name)
+        .collect())
+}
+
+/// Every account's id.
 async fn all_account_ids(client: &mut AccountsClient) -> anyhow::Result<Vec<String>> {
-    let mut ids = Vec::new();
-    let mut token = String::new();
-    loop {
-        let page = client
-            .list_accounts(ListAccountsRequest {
-                page: page(500, &token),
-                ..ListAccountsRequest::default()
-            })
-            .await?
-            .into_inner();
-        ids.extend(page.accounts.into_iter().map(|a| a.id));
-        token = page.page.map(|p| p.next_page_token).unwrap_or_default();
-        if token.is_empty() {
-            return Ok(ids);
-        }
-    }
+    Ok(all_accounts(client)
+        .await?
+        .into_iter()
+        .map(|a| a.id)
+        .collect())
 }
 
 /// The account of every CreateAccount in the audit log.
