@@ -239,6 +239,32 @@ async fn check_kept<C: ConnectionTrait>(conn: &C, after_sequence: i64) -> Result
     )))
 }
 
+/// Stores `consumer`'s `position` in a table of positions (`table`,
+/// `consumer`, `position`, `updated_at`): `feed_consumers` and
+/// `feed_cursors` share that shape.
+async fn upsert_position<C: ConnectionTrait, T: sea_orm::sea_query::Iden + Copy + 'static>(
+    conn: &C,
+    [table, name, at, updated]: [T; 4],
+    consumer: &str,
+    position: i64,
+    now: i64,
+) -> Result<(), Error> {
+    let stmt = Query::insert()
+        .into_table(table)
+        .columns([name, at, updated])
+        .values([consumer.into(), position.into(), now.into()])
+        .map_err(|e| Error::Internal(e.into()))?
+        .on_conflict(
+            OnConflict::column(name)
+                .update_columns([at, updated])
+                .to_owned(),
+        )
+        .to_owned();
+    conn.execute(StatementBuilder::build(&stmt, &conn.get_database_backend()))
+        .await?;
+    Ok(())
+}
+
 /// Registers `consumer` at `position`: it applied every event up to it, and
 /// pruning keeps every later one.
 pub async fn register_consumer<C: ConnectionTrait>(
@@ -247,24 +273,19 @@ pub async fn register_consumer<C: ConnectionTrait>(
     position: i64,
     now: i64,
 ) -> Result<(), Error> {
-    let stmt = Query::insert()
-        .into_table(FeedConsumers::Table)
-        .columns([
+    upsert_position(
+        conn,
+        [
+            FeedConsumers::Table,
             FeedConsumers::Consumer,
             FeedConsumers::Position,
             FeedConsumers::UpdatedAt,
-        ])
-        .values([consumer.into(), position.into(), now.into()])
-        .map_err(|e| Error::Internal(e.into()))?
-        .on_conflict(
-            OnConflict::column(FeedConsumers::Consumer)
-                .update_columns([FeedConsumers::Position, FeedConsumers::UpdatedAt])
-                .to_owned(),
-        )
-        .to_owned();
-    conn.execute(StatementBuilder::build(&stmt, &conn.get_database_backend()))
-        .await?;
-    Ok(())
+        ],
+        consumer,
+        position,
+        now,
+    )
+    .await
 }
 
 /// The lowest position of a registered consumer, `None` without any.
@@ -442,24 +463,19 @@ pub async fn save_cursor<C: ConnectionTrait>(
     position: i64,
     now: i64,
 ) -> Result<(), Error> {
-    let stmt = Query::insert()
-        .into_table(FeedCursors::Table)
-        .columns([
+    upsert_position(
+        conn,
+        [
+            FeedCursors::Table,
             FeedCursors::Consumer,
             FeedCursors::Position,
             FeedCursors::UpdatedAt,
-        ])
-        .values([consumer.into(), position.into(), now.into()])
-        .map_err(|e| Error::Internal(e.into()))?
-        .on_conflict(
-            OnConflict::column(FeedCursors::Consumer)
-                .update_columns([FeedCursors::Position, FeedCursors::UpdatedAt])
-                .to_owned(),
-        )
-        .to_owned();
-    conn.execute(StatementBuilder::build(&stmt, &conn.get_database_backend()))
-        .await?;
-    Ok(())
+        ],
+        consumer,
+        position,
+        now,
+    )
+    .await
 }
 
 /// A stream of responses for a `WatchEvents` server-streaming RPC.
