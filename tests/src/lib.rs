@@ -398,7 +398,8 @@ impl TestServer {
         F: AsyncFnOnce(&Settings, Arc<ApiKeys>, Shutdown) -> anyhow::Result<GrpcServer>,
     {
         bowtie_runtime::telemetry::init_for_tests();
-        let keys = Arc::new(ApiKeys::from_settings(&settings.auth)?);
+        let keys =
+            Arc::new(ApiKeys::from_settings(&settings.auth)?.audited(settings.audit.enabled));
         let shutdown = Shutdown::new();
         let server = build(settings, keys, shutdown.clone())
             .await

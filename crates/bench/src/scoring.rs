@@ -106,12 +106,32 @@ fn batch(b: usize, ids: &[Uuid], now: i64) -> RecordSignalsRequest {
 pub async fn run(report: &mut Report) -> anyhow::Result<()> {
     let temp = tempfile::tempdir()?;
     let url = format!("sqlite://{}", temp.path().join("scoring.db").display());
-    run_on(report, "SQLite", &url, "scoring", 100_000.0).await?;
+    let audited = run_on(report, "SQLite", &url, "scoring", 100_000.0, true).await?;
+    // The same ingest on a fresh database without the audit log: what the
+    // log costs (docs/design.md, "Audit log").
+    let url = format!("sqlite://{}", temp.path().join("unaudited.db").display());
+    let unaudited = run_on(report, "SQLite", &url, "scoring", 100_000.0, false).await?;
+    let ratio = if unaudited > 0.0 {
+        audited / unaudited
+    } else {
+        0.0
+    };
+    println!(
+        "scoring: signals with / without the audit log = {ratio:.3} (the log costs {:.1}%)",
+        (1.0 - ratio) * 100.0
+    );
+    report.add_at_least(
+        "scoring",
+        "ratio RecordSignals audited / not audited (SQLite)",
+        ratio,
+        "x",
+        0.85,
+    );
     if let Ok(url) = std::env::var("BOWTIE_BENCH_DATABASE_URL")
         && !url.trim().is_empty()
     {
         let schema = format!("bench_scoring_{}", Uuid::new_v4().simple());
-        let outcome = run_on(report, "PostgreSQL", &url, &schema, 50_000.0).await;
+        let outcome = run_on(report, "PostgreSQL", &url, &schema, 50_000.0, true).await;
         // The stopped server's last transactions end first.
         tokio::time::sleep(Duration::from_secs(2)).await;
         let db = Db::connect(&settings(&url, &schema)?.scoring.database).await?;
@@ -136,9 +156,11 @@ async fn run_on(
     url: &str,
     schema: &str,
     target: f64,
-) -> anyhow::Result<()> {
+    audited: bool,
+) -> anyhow::Result<f64> {
     let settings = settings(url, schema)?;
-    println!("scoring ({engine}): {ACCOUNTS} accounts, {SIGNALS} signals");
+    let suffix = if audited { "" } else { ", audit log off" };
+    println!("scoring ({engine}{suffix}): {ACCOUNTS} accounts, {SIGNALS} signals");
     let mut rng = Lcg(42);
     let ids: Vec<Uuid> = (0..ACCOUNTS)
         .map(|_| Uuid::from_u64_pair(rng.step() << 32 | rng.step(), rng.step() << 32 | rng.step()))
@@ -155,7 +177,7 @@ async fn run_on(
         .await?;
         db.close().await;
     }
-    let keys = Arc::new(ApiKeys::from_settings(&settings.auth)?);
+    let keys = Arc::new(ApiKeys::from_settings(&settings.auth)?.audited(audited));
     let shutdown = Shutdown::new();
     let server = bowtie_scoring::build(&settings, keys, shutdown.clone()).await?;
     let addr = server.local_addr();
@@ -215,6 +237,18 @@ async fn run_on(
         "recorded {recorded} of {SIGNALS}"
     );
     let rate = SIGNALS as f64 / elapsed.as_secs_f64();
+    if !audited {
+        report.add(
+            "scoring",
+            &format!("RecordSignals stream, 1M signals ({engine}{suffix})"),
+            rate,
+            "sig/s",
+            None,
+        );
+        shutdown.trigger();
+        task.abort();
+        return Ok(rate);
+    }
     report.add_at_least(
         "scoring",
         &format!("RecordSignals stream, 1M signals ({engine})"),
@@ -237,5 +271,5 @@ async fn run_on(
     );
     shutdown.trigger();
     task.abort();
-    Ok(())
+    Ok(rate)
 }

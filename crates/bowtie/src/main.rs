@@ -822,7 +822,7 @@ async fn serve(
     mut banner: Option<Banner>,
     demo: Option<Demo>,
 ) -> anyhow::Result<()> {
-    let keys = Arc::new(ApiKeys::from_settings(&settings.auth)?);
+    let keys = Arc::new(ApiKeys::from_settings(&settings.auth)?.audited(settings.audit.enabled));
     let shutdown = Shutdown::new();
     // One OS signal stops every server of the process: each reports
     // NOT_SERVING, drains, then the shared shutdown fires.

@@ -53,6 +53,17 @@ pub struct Settings {
     pub feed: FeedSettings,
     /// The background pruning of expired rows.
     pub pruning: PruningSettings,
+    /// The audit log of writes.
+    pub audit: AuditSettings,
+}
+
+/// The audit log (docs/design.md, "Audit log").
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuditSettings {
+    /// Whether each write made by a call adds an audit row. On by default;
+    /// off only where another system keeps the trail (and for benchmarks
+    /// that measure what the log costs).
+    pub enabled: bool,
 }
 
 /// Idempotency keys (docs/operations.md, "Retention").

@@ -14,6 +14,7 @@ backend_test!(
     a_burst_of_concurrent_writes_has_exactly_one_audit_event_each,
     a_refused_or_replayed_write_adds_no_audit_event,
     the_audit_log_filters_by_account_and_method_and_is_for_admins_only,
+    with_the_audit_log_turned_off_a_write_adds_no_entry,
 );
 
 /// Every audit event matching `filter`, newest first, page by page.
@@ -210,6 +211,37 @@ async fn the_audit_log_filters_by_account_and_method_and_is_for_admins_only(
         status.message().contains("filter.account_id"),
         "{}",
         status.message()
+    );
+    Ok(())
+}
+
+async fn with_the_audit_log_turned_off_a_write_adds_no_entry(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let mut settings = db.server_settings()?;
+    settings.audit.enabled = false;
+    let server = TestServer::start_with(&settings).await?;
+    let mut client = server.accounts();
+    let created = create_account(&mut client, account("Unaudited Co", Segment::Smb)).await?;
+    client
+        .update_account(rename(
+            &created,
+            "Unaudited Inc",
+            created.version,
+            "rename-1",
+        ))
+        .await?;
+    let events = audit_events(
+        &server,
+        AuditFilter {
+            account_id: created.id.clone(),
+            ..AuditFilter::default()
+        },
+    )
+    .await?;
+    assert!(
+        events.is_empty(),
+        "entries while the log is off: {events:?}"
     );
     Ok(())
 }
