@@ -98,9 +98,16 @@ impl OidcProvider {
         let stdout = child.stdout.take().context("the provider's stdout")?;
         let (sent, first_line) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
             let mut line = String::new();
-            let read = BufReader::new(stdout).read_line(&mut line).map(|_| line);
+            let read = reader.read_line(&mut line).map(|_| line);
             let _ = sent.send(read);
+            // Keep reading: the provider logs notices to stdout later (its
+            // first interactive login), and a closed pipe would end it.
+            let mut rest = String::new();
+            while reader.read_line(&mut rest).is_ok_and(|n| n > 0) {
+                rest.clear();
+            }
         });
         let line = match first_line.recv_timeout(START_TIMEOUT) {
             Ok(read) => read.context("reading the provider's first line")?,
