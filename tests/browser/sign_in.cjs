@@ -1,6 +1,7 @@
 // Signs in to the dashboard through the identity provider's login page in
 // headless Chromium (playwright-core, the system's Chromium), checks the
-// header names the person and the page shows their book, then signs out
+// header names the person and the page shows their book, logs a note on an
+// account of the book (a write with the session cookie), then signs out
 // at the provider and checks the session is gone.
 //
 // Run by crates/bowtie/tests/browser.rs, which starts the provider
@@ -9,7 +10,8 @@
 //   BOWTIE_URL        the gateway, e.g. http://127.0.0.1:41234
 //   BOWTIE_ISSUER     the provider, e.g. http://127.0.0.1:40123
 //   BOWTIE_LOGIN      the login to type at the provider (any password)
-//   BOWTIE_EXPECT     JSON: {"name": "<shown in the header>", "book": ["<account name>", ...]}
+//   BOWTIE_EXPECT     JSON: {"name": "<shown in the header>", "email": "<the person's>",
+//                     "book": ["<account name>", ...]}
 //   BOWTIE_ARTIFACTS  where to write signed-in.png
 //   BOWTIE_CHROMIUM   the Chromium binary
 "use strict";
@@ -48,8 +50,10 @@ function check(condition, message) {
       return route.fulfill({ status: 200, contentType: "text/css", body: "" });
     });
     const page = await context.newPage();
-    // Before sign-in and after sign-out the page asks /auth/me, which is 401 then.
-    const expectedMiss = (text) => text.includes("/auth/me") || text.includes("401 (Unauthorized)");
+    // Before sign-in and after sign-out the page asks /auth/me, which is 401
+    // then; a new account has no journey or health yet (404, shown as none).
+    const expectedMiss = (text) => text.includes("/auth/me") || text.includes("401 (Unauthorized)")
+      || text.includes("404 (Not Found)");
     page.on("console", (msg) => {
       if (msg.type() === "error" && !expectedMiss(`${msg.text()} ${msg.location().url}`)) {
         problems.push(`console error: ${msg.text()}`);
@@ -57,7 +61,8 @@ function check(condition, message) {
     });
     page.on("pageerror", (err) => problems.push(`page error: ${err.message}`));
     page.on("response", (res) => {
-      if (res.url().startsWith(url) && res.status() >= 400 && !res.url().startsWith(`${url}/auth/me`)) {
+      const miss = res.url().startsWith(`${url}/auth/me`) || (res.status() === 404 && /\/(journey|health)$/.test(res.url()));
+      if (res.url().startsWith(url) && res.status() >= 400 && !miss) {
         problems.push(`HTTP ${res.status()} for ${res.url()}`);
       }
     });
@@ -99,6 +104,25 @@ function check(condition, message) {
     check(!visible.includes("bowtie_session"), "the page's script cannot read the session");
     check(!(await page.evaluate(() => Object.keys(localStorage).length)), "nothing is kept in localStorage");
     if (artifacts) await page.screenshot({ path: path.join(artifacts, "signed-in.png"), fullPage: true });
+
+    // A write from the page: a note on the first account of the book, sent
+    // with the session cookie and the CSRF token.
+    await page.click('[data-testid="my-book-row"] a');
+    await page.waitForSelector('body[data-loaded="account"]', { timeout: 30000 });
+    await page.waitForSelector('[data-testid="log-form"]', { state: "visible", timeout: 30000 });
+    const author = await page.inputValue("#log-author");
+    check(author === expected.email, `the note's author is pre-filled with ${JSON.stringify(author)}`);
+    const note = `Signed-in note ${Date.now()}`;
+    await page.fill("#log-text", note);
+    await page.click('[data-testid="log-form"] button[type="submit"]');
+    await page.waitForFunction((text) => {
+      const rows = document.querySelectorAll('[data-testid="timeline"] tr');
+      return [...rows].some((r) => r.textContent.includes(text));
+    }, note, { timeout: 30000 });
+    const logError = (await page.textContent("#log-error")).trim();
+    check(logError === "", `logging said ${JSON.stringify(logError)}`);
+    await page.click('[data-testid="home-link"]');
+    await page.waitForSelector('body[data-loaded="overview"]', { timeout: 30000 });
 
     // Sign out: the cookies go, then the provider ends its session and sends
     // the browser back to the dashboard, which asks for a sign-in again.

@@ -292,8 +292,9 @@ bowtie_testkit::backend_test!(
 /// The dashboard with sign-in on (the services and the gateway of the
 /// testkit, and the test identity provider): Ada signs in at the provider's
 /// login page, the header shows her name, the page her book (the accounts
-/// where she is the CSM or the owner, not Grace's), and she signs out at the
-/// provider. `tests/browser/sign_in.cjs` drives Chromium.
+/// where she is the CSM or the owner, not Grace's), she logs a note on one
+/// of them (a write with the session cookie and its CSRF token), and she
+/// signs out at the provider. `tests/browser/sign_in.cjs` drives Chromium.
 async fn a_person_signs_in_at_the_identity_provider_sees_their_book_and_signs_out(
     db: &bowtie_testkit::TestDatabase,
 ) -> anyhow::Result<()> {
@@ -333,7 +334,7 @@ async fn a_person_signs_in_at_the_identity_provider_sees_their_book_and_signs_ou
             .await?;
         anyhow::ensure!(status.is_success(), "create {account}: {status} {body}");
     }
-    let expect = json!({"name": name, "book": ["Acme", "Zephyr Labs"]});
+    let expect = json!({"name": name, "email": email, "book": ["Acme", "Zephyr Labs"]});
 
     let artifacts = workspace().join("target").join("browser");
     std::fs::create_dir_all(&artifacts)?;

@@ -699,6 +699,7 @@ async function renderAccountSuccess(id) {
       h("td", { text: date(a.occurred_at) }), h("td", { text: label(a.kind) }),
       h("td", { class: "reason", text: a.text }), h("td", { text: a.author })))))
     : empty("Nothing on the timeline yet"));
+  if (state.session && !$("log-author").value) $("log-author").value = state.session.email || state.session.name;
   $("log-form").onsubmit = async (ev) => {
     ev.preventDefault();
     $("log-error").textContent = "";
@@ -707,7 +708,8 @@ async function renderAccountSuccess(id) {
       $("log-text").value = "";
       await renderAccountSuccess(id);
     } catch (e) {
-      $("log-error").textContent = e.status === 403 ? "This key may read but not write: sign in with a write key to log." : e.message;
+      const denied = state.session ? `You may not log on this account: ${e.message}` : "This key may read but not write: sign in with a write key to log.";
+      $("log-error").textContent = e.status === 403 ? denied : e.message;
     }
   };
 }
