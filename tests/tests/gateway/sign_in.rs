@@ -6,6 +6,7 @@
 //! provider's login page runs in headless Chromium, in
 //! crates/bowtie/tests/browser.rs.)
 
+use bowtie_runtime::oidc::JwtVerifier;
 use bowtie_testkit::gateway::Stack;
 use bowtie_testkit::oidc::{AUDIENCE, DASHBOARD_CLIENT, OidcProvider};
 use bowtie_testkit::{TestDatabase, WRITE_KEY, backend_test};
@@ -19,6 +20,8 @@ backend_test!(
     a_write_with_the_session_cookie_needs_the_csrf_header_and_a_bearer_write_does_not,
     a_tampered_or_expired_session_cookie_is_401,
     without_a_client_id_there_is_no_sign_in_and_the_page_asks_for_a_key,
+    behind_an_https_url_the_cookies_are_secure_and_the_redirect_uri_is_that_url,
+    an_id_token_is_accepted_only_for_the_client_id_with_the_nonce_sent,
 );
 
 /// The provider and every service and the gateway, with the dashboard's
@@ -442,5 +445,109 @@ async fn without_a_client_id_there_is_no_sign_in_and_the_page_asks_for_a_key(
         .send()
         .await?;
     assert_eq!(response.status(), StatusCode::OK);
+    Ok(())
+}
+
+async fn behind_an_https_url_the_cookies_are_secure_and_the_redirect_uri_is_that_url(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let Some(provider) = OidcProvider::start()? else {
+        return Ok(());
+    };
+    let mut settings = db.server_settings()?;
+    settings.auth.oidc = provider.settings(5, 60);
+    settings.gateway.sign_in = provider.sign_in_settings();
+    // TLS ends at a proxy in front of the gateway.
+    settings.gateway.public_url = "https://bowtie.example.com/".into();
+    let stack = Stack::start_from(settings, |_| {}).await?;
+    let response = browser()?
+        .get(format!("{}/auth/login", stack.url()))
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let location = response
+        .headers()
+        .get(LOCATION)
+        .and_then(|l| l.to_str().ok())
+        .unwrap_or_default();
+    assert_eq!(
+        param(location, "redirect_uri").as_deref(),
+        Some("https://bowtie.example.com/auth/callback")
+    );
+    let (_, attributes) = set_cookie(&response, "bowtie_login").unwrap_or_default();
+    assert!(attributes.contains("Secure"), "{attributes}");
+    assert!(attributes.contains("HttpOnly"), "{attributes}");
+    Ok(())
+}
+
+async fn an_id_token_is_accepted_only_for_the_client_id_with_the_nonce_sent(
+    _db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let Some(provider) = OidcProvider::start()? else {
+        return Ok(());
+    };
+    let verifier = JwtVerifier::from_settings(&provider.settings(5, 60))?
+        .ok_or_else(|| anyhow::anyhow!("an issuer is configured"))?;
+    let now = chrono::Utc::now().timestamp();
+    let id_token = async |changes: Value| {
+        let mut claims = json!({
+            "iss": provider.issuer(),
+            "aud": DASHBOARD_CLIENT,
+            "sub": "ada",
+            "name": "Ada Lovelace",
+            "nonce": "the-nonce",
+            "iat": now,
+            "exp": now + 300,
+        });
+        if let (Some(claims), Some(changes)) = (claims.as_object_mut(), changes.as_object()) {
+            claims.extend(changes.clone());
+        }
+        provider.sign(&claims).await
+    };
+    let good = id_token(json!({})).await?;
+    let claims = verifier
+        .verify_id_token(&good, DASHBOARD_CLIENT, "the-nonce")
+        .await
+        .map_err(|s| anyhow::anyhow!("{s:?}"))?;
+    assert_eq!(claims.get("name"), Some(&json!("Ada Lovelace")));
+
+    let refused = |token: String, nonce: &'static str| {
+        let verifier = &verifier;
+        async move {
+            verifier
+                .verify_id_token(&token, DASHBOARD_CLIENT, nonce)
+                .await
+                .err()
+                .map(|s| (s.code(), s.message().to_owned()))
+        }
+    };
+    let (code, message) = refused(good.clone(), "another-nonce")
+        .await
+        .unwrap_or((tonic::Code::Ok, String::new()));
+    assert_eq!(code, tonic::Code::Unauthenticated);
+    assert!(message.contains("nonce"), "{message}");
+    let (_, message) = refused(id_token(json!({"nonce": null})).await?, "the-nonce")
+        .await
+        .unwrap_or((tonic::Code::Ok, String::new()));
+    assert!(message.contains("nonce"), "{message}");
+    // An access token for Bowtie's API is no ID token of the dashboard.
+    let (_, message) = refused(id_token(json!({"aud": AUDIENCE})).await?, "the-nonce")
+        .await
+        .unwrap_or((tonic::Code::Ok, String::new()));
+    assert!(message.contains(DASHBOARD_CLIENT), "{message}");
+    let (_, message) = refused(
+        id_token(json!({"iss": "http://127.0.0.1:1"})).await?,
+        "the-nonce",
+    )
+    .await
+    .unwrap_or((tonic::Code::Ok, String::new()));
+    assert!(message.contains("issued by"), "{message}");
+    let (_, message) = refused(
+        id_token(json!({"iat": now - 900, "exp": now - 600})).await?,
+        "the-nonce",
+    )
+    .await
+    .unwrap_or((tonic::Code::Ok, String::new()));
+    assert!(message.contains("expired"), "{message}");
     Ok(())
 }
