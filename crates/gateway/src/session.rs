@@ -750,7 +750,7 @@ mod tests {
     fn the_pkce_challenge_is_the_rfc_7636_example() {
         // RFC 7636 appendix B.
         assert_eq!(
-            challenge("dBjftJeZ4CVP-1B5gfxGmqBfEQc9EjSd2RsQP0W2BiHy_HjjYqPmkIQ"),
+            challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
             "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         );
     }
