@@ -2,7 +2,9 @@
 // oidc-provider (npm, pinned, installed by `make oidc-tools` into .tools/)
 // on 127.0.0.1 with a random port, issuing RS256 JWT access tokens for
 // Bowtie's audience through the client credentials grant (resource
-// indicators), one client per role.
+// indicators), one client per role; and signs people in to the dashboard
+// (client bowtie-dashboard, the authorization code flow with PKCE) through
+// its development login page: login ada, grace or linus, any password.
 //
 // Started by tests/src/oidc.rs with, in the environment:
 //   BOWTIE_OIDC_PROVIDER_NODE_PATH  the node_modules holding oidc-provider
@@ -43,6 +45,28 @@ const clients = {
   "bowtie-short": { groups: ["bowtie-viewer"], ttl: 10 },
 };
 
+// The dashboard's client (the authorization code flow with PKCE): a
+// native application, so a loopback redirect URI matches on any port (RFC
+// 8252 section 7.3) and the gateway's random port needs no registration.
+const dashboard = {
+  client_id: "bowtie-dashboard",
+  client_secret: "secret-bowtie-dashboard",
+  application_type: "native",
+  grant_types: ["authorization_code"],
+  response_types: ["code"],
+  redirect_uris: ["http://127.0.0.1/auth/callback"],
+  post_logout_redirect_uris: ["http://127.0.0.1/"],
+  token_endpoint_auth_method: "client_secret_basic",
+};
+
+// The people who sign in through the login page (any password): their
+// name, e-mail and groups claims.
+const people = {
+  ada: { name: "Ada Lovelace", email: "ada@example.com", groups: ["Everyone", "bowtie-csm"] },
+  grace: { name: "Grace Hopper", email: "grace@example.com", groups: ["bowtie-manager"] },
+  linus: { name: "Linus Viewer", email: "linus@example.com", groups: ["bowtie-viewer"] },
+};
+
 let generation = 0;
 function newKey() {
   generation += 1;
@@ -64,10 +88,30 @@ function build(issuer) {
       redirect_uris: [],
       response_types: [],
       token_endpoint_auth_method: "client_secret_post",
-    })),
+    })).concat([dashboard]),
     jwks: { keys },
+    findAccount: (ctx, id) => {
+      const person = people[id];
+      if (!person) return undefined;
+      return {
+        accountId: id,
+        claims: () => ({ sub: id, name: person.name, email: person.email, groups: person.groups }),
+      };
+    },
+    claims: { openid: ["sub"], profile: ["name"], email: ["email"] },
+    // The ID token of the code flow carries the profile and e-mail claims.
+    conformIdTokenClaims: false,
     features: {
-      devInteractions: { enabled: false },
+      // The provider's own login page: any password of a known person.
+      devInteractions: { enabled: true },
+      rpInitiatedLogout: {
+        enabled: true,
+        logoutSource: async (ctx, form) => {
+          ctx.body = `<!DOCTYPE html><html><head><title>Sign out</title></head><body>${form}
+            <button autofocus type="submit" form="op.logoutForm" value="yes" name="logout">Yes, sign me out</button>
+            </body></html>`;
+        },
+      },
       clientCredentials: { enabled: true },
       resourceIndicators: {
         enabled: true,
@@ -80,17 +124,21 @@ function build(issuer) {
           return {
             scope: "api",
             audience,
-            accessTokenTTL: clients[client.clientId].ttl,
+            accessTokenTTL: clients[client.clientId]?.ttl ?? 600,
             accessTokenFormat: "jwt",
             jwt: { sign: { alg: "RS256" } },
           };
         },
       },
     },
-    extraTokenClaims: (ctx, token) => ({
-      groups: clients[token.clientId]?.groups ?? [],
-      email: `${token.clientId}@example.com`,
-    }),
+    extraTokenClaims: (ctx, token) => {
+      const person = token.accountId && people[token.accountId];
+      if (person) return { groups: person.groups, email: person.email };
+      return {
+        groups: clients[token.clientId]?.groups ?? [],
+        email: `${token.clientId}@example.com`,
+      };
+    },
   });
 }
 

@@ -4,6 +4,9 @@
 //! with node from `tests/oidc/provider.mjs`, on a random loopback port. It
 //! issues RS256 JWT access tokens for [`AUDIENCE`] through the client
 //! credentials grant, one client per role, and can rotate its signing key.
+//! It also signs [`PEOPLE`] in to the dashboard ([`DASHBOARD_CLIENT`],
+//! the authorization code flow with PKCE) through its development login
+//! page.
 //!
 //! Without `BOWTIE_OIDC_PROVIDER_NODE_PATH` the tests say why and pass,
 //! except under `CI=true`, where they fail.
@@ -13,11 +16,23 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use bowtie_runtime::config::OidcSettings;
+use bowtie_runtime::config::{OidcSettings, SignInSettings};
 use serde_json::Value;
 
 /// The audience (resource indicator) the provider issues Bowtie's tokens for.
 pub const AUDIENCE: &str = "https://bowtie.test/api";
+
+/// The provider's client for the dashboard's sign-in (authorization code
+/// with PKCE, any loopback redirect port).
+pub const DASHBOARD_CLIENT: &str = "bowtie-dashboard";
+
+/// The people who can sign in at the provider's login page (any password):
+/// login, name, e-mail, Bowtie role.
+pub const PEOPLE: [(&str, &str, &str, &str); 3] = [
+    ("ada", "Ada Lovelace", "ada@example.com", "csm"),
+    ("grace", "Grace Hopper", "grace@example.com", "manager"),
+    ("linus", "Linus Viewer", "linus@example.com", "viewer"),
+];
 
 /// The environment variable naming the node_modules that hold oidc-provider.
 pub const NODE_PATH_VAR: &str = "BOWTIE_OIDC_PROVIDER_NODE_PATH";
@@ -83,9 +98,16 @@ impl OidcProvider {
         let stdout = child.stdout.take().context("the provider's stdout")?;
         let (sent, first_line) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
             let mut line = String::new();
-            let read = BufReader::new(stdout).read_line(&mut line).map(|_| line);
+            let read = reader.read_line(&mut line).map(|_| line);
             let _ = sent.send(read);
+            // Keep reading: the provider logs notices to stdout later (its
+            // first interactive login), and a closed pipe would end it.
+            let mut rest = String::new();
+            while reader.read_line(&mut rest).is_ok_and(|n| n > 0) {
+                rest.clear();
+            }
         });
         let line = match first_line.recv_timeout(START_TIMEOUT) {
             Ok(read) => read.context("reading the provider's first line")?,
@@ -131,6 +153,22 @@ impl OidcProvider {
             jwks_refresh_cooldown_seconds: cooldown_seconds,
             jwks_uri: String::new(),
             ca: String::new(),
+        }
+    }
+
+    /// `gateway.sign_in` for the provider's dashboard client
+    /// ([`DASHBOARD_CLIENT`]): the redirect URI from the gateway's Host, the
+    /// `api` scope and Bowtie's audience as the resource, so the access
+    /// token of a sign-in is a bearer token Bowtie accepts.
+    pub fn sign_in_settings(&self) -> SignInSettings {
+        SignInSettings {
+            client_id: DASHBOARD_CLIENT.to_owned(),
+            client_secret: format!("secret-{DASHBOARD_CLIENT}").into(),
+            redirect_url: String::new(),
+            scopes: ["openid", "profile", "email", "api"]
+                .map(str::to_owned)
+                .to_vec(),
+            resource: AUDIENCE.to_owned(),
         }
     }
 

@@ -284,3 +284,80 @@ fn the_dashboard_shows_the_demo_figures_and_links_to_an_at_risk_account() -> any
     assert!(output.status.success(), "{stdout}\n{stderr}");
     Ok(())
 }
+
+bowtie_testkit::backend_test!(
+    a_person_signs_in_at_the_identity_provider_sees_their_book_and_signs_out
+);
+
+/// The dashboard with sign-in on (the services and the gateway of the
+/// testkit, and the test identity provider): Ada signs in at the provider's
+/// login page, the header shows her name, the page her book (the accounts
+/// where she is the CSM or the owner, not Grace's), she logs a note on one
+/// of them (a write with the session cookie and its CSRF token), and she
+/// signs out at the provider. `tests/browser/sign_in.cjs` drives Chromium.
+async fn a_person_signs_in_at_the_identity_provider_sees_their_book_and_signs_out(
+    db: &bowtie_testkit::TestDatabase,
+) -> anyhow::Result<()> {
+    use bowtie_testkit::gateway::Stack;
+    use bowtie_testkit::oidc::{OidcProvider, PEOPLE};
+
+    let browser = match find_browser() {
+        Ok(b) => b,
+        Err(why) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            anyhow::bail!("the browser test cannot run under CI=true: {why}")
+        }
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            return Ok(());
+        }
+    };
+    let Some(provider) = OidcProvider::start()? else {
+        return Ok(());
+    };
+    let mut settings = db.server_settings()?;
+    settings.auth.oidc = provider.settings(5, 60);
+    settings.gateway.sign_in = provider.sign_in_settings();
+    let stack = Stack::start_from(settings, |_| {}).await?;
+    let (login, name, email, _) = PEOPLE[0];
+    let (_, _, other, _) = PEOPLE[1];
+    for (account, owner, csm) in [
+        ("Zephyr Labs", "sales@example.com", email),
+        ("Acme", email, ""),
+        ("Globex", "sales@example.com", other),
+    ] {
+        let (status, body) = stack
+            .post(
+                "/api/v1/accounts",
+                bowtie_testkit::WRITE_KEY,
+                &json!({"name": account, "segment": "SMB", "owner": owner, "csm": csm}),
+            )
+            .await?;
+        anyhow::ensure!(status.is_success(), "create {account}: {status} {body}");
+    }
+    let expect = json!({"name": name, "email": email, "book": ["Acme", "Zephyr Labs"]});
+
+    let artifacts = workspace().join("target").join("browser");
+    std::fs::create_dir_all(&artifacts)?;
+    let mut command = Command::new("node");
+    command
+        .arg(
+            workspace()
+                .join("tests")
+                .join("browser")
+                .join("sign_in.cjs"),
+        )
+        .env("NODE_PATH", &browser.node_path)
+        .env("BOWTIE_URL", stack.url())
+        .env("BOWTIE_ISSUER", provider.issuer())
+        .env("BOWTIE_LOGIN", login)
+        .env("BOWTIE_EXPECT", expect.to_string())
+        .env("BOWTIE_ARTIFACTS", &artifacts)
+        .env("BOWTIE_CHROMIUM", &browser.chromium);
+    // The servers run on this runtime: wait for the browser off it.
+    let output = tokio::task::spawn_blocking(move || command.output()).await??;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}");
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    Ok(())
+}

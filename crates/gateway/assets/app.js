@@ -1,6 +1,8 @@
 // Bowtie dashboard: plain JavaScript, no framework, no network beyond this
-// gateway. Reads the REST API with the key the user signed in with and draws
-// its charts as SVG.
+// gateway. Reads the REST API as the person signed in with the identity
+// provider (the gateway's session cookie; writes echo the bowtie_csrf cookie
+// in X-CSRF-Token) or, where the gateway has no sign-in, with the API key
+// the user entered, and draws its charts as SVG.
 "use strict";
 
 const KEY_STORE = "bowtie.apiKey";
@@ -23,7 +25,7 @@ const ALERT_LABEL = { ENTERED_RED: "Fell into red", SCORE_DROP: "Score dropped",
 const SEGMENT_LABEL = { SMB: "SMB", MID_MARKET: "Mid-market", ENTERPRISE: "Enterprise", UNSPECIFIED: "-" };
 const SVG_NS = "http://www.w3.org/2000/svg";
 
-const state = { key: "", currency: "USD", scoring: false, success: false, cohortMetric: "mrr_retention", cohorts: null };
+const state = { key: "", signIn: false, session: null, currency: "USD", scoring: false, success: false, cohortMetric: "mrr_retention", cohorts: null };
 
 // --- small helpers ---------------------------------------------------------
 
@@ -111,8 +113,15 @@ class ApiError extends Error {
   }
 }
 
+/// The headers of an API call: the key, or nothing when the session cookie
+/// authenticates it (plus its CSRF token on a write).
+function authHeaders(write) {
+  if (state.session) return write ? { "X-CSRF-Token": state.session.csrf_token } : {};
+  return { Authorization: `Bearer ${state.key}` };
+}
+
 async function api(path) {
-  const response = await fetch(path, { headers: { Authorization: `Bearer ${state.key}` } });
+  const response = await fetch(path, { headers: authHeaders(false) });
   const body = await response.json().catch(() => null);
   if (!response.ok) throw new ApiError(response.status, body);
   return body;
@@ -131,7 +140,7 @@ async function apiOrNull(path) {
 async function post(path, body) {
   const response = await fetch(path, {
     method: "POST",
-    headers: { Authorization: `Bearer ${state.key}`, "Content-Type": "application/json" },
+    headers: { ...authHeaders(true), "Content-Type": "application/json" },
     body: JSON.stringify(body),
   });
   const answer = await response.json().catch(() => null);
@@ -151,7 +160,16 @@ function empty(text) {
 
 // --- sign-in ---------------------------------------------------------------
 
-async function initKey() {
+/// Whether the gateway signs people in with the identity provider, and if
+/// so who the session is (`null` before sign-in or once it ended).
+async function initSession(config) {
+  state.signIn = Boolean(config.sign_in);
+  if (!state.signIn) return;
+  const response = await fetch("/auth/me", { headers: { Accept: "application/json" } }).catch(() => null);
+  state.session = response && response.ok ? await response.json() : null;
+}
+
+async function initKey(config) {
   const url = new URL(window.location.href);
   const fromUrl = url.searchParams.get("key");
   if (fromUrl) {
@@ -161,7 +179,6 @@ async function initKey() {
   }
   state.key = localStorage.getItem(KEY_STORE) || "";
   if (!state.key) {
-    const config = await fetch("/dashboard/config.json").then((r) => r.json()).catch(() => ({}));
     if (config.prefill_key) {
       state.key = config.prefill_key;
       localStorage.setItem(KEY_STORE, state.key);
@@ -169,10 +186,37 @@ async function initKey() {
   }
 }
 
+function showUser() {
+  $("user-name").hidden = !state.session;
+  $("user-name").textContent = state.session ? state.session.name : "";
+  $("sign-out").hidden = !state.session && !state.key;
+}
+
+async function signOut() {
+  if (state.session) {
+    const response = await fetch("/auth/logout", { method: "POST", headers: authHeaders(true) }).catch(() => null);
+    const answer = response && response.ok ? await response.json().catch(() => ({})) : {};
+    state.session = null;
+    if (answer.end_session_url) {
+      // The provider ends its own session too, then sends the browser back here.
+      window.location.assign(answer.end_session_url);
+      return;
+    }
+  }
+  localStorage.removeItem(KEY_STORE);
+  state.key = "";
+  showSignIn("");
+}
+
 function showSignIn(message) {
-  $("overview").hidden = true;
-  $("account").hidden = true;
+  for (const p of ["overview", "account", "work"]) $(p).hidden = true;
   $("filters").hidden = true;
+  showUser();
+  if (state.signIn) {
+    $("signin-oidc").hidden = false;
+    $("signin-oidc-error").textContent = message || "";
+    return;
+  }
   $("signin").hidden = false;
   $("signin-error").textContent = message || "";
   $("key").value = state.key;
@@ -428,6 +472,31 @@ async function renderValue() {
   $("quadrants").replaceChildren(data.quadrants.length ? shareRows(data.quadrants, (q) => QUADRANT_LABEL[q.quadrant] || q.quadrant, (q) => quadColor[q.quadrant] || "var(--blue)") : empty("No scored accounts"));
 }
 
+/// The signed-in person's book: the accounts where their e-mail is the CSM
+/// or the owner.
+async function renderMyBook() {
+  const email = state.session && state.session.email;
+  $("my-book-card").hidden = !email;
+  if (!email) return;
+  const q = encodeURIComponent(email);
+  const [asCsm, asOwner] = await Promise.all([
+    api(`/api/v1/accounts?csm=${q}&page_size=1000`),
+    api(`/api/v1/accounts?owner=${q}&page_size=1000`),
+  ]);
+  const byId = new Map();
+  for (const a of [...asCsm.accounts, ...asOwner.accounts]) byId.set(a.id, a);
+  const accounts = [...byId.values()].sort((a, b) => a.name.localeCompare(b.name));
+  $("my-book-hint").textContent = `${count(accounts.length)} accounts where ${email} is the CSM or the owner`;
+  $("my-book").replaceChildren(accounts.length ? h("table", {},
+    h("thead", {}, h("tr", {}, ...["Account", "Segment", "Status", "Owner", "CSM"].map((t) => h("th", { text: t })))),
+    h("tbody", {}, accounts.map((a) => h("tr", { "data-testid": "my-book-row", "data-id": a.id },
+      h("td", {}, h("a", { href: `#account=${a.id}`, text: a.name })),
+      h("td", { text: SEGMENT_LABEL[a.segment] || "" }),
+      h("td", { text: a.status || "" }),
+      h("td", { text: a.owner || "-" }),
+      h("td", { text: a.csm || "-" }))))) : empty("No account has you as its CSM or owner"));
+}
+
 async function loadOverview() {
   const p = period();
   $("as-of").textContent = `${p.startMonth} to ${p.endMonth}`;
@@ -445,7 +514,7 @@ async function loadOverview() {
   renderWaterfall(mrr);
   renderTrend(mrr);
   renderCohorts();
-  await Promise.all([renderAtRisk(p), renderRenewals(p), renderValue(), renderPlaybooks(p)]);
+  await Promise.all([renderMyBook(), renderAtRisk(p), renderRenewals(p), renderValue(), renderPlaybooks(p)]);
   document.body.dataset.loaded = "overview";
 }
 
@@ -630,6 +699,7 @@ async function renderAccountSuccess(id) {
       h("td", { text: date(a.occurred_at) }), h("td", { text: label(a.kind) }),
       h("td", { class: "reason", text: a.text }), h("td", { text: a.author })))))
     : empty("Nothing on the timeline yet"));
+  if (state.session && !$("log-author").value) $("log-author").value = state.session.email || state.session.name;
   $("log-form").onsubmit = async (ev) => {
     ev.preventDefault();
     $("log-error").textContent = "";
@@ -638,7 +708,8 @@ async function renderAccountSuccess(id) {
       $("log-text").value = "";
       await renderAccountSuccess(id);
     } catch (e) {
-      $("log-error").textContent = e.status === 403 ? "This key may read but not write: sign in with a write key to log." : e.message;
+      const denied = state.session ? `You may not log on this account: ${e.message}` : "This key may read but not write: sign in with a write key to log.";
+      $("log-error").textContent = e.status === 403 ? denied : e.message;
     }
   };
 }
@@ -685,7 +756,9 @@ async function loadWork(owner) {
 async function route() {
   document.body.dataset.loaded = "";
   $("signin").hidden = true;
+  $("signin-oidc").hidden = true;
   $("filters").hidden = false;
+  showUser();
   showBanner("");
   const match = /^#account=([0-9a-fA-F-]{36})$/.exec(window.location.hash);
   const work = /^#work(?:=(.*))?$/.exec(window.location.hash);
@@ -703,7 +776,10 @@ async function route() {
       await loadOverview();
     }
   } catch (e) {
-    if (e instanceof ApiError && (e.status === 401 || e.status === 403)) {
+    if (e instanceof ApiError && (e.status === 401 || e.status === 403) && state.signIn) {
+      if (e.status === 401) state.session = null;
+      showSignIn(e.status === 401 ? "Your session ended: sign in again." : "Your roles may not read these figures.");
+    } else if (e instanceof ApiError && (e.status === 401 || e.status === 403)) {
       showSignIn(e.status === 401 ? "That key was not accepted." : "That key may not read these figures.");
     } else {
       showBanner(`Could not load the figures: ${e.message}`);
@@ -712,7 +788,9 @@ async function route() {
 }
 
 async function main() {
-  await initKey();
+  const config = await fetch("/dashboard/config.json").then((r) => r.json()).catch(() => ({}));
+  await initSession(config);
+  if (!state.signIn) await initKey(config);
   const doc = await fetch("/openapi.json").then((r) => r.json()).catch(() => ({ paths: {} }));
   state.scoring = Boolean(doc.paths && doc.paths["/api/v1/scoring/at-risk"]);
   state.success = Boolean(doc.paths && doc.paths["/api/v1/success/ctas"]);
@@ -723,11 +801,7 @@ async function main() {
     localStorage.setItem(KEY_STORE, state.key);
     route();
   });
-  $("sign-out").addEventListener("click", () => {
-    localStorage.removeItem(KEY_STORE);
-    state.key = "";
-    showSignIn("");
-  });
+  $("sign-out").addEventListener("click", signOut);
   $("period").addEventListener("change", route);
   $("segment").addEventListener("change", route);
   $("cohort-toggle").addEventListener("click", (ev) => {
@@ -738,7 +812,7 @@ async function main() {
     renderCohorts();
   });
   window.addEventListener("hashchange", route);
-  if (!state.key) showSignIn("");
+  if (state.signIn ? !state.session : !state.key) showSignIn("");
   else route();
 }
 

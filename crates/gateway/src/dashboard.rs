@@ -1,7 +1,9 @@
 //! The dashboard: one HTML page, a stylesheet and a script, embedded in the
 //! binary so it works with no network and no build step. The script calls
-//! the REST API with the key the user signs in with (kept in the browser's
-//! localStorage) and draws its charts as SVG itself.
+//! the REST API with the session of the identity provider's sign-in
+//! (`crate::session`) when one is configured, else with the API key the user
+//! enters (kept in the browser's localStorage), and draws its charts as SVG
+//! itself.
 
 use axum::Json;
 use axum::Router;
@@ -64,10 +66,14 @@ fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
 struct DashboardConfig {
     /// A key to pre-fill the sign-in with (development only; empty otherwise).
     prefill_key: String,
+    /// True when the gateway signs people in with the identity provider
+    /// (`/auth/login`): the page offers "Sign in" instead of the key prompt.
+    sign_in: bool,
 }
 
 async fn config(State(state): State<AppState>) -> Json<DashboardConfig> {
     Json(DashboardConfig {
         prefill_key: state.settings.dashboard_key.expose_secret().to_owned(),
+        sign_in: state.sign_in.is_some(),
     })
 }

@@ -121,7 +121,7 @@ impl ApiError {
         Self::plain(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", GENERIC)
     }
 
-    fn plain(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn plain(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
         Self {
             status,
             detail: ErrorDetail {

@@ -50,6 +50,7 @@ mod rest;
 mod revenue;
 mod schema;
 mod scoring;
+mod session;
 mod success;
 mod webhooks;
 
@@ -70,6 +71,8 @@ struct AppState {
     known_accounts: Arc<connectors::Memo>,
     /// Set on shutdown: /readyz answers 503 while the gateway drains.
     draining: Arc<AtomicBool>,
+    /// The dashboard's sign-in with the issuer, when configured.
+    sign_in: Option<Arc<session::SignIn>>,
 }
 
 /// Time /readyz waits for each service's health answer (below the probe's
@@ -164,6 +167,7 @@ impl Modify for PathParamsRequired {
 /// `churn_reasons` are the reason codes the revenue service accepts on a
 /// cancellation (configuration, so the document states them from it).
 fn app(state: AppState, churn_reasons: &[String], keys: Arc<ApiKeys>) -> axum::Router {
+    let sign_in = state.sign_in.clone();
     let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(accounts::router())
         .merge(audit::router())
@@ -187,6 +191,7 @@ fn app(state: AppState, churn_reasons: &[String], keys: Arc<ApiKeys>) -> axum::R
             }),
         )
         .merge(dashboard::router())
+        .merge(session::router())
         // An unknown route (an empty id leaves a path that matches none)
         // answers in the error shape too.
         .fallback(|| async { error::ApiError::not_found("no such route") })
@@ -195,6 +200,11 @@ fn app(state: AppState, churn_reasons: &[String], keys: Arc<ApiKeys>) -> axum::R
         .method_not_allowed_fallback(|| async { error::ApiError::method_not_allowed() })
         .layer(axum::middleware::from_fn(move |request, next| {
             throttle(keys.clone(), request, next)
+        }))
+        // Before the throttle: the session cookie becomes the request's
+        // bearer token (after the CSRF check of a write).
+        .layer(axum::middleware::from_fn(move |request, next| {
+            session::authenticate(sign_in.clone(), request, next)
         }))
         .layer(axum::middleware::from_fn(trace))
         .with_state(state)
@@ -334,6 +344,7 @@ impl StripeBackfill {
                 last_groups: Arc::default(),
                 known_accounts: Arc::default(),
                 draining: Arc::new(AtomicBool::new(false)),
+                sign_in: None,
             },
             caller,
         })
@@ -382,6 +393,8 @@ impl std::fmt::Debug for Gateway {
 pub async fn build(settings: &Settings, shutdown: Shutdown) -> anyhow::Result<Gateway> {
     let services = clients::Services::connect(&settings.peers)?;
     let draining = Arc::new(AtomicBool::new(false));
+    let keys = Arc::new(ApiKeys::from_settings(&settings.auth)?);
+    let sign_in = session::SignIn::from_settings(settings, keys.clone())?.map(Arc::new);
     let state = AppState {
         services,
         settings: Arc::new(settings.gateway.clone()),
@@ -390,6 +403,7 @@ pub async fn build(settings: &Settings, shutdown: Shutdown) -> anyhow::Result<Ga
         last_groups: Arc::default(),
         known_accounts: Arc::default(),
         draining: draining.clone(),
+        sign_in,
     };
     let listener = tokio::net::TcpListener::bind(settings.gateway.listen)
         .await
@@ -400,11 +414,7 @@ pub async fn build(settings: &Settings, shutdown: Shutdown) -> anyhow::Result<Ga
     Ok(Gateway {
         listener,
         local_addr,
-        app: app(
-            state,
-            &settings.revenue_policy.churn_reasons,
-            Arc::new(ApiKeys::from_settings(&settings.auth)?),
-        ),
+        app: app(state, &settings.revenue_policy.churn_reasons, keys),
         shutdown,
         draining,
         drain: Duration::from_secs(settings.server.drain_seconds),

@@ -613,6 +613,34 @@ pub struct GatewaySettings {
     pub webhook_tolerance_seconds: u64,
     /// Public base URL of the gateway (HubSpot signs the full URI); empty: from the Host header.
     pub public_url: String,
+    /// The dashboard's OpenID Connect sign-in; off without a client id.
+    #[serde(default)]
+    pub sign_in: SignInSettings,
+}
+
+/// The dashboard's sign-in with the `auth.oidc` issuer: the authorization
+/// code flow with PKCE (docs/design.md section 9.3). Off while `client_id`
+/// or `auth.oidc.issuer` is empty.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct SignInSettings {
+    /// The client Bowtie is registered as at the issuer.
+    #[serde(default)]
+    pub client_id: String,
+    /// Its client secret (`BOWTIE__GATEWAY__SIGN_IN__CLIENT_SECRET`); it
+    /// also keys the gateway's signed cookies. Secret.
+    #[serde(default)]
+    pub client_secret: SecretString,
+    /// The registered redirect URI, `<gateway>/auth/callback`; empty:
+    /// `gateway.public_url` + `/auth/callback`, or from the Host header.
+    #[serde(default)]
+    pub redirect_url: String,
+    /// Scopes asked for; `openid` is always among them.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// The `resource` (RFC 8707) asked for, so the access token is for
+    /// Bowtie's audience; empty: none sent.
+    #[serde(default)]
+    pub resource: String,
 }
 
 /// Connection to a service's own database.

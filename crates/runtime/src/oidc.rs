@@ -387,8 +387,81 @@ impl JwtVerifier {
         verified.insert(digest, identity.clone());
     }
 
+    /// Verifies an ID token the issuer's token endpoint just returned to the
+    /// client `client_id` (the gateway's sign-in): the signature as for any
+    /// token, `iss` exact, `aud` containing `client_id`, the times, and
+    /// `nonce` equal to the one the sign-in sent. Returns its claims.
+    pub async fn verify_id_token(
+        &self,
+        token: &str,
+        client_id: &str,
+        nonce: &str,
+    ) -> Result<Map<String, Value>, Status> {
+        let expect = Expectations {
+            audience: client_id.to_owned(),
+            ..self.expect.clone()
+        };
+        let now = chrono::Utc::now().timestamp();
+        let claims = self.verified_claims(token).await?;
+        check_claims(&claims, &expect, now).map_err(unauthenticated)?;
+        let sent = nonce.as_bytes();
+        let found = claims
+            .get("nonce")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .as_bytes();
+        if sent.is_empty() || !bool::from(subtle::ConstantTimeEq::ct_eq(sent, found)) {
+            return Err(unauthenticated("the ID token's nonce is not the one sent"));
+        }
+        Ok(claims)
+    }
+
+    /// POSTs a form to one of the issuer's endpoints (its token endpoint),
+    /// with `authorization` as the `Authorization` header when given: the
+    /// status and the JSON answer.
+    pub async fn post_form(
+        &self,
+        url: &str,
+        form: String,
+        authorization: Option<&str>,
+    ) -> anyhow::Result<(http::StatusCode, Value)> {
+        check_url("token_endpoint", url)?;
+        let mut request = http::Request::post(url)
+            .header(http::header::ACCEPT, "application/json")
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            );
+        if let Some(authorization) = authorization {
+            request = request.header(http::header::AUTHORIZATION, authorization);
+        }
+        let request = request.body(Full::new(Bytes::from(form)))?;
+        let response = tokio::time::timeout(FETCH_TIMEOUT, self.http.request(request))
+            .await
+            .map_err(|_| anyhow::anyhow!("{url} did not answer within {FETCH_TIMEOUT:?}"))??;
+        let status = response.status();
+        let body = tokio::time::timeout(
+            FETCH_TIMEOUT,
+            Limited::new(response.into_body(), MAX_DOCUMENT_BYTES).collect(),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("{url} did not answer within {FETCH_TIMEOUT:?}"))?
+        .map_err(|e| anyhow::anyhow!("reading {url}: {e}"))?
+        .to_bytes();
+        let value = serde_json::from_slice(&body)
+            .map_err(|e| anyhow::anyhow!("{url} answered {status} without JSON ({e})"))?;
+        Ok((status, value))
+    }
+
     /// Checks `token`'s signature and claims at `now`.
     async fn verify_anew(&self, token: &str, now: i64) -> Result<Identity, Status> {
+        let claims = self.verified_claims(token).await?;
+        check_claims(&claims, &self.expect, now).map_err(unauthenticated)
+    }
+
+    /// The claims of `token` once its algorithm, key and signature are
+    /// checked (the claims themselves are not yet).
+    async fn verified_claims(&self, token: &str) -> Result<Map<String, Value>, Status> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| {
             unauthenticated(format!("not a signed JWT with a known algorithm ({e})"))
         })?;
@@ -417,7 +490,7 @@ impl JwtVerifier {
         validation.validate_aud = false;
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation)
             .map_err(|e| unauthenticated(format!("the signature does not verify ({e})")))?;
-        check_claims(&data.claims, &self.expect, now).map_err(unauthenticated)
+        Ok(data.claims)
     }
 
     /// The cached key `kid`, refreshing the cache first when it has none and
@@ -492,9 +565,9 @@ impl JwtVerifier {
         Ok(parse_jwks(&document))
     }
 
-    /// The `jwks_uri` of the issuer's discovery document, which must name
-    /// the configured issuer.
-    async fn discover(&self) -> anyhow::Result<String> {
+    /// The issuer's discovery document, which must name the configured
+    /// issuer (the gateway's sign-in reads its endpoints from it).
+    pub async fn discovery_document(&self) -> anyhow::Result<Value> {
         let url = format!(
             "{}/.well-known/openid-configuration",
             self.expect.issuer.trim_end_matches('/')
@@ -507,6 +580,13 @@ impl JwtVerifier {
                 self.expect.issuer
             );
         }
+        Ok(document)
+    }
+
+    /// The `jwks_uri` of the issuer's discovery document.
+    async fn discover(&self) -> anyhow::Result<String> {
+        let url = "the discovery document";
+        let document = self.discovery_document().await?;
         let jwks_uri = document
             .get("jwks_uri")
             .and_then(Value::as_str)

@@ -12,6 +12,7 @@ mod openapi;
 mod reports;
 mod scoring;
 mod segment;
+mod sign_in;
 mod status;
 mod stripe;
 mod success;
