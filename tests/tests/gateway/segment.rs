@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 backend_test!(
     a_recorded_visit_lands_as_account_contact_and_signals_and_a_replay_adds_nothing,
     an_oversized_batch_is_413_and_a_wrong_write_key_is_401,
+    group_traits_set_declared_attributes_and_a_misfit_is_reported_while_the_rest_land,
 );
 
 const WRITE_KEY_SEGMENT: &str = "wk_test_bowtie_segment";
@@ -223,5 +224,76 @@ async fn an_oversized_batch_is_413_and_a_wrong_write_key_is_401(
 
     let (_, list) = stack.get("/api/v1/accounts", READ_KEY).await?;
     assert_eq!(list["accounts"].as_array().map(Vec::len), Some(0));
+    Ok(())
+}
+
+async fn group_traits_set_declared_attributes_and_a_misfit_is_reported_while_the_rest_land(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    use bowtie_proto::accounts::{AttributeDeclaration, AttributeType, DeclareAttributeRequest};
+    let stack = Stack::start_with(db, |s| {
+        s.connectors.segment.write_key = WRITE_KEY_SEGMENT.to_owned().into();
+        s.connectors.segment.write_key_env = String::new();
+        s.gateway.webhook_api_key = WRITE_KEY.to_owned().into();
+        s.connectors.segment.attributes = [("plan", "plan_family"), ("trial", "on_trial")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+    })
+    .await?;
+    let accounts = stack
+        .accounts
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("the accounts server runs"))?;
+    let mut admin = accounts.accounts_admin();
+    for (name, kind, allowed) in [
+        ("plan_family", AttributeType::Enum, vec!["core", "pro"]),
+        ("on_trial", AttributeType::Bool, Vec::new()),
+    ] {
+        admin
+            .declare_attribute(DeclareAttributeRequest {
+                declaration: Some(AttributeDeclaration {
+                    name: name.to_owned(),
+                    r#type: kind as i32,
+                    allowed_values: allowed.into_iter().map(str::to_owned).collect(),
+                    ..AttributeDeclaration::default()
+                }),
+                expected_version: None,
+            })
+            .await?;
+    }
+    let batch = json!({"batch": [
+        {"type": "group", "messageId": "g-1", "userId": "u-1", "groupId": "org_fit",
+         "traits": {"name": "Fits Inc", "plan": "pro", "trial": "false"}},
+        {"type": "group", "messageId": "g-2", "userId": "u-2", "groupId": "org_misfit",
+         "traits": {"name": "Misfit Inc", "plan": "enterprise", "trial": true}},
+        {"type": "track", "messageId": "t-1", "userId": "u-1", "event": "Signed In",
+         "timestamp": "2026-03-02T09:00:00Z"},
+    ]});
+    let (status, answer) = post(
+        &stack,
+        "/v1/batch",
+        batch.to_string(),
+        Some(WRITE_KEY_SEGMENT),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["accounts"], 1, "{answer}");
+    assert_eq!(answer["signals"], 1, "{answer}");
+    assert_eq!(answer["rejected"].as_array().map(Vec::len), Some(1));
+    assert_eq!(answer["rejected"][0]["index"], 1);
+    assert_eq!(answer["rejected"][0]["message_id"], "g-2");
+    let error = answer["rejected"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("traits.plan"), "{error}");
+
+    // The misfit group wrote nothing: only the group that fits is an account.
+    let (_, list) = stack.get("/api/v1/accounts", READ_KEY).await?;
+    let found = list["accounts"].as_array().cloned().unwrap_or_default();
+    assert_eq!(found.len(), 1, "{list}");
+    assert_eq!(found[0]["name"], "Fits Inc");
+    assert_eq!(
+        found[0]["attributes"],
+        json!({"plan_family": "pro", "on_trial": false})
+    );
     Ok(())
 }

@@ -19,6 +19,7 @@ use crate::AppState;
 use crate::clients::Caller;
 use crate::error::ApiError;
 
+pub mod attributes;
 pub mod segment;
 pub mod stripe;
 

@@ -247,6 +247,21 @@ impl Batch<'_> {
             self.reject(index, call, "a group call needs groupId");
             return Ok(());
         };
+        let attributes = super::attributes::mapped(
+            self.state,
+            &self.caller,
+            &self.state.connectors.segment.attributes,
+            "traits",
+            &call.traits,
+        )
+        .await?;
+        let attributes = match attributes {
+            Ok(a) => a,
+            Err(misfit) => {
+                self.reject(index, call, format!("{}: {}", misfit.field, misfit.reason));
+                return Ok(());
+            }
+        };
         let account = resolve_account(self.state, &self.caller, SOURCE, &group).await?;
         let name = Some(trait_text(&call.traits, "name"))
             .filter(|n| !n.is_empty())
@@ -265,6 +280,7 @@ impl Batch<'_> {
                 name,
                 segment: segment.into(),
                 industry: trait_text(&call.traits, "industry"),
+                attributes,
                 ..acc::Account::default()
             },
             format!("{}:account", signal_key(call, raw)),

@@ -631,14 +631,27 @@ async fn apply(state: &AppState, caller: Caller, event: Event) -> Result<StripeR
     match event.kind.as_str() {
         "customer.created" | "customer.updated" => {
             let c: Customer = object(&event)?;
+            // Mapped metadata is checked before anything is written.
+            let metadata = c
+                .metadata
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect();
+            let attributes = super::attributes::mapped(
+                state,
+                &w.caller,
+                &settings.attributes,
+                "data.object.metadata",
+                &metadata,
+            )
+            .await?
+            .map_err(super::attributes::Misfit::into_error)?;
             // Resolve first, so the placeholder upsert never runs after a real one.
             w.account(&c.id).await?;
+            let mut account = account_of(&c, &settings.segment_metadata_key);
+            account.attributes = attributes;
             let id = w
-                .upsert(
-                    &c.id,
-                    account_of(&c, &settings.segment_metadata_key),
-                    format!("stripe:{}:account", event.id),
-                )
+                .upsert(&c.id, account, format!("stripe:{}:account", event.id))
                 .await?;
             result.account_id = Some(id);
         }
