@@ -69,10 +69,12 @@ impl AccountsService for AccountsApi {
         &self,
         request: Request<pb::UpsertAccountByExternalIdRequest>,
     ) -> Answer<pb::UpsertAccountByExternalIdResponse> {
-        let ((external, fields, inputs), idem) = convert::upsert_account(&request.into_inner())?;
+        let request = request.into_inner();
+        let ((external, fields, inputs), idem) = convert::upsert_account(&request)?;
+        let source_time = convert::source_updated_at(&request)?;
         let answer = self
             .app
-            .upsert_by_external_id(external, fields, inputs, idem);
+            .upsert_by_external_id(external, fields, inputs, source_time, idem);
         Ok(Response::new(answer.await?))
     }
 

@@ -324,7 +324,12 @@ impl MigrationTrait for CreateAttributeTables {
     }
 }
 
-bowtie_runtime::migrator!(CreateAccountTables, CreateTagTable, CreateAttributeTables);
+bowtie_runtime::migrator!(
+    CreateAccountTables,
+    CreateTagTable,
+    CreateAttributeTables,
+    crate::sources::CreateSourceTimes,
+);
 
 fn account_from_row(
     m: account::Model,

@@ -26,6 +26,7 @@ backend_test!(
     a_backfill_then_the_live_events_give_one_history,
     a_failed_payment_churns_and_a_new_payment_reactivates,
     customer_metadata_sets_declared_attributes_and_a_misfit_is_400_writing_nothing,
+    a_late_customer_update_does_not_overwrite_a_newer_one,
 );
 
 const SECRET: &str = "whsec_test_bowtie_connector";
@@ -960,5 +961,45 @@ async fn customer_metadata_sets_declared_attributes_and_a_misfit_is_400_writing_
     let accounts = h.accounts().await?;
     assert_eq!(accounts[0]["name"], "Metadata Co");
     assert_eq!(accounts[0]["attributes"]["plan_family"], "plus");
+    Ok(())
+}
+
+async fn a_late_customer_update_does_not_overwrite_a_newer_one(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let Some(h) = Harness::start(db).await? else {
+        return Ok(());
+    };
+    let created = event(
+        "evt_L0",
+        "customer.created",
+        "2026-02-01T00:00:00Z",
+        customer("cus_L", "Late Co", "smb"),
+        None,
+    );
+    let newer = event(
+        "evt_L2",
+        "customer.updated",
+        "2026-02-03T00:00:00Z",
+        customer("cus_L", "Late Co (renamed twice)", "enterprise"),
+        Some(json!({"name": "Late Co (renamed once)"})),
+    );
+    let older = event(
+        "evt_L1",
+        "customer.updated",
+        "2026-02-02T00:00:00Z",
+        customer("cus_L", "Late Co (renamed once)", "mid_market"),
+        Some(json!({"name": "Late Co"})),
+    );
+    // The newer update arrives first, then the older one, then the creation.
+    let answers = h.deliver(&[newer, older, created]).await?;
+    let accounts = h.accounts().await?;
+    assert_eq!(accounts.len(), 1, "{accounts:?}");
+    assert_eq!(accounts[0]["name"], "Late Co (renamed twice)");
+    assert_eq!(accounts[0]["segment"], "ENTERPRISE");
+    // Every delivery is answered with the one account.
+    for answer in &answers {
+        assert_eq!(answer["account_id"], accounts[0]["id"], "{answer}");
+    }
     Ok(())
 }

@@ -283,6 +283,8 @@ impl Batch<'_> {
                 attributes,
                 ..acc::Account::default()
             },
+            // Only a time the call carries: a replay must send the same request.
+            call.timestamp.or(call.sent_at).map(timestamp),
             format!("{}:account", signal_key(call, raw)),
         )
         .await;
