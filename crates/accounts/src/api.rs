@@ -193,4 +193,24 @@ impl AccountsService for AccountsApi {
     ) -> Answer<Self::WatchEventsStream> {
         self.app.store().feed().watch_events(request).await
     }
+
+    #[tracing::instrument(skip_all)]
+    async fn link_source_user(
+        &self,
+        request: Request<pb::LinkSourceUserRequest>,
+    ) -> Answer<pb::LinkSourceUserResponse> {
+        let link = crate::sources::link_request(&request.into_inner())?;
+        Ok(Response::new(self.app.link_source_user(link).await?))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_source_users(
+        &self,
+        request: Request<pb::GetSourceUsersRequest>,
+    ) -> Answer<pb::GetSourceUsersResponse> {
+        let (source, user_ids) = crate::sources::get_request(&request.into_inner())?;
+        Ok(Response::new(
+            self.app.get_source_users(source, user_ids).await?,
+        ))
+    }
 }

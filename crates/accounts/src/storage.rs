@@ -329,6 +329,7 @@ bowtie_runtime::migrator!(
     CreateTagTable,
     CreateAttributeTables,
     crate::sources::CreateSourceTimes,
+    crate::sources::CreateSourceUsers,
 );
 
 fn account_from_row(

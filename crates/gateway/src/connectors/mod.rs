@@ -26,8 +26,8 @@ pub mod stripe;
 /// Most entries a [`Memo`] holds before it starts again empty.
 const MEMO_ENTRIES: usize = 100_000;
 
-/// A bounded in-memory map of facts that do not change once learnt (a
-/// Segment user's last group, the account of an external id). When full it
+/// A bounded in-memory map of facts that do not change once learnt (the
+/// account of an external id). When full it
 /// empties and fills again from the next calls, which only costs lookups.
 #[derive(Debug, Default)]
 pub struct Memo(Mutex<HashMap<String, String>>);
