@@ -69,10 +69,12 @@ impl AccountsService for AccountsApi {
         &self,
         request: Request<pb::UpsertAccountByExternalIdRequest>,
     ) -> Answer<pb::UpsertAccountByExternalIdResponse> {
-        let ((external, fields, inputs), idem) = convert::upsert_account(&request.into_inner())?;
+        let request = request.into_inner();
+        let ((external, fields, inputs), idem) = convert::upsert_account(&request)?;
+        let source_time = convert::source_updated_at(&request)?;
         let answer = self
             .app
-            .upsert_by_external_id(external, fields, inputs, idem);
+            .upsert_by_external_id(external, fields, inputs, source_time, idem);
         Ok(Response::new(answer.await?))
     }
 
@@ -190,5 +192,25 @@ impl AccountsService for AccountsApi {
         request: Request<pb::WatchEventsRequest>,
     ) -> Answer<Self::WatchEventsStream> {
         self.app.store().feed().watch_events(request).await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn link_source_user(
+        &self,
+        request: Request<pb::LinkSourceUserRequest>,
+    ) -> Answer<pb::LinkSourceUserResponse> {
+        let link = crate::sources::link_request(&request.into_inner())?;
+        Ok(Response::new(self.app.link_source_user(link).await?))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_source_users(
+        &self,
+        request: Request<pb::GetSourceUsersRequest>,
+    ) -> Answer<pb::GetSourceUsersResponse> {
+        let (source, user_ids) = crate::sources::get_request(&request.into_inner())?;
+        Ok(Response::new(
+            self.app.get_source_users(source, user_ids).await?,
+        ))
     }
 }

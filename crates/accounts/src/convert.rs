@@ -673,6 +673,17 @@ pub fn upsert_account(
     Ok(((parsed(external)?, parsed(fields)?, inputs), idem))
 }
 
+/// The instant of the source's data of an UpsertAccountByExternalId, when set.
+pub fn source_updated_at(
+    req: &pb::UpsertAccountByExternalIdRequest,
+) -> Result<Option<Instant>, Error> {
+    let mut v = FieldViolations::default();
+    let at =
+        validate::optional_instant(&mut v, "source_updated_at", req.source_updated_at.as_ref());
+    v.into_result()?;
+    Ok(at.flatten())
+}
+
 /// Parses ArchiveAccount: the account and the version it expects.
 pub fn archive_account(
     req: &pb::ArchiveAccountRequest,

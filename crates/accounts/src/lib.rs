@@ -12,6 +12,7 @@ pub mod attributes;
 pub mod convert;
 pub mod domain;
 pub mod service;
+pub mod sources;
 pub mod storage;
 
 use std::sync::Arc;

@@ -22,6 +22,7 @@ use crate::convert::{
     self, AccountUpdate, ContactUpdate, account_to_pb, contact_to_pb, declaration_to_pb,
 };
 use crate::domain::*;
+use crate::sources;
 use crate::storage::{self, AccountFilter};
 
 fn account_event(event_type: &'static str, a: &Account) -> NewEvent {
@@ -279,12 +280,16 @@ impl Accounts {
         Ok(convert::accounts_listed(&rows, paging))
     }
 
-    /// Creates or updates the account a CRM knows by `external`.
+    /// Creates or updates the account a CRM knows by `external`. With
+    /// `source_time` (the instant of the source's data), data older than
+    /// the newest applied for `external` changes nothing and answers the
+    /// account as it is.
     pub async fn upsert_by_external_id(
         &self,
         external: ExternalId,
         mut fields: AccountFields,
         inputs: Inputs,
+        source_time: Option<Instant>,
         idem: Option<Idempotency>,
     ) -> Result<pb::UpsertAccountByExternalIdResponse, Error> {
         fields.external_ids.retain(|e| e.source != external.source);
@@ -295,7 +300,18 @@ impl Accounts {
                 Box::pin(async move {
                     let changes =
                         check_attributes(tx.conn(), "account.attributes", &inputs).await?;
-                    let Some(id) = storage::find_by_external_id(tx.conn(), &external).await? else {
+                    let known = storage::find_by_external_id(tx.conn(), &external).await?;
+                    if let Some(at) = source_time {
+                        let newest = sources::source_time(tx.conn(), &external).await?;
+                        if let (Some(id), Some(newest)) = (known, newest)
+                            && newest > at
+                        {
+                            let current = storage::require_account(tx.conn(), id).await?;
+                            return Ok(convert::account_upserted(&current, false));
+                        }
+                        sources::set_source_time(tx.conn(), &external, at).await?;
+                    }
+                    let Some(id) = known else {
                         fields.attributes = attributes::apply(&Values::new(), &changes);
                         let account = insert_new(tx, fields).await?;
                         return Ok(convert::account_upserted(&account, true));

@@ -324,7 +324,13 @@ impl MigrationTrait for CreateAttributeTables {
     }
 }
 
-bowtie_runtime::migrator!(CreateAccountTables, CreateTagTable, CreateAttributeTables);
+bowtie_runtime::migrator!(
+    CreateAccountTables,
+    CreateTagTable,
+    CreateAttributeTables,
+    crate::sources::CreateSourceTimes,
+    crate::sources::CreateSourceUsers,
+);
 
 fn account_from_row(
     m: account::Model,

@@ -716,6 +716,18 @@ impl AccountsService for Echo {
     ) -> Answer<bowtie_proto::accounts::ListAttributeDeclarationsResponse> {
         Err(Status::unimplemented("echo"))
     }
+    async fn link_source_user(
+        &self,
+        _: Request<bowtie_proto::accounts::LinkSourceUserRequest>,
+    ) -> Answer<bowtie_proto::accounts::LinkSourceUserResponse> {
+        Err(Status::unimplemented("echo"))
+    }
+    async fn get_source_users(
+        &self,
+        _: Request<bowtie_proto::accounts::GetSourceUsersRequest>,
+    ) -> Answer<bowtie_proto::accounts::GetSourceUsersResponse> {
+        Err(Status::unimplemented("echo"))
+    }
     type WatchEventsStream = futures::stream::Empty<Result<WatchEventsResponse, Status>>;
     async fn watch_events(
         &self,

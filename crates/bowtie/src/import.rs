@@ -635,6 +635,7 @@ async fn account_row(
             // its answer says truthfully whether this call created the account
             // (a replayed key would repeat the first answer, "created").
             idempotency_key: String::new(),
+            source_updated_at: None,
         })
         .await
         .map_err(|s| describe(&s))?

@@ -65,8 +65,6 @@ struct AppState {
     connectors: Arc<ConnectorSettings>,
     /// The reason codes the revenue service accepts on a cancellation.
     churn_reasons: Arc<Vec<String>>,
-    /// Segment users' last groups.
-    last_groups: Arc<connectors::segment::LastGroups>,
     /// The accounts of the external ids the connectors resolved.
     known_accounts: Arc<connectors::Memo>,
     /// Set on shutdown: /readyz answers 503 while the gateway drains.
@@ -341,7 +339,6 @@ impl StripeBackfill {
                 settings: Arc::new(settings.gateway.clone()),
                 connectors: Arc::new(settings.connectors.clone()),
                 churn_reasons: Arc::new(settings.revenue_policy.churn_reasons.clone()),
-                last_groups: Arc::default(),
                 known_accounts: Arc::default(),
                 draining: Arc::new(AtomicBool::new(false)),
                 sign_in: None,
@@ -400,7 +397,6 @@ pub async fn build(settings: &Settings, shutdown: Shutdown) -> anyhow::Result<Ga
         settings: Arc::new(settings.gateway.clone()),
         connectors: Arc::new(settings.connectors.clone()),
         churn_reasons: Arc::new(settings.revenue_policy.churn_reasons.clone()),
-        last_groups: Arc::default(),
         known_accounts: Arc::default(),
         draining: draining.clone(),
         sign_in,

@@ -524,6 +524,7 @@ async fn apply(
                 }),
                 account: Some(account),
                 idempotency_key: key("account"),
+                source_updated_at: None,
             }))
             .await
             .map_err(|s| ApiError::from_status("accounts", &s))?

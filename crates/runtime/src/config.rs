@@ -169,6 +169,9 @@ pub struct StripeSettings {
     /// `cancellation_details.feedback` -> churn reason code (of
     /// `revenue_policy.churn_reasons`); unmapped feedback is `other`.
     pub feedback_reasons: std::collections::BTreeMap<String, String>,
+    /// Customer metadata key -> declared account attribute: the value,
+    /// converted to the declared type, is set on the account.
+    pub attributes: std::collections::BTreeMap<String, String>,
 }
 
 impl StripeSettings {
@@ -188,6 +191,9 @@ pub struct SegmentSettings {
     pub write_key_env: String,
     /// `track` event name -> scoring signal type; an unmapped event is counted, not stored.
     pub events: Vec<SegmentEventSignal>,
+    /// `group` trait -> declared account attribute: the value, converted
+    /// to the declared type, is set on the account.
+    pub attributes: std::collections::BTreeMap<String, String>,
 }
 
 impl SegmentSettings {

@@ -717,6 +717,7 @@ async fn upsert_by_external_id_creates_then_returns_the_same_account_unchanged(
             ..account("Globex", Segment::MidMarket)
         }),
         idempotency_key: String::new(),
+        source_updated_at: None,
     };
     let first = client
         .upsert_account_by_external_id(request.clone())
@@ -761,6 +762,7 @@ async fn upsert_by_external_id_updates_the_account_and_keeps_other_external_ids(
         external_id: Some(external_id("hubspot", "42")),
         account: Some(account(name, segment)),
         idempotency_key: String::new(),
+        source_updated_at: None,
     };
     let created = client
         .upsert_account_by_external_id(upsert("Globex", Segment::Smb))
@@ -827,6 +829,7 @@ async fn upsert_by_external_id_requires_the_external_id(db: &TestDatabase) -> an
             external_id: None,
             account: Some(account("Globex", Segment::Smb)),
             idempotency_key: String::new(),
+            source_updated_at: None,
         })
         .await;
     let status = assert::status(missing, Code::InvalidArgument);
@@ -840,6 +843,7 @@ async fn upsert_by_external_id_requires_the_external_id(db: &TestDatabase) -> an
             external_id: Some(external_id("Hub Spot!", "42")),
             account: Some(account("Globex", Segment::Smb)),
             idempotency_key: String::new(),
+            source_updated_at: None,
         })
         .await;
     assert::invalid_field(bad_source, "external_id.source");
@@ -848,6 +852,7 @@ async fn upsert_by_external_id_requires_the_external_id(db: &TestDatabase) -> an
             external_id: Some(external_id("hubspot", "42")),
             account: Some(account("", Segment::Smb)),
             idempotency_key: String::new(),
+            source_updated_at: None,
         })
         .await;
     assert::invalid_field(no_name, "account.name");
@@ -971,6 +976,7 @@ async fn an_archived_account_cannot_be_changed_by_an_upsert(
         external_id: Some(external_id("hubspot", "1")),
         account: Some(account(name, Segment::Smb)),
         idempotency_key: String::new(),
+        source_updated_at: None,
     };
     let created = client
         .upsert_account_by_external_id(upsert("Acme"))

@@ -488,6 +488,7 @@ async fn an_upsert_sets_attributes_and_keeps_the_ones_it_does_not_name(
         external_id: Some(external_id("hubspot", "42")),
         account: Some(a),
         idempotency_key: String::new(),
+        source_updated_at: None,
     };
     let first = client
         .upsert_account_by_external_id(upsert(with_attributes(

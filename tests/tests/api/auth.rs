@@ -107,6 +107,7 @@ async fn call_every_method(
                     external_id: Some(external_id("hubspot", "denied")),
                     account: Some(bowtie_testkit::fixtures::account("Denied", Segment::Smb)),
                     idempotency_key: String::new(),
+                    source_updated_at: None,
                 })
                 .await,
         ),

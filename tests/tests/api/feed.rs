@@ -227,6 +227,7 @@ async fn every_change_publishes_one_event_and_rejected_or_repeated_writes_publis
         external_id: Some(external_id("hubspot", "42")),
         account: Some(account("Globex", Segment::MidMarket)),
         idempotency_key: String::new(),
+        source_updated_at: None,
     };
     let globex = client
         .upsert_account_by_external_id(upsert.clone())

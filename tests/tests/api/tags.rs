@@ -204,6 +204,7 @@ async fn an_upsert_without_tags_keeps_them_and_one_with_tags_replaces_them(
         external_id: Some(external_id("hubspot", "42")),
         account: Some(a),
         idempotency_key: String::new(),
+        source_updated_at: None,
     };
     let first = client
         .upsert_account_by_external_id(upsert(tagged("Acme", &["Pilot"])))

@@ -14,6 +14,8 @@ use serde_json::{Value, json};
 backend_test!(
     a_recorded_visit_lands_as_account_contact_and_signals_and_a_replay_adds_nothing,
     an_oversized_batch_is_413_and_a_wrong_write_key_is_401,
+    group_traits_set_declared_attributes_and_a_misfit_is_reported_while_the_rest_land,
+    a_second_gateway_attributes_a_track_to_the_group_another_one_recorded,
 );
 
 const WRITE_KEY_SEGMENT: &str = "wk_test_bowtie_segment";
@@ -223,5 +225,149 @@ async fn an_oversized_batch_is_413_and_a_wrong_write_key_is_401(
 
     let (_, list) = stack.get("/api/v1/accounts", READ_KEY).await?;
     assert_eq!(list["accounts"].as_array().map(Vec::len), Some(0));
+    Ok(())
+}
+
+async fn group_traits_set_declared_attributes_and_a_misfit_is_reported_while_the_rest_land(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    use bowtie_proto::accounts::{AttributeDeclaration, AttributeType, DeclareAttributeRequest};
+    let stack = Stack::start_with(db, |s| {
+        s.connectors.segment.write_key = WRITE_KEY_SEGMENT.to_owned().into();
+        s.connectors.segment.write_key_env = String::new();
+        s.gateway.webhook_api_key = WRITE_KEY.to_owned().into();
+        s.connectors.segment.attributes = [("plan", "plan_family"), ("trial", "on_trial")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+    })
+    .await?;
+    let accounts = stack
+        .accounts
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("the accounts server runs"))?;
+    let mut admin = accounts.accounts_admin();
+    for (name, kind, allowed) in [
+        ("plan_family", AttributeType::Enum, vec!["core", "pro"]),
+        ("on_trial", AttributeType::Bool, Vec::new()),
+    ] {
+        admin
+            .declare_attribute(DeclareAttributeRequest {
+                declaration: Some(AttributeDeclaration {
+                    name: name.to_owned(),
+                    r#type: kind as i32,
+                    allowed_values: allowed.into_iter().map(str::to_owned).collect(),
+                    ..AttributeDeclaration::default()
+                }),
+                expected_version: None,
+            })
+            .await?;
+    }
+    let batch = json!({"batch": [
+        {"type": "group", "messageId": "g-1", "userId": "u-1", "groupId": "org_fit",
+         "traits": {"name": "Fits Inc", "plan": "pro", "trial": "false"}},
+        {"type": "group", "messageId": "g-2", "userId": "u-2", "groupId": "org_misfit",
+         "traits": {"name": "Misfit Inc", "plan": "enterprise", "trial": true}},
+        {"type": "track", "messageId": "t-1", "userId": "u-1", "event": "Signed In",
+         "timestamp": "2026-03-02T09:00:00Z"},
+    ]});
+    let (status, answer) = post(
+        &stack,
+        "/v1/batch",
+        batch.to_string(),
+        Some(WRITE_KEY_SEGMENT),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["accounts"], 1, "{answer}");
+    assert_eq!(answer["signals"], 1, "{answer}");
+    assert_eq!(answer["rejected"].as_array().map(Vec::len), Some(1));
+    assert_eq!(answer["rejected"][0]["index"], 1);
+    assert_eq!(answer["rejected"][0]["message_id"], "g-2");
+    let error = answer["rejected"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("traits.plan"), "{error}");
+
+    // The misfit group wrote nothing: only the group that fits is an account.
+    let (_, list) = stack.get("/api/v1/accounts", READ_KEY).await?;
+    let found = list["accounts"].as_array().cloned().unwrap_or_default();
+    assert_eq!(found.len(), 1, "{list}");
+    assert_eq!(found[0]["name"], "Fits Inc");
+    assert_eq!(
+        found[0]["attributes"],
+        json!({"plan_family": "pro", "on_trial": false})
+    );
+    Ok(())
+}
+
+async fn a_second_gateway_attributes_a_track_to_the_group_another_one_recorded(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    use bowtie_proto::accounts::GetSourceUsersRequest;
+    let stack = start(db).await?;
+    let group = |id: &str, group: &str, at: &str| {
+        json!({"type": "group", "messageId": id, "userId": "u-7", "groupId": group,
+               "traits": {"name": group}, "timestamp": at})
+    };
+    let batch = json!({"batch": [
+        group("g-1", "org_one", "2026-03-02T09:00:00Z"),
+        group("g-2", "org_two", "2026-03-02T08:00:00Z"),
+    ]});
+    let (status, answer) = post(
+        &stack,
+        "/v1/batch",
+        batch.to_string(),
+        Some(WRITE_KEY_SEGMENT),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["accounts"], 2, "{answer}");
+
+    // A second gateway in front of the same services (a replica, or this
+    // one restarted) knows nothing but what the accounts service keeps.
+    let second =
+        bowtie_gateway::build(&stack.settings, bowtie_runtime::shutdown::Shutdown::new()).await?;
+    let url = format!("http://{}", second.local_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(second.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    let track = json!({"type": "track", "messageId": "t-7", "userId": "u-7",
+                       "event": "Signed In", "timestamp": "2026-03-02T09:30:00Z"});
+    let response = reqwest::Client::new()
+        .post(format!("{url}/v1/batch"))
+        .header("authorization", basic(WRITE_KEY_SEGMENT))
+        .header("content-type", "application/json")
+        .body(json!({"batch": [track]}).to_string())
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::OK);
+    let answer: Value = response.json().await?;
+    assert_eq!(answer["signals"], 1, "{answer}");
+    assert_eq!(answer["rejected"], json!([]), "{answer}");
+    let _ = stop.send(());
+    let _ = task.await;
+
+    // The user's last group is org_one: the later call, not the later arrival.
+    let (_, list) = stack.get("/api/v1/accounts", READ_KEY).await?;
+    let one = list["accounts"]
+        .as_array()
+        .and_then(|a| a.iter().find(|a| a["name"] == "org_one"))
+        .and_then(|a| a["id"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let server = stack
+        .accounts
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("no accounts server"))?;
+    let links = AccountsServiceClient::new(server.with_key(READ_KEY))
+        .get_source_users(GetSourceUsersRequest {
+            source: "segment".to_owned(),
+            user_ids: vec!["u-7".to_owned(), "u-unknown".to_owned()],
+        })
+        .await?
+        .into_inner()
+        .links;
+    assert_eq!(links.len(), 1);
+    assert_eq!(links[0].account_id, one);
     Ok(())
 }

@@ -25,6 +25,8 @@ backend_test!(
     an_unused_stripe_event_type_is_200_and_stores_nothing,
     a_backfill_then_the_live_events_give_one_history,
     a_failed_payment_churns_and_a_new_payment_reactivates,
+    customer_metadata_sets_declared_attributes_and_a_misfit_is_400_writing_nothing,
+    a_late_customer_update_does_not_overwrite_a_newer_one,
 );
 
 const SECRET: &str = "whsec_test_bowtie_connector";
@@ -149,6 +151,14 @@ struct Harness {
 
 impl Harness {
     async fn start(db: &TestDatabase) -> anyhow::Result<Option<Self>> {
+        Self::start_with(db, |_| {}).await
+    }
+
+    /// Like [`Harness::start`], the settings further adjusted by `configure`.
+    async fn start_with(
+        db: &TestDatabase,
+        configure: impl FnOnce(&mut bowtie_runtime::config::Settings),
+    ) -> anyhow::Result<Option<Self>> {
         let Some(python) = sdk_python() else {
             return Ok(None);
         };
@@ -156,9 +166,18 @@ impl Harness {
             s.connectors.stripe.webhook_secret = SECRET.to_owned().into();
             s.connectors.stripe.webhook_secret_env = String::new();
             s.gateway.webhook_api_key = WRITE_KEY.to_owned().into();
+            configure(s);
         })
         .await?;
         Ok(Some(Self { stack, python }))
+    }
+
+    /// Delivers one event signed now; its status and answer.
+    async fn deliver_one(&self, event: &Value) -> anyhow::Result<(StatusCode, Value)> {
+        let body = event.to_string();
+        let headers = sign(&self.python, &[(body.clone(), now(), SECRET)])?;
+        let mut answers = self.post_raw(&[(body, headers[0].clone())]).await?;
+        answers.pop().ok_or_else(|| anyhow::anyhow!("no answer"))
     }
 
     /// Posts raw bodies with their signature headers, in order.
@@ -827,5 +846,160 @@ async fn a_failed_payment_churns_and_a_new_payment_reactivates(
             mv("REACTIVATION", 2_500, "2026-03-20T00:00:00Z"),
         ]
     );
+    Ok(())
+}
+
+/// Declares `plan_family` (enum core / plus), `seats` (number) and
+/// `renews_on` (date) on the stack's accounts service.
+async fn declare_attributes(stack: &Stack) -> anyhow::Result<()> {
+    use bowtie_proto::accounts::{AttributeDeclaration, AttributeType, DeclareAttributeRequest};
+    let accounts = stack
+        .accounts
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("the accounts server runs"))?;
+    let mut admin = accounts.accounts_admin();
+    for (name, kind, allowed) in [
+        ("plan_family", AttributeType::Enum, vec!["core", "plus"]),
+        ("seats", AttributeType::Number, Vec::new()),
+        ("renews_on", AttributeType::Date, Vec::new()),
+    ] {
+        admin
+            .declare_attribute(DeclareAttributeRequest {
+                declaration: Some(AttributeDeclaration {
+                    name: name.to_owned(),
+                    r#type: kind as i32,
+                    allowed_values: allowed.into_iter().map(str::to_owned).collect(),
+                    ..AttributeDeclaration::default()
+                }),
+                expected_version: None,
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+async fn customer_metadata_sets_declared_attributes_and_a_misfit_is_400_writing_nothing(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let Some(h) = Harness::start_with(db, |s| {
+        s.connectors.stripe.attributes = [
+            ("plan", "plan_family"),
+            ("seat_count", "seats"),
+            ("renewal", "renews_on"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    })
+    .await?
+    else {
+        return Ok(());
+    };
+    declare_attributes(&h.stack).await?;
+    let mut good = customer("cus_M", "Metadata Co", "smb");
+    good["metadata"]["plan"] = json!("plus");
+    good["metadata"]["seat_count"] = json!("25");
+    good["metadata"]["renewal"] = json!("2027-01-31");
+    good["metadata"]["unmapped"] = json!("ignored");
+    let (status, answer) = h
+        .deliver_one(&event(
+            "evt_M1",
+            "customer.created",
+            "2026-01-05T00:00:00Z",
+            good,
+            None,
+        ))
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let accounts = h.accounts().await?;
+    assert_eq!(accounts.len(), 1);
+    assert_eq!(
+        accounts[0]["attributes"],
+        json!({"plan_family": "plus", "seats": 25.0, "renews_on": "2027-01-31"})
+    );
+
+    // A seat count that is not a number: 400 naming the metadata key, and
+    // neither the account nor any attribute is written.
+    let mut bad = customer("cus_N", "Misfit Co", "smb");
+    bad["metadata"]["plan"] = json!("core");
+    bad["metadata"]["seat_count"] = json!("many");
+    let (status, answer) = h
+        .deliver_one(&event(
+            "evt_N1",
+            "customer.created",
+            "2026-01-05T00:00:00Z",
+            bad,
+            None,
+        ))
+        .await?;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!(
+        answer["error"]["field_violations"][0]["field"],
+        "data.object.metadata.seat_count"
+    );
+    let accounts = h.accounts().await?;
+    assert_eq!(accounts.len(), 1, "{accounts:?}");
+    assert_eq!(accounts[0]["name"], "Metadata Co");
+
+    // A plan outside the enum on the known customer changes nothing either.
+    let mut outside = customer("cus_M", "Metadata Co Renamed", "smb");
+    outside["metadata"]["plan"] = json!("gold");
+    let (status, answer) = h
+        .deliver_one(&event(
+            "evt_M2",
+            "customer.updated",
+            "2026-01-06T00:00:00Z",
+            outside,
+            None,
+        ))
+        .await?;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!(
+        answer["error"]["field_violations"][0]["field"],
+        "data.object.metadata.plan"
+    );
+    let accounts = h.accounts().await?;
+    assert_eq!(accounts[0]["name"], "Metadata Co");
+    assert_eq!(accounts[0]["attributes"]["plan_family"], "plus");
+    Ok(())
+}
+
+async fn a_late_customer_update_does_not_overwrite_a_newer_one(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let Some(h) = Harness::start(db).await? else {
+        return Ok(());
+    };
+    let created = event(
+        "evt_L0",
+        "customer.created",
+        "2026-02-01T00:00:00Z",
+        customer("cus_L", "Late Co", "smb"),
+        None,
+    );
+    let newer = event(
+        "evt_L2",
+        "customer.updated",
+        "2026-02-03T00:00:00Z",
+        customer("cus_L", "Late Co (renamed twice)", "enterprise"),
+        Some(json!({"name": "Late Co (renamed once)"})),
+    );
+    let older = event(
+        "evt_L1",
+        "customer.updated",
+        "2026-02-02T00:00:00Z",
+        customer("cus_L", "Late Co (renamed once)", "mid_market"),
+        Some(json!({"name": "Late Co"})),
+    );
+    // The newer update arrives first, then the older one, then the creation.
+    let answers = h.deliver(&[newer, older, created]).await?;
+    let accounts = h.accounts().await?;
+    assert_eq!(accounts.len(), 1, "{accounts:?}");
+    assert_eq!(accounts[0]["name"], "Late Co (renamed twice)");
+    assert_eq!(accounts[0]["segment"], "ENTERPRISE");
+    // Every delivery is answered with the one account.
+    for answer in &answers {
+        assert_eq!(answer["account_id"], accounts[0]["id"], "{answer}");
+    }
     Ok(())
 }

@@ -245,6 +245,7 @@ async fn upsert_account(
                 ..Account::default()
             }),
             idempotency_key: format!("{prefix}-a{}", a.index),
+            source_updated_at: None,
         },
         |mut c, r| async move { c.upsert_account_by_external_id(r).await },
     )

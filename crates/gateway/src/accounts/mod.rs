@@ -198,6 +198,7 @@ async fn upsert_account_by_external_id(
         }),
         account: Some(body.to_pb()),
         idempotency_key: idempotency_key(&headers)?,
+        source_updated_at: None,
     });
     let mut accounts = state.services.accounts.clone();
     let r = answer(accounts.upsert_account_by_external_id(request).await)?;

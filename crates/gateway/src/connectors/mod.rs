@@ -19,14 +19,15 @@ use crate::AppState;
 use crate::clients::Caller;
 use crate::error::ApiError;
 
+pub mod attributes;
 pub mod segment;
 pub mod stripe;
 
 /// Most entries a [`Memo`] holds before it starts again empty.
 const MEMO_ENTRIES: usize = 100_000;
 
-/// A bounded in-memory map of facts that do not change once learnt (a
-/// Segment user's last group, the account of an external id). When full it
+/// A bounded in-memory map of facts that do not change once learnt (the
+/// account of an external id). When full it
 /// empties and fills again from the next calls, which only costs lookups.
 #[derive(Debug, Default)]
 pub struct Memo(Mutex<HashMap<String, String>>);
@@ -81,19 +82,31 @@ pub async fn resolve_account(
     if let Some(id) = state.known_accounts.get(&key) {
         return Ok(id);
     }
-    let id = upsert_account(state, caller, source, external_id, placeholder, key.clone()).await?;
+    let id = upsert_account(
+        state,
+        caller,
+        source,
+        external_id,
+        placeholder,
+        None,
+        key.clone(),
+    )
+    .await?;
     state.known_accounts.set(&key, &id);
     Ok(id)
 }
 
 /// Upserts the account of `external_id` in `source` with `account`'s data
-/// under the idempotency key `key`; its id.
+/// under the idempotency key `key`; its id. `source_time` is the instant of
+/// the data at the source: data older than the newest applied changes
+/// nothing (the accounts service orders them).
 pub async fn upsert_account(
     state: &AppState,
     caller: &Caller,
     source: &str,
     external_id: &str,
     account: acc::Account,
+    source_time: Option<prost_types::Timestamp>,
     key: String,
 ) -> Result<String, ApiError> {
     let answer = state
@@ -107,6 +120,7 @@ pub async fn upsert_account(
             }),
             account: Some(account),
             idempotency_key: key,
+            source_updated_at: source_time,
         }))
         .await
         .map_err(|s| ApiError::from_status("accounts", &s))?

@@ -12,10 +12,13 @@
 //!
 //! `group` upserts the account (source `segment`, external id = groupId;
 //! traits name, industry and employees -> segment) and remembers the user's
-//! group; `identify` records the contact on the user's account
+//! group in the accounts service (`LinkSourceUser`, so every replica and a
+//! restarted gateway see it); `identify` records the contact on the user's account
 //! (`context.groupId`, `traits.groupId` or the last group); `track` becomes
 //! a signal through `connectors.segment.events`, on `context.groupId` or the
 //! user's last group. `messageId` is the idempotency key of each call.
+
+use std::collections::HashMap;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -45,10 +48,6 @@ pub const CALL_LIMIT: usize = 32 * 1024;
 pub const BATCH_LIMIT: usize = 500 * 1024;
 /// Most events in a batch.
 pub const BATCH_EVENTS: usize = 2500;
-/// userId -> the account of the user's last `group` call. Held in memory:
-/// a restarted gateway learns it again from the next group call, and a
-/// `track` carrying `context.groupId` never needs it.
-pub type LastGroups = super::Memo;
 
 /// What a call or a batch did.
 #[derive(Debug, Clone, Default, Serialize, ToSchema)]
@@ -216,6 +215,10 @@ struct Batch<'a> {
     caller: Caller,
     result: TrackingResult,
     signals: Vec<(usize, String, sco::Signal)>,
+    /// userId -> the account of the user's last group: read once per batch
+    /// from the accounts service, then kept up to date by the batch's own
+    /// group calls.
+    links: HashMap<String, String>,
 }
 
 impl Batch<'_> {
@@ -239,13 +242,94 @@ impl Batch<'_> {
                 resolve_account(self.state, &self.caller, SOURCE, &group).await?,
             ));
         }
-        Ok(call.user().and_then(|u| self.state.last_groups.get(&u)))
+        Ok(call.user().and_then(|u| self.links.get(&u).cloned()))
+    }
+
+    /// Reads the last groups of the users whose calls name no group, in one call.
+    async fn read_links(&mut self, events: &[Value]) -> Result<(), ApiError> {
+        let mut users: Vec<String> = events
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e.get("type").and_then(Value::as_str),
+                    Some("identify" | "track")
+                ) && e.pointer("/context/groupId").is_none()
+            })
+            .filter_map(|e| id_text(e.get("userId")).or_else(|| id_text(e.get("anonymousId"))))
+            .collect();
+        users.sort();
+        users.dedup();
+        if users.is_empty() {
+            return Ok(());
+        }
+        let answer = self
+            .state
+            .services
+            .accounts
+            .clone()
+            .get_source_users(self.caller.request(acc::GetSourceUsersRequest {
+                source: SOURCE.to_owned(),
+                user_ids: users,
+            }))
+            .await
+            .map_err(|s| ApiError::from_status("accounts", &s))?
+            .into_inner();
+        for link in answer.links {
+            if let Some(user) = link.user {
+                self.links.insert(user.external_id, link.account_id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Records `account` as the user's last group as of the call's time; a
+    /// newer link already recorded stays.
+    async fn link(&mut self, call: &Call, account: &str) -> Result<(), ApiError> {
+        let Some(user) = call.user() else {
+            return Ok(());
+        };
+        let answer = self
+            .state
+            .services
+            .accounts
+            .clone()
+            .link_source_user(self.caller.request(acc::LinkSourceUserRequest {
+                user: Some(acc::ExternalId {
+                    source: SOURCE.to_owned(),
+                    external_id: user.clone(),
+                }),
+                account_id: account.to_owned(),
+                linked_at: Some(timestamp(call.at())),
+            }))
+            .await
+            .map_err(|s| ApiError::from_status("accounts", &s))?
+            .into_inner();
+        let linked = answer
+            .link
+            .map_or_else(|| account.to_owned(), |l| l.account_id);
+        self.links.insert(user, linked);
+        Ok(())
     }
 
     async fn group(&mut self, index: usize, call: &Call, raw: &Value) -> Result<(), ApiError> {
         let Some(group) = id_text(call.group_id.as_ref()) else {
             self.reject(index, call, "a group call needs groupId");
             return Ok(());
+        };
+        let attributes = super::attributes::mapped(
+            self.state,
+            &self.caller,
+            &self.state.connectors.segment.attributes,
+            "traits",
+            &call.traits,
+        )
+        .await?;
+        let attributes = match attributes {
+            Ok(a) => a,
+            Err(misfit) => {
+                self.reject(index, call, format!("{}: {}", misfit.field, misfit.reason));
+                return Ok(());
+            }
         };
         let account = resolve_account(self.state, &self.caller, SOURCE, &group).await?;
         let name = Some(trait_text(&call.traits, "name"))
@@ -265,16 +349,17 @@ impl Batch<'_> {
                 name,
                 segment: segment.into(),
                 industry: trait_text(&call.traits, "industry"),
+                attributes,
                 ..acc::Account::default()
             },
+            // Only a time the call carries: a replay must send the same request.
+            call.timestamp.or(call.sent_at).map(timestamp),
             format!("{}:account", signal_key(call, raw)),
         )
         .await;
         match upserted {
             Ok(_) => {
-                if let Some(user) = call.user() {
-                    self.state.last_groups.set(&user, &account);
-                }
+                self.link(call, &account).await?;
                 self.result.accounts += 1;
             }
             Err(e) => self.reject(index, call, e.detail().message.clone()),
@@ -288,6 +373,7 @@ impl Batch<'_> {
             return Ok(());
         };
         let group = id_text(call.traits.get("groupId"));
+        let names_group = group.is_some() || call.context_group().is_some();
         let Some(account) = self.account_of(call, group).await? else {
             self.reject(
                 index,
@@ -345,8 +431,8 @@ impl Batch<'_> {
                 }
             }
         }
-        if let Some(u) = call.user() {
-            self.state.last_groups.set(&u, &account);
+        if names_group {
+            self.link(call, &account).await?;
         }
         Ok(())
     }
@@ -482,7 +568,9 @@ async fn ingest(
             ..TrackingResult::default()
         },
         signals: Vec::new(),
+        links: HashMap::new(),
     };
+    batch.read_links(&events).await?;
     for (index, raw) in events.iter().enumerate() {
         batch.apply(index, raw).await?;
     }

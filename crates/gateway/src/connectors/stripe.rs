@@ -484,13 +484,25 @@ impl Writer<'_> {
         resolve_account(self.state, &self.caller, SOURCE, customer).await
     }
 
+    /// Upserts the customer's account with the data it had at `created`
+    /// (Unix seconds): older data than the newest applied changes nothing.
     async fn upsert(
         &self,
         customer: &str,
         account: acc::Account,
+        created: i64,
         key: String,
     ) -> Result<String, ApiError> {
-        upsert_account(self.state, &self.caller, SOURCE, customer, account, key).await
+        upsert_account(
+            self.state,
+            &self.caller,
+            SOURCE,
+            customer,
+            account,
+            at(created),
+            key,
+        )
+        .await
     }
 
     /// The revenue subscription of one Stripe item: created once with zero
@@ -631,12 +643,30 @@ async fn apply(state: &AppState, caller: Caller, event: Event) -> Result<StripeR
     match event.kind.as_str() {
         "customer.created" | "customer.updated" => {
             let c: Customer = object(&event)?;
+            // Mapped metadata is checked before anything is written.
+            let metadata = c
+                .metadata
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect();
+            let attributes = super::attributes::mapped(
+                state,
+                &w.caller,
+                &settings.attributes,
+                "data.object.metadata",
+                &metadata,
+            )
+            .await?
+            .map_err(super::attributes::Misfit::into_error)?;
             // Resolve first, so the placeholder upsert never runs after a real one.
             w.account(&c.id).await?;
+            let mut account = account_of(&c, &settings.segment_metadata_key);
+            account.attributes = attributes;
             let id = w
                 .upsert(
                     &c.id,
-                    account_of(&c, &settings.segment_metadata_key),
+                    account,
+                    event.created,
                     format!("stripe:{}:account", event.id),
                 )
                 .await?;
@@ -825,13 +855,19 @@ pub fn backfill_events(object: &Value) -> Result<Vec<Event>, ApiError> {
             },
         };
     match kind {
-        "customer" => Ok(vec![event(
-            "customer",
-            "customer.created",
-            created,
-            object.clone(),
-            None,
-        )]),
+        // A listed customer is its state now: it wins over older live
+        // events still in flight, and loses to any later one.
+        // (Each import is then its own event: the same data again changes nothing.)
+        "customer" => {
+            let now = Utc::now().timestamp();
+            Ok(vec![event(
+                &format!("customer_{now}"),
+                "customer.created",
+                now,
+                object.clone(),
+                None,
+            )])
+        }
         "subscription" => {
             let s: Subscription = serde_path_to_error::deserialize(object.clone())
                 .map_err(|e| ApiError::invalid(e.path().to_string(), e.inner().to_string()))?;
