@@ -69,12 +69,12 @@ fn generate() -> DataSet {
     csv.push_str("account_id,segment,subscription_id,ts,mrr\n");
     let mut changes = 0;
     for a in 0..ACCOUNTS {
-        let account = AccountInfo {
-            id: AccountId(Uuid::from_u128(0x1000_0000 + a as u128)),
-            segment: [Segment::Smb, Segment::MidMarket, Segment::Enterprise][a % 3],
-            owner: format!("owner-{}", a % 20),
-            csm: format!("csm-{}", a % 10),
-        };
+        let account = AccountInfo::new(
+            AccountId(Uuid::from_u128(0x1000_0000 + a as u128)),
+            [Segment::Smb, Segment::MidMarket, Segment::Enterprise][a % 3],
+            format!("owner-{}", a % 20),
+            format!("csm-{}", a % 10),
+        );
         let interval = [Interval::Month, Interval::Quarter, Interval::Year][rng.below(3) as usize];
         let start = first + rng.below(span_days - 60) * DAY + rng.below(24) * 3_600_000_000;
         let terms = |rng: &mut Lcg| Terms {

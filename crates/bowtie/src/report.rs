@@ -531,6 +531,7 @@ pub async fn retention(
             end_month: range.end_month(),
             months: 12,
             segment: segment.unwrap_or(Segment::Unspecified) as i32,
+            ..GetCohortRetentionRequest::default()
         })
         .await
         .map_err(|s| anyhow::anyhow!("GetCohortRetention: {}", describe(&s)))?

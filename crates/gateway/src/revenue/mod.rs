@@ -99,6 +99,7 @@ async fn get_mrr_report(
         end_month: q.end_month,
         granularity: q.granularity.unwrap_or_default().into(),
         segment: q.segment.unwrap_or_default().into(),
+        ..rev::GetMrrReportRequest::default()
     };
     Ok(Report::new(
         format,
@@ -213,6 +214,7 @@ async fn get_cohort_retention(
         end_month: q.end_month,
         months: q.months.unwrap_or(0),
         segment: q.segment.unwrap_or_default().into(),
+        ..rev::GetCohortRetentionRequest::default()
     };
     Ok(Report::new(
         format,
