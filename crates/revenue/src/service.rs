@@ -534,14 +534,16 @@ impl Revenue {
         Ok((entries, paging))
     }
 
-    /// Checks that the attribute a cut names is declared (INVALID_ARGUMENT
-    /// naming `field` when not).
+    /// Checks that the attribute a cut names is known: carried by some
+    /// account revenue recorded, or else declared in the accounts service
+    /// (INVALID_ARGUMENT naming `field` when neither).
     pub async fn check_cut(&self, cut: &ReportCut, field: &str) -> Result<(), Error> {
         let dimension = match cut {
             ReportCut::Uncut => return Ok(()),
             ReportCut::Filter(d, _) | ReportCut::Group(d) => d,
         };
         if let Dimension::Attribute(name) = dimension
+            && !storage::dimension_seen(self.store.db().reader(), dimension).await?
             && !self.directory.attribute_declared(name).await?
         {
             return Err(Error::invalid(

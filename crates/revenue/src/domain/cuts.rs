@@ -402,3 +402,142 @@ pub fn cut_periods(
     }
     cut_waterfall(opening, &monthly, &moved, first, last, granularity)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{AccountId, NewSubscription, SubscriptionId, Terms, movements};
+    use super::*;
+    use crate::domain::Interval;
+    use uuid::Uuid;
+
+    fn t(micros: i64) -> Instant {
+        Instant::from_micros(micros)
+    }
+
+    fn subscription(plan: &str, start: i64, price: i64) -> Subscription {
+        Subscription::create(
+            SubscriptionId(Uuid::from_u128(start as u128)),
+            NewSubscription {
+                account_id: AccountId(Uuid::from_u128(1)),
+                currency: "USD".to_owned(),
+                interval: Interval::Month,
+                start: t(start),
+                trial_end: None,
+                term_end: None,
+                terms: Terms {
+                    plan: plan.to_owned(),
+                    quantity: 1,
+                    unit_price: Minor(price),
+                    discount_bp: 0,
+                },
+            },
+        )
+    }
+
+    fn version(version: i64, at: i64, region: &str) -> AccountVersion {
+        AccountVersion {
+            version,
+            effective_at: t(at),
+            cuts: AccountCuts {
+                segment: Segment::Smb,
+                owner: "ana".to_owned(),
+                attributes: [("region".to_owned(), region.to_owned())].into(),
+                ..AccountCuts::default()
+            },
+        }
+    }
+
+    fn tally(amount: i64, count: i64) -> Tally {
+        Tally {
+            amount: Minor(amount),
+            count,
+        }
+    }
+
+    #[test]
+    fn a_value_changed_while_paying_moves_the_mrr_and_later_movements_follow_it()
+    -> Result<(), crate::domain::Error> {
+        // 10.00 of "basic" from 10, 15.00 of "pro" from 30 (the larger
+        // plan); the region goes from eu to us at 20.
+        let subs = [subscription("basic", 10, 1_000), subscription("pro", 30, 1_500)];
+        let fx = FxTable::new("USD");
+        let ms = movements(&subs, &fx)?;
+        let versions = [version(1, 0, "eu"), version(2, 20, "us")];
+        let spans = cut_spans(&ms, &subs, &versions, &fx);
+        let shape: Vec<(i64, Option<i64>, i64, String, String)> = spans
+            .iter()
+            .map(|s| {
+                (
+                    s.from.micros(),
+                    s.to.map(Instant::micros),
+                    s.mrr.get(),
+                    s.cuts.plan.clone(),
+                    s.cuts.attributes["region"].clone(),
+                )
+            })
+            .collect();
+        let row = |from, to, mrr, plan: &str, region: &str| {
+            (from, to, mrr, plan.to_owned(), region.to_owned())
+        };
+        assert_eq!(
+            shape,
+            [
+                row(10, Some(20), 1_000, "basic", "eu"),
+                row(20, Some(30), 1_000, "basic", "us"),
+                row(30, None, 2_500, "pro", "us"),
+            ]
+        );
+        let mut out = BTreeMap::new();
+        add_cut_contributions(&mut out, &ms, &spans, 1);
+        let month = month_of(t(0));
+        let get = |d: &str, v: &str, k: i32| {
+            out.get(&(d.to_owned(), v.to_owned(), month, k))
+                .copied()
+                .unwrap_or_default()
+        };
+        let (new, expansion) = (MovementKind::New.code(), MovementKind::Expansion.code());
+        assert_eq!(get("attr:region", "eu", new), tally(1_000, 1));
+        assert_eq!(get("attr:region", "eu", MOVED), tally(-1_000, -1));
+        assert_eq!(get("attr:region", "us", MOVED), tally(1_000, 1));
+        assert_eq!(get("attr:region", "us", expansion), tally(1_500, 1));
+        // The plan changes with the expansion: basic's 10.00 moves to pro,
+        // then pro gains the 15.00.
+        assert_eq!(get("plan", "basic", new), tally(1_000, 1));
+        assert_eq!(get("plan", "basic", MOVED), tally(-1_000, -1));
+        assert_eq!(get("plan", "pro", MOVED), tally(1_000, 1));
+        assert_eq!(get("plan", "pro", expansion), tally(1_500, 1));
+        // Unchanged values see only the movements.
+        assert_eq!(get("owner", "ana", MOVED), Tally::default());
+        assert_eq!(get("segment", "smb", new), tally(1_000, 1));
+        // Taking the same history out again leaves nothing.
+        add_cut_contributions(&mut out, &ms, &spans, -1);
+        assert!(out.values().all(|t| *t == Tally::default()));
+        Ok(())
+    }
+
+    #[test]
+    fn a_churn_belongs_to_the_values_it_left_and_a_month_adds_its_moves() {
+        // eu: 10.00 in at the start of the month, moved out; us: moved in,
+        // then churned.
+        let month = month_of(t(0));
+        let rows = [
+            (month, MovementKind::New.code(), tally(1_000, 1)),
+            (month, MOVED, tally(1_000, 1)),
+            (month, MovementKind::Churn.code(), tally(-1_000, 1)),
+        ];
+        let periods = cut_periods(rows, month, month + 1, Granularity::Month);
+        assert_eq!(periods[0].moved, tally(1_000, 1));
+        assert_eq!(periods[0].end_mrr, Minor(1_000));
+        assert_eq!(periods[0].paying_end, 1);
+        assert_eq!(periods[1].start_mrr, Minor(1_000));
+        assert_eq!(periods[1].paying_start, 1);
+        let mut cuts = AccountCuts::default();
+        assert_eq!(cuts.values_of(&Dimension::Tag), [""]);
+        cuts.tags = ["b".to_owned(), "a".to_owned()].into();
+        assert_eq!(cuts.values_of(&Dimension::Tag), ["a", "b"]);
+        assert_eq!(
+            cuts.values_of(&Dimension::Attribute("region".to_owned())),
+            [""]
+        );
+    }
+}

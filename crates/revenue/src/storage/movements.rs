@@ -605,3 +605,16 @@ pub async fn loss_causes<C: ConnectionTrait>(
         .map(|((month, kind, cause), t)| (month, kind, cause, t))
         .collect())
 }
+
+/// Whether any account ever carried a value of `dimension` (one row of the
+/// cut roll-up by its key).
+pub async fn dimension_seen<C: ConnectionTrait>(
+    conn: &C,
+    dimension: &Dimension,
+) -> Result<bool, Error> {
+    Ok(cut_rollup::Entity::find()
+        .filter(cut_rollup::Column::Dimension.eq(dimension.key()))
+        .one(conn)
+        .await?
+        .is_some())
+}
