@@ -106,7 +106,11 @@ fn generate() -> DataSet {
                 terms: first_terms.clone(),
             },
         );
-        let mut rows = vec![(start, first_terms.mrr(interval).get(), first_terms.plan.clone())];
+        let mut rows = vec![(
+            start,
+            first_terms.mrr(interval).get(),
+            first_terms.plan.clone(),
+        )];
         let cancels = rng.below(4) == 0;
         let remaining = span_days * DAY - (start - first);
         let steps = CHANGES_PER_ACCOUNT as i64;

@@ -151,7 +151,11 @@ impl CutParams {
         });
         let group_by = self.group_by.map(|name| rev::GroupBy {
             dimension: dimension_code(&name),
-            attribute: if cut.is_none() { attribute } else { String::new() },
+            attribute: if cut.is_none() {
+                attribute
+            } else {
+                String::new()
+            },
         });
         (cut, group_by)
     }

@@ -163,28 +163,28 @@ fn mrr_periods(periods: Vec<rev::MrrPeriod>) -> Vec<MrrPeriod> {
     periods
         .into_iter()
         .map(|p| MrrPeriod {
-                    period: p.period,
-                    start_mrr: minor(p.start_mrr.as_ref()),
-                    new_mrr: minor(p.new_mrr.as_ref()),
-                    expansion_mrr: minor(p.expansion_mrr.as_ref()),
-                    reactivation_mrr: minor(p.reactivation_mrr.as_ref()),
-                    contraction_mrr: minor(p.contraction_mrr.as_ref()),
-                    churn_mrr: minor(p.churn_mrr.as_ref()),
-                    end_mrr: minor(p.end_mrr.as_ref()),
-                    end_arr: minor(p.end_arr.as_ref()),
-                    paying_accounts_start: p.paying_accounts_start,
-                    paying_accounts_end: p.paying_accounts_end,
-                    new_accounts: p.new_accounts,
-                    reactivated_accounts: p.reactivated_accounts,
-                    churned_accounts: p.churned_accounts,
-                    arpa: minor(p.arpa.as_ref()),
-                    customer_churn_rate: p.customer_churn_rate,
-                    revenue_churn_rate: p.revenue_churn_rate,
-                    quick_ratio: p.quick_ratio,
-                    moved_mrr: minor(p.moved_mrr.as_ref()),
-                    moved_accounts: p.moved_accounts,
-                })
-                .collect()
+            period: p.period,
+            start_mrr: minor(p.start_mrr.as_ref()),
+            new_mrr: minor(p.new_mrr.as_ref()),
+            expansion_mrr: minor(p.expansion_mrr.as_ref()),
+            reactivation_mrr: minor(p.reactivation_mrr.as_ref()),
+            contraction_mrr: minor(p.contraction_mrr.as_ref()),
+            churn_mrr: minor(p.churn_mrr.as_ref()),
+            end_mrr: minor(p.end_mrr.as_ref()),
+            end_arr: minor(p.end_arr.as_ref()),
+            paying_accounts_start: p.paying_accounts_start,
+            paying_accounts_end: p.paying_accounts_end,
+            new_accounts: p.new_accounts,
+            reactivated_accounts: p.reactivated_accounts,
+            churned_accounts: p.churned_accounts,
+            arpa: minor(p.arpa.as_ref()),
+            customer_churn_rate: p.customer_churn_rate,
+            revenue_churn_rate: p.revenue_churn_rate,
+            quick_ratio: p.quick_ratio,
+            moved_mrr: minor(p.moved_mrr.as_ref()),
+            moved_accounts: p.moved_accounts,
+        })
+        .collect()
 }
 
 impl From<rev::GetMrrReportResponse> for MrrReport {

@@ -459,7 +459,10 @@ mod tests {
     -> Result<(), crate::domain::Error> {
         // 10.00 of "basic" from 10, 15.00 of "pro" from 30 (the larger
         // plan); the region goes from eu to us at 20.
-        let subs = [subscription("basic", 10, 1_000), subscription("pro", 30, 1_500)];
+        let subs = [
+            subscription("basic", 10, 1_000),
+            subscription("pro", 30, 1_500),
+        ];
         let fx = FxTable::new("USD");
         let ms = movements(&subs, &fx)?;
         let versions = [version(1, 0, "eu"), version(2, 20, "us")];
