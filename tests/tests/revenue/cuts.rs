@@ -99,7 +99,13 @@ impl Book {
             .find(|(_, at, _)| *at <= t)
             .or(versions.first())
             .map(|(_, _, s)| s.clone())
-            .expect("every account was written");
+            .unwrap_or(Seen {
+                segment: "",
+                owner: String::new(),
+                csm: String::new(),
+                tags: Vec::new(),
+                region: None,
+            });
         match dimension {
             CutDimension::Segment => vec![v.segment.to_owned()],
             CutDimension::Plan => vec![self.plan(account, t)],
