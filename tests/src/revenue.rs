@@ -205,6 +205,7 @@ pub async fn monthly_report(
             end_month: end.to_owned(),
             granularity: 0,
             segment: segment as i32,
+            ..GetMrrReportRequest::default()
         })
         .await?
         .into_inner()

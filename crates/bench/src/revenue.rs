@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bowtie_proto::revenue::revenue_service_client::RevenueServiceClient;
-use bowtie_proto::revenue::{GetMrrReportRequest, GetRetentionRequest};
+use bowtie_proto::revenue::{CutDimension, GetMrrReportRequest, GetRetentionRequest, GroupBy};
 use bowtie_revenue::domain::{
     AccountId, Cancellation, CancellationKind, Interval, Minor, Month, NewSubscription, Segment,
     Subscription, SubscriptionId, Terms, month_start,
@@ -36,6 +36,10 @@ const BATCH: usize = 2_000;
 const REPEAT: usize = 5;
 const KEY: &str = "bt_bench_reader_5f1e0c9a7b3d2e4f6a8c0b1d3e5f7a9c";
 const DAY: i64 = 86_400_000_000;
+/// Plans the generated terms pick from.
+const PLANS: [&str; 3] = ["starter", "pro", "scale"];
+/// Values of the `region` attribute, one per account in turn.
+const REGIONS: [&str; 4] = ["eu", "us", "apac", "latam"];
 
 /// A small deterministic generator (the data set is the same on every run).
 struct Lcg(u64);
@@ -66,19 +70,25 @@ fn generate() -> DataSet {
     let span_days = 730;
     let mut accounts = Vec::with_capacity(ACCOUNTS);
     let mut csv = String::with_capacity(ACCOUNTS * CHANGES_PER_ACCOUNT * 100);
-    csv.push_str("account_id,segment,subscription_id,ts,mrr\n");
+    csv.push_str("account_id,segment,subscription_id,ts,mrr,plan,region,csm\n");
     let mut changes = 0;
     for a in 0..ACCOUNTS {
-        let account = AccountInfo {
-            id: AccountId(Uuid::from_u128(0x1000_0000 + a as u128)),
-            segment: [Segment::Smb, Segment::MidMarket, Segment::Enterprise][a % 3],
-            owner: format!("owner-{}", a % 20),
-            csm: format!("csm-{}", a % 10),
-        };
+        let mut account = AccountInfo::new(
+            AccountId(Uuid::from_u128(0x1000_0000 + a as u128)),
+            [Segment::Smb, Segment::MidMarket, Segment::Enterprise][a % 3],
+            format!("owner-{}", a % 20),
+            format!("csm-{}", a % 10),
+        );
+        let region = REGIONS[a % REGIONS.len()];
+        account
+            .version
+            .cuts
+            .attributes
+            .insert("region".into(), region.into());
         let interval = [Interval::Month, Interval::Quarter, Interval::Year][rng.below(3) as usize];
         let start = first + rng.below(span_days - 60) * DAY + rng.below(24) * 3_600_000_000;
         let terms = |rng: &mut Lcg| Terms {
-            plan: "pro".into(),
+            plan: PLANS[rng.below(PLANS.len() as i64) as usize].into(),
             quantity: 1 + rng.below(50),
             unit_price: Minor(1_000 + rng.below(100_000)),
             discount_bp: [0, 0, 1_000, 2_000][rng.below(4) as usize],
@@ -96,7 +106,11 @@ fn generate() -> DataSet {
                 terms: first_terms.clone(),
             },
         );
-        let mut rows = vec![(start, first_terms.mrr(interval).get())];
+        let mut rows = vec![(
+            start,
+            first_terms.mrr(interval).get(),
+            first_terms.plan.clone(),
+        )];
         let cancels = rng.below(4) == 0;
         let remaining = span_days * DAY - (start - first);
         let steps = CHANGES_PER_ACCOUNT as i64;
@@ -111,19 +125,21 @@ fn generate() -> DataSet {
                     kind: CancellationKind::Voluntary,
                     reason: "price".into(),
                 });
-                rows.push((at, 0));
+                let plan = rows.last().map(|r| r.2.clone()).unwrap_or_default();
+                rows.push((at, 0, plan));
             } else {
                 let t = terms(&mut rng);
                 let mrr = t.mrr(interval).get();
+                let plan = t.plan.clone();
                 if s.change(instant(at), t).is_ok() {
-                    rows.push((at, mrr));
+                    rows.push((at, mrr, plan));
                 }
             }
         }
-        for (at, mrr) in &rows {
+        for (at, mrr, plan) in &rows {
             csv.push_str(&format!(
-                "{},{},{},{at},{mrr}\n",
-                account.id, account.segment as i32, s.id
+                "{},{},{},{at},{mrr},{plan},{region},{}\n",
+                account.id, account.segment as i32, s.id, account.csm
             ));
         }
         changes += rows.len();
@@ -144,7 +160,7 @@ const DUCKDB_SCRIPT: &str = r#"
 import json, sys, time, duckdb
 csv, t0, t1, first, last = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 con = duckdb.connect()
-con.execute(f"CREATE TABLE changes AS SELECT * FROM read_csv('{csv}', header=true, columns={{'account_id':'VARCHAR','segment':'INTEGER','subscription_id':'VARCHAR','ts':'BIGINT','mrr':'BIGINT'}})")
+con.execute(f"CREATE TABLE changes AS SELECT * FROM read_csv('{csv}', header=true, columns={{'account_id':'VARCHAR','segment':'INTEGER','subscription_id':'VARCHAR','ts':'BIGINT','mrr':'BIGINT','plan':'VARCHAR','region':'VARCHAR','csm':'VARCHAR'}})")
 TIMELINE = """
 WITH d AS (
   SELECT account_id, ts, mrr - COALESCE(LAG(mrr) OVER (PARTITION BY subscription_id ORDER BY ts), 0) AS delta
@@ -177,6 +193,28 @@ SELECT COUNT(*), SUM(CASE WHEN a1.mrr > 0 THEN 1 ELSE 0 END)::BIGINT, SUM(a0.mrr
        SUM(LEAST(a0.mrr, COALESCE(a1.mrr, 0)))::BIGINT, SUM(COALESCE(a1.mrr, 0))::BIGINT
 FROM a0 LEFT JOIN a1 USING (account_id) WHERE a0.mrr > 0
 """
+# One subscription per account: an account's plan at an instant is its
+# subscription's; MRR per value at each month's end, from the raw changes.
+MONTH_ENDS = """
+WITH v AS (
+  SELECT account_id, ts, mrr, plan, region,
+         COALESCE(LEAD(ts) OVER (PARTITION BY subscription_id ORDER BY ts), 9223372036854775807) AS until
+  FROM changes),
+m AS (SELECT range AS k, epoch_us(make_timestamp(2024 + range // 12, range % 12 + 1, 1, 0, 0, 0)
+             + INTERVAL 1 MONTH) - 1 AS at FROM range(0, 24))
+SELECT k, {col} AS value, SUM(mrr)::BIGINT AS mrr
+FROM m JOIN v ON v.ts <= m.at AND m.at < v.until
+WHERE mrr > 0 GROUP BY k, {col} ORDER BY k, value
+"""
+BY_CSM = TIMELINE + """,
+a0 AS (SELECT account_id, arg_max(after, ts) AS mrr FROM acc WHERE ts <= $t0 GROUP BY account_id),
+a1 AS (SELECT account_id, arg_max(after, ts) AS mrr FROM acc WHERE ts <= $t1 GROUP BY account_id),
+who AS (SELECT account_id, any_value(csm) AS csm FROM changes GROUP BY account_id)
+SELECT csm, COUNT(*), SUM(CASE WHEN a1.mrr > 0 THEN 1 ELSE 0 END)::BIGINT, SUM(a0.mrr)::BIGINT,
+       SUM(LEAST(a0.mrr, COALESCE(a1.mrr, 0)))::BIGINT, SUM(COALESCE(a1.mrr, 0))::BIGINT
+FROM a0 LEFT JOIN a1 USING (account_id) JOIN who USING (account_id) WHERE a0.mrr > 0
+GROUP BY csm ORDER BY csm
+"""
 def timed(sql, params):
     best = []
     out = None
@@ -188,12 +226,18 @@ def timed(sql, params):
     return out, best[len(best) // 2] * 1000
 waterfall, waterfall_ms = timed(WATERFALL, {"first": first, "last": last})
 retention, retention_ms = timed(RETENTION, {"t0": t0, "t1": t1})
+by_plan, by_plan_ms = timed(MONTH_ENDS.format(col="plan"), {})
+by_region, by_region_ms = timed(MONTH_ENDS.format(col="region"), {})
+by_csm, by_csm_ms = timed(BY_CSM, {"t0": t0, "t1": t1})
 ends, running = {}, 0
 for month, kind, amount, n in sorted(waterfall, key=lambda r: (r[0] != "opening", r[0])):
     running += amount
     ends[month] = running
 print(json.dumps({"waterfall_ms": waterfall_ms, "retention_ms": retention_ms,
-                  "end_mrr": ends, "retention": list(retention[0])}))
+                  "end_mrr": ends, "retention": list(retention[0]),
+                  "by_plan_ms": by_plan_ms, "by_region_ms": by_region_ms, "by_csm_ms": by_csm_ms,
+                  "by_plan": [list(r) for r in by_plan], "by_region": [list(r) for r in by_region],
+                  "by_csm": [list(r) for r in by_csm]}))
 "#;
 
 fn median(mut samples: Vec<Duration>) -> Duration {
@@ -277,9 +321,17 @@ pub async fn run(report: &mut Report) -> anyhow::Result<()> {
     let report_request = GetMrrReportRequest {
         start_month: "2024-01".into(),
         end_month: "2025-12".into(),
-        granularity: 0,
-        segment: 0,
+        ..GetMrrReportRequest::default()
     };
+    let grouped = |dimension: CutDimension, attribute: &str| GetMrrReportRequest {
+        group_by: Some(GroupBy {
+            dimension: dimension as i32,
+            attribute: attribute.into(),
+        }),
+        ..report_request.clone()
+    };
+    let by_plan_request = grouped(CutDimension::Plan, "");
+    let by_region_request = grouped(CutDimension::Attribute, "region");
     let t0 = month_start(Month::january(2025));
     let t1 = month_start(Month::january(2026));
     let retention_request = GetRetentionRequest {
@@ -316,6 +368,59 @@ pub async fn run(report: &mut Report) -> anyhow::Result<()> {
         samples.push(start.elapsed());
     }
     let retention_time = median(samples);
+    let mut timed_mrr = async |request: &GetMrrReportRequest| -> anyhow::Result<_> {
+        let mut samples = Vec::new();
+        let mut answer = None;
+        for _ in 0..REPEAT {
+            let start = Instant::now();
+            answer = Some(client.get_mrr_report(request.clone()).await?.into_inner());
+            samples.push(start.elapsed());
+        }
+        Ok((median(samples), answer.unwrap_or_default()))
+    };
+    let (by_plan_time, by_plan) = timed_mrr(&by_plan_request).await?;
+    let (by_region_time, by_region) = timed_mrr(&by_region_request).await?;
+    let by_csm_request = GetRetentionRequest {
+        group_by: Some(GroupBy {
+            dimension: CutDimension::Csm as i32,
+            attribute: String::new(),
+        }),
+        ..retention_request.clone()
+    };
+    let mut samples = Vec::new();
+    let mut by_csm = None;
+    for _ in 0..REPEAT {
+        let start = Instant::now();
+        by_csm = Some(
+            client
+                .get_retention(by_csm_request.clone())
+                .await?
+                .into_inner(),
+        );
+        samples.push(start.elapsed());
+    }
+    let by_csm_time = median(samples);
+    report.add(
+        "revenue",
+        "GetMrrReport 24 months by plan (median)",
+        ms(by_plan_time),
+        "ms",
+        Some(50.0),
+    );
+    report.add(
+        "revenue",
+        "GetMrrReport 24 months by attribute (median)",
+        ms(by_region_time),
+        "ms",
+        Some(50.0),
+    );
+    report.add(
+        "revenue",
+        "GetRetention 12 months by CSM (median)",
+        ms(by_csm_time),
+        "ms",
+        Some(1000.0),
+    );
     report.add(
         "revenue",
         "GetMrrReport 24 months (median)",
@@ -376,6 +481,87 @@ pub async fn run(report: &mut Report) -> anyhow::Result<()> {
         "ratio Bowtie / DuckDB, retention",
         ms(retention_time) / duck_retention,
         "x",
+        None,
+    );
+
+    for (name, ours, key) in [
+        ("waterfall by plan", by_plan_time, "by_plan_ms"),
+        ("waterfall by attribute", by_region_time, "by_region_ms"),
+        ("retention by CSM", by_csm_time, "by_csm_ms"),
+    ] {
+        let theirs = duck[key].as_f64().unwrap_or(f64::NAN);
+        report.add(
+            "revenue",
+            &format!("DuckDB {name} (median)"),
+            theirs,
+            "ms",
+            None,
+        );
+        report.add(
+            "revenue",
+            &format!("ratio Bowtie / DuckDB, {name}"),
+            ms(ours) / theirs,
+            "x",
+            None,
+        );
+    }
+    // Each group's end MRR per month, and retention per CSM, as DuckDB's.
+    let group_ends = |answer: &bowtie_proto::revenue::GetMrrReportResponse| {
+        let mut out: Vec<(i64, String, i64)> = Vec::new();
+        for g in &answer.groups {
+            for (k, p) in g.periods.iter().enumerate() {
+                let mrr = p.end_mrr.as_ref().map_or(0, |m| m.minor_units);
+                if mrr != 0 {
+                    out.push((k as i64, g.value.clone(), mrr));
+                }
+            }
+        }
+        out.sort();
+        out
+    };
+    let duck_groups = |key: &str| {
+        let mut out: Vec<(i64, String, i64)> = duck[key]
+            .as_array()
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| {
+                        (
+                            r[0].as_i64().unwrap_or(-1),
+                            r[1].as_str().unwrap_or("").to_owned(),
+                            r[2].as_i64().unwrap_or(-1),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out
+    };
+    let csm_rows: Vec<Vec<serde_json::Value>> = by_csm
+        .unwrap_or_default()
+        .groups
+        .iter()
+        .map(|g| {
+            vec![
+                g.value.clone().into(),
+                g.accounts_start.into(),
+                g.accounts_retained.into(),
+                g.mrr_start.as_ref().map_or(0, |m| m.minor_units).into(),
+                g.mrr_retained.as_ref().map_or(0, |m| m.minor_units).into(),
+                g.mrr_end.as_ref().map_or(0, |m| m.minor_units).into(),
+            ]
+        })
+        .collect();
+    let mut csm_rows = csm_rows;
+    csm_rows.sort_by_key(|r| r[0].as_str().unwrap_or("").to_owned());
+    let cuts_agree = group_ends(&by_plan) == duck_groups("by_plan")
+        && group_ends(&by_region) == duck_groups("by_region")
+        && serde_json::Value::from(csm_rows) == duck["by_csm"];
+    report.add(
+        "revenue",
+        "cut answers equal DuckDB's (1 = yes)",
+        f64::from(u8::from(cuts_agree)),
+        "",
         None,
     );
 

@@ -135,6 +135,15 @@ enum Command {
         /// Also split each author's weeks by the account's owner (touches).
         #[arg(long)]
         by_owner: bool,
+        /// Only one value of one dimension (mrr, retention):
+        /// `<dimension>=<value>`, the dimension one of segment, plan, owner,
+        /// csm, tag or `attr.<name>` (e.g. `plan=pro`, `attr.region=eu`).
+        #[arg(long)]
+        cut: Option<String>,
+        /// Break the report down by one dimension (mrr, retention): segment,
+        /// plan, owner, csm, tag or `attr.<name>`.
+        #[arg(long)]
+        group_by: Option<String>,
         #[command(flatten)]
         connection: Connection,
         /// The accounts service, asked for the names of at-risk accounts
@@ -392,6 +401,8 @@ async fn run(command: Command, mut settings: Settings, log: Option<String>) -> a
             by,
             person,
             by_owner,
+            cut,
+            group_by,
             connection,
             accounts_addr,
         } => {
@@ -404,6 +415,8 @@ async fn run(command: Command, mut settings: Settings, log: Option<String>) -> a
                 by,
                 person,
                 by_owner,
+                cut,
+                group_by,
             };
             report(&settings, query, connection, accounts_addr).await
         }
@@ -506,6 +519,8 @@ struct ReportQuery {
     by: BookBy,
     person: Option<String>,
     by_owner: bool,
+    cut: Option<String>,
+    group_by: Option<String>,
 }
 
 async fn report(
@@ -523,11 +538,19 @@ async fn report(
         by,
         person,
         by_owner,
+        cut,
+        group_by,
     } = query;
     use bowtie::client::{Service as Svc, Target};
     let now = chrono::Utc::now();
     let range = bowtie::report::parse_period(period.as_deref(), now.date_naive())?;
     let segment = bowtie::report::parse_segment(segment.as_deref())?;
+    let cuts = bowtie::report::parse_cuts(cut.as_deref(), group_by.as_deref())?;
+    if cuts != bowtie::report::Cuts::none()
+        && !matches!(what, ReportKind::Mrr | ReportKind::Retention)
+    {
+        anyhow::bail!("--cut and --group-by apply to the mrr and retention reports");
+    }
     let service = match what {
         ReportKind::Funnel => Svc::Funnel,
         ReportKind::Mrr | ReportKind::Churn | ReportKind::Retention => Svc::Revenue,
@@ -545,10 +568,10 @@ async fn report(
     }
     let text = match what {
         ReportKind::Funnel => bowtie::report::funnel(&target, range, segment).await?,
-        ReportKind::Mrr => bowtie::report::mrr(&target, range, segment).await?,
+        ReportKind::Mrr => bowtie::report::mrr(&target, range, segment, &cuts).await?,
         ReportKind::Churn => bowtie::report::churn(&target, range, segment).await?,
         ReportKind::Retention => {
-            bowtie::report::retention(&target, range, segment, now.timestamp()).await?
+            bowtie::report::retention(&target, range, segment, &cuts, now.timestamp()).await?
         }
         ReportKind::AtRisk => bowtie::report::at_risk(&target, segment, limit).await?,
         ReportKind::Work => bowtie::report::work(&target, owner.as_deref(), limit).await?,

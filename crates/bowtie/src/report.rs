@@ -7,8 +7,8 @@ use anyhow::Context as _;
 use bowtie_proto::common::{Money, Period, Segment, Stage};
 use bowtie_proto::funnel::GetFunnelReportRequest;
 use bowtie_proto::revenue::{
-    CancellationKind, GetChurnAnalysisRequest, GetCohortRetentionRequest, GetMrrReportRequest,
-    GetRetentionRequest,
+    CancellationKind, Cut, GetChurnAnalysisRequest, GetCohortRetentionRequest, GetMrrReportRequest,
+    GetRetentionRequest, GroupBy,
 };
 use chrono::{Datelike, Months, NaiveDate};
 use comfy_table::{CellAlignment, Table, presets};
@@ -299,24 +299,96 @@ pub async fn funnel(
     ))
 }
 
-/// The MRR waterfall, month by month.
-pub async fn mrr(
-    target: &Target,
-    range: MonthRange,
-    segment: Option<Segment>,
-) -> anyhow::Result<String> {
-    let report = target
-        .revenue()?
-        .get_mrr_report(GetMrrReportRequest {
-            start_month: range.start_month(),
-            end_month: range.end_month(),
-            segment: segment.unwrap_or(Segment::Unspecified) as i32,
-            ..GetMrrReportRequest::default()
+/// A revenue report's cut (`--cut plan=pro`, `--cut attr.region=eu`) and
+/// group-by (`--group-by csm`, `--group-by attr.region`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Cuts {
+    /// Only one value of one dimension.
+    pub cut: Option<Cut>,
+    /// A break-down by one dimension.
+    pub group_by: Option<GroupBy>,
+}
+
+impl Cuts {
+    /// Nothing cut.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// How the report's title names the cut.
+    fn label(&self) -> String {
+        match (&self.cut, &self.group_by) {
+            (Some(c), _) => format!(
+                ", {}={}",
+                dimension_label(c.dimension, &c.attribute),
+                c.value
+            ),
+            (None, Some(g)) => format!(", by {}", dimension_label(g.dimension, &g.attribute)),
+            (None, None) => String::new(),
+        }
+    }
+}
+
+/// Parses a dimension: segment, plan, owner, csm, tag or `attr.<name>`.
+fn parse_dimension(option: &str, text: &str) -> anyhow::Result<(i32, String)> {
+    use bowtie_proto::revenue::CutDimension as D;
+    let d = match text {
+        "segment" => D::Segment,
+        "plan" => D::Plan,
+        "owner" => D::Owner,
+        "csm" => D::Csm,
+        "tag" => D::Tag,
+        _ => match text.strip_prefix("attr.") {
+            Some(name) if !name.is_empty() => return Ok((D::Attribute as i32, name.to_owned())),
+            _ => anyhow::bail!(
+                "{option}: {text:?} is not a dimension (segment, plan, owner, csm, tag or attr.<name>)"
+            ),
+        },
+    };
+    Ok((d as i32, String::new()))
+}
+
+fn dimension_label(dimension: i32, attribute: &str) -> String {
+    use bowtie_proto::revenue::CutDimension as D;
+    match D::try_from(dimension) {
+        Ok(D::Attribute) => format!("attr.{attribute}"),
+        Ok(d) => d
+            .as_str_name()
+            .trim_start_matches("CUT_DIMENSION_")
+            .to_ascii_lowercase(),
+        Err(_) => dimension.to_string(),
+    }
+}
+
+/// Parses `--cut <dimension>=<value>` and `--group-by <dimension>`.
+pub fn parse_cuts(cut: Option<&str>, group_by: Option<&str>) -> anyhow::Result<Cuts> {
+    let cut = cut
+        .map(|text| {
+            let (dimension, value) = text.split_once('=').ok_or_else(|| {
+                anyhow::anyhow!("--cut: expected <dimension>=<value>, got {text:?}")
+            })?;
+            let (dimension, attribute) = parse_dimension("--cut", dimension)?;
+            anyhow::Ok(Cut {
+                dimension,
+                attribute,
+                value: value.to_owned(),
+            })
         })
-        .await
-        .map_err(|s| anyhow::anyhow!("GetMrrReport: {}", describe(&s)))?
-        .into_inner();
-    let mut t = table(&[
+        .transpose()?;
+    let group_by = group_by
+        .map(|text| {
+            let (dimension, attribute) = parse_dimension("--group-by", text)?;
+            anyhow::Ok(GroupBy {
+                dimension,
+                attribute,
+            })
+        })
+        .transpose()?;
+    Ok(Cuts { cut, group_by })
+}
+
+fn waterfall_table(periods: &[bowtie_proto::revenue::MrrPeriod], moved: bool) -> Table {
+    let mut columns = vec![
         "month",
         "start MRR",
         "+ new",
@@ -324,13 +396,14 @@ pub async fn mrr(
         "+ reactivation",
         "- contraction",
         "- churn",
-        "end MRR",
-        "ARR",
-        "paying",
-        "logo churn",
-    ]);
-    for p in &report.periods {
-        t.add_row(vec![
+    ];
+    if moved {
+        columns.push("+ moved");
+    }
+    columns.extend(["end MRR", "ARR", "paying", "logo churn"]);
+    let mut t = table(&columns);
+    for p in periods {
+        let mut row = vec![
             p.period.clone(),
             amount(p.start_mrr.as_ref()),
             amount(p.new_mrr.as_ref()),
@@ -338,19 +411,63 @@ pub async fn mrr(
             amount(p.reactivation_mrr.as_ref()),
             amount(p.contraction_mrr.as_ref()),
             amount(p.churn_mrr.as_ref()),
+        ];
+        if moved {
+            row.push(amount(p.moved_mrr.as_ref()));
+        }
+        row.extend([
             amount(p.end_mrr.as_ref()),
             amount(p.end_arr.as_ref()),
             group_thousands(p.paying_accounts_end),
             percent(p.customer_churn_rate),
         ]);
+        t.add_row(row);
     }
-    Ok(format!(
-        "MRR waterfall {}..{} ({}), {}\n{t}\n",
+    t
+}
+
+/// The MRR waterfall, month by month, cut or grouped as `cuts` says (one
+/// table per value after the total).
+pub async fn mrr(
+    target: &Target,
+    range: MonthRange,
+    segment: Option<Segment>,
+    cuts: &Cuts,
+) -> anyhow::Result<String> {
+    let report = target
+        .revenue()?
+        .get_mrr_report(GetMrrReportRequest {
+            start_month: range.start_month(),
+            end_month: range.end_month(),
+            segment: segment.unwrap_or(Segment::Unspecified) as i32,
+            cut: cuts.cut.clone(),
+            group_by: cuts.group_by.clone(),
+            ..GetMrrReportRequest::default()
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("GetMrrReport: {}", describe(&s)))?
+        .into_inner();
+    let t = waterfall_table(&report.periods, cuts.cut.is_some());
+    let mut out = format!(
+        "MRR waterfall {}..{} ({}{}), {}\n{t}\n",
         range.start_month(),
         range.end_month(),
         segment_label(segment),
+        cuts.label(),
         report.reporting_currency_code,
-    ))
+    );
+    for g in &report.groups {
+        let name = if g.value.is_empty() {
+            "(none)"
+        } else {
+            &g.value
+        };
+        out.push_str(&format!(
+            "\n{name}\n{}\n",
+            waterfall_table(&g.periods, true)
+        ));
+    }
+    Ok(out)
 }
 
 /// The churn analysis, month by month: each period's churn and contraction
@@ -450,6 +567,7 @@ pub async fn retention(
     target: &Target,
     range: MonthRange,
     segment: Option<Segment>,
+    cuts: &Cuts,
     now: i64,
 ) -> anyhow::Result<String> {
     let mut client = target.revenue()?;
@@ -486,6 +604,21 @@ pub async fn retention(
         "GRR",
         "NRR",
     ]);
+    let group_title = cuts
+        .group_by
+        .as_ref()
+        .map(|g| dimension_label(g.dimension, &g.attribute))
+        .unwrap_or_default();
+    let mut groups = table(&[
+        group_title.as_str(),
+        "paying at start",
+        "still paying",
+        "logo retention",
+        "MRR at start",
+        "MRR at end",
+        "GRR",
+        "NRR",
+    ]);
     for (i, s) in segments.into_iter().enumerate() {
         let r = client
             .get_retention(GetRetentionRequest {
@@ -493,7 +626,9 @@ pub async fn retention(
                 end_at: timestamp(t1),
                 segment: s.unwrap_or(Segment::Unspecified) as i32,
                 owner: String::new(),
-                by_owner: i == 0,
+                by_owner: i == 0 && cuts.cut.is_none(),
+                cut: cuts.cut.clone(),
+                group_by: if i == 0 { cuts.group_by.clone() } else { None },
                 ..GetRetentionRequest::default()
             })
             .await
@@ -512,6 +647,22 @@ pub async fn retention(
             percent(r.grr),
             percent(r.nrr),
         ]);
+        for g in &r.groups {
+            groups.add_row(vec![
+                if g.value.is_empty() {
+                    "(none)".to_owned()
+                } else {
+                    g.value.clone()
+                },
+                group_thousands(g.accounts_start),
+                group_thousands(g.accounts_retained),
+                percent(g.logo_retention),
+                amount(g.mrr_start.as_ref()),
+                amount(g.mrr_end.as_ref()),
+                percent(g.grr),
+                percent(g.nrr),
+            ]);
+        }
         for o in &r.by_owner {
             owners.add_row(vec![
                 o.owner.clone(),
@@ -531,6 +682,7 @@ pub async fn retention(
             end_month: range.end_month(),
             months: 12,
             segment: segment.unwrap_or(Segment::Unspecified) as i32,
+            cut: cuts.cut.clone(),
         })
         .await
         .map_err(|s| anyhow::anyhow!("GetCohortRetention: {}", describe(&s)))?
@@ -553,12 +705,27 @@ pub async fn retention(
     let until = chrono::DateTime::from_timestamp(t1, 0)
         .map(|t| t.format("%Y-%m-%d").to_string())
         .unwrap_or_default();
+    let by_value = if cuts.group_by.is_some() {
+        format!(
+            "Retention by {group_title} (each account by its value on the first day)\n{groups}\n"
+        )
+    } else {
+        String::new()
+    };
+    let sales = if cuts.cut.is_none() {
+        format!(
+            "Sales quality ({}): retention by the owner who closed the deal\n{owners}\n",
+            segment_label(segment)
+        )
+    } else {
+        String::new()
+    };
     Ok(format!(
-        "Retention of the accounts paying on {} until {until}, {currency}\n{t}\n\
-         Sales quality ({}): retention by the owner who closed the deal\n{owners}\n\
+        "Retention of the accounts paying on {} until {until}{}, {currency}\n{t}\n\
+         {by_value}{sales}\
          MRR retention by month since the first payment, cohorts {}..{}\n{grid}\n",
         range.first,
-        segment_label(segment),
+        cuts.label(),
         range.start_month(),
         range.end_month(),
     ))

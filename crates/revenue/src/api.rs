@@ -16,7 +16,8 @@ use tonic::{Request, Response, Streaming};
 
 use crate::convert;
 use crate::domain::{
-    BookGrouping, Granularity, Instant, MAX_PLAN, Month, RenewalOutcome, Segment, SubscriptionId,
+    BookGrouping, Granularity, Instant, MAX_PLAN, Month, RenewalOutcome, ReportCut, Segment,
+    SubscriptionId,
 };
 use crate::service::{AccountCache, RetentionSplit, Revenue};
 use crate::storage::{CohortFilter, MovementFilter};
@@ -299,12 +300,34 @@ impl RevenueService for RevenueApi {
             req.granularity,
             req.segment,
         )?;
-        let periods = self
+        let cut = read_request(|v| {
+            let cut = convert::report_cut(v, req.cut.as_ref(), req.group_by.as_ref())?;
+            if segment.is_some() && cut != ReportCut::Uncut {
+                let field = if matches!(cut, ReportCut::Group(_)) {
+                    "group_by"
+                } else {
+                    "cut"
+                };
+                v.add(
+                    field,
+                    "cannot be combined with segment; cut by SEGMENT instead",
+                );
+                return None;
+            }
+            Some(cut)
+        })?;
+        let field = if matches!(cut, ReportCut::Group(_)) {
+            "group_by"
+        } else {
+            "cut"
+        };
+        self.app.check_cut(&cut, field).await?;
+        let report = self
             .app
-            .mrr_report(first, last, granularity, segment)
+            .mrr_report(first, last, granularity, segment, &cut)
             .await?;
-        Ok(Response::new(convert::mrr_report_to_pb(
-            &periods,
+        Ok(Response::new(convert::cut_mrr_report_to_pb(
+            &report,
             self.app.reporting_currency(),
         )))
     }
@@ -315,7 +338,7 @@ impl RevenueService for RevenueApi {
         request: Request<pb::GetRetentionRequest>,
     ) -> Answer<pb::GetRetentionResponse> {
         let req = request.into_inner();
-        let (t0, t1, filter) = read_request(|v| {
+        let (t0, t1, filter, cut) = read_request(|v| {
             let (t0, t1) = convert::window(v, req.start_at.as_ref(), req.end_at.as_ref());
             let segment = convert::segment_filter(v, "segment", req.segment);
             let owner = validate::optional_text(v, "owner", &req.owner, MAX_PLAN);
@@ -325,13 +348,26 @@ impl RevenueService for RevenueApi {
                 owner: Some(owner?).filter(|o| !o.is_empty()),
                 csm: Some(csm?).filter(|c| !c.is_empty()),
             };
-            Some((t0?, t1?, filter))
+            let cut = convert::report_cut(v, req.cut.as_ref(), req.group_by.as_ref());
+            if matches!(cut, Some(ReportCut::Filter(..))) && (req.by_owner || req.by_csm) {
+                v.add(
+                    "cut",
+                    "cannot be combined with by_owner or by_csm; use group_by",
+                );
+            }
+            Some((t0?, t1?, filter, cut?))
         })?;
         let split = RetentionSplit {
             by_owner: req.by_owner,
             by_csm: req.by_csm,
         };
-        let report = self.app.retention(t0, t1, filter, split).await?;
+        let field = if matches!(cut, ReportCut::Group(_)) {
+            "group_by"
+        } else {
+            "cut"
+        };
+        self.app.check_cut(&cut, field).await?;
+        let report = self.app.retention(t0, t1, filter, split, &cut).await?;
         Ok(Response::new(convert::retention_to_pb(
             report,
             self.app.reporting_currency(),
@@ -384,7 +420,7 @@ impl RevenueService for RevenueApi {
         request: Request<pb::GetCohortRetentionRequest>,
     ) -> Answer<pb::GetCohortRetentionResponse> {
         let req = request.into_inner();
-        let (first, last, segment) = read_request(|v| {
+        let (first, last, segment, cut) = read_request(|v| {
             let (first, last) = month_range(v, &req.start_month, &req.end_month, |months| {
                 (!(0..=MAX_COHORT_MONTHS).contains(&months))
                     .then(|| format!("must be within {MAX_COHORT_MONTHS} months after start_month"))
@@ -396,12 +432,14 @@ impl RevenueService for RevenueApi {
                 );
             }
             let segment = convert::segment_filter(v, "segment", req.segment);
-            Some((first?, last?, segment?))
+            let cut = convert::report_cut(v, req.cut.as_ref(), None);
+            Some((first?, last?, segment?, cut?))
         })?;
+        self.app.check_cut(&cut, "cut").await?;
         let months = if req.months == 0 { 12 } else { req.months };
         let grid = self
             .app
-            .cohort_retention(first, last, months, segment)
+            .cohort_retention(first, last, months, segment, &cut)
             .await?;
         Ok(Response::new(convert::cohort_retention_to_pb(
             &grid,

@@ -8,7 +8,7 @@ use bowtie_runtime::error::{Error, FieldViolations};
 use bowtie_runtime::validate::{self, required_instant};
 
 use crate::domain::*;
-use crate::service::RetentionReport;
+use crate::service::{MrrReport, RetentionReport};
 
 /// The message of a month field that does not parse.
 const MONTH_FORMAT: &str = "must be a month written YYYY-MM";
@@ -679,6 +679,8 @@ pub fn period_to_pb(p: &Period, currency: &str) -> pb::MrrPeriod {
         customer_churn_rate: p.customer_churn_rate(),
         revenue_churn_rate: p.revenue_churn_rate(),
         quick_ratio: p.quick_ratio(),
+        moved_mrr: m(p.moved.amount),
+        moved_accounts: p.moved.count,
     }
 }
 
@@ -687,6 +689,7 @@ pub fn mrr_report_to_pb(periods: &[Period], currency: &str) -> pb::GetMrrReportR
     pb::GetMrrReportResponse {
         periods: periods.iter().map(|p| period_to_pb(p, currency)).collect(),
         reporting_currency_code: currency.to_owned(),
+        groups: Vec::new(),
     }
 }
 
@@ -754,9 +757,15 @@ pub fn retention_to_pb(report: RetentionReport, currency: &str) -> pb::GetRetent
         .into_iter()
         .map(|(csm, r)| retention_message!(pb::CsmRetention, &r, currency, { csm: csm }))
         .collect();
+    let groups = report
+        .groups
+        .into_iter()
+        .map(|(value, r)| retention_message!(pb::RetentionGroup, &r, currency, { value: value }))
+        .collect();
     retention_message!(pb::GetRetentionResponse, &report.total, currency, {
         by_owner: by_owner,
         by_csm: by_csm,
+        groups: groups,
     })
 }
 
@@ -793,4 +802,113 @@ pub fn unit_economics_to_pb(u: &UnitEconomics, currency: &str) -> pb::GetUnitEco
         ltv_to_cac: u.ltv_to_cac,
         cac_payback_months: u.cac_payback_months,
     }
+}
+
+/// Longest cut value (as the longest owner, CSM, plan or attribute text).
+const CUT_VALUE_MAX: usize = 200;
+
+/// Parses the dimension of a cut or group-by at `field` (`field.dimension`,
+/// `field.attribute`); `None` when the message is unset.
+fn dimension(
+    v: &mut FieldViolations,
+    field: &str,
+    raw: i32,
+    attribute: &str,
+) -> Option<Option<Dimension>> {
+    use pb::CutDimension as D;
+    let dimension = validate::enum_value::<D>(v, &format!("{field}.dimension"), raw, false)?;
+    let attribute_field = format!("{field}.attribute");
+    if dimension != D::Attribute && !attribute.is_empty() {
+        v.add(
+            &attribute_field,
+            "must be empty unless the dimension is ATTRIBUTE",
+        );
+        return None;
+    }
+    Some(Some(match dimension {
+        D::Unspecified => return Some(None),
+        D::Segment => Dimension::Segment,
+        D::Plan => Dimension::Plan,
+        D::Owner => Dimension::Owner,
+        D::Csm => Dimension::Csm,
+        D::Tag => Dimension::Tag,
+        D::Attribute => {
+            let shaped = attribute.len() <= 50
+                && attribute.starts_with(|c: char| c.is_ascii_lowercase())
+                && attribute
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if !shaped {
+                v.add(
+                    &attribute_field,
+                    "must name a declared attribute (lower snake case, at most 50 characters)",
+                );
+                return None;
+            }
+            Dimension::Attribute(attribute.to_owned())
+        }
+    }))
+}
+
+/// Parses a report's `cut` and `group_by` (docs/design.md, "Cuts"): at most
+/// one of them, a known dimension, an attribute name only for ATTRIBUTE, a
+/// value the dimension can have.
+pub fn report_cut(
+    v: &mut FieldViolations,
+    cut: Option<&pb::Cut>,
+    group_by: Option<&pb::GroupBy>,
+) -> Option<ReportCut> {
+    let filter = match cut {
+        None => None,
+        Some(c) => match dimension(v, "cut", c.dimension, &c.attribute)? {
+            None if !c.value.is_empty() => {
+                v.add("cut.dimension", "must be set with a value");
+                return None;
+            }
+            None => None,
+            Some(d) => {
+                let problem = if c.value.chars().count() > CUT_VALUE_MAX {
+                    Some(format!("must be at most {CUT_VALUE_MAX} characters"))
+                } else if d == Dimension::Segment && parse_segment_value(&c.value).is_none() {
+                    Some("must be smb, mid_market or enterprise".to_owned())
+                } else if d.remainder_is_empty_value() && c.value.is_empty() {
+                    Some("must not be empty for an attribute".to_owned())
+                } else {
+                    None
+                };
+                if let Some(problem) = problem {
+                    v.add("cut.value", problem);
+                    return None;
+                }
+                Some((d, c.value.clone()))
+            }
+        },
+    };
+    let group = match group_by {
+        None => None,
+        Some(g) => dimension(v, "group_by", g.dimension, &g.attribute)?,
+    };
+    match (filter, group) {
+        (Some(_), Some(_)) => {
+            v.add("group_by", "cannot be combined with cut");
+            None
+        }
+        (Some((d, value)), None) => Some(ReportCut::Filter(d, value)),
+        (None, Some(d)) => Some(ReportCut::Group(d)),
+        (None, None) => Some(ReportCut::Uncut),
+    }
+}
+
+/// The GetMrrReport response with its groups.
+pub fn cut_mrr_report_to_pb(report: &MrrReport, currency: &str) -> pb::GetMrrReportResponse {
+    let mut out = mrr_report_to_pb(&report.periods, currency);
+    out.groups = report
+        .groups
+        .iter()
+        .map(|(value, periods)| pb::MrrGroup {
+            value: value.clone(),
+            periods: periods.iter().map(|p| period_to_pb(p, currency)).collect(),
+        })
+        .collect();
+    out
 }

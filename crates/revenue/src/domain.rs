@@ -967,6 +967,9 @@ pub struct Period {
     pub paying_start: i64,
     /// Paying accounts at the end.
     pub paying_end: i64,
+    /// In a cut: MRR and paying accounts moved into the value by a change
+    /// of the account's value (negative when more moved out); zero uncut.
+    pub moved: Tally,
 }
 
 impl Period {
@@ -1172,6 +1175,19 @@ pub fn waterfall(
     last: Month,
     granularity: Granularity,
 ) -> Vec<Period> {
+    cut_waterfall(opening, monthly, &BTreeMap::new(), first, last, granularity)
+}
+
+/// The waterfall of one value of a cut: as [`waterfall`], with the MRR and
+/// paying accounts moved into the value each month (`moved`).
+pub fn cut_waterfall(
+    opening: (Minor, i64),
+    monthly: &BTreeMap<(Month, MovementKind), Tally>,
+    moved: &BTreeMap<Month, Tally>,
+    first: Month,
+    last: Month,
+    granularity: Granularity,
+) -> Vec<Period> {
     let (mut mrr, mut paying) = opening;
     let mut periods = Vec::new();
     for (label, month, len) in report_periods(first, last, granularity) {
@@ -1185,14 +1201,20 @@ pub fn waterfall(
                 }
             }
         }
+        let mut into = Tally::default();
+        for t in (0..len).filter_map(|k| moved.get(&(month + k))) {
+            into.amount += t.amount;
+            into.count += t.count;
+        }
         let start_mrr = mrr;
         let paying_start = paying;
-        mrr += sums.values().map(|t| t.amount).sum::<Minor>();
+        mrr += sums.values().map(|t| t.amount).sum::<Minor>() + into.amount;
         paying += [MovementKind::New, MovementKind::Reactivation]
             .iter()
             .map(|k| sums.get(k).map_or(0, |t| t.count))
             .sum::<i64>()
-            - sums.get(&MovementKind::Churn).map_or(0, |t| t.count);
+            - sums.get(&MovementKind::Churn).map_or(0, |t| t.count)
+            + into.count;
         periods.push(Period {
             label,
             start_mrr,
@@ -1200,6 +1222,7 @@ pub fn waterfall(
             end_mrr: mrr,
             paying_start,
             paying_end: paying,
+            moved: into,
         });
     }
     periods
@@ -1549,6 +1572,10 @@ pub struct AccountHistory {
     pub owner: String,
     /// The customer success manager looking after it ("" for none).
     pub csm: String,
+    /// The account as the accounts service answered for this write, which
+    /// revenue records among the account's versions (the cuts read them);
+    /// `None` for a recompute that did not ask (a re-valuation).
+    pub version: Option<AccountVersion>,
     /// Every subscription of the account.
     pub subscriptions: Vec<Subscription>,
 }
@@ -1603,7 +1630,9 @@ impl Invoice {
     }
 }
 
+mod cuts;
 mod import;
+pub use cuts::*;
 pub use import::*;
 
 #[cfg(test)]

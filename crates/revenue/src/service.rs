@@ -59,9 +59,33 @@ pub struct AccountInfo {
     pub owner: String,
     /// The customer success manager looking after it ("" for none).
     pub csm: String,
+    /// The account's version with its dimensions (docs/design.md, "Cuts").
+    pub version: AccountVersion,
 }
 
 impl AccountInfo {
+    /// An account of `segment`, `owner` and `csm` at version 1 without
+    /// tags or attributes (imports that know only these).
+    pub fn new(id: AccountId, segment: Segment, owner: String, csm: String) -> Self {
+        let cuts = AccountCuts {
+            segment,
+            owner: owner.clone(),
+            csm: csm.clone(),
+            ..AccountCuts::default()
+        };
+        Self {
+            id,
+            segment,
+            owner,
+            csm,
+            version: AccountVersion {
+                version: 1,
+                effective_at: Instant::from_micros(0),
+                cuts,
+            },
+        }
+    }
+
     /// The accounts service validates segments, so a code it does not know
     /// means the two services disagree on the protocol: an internal error.
     fn from_account(id: AccountId, a: &Account) -> Result<Self, Error> {
@@ -71,12 +95,38 @@ impl AccountInfo {
                 a.segment
             ))
         })?;
-        Ok(Self {
-            id,
-            segment,
-            owner: a.owner.clone(),
-            csm: a.csm.clone(),
-        })
+        let effective_at = a.update_time.as_ref().or(a.create_time.as_ref()).map_or(
+            Instant::from_micros(0),
+            |t| {
+                Instant::from_micros(
+                    t.seconds
+                        .saturating_mul(1_000_000)
+                        .saturating_add(i64::from(t.nanos / 1000)),
+                )
+            },
+        );
+        let attributes = a
+            .attributes
+            .iter()
+            .filter_map(|(name, value)| Some((name.clone(), attribute_text(value)?)))
+            .collect();
+        let mut info = Self::new(id, segment, a.owner.clone(), a.csm.clone());
+        info.version.version = a.version;
+        info.version.effective_at = effective_at;
+        info.version.cuts.tags = a.tags.iter().cloned().collect();
+        info.version.cuts.attributes = attributes;
+        Ok(info)
+    }
+}
+
+/// An attribute value as the text a cut names it by (docs/design.md,
+/// "Cuts"); `None` for an empty value.
+fn attribute_text(value: &bowtie_proto::accounts::AttributeValue) -> Option<String> {
+    use bowtie_proto::accounts::attribute_value::Kind;
+    match value.kind.as_ref()? {
+        Kind::StringValue(s) => Some(s.clone()),
+        Kind::NumberValue(n) => Some(n.to_string()),
+        Kind::BoolValue(b) => Some(b.to_string()),
     }
 }
 
@@ -107,6 +157,17 @@ pub struct RetentionReport {
     pub by_owner: Vec<(String, Retention)>,
     /// Per CSM, the largest starting MRR first.
     pub by_csm: Vec<(String, Retention)>,
+    /// Per value of the group-by dimension, the largest starting MRR first.
+    pub groups: Vec<(String, Retention)>,
+}
+
+/// The MRR waterfall with the break-down asked for.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MrrReport {
+    /// The periods (of the cut's value for a filter).
+    pub periods: Vec<Period>,
+    /// Per value of the group-by dimension.
+    pub groups: Vec<(String, Vec<Period>)>,
 }
 
 /// Subscriptions read per query while summing the renewal book.
@@ -473,18 +534,115 @@ impl Revenue {
         Ok((entries, paging))
     }
 
-    /// The MRR waterfall over months `first..=last`.
+    /// Checks that the attribute a cut names is known: carried by some
+    /// account revenue recorded, or else declared in the accounts service
+    /// (INVALID_ARGUMENT naming `field` when neither).
+    pub async fn check_cut(&self, cut: &ReportCut, field: &str) -> Result<(), Error> {
+        let dimension = match cut {
+            ReportCut::Uncut => return Ok(()),
+            ReportCut::Filter(d, _) | ReportCut::Group(d) => d,
+        };
+        if let Dimension::Attribute(name) = dimension
+            && !storage::dimension_seen(self.store.db().reader(), dimension).await?
+            && !self.directory.attribute_declared(name).await?
+        {
+            return Err(Error::invalid(
+                format!("{field}.attribute"),
+                format!("{name:?} is not a declared attribute"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The MRR waterfall over months `first..=last`, cut as `cut` says
+    /// (docs/design.md, "Cuts").
     pub async fn mrr_report(
         &self,
         first: Month,
         last: Month,
         granularity: Granularity,
         segment: Option<Segment>,
-    ) -> Result<Vec<Period>, Error> {
+        cut: &ReportCut,
+    ) -> Result<MrrReport, Error> {
         let (first, last) = match granularity {
             Granularity::Month => (first, last),
             Granularity::Quarter => (first.quarter_start(), last.quarter_end()),
         };
+        let reader = self.store.db().reader();
+        if let ReportCut::Filter(dimension, value) = cut {
+            let rows = storage::cut_rollups(reader, dimension, Some(value), last).await?;
+            return Ok(MrrReport {
+                periods: cut_periods(
+                    rows.into_iter().map(|(_, m, k, t)| (m, k, t)),
+                    first,
+                    last,
+                    granularity,
+                ),
+                groups: Vec::new(),
+            });
+        }
+        let totals = self.waterfall(first, last, granularity, segment).await?;
+        let ReportCut::Group(dimension) = cut else {
+            return Ok(MrrReport {
+                periods: totals,
+                groups: Vec::new(),
+            });
+        };
+        let rows = storage::cut_rollups(reader, dimension, None, last).await?;
+        let mut by_value: BTreeMap<String, Vec<(Month, i32, Tally)>> = BTreeMap::new();
+        for (value, month, kind, tally) in rows {
+            by_value
+                .entry(value)
+                .or_default()
+                .push((month, kind, tally));
+        }
+        if dimension.remainder_is_empty_value() {
+            // Accounts without the attribute: the total less every value.
+            let mut rest: Vec<(Month, i32, Tally)> = storage::rollups(reader, last, None)
+                .await?
+                .into_iter()
+                .map(|(m, k, t)| (m, k.code(), t))
+                .collect();
+            for (m, k, t) in by_value.values().flatten() {
+                rest.push((
+                    *m,
+                    *k,
+                    Tally {
+                        amount: -t.amount,
+                        count: -t.count,
+                    },
+                ));
+            }
+            by_value.insert(String::new(), rest);
+        }
+        let mut groups: Vec<(String, Vec<Period>)> = by_value
+            .into_iter()
+            .map(|(value, rows)| (value, cut_periods(rows, first, last, granularity)))
+            .filter(|(_, periods)| {
+                periods.iter().any(|p| {
+                    p.start_mrr != Minor::ZERO
+                        || p.end_mrr != Minor::ZERO
+                        || p.sums.values().any(|t| *t != Tally::default())
+                        || p.moved != Tally::default()
+                })
+            })
+            .collect();
+        let end = |periods: &[Period]| periods.last().map_or(Minor::ZERO, |p| p.end_mrr);
+        groups.sort_by(|(a, pa), (b, pb)| end(pb).cmp(&end(pa)).then_with(|| a.cmp(b)));
+        Ok(MrrReport {
+            periods: totals,
+            groups,
+        })
+    }
+
+    /// The uncut waterfall over whole periods `first..=last`.
+    async fn waterfall(
+        &self,
+        first: Month,
+        last: Month,
+        granularity: Granularity,
+        segment: Option<Segment>,
+    ) -> Result<Vec<Period>, Error> {
         let rows = storage::rollups(self.store.db().reader(), last, segment).await?;
         let mut opening = (Minor::ZERO, 0i64);
         let mut monthly: BTreeMap<(Month, MovementKind), Tally> = BTreeMap::new();
@@ -528,11 +686,19 @@ impl Revenue {
         last: Month,
         months: i32,
         segment: Option<Segment>,
+        cut: &ReportCut,
     ) -> Result<CohortGrid, Error> {
         let reader = self.store.db().reader();
-        let firsts =
+        let mut firsts =
             storage::first_payments(reader, month_start(first), month_start(last + 1), segment)
                 .await?;
+        if let ReportCut::Filter(dimension, value) = cut {
+            let cuts = storage::cuts_at(reader, &firsts).await?;
+            firsts.retain(|(account, _)| {
+                cuts.get(account)
+                    .is_some_and(|c| c.values_of(dimension).contains(value))
+            });
+        }
         let cohort_of: BTreeMap<AccountId, Month> = firsts
             .into_iter()
             .map(|(account, at)| (account, month_of(at)))
@@ -573,7 +739,7 @@ impl Revenue {
             ))
         })?;
         let periods = self
-            .mrr_report(month - 5, month, Granularity::Month, None)
+            .waterfall(month - 5, month, Granularity::Month, None)
             .await?;
         Ok(UnitEconomics::new(spend, margin_bp, &periods))
     }
@@ -586,9 +752,45 @@ impl Revenue {
         t1: Instant,
         filter: CohortFilter,
         split: RetentionSplit,
+        cut: &ReportCut,
     ) -> Result<RetentionReport, Error> {
         let reader = self.store.db().reader();
-        let total = storage::retention(reader, t0, t1, &filter).await?;
+        let (total, groups) = match cut {
+            ReportCut::Uncut => (
+                storage::retention(reader, t0, t1, &filter).await?,
+                Vec::new(),
+            ),
+            ReportCut::Filter(dimension, value) => {
+                let rows =
+                    storage::retention_by_cut(reader, t0, t1, &filter, dimension, Some(value))
+                        .await?;
+                let total = rows.into_iter().next().map(|(_, r)| r).unwrap_or_default();
+                (total, Vec::new())
+            }
+            ReportCut::Group(dimension) => {
+                let total = storage::retention(reader, t0, t1, &filter).await?;
+                let mut groups =
+                    storage::retention_by_cut(reader, t0, t1, &filter, dimension, None).await?;
+                if dimension.remainder_is_empty_value() {
+                    let mut rest = total;
+                    for (_, r) in &groups {
+                        rest.accounts_start -= r.accounts_start;
+                        rest.accounts_retained -= r.accounts_retained;
+                        rest.mrr_start -= r.mrr_start;
+                        rest.mrr_retained -= r.mrr_retained;
+                        rest.mrr_end -= r.mrr_end;
+                    }
+                    if rest.accounts_start > 0 {
+                        groups.push((String::new(), rest));
+                        groups.sort_by(|(a, ra), (b, rb)| {
+                            rb.mrr_start.cmp(&ra.mrr_start).then_with(|| a.cmp(b))
+                        });
+                    }
+                }
+                (total, groups)
+            }
+        };
+
         let by_owner = if split.by_owner {
             storage::retention_by_owner(reader, t0, t1, &filter).await?
         } else {
@@ -603,6 +805,7 @@ impl Revenue {
             total,
             by_owner,
             by_csm,
+            groups,
         })
     }
 
@@ -682,6 +885,7 @@ impl Revenue {
                 segment: a.segment,
                 owner: a.owner,
                 csm: a.csm,
+                version: Some(a.version),
             })
             .collect();
         let revisions =
@@ -766,6 +970,7 @@ async fn recompute_account(
         segment: account.segment,
         owner: account.owner.clone(),
         csm: account.csm.clone(),
+        version: Some(account.version.clone()),
         subscriptions: histories.remove(&account.id).unwrap_or_default(),
     };
     let revisions = storage::recompute(

@@ -171,6 +171,19 @@ impl AccountDirectory {
             Err(status) => Err(peer_error("accounts", &status)),
         }
     }
+
+    /// Whether the accounts service has an attribute named `name` declared
+    /// (UNAVAILABLE when it cannot be reached).
+    pub async fn attribute_declared(&self, name: &str) -> Result<bool, Error> {
+        let mut client = self.client.clone();
+        let declarations = client
+            .list_attribute_declarations(accounts::ListAttributeDeclarationsRequest {})
+            .await
+            .map_err(|status| peer_error("accounts", &status))?
+            .into_inner()
+            .declarations;
+        Ok(declarations.iter().any(|d| d.name == name))
+    }
 }
 
 /// Decodes an event payload of type `M`; `None` when the payload is another type.

@@ -47,7 +47,7 @@ async fn the_reports_print_the_figures_the_services_return(
         last: month(0)?,
     };
 
-    let text = report::mrr(&target, range, Some(Segment::Smb)).await?;
+    let text = report::mrr(&target, range, Some(Segment::Smb), &report::Cuts::none()).await?;
     let api = target
         .revenue()?
         .get_mrr_report(GetMrrReportRequest {
@@ -72,6 +72,41 @@ async fn the_reports_print_the_figures_the_services_return(
             assert!(line.contains(&figure), "{figure} missing from {line}");
         }
     }
+
+    // `--group-by plan` prints the total, then one table per plan with
+    // that plan's end MRR for every month, as GetMrrReport groups it.
+    let cuts = report::parse_cuts(None, Some("plan"))?;
+    let text = report::mrr(&target, range, None, &cuts).await?;
+    let api = target
+        .revenue()?
+        .get_mrr_report(GetMrrReportRequest {
+            start_month: range.start_month(),
+            end_month: range.end_month(),
+            group_by: cuts.group_by.clone(),
+            ..GetMrrReportRequest::default()
+        })
+        .await?
+        .into_inner();
+    assert!(!api.groups.is_empty());
+    assert!(text.contains("by plan"));
+    let mut rest = text.as_str();
+    for g in &api.groups {
+        let name = if g.value.is_empty() {
+            "(none)"
+        } else {
+            &g.value
+        };
+        let at = rest
+            .find(&format!("\n{name}\n"))
+            .ok_or_else(|| anyhow::anyhow!("no table for plan {name} in\n{text}"))?;
+        rest = &rest[at..];
+        for p in &g.periods {
+            let line = row(rest, &p.period)?;
+            assert!(line.contains(&amount(p.end_mrr.as_ref())), "{line}");
+        }
+    }
+    assert!(report::parse_cuts(None, Some("colour")).is_err());
+    assert!(report::parse_cuts(Some("plan"), None).is_err());
 
     // The churn report prints every period's churn total and each reason's
     // line as the service returns them.
@@ -134,7 +169,7 @@ async fn the_reports_print_the_figures_the_services_return(
     )));
 
     let now = options.anchor;
-    let text = report::retention(&target, range, None, now).await?;
+    let text = report::retention(&target, range, None, &report::Cuts::none(), now).await?;
     let api = target
         .revenue()?
         .get_retention(GetRetentionRequest {

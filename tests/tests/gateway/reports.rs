@@ -91,6 +91,43 @@ async fn reports_over_http_equal_the_services_figures(db: &TestDatabase) -> anyh
     // Hand-worked: January ends at 50,000, March at 60,000 (ARR 720,000).
     assert_eq!(periods[0]["end_mrr"], 50_000);
     assert_eq!(periods[2]["end_mrr"], 60_000);
+
+    // Grouped by segment over HTTP: Acme is the SMB group, Globex the
+    // enterprise one, and the groups add up to the total each month.
+    let (status, grouped) = stack
+        .get(
+            "/api/v1/revenue/mrr?start_month=2026-01&end_month=2026-03&group_by=segment",
+            READ_KEY,
+        )
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{grouped}");
+    let groups = grouped["groups"].as_array().cloned().unwrap_or_default();
+    let end_of = |value: &str, k: usize| {
+        groups
+            .iter()
+            .find(|g| g["value"] == value)
+            .map(|g| g["periods"][k]["end_mrr"].clone())
+    };
+    assert_eq!(end_of("smb", 2), Some(json!(50_000)));
+    assert_eq!(end_of("enterprise", 2), Some(json!(10_000)));
+    assert_eq!(end_of("enterprise", 0), Some(json!(0)));
+    assert_eq!(groups.len(), 2);
+    let (status, only) = stack
+        .get(
+            "/api/v1/revenue/mrr?start_month=2026-01&end_month=2026-03&cut=segment&cut_value=enterprise",
+            READ_KEY,
+        )
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{only}");
+    assert_eq!(only["periods"][2]["end_mrr"], 10_000);
+    let (status, body) = stack
+        .get(
+            "/api/v1/revenue/mrr?start_month=2026-01&end_month=2026-03&group_by=colour",
+            READ_KEY,
+        )
+        .await?;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.to_string().contains("group_by.dimension"), "{body}");
     assert_eq!(periods[2]["end_arr"], 720_000);
     assert_eq!(http["currency"], "USD");
     // Nothing was lost: the quick ratio is undefined, null rather than a number.

@@ -5,6 +5,7 @@
 
 mod books;
 mod churn;
+mod cuts;
 mod feed;
 mod import;
 mod renewals;

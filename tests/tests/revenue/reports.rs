@@ -449,6 +449,7 @@ async fn the_cohort_grid_follows_each_first_payment_month(db: &TestDatabase) -> 
             end_month: "2025-02".into(),
             months: 3,
             segment: 0,
+            ..GetCohortRetentionRequest::default()
         })
         .await?
         .into_inner()

@@ -83,22 +83,110 @@ pub struct MrrQuery {
     segment: Option<Segment>,
 }
 
-/// The MRR waterfall and ARR per month or quarter.
+/// Months, filters and cut of the MRR report (docs/design.md, "Cuts").
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MrrCutQuery {
+    /// First month, `YYYY-MM`.
+    #[param(pattern = "^(?:19[7-9][0-9]|[2-9][0-9]{3})-(?:0[1-9]|1[0-2])$")]
+    start_month: String,
+    /// Last month (inclusive), `YYYY-MM`, within 120 months of `start_month`.
+    #[param(pattern = "^(?:19[7-9][0-9]|[2-9][0-9]{3})-(?:0[1-9]|1[0-2])$")]
+    end_month: String,
+    /// MONTH (default) or QUARTER.
+    #[param(schema_with = Granularity::input_schema)]
+    granularity: Option<Granularity>,
+    /// Only this segment (not with `cut` or `group_by`).
+    #[param(schema_with = Segment::input_schema)]
+    segment: Option<Segment>,
+    /// Only one value of this dimension: segment, plan, owner, csm, tag or attribute.
+    #[param(schema_with = schema::optional_text::<20>)]
+    cut: Option<String>,
+    /// The value `cut` keeps.
+    #[param(schema_with = schema::optional_text::<200>)]
+    cut_value: Option<String>,
+    /// Break the report down by this dimension: segment, plan, owner, csm, tag or attribute.
+    #[param(schema_with = schema::optional_text::<20>)]
+    group_by: Option<String>,
+    /// With `attribute`: the declared attribute's name.
+    #[param(schema_with = schema::optional_text::<50>)]
+    attribute: Option<String>,
+}
+
+/// Cut and group-by of a revenue report as the query gives them: `cut`
+/// with `cut_value` keeps one value of one dimension, `group_by` breaks the
+/// report down by one; `attribute` names the declared attribute of the
+/// `attribute` dimension.
+#[derive(Debug, Default)]
+struct CutParams {
+    cut: Option<String>,
+    cut_value: Option<String>,
+    group_by: Option<String>,
+    attribute: Option<String>,
+}
+
+/// The code of a dimension's name; an unknown name is sent as an unknown
+/// code, which the service refuses naming the field.
+fn dimension_code(name: &str) -> i32 {
+    use rev::CutDimension as D;
+    match name.to_ascii_lowercase().as_str() {
+        "segment" => D::Segment as i32,
+        "plan" => D::Plan as i32,
+        "owner" => D::Owner as i32,
+        "csm" => D::Csm as i32,
+        "tag" => D::Tag as i32,
+        "attribute" => D::Attribute as i32,
+        _ => -1,
+    }
+}
+
+impl CutParams {
+    /// The service's cut and group-by messages.
+    fn messages(self) -> (Option<rev::Cut>, Option<rev::GroupBy>) {
+        let attribute = self.attribute.unwrap_or_default();
+        let cut = self.cut.map(|name| rev::Cut {
+            dimension: dimension_code(&name),
+            attribute: attribute.clone(),
+            value: self.cut_value.unwrap_or_default(),
+        });
+        let group_by = self.group_by.map(|name| rev::GroupBy {
+            dimension: dimension_code(&name),
+            attribute: if cut.is_none() {
+                attribute
+            } else {
+                String::new()
+            },
+        });
+        (cut, group_by)
+    }
+}
+
+/// The MRR waterfall and ARR per month or quarter, optionally cut or
+/// grouped by plan, segment, owner, CSM, tag or attribute.
 #[utoipa::path(get, path = "/api/v1/revenue/mrr", tag = "revenue",
-    params(MrrQuery, FormatQuery),
+    params(MrrCutQuery, FormatQuery),
     responses((status = 200, content((MrrReport = "application/json"), (String = "text/csv"))),
               (status = "4XX", body = ErrorBody), (status = "5XX", body = ErrorBody)))]
 async fn get_mrr_report(
     State(state): State<AppState>,
     caller: Caller,
     format: Format,
-    Query(q): Query<MrrQuery>,
+    Query(q): Query<MrrCutQuery>,
 ) -> Result<Report<MrrReport>, ApiError> {
+    let (cut, group_by) = CutParams {
+        cut: q.cut,
+        cut_value: q.cut_value,
+        group_by: q.group_by,
+        attribute: q.attribute,
+    }
+    .messages();
     let message = rev::GetMrrReportRequest {
         start_month: q.start_month,
         end_month: q.end_month,
         granularity: q.granularity.unwrap_or_default().into(),
         segment: q.segment.unwrap_or_default().into(),
+        cut,
+        group_by,
     };
     Ok(Report::new(
         format,
@@ -150,6 +238,18 @@ pub struct RetentionQuery {
     /// Only accounts closed by this owner, at most 200 characters.
     #[param(schema_with = schema::optional_text::<200>)]
     owner: Option<String>,
+    /// Only one value of this dimension: segment, plan, owner, csm, tag or attribute.
+    #[param(schema_with = schema::optional_text::<20>)]
+    cut: Option<String>,
+    /// The value `cut` keeps.
+    #[param(schema_with = schema::optional_text::<200>)]
+    cut_value: Option<String>,
+    /// Break the report down by this dimension: segment, plan, owner, csm, tag or attribute.
+    #[param(schema_with = schema::optional_text::<20>)]
+    group_by: Option<String>,
+    /// With `attribute`: the declared attribute's name.
+    #[param(schema_with = schema::optional_text::<50>)]
+    attribute: Option<String>,
 }
 
 /// Logo retention, GRR and NRR of the accounts paying at `start`.
@@ -163,11 +263,20 @@ async fn get_retention(
     format: Format,
     Query(q): Query<RetentionQuery>,
 ) -> Result<Report<Retention>, ApiError> {
+    let (cut, group_by) = CutParams {
+        cut: q.cut,
+        cut_value: q.cut_value,
+        group_by: q.group_by,
+        attribute: q.attribute,
+    }
+    .messages();
     let message = rev::GetRetentionRequest {
         start_at: Some(timestamp(q.start)),
         end_at: Some(timestamp(q.end)),
         segment: q.segment.unwrap_or_default().into(),
         owner: q.owner.unwrap_or_default(),
+        cut,
+        group_by,
         ..rev::GetRetentionRequest::default()
     };
     Ok(Report::new(
@@ -194,6 +303,15 @@ pub struct CohortRetentionQuery {
     /// Only this segment.
     #[param(schema_with = Segment::input_schema)]
     segment: Option<Segment>,
+    /// Only one value of this dimension: segment, plan, owner, csm, tag or attribute.
+    #[param(schema_with = schema::optional_text::<20>)]
+    cut: Option<String>,
+    /// The value `cut` keeps.
+    #[param(schema_with = schema::optional_text::<200>)]
+    cut_value: Option<String>,
+    /// With `cut=attribute`: the declared attribute's name.
+    #[param(schema_with = schema::optional_text::<50>)]
+    attribute: Option<String>,
 }
 
 /// The cohort grid: logo and MRR retention by months since the first payment.
@@ -208,11 +326,19 @@ async fn get_cohort_retention(
     format: Format,
     Query(q): Query<CohortRetentionQuery>,
 ) -> Result<Report<CohortRetention>, ApiError> {
+    let (cut, _) = CutParams {
+        cut: q.cut,
+        cut_value: q.cut_value,
+        attribute: q.attribute,
+        ..CutParams::default()
+    }
+    .messages();
     let message = rev::GetCohortRetentionRequest {
         start_month: q.start_month,
         end_month: q.end_month,
         months: q.months.unwrap_or(0),
         segment: q.segment.unwrap_or_default().into(),
+        cut,
     };
     Ok(Report::new(
         format,

@@ -132,6 +132,20 @@ pub struct MrrPeriod {
     /// (new + expansion + reactivation) / (contraction + churn); `null` when
     /// the period lost nothing (undefined).
     pub quick_ratio: Option<f64>,
+    /// In a cut: MRR moved into the value by accounts whose value changed
+    /// while they paid (negative when more moved out); 0 uncut.
+    pub moved_mrr: i64,
+    /// In a cut: paying accounts moved in less those moved out.
+    pub moved_accounts: i64,
+}
+
+/// The waterfall of one value of the group-by dimension.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MrrGroup {
+    /// The value.
+    pub value: String,
+    /// Its periods.
+    pub periods: Vec<MrrPeriod>,
 }
 
 /// The MRR report.
@@ -139,36 +153,51 @@ pub struct MrrPeriod {
 pub struct MrrReport {
     /// Currency of every amount.
     pub currency: String,
-    /// Periods in order.
+    /// Periods in order (of the cut's value with `cut`).
     pub periods: Vec<MrrPeriod>,
+    /// With `group_by`: each value's waterfall, the largest end MRR first.
+    pub groups: Vec<MrrGroup>,
+}
+
+fn mrr_periods(periods: Vec<rev::MrrPeriod>) -> Vec<MrrPeriod> {
+    periods
+        .into_iter()
+        .map(|p| MrrPeriod {
+            period: p.period,
+            start_mrr: minor(p.start_mrr.as_ref()),
+            new_mrr: minor(p.new_mrr.as_ref()),
+            expansion_mrr: minor(p.expansion_mrr.as_ref()),
+            reactivation_mrr: minor(p.reactivation_mrr.as_ref()),
+            contraction_mrr: minor(p.contraction_mrr.as_ref()),
+            churn_mrr: minor(p.churn_mrr.as_ref()),
+            end_mrr: minor(p.end_mrr.as_ref()),
+            end_arr: minor(p.end_arr.as_ref()),
+            paying_accounts_start: p.paying_accounts_start,
+            paying_accounts_end: p.paying_accounts_end,
+            new_accounts: p.new_accounts,
+            reactivated_accounts: p.reactivated_accounts,
+            churned_accounts: p.churned_accounts,
+            arpa: minor(p.arpa.as_ref()),
+            customer_churn_rate: p.customer_churn_rate,
+            revenue_churn_rate: p.revenue_churn_rate,
+            quick_ratio: p.quick_ratio,
+            moved_mrr: minor(p.moved_mrr.as_ref()),
+            moved_accounts: p.moved_accounts,
+        })
+        .collect()
 }
 
 impl From<rev::GetMrrReportResponse> for MrrReport {
     fn from(r: rev::GetMrrReportResponse) -> Self {
         Self {
             currency: r.reporting_currency_code,
-            periods: r
-                .periods
+            periods: mrr_periods(r.periods),
+            groups: r
+                .groups
                 .into_iter()
-                .map(|p| MrrPeriod {
-                    period: p.period,
-                    start_mrr: minor(p.start_mrr.as_ref()),
-                    new_mrr: minor(p.new_mrr.as_ref()),
-                    expansion_mrr: minor(p.expansion_mrr.as_ref()),
-                    reactivation_mrr: minor(p.reactivation_mrr.as_ref()),
-                    contraction_mrr: minor(p.contraction_mrr.as_ref()),
-                    churn_mrr: minor(p.churn_mrr.as_ref()),
-                    end_mrr: minor(p.end_mrr.as_ref()),
-                    end_arr: minor(p.end_arr.as_ref()),
-                    paying_accounts_start: p.paying_accounts_start,
-                    paying_accounts_end: p.paying_accounts_end,
-                    new_accounts: p.new_accounts,
-                    reactivated_accounts: p.reactivated_accounts,
-                    churned_accounts: p.churned_accounts,
-                    arpa: minor(p.arpa.as_ref()),
-                    customer_churn_rate: p.customer_churn_rate,
-                    revenue_churn_rate: p.revenue_churn_rate,
-                    quick_ratio: p.quick_ratio,
+                .map(|g| MrrGroup {
+                    value: g.value,
+                    periods: mrr_periods(g.periods),
                 })
                 .collect(),
         }
@@ -303,6 +332,32 @@ pub struct Retention {
     pub nrr: f64,
     /// Currency of the amounts.
     pub currency: String,
+    /// With `group_by`: one row per value at `start`, the largest starting
+    /// MRR first.
+    pub groups: Vec<RetentionGroup>,
+}
+
+/// Retention of the accounts with one value of the group-by dimension.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RetentionGroup {
+    /// The value.
+    pub value: String,
+    /// Accounts paying at the start.
+    pub accounts_start: i64,
+    /// Of those, paying at the end.
+    pub accounts_retained: i64,
+    /// accounts_retained / accounts_start.
+    pub logo_retention: f64,
+    /// MRR at the start (minor units).
+    pub mrr_start: i64,
+    /// Sum of min(end, start) MRR.
+    pub mrr_retained: i64,
+    /// MRR at the end.
+    pub mrr_end: i64,
+    /// Gross revenue retention.
+    pub grr: f64,
+    /// Net revenue retention.
+    pub nrr: f64,
 }
 
 impl From<rev::GetRetentionResponse> for Retention {
@@ -317,6 +372,21 @@ impl From<rev::GetRetentionResponse> for Retention {
             mrr_end: minor(r.mrr_end.as_ref()),
             grr: r.grr,
             nrr: r.nrr,
+            groups: r
+                .groups
+                .into_iter()
+                .map(|g| RetentionGroup {
+                    value: g.value,
+                    accounts_start: g.accounts_start,
+                    accounts_retained: g.accounts_retained,
+                    logo_retention: g.logo_retention,
+                    mrr_start: minor(g.mrr_start.as_ref()),
+                    mrr_retained: minor(g.mrr_retained.as_ref()),
+                    mrr_end: minor(g.mrr_end.as_ref()),
+                    grr: g.grr,
+                    nrr: g.nrr,
+                })
+                .collect(),
         }
     }
 }

@@ -336,6 +336,7 @@ async fn recompute(
             segment: a.segment,
             owner: a.owner.clone(),
             csm: a.csm.clone(),
+            version: Some(a.version.clone()),
             subscriptions: subscriptions.remove(&a.id).unwrap_or_default(),
         })
         .collect();

@@ -88,7 +88,9 @@ pub mod rollup {
 
 /// `paying_spans`: the intervals `[valid_from, valid_to)` in which an
 /// account paid, with its MRR, segment, owner and CSM (`valid_to` is
-/// [`super::OPEN_END`] while it still pays).
+/// [`super::OPEN_END`] while it still pays), split wherever one of its cut
+/// values changes: `plan` and `extras` (tags and attributes as JSON; NULL
+/// on spans written before the cuts) are the values of the span.
 pub mod paying_span {
     use sea_orm::entity::prelude::*;
 
@@ -104,6 +106,8 @@ pub mod paying_span {
         pub segment: i32,
         pub owner: String,
         pub csm: String,
+        pub plan: String,
+        pub extras: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -193,6 +197,59 @@ pub mod monthly_spend {
         pub month: i32,
         pub spend: i64,
         pub gross_margin_bp: i32,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// `account_versions`: the versions of each account revenue recorded from
+/// the accounts service (segment, owner, CSM, tags and attributes from
+/// `effective_at` on), which the cuts read.
+pub mod account_version {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "account_versions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub account_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub version: i64,
+        pub effective_at: i64,
+        pub segment: i32,
+        pub owner: String,
+        pub csm: String,
+        #[sea_orm(column_type = "Text")]
+        pub extras: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// `mrr_cut_rollup`: signed sum and count of movements (and of moves,
+/// kind 0) per dimension x value x month x kind, kept current by deltas.
+pub mod cut_rollup {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "mrr_cut_rollup")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub dimension: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub value: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub month: i32,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub kind: i32,
+        pub amount: i64,
+        pub movements: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -39,8 +39,13 @@ pub use ledger::{
     fx_table, insert_invoice, invoice_by_external_id, mark_invoice_paid, save_rate, save_spend,
     spend, subscription_invoices,
 };
-pub use movements::{first_payments, list_movements, loss_causes, recompute, rollups};
-pub use retention::{book_people, retention, retention_by_csm, retention_by_owner, spans_of};
+pub use movements::{
+    cut_rollups, dimension_seen, first_payments, list_movements, loss_causes, recompute, rollups,
+};
+pub use retention::{
+    book_people, cuts_at, retention, retention_by_csm, retention_by_cut, retention_by_owner,
+    spans_of,
+};
 pub use schema::Migrator;
 pub use subscriptions::{
     accounts_of_subscriptions, histories_in_currency, renewals, require_subscription,

@@ -10,16 +10,17 @@ use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder
 use bowtie_runtime::error::Error;
 use bowtie_runtime::sql::{corrupt, query};
 
-use super::entity::{movement, paying_span, rollup};
+use super::entity::{account_version, cut_rollup, movement, paying_span, rollup};
 use super::ledger::subscription_invoices;
 use super::{
     CHUNK, MovementFilter, OPEN_END, insert_chunks, keys, segment_code, stored_account,
     stored_segment,
 };
 use crate::domain::{
-    AccountHistory, AccountId, Cause, CauseRow, FxTable, Instant, Invoice, Minor, Month, Movement,
-    MovementKind, Revision, RollupKey, Segment, StoredMovement, Subscription, Tally, add_to_rollup,
-    lapses, month_of, month_start, movements, paying_spans,
+    AccountCuts, AccountHistory, AccountId, AccountVersion, Cause, CauseRow, CutKey, CutSpan,
+    Dimension, FxTable, Instant, Invoice, Minor, Month, Movement, MovementKind, Revision,
+    RollupKey, Segment, StoredMovement, Subscription, Tally, add_cut_contributions, add_to_rollup,
+    cut_spans, lapses, month_of, month_start, movements,
 };
 
 fn from_model(m: &movement::Model) -> Result<Movement, Error> {
@@ -55,9 +56,30 @@ pub async fn recompute<C: ConnectionTrait>(
     } else {
         HashMap::new()
     };
+    save_versions(conn, accounts).await?;
+    let versions = versions_of(conn, &ids).await?;
     let mut stored: HashMap<AccountId, Vec<(Movement, Segment)>> = HashMap::new();
+    // Each account's stored spans as cut spans; `None` when one of them
+    // predates the cuts (it never entered the cut roll-up).
+    let mut stored_spans: HashMap<AccountId, Option<Vec<CutSpan>>> = HashMap::new();
     for chunk in ids.chunks(CHUNK) {
         let chunk = keys(chunk);
+        for row in paying_span::Entity::find()
+            .filter(paying_span::Column::AccountId.is_in(chunk.clone()))
+            .order_by_asc(paying_span::Column::ValidFrom)
+            .all(conn)
+            .await?
+        {
+            let account = stored_account(&row.account_id)?;
+            let span = stored_cut_span(&row)?;
+            let entry = stored_spans
+                .entry(account)
+                .or_insert_with(|| Some(Vec::new()));
+            match (entry.as_mut(), span) {
+                (Some(spans), Some(span)) => spans.push(span),
+                _ => *entry = None,
+            }
+        }
         let rows = movement::Entity::find()
             .filter(movement::Column::AccountId.is_in(chunk.clone()))
             .order_by_asc(movement::Column::OccurredAt)
@@ -79,14 +101,16 @@ pub async fn recompute<C: ConnectionTrait>(
             .await?;
     }
     let mut deltas: BTreeMap<RollupKey, Tally> = BTreeMap::new();
+    let mut cut_deltas: BTreeMap<CutKey, Tally> = BTreeMap::new();
     let mut movement_rows = Vec::new();
     let mut span_rows = Vec::new();
     let mut revisions = Vec::with_capacity(accounts.len());
     for account in accounts {
-        let new = if invoices.is_empty() {
-            movements(&account.subscriptions, fx)?
+        let lapsed: Vec<Subscription>;
+        let subscriptions = if invoices.is_empty() {
+            &account.subscriptions
         } else {
-            let lapsed: Vec<Subscription> = account
+            lapsed = account
                 .subscriptions
                 .iter()
                 .map(|s| {
@@ -97,13 +121,38 @@ pub async fn recompute<C: ConnectionTrait>(
                     }
                 })
                 .collect();
-            movements(&lapsed, fx)?
+            &lapsed
         };
+        let new = movements(subscriptions, fx)?;
+        // An account no version was recorded for reports as it is written.
+        let fallback;
+        let account_versions = match versions.get(&account.account_id) {
+            Some(v) if !v.is_empty() => v,
+            _ => {
+                fallback = vec![AccountVersion {
+                    version: 0,
+                    effective_at: Instant::from_micros(0),
+                    cuts: AccountCuts {
+                        segment: account.segment,
+                        owner: account.owner.clone(),
+                        csm: account.csm.clone(),
+                        ..AccountCuts::default()
+                    },
+                }];
+                &fallback
+            }
+        };
+        let new_spans = cut_spans(&new, subscriptions, account_versions, fx);
         let old = stored.remove(&account.account_id).unwrap_or_default();
         for (m, segment) in &old {
             add_to_rollup(&mut deltas, *segment, std::slice::from_ref(m), -1);
         }
         add_to_rollup(&mut deltas, account.segment, &new, 1);
+        if let Some(Some(old_spans)) = stored_spans.remove(&account.account_id) {
+            let old_movements: Vec<Movement> = old.iter().map(|(m, _)| m.clone()).collect();
+            add_cut_contributions(&mut cut_deltas, &old_movements, &old_spans, -1);
+        }
+        add_cut_contributions(&mut cut_deltas, &new, &new_spans, 1);
         let old_set: HashSet<&Movement> = old.iter().map(|(m, _)| m).collect();
         let new_set: HashSet<&Movement> = new.iter().collect();
         revisions.push(Revision {
@@ -137,15 +186,17 @@ pub async fn recompute<C: ConnectionTrait>(
                     .into(),
             ]);
         }
-        for s in paying_spans(&new) {
+        for s in new_spans {
             span_rows.push(vec![
                 id.clone().into(),
                 s.from.micros().into(),
                 s.to.map_or(OPEN_END, Instant::micros).into(),
                 s.mrr.get().into(),
-                segment.into(),
-                account.owner.clone().into(),
-                account.csm.clone().into(),
+                segment_code(s.cuts.segment).into(),
+                s.cuts.owner.clone().into(),
+                s.cuts.csm.clone().into(),
+                s.cuts.plan.clone().into(),
+                s.cuts.extras_json().into(),
             ]);
         }
     }
@@ -179,12 +230,188 @@ pub async fn recompute<C: ConnectionTrait>(
                 P::Segment,
                 P::Owner,
                 P::Csm,
+                P::Plan,
+                P::Extras,
             ])
             .to_owned();
         insert_chunks(conn, &insert, span_rows).await?;
     }
     apply_deltas(conn, deltas).await?;
+    apply_cut_deltas(conn, cut_deltas).await?;
     Ok(revisions)
+}
+
+/// A stored span as a cut span; `None` for a span written before the cuts.
+pub(super) fn stored_cut_span(row: &paying_span::Model) -> Result<Option<CutSpan>, Error> {
+    let Some(extras) = row.extras.as_deref() else {
+        return Ok(None);
+    };
+    let cuts = AccountCuts {
+        segment: stored_segment(row.segment)?,
+        plan: row.plan.clone(),
+        owner: row.owner.clone(),
+        csm: row.csm.clone(),
+        ..AccountCuts::default()
+    }
+    .with_extras(extras)
+    .ok_or_else(|| corrupt("paying span extras"))?;
+    Ok(Some(CutSpan {
+        from: Instant::from_micros(row.valid_from),
+        to: (row.valid_to != OPEN_END).then_some(Instant::from_micros(row.valid_to)),
+        mrr: Minor(row.mrr),
+        cuts,
+    }))
+}
+
+/// Records the version each account was written with (a version already
+/// recorded is kept as it is).
+async fn save_versions<C: ConnectionTrait>(
+    conn: &C,
+    accounts: &[AccountHistory],
+) -> Result<(), Error> {
+    use account_version::Column as V;
+    let rows: Vec<Vec<SimpleExpr>> = accounts
+        .iter()
+        .filter_map(|a| Some((a, a.version.as_ref()?)))
+        .map(|(a, v)| {
+            vec![
+                a.account_id.to_string().into(),
+                v.version.into(),
+                v.effective_at.micros().into(),
+                segment_code(v.cuts.segment).into(),
+                v.cuts.owner.clone().into(),
+                v.cuts.csm.clone().into(),
+                v.cuts.extras_json().into(),
+            ]
+        })
+        .collect();
+    let insert = Query::insert()
+        .into_table(account_version::Entity)
+        .columns([
+            V::AccountId,
+            V::Version,
+            V::EffectiveAt,
+            V::Segment,
+            V::Owner,
+            V::Csm,
+            V::Extras,
+        ])
+        .on_conflict(
+            OnConflict::columns([V::AccountId, V::Version])
+                .do_nothing()
+                .to_owned(),
+        )
+        .to_owned();
+    insert_chunks(conn, &insert, rows).await
+}
+
+/// The recorded versions of each of `accounts`, in version order.
+async fn versions_of<C: ConnectionTrait>(
+    conn: &C,
+    accounts: &[AccountId],
+) -> Result<HashMap<AccountId, Vec<AccountVersion>>, Error> {
+    use account_version::Column as V;
+    let mut out: HashMap<AccountId, Vec<AccountVersion>> = HashMap::new();
+    for chunk in accounts.chunks(CHUNK) {
+        for row in account_version::Entity::find()
+            .filter(V::AccountId.is_in(keys(chunk)))
+            .order_by_asc(V::Version)
+            .all(conn)
+            .await?
+        {
+            let cuts = AccountCuts {
+                segment: stored_segment(row.segment)?,
+                owner: row.owner,
+                csm: row.csm,
+                ..AccountCuts::default()
+            }
+            .with_extras(&row.extras)
+            .ok_or_else(|| corrupt("account version extras"))?;
+            out.entry(stored_account(&row.account_id)?)
+                .or_default()
+                .push(AccountVersion {
+                    version: row.version,
+                    effective_at: Instant::from_micros(row.effective_at),
+                    cuts,
+                });
+        }
+    }
+    Ok(out)
+}
+
+/// Adds the non-zero cut `deltas` to the cut roll-up.
+async fn apply_cut_deltas<C: ConnectionTrait>(
+    conn: &C,
+    deltas: BTreeMap<CutKey, Tally>,
+) -> Result<(), Error> {
+    use cut_rollup::Column as R;
+    let rows: Vec<Vec<SimpleExpr>> = deltas
+        .into_iter()
+        .filter(|(_, t)| *t != Tally::default())
+        .map(|((dimension, value, month, kind), t)| {
+            vec![
+                dimension.into(),
+                value.into(),
+                month.index().into(),
+                kind.into(),
+                t.amount.get().into(),
+                t.count.into(),
+            ]
+        })
+        .collect();
+    let plus_excluded =
+        |c: R| Expr::col((cut_rollup::Entity, c)).add(Expr::col((Alias::new("excluded"), c)));
+    let insert = Query::insert()
+        .into_table(cut_rollup::Entity)
+        .columns([
+            R::Dimension,
+            R::Value,
+            R::Month,
+            R::Kind,
+            R::Amount,
+            R::Movements,
+        ])
+        .on_conflict(
+            OnConflict::columns([R::Dimension, R::Value, R::Month, R::Kind])
+                .value(R::Amount, plus_excluded(R::Amount))
+                .value(R::Movements, plus_excluded(R::Movements))
+                .to_owned(),
+        )
+        .to_owned();
+    insert_chunks(conn, &insert, rows).await
+}
+
+/// Cut roll-up sums of one dimension per (value, month, kind code) up to
+/// `last`, optionally of one value.
+pub async fn cut_rollups<C: ConnectionTrait>(
+    conn: &C,
+    dimension: &Dimension,
+    value: Option<&str>,
+    last: Month,
+) -> Result<Vec<(String, Month, i32, Tally)>, Error> {
+    use cut_rollup::Column as R;
+    let stmt = Query::select()
+        .columns([R::Value, R::Month, R::Kind, R::Amount, R::Movements])
+        .from(cut_rollup::Entity)
+        .and_where(Expr::col(R::Dimension).eq(dimension.key()))
+        .and_where_option(value.map(|v| Expr::col(R::Value).eq(v)))
+        .and_where(Expr::col(R::Month).lte(last.index()))
+        .to_owned();
+    query(conn, &stmt)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok((
+                row.try_get("", "value")?,
+                Month::from_index(row.try_get("", "month")?),
+                row.try_get("", "kind")?,
+                Tally {
+                    amount: Minor(row.try_get("", "amount")?),
+                    count: row.try_get("", "movements")?,
+                },
+            ))
+        })
+        .collect()
 }
 
 /// Adds the non-zero `deltas` to the roll-ups (`amount = amount + delta`),
@@ -377,4 +604,17 @@ pub async fn loss_causes<C: ConnectionTrait>(
         .into_iter()
         .map(|((month, kind, cause), t)| (month, kind, cause, t))
         .collect())
+}
+
+/// Whether any account ever carried a value of `dimension` (one row of the
+/// cut roll-up by its key).
+pub async fn dimension_seen<C: ConnectionTrait>(
+    conn: &C,
+    dimension: &Dimension,
+) -> Result<bool, Error> {
+    Ok(cut_rollup::Entity::find()
+        .filter(cut_rollup::Column::Dimension.eq(dimension.key()))
+        .one(conn)
+        .await?
+        .is_some())
 }

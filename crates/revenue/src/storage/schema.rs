@@ -15,7 +15,8 @@ use sea_orm_migration::prelude::{
 };
 
 use super::entity::{
-    fx_rate, invoice, monthly_spend, movement, paying_span, renewal_outcome, rollup, subscription,
+    account_version, cut_rollup, fx_rate, invoice, monthly_spend, movement, paying_span,
+    renewal_outcome, rollup, subscription,
 };
 
 /// Length of a stored UUID (hyphenated text).
@@ -401,9 +402,119 @@ impl MigrationTrait for AddMovementCause {
     }
 }
 
+/// The cuts (docs/design.md, "Cuts"): the account versions revenue
+/// records, the plan and tags and attributes of each paying span, and the
+/// roll-up per dimension and value. Spans written before it have NULL
+/// extras and are left out of the cut roll-up until their account's next
+/// write or import recomputes them.
+struct AddCuts;
+
+/// Longest dimension key (`attr:` and an attribute name).
+const DIMENSION: u32 = 120;
+
+impl MigrationName for AddCuts {
+    fn name(&self) -> &str {
+        "m0304_revenue_cuts"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddCuts {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        use account_version::Column as V;
+        use cut_rollup::Column as C;
+        use paying_span::Column as P;
+        let backend = manager.get_database_backend();
+        // SQLite adds one column per ALTER TABLE.
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(paying_span::Entity)
+                    .add_column(
+                        ColumnDef::new(P::Plan)
+                            .string_len(OWNER)
+                            .not_null()
+                            .default(""),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(paying_span::Entity)
+                    .add_column(ColumnDef::new(P::Extras).text().null())
+                    .to_owned(),
+            )
+            .await?;
+        let mut versions = Table::create()
+            .table(account_version::Entity)
+            .if_not_exists()
+            .col(id(V::AccountId))
+            .col(big(V::Version))
+            .col(big(V::EffectiveAt))
+            .col(int(V::Segment))
+            .col(ColumnDef::new(V::Owner).string_len(OWNER).not_null())
+            .col(ColumnDef::new(V::Csm).string_len(OWNER).not_null())
+            .col(ColumnDef::new(V::Extras).text().not_null())
+            .primary_key(Index::create().col(V::AccountId).col(V::Version))
+            .to_owned();
+        if backend == DbBackend::Sqlite {
+            versions.extra("WITHOUT ROWID");
+        }
+        manager.create_table(versions).await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(cut_rollup::Entity)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(C::Dimension)
+                            .string_len(DIMENSION)
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(C::Value).string_len(OWNER).not_null())
+                    .col(int(C::Month))
+                    .col(int(C::Kind))
+                    .col(big(C::Amount))
+                    .col(big(C::Movements))
+                    .primary_key(
+                        Index::create()
+                            .col(C::Dimension)
+                            .col(C::Value)
+                            .col(C::Month)
+                            .col(C::Kind),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in [
+            Table::drop().table(cut_rollup::Entity).to_owned(),
+            Table::drop().table(account_version::Entity).to_owned(),
+        ] {
+            manager.drop_table(table).await?;
+        }
+        for column in [paying_span::Column::Extras, paying_span::Column::Plan] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(paying_span::Entity)
+                        .drop_column(column)
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+}
+
 bowtie_runtime::migrator!(
     CreateRevenueTables,
     InvoiceExternalIds,
     AddSpanCsm,
-    AddMovementCause
+    AddMovementCause,
+    AddCuts
 );

@@ -163,6 +163,7 @@ pub async fn histories_in_currency<C: ConnectionTrait>(
                 segment: stored_segment(row.try_get("", "segment")?)?,
                 owner: row.try_get("", "owner")?,
                 csm: row.try_get("", "csm")?,
+                version: None,
                 subscriptions: subscriptions.remove(&account_id).unwrap_or_default(),
             });
         }
