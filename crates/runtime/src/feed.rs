@@ -189,6 +189,28 @@ pub async fn last_sequence<C: ConnectionTrait>(conn: &C) -> Result<i64, Error> {
     })
 }
 
+/// The highest sequence of an event other than an audit entry (0 when
+/// none): where a consumer that reads without `include_audit` stands once
+/// it has applied everything, its stored cursor being the last event it
+/// was handed.
+pub async fn last_change_sequence<C: ConnectionTrait>(conn: &C) -> Result<i64, Error> {
+    let stmt = Query::select()
+        .expr_as(
+            Expr::col(OutboxEvents::Sequence).max(),
+            sea_orm::sea_query::Alias::new("last"),
+        )
+        .from(OutboxEvents::Table)
+        .and_where(Expr::col(OutboxEvents::EventType).ne(crate::audit::RECORDED))
+        .to_owned();
+    let row = conn
+        .query_one(StatementBuilder::build(&stmt, &conn.get_database_backend()))
+        .await?;
+    Ok(match row {
+        Some(row) => row.try_get::<Option<i64>>("", "last")?.unwrap_or(0),
+        None => 0,
+    })
+}
+
 /// The highest sequence pruning deleted (0 when nothing was pruned): no
 /// event at or below it is kept.
 pub async fn pruned_through<C: ConnectionTrait>(conn: &C) -> Result<i64, Error> {
