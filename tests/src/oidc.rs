@@ -149,6 +149,7 @@ impl OidcProvider {
             role_prefix: "bowtie-".to_owned(),
             default_role: String::new(),
             email_claim: "email".to_owned(),
+            teams_claim: "teams".to_owned(),
             leeway_seconds,
             jwks_refresh_cooldown_seconds: cooldown_seconds,
             jwks_uri: String::new(),

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 
 use bowtie_proto::accounts as pb;
 use bowtie_proto::common;
+use bowtie_runtime::access;
 use bowtie_runtime::api::{self, idempotency, parsed};
 use bowtie_runtime::error::{Error, FieldViolations};
 use bowtie_runtime::idempotency::Idempotency;
@@ -645,8 +646,13 @@ pub fn list_accounts(req: &pb::ListAccountsRequest) -> Result<(AccountFilter, Pa
         tag: tag_filter(&mut v, &req.tag),
         attributes: attribute_inputs(&mut v, "attributes", &req.attributes),
         attribute_values: Vec::new(),
+        book: None,
     };
     v.into_result()?;
+    let filter = AccountFilter {
+        book: access::mine("mine", req.mine)?,
+        ..filter
+    };
     let page = Page::parse(req.page.as_ref(), &filter.fingerprint())?;
     Ok((filter, page))
 }

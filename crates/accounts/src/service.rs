@@ -7,6 +7,7 @@ use std::fmt::Display;
 use std::sync::Arc;
 
 use bowtie_proto::accounts as pb;
+use bowtie_runtime::access;
 use bowtie_runtime::cache::FeedCache;
 use bowtie_runtime::error::{Error, FieldViolations};
 use bowtie_runtime::feed::NewEvent;
@@ -50,6 +51,17 @@ fn check_version(
         ))),
         _ => Ok(()),
     }
+}
+
+/// Whether the caller may change `a` (docs/design.md 9.3): its CSM or
+/// owner, their manager, an admin or a key with the write scope.
+fn may_write(a: &Account) -> Result<(), Error> {
+    access::may_write_account(&a.id.to_string(), &a.fields.csm, &a.fields.owner)
+}
+
+/// Whether the caller may change the contacts of account `id`.
+async fn may_write_contacts_of(tx: &Tx, id: AccountId) -> Result<(), Error> {
+    may_write(&storage::require_account(tx.conn(), id).await?)
 }
 
 fn check_active(a: &Account) -> Result<(), Error> {
@@ -112,6 +124,8 @@ async fn insert_new(tx: &mut Tx, fields: AccountFields) -> Result<Account, Error
         created_at: now(tx),
         updated_at: now(tx),
     };
+    // A csm creates accounts of its own book only.
+    may_write(&account)?;
     storage::insert_account(tx.conn(), &account).await?;
     tx.emit(account_event("account.created", &account));
     Ok(account)
@@ -224,6 +238,7 @@ impl Accounts {
             .write(idem, move |tx| {
                 Box::pin(async move {
                     let current = storage::require_account(tx.conn(), update.id).await?;
+                    may_write(&current)?;
                     check_version(
                         "account",
                         update.id,
@@ -317,6 +332,7 @@ impl Accounts {
                         return Ok(convert::account_upserted(&account, true));
                     };
                     let current = storage::require_account(tx.conn(), id).await?;
+                    may_write(&current)?;
                     let mut merged = current.fields.merged_from_crm(&fields);
                     merged.attributes = attributes::apply(&merged.attributes, &changes);
                     if merged == current.fields {
@@ -345,6 +361,7 @@ impl Accounts {
             .write(idem, move |tx| {
                 Box::pin(async move {
                     let current = storage::require_account(tx.conn(), id).await?;
+                    may_write(&current)?;
                     check_version("account", id, current.version, expected_version)?;
                     if current.status == AccountStatus::Archived {
                         return Err(Error::FailedPrecondition(format!(
@@ -373,6 +390,7 @@ impl Accounts {
             .write(idem, move |tx| {
                 Box::pin(async move {
                     let account = storage::require_account(tx.conn(), account_id).await?;
+                    may_write(&account)?;
                     check_active(&account)?;
                     let contact = Contact {
                         id: new_contact_id(),
@@ -407,6 +425,7 @@ impl Accounts {
             .write(idem, move |tx| {
                 Box::pin(async move {
                     let current = storage::require_contact(tx.conn(), update.id).await?;
+                    may_write_contacts_of(tx, current.account_id).await?;
                     check_version(
                         "contact",
                         update.id,
@@ -452,6 +471,7 @@ impl Accounts {
             .write(idem, move |tx| {
                 Box::pin(async move {
                     let current = storage::require_contact(tx.conn(), id).await?;
+                    may_write_contacts_of(tx, current.account_id).await?;
                     storage::delete_contact(tx.conn(), id).await?;
                     tx.emit(contact_event("contact.deleted", &current));
                     Ok(convert::contact_deleted())
@@ -471,6 +491,7 @@ impl Accounts {
             .write(idem, move |tx| {
                 Box::pin(async move {
                     let current = storage::require_contact(tx.conn(), id).await?;
+                    may_write_contacts_of(tx, current.account_id).await?;
                     if current.left_at.is_some() {
                         return Err(Error::FailedPrecondition(format!(
                             "contact {id} has already left"

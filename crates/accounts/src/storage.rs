@@ -19,7 +19,7 @@ use bowtie_runtime::error::Error;
 use bowtie_runtime::sql::{corrupt, stored_uuid};
 use bowtie_runtime::{AccountId, Instant};
 use sea_orm::entity::prelude::*;
-use sea_orm::sea_query::{Expr, LikeExpr, Query};
+use sea_orm::sea_query::{Expr, Func, LikeExpr, Query};
 use sea_orm::{ActiveValue::Set, Condition, PaginatorTrait, QueryOrder, QuerySelect, Schema};
 use sea_orm_migration::prelude::{Index, MigrationName, MigrationTrait, SchemaManager, Table};
 
@@ -770,20 +770,24 @@ pub struct AccountFilter {
     pub attributes: Inputs,
     /// The same, checked: (name, canonical value) pairs, all to match.
     pub attribute_values: Vec<(String, String)>,
+    /// Only accounts whose CSM or owner is one of these people
+    /// (lower-cased; `mine=true`).
+    pub book: Option<Vec<String>>,
 }
 
 impl AccountFilter {
     /// A stable rendering, to bind page tokens to the filters.
     pub fn fingerprint(&self) -> String {
         format!(
-            "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+            "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}",
             self.segment.map(Segment::code),
             self.owner,
             self.csm,
             self.status.map(AccountStatus::code),
             self.text,
             self.tag,
-            self.attributes
+            self.attributes,
+            self.book.is_some()
         )
     }
 }
@@ -818,6 +822,15 @@ pub async fn list_accounts<C: ConnectionTrait>(
     }
     if let Some(csm) = &filter.csm {
         condition = condition.add(account::Column::Csm.eq(csm.as_str()));
+    }
+    if let Some(book) = &filter.book {
+        // People compare case-insensitively (docs/design.md 9.3).
+        let lower = |c: account::Column| Expr::expr(Func::lower(Expr::col(c)));
+        condition = condition.add(
+            Condition::any()
+                .add(lower(account::Column::Csm).is_in(book.iter().map(String::as_str)))
+                .add(lower(account::Column::Owner).is_in(book.iter().map(String::as_str))),
+        );
     }
     if let Some(status) = filter.status {
         condition = condition.add(account::Column::Status.eq(status.code()));

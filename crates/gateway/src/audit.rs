@@ -144,7 +144,13 @@ async fn list_account_changes(
     let mut unavailable = Vec::new();
     for (service, events) in [aa, fa, ra, sca, sua] {
         match events {
-            Some(events) => changes.extend(events.into_iter().map(|e| change(service, e))),
+            // A refused write (PERMISSION_DENIED) changed nothing.
+            Some(events) => changes.extend(
+                events
+                    .into_iter()
+                    .filter(|e| e.result_code == "OK")
+                    .map(|e| change(service, e)),
+            ),
             None => unavailable.push(service.to_owned()),
         }
     }

@@ -1,5 +1,5 @@
 //! The dashboard's sign-in with the configured OpenID Connect issuer
-//! (`gateway.sign_in`, docs/design.md section 9.3): the authorization code
+//! (`gateway.sign_in`, docs/design.md section 9.5): the authorization code
 //! flow with PKCE (S256), a stateless session in cookies, and CSRF
 //! protection of every state-changing request the session cookie carries.
 //!

@@ -22,6 +22,7 @@ use sea_orm::sea_query::{Expr, Order, Query};
 use sea_orm::{ConnectionTrait, StatementBuilder};
 use sha2::{Digest, Sha256};
 
+use crate::auth::Principal;
 use crate::db::Db;
 use crate::error::{Error, FieldViolations};
 use crate::feed::NewEvent;
@@ -50,8 +51,11 @@ pub const MAX_TARGETS: usize = 100;
 #[derive(Debug, Clone)]
 pub struct AuditContext {
     principal: String,
+    caller: Option<Arc<Principal>>,
     rpc: String,
-    digest: Arc<Mutex<Sha256>>,
+    /// `None` when the log is off (`audit.enabled = false`): the context
+    /// still carries the caller for the ownership rules, but records nothing.
+    digest: Option<Arc<Mutex<Sha256>>>,
 }
 
 tokio::task_local! {
@@ -59,12 +63,21 @@ tokio::task_local! {
 }
 
 impl AuditContext {
-    /// The context of a call by `principal` to `rpc` (a gRPC path), and the
-    /// body that feeds its request digest.
-    pub fn open<B>(principal: &str, rpc: &str, body: B) -> (Self, HashingBody<B>) {
-        let digest = Arc::new(Mutex::new(Sha256::new()));
+    /// The context of a call by `caller` (`None`: an open method) to `rpc`
+    /// (a gRPC path), and the body that feeds its request digest. Unless
+    /// `audited`, nothing is hashed and the call's writes add no entry.
+    pub fn open<B>(
+        caller: Option<Principal>,
+        rpc: &str,
+        body: B,
+        audited: bool,
+    ) -> (Self, HashingBody<B>) {
+        let digest = audited.then(|| Arc::new(Mutex::new(Sha256::new())));
         let context = Self {
-            principal: principal.to_owned(),
+            principal: caller
+                .as_ref()
+                .map_or_else(|| "anonymous".to_owned(), |p| p.name.clone()),
+            caller: caller.map(Arc::new),
             rpc: rpc.to_owned(),
             digest: digest.clone(),
         };
@@ -72,18 +85,9 @@ impl AuditContext {
             context,
             HashingBody {
                 inner: body,
-                digest: Some(digest),
+                digest,
             },
         )
-    }
-
-    /// `body` handed on untouched, for a call whose writes are not audited
-    /// (`audit.enabled = false`): nothing is hashed and no context is open.
-    pub fn unaudited<B>(body: B) -> HashingBody<B> {
-        HashingBody {
-            inner: body,
-            digest: None,
-        }
     }
 
     /// Runs `call` inside this context, so the writes it makes are audited.
@@ -91,11 +95,22 @@ impl AuditContext {
         CONTEXT.scope(self, call).await
     }
 
+    /// The caller of the call being served, when the task serves one: what
+    /// the ownership rules (`crate::access`) decide by.
+    pub fn caller() -> Option<Arc<Principal>> {
+        CONTEXT.try_with(|c| c.caller.clone()).ok().flatten()
+    }
+
     fn request_digest(&self) -> String {
-        match self.digest.lock() {
-            Ok(hasher) => hex::encode(hasher.clone().finalize()),
-            Err(_) => String::new(),
+        match self.digest.as_ref().map(|d| d.lock()) {
+            Some(Ok(hasher)) => hex::encode(hasher.clone().finalize()),
+            _ => String::new(),
         }
+    }
+
+    /// Whether this call's writes add entries.
+    fn recording(&self) -> bool {
+        self.digest.is_some()
     }
 }
 
@@ -149,20 +164,68 @@ fn targets(events: &[NewEvent]) -> Vec<String> {
     out
 }
 
+/// The event type of an audit entry on the service's feed: every row is
+/// published there in its own transaction, its payload the `AuditEvent`.
+pub const RECORDED: &str = "audit.recorded";
+
+/// The aggregate type of [`RECORDED`] events.
+pub const AGGREGATE: &str = "audit";
+
 /// Records the write about to commit in `conn` (its transaction), when it
-/// is made by a call; a no-op for the service's own writes.
+/// is made by a call; a no-op for the service's own writes. Returns the
+/// `audit.recorded` event to append to the outbox in the same transaction.
 pub(crate) async fn record<C: ConnectionTrait>(
     conn: &C,
     idem: Option<&Idempotency>,
     events: &[NewEvent],
     now: i64,
-) -> Result<(), Error> {
+) -> Result<Option<NewEvent>, Error> {
     let Ok(context) = CONTEXT.try_with(Clone::clone) else {
-        return Ok(());
+        return Ok(None);
     };
-    let all = targets(events);
+    if !context.recording() {
+        return Ok(None);
+    }
+    let row = insert(conn, &context, idem, targets(events), now, "OK").await?;
+    Ok(Some(row))
+}
+
+/// Records a write refused by the ownership rules (`crate::access`) in
+/// `conn`, a transaction of its own: result code PERMISSION_DENIED, the
+/// account it was refused on as its target. Returns its feed event; `None`
+/// outside a call.
+pub(crate) async fn record_denial<C: ConnectionTrait>(
+    conn: &C,
+    idem: Option<&Idempotency>,
+    target: &str,
+    now: i64,
+) -> Result<Option<NewEvent>, Error> {
+    let Ok(context) = CONTEXT.try_with(Clone::clone) else {
+        return Ok(None);
+    };
+    if !context.recording() {
+        return Ok(None);
+    }
+    let targets = if target.is_empty() {
+        Vec::new()
+    } else {
+        vec![target.to_owned()]
+    };
+    let row = insert(conn, &context, idem, targets, now, "PERMISSION_DENIED").await?;
+    Ok(Some(row))
+}
+
+/// Inserts one row and returns it as an `audit.recorded` event.
+async fn insert<C: ConnectionTrait>(
+    conn: &C,
+    context: &AuditContext,
+    idem: Option<&Idempotency>,
+    all: Vec<String>,
+    now: i64,
+    result_code: &str,
+) -> Result<NewEvent, Error> {
     let total = i32::try_from(all.len()).unwrap_or(i32::MAX);
-    let shown: Vec<&str> = all.iter().take(MAX_TARGETS).map(String::as_str).collect();
+    let shown: Vec<String> = all.into_iter().take(MAX_TARGETS).collect();
     // Searched by account with LIKE on ",account:<id>,": the list is
     // stored with a comma on each side of every target.
     let stored = if shown.is_empty() {
@@ -170,19 +233,30 @@ pub(crate) async fn record<C: ConnectionTrait>(
     } else {
         format!(",{},", shown.join(","))
     };
+    let entry = common::AuditEvent {
+        id: uuid::Uuid::now_v7().to_string(),
+        occurred_at: Some(crate::Instant::from_micros(now).to_timestamp()),
+        principal: context.principal.clone(),
+        rpc: context.rpc.clone(),
+        targets: shown,
+        targets_total: total,
+        request_digest: context.request_digest(),
+        idempotency_key: idem.map(|i| i.key.clone()).unwrap_or_default(),
+        result_code: result_code.to_owned(),
+    };
     let insert = Query::insert()
         .into_table(AuditEvents::Table)
         .columns(COLUMNS)
         .values([
-            uuid::Uuid::now_v7().to_string().into(),
+            entry.id.clone().into(),
             now.into(),
-            context.principal.clone().into(),
-            context.rpc.clone().into(),
+            entry.principal.clone().into(),
+            entry.rpc.clone().into(),
             stored.into(),
             total.into(),
-            context.request_digest().into(),
-            idem.map(|i| i.key.clone()).unwrap_or_default().into(),
-            "OK".into(),
+            entry.request_digest.clone().into(),
+            entry.idempotency_key.clone().into(),
+            entry.result_code.clone().into(),
         ])
         .map_err(|e| Error::Internal(e.into()))?
         .to_owned();
@@ -191,7 +265,7 @@ pub(crate) async fn record<C: ConnectionTrait>(
         &conn.get_database_backend(),
     ))
     .await?;
-    Ok(())
+    Ok(NewEvent::new(AGGREGATE, entry.id.clone(), RECORDED, &entry))
 }
 
 /// A service's `ListAuditEventsRequest` and its response (see `contracts`).
@@ -320,7 +394,7 @@ mod tests {
 
     #[test]
     fn the_digest_is_the_sha256_of_the_bytes_read() {
-        let (context, body) = AuditContext::open("ops", "/x.v1.S/M", ());
+        let (context, body) = AuditContext::open(None, "/x.v1.S/M", (), true);
         if let Some(Ok(mut h)) = body.digest.as_ref().map(|d| d.lock()) {
             h.update(b"abc");
         }
@@ -332,7 +406,9 @@ mod tests {
     }
 
     #[test]
-    fn an_unaudited_body_hashes_nothing() {
-        assert!(AuditContext::unaudited(()).digest.is_none());
+    fn an_unaudited_call_hashes_nothing_and_records_nothing() {
+        let (context, body) = AuditContext::open(None, "/x.v1.S/M", (), false);
+        assert!(body.digest.is_none());
+        assert!(!context.recording());
     }
 }

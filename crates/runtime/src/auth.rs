@@ -26,7 +26,7 @@ use tonic::Status;
 use tower::{Layer, Service};
 
 use crate::audit::AuditContext;
-use crate::config::{AuthSettings, RateBudget, RateLimitSettings};
+use crate::config::{AuthSettings, RateBudget, RateLimitSettings, TeamSettings};
 use crate::oidc::JwtVerifier;
 
 /// The metadata key (and HTTP header) that says how many seconds to wait
@@ -142,6 +142,84 @@ pub struct Principal {
     pub email: Option<String>,
     /// The caller's roles, highest last.
     pub roles: Vec<Role>,
+    /// The role whose ownership rules its writes follow (docs/design.md
+    /// 9.3): its highest; `None` for a key configured with scopes only,
+    /// which its scope alone decides.
+    pub rules: Option<Role>,
+    /// Its book: the people (e-mail addresses and subjects, lower-cased)
+    /// whose accounts are its own - itself, and for a manager the members
+    /// of its teams. Empty for a key configured with scopes only.
+    pub book: Vec<String>,
+}
+
+impl Principal {
+    /// True when the caller is a person (a token, or a key given a role),
+    /// so it has a book of its own.
+    pub fn is_personal(&self) -> bool {
+        self.rules.is_some()
+    }
+
+    /// True when `person` (an account's CSM or owner, a CTA's owner, an
+    /// author) is in the caller's book, compared case-insensitively.
+    pub fn has_in_book(&self, person: &str) -> bool {
+        let person = person.trim();
+        !person.is_empty() && self.book.iter().any(|p| p.eq_ignore_ascii_case(person))
+    }
+
+    /// True when `person` is the caller itself (its e-mail or subject).
+    pub fn is(&self, person: &str) -> bool {
+        let person = person.trim();
+        !person.is_empty()
+            && (self.subject.eq_ignore_ascii_case(person)
+                || self
+                    .email
+                    .as_deref()
+                    .is_some_and(|e| e.eq_ignore_ascii_case(person)))
+    }
+}
+
+/// The configured teams, lower-cased for matching.
+#[derive(Debug, Default)]
+struct Teams(Vec<TeamSettings>);
+
+impl Teams {
+    fn new(teams: &[TeamSettings]) -> anyhow::Result<Self> {
+        let lower = |v: &[String]| v.iter().map(|p| p.trim().to_lowercase()).collect();
+        let mut out: Vec<TeamSettings> = Vec::with_capacity(teams.len());
+        for team in teams {
+            if team.name.trim().is_empty() {
+                anyhow::bail!("auth.teams: a team has no name");
+            }
+            if out.iter().any(|t| t.name == team.name) {
+                anyhow::bail!("auth.teams: team {:?} is configured twice", team.name);
+            }
+            out.push(TeamSettings {
+                name: team.name.clone(),
+                managers: lower(&team.managers),
+                members: lower(&team.members),
+            });
+        }
+        Ok(Self(out))
+    }
+
+    /// The book of a caller known as `identities` (lower-cased) with
+    /// `role`: itself, and for a manager the members of the teams it leads
+    /// (listed among their managers, or named by `claimed`).
+    fn book(&self, role: Role, identities: Vec<String>, claimed: &[String]) -> Vec<String> {
+        let mut book = identities;
+        if role == Role::Manager {
+            for team in &self.0 {
+                let leads =
+                    claimed.contains(&team.name) || team.managers.iter().any(|m| book.contains(m));
+                if leads {
+                    book.extend(team.members.iter().cloned());
+                }
+            }
+        }
+        book.sort();
+        book.dedup();
+        book
+    }
 }
 
 #[derive(Debug)]
@@ -217,6 +295,8 @@ pub struct ApiKeys {
     rate_limits: RateLimitSettings,
     /// Each token subject's bucket, made on its first call.
     subjects: Mutex<HashMap<String, Arc<Bucket>>>,
+    /// The teams managers write for.
+    teams: Teams,
     /// Whether calls' writes are audited (`audit.enabled`).
     audited: bool,
 }
@@ -241,6 +321,7 @@ pub fn generate_key() -> (String, String) {
 impl ApiKeys {
     /// Parses the configured keys; a malformed entry is a startup error.
     pub fn from_settings(settings: &AuthSettings) -> anyhow::Result<Self> {
+        let teams = Teams::new(&settings.teams)?;
         let mut keys: Vec<Key> = Vec::with_capacity(settings.keys.len());
         for entry in &settings.keys {
             if keys.iter().any(|k| k.principal.name == entry.name) {
@@ -287,12 +368,12 @@ impl ApiKeys {
                     })
                 })
                 .transpose()?;
-            let (scope, role) = match (scope, role) {
+            let (scope, role, rules) = match (scope, role) {
                 (Some(_), Some(_)) => {
                     anyhow::bail!("auth key {:?}: give scopes or a role, not both", entry.name)
                 }
-                (Some(scope), None) => (scope, Role::of_scope(scope)),
-                (None, Some(role)) => (role.scope(), role),
+                (Some(scope), None) => (scope, Role::of_scope(scope), None),
+                (None, Some(role)) => (role.scope(), role, Some(role)),
                 (None, None) => anyhow::bail!("auth key {:?}: no scopes and no role", entry.name),
             };
             let budget = entry.rate_limit.unwrap_or(match scope {
@@ -309,6 +390,11 @@ impl ApiKeys {
                     subject: entry.name.clone(),
                     email: None,
                     roles: vec![role],
+                    rules,
+                    book: match rules {
+                        Some(role) => teams.book(role, vec![entry.name.to_lowercase()], &[]),
+                        None => Vec::new(),
+                    },
                 },
                 expires_at,
                 bucket: Bucket::new(budget, Instant::now()),
@@ -330,6 +416,7 @@ impl ApiKeys {
             default_role,
             rate_limits: settings.rate_limits.clone(),
             subjects: Mutex::default(),
+            teams,
             audited: true,
         })
     }
@@ -375,6 +462,13 @@ impl ApiKeys {
                 identity.subject
             ))));
         };
+        let rules = roles.last().copied();
+        let mut identities = vec![identity.subject.to_lowercase()];
+        identities.extend(identity.email.as_deref().map(str::to_lowercase));
+        let book = match rules {
+            Some(role) => self.teams.book(role, identities, &identity.teams),
+            None => Vec::new(),
+        };
         Some(Ok(Principal {
             name: identity.subject.clone(),
             scope,
@@ -382,6 +476,8 @@ impl ApiKeys {
             subject: identity.subject,
             email: identity.email,
             roles,
+            rules,
+            book,
         }))
     }
 
@@ -671,20 +767,12 @@ where
                 .authorize(request.uri().path(), authorization, admin_methods)
                 .await
             {
-                Ok(principal) if !keys.audited => {
-                    let (parts, body) = request.into_parts();
-                    let body = AuditContext::unaudited(body);
-                    let mut request = http::Request::from_parts(parts, body);
-                    if let Some(principal) = principal {
-                        request.extensions_mut().insert(principal);
-                    }
-                    inner.call(request).await
-                }
                 Ok(principal) => {
-                    // Every call's writes are audited under its principal.
-                    let who = principal.as_ref().map_or("anonymous", |p| p.name.as_str());
+                    // Every call's writes are audited under its principal,
+                    // and follow its ownership rules (`crate::access`).
                     let (parts, body) = request.into_parts();
-                    let (context, body) = AuditContext::open(who, parts.uri.path(), body);
+                    let (context, body) =
+                        AuditContext::open(principal.clone(), parts.uri.path(), body, keys.audited);
                     let mut request = http::Request::from_parts(parts, body);
                     if let Some(principal) = principal {
                         request.extensions_mut().insert(principal);
@@ -706,6 +794,7 @@ mod tests {
         ApiKeys::from_settings(&AuthSettings {
             rate_limits: Default::default(),
             oidc: Default::default(),
+            teams: Vec::new(),
             keys: vec![
                 ApiKeySettings {
                     name: "dashboard".into(),
@@ -778,6 +867,7 @@ mod tests {
         let settings = AuthSettings {
             rate_limits: Default::default(),
             oidc: Default::default(),
+            teams: Vec::new(),
             keys: vec![ApiKeySettings {
                 name: "x".into(),
                 hash: "md5:abc".into(),
@@ -806,6 +896,7 @@ mod tests {
         let keys = ApiKeys::from_settings(&AuthSettings {
             rate_limits: Default::default(),
             oidc: Default::default(),
+            teams: Vec::new(),
             keys: vec![key_expiring_at("import", Some("2027-01-01T00:00:00Z"))],
         })?;
         let at = |t: &str| -> anyhow::Result<DateTime<Utc>> {
@@ -835,6 +926,7 @@ mod tests {
         let malformed = ApiKeys::from_settings(&AuthSettings {
             rate_limits: Default::default(),
             oidc: Default::default(),
+            teams: Vec::new(),
             keys: vec![key_expiring_at("import", Some("next year"))],
         });
         assert!(
@@ -845,6 +937,7 @@ mod tests {
         let twice = ApiKeys::from_settings(&AuthSettings {
             rate_limits: Default::default(),
             oidc: Default::default(),
+            teams: Vec::new(),
             keys: vec![key_expiring_at("crm", None), key_expiring_at("crm", None)],
         });
         assert!(
@@ -902,6 +995,7 @@ mod tests {
         let mut settings = AuthSettings {
             rate_limits: Default::default(),
             oidc: Default::default(),
+            teams: Vec::new(),
             keys: vec![
                 key_expiring_at("script", None),
                 ApiKeySettings {
@@ -971,6 +1065,7 @@ mod tests {
         let keys = ApiKeys::from_settings(&AuthSettings {
             rate_limits: Default::default(),
             oidc: Default::default(),
+            teams: Vec::new(),
             keys: vec![
                 ApiKeySettings {
                     scopes: Vec::new(),
@@ -1014,6 +1109,7 @@ mod tests {
             ApiKeys::from_settings(&AuthSettings {
                 rate_limits: Default::default(),
                 oidc: Default::default(),
+                teams: Vec::new(),
                 keys: vec![key],
             })
             .err()
@@ -1041,6 +1137,7 @@ mod tests {
         let mut settings = AuthSettings {
             rate_limits: Default::default(),
             oidc: Default::default(),
+            teams: Vec::new(),
             keys: Vec::new(),
         };
         settings.rate_limits.write = RateBudget {
@@ -1055,6 +1152,8 @@ mod tests {
             subject: subject.into(),
             email: None,
             roles: vec![role],
+            rules: Some(role),
+            book: vec![subject.into()],
         };
         let now = Instant::now();
         let ada = person("ada", Role::Csm);

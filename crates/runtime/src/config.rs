@@ -390,6 +390,24 @@ pub struct AuthSettings {
     /// Bearer JWTs of an OpenID Connect issuer, beside the keys.
     #[serde(default)]
     pub oidc: OidcSettings,
+    /// The teams managers write for (docs/design.md 9.3).
+    #[serde(default)]
+    pub teams: Vec<TeamSettings>,
+}
+
+/// A team: the people whose accounts its managers may change.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct TeamSettings {
+    /// Its name, as the `teams_claim` of a manager's token names it.
+    pub name: String,
+    /// The e-mail addresses or subjects (key names) of the managers who
+    /// lead it, beside those whose token names it.
+    #[serde(default)]
+    pub managers: Vec<String>,
+    /// The e-mail addresses or subjects of its members: the accounts whose
+    /// CSM or owner is one of them are the team's.
+    #[serde(default)]
+    pub members: Vec<String>,
 }
 
 /// The OpenID Connect issuer whose bearer JWTs (access or ID tokens) are
@@ -419,6 +437,10 @@ pub struct OidcSettings {
     /// The claim holding the caller's e-mail address.
     #[serde(default)]
     pub email_claim: String,
+    /// The claim listing the teams (`auth.teams` names) a manager leads;
+    /// empty: teams come from `auth.teams` alone.
+    #[serde(default)]
+    pub teams_claim: String,
     /// Allowed clock difference for `exp`, `nbf` and `iat`, in seconds.
     #[serde(default)]
     pub leeway_seconds: u64,
@@ -625,7 +647,7 @@ pub struct GatewaySettings {
 }
 
 /// The dashboard's sign-in with the `auth.oidc` issuer: the authorization
-/// code flow with PKCE (docs/design.md section 9.3). Off while `client_id`
+/// code flow with PKCE (docs/design.md section 9.5). Off while `client_id`
 /// or `auth.oidc.issuer` is empty.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct SignInSettings {

@@ -24,10 +24,15 @@ macro_rules! contract {
                 &self.consumer
             }
 
+            fn include_audit(&self) -> bool {
+                self.include_audit
+            }
+
             fn after(after_sequence: i64, consumer: &str) -> Self {
                 Self {
                     after_sequence,
                     consumer: consumer.to_owned(),
+                    include_audit: false,
                 }
             }
         }

@@ -89,6 +89,15 @@ pub enum Error {
     /// The credential lacks the scope.
     #[error("{0}")]
     PermissionDenied(String),
+    /// The ownership rules (`crate::access`) refuse the caller this write
+    /// on an account: PERMISSION_DENIED, and the refusal is audited.
+    #[error("{message}")]
+    Forbidden {
+        /// The account the write was refused on.
+        account_id: String,
+        /// Names the account and the caller's role.
+        message: String,
+    },
     /// A dependency (database, peer service) cannot be reached; safe to retry.
     #[error("{0}")]
     Unavailable(String),
@@ -220,7 +229,9 @@ impl From<Error> for Status {
             Error::Aborted(m) => Status::aborted(message(&m)),
             Error::FailedPrecondition(m) => Status::failed_precondition(message(&m)),
             Error::Unauthenticated(m) => Status::unauthenticated(message(&m)),
-            Error::PermissionDenied(m) => Status::permission_denied(message(&m)),
+            Error::PermissionDenied(m) | Error::Forbidden { message: m, .. } => {
+                Status::permission_denied(message(&m))
+            }
             Error::Unavailable(m) => Status::unavailable(message(&m)),
             Error::Database(e) if Error::is_connectivity(&e) => {
                 tracing::warn!(error.cause_chain = ?e, "database unavailable");

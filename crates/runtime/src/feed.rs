@@ -189,6 +189,28 @@ pub async fn last_sequence<C: ConnectionTrait>(conn: &C) -> Result<i64, Error> {
     })
 }
 
+/// The highest sequence of an event other than an audit entry (0 when
+/// none): where a consumer that reads without `include_audit` stands once
+/// it has applied everything, its stored cursor being the last event it
+/// was handed.
+pub async fn last_change_sequence<C: ConnectionTrait>(conn: &C) -> Result<i64, Error> {
+    let stmt = Query::select()
+        .expr_as(
+            Expr::col(OutboxEvents::Sequence).max(),
+            sea_orm::sea_query::Alias::new("last"),
+        )
+        .from(OutboxEvents::Table)
+        .and_where(Expr::col(OutboxEvents::EventType).ne(crate::audit::RECORDED))
+        .to_owned();
+    let row = conn
+        .query_one(StatementBuilder::build(&stmt, &conn.get_database_backend()))
+        .await?;
+    Ok(match row {
+        Some(row) => row.try_get::<Option<i64>>("", "last")?.unwrap_or(0),
+        None => 0,
+    })
+}
+
 /// The highest sequence pruning deleted (0 when nothing was pruned): no
 /// event at or below it is kept.
 pub async fn pruned_through<C: ConnectionTrait>(conn: &C) -> Result<i64, Error> {
@@ -488,6 +510,8 @@ pub trait WatchRequest: Send + 'static {
     fn after_sequence(&self) -> i64;
     /// Who is watching (empty: an anonymous watcher, not registered).
     fn consumer(&self) -> &str;
+    /// Whether the watcher wants the `audit.recorded` events too.
+    fn include_audit(&self) -> bool;
     /// The request of `consumer` that resumes after `after_sequence`.
     fn after(after_sequence: i64, consumer: &str) -> Self;
 }
@@ -563,7 +587,12 @@ impl Feed {
             .await?;
             txn.commit().await.map_err(Error::from)?;
         }
-        Ok(tonic::Response::new(self.watch(after_sequence, R::wrap)?))
+        let include_audit = request.include_audit();
+        Ok(tonic::Response::new(self.watch_with(
+            after_sequence,
+            include_audit,
+            R::wrap,
+        )?))
     }
 
     /// Every event after `after_sequence`, then new ones as they commit, each
@@ -571,6 +600,22 @@ impl Feed {
     /// UNAVAILABLE when the server shuts down; the client resumes from the last
     /// sequence it received.
     pub fn watch<R, F>(&self, after_sequence: i64, wrap: F) -> Result<EventStream<R>, Error>
+    where
+        R: Send + 'static,
+        F: Fn(common::Event) -> R + Send + 'static,
+    {
+        self.watch_with(after_sequence, false, wrap)
+    }
+
+    /// [`Self::watch`], with the `audit.recorded` events when
+    /// `include_audit` (they are skipped otherwise, the cursor moving past
+    /// them all the same).
+    pub fn watch_with<R, F>(
+        &self,
+        after_sequence: i64,
+        include_audit: bool,
+        wrap: F,
+    ) -> Result<EventStream<R>, Error>
     where
         R: Send + 'static,
         F: Fn(common::Event) -> R + Send + 'static,
@@ -604,6 +649,9 @@ impl Feed {
                 let full = batch.len() as u64 == BATCH;
                 for event in batch {
                     cursor = event.sequence;
+                    if !include_audit && event.event_type == crate::audit::RECORDED {
+                        continue;
+                    }
                     if tx.send(Ok(wrap(event))).await.is_err() {
                         return;
                     }

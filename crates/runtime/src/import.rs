@@ -98,6 +98,9 @@ pub fn rejected(index: usize, field: &str, error: &Error) -> ImportResult {
         Error::AlreadyExists(m) => (Code::AlreadyExists, field.to_owned(), m.clone()),
         Error::Aborted(m) => (Code::Aborted, field.to_owned(), m.clone()),
         Error::FailedPrecondition(m) => (Code::FailedPrecondition, field.to_owned(), m.clone()),
+        Error::Forbidden { message, .. } => {
+            (Code::PermissionDenied, field.to_owned(), message.clone())
+        }
         // Rows are refused for what they say; anything else fails the
         // whole batch before it reaches here.
         Error::Unauthenticated(m) | Error::PermissionDenied(m) | Error::Unavailable(m) => {

@@ -7,6 +7,7 @@
 //! A service crate contributes its domain, its tables and its handlers; how it
 //! is configured, secured, observed, stored and served comes from here.
 
+pub mod access;
 pub mod api;
 pub mod audit;
 pub mod auth;

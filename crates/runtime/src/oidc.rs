@@ -65,6 +65,8 @@ pub struct Expectations {
     pub role_prefix: String,
     /// The claim holding the e-mail address.
     pub email_claim: String,
+    /// The claim listing the teams a manager leads; empty: none read.
+    pub teams_claim: String,
 }
 
 /// Who a valid token speaks for.
@@ -77,6 +79,8 @@ pub struct Identity {
     /// The values of the roles claim with the prefix stripped, in token
     /// order; those that are no role are kept out.
     pub roles: Vec<String>,
+    /// The values of the teams claim: the teams a manager leads.
+    pub teams: Vec<String>,
     /// `exp`, Unix seconds.
     pub expires_at: i64,
 }
@@ -209,23 +213,36 @@ pub fn check_claims(
     let email = at_path(claims, &expect.email_claim)
         .and_then(Value::as_str)
         .map(str::to_owned);
-    let values: Vec<&str> = match at_path(claims, &expect.roles_claim) {
-        Some(Value::String(one)) => one.split_whitespace().collect(),
-        Some(Value::Array(many)) => many.iter().filter_map(Value::as_str).collect(),
-        _ => Vec::new(),
-    };
-    let roles = values
+    let roles = strings(at_path(claims, &expect.roles_claim))
         .into_iter()
         .filter_map(|v| v.strip_prefix(expect.role_prefix.as_str()))
         .filter(|v| crate::auth::Role::parse(v).is_some())
         .map(str::to_owned)
         .collect();
+    let teams = if expect.teams_claim.is_empty() {
+        Vec::new()
+    } else {
+        strings(at_path(claims, &expect.teams_claim))
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    };
     Ok(Identity {
         subject: subject.to_owned(),
         email,
         roles,
+        teams,
         expires_at: exp,
     })
+}
+
+/// The values of a claim that is a space-separated string or a list.
+fn strings(claim: Option<&Value>) -> Vec<&str> {
+    match claim {
+        Some(Value::String(one)) => one.split_whitespace().collect(),
+        Some(Value::Array(many)) => many.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// True when `token` has the shape of a JWS (three dot-separated parts):
@@ -329,6 +346,7 @@ impl JwtVerifier {
                 roles_claim: settings.roles_claim.clone(),
                 role_prefix: settings.role_prefix.clone(),
                 email_claim: settings.email_claim.clone(),
+                teams_claim: settings.teams_claim.clone(),
             },
             jwks_uri: Mutex::new(settings.jwks_uri.clone()),
             cooldown: Duration::from_secs(settings.jwks_refresh_cooldown_seconds),
@@ -674,6 +692,7 @@ mod tests {
             roles_claim: "groups".into(),
             role_prefix: "bowtie-".into(),
             email_claim: "email".into(),
+            teams_claim: "teams".into(),
         }
     }
 
@@ -711,9 +730,20 @@ mod tests {
                 subject: "00u1csm".into(),
                 email: Some("ada@example.com".into()),
                 roles: vec!["csm".into(), "admin".into()],
+                teams: Vec::new(),
                 expires_at: NOW + 300,
             })
         );
+    }
+
+    #[test]
+    fn the_teams_claim_lists_the_teams_a_manager_leads() {
+        let teams = |extra| check(extra).map(|i| i.teams);
+        assert_eq!(
+            teams(json!({"teams": ["emea", "dach"]})),
+            Ok(vec!["emea".to_owned(), "dach".to_owned()])
+        );
+        assert_eq!(teams(json!({"teams": "emea"})), Ok(vec!["emea".to_owned()]));
     }
 
     #[test]

@@ -128,10 +128,29 @@ impl Store {
             events: Vec::new(),
             now: now_micros(),
         };
-        let response = work(&mut tx).await?;
-        let Tx { txn, events, now } = tx;
+        let response = match work(&mut tx).await {
+            Ok(response) => response,
+            Err(Error::Forbidden {
+                account_id,
+                message,
+            }) => {
+                tx.txn.rollback().await?;
+                self.refused(idem.as_ref(), &account_id).await?;
+                return Err(Error::Forbidden {
+                    account_id,
+                    message,
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        let Tx {
+            txn,
+            mut events,
+            now,
+        } = tx;
+        let audited = crate::audit::record(&txn, idem.as_ref(), &events, now).await?;
+        events.extend(audited);
         feed::append(&txn, &events, now).await?;
-        crate::audit::record(&txn, idem.as_ref(), &events, now).await?;
         if let Some(idem) = &idem {
             let recorded =
                 idempotency::record(&txn, idem, &response.encode_to_vec(), now, expired).await;
@@ -154,6 +173,28 @@ impl Store {
         txn.commit().await?;
         self.committed(&events);
         Ok(response)
+    }
+
+    /// Records in the audit log, in a transaction of its own, that the
+    /// ownership rules refused the call a write on `account_id`
+    /// (`crate::access`). A handler that refuses outside [`Self::write`]
+    /// calls it before answering with the [`Error::Forbidden`].
+    pub async fn refused(&self, idem: Option<&Idempotency>, account_id: &str) -> Result<(), Error> {
+        let txn = self.db.begin_write().await?;
+        let now = now_micros();
+        let target = if account_id.is_empty() {
+            String::new()
+        } else {
+            format!("account:{account_id}")
+        };
+        let events: Vec<NewEvent> = crate::audit::record_denial(&txn, idem, &target, now)
+            .await?
+            .into_iter()
+            .collect();
+        feed::append(&txn, &events, now).await?;
+        txn.commit().await?;
+        self.committed(&events);
+        Ok(())
     }
 
     /// Applies event `sequence` of another service's feed for `consumer`:

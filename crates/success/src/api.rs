@@ -190,6 +190,7 @@ impl SuccessService for SuccessApi {
             playbook: parsed(playbook)?.map(PlaybookId),
             status: Some(parsed(status)?).filter(|s| *s != CtaStatus::Unspecified),
             overdue_at: req.overdue_only.then(Instant::now),
+            book: bowtie_runtime::access::mine("mine", req.mine)?,
         };
         let page = Page::parse(req.page.as_ref(), &filter.fingerprint())?;
         let (ctas, page) = self.app.list_ctas(&filter, &page).await?;

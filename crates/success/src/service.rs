@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bowtie_proto::success as pb;
+use bowtie_runtime::access;
 use bowtie_runtime::config::SuccessPolicySettings;
 use bowtie_runtime::error::Error;
 use bowtie_runtime::feed::NewEvent;
@@ -174,6 +175,36 @@ impl Success {
         self.inner.accounts.get(id.0).await.map(drop)
     }
 
+    /// The CSM and owner of account `id` the ownership rules decide by
+    /// (docs/design.md 9.3): those of its facts (the accounts feed), or,
+    /// for an account the feed has not brought yet, the accounts service's.
+    async fn people<C: sea_orm::ConnectionTrait>(
+        &self,
+        conn: &C,
+        id: AccountId,
+    ) -> Result<(String, String), Error> {
+        if let Some(facts) = storage::known_facts(conn, id).await? {
+            return Ok((facts.csm, facts.owner));
+        }
+        let account = self.inner.accounts.get(id.0).await?;
+        Ok((account.csm, account.owner))
+    }
+
+    /// Whether the caller may change a thing of account `id` belonging to
+    /// `person` (a CTA's owner, an activity's author).
+    async fn may_write_own<C: sea_orm::ConnectionTrait>(
+        &self,
+        conn: &C,
+        id: AccountId,
+        person: &str,
+    ) -> Result<(), Error> {
+        if access::caller().is_none() {
+            return Ok(());
+        }
+        let (csm, owner) = self.people(conn, id).await?;
+        access::may_write_own(&id.to_string(), &csm, &owner, person)
+    }
+
     // --- playbooks -------------------------------------------------------------
 
     /// Creates a playbook at version 1.
@@ -308,10 +339,13 @@ impl Success {
         idem: Option<Idempotency>,
     ) -> Result<pb::CreateCtaResponse, Error> {
         self.require_account(new.account_id).await?;
+        let app = self.clone();
         self.inner
             .store
             .write(idem, move |tx| {
                 Box::pin(async move {
+                    app.may_write_own(tx.conn(), new.account_id, &new.owner)
+                        .await?;
                     let now = Instant::from_micros(tx.now());
                     let cta = Cta {
                         id: CtaId(Uuid::now_v7()),
@@ -378,11 +412,14 @@ impl Success {
     where
         F: FnOnce(&mut Cta, Instant) -> Result<Option<String>, Error> + Send + 'static,
     {
+        let app = self.clone();
         self.inner
             .store
             .write(idem, move |tx| {
                 Box::pin(async move {
                     let current = storage::require_cta(tx.conn(), id).await?;
+                    app.may_write_own(tx.conn(), current.account_id, &current.owner)
+                        .await?;
                     if let Some(expected) = expected_version
                         && expected != current.version
                     {
@@ -552,10 +589,13 @@ impl Success {
         idem: Option<Idempotency>,
     ) -> Result<pb::LogActivityResponse, Error> {
         self.require_account(new.account_id).await?;
+        let app = self.clone();
         self.inner
             .store
             .write(idem, move |tx| {
                 Box::pin(async move {
+                    app.may_write_own(tx.conn(), new.account_id, &new.author)
+                        .await?;
                     let a = Activity {
                         id: ActivityId(Uuid::now_v7()),
                         account_id: new.account_id,

@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 
 use sea_orm::entity::prelude::*;
-use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::sea_query::{Expr, Func, OnConflict, Query};
 use sea_orm::{ActiveValue::Set, Condition, QueryOrder, QuerySelect};
 use sea_orm_migration::prelude::{
     ColumnDef, Index, MigrationName, MigrationTrait, SchemaManager, Table,
@@ -1485,18 +1485,22 @@ pub struct CtaFilter {
     pub status: Option<CtaStatus>,
     /// Not closed and due before this instant.
     pub overdue_at: Option<Instant>,
+    /// Only CTAs these people (lower-cased) own, or of accounts whose CSM
+    /// or owner they are (`mine=true`).
+    pub book: Option<Vec<String>>,
 }
 
 impl CtaFilter {
     /// A stable rendering, to bind page tokens to the filters.
     pub fn fingerprint(&self) -> String {
         format!(
-            "{:?}|{:?}|{:?}|{:?}|{}",
+            "{:?}|{:?}|{:?}|{:?}|{}|{}",
             self.owner,
             self.account,
             self.playbook,
             self.status.map(|s| s as i32),
-            self.overdue_at.is_some()
+            self.overdue_at.is_some(),
+            self.book.is_some()
         )
     }
 }
@@ -1526,6 +1530,25 @@ pub async fn list_ctas<C: ConnectionTrait>(
         cond = cond
             .add(cta::Column::Status.ne(CtaStatus::Closed as i32))
             .add(cta::Column::DueAt.lt(now.micros()));
+    }
+    if let Some(book) = &filter.book {
+        // People compare case-insensitively (docs/design.md 9.3).
+        let people = || book.iter().map(String::as_str);
+        let lower = |c: fact::Column| Expr::expr(Func::lower(Expr::col(c)));
+        let accounts = Query::select()
+            .column(fact::Column::AccountId)
+            .from(fact::Entity)
+            .cond_where(
+                Condition::any()
+                    .add(lower(fact::Column::Csm).is_in(people()))
+                    .add(lower(fact::Column::Owner).is_in(people())),
+            )
+            .to_owned();
+        cond = cond.add(
+            Condition::any()
+                .add(Expr::expr(Func::lower(Expr::col(cta::Column::Owner))).is_in(people()))
+                .add(cta::Column::AccountId.in_subquery(accounts)),
+        );
     }
     if let Some(after) = after {
         cond = cond.add(cta::Column::DueKey.gt(after));

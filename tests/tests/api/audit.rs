@@ -15,6 +15,7 @@ backend_test!(
     a_refused_or_replayed_write_adds_no_audit_event,
     the_audit_log_filters_by_account_and_method_and_is_for_admins_only,
     with_the_audit_log_turned_off_a_write_adds_no_entry,
+    each_audit_entry_is_on_the_feed_after_its_write_for_watchers_that_ask,
 );
 
 /// Every audit event matching `filter`, newest first, page by page.
@@ -242,6 +243,80 @@ async fn with_the_audit_log_turned_off_a_write_adds_no_entry(
     assert!(
         events.is_empty(),
         "entries while the log is off: {events:?}"
+    );
+    Ok(())
+}
+
+async fn each_audit_entry_is_on_the_feed_after_its_write_for_watchers_that_ask(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    use bowtie_proto::accounts::WatchEventsRequest;
+    use prost::Message as _;
+    let server = TestServer::start(db).await?;
+    let acme = create_account(&mut server.accounts(), account("Acme", Segment::Smb)).await?;
+    let globex = create_account(&mut server.accounts(), account("Globex", Segment::Smb)).await?;
+    let logged = audit_events(&server, AuditFilter::default()).await?;
+
+    let mut reader = server.accounts_read_only();
+    let mut all = reader
+        .watch_events(WatchEventsRequest {
+            include_audit: true,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let events = bowtie_testkit::fixtures::next_events(&mut all, 4, 10).await?;
+    let kinds: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| (e.event_type.as_str(), e.aggregate_type.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("account.created", "account"),
+            ("audit.recorded", "audit"),
+            ("account.created", "account"),
+            ("audit.recorded", "audit"),
+        ]
+    );
+    // Each entry follows its write, the one the audit log keeps.
+    let entries: Vec<bowtie_proto::common::AuditEvent> = [&events[1], &events[3]]
+        .iter()
+        .map(|e| {
+            let any = e.payload.clone().unwrap_or_default();
+            anyhow::ensure!(
+                any.type_url.ends_with("bowtie.common.v1.AuditEvent"),
+                "{}",
+                any.type_url
+            );
+            Ok(bowtie_proto::common::AuditEvent::decode(
+                any.value.as_slice(),
+            )?)
+        })
+        .collect::<anyhow::Result<_>>()?;
+    assert_eq!(
+        entries
+            .iter()
+            .map(|e| e.targets.clone())
+            .collect::<Vec<_>>(),
+        vec![
+            vec![format!("account:{}", acme.id)],
+            vec![format!("account:{}", globex.id)]
+        ]
+    );
+    let newest_first: Vec<_> = entries.iter().rev().cloned().collect();
+    assert_eq!(newest_first, logged);
+
+    // A watcher that does not ask reads the feed as before: the writes only.
+    let mut plain = bowtie_testkit::fixtures::watch(&mut reader, 0).await?;
+    let events = bowtie_testkit::fixtures::next_events(&mut plain, 2, 10).await?;
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(types, vec!["account.created", "account.created"]);
+    create_account(&mut server.accounts(), account("Initech", Segment::Smb)).await?;
+    let next = bowtie_testkit::fixtures::next_events(&mut plain, 1, 10).await?;
+    assert_eq!(
+        (next[0].event_type.as_str(), next[0].sequence),
+        ("account.created", events[1].sequence + 2)
     );
     Ok(())
 }

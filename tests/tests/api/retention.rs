@@ -52,6 +52,7 @@ async fn watch_as(
         .watch_events(WatchEventsRequest {
             after_sequence,
             consumer: consumer.to_owned(),
+            include_audit: false,
         })
         .await
         .map(tonic::Response::into_inner)
@@ -191,8 +192,9 @@ async fn old_events_are_pruned_and_a_reader_behind_them_is_told_the_oldest_kept_
     }
     let seen = sequences(&mut client, 3).await?;
 
-    // Every event grows old; the newest is kept so the sequence never restarts.
-    let newest = seen[2];
+    // Every event grows old; the newest is kept so the sequence never
+    // restarts: the audit entry (docs/design.md 9.4) right after the last write.
+    let newest = seen[2] + 1;
     let refused = refused_from_the_start(&mut client, newest).await?;
     assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
     assert_eq!(
@@ -200,9 +202,7 @@ async fn old_events_are_pruned_and_a_reader_behind_them_is_told_the_oldest_kept_
         1
     );
     // A reader that has what was pruned follows on.
-    let mut stream = watch_as(&mut client, seen[1], "").await?;
-    let kept = next_events(&mut stream, 1, 10).await?;
-    assert_eq!(kept[0].sequence, newest);
+    let mut stream = watch_as(&mut client, seen[2], "").await?;
     let later = create_named(&mut client, "Umbrella", Segment::Smb).await?;
     let next = next_events(&mut stream, 1, 10).await?;
     assert_eq!(next[0].aggregate_id, later.id);
@@ -226,12 +226,13 @@ async fn a_lagging_registered_consumer_keeps_every_event_it_has_not_passed(
     // The CRM sync applied the first two events and went away.
     drop(watch_as(&mut client, seen[1], "crm-sync").await?);
 
-    // Every event grows old; only those it passed go.
-    let refused = refused_from_the_start(&mut client, seen[2]).await?;
+    // Every event grows old; only those it passed go: the oldest kept is
+    // the audit entry of its last write (docs/design.md 9.4).
+    let refused = refused_from_the_start(&mut client, seen[1] + 1).await?;
     assert_eq!(refused.code(), Code::FailedPrecondition);
     // Well past every event's retention, still nothing else went.
     tokio::time::sleep(Duration::from_millis(3_500)).await;
-    let still = refused_from_the_start(&mut client, seen[2]).await?;
+    let still = refused_from_the_start(&mut client, seen[1] + 1).await?;
     assert_eq!(still.code(), Code::FailedPrecondition);
     let mut stream = watch_as(&mut client, seen[1], "crm-sync").await?;
     let resumed = next_events(&mut stream, 3, 10).await?;

@@ -10,11 +10,16 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use bowtie_proto::accounts::{CreateAccountRequest, GetAccountRequest};
+use bowtie_proto::accounts::{
+    Account, CreateAccountRequest, GetAccountRequest, ListAuditEventsRequest,
+};
+use bowtie_proto::common::AuditFilter;
 use bowtie_proto::common::Segment;
+use bowtie_proto::success::success_service_client::SuccessServiceClient;
+use bowtie_proto::success::{CreateCtaRequest, CtaType, ListCtasRequest, Priority};
 use bowtie_testkit::gateway::Stack;
 use bowtie_testkit::oidc::{AUDIENCE, OidcProvider};
-use bowtie_testkit::{Bearer, TestDatabase, WRITE_KEY, backend_test};
+use bowtie_testkit::{ADMIN_KEY, Bearer, TestDatabase, WRITE_KEY, backend_test};
 use hmac::{Hmac, Mac};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -27,6 +32,8 @@ backend_test!(
     made_up_key_ids_fetch_the_jwks_at_most_once_per_cooldown,
     after_a_key_rotation_new_tokens_work_after_one_refresh_and_old_ones_until_they_expire,
     a_token_subject_over_its_budget_is_429_and_resource_exhausted_while_another_passes,
+    a_csm_token_writes_its_own_account_and_is_denied_on_another_csms_with_the_denial_audited,
+    a_manager_token_writes_for_the_team_its_claim_names,
 );
 
 /// The provider and every service and the gateway, accepting its tokens
@@ -121,7 +128,10 @@ async fn a_token_with_a_role_reads_and_writes_as_its_role_allows(
             let mut accounts = accounts.ok_or_else(|| anyhow::anyhow!("accounts is running"))?;
             let answer = accounts
                 .create_account(CreateAccountRequest {
-                    account: Some(bowtie_testkit::fixtures::account("Globex", Segment::Smb)),
+                    account: Some(Account {
+                        csm: "bowtie-csm@example.com".into(),
+                        ..bowtie_testkit::fixtures::account("Globex", Segment::Smb)
+                    }),
                     idempotency_key: String::new(),
                 })
                 .await;
@@ -141,7 +151,7 @@ async fn a_token_with_a_role_reads_and_writes_as_its_role_allows(
         .post(
             "/api/v1/accounts",
             &csm,
-            &json!({"name": "Initech", "segment": "SMB", "owner": "ana@example.com"}),
+            &json!({"name": "Initech", "segment": "SMB", "owner": "bowtie-csm@example.com"}),
         )
         .await?;
     assert_eq!(status, StatusCode::CREATED);
@@ -374,5 +384,204 @@ async fn a_token_subject_over_its_budget_is_429_and_resource_exhausted_while_ano
         service_read(&stack, &ada, &id).await?,
         Code::ResourceExhausted
     );
+    Ok(())
+}
+
+/// Creates an account whose CSM is `csm` with the write key; its id.
+async fn account_of(stack: &Stack, name: &str, csm: &str) -> anyhow::Result<String> {
+    let (status, body) = stack
+        .post(
+            "/api/v1/accounts",
+            WRITE_KEY,
+            &json!({"name": name, "segment": "SMB", "csm": csm}),
+        )
+        .await?;
+    anyhow::ensure!(status == StatusCode::CREATED, "{status} {body}");
+    Ok(body["id"].as_str().unwrap_or_default().to_owned())
+}
+
+/// Renames account `id` through the gateway with `token`: the status and
+/// the error message (empty on success).
+async fn rename(
+    stack: &Stack,
+    token: &str,
+    id: &str,
+    name: &str,
+) -> anyhow::Result<(StatusCode, String)> {
+    let (status, body) = stack
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/accounts/{id}"),
+            Some(token),
+            Some(&json!({"name": name})),
+        )
+        .await?;
+    Ok((
+        status,
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    ))
+}
+
+/// The names `GET /api/v1/accounts?mine=true` lists for `token`.
+async fn my_book(stack: &Stack, token: &str) -> anyhow::Result<Vec<String>> {
+    let (status, body) = stack.get("/api/v1/accounts?mine=true", token).await?;
+    anyhow::ensure!(status == StatusCode::OK, "{status} {body}");
+    Ok(body["accounts"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+async fn a_csm_token_writes_its_own_account_and_is_denied_on_another_csms_with_the_denial_audited(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let Some((provider, stack)) = start(db, 5, 60).await? else {
+        return Ok(());
+    };
+    let own = account_of(&stack, "Acme", "bowtie-csm@example.com").await?;
+    let other = account_of(&stack, "Globex", "grace@example.com").await?;
+    let csm = provider.token("bowtie-csm").await?;
+
+    assert_eq!(
+        rename(&stack, &csm, &own, "Acme Corp").await?.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        rename(&stack, &csm, &other, "Mine now").await?,
+        (
+            StatusCode::FORBIDDEN,
+            format!(
+                "account {other} is not in the book of \"bowtie-csm\" (role csm): only its CSM or owner may change it"
+            )
+        )
+    );
+    // Nothing was written, and the refusal is in the accounts audit log.
+    let (_, globex) = stack
+        .get(&format!("/api/v1/accounts/{other}"), WRITE_KEY)
+        .await?;
+    assert_eq!(
+        (&globex["name"], &globex["version"]),
+        (&json!("Globex"), &json!(1))
+    );
+    let accounts = stack
+        .accounts
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("accounts is running"))?;
+    let audit = accounts
+        .accounts_with(Bearer::new(ADMIN_KEY))
+        .list_audit_events(ListAuditEventsRequest {
+            filter: Some(AuditFilter {
+                account_id: other.clone(),
+                ..AuditFilter::default()
+            }),
+            page: None,
+        })
+        .await?
+        .into_inner()
+        .events;
+    let entries: Vec<(&str, &str, &str)> = audit
+        .iter()
+        .map(|e| {
+            (
+                e.principal.as_str(),
+                e.rpc.rsplit('/').next().unwrap_or_default(),
+                e.result_code.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        entries,
+        vec![
+            ("bowtie-csm", "UpdateAccount", "PERMISSION_DENIED"),
+            ("test-writer", "CreateAccount", "OK"),
+        ]
+    );
+
+    // The success service applies the same rules to CTAs, with the CSM it
+    // knows of each account.
+    let mut success = SuccessServiceClient::new(stack.success.with_key(&csm));
+    let cta = |account: &str, owner: &str| CreateCtaRequest {
+        account_id: account.to_owned(),
+        r#type: CtaType::Risk as i32,
+        reason: "Usage dropped".into(),
+        priority: Priority::High as i32,
+        owner: owner.to_owned(),
+        due_time: Some(prost_types::Timestamp {
+            seconds: chrono::Utc::now().timestamp() + 86_400,
+            nanos: 0,
+        }),
+        idempotency_key: String::new(),
+    };
+    assert!(
+        success
+            .create_cta(cta(&own, "bowtie-csm@example.com"))
+            .await
+            .is_ok()
+    );
+    let refused = success
+        .create_cta(cta(&other, "grace@example.com"))
+        .await
+        .err()
+        .map(|s| s.code());
+    assert_eq!(refused, Some(Code::PermissionDenied));
+    let mine = success
+        .list_ctas(ListCtasRequest {
+            mine: true,
+            ..ListCtasRequest::default()
+        })
+        .await?
+        .into_inner()
+        .ctas;
+    assert_eq!(
+        mine.iter()
+            .map(|c| c.account_id.as_str())
+            .collect::<Vec<_>>(),
+        vec![own.as_str()]
+    );
+
+    // Its book, through the gateway; an API key with scopes only has none.
+    assert_eq!(my_book(&stack, &csm).await?, vec!["Acme Corp"]);
+    let (status, body) = stack.get("/api/v1/accounts?mine=true", WRITE_KEY).await?;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.to_string().contains("mine"), "{body}");
+    Ok(())
+}
+
+async fn a_manager_token_writes_for_the_team_its_claim_names(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let Some((provider, stack)) = start_with(db, 5, 60, |settings| {
+        settings.auth.teams = vec![bowtie_runtime::config::TeamSettings {
+            name: "emea".into(),
+            managers: Vec::new(),
+            members: vec!["grace@example.com".into()],
+        }];
+    })
+    .await?
+    else {
+        return Ok(());
+    };
+    let team = account_of(&stack, "Acme", "grace@example.com").await?;
+    let other = account_of(&stack, "Globex", "lin@example.com").await?;
+    let mut claims = claims(&provider, &["bowtie-manager"]);
+    claims["sub"] = json!("00u-lead");
+    claims["email"] = json!("lead@example.com");
+    claims["teams"] = json!(["emea"]);
+    let lead = provider.sign(&claims).await?;
+    assert_eq!(
+        rename(&stack, &lead, &team, "Acme Corp").await?.0,
+        StatusCode::OK
+    );
+    let (status, message) = rename(&stack, &lead, &other, "Globex Corp").await?;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(message.contains("(role manager)"), "{message}");
+    assert_eq!(my_book(&stack, &lead).await?, vec!["Acme Corp"]);
     Ok(())
 }

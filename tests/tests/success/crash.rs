@@ -200,7 +200,7 @@ async fn open_ctas(client: &mut SuccessClient) -> anyhow::Result<Vec<Cta>> {
 async fn caught_up(settings: &Settings) -> anyhow::Result<()> {
     let scoring = Db::connect(&settings.scoring.database).await?;
     let success = Db::connect(&settings.success.database).await?;
-    let last = bowtie_runtime::feed::last_sequence(scoring.reader()).await?;
+    let last = bowtie_runtime::feed::last_change_sequence(scoring.reader()).await?;
     within(60, "success to apply the whole scoring feed", async {
         loop {
             let cursor = bowtie_runtime::feed::load_cursor(

@@ -63,6 +63,9 @@ pub struct ListAccountsQuery {
     /// Only accounts with this tag (case-insensitive; blank = any).
     #[param(schema_with = schema::optional_tag)]
     tag: Option<String>,
+    /// Only the caller's book: accounts whose CSM or owner it is (a manager:
+    /// also its teams'). 400 naming `mine` for an API key with scopes only.
+    mine: Option<bool>,
     /// Rows per page (default 50, at most 1000; more is 1000).
     #[param(minimum = 0)]
     page_size: Option<i32>,
@@ -90,6 +93,7 @@ async fn list_accounts(
         tag: q.tag.unwrap_or_default(),
         attributes: std::collections::HashMap::new(),
         page: page(q.page_size, q.page_token),
+        mine: q.mine.unwrap_or(false),
     });
     let mut accounts = state.services.accounts.clone();
     Ok(Report::new(

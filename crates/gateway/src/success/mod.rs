@@ -125,6 +125,10 @@ pub struct CtasQuery {
     status: Option<CtaStatus>,
     /// Only CTAs past their due time and not closed.
     overdue_only: Option<bool>,
+    /// Only the caller's book: CTAs it owns and those of accounts whose CSM
+    /// or owner it is (a manager: also its teams'). 400 naming `mine` for an
+    /// API key with scopes only.
+    mine: Option<bool>,
     /// Rows per page (default 50, at most 1000; more is 1000).
     #[param(minimum = 0)]
     page_size: Option<i32>,
@@ -150,6 +154,7 @@ async fn list_ctas(
         status: q.status.unwrap_or_default().into(),
         overdue_only: q.overdue_only.unwrap_or(false),
         page: page(q.page_size, q.page_token),
+        mine: q.mine.unwrap_or(false),
     };
     let mut success = state.services.success.clone();
     let r = answer(success.list_ctas(caller.request(request)).await)?;
