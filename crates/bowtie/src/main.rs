@@ -108,10 +108,14 @@ enum Command {
         #[arg(long)]
         accounts_addr: Option<String>,
     },
-    /// Print a report as a table.
+    /// Print a report as a table, CSV or JSON.
     Report {
         /// Which report.
         what: ReportKind,
+        /// `table` (default), `csv` (RFC 4180, the gateway's CSV columns) or
+        /// `json` (the gateway's JSON document).
+        #[arg(long, value_enum, default_value_t = bowtie::report::Format::Table)]
+        format: bowtie::report::Format,
         /// `YYYY-MM`, `YYYY-MM..YYYY-MM`, `YYYY`, `YYYY-Qn` or `Nm` (the last
         /// N months); default the last 12 months.
         #[arg(long)]
@@ -385,6 +389,7 @@ async fn run(command: Command, mut settings: Settings, log: Option<String>) -> a
         }
         Command::Report {
             what,
+            format,
             period,
             segment,
             limit,
@@ -397,6 +402,7 @@ async fn run(command: Command, mut settings: Settings, log: Option<String>) -> a
         } => {
             let query = ReportQuery {
                 what,
+                format,
                 period,
                 segment,
                 limit,
@@ -499,6 +505,7 @@ async fn import_stripe(
 /// What `bowtie report` was asked for.
 struct ReportQuery {
     what: ReportKind,
+    format: bowtie::report::Format,
     period: Option<String>,
     segment: Option<String>,
     limit: usize,
@@ -516,6 +523,7 @@ async fn report(
 ) -> anyhow::Result<()> {
     let ReportQuery {
         what,
+        format,
         period,
         segment,
         limit,
@@ -544,20 +552,21 @@ async fn report(
         target = target.with_address(service, &addr);
     }
     let text = match what {
-        ReportKind::Funnel => bowtie::report::funnel(&target, range, segment).await?,
-        ReportKind::Mrr => bowtie::report::mrr(&target, range, segment).await?,
-        ReportKind::Churn => bowtie::report::churn(&target, range, segment).await?,
+        ReportKind::Funnel => bowtie::report::funnel(&target, range, segment, format).await?,
+        ReportKind::Mrr => bowtie::report::mrr(&target, range, segment, format).await?,
+        ReportKind::Churn => bowtie::report::churn(&target, range, segment, format).await?,
         ReportKind::Retention => {
-            bowtie::report::retention(&target, range, segment, now.timestamp()).await?
+            bowtie::report::retention(&target, range, segment, now.timestamp(), format).await?
         }
-        ReportKind::AtRisk => bowtie::report::at_risk(&target, segment, limit).await?,
-        ReportKind::Work => bowtie::report::work(&target, owner.as_deref(), limit).await?,
-        ReportKind::Playbooks => bowtie::report::playbooks(&target, range).await?,
+        ReportKind::AtRisk => bowtie::report::at_risk(&target, segment, limit, format).await?,
+        ReportKind::Work => bowtie::report::work(&target, owner.as_deref(), limit, format).await?,
+        ReportKind::Playbooks => bowtie::report::playbooks(&target, range, format).await?,
         ReportKind::Book => {
-            bowtie::report::book(&target, by == BookBy::Owner, person.as_deref(), range).await?
+            let by_owner = by == BookBy::Owner;
+            bowtie::report::book(&target, by_owner, person.as_deref(), range, format).await?
         }
         ReportKind::Touches => {
-            bowtie::report::touches(&target, range, owner.as_deref(), by_owner).await?
+            bowtie::report::touches(&target, range, owner.as_deref(), by_owner, format).await?
         }
     };
     print!("{text}");

@@ -55,6 +55,16 @@ mod webhooks;
 
 pub use error::http_status;
 
+/// The REST representation of the reports: `bowtie report --format
+/// csv|json` prints the same documents and CSV columns as the gateway.
+pub mod representation {
+    pub use crate::export::to_csv;
+    pub use crate::funnel::FunnelReport;
+    pub use crate::revenue::{ChurnAnalysis, CohortRetention, MrrReport, Retention};
+    pub use crate::scoring::{AtRiskAccount, AtRiskPage, at_risk_account};
+    pub use crate::success::{BookOfBusiness, Cta, CtaPage, Effectiveness, Touches, TouchesReport};
+}
+
 /// What every handler shares.
 #[derive(Clone)]
 struct AppState {
