@@ -108,6 +108,22 @@ enum Command {
         #[arg(long)]
         accounts_addr: Option<String>,
     },
+    /// Stream every row of accounts, subscriptions, movements, transitions
+    /// or health to stdout as JSON lines, each with the cursor that
+    /// resumes after it.
+    Export {
+        /// What to export.
+        what: bowtie::export::Kind,
+        /// Continue after the row this cursor came with (the `cursor` of the
+        /// last line read); default from the first row.
+        #[arg(long, default_value = "")]
+        cursor: String,
+        /// Rows the service reads per batch, 1 to 5000 (0: 1000).
+        #[arg(long, default_value_t = 0)]
+        batch_size: i32,
+        #[command(flatten)]
+        connection: Connection,
+    },
     /// Print a report as a table, CSV or JSON.
     Report {
         /// Which report.
@@ -412,6 +428,23 @@ async fn run(command: Command, mut settings: Settings, log: Option<String>) -> a
                 by_owner,
             };
             report(&settings, query, connection, accounts_addr).await
+        }
+        Command::Export {
+            what,
+            cursor,
+            batch_size,
+            connection,
+        } => {
+            use bowtie::client::Target;
+            let mut target = Target::new(&settings.peers, &connection.key);
+            if let Some(addr) = connection.addr {
+                target = target.with_address(what.service(), &addr);
+            }
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let rows = bowtie::export::export(&target, what, &cursor, batch_size, &mut out).await?;
+            tracing::info!(rows, "export done");
+            Ok(())
         }
     }
 }

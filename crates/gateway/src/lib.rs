@@ -51,6 +51,7 @@ mod revenue;
 mod schema;
 mod scoring;
 mod success;
+mod warehouse;
 mod webhooks;
 
 pub use error::http_status;
@@ -63,6 +64,9 @@ pub mod representation {
     pub use crate::revenue::{ChurnAnalysis, CohortRetention, MrrReport, Retention};
     pub use crate::scoring::{AtRiskAccount, AtRiskPage, at_risk_account};
     pub use crate::success::{BookOfBusiness, Cta, CtaPage, Effectiveness, Touches, TouchesReport};
+    pub use crate::warehouse::{
+        ExportedMovement, ExportedSubscription, movement_lines, subscription_lines,
+    };
 }
 
 /// What every handler shares.
@@ -118,6 +122,7 @@ Errors have the body `{\"error\": {\"code\", \"message\", \"field_violations\"}}
         (name = "revenue", description = "MRR, retention, renewals and unit economics"),
         (name = "scoring", description = "Health scores, churn risk, alerts and value segments"),
         (name = "success", description = "Playbooks and their effectiveness, calls to action, account timelines, books of business and touches"),
+        (name = "export", description = "Streaming exports for a warehouse load: JSON lines, resumable by cursor"),
         (name = "operations", description = "Probes"),
         (name = "webhooks", description = "CRM and Stripe webhooks, verified by HMAC signature"),
         (name = "tracking", description = "Segment-spec identify, group, track and batch calls, authenticated by the write key"),
@@ -181,6 +186,7 @@ fn app(state: AppState, churn_reasons: &[String], keys: Arc<ApiKeys>) -> axum::R
         .merge(revenue::router())
         .merge(scoring::router())
         .merge(success::router())
+        .merge(warehouse::router())
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .merge(webhooks::router())

@@ -44,7 +44,7 @@ pub use retention::{book_people, retention, retention_by_csm, retention_by_owner
 pub use schema::Migrator;
 pub use subscriptions::{
     accounts_of_subscriptions, histories_in_currency, renewals, require_subscription,
-    save_renewal_outcome, save_subscriptions, subscriptions_of,
+    save_renewal_outcome, save_subscriptions, subscriptions_after, subscriptions_of,
 };
 
 /// Open spans end here (a time no instant reaches), as stored.
