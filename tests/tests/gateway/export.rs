@@ -201,6 +201,24 @@ async fn the_movements_export_streams_every_movement_once_and_resumes_after_a_cu
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(error.to_string().contains("cursor"), "{error}");
 
+    // A CSV of more movements than one response holds names the export.
+    let (status, error) = stack
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/revenue/movements?start=2000-01-01T00:00:00Z&end=2100-01-01T00:00:00Z\
+             &page_size=5000&format=csv",
+            Some(READ_KEY),
+            None,
+        )
+        .await?;
+    assert_eq!(status, StatusCode::CONFLICT, "{error}");
+    assert_eq!(error["error"]["code"], "FAILED_PRECONDITION");
+    assert_eq!(error["error"]["field_violations"][0]["field"], "page_size");
+    assert!(
+        error.to_string().contains("/api/v1/export/movements"),
+        "{error}"
+    );
+
     // `bowtie export movements` prints the very lines the gateway streams.
     let mut out = Vec::new();
     let n =
