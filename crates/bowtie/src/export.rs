@@ -14,6 +14,8 @@ use crate::client::{Target, describe};
 /// What to export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Kind {
+    /// Every account, archived ones too, in creation order (accounts).
+    Accounts,
     /// Every subscription, by id (revenue).
     Subscriptions,
     /// Every MRR movement, by time then account (revenue).
@@ -24,6 +26,7 @@ impl Kind {
     /// The service that holds the rows.
     pub fn service(self) -> crate::client::Service {
         match self {
+            Kind::Accounts => crate::client::Service::Accounts,
             Kind::Subscriptions | Kind::Movements => crate::client::Service::Revenue,
         }
     }
@@ -51,6 +54,21 @@ pub async fn export(
     let mut written = 0;
     let cursor = cursor.to_owned();
     match kind {
+        Kind::Accounts => {
+            let mut stream = target
+                .accounts()?
+                .export_accounts(bowtie_proto::accounts::ExportAccountsRequest {
+                    cursor,
+                    batch_size,
+                })
+                .await
+                .map_err(|s| anyhow::anyhow!("ExportAccounts: {}", describe(&s)))?
+                .into_inner();
+            while let Some(m) = stream.next().await {
+                let m = m.map_err(|s| anyhow::anyhow!("ExportAccounts: {}", describe(&s)))?;
+                written += lines(out, rest::account_lines(m))?;
+            }
+        }
         Kind::Movements => {
             let mut stream = target
                 .revenue()?

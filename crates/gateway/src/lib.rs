@@ -65,7 +65,8 @@ pub mod representation {
     pub use crate::scoring::{AtRiskAccount, AtRiskPage, at_risk_account};
     pub use crate::success::{BookOfBusiness, Cta, CtaPage, Effectiveness, Touches, TouchesReport};
     pub use crate::warehouse::{
-        ExportedMovement, ExportedSubscription, movement_lines, subscription_lines,
+        ExportedAccount, ExportedMovement, ExportedSubscription, account_lines, movement_lines,
+        subscription_lines,
     };
 }
 

@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use bowtie_proto::revenue as rev;
+use bowtie_proto::{accounts as acc, revenue as rev};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -20,6 +20,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
+use crate::accounts::Account;
 use crate::clients::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::rest::Query;
@@ -28,6 +29,7 @@ use crate::revenue::{Movement, Subscription};
 /// The export routes.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .routes(routes!(export_accounts))
         .routes(routes!(export_movements))
         .routes(routes!(export_subscriptions))
 }
@@ -41,6 +43,15 @@ pub struct ExportQuery {
     /// Rows the service reads per batch, 1 to 5000 (default 1000).
     #[param(minimum = 0, maximum = 5000)]
     batch_size: Option<i32>,
+}
+
+/// An account line of the accounts export.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExportedAccount {
+    /// Resumes the export after this row (`?cursor=`).
+    pub cursor: String,
+    /// The account.
+    pub account: Account,
 }
 
 /// A movement line of the movements export.
@@ -59,6 +70,17 @@ pub struct ExportedSubscription {
     pub cursor: String,
     /// The subscription.
     pub subscription: Subscription,
+}
+
+/// The lines of a batch of the accounts export.
+pub fn account_lines(m: acc::ExportAccountsResponse) -> Vec<ExportedAccount> {
+    m.rows
+        .into_iter()
+        .map(|r| ExportedAccount {
+            cursor: r.cursor,
+            account: r.account.unwrap_or_default().into(),
+        })
+        .collect()
 }
 
 /// The lines of a batch of the movements export.
@@ -114,6 +136,29 @@ where
         HeaderValue::from_static("application/x-ndjson"),
     );
     Ok(response)
+}
+
+/// Every account (archived ones too), in creation order, as JSON lines.
+#[utoipa::path(get, path = "/api/v1/export/accounts", tag = "export",
+    params(ExportQuery),
+    responses((status = 200, content((ExportedAccount = "application/x-ndjson"))),
+              (status = "4XX", body = ErrorBody), (status = "5XX", body = ErrorBody)))]
+async fn export_accounts(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ExportQuery>,
+) -> Result<Response, ApiError> {
+    let request = caller.request(acc::ExportAccountsRequest {
+        cursor: q.cursor.unwrap_or_default(),
+        batch_size: q.batch_size.unwrap_or(0),
+    });
+    let answer = state
+        .services
+        .accounts
+        .clone()
+        .export_accounts(request)
+        .await;
+    ndjson("accounts", answer, account_lines)
 }
 
 /// Every MRR movement, by time then account, as JSON lines.

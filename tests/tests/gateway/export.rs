@@ -5,6 +5,7 @@
 
 use bowtie::client::Target;
 use bowtie::demo::{self, DemoOptions};
+use bowtie_proto::accounts::{ExportAccountsRequest, ListAccountsRequest};
 use bowtie_proto::revenue::{
     ExportMovementsRequest, ExportSubscriptionsRequest, GetSubscriptionRequest,
     ListMovementsRequest, Movement,
@@ -17,6 +18,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 backend_test!(
+    the_accounts_export_streams_every_account_once_in_list_accounts_order,
     the_movements_export_streams_every_movement_once_and_resumes_after_a_cursor,
     the_subscriptions_export_streams_every_subscription_as_get_subscription_answers_it,
 );
@@ -308,4 +310,96 @@ async fn the_subscriptions_export_streams_every_subscription_as_get_subscription
 fn base64_of(text: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
+}
+
+async fn the_accounts_export_streams_every_account_once_in_list_accounts_order(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let (stack, target, _) = seeded(db).await?;
+    let mut accounts = target.accounts()?;
+    let mut listed = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = accounts
+            .list_accounts(ListAccountsRequest {
+                page: Some(bowtie_proto::common::PageRequest {
+                    page_size: 1000,
+                    page_token: token,
+                }),
+                ..ListAccountsRequest::default()
+            })
+            .await?
+            .into_inner();
+        listed.extend(page.accounts);
+        token = page.page.map(|p| p.next_page_token).unwrap_or_default();
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert!(listed.len() >= 60, "the demo has {} accounts", listed.len());
+
+    let client = accounts.clone();
+    let export = |cursor: String| {
+        let mut accounts = client.clone();
+        async move {
+            let mut stream = accounts
+                .export_accounts(ExportAccountsRequest {
+                    cursor,
+                    batch_size: 8,
+                })
+                .await?
+                .into_inner();
+            let mut rows = Vec::new();
+            while let Some(message) = stream.next().await {
+                let message = message?;
+                assert!(
+                    message.rows.len() <= 8,
+                    "{} rows a batch",
+                    message.rows.len()
+                );
+                for r in message.rows {
+                    let a = r
+                        .account
+                        .ok_or_else(|| anyhow::anyhow!("a row without an account"))?;
+                    rows.push((a, r.cursor));
+                }
+            }
+            anyhow::Ok(rows)
+        }
+    };
+    let all = export(String::new()).await?;
+    let exported: Vec<_> = all.iter().map(|(a, _)| a).collect();
+    assert_eq!(exported, listed.iter().collect::<Vec<_>>());
+    let k = all.len() / 4;
+    assert_eq!(export(all[k].1.clone()).await?, all[k + 1..].to_vec());
+
+    let status = accounts
+        .export_accounts(ExportAccountsRequest {
+            cursor: base64_of("accounts|not-an-id"),
+            batch_size: 0,
+        })
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("a forged cursor was accepted"))?;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("cursor"), "{}", status.message());
+
+    let body = stack
+        .request(reqwest::Method::GET, "/api/v1/export/accounts?batch_size=7")
+        .bearer_auth(READ_KEY)
+        .send()
+        .await?
+        .text()
+        .await?;
+    let rest_lines = lines(&body)?;
+    assert_eq!(rest_lines.len(), all.len());
+    for ((a, cursor), line) in all.iter().zip(&rest_lines) {
+        assert_eq!(line["cursor"], cursor.as_str());
+        assert_eq!(line["account"]["id"], a.id.as_str());
+        assert_eq!(line["account"]["name"], a.name.as_str());
+    }
+    let mut out = Vec::new();
+    bowtie::export::export(&target, bowtie::export::Kind::Accounts, "", 7, &mut out).await?;
+    assert_eq!(String::from_utf8(out)?, body);
+    Ok(())
 }

@@ -52,6 +52,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/success/ctas/{id}/status"),
     ("get", "/api/v1/accounts/{id}/timeline"),
     ("post", "/api/v1/accounts/{id}/timeline"),
+    ("get", "/api/v1/export/accounts"),
     ("get", "/api/v1/export/movements"),
     ("get", "/api/v1/export/subscriptions"),
     ("post", "/webhooks/hubspot"),
