@@ -6,6 +6,7 @@ use bowtie_proto::accounts as pb;
 use bowtie_proto::accounts::accounts_service_server::AccountsService;
 use bowtie_runtime::Instant;
 use bowtie_runtime::api::{self, Answer};
+use bowtie_runtime::export;
 use bowtie_runtime::feed::EventStream;
 use tonic::{Request, Response};
 
@@ -177,6 +178,33 @@ impl AccountsService for AccountsApi {
     }
 
     type WatchEventsStream = EventStream<pb::WatchEventsResponse>;
+
+    type ExportAccountsStream = EventStream<pb::ExportAccountsResponse>;
+
+    #[tracing::instrument(skip_all)]
+    async fn export_accounts(
+        &self,
+        request: Request<pb::ExportAccountsRequest>,
+    ) -> Answer<Self::ExportAccountsStream> {
+        let req = request.into_inner();
+        let batch = export::batch_size(req.batch_size)?;
+        let after = export::resume_after("accounts", &req.cursor)?;
+        if let Some(key) = &after {
+            crate::service::account_export_key(key)?;
+        }
+        let app = self.app.clone();
+        Ok(Response::new(export::stream(
+            "accounts",
+            after,
+            batch,
+            move |after, limit| {
+                let app = app.clone();
+                async move { app.export_accounts(after, limit).await }
+            },
+            |a| a.id.to_string(),
+            convert::exported_accounts,
+        )))
+    }
 
     #[tracing::instrument(skip_all)]
     async fn list_audit_events(

@@ -798,6 +798,19 @@ pub fn accounts_listed(rows: &[Account], page: common::PageResponse) -> pb::List
     }
 }
 
+/// A batch of the accounts export, each row with its cursor.
+pub fn exported_accounts(rows: Vec<(Account, String)>) -> pb::ExportAccountsResponse {
+    pb::ExportAccountsResponse {
+        rows: rows
+            .into_iter()
+            .map(|(a, cursor)| pb::ExportedAccount {
+                account: Some(account_to_pb(&a)),
+                cursor,
+            })
+            .collect(),
+    }
+}
+
 /// UpsertAccountByExternalId's answer.
 pub fn account_upserted(a: &Account, created: bool) -> pb::UpsertAccountByExternalIdResponse {
     pb::UpsertAccountByExternalIdResponse {

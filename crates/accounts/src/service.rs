@@ -165,6 +165,14 @@ async fn write_next_contact(
     Ok(next)
 }
 
+/// The key of an accounts export cursor (an account id) read back; a key
+/// that is not one is INVALID_ARGUMENT naming `cursor`.
+pub fn account_export_key(key: &str) -> Result<AccountId, Error> {
+    uuid::Uuid::parse_str(key)
+        .map(AccountId)
+        .map_err(|_| Error::invalid("cursor", "is not a cursor of the accounts export"))
+}
+
 /// The accounts service's operations.
 #[derive(Debug, Clone)]
 pub struct Accounts {
@@ -440,6 +448,27 @@ impl Accounts {
                 })
             })
             .await
+    }
+
+    /// At most `limit` accounts (archived ones too) with an id after the
+    /// export key `after` (from the first without), by id: a batch of the
+    /// streaming export, read by the primary key. A key that is not an
+    /// account id is INVALID_ARGUMENT naming `cursor`.
+    pub async fn export_accounts(
+        &self,
+        after: Option<String>,
+        limit: u64,
+    ) -> Result<Vec<Account>, Error> {
+        if let Some(key) = &after {
+            account_export_key(key)?;
+        }
+        storage::list_accounts(
+            self.store.db().reader(),
+            &AccountFilter::default(),
+            after.as_deref(),
+            limit,
+        )
+        .await
     }
 
     /// Lists an account's contacts.

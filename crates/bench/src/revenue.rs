@@ -5,13 +5,15 @@
 //! `GetMrrReport` and a 12-month `GetRetention` are timed over gRPC, and the
 //! same two questions are asked of DuckDB over the same changes exported as
 //! CSV; the table shows both times and their ratio, and whether the answers
-//! agree.
+//! agree. Last, `ExportMovements` streams every movement (rows/s).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bowtie_proto::revenue::revenue_service_client::RevenueServiceClient;
-use bowtie_proto::revenue::{CutDimension, GetMrrReportRequest, GetRetentionRequest, GroupBy};
+use bowtie_proto::revenue::{
+    CutDimension, ExportMovementsRequest, GetMrrReportRequest, GetRetentionRequest, GroupBy,
+};
 use bowtie_revenue::domain::{
     AccountId, Cancellation, CancellationKind, Interval, Minor, Month, NewSubscription, Segment,
     Subscription, SubscriptionId, Terms, month_start,
@@ -434,6 +436,41 @@ pub async fn run(report: &mut Report) -> anyhow::Result<()> {
         ms(retention_time),
         "ms",
         Some(1000.0),
+    );
+
+    // The streaming export of every movement, as a warehouse load reads it:
+    // default batches, each message taken as it arrives.
+    let started = Instant::now();
+    let mut stream = client
+        .export_movements(ExportMovementsRequest::default())
+        .await?
+        .into_inner();
+    let (mut exported, mut last_cursor) = (0usize, String::new());
+    while let Some(message) = stream.message().await? {
+        exported += message.rows.len();
+        if let Some(r) = message.rows.last() {
+            last_cursor.clone_from(&r.cursor);
+        }
+    }
+    let export_time = started.elapsed();
+    anyhow::ensure!(
+        exported == movements,
+        "the export streamed {exported} of {movements} movements"
+    );
+    anyhow::ensure!(!last_cursor.is_empty(), "the export had no cursor");
+    report.add(
+        "revenue",
+        "ExportMovements, every movement",
+        export_time.as_secs_f64(),
+        "s",
+        None,
+    );
+    report.add_at_least(
+        "revenue",
+        "ExportMovements throughput",
+        exported as f64 / export_time.as_secs_f64(),
+        "rows/s",
+        100_000.0,
     );
     shutdown.trigger();
     let _ = task.await;

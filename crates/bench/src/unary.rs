@@ -735,4 +735,12 @@ impl AccountsService for Echo {
     ) -> Answer<Self::WatchEventsStream> {
         Err(Status::unimplemented("echo"))
     }
+    type ExportAccountsStream =
+        futures::stream::Empty<Result<bowtie_proto::accounts::ExportAccountsResponse, Status>>;
+    async fn export_accounts(
+        &self,
+        _: Request<bowtie_proto::accounts::ExportAccountsRequest>,
+    ) -> Answer<Self::ExportAccountsStream> {
+        Err(Status::unimplemented("echo"))
+    }
 }

@@ -108,10 +108,30 @@ enum Command {
         #[arg(long)]
         accounts_addr: Option<String>,
     },
-    /// Print a report as a table.
+    /// Stream every row of accounts, subscriptions, movements, transitions
+    /// or health to stdout as JSON lines, each with the cursor that
+    /// resumes after it.
+    Export {
+        /// What to export.
+        what: bowtie::export::Kind,
+        /// Continue after the row this cursor came with (the `cursor` of the
+        /// last line read); default from the first row.
+        #[arg(long, default_value = "")]
+        cursor: String,
+        /// Rows the service reads per batch, 1 to 5000 (0: 1000).
+        #[arg(long, default_value_t = 0)]
+        batch_size: i32,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Print a report as a table, CSV or JSON.
     Report {
         /// Which report.
         what: ReportKind,
+        /// `table` (default), `csv` (RFC 4180, the gateway's CSV columns) or
+        /// `json` (the gateway's JSON document).
+        #[arg(long, value_enum, default_value_t = bowtie::report::Format::Table)]
+        format: bowtie::report::Format,
         /// `YYYY-MM`, `YYYY-MM..YYYY-MM`, `YYYY`, `YYYY-Qn` or `Nm` (the last
         /// N months); default the last 12 months.
         #[arg(long)]
@@ -394,6 +414,7 @@ async fn run(command: Command, mut settings: Settings, log: Option<String>) -> a
         }
         Command::Report {
             what,
+            format,
             period,
             segment,
             limit,
@@ -408,6 +429,7 @@ async fn run(command: Command, mut settings: Settings, log: Option<String>) -> a
         } => {
             let query = ReportQuery {
                 what,
+                format,
                 period,
                 segment,
                 limit,
@@ -419,6 +441,23 @@ async fn run(command: Command, mut settings: Settings, log: Option<String>) -> a
                 group_by,
             };
             report(&settings, query, connection, accounts_addr).await
+        }
+        Command::Export {
+            what,
+            cursor,
+            batch_size,
+            connection,
+        } => {
+            use bowtie::client::Target;
+            let mut target = Target::new(&settings.peers, &connection.key);
+            if let Some(addr) = connection.addr {
+                target = target.with_address(what.service(), &addr);
+            }
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let rows = bowtie::export::export(&target, what, &cursor, batch_size, &mut out).await?;
+            tracing::info!(rows, "export done");
+            Ok(())
         }
     }
 }
@@ -512,6 +551,7 @@ async fn import_stripe(
 /// What `bowtie report` was asked for.
 struct ReportQuery {
     what: ReportKind,
+    format: bowtie::report::Format,
     period: Option<String>,
     segment: Option<String>,
     limit: usize,
@@ -531,6 +571,7 @@ async fn report(
 ) -> anyhow::Result<()> {
     let ReportQuery {
         what,
+        format,
         period,
         segment,
         limit,
@@ -567,20 +608,22 @@ async fn report(
         target = target.with_address(service, &addr);
     }
     let text = match what {
-        ReportKind::Funnel => bowtie::report::funnel(&target, range, segment).await?,
-        ReportKind::Mrr => bowtie::report::mrr(&target, range, segment, &cuts).await?,
-        ReportKind::Churn => bowtie::report::churn(&target, range, segment).await?,
+        ReportKind::Funnel => bowtie::report::funnel(&target, range, segment, format).await?,
+        ReportKind::Mrr => bowtie::report::mrr(&target, range, segment, &cuts, format).await?,
+        ReportKind::Churn => bowtie::report::churn(&target, range, segment, format).await?,
         ReportKind::Retention => {
-            bowtie::report::retention(&target, range, segment, &cuts, now.timestamp()).await?
+            bowtie::report::retention(&target, range, segment, &cuts, now.timestamp(), format)
+                .await?
         }
-        ReportKind::AtRisk => bowtie::report::at_risk(&target, segment, limit).await?,
-        ReportKind::Work => bowtie::report::work(&target, owner.as_deref(), limit).await?,
-        ReportKind::Playbooks => bowtie::report::playbooks(&target, range).await?,
+        ReportKind::AtRisk => bowtie::report::at_risk(&target, segment, limit, format).await?,
+        ReportKind::Work => bowtie::report::work(&target, owner.as_deref(), limit, format).await?,
+        ReportKind::Playbooks => bowtie::report::playbooks(&target, range, format).await?,
         ReportKind::Book => {
-            bowtie::report::book(&target, by == BookBy::Owner, person.as_deref(), range).await?
+            let by_owner = by == BookBy::Owner;
+            bowtie::report::book(&target, by_owner, person.as_deref(), range, format).await?
         }
         ReportKind::Touches => {
-            bowtie::report::touches(&target, range, owner.as_deref(), by_owner).await?
+            bowtie::report::touches(&target, range, owner.as_deref(), by_owner, format).await?
         }
     };
     print!("{text}");

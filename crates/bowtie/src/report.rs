@@ -1,9 +1,14 @@
-//! `bowtie report funnel|mrr|retention|at-risk`: the services' report RPCs printed
-//! as terminal tables. The figures are the services' own, formatted only:
-//! money in the reporting currency with cents and thousands separators,
-//! rates as percentages with one decimal, durations in days.
+//! `bowtie report funnel|mrr|retention|at-risk|...`: the services' report RPCs
+//! printed as terminal tables (the default), as CSV or as JSON. The figures
+//! are the services' own; a table formats them for reading: money in the
+//! reporting currency with cents and thousands separators, rates as
+//! percentages with one decimal, durations in days. CSV (RFC 4180, a header
+//! row) and JSON are the gateway's representation of the same report (the
+//! REST API's `?format=csv` columns and JSON document): exact minor units
+//! and fractions, for a spreadsheet or a script.
 
 use anyhow::Context as _;
+use bowtie_gateway::representation as rest;
 use bowtie_proto::common::{Money, Period, Segment, Stage};
 use bowtie_proto::funnel::GetFunnelReportRequest;
 use bowtie_proto::revenue::{
@@ -13,8 +18,44 @@ use bowtie_proto::revenue::{
 use chrono::{Datelike, Months, NaiveDate};
 use comfy_table::{CellAlignment, Table, presets};
 use prost_types::Timestamp;
+use serde::Serialize;
 
 use crate::client::{Target, describe};
+
+/// How a report is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Format {
+    /// A terminal table, figures formatted for reading.
+    #[default]
+    Table,
+    /// CSV (RFC 4180, CRLF line ends, a header row): the columns of the
+    /// gateway's `?format=csv` for the same report.
+    Csv,
+    /// The report as the gateway's JSON document, pretty-printed.
+    Json,
+}
+
+/// `body` (made only when asked) as CSV of the array under its field `rows`
+/// (the whole document as one row when `rows` is empty) or as JSON; `None`
+/// for a table, which the report draws itself.
+fn export<T: Serialize>(
+    format: Format,
+    rows: &str,
+    body: impl FnOnce() -> T,
+) -> anyhow::Result<Option<String>> {
+    if format == Format::Table {
+        return Ok(None);
+    }
+    let document = serde_json::to_value(body()).context("report to JSON")?;
+    Ok(Some(match format {
+        Format::Csv => rest::to_csv(&document, rows).context("report to CSV")?,
+        Format::Json | Format::Table => {
+            let mut text = serde_json::to_string_pretty(&document).context("report to JSON")?;
+            text.push('\n');
+            text
+        }
+    }))
+}
 
 /// An inclusive range of calendar months (UTC).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,6 +267,7 @@ pub async fn funnel(
     target: &Target,
     range: MonthRange,
     segment: Option<Segment>,
+    format: Format,
 ) -> anyhow::Result<String> {
     let report = target
         .funnel()?
@@ -240,6 +282,11 @@ pub async fn funnel(
         .await
         .map_err(|s| anyhow::anyhow!("GetFunnelReport: {}", describe(&s)))?
         .into_inner();
+    if let Some(out) = export(format, "stages", || {
+        rest::FunnelReport::from(report.clone())
+    })? {
+        return Ok(out);
+    }
     let mut t = table(&[
         "stage",
         "entered",
@@ -433,6 +480,7 @@ pub async fn mrr(
     range: MonthRange,
     segment: Option<Segment>,
     cuts: &Cuts,
+    format: Format,
 ) -> anyhow::Result<String> {
     let report = target
         .revenue()?
@@ -447,6 +495,9 @@ pub async fn mrr(
         .await
         .map_err(|s| anyhow::anyhow!("GetMrrReport: {}", describe(&s)))?
         .into_inner();
+    if let Some(out) = export(format, "periods", || rest::MrrReport::from(report.clone()))? {
+        return Ok(out);
+    }
     let t = waterfall_table(&report.periods, cuts.cut.is_some());
     let mut out = format!(
         "MRR waterfall {}..{} ({}{}), {}\n{t}\n",
@@ -476,6 +527,7 @@ pub async fn churn(
     target: &Target,
     range: MonthRange,
     segment: Option<Segment>,
+    format: Format,
 ) -> anyhow::Result<String> {
     let report = target
         .revenue()?
@@ -488,6 +540,11 @@ pub async fn churn(
         .await
         .map_err(|s| anyhow::anyhow!("GetChurnAnalysis: {}", describe(&s)))?
         .into_inner();
+    if let Some(out) = export(format, "periods", || {
+        rest::ChurnAnalysis::from(report.clone())
+    })? {
+        return Ok(out);
+    }
     let kind_label = |k: i32| match CancellationKind::try_from(k) {
         Ok(CancellationKind::Voluntary) => "voluntary",
         Ok(CancellationKind::Involuntary) => "involuntary",
@@ -561,14 +618,44 @@ pub async fn churn(
     ))
 }
 
+/// The retention report as CSV and JSON: a row per segment, then (JSON
+/// only) the cohort grid.
+#[derive(Serialize)]
+struct RetentionExport {
+    /// All segments first (with the by-owner split), then each segment.
+    segments: Vec<SegmentRetention>,
+    /// The cohort grid.
+    cohorts: rest::CohortRetention,
+}
+
+/// One segment's retention: `all`, `smb`, `mid_market` or `enterprise`.
+#[derive(Serialize)]
+struct SegmentRetention {
+    segment: &'static str,
+    #[serde(flatten)]
+    retention: rest::Retention,
+}
+
+fn segment_key(segment: Option<Segment>) -> &'static str {
+    match segment {
+        None | Some(Segment::Unspecified) => "all",
+        Some(Segment::Smb) => "smb",
+        Some(Segment::MidMarket) => "mid_market",
+        Some(Segment::Enterprise) => "enterprise",
+    }
+}
+
 /// Retention over the period (logo, GRR, NRR) overall and per segment, and
-/// the cohort grid of MRR retention by month since the first payment.
+/// the cohort grid of MRR retention by month since the first payment. As
+/// CSV, one row per segment (the cohort grid is the gateway's
+/// `/api/v1/revenue/cohorts?format=csv`); as JSON, both.
 pub async fn retention(
     target: &Target,
     range: MonthRange,
     segment: Option<Segment>,
     cuts: &Cuts,
     now: i64,
+    format: Format,
 ) -> anyhow::Result<String> {
     let mut client = target.revenue()?;
     let t0 = range.start();
@@ -584,6 +671,7 @@ pub async fn retention(
         ],
     };
     let mut currency = String::new();
+    let mut exported = Vec::new();
     let mut t = table(&[
         "segment",
         "paying at start",
@@ -675,6 +763,12 @@ pub async fn retention(
                 percent(o.nrr),
             ]);
         }
+        if format != Format::Table {
+            exported.push(SegmentRetention {
+                segment: segment_key(s),
+                retention: r.into(),
+            });
+        }
     }
     let cohorts = client
         .get_cohort_retention(GetCohortRetentionRequest {
@@ -687,6 +781,12 @@ pub async fn retention(
         .await
         .map_err(|s| anyhow::anyhow!("GetCohortRetention: {}", describe(&s)))?
         .into_inner();
+    if let Some(out) = export(format, "segments", || RetentionExport {
+        segments: exported,
+        cohorts: cohorts.clone().into(),
+    })? {
+        return Ok(out);
+    }
     let width = cohorts
         .cohorts
         .iter()
@@ -738,6 +838,7 @@ pub async fn at_risk(
     target: &Target,
     segment: Option<Segment>,
     limit: usize,
+    format: Format,
 ) -> anyhow::Result<String> {
     use bowtie_proto::scoring::{Band, ListAtRiskRequest};
     let page_size = i32::try_from(limit.clamp(1, 1000)).unwrap_or(50);
@@ -754,6 +855,29 @@ pub async fn at_risk(
         .map_err(|s| anyhow::anyhow!("ListAtRisk: {}", describe(&s)))?
         .into_inner();
     let mut accounts = target.accounts()?;
+    if format != Format::Table {
+        let mut rows = Vec::with_capacity(response.accounts.len());
+        for h in response.accounts {
+            let account = match accounts
+                .get_account(bowtie_proto::accounts::GetAccountRequest {
+                    id: h.account_id.clone(),
+                })
+                .await
+            {
+                Ok(r) => r.into_inner().account.unwrap_or_default(),
+                // An account scored but since removed still shows, by id.
+                Err(s) if s.code() == tonic::Code::NotFound => Default::default(),
+                Err(s) => anyhow::bail!("GetAccount: {}", describe(&s)),
+            };
+            rows.push(rest::at_risk_account(h, account));
+        }
+        let next_page_token = response.page.map(|p| p.next_page_token).unwrap_or_default();
+        return export(format, "accounts", || rest::AtRiskPage {
+            accounts: rows,
+            next_page_token,
+        })
+        .map(Option::unwrap_or_default);
+    }
     let mut t = table(&[
         "account",
         "segment",
@@ -813,7 +937,12 @@ pub async fn at_risk(
 
 /// A person's open CTAs (or, without `owner`, the person with the most),
 /// earliest due first, overdue ones marked.
-pub async fn work(target: &Target, owner: Option<&str>, limit: usize) -> anyhow::Result<String> {
+pub async fn work(
+    target: &Target,
+    owner: Option<&str>,
+    limit: usize,
+    format: Format,
+) -> anyhow::Result<String> {
     use bowtie_proto::success::{CtaType, ListCtasRequest, Priority};
     let mut success = target.success()?;
     let page = |size: usize| {
@@ -840,7 +969,14 @@ pub async fn work(target: &Target, owner: Option<&str>, limit: usize) -> anyhow:
             let busiest = counts.iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)));
             match busiest {
                 Some((o, _)) => o.clone(),
-                None => return Ok("No open call to action.\n".to_owned()),
+                None => {
+                    let none = || rest::CtaPage {
+                        ctas: Vec::new(),
+                        next_page_token: String::new(),
+                    };
+                    return Ok(export(format, "ctas", none)?
+                        .unwrap_or_else(|| "No open call to action.\n".to_owned()));
+                }
             }
         }
     };
@@ -853,6 +989,16 @@ pub async fn work(target: &Target, owner: Option<&str>, limit: usize) -> anyhow:
         .await
         .map_err(|s| anyhow::anyhow!("ListCtas: {}", describe(&s)))?
         .into_inner();
+    if let Some(out) = export(format, "ctas", || rest::CtaPage {
+        ctas: response.ctas.iter().cloned().map(rest::Cta::from).collect(),
+        next_page_token: response
+            .page
+            .as_ref()
+            .map(|p| p.next_page_token.clone())
+            .unwrap_or_default(),
+    })? {
+        return Ok(out);
+    }
     let mut accounts = target.accounts()?;
     let mut t = table(&["due", "account", "priority", "type", "why", "status"]);
     for i in 1..6 {
@@ -900,10 +1046,28 @@ pub async fn work(target: &Target, owner: Option<&str>, limit: usize) -> anyhow:
     ))
 }
 
+/// The playbooks report as CSV and JSON: each playbook's name beside the
+/// gateway's effectiveness document.
+#[derive(Serialize)]
+struct PlaybookEffectivenessList {
+    playbooks: Vec<PlaybookEffectiveness>,
+}
+
+#[derive(Serialize)]
+struct PlaybookEffectiveness {
+    playbook: String,
+    #[serde(flatten)]
+    effectiveness: rest::Effectiveness,
+}
+
 /// Every playbook over `range`: CTAs opened, the share closed within SLA,
 /// outcomes, churn of the treated and the comparison group, and the effect
 /// with its 95% interval (or why there is none yet).
-pub async fn playbooks(target: &Target, range: MonthRange) -> anyhow::Result<String> {
+pub async fn playbooks(
+    target: &Target,
+    range: MonthRange,
+    format: Format,
+) -> anyhow::Result<String> {
     use bowtie_proto::success::{GetPlaybookEffectivenessRequest, ListPlaybooksRequest};
     let mut success = target.success()?;
     let list = success
@@ -926,6 +1090,7 @@ pub async fn playbooks(target: &Target, range: MonthRange) -> anyhow::Result<Str
             column.set_cell_alignment(CellAlignment::Left);
         }
     }
+    let mut exported = Vec::new();
     let rate = |r: Option<f64>, n: i64| {
         r.map_or_else(|| format!("- of {n}"), |r| format!("{} of {n}", percent(r)))
     };
@@ -948,6 +1113,13 @@ pub async fn playbooks(target: &Target, range: MonthRange) -> anyhow::Result<Str
             .map_err(|s| anyhow::anyhow!("GetPlaybookEffectiveness: {}", describe(&s)))?
             .into_inner();
         let spec = p.spec.clone().unwrap_or_default();
+        if format != Format::Table {
+            exported.push(PlaybookEffectiveness {
+                playbook: spec.name,
+                effectiveness: e.into(),
+            });
+            continue;
+        }
         let mode = bowtie_proto::success::PlaybookMode::try_from(spec.mode)
             .map(|m| {
                 m.as_str_name()
@@ -992,6 +1164,11 @@ pub async fn playbooks(target: &Target, range: MonthRange) -> anyhow::Result<Str
             effect,
         ]);
     }
+    if let Some(out) = export(format, "playbooks", || PlaybookEffectivenessList {
+        playbooks: exported,
+    })? {
+        return Ok(out);
+    }
     Ok(format!(
         "Playbooks, {} to {}: churn within the horizon of the matured triggers\n{t}\n",
         range.start_month(),
@@ -1019,6 +1196,7 @@ pub async fn book(
     by_owner: bool,
     person: Option<&str>,
     range: MonthRange,
+    format: Format,
 ) -> anyhow::Result<String> {
     use bowtie_proto::success::{BookGrouping, GetBookOfBusinessRequest};
     let grouping = if by_owner {
@@ -1036,6 +1214,11 @@ pub async fn book(
         .await
         .map_err(|s| anyhow::anyhow!("GetBookOfBusiness: {}", describe(&s)))?
         .into_inner();
+    if let Some(out) = export(format, "books", || {
+        rest::BookOfBusiness::from(response.clone())
+    })? {
+        return Ok(out);
+    }
     let mut t = table(&[
         if by_owner { "owner" } else { "CSM" },
         "accounts",
@@ -1094,6 +1277,7 @@ pub async fn touches(
     range: MonthRange,
     owner: Option<&str>,
     by_owner: bool,
+    format: Format,
 ) -> anyhow::Result<String> {
     use bowtie_proto::success::GetTouchesReportRequest;
     let response = target
@@ -1107,6 +1291,16 @@ pub async fn touches(
         .await
         .map_err(|s| anyhow::anyhow!("GetTouchesReport: {}", describe(&s)))?
         .into_inner();
+    if let Some(out) = export(format, "touches", || rest::TouchesReport {
+        touches: response
+            .touches
+            .iter()
+            .cloned()
+            .map(rest::Touches::from)
+            .collect(),
+    })? {
+        return Ok(out);
+    }
     let mut header = vec!["author", "week"];
     if by_owner {
         header.push("owner");

@@ -90,6 +90,23 @@ impl ApiError {
         }
     }
 
+    /// A 409 FAILED_PRECONDITION naming one field: the request is well
+    /// formed but cannot be answered this way (`description` says how).
+    pub fn failed_precondition(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::CONFLICT,
+            detail: ErrorDetail {
+                code: "FAILED_PRECONDITION".into(),
+                message: "the request cannot be answered this way".into(),
+                field_violations: vec![FieldViolation {
+                    field: field.into(),
+                    description: description.into(),
+                }],
+            },
+            retry_after: None,
+        }
+    }
+
     /// A 401: the caller sent no or a bad credential.
     pub fn unauthenticated(message: impl Into<String>) -> Self {
         Self::plain(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", message)

@@ -52,9 +52,24 @@ mod schema;
 mod scoring;
 mod session;
 mod success;
+mod warehouse;
 mod webhooks;
 
 pub use error::http_status;
+
+/// The REST representation of the reports: `bowtie report --format
+/// csv|json` prints the same documents and CSV columns as the gateway.
+pub mod representation {
+    pub use crate::export::to_csv;
+    pub use crate::funnel::FunnelReport;
+    pub use crate::revenue::{ChurnAnalysis, CohortRetention, MrrReport, Retention};
+    pub use crate::scoring::{AtRiskAccount, AtRiskPage, at_risk_account};
+    pub use crate::success::{BookOfBusiness, Cta, CtaPage, Effectiveness, Touches, TouchesReport};
+    pub use crate::warehouse::{
+        ExportedAccount, ExportedMovement, ExportedSubscription, account_lines, movement_lines,
+        subscription_lines,
+    };
+}
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -109,6 +124,7 @@ Errors have the body `{\"error\": {\"code\", \"message\", \"field_violations\"}}
         (name = "revenue", description = "MRR, retention, renewals and unit economics"),
         (name = "scoring", description = "Health scores, churn risk, alerts and value segments"),
         (name = "success", description = "Playbooks and their effectiveness, calls to action, account timelines, books of business and touches"),
+        (name = "export", description = "Streaming exports for a warehouse load: JSON lines, resumable by cursor"),
         (name = "operations", description = "Probes"),
         (name = "webhooks", description = "CRM and Stripe webhooks, verified by HMAC signature"),
         (name = "tracking", description = "Segment-spec identify, group, track and batch calls, authenticated by the write key"),
@@ -173,6 +189,7 @@ fn app(state: AppState, churn_reasons: &[String], keys: Arc<ApiKeys>) -> axum::R
         .merge(revenue::router())
         .merge(scoring::router())
         .merge(success::router())
+        .merge(warehouse::router())
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .merge(webhooks::router())

@@ -6,6 +6,7 @@ use bowtie_proto::revenue as pb;
 use bowtie_proto::revenue::revenue_service_server::RevenueService;
 use bowtie_runtime::api::{self, Answer, read_request, write_request};
 use bowtie_runtime::error::FieldViolations;
+use bowtie_runtime::export;
 use bowtie_runtime::feed::EventStream;
 use bowtie_runtime::import;
 use bowtie_runtime::paging::Page;
@@ -539,6 +540,61 @@ impl RevenueService for RevenueApi {
     }
 
     type WatchEventsStream = EventStream<pb::WatchEventsResponse>;
+
+    type ExportMovementsStream = EventStream<pb::ExportMovementsResponse>;
+
+    #[tracing::instrument(skip_all)]
+    async fn export_movements(
+        &self,
+        request: Request<pb::ExportMovementsRequest>,
+    ) -> Answer<Self::ExportMovementsStream> {
+        let req = request.into_inner();
+        let batch = export::batch_size(req.batch_size)?;
+        let after = export::resume_after("movements", &req.cursor)?;
+        if let Some(key) = &after {
+            crate::service::movement_export_key(key)?;
+        }
+        let app = self.app.clone();
+        let currency = self.app.reporting_currency().to_owned();
+        Ok(Response::new(export::stream(
+            "movements",
+            after,
+            batch,
+            move |after, limit| {
+                let app = app.clone();
+                async move { app.export_movements(after, limit).await }
+            },
+            Revenue::movement_key,
+            move |rows| convert::exported_movements(rows, &currency),
+        )))
+    }
+
+    type ExportSubscriptionsStream = EventStream<pb::ExportSubscriptionsResponse>;
+
+    #[tracing::instrument(skip_all)]
+    async fn export_subscriptions(
+        &self,
+        request: Request<pb::ExportSubscriptionsRequest>,
+    ) -> Answer<Self::ExportSubscriptionsStream> {
+        let req = request.into_inner();
+        let batch = export::batch_size(req.batch_size)?;
+        let after = export::resume_after("subscriptions", &req.cursor)?;
+        if let Some(key) = &after {
+            crate::service::subscription_export_key(key)?;
+        }
+        let app = self.app.clone();
+        Ok(Response::new(export::stream(
+            "subscriptions",
+            after,
+            batch,
+            move |after, limit| {
+                let app = app.clone();
+                async move { app.export_subscriptions(after, limit).await }
+            },
+            |s| s.id.to_string(),
+            |rows| convert::exported_subscriptions(rows, Instant::now()),
+        )))
+    }
 
     #[tracing::instrument(skip_all)]
     async fn list_audit_events(

@@ -579,6 +579,44 @@ pub fn movements_to_pb(
     }
 }
 
+/// A batch of the movements export, each row with its cursor.
+pub fn exported_movements(
+    rows: Vec<(StoredMovement, String)>,
+    currency: &str,
+) -> pb::ExportMovementsResponse {
+    pb::ExportMovementsResponse {
+        rows: rows
+            .into_iter()
+            .map(|(m, cursor)| pb::ExportedMovement {
+                movement: Some(movement_to_pb(
+                    m.account_id,
+                    &m.movement,
+                    m.segment,
+                    currency,
+                )),
+                cursor,
+            })
+            .collect(),
+    }
+}
+
+/// A batch of the subscriptions export, each row with its cursor, rendered
+/// at `now` as GetSubscription renders one.
+pub fn exported_subscriptions(
+    rows: Vec<(Subscription, String)>,
+    now: Instant,
+) -> pb::ExportSubscriptionsResponse {
+    pb::ExportSubscriptionsResponse {
+        rows: rows
+            .into_iter()
+            .map(|(s, cursor)| pb::ExportedSubscription {
+                subscription: Some(subscription_to_pb(&s, now)),
+                cursor,
+            })
+            .collect(),
+    }
+}
+
 /// Renders a recorded invoice; `late` when it was paid after its due date
 /// or is unpaid past it.
 pub fn invoice_to_pb(invoice: &Invoice, late: bool) -> pb::Invoice {

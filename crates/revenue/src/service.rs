@@ -192,6 +192,24 @@ fn time_key(at: Instant, id: impl std::fmt::Display) -> String {
     format!("{}/{id}", at.micros())
 }
 
+/// The key of a movement export cursor, `micros/account`, read back; a
+/// key that is not one is INVALID_ARGUMENT naming `cursor`.
+pub fn movement_export_key(key: &str) -> Result<(Instant, String), Error> {
+    let bad = || Error::invalid("cursor", "is not a cursor of the movements export");
+    let (at, account) = key.split_once('/').ok_or_else(bad)?;
+    let at = at.parse::<i64>().map_err(|_| bad())?;
+    let account = Uuid::parse_str(account).map_err(|_| bad())?;
+    Ok((Instant::from_micros(at), account.to_string()))
+}
+
+/// The key of a subscription export cursor (its id) read back; a key that
+/// is not one is INVALID_ARGUMENT naming `cursor`.
+pub fn subscription_export_key(key: &str) -> Result<SubscriptionId, Error> {
+    Uuid::parse_str(key)
+        .map(SubscriptionId)
+        .map_err(|_| Error::invalid("cursor", "is not a cursor of the subscriptions export"))
+}
+
 /// The time of a unit of work.
 fn now(tx: &Tx) -> Instant {
     Instant::from_micros(tx.now())
@@ -495,6 +513,40 @@ impl Revenue {
             storage::list_movements(self.store.db().reader(), &filter, after, page.fetch_limit())
                 .await?;
         Ok(page.finish(rows, |m| time_key(m.movement.at, m.account_id)))
+    }
+
+    /// At most `limit` movements after the export key `after` (from the
+    /// first without), by time then account: a batch of the streaming
+    /// export, one keyset query on the `movements_time` index.
+    pub async fn export_movements(
+        &self,
+        after: Option<String>,
+        limit: u64,
+    ) -> Result<Vec<StoredMovement>, Error> {
+        let after = after.as_deref().map(movement_export_key).transpose()?;
+        let all = MovementFilter {
+            start: Instant::from_micros(i64::MIN),
+            end: Instant::from_micros(i64::MAX),
+            account: None,
+            kind: None,
+        };
+        storage::list_movements(self.store.db().reader(), &all, after, limit).await
+    }
+
+    /// A movement's export key: its time then its account.
+    pub fn movement_key(m: &StoredMovement) -> String {
+        time_key(m.movement.at, m.account_id)
+    }
+
+    /// At most `limit` subscriptions after the export key `after` (from the
+    /// first without), by id: a batch of the streaming export.
+    pub async fn export_subscriptions(
+        &self,
+        after: Option<String>,
+        limit: u64,
+    ) -> Result<Vec<Subscription>, Error> {
+        let after = after.as_deref().map(subscription_export_key).transpose()?;
+        storage::subscriptions_after(self.store.db().reader(), after, limit).await
     }
 
     /// A page of the renewal book for renewal dates in `[start, end)`.

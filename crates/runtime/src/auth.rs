@@ -677,8 +677,8 @@ fn bearer(authorization: Option<&str>) -> Option<&str> {
 }
 
 /// The scope a gRPC method path needs, or `None` for open ones (health,
-/// reflection). Get/List/Watch need read, `admin_methods` need admin, every
-/// other call writes.
+/// reflection). Get/List/Watch/Export need read, `admin_methods` need admin,
+/// every other call writes.
 pub fn required_scope(path: &str, admin_methods: &[&str]) -> Option<Scope> {
     if path.starts_with("/grpc.health.") || path.starts_with("/grpc.reflection.") {
         return None;
@@ -687,7 +687,7 @@ pub fn required_scope(path: &str, admin_methods: &[&str]) -> Option<Scope> {
     // Every service's audit log is for admins.
     if method == "ListAuditEvents" || admin_methods.contains(&method) {
         Some(Scope::Admin)
-    } else if ["Get", "List", "Watch"]
+    } else if ["Get", "List", "Watch", "Export"]
         .iter()
         .any(|p| method.starts_with(p))
     {
@@ -825,6 +825,10 @@ mod tests {
             Some(Scope::Read)
         );
         assert_eq!(required_scope(&path("WatchEvents"), &[]), Some(Scope::Read));
+        assert_eq!(
+            required_scope(&path("ExportMovements"), &[]),
+            Some(Scope::Read)
+        );
         assert_eq!(
             required_scope(&path("CreateAccount"), &[]),
             Some(Scope::Write)

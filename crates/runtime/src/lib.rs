@@ -17,6 +17,7 @@ pub mod config;
 mod contracts;
 pub mod db;
 pub mod error;
+pub mod export;
 pub mod feed;
 pub mod idempotency;
 pub mod import;

@@ -84,10 +84,14 @@ async fn seeding_the_same_demo_twice_gives_the_same_figures(
                 last: chrono_month(options.anchor, 0)?,
             };
             within(30, "the funnel to follow the feeds", async {
-                let mut last = bowtie::report::funnel(&target, range, None).await?;
+                let mut last =
+                    bowtie::report::funnel(&target, range, None, bowtie::report::Format::Table)
+                        .await?;
                 loop {
                     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                    let now = bowtie::report::funnel(&target, range, None).await?;
+                    let now =
+                        bowtie::report::funnel(&target, range, None, bowtie::report::Format::Table)
+                            .await?;
                     if now == last {
                         return anyhow::Ok(now);
                     }

@@ -130,7 +130,13 @@ async fn the_declining_demo_customers_score_worse_and_are_listed_at_risk(
         "no declining account is at risk"
     );
 
-    let text = report::at_risk(&stack.target_with(READ_KEY), None, 1000).await?;
+    let text = report::at_risk(
+        &stack.target_with(READ_KEY),
+        None,
+        1000,
+        report::Format::Table,
+    )
+    .await?;
     for h in &at_risk {
         let reason = h
             .components

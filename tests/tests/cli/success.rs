@@ -75,7 +75,7 @@ async fn the_work_and_playbooks_reports_print_what_success_holds(
     }
     let target = stack.target_with(READ_KEY);
 
-    let work = report::work(&target, None, 10).await?;
+    let work = report::work(&target, None, 10, report::Format::Table).await?;
     assert!(
         work.starts_with(
             "Open calls to action of ana@acme.io, earliest due first: 2 shown, 1 overdue"
@@ -92,7 +92,7 @@ async fn the_work_and_playbooks_reports_print_what_success_holds(
 
     let today = chrono::Utc::now().date_naive();
     let range = report::parse_period(Some("12m"), today)?;
-    let playbooks = report::playbooks(&target, range).await?;
+    let playbooks = report::playbooks(&target, range, report::Format::Table).await?;
     assert!(playbooks.contains("Save red accounts"), "{playbooks}");
     assert!(
         playbooks.contains("an effect needs 20 matured triggers in each arm"),
@@ -196,7 +196,7 @@ async fn the_book_and_touches_reports_print_each_person_s_figures(
         .ok_or_else(|| anyhow::anyhow!("no book of cara"))?;
     let target = stack.target_with(READ_KEY);
 
-    let book = report::book(&target, false, Some("cara"), range).await?;
+    let book = report::book(&target, false, Some("cara"), range, report::Format::Table).await?;
     assert!(book.starts_with("Book of business by CSM"), "{book}");
     let row = cells(&book, "cara")?;
     assert_eq!(row[1], report::group_thousands(cara.accounts), "{book}");
@@ -206,14 +206,14 @@ async fn the_book_and_touches_reports_print_each_person_s_figures(
         "{book}"
     );
     assert_eq!((row[6].as_str(), row[7].as_str()), ("1", "1"), "{book}");
-    let by_owner = report::book(&target, true, None, range).await?;
+    let by_owner = report::book(&target, true, None, range, report::Format::Table).await?;
     assert!(
         by_owner.starts_with("Book of business by owner"),
         "{by_owner}"
     );
     assert_eq!(cells(&by_owner, "olga")?[1], "1", "{by_owner}");
 
-    let touches = report::touches(&target, range, None, false).await?;
+    let touches = report::touches(&target, range, None, false, report::Format::Table).await?;
     let week = chrono::Utc::now().format("%G-W%V").to_string();
     let ana = cells(&touches, "ana")?;
     // author, week, notes, calls, meetings, emails, total, accounts
@@ -222,7 +222,8 @@ async fn the_book_and_touches_reports_print_each_person_s_figures(
         ["ana", week.as_str(), "0", "1", "0", "1", "2", "1"],
         "{touches}"
     );
-    let of_olga = report::touches(&target, range, Some("olga"), true).await?;
+    let of_olga =
+        report::touches(&target, range, Some("olga"), true, report::Format::Table).await?;
     let ana = cells(&of_olga, "ana")?;
     assert_eq!(ana[2], "olga", "{of_olga}");
     assert_eq!(ana[7], "2", "{of_olga}");
@@ -292,7 +293,7 @@ async fn the_default_demo_s_onboarding_play_shows_an_effect_with_its_interval(
     );
 
     // The terminal report prints it: the difference and its interval.
-    let playbooks = report::playbooks(&target, range).await?;
+    let playbooks = report::playbooks(&target, range, report::Format::Table).await?;
     let row = cells(&playbooks, "Onboarding kick-off")?;
     let effect = row.last().map(String::as_str).unwrap_or_default();
     assert_eq!(

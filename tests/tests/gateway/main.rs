@@ -7,6 +7,7 @@ mod api_fuzz;
 mod attributes;
 mod auth;
 mod changes;
+mod export;
 mod oidc;
 mod openapi;
 mod reports;

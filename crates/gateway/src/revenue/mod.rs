@@ -365,12 +365,16 @@ pub struct MovementsQuery {
     #[serde(rename = "type")]
     #[param(rename = "type", schema_with = MovementType::input_schema)]
     kind: Option<MovementType>,
-    /// Rows per page (default 50, at most 1000; more is 1000).
+    /// Rows per page (default 50, at most 1000; more is 1000, but as CSV
+    /// more is 409 FAILED_PRECONDITION naming the streaming export).
     #[param(minimum = 0)]
     page_size: Option<i32>,
     /// `next_page_token` of the previous page.
     page_token: Option<String>,
 }
+
+/// Most movements one CSV response holds (a page).
+const MAX_CSV_MOVEMENTS: i32 = 1000;
 
 /// MRR movements, by time.
 #[utoipa::path(get, path = "/api/v1/revenue/movements", tag = "revenue",
@@ -383,6 +387,15 @@ async fn list_movements(
     format: Format,
     Query(q): Query<MovementsQuery>,
 ) -> Result<Report<MovementPage>, ApiError> {
+    if format == Format::Csv && q.page_size.is_some_and(|n| n > MAX_CSV_MOVEMENTS) {
+        return Err(ApiError::failed_precondition(
+            "page_size",
+            format!(
+                "a CSV of more than {MAX_CSV_MOVEMENTS} movements does not fit one response: \
+                 stream them from GET /api/v1/export/movements (JSON lines, resumable by cursor)"
+            ),
+        ));
+    }
     let message = rev::ListMovementsRequest {
         start_at: Some(timestamp(q.start)),
         end_at: Some(timestamp(q.end)),

@@ -473,6 +473,20 @@ pub struct Movement {
     pub segment: Segment,
 }
 
+impl From<rev::Movement> for Movement {
+    fn from(m: rev::Movement) -> Self {
+        Self {
+            account_id: m.account_id,
+            kind: m.r#type.into(),
+            amount: Money::from_pb(m.amount.as_ref()),
+            mrr_before: Money::from_pb(m.mrr_before.as_ref()),
+            mrr_after: Money::from_pb(m.mrr_after.as_ref()),
+            occurred_at: time(m.occurred_at.as_ref()),
+            segment: m.segment.into(),
+        }
+    }
+}
+
 /// One page of movements.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct MovementPage {
@@ -485,19 +499,7 @@ pub struct MovementPage {
 impl From<rev::ListMovementsResponse> for MovementPage {
     fn from(r: rev::ListMovementsResponse) -> Self {
         Self {
-            movements: r
-                .movements
-                .into_iter()
-                .map(|m| Movement {
-                    account_id: m.account_id,
-                    kind: m.r#type.into(),
-                    amount: Money::from_pb(m.amount.as_ref()),
-                    mrr_before: Money::from_pb(m.mrr_before.as_ref()),
-                    mrr_after: Money::from_pb(m.mrr_after.as_ref()),
-                    occurred_at: time(m.occurred_at.as_ref()),
-                    segment: m.segment.into(),
-                })
-                .collect(),
+            movements: r.movements.into_iter().map(Movement::from).collect(),
             next_page_token: r.page.map(|p| p.next_page_token).unwrap_or_default(),
         }
     }

@@ -148,30 +148,7 @@ async fn list_at_risk(
             Err(s) if s.code() == tonic::Code::NotFound => acc::Account::default(),
             Err(s) => return Err(ApiError::from_status("accounts", &s)),
         };
-        let reason = h
-            .components
-            .iter()
-            .min_by_key(|c| c.score)
-            .map(|c| c.reason.clone())
-            .unwrap_or_default();
-        rows.push(AtRiskAccount {
-            name: if account.name.is_empty() {
-                h.account_id.clone()
-            } else {
-                account.name
-            },
-            owner: account.owner,
-            csm: account.csm,
-            account_id: h.account_id,
-            score: h.score,
-            band: h.band.into(),
-            churn_risk: h.churn_risk_bp.map(fraction),
-            delta_30d: h.delta_30d,
-            segment: h.segment.into(),
-            tier: h.tier.into(),
-            mrr_minor_units: h.mrr_minor_units,
-            reason,
-        });
+        rows.push(at_risk_account(h, account));
     }
     Ok(Report::new(
         format,
@@ -182,6 +159,36 @@ async fn list_at_risk(
             next_page_token: r.page.map(|p| p.next_page_token).unwrap_or_default(),
         },
     ))
+}
+
+/// The at-risk row of a scored account and its account record (an empty
+/// one names the account by its id): the reason is the weakest
+/// component's explanation.
+pub fn at_risk_account(h: sco::AccountHealth, account: acc::Account) -> AtRiskAccount {
+    let reason = h
+        .components
+        .iter()
+        .min_by_key(|c| c.score)
+        .map(|c| c.reason.clone())
+        .unwrap_or_default();
+    AtRiskAccount {
+        name: if account.name.is_empty() {
+            h.account_id.clone()
+        } else {
+            account.name
+        },
+        owner: account.owner,
+        csm: account.csm,
+        account_id: h.account_id,
+        score: h.score,
+        band: h.band.into(),
+        churn_risk: h.churn_risk_bp.map(fraction),
+        delta_30d: h.delta_30d,
+        segment: h.segment.into(),
+        tier: h.tier.into(),
+        mrr_minor_units: h.mrr_minor_units,
+        reason,
+    }
 }
 
 /// Filters and paging of the alerts.

@@ -49,7 +49,7 @@ pub use retention::{
 pub use schema::Migrator;
 pub use subscriptions::{
     accounts_of_subscriptions, histories_in_currency, renewals, require_subscription,
-    save_renewal_outcome, save_subscriptions, subscriptions_of,
+    save_renewal_outcome, save_subscriptions, subscriptions_after, subscriptions_of,
 };
 
 /// Open spans end here (a time no instant reaches), as stored.

@@ -36,6 +36,30 @@ pub async fn require_subscription<C: ConnectionTrait>(
     from_json(&data)
 }
 
+/// At most `limit` subscriptions with an id after `after` (every one
+/// without), by id: a page of the streaming export, read by the primary key.
+pub async fn subscriptions_after<C: ConnectionTrait>(
+    conn: &C,
+    after: Option<SubscriptionId>,
+    limit: u64,
+) -> Result<Vec<Subscription>, Error> {
+    let mut select = subscription::Entity::find()
+        .select_only()
+        .column(subscription::Column::Data);
+    if let Some(after) = after {
+        select = select.filter(subscription::Column::Id.gt(after.to_string()));
+    }
+    select
+        .order_by_asc(subscription::Column::Id)
+        .limit(limit)
+        .into_tuple::<String>()
+        .all(conn)
+        .await?
+        .iter()
+        .map(|data| from_json(data))
+        .collect()
+}
+
 /// Every subscription of the given accounts, grouped by account.
 pub async fn subscriptions_of<C: ConnectionTrait>(
     conn: &C,
