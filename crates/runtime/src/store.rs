@@ -5,6 +5,8 @@
 use futures::future::BoxFuture;
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend};
 
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::cache::Invalidates;
@@ -25,6 +27,7 @@ pub struct Tx {
     txn: DatabaseTransaction,
     events: Vec<NewEvent>,
     now: i64,
+    locals: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
 }
 
 impl Tx {
@@ -42,6 +45,29 @@ impl Tx {
     /// row it touches carries the same instant.
     pub fn now(&self) -> i64 {
         self.now
+    }
+
+    /// The service's state of type `T` for this transaction (`T::default()`
+    /// at first): what the transaction has read or written, kept so a batch
+    /// of feed events does not read or write the same row again. It lives
+    /// and dies with the transaction, so a rollback drops it too.
+    pub fn local<T: Default + Send + Sync + 'static>(&mut self) -> &mut T {
+        let entry = self
+            .locals
+            .entry(TypeId::of::<T>())
+            .or_insert_with(|| Box::new(T::default()));
+        match entry.downcast_mut::<T>() {
+            Some(t) => t,
+            // The entry under `T`'s type id is only ever a `T`.
+            None => unreachable!("transaction state of the wrong type"),
+        }
+    }
+
+    /// The service's state of type `T` for this transaction, if it keeps any.
+    pub fn local_ref<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.locals
+            .get(&TypeId::of::<T>())
+            .and_then(|t| t.downcast_ref::<T>())
     }
 }
 
@@ -127,6 +153,7 @@ impl Store {
             txn,
             events: Vec::new(),
             now: now_micros(),
+            locals: HashMap::new(),
         };
         let response = match work(&mut tx).await {
             Ok(response) => response,
@@ -147,6 +174,7 @@ impl Store {
             txn,
             mut events,
             now,
+            ..
         } = tx;
         let audited = crate::audit::record(&txn, idem.as_ref(), &events, now).await?;
         events.extend(audited);
@@ -253,9 +281,12 @@ impl Store {
             txn,
             events: Vec::new(),
             now: now_micros(),
+            locals: HashMap::new(),
         };
         work(&mut tx, first).await?;
-        let Tx { txn, events, now } = tx;
+        let Tx {
+            txn, events, now, ..
+        } = tx;
         feed::save_cursor(&txn, consumer, last, now).await?;
         feed::append(&txn, &events, now).await?;
         txn.commit().await?;

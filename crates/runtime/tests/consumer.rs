@@ -322,3 +322,87 @@ async fn a_restarted_consumer_handed_every_event_again_applies_none_twice() -> a
     })
     .await
 }
+
+/// Applies a thing by emitting `thing.seen` with how many things its
+/// transaction had applied before it, as the transaction's own state
+/// ([`bowtie_runtime::store::Tx::local`]) counts them; refuses [`POISON`].
+fn count_in_transaction() -> ApplyEvent {
+    #[derive(Default)]
+    struct Seen(i64);
+    Arc::new(|tx, event: Event| {
+        Box::pin(async move {
+            let Some(thing) = payload::<Money>(&event)? else {
+                return Ok(());
+            };
+            let before = tx.local::<Seen>().0;
+            tx.local::<Seen>().0 += 1;
+            if thing.minor_units == POISON {
+                return Err(Error::invalid("payload.minor_units", "is poison"));
+            }
+            tx.emit(NewEvent::new(
+                "seen",
+                event.sequence.to_string(),
+                "thing.seen",
+                &Money {
+                    currency_code: "SEEN".into(),
+                    minor_units: before,
+                },
+            ));
+            Ok(())
+        })
+    })
+}
+
+#[tokio::test]
+async fn what_a_transaction_keeps_dies_with_it_and_a_rolled_back_batch_leaves_nothing_behind()
+-> anyhow::Result<()> {
+    on_every_backend(|backend| async move {
+        let shutdown = Shutdown::new();
+        let upstream = open_store(&backend.upstream, &shutdown).await?;
+        let consumer = open_store(&backend.consumer, &shutdown).await?;
+        write_things(&upstream, 1..1001).await?;
+        let last = feed::last_sequence(upstream.db().reader()).await?;
+        Consumer::new(
+            CONSUMER,
+            consumer.clone(),
+            open(&upstream, false),
+            count_in_transaction(),
+            shutdown.clone(),
+        )
+        .with_batch(BATCH)
+        .spawn();
+        caught_up(&consumer, last).await?;
+        let (counts, instants) = applied(&consumer).await?;
+        assert_eq!(counts.len(), 999, "every thing but the poison is applied");
+        // Each transaction's things counted 0, 1, 2, ... from its own start:
+        // nothing of an earlier transaction, nor of the batch that rolled
+        // back on the poison and was applied again one thing at a time.
+        let mut expected = Vec::new();
+        let mut alone = 0;
+        for (i, at) in instants.iter().enumerate() {
+            let first_of_its_transaction = i == 0 || instants[i - 1] != *at;
+            let next = if first_of_its_transaction {
+                0
+            } else {
+                expected.last().copied().unwrap_or(-1) + 1
+            };
+            expected.push(next);
+            let last_of_its_transaction = instants.get(i + 1) != Some(at);
+            if first_of_its_transaction && last_of_its_transaction {
+                alone += 1;
+            }
+        }
+        assert_eq!(counts, expected);
+        assert!(
+            alone >= 1,
+            "the poison's batch was applied one thing a transaction"
+        );
+        assert!(
+            expected.iter().any(|&n| n > 0),
+            "some transaction applied more than one thing"
+        );
+        shutdown.trigger();
+        Ok(())
+    })
+    .await
+}

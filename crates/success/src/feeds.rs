@@ -41,7 +41,7 @@ use bowtie_runtime::{AccountId, FieldViolations, Instant, Minor, validate};
 use crate::domain::{
     AccountFacts, ActivityKind, Event, Quadrant, Segment, SegmentMove, Tier, TriggerKind,
 };
-use crate::service::{Success, log_system};
+use crate::service::{Success, defer_system, flush_system, log_system};
 use crate::storage::{self, Turn};
 
 /// Cursor name of the scoring feed consumer.
@@ -157,15 +157,18 @@ pub fn scoring_consumer(
                         if alert.churn_risk_bp > 0 {
                             facts.churn_risk_bp = Some(alert.churn_risk_bp);
                         }
-                        storage::save_facts(tx.conn(), &facts).await?;
-                        storage::add_score(tx.conn(), id, at, alert.score).await?;
-                        log_system(tx, id, ActivityKind::Alert, at, alert.message.clone()).await?;
+                        app.save_facts(tx, &facts).await?;
+                        app.add_score(tx, id, at, alert.score).await?;
+                        // The alert's entry is written with the entry of
+                        // the CTA it may open, in one statement.
+                        defer_system(tx, id, ActivityKind::Alert, at, alert.message.clone());
                         app.apply_event_with(
                             tx,
                             &trigger(kind, id, at, alert.message),
                             Some(&facts),
                         )
-                        .await
+                        .await?;
+                        flush_system(tx).await
                     }
                     "signal.recorded" => {
                         let Some(signal) = payload::<scoring_pb::Signal>(&event)? else {
@@ -203,7 +206,7 @@ pub fn scoring_consumer(
                         facts.churn_risk_bp = health.churn_risk_bp;
                         if let Some(ts) = health.compute_time.as_ref() {
                             let at = instant("payload.compute_time", Some(ts))?;
-                            storage::add_score(tx.conn(), id, at, health.score).await?;
+                            app.add_score(tx, id, at, health.score).await?;
                         }
                         // Auto-close follows a change of band or risk: an
                         // open CTA was opened (or last checked) on the facts
@@ -211,7 +214,7 @@ pub fn scoring_consumer(
                         if facts == known {
                             return Ok(());
                         }
-                        storage::save_facts(tx.conn(), &facts).await?;
+                        app.save_facts(tx, &facts).await?;
                         app.auto_close(tx, &facts).await
                     }
                     "segment.changed" => {
@@ -298,7 +301,7 @@ pub fn revenue_consumer(
                             (minor(m.mrr_before.as_ref()), minor(m.mrr_after.as_ref()));
                         let mut facts = app.facts(tx, id).await?;
                         facts.mrr = after;
-                        storage::save_facts(tx.conn(), &facts).await?;
+                        app.save_facts(tx, &facts).await?;
                         let amount = minor(m.amount.as_ref());
                         let currency = m.amount.as_ref().map_or("", |a| a.currency_code.as_str());
                         let earned = storage::revenue_to_date(tx.conn(), id).await?;
@@ -442,15 +445,15 @@ pub fn funnel_consumer(
                             facts.onboarding_since = None;
                         }
                     }
-                    storage::save_facts(tx.conn(), &facts).await?;
+                    app.save_facts(tx, &facts).await?;
                     if stage == Stage::Impact {
                         app.auto_close(tx, &facts).await?;
                     }
-                } else if let Some(mut facts) = storage::known_facts(tx.conn(), id).await?
+                } else if let Some(mut facts) = app.known_facts(tx, id).await?
                     && moved_on(&facts)
                 {
                     facts.onboarding_since = None;
-                    storage::save_facts(tx.conn(), &facts).await?;
+                    app.save_facts(tx, &facts).await?;
                 }
                 let mut e = trigger(
                     TriggerKind::StageEntered,
@@ -507,11 +510,14 @@ pub fn accounts_consumer(
                     return Ok(());
                 };
                 let id = account("payload.id", &a.id)?;
-                let mut facts = storage::facts(tx.conn(), id).await?;
+                let mut facts = app.known_facts(tx, id).await?.unwrap_or(AccountFacts {
+                    account_id: id,
+                    ..AccountFacts::default()
+                });
                 facts.csm = a.csm;
                 facts.owner = a.owner;
                 facts.segment = Segment::try_from(a.segment).unwrap_or(Segment::Unspecified);
-                storage::save_facts(tx.conn(), &facts).await
+                app.save_facts(tx, &facts).await
             })
         },
     )

@@ -17,6 +17,7 @@ pub mod notify;
 pub mod service;
 pub mod storage;
 pub mod sweep;
+pub mod tx_facts;
 
 use std::sync::Arc;
 

@@ -22,6 +22,7 @@ use bowtie_runtime::peer::AccountDirectory;
 use bowtie_runtime::store::{Store, Tx};
 use bowtie_runtime::types::MICROS_PER_DAY;
 use bowtie_runtime::{AccountId, Instant};
+use sea_orm::{ConnectionTrait, DbBackend};
 use uuid::Uuid;
 
 use crate::convert::{activity_to_pb, cta_to_pb, playbook_to_pb};
@@ -29,6 +30,7 @@ use crate::domain::*;
 use crate::storage::{
     self, Activity, ActivityFilter, Comment, Cta, CtaFilter, Task, TriggerRow, Turn,
 };
+use crate::tx_facts::TxFacts;
 
 /// A playbook was created.
 pub const PLAYBOOK_CREATED: &str = "playbook.created";
@@ -985,8 +987,10 @@ impl Success {
     /// this service who the account's CSM is: for an account it has not heard
     /// of, the accounts service is asked (an unreachable one fails the event,
     /// which the consumer retries).
-    pub async fn facts(&self, tx: &Tx, id: AccountId) -> Result<AccountFacts, Error> {
-        if let Some(facts) = storage::known_facts(tx.conn(), id).await? {
+    ///
+    /// Read once per transaction ([`TxFacts`]).
+    pub async fn facts(&self, tx: &mut Tx, id: AccountId) -> Result<AccountFacts, Error> {
+        if let Some(facts) = self.known_facts(tx, id).await? {
             return Ok(facts);
         }
         let account = self.inner.accounts.get(id.0).await?;
@@ -997,8 +1001,57 @@ impl Success {
             segment: Segment::try_from(account.segment).unwrap_or(Segment::Unspecified),
             ..AccountFacts::default()
         };
-        storage::save_facts(tx.conn(), &facts).await?;
+        self.save_facts(tx, &facts).await?;
         Ok(facts)
+    }
+
+    /// What the service knows of an account, `None` when no feed mentioned
+    /// it yet; read once per transaction ([`TxFacts`]).
+    pub async fn known_facts(
+        &self,
+        tx: &mut Tx,
+        id: AccountId,
+    ) -> Result<Option<AccountFacts>, Error> {
+        if let Some(facts) = tx.local_ref::<TxFacts>().and_then(|c| c.get(id)) {
+            return Ok(Some(facts.clone()));
+        }
+        let facts = storage::known_facts(tx.conn(), id).await?;
+        // On SQLite the write transaction holds the file: nothing changes
+        // the row before it ends. On PostgreSQL another transaction may
+        // change a row this one only read, so only a row it wrote (and so
+        // holds locked) is kept.
+        if let Some(f) = &facts
+            && tx.conn().get_database_backend() == DbBackend::Sqlite
+        {
+            tx.local::<TxFacts>().keep(f.clone());
+        }
+        Ok(facts)
+    }
+
+    /// Stores an account's facts, unless they are what this transaction
+    /// already read or wrote ([`TxFacts`]).
+    pub async fn save_facts(&self, tx: &mut Tx, facts: &AccountFacts) -> Result<(), Error> {
+        if !tx.local::<TxFacts>().changes(facts) {
+            return Ok(());
+        }
+        storage::save_facts(tx.conn(), facts).await?;
+        tx.local::<TxFacts>().keep(facts.clone());
+        Ok(())
+    }
+
+    /// Records an account's health score at `at` (a repeat changes nothing,
+    /// and a repeat within the transaction costs no statement).
+    pub async fn add_score(
+        &self,
+        tx: &mut Tx,
+        id: AccountId,
+        at: Instant,
+        score: i32,
+    ) -> Result<(), Error> {
+        if !tx.local::<TxFacts>().first_score(id, at) {
+            return Ok(());
+        }
+        storage::add_score(tx.conn(), id, at, score).await
     }
 
     /// Closes the account's open CTAs whose playbook's auto-close condition
@@ -1027,11 +1080,16 @@ impl Success {
         account: AccountId,
         closes: impl Fn(&PlaybookSpec) -> bool,
     ) -> Result<(), Error> {
+        // Only a CTA whose playbook's spec closes can close: when no
+        // playbook's does, the account's CTAs need not be read.
+        let playbooks = self.playbooks(tx).await?;
+        if !playbooks.iter().any(|p| closes(&p.spec)) {
+            return Ok(());
+        }
         let open = storage::open_ctas_of(tx.conn(), account).await?;
         if open.is_empty() {
             return Ok(());
         }
-        let playbooks = self.playbooks(tx).await?;
         for current in open {
             let Some((playbook, _)) = current.playbook else {
                 continue;
@@ -1164,7 +1222,25 @@ async fn log_cta(tx: &mut Tx, cta: &Cta, text: String) -> Result<(), Error> {
     .await
 }
 
-/// Writes an automatic timeline entry.
+/// Automatic timeline entries a feed event has made but not yet written
+/// ([`defer_system`]): the next [`log_system`] of the transaction, or
+/// [`flush_system`], writes them together with its own in one statement.
+#[derive(Debug, Default)]
+struct PendingEntries(Vec<Activity>);
+
+fn system_entry(account_id: AccountId, kind: ActivityKind, at: Instant, text: String) -> Activity {
+    Activity {
+        id: ActivityId(Uuid::now_v7()),
+        account_id,
+        kind,
+        author: SYSTEM_AUTHOR.into(),
+        occurred_at: at,
+        text,
+        participants: Vec::new(),
+    }
+}
+
+/// Writes an automatic timeline entry (with any deferred ones).
 pub async fn log_system(
     tx: &mut Tx,
     account_id: AccountId,
@@ -1172,17 +1248,29 @@ pub async fn log_system(
     at: Instant,
     text: String,
 ) -> Result<(), Error> {
-    storage::insert_activity(
-        tx.conn(),
-        &Activity {
-            id: ActivityId(Uuid::now_v7()),
-            account_id,
-            kind,
-            author: SYSTEM_AUTHOR.into(),
-            occurred_at: at,
-            text,
-            participants: Vec::new(),
-        },
-    )
-    .await
+    let mut entries = std::mem::take(&mut tx.local::<PendingEntries>().0);
+    entries.push(system_entry(account_id, kind, at, text));
+    storage::insert_activities(tx.conn(), &entries).await
+}
+
+/// Makes an automatic timeline entry that is written with the
+/// transaction's next one: a feed event that writes an entry and then
+/// perhaps opens a CTA (which writes its own) writes both in one statement.
+/// The event must [`flush_system`] before it ends.
+pub fn defer_system(
+    tx: &mut Tx,
+    account_id: AccountId,
+    kind: ActivityKind,
+    at: Instant,
+    text: String,
+) {
+    tx.local::<PendingEntries>()
+        .0
+        .push(system_entry(account_id, kind, at, text));
+}
+
+/// Writes the deferred timeline entries, if any are left.
+pub async fn flush_system(tx: &mut Tx) -> Result<(), Error> {
+    let entries = std::mem::take(&mut tx.local::<PendingEntries>().0);
+    storage::insert_activities(tx.conn(), &entries).await
 }

@@ -1872,9 +1872,8 @@ pub fn activity_page_key(a: &Activity) -> String {
     activity_key(a)
 }
 
-/// Adds an entry to the timeline.
-pub async fn insert_activity<C: ConnectionTrait>(conn: &C, a: &Activity) -> Result<(), Error> {
-    activity::Entity::insert(activity::ActiveModel {
+fn activity_row(a: &Activity) -> Result<activity::ActiveModel, Error> {
+    Ok(activity::ActiveModel {
         id: Set(a.id.0.to_string()),
         account_id: Set(a.account_id.to_string()),
         kind: Set(a.kind as i32),
@@ -1884,8 +1883,29 @@ pub async fn insert_activity<C: ConnectionTrait>(conn: &C, a: &Activity) -> Resu
         participants: Set(serde_json::to_string(&a.participants).map_err(internal)?),
         sort_key: Set(activity_key(a)),
     })
-    .exec_without_returning(conn)
-    .await?;
+}
+
+/// Adds an entry to the timeline.
+pub async fn insert_activity<C: ConnectionTrait>(conn: &C, a: &Activity) -> Result<(), Error> {
+    insert_activities(conn, std::slice::from_ref(a)).await
+}
+
+/// Adds entries to the timeline in one statement (a few: the entries one
+/// feed event writes).
+pub async fn insert_activities<C: ConnectionTrait>(
+    conn: &C,
+    entries: &[Activity],
+) -> Result<(), Error> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let rows = entries
+        .iter()
+        .map(activity_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    activity::Entity::insert_many(rows)
+        .exec_without_returning(conn)
+        .await?;
     Ok(())
 }
 

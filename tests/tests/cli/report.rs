@@ -88,7 +88,7 @@ async fn the_reports_print_the_figures_the_services_return(
     // `--group-by plan` prints the total, then one table per plan with
     // that plan's end MRR for every month, as GetMrrReport groups it.
     let cuts = report::parse_cuts(None, Some("plan"))?;
-    let text = report::mrr(&target, range, None, &cuts).await?;
+    let text = report::mrr(&target, range, None, &cuts, Format::Table).await?;
     let api = target
         .revenue()?
         .get_mrr_report(GetMrrReportRequest {
@@ -284,12 +284,13 @@ async fn the_reports_export_as_csv_and_json_with_the_services_figures(
         })
         .await?
         .into_inner();
-    let csv = report::mrr(&target, range, None, Format::Csv).await?;
+    let csv = report::mrr(&target, range, None, &report::Cuts::none(), Format::Csv).await?;
     assert!(csv.starts_with("period,"), "a header row first:\n{csv}");
     assert!(csv.ends_with("\r\n"), "RFC 4180 line ends");
     let records = csv_records(&csv)?;
-    let json: serde_json::Value =
-        serde_json::from_str(&report::mrr(&target, range, None, Format::Json).await?)?;
+    let json: serde_json::Value = serde_json::from_str(
+        &report::mrr(&target, range, None, &report::Cuts::none(), Format::Json).await?,
+    )?;
     assert_eq!(records.len(), api.periods.len());
     assert_eq!(
         json["periods"].as_array().map(Vec::len),
@@ -367,7 +368,17 @@ async fn the_reports_export_as_csv_and_json_with_the_services_figures(
 
     // Retention: a record per segment, all segments first.
     let now = options.anchor;
-    let records = csv_records(&report::retention(&target, range, None, now, Format::Csv).await?)?;
+    let records = csv_records(
+        &report::retention(
+            &target,
+            range,
+            None,
+            &report::Cuts::none(),
+            now,
+            Format::Csv,
+        )
+        .await?,
+    )?;
     let segments = [
         ("all", Segment::Unspecified),
         ("smb", Segment::Smb),
@@ -398,8 +409,17 @@ async fn the_reports_export_as_csv_and_json_with_the_services_figures(
             api.nrr
         );
     }
-    let json: serde_json::Value =
-        serde_json::from_str(&report::retention(&target, range, None, now, Format::Json).await?)?;
+    let json: serde_json::Value = serde_json::from_str(
+        &report::retention(
+            &target,
+            range,
+            None,
+            &report::Cuts::none(),
+            now,
+            Format::Json,
+        )
+        .await?,
+    )?;
     assert!(
         json["cohorts"]["cohorts"]
             .as_array()
