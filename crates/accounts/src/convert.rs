@@ -58,13 +58,7 @@ fn valid_source(source: &str) -> bool {
 
 /// Parses one external id.
 pub fn external_id(v: &mut FieldViolations, field: &str, e: &pb::ExternalId) -> Option<ExternalId> {
-    let source_ok = valid_source(&e.source);
-    if !source_ok {
-        v.add(
-            format!("{field}.source"),
-            format!("must be 1 to {MAX_SOURCE} lower-case letters, digits, '-' or '_'"),
-        );
-    }
+    let source = source(v, &format!("{field}.source"), &e.source);
     let id = required_text(
         v,
         &format!("{field}.external_id"),
@@ -72,9 +66,21 @@ pub fn external_id(v: &mut FieldViolations, field: &str, e: &pb::ExternalId) -> 
         MAX_EXTERNAL_ID,
     );
     Some(ExternalId {
-        source: source_ok.then(|| e.source.clone())?,
+        source: source?,
         id: id?,
     })
+}
+
+/// Parses the name of a source system (`field` names it in a violation).
+pub fn source(v: &mut FieldViolations, field: &str, text: &str) -> Option<String> {
+    if valid_source(text) {
+        return Some(text.to_owned());
+    }
+    v.add(
+        field,
+        format!("must be 1 to {MAX_SOURCE} lower-case letters, digits, '-' or '_'"),
+    );
+    None
 }
 
 fn external_ids(v: &mut FieldViolations, field: &str, ids: &[pb::ExternalId]) -> Vec<ExternalId> {

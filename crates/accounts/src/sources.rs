@@ -238,11 +238,7 @@ pub fn link_request(req: &pb::LinkSourceUserRequest) -> Result<SourceUser, Error
 /// Parses GetSourceUsers: the source and the distinct user ids.
 pub fn get_request(req: &pb::GetSourceUsersRequest) -> Result<(String, Vec<String>), Error> {
     let mut v = FieldViolations::default();
-    let probe = pb::ExternalId {
-        source: req.source.clone(),
-        external_id: "-".to_owned(),
-    };
-    let source = crate::convert::external_id(&mut v, "user", &probe).map(|e| e.source);
+    let source = crate::convert::source(&mut v, "source", &req.source);
     if req.user_ids.is_empty() || req.user_ids.len() > MAX_SOURCE_USERS {
         v.add(
             "user_ids",
