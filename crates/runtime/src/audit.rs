@@ -180,12 +180,9 @@ pub(crate) async fn record<C: ConnectionTrait>(
     events: &[NewEvent],
     now: i64,
 ) -> Result<Option<NewEvent>, Error> {
-    let Ok(context) = CONTEXT.try_with(Clone::clone) else {
+    let Some(context) = recording_context() else {
         return Ok(None);
     };
-    if !context.recording() {
-        return Ok(None);
-    }
     let row = insert(conn, &context, idem, targets(events), now, "OK").await?;
     Ok(Some(row))
 }
@@ -200,12 +197,9 @@ pub(crate) async fn record_denial<C: ConnectionTrait>(
     target: &str,
     now: i64,
 ) -> Result<Option<NewEvent>, Error> {
-    let Ok(context) = CONTEXT.try_with(Clone::clone) else {
+    let Some(context) = recording_context() else {
         return Ok(None);
     };
-    if !context.recording() {
-        return Ok(None);
-    }
     let targets = if target.is_empty() {
         Vec::new()
     } else {
@@ -213,6 +207,15 @@ pub(crate) async fn record_denial<C: ConnectionTrait>(
     };
     let row = insert(conn, &context, idem, targets, now, "PERMISSION_DENIED").await?;
     Ok(Some(row))
+}
+
+/// The context of the call being served, when there is one and its writes
+/// are recorded (`audit.enabled`).
+fn recording_context() -> Option<AuditContext> {
+    CONTEXT
+        .try_with(Clone::clone)
+        .ok()
+        .filter(AuditContext::recording)
 }
 
 /// Inserts one row and returns it as an `audit.recorded` event.
