@@ -329,24 +329,45 @@ async fn lowest_consumer<C: ConnectionTrait>(conn: &C) -> Result<Option<i64>, Er
 }
 
 /// The highest sequence at or below which every event occurred before
-/// `expired_before`: the one before the lowest sequence of a younger
-/// event, or the newest when all are older (0 for an empty outbox).
-/// Ordered by sequence, not by time: concurrent writers can commit their
-/// events in another order than they started in.
+/// `expired_before`: the newest aged event, but never at or past a younger
+/// one (0 when no event is that old). Ordered by sequence, not by time:
+/// concurrent writers can commit their events in another order than they
+/// started in. It ends at an aged event, never merely below the first young
+/// one: a sequence below that may still be uncommitted, or rolled back, and
+/// must not count as pruned.
 async fn aged_through<C: ConnectionTrait>(conn: &C, expired_before: i64) -> Result<i64, Error> {
-    let stmt = Query::select()
+    let backend = conn.get_database_backend();
+    let newest_aged = Query::select()
+        .expr_as(
+            Expr::col(OutboxEvents::Sequence).max(),
+            sea_orm::sea_query::Alias::new("newest"),
+        )
+        .from(OutboxEvents::Table)
+        .and_where(Expr::col(OutboxEvents::OccurredAt).lt(expired_before))
+        .to_owned();
+    let newest_aged = match conn
+        .query_one(StatementBuilder::build(&newest_aged, &backend))
+        .await?
+    {
+        Some(row) => row.try_get::<Option<i64>>("", "newest")?.unwrap_or(0),
+        None => 0,
+    };
+    if newest_aged == 0 {
+        return Ok(0);
+    }
+    let first_young = Query::select()
         .column(OutboxEvents::Sequence)
         .from(OutboxEvents::Table)
         .and_where(Expr::col(OutboxEvents::OccurredAt).gte(expired_before))
         .order_by(OutboxEvents::Sequence, Order::Asc)
         .limit(1)
         .to_owned();
-    let row = conn
-        .query_one(StatementBuilder::build(&stmt, &conn.get_database_backend()))
-        .await?;
-    match row {
-        Some(row) => Ok(row.try_get::<i64>("", "sequence")? - 1),
-        None => last_sequence(conn).await,
+    match conn
+        .query_one(StatementBuilder::build(&first_young, &backend))
+        .await?
+    {
+        Some(row) => Ok(newest_aged.min(row.try_get::<i64>("", "sequence")? - 1)),
+        None => Ok(newest_aged),
     }
 }
 
