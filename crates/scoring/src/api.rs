@@ -3,6 +3,7 @@
 
 use bowtie_proto::scoring as pb;
 use bowtie_proto::scoring::scoring_service_server::ScoringService;
+use bowtie_runtime::Instant;
 use bowtie_runtime::api::{self, Answer, idempotency, parsed};
 use bowtie_runtime::error::{Error, FieldViolations};
 use bowtie_runtime::feed::EventStream;
@@ -262,8 +263,9 @@ impl ScoringService for ScoringApi {
         request: Request<pb::TrainModelRequest>,
     ) -> Answer<pb::TrainModelResponse> {
         let req = request.into_inner();
+        let reference = convert::reference_time(&req, Instant::now())?;
         Ok(Response::new(convert::trained(
-            self.app.train(req.seed).await?,
+            self.app.train(req.seed, reference).await?,
         )))
     }
 

@@ -10,7 +10,7 @@ use prost::Message;
 use tonic::Code;
 
 use crate::domain::{self, COMPONENTS, Health, Scorecard, ScorecardVersion, component_index};
-use crate::service::StoredModel;
+use crate::service::{ReferenceSource, StoredModel};
 use crate::storage::{
     Alert, DayScore, HealthRow, NewSignal, Profile, StoredHealth, StoredScorecard, ValueRow,
 };
@@ -369,7 +369,30 @@ pub fn model_info(m: &StoredModel) -> pb::ModelInfo {
             .collect(),
         coefficients,
         intercept: m.model.intercept,
+        reference_time: Some(m.reference_at.unwrap_or(m.trained_at).to_timestamp()),
+        reference_source: match m.reference_source {
+            ReferenceSource::Unrecorded => pb::ReferenceSource::Unspecified,
+            ReferenceSource::LastEvent => pb::ReferenceSource::LastEvent,
+            ReferenceSource::Requested => pb::ReferenceSource::Requested,
+            ReferenceSource::WallClock => pb::ReferenceSource::WallClock,
+        } as i32,
     }
+}
+
+/// TrainModel's reference instant: unset, or a valid instant not after `now`.
+pub fn reference_time(
+    req: &pb::TrainModelRequest,
+    now: Instant,
+) -> Result<Option<Instant>, bowtie_runtime::error::Error> {
+    let mut v = FieldViolations::default();
+    let at = validate::optional_instant(&mut v, "reference_time", req.reference_time.as_ref());
+    if let Some(Some(at)) = at
+        && at > now
+    {
+        v.add("reference_time", "must not be in the future");
+    }
+    v.into_result()?;
+    Ok(at.flatten())
 }
 
 /// How many `rows` there are and their MRR (a negative MRR counts as none).

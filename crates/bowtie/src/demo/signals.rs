@@ -93,7 +93,7 @@ pub async fn score(mut client: ScoringClient) -> anyhow::Result<Option<f64>> {
         rescore(&mut client).await?;
         return Ok(auc);
     }
-    let auc = match client.train_model(TrainModelRequest { seed: 0 }).await {
+    let auc = match client.train_model(TrainModelRequest::default()).await {
         Ok(response) => response.into_inner().model.map(|m| m.holdout_auc),
         Err(status) if status.code() == tonic::Code::FailedPrecondition => None,
         Err(status) => anyhow::bail!("TrainModel: {}", describe(&status)),

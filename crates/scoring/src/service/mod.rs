@@ -33,7 +33,7 @@ use crate::model::Profile as ModelProfile;
 use crate::storage::{self, DayCells, Profile, Scope, StoredScorecard};
 
 pub use ingest::reach_first_values;
-pub use training::StoredModel;
+pub use training::{ReferenceSource, StoredModel, reference_instant};
 
 /// Event type: an account reached its first value.
 pub const FIRST_VALUE_REACHED: &str = "first_value.reached";

@@ -33,6 +33,57 @@ pub struct StoredModel {
     pub model: Model,
     /// Hold-out metrics.
     pub metrics: Metrics,
+    /// The instant the history was labelled as of (absent in models stored
+    /// before it was recorded, which used their training time).
+    #[serde(default)]
+    pub reference_at: Option<Instant>,
+    /// Where `reference_at` came from.
+    #[serde(default)]
+    pub reference_source: ReferenceSource,
+}
+
+/// Where a model's reference instant came from (docs/design.md section 3,
+/// "The reference instant").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReferenceSource {
+    /// Not recorded (a model stored before the source was).
+    #[default]
+    Unrecorded,
+    /// The newest event in the data.
+    LastEvent,
+    /// Asked for by the caller.
+    Requested,
+    /// The wall clock: the newest event is not in the past.
+    WallClock,
+}
+
+/// The reference instant: `requested` when given, else the newest of
+/// `events` that is before `now`, else (no event in the past) `now`.
+pub fn reference_instant(
+    requested: Option<Instant>,
+    events: impl IntoIterator<Item = Instant>,
+    now: Instant,
+) -> (Instant, ReferenceSource) {
+    if let Some(at) = requested {
+        return (at, ReferenceSource::Requested);
+    }
+    match events.into_iter().filter(|e| *e <= now).max() {
+        Some(last) if last < now => (last, ReferenceSource::LastEvent),
+        _ => (now, ReferenceSource::WallClock),
+    }
+}
+
+/// The instants of `p`'s own events that the reference instant may be.
+fn profile_events(p: &Profile) -> impl Iterator<Item = Instant> + '_ {
+    [
+        p.mrr_at,
+        p.first_paid_at,
+        p.churned_at,
+        p.onboarding_at,
+        p.first_value_at,
+    ]
+    .into_iter()
+    .flatten()
 }
 
 /// The newest stored model, if one was trained.
@@ -56,12 +107,29 @@ impl Scoring {
     /// a horizon that did not churn is a stayer, seen as of one horizon ago.
     /// Features are computed as of those instants from the signal history
     /// (MRR is the last positive MRR), so the label never leaks into them.
-    pub async fn train(&self, seed: u64) -> Result<pb::ModelInfo, Error> {
+    ///
+    /// The history is seen as of `reference` when given (validated as not in
+    /// the future), else as of its newest event (docs/design.md section 3,
+    /// "The reference instant").
+    pub async fn train(
+        &self,
+        seed: u64,
+        reference: Option<Instant>,
+    ) -> Result<pb::ModelInfo, Error> {
         let policy = &self.inner.policy;
         let horizon = i64::from(policy.churn_horizon_days.max(1)) * DAY;
-        let now = Instant::now();
+        let trained_at = Instant::now();
         let conn = self.inner.store.db().reader();
         let profiles = storage::load_profiles(conn, Scope::All).await?;
+        let newest_signal = storage::newest_signal(conn).await?;
+        let (reference_at, source) = reference_instant(
+            reference,
+            profiles
+                .iter()
+                .flat_map(profile_events)
+                .chain(newest_signal),
+            trained_at,
+        );
         let cards = storage::scorecards(conn).await?;
         let mut by_day: HashMap<i64, Vec<(&Profile, bool)>> = HashMap::new();
         for p in &profiles {
@@ -69,8 +137,10 @@ impl Scoring {
                 continue;
             };
             let (at, churned) = match p.churned_at {
-                Some(c) if c <= now => (c.plus_micros(-horizon / 2), true),
-                _ if paid <= now.plus_micros(-horizon) => (now.plus_micros(-horizon), false),
+                Some(c) if c <= reference_at => (c.plus_micros(-horizon / 2), true),
+                _ if paid <= reference_at.plus_micros(-horizon) => {
+                    (reference_at.plus_micros(-horizon), false)
+                }
                 _ => continue,
             };
             by_day.entry(day_of(at)).or_default().push((p, churned));
@@ -123,10 +193,12 @@ impl Scoring {
         let (fitted, metrics) = model::train(&x, &y, seed, policy.holdout_percent.clamp(1, 90));
         let stored = StoredModel {
             id: Uuid::now_v7().to_string(),
-            trained_at: now,
+            trained_at,
             horizon_days: policy.churn_horizon_days,
             model: fitted,
             metrics,
+            reference_at: Some(reference_at),
+            reference_source: source,
         };
         let body = serde_json::to_string(&stored)
             .map_err(|e| Error::Internal(anyhow::anyhow!("encoding the model: {e}")))?;
@@ -186,5 +258,45 @@ impl Scoring {
             m.model.predict(&x),
             m.model.drivers(&x),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_000_000_000;
+
+    fn at(micros: i64) -> Instant {
+        Instant::from_micros(micros)
+    }
+
+    #[test]
+    fn the_reference_is_the_newest_past_event_unless_one_is_asked_for() {
+        let events = [at(10), at(NOW - 5), at(300)];
+        assert_eq!(
+            reference_instant(None, events, at(NOW)),
+            (at(NOW - 5), ReferenceSource::LastEvent)
+        );
+        assert_eq!(
+            reference_instant(Some(at(42)), events, at(NOW)),
+            (at(42), ReferenceSource::Requested)
+        );
+    }
+
+    #[test]
+    fn events_after_now_are_not_history_and_none_in_the_past_means_the_wall_clock() {
+        assert_eq!(
+            reference_instant(None, [at(NOW + 1), at(7)], at(NOW)),
+            (at(7), ReferenceSource::LastEvent)
+        );
+        assert_eq!(
+            reference_instant(None, [at(NOW), at(NOW + 9)], at(NOW)),
+            (at(NOW), ReferenceSource::WallClock)
+        );
+        assert_eq!(
+            reference_instant(None, [], at(NOW)),
+            (at(NOW), ReferenceSource::WallClock)
+        );
     }
 }

@@ -180,6 +180,30 @@ impl DayCells {
     }
 }
 
+/// The time of the newest signal the database holds, raw or folded into
+/// its day cell (the revenue feed's kinds included); `None` without any.
+/// Training takes its reference instant from it (docs/design.md section 3,
+/// "The reference instant").
+pub async fn newest_signal<C: ConnectionTrait>(conn: &C) -> Result<Option<Instant>, Error> {
+    let raw = Query::select()
+        .expr_as(Expr::col(S::OccurredAt).max(), Alias::new("newest"))
+        .from(Signals)
+        .to_owned();
+    let folded = Query::select()
+        .expr_as(Expr::col(D::LastAt).max(), Alias::new("newest"))
+        .from(SignalDays)
+        .to_owned();
+    let mut newest: Option<i64> = None;
+    for stmt in [raw, folded] {
+        for row in query(conn, &stmt).await? {
+            if let Some(at) = row.try_get::<Option<i64>>("", "newest")? {
+                newest = Some(newest.map_or(at, |n| n.max(at)));
+            }
+        }
+    }
+    Ok(newest.map(Instant::from_micros))
+}
+
 /// Cells by account, each account's in (day, kind) order with the parts of
 /// one cell (a raw and a folded part, on SQLite) added into one.
 fn merged(cells: Vec<(AccountId, Cell)>) -> Ledger {

@@ -34,7 +34,7 @@ use sea_orm::sea_query::{Expr, IntoColumnRef, SelectStatement};
 
 pub use crate::domain::cells::{Cell, DayDelta, Kind, day_of};
 pub use alerts::*;
-pub use day_cells::{DayCells, ReadCells, add_days};
+pub use day_cells::{DayCells, ReadCells, add_days, newest_signal};
 pub use health::*;
 pub use models::*;
 pub use profiles::*;

@@ -23,7 +23,7 @@ use bowtie_runtime::db::Db;
 use bowtie_runtime::error::Error;
 use bowtie_runtime::retention::{Prune, expired_before};
 use bowtie_runtime::sql::{corrupt, execute_counted, query};
-use sea_orm::sea_query::{Expr, Order, Query};
+use sea_orm::sea_query::{Alias, Expr, Order, Query};
 use sea_orm::{DbBackend, DbErr};
 use sea_orm_migration::prelude::{Index, MigrationName, MigrationTrait, SchemaManager};
 
@@ -200,7 +200,21 @@ impl Prune for OldCells {
     }
 
     async fn prune_batch(&self, db: &Db, now: i64, batch: u64) -> Result<u64, Error> {
-        let today = day_of(Instant::from_micros(now));
+        // Kept back from the newest day that has cells, not from today: a
+        // history that stopped arriving keeps what training as of its end
+        // reads (docs/design.md section 3, "The reference instant").
+        let newest = Query::select()
+            .expr_as(Expr::col(D::Day).max(), Alias::new("newest"))
+            .from(SignalDays)
+            .to_owned();
+        let newest = match query(db.reader(), &newest).await?.first() {
+            Some(row) => row.try_get::<Option<i64>>("", "newest")?,
+            None => None,
+        };
+        let Some(newest) = newest else {
+            return Ok(0);
+        };
+        let today = day_of(Instant::from_micros(now)).min(newest);
         let first = first_kept_day(today, self.horizon_days, &self.windows);
         let oldest = Query::select()
             .columns([D::AccountId, D::Day, D::Kind])
