@@ -295,6 +295,12 @@ pub type ApplyEvent = Arc<
     dyn for<'c> Fn(&'c mut Tx, common::Event) -> BoxFuture<'c, Result<(), Error>> + Send + Sync,
 >;
 
+/// Runs once in each transaction of a consumer, after its last event: writes
+/// what the events of the transaction deferred (their rows as one statement
+/// per table rather than one per event).
+pub type FinishBatch =
+    Arc<dyn for<'c> Fn(&'c mut Tx) -> BoxFuture<'c, Result<(), Error>> + Send + Sync>;
+
 /// Applies one event with a clone of the service's application `A`, inside
 /// the consumer's transaction (see [`Consumer::of`]).
 pub type AppApply<A> = for<'c> fn(A, &'c mut Tx, common::Event) -> BoxFuture<'c, Result<(), Error>>;
@@ -335,6 +341,7 @@ pub struct Consumer {
     apply: ApplyEvent,
     shutdown: Shutdown,
     batch: usize,
+    finish: Option<FinishBatch>,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -363,7 +370,16 @@ impl Consumer {
             apply,
             shutdown,
             batch: 1,
+            finish: None,
         }
+    }
+
+    /// The same consumer running `finish` in each of its transactions after
+    /// the last event, before the cursor is saved and the transaction
+    /// commits (a failing `finish` fails the transaction like an event).
+    pub fn with_finish(mut self, finish: FinishBatch) -> Self {
+        self.finish = Some(finish);
+        self
     }
 
     /// The same consumer applying at most `batch` events per transaction
@@ -478,6 +494,7 @@ impl Consumer {
         }
         let sequences: Vec<i64> = events.iter().map(|e| e.sequence).collect();
         let apply = self.apply.clone();
+        let finish = self.finish.clone();
         let batch = events.to_vec();
         let outcome = self
             .store
@@ -486,7 +503,10 @@ impl Consumer {
                     for event in batch.into_iter().skip(first) {
                         apply(tx, event).await?;
                     }
-                    Ok(())
+                    match finish {
+                        Some(finish) => finish(tx).await,
+                        None => Ok(()),
+                    }
                 })
             })
             .await;
@@ -510,9 +530,19 @@ impl Consumer {
 
     async fn apply_one(&self, event: &common::Event) -> Result<(), Error> {
         let apply = self.apply.clone();
+        let finish = self.finish.clone();
+        let owned = event.clone();
         let outcome = self
             .store
-            .consume(&self.name, event.sequence, |tx| apply(tx, event.clone()))
+            .consume(&self.name, event.sequence, move |tx| {
+                Box::pin(async move {
+                    apply(tx, owned).await?;
+                    match finish {
+                        Some(finish) => finish(tx).await,
+                        None => Ok(()),
+                    }
+                })
+            })
             .await;
         match outcome {
             Ok(_) => Ok(()),

@@ -27,6 +27,8 @@
 //!   passes); `contact.left` of a champion or decision maker fires
 //!   CHAMPION_LEFT.
 
+use std::sync::Arc;
+
 use bowtie_proto::accounts as accounts_pb;
 use bowtie_proto::common::{self, Stage};
 use bowtie_proto::funnel as funnel_pb;
@@ -41,7 +43,7 @@ use bowtie_runtime::{AccountId, FieldViolations, Instant, Minor, validate};
 use crate::domain::{
     AccountFacts, ActivityKind, Event, Quadrant, Segment, SegmentMove, Tier, TriggerKind,
 };
-use crate::service::{Success, defer_system, flush_system, log_system};
+use crate::service::{Success, defer_system, flush_pending, log_system};
 use crate::storage::{self, Turn};
 
 /// Cursor name of the scoring feed consumer.
@@ -122,6 +124,12 @@ pub fn segment_events(id: AccountId, at: Instant, m: SegmentMove) -> Vec<Event> 
         .collect()
 }
 
+/// The consumer writing, after the last event of each of its transactions,
+/// the rows the events deferred ([`flush_pending`]).
+fn finishing(c: Consumer) -> Consumer {
+    c.with_finish(Arc::new(|tx| Box::pin(flush_pending(tx))))
+}
+
 /// Follows the scoring feed.
 pub fn scoring_consumer(
     settings: &PeerSettings,
@@ -167,8 +175,7 @@ pub fn scoring_consumer(
                             &trigger(kind, id, at, alert.message),
                             Some(&facts),
                         )
-                        .await?;
-                        flush_system(tx).await
+                        .await
                     }
                     "signal.recorded" => {
                         let Some(signal) = payload::<scoring_pb::Signal>(&event)? else {
@@ -241,6 +248,7 @@ pub fn scoring_consumer(
             })
         },
     )
+    .map(finishing)
 }
 
 /// An amount as a person reads it: `585.00 USD` (no decimals for the
@@ -395,6 +403,7 @@ pub fn revenue_consumer(
             })
         },
     )
+    .map(finishing)
 }
 
 /// Follows the funnel feed.
@@ -466,6 +475,7 @@ pub fn funnel_consumer(
             })
         },
     )
+    .map(finishing)
 }
 
 /// Follows the accounts feed.
@@ -521,6 +531,7 @@ pub fn accounts_consumer(
             })
         },
     )
+    .map(finishing)
 }
 
 #[cfg(test)]

@@ -934,7 +934,11 @@ impl Success {
             let open = storage::open_cta(tx.conn(), event.account_id, p.id).await?;
             // Only an enrollment limit looks at the last enrollment.
             let last = if p.spec.enrollment_limit_days > 0 {
-                storage::last_enrolled(tx.conn(), p.id, event.account_id).await?
+                let stored = storage::last_enrolled(tx.conn(), p.id, event.account_id).await?;
+                let pending = tx
+                    .local_ref::<PendingWrites>()
+                    .and_then(|w| w.last_enrolled(p.id, event.account_id));
+                stored.max(pending)
             } else {
                 None
             };
@@ -958,7 +962,9 @@ impl Success {
             match decision {
                 Decision::Open => {
                     let cta = open_from(tx, p, &facts, event).await?;
-                    storage::insert_trigger(tx.conn(), &enroll(Arm::Treated, Some(cta))).await?;
+                    tx.local::<PendingWrites>()
+                        .triggers
+                        .push(enroll(Arm::Treated, Some(cta)));
                 }
                 Decision::Update(_) => {
                     if let Some(current) = open {
@@ -971,10 +977,14 @@ impl Success {
                     }
                 }
                 Decision::HoldOut => {
-                    storage::insert_trigger(tx.conn(), &enroll(Arm::HeldOut, None)).await?;
+                    tx.local::<PendingWrites>()
+                        .triggers
+                        .push(enroll(Arm::HeldOut, None));
                 }
                 Decision::Observe => {
-                    storage::insert_trigger(tx.conn(), &enroll(Arm::Untreated, None)).await?;
+                    tx.local::<PendingWrites>()
+                        .triggers
+                        .push(enroll(Arm::Untreated, None));
                 }
                 Decision::Skip(_) => {}
             }
@@ -1051,7 +1061,8 @@ impl Success {
         if !tx.local::<TxFacts>().first_score(id, at) {
             return Ok(());
         }
-        storage::add_score(tx.conn(), id, at, score).await
+        tx.local::<PendingWrites>().scores.push((id, at, score));
+        Ok(())
     }
 
     /// Closes the account's open CTAs whose playbook's auto-close condition
@@ -1178,7 +1189,15 @@ async fn open_from(
         first_action_at: None,
     };
     storage::insert_cta(tx.conn(), &cta).await?;
-    log_cta(tx, &cta, format!("{}: {}", p.spec.name, cta.reason)).await?;
+    // Written at the end of the transaction with the batch's other entries.
+    let now = Instant::from_micros(tx.now());
+    defer_system(
+        tx,
+        cta.account_id,
+        ActivityKind::Cta,
+        now,
+        format!("{}: {}", p.spec.name, cta.reason),
+    );
     let out = cta_to_pb(&cta);
     tx.emit(cta_event(CTA_OPENED, &out));
     // Each step's action: at once when it is already due (offset 0), else
@@ -1256,7 +1275,8 @@ pub async fn log_system(
 /// Makes an automatic timeline entry that is written with the
 /// transaction's next one: a feed event that writes an entry and then
 /// perhaps opens a CTA (which writes its own) writes both in one statement.
-/// The event must [`flush_system`] before it ends.
+/// The transaction must [`flush_system`] (or [`flush_pending`]) before it
+/// ends.
 pub fn defer_system(
     tx: &mut Tx,
     account_id: AccountId,
@@ -1273,4 +1293,77 @@ pub fn defer_system(
 pub async fn flush_system(tx: &mut Tx) -> Result<(), Error> {
     let entries = std::mem::take(&mut tx.local::<PendingEntries>().0);
     storage::insert_activities(tx.conn(), &entries).await
+}
+
+/// Rows the events of a transaction have decided on but not yet written
+/// (docs/design.md section 5, "Feeds are applied in bursts"): the
+/// enrollments and health scores of a whole batch of feed events are
+/// inserted at its end ([`flush_pending`]), one statement per table, not
+/// one per event. Nothing in the transaction reads them back from the
+/// database before then; the enrollment limit consults them here.
+#[derive(Debug, Default)]
+struct PendingWrites {
+    triggers: Vec<TriggerRow>,
+    scores: Vec<(AccountId, Instant, i32)>,
+}
+
+impl PendingWrites {
+    /// The latest pending enrollment of `account` in `playbook`.
+    fn last_enrolled(&self, playbook: PlaybookId, account: AccountId) -> Option<Instant> {
+        self.triggers
+            .iter()
+            .filter(|t| t.playbook == playbook && t.account_id == account)
+            .map(|t| t.at)
+            .max()
+    }
+}
+
+/// Writes everything the transaction deferred: timeline entries,
+/// enrollments and health scores. Every transaction that applies feed
+/// events or sweeps ends with it (the consumers run it after the last event
+/// of each batch).
+pub async fn flush_pending(tx: &mut Tx) -> Result<(), Error> {
+    flush_system(tx).await?;
+    let pending = std::mem::take(tx.local::<PendingWrites>());
+    storage::insert_triggers(tx.conn(), &pending.triggers).await?;
+    storage::add_scores(tx.conn(), &pending.scores).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enrolled(playbook: u128, account: u128, at: i64) -> TriggerRow {
+        TriggerRow {
+            playbook: PlaybookId(Uuid::from_u128(playbook)),
+            playbook_version: 1,
+            account_id: AccountId(Uuid::from_u128(account)),
+            at: Instant::from_micros(at),
+            arm: Arm::HeldOut,
+            segment: Segment::Unspecified,
+            cta: None,
+        }
+    }
+
+    #[test]
+    fn a_pending_enrollment_counts_only_for_its_own_playbook_and_account() {
+        let pending = PendingWrites {
+            triggers: vec![
+                enrolled(1, 10, 300),
+                enrolled(1, 10, 700),
+                enrolled(1, 11, 900),
+                enrolled(2, 10, 800),
+            ],
+            scores: Vec::new(),
+        };
+        let playbook = PlaybookId(Uuid::from_u128(1));
+        assert_eq!(
+            pending.last_enrolled(playbook, AccountId(Uuid::from_u128(10))),
+            Some(Instant::from_micros(700))
+        );
+        assert_eq!(
+            pending.last_enrolled(playbook, AccountId(Uuid::from_u128(12))),
+            None
+        );
+    }
 }

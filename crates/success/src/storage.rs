@@ -1679,9 +1679,12 @@ pub struct TriggerRow {
     pub cta: Option<CtaId>,
 }
 
-/// Records an enrollment.
-pub async fn insert_trigger<C: ConnectionTrait>(conn: &C, t: &TriggerRow) -> Result<(), Error> {
-    trigger::Entity::insert(trigger::ActiveModel {
+/// Rows of one multi-row insert: at most 9 columns a row stays under
+/// SQLite's oldest limit of 999 bound parameters a statement.
+pub const ROWS_PER_INSERT: usize = 100;
+
+fn trigger_row(t: &TriggerRow) -> trigger::ActiveModel {
+    trigger::ActiveModel {
         id: Set(Uuid::now_v7().to_string()),
         playbook_id: Set(t.playbook.0.to_string()),
         playbook_version: Set(t.playbook_version),
@@ -1690,9 +1693,24 @@ pub async fn insert_trigger<C: ConnectionTrait>(conn: &C, t: &TriggerRow) -> Res
         arm: Set(t.arm.code()),
         segment: Set(t.segment as i32),
         cta_id: Set(t.cta.map(|c| c.0.to_string()).unwrap_or_default()),
-    })
-    .exec_without_returning(conn)
-    .await?;
+    }
+}
+
+/// Records an enrollment.
+pub async fn insert_trigger<C: ConnectionTrait>(conn: &C, t: &TriggerRow) -> Result<(), Error> {
+    insert_triggers(conn, std::slice::from_ref(t)).await
+}
+
+/// Records enrollments, one statement per [`ROWS_PER_INSERT`] of them.
+pub async fn insert_triggers<C: ConnectionTrait>(
+    conn: &C,
+    triggers: &[TriggerRow],
+) -> Result<(), Error> {
+    for chunk in triggers.chunks(ROWS_PER_INSERT) {
+        trigger::Entity::insert_many(chunk.iter().map(trigger_row))
+            .exec_without_returning(conn)
+            .await?;
+    }
     Ok(())
 }
 
@@ -1899,13 +1917,15 @@ pub async fn insert_activities<C: ConnectionTrait>(
     if entries.is_empty() {
         return Ok(());
     }
-    let rows = entries
-        .iter()
-        .map(activity_row)
-        .collect::<Result<Vec<_>, _>>()?;
-    activity::Entity::insert_many(rows)
-        .exec_without_returning(conn)
-        .await?;
+    for chunk in entries.chunks(ROWS_PER_INSERT) {
+        let rows = chunk
+            .iter()
+            .map(activity_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        activity::Entity::insert_many(rows)
+            .exec_without_returning(conn)
+            .await?;
+    }
     Ok(())
 }
 
@@ -2567,19 +2587,32 @@ pub async fn add_score<C: ConnectionTrait>(
     at: Instant,
     score: i32,
 ) -> Result<(), Error> {
-    health_score::Entity::insert(health_score::ActiveModel {
-        account_id: Set(account.to_string()),
-        at: Set(at.micros()),
-        score: Set(score),
-    })
-    .on_conflict(
-        OnConflict::columns([health_score::Column::AccountId, health_score::Column::At])
-            .do_nothing()
-            .to_owned(),
-    )
-    .do_nothing()
-    .exec(conn)
-    .await?;
+    add_scores(conn, &[(account, at, score)]).await
+}
+
+/// Records health scores, each an account's at an instant (a repeat
+/// changes nothing), one statement per [`ROWS_PER_INSERT`] of them.
+pub async fn add_scores<C: ConnectionTrait>(
+    conn: &C,
+    scores: &[(AccountId, Instant, i32)],
+) -> Result<(), Error> {
+    for chunk in scores.chunks(ROWS_PER_INSERT) {
+        health_score::Entity::insert_many(chunk.iter().map(|&(account, at, score)| {
+            health_score::ActiveModel {
+                account_id: Set(account.to_string()),
+                at: Set(at.micros()),
+                score: Set(score),
+            }
+        }))
+        .on_conflict(
+            OnConflict::columns([health_score::Column::AccountId, health_score::Column::At])
+                .do_nothing()
+                .to_owned(),
+        )
+        .do_nothing()
+        .exec(conn)
+        .await?;
+    }
     Ok(())
 }
 

@@ -27,7 +27,7 @@ use crate::domain::{
     Event, Playbook, SWEPT, SWEPT_ONCE, Stage, TriggerKind, date, days_until, due_renewals, overdue,
 };
 use crate::feeds::money;
-use crate::service::Success;
+use crate::service::{Success, flush_pending};
 use crate::storage;
 
 /// Starts the sweep: one run at once, then one every `interval`.
@@ -88,7 +88,7 @@ pub async fn run(app: &Success, now: Instant) -> Result<(), Error> {
                         }
                     }
                 }
-                Ok(())
+                flush_pending(tx).await
             })
         })
         .await
