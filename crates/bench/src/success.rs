@@ -351,7 +351,8 @@ async fn run_on(
         &format!("100k ENTERED_RED -> CTAs, until the last ({engine})"),
         burst.as_secs_f64(),
         "s",
-        Some(20.0),
+        // The one-event-per-transaction run is the comparison, not the target.
+        (batch == Batch::Default).then_some(20.0),
     );
     report.add(
         "success",
