@@ -42,6 +42,7 @@ pub mod demo;
 pub mod fixtures;
 pub mod gateway;
 pub mod oidc;
+pub mod people;
 pub mod receiver;
 pub mod revenue;
 pub mod robustness;

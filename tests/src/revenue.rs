@@ -35,9 +35,18 @@ pub struct Revenue {
 impl Revenue {
     /// Starts accounts, then revenue pointed at it, on `db`.
     pub async fn start(db: &TestDatabase) -> anyhow::Result<Self> {
+        Self::start_with(db, |_| {}).await
+    }
+
+    /// Like [`Revenue::start`], with the revenue settings adjusted by `tweak`.
+    pub async fn start_with(
+        db: &TestDatabase,
+        tweak: impl FnOnce(&mut bowtie_runtime::config::Settings),
+    ) -> anyhow::Result<Self> {
         let mut settings = db.server_settings()?;
         let accounts = TestServer::start_with(&settings).await?;
         settings.peers.accounts = accounts.uri();
+        tweak(&mut settings);
         let revenue =
             TestServer::start_service(REVENUE_SERVICE, &settings, bowtie_revenue::build).await?;
         Ok(Self { accounts, revenue })

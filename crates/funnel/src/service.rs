@@ -4,6 +4,7 @@
 
 use bowtie_proto::common::Stage;
 use bowtie_proto::funnel as pb;
+use bowtie_runtime::access;
 use bowtie_runtime::error::Error;
 use bowtie_runtime::feed::NewEvent;
 use bowtie_runtime::idempotency::Idempotency;
@@ -154,6 +155,9 @@ impl Funnel {
         self.store
             .write(idem, move |tx| {
                 Box::pin(async move {
+                    // The ownership rules (docs/design.md 9.3), with the
+                    // CSM and owner the accounts service just answered.
+                    access::may_write_account(&account.id, &account.csm, &account.owner)?;
                     let recorded = apply_transition(tx, new, &profile).await?;
                     Ok(convert::recorded_to_pb(&recorded))
                 })
@@ -302,9 +306,9 @@ impl Funnel {
 
 /// The accounts one import stream has confirmed with the accounts service:
 /// their profile, or `None` when archived (their journey can no longer
-/// change).
+/// change), and their CSM and owner (the ownership rules).
 #[derive(Debug, Default)]
-pub struct AccountCache(std::collections::HashMap<AccountId, Option<Profile>>);
+pub struct AccountCache(std::collections::HashMap<AccountId, (Option<Profile>, String, String)>);
 
 impl Funnel {
     /// Imports one batch of transitions (batch number `batch` of its stream;
@@ -335,7 +339,7 @@ impl Funnel {
                 Ok(account) => {
                     let profile =
                         (!convert::is_archived(&account)).then(|| convert::profile_of(&account));
-                    cache.0.insert(id, profile);
+                    cache.0.insert(id, (profile, account.csm, account.owner));
                 }
                 Err(Error::NotFound { .. }) => {}
                 Err(e) => return Err(e),
@@ -343,11 +347,21 @@ impl Funnel {
         }
         let known: std::collections::BTreeMap<AccountId, Option<Profile>> = ids
             .iter()
-            .filter_map(|id| cache.0.get(id).map(|p| (*id, p.clone())))
+            .filter_map(|id| cache.0.get(id).map(|(p, _, _)| (*id, p.clone())))
+            .collect();
+        let people: Vec<(AccountId, String, String)> = ids
+            .iter()
+            .filter_map(|id| cache.0.get(id).map(|(_, c, o)| (*id, c.clone(), o.clone())))
             .collect();
         self.store
             .write(None, move |tx| {
                 Box::pin(async move {
+                    // A batch naming an account outside the caller's book is
+                    // refused whole, at the first such account in id order
+                    // (docs/design.md 9.3).
+                    for (id, csm, owner) in &people {
+                        access::may_write_account(&id.to_string(), csm, owner)?;
+                    }
                     let results = import_batch(tx, &known, rows).await?;
                     let (recorded, duplicates, rejected) = import::tally(&results);
                     Ok(pb::ImportTransitionsResponse {

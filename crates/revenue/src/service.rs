@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use bowtie_proto::accounts::Account;
 use bowtie_proto::common::PageResponse;
 use bowtie_proto::revenue as pb;
+use bowtie_runtime::access;
 use bowtie_runtime::error::Error;
 use bowtie_runtime::feed::NewEvent;
 use bowtie_runtime::idempotency::Idempotency;
@@ -255,7 +256,23 @@ impl Revenue {
         let account = self.directory.get(id.uuid()).await?;
         AccountInfo::from_account(id, &account)
     }
+}
 
+/// Whether the caller may write for every one of `accounts` (the ownership
+/// rules, docs/design.md 9.3), with the CSM and owner the accounts service
+/// answered for each just before the write: refused at the first account
+/// that is not in the caller's book, in the order given (id order for a
+/// batch).
+pub(crate) fn may_write<'a>(
+    accounts: impl IntoIterator<Item = &'a AccountInfo>,
+) -> Result<(), Error> {
+    for a in accounts {
+        access::may_write_account(&a.id.to_string(), &a.csm, &a.owner)?;
+    }
+    Ok(())
+}
+
+impl Revenue {
     /// Creates a subscription.
     pub async fn create_subscription(
         &self,
@@ -267,6 +284,7 @@ impl Revenue {
         self.store
             .write(idem, move |tx| {
                 Box::pin(async move {
+                    may_write([&account])?;
                     let subscription = Subscription::create(SubscriptionId::new(), new);
                     let out =
                         apply(tx, &policy, &account, subscription, "subscription.created").await?;
@@ -306,6 +324,7 @@ impl Revenue {
         self.store
             .write(idem, move |tx| {
                 Box::pin(async move {
+                    may_write([&account])?;
                     storage::lock_account(tx.conn(), account.id).await?;
                     let mut s = storage::require_subscription(tx.conn(), id).await?;
                     check_version(&s, expected_version)?;
@@ -387,6 +406,7 @@ impl Revenue {
         self.store
             .write(idem, move |tx| {
                 Box::pin(async move {
+                    may_write([&account])?;
                     let (invoice, changed) = store_invoice(tx, invoice).await?;
                     let late = invoice.is_late(now(tx));
                     let out = invoice_to_pb(&invoice, late);
@@ -420,10 +440,11 @@ impl Revenue {
     ) -> Result<pb::RecordRenewalOutcomeResponse, Error> {
         let current =
             storage::require_subscription(self.store.db().reader(), subscription_id).await?;
-        self.account(current.account_id).await?;
+        let account = self.account(current.account_id).await?;
         self.store
             .write(idem, move |tx| {
                 Box::pin(async move {
+                    may_write([&account])?;
                     let s = storage::require_subscription(tx.conn(), subscription_id).await?;
                     let Some(term_end) = s.term_end else {
                         return Err(Error::FailedPrecondition(format!(
@@ -771,6 +792,8 @@ impl Revenue {
         self.store
             .write(idem, move |tx| {
                 Box::pin(async move {
+                    // Company-wide spend is in nobody's book.
+                    access::may_write_unowned("the company's spend")?;
                     storage::save_spend(tx.conn(), month, spend, margin_bp).await?;
                     Ok(pb::RecordSpendResponse {
                         month: month_label(month),

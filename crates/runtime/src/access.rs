@@ -44,6 +44,31 @@ pub fn may_write_own(account_id: &str, csm: &str, owner: &str, person: &str) -> 
     decide(caller().as_deref(), account_id, csm, owner, Some(person))
 }
 
+/// Whether the caller may make a write that is about no account (`what`,
+/// e.g. company-wide spend): a csm or manager may not, since no book holds
+/// it; an admin, a key with scopes only and the service's own work may.
+pub fn may_write_unowned(what: &str) -> Result<(), Error> {
+    decide_unowned(caller().as_deref(), what)
+}
+
+/// [`may_write_unowned`]'s rule, for `caller`.
+pub fn decide_unowned(caller: Option<&Principal>, what: &str) -> Result<(), Error> {
+    let Some(caller) = caller else {
+        return Ok(());
+    };
+    match caller.rules {
+        None | Some(Role::Admin) => Ok(()),
+        Some(role) => Err(Error::Forbidden {
+            account_id: String::new(),
+            message: format!(
+                "{what} is in nobody's book, so {:?} (role {}) may not change it: only an admin or a key with scopes only may",
+                caller.name,
+                role.as_str()
+            ),
+        }),
+    }
+}
+
 /// The rules themselves, for `caller`.
 pub fn decide(
     caller: Option<&Principal>,
@@ -168,6 +193,21 @@ mod tests {
         };
         assert!(decide(Some(&key), "a1", "grace", "", None).is_ok());
         assert!(decide(None, "a1", "grace", "", None).is_ok());
+    }
+
+    #[test]
+    fn a_write_about_no_account_is_refused_to_csms_and_managers_only() {
+        let ada = person(Role::Csm, &["ada"]);
+        assert_eq!(
+            code(decide_unowned(Some(&ada), "the company's spend")),
+            Some(
+                "the company's spend is in nobody's book, so \"ada\" (role csm) may not change it: only an admin or a key with scopes only may"
+                    .into()
+            )
+        );
+        assert!(decide_unowned(Some(&person(Role::Manager, &["ada"])), "x").is_err());
+        assert!(decide_unowned(Some(&person(Role::Admin, &[])), "x").is_ok());
+        assert!(decide_unowned(None, "x").is_ok());
     }
 
     #[test]

@@ -95,6 +95,26 @@ impl AuditContext {
         CONTEXT.scope(self, call).await
     }
 
+    /// The context of the call this task serves, if any.
+    pub fn current() -> Option<Self> {
+        CONTEXT.try_with(Clone::clone).ok()
+    }
+
+    /// Spawns `work` inside the context of the call this task serves, so a
+    /// stream's handler task (a streaming import, a signal stream) writes
+    /// as that call: audited under its principal and following its
+    /// ownership rules (`crate::access`). Outside a call it is a plain spawn.
+    pub fn spawn<F>(work: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match Self::current() {
+            Some(context) => tokio::spawn(context.scope(work)),
+            None => tokio::spawn(work),
+        }
+    }
+
     /// The caller of the call being served, when the task serves one: what
     /// the ownership rules (`crate::access`) decide by.
     pub fn caller() -> Option<Arc<Principal>> {

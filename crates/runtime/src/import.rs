@@ -41,7 +41,8 @@ where
     Fut: Future<Output = Result<Resp, Error>> + Send,
 {
     let (tx, rx) = mpsc::channel(4);
-    tokio::spawn(async move {
+    // The batches are written as the call that opened the stream.
+    crate::audit::AuditContext::spawn(async move {
         let mut batch: i64 = 0;
         while let Some(item) = inbound.next().await {
             let request = match item {

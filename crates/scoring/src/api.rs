@@ -5,6 +5,7 @@ use bowtie_proto::scoring as pb;
 use bowtie_proto::scoring::scoring_service_server::ScoringService;
 use bowtie_runtime::Instant;
 use bowtie_runtime::api::{self, Answer, idempotency, parsed};
+use bowtie_runtime::audit::AuditContext;
 use bowtie_runtime::error::{Error, FieldViolations};
 use bowtie_runtime::feed::EventStream;
 use bowtie_runtime::paging::Page;
@@ -65,7 +66,8 @@ impl ScoringService for ScoringApi {
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
         let app = self.app.clone();
-        tokio::spawn(async move {
+        // Each batch is written as the call that opened the stream.
+        AuditContext::spawn(async move {
             let mut batch: i64 = 0;
             while let Some(item) = inbound.next().await {
                 let request = match item {

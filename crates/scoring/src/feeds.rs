@@ -2,8 +2,9 @@
 //! (stored cursor, exactly-once application), each event rescoring the
 //! account it is about:
 //!
-//! - accounts: segment (which scorecard), strategic flag, creation time, and
-//!   the account ids known to exist (signal ingest checks them in memory).
+//! - accounts: segment (which scorecard), strategic flag, creation time, the
+//!   CSM and owner (the ownership rules of writes, `mine=true`), and the
+//!   account ids known to exist (signal ingest checks them in memory).
 //! - revenue: MRR and the first payment (movements), downgrades and
 //!   expansions (contraction / expansion movements), churn (the label the
 //!   churn model learns from), late payments (`invoice.late`), seats, renewal
@@ -88,6 +89,8 @@ pub fn accounts_consumer(
                     p.created_at = Some(instant("payload.create_time", Some(created))?);
                 }
                 storage::save_profile(tx.conn(), &p, tx_now(tx)).await?;
+                storage::save_people(tx.conn(), id, &account.csm, &account.owner, tx_now(tx))
+                    .await?;
                 app.remember([id])?;
                 app.mark_dirty_after_commit(id);
                 Ok(())

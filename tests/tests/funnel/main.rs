@@ -7,6 +7,7 @@ mod automatic;
 mod crosscheck;
 mod import;
 mod journeys;
+mod ownership;
 mod reports;
 
 use anyhow::Context as _;

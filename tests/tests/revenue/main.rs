@@ -8,6 +8,7 @@ mod churn;
 mod cuts;
 mod feed;
 mod import;
+mod ownership;
 mod renewals;
 mod reports;
 mod subscriptions;

@@ -9,5 +9,6 @@ mod feeds;
 mod health;
 mod ingest;
 mod model;
+mod ownership;
 mod retention;
 mod segments;

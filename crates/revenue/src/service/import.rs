@@ -17,7 +17,7 @@ use bowtie_runtime::import::{duplicate, recorded, rejected, tally};
 use bowtie_runtime::store::Tx;
 use futures::StreamExt;
 
-use super::{AccountInfo, Policy, Revenue, emit_revision, now, store_invoice};
+use super::{AccountInfo, Policy, Revenue, emit_revision, may_write, now, store_invoice};
 use crate::convert::{invoice_to_pb, subscription_to_pb};
 use crate::domain::{
     AccountHistory, AccountId, Applied, HistoryEvent, ImportedEvent, Invoice, Subscription,
@@ -105,6 +105,9 @@ impl Revenue {
         self.store
             .write(None, move |tx| {
                 Box::pin(async move {
+                    // A batch naming an account outside the caller's book
+                    // is refused whole (docs/design.md 9.3).
+                    may_write(accounts.values())?;
                     let results = apply_events(tx, &policy, &accounts, &owners, &rows).await?;
                     let (recorded, duplicates, rejected) = tally(&results);
                     Ok(pb::ImportSubscriptionEventsResponse {
@@ -133,6 +136,7 @@ impl Revenue {
         self.store
             .write(None, move |tx| {
                 Box::pin(async move {
+                    may_write(accounts.values())?;
                     let results = apply_invoices(tx, &policy, &accounts, rows).await?;
                     let (recorded, duplicates, rejected) = tally(&results);
                     Ok(pb::ImportInvoicesResponse {

@@ -50,6 +50,7 @@ impl Scoring {
         to: pb::AlertState,
         note: String,
     ) -> Result<pb::Alert, Error> {
+        let app = self.clone();
         self.inner
             .store
             .write(None, move |tx| {
@@ -57,6 +58,8 @@ impl Scoring {
                     let mut alert = storage::get_alert(tx.conn(), id)
                         .await?
                         .ok_or_else(|| Error::not_found("alert", id.to_string()))?;
+                    app.may_write_accounts(tx.conn(), &[alert.account_id])
+                        .await?;
                     if alert.version != expected_version {
                         return Err(Error::Aborted(format!(
                             "the alert is at version {}, not {expected_version}; re-read and retry",

@@ -97,11 +97,17 @@ impl Scoring {
         let cells = self.inner.cells.clone();
         let accepted = Arc::new(accepted);
         let batch = accepted.clone();
+        let app = self.clone();
         let response = self
             .inner
             .store
             .write(None, move |tx| {
                 Box::pin(async move {
+                    // A batch naming an account outside the caller's book
+                    // is refused whole (docs/design.md 9.3).
+                    let accounts: Vec<AccountId> =
+                        batch.iter().map(|(_, s)| s.account_id).collect();
+                    app.may_write_accounts(tx.conn(), &accounts).await?;
                     let signals: Vec<NewSignal> = batch.iter().map(|(_, s)| s.clone()).collect();
                     // The profiles first value may change are locked before
                     // this transaction writes any row, in account order: a

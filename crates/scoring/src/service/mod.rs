@@ -20,6 +20,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bowtie_proto::common::Segment;
+use bowtie_runtime::access;
+use bowtie_runtime::auth::Role;
 use bowtie_runtime::config::ScoringPolicySettings;
 use bowtie_runtime::error::Error;
 use bowtie_runtime::peer::AccountDirectory;
@@ -202,6 +204,41 @@ impl Scoring {
             tokio::time::sleep(Duration::from_millis(500)).await;
             app.mark_dirty([id]);
         });
+    }
+
+    /// Whether the caller may write for every account of `ids` (the
+    /// ownership rules, docs/design.md 9.3), read in `conn`, the write's
+    /// transaction: each account's CSM and owner from the accounts feed's
+    /// projection, or, for an account the feed has not brought yet, the
+    /// accounts service's. Refuses at the first account (in id order) that
+    /// is not the caller's; nothing is read for a caller the rules do not
+    /// restrict (an admin, a key with scopes only, the service's own work).
+    pub(crate) async fn may_write_accounts<C: sea_orm::ConnectionTrait>(
+        &self,
+        conn: &C,
+        ids: &[AccountId],
+    ) -> Result<(), Error> {
+        let Some(caller) = access::caller() else {
+            return Ok(());
+        };
+        if caller.rules.is_none_or(|r| r == Role::Admin) {
+            return Ok(());
+        }
+        let mut ids = ids.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        let known = storage::people_of(conn, &ids).await?;
+        for id in ids {
+            let (csm, owner) = match known.get(&id) {
+                Some(people) => people.clone(),
+                None => {
+                    let account = self.inner.accounts.get(id.uuid()).await?;
+                    (account.csm, account.owner)
+                }
+            };
+            access::decide(Some(&caller), &id.to_string(), &csm, &owner, None)?;
+        }
+        Ok(())
     }
 
     /// The windows of a fold as of `now`, from the policy.

@@ -240,3 +240,25 @@ pub mod model {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+/// `account_people`: each account's CSM and owner from the accounts feed
+/// (trimmed and lower-cased), what the ownership rules and `mine=true`
+/// decide by.
+pub mod account_person {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "account_people")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub account_id: String,
+        pub csm: String,
+        pub owner: String,
+        pub updated_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

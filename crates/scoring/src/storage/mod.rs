@@ -2,7 +2,8 @@
 //! concern: `schema` (migrations), `signals`, `day_cells` (the day cells
 //! health is folded from, in memory on SQLite and in `signal_days` on
 //! PostgreSQL), `profiles`, `health` (current scores and snapshots),
-//! `alerts`, `scorecards`, `models`, `copy` (the reader of PostgreSQL's
+//! `alerts`, `scorecards`, `models`, `people` (each account's CSM and
+//! owner, for the ownership rules), `copy` (the reader of PostgreSQL's
 //! binary `COPY`) and `pg` (the only statements written as SQL text, each
 //! saying why).
 //!
@@ -20,6 +21,7 @@ pub mod day_cells;
 pub mod entity;
 pub mod health;
 pub mod models;
+pub mod people;
 mod pg;
 pub mod profiles;
 pub mod retention;
@@ -37,6 +39,7 @@ pub use alerts::*;
 pub use day_cells::{DayCells, ReadCells, add_days, newest_signal};
 pub use health::*;
 pub use models::*;
+pub use people::{accounts_of, people_of, save_people};
 pub use profiles::*;
 pub use schema::Migrator;
 pub use scorecards::*;

@@ -12,6 +12,7 @@
 //! - `health`, `health_history`: the current score (with its components,
 //!   encoded) and one snapshot per account and day.
 //! - `scorecards`, `scorecard_versions`, `alerts`, `models`.
+//! - `account_people`: each account's CSM and owner (`people`).
 
 use sea_orm::sea_query::{Alias, IntoIden};
 use sea_orm::{DbBackend, DbErr};
@@ -400,7 +401,8 @@ impl MigrationTrait for PostgresLayout {
 bowtie_runtime::migrator!(
     CreateScoringTables,
     PostgresLayout,
-    super::retention::RetentionIndexes
+    super::retention::RetentionIndexes,
+    super::people::AccountPeopleTable
 );
 
 #[cfg(test)]

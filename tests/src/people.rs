@@ -1,0 +1,31 @@
+//! People for the ownership rules (docs/design.md 9.3): API keys given a
+//! role, each named by the person's e-mail address, and the team "emea"
+//! that `lead@example.com` leads and `grace@example.com` is a member of.
+
+use bowtie_runtime::auth::hash_key;
+use bowtie_runtime::config::{ApiKeySettings, Settings, TeamSettings};
+
+/// The secret of the person key named `name`.
+pub fn secret(name: &str) -> String {
+    format!("bt_test_person_{}", name.replace(['@', '.'], "_"))
+}
+
+/// `settings` with a key given `role` for each (name, role) pair, and the
+/// team "emea".
+pub fn with_people(settings: &mut Settings, keys: &[(&str, &str)]) {
+    for (name, role) in keys {
+        settings.auth.keys.push(ApiKeySettings {
+            name: (*name).to_owned(),
+            hash: hash_key(&secret(name)),
+            scopes: Vec::new(),
+            expires_at: None,
+            rate_limit: None,
+            role: Some((*role).to_owned()),
+        });
+    }
+    settings.auth.teams = vec![TeamSettings {
+        name: "emea".into(),
+        managers: vec!["lead@example.com".into()],
+        members: vec!["grace@example.com".into()],
+    }];
+}
