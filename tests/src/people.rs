@@ -29,3 +29,10 @@ pub fn with_people(settings: &mut Settings, keys: &[(&str, &str)]) {
         members: vec!["grace@example.com".into()],
     }];
 }
+
+/// An audit entry as (principal, method name without its service, result
+/// code): what the ownership tests compare.
+pub fn audited_as(e: bowtie_proto::common::AuditEvent) -> [String; 3] {
+    let method = e.rpc.rsplit('/').next().unwrap_or_default().to_owned();
+    [e.principal, method, e.result_code]
+}

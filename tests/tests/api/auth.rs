@@ -403,10 +403,7 @@ async fn audited(server: &TestServer, account: &Account) -> anyhow::Result<Vec<[
         .events;
     Ok(events
         .into_iter()
-        .map(|e| {
-            let method = e.rpc.rsplit('/').next().unwrap_or_default().to_owned();
-            [e.principal, method, e.result_code]
-        })
+        .map(bowtie_testkit::people::audited_as)
         .collect())
 }
 

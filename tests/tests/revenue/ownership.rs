@@ -54,10 +54,7 @@ async fn audited(suite: &Revenue, account: &str) -> anyhow::Result<Vec<[String; 
         .events;
     Ok(events
         .into_iter()
-        .map(|e| {
-            let method = e.rpc.rsplit('/').next().unwrap_or_default().to_owned();
-            [e.principal, method, e.result_code]
-        })
+        .map(bowtie_testkit::people::audited_as)
         .collect())
 }
 
