@@ -20,6 +20,8 @@ pub enum Kind {
     Subscriptions,
     /// Every MRR movement, by time then account (revenue).
     Movements,
+    /// Every recorded transition, in the order recorded (funnel).
+    Transitions,
 }
 
 impl Kind {
@@ -28,6 +30,7 @@ impl Kind {
         match self {
             Kind::Accounts => crate::client::Service::Accounts,
             Kind::Subscriptions | Kind::Movements => crate::client::Service::Revenue,
+            Kind::Transitions => crate::client::Service::Funnel,
         }
     }
 }
@@ -41,6 +44,23 @@ fn lines<T: Serialize>(out: &mut impl Write, rows: Vec<T>) -> anyhow::Result<u64
     Ok(n)
 }
 
+/// Writes every message of an export stream's answer to `out` as JSON
+/// lines (`rows` gives a message's lines); returns the number written.
+async fn drain<M, T: Serialize>(
+    rpc: &str,
+    answer: Result<tonic::Response<tonic::Streaming<M>>, tonic::Status>,
+    rows: fn(M) -> Vec<T>,
+    out: &mut impl Write,
+) -> anyhow::Result<u64> {
+    let failed = |s: tonic::Status| anyhow::anyhow!("{rpc}: {}", describe(&s));
+    let mut stream = answer.map_err(failed)?.into_inner();
+    let mut written = 0;
+    while let Some(m) = stream.next().await {
+        written += lines(out, rows(m.map_err(failed)?))?;
+    }
+    Ok(written)
+}
+
 /// Writes export `kind` from after `cursor` (empty: from the first row),
 /// `batch_size` rows per message (0: the service's default), to `out` as
 /// JSON lines; returns the number of rows written.
@@ -51,55 +71,29 @@ pub async fn export(
     batch_size: i32,
     out: &mut impl Write,
 ) -> anyhow::Result<u64> {
-    let mut written = 0;
     let cursor = cursor.to_owned();
-    match kind {
+    let written = match kind {
         Kind::Accounts => {
-            let mut stream = target
-                .accounts()?
-                .export_accounts(bowtie_proto::accounts::ExportAccountsRequest {
-                    cursor,
-                    batch_size,
-                })
-                .await
-                .map_err(|s| anyhow::anyhow!("ExportAccounts: {}", describe(&s)))?
-                .into_inner();
-            while let Some(m) = stream.next().await {
-                let m = m.map_err(|s| anyhow::anyhow!("ExportAccounts: {}", describe(&s)))?;
-                written += lines(out, rest::account_lines(m))?;
-            }
+            let request = bowtie_proto::accounts::ExportAccountsRequest { cursor, batch_size };
+            let answer = target.accounts()?.export_accounts(request).await;
+            drain("ExportAccounts", answer, rest::account_lines, out).await?
         }
         Kind::Movements => {
-            let mut stream = target
-                .revenue()?
-                .export_movements(bowtie_proto::revenue::ExportMovementsRequest {
-                    cursor,
-                    batch_size,
-                })
-                .await
-                .map_err(|s| anyhow::anyhow!("ExportMovements: {}", describe(&s)))?
-                .into_inner();
-            while let Some(m) = stream.next().await {
-                let m = m.map_err(|s| anyhow::anyhow!("ExportMovements: {}", describe(&s)))?;
-                written += lines(out, rest::movement_lines(m))?;
-            }
+            let request = bowtie_proto::revenue::ExportMovementsRequest { cursor, batch_size };
+            let answer = target.revenue()?.export_movements(request).await;
+            drain("ExportMovements", answer, rest::movement_lines, out).await?
         }
         Kind::Subscriptions => {
-            let mut stream = target
-                .revenue()?
-                .export_subscriptions(bowtie_proto::revenue::ExportSubscriptionsRequest {
-                    cursor,
-                    batch_size,
-                })
-                .await
-                .map_err(|s| anyhow::anyhow!("ExportSubscriptions: {}", describe(&s)))?
-                .into_inner();
-            while let Some(m) = stream.next().await {
-                let m = m.map_err(|s| anyhow::anyhow!("ExportSubscriptions: {}", describe(&s)))?;
-                written += lines(out, rest::subscription_lines(m))?;
-            }
+            let request = bowtie_proto::revenue::ExportSubscriptionsRequest { cursor, batch_size };
+            let answer = target.revenue()?.export_subscriptions(request).await;
+            drain("ExportSubscriptions", answer, rest::subscription_lines, out).await?
         }
-    }
+        Kind::Transitions => {
+            let request = bowtie_proto::funnel::ExportTransitionsRequest { cursor, batch_size };
+            let answer = target.funnel()?.export_transitions(request).await;
+            drain("ExportTransitions", answer, rest::transition_lines, out).await?
+        }
+    };
     out.flush()?;
     Ok(written)
 }

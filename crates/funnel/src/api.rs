@@ -6,6 +6,7 @@ use bowtie_proto::funnel as pb;
 use bowtie_proto::funnel::funnel_service_server::FunnelService;
 use bowtie_runtime::Instant;
 use bowtie_runtime::api::{self, Answer};
+use bowtie_runtime::export;
 use bowtie_runtime::feed::EventStream;
 use bowtie_runtime::import;
 use std::sync::Arc;
@@ -104,6 +105,33 @@ impl FunnelService for FunnelApi {
         let (period, stage, filters) = convert::cohort_report(&request.into_inner())?;
         let report = self.app.cohort_report(period, stage, filters);
         Ok(Response::new(report.await?))
+    }
+
+    type ExportTransitionsStream = EventStream<pb::ExportTransitionsResponse>;
+
+    #[tracing::instrument(skip_all)]
+    async fn export_transitions(
+        &self,
+        request: Request<pb::ExportTransitionsRequest>,
+    ) -> Answer<Self::ExportTransitionsStream> {
+        let req = request.into_inner();
+        let batch = export::batch_size(req.batch_size)?;
+        let after = export::resume_after("transitions", &req.cursor)?;
+        if let Some(key) = &after {
+            crate::service::transition_export_key(key)?;
+        }
+        let app = self.app.clone();
+        Ok(Response::new(export::stream(
+            "transitions",
+            after,
+            batch,
+            move |after, limit| {
+                let app = app.clone();
+                async move { app.export_transitions(after, limit).await }
+            },
+            |t| t.id.to_string(),
+            convert::exported_transitions,
+        )))
     }
 
     type WatchEventsStream = EventStream<pb::WatchEventsResponse>;

@@ -259,6 +259,19 @@ pub fn in_stage_listed(rows: &[JourneyRow], page: PageResponse) -> pb::ListAccou
     }
 }
 
+/// A batch of the transitions export, each row with its cursor.
+pub fn exported_transitions(rows: Vec<(Transition, String)>) -> pb::ExportTransitionsResponse {
+    pb::ExportTransitionsResponse {
+        rows: rows
+            .into_iter()
+            .map(|(t, cursor)| pb::ExportedTransition {
+                transition: Some(transition_to_pb(&t)),
+                cursor,
+            })
+            .collect(),
+    }
+}
+
 /// A stored transition on the wire.
 pub fn transition_to_pb(t: &Transition) -> pb::Transition {
     pb::Transition {

@@ -20,6 +20,7 @@ use crate::index::JourneyIndex;
 use crate::convert::{self, InStageQuery};
 use crate::domain::{
     self, Admission, Filters, JourneyRow, NewTransition, Profile, Recorded, Selection, Transition,
+    TransitionId,
 };
 use crate::storage;
 
@@ -121,6 +122,14 @@ pub async fn retract_transitions(
     Ok(gone.len())
 }
 
+/// The transition id an export key names; INVALID_ARGUMENT naming `cursor`
+/// when it is not one.
+pub fn transition_export_key(key: &str) -> Result<TransitionId, Error> {
+    uuid::Uuid::parse_str(key)
+        .map(TransitionId)
+        .map_err(|_| Error::invalid("cursor", "is not a cursor of the transitions export"))
+}
+
 impl Funnel {
     /// The application over a migrated store, checking accounts with
     /// `accounts` and answering reports from `index`.
@@ -183,6 +192,17 @@ impl Funnel {
             &entries,
             Instant::now(),
         ))
+    }
+
+    /// At most `limit` transitions after the export key `after` (from the
+    /// first without), by id: a batch of the streaming export.
+    pub async fn export_transitions(
+        &self,
+        after: Option<String>,
+        limit: u64,
+    ) -> Result<Vec<Transition>, Error> {
+        let after = after.as_deref().map(transition_export_key).transpose()?;
+        storage::transitions_after(self.store.db().reader(), after, limit).await
     }
 
     /// Accounts currently in a stage, longest there first.

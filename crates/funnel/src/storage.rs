@@ -367,6 +367,29 @@ pub async fn transitions_of<C: ConnectionTrait>(
     Ok(out)
 }
 
+/// At most `limit` transitions with an id after `after` (from the first
+/// without), by id: a batch of the streaming export, one keyset query on
+/// the primary key. Ids are UUIDv7, so this is the order of recording.
+pub async fn transitions_after<C: ConnectionTrait>(
+    conn: &C,
+    after: Option<TransitionId>,
+    limit: u64,
+) -> Result<Vec<Transition>, Error> {
+    let mut stmt = Query::select();
+    stmt.columns(TRANSITION_COLUMNS)
+        .from(Transitions::Table)
+        .order_by(Transitions::Id, Order::Asc)
+        .limit(limit);
+    if let Some(after) = after {
+        stmt.and_where(Expr::col(Transitions::Id).gt(after.to_string()));
+    }
+    query(conn, &stmt)
+        .await?
+        .iter()
+        .map(transition_row)
+        .collect()
+}
+
 /// Every column of `journeys`, in insert order.
 const JOURNEY_COLUMNS: [Journeys; 7] = [
     Journeys::AccountId,

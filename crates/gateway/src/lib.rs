@@ -66,8 +66,8 @@ pub mod representation {
     pub use crate::scoring::{AtRiskAccount, AtRiskPage, at_risk_account};
     pub use crate::success::{BookOfBusiness, Cta, CtaPage, Effectiveness, Touches, TouchesReport};
     pub use crate::warehouse::{
-        ExportedAccount, ExportedMovement, ExportedSubscription, account_lines, movement_lines,
-        subscription_lines,
+        ExportedAccount, ExportedMovement, ExportedSubscription, ExportedTransition, account_lines,
+        movement_lines, subscription_lines, transition_lines,
     };
 }
 

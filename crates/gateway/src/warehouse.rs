@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use bowtie_proto::{accounts as acc, revenue as rev};
+use bowtie_proto::{accounts as acc, funnel as fun, revenue as rev};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -23,6 +23,7 @@ use crate::AppState;
 use crate::accounts::Account;
 use crate::clients::Caller;
 use crate::error::{ApiError, ErrorBody};
+use crate::funnel::Transition;
 use crate::rest::Query;
 use crate::revenue::{Movement, Subscription};
 
@@ -32,6 +33,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(export_accounts))
         .routes(routes!(export_movements))
         .routes(routes!(export_subscriptions))
+        .routes(routes!(export_transitions))
 }
 
 /// Where an export resumes and how many rows the service reads at a time.
@@ -72,6 +74,15 @@ pub struct ExportedSubscription {
     pub subscription: Subscription,
 }
 
+/// A transition line of the transitions export.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExportedTransition {
+    /// Resumes the export after this row (`?cursor=`).
+    pub cursor: String,
+    /// The transition.
+    pub transition: Transition,
+}
+
 /// The lines of a batch of the accounts export.
 pub fn account_lines(m: acc::ExportAccountsResponse) -> Vec<ExportedAccount> {
     m.rows
@@ -101,6 +112,17 @@ pub fn subscription_lines(m: rev::ExportSubscriptionsResponse) -> Vec<ExportedSu
         .map(|r| ExportedSubscription {
             cursor: r.cursor,
             subscription: r.subscription.unwrap_or_default().into(),
+        })
+        .collect()
+}
+
+/// The lines of a batch of the transitions export.
+pub fn transition_lines(m: fun::ExportTransitionsResponse) -> Vec<ExportedTransition> {
+    m.rows
+        .into_iter()
+        .map(|r| ExportedTransition {
+            cursor: r.cursor,
+            transition: r.transition.unwrap_or_default().into(),
         })
         .collect()
 }
@@ -205,4 +227,27 @@ async fn export_subscriptions(
         .export_subscriptions(request)
         .await;
     ndjson("revenue", answer, subscription_lines)
+}
+
+/// Every recorded transition, in the order recorded, as JSON lines.
+#[utoipa::path(get, path = "/api/v1/export/transitions", tag = "export",
+    params(ExportQuery),
+    responses((status = 200, content((ExportedTransition = "application/x-ndjson"))),
+              (status = "4XX", body = ErrorBody), (status = "5XX", body = ErrorBody)))]
+async fn export_transitions(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ExportQuery>,
+) -> Result<Response, ApiError> {
+    let request = caller.request(fun::ExportTransitionsRequest {
+        cursor: q.cursor.unwrap_or_default(),
+        batch_size: q.batch_size.unwrap_or(0),
+    });
+    let answer = state
+        .services
+        .funnel
+        .clone()
+        .export_transitions(request)
+        .await;
+    ndjson("funnel", answer, transition_lines)
 }

@@ -6,6 +6,7 @@
 use bowtie::client::Target;
 use bowtie::demo::{self, DemoOptions};
 use bowtie_proto::accounts::{ExportAccountsRequest, ListAccountsRequest};
+use bowtie_proto::funnel::{ExportTransitionsRequest, GetJourneyRequest, Transition};
 use bowtie_proto::revenue::{
     ExportMovementsRequest, ExportSubscriptionsRequest, GetSubscriptionRequest,
     ListMovementsRequest, Movement,
@@ -21,6 +22,7 @@ backend_test!(
     the_accounts_export_streams_every_account_once_in_list_accounts_order,
     the_movements_export_streams_every_movement_once_and_resumes_after_a_cursor,
     the_subscriptions_export_streams_every_subscription_as_get_subscription_answers_it,
+    the_transitions_export_streams_every_journeys_transitions_once_in_the_order_recorded,
 );
 
 /// A small demo company (60 accounts, seed 6) ending today.
@@ -400,6 +402,148 @@ async fn the_accounts_export_streams_every_account_once_in_list_accounts_order(
     }
     let mut out = Vec::new();
     bowtie::export::export(&target, bowtie::export::Kind::Accounts, "", 7, &mut out).await?;
+    assert_eq!(String::from_utf8(out)?, body);
+    Ok(())
+}
+
+/// Every transition of ExportTransitions after `cursor`, each with its cursor.
+async fn exported_transitions(
+    target: &Target,
+    cursor: &str,
+    batch_size: i32,
+) -> anyhow::Result<Vec<(Transition, String)>> {
+    let mut stream = target
+        .funnel()?
+        .export_transitions(ExportTransitionsRequest {
+            cursor: cursor.to_owned(),
+            batch_size,
+        })
+        .await?
+        .into_inner();
+    let mut rows = Vec::new();
+    while let Some(message) = stream.next().await {
+        let message = message?;
+        assert!(
+            !message.rows.is_empty() && message.rows.len() <= batch_size as usize,
+            "a batch of {} rows",
+            message.rows.len()
+        );
+        for r in message.rows {
+            let t = r
+                .transition
+                .ok_or_else(|| anyhow::anyhow!("a row without a transition"))?;
+            rows.push((t, r.cursor));
+        }
+    }
+    Ok(rows)
+}
+
+async fn the_transitions_export_streams_every_journeys_transitions_once_in_the_order_recorded(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let (stack, target, _) = seeded(db).await?;
+
+    // What GetJourney says of every account, sorted by id (the order recorded).
+    let mut journeys = Vec::new();
+    let mut funnel = target.funnel()?;
+    let mut token = String::new();
+    loop {
+        let page = target
+            .accounts()?
+            .list_accounts(ListAccountsRequest {
+                page: Some(bowtie_proto::common::PageRequest {
+                    page_size: 1000,
+                    page_token: token,
+                }),
+                ..ListAccountsRequest::default()
+            })
+            .await?
+            .into_inner();
+        for a in &page.accounts {
+            match funnel
+                .get_journey(GetJourneyRequest {
+                    account_id: a.id.clone(),
+                })
+                .await
+            {
+                Ok(answer) => journeys.extend(
+                    answer
+                        .into_inner()
+                        .journey
+                        .map(|j| j.transitions)
+                        .unwrap_or_default(),
+                ),
+                // An account without a transition has no journey.
+                Err(s) if s.code() == tonic::Code::NotFound => {}
+                Err(s) => return Err(s.into()),
+            }
+        }
+        token = page.page.map(|p| p.next_page_token).unwrap_or_default();
+        if token.is_empty() {
+            break;
+        }
+    }
+    journeys.sort_by(|a, b| a.id.cmp(&b.id));
+    assert!(
+        journeys.len() > 60,
+        "the demo has {} transitions",
+        journeys.len()
+    );
+
+    // The export in batches of 7: exactly those transitions, by id.
+    let all = exported_transitions(&target, "", 7).await?;
+    let transitions: Vec<&Transition> = all.iter().map(|(t, _)| t).collect();
+    assert_eq!(transitions, journeys.iter().collect::<Vec<_>>());
+
+    // Cut after row k, resume with its cursor: the rest exactly once.
+    let k = all.len() / 2;
+    assert_eq!(
+        exported_transitions(&target, &all[k].1, 100).await?,
+        all[k + 1..].to_vec()
+    );
+    assert!(
+        exported_transitions(&target, &all[all.len() - 1].1, 100)
+            .await?
+            .is_empty()
+    );
+
+    // Another export's cursor, or one naming no transition id, names `cursor`.
+    for bad in [
+        base64_of("movements|0/0191d6a4-0000-7000-8000-000000000000"),
+        base64_of("transitions|not-an-id"),
+    ] {
+        let status = funnel
+            .export_transitions(ExportTransitionsRequest {
+                cursor: bad.clone(),
+                batch_size: 0,
+            })
+            .await
+            .err()
+            .ok_or_else(|| anyhow::anyhow!("{bad:?} was accepted"))?;
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{bad}");
+        assert!(status.message().contains("cursor"), "{}", status.message());
+    }
+
+    // Over REST: the same rows as JSON lines; `bowtie export transitions`
+    // prints the very same lines.
+    let body = stack
+        .request(reqwest::Method::GET, "/api/v1/export/transitions")
+        .bearer_auth(READ_KEY)
+        .send()
+        .await?
+        .text()
+        .await?;
+    let rest_lines = lines(&body)?;
+    assert_eq!(rest_lines.len(), all.len());
+    for ((t, cursor), line) in all.iter().zip(&rest_lines) {
+        assert_eq!(line["cursor"], cursor.as_str());
+        assert_eq!(line["transition"]["id"], t.id.as_str());
+        assert_eq!(line["transition"]["account_id"], t.account_id.as_str());
+    }
+    let mut out = Vec::new();
+    let n =
+        bowtie::export::export(&target, bowtie::export::Kind::Transitions, "", 0, &mut out).await?;
+    assert_eq!(n as usize, all.len());
     assert_eq!(String::from_utf8(out)?, body);
     Ok(())
 }

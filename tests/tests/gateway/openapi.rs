@@ -55,6 +55,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/export/accounts"),
     ("get", "/api/v1/export/movements"),
     ("get", "/api/v1/export/subscriptions"),
+    ("get", "/api/v1/export/transitions"),
     ("post", "/webhooks/hubspot"),
     ("post", "/webhooks/crm"),
     ("post", "/webhooks/stripe"),
