@@ -821,6 +821,16 @@ pub fn renewal_summaries_to_pb(
                 amount_at_stake: money(currency, s.amount_at_stake),
                 forecast: money(currency, s.forecast),
                 decided: s.decided,
+                rate: Some(pb::RenewalRate {
+                    due: s.rate.due,
+                    due_arr: money(currency, s.rate.due_arr),
+                    renewed_arr: money(currency, s.rate.renewed_arr),
+                    expansion_arr: money(currency, s.rate.expansion_arr),
+                    contraction_arr: money(currency, s.rate.contraction_arr),
+                    churned_arr: money(currency, s.rate.churned_arr),
+                    gross_renewal_rate: s.rate.gross(),
+                    net_renewal_rate: s.rate.net(),
+                }),
             })
             .collect(),
         reporting_currency_code: currency.to_owned(),

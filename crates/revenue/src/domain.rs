@@ -1363,6 +1363,12 @@ pub struct RenewalEntry {
     /// The recorded decision; churned when the subscription is cancelled by
     /// the renewal date and nothing was recorded.
     pub outcome: RenewalOutcome,
+    /// A year of the MRR in force from the renewal date on (zero when it
+    /// ended by then): what the renewal kept.
+    pub arr_after: Minor,
+    /// Whether the renewal date has passed, so `arr_after` is what happened
+    /// rather than what is scheduled.
+    pub passed: bool,
 }
 
 impl RenewalEntry {
@@ -1381,6 +1387,7 @@ impl RenewalEntry {
             .mrr_at(renewal_at.plus_micros(-1))
             .get()
             .saturating_mul(MONTHS_PER_YEAR);
+        let arr_after = s.mrr_at(renewal_at).get().saturating_mul(MONTHS_PER_YEAR);
         let forecast =
             i64::try_from((i128::from(amount) * i128::from(likelihood) * 2 + 10_000) / 20_000)
                 .unwrap_or(i64::MAX);
@@ -1403,6 +1410,8 @@ impl RenewalEntry {
             likelihood_from_scoring: scored.is_some(),
             forecast: Minor(forecast),
             outcome,
+            arr_after: Minor(arr_after),
+            passed: renewal_at <= now,
         }
     }
 }
@@ -1448,6 +1457,61 @@ pub struct RenewalSummary {
     pub forecast: Minor,
     /// Renewals with an outcome.
     pub decided: i64,
+    /// The renewal rate's figures over the renewals whose date has passed.
+    pub rate: RenewalRate,
+}
+
+/// What the renewals whose date has passed kept, in the reporting currency
+/// (docs/design.md 7.1, "Renewal rate"): each renewal's ARR at stake (a year
+/// of the MRR just before its date) splits into the part renewed and the
+/// part churned; what it renewed above or below its stake is shown apart, so
+/// `renewed + contraction + churned = due` and `renewed + expansion` is what
+/// the net rate keeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RenewalRate {
+    /// Renewals whose date has passed.
+    pub due: i64,
+    /// Their ARR at stake.
+    pub due_arr: Minor,
+    /// The part of it renewed: the smaller of the stake and the ARR in force
+    /// from the renewal date on, for renewals still paying then.
+    pub renewed_arr: Minor,
+    /// ARR above the stake where a renewal kept more.
+    pub expansion_arr: Minor,
+    /// ARR below the stake where a renewal kept less but still paid.
+    pub contraction_arr: Minor,
+    /// The stake of renewals paying nothing from their date on.
+    pub churned_arr: Minor,
+}
+
+impl RenewalRate {
+    /// Adds one passed renewal: `stake` before its date, `after` from it on.
+    pub fn add(&mut self, stake: Minor, after: Minor) {
+        self.due += 1;
+        self.due_arr += stake;
+        if after.get() <= 0 {
+            self.churned_arr += stake;
+        } else if after.get() >= stake.get() {
+            self.renewed_arr += stake;
+            self.expansion_arr += after - stake;
+        } else {
+            self.renewed_arr += after;
+            self.contraction_arr += stake - after;
+        }
+    }
+
+    /// Renewed ARR / ARR due (gross: expansion left out); `None` while no
+    /// ARR was due.
+    pub fn gross(&self) -> Option<f64> {
+        (self.due_arr.get() > 0).then(|| self.renewed_arr.get() as f64 / self.due_arr.get() as f64)
+    }
+
+    /// (Renewed + expansion) / ARR due; `None` while no ARR was due.
+    pub fn net(&self) -> Option<f64> {
+        (self.due_arr.get() > 0).then(|| {
+            (self.renewed_arr.get() + self.expansion_arr.get()) as f64 / self.due_arr.get() as f64
+        })
+    }
 }
 
 /// Sums the renewal `entries` per person of `grouping` (accounts revenue has
@@ -1475,6 +1539,13 @@ pub fn summarize_renewals(
         book.amount_at_stake += fx.convert(e.amount_at_stake, &e.currency, e.renewal_at)?;
         book.forecast += fx.convert(e.forecast, &e.currency, e.renewal_at)?;
         book.decided += i64::from(e.outcome != RenewalOutcome::Unspecified);
+        // Nothing at stake (cancelled before the date) is no renewal.
+        if e.passed && e.amount_at_stake.get() > 0 {
+            book.rate.add(
+                fx.convert(e.amount_at_stake, &e.currency, e.renewal_at)?,
+                fx.convert(e.arr_after, &e.currency, e.renewal_at)?,
+            );
+        }
     }
     let mut out: Vec<RenewalSummary> = books.into_values().collect();
     out.sort_by(|a, b| {

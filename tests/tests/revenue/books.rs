@@ -6,7 +6,7 @@ use bowtie_proto::accounts::Account;
 use bowtie_proto::common::Segment;
 use bowtie_proto::revenue::{
     BillingInterval, CancelSubscriptionRequest, CsmRetention, GetRenewalSummaryRequest,
-    GetRetentionRequest, RecordRenewalOutcomeRequest, RenewalGrouping, RenewalOutcome,
+    GetRetentionRequest, RecordRenewalOutcomeRequest, RenewalGrouping, RenewalOutcome, RenewalRate,
     RenewalSummary, Subscription,
 };
 use bowtie_testkit::TestDatabase;
@@ -18,6 +18,7 @@ use bowtie_testkit::revenue::*;
 backend_test!(
     retention_breaks_down_by_the_csm_of_each_account,
     the_renewal_book_sums_per_csm_and_per_owner,
+    the_renewal_rate_splits_what_passed_renewals_kept_from_what_they_added,
 );
 
 /// Creates an account with an owner and a CSM; returns its id.
@@ -224,5 +225,107 @@ async fn the_renewal_book_sums_per_csm_and_per_owner(db: &TestDatabase) -> anyho
     let mut too_long = request(RenewalGrouping::Csm, "");
     too_long.end_at = Some(day(2027, 3, 1));
     invalid_field(client.get_renewal_summary(too_long).await, "end_at");
+    Ok(())
+}
+
+async fn the_renewal_rate_splits_what_passed_renewals_kept_from_what_they_added(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let suite = Revenue::start(db).await?;
+    let mut client = suite.client();
+    let acme = account(&suite, "Acme", "olga", "cara").await?;
+    let beta = account(&suite, "Beta", "olga", "dan").await?;
+    let gamma = account(&suite, "Gamma", "piet", "cara").await?;
+    let delta = account(&suite, "Delta", "piet", "").await?;
+    // Dates around today, whole days, so the renewals that passed stay passed.
+    let today = chrono::Utc::now().timestamp() / 86_400 * 86_400;
+    let at = |days: i64| prost_types::Timestamp {
+        seconds: today + days * 86_400,
+        nanos: 0,
+    };
+    // A yearly subscription started a year before its renewal date.
+    let mut annual = async |account: &str, units, price, renewal: i64| {
+        let s = Subscription {
+            billing_interval: BillingInterval::Year as i32,
+            term_end_at: Some(at(renewal)),
+            ..monthly(account, at(renewal - 365), units, price)
+        };
+        let created = client.create_subscription(create(s)).await?.into_inner();
+        anyhow::Ok(created.subscription.unwrap_or_default().id)
+    };
+    // Acme: 12,000.00 a year, renewed 200 days ago at two seats (24,000.00).
+    let a = annual(&acme, 1, 1_200_000, -200).await?;
+    // Gamma: 6,000.00 a year, renewed 150 days ago at 4,800.00.
+    let g = annual(&gamma, 1, 600_000, -150).await?;
+    // Beta: 12,000.00 a year, cancelled on its renewal date 100 days ago.
+    let b = annual(&beta, 1, 1_200_000, -100).await?;
+    // Delta: 6,000.00 a year, renewing in 30 days.
+    annual(&delta, 1, 600_000, 30).await?;
+    client
+        .change_subscription(change(&a, at(-200), terms(2, 1_200_000, "USD")))
+        .await?;
+    client
+        .change_subscription(change(&g, at(-150), terms(1, 480_000, "USD")))
+        .await?;
+    client
+        .cancel_subscription(CancelSubscriptionRequest {
+            id: b,
+            cancellation: cancellation(at(-100)),
+            idempotency_key: String::new(),
+            expected_version: None,
+        })
+        .await?;
+
+    let summaries = client
+        .get_renewal_summary(GetRenewalSummaryRequest {
+            start_at: Some(at(-300)),
+            end_at: Some(at(60)),
+            group_by: RenewalGrouping::Csm as i32,
+            person: String::new(),
+        })
+        .await?
+        .into_inner()
+        .summaries;
+    let rate = |s: &RenewalSummary| {
+        let r = s.rate.clone().unwrap_or_default();
+        (
+            s.person.clone(),
+            r.due,
+            [
+                minor(&r.due_arr),
+                minor(&r.renewed_arr),
+                minor(&r.expansion_arr),
+                minor(&r.contraction_arr),
+                minor(&r.churned_arr),
+            ],
+        )
+    };
+    // Cara: 12,000.00 + 6,000.00 due; Acme kept its 12,000.00 and added
+    // 12,000.00, Gamma kept 4,800.00 and gave up 1,200.00. Dan: Beta's
+    // 12,000.00 churned. Delta's renewal is still to come: in the book, not
+    // in the rate.
+    assert_eq!(
+        summaries.iter().map(rate).collect::<Vec<_>>(),
+        vec![
+            (
+                "cara".to_owned(),
+                2,
+                [1_800_000, 1_680_000, 1_200_000, 120_000, 0]
+            ),
+            ("dan".to_owned(), 1, [1_200_000, 0, 0, 0, 1_200_000]),
+            ("".to_owned(), 0, [0, 0, 0, 0, 0]),
+        ]
+    );
+    let cara = summaries[0].rate.clone().unwrap_or_default();
+    assert_eq!(cara.gross_renewal_rate, Some(1_680_000.0 / 1_800_000.0));
+    assert_eq!(cara.net_renewal_rate, Some(2_880_000.0 / 1_800_000.0));
+    let dan = summaries[1].rate.clone().unwrap_or_default();
+    assert_eq!(
+        (dan.gross_renewal_rate, dan.net_renewal_rate),
+        (Some(0.0), Some(0.0))
+    );
+    let nobody: RenewalRate = summaries[2].rate.clone().unwrap_or_default();
+    assert_eq!(summaries[2].renewals, 1);
+    assert_eq!(nobody.gross_renewal_rate, None, "nothing due yet, no rate");
     Ok(())
 }

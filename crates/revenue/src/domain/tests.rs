@@ -980,6 +980,8 @@ fn renewal(account: AccountId, currency: &str, at_stake: i64, forecast: i64) -> 
         likelihood_from_scoring: false,
         forecast: Minor(forecast),
         outcome: RenewalOutcome::Unspecified,
+        arr_after: Minor(at_stake),
+        passed: false,
     }
 }
 
@@ -1028,6 +1030,7 @@ fn renewals_sum_per_csm_in_the_reporting_currency_largest_book_first() -> Result
         amount_at_stake: Minor(at_stake),
         forecast: Minor(forecast),
         decided,
+        rate: RenewalRate::default(),
     };
     // Cara: 12,000 + 10,000 x 1.1 = 23,000 at stake; 9,600 + 5,000 x 1.1 = 15,100 forecast.
     assert_eq!(
@@ -1053,8 +1056,59 @@ fn one_owner_s_renewals_are_summed_alone() -> Result<(), Error> {
             amount_at_stake: Minor(42_000),
             forecast: Minor(33_600),
             decided: 0,
+            rate: RenewalRate::default(),
         }]
     );
+    Ok(())
+}
+
+#[test]
+fn passed_renewals_split_their_stake_into_renewed_contraction_and_churned_with_expansion_apart()
+-> Result<(), Error> {
+    let (mut entries, people, fx) = renewal_book();
+    for e in &mut entries {
+        e.passed = true;
+    }
+    // Cara: 12,000 kept at 12,000; 10,000 EUR (11,000 USD) kept at 13,000 EUR
+    // (14,300 USD): 23,000 due and renewed, 3,300 expansion.
+    entries[1].arr_after = Minor(13_000);
+    // Dan: 30,000 at stake, nothing paid from the renewal date on.
+    entries[2].arr_after = Minor(0);
+    // No one's: 500 at stake kept at 200: 200 renewed, 300 contraction.
+    entries[3].arr_after = Minor(200);
+    // A renewal of Dan's still to come counts in the book, not in the rate.
+    let mut coming = renewal(entries[2].account_id, "USD", 1_000, 800);
+    coming.arr_after = Minor(0);
+    entries.push(coming);
+    // One cancelled before its date had nothing at stake: no renewal.
+    let mut gone = renewal(entries[2].account_id, "USD", 0, 0);
+    (gone.passed, gone.arr_after) = (true, Minor(0));
+    entries.push(gone);
+    let books = summarize_renewals(&entries, &people, BookGrouping::Csm, None, &fx)?;
+    let rates: Vec<(&str, RenewalRate)> =
+        books.iter().map(|b| (b.person.as_str(), b.rate)).collect();
+    let rate = |due, due_arr, renewed, expansion, contraction, churned| RenewalRate {
+        due,
+        due_arr: Minor(due_arr),
+        renewed_arr: Minor(renewed),
+        expansion_arr: Minor(expansion),
+        contraction_arr: Minor(contraction),
+        churned_arr: Minor(churned),
+    };
+    assert_eq!(
+        rates,
+        vec![
+            ("dan", rate(1, 30_000, 0, 0, 0, 30_000)),
+            ("cara", rate(2, 23_000, 23_000, 3_300, 0, 0)),
+            ("", rate(1, 500, 200, 0, 300, 0)),
+        ]
+    );
+    assert_eq!(books[0].renewals, 3, "Dan's coming renewal is in his book");
+    assert_eq!(books[0].rate.gross(), Some(0.0));
+    assert_eq!(books[1].rate.gross(), Some(1.0));
+    assert_eq!(books[1].rate.net(), Some(26_300.0 / 23_000.0));
+    assert_eq!(books[2].rate.gross(), Some(0.4));
+    assert_eq!(RenewalRate::default().gross(), None, "nothing due, no rate");
     Ok(())
 }
 
