@@ -62,6 +62,32 @@ fn month_range(
     (first, last)
 }
 
+/// The months and granularity of a report over `start_month..=end_month`.
+fn report_months(
+    v: &mut FieldViolations,
+    start_month: &str,
+    end_month: &str,
+    granularity: i32,
+) -> Option<(Month, Month, Granularity)> {
+    let (first, last) = month_range(v, start_month, end_month, |months| {
+        if months < 0 {
+            Some("must not be before start_month".to_owned())
+        } else if months >= MAX_REPORT_MONTHS {
+            Some(format!(
+                "must be within {MAX_REPORT_MONTHS} months of start_month"
+            ))
+        } else {
+            None
+        }
+    });
+    let granularity =
+        match validate::enum_value::<pb::Granularity>(v, "granularity", granularity, false) {
+            Some(pb::Granularity::Quarter) => Granularity::Quarter,
+            _ => Granularity::Month,
+        };
+    Some((first?, last?, granularity))
+}
+
 /// Reads the range, granularity and segment of a periodic report
 /// (GetMrrReport, GetChurnAnalysis): months in order, at most
 /// [`MAX_REPORT_MONTHS`] of them.
@@ -72,24 +98,10 @@ fn report_range(
     segment: i32,
 ) -> Result<(Month, Month, Granularity, Option<Segment>), bowtie_runtime::error::Error> {
     read_request(|v| {
-        let (first, last) = month_range(v, start_month, end_month, |months| {
-            if months < 0 {
-                Some("must not be before start_month".to_owned())
-            } else if months >= MAX_REPORT_MONTHS {
-                Some(format!(
-                    "must be within {MAX_REPORT_MONTHS} months of start_month"
-                ))
-            } else {
-                None
-            }
-        });
-        let granularity =
-            match validate::enum_value::<pb::Granularity>(v, "granularity", granularity, false) {
-                Some(pb::Granularity::Quarter) => Granularity::Quarter,
-                _ => Granularity::Month,
-            };
+        let months = report_months(v, start_month, end_month, granularity);
         let segment = convert::segment_filter(v, "segment", segment);
-        Some((first?, last?, granularity, segment?))
+        let (first, last, granularity) = months?;
+        Some((first, last, granularity, segment?))
     })
 }
 
@@ -115,6 +127,26 @@ impl RevenueService for RevenueApi {
             &periods,
             self.app.reporting_currency(),
         )))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_trial_conversion(
+        &self,
+        request: Request<pb::GetTrialConversionRequest>,
+    ) -> Answer<pb::GetTrialConversionResponse> {
+        let req = request.into_inner();
+        let (first, last, granularity, cut) = read_request(|v| {
+            let months = report_months(v, &req.start_month, &req.end_month, req.granularity);
+            let cut = convert::report_cut(v, req.cut.as_ref(), None);
+            let (first, last, granularity) = months?;
+            Some((first, last, granularity, cut?))
+        })?;
+        self.app.check_cut(&cut, "cut").await?;
+        let periods = self
+            .app
+            .trial_conversion(first, last, granularity, &cut)
+            .await?;
+        Ok(Response::new(convert::trial_conversion_to_pb(&periods)))
     }
 
     #[tracing::instrument(skip_all)]

@@ -837,6 +837,24 @@ pub fn renewal_summaries_to_pb(
     }
 }
 
+/// Renders the trial-to-paid conversion of each period.
+pub fn trial_conversion_to_pb(periods: &[TrialPeriod]) -> pb::GetTrialConversionResponse {
+    pb::GetTrialConversionResponse {
+        periods: periods
+            .iter()
+            .map(|p| pb::TrialPeriod {
+                period: p.label.clone(),
+                trials_started: p.started,
+                converted: p.converted,
+                in_trial: p.in_trial,
+                not_converted: p.not_converted(),
+                conversion_rate: p.conversion_rate(),
+                median_days_to_convert: p.median_days_to_convert,
+            })
+            .collect(),
+    }
+}
+
 /// Renders a month's unit economics, in the reporting currency.
 pub fn unit_economics_to_pb(u: &UnitEconomics, currency: &str) -> pb::GetUnitEconomicsResponse {
     pb::GetUnitEconomicsResponse {

@@ -1703,8 +1703,10 @@ impl Invoice {
 
 mod cuts;
 mod import;
+mod trials;
 pub use cuts::*;
 pub use import::*;
+pub use trials::*;
 
 #[cfg(test)]
 mod tests;

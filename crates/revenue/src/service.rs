@@ -174,6 +174,9 @@ pub struct MrrReport {
 /// Subscriptions read per query while summing the renewal book.
 const SUMMARY_PAGE: u64 = 5_000;
 
+/// Subscriptions read per query while looking for trials.
+const TRIAL_PAGE: u64 = 5_000;
+
 /// One page of a list and the paging to answer with.
 pub type PageOf<T> = (Vec<T>, PageResponse);
 
@@ -750,6 +753,65 @@ impl Revenue {
         };
         let rows = storage::loss_causes(self.store.db().reader(), first, last, segment).await?;
         Ok(churn_analysis(&rows, first, last, granularity))
+    }
+
+    /// Trial-to-paid conversion of the trials started in months
+    /// `first..=last` (widened to whole quarters by quarter), of one cut's
+    /// accounts when `cut` filters, as they stand now. Reads every
+    /// subscription once, a page at a time, keeping only the trials.
+    pub async fn trial_conversion(
+        &self,
+        first: Month,
+        last: Month,
+        granularity: Granularity,
+        cut: &ReportCut,
+    ) -> Result<Vec<TrialPeriod>, Error> {
+        let (first, last) = match granularity {
+            Granularity::Month => (first, last),
+            Granularity::Quarter => (first.quarter_start(), last.quarter_end()),
+        };
+        let (from, to) = (month_start(first), month_start(last + 1));
+        let reader = self.store.db().reader();
+        let mut trials: Vec<(Subscription, Trial)> = Vec::new();
+        let mut after = None;
+        loop {
+            let page = storage::subscriptions_after(reader, after, TRIAL_PAGE).await?;
+            let full = page.len() as u64 == TRIAL_PAGE;
+            after = page.last().map(|s| s.id);
+            trials.extend(page.into_iter().filter_map(|s| {
+                let trial = s.trial().filter(|t| from <= t.started && t.started < to)?;
+                Some((s, trial))
+            }));
+            if !full {
+                break;
+            }
+        }
+        if let ReportCut::Filter(dimension, value) = cut {
+            let mut accounts: Vec<AccountId> = trials.iter().map(|(s, _)| s.account_id).collect();
+            accounts.sort_unstable();
+            accounts.dedup();
+            let versions = storage::versions_of(reader, &accounts).await?;
+            trials.retain(|(s, t)| {
+                let mut cuts = versions
+                    .get(&s.account_id)
+                    .and_then(|v| version_at(v, t.started))
+                    .map(|v| v.cuts.clone())
+                    .unwrap_or_default();
+                cuts.plan = s
+                    .terms_at(t.started)
+                    .map(|t| t.plan.clone())
+                    .unwrap_or_default();
+                cuts.values_of(dimension).contains(value)
+            });
+        }
+        let trials: Vec<Trial> = trials.into_iter().map(|(_, t)| t).collect();
+        Ok(trial_conversion(
+            &trials,
+            first,
+            last,
+            granularity,
+            Instant::now(),
+        ))
     }
 
     /// The cohort grid of the cohorts `first..=last`, `months` months deep.

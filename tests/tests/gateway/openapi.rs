@@ -31,6 +31,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/funnel/stages/{stage}/accounts"),
     ("get", "/api/v1/revenue/mrr"),
     ("get", "/api/v1/revenue/churn"),
+    ("get", "/api/v1/revenue/trials"),
     ("get", "/api/v1/revenue/retention"),
     ("get", "/api/v1/revenue/cohorts"),
     ("get", "/api/v1/revenue/movements"),

@@ -12,3 +12,4 @@ mod ownership;
 mod renewals;
 mod reports;
 mod subscriptions;
+mod trials;

@@ -29,6 +29,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(get_mrr_report))
         .routes(routes!(get_churn_analysis))
+        .routes(routes!(get_trial_conversion))
         .routes(routes!(get_retention))
         .routes(routes!(get_cohort_retention))
         .routes(routes!(list_movements))
@@ -219,6 +220,64 @@ async fn get_churn_analysis(
         "churn",
         "periods",
         revenue!(state, caller, get_churn_analysis, message).into(),
+    ))
+}
+
+/// Months and cut of the trial-to-paid report.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TrialQuery {
+    /// First month, `YYYY-MM`: trials started from it on.
+    #[param(pattern = "^(?:19[7-9][0-9]|[2-9][0-9]{3})-(?:0[1-9]|1[0-2])$")]
+    start_month: String,
+    /// Last month (inclusive), `YYYY-MM`, within 120 months of `start_month`.
+    #[param(pattern = "^(?:19[7-9][0-9]|[2-9][0-9]{3})-(?:0[1-9]|1[0-2])$")]
+    end_month: String,
+    /// MONTH (default) or QUARTER.
+    #[param(schema_with = Granularity::input_schema)]
+    granularity: Option<Granularity>,
+    /// Only one value of this dimension, as the trial started: segment, plan, owner, csm, tag or attribute.
+    #[param(schema_with = schema::optional_text::<20>)]
+    cut: Option<String>,
+    /// The value `cut` keeps.
+    #[param(schema_with = schema::optional_text::<200>)]
+    cut_value: Option<String>,
+    /// With `cut=attribute`: the declared attribute's name.
+    #[param(schema_with = schema::optional_text::<50>)]
+    attribute: Option<String>,
+}
+
+/// Trial-to-paid conversion: of the trials started in each month or
+/// quarter, how many paid, how many are still in their trial, and the
+/// median days to the first payment.
+#[utoipa::path(get, path = "/api/v1/revenue/trials", tag = "revenue",
+    params(TrialQuery, FormatQuery),
+    responses((status = 200, content((TrialConversion = "application/json"), (String = "text/csv"))),
+              (status = "4XX", body = ErrorBody), (status = "5XX", body = ErrorBody)))]
+async fn get_trial_conversion(
+    State(state): State<AppState>,
+    caller: Caller,
+    format: Format,
+    Query(q): Query<TrialQuery>,
+) -> Result<Report<TrialConversion>, ApiError> {
+    let (cut, _) = CutParams {
+        cut: q.cut,
+        cut_value: q.cut_value,
+        group_by: None,
+        attribute: q.attribute,
+    }
+    .messages();
+    let message = rev::GetTrialConversionRequest {
+        start_month: q.start_month,
+        end_month: q.end_month,
+        granularity: q.granularity.unwrap_or_default().into(),
+        cut,
+    };
+    Ok(Report::new(
+        format,
+        "trials",
+        "periods",
+        revenue!(state, caller, get_trial_conversion, message).into(),
     ))
 }
 

@@ -311,6 +311,52 @@ impl From<rev::GetChurnAnalysisResponse> for ChurnAnalysis {
     }
 }
 
+/// The trials started in one period, as they stand now.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TrialPeriod {
+    /// `YYYY-MM` or `YYYY-Qn`.
+    pub period: String,
+    /// Trials started in the period.
+    pub trials_started: i64,
+    /// Of them, the ones whose first payment has come.
+    pub converted: i64,
+    /// Of them, the ones still in their trial.
+    pub in_trial: i64,
+    /// Of them, the ones over without paying.
+    pub not_converted: i64,
+    /// converted / trials_started; null when none started.
+    pub conversion_rate: Option<f64>,
+    /// Median days from a trial's start to its first payment; null when none converted.
+    pub median_days_to_convert: Option<f64>,
+}
+
+/// Trial-to-paid conversion per month or quarter.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TrialConversion {
+    /// Periods in order.
+    pub periods: Vec<TrialPeriod>,
+}
+
+impl From<rev::GetTrialConversionResponse> for TrialConversion {
+    fn from(r: rev::GetTrialConversionResponse) -> Self {
+        Self {
+            periods: r
+                .periods
+                .into_iter()
+                .map(|p| TrialPeriod {
+                    period: p.period,
+                    trials_started: p.trials_started,
+                    converted: p.converted,
+                    in_trial: p.in_trial,
+                    not_converted: p.not_converted,
+                    conversion_rate: p.conversion_rate,
+                    median_days_to_convert: p.median_days_to_convert,
+                })
+                .collect(),
+        }
+    }
+}
+
 /// Retention of the accounts paying at the start of a period.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Retention {

@@ -41,6 +41,7 @@ pub use ledger::{
 };
 pub use movements::{
     cut_rollups, dimension_seen, first_payments, list_movements, loss_causes, recompute, rollups,
+    versions_of,
 };
 pub use retention::{
     book_people, cuts_at, retention, retention_by_csm, retention_by_cut, retention_by_owner,

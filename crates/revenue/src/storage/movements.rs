@@ -306,7 +306,7 @@ async fn save_versions<C: ConnectionTrait>(
 }
 
 /// The recorded versions of each of `accounts`, in version order.
-async fn versions_of<C: ConnectionTrait>(
+pub async fn versions_of<C: ConnectionTrait>(
     conn: &C,
     accounts: &[AccountId],
 ) -> Result<HashMap<AccountId, Vec<AccountVersion>>, Error> {
