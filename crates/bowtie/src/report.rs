@@ -379,6 +379,9 @@ pub async fn sensitivity(
         "+1 point",
         "-10% time",
     ]);
+    if let Some(column) = t.column_mut(1) {
+        column.set_cell_alignment(CellAlignment::Left);
+    }
     let mut rows: Vec<_> = report.stages.iter().collect();
     rows.sort_by_key(|r| r.rank);
     for r in rows {
