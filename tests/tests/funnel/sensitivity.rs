@@ -8,6 +8,7 @@ use bowtie_proto::funnel::{
     GetStageSensitivityRequest, GetStageSensitivityResponse, RecordTransitionRequest,
 };
 use bowtie_proto::revenue::CancelSubscriptionRequest;
+use bowtie_testkit::gateway::Stack;
 use bowtie_testkit::revenue::{self, Revenue, change, create, monthly, terms};
 use bowtie_testkit::{READ_KEY, TestDatabase, TestServer, WRITE_KEY, assert, backend_test, within};
 use prost_types::{Duration, Timestamp};
@@ -17,6 +18,7 @@ use crate::*;
 backend_test!(
     the_sensitivity_report_measures_the_trailing_year_and_ranks_education_first,
     bad_sensitivity_requests_are_refused_with_the_field_named,
+    the_gateway_answers_the_sensitivity_of_an_empty_company_with_every_stage_tied,
 );
 
 const DAY_SECONDS: i64 = 86_400;
@@ -329,5 +331,49 @@ async fn bad_sensitivity_requests_are_refused_with_the_field_named(
         "as_of",
     );
     assert::invalid_field(reader.get_stage_sensitivity(ask(None, 99)).await, "segment");
+    Ok(())
+}
+
+async fn the_gateway_answers_the_sensitivity_of_an_empty_company_with_every_stage_tied(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let stack = Stack::start(db).await?;
+    let (status, body) = stack
+        .get(
+            "/api/v1/funnel/sensitivity?as_of=2026-01-15T00:00:00Z",
+            READ_KEY,
+        )
+        .await?;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    assert_eq!(
+        body["inputs"]["window_start"], "2025-01-01T00:00:00Z",
+        "{body}"
+    );
+    assert_eq!(body["inputs"]["leads_per_month"], 0.0, "{body}");
+    assert_eq!(body["baseline_arr_added"]["minor_units"], 0, "{body}");
+    // No leads: every change adds nothing, and the ranking keeps bowtie order.
+    assert_eq!(
+        body["ranking"],
+        serde_json::json!([
+            "AWARENESS",
+            "EDUCATION",
+            "SELECTION",
+            "COMMIT",
+            "ONBOARDING",
+            "IMPACT"
+        ]),
+        "{body}"
+    );
+    let (status, bad) = stack
+        .get(
+            "/api/v1/funnel/sensitivity?as_of=1970-02-01T00:00:00Z",
+            READ_KEY,
+        )
+        .await?;
+    assert_eq!(status, reqwest::StatusCode::BAD_REQUEST, "{bad}");
+    assert_eq!(
+        bad["error"]["field_violations"][0]["field"], "as_of",
+        "{bad}"
+    );
     Ok(())
 }
