@@ -481,6 +481,50 @@ mod tests {
     }
 
     #[test]
+    fn the_funnel_report_and_revenue_rates_become_the_model_inputs() {
+        use crate::domain::{STAGES, StageMetrics};
+        // 24 AWARENESS entries in the window: 2 leads a month. Each stage
+        // converts half its entries in one model month (30.4375 days), but
+        // IMPACT, where nothing converted: no median, the model uses 0.
+        let stages = STAGES
+            .iter()
+            .map(|stage| StageMetrics {
+                stage: *stage,
+                volume: if *stage == Stage::Awareness { 24 } else { 3 },
+                converted: 1,
+                conversion_rate: (*stage != Stage::Growth).then_some(0.5),
+                drop_offs: Vec::new(),
+                median_to_next: (*stage != Stage::Impact).then_some(MONTH_MICROS),
+                p90_to_next: None,
+            })
+            .collect();
+        let funnel = FunnelReport {
+            stages,
+            left_side_win_rate_product: 0.125,
+            won_attempts: 0,
+            awareness_attempts: 24,
+            measured_win_rate: 0.0,
+            median_cycle_time: None,
+            p90_cycle_time: None,
+        };
+        let revenue = RevenueRates {
+            mean_first_mrr: 1_500,
+            monthly_churn: 0.02,
+            // 1,000 of expansion over the 3 GROWTH entries: 333.33 -> 333.
+            expansion_mrr: 1_000,
+            ..Default::default()
+        };
+        let i = inputs(&funnel, &revenue);
+        assert_eq!(i.leads_per_month, 2.0);
+        assert_eq!(i.stages[0], rate(0.5, 1.0));
+        assert_eq!(i.stages[5], rate(0.5, 0.0));
+        assert_eq!(
+            (i.first_mrr, i.monthly_churn, i.expansion_mrr),
+            (1_500, 0.02, 333)
+        );
+    }
+
+    #[test]
     fn revenue_months_sum_into_the_model_rates() {
         let months = [
             // No one paid at the start: the month says nothing of churn.
