@@ -206,6 +206,11 @@ enum ImportKind {
 enum ReportKind {
     /// Volume, conversion, velocity and drop-offs per stage (funnel).
     Funnel,
+    /// Which stage to work on first: the ARR a point of conversion or 10%
+    /// less time in each stage adds over the next 12 months, from the 12
+    /// whole months before this one (with `--period`, the 12 months up to
+    /// its last) (funnel).
+    Sensitivity,
     /// The MRR waterfall month by month (revenue).
     Mrr,
     /// Churn and contraction by cancellation reason and kind, month by month (revenue).
@@ -593,7 +598,7 @@ async fn report(
         anyhow::bail!("--cut and --group-by apply to the mrr and retention reports");
     }
     let service = match what {
-        ReportKind::Funnel => Svc::Funnel,
+        ReportKind::Funnel | ReportKind::Sensitivity => Svc::Funnel,
         ReportKind::Mrr | ReportKind::Churn | ReportKind::Retention => Svc::Revenue,
         ReportKind::AtRisk => Svc::Scoring,
         ReportKind::Work | ReportKind::Playbooks | ReportKind::Book | ReportKind::Touches => {
@@ -609,6 +614,10 @@ async fn report(
     }
     let text = match what {
         ReportKind::Funnel => bowtie::report::funnel(&target, range, segment, format).await?,
+        ReportKind::Sensitivity => {
+            let as_of = period.is_some().then(|| range.end());
+            bowtie::report::sensitivity(&target, as_of, segment, format).await?
+        }
         ReportKind::Mrr => bowtie::report::mrr(&target, range, segment, &cuts, format).await?,
         ReportKind::Churn => bowtie::report::churn(&target, range, segment, format).await?,
         ReportKind::Retention => {

@@ -14,18 +14,20 @@ use tokio::sync::Mutex;
 use tonic::{Request, Response, Streaming};
 
 use crate::convert;
+use crate::measure::Measures;
 use crate::service::{AccountCache, Funnel};
 
 /// The tonic service.
 #[derive(Debug, Clone)]
 pub struct FunnelApi {
     app: Funnel,
+    measures: Measures,
 }
 
 impl FunnelApi {
-    /// Handlers over the application.
-    pub fn new(app: Funnel) -> Self {
-        Self { app }
+    /// Handlers over the application and the sensitivity measures.
+    pub fn new(app: Funnel, measures: Measures) -> Self {
+        Self { app, measures }
     }
 }
 
@@ -104,6 +106,16 @@ impl FunnelService for FunnelApi {
     ) -> Answer<pb::GetCohortReportResponse> {
         let (period, stage, filters) = convert::cohort_report(&request.into_inner())?;
         let report = self.app.cohort_report(period, stage, filters);
+        Ok(Response::new(report.await?))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_stage_sensitivity(
+        &self,
+        request: Request<pb::GetStageSensitivityRequest>,
+    ) -> Answer<pb::GetStageSensitivityResponse> {
+        let (window, filters) = convert::stage_sensitivity(&request.into_inner(), Instant::now())?;
+        let report = self.measures.stage_sensitivity(window, filters);
         Ok(Response::new(report.await?))
     }
 

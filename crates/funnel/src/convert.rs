@@ -2,7 +2,7 @@
 //! by field) and render domain values as protobuf messages.
 
 use bowtie_proto::accounts as accounts_pb;
-use bowtie_proto::common::{PageResponse, Segment, Stage};
+use bowtie_proto::common::{Money, PageResponse, Segment, Stage};
 use bowtie_proto::funnel as pb;
 use bowtie_runtime::api::{idempotency, parsed};
 use bowtie_runtime::error::{Error, FieldViolations};
@@ -16,6 +16,8 @@ use crate::domain::{
     self, Cohort, Entry, Filters, FunnelReport, JourneyRow, NewTransition, Profile, Recorded,
     Selection, Transition,
 };
+use crate::measure::{Measured, Window};
+use crate::sensitivity::{self, Inputs, MODEL_STAGES, Sensitivity};
 
 /// Longest reason code.
 pub const MAX_REASON: usize = 64;
@@ -397,5 +399,98 @@ pub fn cohorts_to_pb(stage: Stage, cohorts: &[Cohort]) -> pb::GetCohortReportRes
                     .collect(),
             })
             .collect(),
+    }
+}
+
+/// Parses GetStageSensitivity: the window before `as_of` (`now` when
+/// unset) and the segment filter.
+pub fn stage_sensitivity(
+    req: &pb::GetStageSensitivityRequest,
+    now: Instant,
+) -> Result<(Window, Filters), Error> {
+    let mut v = FieldViolations::default();
+    let as_of = validate::optional_instant(&mut v, "as_of", req.as_of.as_ref());
+    let filters = filters(&mut v, req.segment, "");
+    let window = as_of.and_then(|at| {
+        let window = Window::before(at.unwrap_or(now));
+        if window.is_none() {
+            v.add(
+                "as_of",
+                "must be 1971-01-01 or later: the rates are measured over the 12 months before it",
+            );
+        }
+        window
+    });
+    v.into_result()?;
+    Ok((parsed(window)?, filters))
+}
+
+/// An amount of the reporting currency.
+fn money(currency: &str, minor_units: i64) -> Option<Money> {
+    Some(Money {
+        currency_code: currency.to_owned(),
+        minor_units,
+    })
+}
+
+/// GetStageSensitivity's answer: what was measured, what the model ran on
+/// and what it answered.
+pub fn sensitivity_to_pb(
+    m: &Measured,
+    inputs: &Inputs,
+    s: &Sensitivity,
+) -> pb::GetStageSensitivityResponse {
+    let c = m.currency.as_str();
+    let metrics = |stage: Stage| m.funnel.stages.iter().find(|x| x.stage == stage);
+    let stages = MODEL_STAGES
+        .iter()
+        .map(|stage| {
+            let x = metrics(*stage);
+            pb::MeasuredStage {
+                stage: *stage as i32,
+                volume: x.map_or(0, |x| x.volume),
+                converted: x.map_or(0, |x| x.converted),
+                conversion_rate: x.and_then(|x| x.conversion_rate).unwrap_or(0.0),
+                median_time_to_next: x.and_then(|x| x.median_to_next).map(duration),
+            }
+        })
+        .collect();
+    let inputs_pb = pb::SensitivityInputs {
+        window_start: Some(m.window.start.to_timestamp()),
+        window_end: Some(m.window.end.to_timestamp()),
+        awareness_entries: metrics(Stage::Awareness).map_or(0, |x| x.volume),
+        leads_per_month: inputs.leads_per_month,
+        stages,
+        new_mrr: money(c, m.revenue.new_mrr),
+        new_accounts: m.revenue.new_accounts,
+        mean_first_mrr: money(c, inputs.first_mrr),
+        monthly_logo_churn: inputs.monthly_churn,
+        churn_months: m.revenue.churn_months,
+        expansion_mrr: money(c, m.revenue.expansion_mrr),
+        growth_entries: sensitivity::growth_entries(&m.funnel),
+        mean_expansion_mrr: money(c, inputs.expansion_mrr),
+    };
+    let rows = s
+        .stages
+        .iter()
+        .zip(inputs.stages.iter())
+        .map(|(row, rate)| pb::StageSensitivity {
+            stage: row.stage as i32,
+            raised_conversion_rate: row.raised_conversion,
+            arr_delta_conversion: money(c, row.conversion_delta),
+            shortened_time_to_next: Some(duration(
+                rate.months_to_next * (1.0 - sensitivity::TIME_CUT) * sensitivity::MONTH_MICROS,
+            )),
+            arr_delta_time: money(c, row.time_delta),
+            arr_delta_best: money(c, row.best()),
+            rank: row.rank,
+        })
+        .collect();
+    pb::GetStageSensitivityResponse {
+        inputs: Some(inputs_pb),
+        baseline_arr_added: money(c, s.baseline),
+        stages: rows,
+        ranking: s.ranking.iter().map(|s| *s as i32).collect(),
+        reporting_currency_code: m.currency.clone(),
     }
 }

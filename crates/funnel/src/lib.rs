@@ -6,8 +6,10 @@
 //! (COMMIT, ONBOARDING, GROWTH, CHURNED) and the scoring feed for first value
 //! (IMPACT), and publishes every transition on its own feed.
 //!
-//! Layout: `domain` (pure rules and report maths), `convert` (wire <->
-//! domain), `storage` (tables and queries), `service` (units of work),
+//! Layout: `domain` (pure rules and report maths), `sensitivity` (the pure
+//! stage sensitivity model), `convert` (wire <-> domain), `storage`
+//! (tables and queries), `service` (units of work), `measure` (the
+//! sensitivity inputs from the journey index and the revenue service),
 //! `feeds` (the change feeds it follows), `api` (thin tonic handlers).
 
 pub mod api;
@@ -15,6 +17,8 @@ pub mod convert;
 pub mod domain;
 pub mod feeds;
 pub mod index;
+pub mod measure;
+pub mod sensitivity;
 pub mod service;
 pub mod storage;
 
@@ -45,7 +49,8 @@ pub async fn build(
     feeds::spawn_consumers(&settings.peers, &store, &accounts, &shutdown)?;
     let index = index::JourneyIndex::new();
     index.spawn(store.clone(), shutdown.clone());
+    let measures = measure::Measures::connect(store.clone(), index.clone(), &settings.peers)?;
     let app = service::Funnel::new(store, accounts, index);
-    let api = FunnelServiceServer::new(api::FunnelApi::new(app));
+    let api = FunnelServiceServer::new(api::FunnelApi::new(app, measures));
     boot.serve(ADMIN_METHODS, api).await
 }

@@ -61,7 +61,7 @@ pub use error::http_status;
 /// csv|json` prints the same documents and CSV columns as the gateway.
 pub mod representation {
     pub use crate::export::to_csv;
-    pub use crate::funnel::FunnelReport;
+    pub use crate::funnel::{FunnelReport, StageSensitivityReport};
     pub use crate::revenue::{ChurnAnalysis, CohortRetention, MrrReport, Retention};
     pub use crate::scoring::{AtRiskAccount, AtRiskPage, at_risk_account};
     pub use crate::success::{BookOfBusiness, Cta, CtaPage, Effectiveness, Touches, TouchesReport};

@@ -9,6 +9,7 @@ mod import;
 mod journeys;
 mod ownership;
 mod reports;
+mod sensitivity;
 
 use anyhow::Context as _;
 use bowtie_proto::accounts::Account;

@@ -28,6 +28,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/accounts/{id}/transitions"),
     ("get", "/api/v1/funnel"),
     ("get", "/api/v1/funnel/cohorts"),
+    ("get", "/api/v1/funnel/sensitivity"),
     ("get", "/api/v1/funnel/stages/{stage}/accounts"),
     ("get", "/api/v1/revenue/mrr"),
     ("get", "/api/v1/revenue/churn"),

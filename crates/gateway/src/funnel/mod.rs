@@ -1,6 +1,6 @@
 //! REST routes over the funnel service: an account's journey, recording a
-//! transition, the funnel report, the funnel cohorts and the accounts in a
-//! stage.
+//! transition, the funnel report, the funnel cohorts, the stage
+//! sensitivity and the accounts in a stage.
 
 mod model;
 
@@ -31,6 +31,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(record_transition))
         .routes(routes!(get_funnel_report))
         .routes(routes!(get_funnel_cohorts))
+        .routes(routes!(get_stage_sensitivity))
         .routes(routes!(list_accounts_in_stage))
 }
 
@@ -175,6 +176,47 @@ async fn get_funnel_cohorts(
         "funnel-cohorts",
         "cohorts",
         answer(funnel.get_cohort_report(request).await)?.into(),
+    ))
+}
+
+/// When and for which segment the stage sensitivity is measured.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SensitivityQuery {
+    /// Measure over the 12 whole months (UTC) before this instant's month
+    /// (RFC 3339, 1971 or later); now when absent.
+    #[param(pattern = "^(?:19[7-9][0-9]|[2-9][0-9]{3})-")]
+    as_of: Option<DateTime<Utc>>,
+    /// Only this segment.
+    #[param(schema_with = Segment::input_schema)]
+    segment: Option<Segment>,
+}
+
+/// Which stage to work on first: the ARR the next 12 months of leads add at
+/// the trailing year's rates, and how much a point of conversion or 10% less
+/// time in each stage would change it, the stages ranked by the larger
+/// change (docs/design.md 7.2). CSV: one row per stage.
+#[utoipa::path(get, path = "/api/v1/funnel/sensitivity", tag = "funnel",
+    params(SensitivityQuery, FormatQuery),
+    responses((status = 200,
+               content((StageSensitivityReport = "application/json"), (String = "text/csv"))),
+              (status = "4XX", body = ErrorBody), (status = "5XX", body = ErrorBody)))]
+async fn get_stage_sensitivity(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<SensitivityQuery>,
+    format: Format,
+) -> Result<Report<StageSensitivityReport>, ApiError> {
+    let request = caller.request(fun::GetStageSensitivityRequest {
+        as_of: q.as_of.map(timestamp),
+        segment: q.segment.unwrap_or_default().into(),
+    });
+    let mut funnel = state.services.funnel.clone();
+    Ok(Report::new(
+        format,
+        "stage-sensitivity",
+        "stages",
+        answer(funnel.get_stage_sensitivity(request).await)?.into(),
     ))
 }
 

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::common::{Segment, Stage, mirror_enum, seconds, time};
+use crate::common::{Money, Segment, Stage, mirror_enum, seconds, time};
 use crate::schema;
 
 mirror_enum!(
@@ -351,6 +351,139 @@ impl From<fun::GetCohortReportResponse> for FunnelCohorts {
                         .collect(),
                 })
                 .collect(),
+        }
+    }
+}
+
+/// One stage's measured rates over the window.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MeasuredStage {
+    /// The stage (AWARENESS .. IMPACT).
+    pub stage: Stage,
+    /// Entries into the stage in the window.
+    pub volume: i64,
+    /// Of them, entries that reached the next stage.
+    pub converted: i64,
+    /// converted / volume.
+    pub conversion_rate: f64,
+    /// Median seconds to the next stage; absent when none converted (the
+    /// model uses 0).
+    pub median_time_to_next_seconds: Option<f64>,
+}
+
+/// The figures the sensitivity model runs on.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SensitivityInputs {
+    /// First instant of the 12 measured months.
+    pub window_start: Option<DateTime<Utc>>,
+    /// First instant after them (the first of the month of `as_of`).
+    pub window_end: Option<DateTime<Utc>>,
+    /// Entries into AWARENESS in the window.
+    pub awareness_entries: i64,
+    /// awareness_entries / 12.
+    pub leads_per_month: f64,
+    /// AWARENESS to IMPACT.
+    pub stages: Vec<MeasuredStage>,
+    /// Revenue's NEW MRR over the window.
+    pub new_mrr: Money,
+    /// Revenue's NEW movements over the window.
+    pub new_accounts: i64,
+    /// new_mrr / new_accounts, half up.
+    pub mean_first_mrr: Money,
+    /// Mean monthly churned / paying at the month's start, over the months
+    /// that began with a paying account.
+    pub monthly_logo_churn: f64,
+    /// How many months that mean is over.
+    pub churn_months: i32,
+    /// Revenue's EXPANSION MRR over the window.
+    pub expansion_mrr: Money,
+    /// Entries into GROWTH in the window.
+    pub growth_entries: i64,
+    /// expansion_mrr / growth_entries, half up.
+    pub mean_expansion_mrr: Money,
+}
+
+/// How the ARR added moves with one stage's rates.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StageSensitivity {
+    /// The stage.
+    pub stage: Stage,
+    /// 1 for the stage to work on first.
+    pub rank: i32,
+    /// The conversion plus one point, at most 1.
+    pub raised_conversion_rate: f64,
+    /// ARR added with it, less the baseline.
+    pub arr_delta_conversion: Money,
+    /// The median time less 10%, in seconds.
+    pub shortened_time_to_next_seconds: Option<f64>,
+    /// ARR added with it, less the baseline.
+    pub arr_delta_time: Money,
+    /// The larger of the two deltas.
+    pub arr_delta_best: Money,
+}
+
+/// Which stage to work on first: the ARR the next 12 months of leads add
+/// at the measured rates, and how a point of conversion or 10% less time
+/// in each stage changes it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StageSensitivityReport {
+    /// What the model ran on.
+    pub inputs: Option<SensitivityInputs>,
+    /// 12 x the MRR, at the horizon's end, of the leads of the next 12 months.
+    pub baseline_arr_added: Money,
+    /// AWARENESS to IMPACT, in bowtie order.
+    pub stages: Vec<StageSensitivity>,
+    /// The same stages, best to work on first.
+    pub ranking: Vec<Stage>,
+    /// The currency of every amount.
+    pub reporting_currency: String,
+}
+
+impl From<fun::GetStageSensitivityResponse> for StageSensitivityReport {
+    fn from(r: fun::GetStageSensitivityResponse) -> Self {
+        let money = |m: Option<bowtie_proto::common::Money>| Money::from_pb(m.as_ref());
+        Self {
+            inputs: r.inputs.map(|i| SensitivityInputs {
+                window_start: time(i.window_start.as_ref()),
+                window_end: time(i.window_end.as_ref()),
+                awareness_entries: i.awareness_entries,
+                leads_per_month: i.leads_per_month,
+                stages: i
+                    .stages
+                    .into_iter()
+                    .map(|s| MeasuredStage {
+                        stage: s.stage.into(),
+                        volume: s.volume,
+                        converted: s.converted,
+                        conversion_rate: s.conversion_rate,
+                        median_time_to_next_seconds: seconds(s.median_time_to_next.as_ref()),
+                    })
+                    .collect(),
+                new_mrr: money(i.new_mrr),
+                new_accounts: i.new_accounts,
+                mean_first_mrr: money(i.mean_first_mrr),
+                monthly_logo_churn: i.monthly_logo_churn,
+                churn_months: i.churn_months,
+                expansion_mrr: money(i.expansion_mrr),
+                growth_entries: i.growth_entries,
+                mean_expansion_mrr: money(i.mean_expansion_mrr),
+            }),
+            baseline_arr_added: money(r.baseline_arr_added),
+            stages: r
+                .stages
+                .into_iter()
+                .map(|s| StageSensitivity {
+                    stage: s.stage.into(),
+                    rank: s.rank,
+                    raised_conversion_rate: s.raised_conversion_rate,
+                    arr_delta_conversion: money(s.arr_delta_conversion),
+                    shortened_time_to_next_seconds: seconds(s.shortened_time_to_next.as_ref()),
+                    arr_delta_time: money(s.arr_delta_time),
+                    arr_delta_best: money(s.arr_delta_best),
+                })
+                .collect(),
+            ranking: r.ranking.into_iter().map(Into::into).collect(),
+            reporting_currency: r.reporting_currency_code,
         }
     }
 }
