@@ -175,6 +175,7 @@ async fn the_book_and_touches_reports_print_each_person_s_figures(
                     group_by: BookGrouping::Csm as i32,
                     person: "cara".into(),
                     period,
+                    mine: false,
                 })
                 .await?
                 .into_inner();
