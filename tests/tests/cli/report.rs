@@ -464,7 +464,8 @@ async fn the_reports_export_as_csv_and_json_with_the_services_figures(
         })
         .await?
         .into_inner();
-    let records = csv_records(&report::book(&target, false, None, range, Format::Csv).await?)?;
+    let records =
+        csv_records(&report::book(&target, false, None, false, range, Format::Csv).await?)?;
     assert_eq!(records.len(), api.books.len());
     assert!(!api.books.is_empty());
     for (b, r) in api.books.iter().zip(&records) {
