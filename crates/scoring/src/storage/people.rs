@@ -14,7 +14,9 @@ use bowtie_runtime::error::Error;
 use bowtie_runtime::{AccountId, Instant};
 use sea_orm::sea_query::{Alias, Condition, Expr, OnConflict, Query, SelectStatement};
 use sea_orm::{ColumnTrait, DbBackend, DbErr, EntityTrait, QueryFilter};
-use sea_orm_migration::prelude::{ColumnDef, MigrationName, MigrationTrait, SchemaManager, Table};
+use sea_orm_migration::prelude::{
+    ColumnDef, Index, MigrationName, MigrationTrait, SchemaManager, Table,
+};
 
 use super::entity::account_person::{self, Column as A, Entity as AccountPeople};
 use super::entity::profile::{Column as P, Entity as Profiles};
@@ -58,6 +60,44 @@ impl MigrationTrait for AccountPeopleTable {
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
         m.drop_table(Table::drop().table(AccountPeople).if_exists().to_owned())
             .await
+    }
+}
+
+/// `m0404_scoring_account_people_by_person`: an index on each of CSM and
+/// owner, so `mine=true` finds a book's accounts without reading every row.
+pub struct AccountPeopleByPerson;
+
+impl MigrationName for AccountPeopleByPerson {
+    fn name(&self) -> &str {
+        "m0404_scoring_account_people_by_person"
+    }
+}
+
+/// The index on column `c` of `account_people`, named `name`.
+fn person_index(name: &str, c: A) -> sea_orm_migration::prelude::IndexCreateStatement {
+    Index::create()
+        .name(name)
+        .table(AccountPeople)
+        .col(c)
+        .if_not_exists()
+        .to_owned()
+}
+
+#[async_trait]
+impl MigrationTrait for AccountPeopleByPerson {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_index(person_index("account_people_csm", A::Csm))
+            .await?;
+        m.create_index(person_index("account_people_owner", A::Owner))
+            .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        for name in ["account_people_csm", "account_people_owner"] {
+            m.drop_index(Index::drop().name(name).table(AccountPeople).to_owned())
+                .await?;
+        }
+        Ok(())
     }
 }
 
