@@ -1,6 +1,8 @@
 // Signs in to the dashboard through the identity provider's login page in
 // headless Chromium (playwright-core, the system's Chromium), checks the
-// header names the person and the page shows their book, logs a note on an
+// header names the person and the page shows their book, that the at-risk
+// and health lists start on "Your book" (a csm) and show everyone's
+// accounts on "Everyone", logs a note on an
 // account of the book (a write with the session cookie), then signs out
 // at the provider and checks the session is gone.
 //
@@ -11,7 +13,8 @@
 //   BOWTIE_ISSUER     the provider, e.g. http://127.0.0.1:40123
 //   BOWTIE_LOGIN      the login to type at the provider (any password)
 //   BOWTIE_EXPECT     JSON: {"name": "<shown in the header>", "email": "<the person's>",
-//                     "book": ["<account name>", ...]}
+//                     "book": ["<account name>", ...], "at_risk_mine": [...],
+//                     "at_risk_all": [...]} (names sorted)
 //   BOWTIE_ARTIFACTS  where to write signed-in.png
 //   BOWTIE_CHROMIUM   the Chromium binary
 "use strict";
@@ -93,6 +96,30 @@ function check(condition, message) {
     const book = await page.$$eval('[data-testid="my-book-row"] td:first-child', (cells) => cells.map((c) => c.textContent.trim()));
     check(JSON.stringify(book) === JSON.stringify(expected.book),
       `the book shows ${JSON.stringify(book)}, not ${JSON.stringify(expected.book)}`);
+
+    // A csm starts on its own book: the at-risk and health lists hold only
+    // its accounts; "Everyone" shows every account at risk.
+    const names = (selector) => page.$$eval(selector, (cells) => cells.map((c) => c.textContent.trim()).sort());
+    const lit = async (id) => (await page.textContent(`#${id} button.on`)).trim();
+    check(await lit("risk-scope") === "Your book", `the at-risk list starts on ${await lit("risk-scope")}`);
+    const atRiskMine = await names('[data-testid="at-risk-link"]');
+    check(JSON.stringify(atRiskMine) === JSON.stringify(expected.at_risk_mine),
+      `at risk in her book: ${JSON.stringify(atRiskMine)}, not ${JSON.stringify(expected.at_risk_mine)}`);
+    const healthMine = await names('[data-testid="health-row"] td:first-child');
+    check(JSON.stringify(healthMine) === JSON.stringify(expected.at_risk_mine),
+      `health of her book: ${JSON.stringify(healthMine)}, not ${JSON.stringify(expected.at_risk_mine)}`);
+    await page.evaluate(() => { document.body.dataset.loaded = ""; });
+    await page.click('#risk-scope button[data-scope="all"]');
+    await page.waitForSelector('body[data-loaded="overview"]', { timeout: 30000 });
+    check(await lit("health-scope") === "Everyone", "both lists follow the choice");
+    const atRiskAll = await names('[data-testid="at-risk-link"]');
+    check(JSON.stringify(atRiskAll) === JSON.stringify(expected.at_risk_all),
+      `at risk, everyone: ${JSON.stringify(atRiskAll)}, not ${JSON.stringify(expected.at_risk_all)}`);
+    await page.evaluate(() => { document.body.dataset.loaded = ""; });
+    await page.click('#health-scope button[data-scope="mine"]');
+    await page.waitForSelector('body[data-loaded="overview"]', { timeout: 30000 });
+    check(JSON.stringify(await names('[data-testid="at-risk-link"]')) === JSON.stringify(expected.at_risk_mine),
+      "back on her book");
 
     // The session cookie is HttpOnly and SameSite=Lax; the page cannot read it.
     const cookies = await context.cookies(url);

@@ -5,6 +5,14 @@
 use bowtie_runtime::auth::hash_key;
 use bowtie_runtime::config::{ApiKeySettings, Settings, TeamSettings};
 
+/// The people most ownership tests use: ada (csm), lead (manager of the
+/// team "emea", whose member is grace) and root (admin).
+pub const PEOPLE: [(&str, &str); 3] = [
+    ("ada@example.com", "csm"),
+    ("lead@example.com", "manager"),
+    ("root@example.com", "admin"),
+];
+
 /// The secret of the person key named `name`.
 pub fn secret(name: &str) -> String {
     format!("bt_test_person_{}", name.replace(['@', '.'], "_"))

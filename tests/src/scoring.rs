@@ -18,6 +18,7 @@ use prost_types::Timestamp;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
+use crate::people::{PEOPLE, secret, with_people};
 use crate::{ADMIN_KEY, Bearer, READ_KEY, TestDatabase, TestServer, WRITE_KEY, within};
 
 /// The gRPC name the scoring service reports health under.
@@ -32,6 +33,8 @@ pub struct Scoring {
     pub accounts: TestServer,
     /// The scoring server.
     pub scoring: TestServer,
+    /// The settings scoring runs with.
+    settings: Settings,
 }
 
 impl Scoring {
@@ -50,7 +53,65 @@ impl Scoring {
         settings.peers.accounts = accounts.uri();
         tweak(&mut settings);
         let scoring = start_scoring(&settings).await?;
-        Ok(Self { accounts, scoring })
+        Ok(Self {
+            accounts,
+            scoring,
+            settings,
+        })
+    }
+
+    /// Like [`Scoring::start`], with a key for each of [`PEOPLE`] (and
+    /// their team) on scoring.
+    pub async fn start_with_people(db: &TestDatabase) -> anyhow::Result<Self> {
+        Self::start_with(db, |s| with_people(s, &PEOPLE)).await
+    }
+
+    /// Stops scoring and starts it again on the same database and settings.
+    pub async fn restart(self) -> anyhow::Result<Self> {
+        let Self {
+            accounts,
+            scoring,
+            settings,
+        } = self;
+        scoring.stop().await?;
+        let scoring = start_scoring(&settings).await?;
+        Ok(Self {
+            accounts,
+            scoring,
+            settings,
+        })
+    }
+
+    /// The database settings scoring runs on.
+    pub fn database(&self) -> &bowtie_runtime::config::DatabaseSettings {
+        &self.settings.scoring.database
+    }
+
+    /// A scoring client presenting the key of person `name` ([`PEOPLE`]).
+    pub fn as_person(&self, name: &str) -> ScoringClient {
+        ScoringServiceClient::new(self.scoring.with_key(&secret(name)))
+    }
+
+    /// Creates an SMB account whose CSM is `csm` and owner `owner`; its id.
+    pub async fn account_of(&self, name: &str, csm: &str, owner: &str) -> anyhow::Result<String> {
+        Ok(self
+            .accounts
+            .accounts()
+            .create_account(CreateAccountRequest {
+                account: Some(Account {
+                    name: name.to_owned(),
+                    segment: Segment::Smb as i32,
+                    csm: csm.to_owned(),
+                    owner: owner.to_owned(),
+                    ..Account::default()
+                }),
+                idempotency_key: String::new(),
+            })
+            .await?
+            .into_inner()
+            .account
+            .context("CreateAccount returned no account")?
+            .id)
     }
 
     /// A scoring client with the write key.

@@ -1,6 +1,7 @@
 //! What a service keeps in its database, for the retention tests: they
 //! check that pruning left exactly the rows its window allows, which no
-//! API answers.
+//! API answers; and the rows an older version would not have written, for
+//! the tests of what a service fills in on its own.
 
 use bowtie_runtime::config::DatabaseSettings;
 use bowtie_runtime::db::Db;
@@ -28,4 +29,14 @@ pub async fn count_rows(
         Some(row) => row.try_get::<i64>("", "n")?,
         None => 0,
     })
+}
+
+/// Deletes every row of `table` of the database at `database` (a state an
+/// older version left: a table it did not fill); how many it deleted.
+pub async fn delete_rows(database: &DatabaseSettings, table: &str) -> anyhow::Result<u64> {
+    let db = Db::connect(database).await?;
+    let delete = Query::delete().from_table(Alias::new(table)).to_owned();
+    let deleted = bowtie_runtime::sql::execute_counted(db.writer(), &delete).await;
+    db.close().await;
+    Ok(deleted?)
 }

@@ -76,6 +76,12 @@ impl Suite {
         SuccessServiceClient::new(self.success.with_key(READ_KEY))
     }
 
+    /// A success client presenting the key of person `name`
+    /// (`people::with_people`).
+    pub fn as_person(&self, name: &str) -> SuccessClient {
+        SuccessServiceClient::new(self.success.with_key(&crate::people::secret(name)))
+    }
+
     /// A scoring client with the write key.
     pub fn scoring(&self) -> ScoringClient {
         ScoringServiceClient::new(self.scoring.with_key(WRITE_KEY))

@@ -155,6 +155,11 @@ enum Command {
         /// Also split each author's weeks by the account's owner (touches).
         #[arg(long)]
         by_owner: bool,
+        /// Only the caller's book (at-risk, book): the accounts whose CSM or
+        /// owner it is, a manager's also its teams'. Needs a key given a
+        /// role or a token; a key with scopes only has no book.
+        #[arg(long)]
+        mine: bool,
         /// Only one value of one dimension (mrr, retention):
         /// `<dimension>=<value>`, the dimension one of segment, plan, owner,
         /// csm, tag or `attr.<name>` (e.g. `plan=pro`, `attr.region=eu`).
@@ -427,6 +432,7 @@ async fn run(command: Command, mut settings: Settings, log: Option<String>) -> a
             by,
             person,
             by_owner,
+            mine,
             cut,
             group_by,
             connection,
@@ -442,6 +448,7 @@ async fn run(command: Command, mut settings: Settings, log: Option<String>) -> a
                 by,
                 person,
                 by_owner,
+                mine,
                 cut,
                 group_by,
             };
@@ -564,6 +571,7 @@ struct ReportQuery {
     by: BookBy,
     person: Option<String>,
     by_owner: bool,
+    mine: bool,
     cut: Option<String>,
     group_by: Option<String>,
 }
@@ -584,6 +592,7 @@ async fn report(
         by,
         person,
         by_owner,
+        mine,
         cut,
         group_by,
     } = query;
@@ -624,12 +633,15 @@ async fn report(
             bowtie::report::retention(&target, range, segment, &cuts, now.timestamp(), format)
                 .await?
         }
-        ReportKind::AtRisk => bowtie::report::at_risk(&target, segment, limit, format).await?,
+        ReportKind::AtRisk => {
+            bowtie::report::at_risk(&target, segment, limit, mine, format).await?
+        }
         ReportKind::Work => bowtie::report::work(&target, owner.as_deref(), limit, format).await?,
         ReportKind::Playbooks => bowtie::report::playbooks(&target, range, format).await?,
         ReportKind::Book => {
             let by_owner = by == BookBy::Owner;
-            bowtie::report::book(&target, by_owner, person.as_deref(), range, format).await?
+            let person = person.as_deref();
+            bowtie::report::book(&target, by_owner, person, mine, range, format).await?
         }
         ReportKind::Touches => {
             bowtie::report::touches(&target, range, owner.as_deref(), by_owner, format).await?

@@ -905,11 +905,13 @@ pub async fn retention(
 
 /// The accounts at risk (red health or a churn risk at or above the
 /// threshold), lowest score first, with the reason for each: the one-line
-/// reason of the account's weakest health component.
+/// reason of the account's weakest health component; only the caller's
+/// book with `mine`.
 pub async fn at_risk(
     target: &Target,
     segment: Option<Segment>,
     limit: usize,
+    mine: bool,
     format: Format,
 ) -> anyhow::Result<String> {
     use bowtie_proto::scoring::{Band, ListAtRiskRequest};
@@ -922,6 +924,7 @@ pub async fn at_risk(
                 page_size,
                 page_token: String::new(),
             }),
+            mine,
         })
         .await
         .map_err(|s| anyhow::anyhow!("ListAtRisk: {}", describe(&s)))?
@@ -1262,11 +1265,13 @@ fn optional_percent(rate: Option<f64>) -> String {
 /// The book of business of every CSM (or owner, `by_owner`), or of one
 /// `person`: accounts, ARR, health, red and high-risk accounts, open and
 /// overdue CTAs, renewals in the next 90 days with their forecast, and
-/// logo retention, GRR and NRR over `range`.
+/// logo retention, GRR and NRR over `range`; only the books of the
+/// caller's people with `mine`.
 pub async fn book(
     target: &Target,
     by_owner: bool,
     person: Option<&str>,
+    mine: bool,
     range: MonthRange,
     format: Format,
 ) -> anyhow::Result<String> {
@@ -1282,6 +1287,7 @@ pub async fn book(
             group_by: grouping as i32,
             person: person.unwrap_or_default().to_owned(),
             period: period(range),
+            mine,
         })
         .await
         .map_err(|s| anyhow::anyhow!("GetBookOfBusiness: {}", describe(&s)))?

@@ -292,14 +292,18 @@ bowtie_testkit::backend_test!(
 /// The dashboard with sign-in on (the services and the gateway of the
 /// testkit, and the test identity provider): Ada signs in at the provider's
 /// login page, the header shows her name, the page her book (the accounts
-/// where she is the CSM or the owner, not Grace's), she logs a note on one
+/// where she is the CSM or the owner, not Grace's), the at-risk and health
+/// lists only her accounts until she picks "Everyone", she logs a note on one
 /// of them (a write with the session cookie and its CSRF token), and she
 /// signs out at the provider. `tests/browser/sign_in.cjs` drives Chromium.
 async fn a_person_signs_in_at_the_identity_provider_sees_their_book_and_signs_out(
     db: &bowtie_testkit::TestDatabase,
 ) -> anyhow::Result<()> {
+    use bowtie_proto::scoring::ListAtRiskRequest;
+    use bowtie_proto::scoring::scoring_service_client::ScoringServiceClient;
     use bowtie_testkit::gateway::Stack;
     use bowtie_testkit::oidc::{OidcProvider, PEOPLE};
+    use bowtie_testkit::scoring::{health_when, logins, record};
 
     let browser = match find_browser() {
         Ok(b) => b,
@@ -314,12 +318,15 @@ async fn a_person_signs_in_at_the_identity_provider_sees_their_book_and_signs_ou
     let Some(provider) = OidcProvider::start()? else {
         return Ok(());
     };
+    let (login, name, email, _) = PEOPLE[0];
+    let (_, _, other, _) = PEOPLE[1];
     let mut settings = db.server_settings()?;
     settings.auth.oidc = provider.settings(5, 60);
     settings.gateway.sign_in = provider.sign_in_settings();
+    // A key of Ada's too, to wait for scoring to know her book.
+    bowtie_testkit::people::with_people(&mut settings, &[(email, "csm")]);
     let stack = Stack::start_from(settings, |_| {}).await?;
-    let (login, name, email, _) = PEOPLE[0];
-    let (_, _, other, _) = PEOPLE[1];
+    let mut scoring = ScoringServiceClient::new(stack.scoring.with_key(bowtie_testkit::WRITE_KEY));
     for (account, owner, csm) in [
         ("Zephyr Labs", "sales@example.com", email),
         ("Acme", email, ""),
@@ -333,8 +340,41 @@ async fn a_person_signs_in_at_the_identity_provider_sees_their_book_and_signs_ou
             )
             .await?;
         anyhow::ensure!(status.is_success(), "create {account}: {status} {body}");
+        // No usage of 10 logins: red, so at risk.
+        let id = body["id"]
+            .as_str()
+            .context("created account without an id")?;
+        record(&mut scoring, logins(id, id, 10, 40)).await?;
+        health_when(&mut scoring, id, "a red score", |h| h.band == 1).await?;
     }
-    let expect = json!({"name": name, "email": email, "book": ["Acme", "Zephyr Labs"]});
+    let mut ada = ScoringServiceClient::new(
+        stack
+            .scoring
+            .with_key(&bowtie_testkit::people::secret(email)),
+    );
+    bowtie_testkit::within(20, "Ada's book in scoring", async {
+        loop {
+            let mine = ada
+                .list_at_risk(ListAtRiskRequest {
+                    mine: true,
+                    ..ListAtRiskRequest::default()
+                })
+                .await?
+                .into_inner();
+            if mine.accounts.len() == 2 {
+                return anyhow::Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    })
+    .await??;
+    let expect = json!({
+        "name": name,
+        "email": email,
+        "book": ["Acme", "Zephyr Labs"],
+        "at_risk_mine": ["Acme", "Zephyr Labs"],
+        "at_risk_all": ["Acme", "Globex", "Zephyr Labs"],
+    });
 
     let artifacts = workspace().join("target").join("browser");
     std::fs::create_dir_all(&artifacts)?;

@@ -25,7 +25,12 @@ const ALERT_LABEL = { ENTERED_RED: "Fell into red", SCORE_DROP: "Score dropped",
 const SEGMENT_LABEL = { SMB: "SMB", MID_MARKET: "Mid-market", ENTERPRISE: "Enterprise", UNSPECIFIED: "-" };
 const SVG_NS = "http://www.w3.org/2000/svg";
 
-const state = { key: "", signIn: false, session: null, currency: "USD", scoring: false, success: false, cohortMetric: "mrr_retention", cohorts: null };
+// `person`: whether the caller may have a book of its own (a signed-in
+// person, or a key until it proves to have scopes only; `null` until
+// known); `scope`: "mine" shows only that
+// book on the health and at-risk lists and the book of business, "all" everyone's.
+const state = { key: "", signIn: false, session: null, person: null, scope: "all", currency: "USD", scoring: false, success: false, cohortMetric: "mrr_retention", cohorts: null };
+const SCOPE_TOGGLES = ["risk-scope", "health-scope", "book-scope"];
 
 // --- small helpers ---------------------------------------------------------
 
@@ -98,6 +103,30 @@ function period() {
     startMonth: monthLabel(start),
     endMonth: monthLabel(now),
   };
+}
+
+/// Finds out once whether the caller may have a book: a signed-in person
+/// has (a csm starts on "Your book"); a key may (a key given a role has, one
+/// with scopes only has not, which the API says when asked for its book), and
+/// starts on "Everyone".
+function detectPerson() {
+  if (state.person !== null) return;
+  state.person = true;
+  state.scope = state.session && (state.session.roles || []).includes("csm") ? "mine" : "all";
+}
+
+/// `&mine=true` when the caller chose its own book.
+function mineParam() {
+  return state.person && state.scope === "mine" ? "&mine=true" : "";
+}
+
+/// Shows the "Your book" / "Everyone" toggles to a caller with a book, the
+/// current choice lit.
+function showScope() {
+  for (const id of SCOPE_TOGGLES) {
+    $(id).hidden = !state.person;
+    for (const b of $(id).querySelectorAll("button")) b.classList.toggle("on", b.dataset.scope === state.scope);
+  }
 }
 
 function segmentParam() {
@@ -197,6 +226,7 @@ async function signOut() {
     const response = await fetch("/auth/logout", { method: "POST", headers: authHeaders(true) }).catch(() => null);
     const answer = response && response.ok ? await response.json().catch(() => ({})) : {};
     state.session = null;
+    state.person = null;
     if (answer.end_session_url) {
       // The provider ends its own session too, then sends the browser back here.
       window.location.assign(answer.end_session_url);
@@ -396,7 +426,7 @@ async function accountNames(ids) {
 
 async function renderAtRisk(p) {
   if (state.scoring) {
-    const data = await api(`/api/v1/scoring/at-risk?page_size=10${segmentParam()}`);
+    const data = await api(`/api/v1/scoring/at-risk?page_size=10${segmentParam()}${mineParam()}`);
     const rows = (data.accounts || []).map((a) => h("tr", {},
       h("td", {}, h("a", { href: `#account=${a.account_id}`, "data-testid": "at-risk-link", text: a.name || a.account_id })),
       h("td", {}, h("span", { class: `band ${a.band}`, text: a.band })),
@@ -405,7 +435,8 @@ async function renderAtRisk(p) {
       h("td", { class: "num", text: money(a.mrr_minor_units, state.currency) }),
       h("td", { class: "reason", text: a.reason || "" })));
     $("at-risk").replaceChildren(rows.length ? h("table", {}, h("thead", {}, h("tr", {}, h("th", { text: "Account" }), h("th", { text: "Band" }), h("th", { class: "num", text: "Health" }), h("th", { class: "num", text: "Risk" }), h("th", { class: "num", text: "MRR" }), h("th", { text: "Why" }))), h("tbody", {}, rows)) : empty("No account at risk"));
-    $("risk-hint").textContent = data.accounts.length ? "red band or high churn risk, lowest health first" : "";
+    const whose = mineParam() ? "your book: " : "";
+    $("risk-hint").textContent = data.accounts.length ? `${whose}red band or high churn risk, lowest health first` : "";
     return;
   }
   // Until health scores exist: the accounts whose MRR fell most in the last 90 days.
@@ -435,6 +466,23 @@ async function renderAtRisk(p) {
     h("td", { class: "reason", text: `MRR down ${money(e.amount, e.currency)}, last on ${date(e.at)}` })));
   $("at-risk").replaceChildren(rows.length ? h("table", {}, h("thead", {}, h("tr", {}, h("th", { text: "Account" }), h("th", { text: "Segment" }), h("th", { text: "Signal" }), h("th", { class: "num", text: "MRR lost" }), h("th", { text: "Why" }))), h("tbody", {}, rows)) : empty("No churn or contraction in the last 90 days"));
   $("risk-hint").textContent = "MRR lost in the last 90 days (health scores appear when scoring runs)";
+}
+
+/// The health list: the lowest scores first, of the caller's book or everyone's.
+async function renderHealthList() {
+  $("health-card").hidden = !state.scoring;
+  if (!state.scoring) return;
+  const data = await api(`/api/v1/scoring/health?page_size=10${segmentParam()}${mineParam()}`);
+  const rows = (data.accounts || []).map((a) => h("tr", { "data-testid": "health-row", "data-id": a.account_id },
+    h("td", {}, h("a", { href: `#account=${a.account_id}`, text: a.name || a.account_id })),
+    h("td", { text: a.csm || "-" }),
+    h("td", {}, h("span", { class: `band ${a.band}`, text: a.band })),
+    h("td", { class: "num", text: a.score }),
+    h("td", { class: "num", text: a.delta_30d === null || a.delta_30d === undefined ? "-" : a.delta_30d }),
+    h("td", { class: "num", text: money(a.mrr_minor_units, state.currency) }),
+    h("td", { class: "reason", text: a.reason || "" })));
+  $("health-list").replaceChildren(rows.length ? h("table", {}, h("thead", {}, h("tr", {}, ...["Account", "CSM", "Band"].map((t) => h("th", { text: t })), ...["Health", "30 d", "MRR"].map((t) => h("th", { class: "num", text: t })), h("th", { text: "Weakest" }))), h("tbody", {}, rows)) : empty(mineParam() ? "No scored account in your book" : "No scored account yet"));
+  $("health-hint").textContent = `${mineParam() ? "your book, " : ""}lowest health first`;
 }
 
 async function renderRenewals(p) {
@@ -514,7 +562,7 @@ async function loadOverview() {
   renderWaterfall(mrr);
   renderTrend(mrr);
   renderCohorts();
-  await Promise.all([renderMyBook(), renderAtRisk(p), renderRenewals(p), renderValue(), renderPlaybooks(p)]);
+  await Promise.all([renderMyBook(), renderAtRisk(p), renderHealthList(), renderRenewals(p), renderValue(), renderPlaybooks(p)]);
   document.body.dataset.loaded = "overview";
 }
 
@@ -716,8 +764,8 @@ async function renderAccountSuccess(id) {
 
 async function renderBook() {
   const p = period();
-  const book = await api(`/api/v1/success/book?by=CSM&start=${p.start}&end=${p.end}`);
-  if (!book.books.length) { $("work-book").replaceChildren(empty("No account yet")); return; }
+  const book = await api(`/api/v1/success/book?by=CSM&start=${p.start}&end=${p.end}${mineParam()}`);
+  if (!book.books.length) { $("work-book").replaceChildren(empty(mineParam() ? "No account in your book yet" : "No account yet")); return; }
   const num = (text) => h("td", { class: "num", text });
   $("work-book").replaceChildren(h("table", { "data-testid": "book" },
     h("thead", {}, h("tr", {}, h("th", { text: "CSM" }), ...["Accounts", "ARR", "Health", "Red", "High risk", "Open CTAs",
@@ -764,6 +812,8 @@ async function route() {
   const work = /^#work(?:=(.*))?$/.exec(window.location.hash);
   const show = (page) => { for (const p of ["overview", "account", "work"]) $(p).hidden = p !== page; };
   try {
+    detectPerson();
+    showScope();
     if (match) {
       show("account");
       await loadAccount(match[1]);
@@ -777,8 +827,14 @@ async function route() {
     }
   } catch (e) {
     if (e instanceof ApiError && (e.status === 401 || e.status === 403) && state.signIn) {
-      if (e.status === 401) state.session = null;
+      if (e.status === 401) { state.session = null; state.person = null; }
       showSignIn(e.status === 401 ? "Your session ended: sign in again." : "Your roles may not read these figures.");
+    } else if (e instanceof ApiError && e.status === 400 && state.scope === "mine" && !state.session) {
+      // A key with scopes only has no book: everyone's figures, and no toggle.
+      state.person = false;
+      state.scope = "all";
+      await route();
+      showBanner("This key has no book of its own (it has scopes only): showing every account.");
     } else if (e instanceof ApiError && (e.status === 401 || e.status === 403)) {
       showSignIn(e.status === 401 ? "That key was not accepted." : "That key may not read these figures.");
     } else {
@@ -798,10 +854,19 @@ async function main() {
   $("signin-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
     state.key = $("key").value.trim();
+    state.person = null;
     localStorage.setItem(KEY_STORE, state.key);
     route();
   });
   $("sign-out").addEventListener("click", signOut);
+  for (const id of SCOPE_TOGGLES) {
+    $(id).addEventListener("click", (ev) => {
+      const scope = ev.target && ev.target.dataset && ev.target.dataset.scope;
+      if (!scope || scope === state.scope) return;
+      state.scope = scope;
+      route();
+    });
+  }
   $("period").addEventListener("change", route);
   $("segment").addEventListener("change", route);
   $("cohort-toggle").addEventListener("click", (ev) => {

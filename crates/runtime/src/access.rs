@@ -69,6 +69,34 @@ pub fn decide_unowned(caller: Option<&Principal>, what: &str) -> Result<(), Erro
     }
 }
 
+/// Whether the caller may change `what` of `person` (e.g. its
+/// notification settings), a thing of that person alone: a csm or manager
+/// only its own (`person` is the caller, its e-mail address or subject,
+/// compared case-insensitively); an admin, a key with scopes only and the
+/// service's own work anyone's.
+pub fn may_write_personal(person: &str, what: &str) -> Result<(), Error> {
+    decide_personal(caller().as_deref(), person, what)
+}
+
+/// [`may_write_personal`]'s rule, for `caller`.
+pub fn decide_personal(caller: Option<&Principal>, person: &str, what: &str) -> Result<(), Error> {
+    let Some(caller) = caller else {
+        return Ok(());
+    };
+    match caller.rules {
+        None | Some(Role::Admin) => Ok(()),
+        Some(_) if caller.is(person) => Ok(()),
+        Some(role) => Err(Error::Forbidden {
+            account_id: String::new(),
+            message: format!(
+                "{what} of {person:?} are not {:?}'s (role {}): a csm or manager changes only its own",
+                caller.name,
+                role.as_str()
+            ),
+        }),
+    }
+}
+
 /// The rules themselves, for `caller`.
 pub fn decide(
     caller: Option<&Principal>,
@@ -208,6 +236,26 @@ mod tests {
         assert!(decide_unowned(Some(&person(Role::Manager, &["ada"])), "x").is_err());
         assert!(decide_unowned(Some(&person(Role::Admin, &[])), "x").is_ok());
         assert!(decide_unowned(None, "x").is_ok());
+    }
+
+    #[test]
+    fn a_person_changes_only_its_own_things_and_an_admin_anyones() {
+        let ada = person(Role::Csm, &["ada", "ada@example.com"]);
+        assert!(decide_personal(Some(&ada), " ADA@example.com", "the settings").is_ok());
+        assert!(decide_personal(Some(&ada), "ada", "the settings").is_ok());
+        assert_eq!(
+            code(decide_personal(Some(&ada), "grace@example.com", "the settings")),
+            Some(
+                "the settings of \"grace@example.com\" are not \"ada\"'s (role csm): a csm or manager changes only its own"
+                    .into()
+            )
+        );
+        // A manager's book holds its team, but what is a person's own is not
+        // the team's.
+        let lead = person(Role::Manager, &["lead@example.com", "grace@example.com"]);
+        assert!(decide_personal(Some(&lead), "grace@example.com", "x").is_err());
+        assert!(decide_personal(Some(&person(Role::Admin, &[])), "grace", "x").is_ok());
+        assert!(decide_personal(None, "grace", "x").is_ok());
     }
 
     #[test]

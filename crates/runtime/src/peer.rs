@@ -172,6 +172,30 @@ impl AccountDirectory {
         }
     }
 
+    /// One page of every account, active and archived, oldest first, after
+    /// `page_token` ("" for the first page), and the token of the next page
+    /// ("" after the last): for a sweep that reads them all, a page per call.
+    pub async fn page(
+        &self,
+        page_token: &str,
+        page_size: i32,
+    ) -> Result<(Vec<accounts::Account>, String), Error> {
+        let mut client = self.client.clone();
+        let page = client
+            .list_accounts(accounts::ListAccountsRequest {
+                page: Some(common::PageRequest {
+                    page_size,
+                    page_token: page_token.to_owned(),
+                }),
+                ..accounts::ListAccountsRequest::default()
+            })
+            .await
+            .map_err(|status| peer_error("accounts", &status))?
+            .into_inner();
+        let next = page.page.map(|p| p.next_page_token).unwrap_or_default();
+        Ok((page.accounts, next))
+    }
+
     /// Whether the accounts service has an attribute named `name` declared
     /// (UNAVAILABLE when it cannot be reached).
     pub async fn attribute_declared(&self, name: &str) -> Result<bool, Error> {

@@ -4,6 +4,7 @@
 use bowtie_proto::scoring as pb;
 use bowtie_proto::scoring::scoring_service_server::ScoringService;
 use bowtie_runtime::Instant;
+use bowtie_runtime::access;
 use bowtie_runtime::api::{self, Answer, idempotency, parsed};
 use bowtie_runtime::audit::AuditContext;
 use bowtie_runtime::error::{Error, FieldViolations};
@@ -150,6 +151,7 @@ impl ScoringService for ScoringApi {
             max_score,
             at_risk_bp: None,
             descending: order == Some(pb::HealthOrder::ScoreDescending),
+            book: access::mine("mine", req.mine)?,
         };
         let page = Page::parse(req.page.as_ref(), &format!("health|{filter:?}"))?;
         let (accounts, page) = self.app.list_health(&filter, &page).await?;
@@ -169,6 +171,7 @@ impl ScoringService for ScoringApi {
             segment,
             max_score: 100,
             at_risk_bp: Some(self.app.policy().risk_threshold_bp),
+            book: access::mine("mine", req.mine)?,
             ..HealthFilter::default()
         };
         let page = Page::parse(req.page.as_ref(), &format!("risk|{filter:?}"))?;

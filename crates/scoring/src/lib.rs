@@ -71,6 +71,7 @@ pub async fn build(
     feeds::revenue_consumer(&settings.peers, app.clone(), shutdown.clone())?.spawn();
     feeds::funnel_consumer(&settings.peers, app.clone(), shutdown.clone())?.spawn();
     app.spawn_worker(shutdown.clone());
+    app.spawn_people_backfill(shutdown.clone());
     webhook::spawn(store, policy, shutdown.clone())?;
     let api = ScoringServiceServer::new(api::ScoringApi::new(app));
     boot.serve(ADMIN_METHODS, api).await

@@ -428,9 +428,16 @@ impl SuccessService for SuccessApi {
         let period = instant_period(&mut v, "period", req.period.as_ref());
         v.into_result()?;
         let only = Some(parsed(person)?).filter(|p| !p.is_empty());
+        let mine = bowtie_runtime::access::mine("mine", req.mine)?;
         let report = self
             .books
-            .book(parsed(grouping)?, only, parsed(period)?, Instant::now())
+            .book(
+                parsed(grouping)?,
+                only,
+                mine,
+                parsed(period)?,
+                Instant::now(),
+            )
             .await?;
         Ok(Response::new(convert::book_to_pb(&report)))
     }

@@ -175,6 +175,14 @@ pub fn books(
     rows
 }
 
+/// Whether the book of `person` is one of `people`'s (the caller's book):
+/// compared trimmed and case-insensitively, as the ownership rules compare
+/// people; the accounts without a person are nobody's.
+pub fn in_book(people: &[String], person: &str) -> bool {
+    let person = person.trim();
+    !person.is_empty() && people.iter().any(|p| p.trim().eq_ignore_ascii_case(person))
+}
+
 /// The row of `person`, created empty when missing.
 pub fn row<'a>(rows: &'a mut BTreeMap<String, BookRow>, person: &str) -> &'a mut BookRow {
     rows.entry(person.to_owned()).or_insert_with(|| BookRow {
@@ -326,12 +334,14 @@ impl Books {
         })
     }
 
-    /// The books of `grouping` (only `only`'s when given) as of `now`, with
-    /// retention over `period`.
+    /// The books of `grouping` (only `only`'s when given, only those of the
+    /// people of `mine` when given: `mine=true`) as of `now`, with retention
+    /// over `period`.
     pub async fn book(
         &self,
         grouping: Grouping,
         only: Option<String>,
+        mine: Option<Vec<String>>,
         period: (Instant, Instant),
         now: Instant,
     ) -> Result<BookReport, Error> {
@@ -413,6 +423,9 @@ impl Books {
         };
         for (person, figures) in cohorts {
             row(&mut rows, person).retention = figures;
+        }
+        if let Some(people) = &mine {
+            rows.retain(|person, _| in_book(people, person));
         }
         Ok(BookReport {
             rows: ranked(rows),

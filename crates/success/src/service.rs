@@ -641,7 +641,8 @@ impl Success {
 
     // --- notifications -----------------------------------------------------------
 
-    /// Stores a person's notification settings.
+    /// Stores a person's notification settings: a csm or manager only its
+    /// own (docs/design.md 9.3), a refusal rolled back and audited.
     pub async fn set_notification_settings(
         &self,
         person: Person,
@@ -650,6 +651,7 @@ impl Success {
             .store
             .write(None, move |tx| {
                 Box::pin(async move {
+                    access::may_write_personal(&person.person, "the notification settings")?;
                     storage::save_person(tx.conn(), &person).await?;
                     Ok(pb::SetNotificationSettingsResponse {
                         settings: Some(crate::convert::person_to_pb(&person)),

@@ -440,7 +440,7 @@ async fn the_reports_export_as_csv_and_json_with_the_services_figures(
         .await?
         .into_inner();
     let json: serde_json::Value =
-        serde_json::from_str(&report::at_risk(&target, None, 10, Format::Json).await?)?;
+        serde_json::from_str(&report::at_risk(&target, None, 10, false, Format::Json).await?)?;
     let rows = json["accounts"]
         .as_array()
         .ok_or_else(|| anyhow::anyhow!("no accounts in {json}"))?;
@@ -464,7 +464,8 @@ async fn the_reports_export_as_csv_and_json_with_the_services_figures(
         })
         .await?
         .into_inner();
-    let records = csv_records(&report::book(&target, false, None, range, Format::Csv).await?)?;
+    let records =
+        csv_records(&report::book(&target, false, None, false, range, Format::Csv).await?)?;
     assert_eq!(records.len(), api.books.len());
     assert!(!api.books.is_empty());
     for (b, r) in api.books.iter().zip(&records) {

@@ -1,6 +1,6 @@
 //! The demo's signals reach scoring: the declining customers score worse
 //! than the healthy ones and show up at risk, and `bowtie report at-risk`
-//! prints what scoring returns.
+//! prints what scoring returns (and refuses `--mine` to a key without a book).
 
 use std::collections::HashMap;
 
@@ -134,6 +134,7 @@ async fn the_declining_demo_customers_score_worse_and_are_listed_at_risk(
         &stack.target_with(READ_KEY),
         None,
         1000,
+        false,
         report::Format::Table,
     )
     .await?;
@@ -150,5 +151,16 @@ async fn the_declining_demo_customers_score_worse_and_are_listed_at_risk(
             .ok_or_else(|| anyhow::anyhow!("no row for {} in\n{text}", h.account_id))?;
         assert!(line.contains(&format!(" {} ", h.score)), "{line}");
     }
+    // `--mine` needs a caller with a book: the read key has scopes only.
+    let mine = report::at_risk(
+        &stack.target_with(READ_KEY),
+        None,
+        1000,
+        true,
+        report::Format::Table,
+    )
+    .await
+    .map_err(|e| e.to_string());
+    assert!(mine.as_ref().is_err_and(|e| e.contains("mine")), "{mine:?}");
     Ok(())
 }

@@ -175,6 +175,7 @@ async fn the_book_and_touches_reports_print_each_person_s_figures(
                     group_by: BookGrouping::Csm as i32,
                     person: "cara".into(),
                     period,
+                    mine: false,
                 })
                 .await?
                 .into_inner();
@@ -196,7 +197,15 @@ async fn the_book_and_touches_reports_print_each_person_s_figures(
         .ok_or_else(|| anyhow::anyhow!("no book of cara"))?;
     let target = stack.target_with(READ_KEY);
 
-    let book = report::book(&target, false, Some("cara"), range, report::Format::Table).await?;
+    let book = report::book(
+        &target,
+        false,
+        Some("cara"),
+        false,
+        range,
+        report::Format::Table,
+    )
+    .await?;
     assert!(book.starts_with("Book of business by CSM"), "{book}");
     let row = cells(&book, "cara")?;
     assert_eq!(row[1], report::group_thousands(cara.accounts), "{book}");
@@ -206,7 +215,7 @@ async fn the_book_and_touches_reports_print_each_person_s_figures(
         "{book}"
     );
     assert_eq!((row[6].as_str(), row[7].as_str()), ("1", "1"), "{book}");
-    let by_owner = report::book(&target, true, None, range, report::Format::Table).await?;
+    let by_owner = report::book(&target, true, None, false, range, report::Format::Table).await?;
     assert!(
         by_owner.starts_with("Book of business by owner"),
         "{by_owner}"

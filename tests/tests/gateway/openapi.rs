@@ -44,6 +44,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/subscriptions/{id}/cancellation"),
     ("get", "/api/v1/accounts/{id}/health"),
     ("get", "/api/v1/accounts/{id}/churn-risk"),
+    ("get", "/api/v1/scoring/health"),
     ("get", "/api/v1/scoring/at-risk"),
     ("get", "/api/v1/scoring/alerts"),
     ("get", "/api/v1/scoring/segments"),

@@ -1,15 +1,22 @@
 //! Scoring through the gateway: an account whose usage fell is at risk,
 //! with its name, band and the reason, and its health, components and alert
-//! read over HTTP equal what the scoring service says over gRPC.
+//! read over HTTP equal what the scoring service says over gRPC; with
+//! `?mine=true` the health and at-risk lists hold only the caller's book.
 
+use bowtie_proto::accounts::{Account, CreateAccountRequest};
 use bowtie_proto::scoring::GetHealthRequest;
 use bowtie_proto::scoring::scoring_service_client::ScoringServiceClient;
 use bowtie_testkit::gateway::Stack;
+use bowtie_testkit::people::{PEOPLE, secret, with_people};
 use bowtie_testkit::scoring::{health_when, logins, record};
-use bowtie_testkit::{READ_KEY, TestDatabase, WRITE_KEY, backend_test};
+use bowtie_testkit::{READ_KEY, TestDatabase, WRITE_KEY, backend_test, within};
 use reqwest::StatusCode;
+use serde_json::Value;
 
-backend_test!(an_account_with_falling_usage_is_at_risk_with_its_reason_over_http);
+backend_test!(
+    an_account_with_falling_usage_is_at_risk_with_its_reason_over_http,
+    mine_lists_only_the_callers_accounts_at_risk_and_in_the_health_list,
+);
 
 async fn an_account_with_falling_usage_is_at_risk_with_its_reason_over_http(
     db: &TestDatabase,
@@ -79,5 +86,80 @@ async fn an_account_with_falling_usage_is_at_risk_with_its_reason_over_http(
         )
         .await?;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    Ok(())
+}
+
+/// The names of the accounts of a health or at-risk page.
+fn names(page: &Value) -> Vec<String> {
+    page["accounts"]
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .filter_map(|r| r["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn mine_lists_only_the_callers_accounts_at_risk_and_in_the_health_list(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let mut settings = db.server_settings()?;
+    with_people(&mut settings, &PEOPLE);
+    let stack = Stack::start_from(settings, |_| {}).await?;
+    let accounts = stack
+        .accounts
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("accounts is running"))?;
+    let mut client = ScoringServiceClient::new(stack.scoring.with_key(WRITE_KEY));
+    for (name, csm) in [("Acme", "ada@example.com"), ("Globex", "grace@example.com")] {
+        let id = accounts
+            .accounts()
+            .create_account(CreateAccountRequest {
+                account: Some(Account {
+                    name: name.to_owned(),
+                    segment: bowtie_proto::common::Segment::Smb as i32,
+                    csm: csm.to_owned(),
+                    ..Account::default()
+                }),
+                idempotency_key: String::new(),
+            })
+            .await?
+            .into_inner()
+            .account
+            .map(|a| a.id)
+            .unwrap_or_default();
+        // No usage of 10 logins: red.
+        record(&mut client, logins(name, &id, 10, 40)).await?;
+        health_when(&mut client, &id, "a red score", |h| h.band == 1).await?;
+    }
+    let (_, everyone) = stack.get("/api/v1/scoring/at-risk", READ_KEY).await?;
+    assert_eq!(names(&everyone), ["Acme", "Globex"], "{everyone}");
+
+    let ada = secret("ada@example.com");
+    let at_risk = within(20, "ada's book at risk", async {
+        loop {
+            let (status, page) = stack.get("/api/v1/scoring/at-risk?mine=true", &ada).await?;
+            anyhow::ensure!(status == StatusCode::OK, "{status} {page}");
+            if !names(&page).is_empty() {
+                return anyhow::Ok(page);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        }
+    })
+    .await??;
+    assert_eq!(names(&at_risk), ["Acme"], "{at_risk}");
+    let (status, health) = stack
+        .get("/api/v1/scoring/health?mine=true&highest_first=true", &ada)
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{health}");
+    assert_eq!(names(&health), ["Acme"], "{health}");
+    assert_eq!(health["accounts"][0]["csm"], "ada@example.com");
+
+    let (status, body) = stack
+        .get("/api/v1/scoring/health?mine=true", WRITE_KEY)
+        .await?;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.to_string().contains("mine"), "{body}");
     Ok(())
 }

@@ -5,6 +5,7 @@
 //! `<scenario>::postgres`).
 
 mod alerts;
+mod book;
 mod feeds;
 mod health;
 mod ingest;

@@ -4,14 +4,11 @@
 //! written and the refusal audited; admins and keys with scopes only write
 //! everything.
 
-use bowtie_proto::accounts::{Account, CreateAccountRequest};
-use bowtie_proto::common::{AuditFilter, Segment};
-use bowtie_proto::scoring::scoring_service_client::ScoringServiceClient;
+use bowtie_proto::common::AuditFilter;
 use bowtie_proto::scoring::{
     AcknowledgeAlertRequest, AlertState, ListAuditEventsRequest, RecordSignalsRequest,
     SignalOutcome, SignalType,
 };
-use bowtie_testkit::people::{secret, with_people};
 use bowtie_testkit::scoring::{
     Scoring, ScoringClient, alerts_of, health_when, logins, record, signal,
 };
@@ -24,43 +21,6 @@ backend_test!(
     a_manager_records_for_its_teams_accounts_and_admins_and_scoped_keys_for_any,
     an_alert_is_acknowledged_only_by_a_person_whose_book_holds_its_account,
 );
-
-/// The suite with person keys for ada (csm), lead (manager of grace) and
-/// root (admin), on both servers.
-async fn start(db: &TestDatabase) -> anyhow::Result<Scoring> {
-    let people = [
-        ("ada@example.com", "csm"),
-        ("lead@example.com", "manager"),
-        ("root@example.com", "admin"),
-    ];
-    Scoring::start_with(db, |s| with_people(s, &people)).await
-}
-
-/// A scoring client presenting the key of `name`.
-fn as_person(suite: &Scoring, name: &str) -> ScoringClient {
-    ScoringServiceClient::new(suite.scoring.with_key(&secret(name)))
-}
-
-/// An account whose CSM is `csm`; its id.
-async fn account_of(suite: &Scoring, name: &str, csm: &str) -> anyhow::Result<String> {
-    let account = suite
-        .accounts
-        .accounts()
-        .create_account(CreateAccountRequest {
-            account: Some(Account {
-                name: name.to_owned(),
-                segment: Segment::Smb as i32,
-                csm: csm.to_owned(),
-                ..Account::default()
-            }),
-            idempotency_key: String::new(),
-        })
-        .await?
-        .into_inner()
-        .account
-        .ok_or_else(|| anyhow::anyhow!("no account"))?;
-    Ok(account.id)
-}
 
 /// A login signal for `account` keyed `key`, a day ago.
 fn login(key: &str, account: &str) -> bowtie_proto::scoring::Signal {
@@ -121,10 +81,10 @@ fn entry(method: &str, result: &str, targets: &str) -> [String; 3] {
 async fn a_csm_records_signals_for_its_own_accounts_and_a_batch_with_another_is_refused_whole(
     db: &TestDatabase,
 ) -> anyhow::Result<()> {
-    let suite = start(db).await?;
-    let own = account_of(&suite, "Acme", "Ada@Example.com").await?;
-    let other = account_of(&suite, "Globex", "grace@example.com").await?;
-    let mut ada = as_person(&suite, "ada@example.com");
+    let suite = Scoring::start_with_people(db).await?;
+    let own = suite.account_of("Acme", "Ada@Example.com", "").await?;
+    let other = suite.account_of("Globex", "grace@example.com", "").await?;
+    let mut ada = suite.as_person("ada@example.com");
 
     let recorded = record(&mut ada, vec![login("own-1", &own)]).await?;
     assert_eq!(
@@ -183,10 +143,10 @@ async fn a_csm_records_signals_for_its_own_accounts_and_a_batch_with_another_is_
 async fn a_csm_signal_stream_is_refused_on_another_csms_account_and_audited_as_the_csm(
     db: &TestDatabase,
 ) -> anyhow::Result<()> {
-    let suite = start(db).await?;
-    let own = account_of(&suite, "Acme", "ada@example.com").await?;
-    let other = account_of(&suite, "Globex", "grace@example.com").await?;
-    let mut ada = as_person(&suite, "ada@example.com");
+    let suite = Scoring::start_with_people(db).await?;
+    let own = suite.account_of("Acme", "ada@example.com", "").await?;
+    let other = suite.account_of("Globex", "grace@example.com", "").await?;
+    let mut ada = suite.as_person("ada@example.com");
 
     let batches = vec![
         RecordSignalsRequest {
@@ -227,10 +187,10 @@ async fn a_csm_signal_stream_is_refused_on_another_csms_account_and_audited_as_t
 async fn a_manager_records_for_its_teams_accounts_and_admins_and_scoped_keys_for_any(
     db: &TestDatabase,
 ) -> anyhow::Result<()> {
-    let suite = start(db).await?;
-    let team = account_of(&suite, "Acme", "grace@example.com").await?;
-    let other = account_of(&suite, "Globex", "lin@example.com").await?;
-    let mut lead = as_person(&suite, "lead@example.com");
+    let suite = Scoring::start_with_people(db).await?;
+    let team = suite.account_of("Acme", "grace@example.com", "").await?;
+    let other = suite.account_of("Globex", "lin@example.com", "").await?;
+    let mut lead = suite.as_person("lead@example.com");
 
     assert_eq!(refusal(&mut lead, vec![login("team-1", &team)]).await, None);
     assert_eq!(
@@ -239,7 +199,7 @@ async fn a_manager_records_for_its_teams_accounts_and_admins_and_scoped_keys_for
             .map(|(c, m)| (c, m.contains(&other) && m.contains("(role manager)"))),
         Some((Code::PermissionDenied, true))
     );
-    let mut root = as_person(&suite, "root@example.com");
+    let mut root = suite.as_person("root@example.com");
     assert_eq!(
         refusal(&mut root, vec![login("other-2", &other)]).await,
         None
@@ -254,8 +214,8 @@ async fn a_manager_records_for_its_teams_accounts_and_admins_and_scoped_keys_for
 async fn an_alert_is_acknowledged_only_by_a_person_whose_book_holds_its_account(
     db: &TestDatabase,
 ) -> anyhow::Result<()> {
-    let suite = start(db).await?;
-    let team = account_of(&suite, "Acme", "grace@example.com").await?;
+    let suite = Scoring::start_with_people(db).await?;
+    let team = suite.account_of("Acme", "grace@example.com", "").await?;
     // Usage 0 of 10 and stakeholders 100: red at 17, which raises an alert.
     let mut client = suite.client();
     record(&mut client, logins("red", &team, 10, 40)).await?;
@@ -274,7 +234,8 @@ async fn an_alert_is_acknowledged_only_by_a_person_whose_book_holds_its_account(
         expected_version: alert.version,
         note: "calling them".into(),
     };
-    let denied = as_person(&suite, "ada@example.com")
+    let denied = suite
+        .as_person("ada@example.com")
         .acknowledge_alert(acknowledge.clone())
         .await
         .err()
@@ -288,7 +249,8 @@ async fn an_alert_is_acknowledged_only_by_a_person_whose_book_holds_its_account(
             .collect::<Vec<_>>(),
         vec![(AlertState::Open as i32, alert.version)]
     );
-    let acked = as_person(&suite, "lead@example.com")
+    let acked = suite
+        .as_person("lead@example.com")
         .acknowledge_alert(acknowledge)
         .await?
         .into_inner()

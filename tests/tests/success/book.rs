@@ -133,6 +133,7 @@ async fn the_book_of_business_combines_success_s_facts_with_revenue_s_figures(
             start: Some(day(2025, 2, 1)),
             end: Some(day(2025, 10, 1)),
         }),
+        mine: false,
     };
     let mut reader = suite.reader();
     // Success learns Acme's MRR of 600.00 and Beta's churn from revenue's feed.
@@ -261,6 +262,7 @@ async fn mean_health_when(
             start: Some(day(2025, 1, 1)),
             end: Some(day(2025, 2, 1)),
         }),
+        mine: false,
     };
     within(20, what, async move {
         loop {

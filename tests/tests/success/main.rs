@@ -9,6 +9,7 @@ mod crash;
 mod ctas;
 mod effectiveness;
 mod notify;
+mod people;
 mod playbooks;
 mod segments;
 mod steps;

@@ -1,7 +1,8 @@
 //! REST routes over the scoring service: an account's health with the
-//! explanation of each component, its churn risk and drivers, the at-risk
-//! list (with account names and the reason, so a dashboard needs one call),
-//! alerts, and value segments.
+//! explanation of each component, its churn risk and drivers, the health
+//! and at-risk lists (with account names and the reason, so a dashboard
+//! needs one call; `mine=true` for the caller's book), alerts, and value
+//! segments.
 
 mod model;
 
@@ -28,6 +29,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(get_health))
         .routes(routes!(get_churn_risk))
+        .routes(routes!(list_health))
         .routes(routes!(list_at_risk))
         .routes(routes!(list_alerts))
         .routes(routes!(get_segments))
@@ -96,6 +98,112 @@ async fn get_churn_risk(
     }))
 }
 
+/// Filters, order and paging of the health list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HealthQuery {
+    /// Only this segment.
+    #[param(schema_with = Segment::input_schema)]
+    segment: Option<Segment>,
+    /// Only this band.
+    #[param(schema_with = Band::input_schema)]
+    band: Option<Band>,
+    /// Only this value tier.
+    #[param(schema_with = Tier::input_schema)]
+    tier: Option<Tier>,
+    /// Only scores at or above (0..=100).
+    #[param(minimum = 0, maximum = 100)]
+    min_score: Option<i32>,
+    /// Only scores at or below (0..=100; default 100).
+    #[param(minimum = 0, maximum = 100)]
+    max_score: Option<i32>,
+    /// Highest score first (default: lowest first).
+    highest_first: Option<bool>,
+    /// Only the caller's book: accounts whose CSM or owner it is (a
+    /// manager: also its teams'). 400 naming `mine` for an API key with
+    /// scopes only.
+    mine: Option<bool>,
+    /// Rows per page (default 50, at most 1000; more is 1000).
+    #[param(minimum = 0)]
+    page_size: Option<i32>,
+    /// `next_page_token` of the previous page.
+    page_token: Option<String>,
+}
+
+/// Accounts' health with their names and the weakest component's reason,
+/// filtered, lowest score first (or highest), paged.
+#[utoipa::path(get, path = "/api/v1/scoring/health", tag = "scoring",
+    params(HealthQuery, FormatQuery),
+    responses((status = 200, content((HealthPage = "application/json"), (String = "text/csv"))),
+              (status = "4XX", body = ErrorBody), (status = "5XX", body = ErrorBody)))]
+async fn list_health(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<HealthQuery>,
+    format: Format,
+) -> Result<Report<HealthPage>, ApiError> {
+    let order = if q.highest_first.unwrap_or(false) {
+        sco::HealthOrder::ScoreDescending
+    } else {
+        sco::HealthOrder::ScoreAscending
+    };
+    let r = state
+        .services
+        .scoring
+        .clone()
+        .list_health(caller.request(sco::ListHealthRequest {
+            segment: q.segment.unwrap_or_default().into(),
+            band: q.band.unwrap_or_default().into(),
+            tier: q.tier.unwrap_or_default().into(),
+            min_score: q.min_score.unwrap_or(0),
+            max_score: q.max_score.unwrap_or(0),
+            order: order as i32,
+            page: page(q.page_size, q.page_token),
+            mine: q.mine.unwrap_or(false),
+        }))
+        .await
+        .map_err(scoring_error)?
+        .into_inner();
+    let rows = named(&state, &caller, r.accounts).await?;
+    Ok(Report::new(
+        format,
+        "health",
+        "accounts",
+        HealthPage {
+            accounts: rows,
+            next_page_token: r.page.map(|p| p.next_page_token).unwrap_or_default(),
+        },
+    ))
+}
+
+/// Each scored account's row with its account record, asked of the accounts
+/// service side by side.
+async fn named(
+    state: &AppState,
+    caller: &Caller,
+    scored: Vec<sco::AccountHealth>,
+) -> Result<Vec<AtRiskAccount>, ApiError> {
+    let lookups = scored.iter().map(|h| {
+        let mut accounts = state.services.accounts.clone();
+        let request = caller.request(acc::GetAccountRequest {
+            id: h.account_id.clone(),
+        });
+        async move { accounts.get_account(request).await }
+    });
+    let found = futures::future::join_all(lookups).await;
+    let mut rows = Vec::with_capacity(scored.len());
+    for (h, account) in scored.into_iter().zip(found) {
+        let account = match account {
+            Ok(a) => a.into_inner().account.unwrap_or_default(),
+            // An account scored but since removed still shows, by id.
+            Err(s) if s.code() == tonic::Code::NotFound => acc::Account::default(),
+            Err(s) => return Err(ApiError::from_status("accounts", &s)),
+        };
+        rows.push(at_risk_account(h, account));
+    }
+    Ok(rows)
+}
+
 /// Filters and paging of the at-risk list.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -103,6 +211,10 @@ pub struct AtRiskQuery {
     /// Only this segment.
     #[param(schema_with = Segment::input_schema)]
     segment: Option<Segment>,
+    /// Only the caller's book: accounts whose CSM or owner it is (a
+    /// manager: also its teams'). 400 naming `mine` for an API key with
+    /// scopes only.
+    mine: Option<bool>,
     /// Rows per page (default 50, at most 1000; more is 1000).
     #[param(minimum = 0)]
     page_size: Option<i32>,
@@ -128,28 +240,12 @@ async fn list_at_risk(
         .list_at_risk(caller.request(sco::ListAtRiskRequest {
             segment: q.segment.unwrap_or_default().into(),
             page: page(q.page_size, q.page_token),
+            mine: q.mine.unwrap_or(false),
         }))
         .await
         .map_err(scoring_error)?
         .into_inner();
-    let lookups = r.accounts.iter().map(|h| {
-        let mut accounts = state.services.accounts.clone();
-        let request = caller.request(acc::GetAccountRequest {
-            id: h.account_id.clone(),
-        });
-        async move { accounts.get_account(request).await }
-    });
-    let found = futures::future::join_all(lookups).await;
-    let mut rows = Vec::with_capacity(r.accounts.len());
-    for (h, account) in r.accounts.into_iter().zip(found) {
-        let account = match account {
-            Ok(a) => a.into_inner().account.unwrap_or_default(),
-            // An account scored but since removed still shows, by id.
-            Err(s) if s.code() == tonic::Code::NotFound => acc::Account::default(),
-            Err(s) => return Err(ApiError::from_status("accounts", &s)),
-        };
-        rows.push(at_risk_account(h, account));
-    }
+    let rows = named(&state, &caller, r.accounts).await?;
     Ok(Report::new(
         format,
         "at-risk",

@@ -212,7 +212,8 @@ pub struct ChurnRisk {
     pub model_id: String,
 }
 
-/// An account at risk, with what a customer-success team acts on.
+/// A scored account (at risk, or a row of the health list), with what a
+/// customer-success team acts on.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct AtRiskAccount {
     /// The account.
@@ -245,6 +246,15 @@ pub struct AtRiskAccount {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct AtRiskPage {
     /// Lowest score first.
+    pub accounts: Vec<AtRiskAccount>,
+    /// Next page token; empty on the last page.
+    pub next_page_token: String,
+}
+
+/// One page of the health list.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct HealthPage {
+    /// In the order asked (lowest score first by default).
     pub accounts: Vec<AtRiskAccount>,
     /// Next page token; empty on the last page.
     pub next_page_token: String,

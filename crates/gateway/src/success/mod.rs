@@ -297,6 +297,9 @@ pub struct BookQuery {
     /// Only this person's book.
     #[param(schema_with = schema::optional_text::<200>)]
     person: Option<String>,
+    /// Only the books of the caller's people: its own (a manager: also its
+    /// teams' members'). 400 naming `mine` for an API key with scopes only.
+    mine: Option<bool>,
     /// First instant of the retention period.
     #[param(schema_with = schema::time)]
     start: DateTime<Utc>,
@@ -322,6 +325,7 @@ async fn get_book(
         group_by: q.by.unwrap_or(BookGrouping::Csm).into(),
         person: q.person.unwrap_or_default(),
         period: period(q.start, q.end),
+        mine: q.mine.unwrap_or(false),
     };
     let mut success = state.services.success.clone();
     let r = answer(success.get_book_of_business(caller.request(request)).await)?;

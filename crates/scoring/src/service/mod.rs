@@ -2,6 +2,7 @@
 //! batches, many signals per transaction), `recompute` (the worker that
 //! rescores changed accounts shortly after they change and every account on
 //! the sweep schedule), `health` (the stored scores and their history),
+//! `people` (the backfill of each account's CSM and owner),
 //! `alerts`, `scorecards`, `training` (the churn model) and `segments`
 //! (value tiers and quadrants). This file holds what they share: the
 //! application's state and how a profile and its day cells become health
@@ -10,6 +11,7 @@
 mod alerts;
 mod health;
 mod ingest;
+mod people;
 mod recompute;
 mod scorecards;
 mod segments;

@@ -307,6 +307,9 @@ pub struct HealthFilter {
     pub at_risk_bp: Option<i32>,
     /// Highest score first.
     pub descending: bool,
+    /// Only the accounts whose CSM or owner is one of these people
+    /// (`mine=true`: the caller's book), from `account_people`.
+    pub book: Option<Vec<String>>,
 }
 
 /// A page of health rows, keyset-paged on (score, account id).
@@ -335,6 +338,9 @@ pub async fn list_health<C: ConnectionTrait>(
                 .add(Expr::col(H::Band).eq(Band::Red as i32))
                 .add(Expr::col(H::RiskBp).gte(r)),
         );
+    }
+    if let Some(book) = &f.book {
+        select.and_where(Expr::col(H::AccountId).in_subquery(super::accounts_of(book)));
     }
     if let Some((score, id)) = after {
         let id = id.to_string();

@@ -39,7 +39,7 @@ pub use alerts::*;
 pub use day_cells::{DayCells, ReadCells, add_days, newest_signal};
 pub use health::*;
 pub use models::*;
-pub use people::{accounts_of, people_of, save_people};
+pub use people::{accounts_of, fill_people, lacking_people, people_of, save_people};
 pub use profiles::*;
 pub use schema::Migrator;
 pub use scorecards::*;

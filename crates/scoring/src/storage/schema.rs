@@ -402,7 +402,8 @@ bowtie_runtime::migrator!(
     CreateScoringTables,
     PostgresLayout,
     super::retention::RetentionIndexes,
-    super::people::AccountPeopleTable
+    super::people::AccountPeopleTable,
+    super::people::AccountPeopleByPerson
 );
 
 #[cfg(test)]

@@ -181,3 +181,12 @@ fn touches_count_per_author_and_week_and_split_by_owner() {
         vec![row("ana", "2026-W50", "", [0, 0, 0, 1], 1)]
     );
 }
+
+#[test]
+fn a_book_is_the_callers_when_its_person_is_one_of_its_people_in_any_case() {
+    let people = vec!["ada@example.com".to_owned(), "ada".to_owned()];
+    assert!(in_book(&people, " Ada@Example.com"));
+    assert!(in_book(&people, "ADA"));
+    assert!(!in_book(&people, "grace@example.com"));
+    assert!(!in_book(&people, ""));
+}
