@@ -39,36 +39,45 @@ async fn seeded(db: &TestDatabase) -> anyhow::Result<(Stack, Target, DemoOptions
     Ok((stack, target, options))
 }
 
+/// Every row of an export stream's answer with its cursor (`rows` takes a
+/// message's rows), checking that each message holds 1 to `batch_size`.
+async fn drained<M, R>(
+    answer: Result<tonic::Response<tonic::Streaming<M>>, tonic::Status>,
+    batch_size: i32,
+    rows: fn(M) -> Vec<(Option<R>, String)>,
+) -> anyhow::Result<Vec<(R, String)>> {
+    let mut stream = answer?.into_inner();
+    let mut out = Vec::new();
+    while let Some(message) = stream.next().await {
+        let message = rows(message?);
+        assert!(
+            !message.is_empty() && message.len() <= batch_size as usize,
+            "a batch of {} rows",
+            message.len()
+        );
+        for (row, cursor) in message {
+            let row = row.ok_or_else(|| anyhow::anyhow!("a row without its object"))?;
+            out.push((row, cursor));
+        }
+    }
+    Ok(out)
+}
+
 /// Every movement of ExportMovements after `cursor`, each with its cursor.
 async fn exported(
     target: &Target,
     cursor: &str,
     batch_size: i32,
 ) -> anyhow::Result<Vec<(Movement, String)>> {
-    let mut stream = target
-        .revenue()?
-        .export_movements(ExportMovementsRequest {
-            cursor: cursor.to_owned(),
-            batch_size,
-        })
-        .await?
-        .into_inner();
-    let mut rows = Vec::new();
-    while let Some(message) = stream.next().await {
-        let message = message?;
-        assert!(
-            !message.rows.is_empty() && message.rows.len() <= batch_size as usize,
-            "a batch of {} rows",
-            message.rows.len()
-        );
-        for r in message.rows {
-            let m = r
-                .movement
-                .ok_or_else(|| anyhow::anyhow!("a row without a movement"))?;
-            rows.push((m, r.cursor));
-        }
-    }
-    Ok(rows)
+    let request = ExportMovementsRequest {
+        cursor: cursor.to_owned(),
+        batch_size,
+    };
+    let answer = target.revenue()?.export_movements(request).await;
+    drained(answer, batch_size, |m| {
+        m.rows.into_iter().map(|r| (r.movement, r.cursor)).collect()
+    })
+    .await
 }
 
 /// The JSON lines of a REST export.
@@ -412,30 +421,18 @@ async fn exported_transitions(
     cursor: &str,
     batch_size: i32,
 ) -> anyhow::Result<Vec<(Transition, String)>> {
-    let mut stream = target
-        .funnel()?
-        .export_transitions(ExportTransitionsRequest {
-            cursor: cursor.to_owned(),
-            batch_size,
-        })
-        .await?
-        .into_inner();
-    let mut rows = Vec::new();
-    while let Some(message) = stream.next().await {
-        let message = message?;
-        assert!(
-            !message.rows.is_empty() && message.rows.len() <= batch_size as usize,
-            "a batch of {} rows",
-            message.rows.len()
-        );
-        for r in message.rows {
-            let t = r
-                .transition
-                .ok_or_else(|| anyhow::anyhow!("a row without a transition"))?;
-            rows.push((t, r.cursor));
-        }
-    }
-    Ok(rows)
+    let request = ExportTransitionsRequest {
+        cursor: cursor.to_owned(),
+        batch_size,
+    };
+    let answer = target.funnel()?.export_transitions(request).await;
+    drained(answer, batch_size, |m| {
+        m.rows
+            .into_iter()
+            .map(|r| (r.transition, r.cursor))
+            .collect()
+    })
+    .await
 }
 
 async fn the_transitions_export_streams_every_journeys_transitions_once_in_the_order_recorded(
