@@ -5,8 +5,7 @@
 
 use std::time::Duration;
 
-use anyhow::Context as _;
-use bowtie_proto::accounts::{Account, CreateAccountRequest};
+use bowtie_proto::accounts::Account;
 use bowtie_proto::common::Segment;
 use bowtie_proto::scoring::scoring_service_client::ScoringServiceClient;
 use bowtie_proto::scoring::{
@@ -18,6 +17,7 @@ use prost_types::Timestamp;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
+use crate::fixtures;
 use crate::people::{PEOPLE, secret, with_people};
 use crate::{ADMIN_KEY, Bearer, READ_KEY, TestDatabase, TestServer, WRITE_KEY, within};
 
@@ -94,24 +94,18 @@ impl Scoring {
 
     /// Creates an SMB account whose CSM is `csm` and owner `owner`; its id.
     pub async fn account_of(&self, name: &str, csm: &str, owner: &str) -> anyhow::Result<String> {
-        Ok(self
-            .accounts
-            .accounts()
-            .create_account(CreateAccountRequest {
-                account: Some(Account {
-                    name: name.to_owned(),
-                    segment: Segment::Smb as i32,
-                    csm: csm.to_owned(),
-                    owner: owner.to_owned(),
-                    ..Account::default()
-                }),
-                idempotency_key: String::new(),
-            })
-            .await?
-            .into_inner()
-            .account
-            .context("CreateAccount returned no account")?
-            .id)
+        let account = Account {
+            name: name.to_owned(),
+            segment: Segment::Smb as i32,
+            csm: csm.to_owned(),
+            owner: owner.to_owned(),
+            ..Account::default()
+        };
+        Ok(
+            fixtures::create_account(&mut self.accounts.accounts(), account)
+                .await?
+                .id,
+        )
     }
 
     /// A scoring client with the write key.
@@ -146,21 +140,11 @@ pub async fn create_account(
     name: &str,
     segment: Segment,
 ) -> anyhow::Result<String> {
-    Ok(accounts
-        .accounts()
-        .create_account(CreateAccountRequest {
-            account: Some(Account {
-                name: name.to_owned(),
-                segment: segment as i32,
-                ..Account::default()
-            }),
-            idempotency_key: String::new(),
-        })
-        .await?
-        .into_inner()
-        .account
-        .context("CreateAccount returned no account")?
-        .id)
+    Ok(
+        fixtures::create_named(&mut accounts.accounts(), name, segment)
+            .await?
+            .id,
+    )
 }
 
 /// `days` days before now (negative: after now).

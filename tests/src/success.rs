@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use bowtie_proto::accounts::{Account, CreateAccountRequest};
+use bowtie_proto::accounts::Account;
 use bowtie_proto::common::Segment;
 use bowtie_proto::success::success_service_client::SuccessServiceClient;
 use bowtie_proto::success::{
@@ -89,23 +89,17 @@ impl Suite {
 
     /// Creates an account in `segment` looked after by `csm`; returns its id.
     pub async fn account(&self, name: &str, segment: Segment, csm: &str) -> anyhow::Result<String> {
-        Ok(self
-            .accounts
-            .accounts()
-            .create_account(CreateAccountRequest {
-                account: Some(Account {
-                    name: name.to_owned(),
-                    segment: segment as i32,
-                    csm: csm.to_owned(),
-                    ..Account::default()
-                }),
-                idempotency_key: String::new(),
-            })
-            .await?
-            .into_inner()
-            .account
-            .context("CreateAccount returned no account")?
-            .id)
+        let account = Account {
+            name: name.to_owned(),
+            segment: segment as i32,
+            csm: csm.to_owned(),
+            ..Account::default()
+        };
+        Ok(
+            crate::fixtures::create_account(&mut self.accounts.accounts(), account)
+                .await?
+                .id,
+        )
     }
 
     /// Creates a playbook; returns it.
