@@ -7,16 +7,16 @@
 //! the body is parsed, with the scheme the generic CRM webhook shares; a
 //! missing, wrong or stale one is 401 and nothing is written.
 //!
-//! The revenue API keys subscriptions by its own ids and has no lookup by a
-//! Stripe id, so the mapping is carried by idempotency keys: the account of
-//! a customer is resolved by an upsert whose key and payload never change
-//! (`stripe:account:<cus>`; its repeats answer the stored account without
-//! writing), and each subscription item is one revenue subscription created
-//! with zero terms at the Stripe subscription's `start_date` under the key
-//! `stripe:sub:<sub>/<si>`. Every event then states, per item, the terms in
-//! force from its own instant (`ChangeSubscription`, which inserts by
-//! effective time, so events arriving out of order give the same history),
-//! keyed by the Stripe event id, so a redelivery changes nothing.
+//! Events are written in sets through the services' import streams
+//! ([`batch`]): the account of a customer is found by its external id
+//! (source `stripe`), each subscription item is one revenue subscription
+//! named `stripe:sub:<sub>/<si>`, started with zero terms at the Stripe
+//! subscription's `start_date`, and every event then states, per item, the
+//! terms in force from its own instant (inserted by effective time, so
+//! events arriving out of order give the same history). The rows are
+//! idempotent by their content, so a redelivery changes nothing. Verified
+//! deliveries arriving together are collected by a [`Batcher`] and applied
+//! as one set; a backfill applies its chunks the same way.
 //!
 //! MRR rules: an item counts while the subscription is `active` or
 //! `past_due`; trialing, incomplete, paused and unpaid items are zero, so a
