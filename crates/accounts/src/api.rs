@@ -8,7 +8,8 @@ use bowtie_runtime::Instant;
 use bowtie_runtime::api::{self, Answer};
 use bowtie_runtime::export;
 use bowtie_runtime::feed::EventStream;
-use tonic::{Request, Response};
+use bowtie_runtime::import;
+use tonic::{Request, Response, Streaming};
 
 use crate::convert;
 use crate::service::Accounts;
@@ -203,6 +204,27 @@ impl AccountsService for AccountsApi {
             },
             |a| a.id.to_string(),
             convert::exported_accounts,
+        )))
+    }
+
+    type ImportAccountsStream = EventStream<pb::ImportAccountsResponse>;
+
+    #[tracing::instrument(skip_all)]
+    async fn import_accounts(
+        &self,
+        request: Request<Streaming<pb::ImportAccountsRequest>>,
+    ) -> Answer<Self::ImportAccountsStream> {
+        let app = self.app.clone();
+        Ok(Response::new(import::serve(
+            request.into_inner(),
+            move |batch, req: pb::ImportAccountsRequest| {
+                let app = app.clone();
+                async move {
+                    import::check_batch("accounts", req.accounts.len())?;
+                    let rows = req.accounts.iter().map(convert::imported_account).collect();
+                    app.import_accounts(batch, rows).await
+                }
+            },
         )))
     }
 

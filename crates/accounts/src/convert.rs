@@ -696,6 +696,42 @@ pub fn source_updated_at(
     Ok(at.flatten())
 }
 
+/// One parsed row of an ImportAccounts batch: the external id, the
+/// account's data, its attribute inputs, the source's instant and whether
+/// the row only makes sure the account exists.
+#[derive(Debug, Clone)]
+pub struct ImportedAccount {
+    /// The source's id of the account.
+    pub external: ExternalId,
+    /// The account's data.
+    pub fields: AccountFields,
+    /// Its attribute inputs, checked in the unit of work.
+    pub inputs: Inputs,
+    /// When set, the instant of the source's data.
+    pub source_time: Option<Instant>,
+    /// True: only create it when the external id is unknown.
+    pub create_only: bool,
+}
+
+/// Parses one ImportAccounts row with the checks of UpsertAccountByExternalId.
+pub fn imported_account(row: &pb::ImportedAccount) -> Result<ImportedAccount, Error> {
+    let req = pb::UpsertAccountByExternalIdRequest {
+        external_id: row.external_id.clone(),
+        account: row.account.clone(),
+        idempotency_key: String::new(),
+        source_updated_at: row.source_updated_at,
+    };
+    let ((external, fields, inputs), _) = upsert_account(&req)?;
+    let source_time = source_updated_at(&req)?;
+    Ok(ImportedAccount {
+        external,
+        fields,
+        inputs,
+        source_time,
+        create_only: row.create_only,
+    })
+}
+
 /// Parses ArchiveAccount: the account and the version it expects.
 pub fn archive_account(
     req: &pb::ArchiveAccountRequest,

@@ -12,6 +12,7 @@ use bowtie_runtime::cache::FeedCache;
 use bowtie_runtime::error::{Error, FieldViolations};
 use bowtie_runtime::feed::NewEvent;
 use bowtie_runtime::idempotency::Idempotency;
+use bowtie_runtime::import;
 use bowtie_runtime::paging::Page;
 use bowtie_runtime::store::{Store, Tx};
 use bowtie_runtime::{AccountId, Instant};
@@ -20,7 +21,8 @@ use sea_orm::ConnectionTrait;
 
 use crate::attributes::{self, Declaration, DeclarationFields, Value, Values};
 use crate::convert::{
-    self, AccountUpdate, ContactUpdate, account_to_pb, contact_to_pb, declaration_to_pb,
+    self, AccountUpdate, ContactUpdate, ImportedAccount, account_to_pb, contact_to_pb,
+    declaration_to_pb,
 };
 use crate::domain::*;
 use crate::sources;
@@ -310,49 +312,84 @@ impl Accounts {
     pub async fn upsert_by_external_id(
         &self,
         external: ExternalId,
-        mut fields: AccountFields,
+        fields: AccountFields,
         inputs: Inputs,
         source_time: Option<Instant>,
         idem: Option<Idempotency>,
     ) -> Result<pb::UpsertAccountByExternalIdResponse, Error> {
-        fields.external_ids.retain(|e| e.source != external.source);
-        fields.external_ids.push(external.clone());
-        fields.external_ids.sort();
         self.store
             .write(idem, move |tx| {
                 Box::pin(async move {
-                    let changes =
-                        check_attributes(tx.conn(), "account.attributes", &inputs).await?;
-                    let known = storage::find_by_external_id(tx.conn(), &external).await?;
-                    if let Some(at) = source_time {
-                        let newest = sources::source_time(tx.conn(), &external).await?;
-                        if let (Some(id), Some(newest)) = (known, newest)
-                            && newest > at
-                        {
-                            let current = storage::require_account(tx.conn(), id).await?;
-                            return Ok(convert::account_upserted(&current, false));
+                    storage::lock_external_id(tx.conn(), &external).await?;
+                    let row = ImportedAccount {
+                        external,
+                        fields,
+                        inputs,
+                        source_time,
+                        create_only: false,
+                    };
+                    let (account, upserted) = upsert(tx, row).await?;
+                    Ok(convert::account_upserted(
+                        &account,
+                        upserted == Upserted::Created,
+                    ))
+                })
+            })
+            .await
+    }
+
+    /// Imports one batch of accounts by external id (batch number `batch`
+    /// of its stream), in order, in one unit of work: each row as
+    /// [`Self::upsert_by_external_id`], one result per row. A row refused
+    /// for what it says writes nothing and the rest land; a row outside the
+    /// caller's book refuses the whole batch (docs/design.md 9.3).
+    pub async fn import_accounts(
+        &self,
+        batch: i64,
+        rows: Vec<Result<ImportedAccount, Error>>,
+    ) -> Result<pb::ImportAccountsResponse, Error> {
+        self.store
+            .write(None, move |tx| {
+                Box::pin(async move {
+                    // Held in order, so concurrent batches cannot deadlock.
+                    let held: std::collections::BTreeSet<&ExternalId> =
+                        rows.iter().flatten().map(|r| &r.external).collect();
+                    for external in held {
+                        storage::lock_external_id(tx.conn(), external).await?;
+                    }
+                    let mut results = Vec::with_capacity(rows.len());
+                    for (i, row) in rows.into_iter().enumerate() {
+                        let row = match row {
+                            Ok(row) => row,
+                            Err(error) => {
+                                results.push(import::rejected(i, "", &error));
+                                continue;
+                            }
+                        };
+                        match upsert(tx, row).await {
+                            Ok((account, Upserted::Unchanged)) => {
+                                results.push(import::duplicate(i, account.id.to_string()));
+                            }
+                            Ok((account, _)) => {
+                                results.push(import::recorded(i, account.id.to_string()));
+                            }
+                            Err(
+                                error @ (Error::Forbidden { .. }
+                                | Error::Database(_)
+                                | Error::Internal(_)
+                                | Error::Unavailable(_)),
+                            ) => return Err(error),
+                            Err(error) => results.push(import::rejected(i, "", &error)),
                         }
-                        sources::set_source_time(tx.conn(), &external, at).await?;
                     }
-                    let Some(id) = known else {
-                        fields.attributes = attributes::apply(&Values::new(), &changes);
-                        let account = insert_new(tx, fields).await?;
-                        return Ok(convert::account_upserted(&account, true));
-                    };
-                    let current = storage::require_account(tx.conn(), id).await?;
-                    may_write(&current)?;
-                    let mut merged = current.fields.merged_from_crm(&fields);
-                    merged.attributes = attributes::apply(&merged.attributes, &changes);
-                    if merged == current.fields {
-                        return Ok(convert::account_upserted(&current, false));
-                    }
-                    check_active(&current)?;
-                    let next = Account {
-                        fields: merged,
-                        ..current.clone()
-                    };
-                    let next = write_next(tx, &current, next, "account.updated").await?;
-                    Ok(convert::account_upserted(&next, false))
+                    let (recorded, duplicates, rejected) = import::tally(&results);
+                    Ok(pb::ImportAccountsResponse {
+                        batch,
+                        recorded,
+                        duplicates,
+                        rejected,
+                        results,
+                    })
                 })
             })
             .await
@@ -615,6 +652,78 @@ impl Accounts {
             declarations: all.iter().map(declaration_to_pb).collect(),
         })
     }
+}
+
+/// What an upsert by external id did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Upserted {
+    /// A new account.
+    Created,
+    /// The account changed.
+    Updated,
+    /// Nothing changed: the data is the account's, older than the newest
+    /// applied, or the row only makes sure the account exists.
+    Unchanged,
+}
+
+/// Creates or updates the account of `row.external` inside `tx`, every
+/// check before the first write, so a refused row writes nothing: the
+/// attributes against their declarations, the source's instant against the
+/// newest applied, the caller's book, an archived account.
+async fn upsert(tx: &mut Tx, row: ImportedAccount) -> Result<(Account, Upserted), Error> {
+    let ImportedAccount {
+        external,
+        mut fields,
+        inputs,
+        source_time,
+        create_only,
+    } = row;
+    fields.external_ids.retain(|e| e.source != external.source);
+    fields.external_ids.push(external.clone());
+    fields.external_ids.sort();
+    let changes = check_attributes(tx.conn(), "account.attributes", &inputs).await?;
+    let known = storage::find_by_external_id(tx.conn(), &external).await?;
+    let current = match known {
+        Some(id) => Some(storage::require_account(tx.conn(), id).await?),
+        None => None,
+    };
+    if let (Some(current), true) = (&current, create_only) {
+        return Ok((current.clone(), Upserted::Unchanged));
+    }
+    if let (Some(current), Some(at)) = (&current, source_time)
+        && sources::source_time(tx.conn(), &external)
+            .await?
+            .is_some_and(|newest| newest > at)
+    {
+        return Ok((current.clone(), Upserted::Unchanged));
+    }
+    let Some(current) = current else {
+        fields.attributes = attributes::apply(&Values::new(), &changes);
+        let account = insert_new(tx, fields).await?;
+        if let Some(at) = source_time {
+            sources::set_source_time(tx.conn(), &external, at).await?;
+        }
+        return Ok((account, Upserted::Created));
+    };
+    may_write(&current)?;
+    let mut merged = current.fields.merged_from_crm(&fields);
+    merged.attributes = attributes::apply(&merged.attributes, &changes);
+    if merged == current.fields {
+        if let Some(at) = source_time {
+            sources::set_source_time(tx.conn(), &external, at).await?;
+        }
+        return Ok((current, Upserted::Unchanged));
+    }
+    check_active(&current)?;
+    if let Some(at) = source_time {
+        sources::set_source_time(tx.conn(), &external, at).await?;
+    }
+    let next = Account {
+        fields: merged,
+        ..current.clone()
+    };
+    let next = write_next(tx, &current, next, "account.updated").await?;
+    Ok((next, Upserted::Updated))
 }
 
 /// FAILED_PRECONDITION when `next` would no longer admit values accounts

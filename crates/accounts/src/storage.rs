@@ -739,6 +739,13 @@ fn one_row_changed(rows: u64, kind: &str, id: impl std::fmt::Display) -> Result<
     }
 }
 
+/// Holds the external id `id` until the transaction ends, so concurrent
+/// upserts of the same external id on PostgreSQL take turns (the second
+/// sees the first's account) instead of both inserting one.
+pub async fn lock_external_id<C: ConnectionTrait>(conn: &C, id: &ExternalId) -> Result<(), Error> {
+    bowtie_runtime::store::lock(conn, &format!("accounts.external.{}.{}", id.source, id.id)).await
+}
+
 /// The account a CRM knows by `id`, if any.
 pub async fn find_by_external_id<C: ConnectionTrait>(
     conn: &C,

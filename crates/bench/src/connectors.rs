@@ -7,6 +7,8 @@
 //!   (`customer.created`, `customer.subscription.created`, `invoice.paid`)
 //!   in order, 16 customers at a time, every delivery signed (HMAC-SHA256 of
 //!   `"<t>.<body>"`) and checked by the gateway before anything is parsed;
+//!   then the same load on other customers through a second gateway that
+//!   applies each delivery on its own (`batch_max_events = 1`), and the ratio;
 //! - a backfill of 100,000 Stripe subscriptions (`bowtie import stripe` on
 //!   JSON list responses, 100,000 customers and their subscriptions);
 //! - Segment `/v1/batch` ingest of `track` events (500 a batch, 8 batches
@@ -61,23 +63,54 @@ pub async fn run(report: &mut Report) -> anyhow::Result<()> {
         "webhook_api_key = \"{KEY}\"\n\n[connectors.stripe]\nwebhook_secret = \"{SECRET}\"\n\n\
          [connectors.segment]\nwrite_key = \"{WRITE_KEY}\"\n"
     ));
+    // The same services behind a second gateway applying each delivery alone.
+    let single_port = free_port()?;
+    let single_config = dir.path().join("one-by-one.toml");
+    let single_toml = toml
+        .replace(
+            &format!("listen = \"127.0.0.1:{gateway_port}\""),
+            &format!("listen = \"127.0.0.1:{single_port}\""),
+        )
+        .replace(
+            "[connectors.stripe]\n",
+            "[connectors.stripe]\nbatch_max_events = 1\n",
+        );
     std::fs::write(&config, toml)?;
+    std::fs::write(&single_config, single_toml)?;
     let services = start_services(&bin, &config, &ports).await?;
     let gateway_addr: SocketAddr = ([127, 0, 0, 1], gateway_port).into();
     let gateway = start_gateway(&bin, &config, gateway_addr).await?;
+    let single_addr: SocketAddr = ([127, 0, 0, 1], single_port).into();
+    let single = start_gateway(&bin, &single_config, single_addr).await?;
     let base = format!("http://{gateway_addr}");
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
         .timeout(Duration::from_secs(60))
         .build()?;
 
-    let per_second = webhooks(&http, &base).await?;
+    let per_second = webhooks(&http, &base, 0).await?;
     report.add_at_least(
         "connectors",
         "Stripe webhook events applied/s",
         per_second,
         "ev/s",
         2_000.0,
+    );
+    let alone = webhooks(&http, &format!("http://{single_addr}"), WEBHOOK_CUSTOMERS).await?;
+    drop(single);
+    report.add(
+        "connectors",
+        "Stripe webhook events applied/s, each delivery alone",
+        alone,
+        "ev/s",
+        None,
+    );
+    report.add(
+        "connectors",
+        "ratio batched / each delivery alone",
+        per_second / alone.max(f64::MIN_POSITIVE),
+        "x",
+        None,
     );
 
     let seconds = backfill(&bin, &config, dir.path()).await?;
@@ -160,9 +193,10 @@ fn signature(body: &str, t: i64) -> anyhow::Result<String> {
     ))
 }
 
-/// Delivers every customer's three events; returns events applied per second.
-async fn webhooks(http: &reqwest::Client, base: &str) -> anyhow::Result<f64> {
-    let customers: Vec<Vec<String>> = (0..WEBHOOK_CUSTOMERS)
+/// Delivers the three events of each of [`WEBHOOK_CUSTOMERS`] customers
+/// numbered from `first`; returns events applied per second.
+async fn webhooks(http: &reqwest::Client, base: &str, first: usize) -> anyhow::Result<f64> {
+    let customers: Vec<Vec<String>> = (first..first + WEBHOOK_CUSTOMERS)
         .map(|n| {
             let id = format!("cus_{n}");
             vec![
@@ -218,8 +252,8 @@ async fn webhooks(http: &reqwest::Client, base: &str) -> anyhow::Result<f64> {
 
 /// Writes the backfill's list responses and times `bowtie import stripe`.
 async fn backfill(bin: &Path, config: &Path, dir: &Path) -> anyhow::Result<f64> {
-    // Numbered after the webhook's customers, so nothing is shared.
-    let range = WEBHOOK_CUSTOMERS..WEBHOOK_CUSTOMERS + BACKFILL;
+    // Numbered after both webhook runs' customers, so nothing is shared.
+    let range = 2 * WEBHOOK_CUSTOMERS..2 * WEBHOOK_CUSTOMERS + BACKFILL;
     let page = |data: Vec<Value>| json!({"object": "list", "data": data, "has_more": false});
     let customers = page(
         range

@@ -743,4 +743,12 @@ impl AccountsService for Echo {
     ) -> Answer<Self::ExportAccountsStream> {
         Err(Status::unimplemented("echo"))
     }
+    type ImportAccountsStream =
+        futures::stream::Empty<Result<bowtie_proto::accounts::ImportAccountsResponse, Status>>;
+    async fn import_accounts(
+        &self,
+        _: Request<tonic::Streaming<bowtie_proto::accounts::ImportAccountsRequest>>,
+    ) -> Answer<Self::ImportAccountsStream> {
+        Err(Status::unimplemented("echo"))
+    }
 }

@@ -6,9 +6,11 @@
 //! again, or after live events, adds nothing twice.
 //!
 //! Each customer's objects are applied in order, the customer first, then
-//! its subscriptions, then its invoices, whatever the order of the files;
-//! customers are independent, so up to [`CONCURRENCY`] of them are applied
-//! at once. Each bad object is reported by its id and the rest land.
+//! its subscriptions, then its invoices, whatever the order of the files.
+//! Customers are applied [`CHUNK`] at a time through the connector's batched
+//! path (one transaction per service per chunk, docs/design.md 8.1), up to
+//! [`CONCURRENCY`] chunks at once. Each bad object is reported by its id and
+//! the rest land.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -64,8 +66,11 @@ pub fn objects(text: &str) -> anyhow::Result<Vec<Value>> {
     Ok(out)
 }
 
-/// Customers applied at once.
-pub const CONCURRENCY: usize = 32;
+/// Customers a chunk holds: their objects are applied together.
+pub const CHUNK: usize = 1_000;
+
+/// Chunks applied at once, so one service writes while another does.
+pub const CONCURRENCY: usize = 3;
 
 /// The customer an object belongs to: a customer's own id, or the
 /// `customer` of a subscription or invoice (an id or the expanded object).
@@ -112,26 +117,38 @@ pub async fn import(
     let total: usize = by_customer.values().map(Vec::len).sum();
     progress.set_length(u64::try_from(total).unwrap_or(u64::MAX));
     let backfill = &backfill;
-    let mut outcomes = futures::stream::iter(by_customer.into_values())
-        .map(|mut objects| async move {
-            objects.sort_by_key(rank);
+    let mut customers: Vec<Vec<Value>> = by_customer.into_values().collect();
+    for objects in &mut customers {
+        objects.sort_by_key(rank);
+    }
+    let mut chunks = Vec::new();
+    let mut customers = customers.into_iter().peekable();
+    while customers.peek().is_some() {
+        let chunk: Vec<Value> = customers.by_ref().take(CHUNK).flatten().collect();
+        chunks.push(chunk);
+    }
+    let mut outcomes = futures::stream::iter(chunks)
+        .map(|objects| async move {
             let mut report = StripeReport::default();
-            for object in &objects {
-                let id = object
-                    .get("id")
-                    .and_then(Value::as_str)
-                    .unwrap_or("(no id)")
-                    .to_owned();
-                match backfill.apply(object).await {
+            let outcomes = backfill.apply(&objects).await;
+            for (object, outcome) in objects.iter().zip(outcomes) {
+                match outcome {
                     Ok(()) => match rank(object) {
                         0 => report.customers += 1,
                         1 => report.subscriptions += 1,
                         _ => report.invoices += 1,
                     },
-                    Err(e) => report.errors.push((id, e)),
+                    Err(e) => {
+                        let id = object
+                            .get("id")
+                            .and_then(Value::as_str)
+                            .unwrap_or("(no id)")
+                            .to_owned();
+                        report.errors.push((id, e));
+                    }
                 }
-                progress.inc(1);
             }
+            progress.inc(objects.len() as u64);
             report
         })
         .buffer_unordered(CONCURRENCY);

@@ -82,6 +82,8 @@ struct AppState {
     churn_reasons: Arc<Vec<String>>,
     /// The accounts of the external ids the connectors resolved.
     known_accounts: Arc<connectors::Memo>,
+    /// The Stripe webhook's batcher, started by the first delivery.
+    stripe_batches: Arc<std::sync::OnceLock<connectors::stripe::Batcher>>,
     /// Set on shutdown: /readyz answers 503 while the gateway drains.
     draining: Arc<AtomicBool>,
     /// The dashboard's sign-in with the issuer, when configured.
@@ -357,6 +359,7 @@ impl StripeBackfill {
                 connectors: Arc::new(settings.connectors.clone()),
                 churn_reasons: Arc::new(settings.revenue_policy.churn_reasons.clone()),
                 known_accounts: Arc::default(),
+                stripe_batches: Arc::default(),
                 draining: Arc::new(AtomicBool::new(false)),
                 sign_in: None,
             },
@@ -364,24 +367,29 @@ impl StripeBackfill {
         })
     }
 
-    /// Applies one object of a list response (a customer, a subscription
-    /// with its items, an invoice); the error says what was wrong with it.
-    pub async fn apply(&self, object: &serde_json::Value) -> Result<(), String> {
-        connectors::stripe::backfill(&self.state, &self.caller, object)
+    /// Applies objects of list responses (customers, subscriptions with
+    /// their items, invoices) together, a customer's objects in the order
+    /// given: per object, `Ok` or what was wrong with it.
+    pub async fn apply(&self, objects: &[serde_json::Value]) -> Vec<Result<(), String>> {
+        connectors::stripe::backfill_batch(&self.state, &self.caller, objects)
             .await
-            .map_err(|e| {
-                let detail = e.detail();
-                let fields: Vec<String> = detail
-                    .field_violations
-                    .iter()
-                    .map(|v| format!("{}: {}", v.field, v.description))
-                    .collect();
-                if fields.is_empty() {
-                    detail.message.clone()
-                } else {
-                    format!("{} ({})", detail.message, fields.join("; "))
-                }
+            .into_iter()
+            .map(|outcome| {
+                outcome.map_err(|e| {
+                    let detail = e.detail();
+                    let fields: Vec<String> = detail
+                        .field_violations
+                        .iter()
+                        .map(|v| format!("{}: {}", v.field, v.description))
+                        .collect();
+                    if fields.is_empty() {
+                        detail.message.clone()
+                    } else {
+                        format!("{} ({})", detail.message, fields.join("; "))
+                    }
+                })
             })
+            .collect()
     }
 }
 
@@ -415,6 +423,7 @@ pub async fn build(settings: &Settings, shutdown: Shutdown) -> anyhow::Result<Ga
         connectors: Arc::new(settings.connectors.clone()),
         churn_reasons: Arc::new(settings.revenue_policy.churn_reasons.clone()),
         known_accounts: Arc::default(),
+        stripe_batches: Arc::default(),
         draining: draining.clone(),
         sign_in,
     };

@@ -161,6 +161,11 @@ pub struct StripeSettings {
     pub webhook_secret_env: String,
     /// Largest accepted distance between the signature's `t=` and now.
     pub tolerance_seconds: u64,
+    /// How long the first verified delivery of a batch waits for others
+    /// before the batch is applied (milliseconds).
+    pub batch_window_ms: u64,
+    /// Most deliveries applied together; 1 applies each on its own.
+    pub batch_max_events: usize,
     /// Customer metadata key holding the segment (SMB, MID_MARKET, ENTERPRISE).
     pub segment_metadata_key: String,
     /// Which coupons reduce MRR: `forever` (only `forever` coupons) or `all`

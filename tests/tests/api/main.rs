@@ -12,6 +12,7 @@ mod audit;
 mod auth;
 mod contacts;
 mod feed;
+mod import_accounts;
 mod listing;
 mod operations;
 mod retention;

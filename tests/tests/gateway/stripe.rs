@@ -27,6 +27,7 @@ backend_test!(
     a_failed_payment_churns_and_a_new_payment_reactivates,
     customer_metadata_sets_declared_attributes_and_a_misfit_is_400_writing_nothing,
     a_late_customer_update_does_not_overwrite_a_newer_one,
+    concurrent_deliveries_apply_once_each_and_a_malformed_one_is_refused_alone,
 );
 
 const SECRET: &str = "whsec_test_bowtie_connector";
@@ -201,6 +202,26 @@ impl Harness {
             ));
         }
         Ok(out)
+    }
+
+    /// Posts every body with its signature at once; the answers in order.
+    async fn post_concurrently(
+        &self,
+        deliveries: &[(String, String)],
+    ) -> anyhow::Result<Vec<(StatusCode, Value)>> {
+        let posts = deliveries.iter().map(|(body, signature)| async move {
+            let response = self
+                .stack
+                .request(Method::POST, "/webhooks/stripe")
+                .header("content-type", "application/json; charset=utf-8")
+                .header("Stripe-Signature", signature)
+                .body(body.clone())
+                .send()
+                .await?;
+            let status = response.status();
+            anyhow::Ok((status, response.json().await.unwrap_or(Value::Null)))
+        });
+        futures::future::try_join_all(posts).await
     }
 
     /// Delivers events signed now with the right secret; each must be 200.
@@ -1000,6 +1021,103 @@ async fn a_late_customer_update_does_not_overwrite_a_newer_one(
     // Every delivery is answered with the one account.
     for answer in &answers {
         assert_eq!(answer["account_id"], accounts[0]["id"], "{answer}");
+    }
+    Ok(())
+}
+
+async fn concurrent_deliveries_apply_once_each_and_a_malformed_one_is_refused_alone(
+    db: &TestDatabase,
+) -> anyhow::Result<()> {
+    let Some(h) = Harness::start(db).await? else {
+        return Ok(());
+    };
+    // Twelve customers, each with a monthly plan of n seats at $10 from
+    // 10 January; every subscription event is delivered twice.
+    let start = "2026-01-10T00:00:00Z";
+    let mut events = Vec::new();
+    for n in 1..=12_i64 {
+        let cus = format!("cus_{n}");
+        events.push(event(
+            &format!("evt_c{n}"),
+            "customer.created",
+            "2026-01-05T00:00:00Z",
+            customer(&cus, &format!("Customer {n}"), "smb"),
+            None,
+        ));
+        let sub = event(
+            &format!("evt_s{n}"),
+            "customer.subscription.created",
+            start,
+            subscription(
+                &format!("sub_{n}"),
+                &cus,
+                "active",
+                start,
+                vec![item(&format!("si_{n}"), "seats", 1000, "month", 1, n)],
+            ),
+            None,
+        );
+        events.push(sub.clone());
+        events.push(sub);
+    }
+    // One event whose item quantity is not a number.
+    let mut malformed = event(
+        "evt_bad",
+        "customer.subscription.created",
+        start,
+        subscription(
+            "sub_bad",
+            "cus_1",
+            "active",
+            start,
+            vec![item("si_bad", "seats", 1000, "month", 1, 1)],
+        ),
+        None,
+    );
+    malformed["data"]["object"]["items"]["data"][0]["quantity"] = json!("many");
+    events.insert(7, malformed);
+    let bodies: Vec<String> = events.iter().map(Value::to_string).collect();
+    let t = now();
+    let requests: Vec<(String, i64, &str)> =
+        bodies.iter().map(|b| (b.clone(), t, SECRET)).collect();
+    let headers = sign(&h.python, &requests)?;
+    let deliveries: Vec<(String, String)> = bodies.into_iter().zip(headers).collect();
+    let answers = h.post_concurrently(&deliveries).await?;
+
+    for (i, (status, answer)) in answers.iter().enumerate() {
+        if i == 7 {
+            assert_eq!(*status, StatusCode::BAD_REQUEST, "{answer}");
+            assert_eq!(
+                answer["error"]["field_violations"][0]["field"],
+                "data.object.items.data[0].quantity",
+                "{answer}"
+            );
+        } else {
+            assert_eq!(*status, StatusCode::OK, "delivery {i}: {answer}");
+            assert_eq!(answer["event_id"], events[i]["id"], "{answer}");
+        }
+    }
+    let accounts = h.accounts().await?;
+    assert_eq!(accounts.len(), 12, "{accounts:?}");
+    let movements = h.movements().await?;
+    for n in 1..=12_i64 {
+        let name = format!("Customer {n}");
+        let account = accounts
+            .iter()
+            .find(|a| a["name"] == name.as_str())
+            .ok_or_else(|| anyhow::anyhow!("no account named {name}: {accounts:?}"))?;
+        let id = account["id"].as_str().unwrap_or_default();
+        // Each answer names the customer's account.
+        for (i, (_, answer)) in answers.iter().enumerate() {
+            if i != 7 && events[i]["data"]["object"]["customer"] == format!("cus_{n}").as_str() {
+                assert_eq!(answer["account_id"], id, "{answer}");
+            }
+        }
+        assert_eq!(
+            of(&movements, id),
+            vec![mv("NEW", 1000 * n, start)],
+            "customer {n}"
+        );
     }
     Ok(())
 }

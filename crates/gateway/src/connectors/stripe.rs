@@ -7,16 +7,16 @@
 //! the body is parsed, with the scheme the generic CRM webhook shares; a
 //! missing, wrong or stale one is 401 and nothing is written.
 //!
-//! The revenue API keys subscriptions by its own ids and has no lookup by a
-//! Stripe id, so the mapping is carried by idempotency keys: the account of
-//! a customer is resolved by an upsert whose key and payload never change
-//! (`stripe:account:<cus>`; its repeats answer the stored account without
-//! writing), and each subscription item is one revenue subscription created
-//! with zero terms at the Stripe subscription's `start_date` under the key
-//! `stripe:sub:<sub>/<si>`. Every event then states, per item, the terms in
-//! force from its own instant (`ChangeSubscription`, which inserts by
-//! effective time, so events arriving out of order give the same history),
-//! keyed by the Stripe event id, so a redelivery changes nothing.
+//! Events are written in sets through the services' import streams
+//! ([`batch`]): the account of a customer is found by its external id
+//! (source `stripe`), each subscription item is one revenue subscription
+//! named `stripe:sub:<sub>/<si>`, started with zero terms at the Stripe
+//! subscription's `start_date`, and every event then states, per item, the
+//! terms in force from its own instant (inserted by effective time, so
+//! events arriving out of order give the same history). The rows are
+//! idempotent by their content, so a redelivery changes nothing. Verified
+//! deliveries arriving together are collected by a [`Batcher`] and applied
+//! as one set; a backfill applies its chunks the same way.
 //!
 //! MRR rules: an item counts while the subscription is `active` or
 //! `past_due`; trialing, incomplete, paused and unpaid items are zero, so a
@@ -31,6 +31,7 @@
 //! every item with the kind and reason code of its `cancellation_details`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -41,12 +42,13 @@ use chrono::Utc;
 use prost_types::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tonic::Code;
 use utoipa::ToSchema;
 
-use super::{count_ignored, resolve_account, upsert_account};
+mod batch;
+
+pub use batch::{Batcher, backfill_batch};
+
 use crate::AppState;
-use crate::clients::Caller;
 use crate::error::ApiError;
 use crate::webhooks::{header, parse, signed, verify_timestamped, writer_for};
 
@@ -466,138 +468,6 @@ fn at(seconds: i64) -> Option<Timestamp> {
     Some(Timestamp { seconds, nanos: 0 })
 }
 
-/// True for an answer that means "already so": a cancellation of a
-/// cancelled subscription, or a change after its end arriving late.
-fn settled(status: &tonic::Status) -> bool {
-    status.code() == Code::FailedPrecondition
-}
-
-/// The connector's calls, with the webhook key.
-struct Writer<'a> {
-    state: &'a AppState,
-    caller: Caller,
-}
-
-impl Writer<'_> {
-    /// The account of a Stripe customer (see [`resolve_account`]).
-    async fn account(&self, customer: &str) -> Result<String, ApiError> {
-        resolve_account(self.state, &self.caller, SOURCE, customer).await
-    }
-
-    /// Upserts the customer's account with the data it had at `created`
-    /// (Unix seconds): older data than the newest applied changes nothing.
-    async fn upsert(
-        &self,
-        customer: &str,
-        account: acc::Account,
-        created: i64,
-        key: String,
-    ) -> Result<String, ApiError> {
-        upsert_account(
-            self.state,
-            &self.caller,
-            SOURCE,
-            customer,
-            account,
-            at(created),
-            key,
-        )
-        .await
-    }
-
-    /// The revenue subscription of one Stripe item: created once with zero
-    /// terms at the Stripe subscription's start, then found by its key.
-    async fn item(
-        &self,
-        account_id: &str,
-        s: &Subscription,
-        item: &str,
-    ) -> Result<String, ApiError> {
-        let answer = self
-            .state
-            .services
-            .revenue
-            .clone()
-            .create_subscription(self.caller.request(rev::CreateSubscriptionRequest {
-                subscription: Some(rev::Subscription {
-                    account_id: account_id.to_owned(),
-                    billing_interval: rev::BillingInterval::Month as i32,
-                    terms: Some(rev::Terms {
-                        plan: item.to_owned(),
-                        quantity: 0,
-                        unit_price: Some(com::Money {
-                            currency_code: s.currency.to_ascii_uppercase(),
-                            minor_units: 0,
-                        }),
-                        discount_basis_points: 0,
-                    }),
-                    start_at: at(s.start_date),
-                    ..rev::Subscription::default()
-                }),
-                idempotency_key: format!("stripe:sub:{}/{item}", s.id),
-            }))
-            .await
-            .map_err(|s| ApiError::from_status("revenue", &s))?
-            .into_inner();
-        answer
-            .subscription
-            .map(|s| s.id)
-            .ok_or_else(|| ApiError::internal(&"CreateSubscription returned no subscription"))
-    }
-
-    async fn change(
-        &self,
-        id: String,
-        terms: rev::Terms,
-        effective_at: i64,
-        key: String,
-    ) -> Result<(), ApiError> {
-        let answer = self
-            .state
-            .services
-            .revenue
-            .clone()
-            .change_subscription(self.caller.request(rev::ChangeSubscriptionRequest {
-                id,
-                terms: Some(terms),
-                effective_at: at(effective_at),
-                idempotency_key: key,
-                expected_version: None,
-            }))
-            .await;
-        match answer {
-            Ok(_) => Ok(()),
-            Err(s) if settled(&s) => Ok(()),
-            Err(s) => Err(ApiError::from_status("revenue", &s)),
-        }
-    }
-
-    async fn cancel(
-        &self,
-        id: String,
-        cancellation: rev::Cancellation,
-        key: String,
-    ) -> Result<(), ApiError> {
-        let answer = self
-            .state
-            .services
-            .revenue
-            .clone()
-            .cancel_subscription(self.caller.request(rev::CancelSubscriptionRequest {
-                id,
-                cancellation: Some(cancellation),
-                idempotency_key: key,
-                expected_version: None,
-            }))
-            .await;
-        match answer {
-            Ok(_) => Ok(()),
-            Err(s) if settled(&s) => Ok(()),
-            Err(s) => Err(ApiError::from_status("revenue", &s)),
-        }
-    }
-}
-
 fn object<T: serde::de::DeserializeOwned>(event: &Event) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(event.data.object.clone())
         .map_err(|e| ApiError::invalid(format!("data.object.{}", e.path()), e.inner().to_string()))
@@ -630,170 +500,6 @@ fn account_of(c: &Customer, segment_key: &str) -> acc::Account {
     }
 }
 
-/// Applies one verified event.
-async fn apply(state: &AppState, caller: Caller, event: Event) -> Result<StripeResult, ApiError> {
-    let settings = &state.connectors.stripe;
-    let w = Writer { state, caller };
-    let mut result = StripeResult {
-        event_id: event.id.clone(),
-        event_type: event.kind.clone(),
-        handled: true,
-        account_id: None,
-    };
-    match event.kind.as_str() {
-        "customer.created" | "customer.updated" => {
-            let c: Customer = object(&event)?;
-            // Mapped metadata is checked before anything is written.
-            let metadata = c
-                .metadata
-                .iter()
-                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-                .collect();
-            let attributes = super::attributes::mapped(
-                state,
-                &w.caller,
-                &settings.attributes,
-                "data.object.metadata",
-                &metadata,
-            )
-            .await?
-            .map_err(super::attributes::Misfit::into_error)?;
-            // Resolve first, so the placeholder upsert never runs after a real one.
-            w.account(&c.id).await?;
-            let mut account = account_of(&c, &settings.segment_metadata_key);
-            account.attributes = attributes;
-            let id = w
-                .upsert(
-                    &c.id,
-                    account,
-                    event.created,
-                    format!("stripe:{}:account", event.id),
-                )
-                .await?;
-            result.account_id = Some(id);
-        }
-        // A deleted customer keeps its account and history; its
-        // subscriptions end with their own events.
-        "customer.deleted" | "customer.subscription.trial_will_end" => {
-            let customer = match event.kind.as_str() {
-                "customer.deleted" => object::<Customer>(&event)?.id,
-                _ => customer_id(&object::<Subscription>(&event)?.customer)?,
-            };
-            result.account_id = Some(w.account(&customer).await?);
-        }
-        "customer.subscription.created"
-        | "customer.subscription.updated"
-        | "customer.subscription.paused"
-        | "customer.subscription.resumed" => {
-            let s: Subscription = object(&event)?;
-            let account = w.account(&customer_id(&s.customer)?).await?;
-            let previous = event.data.previous_attributes.as_ref();
-            let converted = previous_status(previous) == Some("trialing")
-                && matches!(s.status.as_str(), "active" | "past_due");
-            let effective_at = match (event.kind.as_str(), converted, s.trial_end) {
-                ("customer.subscription.created", _, _) => s.start_date,
-                (_, true, Some(trial_end)) => trial_end,
-                _ => event.created,
-            }
-            .max(s.start_date);
-            for (item, terms) in item_terms(&s, &settings.discounts) {
-                let id = w.item(&account, &s, &item).await?;
-                let key = format!("stripe:{}:{item}", event.id);
-                w.change(id, terms, effective_at, key).await?;
-            }
-            for item in removed_items(previous, &s) {
-                let id = w.item(&account, &s, &item).await?;
-                let zero = rev::Terms {
-                    plan: item.clone(),
-                    quantity: 0,
-                    unit_price: Some(com::Money {
-                        currency_code: s.currency.to_ascii_uppercase(),
-                        minor_units: 0,
-                    }),
-                    discount_basis_points: 0,
-                };
-                let key = format!("stripe:{}:{item}", event.id);
-                w.change(id, zero, effective_at, key).await?;
-            }
-            result.account_id = Some(account);
-        }
-        "customer.subscription.deleted" => {
-            let s: Subscription = object(&event)?;
-            let account = w.account(&customer_id(&s.customer)?).await?;
-            let ended = s
-                .ended_at
-                .or(s.canceled_at)
-                .unwrap_or(event.created)
-                .max(s.start_date);
-            let (kind, reason) = cancellation(
-                s.cancellation_details.as_ref(),
-                &settings.feedback_reasons,
-                &state.churn_reasons,
-            );
-            for item in &s.items.data {
-                let id = w.item(&account, &s, &item.id).await?;
-                let c = rev::Cancellation {
-                    effective_at: at(ended),
-                    kind: kind as i32,
-                    reason_code: reason.clone(),
-                };
-                w.cancel(id, c, format!("stripe:{}:{}", event.id, item.id))
-                    .await?;
-            }
-            result.account_id = Some(account);
-        }
-        "invoice.paid" | "invoice.payment_failed" | "invoice.marked_uncollectible" => {
-            let i: Invoice = object(&event)?;
-            let account = w.account(&customer_id(&i.customer)?).await?;
-            result.account_id = Some(account.clone());
-            // A zero invoice (a trial's) says nothing about paying on time.
-            if i.amount_due <= 0 {
-                return Ok(result);
-            }
-            let paid = event.kind == "invoice.paid";
-            let paid_at = paid.then(|| {
-                i.status_transitions
-                    .as_ref()
-                    .and_then(|t| t.paid_at)
-                    .unwrap_or(event.created)
-            });
-            // One record per invoice and outcome: repeated failures of the
-            // same invoice record it once.
-            let key = format!(
-                "stripe:invoice:{}:{}",
-                i.id,
-                if paid { "paid" } else { "unpaid" }
-            );
-            state
-                .services
-                .revenue
-                .clone()
-                .record_invoice(w.caller.request(rev::RecordInvoiceRequest {
-                    invoice: Some(rev::Invoice {
-                        account_id: account,
-                        amount: Some(com::Money {
-                            currency_code: i.currency.to_ascii_uppercase(),
-                            minor_units: i.amount_due,
-                        }),
-                        due_at: at(i.due_date.unwrap_or(i.created)),
-                        paid_at: paid_at.and_then(at),
-                        // The payment of a failed invoice updates the same invoice.
-                        external_id: format!("stripe:{}", i.id),
-                        ..rev::Invoice::default()
-                    }),
-                    idempotency_key: key,
-                }))
-                .await
-                .map_err(|s| ApiError::from_status("revenue", &s))?;
-        }
-        other => {
-            count_ignored("stripe", other);
-            result.handled = false;
-        }
-    }
-    Ok(result)
-}
-
 /// Stripe webhook: one event per delivery, signed with `Stripe-Signature`.
 pub async fn webhook(
     State(state): State<AppState>,
@@ -818,7 +524,15 @@ pub async fn webhook(
         tolerance,
     )?;
     let event: Event = parse(&body)?;
-    Ok(Json(apply(&state, caller, event).await?))
+    // Verified deliveries arriving together are applied as one batch; each
+    // is answered with its own outcome once its batch is written.
+    let batcher = state.stripe_batches.get_or_init(|| {
+        Batcher::start(
+            Duration::from_millis(settings.batch_window_ms),
+            settings.batch_max_events,
+        )
+    });
+    Ok(Json(batcher.apply(&state, caller, event).await?))
 }
 
 /// A short digest of an object, so a changed object re-imported is a new
@@ -959,14 +673,6 @@ pub fn backfill_events(object: &Value) -> Result<Vec<Event>, ApiError> {
             format!("{other:?} is not a customer, subscription or invoice"),
         )),
     }
-}
-
-/// Applies one listed object (see [`backfill_events`]).
-pub async fn backfill(state: &AppState, caller: &Caller, object: &Value) -> Result<(), ApiError> {
-    for event in backfill_events(object)? {
-        apply(state, caller.clone(), event).await?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
