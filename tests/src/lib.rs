@@ -41,6 +41,7 @@ pub mod assert;
 pub mod demo;
 pub mod fixtures;
 pub mod gateway;
+pub mod import;
 pub mod oidc;
 pub mod people;
 pub mod receiver;

@@ -10,8 +10,9 @@ use bowtie_proto::accounts::{
     Account, AttributeValue, ImportAccountsRequest, ImportAccountsResponse, ImportedAccount,
     ListAccountsRequest, ListAuditEventsRequest,
 };
-use bowtie_proto::common::{AuditFilter, ImportOutcome, ImportResult, Segment};
+use bowtie_proto::common::{AuditFilter, ImportOutcome, Segment};
 use bowtie_testkit::fixtures::{account, create_account, external_id, get_account, list_all};
+use bowtie_testkit::import::{DUPLICATE, RECORDED, acks, outcomes};
 use bowtie_testkit::people::{audited_as, secret, with_people};
 use bowtie_testkit::{AccountsClient, Bearer, TestDatabase, TestServer, backend_test};
 use prost_types::Timestamp;
@@ -40,33 +41,13 @@ async fn import(
     let requests = batches
         .into_iter()
         .map(|accounts| ImportAccountsRequest { accounts });
-    let mut stream = client
-        .import_accounts(futures::stream::iter(requests))
-        .await?
-        .into_inner();
-    let mut acks = Vec::new();
-    while let Some(ack) = stream.message().await? {
-        acks.push(ack);
-    }
-    Ok(acks)
+    acks(
+        client
+            .import_accounts(futures::stream::iter(requests))
+            .await,
+    )
+    .await
 }
-
-/// (outcome, code, field) of each result.
-fn outcomes(results: &[ImportResult]) -> Vec<(ImportOutcome, Code, &str)> {
-    results
-        .iter()
-        .map(|r| {
-            (
-                ImportOutcome::try_from(r.outcome).unwrap_or_default(),
-                Code::from(r.code),
-                r.field.as_str(),
-            )
-        })
-        .collect()
-}
-
-const RECORDED: (ImportOutcome, Code, &str) = (ImportOutcome::Recorded, Code::Ok, "");
-const DUPLICATE: (ImportOutcome, Code, &str) = (ImportOutcome::Duplicate, Code::Ok, "");
 
 async fn every_account(client: &mut AccountsClient) -> anyhow::Result<Vec<Account>> {
     list_all(client, ListAccountsRequest::default(), 10).await

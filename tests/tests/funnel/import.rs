@@ -5,10 +5,11 @@
 //! transitions recorded call by call.
 
 use bowtie_proto::accounts::ArchiveAccountRequest;
-use bowtie_proto::common::{ImportOutcome, ImportResult, Segment, Stage};
+use bowtie_proto::common::{ImportOutcome, Segment, Stage};
 use bowtie_proto::funnel::{
     GetFunnelReportRequest, ImportTransitionsRequest, ImportTransitionsResponse, ImportedTransition,
 };
+use bowtie_testkit::import::{DUPLICATE, RECORDED, acks, outcomes};
 use bowtie_testkit::{TestDatabase, backend_test};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -41,32 +42,13 @@ async fn import(
     let requests = batches
         .into_iter()
         .map(|transitions| ImportTransitionsRequest { transitions });
-    let mut stream = funnel
-        .import_transitions(futures::stream::iter(requests))
-        .await?
-        .into_inner();
-    let mut acks = Vec::new();
-    while let Some(ack) = stream.message().await? {
-        acks.push(ack);
-    }
-    Ok(acks)
+    Ok(acks(
+        funnel
+            .import_transitions(futures::stream::iter(requests))
+            .await,
+    )
+    .await?)
 }
-
-fn outcomes(results: &[ImportResult]) -> Vec<(ImportOutcome, Code, &str)> {
-    results
-        .iter()
-        .map(|r| {
-            (
-                ImportOutcome::try_from(r.outcome).unwrap_or_default(),
-                Code::from(r.code),
-                r.field.as_str(),
-            )
-        })
-        .collect()
-}
-
-const RECORDED: (ImportOutcome, Code, &str) = (ImportOutcome::Recorded, Code::Ok, "");
-const DUPLICATE: (ImportOutcome, Code, &str) = (ImportOutcome::Duplicate, Code::Ok, "");
 
 async fn a_streamed_batch_lands_its_good_transitions_refuses_bad_ones_alone_and_repeats_change_nothing(
     db: &TestDatabase,

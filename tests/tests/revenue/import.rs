@@ -4,7 +4,7 @@
 //! resumed without duplicates, and an imported history reports exactly as
 //! the same history written call by call.
 
-use bowtie_proto::common::{ImportOutcome, ImportResult, Segment};
+use bowtie_proto::common::{ImportOutcome, Segment};
 use bowtie_proto::revenue::{
     BillingInterval, CancelSubscriptionRequest, CancellationKind, GetSubscriptionRequest,
     ImportInvoicesRequest, ImportInvoicesResponse, ImportSubscriptionEventsRequest,
@@ -13,6 +13,7 @@ use bowtie_proto::revenue::{
 };
 use bowtie_testkit::TestDatabase;
 use bowtie_testkit::backend_test;
+use bowtie_testkit::import::{DUPLICATE, RECORDED, acks, outcomes};
 use bowtie_testkit::revenue::*;
 use prost_types::Timestamp;
 use tokio::sync::mpsc;
@@ -68,33 +69,13 @@ async fn import(
     let requests = batches
         .into_iter()
         .map(|events| ImportSubscriptionEventsRequest { events });
-    let mut stream = client
-        .import_subscription_events(futures::stream::iter(requests))
-        .await?
-        .into_inner();
-    let mut acks = Vec::new();
-    while let Some(ack) = stream.message().await? {
-        acks.push(ack);
-    }
-    Ok(acks)
+    Ok(acks(
+        client
+            .import_subscription_events(futures::stream::iter(requests))
+            .await,
+    )
+    .await?)
 }
-
-/// (outcome, code, field) of each result.
-fn outcomes(results: &[ImportResult]) -> Vec<(ImportOutcome, Code, &str)> {
-    results
-        .iter()
-        .map(|r| {
-            (
-                ImportOutcome::try_from(r.outcome).unwrap_or_default(),
-                Code::from(r.code),
-                r.field.as_str(),
-            )
-        })
-        .collect()
-}
-
-const RECORDED: (ImportOutcome, Code, &str) = (ImportOutcome::Recorded, Code::Ok, "");
-const DUPLICATE: (ImportOutcome, Code, &str) = (ImportOutcome::Duplicate, Code::Ok, "");
 
 async fn a_streamed_batch_lands_its_good_rows_refuses_bad_ones_alone_and_repeats_change_nothing(
     db: &TestDatabase,
