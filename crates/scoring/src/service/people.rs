@@ -26,11 +26,21 @@ const PAGE: i32 = 1000;
 
 impl Scoring {
     /// Fills the people rows the accounts scoring knows lack, from the
-    /// accounts service; returns how many it filled.
-    pub async fn backfill_people(&self) -> Result<usize, Error> {
-        let reader = self.inner.store.db().reader();
-        let mut lacking: HashSet<AccountId> =
-            storage::lacking_people(reader).await?.into_iter().collect();
+    /// accounts service; returns how many it filled. `lacking` holds the
+    /// accounts still to fill: read from storage on the first try, then
+    /// kept across retries (each id leaves it once its row is written), so
+    /// a retry while the accounts service is unreachable costs no scan.
+    pub async fn backfill_people(
+        &self,
+        lacking: &mut Option<HashSet<AccountId>>,
+    ) -> Result<usize, Error> {
+        let lacking = match lacking {
+            Some(lacking) => lacking,
+            None => {
+                let reader = self.inner.store.db().reader();
+                lacking.insert(storage::lacking_people(reader).await?.into_iter().collect())
+            }
+        };
         let mut filled = 0;
         let mut token = String::new();
         while !lacking.is_empty() {
@@ -39,11 +49,11 @@ impl Scoring {
                 .into_iter()
                 .filter_map(|a| {
                     let id = AccountId(Uuid::parse_str(&a.id).ok()?);
-                    lacking.remove(&id).then_some((id, a.csm, a.owner))
+                    lacking.contains(&id).then_some((id, a.csm, a.owner))
                 })
                 .collect();
             if !rows.is_empty() {
-                filled += rows.len();
+                let ids: Vec<AccountId> = rows.iter().map(|(id, _, _)| *id).collect();
                 self.inner
                     .store
                     .write(None, move |tx| {
@@ -52,6 +62,10 @@ impl Scoring {
                         )
                     })
                     .await?;
+                filled += ids.len();
+                for id in &ids {
+                    lacking.remove(id);
+                }
             }
             if next.is_empty() {
                 break;
@@ -67,10 +81,11 @@ impl Scoring {
         let app = self.clone();
         tokio::spawn(async move {
             let mut pause = Duration::from_millis(200);
+            let mut lacking = None;
             loop {
                 let outcome = tokio::select! {
                     () = shutdown.wait() => return,
-                    outcome = app.backfill_people() => outcome,
+                    outcome = app.backfill_people(&mut lacking) => outcome,
                 };
                 match outcome {
                     Ok(filled) => {
